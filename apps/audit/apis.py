@@ -1,0 +1,40 @@
+from rest_framework import serializers
+from rest_framework.pagination import CursorPagination
+from rest_framework.views import APIView
+
+from apps.tenants.permissions import IsProductOrOrganization
+
+from .selectors import audit_list
+
+
+class AuditPagination(CursorPagination):
+    ordering = "-id"
+    page_size = 100
+    max_page_size = 500
+    page_size_query_param = "limit"
+
+
+class AuditListApi(APIView):
+    permission_classes = [IsProductOrOrganization]
+
+    class FilterSerializer(serializers.Serializer):
+        action = serializers.CharField(required=False, max_length=80, help_text="Exact action, or a prefix ending in '.'")
+        target_id = serializers.CharField(required=False, max_length=64)
+
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        created_at = serializers.DateTimeField()
+        actor = serializers.CharField()
+        action = serializers.CharField()
+        target_type = serializers.CharField()
+        target_id = serializers.CharField()
+        organization_id = serializers.UUIDField(allow_null=True)
+        data = serializers.JSONField()
+
+    def get(self, request):
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        qs = audit_list(tenant=request.user, **filters.validated_data)
+        paginator = AuditPagination()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)

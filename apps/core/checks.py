@@ -1,0 +1,35 @@
+"""System checks for configuration that Rowbell cannot run without."""
+
+from cryptography.fernet import Fernet
+from django.conf import settings
+from django.core.checks import Error, register
+
+
+@register()
+def encryption_keys_check(app_configs, **kwargs):
+    keys = settings.ROWBELL_ENCRYPTION_KEYS
+    if not keys:
+        return [
+            Error(
+                "ROWBELL_ENCRYPTION_KEYS is not set.",
+                hint="Generate one with: python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())'",
+                id="rowbell.E001",
+            )
+        ]
+    errors = []
+    for index, key in enumerate(keys):
+        try:
+            Fernet(key.encode())
+        except (ValueError, TypeError):
+            errors.append(
+                Error(f"ROWBELL_ENCRYPTION_KEYS[{index}] is not a valid Fernet key.", id="rowbell.E002")
+            )
+    return errors
+
+
+@register()
+def secret_key_check(app_configs, **kwargs):
+    if not settings.SECRET_KEY:
+        return [Error("DJANGO_SECRET_KEY is not set.", id="rowbell.E003")]
+    return []

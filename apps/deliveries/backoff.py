@@ -1,0 +1,17 @@
+import random
+
+from django.conf import settings
+
+
+def retry_delay(attempt: int, *, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1-based).
+
+    Exponential (base * 2**(attempt-1), capped) with "equal jitter": a uniform draw between half the
+    step and the full step, so retries from one outage spread out but never come back early.
+    A `Retry-After` from the receiver is a floor, itself capped by ROWBELL_RETRY_AFTER_MAX_SECONDS.
+    """
+    step = min(settings.ROWBELL_RETRY_MAX_SECONDS, settings.ROWBELL_RETRY_BASE_SECONDS * 2 ** (attempt - 1))
+    delay = (rng or random).uniform(step / 2, step)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, settings.ROWBELL_RETRY_AFTER_MAX_SECONDS))
+    return delay

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from rest_framework import serializers
+
+from apps.workflows.templating import template_check
+
+if TYPE_CHECKING:
+    from apps.deliveries.models import Delivery
+    from apps.tenants.models import Product
+
+
+class DeliveryError(Exception):
+    """A failed send. `permanent` failures are not retried; the others are, with back-off."""
+
+    def __init__(self, message: str, *, permanent: bool = False, status_code: int | None = None,
+                 excerpt: str = "", duration_ms: int = 0, retry_after: float | None = None):
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+        self.status_code = status_code
+        self.excerpt = excerpt
+        self.duration_ms = duration_ms
+        self.retry_after = retry_after
+
+
+@dataclass
+class SendResult:
+    status: str  # the delivery status it reached: "sent" (handed over) or "delivered" (receiver accepted)
+    status_code: int | None = None
+    excerpt: str = ""
+    duration_ms: int = 0
+
+
+@dataclass
+class Rendered:
+    """A notify step rendered for one recipient: what to send where, or why nothing is sent."""
+
+    target: str = ""
+    payload: dict[str, Any] = field(default_factory=dict)
+    endpoint_id: Any = None
+    skip_reason: str = ""
+
+
+class TemplateField(serializers.CharField):
+    """A user template: checked for syntax when the workflow is saved."""
+
+    def __init__(self, *, html: bool = False, **kwargs):
+        self.html = html
+        kwargs.setdefault("max_length", 100_000)
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        problem = template_check(value, html=self.html)
+        if problem:
+            raise serializers.ValidationError(problem)
+        return value
+
+
+class Channel:
+    """Base class of every delivery channel.
+
+    - `StepConfig`: the typed fields a notify step on this channel takes (besides id/type/channel).
+    - `render`: fill the step's templates for one recipient.
+    - `send`: one try; returns SendResult or raises DeliveryError. It must be thread-safe: deliveries
+      of a batch are sent concurrently.
+    """
+
+    kind: ClassVar[str]
+
+    class StepConfig(serializers.Serializer):
+        pass
+
+    def step_config(self, step: dict, *, product: Product) -> serializers.Serializer:
+        return self.StepConfig(data=step, context={"product": product})
+
+    def render(self, *, config: dict, context: dict, product: Product) -> Rendered:
+        raise NotImplementedError
+
+    def send(self, delivery: Delivery) -> SendResult:
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, Channel] = {}
+
+
+def register(channel: Channel) -> None:
+    _REGISTRY[channel.kind] = channel
+
+
+def channel_get(kind: str) -> Channel:
+    return _REGISTRY[kind]
+
+
+def channel_kinds() -> list[str]:
+    return sorted(_REGISTRY)

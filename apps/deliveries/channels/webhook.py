@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import json
+import time
+
+from rest_framework import serializers
+
+from apps.deliveries import outbound
+from apps.deliveries.signing import signature_headers
+
+from .base import Channel, DeliveryError, Rendered, SendResult
+
+# Answers after which retrying cannot help: the receiver says the endpoint is gone.
+PERMANENT_STATUSES = frozenset({410})
+
+
+def webhook_body(payload: dict) -> bytes:
+    """The exact bytes sent: compact JSON. Retries re-serialize the same stored payload."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class WebhookChannel(Channel):
+    """A signed JSON POST (Standard Webhooks). Success is HTTP 200 only, unless the endpoint opts in
+    to any 2xx. Redirects are not followed. Every other answer is retried, except 410 (gone)."""
+
+    kind = "webhook"
+
+    class StepConfig(serializers.Serializer):
+        webhook = serializers.UUIDField(help_text="Id of one of the product's webhook endpoints.")
+
+        def validate_webhook(self, value):
+            from apps.deliveries.models import WebhookEndpoint
+
+            if not WebhookEndpoint.objects.filter(id=value, product=self.context["product"]).exists():
+                raise serializers.ValidationError("No webhook endpoint with this id in this product.")
+            return str(value)
+
+    def render(self, *, config: dict, context: dict, product) -> Rendered:
+        from apps.deliveries.models import WebhookEndpoint
+
+        endpoint = WebhookEndpoint.objects.filter(id=config["webhook"], product=product).only("id", "url",
+                                                                                              "enabled").first()
+        if endpoint is None:
+            return Rendered(skip_reason="The webhook endpoint no longer exists.")
+        if not endpoint.enabled:
+            return Rendered(skip_reason="The webhook endpoint is disabled.", endpoint_id=endpoint.id)
+        payload = {
+            "type": "workflow.notification",
+            "timestamp": context["timestamp"],
+            "data": {
+                "workflow": context["workflow"]["key"],
+                "version": context["workflow"]["version"],
+                "step": context["step"],
+                "request_id": context["request_id"],
+                "recipient": context["recipient"],
+                "data": context["data"],
+            },
+        }
+        return Rendered(target=endpoint.url, payload=payload, endpoint_id=endpoint.id)
+
+    def send(self, delivery) -> SendResult:
+        endpoint = delivery.endpoint
+        body = webhook_body(delivery.payload)
+        headers = {"Content-Type": "application/json"}
+        headers.update(signature_headers([endpoint.secret], delivery.message_id, int(time.time()), body))
+        try:
+            answer = outbound.post(endpoint.url, body, headers)
+        except outbound.OutboundError as exc:
+            raise DeliveryError(exc.message, permanent=exc.permanent) from exc
+        ok = answer.status == 200 or (endpoint.accept_any_2xx and 200 <= answer.status < 300)
+        if ok:
+            return SendResult(status="delivered", status_code=answer.status, excerpt=answer.excerpt,
+                              duration_ms=answer.duration_ms)
+        if 300 <= answer.status < 400:
+            reason = f"HTTP {answer.status}: redirects are not followed (Location: {answer.header('location')})"
+        elif 200 <= answer.status < 300:
+            reason = f"HTTP {answer.status}: only 200 counts as success for this endpoint"
+        else:
+            reason = f"HTTP {answer.status}"
+        raise DeliveryError(
+            reason,
+            permanent=answer.status in PERMANENT_STATUSES,
+            status_code=answer.status,
+            excerpt=answer.excerpt,
+            duration_ms=answer.duration_ms,
+            retry_after=outbound.retry_after_seconds(answer.header("retry-after")),
+        )

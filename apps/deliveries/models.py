@@ -1,0 +1,139 @@
+import uuid
+
+from django.db import models
+
+from apps.core.encryption import EncryptedTextField
+
+
+class WebhookEndpoint(models.Model):
+    """Where a product's webhook deliveries go. The signing secret is encrypted at rest."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    product = models.ForeignKey("tenants.Product", on_delete=models.PROTECT, related_name="webhook_endpoints")
+    url = models.URLField(max_length=2000)
+    description = models.CharField(max_length=200, blank=True)
+    secret = EncryptedTextField(help_text="whsec_... signing secret (encrypted at rest).")
+    # Success is HTTP 200 only, unless the endpoint opts in to any 2xx.
+    accept_any_2xx = models.BooleanField(default=False)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return self.url
+
+
+class DeliveryStatus(models.TextChoices):
+    QUEUED = "queued"
+    HELD = "held"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    OPENED = "opened"
+    CLICKED = "clicked"
+    FAILED = "failed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+    SKIPPED = "skipped"
+    DISCARDED = "discarded"
+
+
+# Statuses after which nothing more will be sent.
+FINAL_STATUSES = frozenset(
+    {
+        DeliveryStatus.SENT,
+        DeliveryStatus.DELIVERED,
+        DeliveryStatus.OPENED,
+        DeliveryStatus.CLICKED,
+        DeliveryStatus.FAILED,
+        DeliveryStatus.BOUNCED,
+        DeliveryStatus.COMPLAINED,
+        DeliveryStatus.SKIPPED,
+        DeliveryStatus.DISCARDED,
+    }
+)
+SUCCESS_STATUSES = frozenset(
+    {DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatus.OPENED, DeliveryStatus.CLICKED}
+)
+
+
+def new_message_id() -> str:
+    return f"msg_{uuid.uuid4().hex}"
+
+
+class Delivery(models.Model):
+    """One message to one recipient over one channel; retried until it succeeds or gives up.
+
+    `message_id` is the Standard Webhooks `webhook-id`: stable across retries and replays.
+    """
+
+    message_id = models.CharField(max_length=40, unique=True, default=new_message_id, editable=False)
+    product = models.ForeignKey("tenants.Product", on_delete=models.PROTECT, related_name="+")
+    organization = models.ForeignKey("tenants.Organization", null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="+")
+    request = models.ForeignKey("runs.TriggerRequest", null=True, blank=True, on_delete=models.CASCADE,
+                                related_name="deliveries")
+    run = models.ForeignKey("runs.Run", null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries")
+    step_id = models.CharField(max_length=64, blank=True)
+    channel = models.CharField(max_length=20)
+    endpoint = models.ForeignKey(WebhookEndpoint, null=True, blank=True, on_delete=models.PROTECT,
+                                 related_name="deliveries")
+    recipient_id = models.CharField(max_length=200, blank=True)
+    target = models.CharField(max_length=2000, help_text="URL, address or number the message goes to.")
+    payload = models.JSONField(help_text="The rendered message, exactly as it is sent.")
+    priority = models.CharField(max_length=10, default="normal")
+    status = models.CharField(max_length=20, choices=DeliveryStatus.choices, default=DeliveryStatus.QUEUED)
+    attempt_count = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField()
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # When the last Celery hint was sent: lets the dispatcher re-send hints that were lost.
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "deliveries"
+        constraints = [
+            # A notify step executed twice for the same run cannot create a second delivery.
+            models.UniqueConstraint(fields=["run", "step_id"], name="delivery_once_per_run_step"),
+        ]
+        indexes = [
+            models.Index(fields=["next_attempt_at"], name="delivery_due",
+                         condition=models.Q(status="queued")),
+            models.Index(fields=["lease_until"], name="delivery_sending_lease",
+                         condition=models.Q(status="sending")),
+            models.Index(fields=["product", "-created_at"], name="delivery_product_recent"),
+        ]
+
+    def __str__(self):
+        return f"{self.channel} {self.message_id} ({self.status})"
+
+
+class AttemptOutcome(models.TextChoices):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    UNKNOWN = "unknown"
+
+
+class DeliveryAttempt(models.Model):
+    """One try at sending a delivery: what was answered, how long it took, what went wrong."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField(default=0)
+    outcome = models.CharField(max_length=10, choices=AttemptOutcome.choices)
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    response_excerpt = models.TextField(blank=True)
+    permanent = models.BooleanField(default=False, help_text="The failure cannot succeed on retry.")
+
+    class Meta:
+        ordering = ["delivery_id", "number"]
+        constraints = [models.UniqueConstraint(fields=["delivery", "number"], name="attempt_number_unique")]

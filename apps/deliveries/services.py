@@ -1,0 +1,243 @@
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from apps.audit.services import AuditEntry, audit_record, audit_record_many
+from apps.core.exceptions import InvalidInput
+
+from . import outbound
+from .backoff import retry_delay
+from .channels import DeliveryError, Rendered, SendResult, channel_get
+from .models import AttemptOutcome, Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint
+from .signing import secret_generate
+
+logger = logging.getLogger(__name__)
+
+
+# --- Endpoints ----------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def webhook_endpoint_create(*, product, url: str, description: str = "", accept_any_2xx: bool = False,
+                            actor: str) -> WebhookEndpoint:
+    """Register a webhook endpoint; its `whsec_` secret is returned on the object once (then only encrypted)."""
+    try:
+        outbound.url_check(url)
+    except outbound.DestinationRefused as exc:
+        raise InvalidInput(exc.message, field="url") from exc
+    endpoint = WebhookEndpoint.objects.create(product=product, url=url, description=description,
+                                              accept_any_2xx=accept_any_2xx, secret=secret_generate())
+    audit_record(action="webhook.created", target_type="webhook", target_id=endpoint.id, product_id=product.id,
+                 actor=actor, data={"url": url, "accept_any_2xx": accept_any_2xx})
+    return endpoint
+
+
+# --- Creating deliveries ------------------------------------------------------------------------
+
+
+def _enqueue_on_commit(ids: list[int], priority: str) -> None:
+    from .tasks import deliveries_send_task
+
+    def send():
+        for start in range(0, len(ids), settings.ROWBELL_DELIVERY_BATCH):
+            deliveries_send_task.apply_async(args=[ids[start:start + settings.ROWBELL_DELIVERY_BATCH]],
+                                             queue=priority)
+
+    transaction.on_commit(send)
+
+
+def delivery_create(*, run, step_id: str, channel: str, rendered: Rendered) -> Delivery:
+    """Record a rendered delivery (or a skipped one) for a run's notify step; send it after commit.
+
+    Call inside the step's transaction: the delivery exists if and only if the step completed.
+    """
+    now = timezone.now()
+    skipped = bool(rendered.skip_reason)
+    delivery = Delivery.objects.create(
+        product_id=run.product_id, organization_id=run.organization_id, request_id=run.request_id, run=run,
+        step_id=step_id, channel=channel, endpoint_id=rendered.endpoint_id,
+        recipient_id=str(run.recipient.get("id", ""))[:200], target=rendered.target, payload=rendered.payload,
+        priority=run.priority, max_attempts=settings.ROWBELL_DELIVERY_MAX_ATTEMPTS,
+        status=DeliveryStatus.SKIPPED if skipped else DeliveryStatus.QUEUED,
+        last_error=rendered.skip_reason, next_attempt_at=None if skipped else now,
+        enqueued_at=None if skipped else now, completed_at=now if skipped else None,
+    )
+    if skipped:
+        audit_record(action="delivery.skipped", target_type="delivery", target_id=delivery.message_id,
+                     product_id=run.product_id, organization_id=run.organization_id,
+                     data={"reason": rendered.skip_reason, "channel": channel})
+    else:
+        _enqueue_on_commit([delivery.id], run.priority)
+    return delivery
+
+
+# --- Sending ------------------------------------------------------------------------------------
+
+_executor: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    # Created lazily so that each forked worker process gets its own threads.
+    global _executor
+    if _executor is None:
+        _executor = ThreadPoolExecutor(max_workers=settings.ROWBELL_DELIVERY_CONCURRENCY,
+                                       thread_name_prefix="delivery")
+    return _executor
+
+
+def _claim(delivery_ids: list[int]) -> list[Delivery]:
+    """Take the due, queued deliveries among `delivery_ids`; rows locked by another worker are skipped."""
+    now = timezone.now()
+    with transaction.atomic():
+        rows = list(
+            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("endpoint")
+            .filter(id__in=delivery_ids, status=DeliveryStatus.QUEUED, next_attempt_at__lte=now)
+        )
+        if rows:
+            Delivery.objects.filter(id__in=[d.id for d in rows]).update(
+                status=DeliveryStatus.SENDING, attempt_count=F("attempt_count") + 1,
+                lease_until=now + timedelta(seconds=settings.ROWBELL_LEASE_SECONDS), updated_at=now,
+            )
+    for d in rows:
+        d.attempt_count += 1
+    return rows
+
+
+def _send_one(delivery: Delivery):
+    started = timezone.now()
+    try:
+        result = channel_get(delivery.channel).send(delivery)
+    except DeliveryError as exc:
+        return delivery, started, exc
+    except Exception as exc:  # a bug in a channel must not lose the delivery: record and retry it
+        logger.exception("Channel %s crashed on delivery %s", delivery.channel, delivery.id)
+        return delivery, started, DeliveryError(f"Internal error: {exc.__class__.__name__}")
+    return delivery, started, result
+
+
+def _record(outcomes) -> None:
+    """Write every attempt and the resulting statuses in one transaction."""
+    now = timezone.now()
+    attempts, audits = [], []
+    with transaction.atomic():
+        for delivery, started, outcome in outcomes:
+            scope = {"product_id": delivery.product_id, "organization_id": delivery.organization_id,
+                     "target_type": "delivery", "target_id": delivery.message_id}
+            number = delivery.attempt_count
+            if isinstance(outcome, SendResult):
+                attempts.append(DeliveryAttempt(delivery=delivery, number=number, started_at=started,
+                                                duration_ms=outcome.duration_ms, outcome=AttemptOutcome.SUCCESS,
+                                                status_code=outcome.status_code, response_excerpt=outcome.excerpt))
+                Delivery.objects.filter(id=delivery.id, status=DeliveryStatus.SENDING).update(
+                    status=outcome.status, completed_at=now, last_error="", lease_until=None, updated_at=now)
+                audits.append(AuditEntry(action=f"delivery.{outcome.status}", data={
+                    "attempt": number, "status_code": outcome.status_code, "channel": delivery.channel}, **scope))
+                continue
+            exc: DeliveryError = outcome
+            attempts.append(DeliveryAttempt(delivery=delivery, number=number, started_at=started,
+                                            duration_ms=exc.duration_ms, outcome=AttemptOutcome.FAILURE,
+                                            status_code=exc.status_code, error=exc.message[:2000],
+                                            response_excerpt=exc.excerpt, permanent=exc.permanent))
+            detail = {"attempt": number, "status_code": exc.status_code, "error": exc.message[:500],
+                      "channel": delivery.channel}
+            audits.append(AuditEntry(action="delivery.attempt_failed", data=detail, **scope))
+            if exc.permanent or number >= delivery.max_attempts:
+                Delivery.objects.filter(id=delivery.id, status=DeliveryStatus.SENDING).update(
+                    status=DeliveryStatus.FAILED, completed_at=now, last_error=exc.message[:2000],
+                    lease_until=None, updated_at=now)
+                reason = "permanent error" if exc.permanent else f"gave up after {number} attempts"
+                audits.append(AuditEntry(action="delivery.failed", data={**detail, "reason": reason}, **scope))
+            else:
+                delay = retry_delay(number, retry_after=exc.retry_after)
+                next_at = now + timedelta(seconds=delay)
+                Delivery.objects.filter(id=delivery.id, status=DeliveryStatus.SENDING).update(
+                    status=DeliveryStatus.QUEUED, next_attempt_at=next_at, last_error=exc.message[:2000],
+                    lease_until=None, updated_at=now)
+                audits.append(AuditEntry(action="delivery.retry_scheduled",
+                                         data={**detail, "next_attempt_at": next_at.isoformat(),
+                                               "delay_seconds": round(delay, 3)}, **scope))
+        DeliveryAttempt.objects.bulk_create(attempts)
+        audit_record_many(audits)
+
+
+def deliveries_send(*, delivery_ids: list[int]) -> int:
+    """Send a batch of deliveries; return how many were attempted.
+
+    1. Claim: queued and due rows move to `sending` (a conditional update under SKIP LOCKED, so two
+       workers never send the same delivery at once).
+    2. Send concurrently over pooled keep-alive connections.
+    3. Record every attempt and outcome in one transaction: delivered/sent, retry later, or failed.
+    A worker that dies between 1 and 3 leaves `sending` rows whose lease expires; the reconciler puts
+    them back in the queue (at-least-once).
+    """
+    claimed = _claim(delivery_ids)
+    if not claimed:
+        return 0
+    if len(claimed) == 1:
+        outcomes = [_send_one(claimed[0])]
+    else:
+        outcomes = list(_pool().map(_send_one, claimed))
+    _record(outcomes)
+    return len(claimed)
+
+
+# --- Housekeeping -------------------------------------------------------------------------------
+
+
+def deliveries_dispatch_due(*, limit: int = 10_000) -> int:
+    """Send hints for queued deliveries that are due and have no live hint: retries whose back-off
+    has passed, and deliveries whose hint was lost (e.g. Redis restarted)."""
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.ROWBELL_REQUEUE_AFTER_SECONDS)
+    with transaction.atomic():
+        due = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(status=DeliveryStatus.QUEUED, next_attempt_at__lte=now)
+            .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=F("next_attempt_at")) | Q(enqueued_at__lt=stale))
+            .order_by("next_attempt_at")
+            .values_list("id", "priority")[:limit]
+        )
+        if not due:
+            return 0
+        Delivery.objects.filter(id__in=[i for i, _ in due]).update(enqueued_at=now)
+        by_priority: dict[str, list[int]] = defaultdict(list)
+        for delivery_id, priority in due:
+            by_priority[priority].append(delivery_id)
+        for priority, ids in by_priority.items():
+            _enqueue_on_commit(ids, priority)
+    return len(due)
+
+
+def deliveries_reconcile() -> int:
+    """Return deliveries stuck in `sending` past their lease (their worker died) to the queue."""
+    now = timezone.now()
+    with transaction.atomic():
+        stuck = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(status=DeliveryStatus.SENDING, lease_until__lt=now)
+            .values_list("id", "attempt_count", "product_id", "organization_id", "message_id")[:10_000]
+        )
+        if not stuck:
+            return 0
+        Delivery.objects.filter(id__in=[s[0] for s in stuck]).update(
+            status=DeliveryStatus.QUEUED, next_attempt_at=now, enqueued_at=None, lease_until=None, updated_at=now,
+            last_error="The worker stopped before the outcome was recorded.")
+        DeliveryAttempt.objects.bulk_create(
+            [DeliveryAttempt(delivery_id=i, number=n, started_at=now, outcome=AttemptOutcome.UNKNOWN,
+                             error="The worker stopped before the outcome was recorded.")
+             for i, n, *_ in stuck],
+            ignore_conflicts=True,
+        )
+        audit_record_many([AuditEntry(action="delivery.requeued", target_type="delivery", target_id=m,
+                                      product_id=p, organization_id=o, data={"reason": "lease expired"})
+                           for _, _, p, o, m in stuck])
+    return len(stuck)

@@ -1,0 +1,8 @@
+from django.urls import path
+
+from . import apis
+
+urlpatterns = [
+    path("webhooks", apis.WebhookListCreateApi.as_view(), name="webhook-list"),
+    path("webhooks/<uuid:endpoint_id>", apis.WebhookDetailApi.as_view(), name="webhook-detail"),
+]

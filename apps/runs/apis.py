@@ -1,0 +1,136 @@
+import re
+
+from django.conf import settings
+from django.core.validators import validate_email
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.core.exceptions import InvalidInput
+from apps.tenants.permissions import IsProductOrOrganization
+from apps.workflows.selectors import workflow_version_for_trigger
+
+from .models import Priority
+from .selectors import request_status
+from .services import trigger_create
+
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+class RecipientField(serializers.Field):
+    """A recipient: an id string, or an object with `id` and any of `email`, `phone` (E.164), `name`,
+    plus any further properties templates may use."""
+
+    default_error_messages = {"invalid": "Must be a recipient id (string) or an object with an 'id'."}
+
+    def to_internal_value(self, value):
+        if isinstance(value, str):
+            value = {"id": value}
+        if not isinstance(value, dict):
+            self.fail("invalid")
+        errors = {}
+        rid = value.get("id")
+        if not isinstance(rid, (str, int)) or isinstance(rid, bool) or not str(rid).strip() or len(str(rid)) > 200:
+            errors["id"] = ["Required: a string of 1 to 200 characters."]
+        email = value.get("email")
+        if email is not None:
+            try:
+                if not isinstance(email, str):
+                    raise DjangoValidationError("")
+                validate_email(email)
+            except DjangoValidationError:
+                errors["email"] = ["Enter a valid email address."]
+        phone = value.get("phone")
+        if phone is not None and (not isinstance(phone, str) or not E164.match(phone)):
+            errors["phone"] = ["Must be an E.164 number, e.g. +14155550123."]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return {**value, "id": str(rid)}
+
+    def to_representation(self, value):
+        return value
+
+
+class TriggerInputSerializer(serializers.Serializer):
+    workflow = serializers.SlugField(max_length=100)
+    to = serializers.ListField(child=RecipientField(), min_length=1)
+    data = serializers.DictField(required=False, default=dict)
+    priority = serializers.ChoiceField(choices=Priority.choices, required=False, default=Priority.NORMAL)
+
+    def validate_to(self, value):
+        if len(value) > settings.ROWBELL_MAX_RECIPIENTS:
+            raise serializers.ValidationError(f"At most {settings.ROWBELL_MAX_RECIPIENTS} recipients per call.")
+        return value
+
+
+class TriggerOutputSerializer(serializers.Serializer):
+    request_id = serializers.UUIDField()
+    status = serializers.CharField()
+
+
+class TriggerApi(APIView):
+    permission_classes = [IsProductOrOrganization]
+
+    @extend_schema(
+        request=TriggerInputSerializer,
+        responses={202: TriggerOutputSerializer},
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
+                                     description="Repeat-safe retries: the same key and body return the same "
+                                                 "request id; the same key with another body answers 409.")],
+    )
+    def post(self, request):
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not IDEMPOTENCY_KEY.match(key):
+            raise InvalidInput("1 to 255 printable ASCII characters without spaces.", field="Idempotency-Key")
+        data = TriggerInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        version = workflow_version_for_trigger(tenant=request.user, key=v["workflow"])
+        trigger, created = trigger_create(tenant=request.user, version=version, recipients=v["to"], data=v["data"],
+                                          priority=v["priority"], idempotency_key=key)
+        body = {"request_id": trigger.id, "status": "accepted" if created else "duplicate"}
+        return Response(TriggerOutputSerializer(body).data, status=status.HTTP_202_ACCEPTED)
+
+
+class RunSummarySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    recipient_index = serializers.IntegerField()
+    recipient = serializers.JSONField()
+    status = serializers.CharField()
+    error = serializers.CharField()
+    completed_at = serializers.DateTimeField(allow_null=True)
+
+
+class DeliverySummarySerializer(serializers.Serializer):
+    id = serializers.CharField(source="message_id")
+    run_id = serializers.IntegerField(allow_null=True)
+    step = serializers.CharField(source="step_id")
+    channel = serializers.CharField()
+    recipient_id = serializers.CharField()
+    status = serializers.CharField()
+    attempts = serializers.IntegerField(source="attempt_count")
+    last_error = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    completed_at = serializers.DateTimeField(allow_null=True)
+
+
+class RequestStatusSerializer(serializers.Serializer):
+    request_id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=["accepted", "processing", "completed", "failed", "partially_failed"])
+    workflow = serializers.CharField()
+    version = serializers.IntegerField()
+    priority = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    runs = RunSummarySerializer(many=True)
+    deliveries = DeliverySummarySerializer(many=True)
+
+
+class RequestDetailApi(APIView):
+    permission_classes = [IsProductOrOrganization]
+
+    @extend_schema(responses=RequestStatusSerializer)
+    def get(self, request, request_id):
+        return Response(RequestStatusSerializer(request_status(tenant=request.user, request_id=request_id)).data)

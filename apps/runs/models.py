@@ -1,0 +1,116 @@
+import uuid
+
+from django.db import models
+
+
+class Priority(models.TextChoices):
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+class RequestStatus(models.TextChoices):
+    ACCEPTED = "accepted"  # recorded; its runs are not created yet
+    STARTED = "started"  # its runs exist; their progress is the request's progress
+
+
+class TriggerRequest(models.Model):
+    """One accepted trigger call: the durable record that the worker turns into runs."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    product = models.ForeignKey("tenants.Product", on_delete=models.PROTECT, related_name="+")
+    organization = models.ForeignKey("tenants.Organization", null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="+")
+    workflow_version = models.ForeignKey("workflows.WorkflowVersion", on_delete=models.PROTECT, related_name="+")
+    priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
+    recipients = models.JSONField()
+    data = models.JSONField(default=dict)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    body_hash = models.CharField(max_length=64)
+    status = models.CharField(max_length=20, choices=RequestStatus.choices, default=RequestStatus.ACCEPTED)
+    actor = models.CharField(max_length=120)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # NULLS NOT DISTINCT: a B2C product (no organization) gets one request per key too.
+            models.UniqueConstraint(
+                fields=["product", "organization", "idempotency_key"],
+                name="request_idempotency_key",
+                condition=models.Q(idempotency_key__isnull=False),
+                nulls_distinct=False,
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["enqueued_at"], name="request_accepted",
+                         condition=models.Q(status="accepted")),
+        ]
+
+    def __str__(self):
+        return str(self.id)
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Run(models.Model):
+    """A workflow version executed for one recipient. `step_index` is the next step to execute."""
+
+    request = models.ForeignKey(TriggerRequest, on_delete=models.CASCADE, related_name="runs")
+    recipient_index = models.PositiveIntegerField()
+    product = models.ForeignKey("tenants.Product", on_delete=models.PROTECT, related_name="+")
+    organization = models.ForeignKey("tenants.Organization", null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="+")
+    workflow_version = models.ForeignKey("workflows.WorkflowVersion", on_delete=models.PROTECT, related_name="runs")
+    recipient = models.JSONField()
+    priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
+    status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    step_index = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["request", "recipient_index"], name="run_once_per_recipient"),
+        ]
+        indexes = [
+            models.Index(fields=["enqueued_at"], name="run_queued", condition=models.Q(status="queued")),
+            models.Index(fields=["lease_until"], name="run_running", condition=models.Q(status="running")),
+        ]
+
+    def __str__(self):
+        return f"run {self.id} ({self.status})"
+
+
+class StepStatus(models.TextChoices):
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class RunStep(models.Model):
+    """A step a run has executed, with what it produced or why it failed."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
+    step_id = models.CharField(max_length=64)
+    index = models.PositiveIntegerField()
+    type = models.CharField(max_length=20)
+    status = models.CharField(max_length=20, choices=StepStatus.choices)
+    output = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    finished_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run_id", "index"]
+        constraints = [models.UniqueConstraint(fields=["run", "step_id"], name="run_step_once")]

@@ -1,0 +1,227 @@
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from apps.audit.services import audit_record
+from apps.core.exceptions import Conflict
+from apps.tenants.principals import Tenant
+
+from .models import RequestStatus, Run, RunStatus, RunStep, StepStatus, TriggerRequest
+from .steps import STEP_EXECUTORS, StepFailed
+
+logger = logging.getLogger(__name__)
+
+# Runs of one request started inside the request's own task; more are fanned out in batches.
+INLINE_RUNS = 10
+RUN_BATCH = 25
+
+
+class ClaimLost(Exception):
+    """Another worker took the run over (our lease had expired): stop without writing."""
+
+
+def _body_hash(*, workflow: str, recipients: list, data: dict, priority: str) -> str:
+    canonical = json.dumps({"workflow": workflow, "to": recipients, "data": data, "priority": priority},
+                           sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _enqueue_request(request_id, priority: str) -> None:
+    from .tasks import request_start_task
+
+    transaction.on_commit(lambda: request_start_task.apply_async(args=[str(request_id)], queue=priority))
+
+
+def _enqueue_runs(run_ids: list[int], priority: str) -> None:
+    from .tasks import runs_execute_task
+
+    for start in range(0, len(run_ids), RUN_BATCH):
+        runs_execute_task.apply_async(args=[run_ids[start:start + RUN_BATCH]], queue=priority)
+
+
+def trigger_create(*, tenant: Tenant, version, recipients: list[dict], data: dict, priority: str,
+                   idempotency_key: str | None = None) -> tuple[TriggerRequest, bool]:
+    """Accept a trigger call: record it with its audit row and queue it. Returns (request, created).
+
+    The same idempotency key with the same body returns the first request and starts nothing; with
+    another body it is a Conflict.
+    """
+    body_hash = _body_hash(workflow=version.workflow.key, recipients=recipients, data=data, priority=priority)
+    try:
+        with transaction.atomic():
+            request = TriggerRequest.objects.create(
+                product_id=tenant.product_id, organization_id=tenant.organization_id, workflow_version=version,
+                priority=priority, recipients=recipients, data=data, idempotency_key=idempotency_key,
+                body_hash=body_hash, actor=tenant.actor, enqueued_at=timezone.now(),
+            )
+            audit_record(action="request.accepted", target_type="request", target_id=request.id,
+                         product_id=tenant.product_id, organization_id=tenant.organization_id, actor=tenant.actor,
+                         data={"workflow": version.workflow.key, "version": version.version,
+                               "recipients": len(recipients), "priority": priority})
+            _enqueue_request(request.id, priority)
+    except IntegrityError:
+        if not idempotency_key:
+            raise
+        existing = TriggerRequest.objects.get(product_id=tenant.product_id, organization_id=tenant.organization_id,
+                                              idempotency_key=idempotency_key)
+        if existing.body_hash != body_hash:
+            raise Conflict("This Idempotency-Key was already used with a different request body.",
+                           field="Idempotency-Key") from None
+        return existing, False
+    return request, True
+
+
+def request_start(*, request_id) -> list[int]:
+    """Create the runs of an accepted request (one per recipient) and start them.
+
+    Claimed with a conditional update, so a repeated hint creates nothing twice.
+    """
+    with transaction.atomic():
+        claimed = TriggerRequest.objects.filter(id=request_id, status=RequestStatus.ACCEPTED).update(
+            status=RequestStatus.STARTED)
+        if not claimed:
+            return []
+        request = TriggerRequest.objects.get(id=request_id)
+        now = timezone.now()
+        runs = Run.objects.bulk_create([
+            Run(request=request, recipient_index=i, product_id=request.product_id,
+                organization_id=request.organization_id, workflow_version_id=request.workflow_version_id,
+                recipient=recipient, priority=request.priority, enqueued_at=now)
+            for i, recipient in enumerate(request.recipients)
+        ])
+        run_ids = [r.id for r in runs]
+        if len(run_ids) > INLINE_RUNS:
+            priority = request.priority
+            transaction.on_commit(lambda: _enqueue_runs(run_ids, priority))
+    if len(run_ids) <= INLINE_RUNS:
+        for run_id in run_ids:
+            run_execute(run_id=run_id)
+    return run_ids
+
+
+def _context(run: Run) -> dict:
+    request = run.request
+    version = run.workflow_version
+    return {
+        "data": request.data,
+        "recipient": run.recipient,
+        "workflow": {"key": version.workflow.key, "version": version.version},
+        "request_id": str(request.id),
+        "run_id": run.id,
+        "timestamp": run.created_at.isoformat(),
+    }
+
+
+def _lease() -> timezone.datetime:
+    return timezone.now() + timedelta(seconds=settings.ROWBELL_LEASE_SECONDS)
+
+
+def _run_fail(run: Run, step: dict, index: int, message: str) -> None:
+    with transaction.atomic():
+        updated = Run.objects.filter(id=run.id, status=RunStatus.RUNNING).update(
+            status=RunStatus.FAILED, error=message[:2000], completed_at=timezone.now(), lease_until=None)
+        if not updated:
+            return
+        RunStep.objects.create(run=run, step_id=step["id"], index=index, type=step["type"],
+                               status=StepStatus.FAILED, error=message[:2000])
+        audit_record(action="run.failed", target_type="run", target_id=run.id, product_id=run.product_id,
+                     organization_id=run.organization_id,
+                     data={"request_id": str(run.request_id), "step": step["id"], "error": message[:500]})
+
+
+def run_execute(*, run_id: int) -> str | None:
+    """Execute a queued run from its next step to the end; return its final status.
+
+    1. Claim the run: queued -> running, with a lease (a conditional update: one worker wins).
+    2. Each step commits in its own transaction together with the advance of `step_index`, so a crash
+       repeats at most the step in progress, whose writes were rolled back with it.
+    3. Mark the run completed (or failed, on a step that cannot succeed) and audit it.
+    """
+    claimed = Run.objects.filter(id=run_id, status=RunStatus.QUEUED).update(
+        status=RunStatus.RUNNING, lease_until=_lease(), updated_at=timezone.now())
+    if not claimed:
+        return None
+    run = Run.objects.select_related("request", "product", "workflow_version__workflow").get(id=run_id)
+    steps = run.workflow_version.definition["steps"]
+    context = _context(run)
+    try:
+        while run.step_index < len(steps):
+            index = run.step_index
+            step = steps[index]
+            with transaction.atomic():
+                output = STEP_EXECUTORS[step["type"]](run=run, step=step, context=context)
+                RunStep.objects.create(run=run, step_id=step["id"], index=index, type=step["type"],
+                                       status=StepStatus.COMPLETED, output=output)
+                advanced = Run.objects.filter(id=run.id, status=RunStatus.RUNNING).update(
+                    step_index=index + 1, lease_until=_lease(), updated_at=timezone.now())
+                if not advanced:
+                    raise ClaimLost()
+            run.step_index = index + 1
+    except StepFailed as exc:
+        _run_fail(run, steps[run.step_index], run.step_index, str(exc))
+        return RunStatus.FAILED
+    except ClaimLost:
+        logger.warning("Run %s was taken over by another worker; stopping.", run.id)
+        return None
+    with transaction.atomic():
+        done = Run.objects.filter(id=run.id, status=RunStatus.RUNNING).update(
+            status=RunStatus.COMPLETED, completed_at=timezone.now(), lease_until=None)
+        if done:
+            audit_record(action="run.completed", target_type="run", target_id=run.id, product_id=run.product_id,
+                         organization_id=run.organization_id, data={"request_id": str(run.request_id)})
+    return RunStatus.COMPLETED
+
+
+def runs_execute(*, run_ids: list[int]) -> None:
+    for run_id in run_ids:
+        run_execute(run_id=run_id)
+
+
+def runs_reconcile() -> dict[str, int]:
+    """Repair work whose Celery message was lost or whose worker died.
+
+    1. Accepted requests whose hint is older than ROWBELL_REQUEUE_AFTER_SECONDS: hint again.
+    2. Queued runs likewise.
+    3. Running runs whose lease has expired: back to queued (their in-flight step was rolled back).
+    """
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.ROWBELL_REQUEUE_AFTER_SECONDS)
+    from .tasks import request_start_task
+
+    with transaction.atomic():
+        requests = list(TriggerRequest.objects.select_for_update(skip_locked=True)
+                        .filter(status=RequestStatus.ACCEPTED, enqueued_at__lt=stale)
+                        .values_list("id", "priority")[:10_000])
+        TriggerRequest.objects.filter(id__in=[r for r, _ in requests]).update(enqueued_at=now)
+
+        expired = list(Run.objects.select_for_update(skip_locked=True)
+                       .filter(status=RunStatus.RUNNING, lease_until__lt=now).values_list("id", flat=True)[:10_000])
+        Run.objects.filter(id__in=expired).update(status=RunStatus.QUEUED, lease_until=None, enqueued_at=None)
+        for run_id in expired:
+            audit_record(action="run.requeued", target_type="run", target_id=run_id,
+                         data={"reason": "lease expired"})
+
+        runs = list(Run.objects.select_for_update(skip_locked=True)
+                    .filter(status=RunStatus.QUEUED)
+                    .exclude(enqueued_at__gte=stale)
+                    .values_list("id", "priority")[:10_000])
+        Run.objects.filter(id__in=[r for r, _ in runs]).update(enqueued_at=now)
+
+        def send():
+            for request_id, priority in requests:
+                request_start_task.apply_async(args=[str(request_id)], queue=priority)
+            by_priority: dict[str, list[int]] = {}
+            for run_id, priority in runs:
+                by_priority.setdefault(priority, []).append(run_id)
+            for priority, ids in by_priority.items():
+                _enqueue_runs(ids, priority)
+
+        transaction.on_commit(send)
+    return {"requests": len(requests), "runs_requeued": len(expired), "runs": len(runs)}

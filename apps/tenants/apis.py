@@ -1,0 +1,152 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.core.exceptions import Forbidden
+
+from .models import KeyScope
+from .permissions import IsPlatform, IsPlatformOrProduct, IsProduct, IsTenant
+from .selectors import api_key_get, api_key_list, organization_get, organization_list, product_get
+from .services import api_key_revoke, api_key_rotate, organization_create, product_create
+
+
+class NameInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, trim_whitespace=True)
+
+
+class ProductOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class ProductCreatedSerializer(ProductOutputSerializer):
+    api_key = serializers.CharField(help_text="Shown once: store it now.")
+
+
+class OrganizationOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    product_id = serializers.UUIDField()
+    name = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class OrganizationCreatedSerializer(OrganizationOutputSerializer):
+    api_key = serializers.CharField(help_text="Shown once: store it now.")
+
+
+class RotateInputSerializer(serializers.Serializer):
+    grace_seconds = serializers.IntegerField(
+        required=False, default=0, min_value=0, max_value=7 * 24 * 3600,
+        help_text="0 (default): the previous key stops working at once. Otherwise it keeps working this long.",
+    )
+
+
+class RotateOutputSerializer(serializers.Serializer):
+    api_key = serializers.CharField(help_text="The new key, shown once.")
+    previous_keys_stop_at = serializers.DateTimeField(allow_null=True)
+
+
+class ProductCreateApi(APIView):
+    permission_classes = [IsPlatform]
+
+    @extend_schema(request=NameInputSerializer, responses={201: ProductCreatedSerializer})
+    def post(self, request):
+        data = NameInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        product, raw = product_create(name=data.validated_data["name"], actor=request.user.actor)
+        out = ProductOutputSerializer(product).data | {"api_key": raw}
+        return Response(out, status=status.HTTP_201_CREATED)
+
+
+class ProductDetailApi(APIView):
+    permission_classes = [IsPlatformOrProduct]
+
+    @extend_schema(responses=ProductOutputSerializer)
+    def get(self, request, product_id):
+        return Response(ProductOutputSerializer(product_get(tenant=request.user, product_id=product_id)).data)
+
+
+class ProductRotateKeyApi(APIView):
+    permission_classes = [IsPlatformOrProduct]
+
+    @extend_schema(request=RotateInputSerializer, responses=RotateOutputSerializer)
+    def post(self, request, product_id):
+        product = product_get(tenant=request.user, product_id=product_id)
+        data = RotateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        _, raw, stop_at = api_key_rotate(product=product, actor=request.user.actor, **data.validated_data)
+        return Response(RotateOutputSerializer({"api_key": raw, "previous_keys_stop_at": stop_at}).data)
+
+
+class OrganizationListCreateApi(APIView):
+    permission_classes = [IsTenant]
+
+    @extend_schema(responses=OrganizationOutputSerializer(many=True))
+    def get(self, request):
+        return Response(OrganizationOutputSerializer(organization_list(tenant=request.user), many=True).data)
+
+    @extend_schema(request=NameInputSerializer, responses={201: OrganizationCreatedSerializer})
+    def post(self, request):
+        if not IsProduct().has_permission(request, self):
+            raise Forbidden("Organizations are created with their product's key.")
+        data = NameInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        organization, raw = organization_create(
+            product=request.user.product, name=data.validated_data["name"], actor=request.user.actor
+        )
+        out = OrganizationOutputSerializer(organization).data | {"api_key": raw}
+        return Response(out, status=status.HTTP_201_CREATED)
+
+
+class OrganizationDetailApi(APIView):
+    permission_classes = [IsTenant]
+
+    @extend_schema(responses=OrganizationOutputSerializer)
+    def get(self, request, organization_id):
+        organization = organization_get(tenant=request.user, organization_id=organization_id)
+        return Response(OrganizationOutputSerializer(organization).data)
+
+
+class OrganizationRotateKeyApi(APIView):
+    permission_classes = [IsTenant]
+
+    @extend_schema(request=RotateInputSerializer, responses=RotateOutputSerializer)
+    def post(self, request, organization_id):
+        organization = organization_get(tenant=request.user, organization_id=organization_id)
+        data = RotateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        _, raw, stop_at = api_key_rotate(
+            product=organization.product, organization=organization, actor=request.user.actor,
+            **data.validated_data,
+        )
+        return Response(RotateOutputSerializer({"api_key": raw, "previous_keys_stop_at": stop_at}).data)
+
+
+class ApiKeyOutputSerializer(serializers.Serializer):
+    prefix = serializers.CharField()
+    name = serializers.CharField()
+    scope = serializers.ChoiceField(choices=KeyScope.choices)
+    product_id = serializers.UUIDField(allow_null=True)
+    organization_id = serializers.UUIDField(allow_null=True)
+    created = serializers.DateTimeField()
+    expiry_date = serializers.DateTimeField(allow_null=True)
+    revoked = serializers.BooleanField()
+
+
+class ApiKeyListApi(APIView):
+    permission_classes = [IsTenant]
+
+    @extend_schema(responses=ApiKeyOutputSerializer(many=True))
+    def get(self, request):
+        return Response(ApiKeyOutputSerializer(api_key_list(tenant=request.user)[:500], many=True).data)
+
+
+class ApiKeyRevokeApi(APIView):
+    permission_classes = [IsTenant]
+
+    @extend_schema(request=None, responses=ApiKeyOutputSerializer)
+    def post(self, request, prefix):
+        key = api_key_revoke(key=api_key_get(tenant=request.user, prefix=prefix), actor=request.user.actor)
+        return Response(ApiKeyOutputSerializer(key).data)

@@ -1,0 +1,65 @@
+import uuid
+
+from django.db import models
+from rest_framework_api_key.models import AbstractAPIKey
+
+
+class Product(models.Model):
+    """A customer of Rowbell. B2C products use no organizations; B2B products have many."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Organization(models.Model):
+    """A B2B product's own customer: its data is isolated from its siblings'."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="organizations")
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return f"{self.product.name} / {self.name}"
+
+
+class KeyScope(models.TextChoices):
+    PLATFORM = "platform", "Platform"
+    PRODUCT = "product", "Product"
+    ORGANIZATION = "organization", "Organization"
+
+
+class ApiKey(AbstractAPIKey):
+    """A hashed API key (SHA-512: keys are random and long), shown once at creation.
+
+    `scope` says what the key may act as; the product/organization columns say which.
+    """
+
+    scope = models.CharField(max_length=20, choices=KeyScope.choices)
+    product = models.ForeignKey(Product, null=True, blank=True, on_delete=models.PROTECT, related_name="api_keys")
+    organization = models.ForeignKey(
+        Organization, null=True, blank=True, on_delete=models.PROTECT, related_name="api_keys"
+    )
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = "API key"
+        constraints = [
+            models.CheckConstraint(
+                name="api_key_scope_matches_owner",
+                condition=(
+                    models.Q(scope="platform", product__isnull=True, organization__isnull=True)
+                    | models.Q(scope="product", product__isnull=False, organization__isnull=True)
+                    | models.Q(scope="organization", product__isnull=False, organization__isnull=False)
+                ),
+            )
+        ]

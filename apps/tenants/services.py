@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from apps.audit.services import audit_record
+from apps.core.exceptions import InvalidInput
+
+from .models import ApiKey, KeyScope, Organization, Product
+
+# Longest overlap a rotation may grant the previous key.
+MAX_ROTATION_GRACE = timedelta(days=7)
+
+
+def _key_create(*, scope: str, name: str, product: Product | None = None, organization: Organization | None = None):
+    return ApiKey.objects.create_key(name=name[:50], scope=scope, product=product, organization=organization)
+
+
+@transaction.atomic
+def platform_key_create(*, name: str, actor: str = "platform") -> tuple[ApiKey, str]:
+    key, raw = _key_create(scope=KeyScope.PLATFORM, name=name)
+    audit_record(action="api_key.created", target_type="api_key", target_id=key.prefix, actor=actor,
+                 data={"scope": KeyScope.PLATFORM, "name": key.name})
+    return key, raw
+
+
+@transaction.atomic
+def product_create(*, name: str, actor: str) -> tuple[Product, str]:
+    """Onboard a product; returns it with its first API key (shown once)."""
+    product = Product.objects.create(name=name)
+    key, raw = _key_create(scope=KeyScope.PRODUCT, name=f"{name} (initial)", product=product)
+    audit_record(action="product.created", target_type="product", target_id=product.id,
+                 product_id=product.id, actor=actor, data={"name": name})
+    audit_record(action="api_key.created", target_type="api_key", target_id=key.prefix,
+                 product_id=product.id, actor=actor, data={"scope": KeyScope.PRODUCT})
+    return product, raw
+
+
+@transaction.atomic
+def organization_create(*, product: Product, name: str, actor: str) -> tuple[Organization, str]:
+    organization = Organization.objects.create(product=product, name=name)
+    key, raw = _key_create(scope=KeyScope.ORGANIZATION, name=f"{name} (initial)", product=product,
+                           organization=organization)
+    audit_record(action="organization.created", target_type="organization", target_id=organization.id,
+                 product_id=product.id, organization_id=organization.id, actor=actor, data={"name": name})
+    audit_record(action="api_key.created", target_type="api_key", target_id=key.prefix,
+                 product_id=product.id, organization_id=organization.id, actor=actor,
+                 data={"scope": KeyScope.ORGANIZATION})
+    return organization, raw
+
+
+@transaction.atomic
+def api_key_rotate(
+    *, product: Product, organization: Organization | None = None, grace_seconds: int = 0, actor: str
+) -> tuple[ApiKey, str, timezone.datetime | None]:
+    """Issue a new key for a product (or organization) and retire its current keys.
+
+    With grace_seconds == 0 the previous keys stop working at once (revoked); otherwise they keep
+    working until now + grace_seconds (at most 7 days) and then expire.
+    Returns (new key, raw key, when the previous keys stop working or None if there were none).
+    """
+    if grace_seconds < 0 or timedelta(seconds=grace_seconds) > MAX_ROTATION_GRACE:
+        raise InvalidInput("Must be between 0 and 604800 seconds (7 days).", field="grace_seconds")
+    now = timezone.now()
+    scope = KeyScope.ORGANIZATION if organization else KeyScope.PRODUCT
+    current = ApiKey.objects.select_for_update().filter(
+        scope=scope, product=product, organization=organization, revoked=False
+    )
+    current_prefixes = list(current.values_list("prefix", flat=True))
+    retire_at = None
+    if current_prefixes:
+        if grace_seconds == 0:
+            current.update(revoked=True)
+            retire_at = now
+        else:
+            retire_at = now + timedelta(seconds=grace_seconds)
+            # Never extend a key that already expires sooner.
+            current.filter(expiry_date__isnull=True).update(expiry_date=retire_at)
+            current.filter(expiry_date__gt=retire_at).update(expiry_date=retire_at)
+    owner = organization or product
+    key, raw = _key_create(scope=scope, name=f"{owner.name} (rotated {now:%Y-%m-%d})", product=product,
+                           organization=organization)
+    audit_record(action="api_key.rotated", target_type="api_key", target_id=key.prefix, product_id=product.id,
+                 organization_id=organization.id if organization else None, actor=actor,
+                 data={"retired": current_prefixes, "grace_seconds": grace_seconds,
+                       "retired_at": retire_at.isoformat() if retire_at else None})
+    return key, raw, retire_at
+
+
+@transaction.atomic
+def api_key_revoke(*, key: ApiKey, actor: str) -> ApiKey:
+    """Revoke a key at once; repeat calls are harmless."""
+    updated = ApiKey.objects.filter(pk=key.pk, revoked=False).update(revoked=True)
+    if updated:
+        audit_record(action="api_key.revoked", target_type="api_key", target_id=key.prefix,
+                     product_id=key.product_id, organization_id=key.organization_id, actor=actor)
+    key.refresh_from_db()
+    return key

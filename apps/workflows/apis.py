@@ -1,0 +1,100 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.tenants.permissions import IsProduct, IsProductOrOrganization
+
+from .selectors import workflow_get, workflow_list, workflow_version_list
+from .services import workflow_create, workflow_publish, workflow_update
+
+
+class WorkflowOutputSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    name = serializers.CharField()
+    trigger = serializers.JSONField(source="draft.trigger")
+    steps = serializers.JSONField(source="draft.steps")
+    published_version = serializers.IntegerField(source="published_version.version", allow_null=True,
+                                                 default=None)
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class VersionOutputSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    definition = serializers.JSONField()
+    published_at = serializers.DateTimeField()
+    published_by = serializers.CharField()
+
+
+class DefinitionInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    trigger = serializers.JSONField(required=False, help_text='{"type": "api"} (default).')
+    steps = serializers.JSONField(help_text="Ordered list of steps; see the README for the step types.")
+
+    def definition(self) -> dict:
+        data = self.validated_data
+        return {"trigger": data.get("trigger", {"type": "api"}), "steps": data["steps"]}
+
+
+class WorkflowCreateInputSerializer(DefinitionInputSerializer):
+    key = serializers.SlugField(max_length=100)
+
+
+class WorkflowListCreateApi(APIView):
+    permission_classes = [IsProductOrOrganization]
+
+    @extend_schema(responses=WorkflowOutputSerializer(many=True))
+    def get(self, request):
+        return Response(WorkflowOutputSerializer(workflow_list(tenant=request.user), many=True).data)
+
+    @extend_schema(request=WorkflowCreateInputSerializer, responses={201: WorkflowOutputSerializer})
+    def post(self, request):
+        self.permission_denied_unless_product(request)
+        data = WorkflowCreateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        workflow = workflow_create(product=request.user.product, key=data.validated_data["key"],
+                                   name=data.validated_data.get("name", ""), definition=data.definition(),
+                                   actor=request.user.actor)
+        return Response(WorkflowOutputSerializer(workflow).data, status=status.HTTP_201_CREATED)
+
+    def permission_denied_unless_product(self, request):
+        if not IsProduct().has_permission(request, self):
+            self.permission_denied(request, message=IsProduct.message)
+
+
+class WorkflowDetailApi(APIView):
+    permission_classes = [IsProductOrOrganization]
+
+    @extend_schema(responses=WorkflowOutputSerializer)
+    def get(self, request, key):
+        return Response(WorkflowOutputSerializer(workflow_get(tenant=request.user, key=key)).data)
+
+    @extend_schema(request=DefinitionInputSerializer, responses=WorkflowOutputSerializer)
+    def put(self, request, key):
+        if not IsProduct().has_permission(request, self):
+            self.permission_denied(request, message=IsProduct.message)
+        workflow = workflow_get(tenant=request.user, key=key)
+        data = DefinitionInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        workflow = workflow_update(workflow=workflow, name=data.validated_data.get("name"),
+                                   definition=data.definition(), actor=request.user.actor)
+        return Response(WorkflowOutputSerializer(workflow).data)
+
+
+class WorkflowPublishApi(APIView):
+    permission_classes = [IsProduct]
+
+    @extend_schema(request=None, responses={201: VersionOutputSerializer})
+    def post(self, request, key):
+        version = workflow_publish(workflow=workflow_get(tenant=request.user, key=key), actor=request.user.actor)
+        return Response(VersionOutputSerializer(version).data, status=status.HTTP_201_CREATED)
+
+
+class WorkflowVersionListApi(APIView):
+    permission_classes = [IsProductOrOrganization]
+
+    @extend_schema(responses=VersionOutputSerializer(many=True))
+    def get(self, request, key):
+        workflow = workflow_get(tenant=request.user, key=key)
+        return Response(VersionOutputSerializer(workflow_version_list(workflow=workflow), many=True).data)

@@ -1,0 +1,38 @@
+from django.db import models
+
+
+class Workflow(models.Model):
+    """A product's workflow: an editable draft definition plus the version triggers use."""
+
+    product = models.ForeignKey("tenants.Product", on_delete=models.PROTECT, related_name="workflows")
+    key = models.SlugField(max_length=100)
+    name = models.CharField(max_length=200, blank=True)
+    draft = models.JSONField(help_text="The definition being edited: {trigger, steps}.")
+    published_version = models.ForeignKey("WorkflowVersion", null=True, blank=True, on_delete=models.PROTECT,
+                                          related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+        constraints = [models.UniqueConstraint(fields=["product", "key"], name="workflow_key_per_product")]
+
+    def __str__(self):
+        return self.key
+
+
+class WorkflowVersion(models.Model):
+    """An immutable, published definition. Runs keep the version they started with."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="versions")
+    version = models.PositiveIntegerField()
+    definition = models.JSONField()
+    published_at = models.DateTimeField(auto_now_add=True)
+    published_by = models.CharField(max_length=120)
+
+    class Meta:
+        ordering = ["workflow_id", "-version"]
+        constraints = [models.UniqueConstraint(fields=["workflow", "version"], name="workflow_version_unique")]
+
+    def __str__(self):
+        return f"{self.workflow.key} v{self.version}"

@@ -60,6 +60,8 @@ def flatten_errors(detail, prefix: str = "") -> list[dict]:
         for key, value in detail.items():
             if key in ("non_field_errors", "__all__"):
                 path = prefix
+            elif isinstance(key, int):  # ListField errors come keyed by index
+                path = f"{prefix}[{key}]"
             elif prefix:
                 path = f"{prefix}.{key}" if not str(key).startswith("[") else f"{prefix}{key}"
             else:

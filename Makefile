@@ -1,0 +1,45 @@
+# Two commands do everything on a fresh clone: `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+export DJANGO_SETTINGS_MODULE ?= config.settings.local
+
+.PHONY: run test install preflight bench bench-api clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Rowbell needs Python 3.11, found " + sys.version.split()[0]' \
+		|| (echo "rowbell: install Python 3.11 (or run: make PYTHON=/path/to/python3.11 ...)" >&2; exit 1)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Reinstall whenever pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e ".[test]"
+	@touch $@
+
+install: $(VENV)/.installed
+
+## make run: install, migrate, seed a demo on first run, start every process (web, worker, beat, sink).
+run: install
+	@$(BIN)/python -m apps.core.preflight
+	@$(BIN)/python manage.py migrate --noinput -v 0
+	@$(BIN)/python manage.py seed_demo --port $(PORT)
+	@PORT=$(PORT) $(BIN)/honcho -f Procfile.dev start
+
+## make test: install what the tests need and run the whole suite against PostgreSQL and Redis.
+test: install
+	@DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python -m apps.core.preflight --test
+	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/pytest $(PYTEST_ARGS)
+
+## make bench-api: the trigger endpoint against a minimal Django JSON view, same server, same run.
+bench-api: install
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null) \
+		|| (echo "rowbell: the benchmark needs wrk (apt-get install wrk)" >&2; exit 1)
+	@$(BIN)/python -m apps.core.preflight
+	$(BIN)/python bench/bench_api.py
+
+bench: bench-api
+
+clean:
+	rm -rf $(VENV) staticfiles .pytest_cache

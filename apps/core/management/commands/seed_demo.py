@@ -1,0 +1,74 @@
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from apps.deliveries.services import webhook_endpoint_create
+from apps.tenants.models import Product
+from apps.tenants.services import organization_create, platform_key_create, product_create
+from apps.workflows.services import workflow_create, workflow_publish
+
+DEMO_PRODUCT = "Demo Shop"
+KEYS_FILE = Path(settings.BASE_DIR) / ".run" / "demo.env"
+
+WORKFLOW_STEPS = [
+    {"id": "notify-backend", "type": "notify", "channel": "webhook", "webhook": None},
+    {
+        "id": "email-customer",
+        "type": "notify",
+        "channel": "email",
+        "subject": "Your order {{ data.order_id }} has shipped",
+        "body": "Hi {{ recipient.name }},\n\nOrder {{ data.order_id }} is on its way.\n",
+    },
+]
+
+
+class Command(BaseCommand):
+    help = "Create the demo (admin user, keys, product, webhook to the local sink, a workflow) once; print where to look."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--sink-port", type=int, default=8001)
+
+    def handle(self, *args, port, sink_port, **options):
+        if not Product.objects.filter(name=DEMO_PRODUCT).exists() or not KEYS_FILE.exists():
+            self._seed(port, sink_port)
+        base = f"http://127.0.0.1:{port}"
+        self.stdout.write(
+            "\n"
+            "  Rowbell is starting.\n"
+            f"  Admin:        {base}/admin/   (login: admin / admin)\n"
+            f"  API docs:     {base}/api/docs/\n"
+            f"  Webhook sink: http://127.0.0.1:{sink_port}/   (what the demo webhook received)\n"
+            f"  Demo keys:    {KEYS_FILE.relative_to(settings.BASE_DIR)}   (source it for the README's curl examples)\n"
+        )
+
+    @transaction.atomic
+    def _seed(self, port, sink_port):
+        User = get_user_model()
+        if not User.objects.filter(username="admin").exists():
+            User.objects.create_superuser("admin", "admin@localhost", "admin")
+        _, platform_key = platform_key_create(name="demo platform key", actor="seed")
+        product, product_key = product_create(name=DEMO_PRODUCT, actor="seed")
+        organization, organization_key = organization_create(product=product, name="Demo Org", actor="seed")
+        endpoint = webhook_endpoint_create(product=product, url=f"http://127.0.0.1:{sink_port}/demo",
+                                           description="Local webhook sink", actor="seed")
+        steps = [dict(s) for s in WORKFLOW_STEPS]
+        steps[0]["webhook"] = str(endpoint.id)
+        workflow = workflow_create(product=product, key="order-shipped", name="Order shipped",
+                                   definition={"trigger": {"type": "api"}, "steps": steps}, actor="seed")
+        workflow_publish(workflow=workflow, actor="seed")
+        KEYS_FILE.parent.mkdir(exist_ok=True)
+        KEYS_FILE.write_text(
+            "# Demo keys, written once by `make run` (keys are shown only once).\n"
+            f"export ROWBELL_URL=http://127.0.0.1:{port}\n"
+            f"export ROWBELL_PLATFORM_KEY={platform_key}\n"
+            f"export ROWBELL_PRODUCT_KEY={product_key}\n"
+            f"export ROWBELL_ORGANIZATION_KEY={organization_key}\n"
+            f"export ROWBELL_WEBHOOK_ID={endpoint.id}\n"
+            f"export ROWBELL_WEBHOOK_SECRET={endpoint.secret}\n"
+        )
+        self.stdout.write(f"  Seeded the demo: product '{DEMO_PRODUCT}', workflow 'order-shipped'.")
+

@@ -1,0 +1,140 @@
+import json
+
+import pytest
+
+from apps.audit.models import AuditEvent
+from apps.runs.models import TriggerRequest
+from tests import factories
+from tests.conftest import client_for
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def workflow(product):
+    return factories.make_workflow(product, key="welcome", steps=[factories.email_step()])
+
+
+def _trigger(client, body, **headers):
+    return client.post("/api/v1/trigger", body, format="json", **headers)
+
+
+def _fields(response):
+    return {f["field"]: f["reason"] for f in response.json()["error"]["fields"]}
+
+
+def test_trigger_accepts_and_returns_a_request_id_with_an_audit_row(product_client, workflow):
+    response = _trigger(product_client, {"workflow": "welcome", "to": ["u1"], "data": {"order": 1}})
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "accepted"
+    request = TriggerRequest.objects.get(id=body["request_id"])
+    assert request.recipients == [{"id": "u1"}] and request.priority == "normal"
+    assert AuditEvent.objects.filter(action="request.accepted", target_id=body["request_id"]).count() == 1
+
+
+def test_same_idempotency_key_and_body_returns_the_same_request(product_client, workflow):
+    body = {"workflow": "welcome", "to": ["u1"], "data": {"a": 1}}
+    first = _trigger(product_client, body, HTTP_IDEMPOTENCY_KEY="order-1")
+    second = _trigger(product_client, body, HTTP_IDEMPOTENCY_KEY="order-1")
+    assert first.json()["request_id"] == second.json()["request_id"]
+    assert second.status_code == 202 and second.json()["status"] == "duplicate"
+    assert TriggerRequest.objects.count() == 1
+
+
+def test_same_idempotency_key_with_another_body_is_a_conflict(product_client, workflow):
+    _trigger(product_client, {"workflow": "welcome", "to": ["u1"]}, HTTP_IDEMPOTENCY_KEY="k")
+    response = _trigger(product_client, {"workflow": "welcome", "to": ["u2"]}, HTTP_IDEMPOTENCY_KEY="k")
+    assert response.status_code == 409
+    assert "Idempotency-Key" in _fields(response)
+    assert TriggerRequest.objects.count() == 1
+
+
+def test_idempotency_keys_are_per_tenant(product_with_key, workflow):
+    product, key = product_with_key
+    org_key = client_for(key).post("/api/v1/organizations", {"name": "o"}, format="json").json()["api_key"]
+    a = _trigger(client_for(key), {"workflow": "welcome", "to": ["u1"]}, HTTP_IDEMPOTENCY_KEY="k")
+    b = _trigger(client_for(org_key), {"workflow": "welcome", "to": ["u2"]}, HTTP_IDEMPOTENCY_KEY="k")
+    assert a.status_code == b.status_code == 202 and a.json()["request_id"] != b.json()["request_id"]
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"workflow": "nope", "to": ["u1"]}, "workflow"),
+    ({"to": ["u1"]}, "workflow"),
+    ({"workflow": "welcome"}, "to"),
+    ({"workflow": "welcome", "to": []}, "to"),
+    ({"workflow": "welcome", "to": [{"id": "u1", "email": "not-an-email"}]}, "to[0].email"),
+    ({"workflow": "welcome", "to": ["u1", {"name": "no id"}]}, "to[1].id"),
+    ({"workflow": "welcome", "to": [{"id": "u1", "phone": "555-1234"}]}, "to[0].phone"),
+    ({"workflow": "welcome", "to": [42.5]}, "to[0]"),
+    ({"workflow": "welcome", "to": ["u1"], "priority": "urgent"}, "priority"),
+    ({"workflow": "welcome", "to": ["u1"], "data": [1, 2]}, "data"),
+])
+def test_bad_trigger_bodies_name_the_field_and_the_reason(product_client, workflow, body, field):
+    response = _trigger(product_client, body)
+    assert response.status_code == 400
+    fields = _fields(response)
+    assert field in fields and fields[field], fields
+    assert TriggerRequest.objects.count() == 0
+
+
+def test_unpublished_workflow_is_refused_with_a_reason(product, product_client):
+    factories.make_workflow(product, key="draft-only", steps=[factories.email_step()], publish=False)
+    response = _trigger(product_client, {"workflow": "draft-only", "to": ["u1"]})
+    assert response.status_code == 400
+    assert "publish it first" in _fields(response)["workflow"]
+
+
+def test_malformed_json_is_a_400_in_the_error_shape(product_client, workflow):
+    response = product_client.post("/api/v1/trigger", data="{not json", content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "parse_error"
+
+
+def test_oversized_body_is_refused_with_413(product_client, workflow, settings):
+    settings.ROWBELL_MAX_BODY_BYTES = 1000
+    body = json.dumps({"workflow": "welcome", "to": ["u1"], "data": {"blob": "x" * 2000}})
+    response = product_client.post("/api/v1/trigger", data=body, content_type="application/json")
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert TriggerRequest.objects.count() == 0
+
+
+def test_too_many_recipients_is_refused(product_client, workflow, settings):
+    settings.ROWBELL_MAX_RECIPIENTS = 3
+    response = _trigger(product_client, {"workflow": "welcome", "to": ["a", "b", "c", "d"]})
+    assert response.status_code == 400 and "to" in _fields(response)
+
+
+def test_bad_idempotency_key_header_is_refused(product_client, workflow):
+    response = _trigger(product_client, {"workflow": "welcome", "to": ["u1"]}, HTTP_IDEMPOTENCY_KEY="has space")
+    assert response.status_code == 400 and "Idempotency-Key" in _fields(response)
+
+
+def test_unknown_api_path_answers_json_404(product_client):
+    response = product_client.get("/api/v1/nothing-here")
+    assert response.status_code == 404
+    assert response.json() == {"error": {"code": "not_found", "message": "Not found."}}
+
+
+def test_request_status_is_scoped_to_the_organization(product_with_key, workflow):
+    product, key = product_with_key
+    org1 = client_for(client_for(key).post("/api/v1/organizations", {"name": "1"}, format="json").json()["api_key"])
+    org2 = client_for(client_for(key).post("/api/v1/organizations", {"name": "2"}, format="json").json()["api_key"])
+    request_id = _trigger(org1, {"workflow": "welcome", "to": ["u1"]}).json()["request_id"]
+    assert org1.get(f"/api/v1/requests/{request_id}").json()["status"] == "accepted"
+    assert client_for(key).get(f"/api/v1/requests/{request_id}").status_code == 200
+    assert org2.get(f"/api/v1/requests/{request_id}").status_code == 404
+    other_product_key = factories.make_product("Other")[1]
+    assert client_for(other_product_key).get(f"/api/v1/requests/{request_id}").status_code == 404
+
+
+def test_audit_lists_only_the_callers_rows(product_with_key, workflow):
+    product, key = product_with_key
+    org_key = client_for(key).post("/api/v1/organizations", {"name": "o"}, format="json").json()["api_key"]
+    _trigger(client_for(org_key), {"workflow": "welcome", "to": ["u1"]})
+    factories.make_product("Other")
+    org_rows = client_for(org_key).get("/api/v1/audit").json()["results"]
+    assert {r["action"] for r in org_rows} == {"organization.created", "api_key.created", "request.accepted"}
+    product_rows = client_for(key).get("/api/v1/audit?action=workflow.").json()["results"]
+    assert {r["action"] for r in product_rows} == {"workflow.created", "workflow.published"}

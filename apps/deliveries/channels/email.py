@@ -10,7 +10,7 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.validators import validate_email
 from rest_framework import serializers
 
-from apps.workflows.templating import render
+from apps.workflows.templating import TemplateRenderError, render
 
 from .base import Channel, DeliveryError, Rendered, SendResult, TemplateField
 
@@ -38,7 +38,11 @@ class EmailChannel(Channel):
         html = TemplateField(html=True, required=False, help_text="Optional HTML body; values are escaped.")
 
     def render(self, *, config: dict, context: dict, product) -> Rendered:
-        to = render(config["to"], context).strip()
+        try:
+            to = render(config["to"], context).strip()
+        except TemplateRenderError as exc:
+            # A recipient without the address field is skipped, not an error in the workflow.
+            return Rendered(skip_reason=f"The recipient has no email address ({exc}).")
         if not to:
             return Rendered(skip_reason="The recipient has no email address.")
         try:

@@ -1,0 +1,220 @@
+import json
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from standardwebhooks.webhooks import Webhook
+
+from apps.audit.models import AuditEvent
+from apps.deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint
+from apps.deliveries.services import deliveries_dispatch_due, deliveries_reconcile, deliveries_send
+from apps.runs.services import request_start, runs_execute, trigger_create
+from apps.workflows.selectors import workflow_version_for_trigger
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def setup(product, receiver):
+    endpoint = factories.make_endpoint(product, receiver.url())
+    factories.make_workflow(product, key="w", steps=[factories.webhook_step(endpoint)])
+    return product, endpoint
+
+
+def _trigger_and_start(product, recipients=("u1",), data=None):
+    tenant = factories.tenant_of(product)
+    version = workflow_version_for_trigger(tenant=tenant, key="w")
+    request, _ = trigger_create(tenant=tenant, version=version, recipients=[{"id": r} for r in recipients],
+                                data=data or {"order": 7}, priority="normal")
+    # Large fan-outs are handed to workers; run them here as a worker would (already-run ones are skipped).
+    runs_execute(run_ids=request_start(request_id=request.id))
+    return request
+
+
+def _due_now(delivery):
+    Delivery.objects.filter(id=delivery.id).update(next_attempt_at=timezone.now())
+
+
+def test_webhook_is_signed_per_standard_webhooks_and_recorded(setup, receiver):
+    product, endpoint = setup
+    request = _trigger_and_start(product)
+    delivery = Delivery.objects.get(request=request)
+    assert deliveries_send(delivery_ids=[delivery.id]) == 1
+
+    sent = receiver.requests[0]
+    payload = Webhook(WebhookEndpoint.objects.get(id=endpoint.id).secret).verify(sent["body"], sent["headers"])
+    assert sent["headers"]["webhook-id"] == delivery.message_id
+    assert payload["type"] == "workflow.notification"
+    assert payload["data"]["data"] == {"order": 7} and payload["data"]["recipient"] == {"id": "u1"}
+    assert payload["data"]["request_id"] == str(request.id)
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.DELIVERED and delivery.attempt_count == 1
+    attempt = DeliveryAttempt.objects.get(delivery=delivery)
+    assert attempt.status_code == 200 and attempt.outcome == "success" and attempt.response_excerpt == "ok"
+    assert AuditEvent.objects.filter(action="delivery.delivered", target_id=delivery.message_id).exists()
+
+
+def test_failures_retry_with_backoff_and_a_stable_webhook_id(setup, receiver):
+    product, _ = setup
+    receiver.answer(500, (503, {"Retry-After": "30"}, b"busy"))
+    delivery = Delivery.objects.get(request=_trigger_and_start(product))
+
+    before = timezone.now()
+    deliveries_send(delivery_ids=[delivery.id])
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.QUEUED and delivery.last_error == "HTTP 500"
+    assert delivery.next_attempt_at > before
+
+    _due_now(delivery)
+    deliveries_send(delivery_ids=[delivery.id])
+    delivery.refresh_from_db()
+    # Retry-After: 30 is honoured as a floor on the back-off.
+    assert delivery.next_attempt_at >= timezone.now() + timedelta(seconds=29)
+
+    _due_now(delivery)
+    deliveries_send(delivery_ids=[delivery.id])
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.DELIVERED and delivery.attempt_count == 3
+    ids = {r["headers"]["webhook-id"] for r in receiver.requests}
+    assert ids == {delivery.message_id}
+    codes = list(DeliveryAttempt.objects.filter(delivery=delivery).values_list("number", "status_code"))
+    assert codes == [(1, 500), (2, 503), (3, 200)]
+    assert AuditEvent.objects.filter(action="delivery.retry_scheduled", target_id=delivery.message_id).count() == 2
+
+
+def test_gives_up_after_the_configured_attempts(setup, receiver, settings):
+    settings.ROWBELL_DELIVERY_MAX_ATTEMPTS = 2
+    product, _ = setup
+    receiver.default = (500, {}, b"down")
+    delivery = Delivery.objects.get(request=_trigger_and_start(product))
+    delivery.refresh_from_db()
+    for _ in range(2):
+        _due_now(delivery)
+        deliveries_send(delivery_ids=[delivery.id])
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.FAILED and delivery.attempt_count == 2
+    failed = AuditEvent.objects.get(action="delivery.failed", target_id=delivery.message_id)
+    assert failed.data["reason"] == "gave up after 2 attempts"
+
+
+def test_410_fails_at_once(setup, receiver):
+    product, _ = setup
+    receiver.answer(410)
+    delivery = Delivery.objects.get(request=_trigger_and_start(product))
+    deliveries_send(delivery_ids=[delivery.id])
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.FAILED and delivery.attempt_count == 1
+    assert DeliveryAttempt.objects.get(delivery=delivery).permanent is True
+
+
+def test_only_200_counts_unless_the_endpoint_accepts_any_2xx(setup, receiver):
+    product, endpoint = setup
+    receiver.answer(204)
+    delivery = Delivery.objects.get(request=_trigger_and_start(product))
+    deliveries_send(delivery_ids=[delivery.id])
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.QUEUED and "only 200" in delivery.last_error
+
+    WebhookEndpoint.objects.filter(id=endpoint.id).update(accept_any_2xx=True)
+    receiver.answer(204)
+    _due_now(delivery)
+    deliveries_send(delivery_ids=[delivery.id])
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.DELIVERED
+
+
+def test_redirects_are_not_followed(setup, receiver):
+    product, _ = setup
+    receiver.answer((302, {"Location": receiver.url("/elsewhere")}, b""))
+    delivery = Delivery.objects.get(request=_trigger_and_start(product))
+    deliveries_send(delivery_ids=[delivery.id])
+    delivery.refresh_from_db()
+    assert [r["path"] for r in receiver.requests] == ["/hook"]
+    assert delivery.status == DeliveryStatus.QUEUED and "redirects are not followed" in delivery.last_error
+
+
+def test_a_delivery_is_claimed_once(setup, receiver):
+    product, _ = setup
+    delivery = Delivery.objects.get(request=_trigger_and_start(product))
+    assert deliveries_send(delivery_ids=[delivery.id]) == 1
+    assert deliveries_send(delivery_ids=[delivery.id]) == 0
+    assert len(receiver.requests) == 1
+
+
+def test_batches_are_sent_concurrently_and_recorded_in_bulk(setup, receiver):
+    product, _ = setup
+    request = _trigger_and_start(product, recipients=[f"u{i}" for i in range(30)])
+    ids = list(Delivery.objects.filter(request=request).values_list("id", flat=True))
+    assert len(ids) == 30
+    assert deliveries_send(delivery_ids=ids) == 30
+    assert Delivery.objects.filter(request=request, status=DeliveryStatus.DELIVERED).count() == 30
+    assert DeliveryAttempt.objects.filter(delivery__request=request).count() == 30
+    assert len({json.loads(r["body"])["data"]["recipient"]["id"] for r in receiver.requests}) == 30
+
+
+def test_unreachable_receiver_is_a_transient_failure(setup, receiver):
+    product, endpoint = setup
+    receiver.close()
+    delivery = Delivery.objects.get(request=_trigger_and_start(product))
+    deliveries_send(delivery_ids=[delivery.id])
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.QUEUED and "Cannot connect" in delivery.last_error
+
+
+def test_private_destinations_are_refused_at_save_time(product_client):
+    for url in ("http://10.0.0.5/hook", "http://169.254.169.254/latest", "http://[::ffff:192.168.1.1]/x",
+                "ftp://example.com/x"):
+        response = product_client.post("/api/v1/webhooks", {"url": url}, format="json")
+        assert response.status_code == 400, url
+        assert response.json()["error"]["fields"][0]["field"] == "url"
+
+
+def test_a_name_resolving_to_a_private_address_is_refused_at_connect_time(product, receiver, settings):
+    endpoint = factories.make_endpoint(product, f"http://localhost:{receiver.port}/hook")
+    factories.make_workflow(product, key="w", steps=[factories.webhook_step(endpoint)])
+    settings.ROWBELL_OUTBOUND_ALLOW = []  # loopback is no longer opened for tests
+    delivery = Delivery.objects.get(request=_trigger_and_start(product))
+    deliveries_send(delivery_ids=[delivery.id])
+    delivery.refresh_from_db()
+    assert receiver.requests == []
+    assert delivery.status == DeliveryStatus.FAILED and "private or reserved" in delivery.last_error
+
+
+def test_webhook_creation_shows_the_secret_once(product_client, receiver):
+    created = product_client.post("/api/v1/webhooks", {"url": receiver.url()}, format="json").json()
+    assert created["secret"].startswith("whsec_")
+    fetched = product_client.get(f"/api/v1/webhooks/{created['id']}").json()
+    assert "secret" not in fetched
+    # Encrypted at rest: the column does not hold the secret.
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT secret FROM deliveries_webhookendpoint WHERE id = %s", [created["id"]])
+        stored = cursor.fetchone()[0]
+    assert created["secret"] not in stored and stored.startswith("gAAAA")
+
+
+def test_dispatch_due_hints_retries_and_lost_work_once(setup, receiver, settings):
+    product, _ = setup
+    delivery = Delivery.objects.get(request=_trigger_and_start(product))
+    # Just created: its hint is fresh, nothing to dispatch.
+    assert deliveries_dispatch_due() == 0
+    # Its hint is older than the requeue threshold (e.g. Redis lost it): dispatched again, once.
+    Delivery.objects.filter(id=delivery.id).update(enqueued_at=timezone.now() - timedelta(minutes=5))
+    assert deliveries_dispatch_due() == 1
+    assert deliveries_dispatch_due() == 0
+
+
+def test_reconcile_requeues_deliveries_whose_worker_died(setup, receiver):
+    product, _ = setup
+    delivery = Delivery.objects.get(request=_trigger_and_start(product))
+    Delivery.objects.filter(id=delivery.id).update(status=DeliveryStatus.SENDING, attempt_count=1,
+                                                   lease_until=timezone.now() - timedelta(seconds=1))
+    assert deliveries_reconcile() == 1
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.QUEUED
+    assert DeliveryAttempt.objects.get(delivery=delivery).outcome == "unknown"
+    deliveries_send(delivery_ids=[delivery.id])
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.DELIVERED and delivery.attempt_count == 2

@@ -16,7 +16,7 @@ def make_organization(product, name="Org"):
 
 def tenant_of(product, organization=None):
     scope = "organization" if organization else "product"
-    return Tenant(scope=scope, key_prefix="test", product=product, organization=organization)
+    return Tenant.of(scope=scope, key_prefix="test", product=product, organization=organization)
 
 
 def make_endpoint(product, url, **kwargs):

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from apps.audit.services import AuditEntry, audit_record, audit_record_many
 from apps.core.exceptions import InvalidInput
+from apps.core.hints import hint_on_commit
 
 from . import outbound
 from .backoff import retry_delay
@@ -44,14 +45,9 @@ def webhook_endpoint_create(*, product, url: str, description: str = "", accept_
 
 
 def _enqueue_on_commit(ids: list[int], priority: str) -> None:
-    from .tasks import deliveries_send_task
-
-    def send():
-        for start in range(0, len(ids), settings.ROWBELL_DELIVERY_BATCH):
-            deliveries_send_task.apply_async(args=[ids[start:start + settings.ROWBELL_DELIVERY_BATCH]],
-                                             queue=priority)
-
-    transaction.on_commit(send)
+    batch = settings.ROWBELL_DELIVERY_BATCH
+    for start in range(0, len(ids), batch):
+        hint_on_commit("apps.deliveries.tasks.deliveries_send", [ids[start:start + batch]], queue=priority)
 
 
 def delivery_create(*, run, step_id: str, channel: str, rendered: Rendered) -> Delivery:

@@ -9,8 +9,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core.exceptions import InvalidInput
+from apps.tenants.authentication import DeferredLiveCheckAuthentication
 from apps.tenants.permissions import IsProductOrOrganization
-from apps.workflows.selectors import workflow_version_for_trigger
 
 from .models import Priority
 from .selectors import request_status
@@ -72,6 +72,8 @@ class TriggerOutputSerializer(serializers.Serializer):
 
 
 class TriggerApi(APIView):
+    # Revocation and expiry are checked inside trigger_create's single statement.
+    authentication_classes = [DeferredLiveCheckAuthentication]
     permission_classes = [IsProductOrOrganization]
 
     @extend_schema(
@@ -88,11 +90,10 @@ class TriggerApi(APIView):
         data = TriggerInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        version = workflow_version_for_trigger(tenant=request.user, key=v["workflow"])
-        trigger, created = trigger_create(tenant=request.user, version=version, recipients=v["to"], data=v["data"],
-                                          priority=v["priority"], idempotency_key=key)
-        body = {"request_id": trigger.id, "status": "accepted" if created else "duplicate"}
-        return Response(TriggerOutputSerializer(body).data, status=status.HTTP_202_ACCEPTED)
+        request_id, created = trigger_create(tenant=request.user, workflow=v["workflow"], recipients=v["to"],
+                                             data=v["data"], priority=v["priority"], idempotency_key=key)
+        return Response({"request_id": str(request_id), "status": "accepted" if created else "duplicate"},
+                        status=status.HTTP_202_ACCEPTED)
 
 
 class RunSummarySerializer(serializers.Serializer):

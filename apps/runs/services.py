@@ -3,15 +3,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
+from psycopg.types.json import Jsonb
+from rest_framework.exceptions import AuthenticationFailed
 
 from apps.audit.services import audit_record
 from apps.core.exceptions import Conflict
+from apps.core.hints import hint, hint_on_commit
+from apps.tenants.models import ApiKey
 from apps.tenants.principals import Tenant
+from apps.workflows.selectors import workflow_version_for_trigger
 
 from .models import RequestStatus, Run, RunStatus, RunStep, StepStatus, TriggerRequest
 from .steps import STEP_EXECUTORS, StepFailed
@@ -33,49 +40,82 @@ def _body_hash(*, workflow: str, recipients: list, data: dict, priority: str) ->
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _enqueue_request(request_id, priority: str) -> None:
-    from .tasks import request_start_task
-
-    transaction.on_commit(lambda: request_start_task.apply_async(args=[str(request_id)], queue=priority))
-
-
 def _enqueue_runs(run_ids: list[int], priority: str) -> None:
-    from .tasks import runs_execute_task
-
     for start in range(0, len(run_ids), RUN_BATCH):
-        runs_execute_task.apply_async(args=[run_ids[start:start + RUN_BATCH]], queue=priority)
+        hint("apps.runs.tasks.runs_execute", [run_ids[start:start + RUN_BATCH]], queue=priority)
 
 
-def trigger_create(*, tenant: Tenant, version, recipients: list[dict], data: dict, priority: str,
-                   idempotency_key: str | None = None) -> tuple[TriggerRequest, bool]:
-    """Accept a trigger call: record it with its audit row and queue it. Returns (request, created).
+# One statement, one round trip, its own transaction: the request, its audit row, the published
+# version it runs, and the proof that the caller's key is still live (not revoked, not expired).
+# Nothing is written unless all of it holds; `_trigger_refused` then finds out why.
+TRIGGER_INSERT = """
+WITH req AS (
+    INSERT INTO runs_triggerrequest (id, product_id, organization_id, workflow_version_id, priority, recipients,
+                                     data, idempotency_key, body_hash, status, actor, enqueued_at, created_at)
+    SELECT %(id)s, w.product_id, %(organization_id)s, w.published_version_id, %(priority)s, %(recipients)s,
+           %(data)s, %(idempotency_key)s, %(body_hash)s, 'accepted', %(actor)s, now(), now()
+    FROM workflows_workflow w
+    WHERE w.product_id = %(product_id)s AND w.key = %(workflow)s AND w.published_version_id IS NOT NULL
+      AND (%(key_id)s = '' OR EXISTS (
+          SELECT 1 FROM tenants_apikey k
+          WHERE k.id = %(key_id)s AND NOT k.revoked AND (k.expiry_date IS NULL OR k.expiry_date > now())))
+    ON CONFLICT DO NOTHING
+    RETURNING id, workflow_version_id
+), audit AS (
+    INSERT INTO audit_auditevent (created_at, product_id, organization_id, actor, action, target_type, target_id,
+                                  data)
+    SELECT now(), %(product_id)s, %(organization_id)s, %(actor)s, 'request.accepted', 'request', req.id::text,
+           jsonb_build_object('workflow', %(workflow)s::text, 'version', v.version,
+                              'recipients', %(recipient_count)s::int, 'priority', %(priority)s::text)
+    FROM req JOIN workflows_workflowversion v ON v.id = req.workflow_version_id
+)
+SELECT id FROM req
+"""
+
+
+def trigger_create(*, tenant: Tenant, workflow: str, recipients: list[dict], data: dict, priority: str,
+                   idempotency_key: str | None = None) -> tuple[uuid.UUID, bool]:
+    """Accept a trigger call: record it with its audit row and queue it. Returns (request id, created).
 
     The same idempotency key with the same body returns the first request and starts nothing; with
-    another body it is a Conflict.
+    another body it is a Conflict. An unknown or unpublished workflow is InvalidInput on `workflow`.
     """
-    body_hash = _body_hash(workflow=version.workflow.key, recipients=recipients, data=data, priority=priority)
-    try:
-        with transaction.atomic():
-            request = TriggerRequest.objects.create(
-                product_id=tenant.product_id, organization_id=tenant.organization_id, workflow_version=version,
-                priority=priority, recipients=recipients, data=data, idempotency_key=idempotency_key,
-                body_hash=body_hash, actor=tenant.actor, enqueued_at=timezone.now(),
-            )
-            audit_record(action="request.accepted", target_type="request", target_id=request.id,
-                         product_id=tenant.product_id, organization_id=tenant.organization_id, actor=tenant.actor,
-                         data={"workflow": version.workflow.key, "version": version.version,
-                               "recipients": len(recipients), "priority": priority})
-            _enqueue_request(request.id, priority)
-    except IntegrityError:
-        if not idempotency_key:
-            raise
-        existing = TriggerRequest.objects.get(product_id=tenant.product_id, organization_id=tenant.organization_id,
-                                              idempotency_key=idempotency_key)
-        if existing.body_hash != body_hash:
-            raise Conflict("This Idempotency-Key was already used with a different request body.",
-                           field="Idempotency-Key") from None
-        return existing, False
-    return request, True
+    body_hash = _body_hash(workflow=workflow, recipients=recipients, data=data, priority=priority)
+    params = {
+        "id": uuid.uuid4(), "key_id": tenant.key_id, "product_id": tenant.product_id,
+        "organization_id": tenant.organization_id, "workflow": workflow, "priority": priority,
+        "recipients": Jsonb(recipients), "data": Jsonb(data), "idempotency_key": idempotency_key,
+        "body_hash": body_hash, "actor": tenant.actor, "recipient_count": len(recipients),
+    }
+    # A single statement is atomic on its own: no BEGIN/COMMIT round trips around it.
+    with connection.cursor() as cursor:
+        cursor.execute(TRIGGER_INSERT, params)
+        row = cursor.fetchone()
+    if row is not None:
+        hint_on_commit("apps.runs.tasks.request_start", [str(row[0])], queue=priority)
+        return row[0], True
+    return _trigger_refused(tenant=tenant, workflow=workflow, body_hash=body_hash,
+                            idempotency_key=idempotency_key), False
+
+
+def _trigger_refused(*, tenant: Tenant, workflow: str, body_hash: str, idempotency_key: str | None):
+    """Why the trigger statement wrote nothing: a dead key, a repeated idempotency key, or a workflow
+    that does not exist or is not published."""
+    if tenant.key_id and not ApiKey.objects.filter(id=tenant.key_id, revoked=False).filter(
+            Q(expiry_date__isnull=True) | Q(expiry_date__gt=timezone.now())).exists():
+        raise AuthenticationFailed("Invalid API key.")
+    if idempotency_key:
+        existing = (TriggerRequest.objects.filter(product_id=tenant.product_id,
+                                                  organization_id=tenant.organization_id,
+                                                  idempotency_key=idempotency_key)
+                    .values("id", "body_hash").first())
+        if existing:
+            if existing["body_hash"] != body_hash:
+                raise Conflict("This Idempotency-Key was already used with a different request body.",
+                               field="Idempotency-Key")
+            return existing["id"]
+    workflow_version_for_trigger(tenant=tenant, key=workflow)  # raises the precise InvalidInput
+    raise Conflict("The workflow changed while the request was recorded; retry it.")
 
 
 def request_start(*, request_id) -> list[int]:
@@ -193,8 +233,6 @@ def runs_reconcile() -> dict[str, int]:
     """
     now = timezone.now()
     stale = now - timedelta(seconds=settings.ROWBELL_REQUEUE_AFTER_SECONDS)
-    from .tasks import request_start_task
-
     with transaction.atomic():
         requests = list(TriggerRequest.objects.select_for_update(skip_locked=True)
                         .filter(status=RequestStatus.ACCEPTED, enqueued_at__lt=stale)
@@ -216,7 +254,7 @@ def runs_reconcile() -> dict[str, int]:
 
         def send():
             for request_id, priority in requests:
-                request_start_task.apply_async(args=[str(request_id)], queue=priority)
+                hint("apps.runs.tasks.request_start", [str(request_id)], queue=priority)
             by_priority: dict[str, list[int]] = {}
             for run_id, priority in runs:
                 by_priority.setdefault(priority, []).append(run_id)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from .models import KeyScope, Organization, Product
 
@@ -10,23 +11,27 @@ class Tenant:
     """Who an API call acts as: set as `request.user` by ApiKeyAuthentication.
 
     Selectors take a Tenant and scope every query by it, so no API can forget the scoping.
+    `key_live_checked` is False when the key's revocation and expiry were not read for this request
+    (the trigger path): the service that acts must then check them in its own statement.
     """
 
     scope: str
     key_prefix: str
-    product: Product | None = None
-    organization: Organization | None = None
+    product_id: object = None
+    organization_id: object = None
+    key_id: str = ""
+    key_live_checked: bool = True
 
     is_authenticated = True
     is_anonymous = False
 
-    @property
-    def product_id(self):
-        return self.product.id if self.product else None
+    @cached_property
+    def product(self) -> Product | None:
+        return Product.objects.get(id=self.product_id) if self.product_id else None
 
-    @property
-    def organization_id(self):
-        return self.organization.id if self.organization else None
+    @cached_property
+    def organization(self) -> Organization | None:
+        return Organization.objects.get(id=self.organization_id) if self.organization_id else None
 
     @property
     def is_platform(self) -> bool:
@@ -35,3 +40,13 @@ class Tenant:
     @property
     def actor(self) -> str:
         return f"key:{self.key_prefix}"
+
+    @classmethod
+    def of(cls, *, product: Product | None = None, organization: Organization | None = None, scope: str = "",
+           key_prefix: str = "") -> Tenant:
+        scope = scope or (KeyScope.ORGANIZATION if organization else KeyScope.PRODUCT)
+        tenant = cls(scope=scope, key_prefix=key_prefix, product_id=product.id if product else None,
+                     organization_id=organization.id if organization else None)
+        tenant.__dict__["product"] = product
+        tenant.__dict__["organization"] = organization
+        return tenant

@@ -8,8 +8,8 @@ from standardwebhooks.webhooks import Webhook
 from apps.audit.models import AuditEvent
 from apps.deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint
 from apps.deliveries.services import deliveries_dispatch_due, deliveries_reconcile, deliveries_send
+from apps.runs.models import TriggerRequest
 from apps.runs.services import request_start, runs_execute, trigger_create
-from apps.workflows.selectors import workflow_version_for_trigger
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -23,10 +23,10 @@ def setup(product, receiver):
 
 
 def _trigger_and_start(product, recipients=("u1",), data=None):
-    tenant = factories.tenant_of(product)
-    version = workflow_version_for_trigger(tenant=tenant, key="w")
-    request, _ = trigger_create(tenant=tenant, version=version, recipients=[{"id": r} for r in recipients],
-                                data=data or {"order": 7}, priority="normal")
+    request_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow="w",
+                                   recipients=[{"id": r} for r in recipients], data=data or {"order": 7},
+                                   priority="normal")
+    request = TriggerRequest.objects.get(id=request_id)
     # Large fan-outs are handed to workers; run them here as a worker would (already-run ones are skipped).
     runs_execute(run_ids=request_start(request_id=request.id))
     return request

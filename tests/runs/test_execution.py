@@ -9,7 +9,6 @@ from apps.deliveries.models import Delivery, DeliveryStatus
 from apps.deliveries.services import deliveries_send
 from apps.runs.models import RequestStatus, Run, RunStatus, RunStep, TriggerRequest
 from apps.runs.services import request_start, run_execute, runs_execute, runs_reconcile, trigger_create
-from apps.workflows.selectors import workflow_version_for_trigger
 from tests import factories
 from tests.conftest import client_for
 
@@ -17,10 +16,10 @@ pytestmark = pytest.mark.django_db
 
 
 def _trigger(product, key="w", recipients=None, data=None, organization=None):
-    tenant = factories.tenant_of(product, organization)
-    version = workflow_version_for_trigger(tenant=tenant, key=key)
-    request, _ = trigger_create(tenant=tenant, version=version, recipients=recipients or [{"id": "u1"}],
-                                data=data if data is not None else {"order": 7}, priority="normal")
+    request_id, _ = trigger_create(tenant=factories.tenant_of(product, organization), workflow=key,
+                                   recipients=recipients or [{"id": "u1"}],
+                                   data=data if data is not None else {"order": 7}, priority="normal")
+    request = TriggerRequest.objects.get(id=request_id)
     return request
 
 

@@ -138,3 +138,30 @@ def test_audit_lists_only_the_callers_rows(product_with_key, workflow):
     assert {r["action"] for r in org_rows} == {"organization.created", "api_key.created", "request.accepted"}
     product_rows = client_for(key).get("/api/v1/audit?action=workflow.").json()["results"]
     assert {r["action"] for r in product_rows} == {"workflow.created", "workflow.published"}
+
+
+def test_a_revoked_key_stops_working_on_the_trigger_path_at_once(product_with_key, workflow):
+    product, key = product_with_key
+    client = client_for(key)
+    # The first call caches the key's (immutable) material; revocation must still apply at once.
+    assert _trigger(client, {"workflow": "welcome", "to": ["u1"]}).status_code == 202
+    assert client.post(f"/api/v1/keys/{key.split('.')[0]}/revoke").status_code == 200
+    response = _trigger(client, {"workflow": "welcome", "to": ["u2"]})
+    assert response.status_code == 401
+    assert TriggerRequest.objects.count() == 1
+
+
+def test_a_wrong_secret_with_a_cached_prefix_is_refused(product_with_key, workflow):
+    product, key = product_with_key
+    assert _trigger(client_for(key), {"workflow": "welcome", "to": ["u1"]}).status_code == 202
+    forged = key.split(".")[0] + ".not-the-secret"
+    assert _trigger(client_for(forged), {"workflow": "welcome", "to": ["u1"]}).status_code == 401
+
+
+def test_an_expired_key_is_refused_on_the_trigger_path(product_with_key, workflow):
+    from apps.tenants.models import ApiKey
+
+    product, key = product_with_key
+    assert _trigger(client_for(key), {"workflow": "welcome", "to": ["u1"]}).status_code == 202
+    ApiKey.objects.filter(prefix=key.split(".")[0]).update(expiry_date="2000-01-01T00:00:00Z")
+    assert _trigger(client_for(key), {"workflow": "welcome", "to": ["u2"]}).status_code == 401

@@ -1,0 +1,181 @@
+"""Benchmark: POST /api/v1/trigger against a minimal Django JSON view, same gunicorn, same run.
+
+    make bench-api            (or: .venv/bin/python bench/bench_api.py --duration 15)
+
+1. Create a fresh `rowbell_bench` database, migrate it, onboard a product with a published workflow.
+2. Start gunicorn (production settings, sync workers) serving both views.
+3. Load each with wrk (same threads, connections and duration), warm-up first, and read requests/s
+   and latency percentiles; the trigger calls carry distinct bodies and really write their rows.
+4. Write the figures, their ratio and the command to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DB = "rowbell_bench"
+REDIS = "redis://127.0.0.1:6379/14"
+KEY = "tI5dHo80Ky4u9tlcBBUGf_IQu0Lf2o8-zxu7csOQn4o="  # fixed Fernet key, bench database only
+
+
+def sh(*args, env=None, **kw):
+    return subprocess.run(args, cwd=ROOT, env=env, check=True, **kw)
+
+
+def bench_env():
+    return {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.production", "DJANGO_SECRET_KEY": "bench",
+            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB}", "REDIS_URL": REDIS,
+            "ROWBELL_ENCRYPTION_KEYS": KEY, "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "LOG_LEVEL": "WARNING"}
+
+
+SETUP = """
+from apps.tenants.services import product_create
+from apps.workflows.services import workflow_create, workflow_publish
+product, key = product_create(name="Bench", actor="bench")
+wf = workflow_create(product=product, key="bench", actor="bench", definition={"trigger": {"type": "api"},
+     "steps": [{"type": "notify", "channel": "email", "subject": "Hi {{ recipient.id }}", "body": "b"}]})
+workflow_publish(workflow=wf, actor="bench")
+print(key)
+"""
+
+LUA = """
+local counter = 0
+request = function()
+  counter = counter + 1
+  local body = '{"workflow":"bench","to":[{"id":"user-' .. counter .. '","email":"u' .. counter ..
+               '@example.com"}],"data":{"order":' .. counter .. '},"priority":"normal"}'
+  return wrk.format("POST", "/api/v1/trigger", {["Content-Type"]="application/json",
+                    ["Authorization"]="Api-Key %s"}, body)
+end
+done = function(summary, latency, requests)
+  io.write(string.format("JSON {\\"requests\\": %%d, \\"errors\\": %%d, \\"non2xx\\": %%d}\\n", summary.requests,
+           summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+           summary.errors.status))
+end
+"""
+
+PING_LUA = """
+done = function(summary, latency, requests)
+  io.write(string.format("JSON {\\"requests\\": %d, \\"errors\\": %d, \\"non2xx\\": %d}\\n", summary.requests,
+           summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+           summary.errors.status))
+end
+"""
+
+
+def parse_wrk(out: str) -> dict:
+    def ms(token):
+        value, unit = re.match(r"([\d.]+)(us|ms|s)", token).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    pct = {p: ms(v) for p, v in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M)}
+    extra = json.loads(re.search(r"^JSON (.*)$", out, re.M).group(1))
+    return {"rps": rps, "p50_ms": pct["50"], "p90_ms": pct["90"], "p99_ms": pct["99"], **extra}
+
+
+def wrk(url, script, *, threads, connections, duration):
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", f.name,
+                          url], capture_output=True, text=True, check=True).stdout
+    os.unlink(f.name)
+    return parse_wrk(out)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=int, default=15)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--port", type=int, default=8097)
+    parser.add_argument("--no-write", action="store_true", help="Do not update docs/benchmarks.md")
+    args = parser.parse_args()
+    env = bench_env()
+    py = sys.executable
+
+    sh("psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {DB}",
+       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sh("psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {DB}", stdout=subprocess.DEVNULL)
+    sh(py, "manage.py", "migrate", "--noinput", "-v", "0", env=env)
+    key = subprocess.run([py, "manage.py", "shell", "-c", SETUP], cwd=ROOT, env=env, capture_output=True,
+                         text=True, check=True).stdout.strip().splitlines()[-1]
+    sh("redis-cli", "-u", REDIS, "flushdb", stdout=subprocess.DEVNULL)
+
+    gunicorn = subprocess.Popen(
+        [str(Path(py).parent / "gunicorn"), "config.wsgi", "--bind", f"127.0.0.1:{args.port}", "--workers",
+         str(args.workers), "--log-level", "warning"], cwd=ROOT, env=env, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{args.port}"
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"{base}/ping", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        common = {"threads": args.threads, "connections": args.connections}
+        trigger_lua = LUA % key
+        # Warm both paths (connections, imports, caches), then measure each in turn.
+        wrk(f"{base}/ping", PING_LUA, duration=3, **common)
+        wrk(f"{base}/api/v1/trigger", trigger_lua, duration=3, **common)
+        ping = wrk(f"{base}/ping", PING_LUA, duration=args.duration, **common)
+        trigger = wrk(f"{base}/api/v1/trigger", trigger_lua, duration=args.duration, **common)
+    finally:
+        os.killpg(gunicorn.pid, signal.SIGTERM)
+        gunicorn.wait()
+    written = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", DB, "-tAc",
+                              "SELECT count(*) FROM runs_triggerrequest"], capture_output=True, text=True).stdout
+    sh("redis-cli", "-u", REDIS, "flushdb", stdout=subprocess.DEVNULL)
+    ratio = trigger["rps"] / ping["rps"]
+    result = {"ping": ping, "trigger": trigger, "ratio": round(ratio, 3), "requests_written": int(written),
+              "settings": vars(args)}
+    print(json.dumps(result, indent=2))
+    if not args.no_write:
+        write_doc(result)
+
+
+def write_doc(r):
+    doc = ROOT / "docs" / "benchmarks.md"
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    s = r["settings"]
+    section = f"""<!-- bench-api:start -->
+## Trigger API (`make bench-api`)
+
+`POST /api/v1/trigger` (key check, validation, workflow lookup, request row + audit row in one transaction,
+a Celery hint to Redis after commit) against `GET /ping`, the smallest Django JSON view, on the same gunicorn
+({s['workers']} sync workers, production settings) in the same run. Load: wrk, {s['threads']} threads,
+{s['connections']} connections, {s['duration']} s each after a 3 s warm-up, on this 2-core machine (wrk, gunicorn,
+PostgreSQL and Redis share the two cores).
+
+| endpoint | requests/s | p50 ms | p90 ms | p99 ms | errors / non-2xx |
+|---|---|---|---|---|---|
+| `GET /ping` (minimal view) | {r['ping']['rps']:.0f} | {r['ping']['p50_ms']:.2f} | {r['ping']['p90_ms']:.2f} | {r['ping']['p99_ms']:.2f} | {r['ping']['errors']} / {r['ping']['non2xx']} |
+| `POST /api/v1/trigger` | {r['trigger']['rps']:.0f} | {r['trigger']['p50_ms']:.2f} | {r['trigger']['p90_ms']:.2f} | {r['trigger']['p99_ms']:.2f} | {r['trigger']['errors']} / {r['trigger']['non2xx']} |
+
+**Ratio trigger / minimal view: {r['ratio']:.2f}** (target at least 0.5), trigger p99 {r['trigger']['p99_ms']:.1f} ms
+(target under 50 ms). {r['requests_written']} trigger requests were written to the database during the run.
+
+Command: `make bench-api` (runs `.venv/bin/python bench/bench_api.py --duration {s['duration']} --connections
+{s['connections']} --threads {s['threads']} --workers {s['workers']}`).
+<!-- bench-api:end -->"""
+    if "<!-- bench-api:start -->" in text:
+        text = re.sub(r"<!-- bench-api:start -->.*<!-- bench-api:end -->", section, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    doc.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

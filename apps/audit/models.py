@@ -7,14 +7,16 @@ class AuditEvent(models.Model):
     The table refuses UPDATE at the database level (see the migration); rows are only ever added.
     """
 
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    product = models.ForeignKey("tenants.Product", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    organization = models.ForeignKey(
-        "tenants.Organization", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
-    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    # No foreign-key constraint or single-column index: this is the hottest insert in Rowbell, rows are
+    # written only by services that hold the tenant, and the composite indexes below serve every read.
+    product = models.ForeignKey("tenants.Product", null=True, blank=True, on_delete=models.DO_NOTHING,
+                                related_name="+", db_constraint=False, db_index=False)
+    organization = models.ForeignKey("tenants.Organization", null=True, blank=True, on_delete=models.DO_NOTHING,
+                                     related_name="+", db_constraint=False, db_index=False)
     # Who did it: "key:<prefix>", "staff:<username>", "platform" or "system".
     actor = models.CharField(max_length=120)
-    action = models.CharField(max_length=80, db_index=True)
+    action = models.CharField(max_length=80)
     target_type = models.CharField(max_length=40)
     target_id = models.CharField(max_length=64)
     data = models.JSONField(default=dict, blank=True)

@@ -18,10 +18,12 @@ class TriggerRequest(models.Model):
     """One accepted trigger call: the durable record that the worker turns into runs."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    product = models.ForeignKey("tenants.Product", on_delete=models.PROTECT, related_name="+")
+    # Requests are read by id; single-column indexes on these keys would only slow the hot insert.
+    product = models.ForeignKey("tenants.Product", on_delete=models.PROTECT, related_name="+", db_index=False)
     organization = models.ForeignKey("tenants.Organization", null=True, blank=True, on_delete=models.PROTECT,
-                                     related_name="+")
-    workflow_version = models.ForeignKey("workflows.WorkflowVersion", on_delete=models.PROTECT, related_name="+")
+                                     related_name="+", db_index=False)
+    workflow_version = models.ForeignKey("workflows.WorkflowVersion", on_delete=models.PROTECT, related_name="+",
+                                         db_index=False)
     priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
     recipients = models.JSONField()
     data = models.JSONField(default=dict)

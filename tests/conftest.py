@@ -206,6 +206,14 @@ class Processes:
         self._wait_for_log(name, "ready.")
         return proc
 
+    def dispatcher(self):
+        log = ROOT / ".pytest_cache" / f"dispatcher-{os.getpid()}.log"
+        self.logs["dispatcher"] = log
+        self.procs["dispatcher"] = subprocess.Popen(
+            [sys.executable, "manage.py", "run_dispatcher"], cwd=ROOT, env=self.env, stdout=log.open("wb"),
+            stderr=subprocess.STDOUT, start_new_session=True)
+        self._wait_for_log("dispatcher", "Dispatcher started.")
+
     def beat(self):
         from apps.core.schedules import schedules_sync
 

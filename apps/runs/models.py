@@ -31,6 +31,7 @@ class TriggerRequest(models.Model):
     body_hash = models.CharField(max_length=64)
     status = models.CharField(max_length=20, choices=RequestStatus.choices, default=RequestStatus.ACCEPTED)
     actor = models.CharField(max_length=120)
+    # When the dispatcher sent its Celery hint; NULL until then.
     enqueued_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -46,8 +47,12 @@ class TriggerRequest(models.Model):
             ),
         ]
         indexes = [
+            # Hinted but not started: the reconciler re-sends hints older than the requeue threshold.
             models.Index(fields=["enqueued_at"], name="request_accepted",
                          condition=models.Q(status="accepted")),
+            # Not hinted yet: what the dispatcher claims, oldest first within each priority.
+            models.Index(fields=["priority", "created_at"], name="request_undispatched",
+                         condition=models.Q(status="accepted", enqueued_at__isnull=True)),
         ]
 
     def __str__(self):

@@ -16,7 +16,7 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from apps.audit.services import audit_record
 from apps.core.exceptions import Conflict
-from apps.core.hints import hint, hint_on_commit
+from apps.core.hints import hint, hint_many
 from apps.tenants.models import ApiKey
 from apps.tenants.principals import Tenant
 from apps.workflows.selectors import workflow_version_for_trigger
@@ -55,7 +55,7 @@ WITH req AS (
                                      data, idempotency_key, body_hash, status, actor, enqueued_at, created_at)
     SELECT %(id)s::uuid, w.product_id, %(organization_id)s::uuid, w.published_version_id, %(priority)s::text,
            %(recipients)s::jsonb, %(data)s::jsonb, %(idempotency_key)s::text, %(body_hash)s::text, 'accepted',
-           %(actor)s::text, now(), now()
+           %(actor)s::text, NULL, now()
     FROM workflows_workflow w
     WHERE w.product_id = %(product_id)s::uuid AND w.key = %(workflow)s::text AND w.published_version_id IS NOT NULL
       AND (%(key_id)s::text = '' OR EXISTS (
@@ -73,6 +73,42 @@ WITH req AS (
 )
 SELECT id FROM req
 """
+
+
+# Requests one dispatcher pass claims at most, and request ids per Celery hint.
+DISPATCH_LIMIT = 1000
+DISPATCH_BATCH = 50
+PRIORITY_ORDER = ("high", "normal", "low")
+
+
+def requests_dispatch(*, limit: int = DISPATCH_LIMIT) -> int:
+    """Hint workers about accepted requests nobody has hinted yet; return how many.
+
+    1. Claim up to `limit` undispatched requests, high priority first, oldest first, skipping rows
+       another dispatcher holds (SKIP LOCKED), and mark them hinted.
+    2. After commit, send one hint per batch of ids to the queue of their priority, in one round trip.
+    A hint lost after this (Redis restarted) is re-sent by the reconciler.
+    """
+    claimed: dict[str, list[str]] = {}
+    left = limit
+    with transaction.atomic():
+        for priority in PRIORITY_ORDER:
+            if left <= 0:
+                break
+            ids = list(TriggerRequest.objects.select_for_update(skip_locked=True)
+                       .filter(status=RequestStatus.ACCEPTED, enqueued_at__isnull=True, priority=priority)
+                       .order_by("created_at").values_list("id", flat=True)[:left])
+            if ids:
+                claimed[priority] = [str(i) for i in ids]
+                left -= len(ids)
+        if not claimed:
+            return 0
+        TriggerRequest.objects.filter(id__in=[i for ids in claimed.values() for i in ids]).update(
+            enqueued_at=timezone.now())
+        hints = [("apps.runs.tasks.requests_start", [ids[i:i + DISPATCH_BATCH]], priority)
+                 for priority, ids in claimed.items() for i in range(0, len(ids), DISPATCH_BATCH)]
+        transaction.on_commit(lambda: hint_many(hints))
+    return limit - left
 
 
 def trigger_create(*, tenant: Tenant, workflow: str, recipients: list[dict], data: dict, priority: str,
@@ -98,7 +134,7 @@ def trigger_create(*, tenant: Tenant, workflow: str, recipients: list[dict], dat
         cursor.execute(TRIGGER_INSERT, params, prepare=True)
         row = cursor.fetchone()
     if row is not None:
-        hint_on_commit("apps.runs.tasks.request_start", [str(row[0])], queue=priority)
+        # No hint from here: the dispatcher picks new requests up in batches (see requests_dispatch).
         return row[0], True
     return _trigger_refused(tenant=tenant, workflow=workflow, body_hash=body_hash,
                             idempotency_key=idempotency_key), False
@@ -225,6 +261,11 @@ def run_execute(*, run_id: int) -> str | None:
     return RunStatus.COMPLETED
 
 
+def requests_start(*, request_ids: list) -> None:
+    for request_id in request_ids:
+        request_start(request_id=request_id)
+
+
 def runs_execute(*, run_ids: list[int]) -> None:
     for run_id in run_ids:
         run_execute(run_id=run_id)
@@ -260,7 +301,7 @@ def runs_reconcile() -> dict[str, int]:
 
         def send():
             for request_id, priority in requests:
-                hint("apps.runs.tasks.request_start", [str(request_id)], queue=priority)
+                hint("apps.runs.tasks.requests_start", [[str(request_id)]], queue=priority)
             by_priority: dict[str, list[int]] = {}
             for run_id, priority in runs:
                 by_priority.setdefault(priority, []).append(run_id)
@@ -268,4 +309,7 @@ def runs_reconcile() -> dict[str, int]:
                 _enqueue_runs(ids, priority)
 
         transaction.on_commit(send)
-    return {"requests": len(requests), "runs_requeued": len(expired), "runs": len(runs)}
+    # Requests no dispatcher has claimed (e.g. no dispatcher process runs): the beat tick does it.
+    dispatched = requests_dispatch()
+    return {"requests": len(requests), "runs_requeued": len(expired), "runs": len(runs),
+            "dispatched": dispatched}

@@ -3,11 +3,11 @@
 from celery import shared_task
 
 
-@shared_task(name="apps.runs.tasks.request_start")
-def request_start_task(request_id: str) -> int:
-    from .services import request_start
+@shared_task(name="apps.runs.tasks.requests_start")
+def requests_start_task(request_ids: list[str]) -> None:
+    from .services import requests_start
 
-    return len(request_start(request_id=request_id))
+    requests_start(request_ids=request_ids)
 
 
 @shared_task(name="apps.runs.tasks.runs_execute")

@@ -71,6 +71,13 @@ DATABASES = {"default": env.db("DATABASE_URL", default="postgres://postgres@127.
 # https://docs.djangoproject.com/en/5.2/ref/databases/#persistent-connections
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=600)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Django turns psycopg's prepared statements off so that transaction-mode poolers work. Django's own
+# queries bind on the client and are never prepared either way; enabling them lets the trigger
+# statement (apps/runs/services.py) be planned once per connection. Set to false behind a
+# transaction-mode PgBouncer older than 1.21.
+# https://docs.djangoproject.com/en/5.2/ref/databases/#server-side-parameters-binding
+if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 1000
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -170,6 +177,8 @@ ROWBELL_OUTBOUND_ALLOW = env.list("ROWBELL_OUTBOUND_ALLOW", default=[])
 ROWBELL_REQUEUE_AFTER_SECONDS = env.float("ROWBELL_REQUEUE_AFTER_SECONDS", default=60.0)
 # A claim (run or delivery being worked on) older than this is presumed dead and released.
 ROWBELL_LEASE_SECONDS = env.float("ROWBELL_LEASE_SECONDS", default=120.0)
+# Longest pause of the dispatcher loop when there is nothing to dispatch (seconds).
+ROWBELL_DISPATCHER_IDLE_SECONDS = env.float("ROWBELL_DISPATCHER_IDLE_SECONDS", default=0.1)
 # Beat periods, in seconds.
 ROWBELL_DISPATCH_INTERVAL = env.float("ROWBELL_DISPATCH_INTERVAL", default=1.0)
 ROWBELL_RECONCILE_INTERVAL = env.float("ROWBELL_RECONCILE_INTERVAL", default=10.0)

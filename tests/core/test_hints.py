@@ -4,7 +4,7 @@ import json
 import pytest
 
 from apps.core.hints import hint, message
-from apps.runs.tasks import request_start_task
+from apps.runs.tasks import requests_start_task
 
 
 def _strip_ids(m: dict) -> dict:
@@ -17,9 +17,9 @@ def _strip_ids(m: dict) -> dict:
 
 
 def test_hint_envelope_is_the_one_celery_writes(test_redis):
-    request_start_task.apply_async(args=["abc"], queue="low")
+    requests_start_task.apply_async(args=[["abc"]], queue="low")
     celerys = json.loads(test_redis.rpop("low"))
-    hint("apps.runs.tasks.request_start", ["abc"], queue="low")
+    hint("apps.runs.tasks.requests_start", [["abc"]], queue="low")
     ours = json.loads(test_redis.rpop("low"))
     assert _strip_ids(ours) == _strip_ids(celerys)
     assert base64.b64decode(ours["body"]) == base64.b64decode(celerys["body"])
@@ -33,7 +33,7 @@ def test_message_carries_the_task_arguments():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_broker_outage_after_commit_does_not_fail_the_caller(product_with_key, settings):
+def test_the_trigger_api_accepts_work_while_the_broker_is_down(product_with_key, settings):
     from apps.runs.models import TriggerRequest
     from tests import factories
     from tests.conftest import client_for
@@ -49,5 +49,5 @@ def test_a_broker_outage_after_commit_does_not_fail_the_caller(product_with_key,
     finally:
         hints._redis = None
     assert response.status_code == 202
-    # The request is durable; the reconciler re-sends its hint once the broker is back.
+    # The request is durable; the dispatcher hints it once the broker is back.
     assert TriggerRequest.objects.filter(id=response.json()["request_id"], status="accepted").exists()

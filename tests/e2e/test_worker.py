@@ -32,6 +32,7 @@ def _setup(receiver, steps_extra=()):
 def test_a_trigger_call_is_delivered_as_a_signed_webhook_and_an_email(processes, receiver, smtp_sink):
     processes.env["TEST_EMAIL_PORT"] = str(smtp_sink.port)
     processes.worker()
+    processes.dispatcher()
     product, key, endpoint = _setup(receiver, [factories.email_step(subject="Order {{ data.order }} shipped")])
     client = client_for(key)
 
@@ -62,6 +63,7 @@ def test_a_trigger_call_is_delivered_as_a_signed_webhook_and_an_email(processes,
 
 def test_failed_deliveries_are_retried_by_the_worker_and_beat(processes, receiver):
     processes.worker()
+    processes.dispatcher()
     processes.beat()
     receiver.answer(500, (503, {"Retry-After": "1"}, b""))
     product, key, _ = _setup(receiver)
@@ -77,6 +79,7 @@ def test_failed_deliveries_are_retried_by_the_worker_and_beat(processes, receive
 def test_high_priority_is_delivered_before_a_normal_backlog_drains(processes, receiver):
     receiver.delay = 0.1
     processes.worker(concurrency=1)
+    processes.dispatcher()
     product, key, _ = _setup(receiver)
     client = client_for(key)
     backlog = 30
@@ -94,6 +97,7 @@ def test_high_priority_is_delivered_before_a_normal_backlog_drains(processes, re
 def test_every_delivery_arrives_when_redis_is_emptied_mid_flight(processes, receiver, test_redis):
     receiver.delay = 0.05
     processes.worker()
+    processes.dispatcher()
     processes.beat()
     product, key, _ = _setup(receiver)
     client = client_for(key)

@@ -111,17 +111,18 @@ def test_reconcile_requeues_lost_requests_and_runs_and_dead_leases(product, sett
     old = timezone.now() - timedelta(minutes=10)
     lost = _trigger(product)
     TriggerRequest.objects.filter(id=lost.id).update(enqueued_at=old)
+    _trigger(product, recipients=[{"id": "never-dispatched"}])
     started = _trigger(product, recipients=[{"id": "x"}])
     TriggerRequest.objects.filter(id=started.id).update(status=RequestStatus.STARTED)
     dead = Run.objects.create(request=started, recipient_index=0, product=product,
                               workflow_version_id=started.workflow_version_id, recipient={"id": "x"},
                               status=RunStatus.RUNNING, lease_until=timezone.now() - timedelta(seconds=1))
     result = runs_reconcile()
-    assert result == {"requests": 1, "runs_requeued": 1, "runs": 1}
+    assert result == {"requests": 1, "runs_requeued": 1, "runs": 1, "dispatched": 1}
     dead.refresh_from_db()
     assert dead.status == RunStatus.QUEUED
     # A second pass right away finds nothing new to hint.
-    assert runs_reconcile() == {"requests": 0, "runs_requeued": 0, "runs": 0}
+    assert runs_reconcile() == {"requests": 0, "runs_requeued": 0, "runs": 0, "dispatched": 0}
     runs_execute(run_ids=[dead.id])
     dead.refresh_from_db()
     assert dead.status == RunStatus.COMPLETED

@@ -165,3 +165,32 @@ def test_an_expired_key_is_refused_on_the_trigger_path(product_with_key, workflo
     assert _trigger(client_for(key), {"workflow": "welcome", "to": ["u1"]}).status_code == 202
     ApiKey.objects.filter(prefix=key.split(".")[0]).update(expiry_date="2000-01-01T00:00:00Z")
     assert _trigger(client_for(key), {"workflow": "welcome", "to": ["u2"]}).status_code == 401
+
+
+@pytest.mark.parametrize("body", [
+    {"workflow": "welcome", "to": ["u1"]},
+    {"workflow": "welcome", "to": ["u1", {"id": 7, "email": "a@example.com", "phone": "+14155550123", "x": [1]}],
+     "data": {"k": {"n": 1}}, "priority": "high"},
+    {"workflow": "welcome", "to": [{"id": "u1", "name": None}], "data": {}, "priority": "low"},
+])
+def test_fast_validation_agrees_with_the_serializer(body):
+    from apps.runs.apis import TriggerInputSerializer, trigger_input_fast
+
+    serializer = TriggerInputSerializer(data=body)
+    assert serializer.is_valid(), serializer.errors
+    assert trigger_input_fast(body) == dict(serializer.validated_data)
+
+
+@pytest.mark.parametrize("body", [
+    {"workflow": " welcome ", "to": ["u1"]},
+    {"workflow": "welcome", "to": ["u1"], "extra": 1},
+    {"workflow": "welcome", "to": [{"id": "u1", "email": "bad"}]},
+    {"workflow": "welcome", "to": []},
+    {"workflow": "welcome", "to": [True]},
+    {"workflow": "welcome", "to": ["u1"], "priority": "urgent"},
+    [1, 2],
+])
+def test_fast_validation_leaves_everything_else_to_the_serializer(body):
+    from apps.runs.apis import trigger_input_fast
+
+    assert trigger_input_fast(body) is None

@@ -194,3 +194,27 @@ def test_fast_validation_leaves_everything_else_to_the_serializer(body):
     from apps.runs.apis import trigger_input_fast
 
     assert trigger_input_fast(body) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lost_database_connection_answers_503_and_is_replaced(product_with_key):
+    import psycopg
+    from django.db import connection
+
+    product, key = product_with_key
+    factories.make_workflow(product, key="welcome", steps=[factories.email_step()])
+    client = client_for(key)
+    assert _trigger(client, {"workflow": "welcome", "to": ["u1"]}).status_code == 202
+    # Kill this process's database session, as a database restart would.
+    pid = connection.connection.info.backend_pid
+    cfg = connection.settings_dict
+    with psycopg.connect(host=cfg["HOST"] or "127.0.0.1", port=cfg["PORT"] or 5432, user=cfg["USER"],
+                         dbname=cfg["NAME"], autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])
+    response = _trigger(client, {"workflow": "welcome", "to": ["u2"]})
+    assert response.status_code == 503 and response["Retry-After"] == "1"
+    assert response.json()["error"]["code"] == "database_unavailable"
+    # At the end of a request Django discards the broken connection; the next call works.
+    connection.close_if_unusable_or_obsolete()
+    assert _trigger(client, {"workflow": "welcome", "to": ["u3"]}).status_code == 202
+    assert TriggerRequest.objects.count() == 2

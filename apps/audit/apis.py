@@ -1,3 +1,4 @@
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.pagination import CursorPagination
 from rest_framework.views import APIView
@@ -31,6 +32,7 @@ class AuditListApi(APIView):
         organization_id = serializers.UUIDField(allow_null=True)
         data = serializers.JSONField()
 
+    @extend_schema(parameters=[FilterSerializer], responses=OutputSerializer(many=True))
     def get(self, request):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)

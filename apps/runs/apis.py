@@ -3,7 +3,7 @@ import re
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -47,6 +47,17 @@ def recipient_clean(value) -> tuple[dict | None, dict]:
     return {**value, "id": str(rid)}, {}
 
 
+@extend_schema_field({
+    "oneOf": [
+        {"type": "string", "description": "A recipient id."},
+        {"type": "object", "required": ["id"], "additionalProperties": True, "properties": {
+            "id": {"type": "string", "maxLength": 200},
+            "email": {"type": "string", "format": "email"},
+            "phone": {"type": "string", "description": "E.164, e.g. +14155550123"},
+            "name": {"type": "string"},
+        }},
+    ]
+})
 class RecipientField(serializers.Field):
     def to_internal_value(self, value):
         recipient, errors = recipient_clean(value)
@@ -109,6 +120,7 @@ class TriggerApi(APIView):
     permission_classes = [IsProductOrOrganization]
 
     @extend_schema(
+        auth=[{"ApiKey": []}],
         request=TriggerInputSerializer,
         responses={202: TriggerOutputSerializer},
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False,

@@ -7,7 +7,7 @@ from django.db import transaction
 
 from apps.deliveries.services import webhook_endpoint_create
 from apps.tenants.models import Product
-from apps.tenants.services import organization_create, platform_key_create, product_create
+from apps.tenants.services import api_key_rotate, organization_create, platform_key_create, product_create
 from apps.workflows.services import workflow_create, workflow_publish
 
 DEMO_PRODUCT = "Demo Shop"
@@ -33,16 +33,21 @@ class Command(BaseCommand):
         parser.add_argument("--sink-port", type=int, default=8001)
 
     def handle(self, *args, port, sink_port, **options):
-        if not Product.objects.filter(name=DEMO_PRODUCT).exists() or not KEYS_FILE.exists():
+        product = Product.objects.filter(name=DEMO_PRODUCT).first()
+        if product is None:
             self._seed(port, sink_port)
+        elif not KEYS_FILE.exists():
+            # Another checkout seeded this database: keys are stored hashed, so issue new demo keys.
+            self._reissue_keys(product, port)
         base = f"http://127.0.0.1:{port}"
+        keys_file = KEYS_FILE.relative_to(settings.BASE_DIR) if KEYS_FILE.is_relative_to(settings.BASE_DIR) else KEYS_FILE
         self.stdout.write(
             "\n"
             "  Rowbell is starting.\n"
             f"  Admin:        {base}/admin/   (login: admin / admin)\n"
             f"  API docs:     {base}/api/docs/\n"
             f"  Webhook sink: http://127.0.0.1:{sink_port}/   (what the demo webhook received)\n"
-            f"  Demo keys:    {KEYS_FILE.relative_to(settings.BASE_DIR)}   (source it for the README's curl examples)\n"
+            f"  Demo keys:    {keys_file}   (source it for the README's curl examples)\n"
         )
 
     @transaction.atomic
@@ -60,6 +65,20 @@ class Command(BaseCommand):
         workflow = workflow_create(product=product, key="order-shipped", name="Order shipped",
                                    definition={"trigger": {"type": "api"}, "steps": steps}, actor="seed")
         workflow_publish(workflow=workflow, actor="seed")
+        self._write_keys(port, platform_key, product_key, organization_key, endpoint)
+        self.stdout.write(f"  Seeded the demo: product '{DEMO_PRODUCT}', workflow 'order-shipped'.")
+
+    @transaction.atomic
+    def _reissue_keys(self, product, port):
+        organization = product.organizations.order_by("created_at").first()
+        _, platform_key = platform_key_create(name="demo platform key", actor="seed")
+        _, product_key, _ = api_key_rotate(product=product, actor="seed")
+        _, organization_key, _ = api_key_rotate(product=product, organization=organization, actor="seed")
+        endpoint = product.webhook_endpoints.order_by("created_at").first()
+        self._write_keys(port, platform_key, product_key, organization_key, endpoint)
+        self.stdout.write(f"  Issued new demo keys for the existing '{DEMO_PRODUCT}'.")
+
+    def _write_keys(self, port, platform_key, product_key, organization_key, endpoint):
         KEYS_FILE.parent.mkdir(exist_ok=True)
         KEYS_FILE.write_text(
             "# Demo keys, written once by `make run` (keys are shown only once).\n"
@@ -70,5 +89,4 @@ class Command(BaseCommand):
             f"export ROWBELL_WEBHOOK_ID={endpoint.id}\n"
             f"export ROWBELL_WEBHOOK_SECRET={endpoint.secret}\n"
         )
-        self.stdout.write(f"  Seeded the demo: product '{DEMO_PRODUCT}', workflow 'order-shipped'.")
 

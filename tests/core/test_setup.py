@@ -62,3 +62,10 @@ def test_seed_demo_seeds_once_and_reissues_keys_when_the_file_is_gone(tmp_path, 
     assert Product.objects.filter(name="Demo Shop").count() == 1
     assert client_for(fresh["ROWBELL_PRODUCT_KEY"]).get("/api/v1/workflows/order-shipped").status_code == 200
     assert client_for(keys["ROWBELL_PRODUCT_KEY"]).get("/api/v1/workflows/order-shipped").status_code == 401
+
+
+@pytest.mark.django_db
+def test_models_and_migrations_agree():
+    out = StringIO()
+    call_command("makemigrations", "--check", "--dry-run", stdout=out, stderr=StringIO())
+    assert "No changes detected" in out.getvalue()

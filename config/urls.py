@@ -7,6 +7,7 @@ api_v1 = [
     path("", include("apps.workflows.urls")),
     path("", include("apps.runs.urls")),
     path("", include("apps.deliveries.urls")),
+    path("", include("apps.connections.urls")),
     path("", include("apps.audit.urls")),
 ]
 

@@ -36,8 +36,9 @@ class EncryptedTextField(models.TextField):
     """A text column stored encrypted; Python code only ever sees the plaintext."""
 
     def from_db_value(self, value, expression, connection):
-        return None if value is None else decrypt(value)
+        return value if not value else decrypt(value)
 
     def get_prep_value(self, value):
+        # An empty value (e.g. no password: certificate or trust authentication) stays empty.
         value = super().get_prep_value(value)
-        return None if value in (None, "") else encrypt(value)
+        return value if not value else encrypt(value)

@@ -29,6 +29,10 @@ class ApplicationError(Exception):
         if field:
             self.fields[field] = message
 
+    def extra(self) -> dict:
+        """More structured detail for the error body (e.g. itemized checks)."""
+        return {}
+
 
 class InvalidInput(ApplicationError):
     code = "invalid"
@@ -92,7 +96,9 @@ def api_exception_handler(exc, context):
     """DRF's EXCEPTION_HANDLER: every error, ours or DRF's, in the one shape."""
     if isinstance(exc, ApplicationError):
         fields = [{"field": k, "reason": v} for k, v in exc.fields.items()] or None
-        return Response(error_body(exc.code, exc.message, fields), status=exc.http_status)
+        body = error_body(exc.code, exc.message, fields)
+        body["error"].update(exc.extra())
+        return Response(body, status=exc.http_status)
     if isinstance(exc, Http404):
         exc = drf_exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

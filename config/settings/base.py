@@ -189,6 +189,9 @@ ROWBELL_RECONCILE_INTERVAL = env.float("ROWBELL_RECONCILE_INTERVAL", default=10.
 # How many deliveries one worker task claims and sends at once, and how many in flight.
 ROWBELL_DELIVERY_BATCH = env.int("ROWBELL_DELIVERY_BATCH", default=50)
 ROWBELL_DELIVERY_CONCURRENCY = env.int("ROWBELL_DELIVERY_CONCURRENCY", default=16)
+# Customer databases: connect timeout and statement timeout (seconds).
+ROWBELL_CUSTOMER_CONNECT_TIMEOUT = env.int("ROWBELL_CUSTOMER_CONNECT_TIMEOUT", default=5)
+ROWBELL_CUSTOMER_STATEMENT_TIMEOUT = env.float("ROWBELL_CUSTOMER_STATEMENT_TIMEOUT", default=30.0)
 # Recipients accepted by one trigger call.
 ROWBELL_MAX_RECIPIENTS = env.int("ROWBELL_MAX_RECIPIENTS", default=1000)
 

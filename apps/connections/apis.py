@@ -1,0 +1,154 @@
+import psycopg
+from drf_spectacular.utils import extend_schema
+from psycopg.conninfo import conninfo_to_dict
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.tenants.permissions import IsProduct
+
+from .introspection import connection_tables
+from .models import SslMode
+from .selectors import connection_get, connection_list
+from .services import CustomerDatabaseUnavailable, connection_create, connection_recheck
+
+_FROM_DSN = {"host": "host", "port": "port", "dbname": "database", "user": "user", "password": "password",
+             "sslmode": "sslmode"}
+
+
+class ConnectionInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    dsn = serializers.CharField(required=False, write_only=True, max_length=2000,
+                                help_text="postgresql://user:password@host:port/database?sslmode=require, "
+                                          "instead of the separate fields.")
+    host = serializers.CharField(required=False, max_length=255)
+    port = serializers.IntegerField(required=False, default=5432, min_value=1, max_value=65535)
+    database = serializers.CharField(required=False, max_length=63)
+    user = serializers.CharField(required=False, max_length=63)
+    password = serializers.CharField(required=False, allow_blank=True, default="", write_only=True,
+                                     trim_whitespace=False, max_length=1000)
+    sslmode = serializers.ChoiceField(choices=SslMode.choices, required=False, default=SslMode.PREFER)
+    schema = serializers.CharField(required=False, default="rowbell", max_length=63)
+    tables = serializers.ListField(child=serializers.CharField(max_length=127), required=False, default=list,
+                                   max_length=200, help_text="Tables to check SELECT and TRIGGER privileges on.")
+
+    def validate(self, data):
+        dsn = data.pop("dsn", None)
+        if dsn:
+            if any(k in self.initial_data for k in ("host", "database", "user", "password")):
+                raise serializers.ValidationError({"dsn": ["Give either a dsn or host/database/user, not both."]})
+            try:
+                parsed = conninfo_to_dict(dsn)
+            except psycopg.ProgrammingError as exc:
+                raise serializers.ValidationError({"dsn": [f"Not a valid connection string: {exc}"]}) from None
+            for key, field in _FROM_DSN.items():
+                if parsed.get(key) not in (None, ""):
+                    data[field] = parsed[key]
+            try:
+                data["port"] = int(data.get("port", 5432))
+            except ValueError:
+                raise serializers.ValidationError({"dsn": ["The port must be a number."]}) from None
+            if data["sslmode"] not in SslMode.values:
+                raise serializers.ValidationError({"dsn": [f"Unknown sslmode '{data['sslmode']}'."]})
+        missing = {f: ["This field is required (or give a dsn)."] for f in ("host", "database", "user")
+                   if not data.get(f)}
+        if missing:
+            raise serializers.ValidationError(missing)
+        return data
+
+
+class CheckSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    ok = serializers.BooleanField()
+    detail = serializers.CharField()
+
+
+class ConnectionOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    host = serializers.CharField()
+    port = serializers.IntegerField()
+    database = serializers.CharField()
+    user = serializers.CharField()
+    sslmode = serializers.CharField()
+    schema = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class ConnectionCheckedSerializer(ConnectionOutputSerializer):
+    checks = CheckSerializer(many=True)
+
+
+class CheckInputSerializer(serializers.Serializer):
+    tables = serializers.ListField(child=serializers.CharField(max_length=127), required=False, default=list,
+                                   max_length=200)
+
+
+class CheckOutputSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    checks = CheckSerializer(many=True)
+
+
+class ColumnSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    type = serializers.CharField()
+    nullable = serializers.BooleanField()
+
+
+class TableSerializer(serializers.Serializer):
+    schema = serializers.CharField()
+    name = serializers.CharField()
+    columns = ColumnSerializer(many=True)
+    primary_key = serializers.ListField(child=serializers.CharField())
+
+
+class ConnectionListCreateApi(APIView):
+    permission_classes = [IsProduct]
+
+    @extend_schema(responses=ConnectionOutputSerializer(many=True))
+    def get(self, request):
+        return Response(ConnectionOutputSerializer(connection_list(tenant=request.user), many=True).data)
+
+    @extend_schema(request=ConnectionInputSerializer, responses={201: ConnectionCheckedSerializer})
+    def post(self, request):
+        data = ConnectionInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        connection, checks = connection_create(product=request.user.product, actor=request.user.actor,
+                                               **data.validated_data)
+        body = ConnectionOutputSerializer(connection).data | {"checks": [c.as_dict() for c in checks]}
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class ConnectionDetailApi(APIView):
+    permission_classes = [IsProduct]
+
+    @extend_schema(responses=ConnectionOutputSerializer)
+    def get(self, request, connection_id):
+        return Response(ConnectionOutputSerializer(connection_get(tenant=request.user,
+                                                                  connection_id=connection_id)).data)
+
+
+class ConnectionCheckApi(APIView):
+    permission_classes = [IsProduct]
+
+    @extend_schema(request=CheckInputSerializer, responses=CheckOutputSerializer)
+    def post(self, request, connection_id):
+        connection = connection_get(tenant=request.user, connection_id=connection_id)
+        data = CheckInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        checks = connection_recheck(connection=connection, actor=request.user.actor, **data.validated_data)
+        return Response({"ok": all(c.ok for c in checks), "checks": [c.as_dict() for c in checks]})
+
+
+class ConnectionTablesApi(APIView):
+    permission_classes = [IsProduct]
+
+    @extend_schema(responses=TableSerializer(many=True))
+    def get(self, request, connection_id):
+        connection = connection_get(tenant=request.user, connection_id=connection_id)
+        try:
+            tables = connection_tables(connection=connection)
+        except psycopg.OperationalError as exc:
+            raise CustomerDatabaseUnavailable(
+                f"The database cannot be reached: {str(exc).strip().splitlines()[-1]}") from exc
+        return Response(TableSerializer(tables, many=True).data)

@@ -1,0 +1,98 @@
+"""Itemized checks of a customer database connection: what works, what is missing, and why."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+import psycopg
+from psycopg import sql
+
+from .customer import customer_connect
+
+_FATAL = re.compile(r"FATAL:\s+(.*)")
+_AUTH_HINTS = ("password authentication failed", "does not exist", "no pg_hba.conf entry", "authentication",
+               "not permitted to log in")
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _skip(name: str) -> Check:
+    return Check(name, False, "Not checked: an earlier check failed.")
+
+
+def _connect_failure(exc: psycopg.OperationalError, tables: list[str]) -> list[Check]:
+    message = str(exc).strip()
+    fatal = _FATAL.search(message)
+    later = [_skip("schema")] + [_skip(f"table {t}") for t in tables]
+    if not fatal:  # nothing answered: refused, timed out, unknown host
+        reason = message.splitlines()[0].removeprefix("connection failed: ")
+        return [Check("reachable", False, reason), _skip("authenticated")] + later
+    reason = fatal.group(1).strip()
+    reachable = Check("reachable", True, "The server answered.")
+    if re.search(r'database ".*" does not exist', reason):
+        return [reachable, Check("database", False, reason)] + later
+    return [reachable, Check("authenticated", False, reason)] + later
+
+
+def connection_check(*, connection, tables: list[str] | None = None) -> list[Check]:
+    """Connect and report, by name: reachable, authenticated, schema (owns it or may create it), and for
+    each watched table SELECT and TRIGGER privileges. Never raises for a customer-side problem."""
+    tables = list(tables or [])
+    try:
+        conn = customer_connect(connection)
+    except psycopg.OperationalError as exc:
+        return _connect_failure(exc, tables)
+    checks = [Check("reachable", True, "The server answered."),
+              Check("authenticated", True, f"Logged in as {connection.user}.")]
+    with conn:
+        owner = conn.execute(
+            "SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = %s", [connection.schema]
+        ).fetchone()
+        if owner is None:
+            can_create = conn.execute(
+                "SELECT has_database_privilege(current_user, current_database(), 'CREATE')").fetchone()[0]
+            checks.append(Check("schema", can_create,
+                                f"Schema {connection.schema} does not exist yet; {connection.user} may create it."
+                                if can_create else
+                                f"Schema {connection.schema} does not exist and {connection.user} may not "
+                                f"create it: GRANT CREATE ON DATABASE {connection.database} TO {connection.user}."))
+        elif owner[0] == connection.user:
+            checks.append(Check("schema", True, f"{connection.user} owns schema {connection.schema}."))
+        else:
+            checks.append(Check("schema", False, f"Schema {connection.schema} belongs to {owner[0]}, not to "
+                                                 f"{connection.user}."))
+        for table in tables:
+            checks.append(_table_check(conn, table))
+    return checks
+
+
+def _table_check(conn: psycopg.Connection, table: str) -> Check:
+    name = f"table {table}"
+    schema, _, relname = table.rpartition(".")
+    schema = schema or "public"
+    row = conn.execute(
+        """
+        SELECT has_table_privilege(c.oid, 'SELECT'), has_table_privilege(c.oid, 'TRIGGER')
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')
+        """,
+        [schema, relname],
+    ).fetchone()
+    if row is None:
+        return Check(name, False, f"No table {schema}.{relname} (or no USAGE on schema {schema}).")
+    missing = [p for p, granted in zip(("SELECT", "TRIGGER"), row) if not granted]
+    if missing:
+        grant = sql.SQL("GRANT {} ON {} TO {}").format(
+            sql.SQL(", ").join(map(sql.SQL, missing)), sql.Identifier(schema, relname),
+            sql.Identifier(conn.info.user)).as_string(conn)
+        return Check(name, False, f"Missing {' and '.join(missing)} privilege: {grant}")
+    return Check(name, True, "SELECT and TRIGGER granted.")

@@ -1,0 +1,47 @@
+from django.core.management.base import BaseCommand, CommandError
+from psycopg import sql
+
+from apps.connections.services import IDENTIFIER, TABLE
+
+
+class Command(BaseCommand):
+    help = ("Print the SQL a DBA runs, in the customer database, to create Rowbell's dedicated user with the "
+            "least rights it needs: log in, own its schema, read and put triggers on the watched tables.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--user", required=True, help="The role Rowbell logs in as, e.g. rowbell.")
+        parser.add_argument("--tables", required=True, help="Watched tables, comma-separated: public.orders,...")
+        parser.add_argument("--schema", default="rowbell", help="Rowbell's own schema (default rowbell).")
+
+    def handle(self, *args, user, tables, schema, **options):
+        names = [t.strip() for t in tables.split(",") if t.strip()]
+        if not IDENTIFIER.match(user):
+            raise CommandError("--user: a lower-case identifier (letters, digits, _).")
+        if not IDENTIFIER.match(schema):
+            raise CommandError("--schema: a lower-case identifier (letters, digits, _).")
+        bad = [t for t in names if not TABLE.match(t)]
+        if not names or bad:
+            raise CommandError(f"--tables: schema.table names, comma-separated (not: {', '.join(bad) or 'empty'}).")
+        qualified = [tuple(t.split(".", 1)) if "." in t else ("public", t) for t in names]
+        role, own = sql.Identifier(user), sql.Identifier(schema)
+        schemas = sorted({s for s, _ in qualified})
+
+        def q(statement):
+            return statement.as_string(None)
+
+        lines = [
+            "-- Run as a superuser (or the tables' owner) in the database Rowbell will watch.",
+            "-- Choose a strong password; give it to Rowbell only.",
+            q(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'change-me';").format(role)),
+            "DO $$ BEGIN",
+            f"    EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), '{user}');",
+            "END $$;",
+            "-- Rowbell's own schema (event log, trigger functions), owned by its user: no CREATE on the",
+            "-- database is needed, and writers of the watched tables need no grants on it.",
+            q(sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {};").format(own, role)),
+        ]
+        for name in schemas:
+            lines.append(q(sql.SQL("GRANT USAGE ON SCHEMA {} TO {};").format(sql.Identifier(name), role)))
+        lines.append(q(sql.SQL("GRANT SELECT, TRIGGER ON TABLE {} TO {};").format(
+            sql.SQL(", ").join(sql.Identifier(s, t) for s, t in qualified), role)))
+        self.stdout.write("\n".join(lines))

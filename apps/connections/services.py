@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import re
+
+from django.db import IntegrityError, transaction
+
+from apps.audit.services import audit_record
+from apps.core.exceptions import ApplicationError, Conflict, InvalidInput
+
+from .checks import Check, connection_check
+from .models import Connection
+
+IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+TABLE = re.compile(r"^([a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$")
+
+
+class ConnectionCheckFailed(ApplicationError):
+    """The database could not be used as given; `checks` says which check failed and why."""
+
+    code = "connection_check_failed"
+    http_status = 422
+
+    def __init__(self, checks: list[Check]):
+        failed = [c.name for c in checks if not c.ok]
+        super().__init__(f"Connection checks failed: {', '.join(failed)}.")
+        self.checks = checks
+
+    def extra(self) -> dict:
+        return {"checks": [c.as_dict() for c in self.checks]}
+
+
+class CustomerDatabaseUnavailable(ApplicationError):
+    code = "customer_database_unavailable"
+    http_status = 502
+
+
+def _validate(*, schema: str, tables: list[str]) -> None:
+    if not IDENTIFIER.match(schema):
+        raise InvalidInput("A lower-case identifier: letters, digits and '_', at most 63.", field="schema")
+    for index, table in enumerate(tables):
+        if not TABLE.match(table):
+            raise InvalidInput("A table as schema.name (lower-case identifiers).", field=f"tables[{index}]")
+
+
+def connection_create(*, product, name: str, host: str, port: int, database: str, user: str, password: str,
+                      sslmode: str, schema: str = "rowbell", tables: list[str] | None = None,
+                      actor: str) -> tuple[Connection, list[Check]]:
+    """Check a customer database and save the connection only if every check passes.
+
+    Raises ConnectionCheckFailed (with the itemized checks) and saves nothing otherwise.
+    """
+    tables = list(tables or [])
+    _validate(schema=schema, tables=tables)
+    connection = Connection(product=product, name=name, host=host, port=port, database=database, user=user,
+                            password=password, sslmode=sslmode, schema=schema)
+    checks = connection_check(connection=connection, tables=tables)
+    if not all(c.ok for c in checks):
+        raise ConnectionCheckFailed(checks)
+    try:
+        with transaction.atomic():
+            connection.save()
+            audit_record(action="connection.created", target_type="connection", target_id=connection.id,
+                         product_id=product.id, actor=actor,
+                         data={"name": name, "host": host, "port": port, "database": database, "user": user,
+                               "schema": schema})
+    except IntegrityError:
+        raise Conflict(f"A connection named '{name}' already exists.", field="name") from None
+    return connection, checks
+
+
+def connection_recheck(*, connection: Connection, tables: list[str] | None = None,
+                       actor: str) -> list[Check]:
+    """Run the checks again on a saved connection (nothing is changed) and audit the outcome."""
+    tables = list(tables or [])
+    _validate(schema=connection.schema, tables=tables)
+    checks = connection_check(connection=connection, tables=tables)
+    audit_record(action="connection.checked", target_type="connection", target_id=connection.id,
+                 product_id=connection.product_id, actor=actor,
+                 data={"ok": all(c.ok for c in checks), "failed": [c.name for c in checks if not c.ok]})
+    return checks

@@ -1,0 +1,49 @@
+"""A real customer database for the capture tests, with Rowbell's role made from `connection_grants`."""
+
+from io import StringIO
+
+import psycopg
+import pytest
+from django.core.management import call_command
+
+CUSTOMER_DB = "rowbell_customer_test"
+CAPTURE_ROLE = "rowbell_capture_test"
+WEAK_ROLE = "rowbell_weak_test"
+
+SCHEMA = """
+CREATE TABLE public.customers (id bigserial PRIMARY KEY, email text NOT NULL, name text);
+CREATE TABLE public.orders (id bigserial PRIMARY KEY, customer_id bigint REFERENCES public.customers(id),
+                            status text NOT NULL DEFAULT 'new', total numeric(10, 2), paid boolean DEFAULT false);
+CREATE TABLE public.no_pk (note text);
+CREATE TABLE public.hidden (id int PRIMARY KEY);
+"""
+
+
+def admin_connect(dbname="postgres"):
+    return psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname=dbname, autocommit=True)
+
+
+def _drop(conn):
+    conn.execute(f"DROP DATABASE IF EXISTS {CUSTOMER_DB} WITH (FORCE)")
+    for role in (CAPTURE_ROLE, WEAK_ROLE):
+        conn.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+@pytest.fixture(scope="session")
+def customer_db():
+    with admin_connect() as conn:
+        _drop(conn)
+        conn.execute(f"CREATE DATABASE {CUSTOMER_DB}")
+        conn.execute(f"CREATE ROLE {WEAK_ROLE} LOGIN PASSWORD 'weak'")
+        conn.execute(f"GRANT CONNECT ON DATABASE {CUSTOMER_DB} TO {WEAK_ROLE}")
+    out = StringIO()
+    call_command("connection_grants", "--user", CAPTURE_ROLE, "--tables", "public.orders,public.customers,public.no_pk",
+                 stdout=out)
+    with admin_connect(CUSTOMER_DB) as conn:
+        conn.execute(SCHEMA)
+        conn.execute(out.getvalue())  # the DBA's script, as printed
+        conn.execute(f"ALTER ROLE {CAPTURE_ROLE} PASSWORD 'capture-secret'")
+    yield {"host": "127.0.0.1", "port": 5432, "database": CUSTOMER_DB, "user": CAPTURE_ROLE,
+           "password": "capture-secret"}
+    with admin_connect() as conn:
+        _drop(conn)

@@ -33,6 +33,13 @@ class Connection(models.Model):
     schema = models.CharField(max_length=63, default="rowbell")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Pick-up: the last event read, as (transaction id, event id), and the poller's health.
+    capture_installed_at = models.DateTimeField(null=True, blank=True)
+    cursor_xid = models.DecimalField(max_digits=20, decimal_places=0, default=0)
+    cursor_id = models.BigIntegerField(default=0)
+    last_poll_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -40,3 +47,28 @@ class Connection(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.user}@{self.host}:{self.port}/{self.database})"
+
+
+class Event(models.Model):
+    """A row change read from a customer's event log: one per statement and capture, with the row ids.
+
+    (connection, xid, source_id) is unique: reading the same log row twice records it once, and a log
+    that was dropped and installed again (its ids restart) cannot collide with older events.
+    """
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="events")
+    source_id = models.BigIntegerField()
+    xid = models.DecimalField(max_digits=20, decimal_places=0)
+    capture = models.CharField(max_length=63)
+    table_name = models.CharField(max_length=127)
+    op = models.CharField(max_length=10)
+    ids = models.JSONField()
+    captured_at = models.DateTimeField()
+    recorded_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["connection_id", "xid", "source_id"]
+        constraints = [models.UniqueConstraint(fields=["connection", "xid", "source_id"], name="event_once")]
+
+    def __str__(self):
+        return f"{self.op} {self.table_name} {self.ids}"

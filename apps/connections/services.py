@@ -78,3 +78,26 @@ def connection_recheck(*, connection: Connection, tables: list[str] | None = Non
                  product_id=connection.product_id, actor=actor,
                  data={"ok": all(c.ok for c in checks), "failed": [c.name for c in checks if not c.ok]})
     return checks
+
+
+def connection_captures_install(*, connection: Connection, captures: list, actor: str) -> None:
+    """Install (or repair) the event log and the given captures in the customer database, all in one
+    transaction, then record it. Raises CustomerDatabaseUnavailable if the database cannot be reached."""
+    from django.utils import timezone
+
+    import psycopg
+
+    from .capture import captures_install
+    from .customer import customer_connect
+
+    try:
+        with customer_connect(connection, autocommit=True) as conn:
+            captures_install(conn, schema=connection.schema, captures=captures)
+    except psycopg.OperationalError as exc:
+        raise CustomerDatabaseUnavailable(f"The database cannot be reached: {str(exc).strip().splitlines()[-1]}")
+    with transaction.atomic():
+        Connection.objects.filter(id=connection.id).update(capture_installed_at=timezone.now())
+        audit_record(action="connection.captures_installed", target_type="connection", target_id=connection.id,
+                     product_id=connection.product_id, actor=actor,
+                     data={"captures": [{"name": c.name, "table": c.qualified_table, "operations": list(c.operations)}
+                                        for c in captures]})

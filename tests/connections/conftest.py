@@ -9,6 +9,8 @@ from django.core.management import call_command
 CUSTOMER_DB = "rowbell_customer_test"
 CAPTURE_ROLE = "rowbell_capture_test"
 WEAK_ROLE = "rowbell_weak_test"
+# The customer's application: writes the watched tables, has no rights on Rowbell's schema.
+WRITER_ROLE = "rowbell_writer_test"
 
 SCHEMA = """
 CREATE TABLE public.customers (id bigserial PRIMARY KEY, email text NOT NULL, name text);
@@ -25,7 +27,7 @@ def admin_connect(dbname="postgres"):
 
 def _drop(conn):
     conn.execute(f"DROP DATABASE IF EXISTS {CUSTOMER_DB} WITH (FORCE)")
-    for role in (CAPTURE_ROLE, WEAK_ROLE):
+    for role in (CAPTURE_ROLE, WEAK_ROLE, WRITER_ROLE):
         conn.execute(f"DROP ROLE IF EXISTS {role}")
 
 
@@ -36,6 +38,8 @@ def customer_db():
         conn.execute(f"CREATE DATABASE {CUSTOMER_DB}")
         conn.execute(f"CREATE ROLE {WEAK_ROLE} LOGIN PASSWORD 'weak'")
         conn.execute(f"GRANT CONNECT ON DATABASE {CUSTOMER_DB} TO {WEAK_ROLE}")
+        conn.execute(f"CREATE ROLE {WRITER_ROLE} LOGIN")
+        conn.execute(f"GRANT CONNECT ON DATABASE {CUSTOMER_DB} TO {WRITER_ROLE}")
     out = StringIO()
     call_command("connection_grants", "--user", CAPTURE_ROLE, "--tables", "public.orders,public.customers,public.no_pk",
                  stdout=out)
@@ -43,7 +47,13 @@ def customer_db():
         conn.execute(SCHEMA)
         conn.execute(out.getvalue())  # the DBA's script, as printed
         conn.execute(f"ALTER ROLE {CAPTURE_ROLE} PASSWORD 'capture-secret'")
+        conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {WRITER_ROLE}")
+        conn.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {WRITER_ROLE}")
     yield {"host": "127.0.0.1", "port": 5432, "database": CUSTOMER_DB, "user": CAPTURE_ROLE,
            "password": "capture-secret"}
     with admin_connect() as conn:
         _drop(conn)
+
+
+def writer_connect(autocommit=True):
+    return psycopg.connect(host="127.0.0.1", port=5432, user=WRITER_ROLE, dbname=CUSTOMER_DB, autocommit=autocommit)

@@ -1,0 +1,179 @@
+"""Capture: the event log and triggers Rowbell installs in a customer database.
+
+Design (measured in shared/DESIGN.md): one STATEMENT-level trigger per table and operation, reading the
+statement's transition table and writing ONE event_log row per statement with the primary keys of the
+rows it changed. A 1,000-row INSERT costs one log row, not 1,000; a statement that changed nothing
+relevant writes nothing. Updates limited to some columns compare OLD and NEW in the function
+(PostgreSQL refuses transition tables on column-specific triggers).
+
+Every object Rowbell creates is named `rb_<hash>_...`, the hash covering the capture's definition and the
+generator version, so that installs are idempotent and drift is visible. Trigger functions are SECURITY
+DEFINER, owned by Rowbell's user, with a fixed search_path: writers of the watched tables need no
+grants on Rowbell's schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from psycopg import sql
+
+GENERATOR_VERSION = 1
+OPERATIONS = ("insert", "update", "delete")
+PREFIX = "rb_"
+
+
+@dataclass(frozen=True)
+class Capture:
+    """What to capture from one table: operations, and for updates optionally the columns that matter."""
+
+    schema: str
+    table: str
+    primary_key: tuple[str, ...]
+    operations: tuple[str, ...]
+    update_columns: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def name(self) -> str:
+        definition = json.dumps([GENERATOR_VERSION, self.schema, self.table, self.primary_key, self.operations,
+                                  self.update_columns])
+        return PREFIX + hashlib.sha256(definition.encode()).hexdigest()[:12]
+
+    @property
+    def qualified_table(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+
+EVENT_LOG_DDL = """
+CREATE TABLE IF NOT EXISTS {schema}.event_log (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    captured_at timestamptz NOT NULL DEFAULT now(),
+    capture text NOT NULL,
+    table_name text NOT NULL,
+    op text NOT NULL,
+    ids jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS event_log_xid_id ON {schema}.event_log (xid, id);
+"""
+
+
+def _ids_expression(capture: Capture, alias: str) -> sql.Composable:
+    columns = [sql.Identifier(alias, c) for c in capture.primary_key]
+    if len(columns) == 1:
+        return sql.SQL("jsonb_agg({})").format(columns[0])
+    return sql.SQL("jsonb_agg(jsonb_build_array({}))").format(sql.SQL(", ").join(columns))
+
+
+def _function_body(capture: Capture, op: str, schema: str) -> sql.Composable:
+    ids = _ids_expression(capture, "n" if op != "delete" else "o")
+    source = {
+        "insert": sql.SQL("FROM new_rows n"),
+        "delete": sql.SQL("FROM old_rows o"),
+    }.get(op)
+    if op == "update":
+        join = sql.SQL(" AND ").join(sql.SQL("n.{c} = o.{c}").format(c=sql.Identifier(c)) for c in capture.primary_key)
+        source = sql.SQL("FROM new_rows n JOIN old_rows o ON {}").format(join)
+        if capture.update_columns:
+            new = sql.SQL(", ").join(sql.Identifier("n", c) for c in capture.update_columns)
+            old = sql.SQL(", ").join(sql.Identifier("o", c) for c in capture.update_columns)
+            source = sql.SQL("{} WHERE ROW({}) IS DISTINCT FROM ROW({})").format(source, new, old)
+    return sql.SQL(
+        "INSERT INTO {log} (capture, table_name, op, ids) "
+        "SELECT {capture}, {table}, {op}, {ids} {source} HAVING count(*) > 0"
+    ).format(log=sql.Identifier(schema, "event_log"), capture=sql.Literal(capture.name),
+             table=sql.Literal(capture.qualified_table), op=sql.Literal(op), ids=ids, source=source)
+
+
+def capture_ddl(capture: Capture, schema: str) -> list[sql.Composable]:
+    """The statements that install one capture (functions and triggers), each idempotent."""
+    statements = []
+    for op in capture.operations:
+        function = sql.Identifier(schema, f"{capture.name}_{op}")
+        trigger = sql.Identifier(f"{capture.name}_{op}")
+        table = sql.Identifier(capture.schema, capture.table)
+        referencing = {"insert": "REFERENCING NEW TABLE AS new_rows",
+                       "update": "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
+                       "delete": "REFERENCING OLD TABLE AS old_rows"}[op]
+        statements.append(sql.SQL(
+            "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
+            "SET search_path = pg_catalog, pg_temp AS $rb$ BEGIN {body}; RETURN NULL; END $rb$"
+        ).format(function=function, body=_function_body(capture, op, schema)))
+        # OR REPLACE: needs only the TRIGGER privilege (DROP TRIGGER would need table ownership).
+        statements.append(sql.SQL(
+            "CREATE OR REPLACE TRIGGER {trigger} AFTER {event} ON {table} " + referencing +
+            " FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
+        ).format(trigger=trigger, event=sql.SQL(op.upper()), table=table, function=function))
+    return statements
+
+
+def captures_install(conn, *, schema: str, captures: list[Capture]) -> None:
+    """Install the schema, the event log and every capture in ONE transaction: all or nothing."""
+    with conn.transaction():
+        # Even CREATE SCHEMA IF NOT EXISTS needs CREATE on the database, which a user whose schema the
+        # DBA created (the minimal set-up printed by connection_grants) does not have.
+        if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema]).fetchone():
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL(EVENT_LOG_DDL).format(schema=sql.Identifier(schema)))
+        for capture in captures:
+            for statement in capture_ddl(capture, schema):
+                conn.execute(statement)
+
+
+def captures_installed(conn, *, schema: str) -> dict[str, list[str]]:
+    """Rowbell's live (not retired) triggers: {capture name: [table.trigger, ...]}."""
+    out: dict[str, list[str]] = {}
+    for trigger, table_schema, table, function, _ in _rowbell_triggers(conn, schema):
+        if function != NOOP_FUNCTION:
+            out.setdefault(trigger.rsplit("_", 1)[0], []).append(f"{table_schema}.{table}.{trigger}")
+    return out
+
+
+NOOP_FUNCTION = "rb_retired"
+
+
+def captures_prune(conn, *, schema: str, keep: list[Capture]) -> list[str]:
+    """Retire Rowbell triggers no current capture uses; return them as table.trigger.
+
+    Dropping a trigger needs ownership of its table, which Rowbell's user does not have; so an unused
+    trigger is replaced (CREATE OR REPLACE needs only TRIGGER) by an inert one, `WHEN (false)` without
+    transition tables, that costs next to nothing. `retired_drop_statements` gives the DROP statements a
+    table owner may run to remove them for good.
+    """
+    wanted = {c.name for c in keep}
+    retired = []
+    with conn.transaction():
+        noop = sql.Identifier(schema, NOOP_FUNCTION)
+        conn.execute(sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql "
+                             "SET search_path = pg_catalog AS $rb$ BEGIN RETURN NULL; END $rb$").format(noop))
+        for trigger, table_schema, table, function, event in _rowbell_triggers(conn, schema):
+            if trigger.rsplit("_", 1)[0] in wanted or function == NOOP_FUNCTION:
+                continue
+            conn.execute(sql.SQL("CREATE OR REPLACE TRIGGER {} AFTER {} ON {} FOR EACH STATEMENT WHEN (false) "
+                                 "EXECUTE FUNCTION {}()").format(
+                sql.Identifier(trigger), sql.SQL(event), sql.Identifier(table_schema, table), noop))
+            conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(schema, function)))
+            retired.append(f"{table_schema}.{table}.{trigger}")
+    return retired
+
+
+def retired_drop_statements(conn, *, schema: str) -> list[str]:
+    """DROP TRIGGER statements for retired triggers, for a table owner to run."""
+    return [sql.SQL("DROP TRIGGER {} ON {};").format(sql.Identifier(t), sql.Identifier(s, r)).as_string(conn)
+            for t, s, r, function, _ in _rowbell_triggers(conn, schema) if function == NOOP_FUNCTION]
+
+
+def _rowbell_triggers(conn, schema: str):
+    """(trigger, table schema, table, function, event) of every Rowbell trigger using `schema`'s functions."""
+    return conn.execute(
+        """
+        SELECT t.tgname, n.nspname, c.relname, p.proname,
+               CASE WHEN t.tgtype & 4 <> 0 THEN 'INSERT' WHEN t.tgtype & 8 <> 0 THEN 'DELETE' ELSE 'UPDATE' END
+        FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace pn ON pn.oid = p.pronamespace
+        WHERE NOT t.tgisinternal AND t.tgname LIKE 'rb\\_%%' AND pn.nspname = %s
+        """,
+        [schema],
+    ).fetchall()

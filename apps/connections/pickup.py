@@ -1,0 +1,69 @@
+"""Pick-up: read new events from a customer's event log into the service database, never skipping one.
+
+A `bigserial` id is taken before commit, so transactions commit out of order and `id > cursor` would lose
+rows. Each event carries its transaction id (xid8); the poller reads only events whose transaction is
+older than its snapshot's xmin, so every transaction it reads from has finished and no later commit can
+add an event below the cursor, which is ordered on (xid, id). Events and the advanced cursor are written
+in one service-database transaction, so a crash repeats a read instead of losing it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import psycopg
+from django.db import transaction
+from django.utils import timezone
+from psycopg import sql
+
+from .customer import customer_connect
+from .models import Connection, Event
+
+POLL_BATCH = 1000
+
+POLL_SQL = """
+SELECT id, xid::text, captured_at, capture, table_name, op, ids
+FROM {log}
+WHERE (xid, id) > (%(xid)s::text::xid8, %(id)s)
+  AND xid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY xid, id
+LIMIT %(limit)s
+"""
+
+
+def event_log_poll(*, connection_id, limit: int = POLL_BATCH) -> int | None:
+    """Read up to `limit` new events of one connection; return how many, or None if another poller
+    holds the connection (at most one poller per connection, across any number of processes)."""
+    with transaction.atomic():
+        connection = Connection.objects.select_for_update(skip_locked=True).filter(id=connection_id).first()
+        if connection is None:
+            return None
+        now = timezone.now()
+        try:
+            with customer_connect(connection) as conn:
+                rows = conn.execute(
+                    sql.SQL(POLL_SQL).format(log=sql.Identifier(connection.schema, "event_log")),
+                    {"xid": str(connection.cursor_xid), "id": connection.cursor_id, "limit": limit},
+                ).fetchall()
+        except psycopg.Error as exc:
+            # The database went away (or the log is missing): say so, keep the cursor, try again later.
+            reason = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else exc.__class__.__name__
+            Connection.objects.filter(id=connection.id).update(last_poll_at=now, last_error=reason,
+                                                               last_error_at=now)
+            return 0
+        if rows:
+            Event.objects.bulk_create(
+                [Event(connection=connection, source_id=r[0], xid=int(r[1]), captured_at=_aware(r[2]),
+                       capture=r[3], table_name=r[4], op=r[5], ids=r[6]) for r in rows],
+                ignore_conflicts=True,
+            )
+            last = rows[-1]
+            Connection.objects.filter(id=connection.id).update(cursor_xid=int(last[1]), cursor_id=last[0],
+                                                               last_poll_at=now, last_error="")
+        else:
+            Connection.objects.filter(id=connection.id).update(last_poll_at=now, last_error="")
+    return len(rows)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if timezone.is_aware(value) else timezone.make_aware(value)

@@ -1,0 +1,183 @@
+import threading
+
+import pytest
+
+from apps.connections.capture import (
+    Capture,
+    captures_install,
+    captures_installed,
+    captures_prune,
+    retired_drop_statements,
+)
+from apps.connections.customer import customer_connect
+from apps.connections.models import Connection, Event
+from apps.connections.pickup import event_log_poll
+from apps.connections.services import connection_captures_install
+
+from .conftest import CUSTOMER_DB, admin_connect, writer_connect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORDERS = Capture(schema="public", table="orders", primary_key=("id",), operations=("insert", "update", "delete"))
+ORDERS_STATUS = Capture(schema="public", table="orders", primary_key=("id",), operations=("update",),
+                        update_columns=("status",))
+
+
+@pytest.fixture
+def connection(customer_db, product):
+    conn = Connection.objects.create(product=product, name="shop", host=customer_db["host"],
+                                     port=customer_db["port"], database=customer_db["database"],
+                                     user=customer_db["user"], password=customer_db["password"])
+    yield conn
+    with admin_connect(CUSTOMER_DB) as admin:
+        admin.execute("DROP SCHEMA IF EXISTS rowbell CASCADE")
+        admin.execute("CREATE SCHEMA rowbell AUTHORIZATION rowbell_capture_test")
+        admin.execute("TRUNCATE public.orders, public.customers RESTART IDENTITY CASCADE")
+
+
+def _events(connection, capture=None):
+    qs = Event.objects.filter(connection=connection)
+    if capture:
+        qs = qs.filter(capture=capture.name)
+    return [(e.op, e.ids) for e in qs.order_by("xid", "source_id")]
+
+
+def _poll_all(connection):
+    while event_log_poll(connection_id=connection.id):
+        pass
+
+
+def test_install_is_one_idempotent_transaction_and_visible(connection):
+    connection_captures_install(connection=connection, captures=[ORDERS, ORDERS_STATUS], actor="test")
+    connection_captures_install(connection=connection, captures=[ORDERS, ORDERS_STATUS], actor="test")
+    with customer_connect(connection) as conn:
+        installed = captures_installed(conn, schema="rowbell")
+    assert sorted(installed) == sorted([ORDERS.name, ORDERS_STATUS.name])
+    assert len(installed[ORDERS.name]) == 3 and len(installed[ORDERS_STATUS.name]) == 1
+    connection.refresh_from_db()
+    assert connection.capture_installed_at is not None
+
+
+def test_a_failing_install_leaves_nothing_behind(connection):
+    broken = Capture(schema="public", table="no_such_table", primary_key=("id",), operations=("insert",))
+    with customer_connect(connection) as conn:
+        with pytest.raises(Exception):
+            captures_install(conn, schema="rowbell", captures=[ORDERS, broken])
+        assert captures_installed(conn, schema="rowbell") == {}
+        assert conn.execute("SELECT to_regclass('rowbell.event_log')").fetchone()[0] is None
+
+
+def test_row_changes_by_an_ungranted_writer_become_events_one_per_statement(connection):
+    connection_captures_install(connection=connection, captures=[ORDERS], actor="test")
+    with writer_connect() as app:
+        app.execute("INSERT INTO public.orders (status) SELECT 'new' FROM generate_series(1, 3)")
+        app.execute("UPDATE public.orders SET status = 'paid' WHERE id = 2")
+        app.execute("UPDATE public.orders SET status = 'x' WHERE id = 99")  # changes nothing: no event
+        app.execute("DELETE FROM public.orders WHERE id IN (1, 3)")
+    _poll_all(connection)
+    assert _events(connection) == [("insert", [1, 2, 3]), ("update", [2]), ("delete", [1, 3])]
+
+
+def test_updates_limited_to_columns_log_only_when_those_change(connection):
+    connection_captures_install(connection=connection, captures=[ORDERS_STATUS], actor="test")
+    with writer_connect() as app:
+        app.execute("INSERT INTO public.orders (status, total) VALUES ('new', 1), ('new', 2)")
+        app.execute("UPDATE public.orders SET total = total + 1")  # status unchanged: nothing
+        app.execute("UPDATE public.orders SET status = 'paid' WHERE id = 1")
+        app.execute("UPDATE public.orders SET status = status")  # same value: nothing
+    _poll_all(connection)
+    assert _events(connection, ORDERS_STATUS) == [("update", [1])]
+
+
+def test_no_event_is_skipped_when_transactions_commit_out_of_order(connection):
+    connection_captures_install(connection=connection, captures=[ORDERS], actor="test")
+    first = writer_connect(autocommit=False)
+    second = writer_connect(autocommit=False)
+    try:
+        first.execute("INSERT INTO public.orders (status) VALUES ('first')")  # takes the lower event id
+        second.execute("INSERT INTO public.orders (status) VALUES ('second')")  # the higher one
+        second.commit()  # commits first, in reverse order of the ids
+        event_log_poll(connection_id=connection.id)  # the poller runs in between
+        first.commit()
+    finally:
+        first.close()
+        second.close()
+    _poll_all(connection)
+    assert sorted(ids[0] for _, ids in _events(connection)) == [1, 2]
+
+
+def test_events_that_accrued_while_stopped_are_all_read_once(connection):
+    connection_captures_install(connection=connection, captures=[ORDERS], actor="test")
+    with writer_connect() as app:
+        for i in range(1000):
+            app.execute("INSERT INTO public.orders (status) VALUES (%s)", [f"s{i}"])
+    _poll_all(connection)
+    _poll_all(connection)
+    ids = [ids[0] for _, ids in _events(connection)]
+    assert len(ids) == 1000 and sorted(ids) == list(range(1, 1001))
+
+
+def test_reading_twice_records_once(connection):
+    connection_captures_install(connection=connection, captures=[ORDERS], actor="test")
+    with writer_connect() as app:
+        app.execute("INSERT INTO public.orders (status) VALUES ('a')")
+    assert event_log_poll(connection_id=connection.id) == 1
+    Connection.objects.filter(id=connection.id).update(cursor_xid=0, cursor_id=0)  # as if the commit was lost
+    assert event_log_poll(connection_id=connection.id) == 1
+    assert Event.objects.filter(connection=connection).count() == 1
+
+
+def test_only_one_poller_reads_a_connection_at_a_time(connection):
+    connection_captures_install(connection=connection, captures=[ORDERS], actor="test")
+    from django.db import connection as db, transaction
+
+    held, release, result = threading.Event(), threading.Event(), {}
+
+    def hold_lock():
+        with transaction.atomic():
+            Connection.objects.select_for_update().get(id=connection.id)
+            held.set()
+            release.wait(10)
+        db.close()
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    held.wait(10)
+    result["second"] = event_log_poll(connection_id=connection.id)
+    release.set()
+    holder.join()
+    assert result["second"] is None
+
+
+def test_a_database_that_goes_away_is_reported_and_picked_up_again(connection):
+    connection_captures_install(connection=connection, captures=[ORDERS], actor="test")
+    with writer_connect() as app:
+        app.execute("INSERT INTO public.orders (status) VALUES ('a')")
+    Connection.objects.filter(id=connection.id).update(port=1)
+    assert event_log_poll(connection_id=connection.id) == 0
+    connection.refresh_from_db()
+    assert "Connection refused" in connection.last_error and connection.last_error_at is not None
+    Connection.objects.filter(id=connection.id).update(port=5432)
+    assert event_log_poll(connection_id=connection.id) == 1
+    connection.refresh_from_db()
+    assert connection.last_error == ""
+
+
+def test_prune_retires_what_no_capture_uses_and_it_logs_nothing_more(connection):
+    connection_captures_install(connection=connection, captures=[ORDERS, ORDERS_STATUS], actor="test")
+    with customer_connect(connection) as conn:
+        retired = captures_prune(conn, schema="rowbell", keep=[ORDERS_STATUS])
+        assert len(retired) == 3
+        assert list(captures_installed(conn, schema="rowbell")) == [ORDERS_STATUS.name]
+        drops = retired_drop_statements(conn, schema="rowbell")
+    with writer_connect() as app:
+        app.execute("INSERT INTO public.orders (status) VALUES ('new')")
+        app.execute("UPDATE public.orders SET status = 'paid'")
+    _poll_all(connection)
+    assert [capture for capture, in Event.objects.values_list("capture")] == [ORDERS_STATUS.name]
+    # A table owner can remove the retired triggers for good with the statements given.
+    with admin_connect(CUSTOMER_DB) as admin:
+        for statement in drops:
+            admin.execute(statement)
+    with customer_connect(connection) as conn:
+        assert retired_drop_statements(conn, schema="rowbell") == []

@@ -8,6 +8,7 @@ from rest_framework.views import APIView
 from apps.tenants.permissions import IsProduct
 
 from .introspection import connection_tables
+from .pickup import connection_health
 from .models import SslMode
 from .selectors import connection_get, connection_list
 from .services import CustomerDatabaseUnavailable, connection_create, connection_recheck
@@ -152,3 +153,22 @@ class ConnectionTablesApi(APIView):
             raise CustomerDatabaseUnavailable(
                 f"The database cannot be reached: {str(exc).strip().splitlines()[-1]}") from exc
         return Response(TableSerializer(tables, many=True).data)
+
+
+class HealthSerializer(serializers.Serializer):
+    capture_installed = serializers.BooleanField()
+    reachable = serializers.BooleanField(allow_null=True)
+    backlog = serializers.IntegerField(allow_null=True, help_text="Events written but not read yet.")
+    oldest_unread_age_seconds = serializers.FloatField(allow_null=True)
+    last_poll_at = serializers.DateTimeField(allow_null=True)
+    last_error = serializers.CharField(allow_blank=True)
+    last_error_at = serializers.DateTimeField(allow_null=True)
+
+
+class ConnectionHealthApi(APIView):
+    permission_classes = [IsProduct]
+
+    @extend_schema(responses=HealthSerializer)
+    def get(self, request, connection_id):
+        connection = connection_get(tenant=request.user, connection_id=connection_id)
+        return Response(HealthSerializer(connection_health(connection=connection)).data)

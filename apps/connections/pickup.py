@@ -67,3 +67,33 @@ def event_log_poll(*, connection_id, limit: int = POLL_BATCH) -> int | None:
 
 def _aware(value: datetime) -> datetime:
     return value if timezone.is_aware(value) else timezone.make_aware(value)
+
+
+BACKLOG_SQL = """
+SELECT count(*), min(captured_at)
+FROM {log}
+WHERE (xid, id) > (%(xid)s::text::xid8, %(id)s)
+"""
+
+
+def connection_health(*, connection: Connection) -> dict:
+    """Backlog (events written but not yet read), age of the oldest of them, last poll, last error."""
+    health = {"capture_installed": connection.capture_installed_at is not None,
+              "last_poll_at": connection.last_poll_at, "last_error": connection.last_error,
+              "last_error_at": connection.last_error_at, "backlog": None, "oldest_unread_age_seconds": None,
+              "reachable": None}
+    if not health["capture_installed"]:
+        return health
+    try:
+        with customer_connect(connection) as conn:
+            count, oldest = conn.execute(
+                sql.SQL(BACKLOG_SQL).format(log=sql.Identifier(connection.schema, "event_log")),
+                {"xid": str(connection.cursor_xid), "id": connection.cursor_id},
+            ).fetchone()
+    except psycopg.Error as exc:
+        health["reachable"] = False
+        health["last_error"] = health["last_error"] or str(exc).strip().splitlines()[0][:500]
+        return health
+    health.update(reachable=True, backlog=count,
+                  oldest_unread_age_seconds=round((timezone.now() - oldest).total_seconds(), 3) if oldest else 0)
+    return health

@@ -101,3 +101,21 @@ def connection_captures_install(*, connection: Connection, captures: list, actor
                      product_id=connection.product_id, actor=actor,
                      data={"captures": [{"name": c.name, "table": c.qualified_table, "operations": list(c.operations)}
                                         for c in captures]})
+
+
+def event_logs_poll() -> int:
+    """Read new events from every connection with captures installed; return how many were read.
+
+    Each connection is polled under its own lock (a second poller skips it), until its log is drained
+    or the pass reaches its limit.
+    """
+    from .pickup import POLL_BATCH, event_log_poll
+
+    total = 0
+    for connection_id in Connection.objects.filter(capture_installed_at__isnull=False).values_list("id", flat=True):
+        for _ in range(10):
+            read = event_log_poll(connection_id=connection_id)
+            total += read or 0
+            if not read or read < POLL_BATCH:
+                break
+    return total

@@ -7,4 +7,5 @@ urlpatterns = [
     path("connections/<uuid:connection_id>", apis.ConnectionDetailApi.as_view(), name="connection-detail"),
     path("connections/<uuid:connection_id>/check", apis.ConnectionCheckApi.as_view(), name="connection-check"),
     path("connections/<uuid:connection_id>/tables", apis.ConnectionTablesApi.as_view(), name="connection-tables"),
+    path("connections/<uuid:connection_id>/health", apis.ConnectionHealthApi.as_view(), name="connection-health"),
 ]

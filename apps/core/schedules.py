@@ -13,6 +13,10 @@ def periodic_tasks() -> dict[str, dict]:
             "task": "apps.deliveries.tasks.deliveries_dispatch_due",
             "every": settings.ROWBELL_DISPATCH_INTERVAL,
         },
+        "rowbell: poll customer event logs": {
+            "task": "apps.connections.tasks.event_logs_poll",
+            "every": settings.ROWBELL_POLL_INTERVAL,
+        },
         "rowbell: reconcile lost work": {
             "task": "apps.runs.tasks.work_reconcile",
             "every": settings.ROWBELL_RECONCILE_INTERVAL,

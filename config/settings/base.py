@@ -186,6 +186,7 @@ ROWBELL_DISPATCHER_IDLE_SECONDS = env.float("ROWBELL_DISPATCHER_IDLE_SECONDS", d
 # Beat periods, in seconds.
 ROWBELL_DISPATCH_INTERVAL = env.float("ROWBELL_DISPATCH_INTERVAL", default=1.0)
 ROWBELL_RECONCILE_INTERVAL = env.float("ROWBELL_RECONCILE_INTERVAL", default=10.0)
+ROWBELL_POLL_INTERVAL = env.float("ROWBELL_POLL_INTERVAL", default=1.0)
 # How many deliveries one worker task claims and sends at once, and how many in flight.
 ROWBELL_DELIVERY_BATCH = env.int("ROWBELL_DELIVERY_BATCH", default=50)
 ROWBELL_DELIVERY_CONCURRENCY = env.int("ROWBELL_DELIVERY_CONCURRENCY", default=16)

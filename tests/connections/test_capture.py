@@ -181,3 +181,18 @@ def test_prune_retires_what_no_capture_uses_and_it_logs_nothing_more(connection)
             admin.execute(statement)
     with customer_connect(connection) as conn:
         assert retired_drop_statements(conn, schema="rowbell") == []
+
+
+def test_health_shows_backlog_and_the_scheduled_poll_drains_it(connection, product_client):
+    from apps.connections.services import event_logs_poll
+
+    connection_captures_install(connection=connection, captures=[ORDERS], actor="test")
+    with writer_connect() as app:
+        for _ in range(3):
+            app.execute("INSERT INTO public.orders (status) VALUES ('new')")
+    health = product_client.get(f"/api/v1/connections/{connection.id}/health").json()
+    assert health["capture_installed"] is True and health["reachable"] is True
+    assert health["backlog"] == 3 and health["oldest_unread_age_seconds"] >= 0
+    assert event_logs_poll() == 3
+    health = product_client.get(f"/api/v1/connections/{connection.id}/health").json()
+    assert health["backlog"] == 0 and health["last_poll_at"] is not None and health["last_error"] == ""

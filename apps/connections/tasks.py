@@ -1,0 +1,10 @@
+"""Celery tasks: thin doors that carry ids into the services. The database says what is true."""
+
+from celery import shared_task
+
+
+@shared_task(name="apps.connections.tasks.event_logs_poll")
+def event_logs_poll_task() -> int:
+    from .services import event_logs_poll
+
+    return event_logs_poll()

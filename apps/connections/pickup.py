@@ -52,11 +52,20 @@ def event_log_poll(*, connection_id, limit: int = POLL_BATCH) -> int | None:
                                                                last_error_at=now)
             return 0
         if rows:
+            from apps.deliveries.services import deliveries_for_events
+
             Event.objects.bulk_create(
                 [Event(connection=connection, source_id=r[0], xid=int(r[1]), captured_at=_aware(r[2]),
                        capture=r[3], table_name=r[4], op=r[5], ids=r[6]) for r in rows],
                 ignore_conflicts=True,
             )
+            # The events' consequences are written in the same transaction as the events and the cursor.
+            keys = {(int(r[1]), r[0]) for r in rows}
+            recorded = [e for e in Event.objects.filter(connection=connection, source_id__in=[r[0] for r in rows],
+                                                        xid__gte=min(k[0] for k in keys),
+                                                        xid__lte=max(k[0] for k in keys))
+                        if (int(e.xid), e.source_id) in keys]
+            deliveries_for_events(events=recorded)
             last = rows[-1]
             Connection.objects.filter(id=connection.id).update(cursor_xid=int(last[1]), cursor_id=last[0],
                                                                last_poll_at=now, last_error="")

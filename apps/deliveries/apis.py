@@ -14,6 +14,9 @@ class WebhookInputSerializer(serializers.Serializer):
     description = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     accept_any_2xx = serializers.BooleanField(required=False, default=False,
                                               help_text="Count any 2xx as success (default: only 200).")
+    source = serializers.JSONField(required=False, help_text=(
+        'Row events: {"connection": "<id>", "table": "public.orders", "events": ["row.created", "row.updated", '
+        '"row.deleted"], "columns": ["status"]} (columns: only updates that change them).'))
 
 
 class WebhookOutputSerializer(serializers.Serializer):
@@ -22,6 +25,7 @@ class WebhookOutputSerializer(serializers.Serializer):
     description = serializers.CharField()
     accept_any_2xx = serializers.BooleanField()
     enabled = serializers.BooleanField()
+    source = serializers.JSONField(allow_null=True)
     created_at = serializers.DateTimeField()
 
 

@@ -17,9 +17,16 @@ class WebhookEndpoint(models.Model):
     accept_any_2xx = models.BooleanField(default=False)
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Row events: the customer database and what to capture there ({table, events, columns}); the
+    # capture name says which event-log rows are this endpoint's.
+    connection = models.ForeignKey("connections.Connection", null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="webhook_endpoints")
+    source = models.JSONField(null=True, blank=True)
+    capture = models.CharField(max_length=63, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
+        indexes = [models.Index(fields=["connection", "capture"], name="endpoint_capture")]
 
     def __str__(self):
         return self.url
@@ -77,6 +84,10 @@ class Delivery(models.Model):
                                 related_name="deliveries")
     run = models.ForeignKey("runs.Run", null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries")
     step_id = models.CharField(max_length=64, blank=True)
+    # Row-event deliveries: the captured event, and which chunk of its ids this message carries.
+    event = models.ForeignKey("connections.Event", null=True, blank=True, on_delete=models.CASCADE,
+                              related_name="deliveries")
+    chunk = models.PositiveIntegerField(default=0)
     channel = models.CharField(max_length=20)
     endpoint = models.ForeignKey(WebhookEndpoint, null=True, blank=True, on_delete=models.PROTECT,
                                  related_name="deliveries")
@@ -102,6 +113,8 @@ class Delivery(models.Model):
         constraints = [
             # A notify step executed twice for the same run cannot create a second delivery.
             models.UniqueConstraint(fields=["run", "step_id"], name="delivery_once_per_run_step"),
+            # Reading an event twice cannot notify an endpoint twice.
+            models.UniqueConstraint(fields=["endpoint", "event", "chunk"], name="delivery_once_per_event_chunk"),
         ]
         indexes = [
             models.Index(fields=["next_attempt_at"], name="delivery_due",

@@ -26,19 +26,89 @@ logger = logging.getLogger(__name__)
 # --- Endpoints ----------------------------------------------------------------------------------
 
 
-@transaction.atomic
 def webhook_endpoint_create(*, product, url: str, description: str = "", accept_any_2xx: bool = False,
-                            actor: str) -> WebhookEndpoint:
-    """Register a webhook endpoint; its `whsec_` secret is returned on the object once (then only encrypted)."""
+                            source: dict | None = None, actor: str) -> WebhookEndpoint:
+    """Register a webhook endpoint; its `whsec_` secret is returned on the object once (then only encrypted).
+
+    With a row-event `source`, the table is checked as it is in the customer database and the capture
+    is installed there inside the same transaction that saves the endpoint: if the install fails,
+    nothing is saved.
+    """
+    from apps.connections.models import Connection
+    from apps.connections.services import connection_captures_install
+    from apps.connections.sources import row_source_validate
+
     try:
         outbound.url_check(url)
     except outbound.DestinationRefused as exc:
         raise InvalidInput(exc.message, field="url") from exc
-    endpoint = WebhookEndpoint.objects.create(product=product, url=url, description=description,
-                                              accept_any_2xx=accept_any_2xx, secret=secret_generate())
-    audit_record(action="webhook.created", target_type="webhook", target_id=endpoint.id, product_id=product.id,
-                 actor=actor, data={"url": url, "accept_any_2xx": accept_any_2xx})
+    connection, capture, normalized = None, None, None
+    if source is not None:
+        connection_id = source.get("connection") if isinstance(source, dict) else None
+        connection = Connection.objects.filter(product=product, id=_uuid_or_none(connection_id)).first()
+        if connection is None:
+            raise InvalidInput("No connection with this id in this product.", field="source.connection")
+        normalized, capture = row_source_validate(connection=connection, source=source)
+    with transaction.atomic():
+        endpoint = WebhookEndpoint.objects.create(
+            product=product, url=url, description=description, accept_any_2xx=accept_any_2xx,
+            secret=secret_generate(), connection=connection, source=normalized,
+            capture=capture.name if capture else "")
+        audit_record(action="webhook.created", target_type="webhook", target_id=endpoint.id,
+                     product_id=product.id, actor=actor,
+                     data={"url": url, "accept_any_2xx": accept_any_2xx, "source": normalized})
+        if capture:
+            connection_captures_install(connection=connection, captures=[capture], actor=actor)
     return endpoint
+
+
+def _uuid_or_none(value):
+    import uuid
+
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def deliveries_for_events(*, events) -> int:
+    """Create the row-event webhook deliveries of newly recorded events; return how many.
+
+    Call inside the transaction that records the events. One message per endpoint, event and chunk of
+    ROWBELL_WEBHOOK_IDS_PER_MESSAGE ids; the unique (endpoint, event, chunk) makes a repeat do nothing.
+    """
+    from apps.connections.sources import EVENT_OF_OPERATION
+
+    if not events:
+        return 0
+    endpoints = list(WebhookEndpoint.objects.filter(
+        connection_id__in={e.connection_id for e in events}, capture__in={e.capture for e in events},
+        enabled=True))
+    if not endpoints:
+        return 0
+    now = timezone.now()
+    size = settings.ROWBELL_WEBHOOK_IDS_PER_MESSAGE
+    rows = []
+    for event in events:
+        for endpoint in endpoints:
+            if endpoint.capture != event.capture or endpoint.connection_id != event.connection_id:
+                continue
+            chunks = [event.ids[i:i + size] for i in range(0, len(event.ids), size)] or [[]]
+            for index, ids in enumerate(chunks):
+                rows.append(Delivery(
+                    product_id=endpoint.product_id, endpoint=endpoint, channel="webhook", target=endpoint.url,
+                    event=event, chunk=index, priority="normal", status=DeliveryStatus.QUEUED,
+                    max_attempts=settings.ROWBELL_DELIVERY_MAX_ATTEMPTS, next_attempt_at=now,
+                    payload={"webhook_id": str(endpoint.id), "type": EVENT_OF_OPERATION[event.op],
+                             "table": event.table_name, "ids": ids, "event_id": f"evt_{event.id}",
+                             "occurred_at": event.captured_at.isoformat(),
+                             "chunk": {"index": index, "count": len(chunks)}}))
+    Delivery.objects.bulk_create(rows, ignore_conflicts=True)
+    fresh = list(Delivery.objects.filter(event__in=events, enqueued_at__isnull=True,
+                                         status=DeliveryStatus.QUEUED).values_list("id", flat=True))
+    Delivery.objects.filter(id__in=fresh).update(enqueued_at=now)
+    _enqueue_on_commit(fresh, "normal")
+    return len(fresh)
 
 
 # --- Creating deliveries ------------------------------------------------------------------------

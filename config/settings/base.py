@@ -193,6 +193,8 @@ ROWBELL_DELIVERY_CONCURRENCY = env.int("ROWBELL_DELIVERY_CONCURRENCY", default=1
 # Customer databases: connect timeout and statement timeout (seconds).
 ROWBELL_CUSTOMER_CONNECT_TIMEOUT = env.int("ROWBELL_CUSTOMER_CONNECT_TIMEOUT", default=5)
 ROWBELL_CUSTOMER_STATEMENT_TIMEOUT = env.float("ROWBELL_CUSTOMER_STATEMENT_TIMEOUT", default=30.0)
+# Row ids carried by one row-event webhook message; a bigger statement is sent as several messages.
+ROWBELL_WEBHOOK_IDS_PER_MESSAGE = env.int("ROWBELL_WEBHOOK_IDS_PER_MESSAGE", default=1000)
 # Recipients accepted by one trigger call.
 ROWBELL_MAX_RECIPIENTS = env.int("ROWBELL_MAX_RECIPIENTS", default=1000)
 

@@ -1,0 +1,60 @@
+"""Row-event sources: what a webhook subscription watches in a customer database, validated against
+the table as it really is (it exists, has a primary key, has the columns named)."""
+
+from __future__ import annotations
+
+import psycopg
+from rest_framework.exceptions import ValidationError
+
+from .capture import Capture
+from .introspection import connection_tables
+
+# Event types of the mutation family, and the operation each one captures, in a stable order.
+MUTATION_EVENTS = {"row.created": "insert", "row.updated": "update", "row.deleted": "delete"}
+EVENT_OF_OPERATION = {op: event for event, op in MUTATION_EVENTS.items()}
+
+
+def row_source_validate(*, connection, source) -> tuple[dict, Capture]:
+    """Return (normalized source, the Capture to install). Errors name `source.<field>`."""
+    from .services import CustomerDatabaseUnavailable
+
+    if not isinstance(source, dict):
+        raise ValidationError({"source": ["Must be an object: {connection, table, events, columns}."]})
+    unknown = set(source) - {"connection", "table", "events", "columns"}
+    if unknown:
+        raise ValidationError({f"source.{k}": ["Unknown field."] for k in sorted(unknown)})
+    table, events, columns = source.get("table"), source.get("events"), source.get("columns", [])
+    errors: dict[str, list[str]] = {}
+    if not isinstance(table, str) or not table:
+        errors["source.table"] = ["Required: schema.table (or a table in public)."]
+    if not isinstance(events, list) or not events or not all(e in MUTATION_EVENTS for e in events):
+        errors["source.events"] = [f"A non-empty list of: {', '.join(MUTATION_EVENTS)}."]
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        errors["source.columns"] = ["A list of column names."]
+    elif columns and isinstance(events, list) and "row.updated" not in events:
+        errors["source.columns"] = ["Columns only apply to row.updated."]
+    if errors:
+        raise ValidationError(errors)
+    schema, _, name = table.rpartition(".")
+    schema = schema or "public"
+    try:
+        tables = {f"{t['schema']}.{t['name']}": t for t in connection_tables(connection=connection)}
+    except psycopg.OperationalError as exc:
+        raise CustomerDatabaseUnavailable(
+            f"The database cannot be reached: {str(exc).strip().splitlines()[-1]}") from exc
+    found = tables.get(f"{schema}.{name}")
+    if found is None:
+        raise ValidationError({"source.table": [f"No table {schema}.{name} that {connection.user} can read."]})
+    if not found["primary_key"]:
+        raise ValidationError({"source.table": [f"{schema}.{name} has no primary key: rows cannot be identified."]})
+    known = {c["name"] for c in found["columns"]}
+    bad = {f"source.columns[{i}]": [f"No column {c} in {schema}.{name}."] for i, c in enumerate(columns)
+           if c not in known}
+    if bad:
+        raise ValidationError(bad)
+    operations = tuple(op for event, op in MUTATION_EVENTS.items() if event in events)
+    capture = Capture(schema=schema, table=name, primary_key=tuple(found["primary_key"]), operations=operations,
+                      update_columns=tuple(sorted(set(columns))))
+    normalized = {"connection": str(connection.id), "table": f"{schema}.{name}",
+                  "events": [e for e in MUTATION_EVENTS if e in events], "columns": sorted(set(columns))}
+    return normalized, capture

@@ -45,6 +45,15 @@ class Capture:
     def qualified_table(self) -> str:
         return f"{self.schema}.{self.table}"
 
+    def to_spec(self) -> dict:
+        return {"schema": self.schema, "table": self.table, "primary_key": list(self.primary_key),
+                "operations": list(self.operations), "update_columns": list(self.update_columns)}
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> Capture:
+        return cls(schema=spec["schema"], table=spec["table"], primary_key=tuple(spec["primary_key"]),
+                   operations=tuple(spec["operations"]), update_columns=tuple(spec.get("update_columns", ())))
+
 
 EVENT_LOG_DDL = """
 CREATE TABLE IF NOT EXISTS {schema}.event_log (

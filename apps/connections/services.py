@@ -119,3 +119,45 @@ def event_logs_poll() -> int:
             if not read or read < POLL_BATCH:
                 break
     return total
+
+
+def connection_captures_wanted(*, connection: Connection) -> list:
+    """The captures the connection's enabled subscriptions need (deduplicated by name)."""
+    from apps.deliveries.models import WebhookEndpoint
+
+    from .capture import Capture
+
+    specs = WebhookEndpoint.objects.filter(connection=connection, enabled=True).exclude(capture_spec=None)
+    captures = {}
+    for spec in specs.values_list("capture_spec", flat=True):
+        capture = Capture.from_spec(spec)
+        captures[capture.name] = capture
+    return list(captures.values())
+
+
+def connection_captures_status(*, connection: Connection) -> dict:
+    """What should be installed against what is: missing (drift) and unused captures, by name."""
+    from .capture import captures_installed, retired_drop_statements
+    from .customer import customer_connect
+
+    wanted = {c.name: c for c in connection_captures_wanted(connection=connection)}
+    with customer_connect(connection) as conn:
+        installed = captures_installed(conn, schema=connection.schema)
+        retired = retired_drop_statements(conn, schema=connection.schema)
+    return {"wanted": sorted(wanted), "installed": sorted(installed),
+            "missing": sorted(set(wanted) - set(installed)), "unused": sorted(set(installed) - set(wanted)),
+            "retired_drop_statements": retired}
+
+
+def connection_captures_prune(*, connection: Connection, keep_none: bool = False, actor: str) -> list[str]:
+    """Retire the triggers no enabled subscription uses (all of them with keep_none); audit it."""
+    from .capture import captures_prune
+    from .customer import customer_connect
+
+    keep = [] if keep_none else connection_captures_wanted(connection=connection)
+    with customer_connect(connection) as conn:
+        retired = captures_prune(conn, schema=connection.schema, keep=keep)
+    if retired:
+        audit_record(action="connection.captures_retired", target_type="connection", target_id=connection.id,
+                     product_id=connection.product_id, actor=actor, data={"retired": retired})
+    return retired

@@ -23,6 +23,7 @@ class WebhookEndpoint(models.Model):
                                    related_name="webhook_endpoints")
     source = models.JSONField(null=True, blank=True)
     capture = models.CharField(max_length=63, blank=True)
+    capture_spec = models.JSONField(null=True, blank=True, help_text="The capture's full definition.")
 
     class Meta:
         ordering = ["-created_at"]

@@ -53,7 +53,7 @@ def webhook_endpoint_create(*, product, url: str, description: str = "", accept_
         endpoint = WebhookEndpoint.objects.create(
             product=product, url=url, description=description, accept_any_2xx=accept_any_2xx,
             secret=secret_generate(), connection=connection, source=normalized,
-            capture=capture.name if capture else "")
+            capture=capture.name if capture else "", capture_spec=capture.to_spec() if capture else None)
         audit_record(action="webhook.created", target_type="webhook", target_id=endpoint.id,
                      product_id=product.id, actor=actor,
                      data={"url": url, "accept_any_2xx": accept_any_2xx, "source": normalized})

@@ -140,3 +140,38 @@ def test_injection_through_names_never_reaches_the_database(product_client, rece
     assert response.status_code == 400
     with admin_connect(CUSTOMER_DB) as admin:
         assert admin.execute("SELECT to_regclass('public.customers')").fetchone()[0] is not None
+
+
+def test_the_triggers_command_shows_drift_repairs_it_and_prunes(product_client, receiver, connection):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    def run(*args):
+        out = StringIO()
+        call_command("triggers", *args, "--connection", str(connection.id), stdout=out)
+        return out.getvalue()
+
+    created = _subscribe(product_client, receiver, connection, events=["row.created"]).json()
+    capture = WebhookEndpoint.objects.get(id=created["id"]).capture
+    assert f"{capture}: installed" in run("status")
+
+    with admin_connect(CUSTOMER_DB) as admin:  # someone dropped our trigger
+        admin.execute(f"DROP TRIGGER {capture}_insert ON public.orders")
+    with pytest.raises(CommandError):
+        run("status")
+    run("install")
+    assert f"{capture}: installed" in run("status")
+
+    WebhookEndpoint.objects.filter(id=created["id"]).update(enabled=False)
+    with pytest.raises(CommandError):
+        run("status")
+    pruned = run("prune")
+    assert "retired 1 trigger(s)" in pruned and f'DROP TRIGGER "{capture}_insert" ON "public"."orders";' in pruned
+    with writer_connect() as app:
+        app.execute("INSERT INTO public.orders (status) VALUES ('a')")
+    assert event_log_poll(connection_id=connection.id) == 0
+
+    WebhookEndpoint.objects.filter(id=created["id"]).update(enabled=True)
+    run("install")
+    assert "retired 1 trigger(s)" in run("uninstall")

@@ -1,0 +1,60 @@
+import psycopg
+from django.core.management.base import BaseCommand, CommandError
+
+from apps.connections.models import Connection
+from apps.connections.services import (
+    CustomerDatabaseUnavailable,
+    connection_captures_install,
+    connection_captures_prune,
+    connection_captures_status,
+    connection_captures_wanted,
+)
+
+
+class Command(BaseCommand):
+    help = ("Show and repair Rowbell's triggers in customer databases. status: wanted vs installed (drift); "
+            "install: install what is missing; prune: retire what no subscription uses; uninstall: retire all.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("action", choices=["status", "install", "prune", "uninstall"])
+        parser.add_argument("--connection", help="A connection id (default: every connection).")
+
+    def handle(self, *args, action, connection=None, **options):
+        connections = Connection.objects.all()
+        if connection:
+            connections = connections.filter(id=connection)
+            if not connections.exists():
+                raise CommandError(f"No connection {connection}.")
+        failed = False
+        for conn in connections.order_by("name"):
+            self.stdout.write(f"{conn.name} ({conn.id}):")
+            try:
+                failed |= self._do(action, conn)
+            except CustomerDatabaseUnavailable as exc:
+                self.stdout.write(f"  unreachable: {exc.message}")
+                failed = True
+            except psycopg.OperationalError as exc:
+                self.stdout.write(f"  unreachable: {str(exc).strip().splitlines()[-1]}")
+                failed = True
+        if failed and action == "status":
+            raise CommandError("Drift or unreachable databases: see above.")
+
+    def _do(self, action, conn) -> bool:
+        if action == "install":
+            wanted = connection_captures_wanted(connection=conn)
+            connection_captures_install(connection=conn, captures=wanted, actor="cli")
+            self.stdout.write(f"  installed {len(wanted)} capture(s)")
+            return False
+        if action in ("prune", "uninstall"):
+            retired = connection_captures_prune(connection=conn, keep_none=action == "uninstall", actor="cli")
+            self.stdout.write(f"  retired {len(retired)} trigger(s)" + "".join(f"\n    {r}" for r in retired))
+        status = connection_captures_status(connection=conn)
+        for name in status["wanted"]:
+            self.stdout.write(f"  {name}: {'installed' if name in status['installed'] else 'MISSING'}")
+        for name in status["unused"]:
+            self.stdout.write(f"  {name}: installed but unused (run: triggers prune)")
+        if status["retired_drop_statements"]:
+            self.stdout.write("  retired triggers; a table owner may drop them:")
+            for statement in status["retired_drop_statements"]:
+                self.stdout.write(f"    {statement}")
+        return bool(status["missing"] or status["unused"])

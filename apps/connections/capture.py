@@ -34,11 +34,16 @@ class Capture:
     primary_key: tuple[str, ...]
     operations: tuple[str, ...]
     update_columns: tuple[str, ...] = field(default_factory=tuple)
+    # Classification captures: a named predicate (canonical JSON of a structured condition) and the
+    # transitions to log, "entered" (false to true) and/or "left" (true to false).
+    classification: str = ""
+    predicate: str = ""
+    transitions: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def name(self) -> str:
         definition = json.dumps([GENERATOR_VERSION, self.schema, self.table, self.primary_key, self.operations,
-                                  self.update_columns])
+                                  self.update_columns, self.classification, self.predicate, self.transitions])
         return PREFIX + hashlib.sha256(definition.encode()).hexdigest()[:12]
 
     @property
@@ -47,12 +52,16 @@ class Capture:
 
     def to_spec(self) -> dict:
         return {"schema": self.schema, "table": self.table, "primary_key": list(self.primary_key),
-                "operations": list(self.operations), "update_columns": list(self.update_columns)}
+                "operations": list(self.operations), "update_columns": list(self.update_columns),
+                "classification": self.classification, "predicate": self.predicate,
+                "transitions": list(self.transitions)}
 
     @classmethod
     def from_spec(cls, spec: dict) -> Capture:
         return cls(schema=spec["schema"], table=spec["table"], primary_key=tuple(spec["primary_key"]),
-                   operations=tuple(spec["operations"]), update_columns=tuple(spec.get("update_columns", ())))
+                   operations=tuple(spec["operations"]), update_columns=tuple(spec.get("update_columns", ())),
+                   classification=spec.get("classification", ""), predicate=spec.get("predicate", ""),
+                   transitions=tuple(spec.get("transitions", ())))
 
 
 EVENT_LOG_DDL = """
@@ -76,24 +85,51 @@ def _ids_expression(capture: Capture, alias: str) -> sql.Composable:
     return sql.SQL("jsonb_agg(jsonb_build_array({}))").format(sql.SQL(", ").join(columns))
 
 
-def _function_body(capture: Capture, op: str, schema: str) -> sql.Composable:
-    ids = _ids_expression(capture, "n" if op != "delete" else "o")
-    source = {
-        "insert": sql.SQL("FROM new_rows n"),
-        "delete": sql.SQL("FROM old_rows o"),
-    }.get(op)
-    if op == "update":
-        join = sql.SQL(" AND ").join(sql.SQL("n.{c} = o.{c}").format(c=sql.Identifier(c)) for c in capture.primary_key)
-        source = sql.SQL("FROM new_rows n JOIN old_rows o ON {}").format(join)
-        if capture.update_columns:
-            new = sql.SQL(", ").join(sql.Identifier("n", c) for c in capture.update_columns)
-            old = sql.SQL(", ").join(sql.Identifier("o", c) for c in capture.update_columns)
-            source = sql.SQL("{} WHERE ROW({}) IS DISTINCT FROM ROW({})").format(source, new, old)
+def _log_insert(capture: Capture, schema: str, op: str, ids_alias: str, source: sql.Composable) -> sql.Composable:
     return sql.SQL(
         "INSERT INTO {log} (capture, table_name, op, ids) "
         "SELECT {capture}, {table}, {op}, {ids} {source} HAVING count(*) > 0"
     ).format(log=sql.Identifier(schema, "event_log"), capture=sql.Literal(capture.name),
-             table=sql.Literal(capture.qualified_table), op=sql.Literal(op), ids=ids, source=source)
+             table=sql.Literal(capture.qualified_table), op=sql.Literal(op),
+             ids=_ids_expression(capture, ids_alias), source=source)
+
+
+def _pk_join(capture: Capture) -> sql.Composable:
+    join = sql.SQL(" AND ").join(sql.SQL("n.{c} = o.{c}").format(c=sql.Identifier(c)) for c in capture.primary_key)
+    return sql.SQL("FROM new_rows n JOIN old_rows o ON {}").format(join)
+
+
+def _function_body(capture: Capture, op: str, schema: str) -> sql.Composable:
+    if capture.classification:
+        from .conditions import condition_sql
+
+        predicate = json.loads(capture.predicate)
+        new, old = condition_sql(predicate, "n"), condition_sql(predicate, "o")
+        statements = []
+        if op == "insert":  # a new row that satisfies the predicate has entered
+            statements.append(_log_insert(capture, schema, "entered", "n",
+                                          sql.SQL("FROM new_rows n WHERE {} IS TRUE").format(new)))
+        elif op == "delete":  # a deleted row that satisfied it has left
+            statements.append(_log_insert(capture, schema, "left", "o",
+                                          sql.SQL("FROM old_rows o WHERE {} IS TRUE").format(old)))
+        else:
+            if "entered" in capture.transitions:
+                statements.append(_log_insert(capture, schema, "entered", "n", sql.SQL(
+                    "{} WHERE {} IS TRUE AND {} IS NOT TRUE").format(_pk_join(capture), new, old)))
+            if "left" in capture.transitions:
+                statements.append(_log_insert(capture, schema, "left", "o", sql.SQL(
+                    "{} WHERE {} IS TRUE AND {} IS NOT TRUE").format(_pk_join(capture), old, new)))
+        return sql.SQL("; ").join(statements)
+    if op == "insert":
+        return _log_insert(capture, schema, op, "n", sql.SQL("FROM new_rows n"))
+    if op == "delete":
+        return _log_insert(capture, schema, op, "o", sql.SQL("FROM old_rows o"))
+    source = _pk_join(capture)
+    if capture.update_columns:
+        new = sql.SQL(", ").join(sql.Identifier("n", c) for c in capture.update_columns)
+        old = sql.SQL(", ").join(sql.Identifier("o", c) for c in capture.update_columns)
+        source = sql.SQL("{} WHERE ROW({}) IS DISTINCT FROM ROW({})").format(source, new, old)
+    return _log_insert(capture, schema, op, "n", source)
 
 
 def capture_ddl(capture: Capture, schema: str) -> list[sql.Composable]:

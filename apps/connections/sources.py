@@ -3,15 +3,22 @@ the table as it really is (it exists, has a primary key, has the columns named).
 
 from __future__ import annotations
 
+import json
+import re
+
 import psycopg
 from rest_framework.exceptions import ValidationError
 
 from .capture import Capture
 from .introspection import connection_tables
 
+IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
 # Event types of the mutation family, and the operation each one captures, in a stable order.
 MUTATION_EVENTS = {"row.created": "insert", "row.updated": "update", "row.deleted": "delete"}
 EVENT_OF_OPERATION = {op: event for event, op in MUTATION_EVENTS.items()}
+EVENT_OF_OPERATION.update({"entered": "classification.entered", "left": "classification.left"})
+TRANSITIONS = {"entered": ("entered",), "left": ("left",), "both": ("entered", "left")}
 
 
 def row_source_validate(*, connection, source) -> tuple[dict, Capture]:
@@ -20,14 +27,26 @@ def row_source_validate(*, connection, source) -> tuple[dict, Capture]:
 
     if not isinstance(source, dict):
         raise ValidationError({"source": ["Must be an object: {connection, table, events, columns}."]})
-    unknown = set(source) - {"connection", "table", "events", "columns"}
+    unknown = set(source) - {"connection", "table", "events", "columns", "classification"}
     if unknown:
         raise ValidationError({f"source.{k}": ["Unknown field."] for k in sorted(unknown)})
     table, events, columns = source.get("table"), source.get("events"), source.get("columns", [])
+    classification = source.get("classification")
     errors: dict[str, list[str]] = {}
     if not isinstance(table, str) or not table:
         errors["source.table"] = ["Required: schema.table (or a table in public)."]
-    if not isinstance(events, list) or not events or not all(e in MUTATION_EVENTS for e in events):
+    if classification is not None:
+        if events is not None or "columns" in source:
+            errors["source.classification"] = ["A classification replaces events and columns."]
+        elif not isinstance(classification, dict) or set(classification) - {"name", "predicate", "on"}:
+            errors["source.classification"] = ['An object: {"name", "predicate", "on"}.']
+        else:
+            if not isinstance(classification.get("name"), str) or not IDENTIFIER.match(classification["name"]):
+                errors["source.classification.name"] = ["A lower-case name: letters, digits and '_'."]
+            if classification.get("on", "both") not in TRANSITIONS:
+                errors["source.classification.on"] = ["One of: entered, left, both."]
+        events = events if events is not None else []
+    elif not isinstance(events, list) or not events or not all(e in MUTATION_EVENTS for e in events):
         errors["source.events"] = [f"A non-empty list of: {', '.join(MUTATION_EVENTS)}."]
     if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
         errors["source.columns"] = ["A list of column names."]
@@ -52,9 +71,33 @@ def row_source_validate(*, connection, source) -> tuple[dict, Capture]:
            if c not in known}
     if bad:
         raise ValidationError(bad)
+    if classification is not None:
+        return _classification(connection, schema, name, found, classification)
     operations = tuple(op for event, op in MUTATION_EVENTS.items() if event in events)
     capture = Capture(schema=schema, table=name, primary_key=tuple(found["primary_key"]), operations=operations,
                       update_columns=tuple(sorted(set(columns))))
     normalized = {"connection": str(connection.id), "table": f"{schema}.{name}",
                   "events": [e for e in MUTATION_EVENTS if e in events], "columns": sorted(set(columns))}
+    return normalized, capture
+
+
+def _classification(connection, schema, name, found, classification) -> tuple[dict, Capture]:
+    from .conditions import condition_validate
+
+    types = {c["name"]: c["type"] for c in found["columns"]}
+    predicate = classification.get("predicate")
+    errors = condition_validate(predicate, columns=types, path="source.classification.predicate")
+    if errors:
+        raise ValidationError(errors)
+    transitions = TRANSITIONS[classification.get("on", "both")]
+    # A new row can only enter, a deleted row only leave; updates can do either.
+    operations = tuple(op for op, needed in (("insert", "entered"), ("update", None), ("delete", "left"))
+                       if needed is None or needed in transitions)
+    capture = Capture(schema=schema, table=name, primary_key=tuple(found["primary_key"]), operations=operations,
+                      classification=classification["name"],
+                      predicate=json.dumps(predicate, sort_keys=True, separators=(",", ":")),
+                      transitions=transitions)
+    normalized = {"connection": str(connection.id), "table": f"{schema}.{name}",
+                  "classification": {"name": classification["name"], "predicate": predicate,
+                                     "on": classification.get("on", "both")}}
     return normalized, capture

@@ -62,6 +62,18 @@ def webhook_endpoint_create(*, product, url: str, description: str = "", accept_
     return endpoint
 
 
+def _row_event_payload(endpoint, event, ids, index: int, count: int) -> dict:
+    """The thin row-event message: who, what, which table, which rows. Receivers fetch the data."""
+    from apps.connections.sources import EVENT_OF_OPERATION
+
+    payload = {"webhook_id": str(endpoint.id), "type": EVENT_OF_OPERATION[event.op], "table": event.table_name,
+               "ids": ids, "event_id": f"evt_{event.id}", "occurred_at": event.captured_at.isoformat(),
+               "chunk": {"index": index, "count": count}}
+    if endpoint.source and "classification" in endpoint.source:
+        payload["classification"] = endpoint.source["classification"]["name"]
+    return payload
+
+
 def _uuid_or_none(value):
     import uuid
 
@@ -77,8 +89,6 @@ def deliveries_for_events(*, events) -> int:
     Call inside the transaction that records the events. One message per endpoint, event and chunk of
     ROWBELL_WEBHOOK_IDS_PER_MESSAGE ids; the unique (endpoint, event, chunk) makes a repeat do nothing.
     """
-    from apps.connections.sources import EVENT_OF_OPERATION
-
     if not events:
         return 0
     endpoints = list(WebhookEndpoint.objects.filter(
@@ -99,10 +109,7 @@ def deliveries_for_events(*, events) -> int:
                     product_id=endpoint.product_id, endpoint=endpoint, channel="webhook", target=endpoint.url,
                     event=event, chunk=index, priority="normal", status=DeliveryStatus.QUEUED,
                     max_attempts=settings.ROWBELL_DELIVERY_MAX_ATTEMPTS, next_attempt_at=now,
-                    payload={"webhook_id": str(endpoint.id), "type": EVENT_OF_OPERATION[event.op],
-                             "table": event.table_name, "ids": ids, "event_id": f"evt_{event.id}",
-                             "occurred_at": event.captured_at.isoformat(),
-                             "chunk": {"index": index, "count": len(chunks)}}))
+                    payload=_row_event_payload(endpoint, event, ids, index, len(chunks))))
     Delivery.objects.bulk_create(rows, ignore_conflicts=True)
     fresh = list(Delivery.objects.filter(event__in=events, enqueued_at__isnull=True,
                                          status=DeliveryStatus.QUEUED).values_list("id", flat=True))

@@ -39,11 +39,16 @@ class Capture:
     classification: str = ""
     predicate: str = ""
     transitions: tuple[str, ...] = field(default_factory=tuple)
+    # Relation captures sit on a join table and report the parent ids (this column) against the
+    # parent table: an insert is "added", a delete "removed".
+    relation_column: str = ""
+    reported_table: str = ""
 
     @property
     def name(self) -> str:
         definition = json.dumps([GENERATOR_VERSION, self.schema, self.table, self.primary_key, self.operations,
-                                  self.update_columns, self.classification, self.predicate, self.transitions])
+                                  self.update_columns, self.classification, self.predicate, self.transitions,
+                                  self.relation_column, self.reported_table])
         return PREFIX + hashlib.sha256(definition.encode()).hexdigest()[:12]
 
     @property
@@ -54,14 +59,16 @@ class Capture:
         return {"schema": self.schema, "table": self.table, "primary_key": list(self.primary_key),
                 "operations": list(self.operations), "update_columns": list(self.update_columns),
                 "classification": self.classification, "predicate": self.predicate,
-                "transitions": list(self.transitions)}
+                "transitions": list(self.transitions), "relation_column": self.relation_column,
+                "reported_table": self.reported_table}
 
     @classmethod
     def from_spec(cls, spec: dict) -> Capture:
         return cls(schema=spec["schema"], table=spec["table"], primary_key=tuple(spec["primary_key"]),
                    operations=tuple(spec["operations"]), update_columns=tuple(spec.get("update_columns", ())),
                    classification=spec.get("classification", ""), predicate=spec.get("predicate", ""),
-                   transitions=tuple(spec.get("transitions", ())))
+                   transitions=tuple(spec.get("transitions", ())), relation_column=spec.get("relation_column", ""),
+                   reported_table=spec.get("reported_table", ""))
 
 
 EVENT_LOG_DDL = """
@@ -79,6 +86,8 @@ CREATE INDEX IF NOT EXISTS event_log_xid_id ON {schema}.event_log (xid, id);
 
 
 def _ids_expression(capture: Capture, alias: str) -> sql.Composable:
+    if capture.relation_column:
+        return sql.SQL("jsonb_agg(DISTINCT {})").format(sql.Identifier(alias, capture.relation_column))
     columns = [sql.Identifier(alias, c) for c in capture.primary_key]
     if len(columns) == 1:
         return sql.SQL("jsonb_agg({})").format(columns[0])
@@ -90,7 +99,7 @@ def _log_insert(capture: Capture, schema: str, op: str, ids_alias: str, source: 
         "INSERT INTO {log} (capture, table_name, op, ids) "
         "SELECT {capture}, {table}, {op}, {ids} {source} HAVING count(*) > 0"
     ).format(log=sql.Identifier(schema, "event_log"), capture=sql.Literal(capture.name),
-             table=sql.Literal(capture.qualified_table), op=sql.Literal(op),
+             table=sql.Literal(capture.reported_table or capture.qualified_table), op=sql.Literal(op),
              ids=_ids_expression(capture, ids_alias), source=source)
 
 
@@ -120,6 +129,10 @@ def _function_body(capture: Capture, op: str, schema: str) -> sql.Composable:
                 statements.append(_log_insert(capture, schema, "left", "o", sql.SQL(
                     "{} WHERE {} IS TRUE AND {} IS NOT TRUE").format(_pk_join(capture), old, new)))
         return sql.SQL("; ").join(statements)
+    if capture.relation_column:
+        if op == "insert":
+            return _log_insert(capture, schema, "added", "n", sql.SQL("FROM new_rows n"))
+        return _log_insert(capture, schema, "removed", "o", sql.SQL("FROM old_rows o"))
     if op == "insert":
         return _log_insert(capture, schema, op, "n", sql.SQL("FROM new_rows n"))
     if op == "delete":

@@ -17,7 +17,9 @@ IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # Event types of the mutation family, and the operation each one captures, in a stable order.
 MUTATION_EVENTS = {"row.created": "insert", "row.updated": "update", "row.deleted": "delete"}
 EVENT_OF_OPERATION = {op: event for event, op in MUTATION_EVENTS.items()}
-EVENT_OF_OPERATION.update({"entered": "classification.entered", "left": "classification.left"})
+EVENT_OF_OPERATION.update({"entered": "classification.entered", "left": "classification.left",
+                           "added": "relation.added", "removed": "relation.removed"})
+RELATION_EVENTS = {"relation.added": "insert", "relation.removed": "delete"}
 TRANSITIONS = {"entered": ("entered",), "left": ("left",), "both": ("entered", "left")}
 
 
@@ -27,7 +29,7 @@ def row_source_validate(*, connection, source) -> tuple[dict, Capture]:
 
     if not isinstance(source, dict):
         raise ValidationError({"source": ["Must be an object: {connection, table, events, columns}."]})
-    unknown = set(source) - {"connection", "table", "events", "columns", "classification"}
+    unknown = set(source) - {"connection", "table", "events", "columns", "classification", "through", "column"}
     if unknown:
         raise ValidationError({f"source.{k}": ["Unknown field."] for k in sorted(unknown)})
     table, events, columns = source.get("table"), source.get("events"), source.get("columns", [])
@@ -46,6 +48,11 @@ def row_source_validate(*, connection, source) -> tuple[dict, Capture]:
             if classification.get("on", "both") not in TRANSITIONS:
                 errors["source.classification.on"] = ["One of: entered, left, both."]
         events = events if events is not None else []
+    elif "through" in source:
+        if not isinstance(events, list) or not events or not all(e in RELATION_EVENTS for e in events):
+            errors["source.events"] = [f"With 'through', a non-empty list of: {', '.join(RELATION_EVENTS)}."]
+        if not isinstance(source["through"], str) or not source["through"]:
+            errors["source.through"] = ["The join table, as schema.table."]
     elif not isinstance(events, list) or not events or not all(e in MUTATION_EVENTS for e in events):
         errors["source.events"] = [f"A non-empty list of: {', '.join(MUTATION_EVENTS)}."]
     if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
@@ -73,6 +80,8 @@ def row_source_validate(*, connection, source) -> tuple[dict, Capture]:
         raise ValidationError(bad)
     if classification is not None:
         return _classification(connection, schema, name, found, classification)
+    if "through" in source:
+        return _relation(connection, schema, name, found, tables, source, events)
     operations = tuple(op for event, op in MUTATION_EVENTS.items() if event in events)
     capture = Capture(schema=schema, table=name, primary_key=tuple(found["primary_key"]), operations=operations,
                       update_columns=tuple(sorted(set(columns))))
@@ -100,4 +109,48 @@ def _classification(connection, schema, name, found, classification) -> tuple[di
     normalized = {"connection": str(connection.id), "table": f"{schema}.{name}",
                   "classification": {"name": classification["name"], "predicate": predicate,
                                      "on": classification.get("on", "both")}}
+    return normalized, capture
+
+
+FOREIGN_KEYS = """
+SELECT a.attname
+FROM pg_constraint c
+JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+WHERE c.contype = 'f' AND array_length(c.conkey, 1) = 1
+  AND c.conrelid = (SELECT oid FROM pg_class WHERE relname = %(join)s
+                    AND relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = %(join_schema)s))
+  AND c.confrelid = (SELECT oid FROM pg_class WHERE relname = %(parent)s
+                     AND relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = %(parent_schema)s))
+"""
+
+
+def _relation(connection, schema, name, found, tables, source, events) -> tuple[dict, Capture]:
+    """A join table's inserts and deletes, reported against the parent rows they link."""
+    from .customer import customer_connect
+
+    join_schema, _, join_name = source["through"].rpartition(".")
+    join_schema = join_schema or "public"
+    join = tables.get(f"{join_schema}.{join_name}")
+    if join is None:
+        raise ValidationError({"source.through": [f"No table {join_schema}.{join_name} that {connection.user} "
+                                                  "can read."]})
+    with customer_connect(connection) as conn:
+        candidates = [r[0] for r in conn.execute(FOREIGN_KEYS, {"join": join_name, "join_schema": join_schema,
+                                                                "parent": name, "parent_schema": schema})]
+    column = source.get("column")
+    if column is None:
+        if len(candidates) != 1:
+            raise ValidationError({"source.column": [
+                f"{join_schema}.{join_name} has {len(candidates)} single-column foreign keys to {schema}.{name}: "
+                "name the one to follow."]})
+        column = candidates[0]
+    elif column not in candidates:
+        raise ValidationError({"source.column": [f"{column} is not a foreign key from {join_schema}.{join_name} "
+                                                 f"to {schema}.{name}."]})
+    operations = tuple(op for event, op in RELATION_EVENTS.items() if event in events)
+    capture = Capture(schema=join_schema, table=join_name, primary_key=tuple(join["primary_key"]) or (column,),
+                      operations=operations, relation_column=column, reported_table=f"{schema}.{name}")
+    normalized = {"connection": str(connection.id), "table": f"{schema}.{name}",
+                  "events": [e for e in RELATION_EVENTS if e in events], "through": f"{join_schema}.{join_name}",
+                  "column": column}
     return normalized, capture

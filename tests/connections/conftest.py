@@ -17,6 +17,8 @@ CREATE TABLE public.customers (id bigserial PRIMARY KEY, email text NOT NULL, na
 CREATE TABLE public.orders (id bigserial PRIMARY KEY, customer_id bigint REFERENCES public.customers(id),
                             status text NOT NULL DEFAULT 'new', total numeric(10, 2), paid boolean DEFAULT false);
 CREATE TABLE public.no_pk (note text);
+CREATE TABLE public.order_tags (order_id bigint NOT NULL REFERENCES public.orders(id), tag text NOT NULL,
+                                PRIMARY KEY (order_id, tag));
 CREATE TABLE public.hidden (id int PRIMARY KEY);
 """
 
@@ -41,7 +43,7 @@ def customer_db():
         conn.execute(f"CREATE ROLE {WRITER_ROLE} LOGIN")
         conn.execute(f"GRANT CONNECT ON DATABASE {CUSTOMER_DB} TO {WRITER_ROLE}")
     out = StringIO()
-    call_command("connection_grants", "--user", CAPTURE_ROLE, "--tables", "public.orders,public.customers,public.no_pk",
+    call_command("connection_grants", "--user", CAPTURE_ROLE, "--tables", "public.orders,public.customers,public.no_pk,public.order_tags",
                  stdout=out)
     with admin_connect(CUSTOMER_DB) as conn:
         conn.execute(SCHEMA)
@@ -57,3 +59,22 @@ def customer_db():
 
 def writer_connect(autocommit=True):
     return psycopg.connect(host="127.0.0.1", port=5432, user=WRITER_ROLE, dbname=CUSTOMER_DB, autocommit=autocommit)
+
+
+def customer_db_reset():
+    """Back to the state the session started with: no Rowbell objects, empty tables."""
+    with admin_connect(CUSTOMER_DB) as admin:
+        admin.execute("DROP SCHEMA IF EXISTS rowbell CASCADE")
+        admin.execute(f"CREATE SCHEMA rowbell AUTHORIZATION {CAPTURE_ROLE}")
+        admin.execute("TRUNCATE public.orders, public.customers, public.order_tags RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture
+def connection(customer_db, product):
+    from apps.connections.models import Connection
+
+    conn = Connection.objects.create(product=product, name="shop", host=customer_db["host"],
+                                     port=customer_db["port"], database=customer_db["database"],
+                                     user=customer_db["user"], password=customer_db["password"])
+    yield conn
+    customer_db_reset()

@@ -11,16 +11,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 PAID = {"column": "paid", "op": "eq", "value": True}
 
 
-@pytest.fixture
-def connection(customer_db, product):
-    conn = Connection.objects.create(product=product, name="shop", host=customer_db["host"],
-                                     port=customer_db["port"], database=customer_db["database"],
-                                     user=customer_db["user"], password=customer_db["password"])
-    yield conn
-    with admin_connect(CUSTOMER_DB) as admin:
-        admin.execute("DROP SCHEMA IF EXISTS rowbell CASCADE")
-        admin.execute("CREATE SCHEMA rowbell AUTHORIZATION rowbell_capture_test")
-        admin.execute("TRUNCATE public.orders, public.customers RESTART IDENTITY CASCADE")
 
 
 def _classify(client, receiver, connection, predicate, on="both", name="paid"):

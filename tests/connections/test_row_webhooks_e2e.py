@@ -1,13 +1,9 @@
 """A row written by the customer's application reaches a receiver through real worker and beat processes."""
 
-import json
-
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from apps.connections.models import Connection
-
-from .conftest import CUSTOMER_DB, admin_connect, writer_connect
+from .conftest import customer_db_reset, writer_connect
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +26,4 @@ def test_an_inserted_row_is_delivered_by_the_running_services(processes, receive
         body = Webhook(hook["secret"]).verify(receiver.requests[0]["body"], receiver.requests[0]["headers"])
         assert body["type"] == "row.created" and body["ids"] == [1] and body["webhook_id"] == hook["id"]
     finally:
-        with admin_connect(CUSTOMER_DB) as admin:
-            admin.execute("DROP SCHEMA IF EXISTS rowbell CASCADE")
-            admin.execute("CREATE SCHEMA rowbell AUTHORIZATION rowbell_capture_test")
-            admin.execute("TRUNCATE public.orders, public.customers RESTART IDENTITY CASCADE")
+        customer_db_reset()

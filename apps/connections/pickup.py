@@ -106,3 +106,28 @@ def connection_health(*, connection: Connection) -> dict:
     health.update(reachable=True, backlog=count,
                   oldest_unread_age_seconds=round((timezone.now() - oldest).total_seconds(), 3) if oldest else 0)
     return health
+
+
+PRUNE_SQL = """
+DELETE FROM {log} WHERE id IN (
+    SELECT id FROM {log}
+    WHERE (xid, id) <= (%(xid)s::text::xid8, %(id)s) AND captured_at < now() - make_interval(secs => %(age)s)
+    LIMIT %(batch)s
+)
+"""
+
+
+def event_log_prune(*, connection: Connection, older_than_seconds: float, batch: int = 5000,
+                    max_batches: int = 100) -> int:
+    """Delete consumed events (at or below the cursor) older than the given age, in batches, so the
+    customer's event log does not grow without bound. Events not read yet are never deleted."""
+    deleted = 0
+    with customer_connect(connection) as conn:
+        statement = sql.SQL(PRUNE_SQL).format(log=sql.Identifier(connection.schema, "event_log"))
+        for _ in range(max_batches):
+            count = conn.execute(statement, {"xid": str(connection.cursor_xid), "id": connection.cursor_id,
+                                             "age": older_than_seconds, "batch": batch}).rowcount
+            deleted += count
+            if count < batch:
+                break
+    return deleted

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import re
 
+import psycopg
 from django.db import IntegrityError, transaction
 
 from apps.audit.services import audit_record
@@ -85,8 +86,6 @@ def connection_captures_install(*, connection: Connection, captures: list, actor
     transaction, then record it. Raises CustomerDatabaseUnavailable if the database cannot be reached."""
     from django.utils import timezone
 
-    import psycopg
-
     from .capture import captures_install
     from .customer import customer_connect
 
@@ -161,3 +160,21 @@ def connection_captures_prune(*, connection: Connection, keep_none: bool = False
         audit_record(action="connection.captures_retired", target_type="connection", target_id=connection.id,
                      product_id=connection.product_id, actor=actor, data={"retired": retired})
     return retired
+
+
+def event_logs_prune() -> int:
+    """Prune consumed events older than ROWBELL_EVENT_LOG_RETENTION_SECONDS from every customer log."""
+    import logging
+
+    from django.conf import settings
+
+    from .pickup import event_log_prune
+
+    total = 0
+    for connection in Connection.objects.filter(capture_installed_at__isnull=False):
+        try:
+            total += event_log_prune(connection=connection,
+                                     older_than_seconds=settings.ROWBELL_EVENT_LOG_RETENTION_SECONDS)
+        except psycopg.Error:
+            logging.getLogger(__name__).warning("Cannot prune the event log of %s", connection.id, exc_info=True)
+    return total

@@ -8,3 +8,10 @@ def event_logs_poll_task() -> int:
     from .services import event_logs_poll
 
     return event_logs_poll()
+
+
+@shared_task(name="apps.connections.tasks.event_logs_prune")
+def event_logs_prune_task() -> int:
+    from .services import event_logs_prune
+
+    return event_logs_prune()

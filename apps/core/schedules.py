@@ -17,6 +17,10 @@ def periodic_tasks() -> dict[str, dict]:
             "task": "apps.connections.tasks.event_logs_poll",
             "every": settings.ROWBELL_POLL_INTERVAL,
         },
+        "rowbell: prune consumed customer events": {
+            "task": "apps.connections.tasks.event_logs_prune",
+            "every": settings.ROWBELL_EVENT_LOG_PRUNE_INTERVAL,
+        },
         "rowbell: reconcile lost work": {
             "task": "apps.runs.tasks.work_reconcile",
             "every": settings.ROWBELL_RECONCILE_INTERVAL,

@@ -186,3 +186,24 @@ def test_health_shows_backlog_and_the_scheduled_poll_drains_it(connection, produ
     assert event_logs_poll() == 3
     health = product_client.get(f"/api/v1/connections/{connection.id}/health").json()
     assert health["backlog"] == 0 and health["last_poll_at"] is not None and health["last_error"] == ""
+
+
+def test_retention_prunes_consumed_events_in_batches_and_never_unread_ones(connection):
+    from apps.connections.pickup import event_log_prune
+
+    connection_captures_install(connection=connection, captures=[ORDERS], actor="test")
+    with writer_connect() as app:
+        for _ in range(5):
+            app.execute("INSERT INTO public.orders (status) VALUES ('a')")
+    _poll_all(connection)
+    with writer_connect() as app:
+        app.execute("INSERT INTO public.orders (status) VALUES ('unread')")
+    with admin_connect(CUSTOMER_DB) as admin:
+        admin.execute("UPDATE rowbell.event_log SET captured_at = now() - interval '30 days'")
+    connection.refresh_from_db()
+    assert event_log_prune(connection=connection, older_than_seconds=86400, batch=2) == 5
+    with admin_connect(CUSTOMER_DB) as admin:
+        left = admin.execute("SELECT ids FROM rowbell.event_log").fetchall()
+    assert left == [([6],)]  # old but not read yet: kept
+    _poll_all(connection)
+    assert Event.objects.filter(connection=connection).count() == 6

@@ -206,13 +206,19 @@ class Processes:
         self._wait_for_log(name, "ready.")
         return proc
 
-    def dispatcher(self):
-        log = ROOT / ".pytest_cache" / f"dispatcher-{os.getpid()}.log"
-        self.logs["dispatcher"] = log
-        self.procs["dispatcher"] = subprocess.Popen(
-            [sys.executable, "manage.py", "run_dispatcher"], cwd=ROOT, env=self.env, stdout=log.open("wb"),
+    def _manage(self, name: str, command: str, ready: str):
+        log = ROOT / ".pytest_cache" / f"{name}-{os.getpid()}.log"
+        self.logs[name] = log
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "manage.py", command], cwd=ROOT, env=self.env, stdout=log.open("wb"),
             stderr=subprocess.STDOUT, start_new_session=True)
-        self._wait_for_log("dispatcher", "Dispatcher started.")
+        self._wait_for_log(name, ready)
+
+    def dispatcher(self):
+        self._manage("dispatcher", "run_dispatcher", "Dispatcher started.")
+
+    def listener(self):
+        self._manage("listener", "run_listener", "Listener started.")
 
     def beat(self):
         from apps.core.schedules import schedules_sync

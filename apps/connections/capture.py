@@ -23,6 +23,15 @@ from psycopg import sql
 GENERATOR_VERSION = 1
 OPERATIONS = ("insert", "update", "delete")
 PREFIX = "rb_"
+# The LISTEN/NOTIFY wake-up: a trigger that logged something notifies this channel. PostgreSQL folds
+# identical notifications of a transaction into one, so it is at most one per statement.
+NOTIFY_CHANNEL = "rowbell_events"
+
+
+def _notify_enabled() -> bool:
+    from django.conf import settings
+
+    return settings.ROWBELL_CAPTURE_NOTIFY
 
 
 @dataclass(frozen=True)
@@ -46,7 +55,8 @@ class Capture:
 
     @property
     def name(self) -> str:
-        definition = json.dumps([GENERATOR_VERSION, self.schema, self.table, self.primary_key, self.operations,
+        definition = json.dumps([GENERATOR_VERSION, _notify_enabled(), self.schema, self.table, self.primary_key,
+                                  self.operations,
                                   self.update_columns, self.classification, self.predicate, self.transitions,
                                   self.relation_column, self.reported_table])
         return PREFIX + hashlib.sha256(definition.encode()).hexdigest()[:12]
@@ -95,10 +105,12 @@ def _ids_expression(capture: Capture, alias: str) -> sql.Composable:
 
 
 def _log_insert(capture: Capture, schema: str, op: str, ids_alias: str, source: sql.Composable) -> sql.Composable:
+    notify = (sql.SQL("; IF FOUND THEN PERFORM pg_notify({}, '') ; END IF").format(sql.Literal(NOTIFY_CHANNEL))
+              if _notify_enabled() else sql.SQL(""))
     return sql.SQL(
         "INSERT INTO {log} (capture, table_name, op, ids) "
-        "SELECT {capture}, {table}, {op}, {ids} {source} HAVING count(*) > 0"
-    ).format(log=sql.Identifier(schema, "event_log"), capture=sql.Literal(capture.name),
+        "SELECT {capture}, {table}, {op}, {ids} {source} HAVING count(*) > 0{notify}"
+    ).format(notify=notify, log=sql.Identifier(schema, "event_log"), capture=sql.Literal(capture.name),
              table=sql.Literal(capture.reported_table or capture.qualified_table), op=sql.Literal(op),
              ids=_ids_expression(capture, ids_alias), source=source)
 

@@ -187,6 +187,8 @@ ROWBELL_DISPATCHER_IDLE_SECONDS = env.float("ROWBELL_DISPATCHER_IDLE_SECONDS", d
 ROWBELL_DISPATCH_INTERVAL = env.float("ROWBELL_DISPATCH_INTERVAL", default=1.0)
 ROWBELL_RECONCILE_INTERVAL = env.float("ROWBELL_RECONCILE_INTERVAL", default=10.0)
 ROWBELL_POLL_INTERVAL = env.float("ROWBELL_POLL_INTERVAL", default=1.0)
+# Triggers send a NOTIFY (at most one per statement) so that the `listener` process reads at once.
+ROWBELL_CAPTURE_NOTIFY = env.bool("ROWBELL_CAPTURE_NOTIFY", default=True)
 # Consumed events are deleted from customers' event logs once older than this (seconds), every so often.
 ROWBELL_EVENT_LOG_RETENTION_SECONDS = env.float("ROWBELL_EVENT_LOG_RETENTION_SECONDS", default=7 * 24 * 3600.0)
 ROWBELL_EVENT_LOG_PRUNE_INTERVAL = env.float("ROWBELL_EVENT_LOG_PRUNE_INTERVAL", default=600.0)

@@ -1,4 +1,6 @@
-"""A row written by the customer's application reaches a receiver through real worker and beat processes."""
+"""A row written by the customer's application reaches a receiver through real worker, beat and listener processes."""
+
+import json
 
 import pytest
 from standardwebhooks.webhooks import Webhook
@@ -25,5 +27,26 @@ def test_an_inserted_row_is_delivered_by_the_running_services(processes, receive
         assert receiver.wait_for(1, timeout=30), processes.logs["beat"].read_text()[-2000:]
         body = Webhook(hook["secret"]).verify(receiver.requests[0]["body"], receiver.requests[0]["headers"])
         assert body["type"] == "row.created" and body["ids"] == [1] and body["webhook_id"] == hook["id"]
+    finally:
+        customer_db_reset()
+
+
+def test_the_listener_alone_picks_changes_up_without_the_poller(processes, receiver, customer_db,
+                                                                 product_with_key):
+    from tests.conftest import client_for
+
+    product, key = product_with_key
+    client = client_for(key)
+    try:
+        connection = client.post("/api/v1/connections", {"name": "shop", **customer_db}, format="json").json()
+        client.post("/api/v1/webhooks", {"url": receiver.url(), "source": {
+            "connection": connection["id"], "table": "public.orders", "events": ["row.created"]}}, format="json")
+        processes.worker()
+        processes.listener()  # no beat: only a NOTIFY can wake the pick-up
+        for status in ("a", "b", "c"):
+            with writer_connect() as app:
+                app.execute("INSERT INTO public.orders (status) VALUES (%s)", [status])
+        assert receiver.wait_for(3, timeout=30), processes.logs["listener"].read_text()[-2000:]
+        assert sorted(json.loads(r["body"])["ids"][0] for r in receiver.requests) == [1, 2, 3]
     finally:
         customer_db_reset()

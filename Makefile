@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export DJANGO_SETTINGS_MODULE ?= config.settings.local
 
-.PHONY: run test install preflight bench bench-api clean
+.PHONY: run test install preflight bench bench-api bench-capture clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Rowbell needs Python 3.11, found " + sys.version.split()[0]' \
@@ -39,7 +39,13 @@ bench-api: install
 	@$(BIN)/python -m apps.core.preflight
 	$(BIN)/python bench/bench_api.py
 
-bench: bench-api
+## make bench-capture: customer write throughput with and without capture triggers; pick-up latency.
+bench-capture: install
+	@command -v pgbench >/dev/null || (echo "rowbell: the benchmark needs pgbench (PostgreSQL's client tools)" >&2; exit 1)
+	@$(BIN)/python -m apps.core.preflight
+	$(BIN)/python bench/bench_capture.py
+
+bench: bench-api bench-capture
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 OPERATIONS = ("insert", "update", "delete")
 PREFIX = "rb_"
 # The LISTEN/NOTIFY wake-up: a trigger that logged something notifies this channel. PostgreSQL folds
@@ -83,15 +83,16 @@ class Capture:
 
 EVENT_LOG_DDL = """
 CREATE TABLE IF NOT EXISTS {schema}.event_log (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id bigint GENERATED ALWAYS AS IDENTITY,
     xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
     captured_at timestamptz NOT NULL DEFAULT now(),
     capture text NOT NULL,
     table_name text NOT NULL,
     op text NOT NULL,
-    ids jsonb NOT NULL
+    ids jsonb NOT NULL,
+    -- The reading order is the only index: one index to maintain per logged statement.
+    PRIMARY KEY (xid, id)
 );
-CREATE INDEX IF NOT EXISTS event_log_xid_id ON {schema}.event_log (xid, id);
 """
 
 
@@ -149,11 +150,11 @@ def _function_body(capture: Capture, op: str, schema: str) -> sql.Composable:
         return _log_insert(capture, schema, op, "n", sql.SQL("FROM new_rows n"))
     if op == "delete":
         return _log_insert(capture, schema, op, "o", sql.SQL("FROM old_rows o"))
-    source = _pk_join(capture)
-    if capture.update_columns:
-        new = sql.SQL(", ").join(sql.Identifier("n", c) for c in capture.update_columns)
-        old = sql.SQL(", ").join(sql.Identifier("o", c) for c in capture.update_columns)
-        source = sql.SQL("{} WHERE ROW({}) IS DISTINCT FROM ROW({})").format(source, new, old)
+    if not capture.update_columns:  # every updated row counts: no need to pair NEW with OLD
+        return _log_insert(capture, schema, op, "n", sql.SQL("FROM new_rows n"))
+    new = sql.SQL(", ").join(sql.Identifier("n", c) for c in capture.update_columns)
+    old = sql.SQL(", ").join(sql.Identifier("o", c) for c in capture.update_columns)
+    source = sql.SQL("{} WHERE ROW({}) IS DISTINCT FROM ROW({})").format(_pk_join(capture), new, old)
     return _log_insert(capture, schema, op, "n", source)
 
 
@@ -172,6 +173,8 @@ def capture_ddl(capture: Capture, schema: str) -> list[sql.Composable]:
             "SET search_path = pg_catalog, pg_temp AS $rb$ BEGIN {body}; RETURN NULL; END $rb$"
         ).format(function=function, body=_function_body(capture, op, schema)))
         # OR REPLACE: needs only the TRIGGER privilege (DROP TRIGGER would need table ownership).
+        if op == "update" and not capture.update_columns and not capture.classification:
+            referencing = "REFERENCING NEW TABLE AS new_rows"
         statements.append(sql.SQL(
             "CREATE OR REPLACE TRIGGER {trigger} AFTER {event} ON {table} " + referencing +
             " FOR EACH STATEMENT EXECUTE FUNCTION {function}()"

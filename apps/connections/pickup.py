@@ -109,9 +109,10 @@ def connection_health(*, connection: Connection) -> dict:
 
 
 PRUNE_SQL = """
-DELETE FROM {log} WHERE id IN (
-    SELECT id FROM {log}
+DELETE FROM {log} WHERE (xid, id) IN (
+    SELECT xid, id FROM {log}
     WHERE (xid, id) <= (%(xid)s::text::xid8, %(id)s) AND captured_at < now() - make_interval(secs => %(age)s)
+    ORDER BY xid, id
     LIMIT %(batch)s
 )
 """

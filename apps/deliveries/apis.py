@@ -6,7 +6,7 @@ from rest_framework.views import APIView
 from apps.tenants.permissions import IsProduct
 
 from .selectors import webhook_endpoint_get, webhook_endpoint_list
-from .services import webhook_endpoint_create
+from .services import webhook_endpoint_create, webhook_endpoint_disable, webhook_endpoint_enable
 
 
 class WebhookInputSerializer(serializers.Serializer):
@@ -56,3 +56,23 @@ class WebhookDetailApi(APIView):
     def get(self, request, endpoint_id):
         endpoint = webhook_endpoint_get(tenant=request.user, endpoint_id=endpoint_id)
         return Response(WebhookOutputSerializer(endpoint).data)
+
+
+class WebhookDisableApi(APIView):
+    permission_classes = [IsProduct]
+
+    @extend_schema(request=None, responses=WebhookOutputSerializer)
+    def post(self, request, endpoint_id):
+        endpoint = webhook_endpoint_get(tenant=request.user, endpoint_id=endpoint_id)
+        return Response(WebhookOutputSerializer(webhook_endpoint_disable(endpoint=endpoint,
+                                                                         actor=request.user.actor)).data)
+
+
+class WebhookEnableApi(APIView):
+    permission_classes = [IsProduct]
+
+    @extend_schema(request=None, responses=WebhookOutputSerializer)
+    def post(self, request, endpoint_id):
+        endpoint = webhook_endpoint_get(tenant=request.user, endpoint_id=endpoint_id)
+        return Response(WebhookOutputSerializer(webhook_endpoint_enable(endpoint=endpoint,
+                                                                        actor=request.user.actor)).data)

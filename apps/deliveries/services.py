@@ -62,6 +62,39 @@ def webhook_endpoint_create(*, product, url: str, description: str = "", accept_
     return endpoint
 
 
+def webhook_endpoint_disable(*, endpoint: WebhookEndpoint, actor: str) -> WebhookEndpoint:
+    """Stop sending to an endpoint. Its row-event trigger is retired in the customer database once no
+    enabled endpoint uses it (unpublishing removes what is no longer used)."""
+    from apps.connections.services import connection_captures_prune
+
+    with transaction.atomic():
+        changed = WebhookEndpoint.objects.filter(id=endpoint.id, enabled=True).update(enabled=False)
+        if changed:
+            audit_record(action="webhook.disabled", target_type="webhook", target_id=endpoint.id,
+                         product_id=endpoint.product_id, actor=actor)
+    if changed and endpoint.connection_id:
+        connection_captures_prune(connection=endpoint.connection, actor=actor)
+    endpoint.refresh_from_db()
+    return endpoint
+
+
+def webhook_endpoint_enable(*, endpoint: WebhookEndpoint, actor: str) -> WebhookEndpoint:
+    """Send to an endpoint again, reinstalling its row-event trigger first when it has one."""
+    from apps.connections.capture import Capture
+    from apps.connections.services import connection_captures_install
+
+    with transaction.atomic():
+        changed = WebhookEndpoint.objects.filter(id=endpoint.id, enabled=False).update(enabled=True)
+        if changed:
+            audit_record(action="webhook.enabled", target_type="webhook", target_id=endpoint.id,
+                         product_id=endpoint.product_id, actor=actor)
+            if endpoint.capture_spec:
+                connection_captures_install(connection=endpoint.connection,
+                                            captures=[Capture.from_spec(endpoint.capture_spec)], actor=actor)
+    endpoint.refresh_from_db()
+    return endpoint
+
+
 def _row_event_payload(endpoint, event, ids, index: int, count: int) -> dict:
     """The thin row-event message: who, what, which table, which rows. Receivers fetch the data."""
     from apps.connections.sources import EVENT_OF_OPERATION

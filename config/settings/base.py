@@ -187,8 +187,13 @@ ROWBELL_DISPATCHER_IDLE_SECONDS = env.float("ROWBELL_DISPATCHER_IDLE_SECONDS", d
 ROWBELL_DISPATCH_INTERVAL = env.float("ROWBELL_DISPATCH_INTERVAL", default=1.0)
 ROWBELL_RECONCILE_INTERVAL = env.float("ROWBELL_RECONCILE_INTERVAL", default=10.0)
 ROWBELL_POLL_INTERVAL = env.float("ROWBELL_POLL_INTERVAL", default=1.0)
-# Triggers send a NOTIFY (at most one per statement) so that the `listener` process reads at once.
-ROWBELL_CAPTURE_NOTIFY = env.bool("ROWBELL_CAPTURE_NOTIFY", default=True)
+# Triggers may send a NOTIFY (at most one per statement) so that the `listener` reads at once. Off by
+# default: NOTIFY serializes commits and costs up to half of single-row write throughput (see
+# docs/benchmarks.md); the listener's adaptive polling already picks changes up within a few hundred ms.
+ROWBELL_CAPTURE_NOTIFY = env.bool("ROWBELL_CAPTURE_NOTIFY", default=False)
+# The listener polls an active connection this often, backing off to the idle interval when quiet.
+ROWBELL_PICKUP_ACTIVE_SECONDS = env.float("ROWBELL_PICKUP_ACTIVE_SECONDS", default=0.05)
+ROWBELL_PICKUP_IDLE_SECONDS = env.float("ROWBELL_PICKUP_IDLE_SECONDS", default=0.25)
 # Consumed events are deleted from customers' event logs once older than this (seconds), every so often.
 ROWBELL_EVENT_LOG_RETENTION_SECONDS = env.float("ROWBELL_EVENT_LOG_RETENTION_SECONDS", default=7 * 24 * 3600.0)
 ROWBELL_EVENT_LOG_PRUNE_INTERVAL = env.float("ROWBELL_EVENT_LOG_PRUNE_INTERVAL", default=600.0)

@@ -165,3 +165,29 @@ def test_the_triggers_command_shows_drift_repairs_it_and_prunes(product_client, 
     WebhookEndpoint.objects.filter(id=created["id"]).update(enabled=True)
     run("install")
     assert "retired 1 trigger(s)" in run("uninstall")
+
+
+def test_disabling_the_last_subscriber_retires_its_trigger_and_enabling_restores_it(product_client, receiver,
+                                                                                   connection):
+    first = _subscribe(product_client, receiver, connection, events=["row.created"]).json()
+    second = _subscribe(product_client, receiver, connection, events=["row.created"]).json()  # same capture
+    capture = WebhookEndpoint.objects.get(id=first["id"]).capture
+
+    def installed():
+        with customer_connect(connection) as conn:
+            return capture in captures_installed(conn, schema="rowbell")
+
+    assert product_client.post(f"/api/v1/webhooks/{first['id']}/disable").json()["enabled"] is False
+    assert installed()  # the second endpoint still needs it
+    product_client.post(f"/api/v1/webhooks/{second['id']}/disable")
+    assert not installed()
+    with writer_connect() as app:
+        app.execute("INSERT INTO public.orders (status) VALUES ('unwatched')")
+    assert event_log_poll(connection_id=connection.id) == 0
+
+    assert product_client.post(f"/api/v1/webhooks/{first['id']}/enable").json()["enabled"] is True
+    assert installed()
+    with writer_connect() as app:
+        app.execute("INSERT INTO public.orders (status) VALUES ('watched')")
+    event_log_poll(connection_id=connection.id)
+    assert [d.payload["ids"] for d in Delivery.objects.all()] == [[2]]

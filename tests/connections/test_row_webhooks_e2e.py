@@ -31,7 +31,7 @@ def test_an_inserted_row_is_delivered_by_the_running_services(processes, receive
         customer_db_reset()
 
 
-def test_the_listener_alone_picks_changes_up_without_the_poller(processes, receiver, customer_db,
+def test_the_listener_alone_picks_changes_up_without_the_beat_poller(processes, receiver, customer_db,
                                                                  product_with_key):
     from tests.conftest import client_for
 
@@ -48,5 +48,54 @@ def test_the_listener_alone_picks_changes_up_without_the_poller(processes, recei
                 app.execute("INSERT INTO public.orders (status) VALUES (%s)", [status])
         assert receiver.wait_for(3, timeout=30), processes.logs["listener"].read_text()[-2000:]
         assert sorted(json.loads(r["body"])["ids"][0] for r in receiver.requests) == [1, 2, 3]
+    finally:
+        customer_db_reset()
+
+
+@pytest.mark.parametrize("processes", [{"ROWBELL_CAPTURE_NOTIFY": "true"}], indirect=True)
+def test_with_notify_the_listener_is_woken_by_the_trigger(processes, receiver, customer_db, product_with_key,
+                                                         settings):
+    from apps.connections.capture import NOTIFY_CHANNEL
+    from apps.connections.customer import customer_connect
+    from apps.connections.models import Connection
+    from tests.conftest import client_for
+
+    settings.ROWBELL_CAPTURE_NOTIFY = True  # the API process installs the triggers: NOTIFY them too
+    product, key = product_with_key
+    client = client_for(key)
+    try:
+        connection = client.post("/api/v1/connections", {"name": "shop", **customer_db}, format="json").json()
+        client.post("/api/v1/webhooks", {"url": receiver.url(), "source": {
+            "connection": connection["id"], "table": "public.orders", "events": ["row.created"]}}, format="json")
+        with customer_connect(Connection.objects.get(id=connection["id"])) as conn:
+            body = conn.execute("SELECT prosrc FROM pg_proc WHERE proname LIKE 'rb\\_%%\\_insert'").fetchone()[0]
+        assert f"pg_notify('{NOTIFY_CHANNEL}'" in body
+        processes.worker()
+        processes.listener()
+        with writer_connect() as app:
+            app.execute("INSERT INTO public.orders (status) VALUES ('a')")
+        assert receiver.wait_for(1, timeout=30), processes.logs["listener"].read_text()[-2000:]
+    finally:
+        customer_db_reset()
+
+
+def test_changes_made_while_rowbell_was_stopped_are_all_delivered_once(processes, receiver, customer_db,
+                                                                       product_with_key):
+    from tests.conftest import client_for
+
+    product, key = product_with_key
+    client = client_for(key)
+    try:
+        connection = client.post("/api/v1/connections", {"name": "shop", **customer_db}, format="json").json()
+        client.post("/api/v1/webhooks", {"url": receiver.url(), "source": {
+            "connection": connection["id"], "table": "public.orders", "events": ["row.created"]}}, format="json")
+        with writer_connect() as app:  # nothing of Rowbell runs: no worker, no beat, no listener
+            for i in range(1000):
+                app.execute("INSERT INTO public.orders (status) VALUES (%s)", [f"r{i}"])
+        processes.worker()
+        processes.beat()
+        assert receiver.wait_for(1000, timeout=120), processes.logs["worker"].read_text()[-2000:]
+        ids = sorted(json.loads(r["body"])["ids"][0] for r in receiver.requests)
+        assert ids == list(range(1, 1001))  # every row once
     finally:
         customer_db_reset()

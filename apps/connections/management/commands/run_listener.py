@@ -1,9 +1,12 @@
-"""The `listener` process: LISTEN on every capturing customer database and read new events at once.
+"""The `listener` process: picks up new events from every capturing customer database within moments.
 
-Triggers NOTIFY at most once per statement; this process waits on all its connections with one
-selector and polls the connection that woke it. It is only a wake-up: the beat poller still reads
-every connection every ROWBELL_POLL_INTERVAL, so a lost notification costs latency, never an event.
-Connections that fail are reopened on the next refresh; new connections are picked up the same way.
+1. Adaptive polling: each connection is read every ROWBELL_PICKUP_ACTIVE_SECONDS while it has events,
+   backing off to ROWBELL_PICKUP_IDLE_SECONDS when quiet, so an idle connection costs a few index probes
+   a second and a lone change is read within a few hundred milliseconds.
+2. With ROWBELL_CAPTURE_NOTIFY, triggers also NOTIFY (at most once per statement); the listener LISTENs
+   on each connection and reads the one that woke it at once.
+The beat poller still reads every connection: a lost wake-up costs latency, never an event. Connections
+that fail are reopened on the next refresh; new connections are picked up the same way.
 """
 
 import logging
@@ -12,6 +15,7 @@ import signal
 import time
 
 import psycopg
+from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import DatabaseError, close_old_connections
 from psycopg import sql
@@ -26,70 +30,88 @@ REFRESH_SECONDS = 10.0
 
 
 class Command(BaseCommand):
-    help = "Run the LISTEN/NOTIFY listener (a Procfile process)."
+    help = "Run the event pick-up process: adaptive polling plus LISTEN/NOTIFY wake-ups (a Procfile process)."
 
     def handle(self, *args, **options):
         stopping = []
         signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
         signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
-        selector = selectors.DefaultSelector()
-        listening: dict = {}  # connection id -> psycopg connection
+        self.selector = selectors.DefaultSelector()
+        self.listening: dict = {}  # connection id -> LISTEN connection (with NOTIFY on)
+        self.due: dict = {}  # connection id -> (next read at, current interval)
         refreshed = 0.0
         self.stdout.write("Listener started.")
         while not stopping:
-            if time.monotonic() - refreshed > REFRESH_SECONDS:
-                self._refresh(selector, listening)
-                refreshed = time.monotonic()
-            for key, _ in selector.select(timeout=1.0):
+            now = time.monotonic()
+            if now - refreshed > REFRESH_SECONDS:
+                self._refresh()
+                refreshed = now
+            wait = min([at for at, _ in self.due.values()] + [now + 1.0]) - now
+            for key, _ in self.selector.select(timeout=max(0.0, wait)):
                 connection_id, conn = key.data
                 try:
                     woke = list(conn.notifies(timeout=0))
                 except psycopg.Error:
                     logger.warning("Lost the listening connection to %s; it will be reopened.", connection_id)
-                    self._drop(selector, listening, connection_id)
+                    self._unlisten(connection_id)
                     continue
-                if woke:
-                    self._read(connection_id)
-        for connection_id in list(listening):
-            self._drop(selector, listening, connection_id)
+                if woke and connection_id in self.due:
+                    self.due[connection_id] = (0.0, settings.ROWBELL_PICKUP_ACTIVE_SECONDS)
+            now = time.monotonic()
+            for connection_id, (at, interval) in list(self.due.items()):
+                if at <= now:
+                    read = self._read(connection_id)
+                    interval = (settings.ROWBELL_PICKUP_ACTIVE_SECONDS if read
+                                else min(settings.ROWBELL_PICKUP_IDLE_SECONDS, interval * 1.5))
+                    self.due[connection_id] = (time.monotonic() + interval, interval)
+        for connection_id in list(self.listening):
+            self._unlisten(connection_id)
         self.stdout.write("Listener stopped.")
 
-    def _read(self, connection_id):
+    def _read(self, connection_id) -> int:
+        total = 0
         try:
-            while (event_log_poll(connection_id=connection_id) or 0) >= POLL_BATCH:
-                pass
+            while True:
+                read = event_log_poll(connection_id=connection_id) or 0
+                total += read
+                if read < POLL_BATCH:
+                    return total
         except DatabaseError:
             logger.warning("Cannot reach the service database; retrying.", exc_info=True)
             close_old_connections()
+            return total
 
-    def _refresh(self, selector, listening):
+    def _refresh(self):
         try:
             close_old_connections()
             wanted = {c.id: c for c in Connection.objects.filter(capture_installed_at__isnull=False)}
         except DatabaseError:
             logger.warning("Cannot reach the service database; retrying.", exc_info=True)
             return
-        for connection_id in set(listening) - set(wanted):
-            self._drop(selector, listening, connection_id)
+        for connection_id in set(self.due) - set(wanted):
+            self.due.pop(connection_id, None)
+            self._unlisten(connection_id)
         for connection_id, connection in wanted.items():
-            if connection_id in listening:
-                continue
-            try:
-                conn = customer_connect(connection)
-                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
-            except psycopg.Error as exc:
-                logger.warning("Cannot listen on %s: %s", connection.name, str(exc).strip().splitlines()[0])
-                continue
-            listening[connection_id] = conn
-            selector.register(conn.fileno(), selectors.EVENT_READ, (connection_id, conn))
-            self._read(connection_id)  # whatever arrived while nobody was listening
+            self.due.setdefault(connection_id, (0.0, settings.ROWBELL_PICKUP_ACTIVE_SECONDS))
+            if settings.ROWBELL_CAPTURE_NOTIFY and connection_id not in self.listening:
+                self._listen(connection_id, connection)
 
-    def _drop(self, selector, listening, connection_id):
-        conn = listening.pop(connection_id, None)
+    def _listen(self, connection_id, connection):
+        try:
+            conn = customer_connect(connection)
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
+        except psycopg.Error as exc:
+            logger.warning("Cannot listen on %s: %s", connection.name, str(exc).strip().splitlines()[0])
+            return
+        self.listening[connection_id] = conn
+        self.selector.register(conn.fileno(), selectors.EVENT_READ, (connection_id, conn))
+
+    def _unlisten(self, connection_id):
+        conn = self.listening.pop(connection_id, None)
         if conn is None:
             return
         try:
-            selector.unregister(conn.fileno())
+            self.selector.unregister(conn.fileno())
         except (KeyError, ValueError, OSError):
             pass
         conn.close()

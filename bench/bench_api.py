@@ -24,6 +24,9 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.docs import section_write  # noqa: E402
 DB = "rowbell_bench"
 REDIS = "redis://127.0.0.1:6379/14"
 KEY = "tI5dHo80Ky4u9tlcBBUGf_IQu0Lf2o8-zxu7csOQn4o="  # fixed Fernet key, bench database only
@@ -162,13 +165,11 @@ def main():
 
 
 def write_doc(r):
-    doc = ROOT / "docs" / "benchmarks.md"
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
     s = r["settings"]
     met = r["ratio"] >= 0.5 and r["trigger"]["p99_ms"] < 50
     verdict = ("**Target met.**" if met else
                "**Target not met yet**: see the analysis below.")
-    section = f"""<!-- bench-api:start -->
+    section = f"""
 ## Trigger API (`make bench-api`)
 
 `POST /api/v1/trigger` (key check, validation, one prepared SQL statement that writes the request and its
@@ -195,12 +196,8 @@ workflow, write the request and its audit row), so on this machine its ratio is 
 
 Command: `make bench-api` (runs `.venv/bin/python bench/bench_api.py --duration {s['duration']} --connections
 {s['connections']} --threads {s['threads']} --workers {s['workers']}`).
-<!-- bench-api:end -->"""
-    if "<!-- bench-api:start -->" in text:
-        text = re.sub(r"<!-- bench-api:start -->.*<!-- bench-api:end -->", section, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    doc.write_text(text)
+"""
+    section_write("bench-api", section)
 
 
 if __name__ == "__main__":

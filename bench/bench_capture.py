@@ -26,6 +26,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.docs import section_write  # noqa: E402
 CUSTOMER = "rowbell_bench_customer"
 SERVICE = "rowbell_bench_service"
 KEY = "grHPNR9qfcc4qci3jMce3ysE1kVT8MGg4HjmWotS2eo="  # fixed Fernet key, bench databases only
@@ -208,7 +211,7 @@ def write_doc(tps, ratios, lat, args):
         rows.append(f"| {name} | {base:.0f} | **{med[name]['rowbell-no-notify']:.2f}** | {med[name]['rowbell']:.2f}"
                     f" | {med[name]['naive']:.2f} |")
     factor = med["1,000-row INSERT"]["rowbell-no-notify"] / med["1,000-row INSERT"]["naive"]
-    section = f"""<!-- bench-capture:start -->
+    section = f"""
 ## Capture (`make bench-capture`)
 
 pgbench ({args.clients} clients, {args.duration} s per run, prepared statements) on a watched table, in one run of
@@ -233,14 +236,8 @@ under 1 s).
 
 Command: `make bench-capture` (runs `.venv/bin/python bench/bench_capture.py --duration {args.duration} --rounds
 {args.rounds} --clients {args.clients} --latency-seconds {args.latency_seconds}`).
-<!-- bench-capture:end -->"""
-    doc = ROOT / "docs" / "benchmarks.md"
-    text = doc.read_text()
-    if "<!-- bench-capture:start -->" in text:
-        text = re.sub(r"<!-- bench-capture:start -->.*<!-- bench-capture:end -->", section, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    doc.write_text(text)
+"""
+    section_write("bench-capture", section)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
 import pytest
 
-from apps.connections.models import Connection
 from apps.connections.pickup import event_log_poll
 from apps.deliveries.models import Delivery, WebhookEndpoint
 

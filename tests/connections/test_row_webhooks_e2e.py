@@ -10,46 +10,41 @@ from .conftest import customer_db_reset, writer_connect
 pytestmark = pytest.mark.e2e
 
 
-def test_an_inserted_row_is_delivered_by_the_running_services(processes, receiver, customer_db, product_with_key):
+@pytest.fixture
+def subscribed(processes, receiver, customer_db, product_with_key):
+    """A connection to the customer database and a row.created subscription on public.orders."""
     from tests.conftest import client_for
 
-    product, key = product_with_key
-    client = client_for(key)
-    try:
-        connection = client.post("/api/v1/connections", {"name": "shop", **customer_db}, format="json").json()
-        hook = client.post("/api/v1/webhooks", {"url": receiver.url(), "source": {
-            "connection": connection["id"], "table": "public.orders", "events": ["row.created"]}},
-            format="json").json()
-        processes.worker()
-        processes.beat()
-        with writer_connect() as app:
-            app.execute("INSERT INTO public.orders (status) VALUES ('new')")
-        assert receiver.wait_for(1, timeout=30), processes.logs["beat"].read_text()[-2000:]
-        body = Webhook(hook["secret"]).verify(receiver.requests[0]["body"], receiver.requests[0]["headers"])
-        assert body["type"] == "row.created" and body["ids"] == [1] and body["webhook_id"] == hook["id"]
-    finally:
-        customer_db_reset()
+    client = client_for(product_with_key[1])
+    connection = client.post("/api/v1/connections", {"name": "shop", **customer_db}, format="json").json()
+    hook = client.post("/api/v1/webhooks", {"url": receiver.url(), "source": {
+        "connection": connection["id"], "table": "public.orders", "events": ["row.created"]}}, format="json").json()
+    yield {"connection": connection, "hook": hook}
+    customer_db_reset()
 
 
-def test_the_listener_alone_picks_changes_up_without_the_beat_poller(processes, receiver, customer_db,
-                                                                 product_with_key):
-    from tests.conftest import client_for
+def _insert(*statuses):
+    with writer_connect() as app:
+        for status in statuses:
+            app.execute("INSERT INTO public.orders (status) VALUES (%s)", [status])
 
-    product, key = product_with_key
-    client = client_for(key)
-    try:
-        connection = client.post("/api/v1/connections", {"name": "shop", **customer_db}, format="json").json()
-        client.post("/api/v1/webhooks", {"url": receiver.url(), "source": {
-            "connection": connection["id"], "table": "public.orders", "events": ["row.created"]}}, format="json")
-        processes.worker()
-        processes.listener()  # no beat: only a NOTIFY can wake the pick-up
-        for status in ("a", "b", "c"):
-            with writer_connect() as app:
-                app.execute("INSERT INTO public.orders (status) VALUES (%s)", [status])
-        assert receiver.wait_for(3, timeout=30), processes.logs["listener"].read_text()[-2000:]
-        assert sorted(json.loads(r["body"])["ids"][0] for r in receiver.requests) == [1, 2, 3]
-    finally:
-        customer_db_reset()
+
+def test_an_inserted_row_is_delivered_by_the_running_services(processes, receiver, subscribed):
+    processes.worker()
+    processes.beat()
+    _insert("new")
+    assert receiver.wait_for(1, timeout=30), processes.logs["beat"].read_text()[-2000:]
+    hook = subscribed["hook"]
+    body = Webhook(hook["secret"]).verify(receiver.requests[0]["body"], receiver.requests[0]["headers"])
+    assert body["type"] == "row.created" and body["ids"] == [1] and body["webhook_id"] == hook["id"]
+
+
+def test_the_listener_alone_picks_changes_up_without_the_beat_poller(processes, receiver, subscribed):
+    processes.worker()
+    processes.listener()  # no beat: only the listener reads the log
+    _insert("a", "b", "c")
+    assert receiver.wait_for(3, timeout=30), processes.logs["listener"].read_text()[-2000:]
+    assert sorted(json.loads(r["body"])["ids"][0] for r in receiver.requests) == [1, 2, 3]
 
 
 @pytest.mark.parametrize("processes", [{"ROWBELL_CAPTURE_NOTIFY": "true"}], indirect=True)
@@ -61,8 +56,7 @@ def test_with_notify_the_listener_is_woken_by_the_trigger(processes, receiver, c
     from tests.conftest import client_for
 
     settings.ROWBELL_CAPTURE_NOTIFY = True  # the API process installs the triggers: NOTIFY them too
-    product, key = product_with_key
-    client = client_for(key)
+    client = client_for(product_with_key[1])
     try:
         connection = client.post("/api/v1/connections", {"name": "shop", **customer_db}, format="json").json()
         client.post("/api/v1/webhooks", {"url": receiver.url(), "source": {
@@ -72,30 +66,16 @@ def test_with_notify_the_listener_is_woken_by_the_trigger(processes, receiver, c
         assert f"pg_notify('{NOTIFY_CHANNEL}'" in body
         processes.worker()
         processes.listener()
-        with writer_connect() as app:
-            app.execute("INSERT INTO public.orders (status) VALUES ('a')")
+        _insert("a")
         assert receiver.wait_for(1, timeout=30), processes.logs["listener"].read_text()[-2000:]
     finally:
         customer_db_reset()
 
 
-def test_changes_made_while_rowbell_was_stopped_are_all_delivered_once(processes, receiver, customer_db,
-                                                                       product_with_key):
-    from tests.conftest import client_for
-
-    product, key = product_with_key
-    client = client_for(key)
-    try:
-        connection = client.post("/api/v1/connections", {"name": "shop", **customer_db}, format="json").json()
-        client.post("/api/v1/webhooks", {"url": receiver.url(), "source": {
-            "connection": connection["id"], "table": "public.orders", "events": ["row.created"]}}, format="json")
-        with writer_connect() as app:  # nothing of Rowbell runs: no worker, no beat, no listener
-            for i in range(1000):
-                app.execute("INSERT INTO public.orders (status) VALUES (%s)", [f"r{i}"])
-        processes.worker()
-        processes.beat()
-        assert receiver.wait_for(1000, timeout=120), processes.logs["worker"].read_text()[-2000:]
-        ids = sorted(json.loads(r["body"])["ids"][0] for r in receiver.requests)
-        assert ids == list(range(1, 1001))  # every row once
-    finally:
-        customer_db_reset()
+def test_changes_made_while_rowbell_was_stopped_are_all_delivered_once(processes, receiver, subscribed):
+    _insert(*[f"r{i}" for i in range(1000)])  # nothing of Rowbell runs: no worker, no beat, no listener
+    processes.worker()
+    processes.beat()
+    assert receiver.wait_for(1000, timeout=120), processes.logs["worker"].read_text()[-2000:]
+    ids = sorted(json.loads(r["body"])["ids"][0] for r in receiver.requests)
+    assert ids == list(range(1, 1001))  # every row once

@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.db import models
 
 from .models import Delivery, DeliveryAttempt, WebhookEndpoint
 
@@ -11,6 +12,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     search_fields = ("url", "id")
     # The signing secret never appears in the admin.
     exclude = ("secret",)
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     readonly_fields = ("id", "product", "created_at")
 
     def has_add_permission(self, request):

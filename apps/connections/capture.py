@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from dataclasses import dataclass, field
 
 from psycopg import sql
@@ -158,6 +159,26 @@ def _function_body(capture: Capture, op: str, schema: str) -> sql.Composable:
     return _log_insert(capture, schema, op, "n", source)
 
 
+class _DollarQuoted(sql.Composable):
+    """A function body in dollar quotes whose tag does not occur in the body, so that no value inside
+    (sql.Literal quotes ' but not $) can end the quoting early."""
+
+    def __init__(self, body: sql.Composable):
+        super().__init__(body)
+        self._body = body
+
+    def as_bytes(self, context=None) -> bytes:
+        body = self._body.as_bytes(context)
+        while True:
+            tag = f"$rb_{secrets.token_hex(6)}$".encode()
+            if tag not in body:
+                return tag + body + tag
+
+
+def _dollar_quoted(body: sql.Composable) -> sql.Composable:
+    return _DollarQuoted(body)
+
+
 def capture_ddl(capture: Capture, schema: str) -> list[sql.Composable]:
     """The statements that install one capture (functions and triggers), each idempotent."""
     statements = []
@@ -168,10 +189,11 @@ def capture_ddl(capture: Capture, schema: str) -> list[sql.Composable]:
         referencing = {"insert": "REFERENCING NEW TABLE AS new_rows",
                        "update": "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
                        "delete": "REFERENCING OLD TABLE AS old_rows"}[op]
+        body = sql.SQL("BEGIN {body}; RETURN NULL; END").format(body=_function_body(capture, op, schema))
         statements.append(sql.SQL(
             "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
-            "SET search_path = pg_catalog, pg_temp AS $rb$ BEGIN {body}; RETURN NULL; END $rb$"
-        ).format(function=function, body=_function_body(capture, op, schema)))
+            "SET search_path = pg_catalog, pg_temp AS {quoted}"
+        ).format(function=function, quoted=_dollar_quoted(body)))
         # OR REPLACE: needs only the TRIGGER privilege (DROP TRIGGER would need table ownership).
         if op == "update" and not capture.update_columns and not capture.classification:
             referencing = "REFERENCING NEW TABLE AS new_rows"
@@ -220,7 +242,7 @@ def captures_prune(conn, *, schema: str, keep: list[Capture]) -> list[str]:
     with conn.transaction():
         noop = sql.Identifier(schema, NOOP_FUNCTION)
         conn.execute(sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql "
-                             "SET search_path = pg_catalog AS $rb$ BEGIN RETURN NULL; END $rb$").format(noop))
+                             "SET search_path = pg_catalog AS $$ BEGIN RETURN NULL; END $$").format(noop))
         for trigger, table_schema, table, function, event in _rowbell_triggers(conn, schema):
             if trigger.rsplit("_", 1)[0] in wanted or function == NOOP_FUNCTION:
                 continue

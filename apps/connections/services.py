@@ -35,6 +35,11 @@ class CustomerDatabaseUnavailable(ApplicationError):
     http_status = 502
 
 
+class CaptureInstallFailed(ApplicationError):
+    code = "capture_install_failed"
+    http_status = 422
+
+
 def _validate(*, schema: str, tables: list[str]) -> None:
     if not IDENTIFIER.match(schema):
         raise InvalidInput("A lower-case identifier: letters, digits and '_', at most 63.", field="schema")
@@ -94,6 +99,9 @@ def connection_captures_install(*, connection: Connection, captures: list, actor
             captures_install(conn, schema=connection.schema, captures=captures)
     except psycopg.OperationalError as exc:
         raise CustomerDatabaseUnavailable(f"The database cannot be reached: {str(exc).strip().splitlines()[-1]}")
+    except psycopg.Error as exc:
+        # Rolled back whole (one transaction): the database refused it, e.g. a privilege taken away.
+        raise CaptureInstallFailed(f"The database refused the install: {str(exc).strip().splitlines()[0]}") from exc
     with transaction.atomic():
         Connection.objects.filter(id=connection.id).update(capture_installed_at=timezone.now())
         audit_record(action="connection.captures_installed", target_type="connection", target_id=connection.id,

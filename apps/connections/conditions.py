@@ -71,10 +71,10 @@ def condition_validate(condition, *, columns: dict[str, str], path: str) -> dict
             errors.setdefault(here, []).append(f"Unknown field(s): {', '.join(sorted(unknown))}.")
             return
         column, op = node.get("column"), node.get("op")
-        if column not in columns:
+        if not isinstance(column, str) or column not in columns:
             errors.setdefault(f"{here}.column", []).append(f"No column {column!r} in this table.")
             return
-        if op not in OPS:
+        if not isinstance(op, str) or op not in OPS:
             errors.setdefault(f"{here}.op", []).append(f"One of: {', '.join(sorted(OPS))}.")
             return
         family = _type_family(columns[column])

@@ -45,15 +45,17 @@ def row_source_validate(*, connection, source) -> tuple[dict, Capture]:
         else:
             if not isinstance(classification.get("name"), str) or not IDENTIFIER.match(classification["name"]):
                 errors["source.classification.name"] = ["A lower-case name: letters, digits and '_'."]
-            if classification.get("on", "both") not in TRANSITIONS:
+            if not isinstance(classification.get("on", "both"), str) or classification.get("on", "both") not in TRANSITIONS:
                 errors["source.classification.on"] = ["One of: entered, left, both."]
         events = events if events is not None else []
     elif "through" in source:
-        if not isinstance(events, list) or not events or not all(e in RELATION_EVENTS for e in events):
+        if not isinstance(events, list) or not events or not all(isinstance(e, str) and e in RELATION_EVENTS
+                                                                  for e in events):
             errors["source.events"] = [f"With 'through', a non-empty list of: {', '.join(RELATION_EVENTS)}."]
         if not isinstance(source["through"], str) or not source["through"]:
             errors["source.through"] = ["The join table, as schema.table."]
-    elif not isinstance(events, list) or not events or not all(e in MUTATION_EVENTS for e in events):
+    elif not isinstance(events, list) or not events or not all(isinstance(e, str) and e in MUTATION_EVENTS
+                                                                for e in events):
         errors["source.events"] = [f"A non-empty list of: {', '.join(MUTATION_EVENTS)}."]
     if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
         errors["source.columns"] = ["A list of column names."]

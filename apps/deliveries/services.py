@@ -5,6 +5,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import psycopg
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
@@ -73,7 +74,11 @@ def webhook_endpoint_disable(*, endpoint: WebhookEndpoint, actor: str) -> Webhoo
             audit_record(action="webhook.disabled", target_type="webhook", target_id=endpoint.id,
                          product_id=endpoint.product_id, actor=actor)
     if changed and endpoint.connection_id:
-        connection_captures_prune(connection=endpoint.connection, actor=actor)
+        try:
+            connection_captures_prune(connection=endpoint.connection, actor=actor)
+        except psycopg.Error:
+            # The endpoint is disabled all the same; its trigger is retired by the next `triggers prune`.
+            logger.warning("Could not retire the trigger of %s now: its database is unreachable.", endpoint.id)
     endpoint.refresh_from_db()
     return endpoint
 

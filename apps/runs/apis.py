@@ -69,6 +69,9 @@ class RecipientField(serializers.Field):
         return value
 
 
+NUL_MESSAGE = "Contains a NUL character (\\u0000), which cannot be stored."
+
+
 class TriggerInputSerializer(serializers.Serializer):
     workflow = serializers.SlugField(max_length=100)
     to = serializers.ListField(child=RecipientField(), min_length=1)
@@ -78,10 +81,28 @@ class TriggerInputSerializer(serializers.Serializer):
     def validate_to(self, value):
         if len(value) > settings.ROWBELL_MAX_RECIPIENTS:
             raise serializers.ValidationError(f"At most {settings.ROWBELL_MAX_RECIPIENTS} recipients per call.")
+        if has_nul(value):
+            raise serializers.ValidationError(NUL_MESSAGE)
+        return value
+
+    def validate_data(self, value):
+        if has_nul(value):
+            raise serializers.ValidationError(NUL_MESSAGE)
         return value
 
 
 SLUG = re.compile(r"^[-a-zA-Z0-9_]{1,100}$")
+
+
+def has_nul(value) -> bool:
+    """PostgreSQL cannot store U+0000 in text or JSON: such input is refused up front."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(v) for v in value)
+    return False
 PRIORITIES = frozenset(Priority.values)
 
 
@@ -92,7 +113,7 @@ def trigger_input_fast(data) -> dict | None:
     same way; for anything else it returns None and the serializer decides, with its error messages.
     The serializer costs about 0.4 ms per call under load; this path about a tenth of that.
     """
-    if not isinstance(data, dict) or not data.keys() <= {"workflow", "to", "data", "priority"}:
+    if not isinstance(data, dict) or not data.keys() <= {"workflow", "to", "data", "priority"} or has_nul(data):
         return None
     workflow, to = data.get("workflow"), data.get("to")
     payload, priority = data.get("data", {}), data.get("priority", Priority.NORMAL)

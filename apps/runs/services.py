@@ -7,7 +7,7 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 import psycopg
@@ -254,6 +254,12 @@ def run_execute(*, run_id: int) -> str | None:
     except ClaimLost:
         logger.warning("Run %s was taken over by another worker; stopping.", run.id)
         return None
+    except (OperationalError, InterfaceError):
+        raise  # the database is away: the lease expires and the reconciler runs the step again
+    except Exception as exc:  # a step that cannot work (bad data, a bug): fail once, never loop
+        logger.exception("Run %s failed on step %s", run.id, steps[run.step_index]["id"])
+        _run_fail(run, steps[run.step_index], run.step_index, f"Internal error: {exc.__class__.__name__}: {exc}")
+        return RunStatus.FAILED
     with transaction.atomic():
         done = Run.objects.filter(id=run.id, status=RunStatus.RUNNING).update(
             status=RunStatus.COMPLETED, completed_at=timezone.now(), lease_until=None)

@@ -40,7 +40,7 @@ TRIGGER_TYPES: dict[str, Callable] = {"api": _trigger_api}
 
 def _step_notify(step: dict, path: str, errors: dict, product) -> dict:
     kind = step.get("channel")
-    if kind not in channel_kinds():
+    if not isinstance(kind, str) or kind not in channel_kinds():
         errors.setdefault(f"{path}.channel", []).append(f"Must be one of: {', '.join(channel_kinds())}.")
         return step
     channel = channel_get(kind)
@@ -84,7 +84,7 @@ def _steps_validate(steps, path: str, errors: dict, ids: set, product) -> list:
         ids.add(step_id)
         step["id"] = step_id
         kind = step.get("type")
-        if kind not in STEP_TYPES:
+        if not isinstance(kind, str) or kind not in STEP_TYPES:
             errors.setdefault(f"{here}.type", []).append(f"Must be one of: {', '.join(sorted(STEP_TYPES))}.")
             continue
         out.append(STEP_TYPES[kind](step, here, errors, product))
@@ -106,7 +106,7 @@ def definition_validate(definition, *, product) -> dict:
     normalized_trigger = {}
     if not isinstance(trigger, dict):
         errors.setdefault("trigger", []).append("Must be an object.")
-    elif trigger.get("type") not in TRIGGER_TYPES:
+    elif not isinstance(trigger.get("type"), str) or trigger.get("type") not in TRIGGER_TYPES:
         errors.setdefault("trigger.type", []).append(f"Must be one of: {', '.join(sorted(TRIGGER_TYPES))}.")
     else:
         normalized_trigger = TRIGGER_TYPES[trigger["type"]](trigger, "trigger", errors, product)

@@ -52,7 +52,10 @@ def template_check(source: str, *, html: bool = False) -> str | None:
 
 def render(source: str, context: dict, *, html: bool = False) -> str:
     try:
-        return _compiled(source, html).render(context)
+        text = _compiled(source, html).render(context)
+        if "\x00" in text:
+            raise TemplateRenderError("The rendered text contains a NUL character (\\u0000), which cannot be sent.")
+        return text
     except TemplateRenderError:
         raise
     except SecurityError as exc:

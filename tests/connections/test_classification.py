@@ -65,6 +65,8 @@ def test_compound_predicates(product_client, receiver, connection):
 
 @pytest.mark.parametrize("predicate, field, reason", [
     ({"column": "nope", "op": "eq", "value": 1}, "source.classification.predicate.column", "No column"),
+    ({"column": ["paid"], "op": "eq", "value": True}, "source.classification.predicate.column", "No column"),
+    ({"column": "paid", "op": {}, "value": True}, "source.classification.predicate.op", "One of"),
     ({"column": "paid", "op": "like", "value": True}, "source.classification.predicate.op", "One of"),
     ({"column": "total", "op": "gt", "value": "100"}, "source.classification.predicate.value", "number"),
     ({"column": "paid", "op": "eq", "value": 1}, "source.classification.predicate.value", "boolean"),

@@ -92,6 +92,7 @@ def test_reading_an_event_again_notifies_once(product_client, receiver, connecti
     ({"table": "public.no_pk", "events": ["row.created"]}, "source.table"),
     ({"table": "public.hidden", "events": ["row.created"]}, "source.table"),
     ({"table": "public.orders", "events": ["row.exploded"]}, "source.events"),
+    ({"table": "public.orders", "events": [{}]}, "source.events"),
     ({"table": "public.orders", "events": ["row.updated"], "columns": ["status", "nope"]}, "source.columns[1]"),
     ({"table": "public.orders", "events": ["row.created"], "columns": ["status"]}, "source.columns"),
     ({"table": "public.orders", "events": ["row.created"], "sql": "1=1"}, "source.sql"),
@@ -189,3 +190,10 @@ def test_disabling_the_last_subscriber_retires_its_trigger_and_enabling_restores
         app.execute("INSERT INTO public.orders (status) VALUES ('watched')")
     event_log_poll(connection_id=connection.id)
     assert [d.payload["ids"] for d in Delivery.objects.all()] == [[2]]
+
+
+def test_disabling_while_the_database_is_down_still_disables(product_client, receiver, connection):
+    created = _subscribe(product_client, receiver, connection, events=["row.created"]).json()
+    Connection.objects.filter(id=connection.id).update(port=1)
+    response = product_client.post(f"/api/v1/webhooks/{created['id']}/disable")
+    assert response.status_code == 200 and response.json()["enabled"] is False

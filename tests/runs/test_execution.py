@@ -144,3 +144,27 @@ def test_request_status_shows_each_delivery_and_the_overall_state(product_with_k
     assert body["status"] == "partially_failed"
     assert sorted((d["channel"], d["status"], d["attempts"]) for d in body["deliveries"]) == [
         ("webhook", "delivered", 1), ("webhook", "failed", 1)]
+
+
+def test_a_step_that_renders_a_nul_character_fails_the_run_once(product):
+    factories.make_workflow(product, key="w", steps=[factories.email_step(subject='Hi{{ "\\x00" }}')])
+    request = _trigger(product, recipients=[{"id": "u1", "email": "a@example.com"}])
+    request_start(request_id=request.id)
+    run = Run.objects.get(request=request)
+    assert run.status == RunStatus.FAILED and "NUL character" in run.error
+
+
+def test_an_unexpected_step_error_fails_the_run_instead_of_retrying_forever(product, monkeypatch):
+    from apps.runs import steps
+
+    factories.make_workflow(product, key="w", steps=[factories.email_step(subject="s", body="b")])
+
+    def broken(**kwargs):
+        raise ValueError("cannot work")
+
+    monkeypatch.setitem(steps.STEP_EXECUTORS, "notify", broken)
+    request = _trigger(product, recipients=[{"id": "u1", "email": "a@example.com"}])
+    request_start(request_id=request.id)
+    run = Run.objects.get(request=request)
+    assert run.status == RunStatus.FAILED and run.error == "Internal error: ValueError: cannot work"
+    assert runs_reconcile()["runs_requeued"] == 0

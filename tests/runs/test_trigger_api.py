@@ -218,3 +218,18 @@ def test_a_lost_database_connection_answers_503_and_is_replaced(product_with_key
     connection.close_if_unusable_or_obsolete()
     assert _trigger(client, {"workflow": "welcome", "to": ["u3"]}).status_code == 202
     assert TriggerRequest.objects.count() == 2
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"workflow": "welcome", "to": ["u1"], "data": {"x": "a\u0000b"}}, "data"),
+    ({"workflow": "welcome", "to": [{"id": "u1", "name": "a\u0000"}]}, "to"),
+])
+def test_nul_characters_are_refused_not_a_500(product_client, workflow, body, field):
+    response = _trigger(product_client, body)
+    assert response.status_code == 400 and field in _fields(response)
+
+
+def test_json_nested_too_deeply_is_a_parse_error(product_client, workflow):
+    response = product_client.post("/api/v1/trigger", data="[" * 5000 + "]" * 5000,
+                                   content_type="application/json")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "parse_error"

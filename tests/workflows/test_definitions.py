@@ -34,6 +34,8 @@ def test_a_workflow_is_created_as_a_draft_with_ids_assigned(product_client):
     ([{"id": "a", "type": "notify", "channel": "email", "subject": "s", "body": "b"},
       {"id": "a", "type": "notify", "channel": "email", "subject": "s", "body": "b"}], "steps[1].id", "Duplicate"),
     ([], "steps", "at least one step"),
+    ([{"type": {}}], "steps[0].type", "Must be one of"),
+    ([{"type": "notify", "channel": ["email"]}], "steps[0].channel", "Must be one of"),
     ("nope", "steps", "list"),
 ])
 def test_definition_errors_point_at_the_exact_step_and_field(product_client, steps, field, reason_part):

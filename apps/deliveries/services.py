@@ -235,8 +235,18 @@ def _send_one(delivery: Delivery):
     return delivery, started, result
 
 
+# A result still belongs to its claim while the delivery is sending, or was put back in the queue by the
+# reconciler, with the same attempt count; once another worker has claimed it again, it does not.
+_OURS = (DeliveryStatus.SENDING, DeliveryStatus.QUEUED)
+_ATTEMPT_FIELDS = ["started_at", "duration_ms", "outcome", "status_code", "error", "response_excerpt", "permanent"]
+
+
 def _record(outcomes) -> None:
-    """Write every attempt and the resulting statuses in one transaction."""
+    """Write every attempt and the resulting statuses in one transaction.
+
+    Attempt rows are upserted: when a slow send comes back after the reconciler recorded its attempt as
+    "unknown", the real outcome replaces it, and a delivery that did succeed is not sent again.
+    """
     now = timezone.now()
     attempts, audits = [], []
     with transaction.atomic():
@@ -244,14 +254,16 @@ def _record(outcomes) -> None:
             scope = {"product_id": delivery.product_id, "organization_id": delivery.organization_id,
                      "target_type": "delivery", "target_id": delivery.message_id}
             number = delivery.attempt_count
+            ours = Delivery.objects.filter(id=delivery.id, attempt_count=number, status__in=_OURS)
             if isinstance(outcome, SendResult):
                 attempts.append(DeliveryAttempt(delivery=delivery, number=number, started_at=started,
                                                 duration_ms=outcome.duration_ms, outcome=AttemptOutcome.SUCCESS,
                                                 status_code=outcome.status_code, response_excerpt=outcome.excerpt))
-                Delivery.objects.filter(id=delivery.id, status=DeliveryStatus.SENDING).update(
-                    status=outcome.status, completed_at=now, last_error="", lease_until=None, updated_at=now)
-                audits.append(AuditEntry(action=f"delivery.{outcome.status}", data={
-                    "attempt": number, "status_code": outcome.status_code, "channel": delivery.channel}, **scope))
+                if ours.update(status=outcome.status, completed_at=now, last_error="", lease_until=None,
+                               updated_at=now):
+                    audits.append(AuditEntry(action=f"delivery.{outcome.status}", data={
+                        "attempt": number, "status_code": outcome.status_code, "channel": delivery.channel},
+                        **scope))
                 continue
             exc: DeliveryError = outcome
             attempts.append(DeliveryAttempt(delivery=delivery, number=number, started_at=started,
@@ -262,21 +274,20 @@ def _record(outcomes) -> None:
                       "channel": delivery.channel}
             audits.append(AuditEntry(action="delivery.attempt_failed", data=detail, **scope))
             if exc.permanent or number >= delivery.max_attempts:
-                Delivery.objects.filter(id=delivery.id, status=DeliveryStatus.SENDING).update(
-                    status=DeliveryStatus.FAILED, completed_at=now, last_error=exc.message[:2000],
-                    lease_until=None, updated_at=now)
-                reason = "permanent error" if exc.permanent else f"gave up after {number} attempts"
-                audits.append(AuditEntry(action="delivery.failed", data={**detail, "reason": reason}, **scope))
+                if ours.update(status=DeliveryStatus.FAILED, completed_at=now, last_error=exc.message[:2000],
+                               lease_until=None, updated_at=now):
+                    reason = "permanent error" if exc.permanent else f"gave up after {number} attempts"
+                    audits.append(AuditEntry(action="delivery.failed", data={**detail, "reason": reason}, **scope))
             else:
                 delay = retry_delay(number, retry_after=exc.retry_after)
                 next_at = now + timedelta(seconds=delay)
-                Delivery.objects.filter(id=delivery.id, status=DeliveryStatus.SENDING).update(
-                    status=DeliveryStatus.QUEUED, next_attempt_at=next_at, last_error=exc.message[:2000],
-                    lease_until=None, updated_at=now)
-                audits.append(AuditEntry(action="delivery.retry_scheduled",
-                                         data={**detail, "next_attempt_at": next_at.isoformat(),
-                                               "delay_seconds": round(delay, 3)}, **scope))
-        DeliveryAttempt.objects.bulk_create(attempts)
+                if ours.update(status=DeliveryStatus.QUEUED, next_attempt_at=next_at, last_error=exc.message[:2000],
+                               lease_until=None, updated_at=now):
+                    audits.append(AuditEntry(action="delivery.retry_scheduled",
+                                             data={**detail, "next_attempt_at": next_at.isoformat(),
+                                                   "delay_seconds": round(delay, 3)}, **scope))
+        DeliveryAttempt.objects.bulk_create(attempts, update_conflicts=True, unique_fields=["delivery", "number"],
+                                            update_fields=_ATTEMPT_FIELDS)
         audit_record_many(audits)
 
 

@@ -218,3 +218,20 @@ def test_reconcile_requeues_deliveries_whose_worker_died(setup, receiver):
     deliveries_send(delivery_ids=[delivery.id])
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.DELIVERED and delivery.attempt_count == 2
+
+
+def test_a_send_that_outlives_its_lease_keeps_its_real_outcome_and_is_not_sent_again(setup, receiver):
+    from apps.deliveries.services import _claim, _record, _send_one
+
+    product, _ = setup
+    request = _trigger_and_start(product, recipients=["a", "b"])
+    ids = list(Delivery.objects.filter(request=request).values_list("id", flat=True))
+    claimed = _claim(ids)
+    outcomes = [_send_one(d) for d in claimed]  # sent, but the worker is slow to record it...
+    Delivery.objects.filter(id__in=ids).update(lease_until=timezone.now() - timedelta(seconds=1))
+    assert deliveries_reconcile() == 2  # ...so the reconciler gives the deliveries back to the queue
+    _record(outcomes)  # then the results arrive
+    assert set(Delivery.objects.filter(id__in=ids).values_list("status", flat=True)) == {DeliveryStatus.DELIVERED}
+    assert list(DeliveryAttempt.objects.filter(delivery_id__in=ids).values_list("outcome", flat=True)) == [
+        "success", "success"]
+    assert deliveries_send(delivery_ids=ids) == 0 and len(receiver.requests) == 2

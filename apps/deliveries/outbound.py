@@ -178,14 +178,7 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> HttpAnswer:
         raise OutboundError(f"No answer within {settings.ROWBELL_HTTP_TIMEOUT:g}s.") from exc
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise OutboundError(f"Request failed: {exc}") from exc
-    try:
-        raw = response.read(EXCERPT_CHARS * 4, decode_content=True)
-        # Drain (bounded) so the connection can go back to the pool for keep-alive.
-        response.drain_conn()
-    except urllib3.exceptions.HTTPError:
-        raw = b""
-    finally:
-        response.release_conn()
+    raw = _read_bounded(response, deadline=started + settings.ROWBELL_HTTP_TIMEOUT)
     duration_ms = int((time.monotonic() - started) * 1000)
     excerpt = raw.decode("utf-8", errors="replace")[:EXCERPT_CHARS]
     return HttpAnswer(
@@ -194,6 +187,37 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> HttpAnswer:
         excerpt=excerpt,
         duration_ms=duration_ms,
     )
+
+
+# The most of a response body Rowbell reads; the rest is not waited for.
+MAX_BODY_BYTES = 4096
+
+
+def _read_bounded(response, *, deadline: float) -> bytes:
+    """Read at most MAX_BODY_BYTES of the body, in small chunks, until the request's deadline.
+
+    A receiver that sends an endless or trickling body cannot hold a worker: the connection is closed
+    (not returned to the pool) whenever the body was not read to its end.
+    """
+    chunks, size, complete = [], 0, True
+    try:
+        while True:
+            # read1: whatever has arrived (one receive at most), so the deadline is checked often.
+            chunk = response.read1(1024, decode_content=False)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= MAX_BODY_BYTES or time.monotonic() > deadline:
+                complete = False
+                break
+    except (urllib3.exceptions.HTTPError, OSError):
+        complete = False
+    finally:
+        if not complete:
+            response.close()
+        response.release_conn()
+    return b"".join(chunks)[:MAX_BODY_BYTES]
 
 
 def retry_after_seconds(value: str | None) -> float | None:

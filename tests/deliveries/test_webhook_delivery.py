@@ -235,3 +235,47 @@ def test_a_send_that_outlives_its_lease_keeps_its_real_outcome_and_is_not_sent_a
     assert list(DeliveryAttempt.objects.filter(delivery_id__in=ids).values_list("outcome", flat=True)) == [
         "success", "success"]
     assert deliveries_send(delivery_ids=ids) == 0 and len(receiver.requests) == 2
+
+
+def test_a_trickling_or_endless_response_body_cannot_hold_a_worker(settings):
+    import socket
+    import threading
+    import time as _time
+
+    from apps.deliveries import outbound
+
+    settings.ROWBELL_HTTP_TIMEOUT = 1.0
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n")
+            try:
+                while not stop.is_set():  # one byte every 200 ms, for ever
+                    conn.sendall(b"x")
+                    _time.sleep(0.2)
+            except OSError:
+                pass
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    answers = []
+    caller = threading.Thread(target=lambda: answers.append(
+        outbound.post(f"http://127.0.0.1:{server.getsockname()[1]}/hook", b"{}", {})), daemon=True)
+    try:
+        caller.start()
+        caller.join(60)  # a liveness guard, not a speed claim: unbounded, this would never return
+    finally:
+        stop.set()
+        server.close()
+    assert not caller.is_alive() and answers, "post() kept reading a body that never ends"
+    assert answers[0].status == 200 and answers[0].excerpt.startswith("x")

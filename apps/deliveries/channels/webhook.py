@@ -61,7 +61,8 @@ class WebhookChannel(Channel):
     def send(self, delivery) -> SendResult:
         endpoint = delivery.endpoint
         body = webhook_body(delivery.payload)
-        headers = {"Content-Type": "application/json", "User-Agent": outbound.USER_AGENT}
+        headers = {"Content-Type": "application/json", "User-Agent": outbound.USER_AGENT,
+                   "Accept-Encoding": "identity"}
         headers.update(signature_headers([endpoint.secret], delivery.message_id, int(time.time()), body))
         try:
             answer = outbound.post(endpoint.url, body, headers)

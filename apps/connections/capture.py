@@ -6,8 +6,8 @@ rows it changed. A 1,000-row INSERT costs one log row, not 1,000; a statement th
 relevant writes nothing. Updates limited to some columns compare OLD and NEW in the function
 (PostgreSQL refuses transition tables on column-specific triggers).
 
-Every object Rowbell creates is named `rb_<hash>_...`, the hash covering the capture's definition and the
-generator version, so that installs are idempotent and drift is visible. Trigger functions are SECURITY
+Every object Rowbell creates is named `rb_<hash>_...`, the hash covering what the capture captures, so
+that installs are idempotent and drift (a missing or unused trigger) is visible. Trigger functions are SECURITY
 DEFINER, owned by Rowbell's user, with a fixed search_path: writers of the watched tables need no
 grants on Rowbell's schema.
 """
@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
-GENERATOR_VERSION = 2
 OPERATIONS = ("insert", "update", "delete")
 PREFIX = "rb_"
 # The LISTEN/NOTIFY wake-up: a trigger that logged something notifies this channel. PostgreSQL folds
@@ -56,8 +55,9 @@ class Capture:
 
     @property
     def name(self) -> str:
-        definition = json.dumps([GENERATOR_VERSION, _notify_enabled(), self.schema, self.table, self.primary_key,
-                                  self.operations,
+        # Only what is captured names a capture; how (function bodies, NOTIFY or not) may change under the
+        # same name, rewritten by `triggers install`, so events and endpoints keep matching.
+        definition = json.dumps([self.schema, self.table, self.primary_key, self.operations,
                                   self.update_columns, self.classification, self.predicate, self.transitions,
                                   self.relation_column, self.reported_table])
         return PREFIX + hashlib.sha256(definition.encode()).hexdigest()[:12]

@@ -157,16 +157,22 @@ def connection_captures_status(*, connection: Connection) -> dict:
 
 
 def connection_captures_prune(*, connection: Connection, keep_none: bool = False, actor: str) -> list[str]:
-    """Retire the triggers no enabled subscription uses (all of them with keep_none); audit it."""
+    """Retire the triggers no enabled subscription uses (all of them with keep_none); audit it.
+
+    Holds the connection's row lock, like every install, so that a subscription being created or enabled
+    meanwhile is either seen as wanted or installs its trigger after this prune, never in between.
+    """
     from .capture import captures_prune
     from .customer import customer_connect
 
-    keep = [] if keep_none else connection_captures_wanted(connection=connection)
-    with customer_connect(connection) as conn:
-        retired = captures_prune(conn, schema=connection.schema, keep=keep)
-    if retired:
-        audit_record(action="connection.captures_retired", target_type="connection", target_id=connection.id,
-                     product_id=connection.product_id, actor=actor, data={"retired": retired})
+    with transaction.atomic():
+        Connection.objects.select_for_update().filter(id=connection.id).first()
+        keep = [] if keep_none else connection_captures_wanted(connection=connection)
+        with customer_connect(connection) as conn:
+            retired = captures_prune(conn, schema=connection.schema, keep=keep)
+        if retired:
+            audit_record(action="connection.captures_retired", target_type="connection", target_id=connection.id,
+                         product_id=connection.product_id, actor=actor, data={"retired": retired})
     return retired
 
 

@@ -51,6 +51,8 @@ def webhook_endpoint_create(*, product, url: str, description: str = "", accept_
             raise InvalidInput("No connection with this id in this product.", field="source.connection")
         normalized, capture = row_source_validate(connection=connection, source=source)
     with transaction.atomic():
+        if connection is not None:  # serialize with prunes of this connection (see connection_captures_prune)
+            Connection.objects.select_for_update().filter(id=connection.id).first()
         endpoint = WebhookEndpoint.objects.create(
             product=product, url=url, description=description, accept_any_2xx=accept_any_2xx,
             secret=secret_generate(), connection=connection, source=normalized,
@@ -94,6 +96,9 @@ def webhook_endpoint_enable(*, endpoint: WebhookEndpoint, actor: str) -> Webhook
             audit_record(action="webhook.enabled", target_type="webhook", target_id=endpoint.id,
                          product_id=endpoint.product_id, actor=actor)
             if endpoint.capture_spec:
+                from apps.connections.models import Connection
+
+                Connection.objects.select_for_update().filter(id=endpoint.connection_id).first()
                 connection_captures_install(connection=endpoint.connection,
                                             captures=[Capture.from_spec(endpoint.capture_spec)], actor=actor)
     endpoint.refresh_from_db()

@@ -197,3 +197,14 @@ def test_disabling_while_the_database_is_down_still_disables(product_client, rec
     Connection.objects.filter(id=connection.id).update(port=1)
     response = product_client.post(f"/api/v1/webhooks/{created['id']}/disable")
     assert response.status_code == 200 and response.json()["enabled"] is False
+
+
+def test_switching_notify_on_keeps_existing_subscriptions_working(product_client, receiver, connection, settings):
+    first = _subscribe(product_client, receiver, connection, events=["row.created"]).json()
+    _subscribe(product_client, receiver, connection, events=["row.created"])
+    settings.ROWBELL_CAPTURE_NOTIFY = True  # an operator turns the wake-up on, then disables one endpoint
+    product_client.post(f"/api/v1/webhooks/{first['id']}/disable")
+    with writer_connect() as app:
+        app.execute("INSERT INTO public.orders (status) VALUES ('a')")
+    event_log_poll(connection_id=connection.id)
+    assert Delivery.objects.count() == 1  # the second endpoint still gets its events

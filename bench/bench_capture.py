@@ -67,6 +67,7 @@ def env_for(notify: bool) -> dict:
     return {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.production", "DJANGO_SECRET_KEY": "bench",
             "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{SERVICE}", "REDIS_URL": "redis://127.0.0.1:6379/13",
             "ROWBELL_ENCRYPTION_KEYS": KEY, "ROWBELL_CAPTURE_NOTIFY": "true" if notify else "false",
+            "ROWBELL_CONNECTION_ALLOW": "127.0.0.0/8",
             "LOG_LEVEL": "WARNING"}
 
 

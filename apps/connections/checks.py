@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 import psycopg
 from psycopg import sql
 
-from .customer import customer_connect
+from .customer import ConnectionRefused, connection_address, customer_connect
 
 _FATAL = re.compile(r"FATAL:\s+(.*)")
 _AUTH_HINTS = ("password authentication failed", "does not exist", "no pg_hba.conf entry", "authentication",
@@ -47,6 +47,11 @@ def connection_check(*, connection, tables: list[str] | None = None) -> list[Che
     """Connect and report, by name: reachable, authenticated, schema (owns it or may create it), and for
     each watched table SELECT and TRIGGER privileges. Never raises for a customer-side problem."""
     tables = list(tables or [])
+    try:
+        connection_address(connection)
+    except ConnectionRefused as exc:
+        return [Check("allowed", False, str(exc)), _skip("reachable"), _skip("authenticated"), _skip("schema")] + [
+            _skip(f"table {t}") for t in tables]
     try:
         conn = customer_connect(connection)
     except psycopg.OperationalError as exc:

@@ -1,18 +1,87 @@
-"""The one place that opens connections to customer databases."""
+"""The one place that opens connections to customer databases.
+
+A product key chooses the host, so the address is checked before every connect and the socket goes to
+the checked address (libpq's hostaddr; the host name still serves TLS verification): Unix sockets,
+loopback, link-local, unspecified, multicast and reserved addresses are refused unless
+ROWBELL_CONNECTION_ALLOW opens them, and Rowbell's own database is always refused. Private networks are
+allowed: a self-hosted Rowbell usually reaches its customers' databases there.
+"""
 
 from __future__ import annotations
+
+import ipaddress
+import socket
+from functools import lru_cache
 
 import psycopg
 from django.conf import settings
 
 APPLICATION_NAME = "rowbell"
 
+_REFUSED = [ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32",
+    "::/128", "::1/128", "fe80::/10", "ff00::/8",
+)]
+
+
+class ConnectionRefused(Exception):
+    """The host may not be connected to; the message says why."""
+
+
+@lru_cache(maxsize=8)
+def _allowed(entries: tuple[str, ...]):
+    return [ipaddress.ip_network(e, strict=False) for e in entries]
+
+
+def _address_ok(ip: str) -> bool:
+    address = ipaddress.ip_address(ip)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    if any(address in net for net in _allowed(tuple(settings.ROWBELL_CONNECTION_ALLOW))):
+        return True
+    return not any(address in net for net in _REFUSED if net.version == address.version)
+
+
+def _service_database() -> tuple[set[str], int, str]:
+    cfg = settings.DATABASES["default"]
+    host = cfg.get("HOST") or "127.0.0.1"
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except socket.gaierror:
+        addresses = set()
+    return addresses, int(cfg.get("PORT") or 5432), cfg["NAME"]
+
+
+def connection_address(connection) -> str:
+    """The checked address to connect to; raises ConnectionRefused."""
+    host = connection.host
+    if not host or host.startswith("/") or "," in host:
+        raise ConnectionRefused("Give one host name or address (Unix sockets and host lists are not allowed).")
+    try:
+        infos = socket.getaddrinfo(host, connection.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConnectionRefused(f"Cannot resolve {host}: {exc.strerror}.") from exc
+    addresses = [info[4][0] for info in infos]
+    own, own_port, own_name = _service_database()
+    if connection.port == own_port and connection.database == own_name and own & set(addresses):
+        raise ConnectionRefused("This is Rowbell's own database.")
+    allowed = [a for a in addresses if _address_ok(a)]
+    if not allowed:
+        raise ConnectionRefused(f"{host} resolves to {addresses[0]}, a loopback, link-local or reserved address.")
+    return allowed[0]
+
 
 def customer_connect(connection, *, autocommit: bool = True) -> psycopg.Connection:
     """Open a connection to a customer database, bounded in time on connect and per statement."""
+    try:
+        address = connection_address(connection)
+    except ConnectionRefused as exc:
+        # Raised as a connection failure: every caller already reports those by name.
+        raise psycopg.OperationalError(f"connection refused by Rowbell: {exc}") from exc
     return psycopg.connect(
-        host=connection.host, port=connection.port, dbname=connection.database, user=connection.user,
-        password=connection.password or None, sslmode=connection.sslmode, autocommit=autocommit,
-        connect_timeout=settings.ROWBELL_CUSTOMER_CONNECT_TIMEOUT, application_name=APPLICATION_NAME,
+        host=connection.host, hostaddr=address, port=connection.port, dbname=connection.database,
+        user=connection.user, password=connection.password or None, sslmode=connection.sslmode,
+        autocommit=autocommit, connect_timeout=settings.ROWBELL_CUSTOMER_CONNECT_TIMEOUT,
+        application_name=APPLICATION_NAME,
         options=f"-c statement_timeout={int(settings.ROWBELL_CUSTOMER_STATEMENT_TIMEOUT * 1000)}",
     )

@@ -200,6 +200,9 @@ ROWBELL_EVENT_LOG_PRUNE_INTERVAL = env.float("ROWBELL_EVENT_LOG_PRUNE_INTERVAL",
 # How many deliveries one worker task claims and sends at once, and how many in flight.
 ROWBELL_DELIVERY_BATCH = env.int("ROWBELL_DELIVERY_BATCH", default=50)
 ROWBELL_DELIVERY_CONCURRENCY = env.int("ROWBELL_DELIVERY_CONCURRENCY", default=16)
+# Networks customer databases may be reached on although loopback, link-local or reserved (private
+# networks are always allowed). Local and test settings open loopback.
+ROWBELL_CONNECTION_ALLOW = env.list("ROWBELL_CONNECTION_ALLOW", default=[])
 # Customer databases: connect timeout and statement timeout (seconds).
 ROWBELL_CUSTOMER_CONNECT_TIMEOUT = env.int("ROWBELL_CUSTOMER_CONNECT_TIMEOUT", default=5)
 ROWBELL_CUSTOMER_STATEMENT_TIMEOUT = env.float("ROWBELL_CUSTOMER_STATEMENT_TIMEOUT", default=30.0)

@@ -161,3 +161,30 @@ def test_a_connection_without_a_password_is_saved_and_works(product_client, cust
     response = _create(product_client, **{**customer_db, "password": ""})
     assert response.status_code == 201, response.json()
     assert Connection.objects.get(id=response.json()["id"]).password == ""
+
+
+@pytest.mark.parametrize("body, reason", [
+    ({"host": "/var/run/postgresql", "database": "x", "user": "y"}, "Unix sockets"),
+    ({"host": "127.0.0.1,10.0.0.1", "database": "x", "user": "y"}, "Unix sockets and host lists"),
+])
+def test_sockets_and_host_lists_are_refused(product_client, body, reason):
+    response = _create(product_client, **body)
+    assert response.status_code == 422
+    checks = _checks(response.json()["error"])
+    assert checks["allowed"]["ok"] is False and reason in checks["allowed"]["detail"]
+
+
+def test_rowbells_own_database_is_refused(product_client):
+    own = service_db.settings_dict
+    response = _create(product_client, host="127.0.0.1", port=int(own["PORT"] or 5432), database=own["NAME"],
+                       user=own["USER"])
+    assert response.status_code == 422
+    assert _checks(response.json()["error"])["allowed"]["detail"] == "This is Rowbell's own database."
+
+
+def test_loopback_is_refused_unless_allowed(product_client, customer_db, settings):
+    settings.ROWBELL_CONNECTION_ALLOW = []
+    response = _create(product_client, **customer_db)
+    assert response.status_code == 422
+    assert "loopback" in _checks(response.json()["error"])["allowed"]["detail"]
+    assert not Connection.objects.exists()

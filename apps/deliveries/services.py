@@ -218,6 +218,16 @@ def _claim(delivery_ids: list[int]) -> list[Delivery]:
             .select_related("endpoint")
             .filter(id__in=delivery_ids, status=DeliveryStatus.QUEUED, next_attempt_at__lte=now)
         )
+        # Deliveries queued before their endpoint was disabled are not sent: skipped, with the reason.
+        disabled = [d for d in rows if d.endpoint_id and not d.endpoint.enabled]
+        if disabled:
+            Delivery.objects.filter(id__in=[d.id for d in disabled]).update(
+                status=DeliveryStatus.SKIPPED, last_error="The webhook endpoint is disabled.", completed_at=now,
+                updated_at=now)
+            audit_record_many([AuditEntry(action="delivery.skipped", target_type="delivery", target_id=d.message_id,
+                                          product_id=d.product_id, organization_id=d.organization_id,
+                                          data={"reason": "endpoint disabled"}) for d in disabled])
+            rows = [d for d in rows if d not in disabled]
         if rows:
             Delivery.objects.filter(id__in=[d.id for d in rows]).update(
                 status=DeliveryStatus.SENDING, attempt_count=F("attempt_count") + 1,

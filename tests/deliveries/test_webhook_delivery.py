@@ -279,3 +279,13 @@ def test_a_trickling_or_endless_response_body_cannot_hold_a_worker(settings):
         server.close()
     assert not caller.is_alive() and answers, "post() kept reading a body that never ends"
     assert answers[0].status == 200 and answers[0].excerpt.startswith("x")
+
+
+def test_deliveries_queued_before_an_endpoint_was_disabled_are_skipped(setup, receiver):
+    product, endpoint = setup
+    delivery = Delivery.objects.get(request=_trigger_and_start(product))
+    WebhookEndpoint.objects.filter(id=endpoint.id).update(enabled=False)
+    assert deliveries_send(delivery_ids=[delivery.id]) == 0
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.SKIPPED and delivery.last_error == "The webhook endpoint is disabled."
+    assert receiver.requests == []

@@ -9,37 +9,27 @@ allowed: a self-hosted Rowbell usually reaches its customers' databases there.
 
 from __future__ import annotations
 
-import ipaddress
 import socket
-from functools import lru_cache
 
 import psycopg
 from django.conf import settings
 
+from apps.core.addresses import address_allowed, networks
+
 APPLICATION_NAME = "rowbell"
 
-_REFUSED = [ipaddress.ip_network(n) for n in (
+_REFUSED = networks(
     "0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32",
     "::/128", "::1/128", "fe80::/10", "ff00::/8",
-)]
+)
 
 
 class ConnectionRefused(Exception):
     """The host may not be connected to; the message says why."""
 
 
-@lru_cache(maxsize=8)
-def _allowed(entries: tuple[str, ...]):
-    return [ipaddress.ip_network(e, strict=False) for e in entries]
-
-
 def _address_ok(ip: str) -> bool:
-    address = ipaddress.ip_address(ip)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    if any(address in net for net in _allowed(tuple(settings.ROWBELL_CONNECTION_ALLOW))):
-        return True
-    return not any(address in net for net in _REFUSED if net.version == address.version)
+    return address_allowed(ip, refused=_REFUSED, allowed=settings.ROWBELL_CONNECTION_ALLOW)
 
 
 def _service_database() -> tuple[set[str], int, str]:

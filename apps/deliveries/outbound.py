@@ -14,7 +14,6 @@ import ipaddress
 import socket
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
@@ -25,19 +24,19 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.connection import create_connection
 
+from apps.core.addresses import address_allowed as address_allowed_in
+from apps.core.addresses import networks
+
 EXCERPT_CHARS = 1024
 USER_AGENT = "Rowbell-Webhooks/1"
 
-_BLOCKED_NETWORKS = [
-    ipaddress.ip_network(n)
-    for n in (
+_BLOCKED_NETWORKS = networks(*(
         "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
         "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
         "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32",
         "::/128", "::1/128", "::ffff:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64",
         "2001:db8::/32", "fc00::/7", "fe80::/10", "ff00::/8",
-    )
-]
+))
 
 
 class OutboundError(Exception):
@@ -54,19 +53,8 @@ class DestinationRefused(OutboundError):
         super().__init__(message, permanent=True)
 
 
-@lru_cache(maxsize=8)
-def _allowed_networks(entries: tuple[str, ...]):
-    return [ipaddress.ip_network(e, strict=False) for e in entries]
-
-
 def address_allowed(ip: str) -> bool:
-    address = ipaddress.ip_address(ip)
-    # An IPv4-mapped IPv6 address is judged as the IPv4 address it carries.
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    if any(address in net for net in _allowed_networks(tuple(settings.ROWBELL_OUTBOUND_ALLOW))):
-        return True
-    return not any(address in net for net in _BLOCKED_NETWORKS if net.version == address.version)
+    return address_allowed_in(ip, refused=_BLOCKED_NETWORKS, allowed=settings.ROWBELL_OUTBOUND_ALLOW)
 
 
 def url_check(url: str) -> None:

@@ -150,8 +150,7 @@ class ConnectionTablesApi(APIView):
         try:
             tables = connection_tables(connection=connection)
         except psycopg.OperationalError as exc:
-            raise CustomerDatabaseUnavailable(
-                f"The database cannot be reached: {str(exc).strip().splitlines()[-1]}") from exc
+            raise CustomerDatabaseUnavailable.from_error(exc) from exc
         return Response(TableSerializer(tables, many=True).data)
 
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
-OPERATIONS = ("insert", "update", "delete")
 PREFIX = "rb_"
 # The LISTEN/NOTIFY wake-up: a trigger that logged something notifies this channel. PostgreSQL folds
 # identical notifications of a transaction into one, so it is at most one per statement.

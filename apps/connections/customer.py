@@ -24,6 +24,12 @@ _REFUSED = networks(
 )
 
 
+def failure_reason(exc: Exception) -> str:
+    """The useful line of a database error (psycopg puts hints on the lines after it)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:500] if text else exc.__class__.__name__
+
+
 class ConnectionRefused(Exception):
     """The host may not be connected to; the message says why."""
 

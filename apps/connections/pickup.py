@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 from psycopg import sql
 
-from .customer import customer_connect
+from .customer import customer_connect, failure_reason
 from .models import Connection, Event
 
 POLL_BATCH = 1000
@@ -47,7 +47,7 @@ def event_log_poll(*, connection_id, limit: int = POLL_BATCH) -> int | None:
                 ).fetchall()
         except psycopg.Error as exc:
             # The database went away (or the log is missing): say so, keep the cursor, try again later.
-            reason = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else exc.__class__.__name__
+            reason = failure_reason(exc)
             Connection.objects.filter(id=connection.id).update(last_poll_at=now, last_error=reason,
                                                                last_error_at=now)
             return 0
@@ -101,7 +101,7 @@ def connection_health(*, connection: Connection) -> dict:
             ).fetchone()
     except psycopg.Error as exc:
         health["reachable"] = False
-        health["last_error"] = health["last_error"] or str(exc).strip().splitlines()[0][:500]
+        health["last_error"] = health["last_error"] or failure_reason(exc)
         return health
     health.update(reachable=True, backlog=count,
                   oldest_unread_age_seconds=round((timezone.now() - oldest).total_seconds(), 3) if oldest else 0)

@@ -2,14 +2,22 @@ from __future__ import annotations
 
 import re
 
+import logging
+
 import psycopg
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.core.exceptions import ApplicationError, Conflict, InvalidInput
 
+from .capture import Capture, captures_install, captures_installed, captures_prune, retired_drop_statements
 from .checks import Check, connection_check
+from .customer import customer_connect, failure_reason
 from .models import Connection
+
+logger = logging.getLogger(__name__)
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 TABLE = re.compile(r"^([a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$")
@@ -33,6 +41,10 @@ class ConnectionCheckFailed(ApplicationError):
 class CustomerDatabaseUnavailable(ApplicationError):
     code = "customer_database_unavailable"
     http_status = 502
+
+    @classmethod
+    def from_error(cls, exc: Exception) -> "CustomerDatabaseUnavailable":
+        return cls(f"The database cannot be reached: {failure_reason(exc)}")
 
 
 class CaptureInstallFailed(ApplicationError):
@@ -89,19 +101,14 @@ def connection_recheck(*, connection: Connection, tables: list[str] | None = Non
 def connection_captures_install(*, connection: Connection, captures: list, actor: str) -> None:
     """Install (or repair) the event log and the given captures in the customer database, all in one
     transaction, then record it. Raises CustomerDatabaseUnavailable if the database cannot be reached."""
-    from django.utils import timezone
-
-    from .capture import captures_install
-    from .customer import customer_connect
-
     try:
         with customer_connect(connection, autocommit=True) as conn:
             captures_install(conn, schema=connection.schema, captures=captures)
     except psycopg.OperationalError as exc:
-        raise CustomerDatabaseUnavailable(f"The database cannot be reached: {str(exc).strip().splitlines()[-1]}")
+        raise CustomerDatabaseUnavailable.from_error(exc) from exc
     except psycopg.Error as exc:
         # Rolled back whole (one transaction): the database refused it, e.g. a privilege taken away.
-        raise CaptureInstallFailed(f"The database refused the install: {str(exc).strip().splitlines()[0]}") from exc
+        raise CaptureInstallFailed(f"The database refused the install: {failure_reason(exc)}") from exc
     with transaction.atomic():
         Connection.objects.filter(id=connection.id).update(capture_installed_at=timezone.now())
         audit_record(action="connection.captures_installed", target_type="connection", target_id=connection.id,
@@ -130,9 +137,7 @@ def event_logs_poll() -> int:
 
 def connection_captures_wanted(*, connection: Connection) -> list:
     """The captures the connection's enabled subscriptions need (deduplicated by name)."""
-    from apps.deliveries.models import WebhookEndpoint
-
-    from .capture import Capture
+    from apps.deliveries.models import WebhookEndpoint  # deliveries builds on connections, not the reverse
 
     specs = WebhookEndpoint.objects.filter(connection=connection, enabled=True).exclude(capture_spec=None)
     captures = {}
@@ -144,9 +149,6 @@ def connection_captures_wanted(*, connection: Connection) -> list:
 
 def connection_captures_status(*, connection: Connection) -> dict:
     """What should be installed against what is: missing (drift) and unused captures, by name."""
-    from .capture import captures_installed, retired_drop_statements
-    from .customer import customer_connect
-
     wanted = {c.name: c for c in connection_captures_wanted(connection=connection)}
     with customer_connect(connection) as conn:
         installed = captures_installed(conn, schema=connection.schema)
@@ -162,9 +164,6 @@ def connection_captures_prune(*, connection: Connection, keep_none: bool = False
     Holds the connection's row lock, like every install, so that a subscription being created or enabled
     meanwhile is either seen as wanted or installs its trigger after this prune, never in between.
     """
-    from .capture import captures_prune
-    from .customer import customer_connect
-
     with transaction.atomic():
         Connection.objects.select_for_update().filter(id=connection.id).first()
         keep = [] if keep_none else connection_captures_wanted(connection=connection)
@@ -178,10 +177,6 @@ def connection_captures_prune(*, connection: Connection, keep_none: bool = False
 
 def event_logs_prune() -> int:
     """Prune consumed events older than ROWBELL_EVENT_LOG_RETENTION_SECONDS from every customer log."""
-    import logging
-
-    from django.conf import settings
-
     from .pickup import event_log_prune
 
     total = 0
@@ -190,5 +185,5 @@ def event_logs_prune() -> int:
             total += event_log_prune(connection=connection,
                                      older_than_seconds=settings.ROWBELL_EVENT_LOG_RETENTION_SECONDS)
         except psycopg.Error:
-            logging.getLogger(__name__).warning("Cannot prune the event log of %s", connection.id, exc_info=True)
+            logger.warning("Cannot prune the event log of %s", connection.id, exc_info=True)
     return total

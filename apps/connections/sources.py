@@ -68,8 +68,7 @@ def row_source_validate(*, connection, source) -> tuple[dict, Capture]:
     try:
         tables = {f"{t['schema']}.{t['name']}": t for t in connection_tables(connection=connection)}
     except psycopg.OperationalError as exc:
-        raise CustomerDatabaseUnavailable(
-            f"The database cannot be reached: {str(exc).strip().splitlines()[-1]}") from exc
+        raise CustomerDatabaseUnavailable.from_error(exc) from exc
     found = tables.get(f"{schema}.{name}")
     if found is None:
         raise ValidationError({"source.table": [f"No table {schema}.{name} that {connection.user} can read."]})

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
@@ -117,7 +117,6 @@ class HttpAnswer:
     headers: dict[str, str]
     excerpt: str
     duration_ms: int
-    extra: dict = field(default_factory=dict)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -140,13 +139,6 @@ def _pool_manager() -> urllib3.PoolManager:
         _pool = manager
     return _pool
 
-
-def reset_pool() -> None:
-    """Drop pooled connections (after a fork, or when settings change in tests)."""
-    global _pool
-    if _pool is not None:
-        _pool.clear()
-    _pool = None
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> HttpAnswer:

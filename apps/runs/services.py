@@ -14,7 +14,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from rest_framework.exceptions import AuthenticationFailed
 
-from apps.audit.services import audit_record
+from apps.audit.services import AuditEntry, audit_record, audit_record_many
 from apps.core.exceptions import Conflict
 from apps.core.hints import hint, hint_many
 from apps.tenants.models import ApiKey
@@ -297,9 +297,8 @@ def runs_reconcile() -> dict[str, int]:
         expired = list(Run.objects.select_for_update(skip_locked=True)
                        .filter(status=RunStatus.RUNNING, lease_until__lt=now).values_list("id", flat=True)[:10_000])
         Run.objects.filter(id__in=expired).update(status=RunStatus.QUEUED, lease_until=None, enqueued_at=None)
-        for run_id in expired:
-            audit_record(action="run.requeued", target_type="run", target_id=run_id,
-                         data={"reason": "lease expired"})
+        audit_record_many([AuditEntry(action="run.requeued", target_type="run", target_id=run_id,
+                                      data={"reason": "lease expired"}) for run_id in expired])
 
         runs = list(Run.objects.select_for_update(skip_locked=True)
                     .filter(status=RunStatus.QUEUED)

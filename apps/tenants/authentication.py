@@ -1,4 +1,3 @@
-import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -48,8 +47,8 @@ key_material_cache = _MaterialCache()
 
 
 def _hash(raw: str) -> str:
-    # djangorestframework-api-key's preferred hasher: sha512, no salt (keys are random and long).
-    return "sha512$$" + hashlib.sha512(raw.encode()).hexdigest()
+    # djangorestframework-api-key's own hasher (SHA-512, no salt), without make_password's dispatch.
+    return ApiKey.objects.key_generator.preferred_hasher.encode(raw, "")
 
 
 def _split(request) -> tuple[str, str] | None:
@@ -108,5 +107,5 @@ class DeferredLiveCheckAuthentication(ApiKeyAuthentication):
         if not constant_time_compare(material.hashed_key, _hash(raw)):
             raise exceptions.AuthenticationFailed("Invalid API key.")
         tenant = Tenant(scope=material.scope, key_prefix=prefix, product_id=material.product_id,
-                        organization_id=material.organization_id, key_id=material.id, key_live_checked=False)
+                        organization_id=material.organization_id, key_id=material.id)
         return tenant, None

@@ -10,9 +10,8 @@ from .models import KeyScope, Organization, Product
 class Tenant:
     """Who an API call acts as: set as `request.user` by ApiKeyAuthentication.
 
-    Selectors take a Tenant and scope every query by it, so no API can forget the scoping.
-    `key_live_checked` is False when the key's revocation and expiry were not read for this request
-    (the trigger path): the service that acts must then check them in its own statement.
+    Selectors take a Tenant and scope every query by it, so no API can forget the scoping. `key_id` lets
+    a service re-check the key's revocation and expiry in its own statement (the trigger path).
     """
 
     scope: str
@@ -20,7 +19,6 @@ class Tenant:
     product_id: object = None
     organization_id: object = None
     key_id: str = ""
-    key_live_checked: bool = True
 
     is_authenticated = True
     is_anonymous = False

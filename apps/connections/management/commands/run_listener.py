@@ -11,7 +11,6 @@ that fail are reopened on the next refresh; new connections are picked up the sa
 
 import logging
 import selectors
-import signal
 import time
 
 import psycopg
@@ -21,9 +20,10 @@ from django.db import DatabaseError, close_old_connections
 from psycopg import sql
 
 from apps.connections.capture import NOTIFY_CHANNEL
-from apps.connections.customer import customer_connect
+from apps.connections.customer import customer_connect, failure_reason
 from apps.connections.models import Connection
 from apps.connections.pickup import POLL_BATCH, event_log_poll
+from apps.core.shutdown import stop_on_signals
 
 logger = logging.getLogger("rowbell.listener")
 REFRESH_SECONDS = 10.0
@@ -33,15 +33,13 @@ class Command(BaseCommand):
     help = "Run the event pick-up process: adaptive polling plus LISTEN/NOTIFY wake-ups (a Procfile process)."
 
     def handle(self, *args, **options):
-        stopping = []
-        signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-        signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+        stop = stop_on_signals()
         self.selector = selectors.DefaultSelector()
         self.listening: dict = {}  # connection id -> LISTEN connection (with NOTIFY on)
         self.due: dict = {}  # connection id -> (next read at, current interval)
         refreshed = 0.0
         self.stdout.write("Listener started.")
-        while not stopping:
+        while not stop.is_set():
             now = time.monotonic()
             if now - refreshed > REFRESH_SECONDS:
                 self._refresh()
@@ -101,7 +99,7 @@ class Command(BaseCommand):
             conn = customer_connect(connection)
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
         except psycopg.Error as exc:
-            logger.warning("Cannot listen on %s: %s", connection.name, str(exc).strip().splitlines()[0])
+            logger.warning("Cannot listen on %s: %s", connection.name, failure_reason(exc))
             return
         self.listening[connection_id] = conn
         self.selector.register(conn.fileno(), selectors.EVENT_READ, (connection_id, conn))

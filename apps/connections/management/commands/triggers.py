@@ -1,6 +1,7 @@
 import psycopg
 from django.core.management.base import BaseCommand, CommandError
 
+from apps.connections.customer import failure_reason
 from apps.connections.models import Connection
 from apps.connections.services import (
     CustomerDatabaseUnavailable,
@@ -34,7 +35,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"  unreachable: {exc.message}")
                 failed = True
             except psycopg.OperationalError as exc:
-                self.stdout.write(f"  unreachable: {str(exc).strip().splitlines()[-1]}")
+                self.stdout.write(f"  unreachable: {failure_reason(exc)}")
                 failed = True
         if failed and action == "status":
             raise CommandError("Drift or unreachable databases: see above.")

@@ -7,12 +7,13 @@ Several dispatchers may run: they claim with SKIP LOCKED and never hint the same
 """
 
 import logging
-import signal
 import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import DatabaseError, close_old_connections
+
+from apps.core.shutdown import stop_on_signals
 
 from apps.runs.services import DISPATCH_LIMIT, requests_dispatch
 
@@ -26,13 +27,11 @@ class Command(BaseCommand):
         parser.add_argument("--once", action="store_true", help="One pass, then exit.")
 
     def handle(self, *args, once=False, **options):
-        stopping = []
-        signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-        signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+        stop = stop_on_signals()
         busy, idle_max = 0.01, settings.ROWBELL_DISPATCHER_IDLE_SECONDS
         pause = busy
         self.stdout.write("Dispatcher started.")
-        while not stopping:
+        while not stop.is_set():
             try:
                 count = requests_dispatch()
             except DatabaseError:

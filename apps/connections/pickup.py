@@ -53,6 +53,7 @@ def event_log_poll(*, connection_id, limit: int = POLL_BATCH) -> int | None:
             return 0
         if rows:
             from apps.deliveries.services import deliveries_for_events
+            from apps.runs.services import runs_for_events
 
             Event.objects.bulk_create(
                 [Event(connection=connection, source_id=r[0], xid=int(r[1]), captured_at=_aware(r[2]),
@@ -66,6 +67,7 @@ def event_log_poll(*, connection_id, limit: int = POLL_BATCH) -> int | None:
                                                         xid__lte=max(k[0] for k in keys))
                         if (int(e.xid), e.source_id) in keys]
             deliveries_for_events(events=recorded)
+            runs_for_events(events=recorded)
             last = rows[-1]
             Connection.objects.filter(id=connection.id).update(cursor_xid=int(last[1]), cursor_id=last[0],
                                                                last_poll_at=now, last_error="")

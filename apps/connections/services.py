@@ -7,6 +7,7 @@ import logging
 import psycopg
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from apps.audit.services import audit_record
@@ -136,12 +137,18 @@ def event_logs_poll() -> int:
 
 
 def connection_captures_wanted(*, connection: Connection) -> list:
-    """The captures the connection's enabled subscriptions need (deduplicated by name)."""
-    from apps.deliveries.models import WebhookEndpoint  # deliveries builds on connections, not the reverse
+    """The captures the connection's enabled subscriptions and published workflows need (deduplicated
+    by name)."""
+    # deliveries and workflows build on connections, not the reverse
+    from apps.deliveries.models import WebhookEndpoint
+    from apps.workflows.models import WorkflowVersion
 
-    specs = WebhookEndpoint.objects.filter(connection=connection, enabled=True).exclude(capture_spec=None)
+    specs = list(WebhookEndpoint.objects.filter(connection=connection, enabled=True).exclude(capture_spec=None)
+                 .values_list("capture_spec", flat=True))
+    specs += WorkflowVersion.objects.filter(connection=connection, workflow__published_version=F("id")).exclude(
+        capture_spec=None).values_list("capture_spec", flat=True)
     captures = {}
-    for spec in specs.values_list("capture_spec", flat=True):
+    for spec in specs:
         capture = Capture.from_spec(spec)
         captures[capture.name] = capture
     return list(captures.values())

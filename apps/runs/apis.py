@@ -5,6 +5,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
+from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -12,8 +13,8 @@ from apps.core.exceptions import InvalidInput
 from apps.tenants.authentication import DeferredLiveCheckAuthentication
 from apps.tenants.permissions import IsProductOrOrganization
 
-from .models import Priority
-from .selectors import request_status
+from .models import Priority, RunStatus
+from .selectors import event_summary, request_status, run_detail, run_list
 from .services import trigger_create
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -202,3 +203,82 @@ class RequestDetailApi(APIView):
     @extend_schema(responses=RequestStatusSerializer)
     def get(self, request, request_id):
         return Response(RequestStatusSerializer(request_status(tenant=request.user, request_id=request_id)).data)
+
+
+class RunOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    workflow = serializers.CharField(source="workflow_version.workflow.key")
+    version = serializers.IntegerField(source="workflow_version.version")
+    status = serializers.CharField()
+    request_id = serializers.UUIDField(allow_null=True, help_text="The trigger request that started the run.")
+    event = serializers.SerializerMethodField(help_text="The database event that started the run.")
+    recipient = serializers.JSONField()
+    step_index = serializers.IntegerField(help_text="The next step to execute.")
+    error = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    completed_at = serializers.DateTimeField(allow_null=True)
+
+    @extend_schema_field(serializers.JSONField(allow_null=True))
+    def get_event(self, run):
+        return event_summary(run.event) if run.event_id else None
+
+
+class RunStepSerializer(serializers.Serializer):
+    step = serializers.CharField(source="step_id")
+    index = serializers.IntegerField()
+    type = serializers.CharField()
+    status = serializers.CharField()
+    output = serializers.JSONField()
+    error = serializers.CharField()
+    finished_at = serializers.DateTimeField()
+
+
+class RunDetailSerializer(RunOutputSerializer):
+    steps = RunStepSerializer(many=True)
+    deliveries = DeliverySummarySerializer(many=True)
+
+    def to_representation(self, detail):
+        data = super().to_representation(detail["run"])
+        data["steps"] = RunStepSerializer(detail["steps"], many=True).data
+        data["deliveries"] = DeliverySummarySerializer(detail["deliveries"], many=True).data
+        return data
+
+
+class RunPagination(CursorPagination):
+    ordering = "-id"
+    page_size = 100
+    max_page_size = 500
+    page_size_query_param = "limit"
+
+
+EVENT_ID = re.compile(r"^evt_(\d{1,18})$")
+
+
+class RunListApi(APIView):
+    permission_classes = [IsProductOrOrganization]
+
+    class FilterSerializer(serializers.Serializer):
+        workflow = serializers.SlugField(required=False, max_length=100)
+        status = serializers.ChoiceField(required=False, choices=RunStatus.choices)
+        event = serializers.RegexField(EVENT_ID, required=False, help_text="A database event id: evt_<n>.",
+                                       error_messages={"invalid": "An event id: evt_<n>."})
+        request_id = serializers.UUIDField(required=False)
+
+    @extend_schema(parameters=[FilterSerializer], responses=RunOutputSerializer(many=True))
+    def get(self, request):
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        f = dict(filters.validated_data)
+        if "event" in f:
+            f["event"] = int(EVENT_ID.match(f["event"]).group(1))
+        paginator = RunPagination()
+        page = paginator.paginate_queryset(run_list(tenant=request.user, **f), request, view=self)
+        return paginator.get_paginated_response(RunOutputSerializer(page, many=True).data)
+
+
+class RunDetailApi(APIView):
+    permission_classes = [IsProductOrOrganization]
+
+    @extend_schema(responses=RunDetailSerializer)
+    def get(self, request, run_id):
+        return Response(RunDetailSerializer(run_detail(tenant=request.user, run_id=run_id)).data)

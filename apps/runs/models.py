@@ -68,10 +68,14 @@ class RunStatus(models.TextChoices):
 
 
 class Run(models.Model):
-    """A workflow version executed for one recipient. `step_index` is the next step to execute."""
+    """A workflow version executed for one recipient of a trigger request, or for one database event.
+    `step_index` is the next step to execute."""
 
-    request = models.ForeignKey(TriggerRequest, on_delete=models.CASCADE, related_name="runs")
-    recipient_index = models.PositiveIntegerField()
+    request = models.ForeignKey(TriggerRequest, null=True, blank=True, on_delete=models.CASCADE,
+                                related_name="runs")
+    event = models.ForeignKey("connections.Event", null=True, blank=True, on_delete=models.PROTECT,
+                              related_name="runs")
+    recipient_index = models.PositiveIntegerField(default=0)
     product = models.ForeignKey("tenants.Product", on_delete=models.PROTECT, related_name="+")
     organization = models.ForeignKey("tenants.Organization", null=True, blank=True, on_delete=models.PROTECT,
                                      related_name="+")
@@ -91,6 +95,11 @@ class Run(models.Model):
         ordering = ["-id"]
         constraints = [
             models.UniqueConstraint(fields=["request", "recipient_index"], name="run_once_per_recipient"),
+            # One run per (workflow version, event): reading an event twice launches nothing twice.
+            models.UniqueConstraint(fields=["workflow_version", "event"], name="run_once_per_event",
+                                    condition=models.Q(event__isnull=False)),
+            models.CheckConstraint(condition=models.Q(request__isnull=False) | models.Q(event__isnull=False),
+                                   name="run_has_a_cause"),
         ]
         indexes = [
             models.Index(fields=["enqueued_at"], name="run_queued", condition=models.Q(status="queued")),

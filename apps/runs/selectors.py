@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from django.db.models import QuerySet
+
 from apps.core.exceptions import NotFound
 from apps.deliveries.models import FINAL_STATUSES, SUCCESS_STATUSES, Delivery
 from apps.tenants.principals import Tenant
 
-from .models import RequestStatus, Run, RunStatus, TriggerRequest
+from .models import RequestStatus, Run, RunStatus, RunStep, TriggerRequest
 
 
 def request_get(*, tenant: Tenant, request_id) -> TriggerRequest:
@@ -52,3 +54,41 @@ def request_status(*, tenant: Tenant, request_id) -> dict:
         "runs": runs,
         "deliveries": deliveries,
     }
+
+
+def run_list(*, tenant: Tenant, workflow: str | None = None, status: str | None = None,
+             event: int | None = None, request_id=None) -> QuerySet:
+    """The tenant's runs, newest first, optionally of one workflow, status, database event or request."""
+    qs = Run.objects.filter(product_id=tenant.product_id).select_related("workflow_version__workflow", "event")
+    if tenant.organization_id:
+        qs = qs.filter(organization_id=tenant.organization_id)
+    if workflow:
+        qs = qs.filter(workflow_version__workflow__key=workflow)
+    if status:
+        qs = qs.filter(status=status)
+    if event is not None:
+        qs = qs.filter(event_id=event)
+    if request_id is not None:
+        qs = qs.filter(request_id=request_id)
+    return qs.order_by("-id")
+
+
+def run_detail(*, tenant: Tenant, run_id: int) -> dict:
+    """A run with what started it, the steps it executed and its deliveries."""
+    run = run_list(tenant=tenant).filter(id=run_id).first()
+    if run is None:
+        raise NotFound("Run not found.")
+    steps = list(RunStep.objects.filter(run=run).order_by("index", "id").values(
+        "step_id", "index", "type", "status", "output", "error", "finished_at"))
+    deliveries = list(Delivery.objects.filter(run=run).order_by("id").values(
+        "message_id", "run_id", "step_id", "channel", "recipient_id", "status", "attempt_count", "last_error",
+        "created_at", "completed_at"))
+    return {"run": run, "steps": steps, "deliveries": deliveries}
+
+
+def event_summary(event) -> dict:
+    """What a run's steps and the API show of the database event that launched it."""
+    from apps.connections.sources import EVENT_OF_OPERATION
+
+    return {"id": f"evt_{event.id}", "type": EVENT_OF_OPERATION[event.op], "table": event.table_name,
+            "ids": event.ids, "occurred_at": event.captured_at.isoformat()}

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 import psycopg
 from psycopg.types.json import Jsonb
@@ -21,7 +21,8 @@ from apps.tenants.models import ApiKey
 from apps.tenants.principals import Tenant
 from apps.workflows.selectors import workflow_version_for_trigger
 
-from .models import RequestStatus, Run, RunStatus, RunStep, StepStatus, TriggerRequest
+from .models import Priority, RequestStatus, Run, RunStatus, RunStep, StepStatus, TriggerRequest
+from .selectors import event_summary
 from .steps import STEP_EXECUTORS, StepFailed
 
 logger = logging.getLogger(__name__)
@@ -190,17 +191,59 @@ def request_start(*, request_id) -> list[int]:
     return run_ids
 
 
+def runs_for_events(*, events) -> list[int]:
+    """Launch the runs of newly recorded database events: one per (published version, event); return
+    their ids.
+
+    Call inside the transaction that records the events (the poller's): the runs, their audit rows, the
+    events and the advanced cursor commit together, and the unique (workflow_version, event) makes a
+    repeat launch nothing. The runs are hinted to workers after commit.
+    """
+    from apps.workflows.models import WorkflowVersion
+
+    if not events:
+        return []
+    versions = list(WorkflowVersion.objects.filter(
+        connection_id__in={e.connection_id for e in events}, capture__in={e.capture for e in events},
+        workflow__published_version=F("id")).select_related("workflow"))
+    if not versions:
+        return []
+    now = timezone.now()
+    runs = [Run(event=event, workflow_version=version, product_id=version.workflow.product_id, recipient={},
+                priority=Priority.NORMAL, enqueued_at=now)
+            for event in events for version in versions
+            if version.capture == event.capture and version.connection_id == event.connection_id]
+    Run.objects.bulk_create(runs, ignore_conflicts=True)
+    launched = list(Run.objects.filter(event__in=events).values_list(
+        "id", "event_id", "workflow_version_id", "product_id"))
+    keys = {v.id: (v.workflow.key, v.version) for v in versions}
+    audit_record_many([AuditEntry(action="run.launched", target_type="run", target_id=run_id, product_id=product_id,
+                                  data={"event_id": f"evt_{event_id}", "workflow": keys[version_id][0],
+                                        "version": keys[version_id][1]})
+                       for run_id, event_id, version_id, product_id in launched])
+    run_ids = [r[0] for r in launched]
+    transaction.on_commit(lambda: _enqueue_runs(run_ids, Priority.NORMAL))
+    return run_ids
+
+
 def _context(run: Run) -> dict:
-    request = run.request
     version = run.workflow_version
-    return {
-        "data": request.data,
+    context = {
+        "data": run.request.data if run.request_id else {},
         "recipient": run.recipient,
         "workflow": {"key": version.workflow.key, "version": version.version},
-        "request_id": str(request.id),
+        "request_id": str(run.request_id) if run.request_id else None,
         "run_id": run.id,
         "timestamp": run.created_at.isoformat(),
     }
+    if run.event_id:
+        context["event"] = event_summary(run.event)
+    return context
+
+
+def _cause(run: Run) -> dict:
+    """What started a run, for its audit rows."""
+    return {"request_id": str(run.request_id)} if run.request_id else {"event_id": f"evt_{run.event_id}"}
 
 
 def _lease() -> timezone.datetime:
@@ -217,7 +260,7 @@ def _run_fail(run: Run, step: dict, index: int, message: str) -> None:
                                status=StepStatus.FAILED, error=message[:2000])
         audit_record(action="run.failed", target_type="run", target_id=run.id, product_id=run.product_id,
                      organization_id=run.organization_id,
-                     data={"request_id": str(run.request_id), "step": step["id"], "error": message[:500]})
+                     data={**_cause(run), "step": step["id"], "error": message[:500]})
 
 
 def run_execute(*, run_id: int) -> str | None:
@@ -232,7 +275,7 @@ def run_execute(*, run_id: int) -> str | None:
         status=RunStatus.RUNNING, lease_until=_lease(), updated_at=timezone.now())
     if not claimed:
         return None
-    run = Run.objects.select_related("request", "product", "workflow_version__workflow").get(id=run_id)
+    run = Run.objects.select_related("request", "event", "product", "workflow_version__workflow").get(id=run_id)
     steps = run.workflow_version.definition["steps"]
     context = _context(run)
     try:
@@ -265,7 +308,7 @@ def run_execute(*, run_id: int) -> str | None:
             status=RunStatus.COMPLETED, completed_at=timezone.now(), lease_until=None)
         if done:
             audit_record(action="run.completed", target_type="run", target_id=run.id, product_id=run.product_id,
-                         organization_id=run.organization_id, data={"request_id": str(run.request_id)})
+                         organization_id=run.organization_id, data=_cause(run))
     return RunStatus.COMPLETED
 
 

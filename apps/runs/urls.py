@@ -5,4 +5,6 @@ from . import apis
 urlpatterns = [
     path("trigger", apis.TriggerApi.as_view(), name="trigger"),
     path("requests/<uuid:request_id>", apis.RequestDetailApi.as_view(), name="request-detail"),
+    path("runs", apis.RunListApi.as_view(), name="run-list"),
+    path("runs/<int:run_id>", apis.RunDetailApi.as_view(), name="run-detail"),
 ]

@@ -6,7 +6,7 @@ from rest_framework.views import APIView
 from apps.tenants.permissions import IsProduct, IsProductOrOrganization
 
 from .selectors import workflow_get, workflow_list, workflow_version_list
-from .services import workflow_create, workflow_publish, workflow_update
+from .services import workflow_create, workflow_publish, workflow_unpublish, workflow_update
 
 
 class WorkflowOutputSerializer(serializers.Serializer):
@@ -29,7 +29,9 @@ class VersionOutputSerializer(serializers.Serializer):
 
 class DefinitionInputSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    trigger = serializers.JSONField(required=False, help_text='{"type": "api"} (default).')
+    trigger = serializers.JSONField(required=False, help_text=(
+        '{"type": "api"} (default), or {"type": "database", "connection", "table", "events" | '
+        '"classification" | "through"} as row-event webhooks take.'))
     steps = serializers.JSONField(help_text="Ordered list of steps; see the README for the step types.")
 
     def definition(self) -> dict:
@@ -89,6 +91,18 @@ class WorkflowPublishApi(APIView):
     def post(self, request, key):
         version = workflow_publish(workflow=workflow_get(tenant=request.user, key=key), actor=request.user.actor)
         return Response(VersionOutputSerializer(version).data, status=status.HTTP_201_CREATED)
+
+
+class WorkflowUnpublishApi(APIView):
+    """Stop new runs: triggers refuse the workflow and its database events launch nothing. Started runs
+    finish on their version."""
+
+    permission_classes = [IsProduct]
+
+    @extend_schema(request=None, responses=WorkflowOutputSerializer)
+    def post(self, request, key):
+        workflow = workflow_unpublish(workflow=workflow_get(tenant=request.user, key=key), actor=request.user.actor)
+        return Response(WorkflowOutputSerializer(workflow).data)
 
 
 class WorkflowVersionListApi(APIView):

@@ -9,14 +9,17 @@
     }
 
 Every step is an object with a `type` and an optional `id` (unique in the workflow; assigned as
-`step-N` from its position when absent). New trigger types (`database`) and step types (`wait`,
-`branch`, `batch`) are new entries in the tables below: a `branch` carries nested step lists, which
+`step-N` from its position when absent). Triggers are `api` (the trigger endpoint) and `database`
+(a row change in a connected database, the same source format as row-event webhooks:
+`{"type": "database", "connection": "<id>", "table": "public.orders", "events": ["row.created"]}`).
+New step types (`wait`, `branch`, `batch`) are new entries in the tables below: a `branch` carries nested step lists, which
 `_steps_validate` already walks recursively. Errors name the exact place: `steps[1].subject`.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Callable
 
 from rest_framework.exceptions import ValidationError
@@ -28,14 +31,49 @@ MAX_STEPS = 100
 STEP_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-def _trigger_api(trigger: dict, path: str, errors: dict, product) -> dict:
+def _trigger_api(trigger: dict, path: str, errors: dict, product, captures: list | None = None) -> dict:
     for key in trigger:
         if key != "type":
             errors.setdefault(f"{path}.{key}", []).append("Unknown field for an 'api' trigger.")
     return {"type": "api"}
 
 
-TRIGGER_TYPES: dict[str, Callable] = {"api": _trigger_api}
+def _trigger_database(trigger: dict, path: str, errors: dict, product, captures: list | None = None) -> dict:
+    """A row change in a connected database: the same source format as row-event webhook subscriptions
+    (connection, table, and events with optional columns, or a classification, or a relation through a
+    join table), checked against the table as it is. The capture it needs is added to `captures`."""
+    from apps.connections.models import Connection
+    from apps.connections.sources import row_source_validate
+
+    source = {k: v for k, v in trigger.items() if k != "type"}
+    connection = None
+    connection_id = _uuid_or_none(source.get("connection"))
+    if connection_id is not None:
+        connection = Connection.objects.filter(product=product, id=connection_id).first()
+    if connection is None:
+        errors.setdefault(f"{path}.connection", []).append("No connection with this id in this product.")
+        return {"type": "database"}
+    try:
+        normalized, capture = row_source_validate(connection=connection, source=source)
+    except ValidationError as exc:
+        for field, reasons in exc.detail.items():
+            # row_source_validate names fields `source.<field>`: here they live under the trigger.
+            here = path + field.removeprefix("source") if field.startswith("source") else f"{path}.{field}"
+            errors.setdefault(here, []).extend(str(r) for r in reasons)
+        return {"type": "database"}
+    if captures is not None:
+        captures.append(capture)
+    return {"type": "database", **normalized}
+
+
+def _uuid_or_none(value):
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+TRIGGER_TYPES: dict[str, Callable] = {"api": _trigger_api, "database": _trigger_database}
 
 
 def _step_notify(step: dict, path: str, errors: dict, product) -> dict:
@@ -91,10 +129,12 @@ def _steps_validate(steps, path: str, errors: dict, ids: set, product) -> list:
     return out
 
 
-def definition_validate(definition, *, product) -> dict:
+def definition_validate(definition, *, product, captures: list | None = None) -> dict:
     """Validate a whole definition; return it normalized (ids assigned, defaults filled in).
 
-    Raises a ValidationError whose keys are paths into the definition.
+    Raises a ValidationError whose keys are paths into the definition. A `database` trigger is checked
+    against the customer's table (which may raise CustomerDatabaseUnavailable); the capture it needs
+    is appended to `captures` when a list is given.
     """
     errors: dict[str, list[str]] = {}
     if not isinstance(definition, dict):
@@ -109,7 +149,7 @@ def definition_validate(definition, *, product) -> dict:
     elif not isinstance(trigger.get("type"), str) or trigger.get("type") not in TRIGGER_TYPES:
         errors.setdefault("trigger.type", []).append(f"Must be one of: {', '.join(sorted(TRIGGER_TYPES))}.")
     else:
-        normalized_trigger = TRIGGER_TYPES[trigger["type"]](trigger, "trigger", errors, product)
+        normalized_trigger = TRIGGER_TYPES[trigger["type"]](trigger, "trigger", errors, product, captures)
     if "steps" not in definition:
         errors.setdefault("steps", []).append("This field is required.")
         steps = []

@@ -29,10 +29,18 @@ class WorkflowVersion(models.Model):
     definition = models.JSONField()
     published_at = models.DateTimeField(auto_now_add=True)
     published_by = models.CharField(max_length=120)
+    # A `database` trigger: the connection and the capture whose events start this version's runs, and
+    # the capture's spec (to reinstall or keep it). Empty for `api` triggers.
+    connection = models.ForeignKey("connections.Connection", null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="+")
+    capture = models.CharField(max_length=63, blank=True, default="")
+    capture_spec = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["workflow_id", "-version"]
         constraints = [models.UniqueConstraint(fields=["workflow", "version"], name="workflow_version_unique")]
+        indexes = [models.Index(fields=["connection", "capture"], name="version_capture",
+                                condition=~models.Q(capture=""))]
 
     def __str__(self):
         return f"{self.workflow.key} v{self.version}"

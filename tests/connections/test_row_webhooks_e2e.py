@@ -79,3 +79,29 @@ def test_changes_made_while_rowbell_was_stopped_are_all_delivered_once(processes
     assert receiver.wait_for(1000, timeout=120), processes.logs["worker"].read_text()[-2000:]
     ids = sorted(json.loads(r["body"])["ids"][0] for r in receiver.requests)
     assert ids == list(range(1, 1001))  # every row once
+
+
+def test_a_database_workflow_runs_once_per_change_made_while_rowbell_was_stopped(
+        processes, receiver, customer_db, product_with_key):
+    from apps.runs.models import Run, RunStatus
+    from tests.conftest import client_for
+
+    client = client_for(product_with_key[1])
+    try:
+        connection = client.post("/api/v1/connections", {"name": "shop", **customer_db}, format="json").json()
+        hook = client.post("/api/v1/webhooks", {"url": receiver.url()}, format="json").json()
+        client.post("/api/v1/workflows", {
+            "key": "order-created",
+            "trigger": {"type": "database", "connection": connection["id"], "table": "public.orders",
+                        "events": ["row.created"]},
+            "steps": [{"type": "notify", "channel": "webhook", "webhook": hook["id"]}]}, format="json")
+        assert client.post("/api/v1/workflows/order-created/publish").status_code == 201
+        _insert(*[f"r{i}" for i in range(1000)])  # one event per statement; nothing of Rowbell runs
+        processes.worker()
+        processes.beat()
+        assert receiver.wait_for(1000, timeout=120), processes.logs["worker"].read_text()[-2000:]
+        bodies = [Webhook(hook["secret"]).verify(r["body"], r["headers"]) for r in receiver.requests]
+        assert sorted(b["data"]["event"]["ids"][0] for b in bodies) == list(range(1, 1001))  # every row once
+        assert Run.objects.filter(status=RunStatus.COMPLETED).count() == Run.objects.count() == 1000
+    finally:
+        customer_db_reset()

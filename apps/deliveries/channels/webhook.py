@@ -56,6 +56,8 @@ class WebhookChannel(Channel):
                 "data": context["data"],
             },
         }
+        if "event" in context:  # a run launched by a database event
+            payload["data"]["event"] = context["event"]
         return Rendered(target=endpoint.url, payload=payload, endpoint_id=endpoint.id)
 
     def send(self, delivery) -> SendResult:

@@ -1,0 +1,200 @@
+"""Workflows started by row changes: a `database` trigger installs its capture on publish, and every
+recorded event launches one run per published version, never two."""
+
+import pytest
+from django.db import IntegrityError, transaction
+from standardwebhooks.webhooks import Webhook
+
+from apps.audit.models import AuditEvent
+from apps.connections.capture import captures_installed
+from apps.connections.customer import customer_connect
+from apps.connections.models import Connection, Event
+from apps.connections.pickup import event_log_poll
+from apps.deliveries.models import Delivery, DeliveryStatus
+from apps.deliveries.services import deliveries_send
+from apps.runs.models import Run, RunStatus
+from apps.runs.services import runs_execute
+from apps.workflows.models import Workflow
+
+from .conftest import admin_connect, writer_connect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _endpoint(client, receiver):
+    response = client.post("/api/v1/webhooks", {"url": receiver.url()}, format="json")
+    assert response.status_code == 201, response.json()
+    return response.json()
+
+
+def _workflow(client, connection, endpoint, key="order-created", **trigger):
+    trigger = {"type": "database", "connection": str(connection.id), "table": "public.orders",
+               **(trigger or {"events": ["row.created"]})}
+    response = client.post("/api/v1/workflows", {
+        "key": key, "trigger": trigger,
+        "steps": [{"id": "hook", "type": "notify", "channel": "webhook", "webhook": endpoint["id"]}],
+    }, format="json")
+    assert response.status_code == 201, response.json()
+    return response
+
+
+def _publish(client, key="order-created"):
+    return client.post(f"/api/v1/workflows/{key}/publish")
+
+
+def _run_queued():
+    runs_execute(run_ids=list(Run.objects.filter(status=RunStatus.QUEUED).values_list("id", flat=True)))
+    deliveries_send(delivery_ids=list(Delivery.objects.filter(status=DeliveryStatus.QUEUED)
+                                      .values_list("id", flat=True)))
+
+
+def test_publishing_installs_the_trigger_and_a_row_change_launches_one_run(product_client, receiver, connection):
+    endpoint = _endpoint(product_client, receiver)
+    created = _workflow(product_client, connection, endpoint).json()
+    assert created["trigger"] == {"type": "database", "connection": str(connection.id), "table": "public.orders",
+                                  "events": ["row.created"], "columns": []}
+    with customer_connect(connection) as conn:
+        assert captures_installed(conn, schema="rowbell") == {}  # a draft installs nothing
+    response = _publish(product_client)
+    assert response.status_code == 201, response.json()
+    version = Workflow.objects.get(key="order-created").published_version
+    with customer_connect(connection) as conn:
+        assert version.capture in captures_installed(conn, schema="rowbell")
+
+    with writer_connect() as app:
+        app.execute("INSERT INTO public.orders (status) VALUES ('new'), ('new')")  # one statement, one event
+        app.execute("UPDATE public.orders SET status = 'paid'")  # not watched
+    event_log_poll(connection_id=connection.id)
+    run = Run.objects.get()
+    assert run.workflow_version == version and run.request is None and run.event.ids == [1, 2]
+    assert AuditEvent.objects.filter(action="run.launched", target_id=str(run.id)).exists()
+    _run_queued()
+
+    assert receiver.wait_for(1)
+    body = Webhook(endpoint["secret"]).verify(receiver.requests[0]["body"], receiver.requests[0]["headers"])
+    assert body["data"]["workflow"] == "order-created"
+    assert body["data"]["event"] == {"id": f"evt_{run.event_id}", "type": "row.created", "table": "public.orders",
+                                     "ids": [1, 2], "occurred_at": run.event.captured_at.isoformat()}
+
+    listed = product_client.get("/api/v1/runs", {"workflow": "order-created"}).json()["results"]
+    assert [(r["id"], r["status"], r["request_id"], r["event"]["ids"]) for r in listed] == [
+        (run.id, "completed", None, [1, 2])]
+    detail = product_client.get(f"/api/v1/runs/{run.id}").json()
+    assert [s["step"] for s in detail["steps"]] == ["hook"]
+    assert [d["status"] for d in detail["deliveries"]] == ["delivered"]
+
+
+def test_an_event_read_twice_launches_its_run_once(product_client, receiver, connection):
+    _workflow(product_client, connection, _endpoint(product_client, receiver))
+    _publish(product_client)
+    with writer_connect() as app:
+        app.execute("INSERT INTO public.orders (status) VALUES ('a')")
+    event_log_poll(connection_id=connection.id)
+    Connection.objects.filter(id=connection.id).update(cursor_xid=0, cursor_id=0)  # read it all again
+    event_log_poll(connection_id=connection.id)
+    assert Run.objects.count() == 1 and Event.objects.count() == 1
+
+    run = Run.objects.get()
+    with pytest.raises(IntegrityError), transaction.atomic():  # the database itself refuses a second
+        Run.objects.create(event=run.event, workflow_version=run.workflow_version, product_id=run.product_id,
+                           recipient={})
+
+
+def test_runs_keep_their_version_and_each_published_version_runs_once_per_event(
+        product_client, receiver, connection):
+    endpoint = _endpoint(product_client, receiver)
+    _workflow(product_client, connection, endpoint)
+    _workflow(product_client, connection, endpoint, key="order-audit")  # the same capture, another workflow
+    _publish(product_client)
+    _publish(product_client, "order-audit")
+    with writer_connect() as app:
+        app.execute("INSERT INTO public.orders (status) VALUES ('a')")
+    event_log_poll(connection_id=connection.id)
+    assert sorted(Run.objects.values_list("workflow_version__workflow__key", flat=True)) == [
+        "order-audit", "order-created"]
+
+    # Version 2 watches deletes instead: later events run it, the earlier run keeps version 1.
+    product_client.put("/api/v1/workflows/order-created", {
+        "trigger": {"type": "database", "connection": str(connection.id), "table": "public.orders",
+                    "events": ["row.deleted"]},
+        "steps": [{"id": "hook", "type": "notify", "channel": "webhook", "webhook": endpoint["id"]}]},
+        format="json")
+    assert _publish(product_client).status_code == 201
+    with writer_connect() as app:
+        app.execute("INSERT INTO public.orders (status) VALUES ('b')")
+        app.execute("DELETE FROM public.orders")
+    event_log_poll(connection_id=connection.id)
+    runs = [(r.workflow_version.workflow.key, r.workflow_version.version, r.event.op)
+            for r in Run.objects.select_related("workflow_version__workflow", "event").order_by("id")]
+    assert sorted(runs[:2]) == [("order-audit", 1, "insert"), ("order-created", 1, "insert")]
+    assert sorted(runs[2:]) == [("order-audit", 1, "insert"), ("order-created", 2, "delete")]
+
+
+def test_unpublishing_stops_new_runs_and_retires_the_unused_trigger(product_client, receiver, connection):
+    _workflow(product_client, connection, _endpoint(product_client, receiver))
+    _publish(product_client)
+    version = Workflow.objects.get(key="order-created").published_version
+    response = product_client.post("/api/v1/workflows/order-created/unpublish")
+    assert response.status_code == 200 and response.json()["published_version"] is None
+    with customer_connect(connection) as conn:
+        assert version.capture not in captures_installed(conn, schema="rowbell")
+    with writer_connect() as app:
+        app.execute("INSERT INTO public.orders (status) VALUES ('a')")
+    event_log_poll(connection_id=connection.id)
+    assert not Run.objects.exists()
+    assert AuditEvent.objects.filter(action="workflow.unpublished", target_id="order-created").exists()
+    trigger = product_client.post("/api/v1/trigger", {"workflow": "order-created", "to": ["u1"]}, format="json")
+    assert trigger.status_code == 400 and "publish it first" in trigger.json()["error"]["fields"][0]["reason"]
+
+
+@pytest.mark.parametrize("trigger, field", [
+    ({"table": "public.nope", "events": ["row.created"]}, "trigger.table"),
+    ({"table": "public.no_pk", "events": ["row.created"]}, "trigger.table"),
+    ({"table": "public.orders", "events": ["row.exploded"]}, "trigger.events"),
+    ({"table": "public.orders", "events": ["row.updated"], "columns": ["nope"]}, "trigger.columns[0]"),
+    ({"table": "public.orders", "classification": {"name": "paid", "predicate": {
+        "column": "paid", "op": "eq", "value": "yes; DROP TABLE orders"}}},
+     "trigger.classification.predicate.value"),
+    ({"table": "public.orders", "events": ["row.created"], "sql": "SELECT 1"}, "trigger.sql"),
+])
+def test_a_bad_database_trigger_names_the_field_and_installs_nothing(product_client, receiver, connection,
+                                                                     trigger, field):
+    endpoint = _endpoint(product_client, receiver)
+    response = product_client.post("/api/v1/workflows", {
+        "key": "bad", "trigger": {"type": "database", "connection": str(connection.id), **trigger},
+        "steps": [{"type": "notify", "channel": "webhook", "webhook": endpoint["id"]}]}, format="json")
+    assert response.status_code == 400, response.json()
+    assert field in [f["field"] for f in response.json()["error"]["fields"]]
+    assert not Workflow.objects.exists()
+    with customer_connect(connection) as conn:
+        assert captures_installed(conn, schema="rowbell") == {}
+
+
+def test_a_connection_of_another_product_is_refused(product_client, receiver, connection):
+    from apps.tenants.services import product_create
+
+    connection.product, _ = product_create(name="other", actor="test")
+    connection.save()
+    response = product_client.post("/api/v1/workflows", {
+        "key": "x", "trigger": {"type": "database", "connection": str(connection.id), "table": "public.orders",
+                                "events": ["row.created"]},
+        "steps": [{"type": "notify", "channel": "webhook", "webhook": _endpoint(product_client, receiver)["id"]}]},
+        format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"][0]["field"] == "trigger.connection"
+
+
+def test_a_failed_install_publishes_nothing(product_client, receiver, connection):
+    _workflow(product_client, connection, _endpoint(product_client, receiver))
+    with admin_connect("rowbell_customer_test") as admin:  # the DBA takes the trigger privilege away
+        admin.execute(f"REVOKE TRIGGER ON public.orders FROM {connection.user}")
+    try:
+        response = _publish(product_client)
+    finally:
+        with admin_connect("rowbell_customer_test") as admin:
+            admin.execute(f"GRANT TRIGGER ON public.orders TO {connection.user}")
+    assert response.status_code == 422, response.json()
+    assert response.json()["error"]["code"] == "capture_install_failed"
+    assert Workflow.objects.get(key="order-created").published_version is None
+    with customer_connect(connection) as conn:
+        assert captures_installed(conn, schema="rowbell") == {}

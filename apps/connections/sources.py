@@ -23,8 +23,12 @@ RELATION_EVENTS = {"relation.added": "insert", "relation.removed": "delete"}
 TRANSITIONS = {"entered": ("entered",), "left": ("left",), "both": ("entered", "left")}
 
 
-def row_source_validate(*, connection, source) -> tuple[dict, Capture]:
-    """Return (normalized source, the Capture to install). Errors name `source.<field>`."""
+def row_source_validate(*, connection, source, rows_from: dict | None = None) -> tuple[dict, Capture]:
+    """Return (normalized source, the Capture to install). Errors name `source.<field>`.
+
+    `rows_from`, when given, is filled with where the rows an event names are read: the table and its key
+    columns (for relation events, the parent table and the column the join table's foreign key references).
+    """
     from .services import CustomerDatabaseUnavailable
 
     if not isinstance(source, dict):
@@ -79,10 +83,12 @@ def row_source_validate(*, connection, source) -> tuple[dict, Capture]:
            if c not in known}
     if bad:
         raise ValidationError(bad)
+    if rows_from is not None:
+        rows_from.update({"table": f"{schema}.{name}", "key": list(found["primary_key"])})
     if classification is not None:
         return _classification(connection, schema, name, found, classification)
     if "through" in source:
-        return _relation(connection, schema, name, found, tables, source, events)
+        return _relation(connection, schema, name, found, tables, source, events, rows_from)
     operations = tuple(op for event, op in MUTATION_EVENTS.items() if event in events)
     capture = Capture(schema=schema, table=name, primary_key=tuple(found["primary_key"]), operations=operations,
                       update_columns=tuple(sorted(set(columns))))
@@ -114,9 +120,10 @@ def _classification(connection, schema, name, found, classification) -> tuple[di
 
 
 FOREIGN_KEYS = """
-SELECT a.attname
+SELECT a.attname, r.attname
 FROM pg_constraint c
 JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+JOIN pg_attribute r ON r.attrelid = c.confrelid AND r.attnum = c.confkey[1]
 WHERE c.contype = 'f' AND array_length(c.conkey, 1) = 1
   AND c.conrelid = (SELECT oid FROM pg_class WHERE relname = %(join)s
                     AND relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = %(join_schema)s))
@@ -125,7 +132,7 @@ WHERE c.contype = 'f' AND array_length(c.conkey, 1) = 1
 """
 
 
-def _relation(connection, schema, name, found, tables, source, events) -> tuple[dict, Capture]:
+def _relation(connection, schema, name, found, tables, source, events, rows_from=None) -> tuple[dict, Capture]:
     """A join table's inserts and deletes, reported against the parent rows they link."""
     from .customer import customer_connect
 
@@ -136,8 +143,9 @@ def _relation(connection, schema, name, found, tables, source, events) -> tuple[
         raise ValidationError({"source.through": [f"No table {join_schema}.{join_name} that {connection.user} "
                                                   "can read."]})
     with customer_connect(connection) as conn:
-        candidates = [r[0] for r in conn.execute(FOREIGN_KEYS, {"join": join_name, "join_schema": join_schema,
-                                                                "parent": name, "parent_schema": schema})]
+        references = dict(conn.execute(FOREIGN_KEYS, {"join": join_name, "join_schema": join_schema,
+                                                      "parent": name, "parent_schema": schema}).fetchall())
+    candidates = list(references)
     column = source.get("column")
     if column is None:
         if len(candidates) != 1:
@@ -148,6 +156,8 @@ def _relation(connection, schema, name, found, tables, source, events) -> tuple[
     elif column not in candidates:
         raise ValidationError({"source.column": [f"{column} is not a foreign key from {join_schema}.{join_name} "
                                                  f"to {schema}.{name}."]})
+    if rows_from is not None:  # the events carry the parent's values of the referenced column
+        rows_from["key"] = [references[column]]
     operations = tuple(op for event, op in RELATION_EVENTS.items() if event in events)
     capture = Capture(schema=join_schema, table=join_name, primary_key=tuple(join["primary_key"]) or (column,),
                       operations=operations, relation_column=column, reported_table=f"{schema}.{name}")

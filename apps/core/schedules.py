@@ -21,6 +21,14 @@ def periodic_tasks() -> dict[str, dict]:
             "task": "apps.connections.tasks.event_logs_prune",
             "every": settings.ROWBELL_EVENT_LOG_PRUNE_INTERVAL,
         },
+        "rowbell: resume runs whose wait is over": {
+            "task": "apps.runs.tasks.runs_resume_due",
+            "every": settings.ROWBELL_RESUME_INTERVAL,
+        },
+        "rowbell: tell operators about failed runs": {
+            "task": "apps.runs.tasks.escalations_send",
+            "every": max(settings.ROWBELL_RESUME_INTERVAL, 5),
+        },
         "rowbell: reconcile lost work": {
             "task": "apps.runs.tasks.work_reconcile",
             "every": settings.ROWBELL_RECONCILE_INTERVAL,

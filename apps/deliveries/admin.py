@@ -1,7 +1,10 @@
-from django.contrib import admin
+from collections import defaultdict
+
+from django.contrib import admin, messages
 from django.db import models
 
-from .models import Delivery, DeliveryAttempt, WebhookEndpoint
+from .models import Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint
+from .services import deliveries_discard, deliveries_release
 
 
 @admin.register(WebhookEndpoint)
@@ -39,9 +42,31 @@ class DeliveryAdmin(admin.ModelAdmin):
     show_full_result_count = False
     readonly_fields = [f.name for f in Delivery._meta.fields]
     inlines = [DeliveryAttemptInline]
+    actions = ["release", "discard"]
 
     def has_add_permission(self, request):
         return False
+
+    def _review(self, request, queryset, service, verb: str):
+        by_product = defaultdict(list)
+        for product_id, message_id in queryset.filter(status=DeliveryStatus.HELD).values_list("product_id",
+                                                                                               "message_id"):
+            by_product[product_id].append(message_id)
+        done = []
+        for product_id, ids in by_product.items():
+            done += service(product_id=product_id, message_ids=ids, actor=f"staff:{request.user.get_username()}")
+        skipped = queryset.count() - len(done)
+        self.message_user(request, f"{verb} {len(done)} held deliver{'y' if len(done) == 1 else 'ies'}"
+                          + (f"; {skipped} not held, left alone." if skipped else "."),
+                          messages.SUCCESS if done else messages.WARNING)
+
+    @admin.action(description="Release (send) held deliveries")
+    def release(self, request, queryset):
+        self._review(request, queryset, deliveries_release, "Released")
+
+    @admin.action(description="Discard held deliveries")
+    def discard(self, request, queryset):
+        self._review(request, queryset, deliveries_discard, "Discarded")
 
 
 @admin.register(DeliveryAttempt)

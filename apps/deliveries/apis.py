@@ -3,10 +3,14 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.tenants.permissions import IsProduct
+from rest_framework.pagination import CursorPagination
 
-from .selectors import webhook_endpoint_get, webhook_endpoint_list
-from .services import webhook_endpoint_create, webhook_endpoint_disable, webhook_endpoint_enable
+from apps.tenants.permissions import IsProduct, IsProductOrOrganization
+
+from .models import DeliveryStatus
+from .selectors import delivery_list, webhook_endpoint_get, webhook_endpoint_list
+from .services import (MAX_REVIEW_BATCH, deliveries_discard, deliveries_release, webhook_endpoint_create,
+                       webhook_endpoint_disable, webhook_endpoint_enable)
 
 
 class WebhookInputSerializer(serializers.Serializer):
@@ -76,3 +80,88 @@ class WebhookEnableApi(APIView):
         endpoint = webhook_endpoint_get(tenant=request.user, endpoint_id=endpoint_id)
         return Response(WebhookOutputSerializer(webhook_endpoint_enable(endpoint=endpoint,
                                                                         actor=request.user.actor)).data)
+
+
+class DeliveryOutputSerializer(serializers.Serializer):
+    id = serializers.CharField(source="message_id")
+    run_id = serializers.IntegerField(allow_null=True)
+    step = serializers.CharField(source="step_id")
+    channel = serializers.CharField()
+    target = serializers.CharField()
+    recipient_id = serializers.CharField()
+    status = serializers.CharField()
+    payload = serializers.JSONField(help_text="The rendered message, exactly as it is (or would be) sent.")
+    attempts = serializers.IntegerField(source="attempt_count")
+    last_error = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    completed_at = serializers.DateTimeField(allow_null=True)
+
+
+class DeliveryPagination(CursorPagination):
+    ordering = "-id"
+    page_size = 100
+    max_page_size = 500
+    page_size_query_param = "limit"
+
+
+class DeliveryListApi(APIView):
+    """Deliveries with their rendered content: `?status=held` is the sandbox review queue."""
+
+    permission_classes = [IsProductOrOrganization]
+
+    class FilterSerializer(serializers.Serializer):
+        status = serializers.ChoiceField(required=False, choices=DeliveryStatus.choices)
+        workflow = serializers.SlugField(required=False, max_length=100)
+        run_id = serializers.IntegerField(required=False, min_value=1)
+
+    @extend_schema(parameters=[FilterSerializer], responses=DeliveryOutputSerializer(many=True))
+    def get(self, request):
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        paginator = DeliveryPagination()
+        page = paginator.paginate_queryset(delivery_list(tenant=request.user, **filters.validated_data), request,
+                                           view=self)
+        return paginator.get_paginated_response(DeliveryOutputSerializer(page, many=True).data)
+
+
+class ReviewInputSerializer(serializers.Serializer):
+    ids = serializers.ListField(child=serializers.CharField(max_length=40), min_length=1,
+                                max_length=MAX_REVIEW_BATCH, help_text="Held delivery ids (msg_...).")
+
+
+class ReviewOutputSerializer(serializers.Serializer):
+    done = serializers.ListField(child=serializers.CharField(), help_text="The deliveries this call changed.")
+    skipped = serializers.ListField(child=serializers.CharField(),
+                                    help_text="Ids that were not held (already reviewed, or unknown).")
+
+
+class _ReviewApi(APIView):
+    permission_classes = [IsProduct]
+    review = None
+
+    def post(self, request):
+        data = ReviewInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        ids = list(dict.fromkeys(data.validated_data["ids"]))
+        done = type(self).review(product_id=request.user.product_id, message_ids=ids, actor=request.user.actor)
+        return Response({"done": done, "skipped": [i for i in ids if i not in set(done)]})
+
+
+class DeliveryReleaseApi(_ReviewApi):
+    """Send held deliveries as rendered, through the normal path (signing, retries)."""
+
+    review = staticmethod(deliveries_release)
+
+    @extend_schema(request=ReviewInputSerializer, responses=ReviewOutputSerializer)
+    def post(self, request):
+        return super().post(request)
+
+
+class DeliveryDiscardApi(_ReviewApi):
+    """Drop held deliveries; their runs go on with the next step."""
+
+    review = staticmethod(deliveries_discard)
+
+    @extend_schema(request=ReviewInputSerializer, responses=ReviewOutputSerializer)
+    def post(self, request):
+        return super().post(request)

@@ -99,6 +99,9 @@ class Delivery(models.Model):
     status = models.CharField(max_length=20, choices=DeliveryStatus.choices, default=DeliveryStatus.QUEUED)
     attempt_count = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField()
+    # The workflow's back-off (first step and cap, in seconds); null: the settings' defaults.
+    backoff_seconds = models.FloatField(null=True, blank=True)
+    max_backoff_seconds = models.FloatField(null=True, blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     # When the last Celery hint was sent: lets the dispatcher re-send hints that were lost.
     enqueued_at = models.DateTimeField(null=True, blank=True)
@@ -123,6 +126,7 @@ class Delivery(models.Model):
             models.Index(fields=["lease_until"], name="delivery_sending_lease",
                          condition=models.Q(status="sending")),
             models.Index(fields=["product", "-created_at"], name="delivery_product_recent"),
+            models.Index(fields=["product", "id"], name="delivery_held", condition=models.Q(status="held")),
         ]
 
     def __str__(self):

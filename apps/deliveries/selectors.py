@@ -15,3 +15,20 @@ def webhook_endpoint_get(*, tenant: Tenant, endpoint_id) -> WebhookEndpoint:
     if endpoint is None:
         raise NotFound("Webhook endpoint not found.")
     return endpoint
+
+
+def delivery_list(*, tenant: Tenant, status: str | None = None, workflow: str | None = None,
+                  run_id: int | None = None) -> QuerySet:
+    """The tenant's deliveries, newest first, optionally of one status, workflow or run."""
+    from .models import Delivery
+
+    qs = Delivery.objects.filter(product_id=tenant.product_id)
+    if tenant.organization_id:
+        qs = qs.filter(organization_id=tenant.organization_id)
+    if status:
+        qs = qs.filter(status=status)
+    if workflow:
+        qs = qs.filter(run__workflow_version__workflow__key=workflow)
+    if run_id is not None:
+        qs = qs.filter(run_id=run_id)
+    return qs.order_by("-id")

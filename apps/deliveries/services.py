@@ -157,42 +157,95 @@ def deliveries_for_events(*, events) -> int:
     fresh = list(Delivery.objects.filter(event__in=events, enqueued_at__isnull=True,
                                          status=DeliveryStatus.QUEUED).values_list("id", flat=True))
     Delivery.objects.filter(id__in=fresh).update(enqueued_at=now)
-    _enqueue_on_commit(fresh, "normal")
+    deliveries_enqueue_on_commit(fresh, "normal")
     return len(fresh)
 
 
 # --- Creating deliveries ------------------------------------------------------------------------
 
 
-def _enqueue_on_commit(ids: list[int], priority: str) -> None:
+def deliveries_enqueue_on_commit(ids: list[int], priority: str) -> None:
     batch = settings.ROWBELL_DELIVERY_BATCH
     for start in range(0, len(ids), batch):
         hint_on_commit("apps.deliveries.tasks.deliveries_send", [ids[start:start + batch]], queue=priority)
 
 
-def delivery_create(*, run, step_id: str, channel: str, rendered: Rendered) -> Delivery:
-    """Record a rendered delivery (or a skipped one) for a run's notify step; send it after commit.
+def delivery_create(*, run, step_id: str, channel: str, rendered: Rendered, held: bool = False,
+                    max_attempts: int | None = None, backoff: tuple = (None, None)) -> Delivery:
+    """Record a rendered delivery (or a skipped one) for a run's notify step; send it after commit, or
+    hold it for review when the workflow is sandboxed.
 
     Call inside the step's transaction: the delivery exists if and only if the step completed.
     """
     now = timezone.now()
     skipped = bool(rendered.skip_reason)
+    status = DeliveryStatus.SKIPPED if skipped else DeliveryStatus.HELD if held else DeliveryStatus.QUEUED
+    queued = status == DeliveryStatus.QUEUED
     delivery = Delivery.objects.create(
         product_id=run.product_id, organization_id=run.organization_id, request_id=run.request_id, run=run,
         step_id=step_id, channel=channel, endpoint_id=rendered.endpoint_id,
         recipient_id=str(run.recipient.get("id", ""))[:200], target=rendered.target, payload=rendered.payload,
-        priority=run.priority, max_attempts=settings.ROWBELL_DELIVERY_MAX_ATTEMPTS,
-        status=DeliveryStatus.SKIPPED if skipped else DeliveryStatus.QUEUED,
-        last_error=rendered.skip_reason, next_attempt_at=None if skipped else now,
-        enqueued_at=None if skipped else now, completed_at=now if skipped else None,
+        priority=run.priority, max_attempts=max_attempts or settings.ROWBELL_DELIVERY_MAX_ATTEMPTS,
+        backoff_seconds=backoff[0], max_backoff_seconds=backoff[1], status=status,
+        last_error=rendered.skip_reason, next_attempt_at=now if queued else None,
+        enqueued_at=now if queued else None, completed_at=now if skipped else None,
     )
+    scope = {"target_type": "delivery", "target_id": delivery.message_id, "product_id": run.product_id,
+             "organization_id": run.organization_id}
     if skipped:
-        audit_record(action="delivery.skipped", target_type="delivery", target_id=delivery.message_id,
-                     product_id=run.product_id, organization_id=run.organization_id,
-                     data={"reason": rendered.skip_reason, "channel": channel})
+        audit_record(action="delivery.skipped", data={"reason": rendered.skip_reason, "channel": channel}, **scope)
+    elif held:
+        audit_record(action="delivery.held", data={"channel": channel, "reason": "sandbox"}, **scope)
     else:
-        _enqueue_on_commit([delivery.id], run.priority)
+        deliveries_enqueue_on_commit([delivery.id], run.priority)
     return delivery
+
+
+# --- Sandbox review -----------------------------------------------------------------------------
+
+MAX_REVIEW_BATCH = 1000
+
+
+def _held(product_id, message_ids: list[str]) -> list[Delivery]:
+    if len(message_ids) > MAX_REVIEW_BATCH:
+        raise InvalidInput(f"At most {MAX_REVIEW_BATCH} deliveries at a time.", field="ids")
+    return list(Delivery.objects.select_for_update(of=("self",)).filter(
+        product_id=product_id, message_id__in=message_ids, status=DeliveryStatus.HELD).order_by("id"))
+
+
+def deliveries_release(*, product_id, message_ids: list[str], actor: str) -> list[str]:
+    """Send held deliveries as they were rendered, through the normal path (signing, retries); return the
+    ids released. Ids that are not held (already reviewed, or not this product's) are left alone."""
+    now = timezone.now()
+    with transaction.atomic():
+        held = _held(product_id, message_ids)
+        Delivery.objects.filter(id__in=[d.id for d in held]).update(
+            status=DeliveryStatus.QUEUED, next_attempt_at=now, enqueued_at=now, updated_at=now)
+        audit_record_many([AuditEntry(action="delivery.released", target_type="delivery", target_id=d.message_id,
+                                      product_id=d.product_id, organization_id=d.organization_id, actor=actor,
+                                      data={"channel": d.channel}) for d in held])
+        by_priority: dict[str, list[int]] = defaultdict(list)
+        for d in held:
+            by_priority[d.priority].append(d.id)
+        for priority, ids in by_priority.items():
+            deliveries_enqueue_on_commit(ids, priority)
+    return [d.message_id for d in held]
+
+
+def deliveries_discard(*, product_id, message_ids: list[str], actor: str) -> list[str]:
+    """Drop held deliveries without sending them; their runs go on with the next step. Return the ids
+    discarded."""
+    now = timezone.now()
+    with transaction.atomic():
+        held = _held(product_id, message_ids)
+        Delivery.objects.filter(id__in=[d.id for d in held]).update(
+            status=DeliveryStatus.DISCARDED, completed_at=now, updated_at=now,
+            last_error=f"Discarded in review by {actor}.")
+        audit_record_many([AuditEntry(action="delivery.discarded", target_type="delivery", target_id=d.message_id,
+                                      product_id=d.product_id, organization_id=d.organization_id, actor=actor,
+                                      data={"channel": d.channel}) for d in held])
+        _settle([(d.run_id, True, "") for d in held if d.run_id])
+    return [d.message_id for d in held]
 
 
 # --- Sending ------------------------------------------------------------------------------------
@@ -227,6 +280,7 @@ def _claim(delivery_ids: list[int]) -> list[Delivery]:
             audit_record_many([AuditEntry(action="delivery.skipped", target_type="delivery", target_id=d.message_id,
                                           product_id=d.product_id, organization_id=d.organization_id,
                                           data={"reason": "endpoint disabled"}) for d in disabled])
+            _settle([(d.run_id, True, "") for d in disabled if d.run_id])
             rows = [d for d in rows if d not in disabled]
         if rows:
             Delivery.objects.filter(id__in=[d.id for d in rows]).update(
@@ -263,7 +317,7 @@ def _record(outcomes) -> None:
     "unknown", the real outcome replaces it, and a delivery that did succeed is not sent again.
     """
     now = timezone.now()
-    attempts, audits = [], []
+    attempts, audits, settled = [], [], []
     with transaction.atomic():
         for delivery, started, outcome in outcomes:
             scope = {"product_id": delivery.product_id, "organization_id": delivery.organization_id,
@@ -276,6 +330,8 @@ def _record(outcomes) -> None:
                                                 status_code=outcome.status_code, response_excerpt=outcome.excerpt))
                 if ours.update(status=outcome.status, completed_at=now, last_error="", lease_until=None,
                                updated_at=now):
+                    if delivery.run_id:
+                        settled.append((delivery.run_id, True, ""))
                     audits.append(AuditEntry(action=f"delivery.{outcome.status}", data={
                         "attempt": number, "status_code": outcome.status_code, "channel": delivery.channel},
                         **scope))
@@ -293,8 +349,12 @@ def _record(outcomes) -> None:
                                lease_until=None, updated_at=now):
                     reason = "permanent error" if exc.permanent else f"gave up after {number} attempts"
                     audits.append(AuditEntry(action="delivery.failed", data={**detail, "reason": reason}, **scope))
+                    if delivery.run_id:
+                        settled.append((delivery.run_id, False, f"Step '{delivery.step_id}': delivery "
+                                        f"{delivery.message_id} failed ({reason}): {exc.message}"))
             else:
-                delay = retry_delay(number, retry_after=exc.retry_after)
+                delay = retry_delay(number, retry_after=exc.retry_after, base=delivery.backoff_seconds,
+                                    cap=delivery.max_backoff_seconds)
                 next_at = now + timedelta(seconds=delay)
                 if ours.update(status=DeliveryStatus.QUEUED, next_attempt_at=next_at, last_error=exc.message[:2000],
                                lease_until=None, updated_at=now):
@@ -304,6 +364,16 @@ def _record(outcomes) -> None:
         DeliveryAttempt.objects.bulk_create(attempts, update_conflicts=True, unique_fields=["delivery", "number"],
                                             update_fields=_ATTEMPT_FIELDS)
         audit_record_many(audits)
+        _settle(settled)
+
+
+def _settle(settled: list[tuple]) -> None:
+    """Move on the runs waiting for these deliveries: (run id, sent or not, why not). Call inside the
+    transaction that finalized the deliveries."""
+    if settled:
+        from apps.runs.engine import runs_deliveries_settled  # runs build on deliveries, not the reverse
+
+        runs_deliveries_settled(settled)
 
 
 def deliveries_send(*, delivery_ids: list[int]) -> int:
@@ -350,7 +420,7 @@ def deliveries_dispatch_due(*, limit: int = 10_000) -> int:
         for delivery_id, priority in due:
             by_priority[priority].append(delivery_id)
         for priority, ids in by_priority.items():
-            _enqueue_on_commit(ids, priority)
+            deliveries_enqueue_on_commit(ids, priority)
     return len(due)
 
 

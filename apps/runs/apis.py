@@ -14,7 +14,8 @@ from apps.tenants.authentication import DeferredLiveCheckAuthentication
 from apps.tenants.permissions import IsProductOrOrganization
 
 from .models import Priority, RunStatus
-from .selectors import event_summary, request_status, run_detail, run_list
+from .engine import run_cancel, run_rerun
+from .selectors import event_summary, request_status, run_detail, run_get, run_list
 from .services import trigger_create
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -211,6 +212,10 @@ class RunOutputSerializer(serializers.Serializer):
     version = serializers.IntegerField(source="workflow_version.version")
     status = serializers.CharField()
     request_id = serializers.UUIDField(allow_null=True, help_text="The trigger request that started the run.")
+    rerun_of = serializers.IntegerField(source="rerun_of_id", allow_null=True)
+    waiting_on = serializers.CharField(help_text="What a waiting run waits for: time, condition, retry, batch, "
+                                                 "delivery.")
+    resume_at = serializers.DateTimeField(allow_null=True)
     event = serializers.SerializerMethodField(help_text="The database event that started the run.")
     recipient = serializers.JSONField()
     step_index = serializers.IntegerField(help_text="The next step to execute.")
@@ -282,3 +287,34 @@ class RunDetailApi(APIView):
     @extend_schema(responses=RunDetailSerializer)
     def get(self, request, run_id):
         return Response(RunDetailSerializer(run_detail(tenant=request.user, run_id=run_id)).data)
+
+
+class RunCancelApi(APIView):
+    """Cancel a queued or waiting run (409 otherwise); its held or queued deliveries are discarded."""
+
+    permission_classes = [IsProductOrOrganization]
+
+    @extend_schema(request=None, responses=RunOutputSerializer)
+    def post(self, request, run_id):
+        run = run_cancel(run=run_get(tenant=request.user, run_id=run_id), actor=request.user.actor)
+        return Response(RunOutputSerializer(run_get(tenant=request.user, run_id=run.id)).data)
+
+
+class RerunInputSerializer(serializers.Serializer):
+    start_from = serializers.ChoiceField(choices=["failed_step", "start"], default="failed_step", help_text=(
+        "failed_step: keep what the steps before it produced; start: the whole workflow again."))
+
+
+class RunRerunApi(APIView):
+    """Run a failed or cancelled run again, as a new run linked to it (`rerun_of`)."""
+
+    permission_classes = [IsProductOrOrganization]
+
+    @extend_schema(request=RerunInputSerializer, responses={201: RunOutputSerializer})
+    def post(self, request, run_id):
+        data = RerunInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        new = run_rerun(run=run_get(tenant=request.user, run_id=run_id),
+                        from_start=data.validated_data["start_from"] == "start", actor=request.user.actor)
+        return Response(RunOutputSerializer(run_get(tenant=request.user, run_id=new.id)).data,
+                        status=status.HTTP_201_CREATED)

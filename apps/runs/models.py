@@ -62,14 +62,28 @@ class TriggerRequest(models.Model):
 class RunStatus(models.TextChoices):
     QUEUED = "queued"
     RUNNING = "running"
+    WAITING = "waiting"  # until `resume_at`, or until its delivery settles (`waiting_on`)
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
 
 
+class WaitingOn(models.TextChoices):
+    NOTHING = ""
+    TIME = "time"  # a wait step: resumes at resume_at
+    CONDITION = "condition"  # a wait-until-condition step: checked again at resume_at
+    RETRY = "retry"  # a step that failed transiently: tried again at resume_at
+    BATCH = "batch"  # a batch this run owns: it closes at resume_at
+    DELIVERY = "delivery"  # a notify step's delivery: resumes when it is sent, fails the run if it fails
+
+
 class Run(models.Model):
     """A workflow version executed for one recipient of a trigger request, or for one database event.
-    `step_index` is the next step to execute."""
+
+    `step_index` is the next instruction of the version's program (apps.workflows.program) to execute;
+    `state` holds what the steps produced (`steps`), the rows read for a database event, and the
+    bookkeeping of waits and retries. A re-run is a new run with `rerun_of` set.
+    """
 
     request = models.ForeignKey(TriggerRequest, null=True, blank=True, on_delete=models.CASCADE,
                                 related_name="runs")
@@ -84,6 +98,10 @@ class Run(models.Model):
     priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
     status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.QUEUED)
     step_index = models.PositiveIntegerField(default=0)
+    state = models.JSONField(default=dict, blank=True)
+    waiting_on = models.CharField(max_length=20, choices=WaitingOn.choices, default=WaitingOn.NOTHING, blank=True)
+    resume_at = models.DateTimeField(null=True, blank=True)
+    rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="reruns")
     error = models.TextField(blank=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
@@ -94,16 +112,20 @@ class Run(models.Model):
     class Meta:
         ordering = ["-id"]
         constraints = [
-            models.UniqueConstraint(fields=["request", "recipient_index"], name="run_once_per_recipient"),
-            # One run per (workflow version, event): reading an event twice launches nothing twice.
+            # Re-runs are explicit (rerun_of set); otherwise one run per recipient of a request...
+            models.UniqueConstraint(fields=["request", "recipient_index"], name="run_once_per_recipient",
+                                    condition=models.Q(rerun_of__isnull=True)),
+            # ... and one per (workflow version, event): reading an event twice launches nothing twice.
             models.UniqueConstraint(fields=["workflow_version", "event"], name="run_once_per_event",
-                                    condition=models.Q(event__isnull=False)),
+                                    condition=models.Q(event__isnull=False, rerun_of__isnull=True)),
             models.CheckConstraint(condition=models.Q(request__isnull=False) | models.Q(event__isnull=False),
                                    name="run_has_a_cause"),
         ]
         indexes = [
             models.Index(fields=["enqueued_at"], name="run_queued", condition=models.Q(status="queued")),
             models.Index(fields=["lease_until"], name="run_running", condition=models.Q(status="running")),
+            models.Index(fields=["resume_at"], name="run_waiting", condition=models.Q(status="waiting")),
+            models.Index(fields=["workflow_version", "status"], name="run_version_status"),
         ]
 
     def __str__(self):
@@ -130,3 +152,53 @@ class RunStep(models.Model):
     class Meta:
         ordering = ["run_id", "index"]
         constraints = [models.UniqueConstraint(fields=["run", "step_id"], name="run_step_once")]
+
+
+class Escalation(models.Model):
+    """A failed run operators must be told about. The escalation task tells them once per failure,
+    at most one notice per product per ROWBELL_ESCALATION_INTERVAL_SECONDS (the rest wait for the next)."""
+
+    run = models.OneToOneField(Run, on_delete=models.CASCADE, related_name="escalation")
+    product = models.ForeignKey("tenants.Product", on_delete=models.PROTECT, related_name="+")
+    error = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    notified_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["product", "id"], name="escalation_pending",
+                                condition=models.Q(notified_at__isnull=True)),
+                   models.Index(fields=["product", "-notified_at"], name="escalation_last_notice")]
+
+
+class BatchStatus(models.TextChoices):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Batch(models.Model):
+    """The runs collected by a batch step for one key during one window. Its owner (the first run)
+    continues once the window closes, with every item; the other runs end at the batch step."""
+
+    workflow_version = models.ForeignKey("workflows.WorkflowVersion", on_delete=models.PROTECT, related_name="+")
+    step_id = models.CharField(max_length=64)
+    key = models.CharField(max_length=200)
+    owner = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="+")
+    closes_at = models.DateTimeField()
+    status = models.CharField(max_length=10, choices=BatchStatus.choices, default=BatchStatus.OPEN)
+    size = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workflow_version", "step_id", "key"], name="batch_open_once",
+                                               condition=models.Q(status="open"))]
+
+
+class BatchItem(models.Model):
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="items")
+    run = models.OneToOneField(Run, on_delete=models.CASCADE, related_name="+")
+    item = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]

@@ -23,7 +23,7 @@ def _overall(request: TriggerRequest, runs: list[dict], deliveries: list[dict]) 
     """accepted -> processing -> completed | failed | partially_failed."""
     if request.status == RequestStatus.ACCEPTED:
         return "accepted"
-    if any(r["status"] in (RunStatus.QUEUED, RunStatus.RUNNING) for r in runs):
+    if any(r["status"] in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING) for r in runs):
         return "processing"
     if any(d["status"] not in FINAL_STATUSES for d in deliveries):
         return "processing"
@@ -73,11 +73,16 @@ def run_list(*, tenant: Tenant, workflow: str | None = None, status: str | None 
     return qs.order_by("-id")
 
 
-def run_detail(*, tenant: Tenant, run_id: int) -> dict:
-    """A run with what started it, the steps it executed and its deliveries."""
+def run_get(*, tenant: Tenant, run_id: int) -> Run:
     run = run_list(tenant=tenant).filter(id=run_id).first()
     if run is None:
         raise NotFound("Run not found.")
+    return run
+
+
+def run_detail(*, tenant: Tenant, run_id: int) -> dict:
+    """A run with what started it, the steps it executed and its deliveries."""
+    run = run_get(tenant=tenant, run_id=run_id)
     steps = list(RunStep.objects.filter(run=run).order_by("index", "id").values(
         "step_id", "index", "type", "status", "output", "error", "finished_at"))
     deliveries = list(Delivery.objects.filter(run=run).order_by("id").values(

@@ -7,10 +7,10 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
+import psycopg
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
-import psycopg
 from psycopg.types.json import Jsonb
 from rest_framework.exceptions import AuthenticationFailed
 
@@ -21,30 +21,19 @@ from apps.tenants.models import ApiKey
 from apps.tenants.principals import Tenant
 from apps.workflows.selectors import workflow_version_for_trigger
 
-from .models import Priority, RequestStatus, Run, RunStatus, RunStep, StepStatus, TriggerRequest
-from .selectors import event_summary
-from .steps import STEP_EXECUTORS, StepFailed
+from .engine import run_execute, runs_enqueue, runs_execute  # noqa: F401 (the tasks' entry points)
+from .models import Priority, RequestStatus, Run, RunStatus, TriggerRequest
 
 logger = logging.getLogger(__name__)
 
 # Runs of one request started inside the request's own task; more are fanned out in batches.
 INLINE_RUNS = 10
-RUN_BATCH = 25
-
-
-class ClaimLost(Exception):
-    """Another worker took the run over (our lease had expired): stop without writing."""
 
 
 def _body_hash(*, workflow: str, recipients: list, data: dict, priority: str) -> str:
     canonical = json.dumps({"workflow": workflow, "to": recipients, "data": data, "priority": priority},
                            sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _enqueue_runs(run_ids: list[int], priority: str) -> None:
-    for start in range(0, len(run_ids), RUN_BATCH):
-        hint("apps.runs.tasks.runs_execute", [run_ids[start:start + RUN_BATCH]], queue=priority)
 
 
 # One statement, one round trip, its own transaction: the request, its audit row, the published
@@ -184,7 +173,7 @@ def request_start(*, request_id) -> list[int]:
         run_ids = [r.id for r in runs]
         if len(run_ids) > INLINE_RUNS:
             priority = request.priority
-            transaction.on_commit(lambda: _enqueue_runs(run_ids, priority))
+            transaction.on_commit(lambda: runs_enqueue(run_ids, priority))
     if len(run_ids) <= INLINE_RUNS:
         for run_id in run_ids:
             run_execute(run_id=run_id)
@@ -222,104 +211,13 @@ def runs_for_events(*, events) -> list[int]:
                                         "version": keys[version_id][1]})
                        for run_id, event_id, version_id, product_id in launched])
     run_ids = [r[0] for r in launched]
-    transaction.on_commit(lambda: _enqueue_runs(run_ids, Priority.NORMAL))
+    transaction.on_commit(lambda: runs_enqueue(run_ids, Priority.NORMAL))
     return run_ids
-
-
-def _context(run: Run) -> dict:
-    version = run.workflow_version
-    context = {
-        "data": run.request.data if run.request_id else {},
-        "recipient": run.recipient,
-        "workflow": {"key": version.workflow.key, "version": version.version},
-        "request_id": str(run.request_id) if run.request_id else None,
-        "run_id": run.id,
-        "timestamp": run.created_at.isoformat(),
-    }
-    if run.event_id:
-        context["event"] = event_summary(run.event)
-    return context
-
-
-def _cause(run: Run) -> dict:
-    """What started a run, for its audit rows."""
-    return {"request_id": str(run.request_id)} if run.request_id else {"event_id": f"evt_{run.event_id}"}
-
-
-def _lease() -> timezone.datetime:
-    return timezone.now() + timedelta(seconds=settings.ROWBELL_LEASE_SECONDS)
-
-
-def _run_fail(run: Run, step: dict, index: int, message: str) -> None:
-    with transaction.atomic():
-        updated = Run.objects.filter(id=run.id, status=RunStatus.RUNNING).update(
-            status=RunStatus.FAILED, error=message[:2000], completed_at=timezone.now(), lease_until=None)
-        if not updated:
-            return
-        RunStep.objects.create(run=run, step_id=step["id"], index=index, type=step["type"],
-                               status=StepStatus.FAILED, error=message[:2000])
-        audit_record(action="run.failed", target_type="run", target_id=run.id, product_id=run.product_id,
-                     organization_id=run.organization_id,
-                     data={**_cause(run), "step": step["id"], "error": message[:500]})
-
-
-def run_execute(*, run_id: int) -> str | None:
-    """Execute a queued run from its next step to the end; return its final status.
-
-    1. Claim the run: queued -> running, with a lease (a conditional update: one worker wins).
-    2. Each step commits in its own transaction together with the advance of `step_index`, so a crash
-       repeats at most the step in progress, whose writes were rolled back with it.
-    3. Mark the run completed (or failed, on a step that cannot succeed) and audit it.
-    """
-    claimed = Run.objects.filter(id=run_id, status=RunStatus.QUEUED).update(
-        status=RunStatus.RUNNING, lease_until=_lease(), updated_at=timezone.now())
-    if not claimed:
-        return None
-    run = Run.objects.select_related("request", "event", "product", "workflow_version__workflow").get(id=run_id)
-    steps = run.workflow_version.definition["steps"]
-    context = _context(run)
-    try:
-        while run.step_index < len(steps):
-            index = run.step_index
-            step = steps[index]
-            with transaction.atomic():
-                output = STEP_EXECUTORS[step["type"]](run=run, step=step, context=context)
-                RunStep.objects.create(run=run, step_id=step["id"], index=index, type=step["type"],
-                                       status=StepStatus.COMPLETED, output=output)
-                advanced = Run.objects.filter(id=run.id, status=RunStatus.RUNNING).update(
-                    step_index=index + 1, lease_until=_lease(), updated_at=timezone.now())
-                if not advanced:
-                    raise ClaimLost()
-            run.step_index = index + 1
-    except StepFailed as exc:
-        _run_fail(run, steps[run.step_index], run.step_index, str(exc))
-        return RunStatus.FAILED
-    except ClaimLost:
-        logger.warning("Run %s was taken over by another worker; stopping.", run.id)
-        return None
-    except (OperationalError, InterfaceError):
-        raise  # the database is away: the lease expires and the reconciler runs the step again
-    except Exception as exc:  # a step that cannot work (bad data, a bug): fail once, never loop
-        logger.exception("Run %s failed on step %s", run.id, steps[run.step_index]["id"])
-        _run_fail(run, steps[run.step_index], run.step_index, f"Internal error: {exc.__class__.__name__}: {exc}")
-        return RunStatus.FAILED
-    with transaction.atomic():
-        done = Run.objects.filter(id=run.id, status=RunStatus.RUNNING).update(
-            status=RunStatus.COMPLETED, completed_at=timezone.now(), lease_until=None)
-        if done:
-            audit_record(action="run.completed", target_type="run", target_id=run.id, product_id=run.product_id,
-                         organization_id=run.organization_id, data=_cause(run))
-    return RunStatus.COMPLETED
 
 
 def requests_start(*, request_ids: list) -> None:
     for request_id in request_ids:
         request_start(request_id=request_id)
-
-
-def runs_execute(*, run_ids: list[int]) -> None:
-    for run_id in run_ids:
-        run_execute(run_id=run_id)
 
 
 def runs_reconcile() -> dict[str, int]:
@@ -349,6 +247,8 @@ def runs_reconcile() -> dict[str, int]:
                     .values_list("id", "priority")[:10_000])
         Run.objects.filter(id__in=[r for r, _ in runs]).update(enqueued_at=now)
 
+        settled = _runs_waiting_on_settled_deliveries(stale)
+
         def send():
             for request_id, priority in requests:
                 hint("apps.runs.tasks.requests_start", [[str(request_id)]], queue=priority)
@@ -356,10 +256,39 @@ def runs_reconcile() -> dict[str, int]:
             for run_id, priority in runs:
                 by_priority.setdefault(priority, []).append(run_id)
             for priority, ids in by_priority.items():
-                _enqueue_runs(ids, priority)
+                runs_enqueue(ids, priority)
 
         transaction.on_commit(send)
     # Requests no dispatcher has claimed (e.g. no dispatcher process runs): the beat tick does it.
     dispatched = requests_dispatch()
     return {"requests": len(requests), "runs_requeued": len(expired), "runs": len(runs),
-            "dispatched": dispatched}
+            "dispatched": dispatched, "runs_settled": settled}
+
+
+def _runs_waiting_on_settled_deliveries(stale) -> int:
+    """Runs still waiting for a delivery that is already final (a path that finalized it without moving
+    the run on): settle them as the delivery ended."""
+    from django.db.models import Exists, OuterRef
+
+    from apps.deliveries.models import Delivery, DeliveryStatus, SUCCESS_STATUSES
+
+    from .engine import runs_deliveries_settled
+
+    pending = Delivery.objects.filter(run=OuterRef("pk"), status__in=(
+        DeliveryStatus.QUEUED, DeliveryStatus.HELD, DeliveryStatus.SENDING))
+    stuck = list(Run.objects.filter(status=RunStatus.WAITING, waiting_on="delivery", updated_at__lt=stale)
+                 .exclude(Exists(pending)).values_list("id", flat=True)[:1000])
+    if not stuck:
+        return 0
+    last = {}
+    for run_id, status, error, step_id, message_id in (Delivery.objects.filter(run_id__in=stuck).order_by("id")
+                                                       .values_list("run_id", "status", "last_error", "step_id",
+                                                                    "message_id")):
+        last[run_id] = (status, error, step_id, message_id)
+    settled = []
+    for run_id in stuck:
+        status, error, step_id, message_id = last.get(run_id, ("skipped", "", "", ""))
+        ok = status in SUCCESS_STATUSES or status in (DeliveryStatus.SKIPPED, DeliveryStatus.DISCARDED)
+        settled.append((run_id, ok, f"Step '{step_id}': delivery {message_id} {status}: {error}"))
+    runs_deliveries_settled(settled)
+    return len(settled)

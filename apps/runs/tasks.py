@@ -24,3 +24,17 @@ def work_reconcile_task() -> dict:
     from .services import runs_reconcile
 
     return runs_reconcile() | {"deliveries_requeued": deliveries_reconcile()}
+
+
+@shared_task(name="apps.runs.tasks.runs_resume_due")
+def runs_resume_due_task() -> int:
+    from .services import runs_resume_due
+
+    return runs_resume_due()
+
+
+@shared_task(name="apps.runs.tasks.escalations_send")
+def escalations_send_task() -> int:
+    from .escalation import escalations_send
+
+    return escalations_send()

@@ -8,7 +8,7 @@ from apps.core.exceptions import Forbidden
 from .models import KeyScope
 from .permissions import IsPlatform, IsPlatformOrProduct, IsProduct, IsTenant
 from .selectors import api_key_get, api_key_list, organization_get, organization_list, product_get
-from .services import api_key_revoke, api_key_rotate, organization_create, product_create
+from .services import api_key_revoke, api_key_rotate, organization_create, product_create, product_settings_update
 
 
 class NameInputSerializer(serializers.Serializer):
@@ -18,7 +18,15 @@ class NameInputSerializer(serializers.Serializer):
 class ProductOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     name = serializers.CharField()
+    sandbox = serializers.BooleanField()
+    escalation_webhook = serializers.UUIDField(source="escalation_webhook_id", allow_null=True)
     created_at = serializers.DateTimeField()
+
+
+class ProductUpdateInputSerializer(serializers.Serializer):
+    sandbox = serializers.BooleanField(required=False, help_text="Hold every delivery of the product for review.")
+    escalation_webhook = serializers.UUIDField(required=False, allow_null=True,
+                                               help_text="Webhook endpoint told about failed runs (null: none).")
 
 
 class ProductCreatedSerializer(ProductOutputSerializer):
@@ -66,6 +74,14 @@ class ProductDetailApi(APIView):
     @extend_schema(responses=ProductOutputSerializer)
     def get(self, request, product_id):
         return Response(ProductOutputSerializer(product_get(tenant=request.user, product_id=product_id)).data)
+
+    @extend_schema(request=ProductUpdateInputSerializer, responses=ProductOutputSerializer)
+    def patch(self, request, product_id):
+        product = product_get(tenant=request.user, product_id=product_id)
+        data = ProductUpdateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        product = product_settings_update(product=product, actor=request.user.actor, **data.validated_data)
+        return Response(ProductOutputSerializer(product).data)
 
 
 class ProductRotateKeyApi(APIView):

@@ -38,6 +38,37 @@ def product_create(*, name: str, actor: str) -> tuple[Product, str]:
     return product, raw
 
 
+_UNSET = object()
+
+
+@transaction.atomic
+def product_settings_update(*, product: Product, sandbox: bool | None = None, escalation_webhook=_UNSET,
+                            actor: str) -> Product:
+    """Sandbox the whole product (its deliveries are held for review), and choose the webhook endpoint
+    that is told about failed runs (None: email to the operators only)."""
+    from apps.deliveries.models import WebhookEndpoint
+
+    changes = {}
+    if sandbox is not None and sandbox != product.sandbox:
+        product.sandbox = changes["sandbox"] = sandbox
+    if escalation_webhook is not _UNSET:
+        endpoint = None
+        if escalation_webhook is not None:
+            endpoint = WebhookEndpoint.objects.filter(product=product, id=escalation_webhook).first()
+            if endpoint is None:
+                raise InvalidInput("No webhook endpoint with this id in this product.", field="escalation_webhook")
+            if endpoint.connection_id:
+                raise InvalidInput("This endpoint receives row events; use a plain endpoint.",
+                                   field="escalation_webhook")
+        product.escalation_webhook = endpoint
+        changes["escalation_webhook"] = str(endpoint.id) if endpoint else None
+    if changes:
+        product.save(update_fields=["sandbox", "escalation_webhook"])
+        audit_record(action="product.updated", target_type="product", target_id=product.id, product_id=product.id,
+                     actor=actor, data=changes)
+    return product
+
+
 @transaction.atomic
 def organization_create(*, product: Product, name: str, actor: str) -> tuple[Organization, str]:
     organization = Organization.objects.create(product=product, name=name)

@@ -6,7 +6,7 @@ from rest_framework.views import APIView
 from apps.tenants.permissions import IsProduct, IsProductOrOrganization
 
 from .selectors import workflow_get, workflow_list, workflow_version_list
-from .services import workflow_create, workflow_publish, workflow_unpublish, workflow_update
+from .services import workflow_create, workflow_preview, workflow_publish, workflow_unpublish, workflow_update
 
 
 class WorkflowOutputSerializer(serializers.Serializer):
@@ -14,6 +14,8 @@ class WorkflowOutputSerializer(serializers.Serializer):
     name = serializers.CharField()
     trigger = serializers.JSONField(source="draft.trigger")
     steps = serializers.JSONField(source="draft.steps")
+    retry = serializers.JSONField(source="draft.retry", default=None)
+    sandbox = serializers.BooleanField()
     published_version = serializers.IntegerField(source="published_version.version", allow_null=True,
                                                  default=None)
     created_at = serializers.DateTimeField()
@@ -33,10 +35,16 @@ class DefinitionInputSerializer(serializers.Serializer):
         '{"type": "api"} (default), or {"type": "database", "connection", "table", "events" | '
         '"classification" | "through"} as row-event webhooks take.'))
     steps = serializers.JSONField(help_text="Ordered list of steps; see the README for the step types.")
+    retry = serializers.JSONField(required=False, help_text=(
+        'The retry policy of its steps and deliveries: {"max_attempts": 8, "backoff": "10s", "max_backoff": "6h"}.'))
+    sandbox = serializers.BooleanField(required=False, help_text="Hold its deliveries for review instead of sending.")
 
     def definition(self) -> dict:
         data = self.validated_data
-        return {"trigger": data.get("trigger", {"type": "api"}), "steps": data["steps"]}
+        definition = {"trigger": data.get("trigger", {"type": "api"}), "steps": data["steps"]}
+        if "retry" in data:
+            definition["retry"] = data["retry"]
+        return definition
 
 
 class WorkflowCreateInputSerializer(DefinitionInputSerializer):
@@ -57,7 +65,7 @@ class WorkflowListCreateApi(APIView):
         data.is_valid(raise_exception=True)
         workflow = workflow_create(product=request.user.product, key=data.validated_data["key"],
                                    name=data.validated_data.get("name", ""), definition=data.definition(),
-                                   actor=request.user.actor)
+                                   sandbox=data.validated_data.get("sandbox", False), actor=request.user.actor)
         return Response(WorkflowOutputSerializer(workflow).data, status=status.HTTP_201_CREATED)
 
     def permission_denied_unless_product(self, request):
@@ -80,7 +88,8 @@ class WorkflowDetailApi(APIView):
         data = DefinitionInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         workflow = workflow_update(workflow=workflow, name=data.validated_data.get("name"),
-                                   definition=data.definition(), actor=request.user.actor)
+                                   definition=data.definition(), sandbox=data.validated_data.get("sandbox"),
+                                   actor=request.user.actor)
         return Response(WorkflowOutputSerializer(workflow).data)
 
 
@@ -93,15 +102,22 @@ class WorkflowPublishApi(APIView):
         return Response(VersionOutputSerializer(version).data, status=status.HTTP_201_CREATED)
 
 
+class UnpublishInputSerializer(serializers.Serializer):
+    cancel_runs = serializers.BooleanField(default=False, help_text=(
+        "Cancel its queued and waiting runs too (default: let them finish on their version)."))
+
+
 class WorkflowUnpublishApi(APIView):
-    """Stop new runs: triggers refuse the workflow and its database events launch nothing. Started runs
-    finish on their version."""
+    """Stop new runs: triggers refuse the workflow and its database events launch nothing."""
 
     permission_classes = [IsProduct]
 
-    @extend_schema(request=None, responses=WorkflowOutputSerializer)
+    @extend_schema(request=UnpublishInputSerializer, responses=WorkflowOutputSerializer)
     def post(self, request, key):
-        workflow = workflow_unpublish(workflow=workflow_get(tenant=request.user, key=key), actor=request.user.actor)
+        data = UnpublishInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        workflow = workflow_unpublish(workflow=workflow_get(tenant=request.user, key=key),
+                                      cancel_runs=data.validated_data["cancel_runs"], actor=request.user.actor)
         return Response(WorkflowOutputSerializer(workflow).data)
 
 
@@ -112,3 +128,23 @@ class WorkflowVersionListApi(APIView):
     def get(self, request, key):
         workflow = workflow_get(tenant=request.user, key=key)
         return Response(VersionOutputSerializer(workflow_version_list(workflow=workflow), many=True).data)
+
+
+class PreviewInputSerializer(serializers.Serializer):
+    data = serializers.JSONField(required=False, default=dict)
+    recipient = serializers.JSONField(required=False, default=dict)
+    event = serializers.JSONField(required=False, help_text="For database triggers: {id, type, table, ids, ...}.")
+    row = serializers.JSONField(required=False, help_text="For database triggers: the row as steps see it.")
+
+
+class WorkflowPreviewApi(APIView):
+    """Render every step of the draft with sample data; nothing is sent or recorded."""
+
+    permission_classes = [IsProductOrOrganization]
+
+    @extend_schema(request=PreviewInputSerializer, responses=serializers.JSONField())
+    def post(self, request, key):
+        workflow = workflow_get(tenant=request.user, key=key)
+        data = PreviewInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return Response({"steps": workflow_preview(workflow=workflow, sample=data.validated_data)})

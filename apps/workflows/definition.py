@@ -28,6 +28,7 @@ from apps.core.exceptions import flatten_errors
 from apps.deliveries.channels import channel_get, channel_kinds
 
 MAX_STEPS = 100
+MAX_TOTAL_STEPS = 500
 STEP_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -53,8 +54,9 @@ def _trigger_database(trigger: dict, path: str, errors: dict, product, captures:
     if connection is None:
         errors.setdefault(f"{path}.connection", []).append("No connection with this id in this product.")
         return {"type": "database"}
+    rows_from: dict = {}
     try:
-        normalized, capture = row_source_validate(connection=connection, source=source)
+        normalized, capture = row_source_validate(connection=connection, source=source, rows_from=rows_from)
     except ValidationError as exc:
         for field, reasons in exc.detail.items():
             # row_source_validate names fields `source.<field>`: here they live under the trigger.
@@ -62,7 +64,7 @@ def _trigger_database(trigger: dict, path: str, errors: dict, product, captures:
             errors.setdefault(here, []).extend(str(r) for r in reasons)
         return {"type": "database"}
     if captures is not None:
-        captures.append(capture)
+        captures.append((capture, rows_from))
     return {"type": "database", **normalized}
 
 
@@ -95,14 +97,161 @@ def _step_notify(step: dict, path: str, errors: dict, product) -> dict:
     return {"id": step["id"], "type": "notify", "channel": kind, **config.validated_data}
 
 
-STEP_TYPES: dict[str, Callable] = {"notify": _step_notify}
+DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+MAX_DURATION = 366 * 24 * 3600
 
 
-def _steps_validate(steps, path: str, errors: dict, ids: set, product) -> list:
+def duration_seconds(value) -> int | float | None:
+    """Seconds in '90s', '15m', '2h', '1d12h' or a plain number of seconds; None if not a duration."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value if 0 < value <= MAX_DURATION else None
+    if not isinstance(value, str) or not value:
+        return None
+    match = DURATION.match(value.strip())
+    if not match or not any(match.groups()):
+        return None
+    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    total = days * 86400 + hours * 3600 + minutes * 60 + seconds
+    return total if 0 < total <= MAX_DURATION else None
+
+
+def _duration(step: dict, key: str, path: str, errors: dict, *, required: bool = True, signed: bool = False):
+    value = step.get(key)
+    if value is None and not required:
+        return None
+    negative = signed and ((isinstance(value, str) and value.startswith("-"))
+                           or (isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0))
+    if negative:
+        value = value[1:] if isinstance(value, str) else -value
+    seconds = duration_seconds(value)
+    if seconds is None:
+        errors.setdefault(f"{path}.{key}", []).append(
+            "A duration such as '90s', '15m', '2h', '1d12h' (at most 366 days)" + (", optionally negative." if signed
+                                                                                    else "."))
+        return None
+    return -seconds if negative else seconds
+
+
+def _unknown(step: dict, allowed: set, path: str, errors: dict, kind: str) -> None:
+    for key in step:
+        if key not in allowed | {"id", "type"}:
+            errors.setdefault(f"{path}.{key}", []).append(f"Unknown field for a '{kind}' step.")
+
+
+def _step_wait(step: dict, path: str, errors: dict, product) -> dict:
+    """Wait a duration, until a timestamp in the data (with an optional offset), or until a condition
+    holds (checked every `every`, giving up after `timeout`)."""
+    from .conditions import PATH, data_condition_validate
+
+    modes = [m for m in ("duration", "until", "condition") if m in step]
+    if len(modes) != 1:
+        errors.setdefault(path, []).append("A wait takes exactly one of: duration, until, condition.")
+        return step
+    out = {"id": step["id"], "type": "wait"}
+    if modes == ["duration"]:
+        _unknown(step, {"duration"}, path, errors, "wait")
+        out["duration"] = _duration(step, "duration", path, errors)
+    elif modes == ["until"]:
+        _unknown(step, {"until", "offset"}, path, errors, "wait")
+        if not isinstance(step["until"], str) or not PATH.match(step["until"]):
+            errors.setdefault(f"{path}.until", []).append("A dotted path to a timestamp, e.g. data.appointment_at.")
+        out["until"] = step["until"]
+        out["offset"] = _duration(step, "offset", path, errors, required=False, signed=True) or 0
+    else:
+        _unknown(step, {"condition", "timeout", "every"}, path, errors, "wait")
+        for field, reasons in data_condition_validate(step["condition"], path=f"{path}.condition").items():
+            errors.setdefault(field, []).extend(reasons)
+        out["condition"] = step["condition"]
+        out["timeout"] = _duration(step, "timeout", path, errors)
+        out["every"] = _duration(step, "every", path, errors, required=False) or 60
+    return out
+
+
+def _step_branch(step: dict, path: str, errors: dict, product, ids: set) -> dict:
+    """The first branch whose `when` holds runs its steps; `otherwise` (optional) runs if none does."""
+    from .conditions import data_condition_validate
+
+    _unknown(step, {"branches", "otherwise"}, path, errors, "branch")
+    branches = step.get("branches")
+    if not isinstance(branches, list) or not branches or len(branches) > 20:
+        errors.setdefault(f"{path}.branches", []).append("A list of 1 to 20 {when, steps} objects.")
+        return step
+    out = []
+    for index, branch in enumerate(branches):
+        here = f"{path}.branches[{index}]"
+        if not isinstance(branch, dict) or set(branch) != {"when", "steps"}:
+            errors.setdefault(here, []).append("An object with exactly: when, steps.")
+            continue
+        for field, reasons in data_condition_validate(branch["when"], path=f"{here}.when").items():
+            errors.setdefault(field, []).extend(reasons)
+        # An empty block is allowed: "in this case, nothing".
+        out.append({"when": branch["when"], "steps": _steps_validate(branch["steps"], f"{here}.steps", errors, ids,
+                                                                     product, allow_empty=True)})
+    otherwise = []
+    if "otherwise" in step:
+        otherwise = _steps_validate(step["otherwise"], f"{path}.otherwise", errors, ids, product, allow_empty=True)
+    return {"id": step["id"], "type": "branch", "branches": out, "otherwise": otherwise}
+
+
+def _step_batch(step: dict, path: str, errors: dict, product) -> dict:
+    """Collect the runs that reach this step with the same key during `window`; the first one continues
+    once, with all of them in `batch.items`, the others end there (a digest)."""
+    from .conditions import PATH
+
+    _unknown(step, {"key", "window", "max_items"}, path, errors, "batch")
+    if not isinstance(step.get("key"), str) or not PATH.match(step["key"]):
+        errors.setdefault(f"{path}.key", []).append("A dotted path to the batching key, e.g. data.customer_id.")
+    max_items = step.get("max_items", 1000)
+    if isinstance(max_items, bool) or not isinstance(max_items, int) or not 1 <= max_items <= 10_000:
+        errors.setdefault(f"{path}.max_items", []).append("An integer from 1 to 10000.")
+    return {"id": step["id"], "type": "batch", "key": step.get("key"), "window": _duration(
+        step, "window", path, errors), "max_items": max_items}
+
+
+STEP_TYPES: dict[str, Callable] = {"notify": _step_notify, "wait": _step_wait, "branch": _step_branch,
+                                   "batch": _step_batch}
+NESTING = {"branch"}  # step types that hold step lists of their own (their validators take `ids`)
+
+def _retry_validate(retry, errors: dict) -> dict:
+    """The workflow's retry policy for its steps and deliveries: attempts and exponential back-off."""
+    from django.conf import settings
+
+    policy = {"max_attempts": settings.ROWBELL_DELIVERY_MAX_ATTEMPTS,
+              "backoff": settings.ROWBELL_RETRY_BASE_SECONDS, "max_backoff": settings.ROWBELL_RETRY_MAX_SECONDS}
+    if retry is None:
+        return policy
+    if not isinstance(retry, dict):
+        errors.setdefault("retry", []).append('An object: {"max_attempts", "backoff", "max_backoff"}.')
+        return policy
+    for key in retry:
+        if key not in ("max_attempts", "backoff", "max_backoff"):
+            errors.setdefault(f"retry.{key}", []).append("Unknown field.")
+    if "max_attempts" in retry:
+        value = retry["max_attempts"]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 25:
+            errors.setdefault("retry.max_attempts", []).append("An integer from 1 to 25.")
+        else:
+            policy["max_attempts"] = value
+    for key in ("backoff", "max_backoff"):
+        if key in retry:
+            seconds = _duration(retry, key, "retry", errors)
+            if seconds:
+                policy[key] = seconds
+    if policy["max_backoff"] < policy["backoff"]:
+        if "max_backoff" in retry:
+            errors.setdefault("retry.max_backoff", []).append("Must be at least the back-off.")
+        else:
+            policy["max_backoff"] = policy["backoff"]
+    return policy
+
+
+def _steps_validate(steps, path: str, errors: dict, ids: set, product, *, allow_empty: bool = False) -> list:
     if not isinstance(steps, list):
         errors.setdefault(path, []).append("Must be a list of steps.")
         return []
-    if not steps:
+    if not steps and not allow_empty:
         errors.setdefault(path, []).append("A workflow needs at least one step.")
     if len(steps) > MAX_STEPS:
         errors.setdefault(path, []).append(f"At most {MAX_STEPS} steps.")
@@ -120,12 +269,18 @@ def _steps_validate(steps, path: str, errors: dict, ids: set, product) -> list:
         elif step_id in ids:
             errors.setdefault(f"{here}.id", []).append(f"Duplicate step id '{step_id}'.")
         ids.add(step_id)
+        if len(ids) > MAX_TOTAL_STEPS:
+            errors.setdefault(here, []).append(f"At most {MAX_TOTAL_STEPS} steps in a workflow, branches included.")
+            return out
         step["id"] = step_id
         kind = step.get("type")
         if not isinstance(kind, str) or kind not in STEP_TYPES:
             errors.setdefault(f"{here}.type", []).append(f"Must be one of: {', '.join(sorted(STEP_TYPES))}.")
             continue
-        out.append(STEP_TYPES[kind](step, here, errors, product))
+        if kind in NESTING:
+            out.append(STEP_TYPES[kind](step, here, errors, product, ids))
+        else:
+            out.append(STEP_TYPES[kind](step, here, errors, product))
     return out
 
 
@@ -134,13 +289,13 @@ def definition_validate(definition, *, product, captures: list | None = None) ->
 
     Raises a ValidationError whose keys are paths into the definition. A `database` trigger is checked
     against the customer's table (which may raise CustomerDatabaseUnavailable); the capture it needs
-    is appended to `captures` when a list is given.
+    and where its rows are read (Capture, {"table", "key"}) are appended to `captures` when a list is given.
     """
     errors: dict[str, list[str]] = {}
     if not isinstance(definition, dict):
         raise ValidationError({"definition": ["Must be an object."]})
     for key in definition:
-        if key not in ("trigger", "steps"):
+        if key not in ("trigger", "steps", "retry"):
             errors.setdefault(key, []).append("Unknown field.")
     trigger = definition.get("trigger", {"type": "api"})
     normalized_trigger = {}
@@ -155,6 +310,7 @@ def definition_validate(definition, *, product, captures: list | None = None) ->
         steps = []
     else:
         steps = _steps_validate(definition["steps"], "steps", errors, set(), product)
+    retry = _retry_validate(definition.get("retry"), errors)
     if errors:
         raise ValidationError(errors)
-    return {"trigger": normalized_trigger, "steps": steps}
+    return {"trigger": normalized_trigger, "steps": steps, "retry": retry}

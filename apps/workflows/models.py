@@ -10,6 +10,8 @@ class Workflow(models.Model):
     draft = models.JSONField(help_text="The definition being edited: {trigger, steps}.")
     published_version = models.ForeignKey("WorkflowVersion", null=True, blank=True, on_delete=models.PROTECT,
                                           related_name="+")
+    # Sandboxed: deliveries are rendered, then held for review instead of sent.
+    sandbox = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -35,6 +37,8 @@ class WorkflowVersion(models.Model):
                                    related_name="+")
     capture = models.CharField(max_length=63, blank=True, default="")
     capture_spec = models.JSONField(null=True, blank=True)
+    # Where the rows an event names are read when a run starts: {"table": "public.orders", "key": ["id"]}.
+    rows_from = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["workflow_id", "-version"]

@@ -5,6 +5,7 @@ import logging
 import psycopg
 from django.db import IntegrityError, transaction
 from django.db.models import Max
+from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.core.exceptions import Conflict
@@ -15,28 +16,34 @@ from .models import Workflow, WorkflowVersion
 logger = logging.getLogger(__name__)
 
 
-def workflow_create(*, product, key: str, name: str = "", definition: dict, actor: str) -> Workflow:
+def workflow_create(*, product, key: str, name: str = "", definition: dict, sandbox: bool = False,
+                    actor: str) -> Workflow:
     """Create a workflow as a draft. Triggers use it only once it is published."""
     draft = definition_validate(definition, product=product)
     try:
         with transaction.atomic():
-            workflow = Workflow.objects.create(product=product, key=key, name=name, draft=draft)
+            workflow = Workflow.objects.create(product=product, key=key, name=name, draft=draft, sandbox=sandbox)
             audit_record(action="workflow.created", target_type="workflow", target_id=workflow.key,
-                         product_id=product.id, actor=actor, data={"draft": draft})
+                         product_id=product.id, actor=actor, data={"draft": draft, "sandbox": sandbox})
     except IntegrityError:
         raise Conflict(f"A workflow with key '{key}' already exists.", field="key") from None
     return workflow
 
 
 @transaction.atomic
-def workflow_update(*, workflow: Workflow, name: str | None = None, definition: dict, actor: str) -> Workflow:
-    """Replace the draft. Published versions are untouched until the next publish."""
+def workflow_update(*, workflow: Workflow, name: str | None = None, definition: dict, sandbox: bool | None = None,
+                    actor: str) -> Workflow:
+    """Replace the draft. Published versions are untouched until the next publish; `sandbox` applies at
+    once (to every delivery rendered from now on)."""
     workflow.draft = definition_validate(definition, product=workflow.product)
     if name is not None:
         workflow.name = name
-    workflow.save(update_fields=["draft", "name", "updated_at"])
+    if sandbox is not None:
+        workflow.sandbox = sandbox
+    workflow.save(update_fields=["draft", "name", "sandbox", "updated_at"])
     audit_record(action="workflow.updated", target_type="workflow", target_id=workflow.key,
-                 product_id=workflow.product_id, actor=actor, data={"draft": workflow.draft})
+                 product_id=workflow.product_id, actor=actor, data={"draft": workflow.draft,
+                                                                   "sandbox": workflow.sandbox})
     return workflow
 
 
@@ -57,14 +64,15 @@ def workflow_publish(*, workflow: Workflow, actor: str) -> WorkflowVersion:
         # Validate again: what the draft refers to (an endpoint, a table) may have changed since saving.
         captures: list = []
         definition = definition_validate(workflow.draft, product=workflow.product, captures=captures)
-        capture = captures[0] if captures else None
+        capture, rows_from = captures[0] if captures else (None, None)
         connection = None
         if capture is not None:
             connection = Connection.objects.get(id=definition["trigger"]["connection"])
         last = workflow.versions.aggregate(n=Max("version"))["n"] or 0
         version = WorkflowVersion.objects.create(
             workflow=workflow, version=last + 1, definition=definition, published_by=actor, connection=connection,
-            capture=capture.name if capture else "", capture_spec=capture.to_spec() if capture else None)
+            capture=capture.name if capture else "", capture_spec=capture.to_spec() if capture else None,
+            rows_from=rows_from)
         workflow.published_version = version
         workflow.save(update_fields=["published_version", "updated_at"])
         audit_record(action="workflow.published", target_type="workflow", target_id=workflow.key,
@@ -78,9 +86,12 @@ def workflow_publish(*, workflow: Workflow, actor: str) -> WorkflowVersion:
     return version
 
 
-def workflow_unpublish(*, workflow: Workflow, actor: str) -> Workflow:
+def workflow_unpublish(*, workflow: Workflow, cancel_runs: bool = False, actor: str) -> Workflow:
     """Stop new runs of a workflow: triggers refuse it and its database events launch nothing. Runs
-    already started keep their version and finish. Its capture is retired once nothing else uses it."""
+    already started keep their version and finish, or, with `cancel_runs`, the queued and waiting ones
+    are cancelled. Its capture is retired once nothing else uses it."""
+    from apps.runs.engine import runs_cancel_for_workflow
+
     with transaction.atomic():
         workflow = Workflow.objects.select_for_update(of=("self",)).select_related("published_version").get(
             pk=workflow.pk)
@@ -89,8 +100,10 @@ def workflow_unpublish(*, workflow: Workflow, actor: str) -> Workflow:
             return workflow
         workflow.published_version = None
         workflow.save(update_fields=["published_version", "updated_at"])
+        cancelled = runs_cancel_for_workflow(workflow=workflow, actor=actor) if cancel_runs else 0
         audit_record(action="workflow.unpublished", target_type="workflow", target_id=workflow.key,
-                     product_id=workflow.product_id, actor=actor, data={"version": previous.version})
+                     product_id=workflow.product_id, actor=actor,
+                     data={"version": previous.version, "cancelled_runs": cancelled})
     _retire_unused(previous, keep=None, actor=actor)
     return workflow
 
@@ -109,3 +122,54 @@ def _retire_unused(previous: WorkflowVersion | None, *, keep: WorkflowVersion | 
         # The change stands; the unused trigger is retired by the next `triggers prune`.
         logger.warning("Could not retire the trigger of %s v%s now: its database is unreachable.",
                        previous.workflow_id, previous.version)
+
+
+def workflow_preview(*, workflow: Workflow, sample: dict) -> list[dict]:
+    """Render every step of the draft with sample data, without sending or recording anything.
+
+    `sample` may hold `data`, `recipient`, `event`, `row` (and `rows`), as steps would see them. Every
+    notify step is rendered, in every branch; a branch says which way the sample goes.
+    """
+    from apps.deliveries.channels import channel_get
+
+    from .conditions import data_condition_holds
+    from .templating import TemplateRenderError
+
+    context = {"data": sample.get("data", {}), "recipient": sample.get("recipient", {}),
+               "workflow": {"key": workflow.key, "version": None}, "request_id": "preview", "run_id": None,
+               "timestamp": timezone.now().isoformat(), "steps": {}}
+    for key in ("event", "row", "rows", "batch"):
+        if key in sample:
+            context[key] = sample[key]
+    out = []
+
+    def walk(steps, path):
+        for index, step in enumerate(steps):
+            here = f"{path}[{index}]"
+            item = {"step": step["id"], "path": here, "type": step["type"]}
+            if step["type"] == "notify":
+                channel = channel_get(step["channel"])
+                config = {k: v for k, v in step.items() if k not in ("id", "type", "channel")}
+                item["channel"] = step["channel"]
+                try:
+                    rendered = channel.render(config=config, context={**context, "step": step["id"]},
+                                              product=workflow.product)
+                except TemplateRenderError as exc:
+                    item["error"] = str(exc)
+                else:
+                    if rendered.skip_reason:
+                        item["skipped"] = rendered.skip_reason
+                    else:
+                        item.update(target=rendered.target, payload=rendered.payload)
+            elif step["type"] == "branch":
+                taken = next((i for i, b in enumerate(step["branches"]) if data_condition_holds(b["when"], context)),
+                             None)
+                item["taken"] = "otherwise" if taken is None else taken
+            out.append(item)
+            if step["type"] == "branch":
+                for i, branch in enumerate(step["branches"]):
+                    walk(branch["steps"], f"{here}.branches[{i}].steps")
+                walk(step["otherwise"], f"{here}.otherwise")
+
+    walk(workflow.draft["steps"], "steps")
+    return out

@@ -210,6 +210,13 @@ ROWBELL_CUSTOMER_STATEMENT_TIMEOUT = env.float("ROWBELL_CUSTOMER_STATEMENT_TIMEO
 ROWBELL_WEBHOOK_IDS_PER_MESSAGE = env.int("ROWBELL_WEBHOOK_IDS_PER_MESSAGE", default=1000)
 # Recipients accepted by one trigger call.
 ROWBELL_MAX_RECIPIENTS = env.int("ROWBELL_MAX_RECIPIENTS", default=1000)
+# Rows of a database event read for a run's steps (`row`, `rows`); a bulk statement's further ids are
+# still in `event.ids`.
+ROWBELL_ROWS_PER_RUN = env.int("ROWBELL_ROWS_PER_RUN", default=100)
+# Operators hear about failed runs at most once per product per interval (each failure in one notice).
+ROWBELL_ESCALATION_INTERVAL_SECONDS = env.float("ROWBELL_ESCALATION_INTERVAL_SECONDS", default=300.0)
+# How often beat resumes runs whose wait is over and sends escalation notices.
+ROWBELL_RESUME_INTERVAL = env.float("ROWBELL_RESUME_INTERVAL", default=1.0)
 
 LOGGING = {
     "version": 1,

@@ -83,9 +83,10 @@ def test_failures_retry_with_backoff_and_a_stable_webhook_id(setup, receiver):
     assert AuditEvent.objects.filter(action="delivery.retry_scheduled", target_id=delivery.message_id).count() == 2
 
 
-def test_gives_up_after_the_configured_attempts(setup, receiver, settings):
-    settings.ROWBELL_DELIVERY_MAX_ATTEMPTS = 2
-    product, _ = setup
+def test_gives_up_after_the_workflows_attempts_and_fails_the_run(product, receiver):
+    endpoint = factories.make_endpoint(product, receiver.url())
+    factories.make_workflow(product, key="w", steps=[factories.webhook_step(endpoint)],
+                            retry={"max_attempts": 2, "backoff": "1s"})
     receiver.default = (500, {}, b"down")
     delivery = Delivery.objects.get(request=_trigger_and_start(product))
     delivery.refresh_from_db()
@@ -96,6 +97,10 @@ def test_gives_up_after_the_configured_attempts(setup, receiver, settings):
     assert delivery.status == DeliveryStatus.FAILED and delivery.attempt_count == 2
     failed = AuditEvent.objects.get(action="delivery.failed", target_id=delivery.message_id)
     assert failed.data["reason"] == "gave up after 2 attempts"
+    run = delivery.run
+    run.refresh_from_db()
+    assert run.status == "failed" and "gave up after 2 attempts" in run.error and "HTTP 500" in run.error
+    assert run.escalation.notified_at is None  # operators will be told
 
 
 def test_410_fails_at_once(setup, receiver):

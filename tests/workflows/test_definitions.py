@@ -90,3 +90,93 @@ def test_other_products_workflows_are_not_found(product_client):
     factories.make_workflow(other, key="secret", steps=[factories.email_step()])
     assert product_client.get("/api/v1/workflows/secret").status_code == 404
     assert product_client.post("/api/v1/workflows/secret/publish").status_code == 404
+
+
+MAIL = {"type": "notify", "channel": "email", "subject": "s", "body": "b"}
+
+
+@pytest.mark.parametrize("steps, field, reason_part", [
+    ([{"type": "wait"}], "steps[0]", "exactly one of"),
+    ([{"type": "wait", "duration": "soon"}], "steps[0].duration", "A duration"),
+    ([{"type": "wait", "duration": "400d"}], "steps[0].duration", "at most 366 days"),
+    ([{"type": "wait", "duration": "1h", "until": "data.at"}], "steps[0]", "exactly one of"),
+    ([{"type": "wait", "until": "data.at", "offset": "yesterday"}], "steps[0].offset", "A duration"),
+    ([{"type": "wait", "until": "data at"}], "steps[0].until", "dotted path"),
+    ([{"type": "wait", "condition": {"column": "data.paid", "op": "eq", "value": True}}], "steps[0].timeout",
+     "A duration"),
+    ([{"type": "wait", "condition": {"column": "os.environ", "op": "eq", "value": 1}, "timeout": "1h"}],
+     "steps[0].condition.column", "dotted path starting with"),
+    ([{"type": "branch", "branches": []}], "steps[0].branches", "1 to 20"),
+    ([{"type": "branch", "branches": [{"when": {"column": "data.x", "op": "like", "value": "%"}, "steps": [MAIL]}]}],
+     "steps[0].branches[0].when.op", "One of"),
+    ([{"type": "branch", "branches": [{"when": {"column": "data.x", "op": "eq", "value": 1},
+                                       "steps": [{**MAIL, "subject": "{{ oops"}]}]}],
+     "steps[0].branches[0].steps[0].subject", "syntax error"),
+    ([{"type": "branch", "branches": [{"when": {"column": "data.x", "op": "eq", "value": 1}, "steps": [MAIL]}],
+       "otherwise": [{"type": "teleport"}]}], "steps[0].otherwise[0].type", "Must be one of"),
+    ([{"id": "a", **MAIL}, {"type": "branch", "branches": [{"when": {"column": "data.x", "op": "is_null"},
+                                                             "steps": [{"id": "a", **MAIL}]}]}],
+     "steps[1].branches[0].steps[0].id", "Duplicate"),
+    ([{"type": "batch", "window": "10m"}], "steps[0].key", "dotted path"),
+    ([{"type": "batch", "key": "data.customer", "window": "10m", "max_items": 0}], "steps[0].max_items", "1 to"),
+])
+def test_step_errors_point_at_the_exact_step_and_field(product_client, steps, field, reason_part):
+    response = product_client.post("/api/v1/workflows", {"key": "w", "steps": steps}, format="json")
+    assert response.status_code == 400, response.json()
+    fields = _fields(response)
+    assert field in fields and reason_part in fields[field], fields
+
+
+@pytest.mark.parametrize("retry, field", [
+    ({"max_attempts": 0}, "retry.max_attempts"),
+    ({"max_attempts": True}, "retry.max_attempts"),
+    ({"backoff": "fast"}, "retry.backoff"),
+    ({"backoff": "1h", "max_backoff": "1m"}, "retry.max_backoff"),
+    ({"jitter": False}, "retry.jitter"),
+])
+def test_the_retry_policy_is_validated(product_client, retry, field):
+    response = product_client.post("/api/v1/workflows", {"key": "w", "steps": [MAIL], "retry": retry},
+                                   format="json")
+    assert response.status_code == 400 and field in _fields(response)
+
+
+def test_a_normalized_definition_validates_again_unchanged(product_client):
+    """What GET returns can be PUT back as is (durations come back in seconds)."""
+    definition = {"retry": {"max_attempts": 3, "backoff": "30s"}, "steps": [
+        {"id": "w1", "type": "wait", "duration": "1h30m"},
+        {"id": "w2", "type": "wait", "until": "data.at", "offset": "-15m"},
+        {"id": "w3", "type": "wait", "condition": {"column": "data.ok", "op": "eq", "value": True},
+         "timeout": "1d", "every": "5m"},
+        {"id": "b", "type": "branch", "branches": [{"when": {"column": "data.x", "op": "gt", "value": 1},
+                                                    "steps": [{"id": "m1", **MAIL}]}]},
+        {"id": "d", "type": "batch", "key": "data.customer", "window": "10m"}]}
+    response = product_client.post("/api/v1/workflows", {"key": "w", **definition}, format="json")
+    assert response.status_code == 201, response.json()
+    created = response.json()
+    assert created["steps"][0]["duration"] == 5400 and created["steps"][1]["offset"] == -900
+    # No max_backoff given: the default cap, raised to the back-off if it was lower.
+    assert created["retry"]["max_attempts"] == 3 and created["retry"]["backoff"] == 30
+    assert created["retry"]["max_backoff"] >= 30
+    again = product_client.put("/api/v1/workflows/w", {"steps": created["steps"], "retry": created["retry"]},
+                               format="json")
+    assert again.status_code == 200, again.json()
+    assert again.json()["steps"] == created["steps"]
+    assert product_client.post("/api/v1/workflows/w/publish").status_code == 201
+
+
+def test_preview_renders_every_step_with_sample_data(product_client):
+    product_client.post("/api/v1/workflows", {"key": "w", "steps": [
+        {"id": "route", "type": "branch", "branches": [
+            {"when": {"column": "data.total", "op": "gte", "value": 100},
+             "steps": [{"id": "big", **MAIL, "subject": "Big order {{ data.total }}"}]}],
+         "otherwise": [{"id": "small", **MAIL, "html": "<p>{{ data.note }}</p>"}]},
+        {"id": "oops", **MAIL, "subject": "{{ data.nope }}"}]}, format="json")
+    response = product_client.post("/api/v1/workflows/w/preview", {
+        "data": {"total": 120, "note": "<b>"}, "recipient": {"id": "u", "email": "u@example.com"}}, format="json")
+    assert response.status_code == 200
+    steps = {s["step"]: s for s in response.json()["steps"]}
+    assert steps["route"]["taken"] == 0
+    assert steps["big"]["payload"]["subject"] == "Big order 120" and steps["big"]["target"] == "u@example.com"
+    assert steps["small"]["payload"]["html"] == "<p>&lt;b&gt;</p>"
+    assert steps["oops"]["error"] == "Missing variable 'nope'."
+    assert steps["big"]["path"] == "steps[0].branches[0].steps[0]"

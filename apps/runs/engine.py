@@ -1,0 +1,407 @@
+"""Durable execution of runs.
+
+A run's position is one integer, the next instruction of its version's program (apps.workflows.program),
+and everything its steps produced lives in `Run.state`. Each step commits in one transaction together
+with the run's new position, so a crash at any line repeats at most the step in progress, whose writes
+rolled back with it. Nothing waits in memory or in a Celery countdown:
+
+- a wait stores `resume_at` and the run becomes `waiting`; a beat tick (`runs_resume_due`) claims due
+  runs with a conditional update, so two ticks never resume the same run, and queues them again;
+- a notify step waits for its delivery (`waiting_on=delivery`): when the delivery is sent the run goes
+  on (or completes, if it was the last step); when it fails for good the run fails;
+- a transient step error is retried with the workflow's back-off, a permanent one fails the run;
+- a failed run is escalated to operators once (apps.runs.escalation).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import timedelta
+
+import psycopg
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, transaction
+from django.utils import timezone
+
+from apps.audit.services import AuditEntry, audit_record, audit_record_many
+from apps.core.exceptions import Conflict
+from apps.core.hints import hint
+from apps.deliveries.backoff import retry_delay
+from apps.workflows.conditions import data_condition_holds
+from apps.workflows.program import program_for
+
+from .models import Escalation, Run, RunStatus, RunStep, StepStatus, WaitingOn
+from .selectors import event_summary
+from .steps import STEP_EXECUTORS, StepFailed, StepOutcome, StepRetry
+
+logger = logging.getLogger(__name__)
+
+RUN_BATCH = 25
+RESUME_LIMIT = 10_000
+_ROWS = re.compile(r"\brows?\b")
+
+
+class ClaimLost(Exception):
+    """Another worker took the run over (our lease had expired): stop without writing."""
+
+
+def _lease():
+    return timezone.now() + timedelta(seconds=settings.ROWBELL_LEASE_SECONDS)
+
+
+def runs_enqueue(run_ids: list[int], priority: str) -> None:
+    for start in range(0, len(run_ids), RUN_BATCH):
+        hint("apps.runs.tasks.runs_execute", [run_ids[start:start + RUN_BATCH]], queue=priority)
+
+
+def _cause(run: Run) -> dict:
+    """What started a run, for its audit rows."""
+    return {"request_id": str(run.request_id)} if run.request_id else {"event_id": f"evt_{run.event_id}"}
+
+
+# --- What steps see -----------------------------------------------------------------------------
+
+
+class Engine:
+    """What step executors may ask of the engine."""
+
+    @staticmethod
+    def sandboxed(run: Run) -> bool:
+        return run.workflow_version.workflow.sandbox or run.product.sandbox
+
+    @staticmethod
+    def rows_needed(run: Run) -> bool:
+        """A database event's rows are read only if the workflow refers to `row` or `rows` somewhere."""
+        version = run.workflow_version
+        return bool(run.event_id and version.rows_from and run.event.op != "delete"
+                    and _ROWS.search(str(version.definition["steps"])))
+
+    @staticmethod
+    def rows_refresh(run: Run, context: dict) -> None:
+        """(Re-)read the event's rows from the customer database; a transient failure is a StepRetry."""
+        if not Engine.rows_needed(run):
+            return
+        from apps.connections.rows import rows_read
+
+        try:
+            rows, missing = rows_read(connection=run.workflow_version.connection,
+                                      rows_from=run.workflow_version.rows_from, ids=run.event.ids)
+        except psycopg.Error as exc:
+            raise StepRetry(f"Cannot read the rows from the customer database: {exc}") from exc
+        run.state["rows"], run.state["missing_ids"] = rows, missing
+        _rows_into(context, run.state)
+
+
+def _rows_into(context: dict, state: dict) -> None:
+    context["rows"], context["missing_ids"] = state["rows"], state["missing_ids"]
+    context.pop("row", None)
+    if len(context["event"]["ids"]) == 1 and state["rows"]:
+        context["row"] = state["rows"][0]  # absent when the row is gone: templates using it say so
+
+
+def run_context(run: Run) -> dict:
+    version = run.workflow_version
+    context = {
+        "data": run.request.data if run.request_id else {},
+        "recipient": run.recipient,
+        "workflow": {"key": version.workflow.key, "version": version.version},
+        "request_id": str(run.request_id) if run.request_id else None,
+        "run_id": run.id,
+        "timestamp": run.created_at.isoformat(),
+        "steps": run.state.setdefault("steps", {}),
+    }
+    if run.event_id:
+        context["event"] = event_summary(run.event)
+        if "rows" in run.state:
+            _rows_into(context, run.state)
+    if "batch" in run.state:
+        context["batch"] = run.state["batch"]
+    return context
+
+
+# --- Executing ----------------------------------------------------------------------------------
+
+
+def _advance(run: Run, fields: dict) -> None:
+    """Write the run's new position and state, if it is still ours (running)."""
+    if not Run.objects.filter(id=run.id, status=RunStatus.RUNNING).update(state=run.state, updated_at=timezone.now(),
+                                                                           **fields):
+        raise ClaimLost()
+
+
+def run_execute(*, run_id: int) -> str | None:
+    """Execute a queued run from its next instruction until it ends or waits; return its status then.
+
+    1. Claim the run: queued -> running, with a lease (a conditional update: one worker wins).
+    2. Each step commits in its own transaction together with the new position (see the module).
+    3. Mark the run completed, waiting, or failed (escalated), each with its audit row.
+    """
+    claimed = Run.objects.filter(id=run_id, status=RunStatus.QUEUED).update(
+        status=RunStatus.RUNNING, lease_until=_lease(), updated_at=timezone.now())
+    if not claimed:
+        return None
+    run = Run.objects.select_related("request", "event", "product", "workflow_version__workflow",
+                                     "workflow_version__connection").get(id=run_id)
+    program = program_for(run.workflow_version)
+    context = run_context(run)
+    pc = run.step_index
+    try:
+        if run.event_id and "rows" not in run.state and Engine.rows_needed(run):
+            Engine.rows_refresh(run, context)  # when the run starts; saved with its first step
+        while pc < len(program):
+            instruction = program[pc]
+            if instruction.op == "jump":
+                pc = instruction.to
+                continue
+            step = instruction.step
+            with transaction.atomic():
+                if instruction.op == "branch":
+                    taken = next((i for i, (when, _) in enumerate(instruction.cases)
+                                  if data_condition_holds(when, context)), None)
+                    target = instruction.otherwise if taken is None else instruction.cases[taken][1]
+                    outcome = StepOutcome(output={"branch": "otherwise" if taken is None else taken})
+                else:
+                    outcome = STEP_EXECUTORS[step["type"]](run=run, step=step, context=context, engine=Engine)
+                    target = pc + 1
+                if outcome.finished:
+                    RunStep.objects.create(run=run, step_id=step["id"], index=pc, type=step["type"],
+                                           status=StepStatus.COMPLETED, output=outcome.output)
+                    run.state["steps"][step["id"]] = outcome.output
+                    run.state.get("attempts", {}).pop(step["id"], None)
+                else:
+                    target = pc
+                if outcome.end_run:
+                    _advance(run, {"step_index": target, "status": RunStatus.COMPLETED,
+                                   "completed_at": timezone.now(), "lease_until": None})
+                    audit_record(action="run.completed", target_type="run", target_id=run.id,
+                                 product_id=run.product_id, organization_id=run.organization_id,
+                                 data={**_cause(run), "ended_at": step["id"], **outcome.output})
+                    return RunStatus.COMPLETED
+                if outcome.waiting_on:
+                    _advance(run, {"step_index": target, "status": RunStatus.WAITING, "lease_until": None,
+                                   "waiting_on": outcome.waiting_on, "resume_at": outcome.resume_at})
+                    return RunStatus.WAITING
+                _advance(run, {"step_index": target, "lease_until": _lease()})
+            pc = target
+    except StepFailed as exc:
+        _fail(run, pc, str(exc), step_failed=True)
+        return RunStatus.FAILED
+    except StepRetry as exc:
+        return _retry_or_fail(run, pc, str(exc))
+    except ClaimLost:
+        logger.warning("Run %s was taken over by another worker; stopping.", run.id)
+        return None
+    except (OperationalError, InterfaceError):
+        raise  # the service database is away: the lease expires and the reconciler runs the step again
+    except Exception as exc:  # a step that cannot work (bad data, a bug): fail once, never loop
+        logger.exception("Run %s failed at instruction %s", run.id, pc)
+        _fail(run, pc, f"Internal error: {exc.__class__.__name__}: {exc}", step_failed=True)
+        return RunStatus.FAILED
+    with transaction.atomic():
+        done = Run.objects.filter(id=run.id, status=RunStatus.RUNNING).update(
+            status=RunStatus.COMPLETED, completed_at=timezone.now(), lease_until=None, step_index=pc,
+            state=run.state)
+        if done:
+            audit_record(action="run.completed", target_type="run", target_id=run.id, product_id=run.product_id,
+                         organization_id=run.organization_id, data=_cause(run))
+    return RunStatus.COMPLETED
+
+
+def _step_at(run: Run, pc: int) -> dict:
+    program = program_for(run.workflow_version)
+    return program[pc].step if pc < len(program) else {"id": "", "type": ""}
+
+
+def _retry_or_fail(run: Run, pc: int, message: str) -> str:
+    step = _step_at(run, pc)
+    attempts = run.state.setdefault("attempts", {})
+    attempts[step["id"]] = attempts.get(step["id"], 0) + 1
+    policy = run.workflow_version.definition.get("retry", {})
+    if attempts[step["id"]] >= policy.get("max_attempts", settings.ROWBELL_DELIVERY_MAX_ATTEMPTS):
+        _fail(run, pc, f"{message} (gave up after {attempts[step['id']]} attempts)", step_failed=True)
+        return RunStatus.FAILED
+    delay = retry_delay(attempts[step["id"]], base=policy.get("backoff"), cap=policy.get("max_backoff"))
+    resume_at = timezone.now() + timedelta(seconds=delay)
+    with transaction.atomic():
+        updated = Run.objects.filter(id=run.id, status=RunStatus.RUNNING).update(
+            status=RunStatus.WAITING, waiting_on=WaitingOn.RETRY, resume_at=resume_at, lease_until=None,
+            step_index=pc, state=run.state, updated_at=timezone.now())
+        if updated:
+            audit_record(action="run.retry_scheduled", target_type="run", target_id=run.id,
+                         product_id=run.product_id, organization_id=run.organization_id,
+                         data={"step": step["id"], "attempt": attempts[step["id"]], "error": message[:500],
+                               "resume_at": resume_at.isoformat()})
+    return RunStatus.WAITING
+
+
+def _fail(run: Run, pc: int, message: str, *, step_failed: bool, from_status=RunStatus.RUNNING) -> bool:
+    """Mark the run failed at instruction `pc`, record the failed step, audit and escalate it."""
+    step = _step_at(run, pc)
+    run.state["failed_at"] = pc
+    with transaction.atomic():
+        updated = Run.objects.filter(id=run.id, status=from_status).update(
+            status=RunStatus.FAILED, error=message[:2000], completed_at=timezone.now(), lease_until=None,
+            waiting_on=WaitingOn.NOTHING, resume_at=None, state=run.state, updated_at=timezone.now())
+        if not updated:
+            return False
+        if step_failed:
+            RunStep.objects.create(run=run, step_id=step["id"], index=pc, type=step["type"],
+                                   status=StepStatus.FAILED, error=message[:2000])
+        else:  # the step ran; what it started (a delivery) failed afterwards
+            RunStep.objects.filter(run=run, step_id=step["id"]).update(status=StepStatus.FAILED, error=message[:2000])
+        audit_record(action="run.failed", target_type="run", target_id=run.id, product_id=run.product_id,
+                     organization_id=run.organization_id,
+                     data={**_cause(run), "step": step["id"], "error": message[:500]})
+        Escalation.objects.create(run=run, product_id=run.product_id, error=message[:2000])
+    return True
+
+
+def runs_execute(*, run_ids: list[int]) -> None:
+    for run_id in run_ids:
+        run_execute(run_id=run_id)
+
+
+# --- Resuming -----------------------------------------------------------------------------------
+
+
+def runs_resume_due(*, limit: int = RESUME_LIMIT) -> int:
+    """Queue the waiting runs whose time has come (waits, condition checks, retries, batch windows).
+
+    Claimed under SKIP LOCKED with a conditional update in one transaction, so two ticks never resume
+    the same run; the hints go out after commit (a lost one is re-sent by the reconciler)."""
+    now = timezone.now()
+    with transaction.atomic():
+        due = list(Run.objects.select_for_update(skip_locked=True)
+                   .filter(status=RunStatus.WAITING, resume_at__lte=now).exclude(waiting_on=WaitingOn.DELIVERY)
+                   .order_by("resume_at").values_list("id", "priority")[:limit])
+        if not due:
+            return 0
+        Run.objects.filter(id__in=[i for i, _ in due], status=RunStatus.WAITING).update(
+            status=RunStatus.QUEUED, waiting_on=WaitingOn.NOTHING, resume_at=None, enqueued_at=now, updated_at=now)
+        by_priority: dict[str, list[int]] = {}
+        for run_id, priority in due:
+            by_priority.setdefault(priority, []).append(run_id)
+        transaction.on_commit(lambda: [runs_enqueue(ids, p) for p, ids in by_priority.items()])
+    return len(due)
+
+
+def runs_deliveries_settled(settled: list[tuple]) -> None:
+    """Runs waiting for these deliveries move on: (run id, sent or not, why not). Called inside the
+    transaction that finalized the deliveries, so a delivery is final if and only if its run moved on."""
+    outcomes = {run_id: (ok, message) for run_id, ok, message in settled}
+    runs = list(Run.objects.select_for_update(of=("self",)).select_related("workflow_version")
+                .filter(id__in=outcomes, status=RunStatus.WAITING, waiting_on=WaitingOn.DELIVERY))
+    now = timezone.now()
+    done, go_on, audits = [], {}, []
+    for run in runs:
+        ok, message = outcomes[run.id]
+        if not ok:
+            _fail(run, run.step_index - 1, message, step_failed=False, from_status=RunStatus.WAITING)
+        elif _past_end(program_for(run.workflow_version), run.step_index):
+            done.append(run.id)
+            audits.append(AuditEntry(action="run.completed", target_type="run", target_id=run.id,
+                                     product_id=run.product_id, organization_id=run.organization_id,
+                                     data=_cause(run)))
+        else:
+            go_on.setdefault(run.priority, []).append(run.id)
+    if done:  # the delivery was the last step: the run is complete without another trip through a worker
+        Run.objects.filter(id__in=done).update(status=RunStatus.COMPLETED, completed_at=now, waiting_on="",
+                                               updated_at=now)
+    for priority, ids in go_on.items():
+        Run.objects.filter(id__in=ids).update(status=RunStatus.QUEUED, waiting_on="", enqueued_at=now, updated_at=now)
+        transaction.on_commit(lambda ids=ids, priority=priority: runs_enqueue(ids, priority))
+    audit_record_many(audits)
+
+
+def _past_end(program, pc: int) -> bool:
+    """Whether nothing but jumps is left from `pc` (a notify step that ends a branch ends the run)."""
+    while pc < len(program) and program[pc].op == "jump":
+        pc = program[pc].to
+    return pc >= len(program)
+
+
+# --- Operators' actions -------------------------------------------------------------------------
+
+
+class RunActionRefused(Conflict):
+    """The run is not in a state this action applies to (409)."""
+
+
+def run_cancel(*, run: Run, actor: str) -> Run:
+    """Cancel a queued or waiting run. Its held or queued deliveries are discarded; a batch it was
+    collecting is closed (the runs that joined it ended there)."""
+    from apps.deliveries.models import Delivery, DeliveryStatus
+
+    from .models import Batch, BatchStatus
+
+    with transaction.atomic():
+        now = timezone.now()
+        cancelled = Run.objects.filter(id=run.id, status__in=(RunStatus.QUEUED, RunStatus.WAITING)).update(
+            status=RunStatus.CANCELLED, completed_at=now, waiting_on="", resume_at=None, lease_until=None,
+            updated_at=now)
+        if not cancelled:
+            run.refresh_from_db()
+            raise RunActionRefused(f"Only a queued or waiting run can be cancelled; this one is {run.status}.")
+        discarded = list(Delivery.objects.filter(run=run, status__in=(DeliveryStatus.QUEUED, DeliveryStatus.HELD))
+                         .values_list("message_id", flat=True))
+        Delivery.objects.filter(run=run, status__in=(DeliveryStatus.QUEUED, DeliveryStatus.HELD)).update(
+            status=DeliveryStatus.DISCARDED, completed_at=now, last_error="The run was cancelled.", updated_at=now)
+        Batch.objects.filter(owner=run, status=BatchStatus.OPEN).update(status=BatchStatus.CLOSED)
+        audit_record(action="run.cancelled", target_type="run", target_id=run.id, product_id=run.product_id,
+                     organization_id=run.organization_id, actor=actor,
+                     data={**_cause(run), "discarded_deliveries": discarded})
+    run.refresh_from_db()
+    return run
+
+
+def runs_cancel_for_workflow(*, workflow, actor: str) -> int:
+    """Cancel every queued or waiting run of a workflow (all versions), as run_cancel does one by one."""
+    from apps.deliveries.models import Delivery, DeliveryStatus
+
+    from .models import Batch, BatchStatus
+
+    now = timezone.now()
+    with transaction.atomic():
+        ids = list(Run.objects.select_for_update(skip_locked=True)
+                   .filter(workflow_version__workflow=workflow, status__in=(RunStatus.QUEUED, RunStatus.WAITING))
+                   .values_list("id", flat=True))
+        Run.objects.filter(id__in=ids).update(status=RunStatus.CANCELLED, completed_at=now, waiting_on="",
+                                              resume_at=None, lease_until=None, updated_at=now)
+        Delivery.objects.filter(run_id__in=ids, status__in=(DeliveryStatus.QUEUED, DeliveryStatus.HELD)).update(
+            status=DeliveryStatus.DISCARDED, completed_at=now, last_error="The run was cancelled.", updated_at=now)
+        Batch.objects.filter(owner_id__in=ids, status=BatchStatus.OPEN).update(status=BatchStatus.CLOSED)
+        audit_record_many([AuditEntry(action="run.cancelled", target_type="run", target_id=run_id,
+                                      product_id=workflow.product_id, actor=actor,
+                                      data={"reason": "workflow unpublished"}) for run_id in ids])
+    return len(ids)
+
+
+def run_rerun(*, run: Run, from_start: bool, actor: str) -> Run:
+    """Run a failed (or cancelled) run again as a new run linked to it: from the start, or from the step
+    that failed with what the steps before it produced."""
+    if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+        raise RunActionRefused(f"Only a failed or cancelled run can be re-run; this one is {run.status}.")
+    if not from_start and "failed_at" not in run.state:
+        raise RunActionRefused("This run did not fail at a step: re-run it from the start.")
+    state, step_index = {}, 0
+    if not from_start:
+        step_index = run.state["failed_at"]
+        step_id = _step_at(run, step_index)["id"]
+        state = {k: v for k, v in run.state.items() if k not in ("failed_at", "attempts")}
+        state["steps"] = {k: v for k, v in run.state.get("steps", {}).items() if k != step_id}
+        state.get("deadlines", {}).pop(step_id, None)
+        state.get("batch_owned", {}).pop(step_id, None)
+    now = timezone.now()
+    with transaction.atomic():
+        new = Run.objects.create(
+            request_id=run.request_id, event_id=run.event_id, recipient_index=run.recipient_index,
+            product_id=run.product_id, organization_id=run.organization_id, workflow_version_id=run.workflow_version_id,
+            recipient=run.recipient, priority=run.priority, state=state, step_index=step_index, rerun_of=run,
+            enqueued_at=now)
+        audit_record(action="run.rerun", target_type="run", target_id=new.id, product_id=run.product_id,
+                     organization_id=run.organization_id, actor=actor,
+                     data={"rerun_of": run.id, "from": "start" if from_start else "failed step",
+                           "step_index": step_index})
+        transaction.on_commit(lambda: runs_enqueue([new.id], run.priority))
+    return new

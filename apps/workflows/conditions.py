@@ -1,0 +1,115 @@
+"""Conditions on a run's data: the same structured format as classifications, over paths instead of columns.
+
+    {"column": "data.plan", "op": "eq", "value": "pro"}
+    {"or": [{"column": "row.total", "op": "gte", "value": 100}, {"column": "steps.wait-paid.timed_out",
+                                                                 "op": "eq", "value": true}]}
+
+`column` is a dotted path into what steps see (`data`, `recipient`, `event`, `row`, `steps`, `batch`).
+A missing path is null; comparing values of different kinds is false (never an error), so a condition
+always has an answer.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+
+from apps.connections.conditions import MAX_DEPTH, MAX_NODES, NULL_CHECKS, OPS
+
+ROOTS = ("data", "recipient", "event", "row", "rows", "steps", "batch", "workflow")
+PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}(\.[A-Za-z0-9_-]{1,64}){0,9}$")
+_COMPARE = {"eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "lte": operator.le, "gt": operator.gt,
+            "gte": operator.ge}
+
+
+def _scalar(value) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def data_condition_validate(condition, *, path: str) -> dict[str, list[str]]:
+    """Errors by path (empty if valid)."""
+    errors: dict[str, list[str]] = {}
+    count = [0]
+
+    def walk(node, here, depth):
+        count[0] += 1
+        if depth > MAX_DEPTH or count[0] > MAX_NODES:
+            errors.setdefault(here, []).append(f"Too deep or too large (at most {MAX_DEPTH} levels, "
+                                               f"{MAX_NODES} conditions).")
+            return
+        if not isinstance(node, dict):
+            errors.setdefault(here, []).append("Must be an object.")
+            return
+        for joiner in ("and", "or"):
+            if joiner in node:
+                if set(node) != {joiner} or not isinstance(node[joiner], list) or not node[joiner]:
+                    errors.setdefault(here, []).append(f"'{joiner}' takes a non-empty list, alone.")
+                    return
+                for i, child in enumerate(node[joiner]):
+                    walk(child, f"{here}.{joiner}[{i}]", depth + 1)
+                return
+        unknown = set(node) - {"column", "op", "value"}
+        if unknown:
+            errors.setdefault(here, []).append(f"Unknown field(s): {', '.join(sorted(unknown))}.")
+            return
+        column, op = node.get("column"), node.get("op")
+        if not isinstance(column, str) or not PATH.match(column) or column.split(".")[0] not in ROOTS:
+            errors.setdefault(f"{here}.column", []).append(
+                f"A dotted path starting with one of: {', '.join(ROOTS)} (e.g. data.plan).")
+            return
+        if not isinstance(op, str) or op not in OPS:
+            errors.setdefault(f"{here}.op", []).append(f"One of: {', '.join(sorted(OPS))}.")
+            return
+        if op in NULL_CHECKS:
+            if "value" in node:
+                errors.setdefault(f"{here}.value", []).append(f"'{op}' takes no value.")
+            return
+        value = node.get("value")
+        if op == "in":
+            if not isinstance(value, list) or not value or len(value) > 100 or not all(map(_scalar, value)):
+                errors.setdefault(f"{here}.value", []).append("'in' takes a list of 1 to 100 plain values.")
+        elif "value" not in node or not _scalar(value) or value is None:
+            errors.setdefault(f"{here}.value", []).append("A string, number or boolean (is_null tests for null).")
+
+    walk(condition, path, 1)
+    return errors
+
+
+def path_get(context: dict, path: str):
+    """The value at a dotted path, or None if any part is missing."""
+    value = context
+    for part in path.split("."):
+        if isinstance(value, dict):
+            value = value.get(part)
+        elif isinstance(value, list) and part.isdigit():
+            index = int(part)
+            value = value[index] if index < len(value) else None
+        else:
+            return None
+    return value
+
+
+def _same_kind(a, b) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool)
+    numbers = (int, float)
+    return (isinstance(a, numbers) and isinstance(b, numbers)) or (isinstance(a, str) and isinstance(b, str))
+
+
+def data_condition_holds(condition: dict, context: dict) -> bool:
+    """Evaluate a validated condition against a run's context."""
+    if "and" in condition:
+        return all(data_condition_holds(c, context) for c in condition["and"])
+    if "or" in condition:
+        return any(data_condition_holds(c, context) for c in condition["or"])
+    value, op = path_get(context, condition["column"]), condition["op"]
+    if op == "is_null":
+        return value is None
+    if op == "is_not_null":
+        return value is not None
+    if op == "in":
+        return any(_same_kind(value, v) and value == v for v in condition["value"])
+    expected = condition["value"]
+    if not _same_kind(value, expected):
+        return op == "ne"
+    return _COMPARE[op](value, expected)

@@ -28,7 +28,7 @@ def work_reconcile_task() -> dict:
 
 @shared_task(name="apps.runs.tasks.runs_resume_due")
 def runs_resume_due_task() -> int:
-    from .services import runs_resume_due
+    from .engine import runs_resume_due
 
     return runs_resume_due()
 

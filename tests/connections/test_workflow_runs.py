@@ -198,3 +198,94 @@ def test_a_failed_install_publishes_nothing(product_client, receiver, connection
     assert Workflow.objects.get(key="order-created").published_version is None
     with customer_connect(connection) as conn:
         assert captures_installed(conn, schema="rowbell") == {}
+
+
+def _mail_workflow(client, connection, key="shipped", steps=None, **trigger):
+    trigger = {"type": "database", "connection": str(connection.id), "table": "public.orders",
+               **(trigger or {"events": ["row.created"]})}
+    response = client.post("/api/v1/workflows", {"key": key, "trigger": trigger, "steps": steps}, format="json")
+    assert response.status_code == 201, response.json()
+    assert client.post(f"/api/v1/workflows/{key}/publish").status_code == 201
+
+
+def test_steps_see_the_row_as_it_is_when_the_run_starts(product_client, connection):
+    from django.core import mail
+
+    _mail_workflow(product_client, connection, steps=[{
+        "type": "notify", "channel": "email", "to": "orders@example.com", "subject": "Order {{ row.id }}",
+        "body": "{{ row.status }} {{ row.total }} ({{ event.type }} on {{ event.table }})"}])
+    with writer_connect() as app:
+        app.execute("INSERT INTO public.orders (status, total) VALUES ('new', 12.5)")
+        app.execute("UPDATE public.orders SET status = 'paid'")  # before the run starts
+    event_log_poll(connection_id=connection.id)
+    _run_queued()
+    assert mail.outbox[0].subject == "Order 1"
+    assert mail.outbox[0].body == "paid 12.5 (row.created on public.orders)"
+
+
+def test_a_deleted_row_is_absent_and_its_id_listed(product_client, connection):
+    _mail_workflow(product_client, connection, steps=[{
+        "type": "notify", "channel": "email", "to": "orders@example.com", "subject": "{{ missing_ids }}",
+        "body": "{{ row.status }}"}])
+    with writer_connect() as app:
+        app.execute("INSERT INTO public.orders (status) VALUES ('new')")
+        app.execute("DELETE FROM public.orders")
+    event_log_poll(connection_id=connection.id)
+    _run_queued()
+    run = Run.objects.get()
+    assert run.status == RunStatus.FAILED and "Missing variable 'row'" in run.error
+    assert run.state["missing_ids"] == [1] and run.state["rows"] == []
+
+
+def test_wait_until_the_row_meets_a_condition(product_client, connection):
+    from datetime import timedelta
+
+    from django.core import mail
+    from django.utils import timezone
+
+    from apps.runs.engine import runs_resume_due
+
+    _mail_workflow(product_client, connection, steps=[
+        {"id": "paid", "type": "wait", "condition": {"column": "row.paid", "op": "eq", "value": True},
+         "timeout": "1d", "every": "1m"},
+        {"type": "notify", "channel": "email", "to": "orders@example.com", "subject": "Paid: {{ row.id }}",
+         "body": "timed out: {{ steps.paid.timed_out }}"}])
+    with writer_connect() as app:
+        app.execute("INSERT INTO public.orders (status) VALUES ('new')")
+    event_log_poll(connection_id=connection.id)
+    _run_queued()
+    run = Run.objects.get()
+    run.refresh_from_db()
+    assert (run.status, run.waiting_on) == (RunStatus.WAITING, "condition")
+    with writer_connect() as app:
+        app.execute("UPDATE public.orders SET paid = true")
+    Run.objects.filter(id=run.id).update(resume_at=timezone.now() - timedelta(seconds=1))
+    assert runs_resume_due() == 1
+    _run_queued()
+    assert mail.outbox[0].subject == "Paid: 1" and mail.outbox[0].body == "timed out: False"
+
+
+def test_an_unreachable_database_is_retried_with_back_off_then_fails_and_escalates(product_client, connection):
+    from apps.runs.models import Escalation
+
+    product_client.post("/api/v1/workflows", {
+        "key": "r", "retry": {"max_attempts": 2, "backoff": "1m"},
+        "trigger": {"type": "database", "connection": str(connection.id), "table": "public.orders",
+                    "events": ["row.created"]},
+        "steps": [{"type": "notify", "channel": "email", "to": "a@example.com", "subject": "{{ row.id }}",
+                   "body": "b"}]}, format="json")
+    product_client.post("/api/v1/workflows/r/publish")
+    with writer_connect() as app:
+        app.execute("INSERT INTO public.orders (status) VALUES ('new')")
+    event_log_poll(connection_id=connection.id)
+    Connection.objects.filter(id=connection.id).update(port=1)  # the database goes away
+    _run_queued()
+    run = Run.objects.get()
+    run.refresh_from_db()
+    assert (run.status, run.waiting_on) == (RunStatus.WAITING, "retry")
+    assert AuditEvent.objects.filter(action="run.retry_scheduled", target_id=str(run.id)).exists()
+    Run.objects.filter(id=run.id).update(status=RunStatus.QUEUED)
+    _run_queued()
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and "gave up after 2 attempts" in run.error
+    assert Escalation.objects.filter(run=run).exists()

@@ -37,7 +37,7 @@ from .steps import STEP_EXECUTORS, StepFailed, StepOutcome, StepRetry
 
 logger = logging.getLogger(__name__)
 
-RUN_BATCH = 25
+RUN_BATCH = 100
 RESUME_LIMIT = 10_000
 _ROWS = re.compile(r"\brows?\b")
 
@@ -141,8 +141,16 @@ def run_execute(*, run_id: int) -> str | None:
         status=RunStatus.RUNNING, lease_until=_lease(), updated_at=timezone.now())
     if not claimed:
         return None
-    run = Run.objects.select_related("request", "event", "product", "workflow_version__workflow",
-                                     "workflow_version__connection").get(id=run_id)
+    return _execute(_runs_load([run_id])[0])
+
+
+def _runs_load(run_ids) -> list[Run]:
+    return list(Run.objects.select_related("request", "event", "product", "workflow_version__workflow",
+                                           "workflow_version__connection").filter(id__in=run_ids).order_by("id"))
+
+
+def _execute(run: Run) -> str | None:
+    """The step loop of a claimed (running) run."""
     program = program_for(run.workflow_version)
     context = run_context(run)
     pc = run.step_index
@@ -258,8 +266,167 @@ def _fail(run: Run, pc: int, message: str, *, step_failed: bool, from_status=Run
 
 
 def runs_execute(*, run_ids: list[int]) -> None:
-    for run_id in run_ids:
-        run_execute(run_id=run_id)
+    """Execute a batch of queued runs, most of it in bulk.
+
+    1. Claim them all in one statement (queued -> running; runs another worker took are skipped).
+    2. The common case, runs whose next steps are branches and notify steps: evaluated in memory, then
+       written in one transaction for the whole batch (deliveries, steps, the runs' new positions).
+    3. The others (a wait, a batch step, rows to read first) go through the step loop one by one.
+    4. The new deliveries are sent at once from this task, concurrently; their hints are only a fallback
+       (the dispatcher re-sends those a dead worker left behind).
+    """
+    from django.db import connection
+
+    if not run_ids:
+        return
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE runs_run SET status = 'running', lease_until = %s, updated_at = %s "
+                       "WHERE id = ANY(%s) AND status = 'queued' RETURNING id", [_lease(), now, list(run_ids)])
+        claimed = [r[0] for r in cursor.fetchall()]
+    if not claimed:
+        return
+    runs = _runs_load(claimed)
+    writes = _Writes()
+    slow, failures, memo = [], [], {}
+    with transaction.atomic():
+        # Still ours? (A lease that expired meanwhile may have handed a run to another worker.)
+        ours = set(Run.objects.select_for_update().filter(id__in=claimed, status=RunStatus.RUNNING)
+                   .values_list("id", flat=True))
+        for run in runs:
+            if run.id not in ours:
+                continue
+            try:
+                if not _fast(run, writes, memo):
+                    slow.append(run)
+            except StepFailed as exc:
+                failures.append((run, run.step_index, str(exc)))
+            except Exception as exc:  # a bug or bad data in one run must not stop the batch
+                logger.exception("Run %s failed", run.id)
+                failures.append((run, run.step_index, f"Internal error: {exc.__class__.__name__}: {exc}"))
+        writes.flush()
+    for run, pc, message in failures:
+        _fail(run, pc, message, step_failed=True)
+    for run in slow:
+        _execute(run)
+    if writes.to_send:
+        from apps.deliveries.services import deliveries_send
+
+        deliveries_send(delivery_ids=writes.to_send)
+
+
+class _Writes:
+    """What a batch of runs writes, gathered in memory and written in a few statements."""
+
+    def __init__(self):
+        from apps.deliveries.models import Delivery
+
+        self.Delivery = Delivery
+        self.deliveries, self.steps, self.runs, self.audits, self.to_send = [], [], [], [], []
+
+    def step(self, run: Run, pc: int, step: dict, output: dict) -> None:
+        self.steps.append(RunStep(run=run, step_id=step["id"], index=pc, type=step["type"],
+                                  status=StepStatus.COMPLETED, output=output))
+        run.state["steps"][step["id"]] = output
+
+    def flush(self) -> None:
+        now = timezone.now()
+        if self.deliveries:
+            self.Delivery.objects.bulk_create(self.deliveries)
+            self.to_send = [d.id for d in self.deliveries if d.status == "queued"]
+        if self.steps:
+            RunStep.objects.bulk_create(self.steps)
+        for run in self.runs:
+            run.updated_at = now
+        if self.runs:
+            Run.objects.bulk_update(self.runs, ["status", "waiting_on", "step_index", "state", "lease_until",
+                                                "completed_at", "updated_at"])
+        audit_record_many(self.audits)
+
+
+def _fast(run: Run, writes: _Writes, memo: dict) -> bool:
+    """Move a run through branches and notify steps up to its first delivery that must be sent (or to
+    its end), recording it in `writes`. Return False, having changed nothing, if the way ahead holds
+    another kind of step (or rows must be read first): the step loop takes the run."""
+    from apps.deliveries.channels import channel_get
+    from apps.deliveries.models import DeliveryStatus
+    from apps.workflows.templating import TemplateRenderError
+
+    if run.event_id and "rows" not in run.state and Engine.rows_needed(run):
+        return False
+    program = program_for(run.workflow_version)
+    context = run_context(run)
+    # First the way ahead, without writing: branches are decided on the data as it is.
+    pc, path = run.step_index, []
+    while True:
+        while pc < len(program) and program[pc].op == "jump":
+            pc = program[pc].to
+        if pc >= len(program):
+            break
+        instruction = program[pc]
+        if instruction.op == "branch":
+            taken = next((i for i, (when, _) in enumerate(instruction.cases)
+                          if data_condition_holds(when, context)), None)
+            path.append((pc, instruction, taken))
+            pc = instruction.otherwise if taken is None else instruction.cases[taken][1]
+            continue
+        if instruction.step["type"] != "notify":
+            return False
+        path.append((pc, instruction, None))
+        pc += 1
+    policy = run.workflow_version.definition.get("retry", {})
+    sandboxed = Engine.sandboxed(run)
+    for pc, instruction, taken in path:
+        step = instruction.step
+        if instruction.op == "branch":
+            writes.step(run, pc, step, {"branch": "otherwise" if taken is None else taken})
+            continue
+        config = {k: v for k, v in step.items() if k not in ("id", "type", "channel")}
+        try:
+            rendered = channel_get(step["channel"]).render(config=config, context={**context, "step": step["id"]},
+                                                           product=run.product, memo=memo)
+        except TemplateRenderError as exc:
+            run.step_index = pc
+            raise StepFailed(f"Step '{step['id']}': {exc}") from exc
+        delivery = _delivery_for(run, step, rendered, sandboxed, policy, writes)
+        writes.step(run, pc, step, {"delivery": delivery.message_id, "status": delivery.status})
+        if delivery.status in (DeliveryStatus.QUEUED, DeliveryStatus.HELD):
+            run.status, run.waiting_on, run.step_index, run.lease_until = (
+                RunStatus.WAITING, WaitingOn.DELIVERY, pc + 1, None)
+            writes.runs.append(run)
+            return True
+    run.status, run.step_index, run.lease_until, run.completed_at = (
+        RunStatus.COMPLETED, len(program), None, timezone.now())
+    writes.runs.append(run)
+    writes.audits.append(AuditEntry(action="run.completed", target_type="run", target_id=run.id,
+                                    product_id=run.product_id, organization_id=run.organization_id, data=_cause(run)))
+    return True
+
+
+def _delivery_for(run: Run, step: dict, rendered, sandboxed: bool, policy: dict, writes: _Writes):
+    """The delivery a notify step creates, as delivery_create would, unsaved (written in bulk)."""
+    from apps.deliveries.models import Delivery, DeliveryStatus
+
+    now = timezone.now()
+    skipped = bool(rendered.skip_reason)
+    status = DeliveryStatus.SKIPPED if skipped else DeliveryStatus.HELD if sandboxed else DeliveryStatus.QUEUED
+    queued = status == DeliveryStatus.QUEUED
+    delivery = Delivery(
+        product_id=run.product_id, organization_id=run.organization_id, request_id=run.request_id, run=run,
+        step_id=step["id"], channel=step["channel"], endpoint_id=rendered.endpoint_id,
+        recipient_id=str(run.recipient.get("id", ""))[:200], target=rendered.target, payload=rendered.payload,
+        priority=run.priority, max_attempts=policy.get("max_attempts") or settings.ROWBELL_DELIVERY_MAX_ATTEMPTS,
+        backoff_seconds=policy.get("backoff"), max_backoff_seconds=policy.get("max_backoff"), status=status,
+        last_error=rendered.skip_reason, next_attempt_at=now if queued else None, enqueued_at=now if queued else None,
+        completed_at=now if skipped else None)
+    writes.deliveries.append(delivery)
+    if not queued:
+        writes.audits.append(AuditEntry(
+            action="delivery.skipped" if skipped else "delivery.held", target_type="delivery",
+            target_id=delivery.message_id, product_id=run.product_id, organization_id=run.organization_id,
+            data={"reason": rendered.skip_reason, "channel": step["channel"]} if skipped
+            else {"channel": step["channel"], "reason": "sandbox"}))
+    return delivery
 
 
 # --- Resuming -----------------------------------------------------------------------------------

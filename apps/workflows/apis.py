@@ -137,12 +137,28 @@ class PreviewInputSerializer(serializers.Serializer):
     row = serializers.JSONField(required=False, help_text="For database triggers: the row as steps see it.")
 
 
+class PreviewStepSerializer(serializers.Serializer):
+    step = serializers.CharField()
+    path = serializers.CharField(help_text="Where the step is in the definition.")
+    type = serializers.CharField()
+    channel = serializers.CharField(required=False)
+    target = serializers.CharField(required=False)
+    payload = serializers.JSONField(required=False, help_text="The rendered message.")
+    skipped = serializers.CharField(required=False, help_text="Why nothing would be sent.")
+    error = serializers.CharField(required=False, help_text="Why the step would fail.")
+    taken = serializers.JSONField(required=False, help_text="A branch: the index taken, or 'otherwise'.")
+
+
+class PreviewOutputSerializer(serializers.Serializer):
+    steps = PreviewStepSerializer(many=True)
+
+
 class WorkflowPreviewApi(APIView):
     """Render every step of the draft with sample data; nothing is sent or recorded."""
 
     permission_classes = [IsProductOrOrganization]
 
-    @extend_schema(request=PreviewInputSerializer, responses=serializers.JSONField())
+    @extend_schema(request=PreviewInputSerializer, responses=PreviewOutputSerializer)
     def post(self, request, key):
         workflow = workflow_get(tenant=request.user, key=key)
         data = PreviewInputSerializer(data=request.data)

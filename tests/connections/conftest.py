@@ -78,3 +78,30 @@ def connection(customer_db, product):
                                      user=customer_db["user"], password=customer_db["password"])
     yield conn
     customer_db_reset()
+
+
+def horizon_passed(timeout: float = 10.0) -> None:
+    """Wait until every transaction that started before now has ended, in the whole cluster.
+
+    The poller reads only events older than its snapshot's xmin, and transaction ids are shared by every
+    database of the cluster: a busy neighbour (another database's writers) can keep an event unreadable
+    for a moment. Tests that expect one poll to read what was just committed wait for this first.
+    """
+    import time
+
+    with admin_connect(CUSTOMER_DB) as conn:
+        mark = conn.execute("SELECT pg_current_xact_id()").fetchone()[0]
+        deadline = time.monotonic() + timeout
+        while not conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot()) > %s::text::xid8",
+                               [str(mark)]).fetchone()[0]:
+            if time.monotonic() > deadline:
+                raise AssertionError("A transaction in the cluster stayed open for over 10 s.")
+            time.sleep(0.01)
+
+
+def poll(*, connection_id) -> int | None:
+    """One poll of the connection's log, once everything committed before it is readable."""
+    from apps.connections.pickup import event_log_poll
+
+    horizon_passed()
+    return event_log_poll(connection_id=connection_id)

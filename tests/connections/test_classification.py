@@ -1,9 +1,7 @@
 import pytest
-
-from apps.connections.pickup import event_log_poll
 from apps.deliveries.models import Delivery, WebhookEndpoint
 
-from .conftest import CUSTOMER_DB, admin_connect, writer_connect
+from .conftest import CUSTOMER_DB, admin_connect, poll, writer_connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -19,7 +17,7 @@ def _classify(client, receiver, connection, predicate, on="both", name="paid"):
 
 
 def _transitions(connection):
-    event_log_poll(connection_id=connection.id)
+    poll(connection_id=connection.id)
     return [(d.payload["type"].removeprefix("classification."), d.payload["ids"])
             for d in Delivery.objects.order_by("id")]
 

@@ -1,9 +1,7 @@
 import pytest
-
-from apps.connections.pickup import event_log_poll
 from apps.deliveries.models import Delivery
 
-from .conftest import writer_connect
+from .conftest import poll, writer_connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,7 +20,7 @@ def test_join_table_changes_are_reported_against_the_parent_rows(product_client,
         app.execute("INSERT INTO public.orders (status) VALUES ('a'), ('b')")
         app.execute("INSERT INTO public.order_tags VALUES (1, 'gift'), (1, 'rush'), (2, 'gift')")
         app.execute("DELETE FROM public.order_tags WHERE tag = 'rush'")
-    event_log_poll(connection_id=connection.id)
+    poll(connection_id=connection.id)
     sent = [(d.payload["type"], d.payload["table"], sorted(d.payload["ids"])) for d in Delivery.objects.order_by("id")]
     # One message per statement, each parent once, reported against public.orders.
     assert sent == [("relation.added", "public.orders", [1, 2]), ("relation.removed", "public.orders", [1])]

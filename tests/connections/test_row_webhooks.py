@@ -4,11 +4,10 @@ from standardwebhooks.webhooks import Webhook
 from apps.connections.capture import captures_installed
 from apps.connections.customer import customer_connect
 from apps.connections.models import Connection
-from apps.connections.pickup import event_log_poll
 from apps.deliveries.models import Delivery, DeliveryStatus, WebhookEndpoint
 from apps.deliveries.services import deliveries_send
 
-from .conftest import CUSTOMER_DB, admin_connect, writer_connect
+from .conftest import CUSTOMER_DB, admin_connect, poll, writer_connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,7 +39,7 @@ def test_subscribing_installs_the_trigger_and_row_changes_arrive_as_thin_signed_
         app.execute("INSERT INTO public.orders (status) VALUES ('new'), ('new'), ('new')")  # one statement
         app.execute("UPDATE public.orders SET status = 'paid'")  # not subscribed
         app.execute("DELETE FROM public.orders WHERE id = 2")
-    event_log_poll(connection_id=connection.id)
+    poll(connection_id=connection.id)
     _send_all()
 
     assert receiver.wait_for(2)
@@ -60,7 +59,7 @@ def test_a_bulk_statement_is_one_event_sent_in_documented_chunks(product_client,
     _subscribe(product_client, receiver, connection, events=["row.created"])
     with writer_connect() as app:
         app.execute("INSERT INTO public.orders (status) SELECT 'bulk' FROM generate_series(1, 2500)")
-    event_log_poll(connection_id=connection.id)
+    poll(connection_id=connection.id)
     deliveries = list(Delivery.objects.order_by("chunk"))
     assert [len(d.payload["ids"]) for d in deliveries] == [1000, 1000, 500]
     assert [d.payload["chunk"] for d in deliveries] == [{"index": i, "count": 3} for i in range(3)]
@@ -73,7 +72,7 @@ def test_updates_of_listed_columns_only(product_client, receiver, connection):
         app.execute("INSERT INTO public.orders (status, total) VALUES ('new', 1)")
         app.execute("UPDATE public.orders SET total = 2")
         app.execute("UPDATE public.orders SET status = 'paid'")
-    event_log_poll(connection_id=connection.id)
+    poll(connection_id=connection.id)
     assert [(d.payload["type"], d.payload["ids"]) for d in Delivery.objects.all()] == [("row.updated", [1])]
 
 
@@ -81,9 +80,9 @@ def test_reading_an_event_again_notifies_once(product_client, receiver, connecti
     _subscribe(product_client, receiver, connection, events=["row.created"])
     with writer_connect() as app:
         app.execute("INSERT INTO public.orders (status) VALUES ('a')")
-    event_log_poll(connection_id=connection.id)
+    poll(connection_id=connection.id)
     Connection.objects.filter(id=connection.id).update(cursor_xid=0, cursor_id=0)
-    event_log_poll(connection_id=connection.id)
+    poll(connection_id=connection.id)
     assert Delivery.objects.count() == 1
 
 
@@ -159,7 +158,7 @@ def test_the_triggers_command_shows_drift_repairs_it_and_prunes(product_client, 
     assert "retired 1 trigger(s)" in pruned and f'DROP TRIGGER "{capture}_insert" ON "public"."orders";' in pruned
     with writer_connect() as app:
         app.execute("INSERT INTO public.orders (status) VALUES ('a')")
-    assert event_log_poll(connection_id=connection.id) == 0
+    assert poll(connection_id=connection.id) == 0
 
     WebhookEndpoint.objects.filter(id=created["id"]).update(enabled=True)
     run("install")
@@ -182,13 +181,13 @@ def test_disabling_the_last_subscriber_retires_its_trigger_and_enabling_restores
     assert not installed()
     with writer_connect() as app:
         app.execute("INSERT INTO public.orders (status) VALUES ('unwatched')")
-    assert event_log_poll(connection_id=connection.id) == 0
+    assert poll(connection_id=connection.id) == 0
 
     assert product_client.post(f"/api/v1/webhooks/{first['id']}/enable").json()["enabled"] is True
     assert installed()
     with writer_connect() as app:
         app.execute("INSERT INTO public.orders (status) VALUES ('watched')")
-    event_log_poll(connection_id=connection.id)
+    poll(connection_id=connection.id)
     assert [d.payload["ids"] for d in Delivery.objects.all()] == [[2]]
 
 
@@ -206,5 +205,5 @@ def test_switching_notify_on_keeps_existing_subscriptions_working(product_client
     product_client.post(f"/api/v1/webhooks/{first['id']}/disable")
     with writer_connect() as app:
         app.execute("INSERT INTO public.orders (status) VALUES ('a')")
-    event_log_poll(connection_id=connection.id)
+    poll(connection_id=connection.id)
     assert Delivery.objects.count() == 1  # the second endpoint still gets its events

@@ -9,14 +9,13 @@ from apps.audit.models import AuditEvent
 from apps.connections.capture import captures_installed
 from apps.connections.customer import customer_connect
 from apps.connections.models import Connection, Event
-from apps.connections.pickup import event_log_poll
 from apps.deliveries.models import Delivery, DeliveryStatus
 from apps.deliveries.services import deliveries_send
 from apps.runs.models import Run, RunStatus
 from apps.runs.services import runs_execute
 from apps.workflows.models import Workflow
 
-from .conftest import admin_connect, writer_connect
+from .conftest import admin_connect, poll, writer_connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -64,7 +63,7 @@ def test_publishing_installs_the_trigger_and_a_row_change_launches_one_run(produ
     with writer_connect() as app:
         app.execute("INSERT INTO public.orders (status) VALUES ('new'), ('new')")  # one statement, one event
         app.execute("UPDATE public.orders SET status = 'paid'")  # not watched
-    event_log_poll(connection_id=connection.id)
+    poll(connection_id=connection.id)
     run = Run.objects.get()
     assert run.workflow_version == version and run.request is None and run.event.ids == [1, 2]
     assert AuditEvent.objects.filter(action="run.launched", target_id=str(run.id)).exists()
@@ -89,9 +88,9 @@ def test_an_event_read_twice_launches_its_run_once(product_client, receiver, con
     _publish(product_client)
     with writer_connect() as app:
         app.execute("INSERT INTO public.orders (status) VALUES ('a')")
-    event_log_poll(connection_id=connection.id)
+    poll(connection_id=connection.id)
     Connection.objects.filter(id=connection.id).update(cursor_xid=0, cursor_id=0)  # read it all again
-    event_log_poll(connection_id=connection.id)
+    poll(connection_id=connection.id)
     assert Run.objects.count() == 1 and Event.objects.count() == 1
 
     run = Run.objects.get()
@@ -109,7 +108,7 @@ def test_runs_keep_their_version_and_each_published_version_runs_once_per_event(
     _publish(product_client, "order-audit")
     with writer_connect() as app:
         app.execute("INSERT INTO public.orders (status) VALUES ('a')")
-    event_log_poll(connection_id=connection.id)
+    poll(connection_id=connection.id)
     assert sorted(Run.objects.values_list("workflow_version__workflow__key", flat=True)) == [
         "order-audit", "order-created"]
 
@@ -123,7 +122,7 @@ def test_runs_keep_their_version_and_each_published_version_runs_once_per_event(
     with writer_connect() as app:
         app.execute("INSERT INTO public.orders (status) VALUES ('b')")
         app.execute("DELETE FROM public.orders")
-    event_log_poll(connection_id=connection.id)
+    poll(connection_id=connection.id)
     runs = [(r.workflow_version.workflow.key, r.workflow_version.version, r.event.op)
             for r in Run.objects.select_related("workflow_version__workflow", "event").order_by("id")]
     assert sorted(runs[:2]) == [("order-audit", 1, "insert"), ("order-created", 1, "insert")]
@@ -140,7 +139,7 @@ def test_unpublishing_stops_new_runs_and_retires_the_unused_trigger(product_clie
         assert version.capture not in captures_installed(conn, schema="rowbell")
     with writer_connect() as app:
         app.execute("INSERT INTO public.orders (status) VALUES ('a')")
-    event_log_poll(connection_id=connection.id)
+    poll(connection_id=connection.id)
     assert not Run.objects.exists()
     assert AuditEvent.objects.filter(action="workflow.unpublished", target_id="order-created").exists()
     trigger = product_client.post("/api/v1/trigger", {"workflow": "order-created", "to": ["u1"]}, format="json")
@@ -217,7 +216,7 @@ def test_steps_see_the_row_as_it_is_when_the_run_starts(product_client, connecti
     with writer_connect() as app:
         app.execute("INSERT INTO public.orders (status, total) VALUES ('new', 12.5)")
         app.execute("UPDATE public.orders SET status = 'paid'")  # before the run starts
-    event_log_poll(connection_id=connection.id)
+    poll(connection_id=connection.id)
     _run_queued()
     assert mail.outbox[0].subject == "Order 1"
     assert mail.outbox[0].body == "paid 12.5 (row.created on public.orders)"
@@ -230,7 +229,7 @@ def test_a_deleted_row_is_absent_and_its_id_listed(product_client, connection):
     with writer_connect() as app:
         app.execute("INSERT INTO public.orders (status) VALUES ('new')")
         app.execute("DELETE FROM public.orders")
-    event_log_poll(connection_id=connection.id)
+    poll(connection_id=connection.id)
     _run_queued()
     run = Run.objects.get()
     assert run.status == RunStatus.FAILED and "Missing variable 'row'" in run.error
@@ -252,7 +251,7 @@ def test_wait_until_the_row_meets_a_condition(product_client, connection):
          "body": "timed out: {{ steps.paid.timed_out }}"}])
     with writer_connect() as app:
         app.execute("INSERT INTO public.orders (status) VALUES ('new')")
-    event_log_poll(connection_id=connection.id)
+    poll(connection_id=connection.id)
     _run_queued()
     run = Run.objects.get()
     run.refresh_from_db()
@@ -277,7 +276,7 @@ def test_an_unreachable_database_is_retried_with_back_off_then_fails_and_escalat
     product_client.post("/api/v1/workflows/r/publish")
     with writer_connect() as app:
         app.execute("INSERT INTO public.orders (status) VALUES ('new')")
-    event_log_poll(connection_id=connection.id)
+    poll(connection_id=connection.id)
     Connection.objects.filter(id=connection.id).update(port=1)  # the database goes away
     _run_queued()
     run = Run.objects.get()

@@ -152,7 +152,8 @@ def test_batches_are_sent_concurrently_and_recorded_in_bulk(setup, receiver):
     request = _trigger_and_start(product, recipients=[f"u{i}" for i in range(30)])
     ids = list(Delivery.objects.filter(request=request).values_list("id", flat=True))
     assert len(ids) == 30
-    assert deliveries_send(delivery_ids=ids) == 30
+    # The batch of runs sent its deliveries itself, concurrently: nothing is left for another task.
+    assert deliveries_send(delivery_ids=ids) == 0
     assert Delivery.objects.filter(request=request, status=DeliveryStatus.DELIVERED).count() == 30
     assert DeliveryAttempt.objects.filter(delivery__request=request).count() == 30
     assert len({json.loads(r["body"])["data"]["recipient"]["id"] for r in receiver.requests}) == 30

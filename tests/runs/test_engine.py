@@ -258,6 +258,9 @@ def test_cancel_a_waiting_run_discards_its_pending_deliveries(product_with_key):
     again = client.post(f"/api/v1/runs/{run.id}/cancel")
     assert again.status_code == 409
 
+    from apps.workflows.models import Workflow
+
+    Workflow.objects.filter(key="w").update(sandbox=True)  # its email will be held for review
     sending = _start(product, key="w").get()
     Run.objects.filter(id=sending.id).update(resume_at=timezone.now())
     runs_resume_due()

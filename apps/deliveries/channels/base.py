@@ -78,7 +78,8 @@ class Channel:
     def step_config(self, step: dict, *, product: Product) -> serializers.Serializer:
         return self.StepConfig(data=step, context={"product": product})
 
-    def render(self, *, config: dict, context: dict, product: Product) -> Rendered:
+    def render(self, *, config: dict, context: dict, product: Product, memo: dict | None = None) -> Rendered:
+        """`memo` is shared by the renders of one batch of runs: a channel may keep lookups in it."""
         raise NotImplementedError
 
     def send(self, delivery: Delivery) -> SendResult:

@@ -37,7 +37,7 @@ class EmailChannel(Channel):
         body = TemplateField(help_text="Plain-text body.")
         html = TemplateField(html=True, required=False, help_text="Optional HTML body; values are escaped.")
 
-    def render(self, *, config: dict, context: dict, product) -> Rendered:
+    def render(self, *, config: dict, context: dict, product, memo: dict | None = None) -> Rendered:
         try:
             to = render(config["to"], context).strip()
         except TemplateRenderError as exc:

@@ -35,11 +35,17 @@ class WebhookChannel(Channel):
                 raise serializers.ValidationError("No webhook endpoint with this id in this product.")
             return str(value)
 
-    def render(self, *, config: dict, context: dict, product) -> Rendered:
+    def render(self, *, config: dict, context: dict, product, memo: dict | None = None) -> Rendered:
         from apps.deliveries.models import WebhookEndpoint
 
-        endpoint = WebhookEndpoint.objects.filter(id=config["webhook"], product=product).only("id", "url",
-                                                                                              "enabled").first()
+        key = ("webhook-endpoint", config["webhook"], product.id)
+        if memo is not None and key in memo:
+            endpoint = memo[key]
+        else:
+            endpoint = WebhookEndpoint.objects.filter(id=config["webhook"], product=product).only(
+                "id", "url", "enabled").first()
+            if memo is not None:
+                memo[key] = endpoint
         if endpoint is None:
             return Rendered(skip_reason="The webhook endpoint no longer exists.")
         if not endpoint.enabled:

@@ -310,6 +310,28 @@ _OURS = (DeliveryStatus.SENDING, DeliveryStatus.QUEUED)
 _ATTEMPT_FIELDS = ["started_at", "duration_ms", "outcome", "status_code", "error", "response_excerpt", "permanent"]
 
 
+_SUCCESSES = """
+UPDATE deliveries_delivery d
+SET status = v.status, completed_at = %s, last_error = '', lease_until = NULL, updated_at = %s
+FROM unnest(%s::bigint[], %s::int[], %s::text[]) AS v(id, attempt_count, status)
+WHERE d.id = v.id AND d.attempt_count = v.attempt_count AND d.status IN ('sending', 'queued')
+RETURNING d.id
+"""
+
+
+def _successes_record(successes, now) -> set[int]:
+    """Mark sent deliveries with their final status in one statement; return the ids that were still
+    ours (same claim: same attempt count, still sending or put back in the queue)."""
+    if not successes:
+        return set()
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(_SUCCESSES, [now, now, [d.id for d, _, _ in successes],
+                                    [d.attempt_count for d, _, _ in successes], [o.status for _, _, o in successes]])
+        return {row[0] for row in cursor.fetchall()}
+
+
 def _record(outcomes) -> None:
     """Write every attempt and the resulting statuses in one transaction.
 
@@ -319,23 +341,27 @@ def _record(outcomes) -> None:
     now = timezone.now()
     attempts, audits, settled = [], [], []
     with transaction.atomic():
+        successes = [(d, started, o) for d, started, o in outcomes if isinstance(o, SendResult)]
+        recorded = _successes_record(successes, now)
+        for delivery, started, outcome in successes:
+            attempts.append(DeliveryAttempt(delivery=delivery, number=delivery.attempt_count, started_at=started,
+                                            duration_ms=outcome.duration_ms, outcome=AttemptOutcome.SUCCESS,
+                                            status_code=outcome.status_code, response_excerpt=outcome.excerpt))
+            if delivery.id in recorded:
+                if delivery.run_id:
+                    settled.append((delivery.run_id, True, ""))
+                audits.append(AuditEntry(
+                    action=f"delivery.{outcome.status}", product_id=delivery.product_id,
+                    organization_id=delivery.organization_id, target_type="delivery", target_id=delivery.message_id,
+                    data={"attempt": delivery.attempt_count, "status_code": outcome.status_code,
+                          "channel": delivery.channel}))
         for delivery, started, outcome in outcomes:
+            if isinstance(outcome, SendResult):
+                continue
             scope = {"product_id": delivery.product_id, "organization_id": delivery.organization_id,
                      "target_type": "delivery", "target_id": delivery.message_id}
             number = delivery.attempt_count
             ours = Delivery.objects.filter(id=delivery.id, attempt_count=number, status__in=_OURS)
-            if isinstance(outcome, SendResult):
-                attempts.append(DeliveryAttempt(delivery=delivery, number=number, started_at=started,
-                                                duration_ms=outcome.duration_ms, outcome=AttemptOutcome.SUCCESS,
-                                                status_code=outcome.status_code, response_excerpt=outcome.excerpt))
-                if ours.update(status=outcome.status, completed_at=now, last_error="", lease_until=None,
-                               updated_at=now):
-                    if delivery.run_id:
-                        settled.append((delivery.run_id, True, ""))
-                    audits.append(AuditEntry(action=f"delivery.{outcome.status}", data={
-                        "attempt": number, "status_code": outcome.status_code, "channel": delivery.channel},
-                        **scope))
-                continue
             exc: DeliveryError = outcome
             attempts.append(DeliveryAttempt(delivery=delivery, number=number, started_at=started,
                                             duration_ms=exc.duration_ms, outcome=AttemptOutcome.FAILURE,

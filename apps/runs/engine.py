@@ -15,12 +15,14 @@ rolled back with it. Nothing waits in memory or in a Celery countdown:
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from datetime import timedelta
 
 import psycopg
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
@@ -29,7 +31,7 @@ from apps.core.exceptions import Conflict
 from apps.core.hints import hint
 from apps.deliveries.backoff import retry_delay
 from apps.workflows.conditions import data_condition_holds
-from apps.workflows.program import program_for
+from apps.workflows.program import program_for, programs_by_version
 
 from .models import Escalation, Run, RunStatus, RunStep, StepStatus, WaitingOn
 from .selectors import event_summary
@@ -336,12 +338,25 @@ class _Writes:
             self.to_send = [d.id for d in self.deliveries if d.status == "queued"]
         if self.steps:
             RunStep.objects.bulk_create(self.steps)
-        for run in self.runs:
-            run.updated_at = now
         if self.runs:
-            Run.objects.bulk_update(self.runs, ["status", "waiting_on", "step_index", "state", "lease_until",
-                                                "completed_at", "updated_at"])
+            from django.db import connection
+
+            rows = [{"id": r.id, "status": r.status, "waiting_on": r.waiting_on, "step_index": r.step_index,
+                     "state": r.state, "completed_at": r.completed_at} for r in self.runs]
+            with connection.cursor() as cursor:
+                cursor.execute(_RUNS_UPDATE, [now, json.dumps(rows, cls=DjangoJSONEncoder)])
         audit_record_many(self.audits)
+
+
+# The new positions of a batch of runs, in one statement (Django's bulk_update builds a CASE per column).
+_RUNS_UPDATE = """
+UPDATE runs_run r
+SET status = v.status, waiting_on = v.waiting_on, step_index = v.step_index, state = v.state,
+    completed_at = v.completed_at, lease_until = NULL, updated_at = %s
+FROM jsonb_to_recordset(%s::jsonb)
+     AS v(id bigint, status text, waiting_on text, step_index int, state jsonb, completed_at timestamptz)
+WHERE r.id = v.id AND r.status = 'running'
+"""
 
 
 def _fast(run: Run, writes: _Writes, memo: dict) -> bool:
@@ -457,21 +472,25 @@ def runs_deliveries_settled(settled: list[tuple]) -> None:
     """Runs waiting for these deliveries move on: (run id, sent or not, why not). Called inside the
     transaction that finalized the deliveries, so a delivery is final if and only if its run moved on."""
     outcomes = {run_id: (ok, message) for run_id, ok, message in settled}
-    runs = list(Run.objects.select_for_update(of=("self",)).select_related("workflow_version")
-                .filter(id__in=outcomes, status=RunStatus.WAITING, waiting_on=WaitingOn.DELIVERY))
+    rows = list(Run.objects.select_for_update().filter(
+        id__in=outcomes, status=RunStatus.WAITING, waiting_on=WaitingOn.DELIVERY).values_list(
+        "id", "workflow_version_id", "step_index", "priority", "product_id", "organization_id", "request_id",
+        "event_id"))
+    programs = programs_by_version({r[1] for r in rows})
     now = timezone.now()
-    done, go_on, audits = [], {}, []
-    for run in runs:
-        ok, message = outcomes[run.id]
+    done, go_on, audits, failed = [], {}, [], []
+    for run_id, version_id, step_index, priority, product_id, organization_id, request_id, event_id in rows:
+        ok, message = outcomes[run_id]
         if not ok:
-            _fail(run, run.step_index - 1, message, step_failed=False, from_status=RunStatus.WAITING)
-        elif _past_end(program_for(run.workflow_version), run.step_index):
-            done.append(run.id)
-            audits.append(AuditEntry(action="run.completed", target_type="run", target_id=run.id,
-                                     product_id=run.product_id, organization_id=run.organization_id,
-                                     data=_cause(run)))
+            failed.append((run_id, message))
+        elif _past_end(programs[version_id], step_index):
+            done.append(run_id)
+            audits.append(AuditEntry(action="run.completed", target_type="run", target_id=run_id,
+                                     product_id=product_id, organization_id=organization_id,
+                                     data={"request_id": str(request_id)} if request_id
+                                     else {"event_id": f"evt_{event_id}"}))
         else:
-            go_on.setdefault(run.priority, []).append(run.id)
+            go_on.setdefault(priority, []).append(run_id)
     if done:  # the delivery was the last step: the run is complete without another trip through a worker
         Run.objects.filter(id__in=done).update(status=RunStatus.COMPLETED, completed_at=now, waiting_on="",
                                                updated_at=now)
@@ -479,6 +498,8 @@ def runs_deliveries_settled(settled: list[tuple]) -> None:
         Run.objects.filter(id__in=ids).update(status=RunStatus.QUEUED, waiting_on="", enqueued_at=now, updated_at=now)
         transaction.on_commit(lambda ids=ids, priority=priority: runs_enqueue(ids, priority))
     audit_record_many(audits)
+    for run in Run.objects.filter(id__in=[r for r, _ in failed]).select_related("workflow_version"):
+        _fail(run, run.step_index - 1, dict(failed)[run.id], step_failed=False, from_status=RunStatus.WAITING)
 
 
 def _past_end(program, pc: int) -> bool:

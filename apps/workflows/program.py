@@ -70,3 +70,15 @@ def notify_steps(steps: list[dict]):
             yield from notify_steps(step["otherwise"])
         elif step["type"] == "notify":
             yield step
+
+
+def programs_by_version(version_ids) -> dict[int, list[Instruction]]:
+    """The programs of these versions, by version id, loading only the ones not compiled yet."""
+    from .models import WorkflowVersion
+
+    found = {vid: _programs[vid] for vid in version_ids if vid in _programs}
+    missing = set(version_ids) - set(found)
+    if missing:
+        for version in WorkflowVersion.objects.filter(id__in=missing).only("id", "definition"):
+            found[version.id] = program_for(version)
+    return found

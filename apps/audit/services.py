@@ -54,5 +54,11 @@ def audit_record(
 
 def audit_record_many(entries: list[AuditEntry]) -> None:
     """Append many audit rows in one statement (delivery batches)."""
-    if entries:
-        AuditEvent.objects.bulk_create([e.to_model() for e in entries])
+    from django.utils import timezone
+
+    from apps.core.bulk import insert_rows
+
+    now = timezone.now()
+    insert_rows(AuditEvent, [{"created_at": now, "product_id": e.product_id, "organization_id": e.organization_id,
+                              "actor": e.actor, "action": e.action, "target_type": e.target_type,
+                              "target_id": str(e.target_id), "data": e.data} for e in entries])

@@ -12,6 +12,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from apps.audit.services import AuditEntry, audit_record, audit_record_many
+from apps.core.bulk import insert_rows
 from apps.core.exceptions import InvalidInput
 from apps.core.hints import hint_on_commit
 
@@ -307,7 +308,9 @@ def _send_one(delivery: Delivery):
 # A result still belongs to its claim while the delivery is sending, or was put back in the queue by the
 # reconciler, with the same attempt count; once another worker has claimed it again, it does not.
 _OURS = (DeliveryStatus.SENDING, DeliveryStatus.QUEUED)
-_ATTEMPT_FIELDS = ["started_at", "duration_ms", "outcome", "status_code", "error", "response_excerpt", "permanent"]
+_ATTEMPT_UPSERT = ("ON CONFLICT (delivery_id, number) DO UPDATE SET " + ", ".join(
+    f"{f} = EXCLUDED.{f}" for f in ("started_at", "duration_ms", "outcome", "status_code", "error", "response_excerpt",
+                                    "permanent")))
 
 
 _SUCCESSES = """
@@ -387,8 +390,11 @@ def _record(outcomes) -> None:
                     audits.append(AuditEntry(action="delivery.retry_scheduled",
                                              data={**detail, "next_attempt_at": next_at.isoformat(),
                                                    "delay_seconds": round(delay, 3)}, **scope))
-        DeliveryAttempt.objects.bulk_create(attempts, update_conflicts=True, unique_fields=["delivery", "number"],
-                                            update_fields=_ATTEMPT_FIELDS)
+        insert_rows(DeliveryAttempt, [
+            {"delivery_id": a.delivery_id, "number": a.number, "started_at": a.started_at,
+             "duration_ms": a.duration_ms, "outcome": a.outcome, "status_code": a.status_code, "error": a.error,
+             "response_excerpt": a.response_excerpt, "permanent": a.permanent} for a in attempts],
+            on_conflict=_ATTEMPT_UPSERT)
         audit_record_many(audits)
         _settle(settled)
 
@@ -415,12 +421,18 @@ def deliveries_send(*, delivery_ids: list[int]) -> int:
     claimed = _claim(delivery_ids)
     if not claimed:
         return 0
+    deliveries_send_claimed(claimed)
+    return len(claimed)
+
+
+def deliveries_send_claimed(claimed: list[Delivery]) -> None:
+    """Send deliveries already claimed (status `sending`, attempt counted, lease set) and record the
+    outcomes: steps 2 and 3 of deliveries_send, for callers that created them claimed."""
     if len(claimed) == 1:
         outcomes = [_send_one(claimed[0])]
     else:
         outcomes = list(_pool().map(_send_one, claimed))
     _record(outcomes)
-    return len(claimed)
 
 
 # --- Housekeeping -------------------------------------------------------------------------------

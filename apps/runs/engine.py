@@ -147,8 +147,9 @@ def run_execute(*, run_id: int) -> str | None:
 
 
 def _runs_load(run_ids) -> list[Run]:
-    return list(Run.objects.select_related("request", "event", "product", "workflow_version__workflow",
-                                           "workflow_version__connection").filter(id__in=run_ids).order_by("id"))
+    # The version's connection is loaded only when rows must be read.
+    return list(Run.objects.select_related("request", "event", "product", "workflow_version__workflow")
+                .filter(id__in=run_ids).order_by("id"))
 
 
 def _execute(run: Run) -> str | None:
@@ -312,9 +313,9 @@ def runs_execute(*, run_ids: list[int]) -> None:
     for run in slow:
         _execute(run)
     if writes.to_send:
-        from apps.deliveries.services import deliveries_send
+        from apps.deliveries.services import deliveries_send_claimed
 
-        deliveries_send(delivery_ids=writes.to_send)
+        deliveries_send_claimed(writes.to_send)
 
 
 class _Writes:
@@ -332,12 +333,28 @@ class _Writes:
         run.state["steps"][step["id"]] = output
 
     def flush(self) -> None:
+        from apps.core.bulk import insert_rows
+
         now = timezone.now()
         if self.deliveries:
-            self.Delivery.objects.bulk_create(self.deliveries)
-            self.to_send = [d.id for d in self.deliveries if d.status == "queued"]
+            # Deliveries to send now are written claimed (sending, first attempt counted, leased): this
+            # task sends them after commit. If it dies first, the lease expires and the reconciler
+            # queues them again.
+            lease = _lease()
+            for d in self.deliveries:
+                d.created_at = d.updated_at = now
+                if d.status == "queued":
+                    d.status, d.attempt_count, d.lease_until = "sending", 1, lease
+            fields = [f.attname for f in self.Delivery._meta.concrete_fields if not f.primary_key]
+            ids = insert_rows(self.Delivery, [{f: getattr(d, f) for f in fields} for d in self.deliveries],
+                              returning="id")
+            for d, pk in zip(self.deliveries, ids):
+                d.id = pk
+            self.to_send = [d for d in self.deliveries if d.status == "sending"]
         if self.steps:
-            RunStep.objects.bulk_create(self.steps)
+            insert_rows(RunStep, [{"run_id": st.run_id, "step_id": st.step_id, "index": st.index, "type": st.type,
+                                   "status": st.status, "output": st.output, "error": "", "finished_at": now}
+                                  for st in self.steps])
         if self.runs:
             from django.db import connection
 
@@ -428,7 +445,7 @@ def _delivery_for(run: Run, step: dict, rendered, sandboxed: bool, policy: dict,
     queued = status == DeliveryStatus.QUEUED
     delivery = Delivery(
         product_id=run.product_id, organization_id=run.organization_id, request_id=run.request_id, run=run,
-        step_id=step["id"], channel=step["channel"], endpoint_id=rendered.endpoint_id,
+        step_id=step["id"], channel=step["channel"], endpoint=rendered.endpoint, endpoint_id=rendered.endpoint_id,
         recipient_id=str(run.recipient.get("id", ""))[:200], target=rendered.target, payload=rendered.payload,
         priority=run.priority, max_attempts=policy.get("max_attempts") or settings.ROWBELL_DELIVERY_MAX_ATTEMPTS,
         backoff_seconds=policy.get("backoff"), max_backoff_seconds=policy.get("max_backoff"), status=status,

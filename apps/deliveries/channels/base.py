@@ -42,6 +42,7 @@ class Rendered:
     payload: dict[str, Any] = field(default_factory=dict)
     endpoint_id: Any = None
     skip_reason: str = ""
+    endpoint: Any = None  # the endpoint itself, when the channel loaded it (sending needs its secret)
 
 
 class TemplateField(serializers.CharField):

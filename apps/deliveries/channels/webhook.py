@@ -43,7 +43,7 @@ class WebhookChannel(Channel):
             endpoint = memo[key]
         else:
             endpoint = WebhookEndpoint.objects.filter(id=config["webhook"], product=product).only(
-                "id", "url", "enabled").first()
+                "id", "url", "enabled", "secret", "accept_any_2xx").first()
             if memo is not None:
                 memo[key] = endpoint
         if endpoint is None:
@@ -64,7 +64,7 @@ class WebhookChannel(Channel):
         }
         if "event" in context:  # a run launched by a database event
             payload["data"]["event"] = context["event"]
-        return Rendered(target=endpoint.url, payload=payload, endpoint_id=endpoint.id)
+        return Rendered(target=endpoint.url, payload=payload, endpoint_id=endpoint.id, endpoint=endpoint)
 
     def send(self, delivery) -> SendResult:
         endpoint = delivery.endpoint

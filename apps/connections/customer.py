@@ -10,6 +10,8 @@ allowed: a self-hosted Rowbell usually reaches its customers' databases there.
 from __future__ import annotations
 
 import socket
+import threading
+from contextlib import contextmanager
 
 import psycopg
 from django.conf import settings
@@ -81,3 +83,40 @@ def customer_connect(connection, *, autocommit: bool = True) -> psycopg.Connecti
         application_name=APPLICATION_NAME,
         options=f"-c statement_timeout={int(settings.ROWBELL_CUSTOMER_STATEMENT_TIMEOUT * 1000)}",
     )
+
+
+_sessions = threading.local()
+MAX_SESSIONS = 32
+
+
+def customer_sessions_close() -> None:
+    """Close the connections this thread keeps open."""
+    for _, conn in getattr(_sessions, "by_connection", {}).values():
+        conn.close()
+    _sessions.by_connection = {}
+
+
+@contextmanager
+def customer_session(connection):
+    """A customer-database connection kept open between uses by this thread (the pollers read every
+    50 ms: connecting each time would cost a server process each time). Autocommit. Reopened when the
+    connection's settings change or after any error, which is re-raised."""
+    cache = getattr(_sessions, "by_connection", None)
+    if cache is None:
+        cache = _sessions.by_connection = {}
+    fingerprint = (connection.host, connection.port, connection.database, connection.user, connection.password,
+                   connection.sslmode)
+    cached = cache.get(connection.id)
+    if cached is not None and (cached[0] != fingerprint or cached[1].closed):
+        cache.pop(connection.id)[1].close()
+        cached = None
+    if cached is None:
+        while len(cache) >= MAX_SESSIONS:  # the oldest goes: a process keeps a bounded number open
+            cache.pop(next(iter(cache)))[1].close()
+        cached = cache[connection.id] = (fingerprint, customer_connect(connection))
+    try:
+        yield cached[1]
+    except psycopg.Error:
+        cache.pop(connection.id, None)
+        cached[1].close()
+        raise

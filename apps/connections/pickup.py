@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 from psycopg import sql
 
-from .customer import customer_connect, failure_reason
+from .customer import customer_connect, customer_session, failure_reason
 from .models import Connection, Event
 
 POLL_BATCH = 1000
@@ -40,7 +40,7 @@ def event_log_poll(*, connection_id, limit: int = POLL_BATCH) -> int | None:
             return None
         now = timezone.now()
         try:
-            with customer_connect(connection) as conn:
+            with customer_session(connection) as conn:
                 rows = conn.execute(
                     sql.SQL(POLL_SQL).format(log=sql.Identifier(connection.schema, "event_log")),
                     {"xid": str(connection.cursor_xid), "id": connection.cursor_id, "limit": limit},

@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.conf import settings
 from psycopg import sql
 
-from .customer import customer_connect
+from .customer import customer_session
 
 
 def rows_read(*, connection, rows_from: dict, ids: list) -> tuple[list[dict], list]:
@@ -27,7 +27,7 @@ def rows_read(*, connection, rows_from: dict, ids: list) -> tuple[list[dict], li
     query = sql.SQL("SELECT to_jsonb(t) FROM {table} t WHERE ({text_columns}) IN ({wanted})").format(
         table=sql.Identifier(schema or "public", table), wanted=wanted,
         text_columns=sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier("t", c)) for c in key))
-    with customer_connect(connection) as conn:
+    with customer_session(connection) as conn:
         found = {tuple(_text(row[c]) for c in key): row for (row,) in conn.execute(query)}
     rows, missing = [], []
     for original, k in zip(ids, keys):

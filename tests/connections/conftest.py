@@ -77,6 +77,9 @@ def connection(customer_db, product):
                                      port=customer_db["port"], database=customer_db["database"],
                                      user=customer_db["user"], password=customer_db["password"])
     yield conn
+    from apps.connections.customer import customer_sessions_close
+
+    customer_sessions_close()
     customer_db_reset()
 
 

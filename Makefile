@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export DJANGO_SETTINGS_MODULE ?= config.settings.local
 
-.PHONY: run test install preflight bench bench-api bench-capture clean
+.PHONY: run test install preflight bench bench-api bench-capture bench-workflows clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Rowbell needs Python 3.11, found " + sys.version.split()[0]' \
@@ -45,7 +45,13 @@ bench-capture: install
 	@$(BIN)/python -m apps.core.preflight
 	$(BIN)/python bench/bench_capture.py
 
-bench: bench-api bench-capture
+## make bench-workflows: row change to delivered signed webhook, against a plain keep-alive POST loop.
+bench-workflows: install
+	@command -v pgbench >/dev/null || (echo "rowbell: the benchmark needs pgbench (PostgreSQL's client tools)" >&2; exit 1)
+	@$(BIN)/python -m apps.core.preflight
+	$(BIN)/python bench/bench_workflows.py
+
+bench: bench-api bench-capture bench-workflows
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache

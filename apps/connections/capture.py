@@ -83,7 +83,9 @@ class Capture:
 
 EVENT_LOG_DDL = """
 CREATE TABLE IF NOT EXISTS {schema}.event_log (
-    id bigint GENERATED ALWAYS AS IDENTITY,
+    -- Cached identity values: each writing session takes 100 at a time instead of touching the sequence
+    -- per statement. Ids then interleave across sessions; reading orders by (xid, id) all the same.
+    id bigint GENERATED ALWAYS AS IDENTITY (CACHE 100),
     xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
     captured_at timestamptz NOT NULL DEFAULT now(),
     capture text NOT NULL,
@@ -98,19 +100,20 @@ CREATE TABLE IF NOT EXISTS {schema}.event_log (
 
 def _ids_expression(capture: Capture, alias: str) -> sql.Composable:
     if capture.relation_column:
-        return sql.SQL("jsonb_agg(DISTINCT {})").format(sql.Identifier(alias, capture.relation_column))
+        return sql.SQL("pg_catalog.jsonb_agg(DISTINCT {})").format(sql.Identifier(alias, capture.relation_column))
     columns = [sql.Identifier(alias, c) for c in capture.primary_key]
     if len(columns) == 1:
-        return sql.SQL("jsonb_agg({})").format(columns[0])
-    return sql.SQL("jsonb_agg(jsonb_build_array({}))").format(sql.SQL(", ").join(columns))
+        return sql.SQL("pg_catalog.jsonb_agg({})").format(columns[0])
+    return sql.SQL("pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array({}))").format(sql.SQL(", ").join(columns))
 
 
 def _log_insert(capture: Capture, schema: str, op: str, ids_alias: str, source: sql.Composable) -> sql.Composable:
-    notify = (sql.SQL("; IF FOUND THEN PERFORM pg_notify({}, '') ; END IF").format(sql.Literal(NOTIFY_CHANNEL))
+    notify = (sql.SQL("; IF FOUND THEN PERFORM pg_catalog.pg_notify({}, '') ; END IF").format(
+        sql.Literal(NOTIFY_CHANNEL))
               if _notify_enabled() else sql.SQL(""))
     return sql.SQL(
         "INSERT INTO {log} (capture, table_name, op, ids) "
-        "SELECT {capture}, {table}, {op}, {ids} {source} HAVING count(*) > 0{notify}"
+        "SELECT {capture}, {table}, {op}, {ids} {source} HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 0{notify}"
     ).format(notify=notify, log=sql.Identifier(schema, "event_log"), capture=sql.Literal(capture.name),
              table=sql.Literal(capture.reported_table or capture.qualified_table), op=sql.Literal(op),
              ids=_ids_expression(capture, ids_alias), source=source)
@@ -189,10 +192,16 @@ def capture_ddl(capture: Capture, schema: str) -> list[sql.Composable]:
                        "update": "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
                        "delete": "REFERENCING OLD TABLE AS old_rows"}[op]
         body = sql.SQL("BEGIN {body}; RETURN NULL; END").format(body=_function_body(capture, op, schema))
+        # SECURITY DEFINER: writers of the table need no rights on Rowbell's schema. A definer function must
+        # not resolve names through the caller's search_path. Bodies that compare values (listed columns,
+        # predicates: operators that cannot all be schema-qualified) pin it with SET, which costs a
+        # configuration change per call; the others name everything with its schema and skip it.
+        pinned = bool(capture.classification) or (op == "update" and bool(capture.update_columns))
         statements.append(sql.SQL(
             "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
-            "SET search_path = pg_catalog, pg_temp AS {quoted}"
-        ).format(function=function, quoted=_dollar_quoted(body)))
+            "{pin}AS {quoted}"
+        ).format(function=function, quoted=_dollar_quoted(body),
+                 pin=sql.SQL("SET search_path = pg_catalog, pg_temp " if pinned else "")))
         # OR REPLACE: needs only the TRIGGER privilege (DROP TRIGGER would need table ownership).
         if op == "update" and not capture.update_columns and not capture.classification:
             referencing = "REFERENCING NEW TABLE AS new_rows"
@@ -211,6 +220,9 @@ def captures_install(conn, *, schema: str, captures: list[Capture]) -> None:
         if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema]).fetchone():
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         conn.execute(sql.SQL(EVENT_LOG_DDL).format(schema=sql.Identifier(schema)))
+        # Logs installed before the identity cache was introduced get it too (idempotent).
+        conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN id SET CACHE 100").format(
+            sql.Identifier(schema, "event_log")))
         for capture in captures:
             for statement in capture_ddl(capture, schema):
                 conn.execute(statement)

@@ -211,3 +211,39 @@ def test_retention_prunes_consumed_events_in_batches_and_never_unread_ones(conne
     assert left == [([6],)]  # old but not read yet: kept
     _poll_all(connection)
     assert Event.objects.filter(connection=connection).count() == 6
+
+
+HIJACK = """
+CREATE SCHEMA evil AUTHORIZATION {writer};
+SET ROLE {writer};
+GRANT USAGE ON SCHEMA evil TO PUBLIC;  -- so that Rowbell's user, running the trigger, would see it
+CREATE FUNCTION evil.gt(bigint, integer) RETURNS boolean LANGUAGE plpgsql AS
+    $$BEGIN RAISE EXCEPTION 'hijacked as %', current_user; END$$;
+CREATE OPERATOR evil.> (LEFTARG = bigint, RIGHTARG = integer, FUNCTION = evil.gt);
+CREATE FUNCTION evil.eq(text, text) RETURNS boolean LANGUAGE plpgsql AS
+    $$BEGIN RAISE EXCEPTION 'hijacked as %', current_user; END$$;
+CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.eq);
+CREATE FUNCTION evil.jsonb_agg(anyelement) RETURNS jsonb LANGUAGE plpgsql AS
+    $$BEGIN RAISE EXCEPTION 'hijacked as %', current_user; END$$;
+RESET ROLE;
+"""
+
+
+def test_a_writer_cannot_hijack_the_triggers_through_its_search_path(connection):
+    """The trigger functions run as Rowbell's user (SECURITY DEFINER). A writer who puts its own schema
+    before pg_catalog, with look-alike operators and functions, must not get its code run by them."""
+    from .conftest import WRITER_ROLE
+
+    connection_captures_install(connection=connection, captures=[ORDERS, ORDERS_STATUS], actor="test")
+    with admin_connect(CUSTOMER_DB) as admin:
+        admin.execute(HIJACK.format(writer=WRITER_ROLE))
+    try:
+        with writer_connect() as app:
+            app.execute("SET search_path = evil, pg_catalog, public")
+            app.execute("INSERT INTO public.orders (status) VALUES ('new')")  # plain capture: qualified names
+            app.execute("UPDATE public.orders SET status = 'paid'")  # listed columns: pinned search_path
+        _poll_all(connection)
+        assert ("insert", [1]) in _events(connection) and ("update", [1]) in _events(connection, ORDERS_STATUS)
+    finally:
+        with admin_connect(CUSTOMER_DB) as admin:
+            admin.execute("DROP SCHEMA evil CASCADE")

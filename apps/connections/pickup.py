@@ -16,6 +16,8 @@ from django.db import transaction
 from django.utils import timezone
 from psycopg import sql
 
+from apps.core.bulk import insert_rows
+
 from .customer import customer_connect, customer_session, failure_reason
 from .models import Connection, Event
 
@@ -55,17 +57,21 @@ def event_log_poll(*, connection_id, limit: int = POLL_BATCH) -> int | None:
             from apps.deliveries.services import deliveries_for_events
             from apps.runs.services import runs_for_events
 
-            Event.objects.bulk_create(
-                [Event(connection=connection, source_id=r[0], xid=int(r[1]), captured_at=_aware(r[2]),
-                       capture=r[3], table_name=r[4], op=r[5], ids=r[6]) for r in rows],
-                ignore_conflicts=True,
-            )
+            # One statement, one parameter; ON CONFLICT: an event read again is recorded once.
+            fresh = [Event(connection=connection, source_id=r[0], xid=int(r[1]), captured_at=_aware(r[2]),
+                           capture=r[3], table_name=r[4], op=r[5], ids=r[6], recorded_at=now) for r in rows]
+            inserted = insert_rows(Event, [
+                {"connection_id": connection.id, "source_id": e.source_id, "xid": e.xid, "captured_at": e.captured_at,
+                 "capture": e.capture, "table_name": e.table_name, "op": e.op, "ids": e.ids,
+                 "recorded_at": now} for e in fresh], returning=("id", "xid", "source_id"),
+                on_conflict="ON CONFLICT DO NOTHING")
+            by_key = {(int(xid), source_id): pk for pk, xid, source_id in inserted}
+            recorded = []
+            for event in fresh:
+                event.id = by_key.get((event.xid, event.source_id))
+                if event.id is not None:
+                    recorded.append(event)
             # The events' consequences are written in the same transaction as the events and the cursor.
-            keys = {(int(r[1]), r[0]) for r in rows}
-            recorded = [e for e in Event.objects.filter(connection=connection, source_id__in=[r[0] for r in rows],
-                                                        xid__gte=min(k[0] for k in keys),
-                                                        xid__lte=max(k[0] for k in keys))
-                        if (int(e.xid), e.source_id) in keys]
             deliveries_for_events(events=recorded)
             runs_for_events(events=recorded)
             last = rows[-1]

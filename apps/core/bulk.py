@@ -16,7 +16,8 @@ from django.db import connection, models
 
 
 @lru_cache(maxsize=None)
-def _statement(model: type[models.Model], columns: tuple[str, ...], returning: str, on_conflict: str) -> str:
+def _statement(model: type[models.Model], columns: tuple[str, ...], returning: tuple[str, ...],
+               on_conflict: str) -> str:
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
     sql = (f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) "
@@ -25,16 +26,23 @@ def _statement(model: type[models.Model], columns: tuple[str, ...], returning: s
            f"jsonb_populate_record(NULL::{table}, e.doc) AS r ORDER BY e.ord")
     if on_conflict:
         sql += f" {on_conflict}"
-    return sql + (f" RETURNING {quote(returning)}" if returning else "")
+    return sql + (f" RETURNING {', '.join(quote(c) for c in returning)}" if returning else "")
 
 
-def insert_rows(model: type[models.Model], rows: list[dict], *, returning: str = "", on_conflict: str = "") -> list:
+def insert_rows(model: type[models.Model], rows: list[dict], *, returning: str | tuple[str, ...] = "",
+                on_conflict: str = "") -> list:
     """Insert `rows` (dicts keyed by column name, all with the same keys) into the model's table.
-    Returns the `returning` column of each inserted row, in order. `on_conflict` is a fixed
-    `ON CONFLICT ...` clause (no user input)."""
+
+    Returns, for each inserted row in order, its `returning` column (a name) or a tuple of columns (a
+    tuple of names). `on_conflict` is a fixed `ON CONFLICT ...` clause (no user input); rows it skips
+    return nothing.
+    """
     if not rows:
         return []
     columns = tuple(rows[0])
+    names = (returning,) if isinstance(returning, str) and returning else tuple(returning or ())
     with connection.cursor() as cursor:
-        cursor.execute(_statement(model, columns, returning, on_conflict), [json.dumps(rows, cls=DjangoJSONEncoder)])
-        return [r[0] for r in cursor.fetchall()] if returning else []
+        cursor.execute(_statement(model, columns, names, on_conflict), [json.dumps(rows, cls=DjangoJSONEncoder)])
+        if not names:
+            return []
+        return [r[0] for r in cursor.fetchall()] if isinstance(returning, str) else [tuple(r) for r in cursor.fetchall()]

@@ -197,14 +197,18 @@ def runs_for_events(*, events) -> list[int]:
         workflow__published_version=F("id")).select_related("workflow"))
     if not versions:
         return []
+    from apps.core.bulk import insert_rows
+
     now = timezone.now()
-    runs = [Run(event=event, workflow_version=version, product_id=version.workflow.product_id, recipient={},
-                priority=Priority.NORMAL, enqueued_at=now)
+    rows = [{"event_id": event.id, "workflow_version_id": version.id, "product_id": version.workflow.product_id,
+             "organization_id": None, "request_id": None, "rerun_of_id": None, "recipient_index": 0, "recipient": {},
+             "priority": Priority.NORMAL, "status": RunStatus.QUEUED, "step_index": 0, "state": {}, "waiting_on": "",
+             "error": "", "enqueued_at": now, "created_at": now, "updated_at": now}
             for event in events for version in versions
             if version.capture == event.capture and version.connection_id == event.connection_id]
-    Run.objects.bulk_create(runs, ignore_conflicts=True)
-    launched = list(Run.objects.filter(event__in=events).values_list(
-        "id", "event_id", "workflow_version_id", "product_id"))
+    # ON CONFLICT: the unique (workflow_version, event) makes a repeat launch nothing.
+    launched = insert_rows(Run, rows, returning=("id", "event_id", "workflow_version_id", "product_id"),
+                           on_conflict="ON CONFLICT DO NOTHING")
     keys = {v.id: (v.workflow.key, v.version) for v in versions}
     audit_record_many([AuditEntry(action="run.launched", target_type="run", target_id=run_id, product_id=product_id,
                                   data={"event_id": f"evt_{event_id}", "workflow": keys[version_id][0],

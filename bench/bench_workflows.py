@@ -88,6 +88,26 @@ print(json.dumps({
 """
 
 
+def cpu_by_process() -> dict[str, float]:
+    """CPU seconds used so far by the processes still alive, summed by role."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        seconds = (int(fields[11]) + int(fields[12])) / tick
+        name = ("PostgreSQL" if cmd.startswith("postgres") else
+                "worker" if "celery" in cmd and " worker" in cmd else "beat" if "celery" in cmd and " beat" in cmd else
+                "listener" if "run_listener" in cmd else "receiver" if "receiver.py" in cmd else None)
+        if name:
+            out[name] = out.get(name, 0.0) + seconds
+    return out
+
+
 def count(pool) -> int:
     return int(pool.request("GET", f"http://127.0.0.1:{PORT}/count").data)
 
@@ -156,6 +176,7 @@ def main():
         # that the writer is not what limits the run).
         script = ROOT / ".bench" / "insert.sql"
         script.write_text("INSERT INTO public.orders (status, total) VALUES ('new', 1);\n")
+        cpu_before = cpu_by_process()
         first = time.monotonic()
         writer = subprocess.Popen(["pgbench", "-h", "127.0.0.1", "-U", "postgres", "-n", "-M", "prepared", "-c", "4",
                                    "-j", "2", "-R", str(args.rate), "-T", str(args.seconds), "-f", str(script),
@@ -174,6 +195,7 @@ def main():
                 break
             time.sleep(0.2)
         last = next(t for t, n in samples if n >= total) if samples[-1][1] >= total else None
+        cpu_after = cpu_by_process()
         time.sleep(3)  # anything sent twice would arrive now
         delivered = count(pool) - base
     finally:
@@ -194,6 +216,9 @@ def main():
     offered = total / (written - first)
     print(f"offered {offered:.0f}/s; steady {steady:.0f}/s; overall {overall:.0f}/s; delivered {delivered}/{total}; "
           f"{check}", flush=True)
+    cpu = {name: (cpu_after[name] - cpu_before.get(name, 0.0)) * 1000 / max(delivered, 1) for name in cpu_after}
+    cpu_rows = "\n".join(f"| {name} | {ms:.2f} |" for name, ms in sorted(cpu.items(), key=lambda x: -x[1]))
+    print(cpu, flush=True)
     ok = check["runs"] == check["runs_completed"] == check["delivered"] == check["attempts"] == total
     result = f"""
 One run: a plain keep-alive POST loop (urllib3, one thread, webhook-sized body) to a local asyncio receiver,
@@ -213,6 +238,13 @@ rows recorded: {check['runs']:,} runs ({check['runs_completed']:,} completed), {
 ({check['delivered']:,} delivered), {check['attempts']:,} attempts (at most {check['attempts_per_delivery_max']} per
 delivery): {"every webhook delivered once and every attempt recorded" if ok and delivered == total else "MISMATCH"}.
 Targets: at least 1,000 webhooks/s and 40% of the plain loop.
+
+CPU per delivered webhook, from the first commit to the last delivery, by process (ms; processes that ran
+throughout: PostgreSQL's count leaves out the writer's sessions, which end with it):
+
+| process | CPU ms / webhook |
+|---|---|
+{cpu_rows}
 
 Command: `make bench-workflows` (runs `.venv/bin/python bench/bench_workflows.py --seconds {args.seconds} --rate
 {args.rate}`).

@@ -147,9 +147,17 @@ def run_execute(*, run_id: int) -> str | None:
 
 
 def _runs_load(run_ids) -> list[Run]:
-    # The version's connection is loaded only when rows must be read.
-    return list(Run.objects.select_related("request", "event", "product", "workflow_version__workflow")
-                .filter(id__in=run_ids).order_by("id"))
+    """The runs with what their steps need. The few versions and products a batch shares are loaded once
+    and shared by its runs (a join would build and parse them again for every run)."""
+    from apps.tenants.models import Product
+    from apps.workflows.models import WorkflowVersion
+
+    runs = list(Run.objects.select_related("request", "event").filter(id__in=run_ids).order_by("id"))
+    versions = WorkflowVersion.objects.select_related("workflow").in_bulk({r.workflow_version_id for r in runs})
+    products = Product.objects.in_bulk({r.product_id for r in runs})
+    for run in runs:
+        run.workflow_version, run.product = versions[run.workflow_version_id], products[run.product_id]
+    return runs
 
 
 def _execute(run: Run) -> str | None:

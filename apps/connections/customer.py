@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from contextlib import contextmanager
 
 import psycopg
@@ -87,11 +88,24 @@ def customer_connect(connection, *, autocommit: bool = True) -> psycopg.Connecti
 
 _sessions = threading.local()
 MAX_SESSIONS = 32
+IDLE_CHECK_SECONDS = 30.0
+
+
+def _alive(cached) -> bool:
+    """A connection idle for a while may have been closed by the server or a proxy: check it before use,
+    so that its first use does not fail (a poll error, a run's retry spent)."""
+    if time.monotonic() - cached[2][0] < IDLE_CHECK_SECONDS:
+        return True
+    try:
+        cached[1].execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
 
 
 def customer_sessions_close() -> None:
     """Close the connections this thread keeps open."""
-    for _, conn in getattr(_sessions, "by_connection", {}).values():
+    for _, conn, _ in getattr(_sessions, "by_connection", {}).values():
         conn.close()
     _sessions.by_connection = {}
 
@@ -107,15 +121,16 @@ def customer_session(connection):
     fingerprint = (connection.host, connection.port, connection.database, connection.user, connection.password,
                    connection.sslmode)
     cached = cache.get(connection.id)
-    if cached is not None and (cached[0] != fingerprint or cached[1].closed):
+    if cached is not None and (cached[0] != fingerprint or cached[1].closed or not _alive(cached)):
         cache.pop(connection.id)[1].close()
         cached = None
     if cached is None:
         while len(cache) >= MAX_SESSIONS:  # the oldest goes: a process keeps a bounded number open
             cache.pop(next(iter(cache)))[1].close()
-        cached = cache[connection.id] = (fingerprint, customer_connect(connection))
+        cached = cache[connection.id] = (fingerprint, customer_connect(connection), [time.monotonic()])
     try:
         yield cached[1]
+        cached[2][0] = time.monotonic()
     except psycopg.Error:
         cache.pop(connection.id, None)
         cached[1].close()

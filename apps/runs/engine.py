@@ -15,6 +15,7 @@ rolled back with it. Nothing waits in memory or in a Celery countdown:
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
@@ -307,23 +308,33 @@ def runs_execute(*, run_ids: list[int]) -> None:
         for run in runs:
             if run.id not in ours:
                 continue
+            mark, state, start = writes.mark(), copy.deepcopy(run.state), run.step_index
             try:
                 if not _fast(run, writes, memo):
                     slow.append(run)
+                continue
             except StepFailed as exc:
-                failures.append((run, run.step_index, str(exc)))
+                message = str(exc)
             except Exception as exc:  # a bug or bad data in one run must not stop the batch
                 logger.exception("Run %s failed", run.id)
-                failures.append((run, run.step_index, f"Internal error: {exc.__class__.__name__}: {exc}"))
+                message = f"Internal error: {exc.__class__.__name__}: {exc}"
+            # Nothing of a failed run is written with the batch; it fails at the step that failed.
+            failed_at = run.step_index
+            writes.undo(mark)
+            run.state, run.step_index = state, start
+            failures.append((run, failed_at, message))
         writes.flush()
-    for run, pc, message in failures:
-        _fail(run, pc, message, step_failed=True)
+    # Sent first: these deliveries are leased to this task, and what follows may take a while.
+    try:
+        if writes.to_send:
+            from apps.deliveries.services import deliveries_send_claimed
+
+            deliveries_send_claimed(writes.to_send)
+    finally:
+        for run, pc, message in failures:
+            _fail(run, pc, message, step_failed=True)
     for run in slow:
         _execute(run)
-    if writes.to_send:
-        from apps.deliveries.services import deliveries_send_claimed
-
-        deliveries_send_claimed(writes.to_send)
 
 
 class _Writes:
@@ -334,6 +345,13 @@ class _Writes:
 
         self.Delivery = Delivery
         self.deliveries, self.steps, self.runs, self.audits, self.to_send = [], [], [], [], []
+
+    def mark(self) -> tuple:
+        return len(self.deliveries), len(self.steps), len(self.runs), len(self.audits)
+
+    def undo(self, mark: tuple) -> None:
+        """Drop what was staged after `mark` (a run that failed half-way through the batch)."""
+        del self.deliveries[mark[0]:], self.steps[mark[1]:], self.runs[mark[2]:], self.audits[mark[3]:]
 
     def step(self, run: Run, pc: int, step: dict, output: dict) -> None:
         self.steps.append(RunStep(run=run, step_id=step["id"], index=pc, type=step["type"],
@@ -354,10 +372,11 @@ class _Writes:
                 if d.status == "queued":
                     d.status, d.attempt_count, d.lease_until = "sending", 1, lease
             fields = [f.attname for f in self.Delivery._meta.concrete_fields if not f.primary_key]
-            ids = insert_rows(self.Delivery, [{f: getattr(d, f) for f in fields} for d in self.deliveries],
-                              returning="id")
-            for d, pk in zip(self.deliveries, ids):
-                d.id = pk
+            ids = dict((m, pk) for pk, m in insert_rows(
+                self.Delivery, [{f: getattr(d, f) for f in fields} for d in self.deliveries],
+                returning=("id", "message_id")))
+            for d in self.deliveries:
+                d.id = ids[d.message_id]
             self.to_send = [d for d in self.deliveries if d.status == "sending"]
         if self.steps:
             insert_rows(RunStep, [{"run_id": st.run_id, "step_id": st.step_id, "index": st.index, "type": st.type,
@@ -607,6 +626,13 @@ def run_rerun(*, run: Run, from_start: bool, actor: str) -> Run:
         state.get("batch_owned", {}).pop(step_id, None)
     now = timezone.now()
     with transaction.atomic():
+        # One re-run at a time: a second call (a double click, API and admin together) is refused while
+        # the first one has not ended.
+        Run.objects.select_for_update().filter(id=run.id).first()
+        pending = Run.objects.filter(rerun_of=run).exclude(
+            status__in=(RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)).values_list("id", flat=True).first()
+        if pending:
+            raise RunActionRefused(f"Run {pending}, a re-run of this one, has not ended yet.")
         new = Run.objects.create(
             request_id=run.request_id, event_id=run.event_id, recipient_index=run.recipient_index,
             product_id=run.product_id, organization_id=run.organization_id, workflow_version_id=run.workflow_version_id,

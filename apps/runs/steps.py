@@ -77,7 +77,7 @@ def wait_execute(*, run, step: dict, context: dict, engine) -> StepOutcome:
         return StepOutcome(output={"until": until.isoformat()}, waiting_on=WaitingOn.TIME, resume_at=until)
     if "until" in step:
         until = _timestamp(path_get(context, step["until"]), f"Step '{step['id']}': {step['until']}") + timedelta(
-            seconds=step.get("offset", 0))
+            seconds=step.get("offset") or 0)
         if until <= now:  # already past: nothing to wait for
             return StepOutcome(output={"until": until.isoformat(), "waited": False})
         return StepOutcome(output={"until": until.isoformat()}, waiting_on=WaitingOn.TIME, resume_at=until)

@@ -29,6 +29,7 @@ from apps.deliveries.channels import channel_get, channel_kinds
 
 MAX_STEPS = 100
 MAX_TOTAL_STEPS = 500
+MAX_NESTING = 10
 STEP_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -158,7 +159,8 @@ def _step_wait(step: dict, path: str, errors: dict, product) -> dict:
         if not isinstance(step["until"], str) or not PATH.match(step["until"]):
             errors.setdefault(f"{path}.until", []).append("A dotted path to a timestamp, e.g. data.appointment_at.")
         out["until"] = step["until"]
-        out["offset"] = _duration(step, "offset", path, errors, required=False, signed=True) or 0
+        if step.get("offset") not in (None, 0):  # no offset: none is stored (a zero is not a duration)
+            out["offset"] = _duration(step, "offset", path, errors, signed=True)
     else:
         _unknown(step, {"condition", "timeout", "every"}, path, errors, "wait")
         for field, reasons in data_condition_validate(step["condition"], path=f"{path}.condition").items():
@@ -264,8 +266,9 @@ def _steps_validate(steps, path: str, errors: dict, ids: set, product, *, allow_
             continue
         step = dict(step)
         step_id = step.get("id", f"step-{len(ids) + 1}")
-        if not isinstance(step_id, str) or not STEP_ID.match(step_id):
+        if not isinstance(step_id, str) or not STEP_ID.fullmatch(step_id):
             errors.setdefault(f"{here}.id", []).append("1 to 64 letters, digits, '-' or '_'.")
+            step_id = f"invalid-{index}-{len(ids)}"  # keeps the count of steps honest
         elif step_id in ids:
             errors.setdefault(f"{here}.id", []).append(f"Duplicate step id '{step_id}'.")
         ids.add(step_id)
@@ -278,6 +281,9 @@ def _steps_validate(steps, path: str, errors: dict, ids: set, product, *, allow_
             errors.setdefault(f"{here}.type", []).append(f"Must be one of: {', '.join(sorted(STEP_TYPES))}.")
             continue
         if kind in NESTING:
+            if here.count(".branches[") + here.count(".otherwise[") >= MAX_NESTING:
+                errors.setdefault(here, []).append(f"Branches nest at most {MAX_NESTING} deep.")
+                continue
             out.append(STEP_TYPES[kind](step, here, errors, product, ids))
         else:
             out.append(STEP_TYPES[kind](step, here, errors, product))

@@ -311,3 +311,34 @@ def test_admin_actions_rerun_and_cancel_name_the_staff_user(product, client):
     assert _state(waiting)[0] == RunStatus.CANCELLED
     assert AuditEvent.objects.get(action="run.cancelled", target_id=str(waiting.id)).actor == "staff:ops"
     assert AuditEvent.objects.get(action="run.rerun", target_id=str(rerun.id)).actor == "staff:ops"
+
+
+def test_a_run_failing_in_a_batch_writes_nothing_half_way_and_the_others_go_on(product):
+    factories.make_workflow(product, key="w", steps=[
+        {"id": "route", "type": "branch", "branches": [
+            {"when": {"column": "data.bad", "op": "eq", "value": True},
+             "steps": [factories.email_step("oops", subject="{{ data.missing }}")]}]},
+        factories.email_step("fine", subject="ok", body="b")])
+    request_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow="w", priority="normal",
+                                   recipients=[{"id": f"u{i}", "email": f"u{i}@example.com"} for i in range(12)],
+                                   data={"bad": True})
+    good_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow="w", priority="normal",
+                                recipients=[{"id": "g", "email": "g@example.com"}], data={"bad": False})
+    ids = request_start(request_id=request_id) + request_start(request_id=good_id)
+    runs_execute(run_ids=ids)
+    bad = Run.objects.filter(request_id=request_id)
+    assert {r.status for r in bad} == {RunStatus.FAILED}
+    assert all(_steps(r) == [("oops", "failed")] for r in bad)  # its branch step was not left written
+    _send_all()
+    assert Run.objects.get(request_id=good_id).status == RunStatus.COMPLETED
+    assert len(mail.outbox) == 1
+
+
+def test_a_second_rerun_waits_for_the_first(product_with_key):
+    product, key = product_with_key
+    factories.make_workflow(product, key="w", steps=[factories.email_step(subject="{{ data.missing }}")])
+    run = _start(product).get()
+    client = client_for(key)
+    assert client.post(f"/api/v1/runs/{run.id}/rerun", {}, format="json").status_code == 201
+    again = client.post(f"/api/v1/runs/{run.id}/rerun", {}, format="json")
+    assert again.status_code == 409 and "has not ended yet" in again.json()["error"]["message"]

@@ -180,3 +180,24 @@ def test_preview_renders_every_step_with_sample_data(product_client):
     assert steps["small"]["payload"]["html"] == "<p>&lt;b&gt;</p>"
     assert steps["oops"]["error"] == "Missing variable 'nope'."
     assert steps["big"]["path"] == "steps[0].branches[0].steps[0]"
+
+
+@pytest.mark.parametrize("step_id", ["a" * 64 + "\n", ["x"], {"x": 1}, "a" * 65])
+def test_bad_step_ids_are_refused_not_crashed_on(product_client, step_id):
+    response = product_client.post("/api/v1/workflows", {"key": "w", "steps": [{"id": step_id, **MAIL}]},
+                                   format="json")
+    assert response.status_code == 400 and "steps[0].id" in _fields(response)
+
+
+def test_branches_nest_at_most_ten_deep(product_client):
+    steps = [MAIL]
+    for _ in range(12):
+        steps = [{"type": "branch", "branches": [{"when": {"column": "data.x", "op": "is_null"}, "steps": steps}]}]
+    response = product_client.post("/api/v1/workflows", {"key": "w", "steps": steps}, format="json")
+    assert response.status_code == 400 and any("nest at most 10" in r for r in _fields(response).values())
+
+
+def test_a_wait_until_without_offset_publishes(product_client):
+    product_client.post("/api/v1/workflows", {"key": "w", "steps": [{"type": "wait", "until": "data.at"}, MAIL]},
+                        format="json")
+    assert product_client.post("/api/v1/workflows/w/publish").status_code == 201

@@ -1,18 +1,11 @@
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.pagination import CursorPagination
 from rest_framework.views import APIView
 
+from apps.core.pagination import paginated
 from apps.tenants.permissions import IsProductOrOrganization
 
 from .selectors import audit_list
-
-
-class AuditPagination(CursorPagination):
-    ordering = "-id"
-    page_size = 100
-    max_page_size = 500
-    page_size_query_param = "limit"
 
 
 class AuditListApi(APIView):
@@ -37,6 +30,4 @@ class AuditListApi(APIView):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         qs = audit_list(tenant=request.user, **filters.validated_data)
-        paginator = AuditPagination()
-        page = paginator.paginate_queryset(qs, request, view=self)
-        return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
+        return paginated(self, request, qs, self.OutputSerializer)

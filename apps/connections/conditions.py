@@ -11,6 +11,8 @@ text from a user is ever pasted into SQL.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from psycopg import sql
 
 COMPARISONS = {"eq": "=", "ne": "<>", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
@@ -44,8 +46,9 @@ def _value_ok(value, family: str) -> bool:
     return False
 
 
-def condition_validate(condition, *, columns: dict[str, str], path: str) -> dict[str, list[str]]:
-    """Errors by path (empty if valid). `columns` maps column name to its PostgreSQL type."""
+def condition_walk(condition, *, path: str, leaf: Callable[[dict, str, dict], None]) -> dict[str, list[str]]:
+    """Check a condition's structure (objects, `and` / `or` lists, depth and size, leaf fields) and call
+    `leaf(node, path, errors)` on each comparison to check what it compares. Returns errors by path."""
     errors: dict[str, list[str]] = {}
     count = [0]
 
@@ -70,6 +73,16 @@ def condition_validate(condition, *, columns: dict[str, str], path: str) -> dict
         if unknown:
             errors.setdefault(here, []).append(f"Unknown field(s): {', '.join(sorted(unknown))}.")
             return
+        leaf(node, here, errors)
+
+    walk(condition, path, 1)
+    return errors
+
+
+def condition_validate(condition, *, columns: dict[str, str], path: str) -> dict[str, list[str]]:
+    """Errors by path (empty if valid). `columns` maps column name to its PostgreSQL type."""
+
+    def leaf(node, here, errors):
         column, op = node.get("column"), node.get("op")
         if not isinstance(column, str) or column not in columns:
             errors.setdefault(f"{here}.column", []).append(f"No column {column!r} in this table.")
@@ -96,8 +109,7 @@ def condition_validate(condition, *, columns: dict[str, str], path: str) -> dict
             errors.setdefault(f"{here}.value", []).append(f"Must be a {family} (column {column} is "
                                                           f"{columns[column]}).")
 
-    walk(condition, path, 1)
-    return errors
+    return condition_walk(condition, path=path, leaf=leaf)
 
 
 def condition_sql(condition, alias: str) -> sql.Composable:

@@ -3,8 +3,8 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from rest_framework.pagination import CursorPagination
 
+from apps.core.pagination import paginated
 from apps.tenants.permissions import IsProduct, IsProductOrOrganization
 
 from .models import DeliveryStatus
@@ -97,13 +97,6 @@ class DeliveryOutputSerializer(serializers.Serializer):
     completed_at = serializers.DateTimeField(allow_null=True)
 
 
-class DeliveryPagination(CursorPagination):
-    ordering = "-id"
-    page_size = 100
-    max_page_size = 500
-    page_size_query_param = "limit"
-
-
 class DeliveryListApi(APIView):
     """Deliveries with their rendered content: `?status=held` is the sandbox review queue."""
 
@@ -118,10 +111,8 @@ class DeliveryListApi(APIView):
     def get(self, request):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        paginator = DeliveryPagination()
-        page = paginator.paginate_queryset(delivery_list(tenant=request.user, **filters.validated_data), request,
-                                           view=self)
-        return paginator.get_paginated_response(DeliveryOutputSerializer(page, many=True).data)
+        return paginated(self, request, delivery_list(tenant=request.user, **filters.validated_data),
+                         DeliveryOutputSerializer)
 
 
 class ReviewInputSerializer(serializers.Serializer):

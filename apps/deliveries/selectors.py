@@ -22,9 +22,7 @@ def delivery_list(*, tenant: Tenant, status: str | None = None, workflow: str | 
     """The tenant's deliveries, newest first, optionally of one status, workflow or run."""
     from .models import Delivery
 
-    qs = Delivery.objects.filter(product_id=tenant.product_id)
-    if tenant.organization_id:
-        qs = qs.filter(organization_id=tenant.organization_id)
+    qs = tenant.scoped(Delivery.objects.all())
     if status:
         qs = qs.filter(status=status)
     if workflow:

@@ -14,6 +14,7 @@ from django.utils import timezone
 from apps.audit.services import AuditEntry, audit_record, audit_record_many
 from apps.core.bulk import insert_rows
 from apps.core.exceptions import InvalidInput
+from apps.core.ids import uuid_or_none
 from apps.core.hints import hint_on_commit
 
 from . import outbound
@@ -47,7 +48,7 @@ def webhook_endpoint_create(*, product, url: str, description: str = "", accept_
     connection, capture, normalized = None, None, None
     if source is not None:
         connection_id = source.get("connection") if isinstance(source, dict) else None
-        connection = Connection.objects.filter(product=product, id=_uuid_or_none(connection_id)).first()
+        connection = Connection.objects.filter(product=product, id=uuid_or_none(connection_id)).first()
         if connection is None:
             raise InvalidInput("No connection with this id in this product.", field="source.connection")
         normalized, capture = row_source_validate(connection=connection, source=source)
@@ -118,15 +119,6 @@ def _row_event_payload(endpoint, event, ids, index: int, count: int) -> dict:
     return payload
 
 
-def _uuid_or_none(value):
-    import uuid
-
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
-
-
 def deliveries_for_events(*, events) -> int:
     """Create the row-event webhook deliveries of newly recorded events; return how many.
 
@@ -171,32 +163,44 @@ def deliveries_enqueue_on_commit(ids: list[int], priority: str) -> None:
         hint_on_commit("apps.deliveries.tasks.deliveries_send", [ids[start:start + batch]], queue=priority)
 
 
-def delivery_create(*, run, step_id: str, channel: str, rendered: Rendered, held: bool = False,
-                    max_attempts: int | None = None, backoff: tuple = (None, None)) -> Delivery:
-    """Record a rendered delivery (or a skipped one) for a run's notify step; send it after commit, or
-    hold it for review when the workflow is sandboxed.
-
-    Call inside the step's transaction: the delivery exists if and only if the step completed.
-    """
+def delivery_build(*, run, step_id: str, channel: str, rendered: Rendered, held: bool = False,
+                   max_attempts: int | None = None, backoff: tuple = (None, None)) -> tuple[Delivery, AuditEntry | None]:
+    """The delivery a run's notify step makes, unsaved: queued, held for review (sandbox) or skipped with
+    the reason; and the audit row a held or skipped one needs."""
     now = timezone.now()
     skipped = bool(rendered.skip_reason)
     status = DeliveryStatus.SKIPPED if skipped else DeliveryStatus.HELD if held else DeliveryStatus.QUEUED
     queued = status == DeliveryStatus.QUEUED
-    delivery = Delivery.objects.create(
+    delivery = Delivery(
         product_id=run.product_id, organization_id=run.organization_id, request_id=run.request_id, run=run,
-        step_id=step_id, channel=channel, endpoint_id=rendered.endpoint_id,
+        step_id=step_id, channel=channel, endpoint=rendered.endpoint, endpoint_id=rendered.endpoint_id,
         recipient_id=str(run.recipient.get("id", ""))[:200], target=rendered.target, payload=rendered.payload,
         priority=run.priority, max_attempts=max_attempts or settings.ROWBELL_DELIVERY_MAX_ATTEMPTS,
         backoff_seconds=backoff[0], max_backoff_seconds=backoff[1], status=status,
         last_error=rendered.skip_reason, next_attempt_at=now if queued else None,
         enqueued_at=now if queued else None, completed_at=now if skipped else None,
     )
-    scope = {"target_type": "delivery", "target_id": delivery.message_id, "product_id": run.product_id,
-             "organization_id": run.organization_id}
-    if skipped:
-        audit_record(action="delivery.skipped", data={"reason": rendered.skip_reason, "channel": channel}, **scope)
-    elif held:
-        audit_record(action="delivery.held", data={"channel": channel, "reason": "sandbox"}, **scope)
+    audit = None
+    if not queued:
+        audit = AuditEntry(action="delivery.skipped" if skipped else "delivery.held", target_type="delivery",
+                           target_id=delivery.message_id, product_id=run.product_id,
+                           organization_id=run.organization_id,
+                           data={"reason": rendered.skip_reason, "channel": channel} if skipped
+                           else {"channel": channel, "reason": "sandbox"})
+    return delivery, audit
+
+
+def delivery_create(*, run, step_id: str, channel: str, rendered: Rendered, held: bool = False,
+                    max_attempts: int | None = None, backoff: tuple = (None, None)) -> Delivery:
+    """Record a run's delivery (see delivery_build); send it after commit unless it is held or skipped.
+
+    Call inside the step's transaction: the delivery exists if and only if the step completed.
+    """
+    delivery, audit = delivery_build(run=run, step_id=step_id, channel=channel, rendered=rendered, held=held,
+                                     max_attempts=max_attempts, backoff=backoff)
+    delivery.save()
+    if audit is not None:
+        audit_record_many([audit])
     else:
         deliveries_enqueue_on_commit([delivery.id], run.priority)
     return delivery

@@ -53,7 +53,7 @@ class RunAdmin(admin.ModelAdmin):
                     "created_at")
     list_filter = ("status", "waiting_on")
     search_fields = ("id", "request__id")
-    list_select_related = ("request", "event", "workflow_version__workflow")
+    list_select_related = ("request", "event", "rerun_of", "workflow_version__workflow")
     show_full_result_count = False
     readonly_fields = [f.name for f in Run._meta.fields]
     inlines = [RunStepInline]

@@ -5,12 +5,12 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core.exceptions import InvalidInput
 from apps.tenants.authentication import DeferredLiveCheckAuthentication
+from apps.core.pagination import paginated
 from apps.tenants.permissions import IsProductOrOrganization
 
 from .models import Priority, RunStatus
@@ -249,13 +249,6 @@ class RunDetailSerializer(RunOutputSerializer):
         return data
 
 
-class RunPagination(CursorPagination):
-    ordering = "-id"
-    page_size = 100
-    max_page_size = 500
-    page_size_query_param = "limit"
-
-
 EVENT_ID = re.compile(r"^evt_(\d{1,18})$")
 
 
@@ -276,9 +269,7 @@ class RunListApi(APIView):
         f = dict(filters.validated_data)
         if "event" in f:
             f["event"] = int(EVENT_ID.match(f["event"]).group(1))
-        paginator = RunPagination()
-        page = paginator.paginate_queryset(run_list(tenant=request.user, **f), request, view=self)
-        return paginator.get_paginated_response(RunOutputSerializer(page, many=True).data)
+        return paginated(self, request, run_list(tenant=request.user, **f), RunOutputSerializer)
 
 
 class RunDetailApi(APIView):

@@ -31,12 +31,11 @@ from apps.audit.services import AuditEntry, audit_record, audit_record_many
 from apps.core.exceptions import Conflict
 from apps.core.hints import hint
 from apps.deliveries.backoff import retry_delay
-from apps.workflows.conditions import data_condition_holds
 from apps.workflows.program import program_for, programs_by_version
 
 from .models import Escalation, Run, RunStatus, RunStep, StepStatus, WaitingOn
 from .selectors import event_summary
-from .steps import STEP_EXECUTORS, StepFailed, StepOutcome, StepRetry
+from .steps import STEP_EXECUTORS, StepFailed, StepOutcome, StepRetry, notify_delivery_options, notify_render
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +59,11 @@ def runs_enqueue(run_ids: list[int], priority: str) -> None:
 
 def _cause(run: Run) -> dict:
     """What started a run, for its audit rows."""
-    return {"request_id": str(run.request_id)} if run.request_id else {"event_id": f"evt_{run.event_id}"}
+    return _cause_of(run.request_id, run.event_id)
+
+
+def _cause_of(request_id, event_id) -> dict:
+    return {"request_id": str(request_id)} if request_id else {"event_id": f"evt_{event_id}"}
 
 
 # --- What steps see -----------------------------------------------------------------------------
@@ -177,9 +180,7 @@ def _execute(run: Run) -> str | None:
             step = instruction.step
             with transaction.atomic():
                 if instruction.op == "branch":
-                    taken = next((i for i, (when, _) in enumerate(instruction.cases)
-                                  if data_condition_holds(when, context)), None)
-                    target = instruction.otherwise if taken is None else instruction.cases[taken][1]
+                    taken, target = instruction.choose(context)
                     outcome = StepOutcome(output={"branch": "otherwise" if taken is None else taken})
                 else:
                     outcome = STEP_EXECUTORS[step["type"]](run=run, step=step, context=context, engine=Engine)
@@ -407,9 +408,8 @@ def _fast(run: Run, writes: _Writes, memo: dict) -> bool:
     """Move a run through branches and notify steps up to its first delivery that must be sent (or to
     its end), recording it in `writes`. Return False, having changed nothing, if the way ahead holds
     another kind of step (or rows must be read first): the step loop takes the run."""
-    from apps.deliveries.channels import channel_get
     from apps.deliveries.models import DeliveryStatus
-    from apps.workflows.templating import TemplateRenderError
+    from apps.deliveries.services import delivery_build
 
     if run.event_id and "rows" not in run.state and Engine.rows_needed(run):
         return False
@@ -424,30 +424,27 @@ def _fast(run: Run, writes: _Writes, memo: dict) -> bool:
             break
         instruction = program[pc]
         if instruction.op == "branch":
-            taken = next((i for i, (when, _) in enumerate(instruction.cases)
-                          if data_condition_holds(when, context)), None)
+            taken, next_pc = instruction.choose(context)
             path.append((pc, instruction, taken))
-            pc = instruction.otherwise if taken is None else instruction.cases[taken][1]
+            pc = next_pc
             continue
         if instruction.step["type"] != "notify":
             return False
         path.append((pc, instruction, None))
         pc += 1
-    policy = run.workflow_version.definition.get("retry", {})
-    sandboxed = Engine.sandboxed(run)
+    options = notify_delivery_options(run, Engine)
     for pc, instruction, taken in path:
         step = instruction.step
         if instruction.op == "branch":
             writes.step(run, pc, step, {"branch": "otherwise" if taken is None else taken})
             continue
-        config = {k: v for k, v in step.items() if k not in ("id", "type", "channel")}
-        try:
-            rendered = channel_get(step["channel"]).render(config=config, context={**context, "step": step["id"]},
-                                                           product=run.product, memo=memo)
-        except TemplateRenderError as exc:
-            run.step_index = pc
-            raise StepFailed(f"Step '{step['id']}': {exc}") from exc
-        delivery = _delivery_for(run, step, rendered, sandboxed, policy, writes)
+        run.step_index = pc  # where it fails, if its templates cannot render
+        rendered = notify_render(run=run, step=step, context=context, memo=memo)
+        delivery, audit = delivery_build(run=run, step_id=step["id"], channel=step["channel"], rendered=rendered,
+                                         **options)
+        writes.deliveries.append(delivery)
+        if audit is not None:
+            writes.audits.append(audit)
         writes.step(run, pc, step, {"delivery": delivery.message_id, "status": delivery.status})
         if delivery.status in (DeliveryStatus.QUEUED, DeliveryStatus.HELD):
             run.status, run.waiting_on, run.step_index, run.lease_until = (
@@ -460,32 +457,6 @@ def _fast(run: Run, writes: _Writes, memo: dict) -> bool:
     writes.audits.append(AuditEntry(action="run.completed", target_type="run", target_id=run.id,
                                     product_id=run.product_id, organization_id=run.organization_id, data=_cause(run)))
     return True
-
-
-def _delivery_for(run: Run, step: dict, rendered, sandboxed: bool, policy: dict, writes: _Writes):
-    """The delivery a notify step creates, as delivery_create would, unsaved (written in bulk)."""
-    from apps.deliveries.models import Delivery, DeliveryStatus
-
-    now = timezone.now()
-    skipped = bool(rendered.skip_reason)
-    status = DeliveryStatus.SKIPPED if skipped else DeliveryStatus.HELD if sandboxed else DeliveryStatus.QUEUED
-    queued = status == DeliveryStatus.QUEUED
-    delivery = Delivery(
-        product_id=run.product_id, organization_id=run.organization_id, request_id=run.request_id, run=run,
-        step_id=step["id"], channel=step["channel"], endpoint=rendered.endpoint, endpoint_id=rendered.endpoint_id,
-        recipient_id=str(run.recipient.get("id", ""))[:200], target=rendered.target, payload=rendered.payload,
-        priority=run.priority, max_attempts=policy.get("max_attempts") or settings.ROWBELL_DELIVERY_MAX_ATTEMPTS,
-        backoff_seconds=policy.get("backoff"), max_backoff_seconds=policy.get("max_backoff"), status=status,
-        last_error=rendered.skip_reason, next_attempt_at=now if queued else None, enqueued_at=now if queued else None,
-        completed_at=now if skipped else None)
-    writes.deliveries.append(delivery)
-    if not queued:
-        writes.audits.append(AuditEntry(
-            action="delivery.skipped" if skipped else "delivery.held", target_type="delivery",
-            target_id=delivery.message_id, product_id=run.product_id, organization_id=run.organization_id,
-            data={"reason": rendered.skip_reason, "channel": step["channel"]} if skipped
-            else {"channel": step["channel"], "reason": "sandbox"}))
-    return delivery
 
 
 # --- Resuming -----------------------------------------------------------------------------------
@@ -531,8 +502,7 @@ def runs_deliveries_settled(settled: list[tuple]) -> None:
             done.append(run_id)
             audits.append(AuditEntry(action="run.completed", target_type="run", target_id=run_id,
                                      product_id=product_id, organization_id=organization_id,
-                                     data={"request_id": str(request_id)} if request_id
-                                     else {"event_id": f"evt_{event_id}"}))
+                                     data=_cause_of(request_id, event_id)))
         else:
             go_on.setdefault(priority, []).append(run_id)
     if done:  # the delivery was the last step: the run is complete without another trip through a worker
@@ -560,53 +530,50 @@ class RunActionRefused(Conflict):
     """The run is not in a state this action applies to (409)."""
 
 
-def run_cancel(*, run: Run, actor: str) -> Run:
-    """Cancel a queued or waiting run. Its held or queued deliveries are discarded; a batch it was
-    collecting is closed (the runs that joined it ended there)."""
-    from apps.deliveries.models import Delivery, DeliveryStatus
-
-    from .models import Batch, BatchStatus
-
-    with transaction.atomic():
-        now = timezone.now()
-        cancelled = Run.objects.filter(id=run.id, status__in=(RunStatus.QUEUED, RunStatus.WAITING)).update(
-            status=RunStatus.CANCELLED, completed_at=now, waiting_on="", resume_at=None, lease_until=None,
-            updated_at=now)
-        if not cancelled:
-            run.refresh_from_db()
-            raise RunActionRefused(f"Only a queued or waiting run can be cancelled; this one is {run.status}.")
-        discarded = list(Delivery.objects.filter(run=run, status__in=(DeliveryStatus.QUEUED, DeliveryStatus.HELD))
-                         .values_list("message_id", flat=True))
-        Delivery.objects.filter(run=run, status__in=(DeliveryStatus.QUEUED, DeliveryStatus.HELD)).update(
-            status=DeliveryStatus.DISCARDED, completed_at=now, last_error="The run was cancelled.", updated_at=now)
-        Batch.objects.filter(owner=run, status=BatchStatus.OPEN).update(status=BatchStatus.CLOSED)
-        audit_record(action="run.cancelled", target_type="run", target_id=run.id, product_id=run.product_id,
-                     organization_id=run.organization_id, actor=actor,
-                     data={**_cause(run), "discarded_deliveries": discarded})
-    run.refresh_from_db()
-    return run
-
-
-def runs_cancel_for_workflow(*, workflow, actor: str) -> int:
-    """Cancel every queued or waiting run of a workflow (all versions), as run_cancel does one by one."""
+def _cancel(runs, *, actor: str, reason: str) -> list[int]:
+    """Cancel the queued and waiting runs among `runs` (a queryset); return their ids. Their held or
+    queued deliveries are discarded; a batch one was collecting is closed (the runs that joined it ended
+    there). Each cancelled run gets an audit row naming the actor."""
     from apps.deliveries.models import Delivery, DeliveryStatus
 
     from .models import Batch, BatchStatus
 
     now = timezone.now()
+    pending = (DeliveryStatus.QUEUED, DeliveryStatus.HELD)
     with transaction.atomic():
-        ids = list(Run.objects.select_for_update(skip_locked=True)
-                   .filter(workflow_version__workflow=workflow, status__in=(RunStatus.QUEUED, RunStatus.WAITING))
-                   .values_list("id", flat=True))
+        rows = list(runs.select_for_update().filter(status__in=(RunStatus.QUEUED, RunStatus.WAITING))
+                    .values_list("id", "product_id", "organization_id", "request_id", "event_id"))
+        ids = [r[0] for r in rows]
         Run.objects.filter(id__in=ids).update(status=RunStatus.CANCELLED, completed_at=now, waiting_on="",
                                               resume_at=None, lease_until=None, updated_at=now)
-        Delivery.objects.filter(run_id__in=ids, status__in=(DeliveryStatus.QUEUED, DeliveryStatus.HELD)).update(
+        discarded: dict[int, list[str]] = {}
+        for run_id, message_id in Delivery.objects.filter(run_id__in=ids, status__in=pending).values_list(
+                "run_id", "message_id"):
+            discarded.setdefault(run_id, []).append(message_id)
+        Delivery.objects.filter(run_id__in=ids, status__in=pending).update(
             status=DeliveryStatus.DISCARDED, completed_at=now, last_error="The run was cancelled.", updated_at=now)
         Batch.objects.filter(owner_id__in=ids, status=BatchStatus.OPEN).update(status=BatchStatus.CLOSED)
         audit_record_many([AuditEntry(action="run.cancelled", target_type="run", target_id=run_id,
-                                      product_id=workflow.product_id, actor=actor,
-                                      data={"reason": "workflow unpublished"}) for run_id in ids])
-    return len(ids)
+                                      product_id=product_id, organization_id=organization_id, actor=actor,
+                                      data={**_cause_of(request_id, event_id), "reason": reason,
+                                            "discarded_deliveries": discarded.get(run_id, [])})
+                           for run_id, product_id, organization_id, request_id, event_id in rows])
+    return ids
+
+
+def run_cancel(*, run: Run, actor: str) -> Run:
+    """Cancel a queued or waiting run (see _cancel); anything else is refused."""
+    if not _cancel(Run.objects.filter(id=run.id), actor=actor, reason="cancelled"):
+        run.refresh_from_db()
+        raise RunActionRefused(f"Only a queued or waiting run can be cancelled; this one is {run.status}.")
+    run.refresh_from_db()
+    return run
+
+
+def runs_cancel_for_workflow(*, workflow, actor: str) -> int:
+    """Cancel every queued or waiting run of a workflow (all versions)."""
+    return len(_cancel(Run.objects.filter(workflow_version__workflow=workflow), actor=actor,
+                       reason="workflow unpublished"))
 
 
 def run_rerun(*, run: Run, from_start: bool, actor: str) -> Run:

@@ -9,11 +9,13 @@ from apps.tenants.principals import Tenant
 from .models import RequestStatus, Run, RunStatus, RunStep, TriggerRequest
 
 
+# What the request and run views show of each delivery.
+DELIVERY_SUMMARY = ("message_id", "run_id", "step_id", "channel", "recipient_id", "status", "attempt_count",
+                    "last_error", "created_at", "completed_at")
+
+
 def request_get(*, tenant: Tenant, request_id) -> TriggerRequest:
-    qs = TriggerRequest.objects.filter(product_id=tenant.product_id)
-    if tenant.organization_id:
-        qs = qs.filter(organization_id=tenant.organization_id)
-    request = qs.select_related("workflow_version__workflow").filter(id=request_id).first()
+    request = tenant.scoped(TriggerRequest.objects.all()).select_related("workflow_version__workflow").filter(id=request_id).first()
     if request is None:
         raise NotFound("Request not found.")
     return request
@@ -41,9 +43,7 @@ def request_status(*, tenant: Tenant, request_id) -> dict:
     request = request_get(tenant=tenant, request_id=request_id)
     runs = list(Run.objects.filter(request=request).order_by("recipient_index")
                 .values("id", "recipient_index", "recipient", "status", "error", "completed_at"))
-    deliveries = list(Delivery.objects.filter(request=request).order_by("id").values(
-        "message_id", "run_id", "step_id", "channel", "recipient_id", "status", "attempt_count", "last_error",
-        "created_at", "completed_at"))
+    deliveries = list(Delivery.objects.filter(request=request).order_by("id").values(*DELIVERY_SUMMARY))
     return {
         "request_id": request.id,
         "status": _overall(request, runs, deliveries),
@@ -59,9 +59,7 @@ def request_status(*, tenant: Tenant, request_id) -> dict:
 def run_list(*, tenant: Tenant, workflow: str | None = None, status: str | None = None,
              event: int | None = None, request_id=None) -> QuerySet:
     """The tenant's runs, newest first, optionally of one workflow, status, database event or request."""
-    qs = Run.objects.filter(product_id=tenant.product_id).select_related("workflow_version__workflow", "event")
-    if tenant.organization_id:
-        qs = qs.filter(organization_id=tenant.organization_id)
+    qs = tenant.scoped(Run.objects.select_related("workflow_version__workflow", "event"))
     if workflow:
         qs = qs.filter(workflow_version__workflow__key=workflow)
     if status:
@@ -85,9 +83,7 @@ def run_detail(*, tenant: Tenant, run_id: int) -> dict:
     run = run_get(tenant=tenant, run_id=run_id)
     steps = list(RunStep.objects.filter(run=run).order_by("index", "id").values(
         "step_id", "index", "type", "status", "output", "error", "finished_at"))
-    deliveries = list(Delivery.objects.filter(run=run).order_by("id").values(
-        "message_id", "run_id", "step_id", "channel", "recipient_id", "status", "attempt_count", "last_error",
-        "created_at", "completed_at"))
+    deliveries = list(Delivery.objects.filter(run=run).order_by("id").values(*DELIVERY_SUMMARY))
     return {"run": run, "steps": steps, "deliveries": deliveries}
 
 

@@ -41,19 +41,29 @@ class StepOutcome:
     end_run: bool = False  # the run ends here, completed (a batch member: its owner carries on)
 
 
-def notify_execute(*, run, step: dict, context: dict, engine) -> StepOutcome:
+def notify_render(*, run, step: dict, context: dict, memo: dict | None = None):
+    """Fill a notify step's templates for a run; a template that cannot render fails the step."""
     from apps.workflows.templating import TemplateRenderError
 
-    channel = channel_get(step["channel"])
     config = {k: v for k, v in step.items() if k not in ("id", "type", "channel")}
     try:
-        rendered = channel.render(config=config, context={**context, "step": step["id"]}, product=run.product)
+        return channel_get(step["channel"]).render(config=config, context={**context, "step": step["id"]},
+                                                   product=run.product, memo=memo)
     except TemplateRenderError as exc:
         raise StepFailed(f"Step '{step['id']}': {exc}") from exc
+
+
+def notify_delivery_options(run, engine) -> dict:
+    """How a run's deliveries are made: held when sandboxed, retried by the workflow's policy."""
     policy = run.workflow_version.definition.get("retry", {})
+    return {"held": engine.sandboxed(run), "max_attempts": policy.get("max_attempts"),
+            "backoff": (policy.get("backoff"), policy.get("max_backoff"))}
+
+
+def notify_execute(*, run, step: dict, context: dict, engine) -> StepOutcome:
+    rendered = notify_render(run=run, step=step, context=context)
     delivery = delivery_create(run=run, step_id=step["id"], channel=step["channel"], rendered=rendered,
-                               held=engine.sandboxed(run), max_attempts=policy.get("max_attempts"),
-                               backoff=(policy.get("backoff"), policy.get("max_backoff")))
+                               **notify_delivery_options(run, engine))
     output = {"delivery": delivery.message_id, "status": delivery.status}
     if delivery.status in (DeliveryStatus.QUEUED, DeliveryStatus.HELD):
         # The run goes on once the delivery is sent; if it fails for good, so does the run.

@@ -39,6 +39,14 @@ class Tenant:
     def actor(self) -> str:
         return f"key:{self.key_prefix}"
 
+    def scoped(self, queryset):
+        """Rows of a model with `product` and `organization`: a product key sees its product's (its
+        organizations' included), an organization key only its own."""
+        queryset = queryset.filter(product_id=self.product_id)
+        if self.organization_id:
+            queryset = queryset.filter(organization_id=self.organization_id)
+        return queryset
+
     @classmethod
     def of(cls, *, product: Product | None = None, organization: Organization | None = None, scope: str = "",
            key_prefix: str = "") -> Tenant:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import operator
 import re
 
-from apps.connections.conditions import MAX_DEPTH, MAX_NODES, NULL_CHECKS, OPS
+from apps.connections.conditions import NULL_CHECKS, OPS, condition_walk
 
 ROOTS = ("data", "recipient", "event", "row", "rows", "steps", "batch", "workflow")
 PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}(\.[A-Za-z0-9_-]{1,64}){0,9}$")
@@ -28,32 +28,10 @@ def _scalar(value) -> bool:
 
 def data_condition_validate(condition, *, path: str) -> dict[str, list[str]]:
     """Errors by path (empty if valid)."""
-    errors: dict[str, list[str]] = {}
-    count = [0]
 
-    def walk(node, here, depth):
-        count[0] += 1
-        if depth > MAX_DEPTH or count[0] > MAX_NODES:
-            errors.setdefault(here, []).append(f"Too deep or too large (at most {MAX_DEPTH} levels, "
-                                               f"{MAX_NODES} conditions).")
-            return
-        if not isinstance(node, dict):
-            errors.setdefault(here, []).append("Must be an object.")
-            return
-        for joiner in ("and", "or"):
-            if joiner in node:
-                if set(node) != {joiner} or not isinstance(node[joiner], list) or not node[joiner]:
-                    errors.setdefault(here, []).append(f"'{joiner}' takes a non-empty list, alone.")
-                    return
-                for i, child in enumerate(node[joiner]):
-                    walk(child, f"{here}.{joiner}[{i}]", depth + 1)
-                return
-        unknown = set(node) - {"column", "op", "value"}
-        if unknown:
-            errors.setdefault(here, []).append(f"Unknown field(s): {', '.join(sorted(unknown))}.")
-            return
+    def leaf(node, here, errors):
         column, op = node.get("column"), node.get("op")
-        if not isinstance(column, str) or not PATH.match(column) or column.split(".")[0] not in ROOTS:
+        if not isinstance(column, str) or not PATH.fullmatch(column) or column.split(".")[0] not in ROOTS:
             errors.setdefault(f"{here}.column", []).append(
                 f"A dotted path starting with one of: {', '.join(ROOTS)} (e.g. data.plan).")
             return
@@ -71,8 +49,7 @@ def data_condition_validate(condition, *, path: str) -> dict[str, list[str]]:
         elif "value" not in node or not _scalar(value) or value is None:
             errors.setdefault(f"{here}.value", []).append("A string, number or boolean (is_null tests for null).")
 
-    walk(condition, path, 1)
-    return errors
+    return condition_walk(condition, path=path, leaf=leaf)
 
 
 def path_get(context: dict, path: str):
@@ -113,3 +90,8 @@ def data_condition_holds(condition: dict, context: dict) -> bool:
     if not _same_kind(value, expected):
         return op == "ne"
     return _COMPARE[op](value, expected)
+
+
+def first_holding(conditions, context: dict) -> int | None:
+    """The index of the first condition that holds (a branch's choice), or None."""
+    return next((i for i, condition in enumerate(conditions) if data_condition_holds(condition, context)), None)

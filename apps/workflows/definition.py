@@ -19,12 +19,12 @@ New step types (`wait`, `branch`, `batch`) are new entries in the tables below: 
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Callable
 
 from rest_framework.exceptions import ValidationError
 
 from apps.core.exceptions import flatten_errors
+from apps.core.ids import uuid_or_none
 from apps.deliveries.channels import channel_get, channel_kinds
 
 MAX_STEPS = 100
@@ -49,7 +49,7 @@ def _trigger_database(trigger: dict, path: str, errors: dict, product, captures:
 
     source = {k: v for k, v in trigger.items() if k != "type"}
     connection = None
-    connection_id = _uuid_or_none(source.get("connection"))
+    connection_id = uuid_or_none(source.get("connection"))
     if connection_id is not None:
         connection = Connection.objects.filter(product=product, id=connection_id).first()
     if connection is None:
@@ -67,13 +67,6 @@ def _trigger_database(trigger: dict, path: str, errors: dict, product, captures:
     if captures is not None:
         captures.append((capture, rows_from))
     return {"type": "database", **normalized}
-
-
-def _uuid_or_none(value):
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
 
 
 TRIGGER_TYPES: dict[str, Callable] = {"api": _trigger_api, "database": _trigger_database}
@@ -156,7 +149,7 @@ def _step_wait(step: dict, path: str, errors: dict, product) -> dict:
         out["duration"] = _duration(step, "duration", path, errors)
     elif modes == ["until"]:
         _unknown(step, {"until", "offset"}, path, errors, "wait")
-        if not isinstance(step["until"], str) or not PATH.match(step["until"]):
+        if not isinstance(step["until"], str) or not PATH.fullmatch(step["until"]):
             errors.setdefault(f"{path}.until", []).append("A dotted path to a timestamp, e.g. data.appointment_at.")
         out["until"] = step["until"]
         if step.get("offset") not in (None, 0):  # no offset: none is stored (a zero is not a duration)
@@ -203,7 +196,7 @@ def _step_batch(step: dict, path: str, errors: dict, product) -> dict:
     from .conditions import PATH
 
     _unknown(step, {"key", "window", "max_items"}, path, errors, "batch")
-    if not isinstance(step.get("key"), str) or not PATH.match(step["key"]):
+    if not isinstance(step.get("key"), str) or not PATH.fullmatch(step["key"]):
         errors.setdefault(f"{path}.key", []).append("A dotted path to the batching key, e.g. data.customer_id.")
     max_items = step.get("max_items", 1000)
     if isinstance(max_items, bool) or not isinstance(max_items, int) or not 1 <= max_items <= 10_000:

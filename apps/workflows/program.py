@@ -21,6 +21,13 @@ class Instruction:
     otherwise: int = 0  # branch: the target when no case holds
     to: int = 0  # jump: the target
 
+    def choose(self, context: dict) -> tuple[int | None, int]:
+        """A branch's choice on this data: (index of the case taken, or None for otherwise; next pc)."""
+        from .conditions import first_holding
+
+        taken = first_holding([when for when, _ in self.cases], context)
+        return taken, self.otherwise if taken is None else self.cases[taken][1]
+
 
 def program_compile(steps: list[dict]) -> list[Instruction]:
     program: list[Instruction] = []

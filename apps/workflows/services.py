@@ -57,14 +57,18 @@ def workflow_publish(*, workflow: Workflow, actor: str) -> WorkflowVersion:
     from apps.connections.models import Connection
     from apps.connections.services import connection_captures_install
 
+    # Validate again, before taking any lock (a database trigger reads the customer's catalog): what the
+    # draft refers to (an endpoint, a table) may have changed since saving.
+    workflow = Workflow.objects.select_related("product").get(pk=workflow.pk)
+    draft, captures = workflow.draft, []
+    definition = definition_validate(draft, product=workflow.product, captures=captures)
+    capture, rows_from = captures[0] if captures else (None, None)
     with transaction.atomic():
         workflow = Workflow.objects.select_for_update(of=("self",)).select_related("product", "published_version").get(
             pk=workflow.pk)
+        if workflow.draft != draft:
+            raise Conflict("The draft changed while it was being published; publish again.")
         previous = workflow.published_version
-        # Validate again: what the draft refers to (an endpoint, a table) may have changed since saving.
-        captures: list = []
-        definition = definition_validate(workflow.draft, product=workflow.product, captures=captures)
-        capture, rows_from = captures[0] if captures else (None, None)
         connection = None
         if capture is not None:
             connection = Connection.objects.get(id=definition["trigger"]["connection"])
@@ -132,7 +136,7 @@ def workflow_preview(*, workflow: Workflow, sample: dict) -> list[dict]:
     """
     from apps.deliveries.channels import channel_get
 
-    from .conditions import data_condition_holds
+    from .conditions import first_holding
     from .templating import TemplateRenderError
 
     context = {"data": sample.get("data", {}), "recipient": sample.get("recipient", {}),
@@ -162,8 +166,7 @@ def workflow_preview(*, workflow: Workflow, sample: dict) -> list[dict]:
                     else:
                         item.update(target=rendered.target, payload=rendered.payload)
             elif step["type"] == "branch":
-                taken = next((i for i, b in enumerate(step["branches"]) if data_condition_holds(b["when"], context)),
-                             None)
+                taken = first_holding([b["when"] for b in step["branches"]], context)
                 item["taken"] = "otherwise" if taken is None else taken
             out.append(item)
             if step["type"] == "branch":

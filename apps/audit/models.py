@@ -25,7 +25,8 @@ class AuditEvent(models.Model):
         ordering = ["-id"]
         indexes = [
             models.Index(fields=["product", "-id"], name="audit_product_recent"),
-            models.Index(fields=["organization", "-id"], name="audit_org_recent"),
+            models.Index(fields=["organization", "-id"], name="audit_org_recent",
+                         condition=models.Q(organization__isnull=False)),
             models.Index(fields=["target_type", "target_id"], name="audit_target"),
         ]
 

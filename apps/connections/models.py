@@ -56,7 +56,8 @@ class Event(models.Model):
     that was dropped and installed again (its ids restart) cannot collide with older events.
     """
 
-    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="events")
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="events",
+                                   db_index=False)  # event_once
     source_id = models.BigIntegerField()
     xid = models.DecimalField(max_digits=20, decimal_places=0)
     capture = models.CharField(max_length=63)

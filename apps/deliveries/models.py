@@ -77,17 +77,21 @@ class Delivery(models.Model):
     `message_id` is the Standard Webhooks `webhook-id`: stable across retries and replays.
     """
 
-    message_id = models.CharField(max_length=40, unique=True, default=new_message_id, editable=False)
-    product = models.ForeignKey("tenants.Product", on_delete=models.PROTECT, related_name="+")
+    # Every index is paid for on each change of status: keys that are often empty have partial indexes,
+    # none repeats the prefix of another, and message_id's uniqueness is a constraint (unique=True would
+    # add a second, pattern-matching index that nothing uses).
+    message_id = models.CharField(max_length=40, default=new_message_id, editable=False)
+    product = models.ForeignKey("tenants.Product", on_delete=models.PROTECT, related_name="+", db_index=False)
     organization = models.ForeignKey("tenants.Organization", null=True, blank=True, on_delete=models.PROTECT,
-                                     related_name="+")
+                                     related_name="+", db_index=False)
     request = models.ForeignKey("runs.TriggerRequest", null=True, blank=True, on_delete=models.CASCADE,
-                                related_name="deliveries")
-    run = models.ForeignKey("runs.Run", null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries")
+                                related_name="deliveries", db_index=False)
+    run = models.ForeignKey("runs.Run", null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries",
+                            db_index=False)
     step_id = models.CharField(max_length=64, blank=True)
     # Row-event deliveries: the captured event, and which chunk of its ids this message carries.
     event = models.ForeignKey("connections.Event", null=True, blank=True, on_delete=models.CASCADE,
-                              related_name="deliveries")
+                              related_name="deliveries", db_index=False)
     chunk = models.PositiveIntegerField(default=0)
     channel = models.CharField(max_length=20)
     endpoint = models.ForeignKey(WebhookEndpoint, null=True, blank=True, on_delete=models.PROTECT,
@@ -115,10 +119,13 @@ class Delivery(models.Model):
         ordering = ["-id"]
         verbose_name_plural = "deliveries"
         constraints = [
+            models.UniqueConstraint(fields=["message_id"], name="delivery_message_id_unique"),
             # A notify step executed twice for the same run cannot create a second delivery.
-            models.UniqueConstraint(fields=["run", "step_id"], name="delivery_once_per_run_step"),
+            models.UniqueConstraint(fields=["run", "step_id"], name="delivery_once_per_run_step",
+                                    condition=models.Q(run__isnull=False)),
             # Reading an event twice cannot notify an endpoint twice.
-            models.UniqueConstraint(fields=["endpoint", "event", "chunk"], name="delivery_once_per_event_chunk"),
+            models.UniqueConstraint(fields=["event", "endpoint", "chunk"], name="delivery_once_per_event_chunk",
+                                    condition=models.Q(event__isnull=False)),
         ]
         indexes = [
             models.Index(fields=["next_attempt_at"], name="delivery_due",
@@ -127,6 +134,9 @@ class Delivery(models.Model):
                          condition=models.Q(status="sending")),
             models.Index(fields=["product", "-created_at"], name="delivery_product_recent"),
             models.Index(fields=["product", "id"], name="delivery_held", condition=models.Q(status="held")),
+            models.Index(fields=["request"], name="delivery_request", condition=models.Q(request__isnull=False)),
+            models.Index(fields=["organization"], name="delivery_organization",
+                         condition=models.Q(organization__isnull=False)),
         ]
 
     def __str__(self):
@@ -142,7 +152,8 @@ class AttemptOutcome(models.TextChoices):
 class DeliveryAttempt(models.Model):
     """One try at sending a delivery: what was answered, how long it took, what went wrong."""
 
-    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts")
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts",
+                                 db_index=False)  # attempt_number_unique
     number = models.PositiveIntegerField()
     started_at = models.DateTimeField()
     duration_ms = models.PositiveIntegerField(default=0)

@@ -1,34 +1,45 @@
 """The one place where Rowbell makes outbound HTTP requests.
 
-- Pooled keep-alive connections (urllib3, thread-safe), no redirects followed, no automatic retries:
-  retrying is the delivery engine's job, where each try is recorded.
-- Destinations are checked on the address actually connected to: the host is resolved once, each
-  resolved address is checked against private, loopback, link-local, CGNAT and other special ranges
-  (unless ROWBELL_OUTBOUND_ALLOW opens them), and the socket connects to that checked address. A DNS
-  answer that changes between a check and the connect (rebinding) cannot slip through.
+- One event loop per process, in a thread of its own, sends every request of a batch concurrently over
+  pooled keep-alive connections (aiohttp). At most ROWBELL_DELIVERY_CONCURRENCY requests are in flight
+  to one host at a time; no redirects are followed and nothing is retried here: retrying is the
+  delivery engine's job, where each try is recorded.
+- Destinations are checked on the address actually connected to: host names are resolved by a
+  resolver that drops private, loopback, link-local, CGNAT and other special addresses (unless
+  ROWBELL_OUTBOUND_ALLOW opens them), and the connection is made to the addresses it returned. A DNS
+  answer that changes between a check and the connect (rebinding) cannot slip through. A literal
+  address in the URL is checked before every request.
+- Timeouts: ROWBELL_HTTP_CONNECT_TIMEOUT to connect, ROWBELL_HTTP_TIMEOUT for the whole request, from
+  the moment it may start; a response body is read up to MAX_BODY_BYTES or that deadline, whichever
+  comes first.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import ipaddress
+import os
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
-import urllib3
+import aiohttp
+from aiohttp.abc import AbstractResolver
+from aiohttp.resolver import ThreadedResolver
 from django.conf import settings
 from django.utils import timezone
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.util.connection import create_connection
 
 from apps.core.addresses import address_allowed as address_allowed_in
 from apps.core.addresses import networks
 
 EXCERPT_CHARS = 1024
 USER_AGENT = "Rowbell-Webhooks/1"
+# The most of a response body Rowbell reads; the rest is not waited for.
+MAX_BODY_BYTES = 4096
 
 _BLOCKED_NETWORKS = networks(*(
         "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
@@ -72,43 +83,24 @@ def url_check(url: str) -> None:
         raise DestinationRefused(f"The address {parts.hostname} is private or reserved.")
 
 
-def _guarded_connect(host: str, port: int, timeout, source_address, socket_options):
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise OutboundError(f"Cannot resolve {host}: {exc.strerror}") from exc
-    addresses = [info[4][0] for info in infos]
-    allowed = [a for a in addresses if address_allowed(a)]
-    if not allowed:
-        raise DestinationRefused(f"{host} resolves to a private or reserved address ({addresses[0]}).")
-    last_exc: OSError | None = None
-    for address in allowed:
+class _GuardedResolver(AbstractResolver):
+    """Resolves a host name and keeps only the addresses that may be connected to."""
+
+    def __init__(self):
+        self._resolver = ThreadedResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET):
         try:
-            return create_connection((address, port), timeout, source_address, socket_options)
+            found = await self._resolver.resolve(host, port, family)
         except OSError as exc:
-            last_exc = exc
-    if isinstance(last_exc, TimeoutError):
-        raise OutboundError(f"Connecting to {host}:{port} timed out.")
-    raise OutboundError(f"Cannot connect to {host}:{port}: {last_exc}")
+            raise OutboundError(f"Cannot resolve {host}: {exc.strerror or exc}") from exc
+        allowed = [entry for entry in found if address_allowed(entry["host"])]
+        if not allowed:
+            raise DestinationRefused(f"{host} resolves to a private or reserved address ({found[0]['host']}).")
+        return allowed
 
-
-class GuardedHTTPConnection(HTTPConnection):
-    def _new_conn(self):
-        return _guarded_connect(self._dns_host, self.port, self.timeout, self.source_address, self.socket_options)
-
-
-class GuardedHTTPSConnection(HTTPSConnection):
-    # TLS still verifies the certificate against the host name; only the TCP address is pinned.
-    def _new_conn(self):
-        return _guarded_connect(self._dns_host, self.port, self.timeout, self.source_address, self.socket_options)
-
-
-class _GuardedHTTPPool(HTTPConnectionPool):
-    ConnectionCls = GuardedHTTPConnection
-
-
-class _GuardedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = GuardedHTTPSConnection
+    async def close(self) -> None:
+        await self._resolver.close()
 
 
 @dataclass
@@ -122,82 +114,129 @@ class HttpAnswer:
         return self.headers.get(name.lower())
 
 
-_pool: urllib3.PoolManager | None = None
+@dataclass
+class Post:
+    url: str
+    body: bytes
+    headers: dict[str, str]
 
 
-def _pool_manager() -> urllib3.PoolManager:
-    global _pool
-    if _pool is None:
-        manager = urllib3.PoolManager(
-            num_pools=200,
-            maxsize=settings.ROWBELL_DELIVERY_CONCURRENCY,
-            block=False,
-            retries=False,
-            headers={"User-Agent": USER_AGENT},
-        )
-        manager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
-        _pool = manager
-    return _pool
+class _Sender:
+    """The process's event loop thread and its client session. A forked child makes its own."""
+
+    def __init__(self):
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="rowbell-outbound", daemon=True).start()
+        self.session: aiohttp.ClientSession = self._run(self._session())
+        self.gates: dict[tuple, asyncio.Semaphore] = {}
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        if self.pid == os.getpid() and not self.session.closed:
+            self._run(self.session.close())
+
+    def _run(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    async def _session(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            resolver=_GuardedResolver(), use_dns_cache=False, limit=0,
+            limit_per_host=settings.ROWBELL_DELIVERY_CONCURRENCY, keepalive_timeout=30)
+        return aiohttp.ClientSession(connector=connector, auto_decompress=False, headers={"User-Agent": USER_AGENT},
+                                     timeout=aiohttp.ClientTimeout(total=None), cookie_jar=aiohttp.DummyCookieJar())
+
+    def post_many(self, posts: list[Post]) -> list[HttpAnswer | OutboundError]:
+        return self._run(self._post_all(posts))
+
+    async def _post_all(self, posts):
+        return await asyncio.gather(*(self._post(p) for p in posts))
+
+    def _gate(self, url: str) -> asyncio.Semaphore:
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.hostname, parts.port)
+        gate = self.gates.get(key)
+        if gate is None:
+            gate = self.gates[key] = asyncio.Semaphore(settings.ROWBELL_DELIVERY_CONCURRENCY)
+        return gate
+
+    async def _post(self, post: Post) -> HttpAnswer | OutboundError:
+        try:
+            url_check(post.url)
+        except OutboundError as exc:
+            return exc
+        total = settings.ROWBELL_HTTP_TIMEOUT
+        async with self._gate(post.url):  # the request's time starts once it may be sent
+            started = time.monotonic()
+            deadline = self.loop.time() + total
+            try:
+                async with asyncio.timeout_at(deadline):
+                    response = await self.session.post(
+                        post.url, data=post.body, headers=post.headers, allow_redirects=False,
+                        timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.ROWBELL_HTTP_CONNECT_TIMEOUT))
+            except OutboundError as exc:
+                return exc
+            except TimeoutError:
+                return OutboundError(f"No answer within {total:g}s.")
+            except (aiohttp.ClientError, OSError, ValueError) as exc:
+                return OutboundError(f"Request failed: {exc.__class__.__name__}: {exc}")
+            raw = await _read_bounded(response, deadline)
+            return HttpAnswer(status=response.status, headers={k.lower(): v for k, v in response.headers.items()},
+                              excerpt=raw.decode("utf-8", errors="replace")[:EXCERPT_CHARS],
+                              duration_ms=int((time.monotonic() - started) * 1000))
 
 
-
-def post(url: str, body: bytes, headers: dict[str, str]) -> HttpAnswer:
-    """POST `body` to `url`; returns the answer whatever its status, raises OutboundError if none came."""
-    url_check(url)
-    timeout = urllib3.Timeout(connect=settings.ROWBELL_HTTP_CONNECT_TIMEOUT, read=settings.ROWBELL_HTTP_TIMEOUT,
-                              total=settings.ROWBELL_HTTP_TIMEOUT)
-    started = time.monotonic()
-    try:
-        response = _pool_manager().request(
-            "POST", url, body=body, headers=headers, timeout=timeout, redirect=False, retries=False,
-            preload_content=False,
-        )
-    except OutboundError:
-        raise
-    except urllib3.exceptions.TimeoutError as exc:
-        raise OutboundError(f"No answer within {settings.ROWBELL_HTTP_TIMEOUT:g}s.") from exc
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise OutboundError(f"Request failed: {exc}") from exc
-    raw = _read_bounded(response, deadline=started + settings.ROWBELL_HTTP_TIMEOUT)
-    duration_ms = int((time.monotonic() - started) * 1000)
-    excerpt = raw.decode("utf-8", errors="replace")[:EXCERPT_CHARS]
-    return HttpAnswer(
-        status=response.status,
-        headers={k.lower(): v for k, v in response.headers.items()},
-        excerpt=excerpt,
-        duration_ms=duration_ms,
-    )
-
-
-# The most of a response body Rowbell reads; the rest is not waited for.
-MAX_BODY_BYTES = 4096
-
-
-def _read_bounded(response, *, deadline: float) -> bytes:
-    """Read at most MAX_BODY_BYTES of the body, in small chunks, until the request's deadline.
+async def _read_bounded(response: aiohttp.ClientResponse, deadline: float) -> bytes:
+    """Read at most MAX_BODY_BYTES of the body, until the request's deadline.
 
     A receiver that sends an endless or trickling body cannot hold a worker: the connection is closed
     (not returned to the pool) whenever the body was not read to its end.
     """
-    chunks, size, complete = [], 0, True
+    chunks, size, complete = [], 0, False
     try:
-        while True:
-            # read1: whatever has arrived (one receive at most), so the deadline is checked often.
-            chunk = response.read1(1024, decode_content=False)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= MAX_BODY_BYTES or time.monotonic() > deadline:
-                complete = False
-                break
-    except (urllib3.exceptions.HTTPError, OSError):
-        complete = False
-    finally:
-        if not complete:
-            response.close()
-        response.release_conn()
+        async with asyncio.timeout_at(deadline):
+            while size < MAX_BODY_BYTES:
+                chunk = await response.content.readany()
+                if not chunk:
+                    complete = True
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        pass
+    if complete:
+        response.release()
+    else:
+        response.close()
     return b"".join(chunks)[:MAX_BODY_BYTES]
+
+
+_sender: _Sender | None = None
+_sender_lock = threading.Lock()
+
+
+def _sender_get() -> _Sender:
+    global _sender
+    with _sender_lock:
+        if _sender is None or _sender.pid != os.getpid():
+            _sender = _Sender()
+        return _sender
+
+
+def post_many(posts: list[Post]) -> list[HttpAnswer | OutboundError]:
+    """Send every POST concurrently; each answer (whatever its status) or the error that stopped it, in
+    order. Never raises for one request's failure."""
+    if not posts:
+        return []
+    return _sender_get().post_many(posts)
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> HttpAnswer:
+    """POST `body` to `url`; returns the answer whatever its status, raises OutboundError if none came."""
+    answer = post_many([Post(url, body, headers)])[0]
+    if isinstance(answer, OutboundError):
+        raise answer
+    return answer
 
 
 def retry_after_seconds(value: str | None) -> float | None:

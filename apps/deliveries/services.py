@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import psycopg
@@ -255,18 +254,6 @@ def deliveries_discard(*, product_id, message_ids: list[str], actor: str) -> lis
 
 # --- Sending ------------------------------------------------------------------------------------
 
-_executor: ThreadPoolExecutor | None = None
-
-
-def _pool() -> ThreadPoolExecutor:
-    # Created lazily so that each forked worker process gets its own threads.
-    global _executor
-    if _executor is None:
-        _executor = ThreadPoolExecutor(max_workers=settings.ROWBELL_DELIVERY_CONCURRENCY,
-                                       thread_name_prefix="delivery")
-    return _executor
-
-
 def _claim(delivery_ids: list[int]) -> list[Delivery]:
     """Take the due, queued deliveries among `delivery_ids`; rows locked by another worker are skipped."""
     now = timezone.now()
@@ -297,16 +284,21 @@ def _claim(delivery_ids: list[int]) -> list[Delivery]:
     return rows
 
 
-def _send_one(delivery: Delivery):
-    started = timezone.now()
-    try:
-        result = channel_get(delivery.channel).send(delivery)
-    except DeliveryError as exc:
-        return delivery, started, exc
-    except Exception as exc:  # a bug in a channel must not lose the delivery: record and retry it
-        logger.exception("Channel %s crashed on delivery %s", delivery.channel, delivery.id)
-        return delivery, started, DeliveryError(f"Internal error: {exc.__class__.__name__}")
-    return delivery, started, result
+def _send(claimed: list[Delivery]) -> list[tuple]:
+    """One try for each claimed delivery, each channel's deliveries together: (delivery, started, outcome)."""
+    by_channel: dict[str, list[Delivery]] = defaultdict(list)
+    for delivery in claimed:
+        by_channel[delivery.channel].append(delivery)
+    outcomes = []
+    for kind, group in by_channel.items():
+        started = timezone.now()
+        try:
+            results = channel_get(kind).send_many(group)
+        except Exception as exc:  # a bug in a channel must not lose the deliveries: record and retry them
+            logger.exception("Channel %s crashed on a batch of %d", kind, len(group))
+            results = [DeliveryError(f"Internal error: {exc.__class__.__name__}")] * len(group)
+        outcomes.extend((d, started, r) for d, r in zip(group, results))
+    return outcomes
 
 
 # A result still belongs to its claim while the delivery is sending, or was put back in the queue by the
@@ -432,11 +424,7 @@ def deliveries_send(*, delivery_ids: list[int]) -> int:
 def deliveries_send_claimed(claimed: list[Delivery]) -> None:
     """Send deliveries already claimed (status `sending`, attempt counted, lease set) and record the
     outcomes: steps 2 and 3 of deliveries_send, for callers that created them claimed."""
-    if len(claimed) == 1:
-        outcomes = [_send_one(claimed[0])]
-    else:
-        outcomes = list(_pool().map(_send_one, claimed))
-    _record(outcomes)
+    _record(_send(claimed))
 
 
 # --- Housekeeping -------------------------------------------------------------------------------

@@ -85,15 +85,18 @@ class Run(models.Model):
     bookkeeping of waits and retries. A re-run is a new run with `rerun_of` set.
     """
 
+    # A run's row changes state several times, and a change of status updates every index: keys that
+    # are often empty have partial indexes, and none repeats the prefix of another (see Meta).
     request = models.ForeignKey(TriggerRequest, null=True, blank=True, on_delete=models.CASCADE,
-                                related_name="runs")
+                                related_name="runs", db_index=False)
     event = models.ForeignKey("connections.Event", null=True, blank=True, on_delete=models.PROTECT,
-                              related_name="runs")
+                              related_name="runs", db_index=False)
     recipient_index = models.PositiveIntegerField(default=0)
     product = models.ForeignKey("tenants.Product", on_delete=models.PROTECT, related_name="+")
     organization = models.ForeignKey("tenants.Organization", null=True, blank=True, on_delete=models.PROTECT,
-                                     related_name="+")
-    workflow_version = models.ForeignKey("workflows.WorkflowVersion", on_delete=models.PROTECT, related_name="runs")
+                                     related_name="+", db_index=False)
+    workflow_version = models.ForeignKey("workflows.WorkflowVersion", on_delete=models.PROTECT, related_name="runs",
+                                         db_index=False)
     recipient = models.JSONField()
     priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
     status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.QUEUED)
@@ -101,7 +104,8 @@ class Run(models.Model):
     state = models.JSONField(default=dict, blank=True)
     waiting_on = models.CharField(max_length=20, choices=WaitingOn.choices, default=WaitingOn.NOTHING, blank=True)
     resume_at = models.DateTimeField(null=True, blank=True)
-    rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="reruns")
+    rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="reruns",
+                                 db_index=False)
     error = models.TextField(blank=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
@@ -114,7 +118,7 @@ class Run(models.Model):
         constraints = [
             # Re-runs are explicit (rerun_of set); otherwise one run per recipient of a request...
             models.UniqueConstraint(fields=["request", "recipient_index"], name="run_once_per_recipient",
-                                    condition=models.Q(rerun_of__isnull=True)),
+                                    condition=models.Q(request__isnull=False, rerun_of__isnull=True)),
             # ... and one per (workflow version, event): reading an event twice launches nothing twice.
             models.UniqueConstraint(fields=["workflow_version", "event"], name="run_once_per_event",
                                     condition=models.Q(event__isnull=False, rerun_of__isnull=True)),
@@ -126,6 +130,11 @@ class Run(models.Model):
             models.Index(fields=["lease_until"], name="run_running", condition=models.Q(status="running")),
             models.Index(fields=["resume_at"], name="run_waiting", condition=models.Q(status="waiting")),
             models.Index(fields=["workflow_version", "status"], name="run_version_status"),
+            models.Index(fields=["request"], name="run_request", condition=models.Q(request__isnull=False)),
+            models.Index(fields=["event"], name="run_event", condition=models.Q(event__isnull=False)),
+            models.Index(fields=["organization"], name="run_organization",
+                         condition=models.Q(organization__isnull=False)),
+            models.Index(fields=["rerun_of"], name="run_rerun_of", condition=models.Q(rerun_of__isnull=False)),
         ]
 
     def __str__(self):
@@ -140,7 +149,7 @@ class StepStatus(models.TextChoices):
 class RunStep(models.Model):
     """A step a run has executed, with what it produced or why it failed."""
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps", db_index=False)  # run_step_once
     step_id = models.CharField(max_length=64)
     index = models.PositiveIntegerField()
     type = models.CharField(max_length=20)

@@ -159,6 +159,10 @@ CELERY_TASK_QUEUES_ORDER = ["high", "normal", "low"]
 CELERY_BROKER_TRANSPORT_OPTIONS = {"queue_order_strategy": "priority", "visibility_timeout": 3600}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Celery's Django fix-up closes the database connection around every task unless this is set; each task
+# would then pay a new connection (and PostgreSQL a new backend). It now closes them every 1,000 tasks,
+# and config/celery_app.py drops a connection after any task that left it broken or past CONN_MAX_AGE.
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 

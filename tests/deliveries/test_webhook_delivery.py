@@ -227,13 +227,13 @@ def test_reconcile_requeues_deliveries_whose_worker_died(setup, receiver):
 
 
 def test_a_send_that_outlives_its_lease_keeps_its_real_outcome_and_is_not_sent_again(setup, receiver):
-    from apps.deliveries.services import _claim, _record, _send_one
+    from apps.deliveries.services import _claim, _record, _send
 
     product, _ = setup
     request = _trigger_and_start(product, recipients=["a", "b"])
     ids = list(Delivery.objects.filter(request=request).values_list("id", flat=True))
     claimed = _claim(ids)
-    outcomes = [_send_one(d) for d in claimed]  # sent, but the worker is slow to record it...
+    outcomes = _send(claimed)  # sent, but the worker is slow to record it...
     Delivery.objects.filter(id__in=ids).update(lease_until=timezone.now() - timedelta(seconds=1))
     assert deliveries_reconcile() == 2  # ...so the reconciler gives the deliveries back to the queue
     _record(outcomes)  # then the results arrive

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from django.conf import settings
 from rest_framework import serializers
 
 from apps.workflows.templating import template_check
@@ -10,6 +13,8 @@ from apps.workflows.templating import template_check
 if TYPE_CHECKING:
     from apps.deliveries.models import Delivery
     from apps.tenants.models import Product
+
+logger = logging.getLogger(__name__)
 
 
 class DeliveryError(Exception):
@@ -68,7 +73,7 @@ class Channel:
     - `StepConfig`: the typed fields a notify step on this channel takes (besides id/type/channel).
     - `render`: fill the step's templates for one recipient.
     - `send`: one try; returns SendResult or raises DeliveryError. It must be thread-safe: deliveries
-      of a batch are sent concurrently.
+      of a batch are sent concurrently, on a thread pool unless the channel overrides `send_many`.
     """
 
     kind: ClassVar[str]
@@ -85,6 +90,37 @@ class Channel:
 
     def send(self, delivery: Delivery) -> SendResult:
         raise NotImplementedError
+
+    def send_many(self, deliveries: list[Delivery]) -> list[SendResult | DeliveryError]:
+        """One try for each delivery, concurrently; the outcomes in the same order. Never raises."""
+        if len(deliveries) == 1:
+            return [self._try(deliveries[0])]
+        return list(_threads().map(self._try, deliveries))
+
+    def _try(self, delivery: Delivery) -> SendResult | DeliveryError:
+        try:
+            return self.send(delivery)
+        except DeliveryError as exc:
+            return exc
+        except Exception as exc:  # a bug in a channel must not lose the delivery: record and retry it
+            logger.exception("Channel %s crashed on delivery %s", self.kind, delivery.id)
+            return DeliveryError(f"Internal error: {exc.__class__.__name__}")
+
+
+_executor: ThreadPoolExecutor | None = None
+_executor_pid = 0
+
+
+def _threads() -> ThreadPoolExecutor:
+    # Made lazily, and again in a forked child, which inherits the object but not its threads.
+    global _executor, _executor_pid
+    import os
+
+    if _executor is None or _executor_pid != os.getpid():
+        _executor = ThreadPoolExecutor(max_workers=settings.ROWBELL_DELIVERY_CONCURRENCY,
+                                       thread_name_prefix="delivery")
+        _executor_pid = os.getpid()
+    return _executor
 
 
 _REGISTRY: dict[str, Channel] = {}

@@ -67,30 +67,41 @@ class WebhookChannel(Channel):
         return Rendered(target=endpoint.url, payload=payload, endpoint_id=endpoint.id, endpoint=endpoint)
 
     def send(self, delivery) -> SendResult:
-        endpoint = delivery.endpoint
-        body = webhook_body(delivery.payload)
-        headers = {"Content-Type": "application/json", "User-Agent": outbound.USER_AGENT,
-                   "Accept-Encoding": "identity"}
-        headers.update(signature_headers([endpoint.secret], delivery.message_id, int(time.time()), body))
-        try:
-            answer = outbound.post(endpoint.url, body, headers)
-        except outbound.OutboundError as exc:
-            raise DeliveryError(exc.message, permanent=exc.permanent) from exc
-        ok = answer.status == 200 or (endpoint.accept_any_2xx and 200 <= answer.status < 300)
-        if ok:
-            return SendResult(status="delivered", status_code=answer.status, excerpt=answer.excerpt,
-                              duration_ms=answer.duration_ms)
-        if 300 <= answer.status < 400:
-            reason = f"HTTP {answer.status}: redirects are not followed (Location: {answer.header('location')})"
-        elif 200 <= answer.status < 300:
-            reason = f"HTTP {answer.status}: only 200 counts as success for this endpoint"
-        else:
-            reason = f"HTTP {answer.status}"
-        raise DeliveryError(
-            reason,
-            permanent=answer.status in PERMANENT_STATUSES,
-            status_code=answer.status,
-            excerpt=answer.excerpt,
-            duration_ms=answer.duration_ms,
-            retry_after=outbound.retry_after_seconds(answer.header("retry-after")),
-        )
+        outcome = self.send_many([delivery])[0]
+        if isinstance(outcome, DeliveryError):
+            raise outcome
+        return outcome
+
+    def send_many(self, deliveries) -> list[SendResult | DeliveryError]:
+        """Every delivery of the batch goes out at once on the process's event loop."""
+        now = int(time.time())
+        posts = []
+        for delivery in deliveries:
+            body = webhook_body(delivery.payload)
+            headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+            headers.update(signature_headers([delivery.endpoint.secret], delivery.message_id, now, body))
+            posts.append(outbound.Post(delivery.endpoint.url, body, headers))
+        return [_outcome(d.endpoint, answer) for d, answer in zip(deliveries, outbound.post_many(posts))]
+
+
+def _outcome(endpoint, answer) -> SendResult | DeliveryError:
+    if isinstance(answer, outbound.OutboundError):
+        return DeliveryError(answer.message, permanent=answer.permanent)
+    ok = answer.status == 200 or (endpoint.accept_any_2xx and 200 <= answer.status < 300)
+    if ok:
+        return SendResult(status="delivered", status_code=answer.status, excerpt=answer.excerpt,
+                          duration_ms=answer.duration_ms)
+    if 300 <= answer.status < 400:
+        reason = f"HTTP {answer.status}: redirects are not followed (Location: {answer.header('location')})"
+    elif 200 <= answer.status < 300:
+        reason = f"HTTP {answer.status}: only 200 counts as success for this endpoint"
+    else:
+        reason = f"HTTP {answer.status}"
+    return DeliveryError(
+        reason,
+        permanent=answer.status in PERMANENT_STATUSES,
+        status_code=answer.status,
+        excerpt=answer.excerpt,
+        duration_ms=answer.duration_ms,
+        retry_after=outbound.retry_after_seconds(answer.header("retry-after")),
+    )

@@ -281,10 +281,12 @@ def _fail(run: Run, pc: int, message: str, *, step_failed: bool, from_status=Run
 def runs_execute(*, run_ids: list[int]) -> None:
     """Execute a batch of queued runs, most of it in bulk.
 
-    1. Claim them all in one statement (queued -> running; runs another worker took are skipped).
-    2. The common case, runs whose next steps are branches and notify steps: evaluated in memory, then
-       written in one transaction for the whole batch (deliveries, steps, the runs' new positions).
-    3. The others (a wait, a batch step, rows to read first) go through the step loop one by one.
+    1. Lock the batch's queued runs (FOR UPDATE SKIP LOCKED: runs another worker holds are skipped).
+    2. The common case, runs whose next steps are branches and notify steps: evaluated in memory and
+       written, in the same transaction, straight from queued to where they stop (deliveries, steps,
+       the runs' new positions), without a separate claim.
+    3. The others (a wait, a batch step, rows to read first) and the runs that failed are claimed in
+       that transaction (queued -> running, with a lease) and go through the step loop one by one.
     4. The new deliveries are sent at once from this task, concurrently; their hints are only a fallback
        (the dispatcher re-sends those a dead worker left behind).
     """
@@ -292,23 +294,16 @@ def runs_execute(*, run_ids: list[int]) -> None:
 
     if not run_ids:
         return
-    now = timezone.now()
-    with connection.cursor() as cursor:
-        cursor.execute("UPDATE runs_run SET status = 'running', lease_until = %s, updated_at = %s "
-                       "WHERE id = ANY(%s) AND status = 'queued' RETURNING id", [_lease(), now, list(run_ids)])
-        claimed = [r[0] for r in cursor.fetchall()]
-    if not claimed:
-        return
-    runs = _runs_load(claimed)
     writes = _Writes()
     slow, failures, memo = [], [], {}
     with transaction.atomic():
-        # Still ours? (A lease that expired meanwhile may have handed a run to another worker.)
-        ours = set(Run.objects.select_for_update().filter(id__in=claimed, status=RunStatus.RUNNING)
-                   .values_list("id", flat=True))
-        for run in runs:
-            if run.id not in ours:
-                continue
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT id FROM runs_run WHERE id = ANY(%s) AND status = 'queued' ORDER BY id "
+                           "FOR UPDATE SKIP LOCKED", [list(run_ids)])
+            locked = [r[0] for r in cursor.fetchall()]
+        if not locked:
+            return
+        for run in _runs_load(locked):
             mark, state, start = writes.mark(), copy.deepcopy(run.state), run.step_index
             try:
                 if not _fast(run, writes, memo):
@@ -324,6 +319,12 @@ def runs_execute(*, run_ids: list[int]) -> None:
             writes.undo(mark)
             run.state, run.step_index = state, start
             failures.append((run, failed_at, message))
+        claim = [r.id for r in slow] + [r.id for r, _, _ in failures]
+        if claim:
+            now = timezone.now()
+            Run.objects.filter(id__in=claim).update(status=RunStatus.RUNNING, lease_until=_lease(), updated_at=now)
+            for run in slow:
+                run.status = RunStatus.RUNNING
         writes.flush()
     # Sent first: these deliveries are leased to this task, and what follows may take a while.
     try:
@@ -394,13 +395,14 @@ class _Writes:
 
 
 # The new positions of a batch of runs, in one statement (Django's bulk_update builds a CASE per column).
+# The runs are locked by the caller's transaction, still queued.
 _RUNS_UPDATE = """
 UPDATE runs_run r
 SET status = v.status, waiting_on = v.waiting_on, step_index = v.step_index, state = v.state,
     completed_at = v.completed_at, lease_until = NULL, updated_at = %s
 FROM jsonb_to_recordset(%s::jsonb)
      AS v(id bigint, status text, waiting_on text, step_index int, state jsonb, completed_at timestamptz)
-WHERE r.id = v.id AND r.status = 'running'
+WHERE r.id = v.id AND r.status = 'queued'
 """
 
 

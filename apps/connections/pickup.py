@@ -60,10 +60,11 @@ def event_log_poll(*, connection_id, limit: int = POLL_BATCH) -> int | None:
             # One statement, one parameter; ON CONFLICT: an event read again is recorded once.
             fresh = [Event(connection=connection, source_id=r[0], xid=int(r[1]), captured_at=_aware(r[2]),
                            capture=r[3], table_name=r[4], op=r[5], ids=r[6], recorded_at=now) for r in rows]
+            recorded_at = now.isoformat()
             inserted = insert_rows(Event, [
                 {"connection_id": connection.id, "source_id": e.source_id, "xid": e.xid, "captured_at": e.captured_at,
                  "capture": e.capture, "table_name": e.table_name, "op": e.op, "ids": e.ids,
-                 "recorded_at": now} for e in fresh], returning=("id", "xid", "source_id"),
+                 "recorded_at": recorded_at} for e in fresh], returning=("id", "xid", "source_id"),
                 on_conflict="ON CONFLICT DO NOTHING")
             by_key = {(int(xid), source_id): pk for pk, xid, source_id in inserted}
             recorded = []

@@ -9,10 +9,21 @@ statement, one parameter, rows inserted in the order given.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from functools import lru_cache
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, models
+
+
+_django_default = DjangoJSONEncoder().default
+
+
+def _default(value):
+    # Timestamps are most of what is not JSON already; they keep their microseconds.
+    if type(value) is datetime:
+        return value.isoformat()
+    return _django_default(value)
 
 
 @lru_cache(maxsize=None)
@@ -42,7 +53,7 @@ def insert_rows(model: type[models.Model], rows: list[dict], *, returning: str |
     columns = tuple(rows[0])
     names = (returning,) if isinstance(returning, str) and returning else tuple(returning or ())
     with connection.cursor() as cursor:
-        cursor.execute(_statement(model, columns, names, on_conflict), [json.dumps(rows, cls=DjangoJSONEncoder)])
+        cursor.execute(_statement(model, columns, names, on_conflict), [json.dumps(rows, default=_default, separators=(",", ":"))])
         if not names:
             return []
         return [r[0] for r in cursor.fetchall()] if isinstance(returning, str) else [tuple(r) for r in cursor.fetchall()]

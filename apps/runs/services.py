@@ -199,7 +199,7 @@ def runs_for_events(*, events) -> list[int]:
         return []
     from apps.core.bulk import insert_rows
 
-    now = timezone.now()
+    now = timezone.now().isoformat()
     rows = [{"event_id": event.id, "workflow_version_id": version.id, "product_id": version.workflow.product_id,
              "organization_id": None, "request_id": None, "rerun_of_id": None, "recipient_index": 0, "recipient": {},
              "priority": Priority.NORMAL, "status": RunStatus.QUEUED, "step_index": 0, "state": {}, "waiting_on": "",

@@ -108,6 +108,14 @@ def cpu_by_process() -> dict[str, float]:
     return out
 
 
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(fields) - idle) / tick, sum(fields) / tick
+
+
 def count(pool) -> int:
     return int(pool.request("GET", f"http://127.0.0.1:{PORT}/count").data)
 
@@ -176,7 +184,7 @@ def main():
         # that the writer is not what limits the run).
         script = ROOT / ".bench" / "insert.sql"
         script.write_text("INSERT INTO public.orders (status, total) VALUES ('new', 1);\n")
-        cpu_before = cpu_by_process()
+        cpu_before, machine_before = cpu_by_process(), machine_busy()
         first = time.monotonic()
         writer = subprocess.Popen(["pgbench", "-h", "127.0.0.1", "-U", "postgres", "-n", "-M", "prepared", "-c", "4",
                                    "-j", "2", "-R", str(args.rate), "-T", str(args.seconds), "-f", str(script),
@@ -195,7 +203,7 @@ def main():
                 break
             time.sleep(0.2)
         last = next(t for t, n in samples if n >= total) if samples[-1][1] >= total else None
-        cpu_after = cpu_by_process()
+        cpu_after, machine_after = cpu_by_process(), machine_busy()
         time.sleep(3)  # anything sent twice would arrive now
         delivered = count(pool) - base
     finally:
@@ -217,6 +225,7 @@ def main():
     print(f"offered {offered:.0f}/s; steady {steady:.0f}/s; overall {overall:.0f}/s; delivered {delivered}/{total}; "
           f"{check}", flush=True)
     cpu = {name: (cpu_after[name] - cpu_before.get(name, 0.0)) * 1000 / max(delivered, 1) for name in cpu_after}
+    busy = (machine_after[0] - machine_before[0]) / max(machine_after[1] - machine_before[1], 1e-9)
     cpu_rows = "\n".join(f"| {name} | {ms:.2f} |" for name, ms in sorted(cpu.items(), key=lambda x: -x[1]))
     print(cpu, flush=True)
     ok = check["runs"] == check["runs_completed"] == check["delivered"] == check["attempts"] == total
@@ -240,7 +249,8 @@ delivery): {"every webhook delivered once and every attempt recorded" if ok and 
 Targets: at least 1,000 webhooks/s and 40% of the plain loop.
 
 CPU per delivered webhook, from the first commit to the last delivery, by process (ms; processes that ran
-throughout: PostgreSQL's count leaves out the writer's sessions, which end with it):
+throughout: PostgreSQL's count leaves out the writer's sessions, which end with it). The machine's
+{os.cpu_count()} cores were {busy:.0%} busy over that time.
 
 | process | CPU ms / webhook |
 |---|---|

@@ -25,6 +25,7 @@ import psycopg
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import InterfaceError, OperationalError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from apps.audit.services import AuditEntry, audit_record, audit_record_many
@@ -129,10 +130,14 @@ def run_context(run: Run) -> dict:
 # --- Executing ----------------------------------------------------------------------------------
 
 
+def _ours(run: Run):
+    """The run, if this worker's claim on it still holds (running, with the claim it took)."""
+    return Run.objects.filter(id=run.id, status=RunStatus.RUNNING, claim=run.claim)
+
+
 def _advance(run: Run, fields: dict) -> None:
-    """Write the run's new position and state, if it is still ours (running)."""
-    if not Run.objects.filter(id=run.id, status=RunStatus.RUNNING).update(state=run.state, updated_at=timezone.now(),
-                                                                           **fields):
+    """Write the run's new position and state, if it is still ours."""
+    if not _ours(run).update(state=run.state, updated_at=timezone.now(), **fields):
         raise ClaimLost()
 
 
@@ -144,7 +149,7 @@ def run_execute(*, run_id: int) -> str | None:
     3. Mark the run completed, waiting, or failed (escalated), each with its audit row.
     """
     claimed = Run.objects.filter(id=run_id, status=RunStatus.QUEUED).update(
-        status=RunStatus.RUNNING, lease_until=_lease(), updated_at=timezone.now())
+        status=RunStatus.RUNNING, lease_until=_lease(), claim=F("claim") + 1, updated_at=timezone.now())
     if not claimed:
         return None
     return _execute(_runs_load([run_id])[0])
@@ -220,7 +225,7 @@ def _execute(run: Run) -> str | None:
         _fail(run, pc, f"Internal error: {exc.__class__.__name__}: {exc}", step_failed=True)
         return RunStatus.FAILED
     with transaction.atomic():
-        done = Run.objects.filter(id=run.id, status=RunStatus.RUNNING).update(
+        done = _ours(run).update(
             status=RunStatus.COMPLETED, completed_at=timezone.now(), lease_until=None, step_index=pc,
             state=run.state)
         if done:
@@ -245,7 +250,7 @@ def _retry_or_fail(run: Run, pc: int, message: str) -> str:
     delay = retry_delay(attempts[step["id"]], base=policy.get("backoff"), cap=policy.get("max_backoff"))
     resume_at = timezone.now() + timedelta(seconds=delay)
     with transaction.atomic():
-        updated = Run.objects.filter(id=run.id, status=RunStatus.RUNNING).update(
+        updated = _ours(run).update(
             status=RunStatus.WAITING, waiting_on=WaitingOn.RETRY, resume_at=resume_at, lease_until=None,
             step_index=pc, state=run.state, updated_at=timezone.now())
         if updated:
@@ -261,7 +266,8 @@ def _fail(run: Run, pc: int, message: str, *, step_failed: bool, from_status=Run
     step = _step_at(run, pc)
     run.state["failed_at"] = pc
     with transaction.atomic():
-        updated = Run.objects.filter(id=run.id, status=from_status).update(
+        runs = _ours(run) if from_status == RunStatus.RUNNING else Run.objects.filter(id=run.id, status=from_status)
+        updated = runs.update(
             status=RunStatus.FAILED, error=message[:2000], completed_at=timezone.now(), lease_until=None,
             waiting_on=WaitingOn.NOTHING, resume_at=None, state=run.state, updated_at=timezone.now())
         if not updated:
@@ -322,9 +328,10 @@ def runs_execute(*, run_ids: list[int]) -> None:
         claim = [r.id for r in slow] + [r.id for r, _, _ in failures]
         if claim:
             now = timezone.now()
-            Run.objects.filter(id__in=claim).update(status=RunStatus.RUNNING, lease_until=_lease(), updated_at=now)
-            for run in slow:
-                run.status = RunStatus.RUNNING
+            Run.objects.filter(id__in=claim).update(status=RunStatus.RUNNING, lease_until=_lease(),
+                                                    claim=F("claim") + 1, updated_at=now)
+            for run in [*slow, *(r for r, _, _ in failures)]:
+                run.status, run.claim = RunStatus.RUNNING, run.claim + 1
         writes.flush()
     # Sent first: these deliveries are leased to this task, and what follows may take a while.
     try:

@@ -109,6 +109,9 @@ class Run(models.Model):
     error = models.TextField(blank=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
+    # Bumped by every claim (queued -> running). A worker writes only while the run still carries the
+    # claim it took: once its lease expired and another worker claimed the run, its writes match nothing.
+    claim = models.PositiveIntegerField(default=0, db_default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     completed_at = models.DateTimeField(null=True, blank=True)

@@ -342,3 +342,28 @@ def test_a_second_rerun_waits_for_the_first(product_with_key):
     assert client.post(f"/api/v1/runs/{run.id}/rerun", {}, format="json").status_code == 201
     again = client.post(f"/api/v1/runs/{run.id}/rerun", {}, format="json")
     assert again.status_code == 409 and "has not ended yet" in again.json()["error"]["message"]
+
+
+def test_a_worker_whose_lease_expired_writes_nothing_once_another_claimed_the_run(product):
+    from django.db.models import F
+
+    from apps.runs.engine import _execute, _runs_load
+
+    factories.make_workflow(product, key="w", steps=[{"id": "pause", "type": "wait", "duration": "1h"},
+                                                     factories.email_step(subject="s", body="b")])
+    run = _start(product).get()
+    Run.objects.filter(id=run.id).update(resume_at=timezone.now() - timedelta(seconds=1))
+    assert runs_resume_due() == 1  # the wait is over: the run is queued
+    # Worker A claims the run, then stalls past its lease...
+    Run.objects.filter(id=run.id, status=RunStatus.QUEUED).update(
+        status=RunStatus.RUNNING, claim=F("claim") + 1, lease_until=timezone.now() - timedelta(seconds=1))
+    stalled = _runs_load([run.id])[0]
+    # ...the reconciler queues it again and worker B claims it, as run_execute does, and is still at work.
+    runs_reconcile()
+    assert Run.objects.filter(id=run.id, status=RunStatus.QUEUED).update(
+        status=RunStatus.RUNNING, claim=F("claim") + 1, lease_until=timezone.now() + timedelta(minutes=2)) == 1
+
+    assert _execute(stalled) is None  # A wakes up: its claim is gone, so it stops
+    run.refresh_from_db()
+    assert (run.status, run.step_index, run.claim) == (RunStatus.RUNNING, 1, stalled.claim + 1)  # as B holds it
+    assert _steps(run) == [("pause", "completed")] and not Delivery.objects.exists()

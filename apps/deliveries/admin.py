@@ -9,14 +9,16 @@ from .services import deliveries_discard, deliveries_release
 
 @admin.register(WebhookEndpoint)
 class WebhookEndpointAdmin(admin.ModelAdmin):
-    list_display = ("url", "product", "enabled", "accept_any_2xx", "created_at")
+    list_display = ("url", "product", "enabled", "disabled_reason", "failing_since", "accept_any_2xx", "created_at")
     list_filter = ("enabled",)
     list_select_related = ("product",)
     search_fields = ("url", "id")
-    # The signing secret never appears in the admin.
-    exclude = ("secret",)
+    # The signing secrets never appear in the admin.
+    exclude = ("secret", "previous_secret")
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
-    readonly_fields = ("id", "product", "created_at")
+    # Enabling and disabling go through the services (audit, triggers, replay), not the form.
+    readonly_fields = ("id", "product", "created_at", "enabled", "disabled_at", "disabled_reason", "failing_since",
+                       "previous_secret_until")
 
     def has_add_permission(self, request):
         return False  # created through the API, which shows the secret once

@@ -4,13 +4,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 
+from apps.core.exceptions import Conflict
 from apps.core.pagination import paginated
 from apps.tenants.permissions import IsProduct, IsProductOrOrganization
 
 from .models import DeliveryStatus
 from .selectors import delivery_list, webhook_endpoint_get, webhook_endpoint_list
-from .services import (MAX_REVIEW_BATCH, deliveries_discard, deliveries_release, webhook_endpoint_create,
-                       webhook_endpoint_disable, webhook_endpoint_enable)
+from .services import (MAX_REVIEW_BATCH, MAX_SECRET_OVERLAP_SECONDS, deliveries_discard, deliveries_release,
+                       deliveries_replay, webhook_endpoint_create, webhook_endpoint_disable, webhook_endpoint_enable,
+                       webhook_endpoint_rotate_secret)
 
 
 class WebhookInputSerializer(serializers.Serializer):
@@ -29,6 +31,12 @@ class WebhookOutputSerializer(serializers.Serializer):
     description = serializers.CharField()
     accept_any_2xx = serializers.BooleanField()
     enabled = serializers.BooleanField()
+    disabled_at = serializers.DateTimeField(allow_null=True)
+    disabled_reason = serializers.CharField(help_text="Why it was disabled: by whom, or what Rowbell saw.")
+    failing_since = serializers.DateTimeField(
+        allow_null=True, help_text="Since when every attempt has failed (null: the last one succeeded).")
+    previous_secret_until = serializers.DateTimeField(
+        allow_null=True, help_text="After a rotation: until when messages are also signed with the previous secret.")
     source = serializers.JSONField(allow_null=True)
     created_at = serializers.DateTimeField()
 
@@ -73,13 +81,78 @@ class WebhookDisableApi(APIView):
 
 
 class WebhookEnableApi(APIView):
+    """Send to the endpoint again. What did not get through while it was failing or disabled is counted
+    (`replay.replayable`), or sent again at once with `{"replay": true}`, with the original ids."""
+
     permission_classes = [IsProduct]
 
-    @extend_schema(request=None, responses=WebhookOutputSerializer)
+    class WebhookEnableInputSerializer(serializers.Serializer):
+        replay = serializers.BooleanField(required=False, default=False, help_text=(
+            "Also replay the deliveries that failed (or were skipped) while it was failing or disabled."))
+
+    class WebhookEnabledSerializer(WebhookOutputSerializer):
+        replay = serializers.DictField(help_text="since, replayed, replayable (not replayed yet).")
+
+    @extend_schema(request=WebhookEnableInputSerializer, responses=WebhookEnabledSerializer)
     def post(self, request, endpoint_id):
+        data = self.WebhookEnableInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
         endpoint = webhook_endpoint_get(tenant=request.user, endpoint_id=endpoint_id)
-        return Response(WebhookOutputSerializer(webhook_endpoint_enable(endpoint=endpoint,
-                                                                        actor=request.user.actor)).data)
+        endpoint, replay = webhook_endpoint_enable(endpoint=endpoint, actor=request.user.actor,
+                                                   replay=data.validated_data["replay"])
+        return Response({**WebhookOutputSerializer(endpoint).data,
+                         "replay": {**replay, "since": replay["since"].isoformat() if replay["since"] else None}})
+
+
+class WebhookRotateSecretApi(APIView):
+    """A new `whsec_` secret, shown once. Both the new and the previous secret sign every message until
+    the overlap ends (`webhook-signature` carries both), so receivers switch without missing one."""
+
+    permission_classes = [IsProduct]
+
+    class RotateSecretInputSerializer(serializers.Serializer):
+        overlap_seconds = serializers.IntegerField(required=False, default=24 * 3600, min_value=0,
+                                                   max_value=MAX_SECRET_OVERLAP_SECONDS)
+
+    class RotatedSecretSerializer(serializers.Serializer):
+        id = serializers.UUIDField()
+        secret = serializers.CharField(help_text="The new whsec_... secret, shown once.")
+        previous_secret_until = serializers.DateTimeField()
+
+    @extend_schema(request=RotateSecretInputSerializer, responses=RotatedSecretSerializer)
+    def post(self, request, endpoint_id):
+        data = self.RotateSecretInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        endpoint = webhook_endpoint_get(tenant=request.user, endpoint_id=endpoint_id)
+        endpoint = webhook_endpoint_rotate_secret(endpoint=endpoint, actor=request.user.actor,
+                                                  overlap_seconds=data.validated_data["overlap_seconds"])
+        return Response(self.RotatedSecretSerializer(endpoint).data)
+
+
+class ReplayOutputSerializer(serializers.Serializer):
+    replayed = serializers.ListField(child=serializers.CharField(), help_text="Delivery ids queued again.")
+    not_replayed = serializers.DictField(child=serializers.CharField(), help_text="Delivery id: why not.")
+
+
+class WebhookReplayApi(APIView):
+    """Send again every delivery of this endpoint that did not get through (failed, or skipped while it
+    was disabled) and ended in [since, until), each with its original `webhook-id`."""
+
+    permission_classes = [IsProduct]
+
+    class WebhookReplayInputSerializer(serializers.Serializer):
+        since = serializers.DateTimeField()
+        until = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+    @extend_schema(request=WebhookReplayInputSerializer, responses=ReplayOutputSerializer)
+    def post(self, request, endpoint_id):
+        data = self.WebhookReplayInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        endpoint = webhook_endpoint_get(tenant=request.user, endpoint_id=endpoint_id)
+        if not endpoint.enabled:
+            raise Conflict("The webhook endpoint is disabled; enable it first (it offers the same replay).")
+        return Response(deliveries_replay(product_id=request.user.product_id, actor=request.user.actor,
+                                          endpoint=endpoint, **data.validated_data))
 
 
 class DeliveryOutputSerializer(serializers.Serializer):
@@ -117,7 +190,7 @@ class DeliveryListApi(APIView):
 
 class ReviewInputSerializer(serializers.Serializer):
     ids = serializers.ListField(child=serializers.CharField(max_length=40), min_length=1,
-                                max_length=MAX_REVIEW_BATCH, help_text="Held delivery ids (msg_...).")
+                                max_length=MAX_REVIEW_BATCH, help_text="Delivery ids (msg_...).")
 
 
 class ReviewOutputSerializer(serializers.Serializer):
@@ -146,6 +219,20 @@ class DeliveryReleaseApi(_ReviewApi):
     @extend_schema(request=ReviewInputSerializer, responses=ReviewOutputSerializer)
     def post(self, request):
         return super().post(request)
+
+
+class DeliveryReplayApi(APIView):
+    """Send webhook deliveries again, as rendered and with their original `webhook-id`, whatever their
+    final status (a delivered one is sent once more). Ones still in progress are reported, not touched."""
+
+    permission_classes = [IsProduct]
+
+    @extend_schema(request=ReviewInputSerializer, responses=ReplayOutputSerializer)
+    def post(self, request):
+        data = ReviewInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return Response(deliveries_replay(product_id=request.user.product_id, actor=request.user.actor,
+                                          message_ids=list(dict.fromkeys(data.validated_data["ids"]))))
 
 
 class DeliveryDiscardApi(_ReviewApi):

@@ -5,6 +5,10 @@ from django.db import models
 from apps.core.encryption import EncryptedTextField
 
 
+# Why a delivery to a disabled endpoint was skipped: such deliveries are replayed when it is enabled again.
+ENDPOINT_DISABLED = "The webhook endpoint is disabled."
+
+
 class WebhookEndpoint(models.Model):
     """Where a product's webhook deliveries go. The signing secret is encrypted at rest."""
 
@@ -13,9 +17,17 @@ class WebhookEndpoint(models.Model):
     url = models.URLField(max_length=2000)
     description = models.CharField(max_length=200, blank=True)
     secret = EncryptedTextField(help_text="whsec_... signing secret (encrypted at rest).")
+    # After a rotation the previous secret signs too, until the overlap ends: receivers switch at leisure.
+    previous_secret = EncryptedTextField(blank=True, default="")
+    previous_secret_until = models.DateTimeField(null=True, blank=True)
     # Success is HTTP 200 only, unless the endpoint opts in to any 2xx.
     accept_any_2xx = models.BooleanField(default=False)
     enabled = models.BooleanField(default=True)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    disabled_reason = models.CharField(max_length=500, blank=True)
+    # Since when every attempt has failed (null: the last one succeeded). Past the configured span
+    # (ROWBELL_ENDPOINT_DISABLE_AFTER_SECONDS) the endpoint is disabled and operators are told.
+    failing_since = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # Row events: the customer database and what to capture there ({table, events, columns}); the
     # capture name says which event-log rows are this endpoint's.
@@ -31,6 +43,13 @@ class WebhookEndpoint(models.Model):
 
     def __str__(self):
         return self.url
+
+    def signing_secrets(self, now) -> list[str]:
+        """The secrets a message is signed with now: the current one, and the previous one during the
+        overlap that follows a rotation."""
+        if self.previous_secret and self.previous_secret_until and now < self.previous_secret_until:
+            return [self.secret, self.previous_secret]
+        return [self.secret]
 
 
 class DeliveryStatus(models.TextChoices):

@@ -19,7 +19,7 @@ from apps.core.hints import hint_on_commit
 from . import outbound
 from .backoff import retry_delay
 from .channels import DeliveryError, Rendered, SendResult, channel_get
-from .models import AttemptOutcome, Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint
+from .models import ENDPOINT_DISABLED, AttemptOutcome, Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint
 from .signing import secret_generate
 
 logger = logging.getLogger(__name__)
@@ -66,33 +66,115 @@ def webhook_endpoint_create(*, product, url: str, description: str = "", accept_
     return endpoint
 
 
-def webhook_endpoint_disable(*, endpoint: WebhookEndpoint, actor: str) -> WebhookEndpoint:
+def webhook_endpoint_rotate_secret(*, endpoint: WebhookEndpoint, overlap_seconds: float,
+                                   actor: str) -> WebhookEndpoint:
+    """Give the endpoint a new `whsec_` secret (returned on the object, once). Messages are signed with
+    both the new and the previous secret until the overlap ends, so receivers can switch without missing
+    one. A rotation during an overlap replaces the oldest secret."""
+    if not 0 <= overlap_seconds <= MAX_SECRET_OVERLAP_SECONDS:
+        raise InvalidInput(f"Must be between 0 and {MAX_SECRET_OVERLAP_SECONDS} seconds.", field="overlap_seconds")
+    now = timezone.now()
+    until = now + timedelta(seconds=overlap_seconds)
+    with transaction.atomic():
+        locked = WebhookEndpoint.objects.select_for_update().get(id=endpoint.id)
+        locked.previous_secret, locked.previous_secret_until = locked.secret, until
+        locked.secret = secret_generate()
+        locked.save(update_fields=["secret", "previous_secret", "previous_secret_until"])
+        audit_record(action="webhook.secret_rotated", target_type="webhook", target_id=endpoint.id,
+                     product_id=endpoint.product_id, actor=actor,
+                     data={"previous_secret_signs_until": until.isoformat()})
+    return locked
+
+
+MAX_SECRET_OVERLAP_SECONDS = 7 * 24 * 3600
+
+
+def webhook_endpoint_disable(*, endpoint: WebhookEndpoint, actor: str, reason: str = "") -> WebhookEndpoint:
     """Stop sending to an endpoint. Its row-event trigger is retired in the customer database once no
     enabled endpoint uses it (unpublishing removes what is no longer used)."""
-    from apps.connections.services import connection_captures_prune
-
     with transaction.atomic():
-        changed = WebhookEndpoint.objects.filter(id=endpoint.id, enabled=True).update(enabled=False)
-        if changed:
-            audit_record(action="webhook.disabled", target_type="webhook", target_id=endpoint.id,
-                         product_id=endpoint.product_id, actor=actor)
+        changed = _endpoints_disable([endpoint.id], reason=reason or f"Disabled by {actor}.", actor=actor)
     if changed and endpoint.connection_id:
-        try:
-            connection_captures_prune(connection=endpoint.connection, actor=actor)
-        except psycopg.Error:
-            # The endpoint is disabled all the same; its trigger is retired by the next `triggers prune`.
-            logger.warning("Could not retire the trigger of %s now: its database is unreachable.", endpoint.id)
+        webhook_endpoint_captures_prune(endpoint_id=endpoint.id, actor=actor)
     endpoint.refresh_from_db()
     return endpoint
 
 
-def webhook_endpoint_enable(*, endpoint: WebhookEndpoint, actor: str) -> WebhookEndpoint:
-    """Send to an endpoint again, reinstalling its row-event trigger first when it has one."""
+def _endpoints_disable(endpoint_ids, *, reason: str, actor: str, notify: bool = False, now=None) -> list:
+    """Disable the enabled endpoints among `endpoint_ids` with the reason; audit each. With `notify`
+    (Rowbell disabled them, not a person), operators are emailed and row-event triggers retired after
+    commit. Call inside a transaction; returns the ids disabled."""
+    now = now or timezone.now()
+    disabled = list(WebhookEndpoint.objects.filter(id__in=endpoint_ids, enabled=True)
+                    .values_list("id", "product_id", "url"))
+    if not disabled:
+        return []
+    WebhookEndpoint.objects.filter(id__in=[d[0] for d in disabled]).update(
+        enabled=False, disabled_at=now, disabled_reason=reason[:500])
+    audit_record_many([AuditEntry(action="webhook.disabled", target_type="webhook", target_id=endpoint_id,
+                                  product_id=product_id, actor=actor, data={"reason": reason[:500], "url": url})
+                       for endpoint_id, product_id, url in disabled])
+    if notify:
+        for endpoint_id, _, _ in disabled:
+            hint_on_commit("apps.deliveries.tasks.webhook_endpoint_disabled_notify", [str(endpoint_id)],
+                           queue="low")
+    return [d[0] for d in disabled]
+
+
+def webhook_endpoint_captures_prune(*, endpoint_id, actor: str) -> None:
+    """Retire the row-event trigger a disabled endpoint no longer needs (when nothing else uses it)."""
+    from apps.connections.services import connection_captures_prune
+
+    endpoint = WebhookEndpoint.objects.select_related("connection").filter(id=endpoint_id).first()
+    if endpoint is None or endpoint.enabled or not endpoint.connection_id:
+        return
+    try:
+        connection_captures_prune(connection=endpoint.connection, actor=actor)
+    except psycopg.Error:
+        # The endpoint is disabled all the same; its trigger is retired by the next `triggers prune`.
+        logger.warning("Could not retire the trigger of %s now: its database is unreachable.", endpoint.id)
+
+
+def webhook_endpoint_disabled_notify(*, endpoint_id) -> None:
+    """Tell operators (Django's ADMINS) that Rowbell disabled an endpoint, and retire its trigger."""
+    from django.core.mail import mail_admins
+
+    endpoint = WebhookEndpoint.objects.select_related("product").filter(id=endpoint_id).first()
+    if endpoint is None or endpoint.enabled:
+        return
+    webhook_endpoint_captures_prune(endpoint_id=endpoint.id, actor="rowbell")
+    mail_admins(
+        f"Webhook endpoint disabled: {endpoint.url}",
+        f"Rowbell disabled the webhook endpoint {endpoint.id} ({endpoint.url}) of {endpoint.product.name} "
+        f"at {endpoint.disabled_at:%Y-%m-%d %H:%M:%S %Z}.\n\nReason: {endpoint.disabled_reason}\n\n"
+        "Nothing is sent to it until it is enabled again; enabling it offers to replay what failed meanwhile.",
+        fail_silently=False)
+
+
+def replayable_deliveries(*, endpoint: WebhookEndpoint, since=None, until=None):
+    """The endpoint's deliveries that did not get through: failed, or skipped because it was disabled;
+    with `since`/`until`, those that ended in that time range."""
+    qs = Delivery.objects.filter(endpoint=endpoint).filter(
+        Q(status=DeliveryStatus.FAILED) | Q(status=DeliveryStatus.SKIPPED, last_error=ENDPOINT_DISABLED))
+    if since is not None:
+        qs = qs.filter(completed_at__gte=since)
+    if until is not None:
+        qs = qs.filter(completed_at__lt=until)
+    return qs
+
+
+def webhook_endpoint_enable(*, endpoint: WebhookEndpoint, actor: str, replay: bool = False) -> tuple:
+    """Send to an endpoint again, reinstalling its row-event trigger first when it has one. Returns the
+    endpoint and what failed while it was failing or disabled: replayed at once with `replay`, otherwise
+    counted, so that the caller can offer it."""
     from apps.connections.capture import Capture
     from apps.connections.services import connection_captures_install
 
     with transaction.atomic():
-        changed = WebhookEndpoint.objects.filter(id=endpoint.id, enabled=False).update(enabled=True)
+        locked = WebhookEndpoint.objects.select_for_update().get(id=endpoint.id)
+        since = locked.failing_since or locked.disabled_at
+        changed = WebhookEndpoint.objects.filter(id=endpoint.id, enabled=False).update(
+            enabled=True, disabled_at=None, disabled_reason="", failing_since=None)
         if changed:
             audit_record(action="webhook.enabled", target_type="webhook", target_id=endpoint.id,
                          product_id=endpoint.product_id, actor=actor)
@@ -102,8 +184,71 @@ def webhook_endpoint_enable(*, endpoint: WebhookEndpoint, actor: str) -> Webhook
                 Connection.objects.select_for_update().filter(id=endpoint.connection_id).first()
                 connection_captures_install(connection=endpoint.connection,
                                             captures=[Capture.from_spec(endpoint.capture_spec)], actor=actor)
+        pending = replayable_deliveries(endpoint=locked, since=since) if changed and since else Delivery.objects.none()
+        if replay:
+            replayed = len(_replay(list(pending.select_for_update()), actor=actor))
+            waiting = 0
+        else:
+            replayed, waiting = 0, pending.count()
     endpoint.refresh_from_db()
-    return endpoint
+    return endpoint, {"since": since, "replayed": replayed, "replayable": waiting}
+
+
+MAX_REPLAY = 10_000
+
+
+def _replay(deliveries: list[Delivery], *, actor: str) -> list[str]:
+    """Queue finished deliveries again, as they were rendered and with their original message id (the
+    `webhook-id` receivers deduplicate on); each gets a fresh set of attempts. Call inside a transaction
+    holding their rows."""
+    now = timezone.now()
+    for d in deliveries:
+        Delivery.objects.filter(id=d.id).update(
+            status=DeliveryStatus.QUEUED, next_attempt_at=now, enqueued_at=now, completed_at=None, lease_until=None,
+            last_error="", max_attempts=d.attempt_count + settings.ROWBELL_DELIVERY_MAX_ATTEMPTS, updated_at=now)
+    audit_record_many([AuditEntry(action="delivery.replayed", target_type="delivery", target_id=d.message_id,
+                                  product_id=d.product_id, organization_id=d.organization_id, actor=actor,
+                                  data={"previous_status": d.status, "attempts_so_far": d.attempt_count})
+                       for d in deliveries])
+    by_priority: dict[str, list[int]] = defaultdict(list)
+    for d in deliveries:
+        by_priority[d.priority].append(d.id)
+    for priority, ids in by_priority.items():
+        deliveries_enqueue_on_commit(ids, priority)
+    return [d.message_id for d in deliveries]
+
+
+def deliveries_replay(*, product_id, actor: str, message_ids: list[str] | None = None,
+                      endpoint: WebhookEndpoint | None = None, since=None, until=None) -> dict:
+    """Send webhook deliveries again with their original `webhook-id`: the listed ones (whatever their
+    final status, e.g. to re-send one that was delivered), or every delivery of `endpoint` that did not
+    get through in [since, until). Deliveries still in progress, and those of disabled endpoints, are
+    left alone and reported."""
+    from .models import FINAL_STATUSES
+
+    with transaction.atomic():
+        if message_ids is not None:
+            if len(message_ids) > MAX_REVIEW_BATCH:
+                raise InvalidInput(f"At most {MAX_REVIEW_BATCH} deliveries at a time.", field="ids")
+            found = list(Delivery.objects.select_for_update(of=("self",)).select_related("endpoint").filter(
+                product_id=product_id, message_id__in=message_ids, channel="webhook").order_by("id"))
+        else:
+            if since is not None and until is not None and since >= until:
+                raise InvalidInput("Must be after `since`.", field="until")
+            found = list(replayable_deliveries(endpoint=endpoint, since=since, until=until)
+                         .select_for_update(of=("self",)).select_related("endpoint").order_by("id")[:MAX_REPLAY + 1])
+            if len(found) > MAX_REPLAY:
+                raise InvalidInput(f"More than {MAX_REPLAY} deliveries in this range; replay a shorter one.",
+                                   field="since")
+        ready = [d for d in found if d.status in FINAL_STATUSES and d.endpoint.enabled]
+        replayed = _replay(ready, actor=actor)
+    not_replayed = {d.message_id: ("The webhook endpoint is disabled; enable it first." if not d.endpoint.enabled
+                                   else f"The delivery is still {d.status}.")
+                    for d in found if d not in ready}
+    if message_ids is not None:
+        known = {d.message_id for d in found}
+        not_replayed.update({m: "No webhook delivery with this id." for m in message_ids if m not in known})
+    return {"replayed": replayed, "not_replayed": not_replayed}
 
 
 def _row_event_payload(endpoint, event, ids, index: int, count: int) -> dict:
@@ -267,7 +412,7 @@ def _claim(delivery_ids: list[int]) -> list[Delivery]:
         disabled = [d for d in rows if d.endpoint_id and not d.endpoint.enabled]
         if disabled:
             Delivery.objects.filter(id__in=[d.id for d in disabled]).update(
-                status=DeliveryStatus.SKIPPED, last_error="The webhook endpoint is disabled.", completed_at=now,
+                status=DeliveryStatus.SKIPPED, last_error=ENDPOINT_DISABLED, completed_at=now,
                 updated_at=now)
             audit_record_many([AuditEntry(action="delivery.skipped", target_type="delivery", target_id=d.message_id,
                                           product_id=d.product_id, organization_id=d.organization_id,
@@ -386,6 +531,7 @@ def _record(outcomes) -> None:
                     audits.append(AuditEntry(action="delivery.retry_scheduled",
                                              data={**detail, "next_attempt_at": next_at.isoformat(),
                                                    "delay_seconds": round(delay, 3)}, **scope))
+        _endpoints_health(outcomes, now)
         insert_rows(DeliveryAttempt, [
             {"delivery_id": a.delivery_id, "number": a.number, "started_at": a.started_at,
              "duration_ms": a.duration_ms, "outcome": a.outcome, "status_code": a.status_code, "error": a.error,
@@ -393,6 +539,52 @@ def _record(outcomes) -> None:
             on_conflict=_ATTEMPT_UPSERT)
         audit_record_many(audits)
         _settle(settled)
+
+
+_FAILING = """
+UPDATE deliveries_webhookendpoint SET failing_since = COALESCE(failing_since, %s)
+WHERE id = ANY(%s) AND enabled RETURNING id, failing_since
+"""
+
+
+def _endpoints_health(outcomes, now) -> None:
+    """Keep each webhook endpoint's failure streak: a success ends it; an endpoint whose attempts have all
+    failed for longer than ROWBELL_ENDPOINT_DISABLE_AFTER_SECONDS, or that answered 410 Gone, is disabled
+    and operators are told."""
+    from django.db import connection
+
+    ok, failed, gone = set(), set(), set()
+    for delivery, _, outcome in outcomes:
+        if not delivery.endpoint_id:
+            continue
+        if isinstance(outcome, SendResult):
+            ok.add(delivery.endpoint_id)
+        elif outcome.status_code == 410:
+            gone.add(delivery.endpoint_id)
+        else:
+            failed.add(delivery.endpoint_id)
+    if ok:
+        WebhookEndpoint.objects.filter(id__in=ok, failing_since__isnull=False).update(failing_since=None)
+    failed -= ok | gone
+    if failed:
+        span = settings.ROWBELL_ENDPOINT_DISABLE_AFTER_SECONDS
+        with connection.cursor() as cursor:
+            cursor.execute(_FAILING, [now, list(failed)])
+            for endpoint_id, since in cursor.fetchall():
+                if (now - since).total_seconds() >= span:
+                    _endpoints_disable([endpoint_id], actor="rowbell", notify=True, now=now,
+                                       reason=f"Every attempt failed since {since:%Y-%m-%d %H:%M:%S %Z} "
+                                              f"(longer than {_span_text(span)}).")
+    if gone:
+        _endpoints_disable(list(gone), actor="rowbell", notify=True, now=now,
+                           reason="The endpoint answered 410 Gone.")
+
+
+def _span_text(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)} {unit}"
+    return f"{seconds:g} seconds"
 
 
 def _settle(settled: list[tuple]) -> None:

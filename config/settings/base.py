@@ -172,6 +172,9 @@ CELERY_TIMEZONE = TIME_ZONE
 ROWBELL_ENCRYPTION_KEYS = env.list("ROWBELL_ENCRYPTION_KEYS", default=[])
 # Delivery retries: attempt n waits min(max, base * 2**(n-1)) seconds, scaled by a jitter in [0.5, 1].
 ROWBELL_DELIVERY_MAX_ATTEMPTS = env.int("ROWBELL_DELIVERY_MAX_ATTEMPTS", default=8)
+# A webhook endpoint whose every attempt has failed for this long is disabled, and operators are told.
+ROWBELL_ENDPOINT_DISABLE_AFTER_SECONDS = env.float("ROWBELL_ENDPOINT_DISABLE_AFTER_SECONDS",
+                                                   default=5 * 24 * 3600.0)
 ROWBELL_RETRY_BASE_SECONDS = env.float("ROWBELL_RETRY_BASE_SECONDS", default=10.0)
 ROWBELL_RETRY_MAX_SECONDS = env.float("ROWBELL_RETRY_MAX_SECONDS", default=6 * 3600.0)
 # A `Retry-After` longer than this is capped to it.

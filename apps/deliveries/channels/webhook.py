@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import json
-import time
+
+from django.utils import timezone
 
 from rest_framework import serializers
 
 from apps.deliveries import outbound
+from apps.deliveries.models import ENDPOINT_DISABLED
 from apps.deliveries.signing import signature_headers
 
 from .base import Channel, DeliveryError, Rendered, SendResult
@@ -43,13 +45,11 @@ class WebhookChannel(Channel):
             endpoint = memo[key]
         else:
             endpoint = WebhookEndpoint.objects.filter(id=config["webhook"], product=product).only(
-                "id", "url", "enabled", "secret", "accept_any_2xx").first()
+                "id", "url", "enabled", "secret", "previous_secret", "previous_secret_until", "accept_any_2xx").first()
             if memo is not None:
                 memo[key] = endpoint
         if endpoint is None:
             return Rendered(skip_reason="The webhook endpoint no longer exists.")
-        if not endpoint.enabled:
-            return Rendered(skip_reason="The webhook endpoint is disabled.", endpoint_id=endpoint.id)
         payload = {
             "type": "workflow.notification",
             "timestamp": context["timestamp"],
@@ -64,7 +64,9 @@ class WebhookChannel(Channel):
         }
         if "event" in context:  # a run launched by a database event
             payload["data"]["event"] = context["event"]
-        return Rendered(target=endpoint.url, payload=payload, endpoint_id=endpoint.id, endpoint=endpoint)
+        # Rendered in full even for a disabled endpoint: enabling it again replays what was skipped.
+        return Rendered(target=endpoint.url, payload=payload, endpoint_id=endpoint.id, endpoint=endpoint,
+                        skip_reason="" if endpoint.enabled else ENDPOINT_DISABLED)
 
     def send(self, delivery) -> SendResult:
         outcome = self.send_many([delivery])[0]
@@ -74,12 +76,14 @@ class WebhookChannel(Channel):
 
     def send_many(self, deliveries) -> list[SendResult | DeliveryError]:
         """Every delivery of the batch goes out at once on the process's event loop."""
-        now = int(time.time())
+        now = timezone.now()
+        timestamp = int(now.timestamp())
         posts = []
         for delivery in deliveries:
             body = webhook_body(delivery.payload)
             headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
-            headers.update(signature_headers([delivery.endpoint.secret], delivery.message_id, now, body))
+            headers.update(signature_headers(delivery.endpoint.signing_secrets(now), delivery.message_id, timestamp,
+                                             body))
             posts.append(outbound.Post(delivery.endpoint.url, body, headers))
         return [_outcome(d.endpoint, answer) for d, answer in zip(deliveries, outbound.post_many(posts))]
 

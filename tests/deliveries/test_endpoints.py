@@ -1,0 +1,218 @@
+"""Webhook endpoints operators can trust: secret rotation, 410 and automatic disabling, replay."""
+
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.utils import timezone
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from apps.audit.models import AuditEvent
+from apps.deliveries.models import ENDPOINT_DISABLED, Delivery, DeliveryStatus, WebhookEndpoint
+from apps.deliveries.services import deliveries_send, webhook_endpoint_disabled_notify
+from apps.runs.models import TriggerRequest
+from apps.runs.services import request_start, runs_execute, trigger_create
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def setup(product, receiver):
+    endpoint = factories.make_endpoint(product, receiver.url())
+    factories.make_workflow(product, key="w", steps=[factories.webhook_step(endpoint)])
+    return product, endpoint
+
+
+def _deliver(product, order=7) -> Delivery:
+    """Trigger the workflow for one recipient and make one attempt at its webhook."""
+    request_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow="w", recipients=[{"id": "u1"}],
+                                   data={"order": order}, priority="normal")
+    runs_execute(run_ids=request_start(request_id=TriggerRequest.objects.get(id=request_id).id))
+    delivery = Delivery.objects.get(request_id=request_id)
+    deliveries_send(delivery_ids=[delivery.id])
+    delivery.refresh_from_db()
+    return delivery
+
+
+def _endpoint(endpoint) -> WebhookEndpoint:
+    return WebhookEndpoint.objects.get(id=endpoint.id)
+
+
+def test_a_rotated_secret_and_the_previous_one_both_sign_during_the_overlap(setup, receiver, product_client):
+    product, endpoint = setup
+    old = _endpoint(endpoint).secret
+    response = product_client.post(f"/api/v1/webhooks/{endpoint.id}/rotate-secret", {"overlap_seconds": 3600},
+                                   format="json")
+    assert response.status_code == 200
+    new = response.json()["secret"]
+    assert new.startswith("whsec_") and new != old
+    assert AuditEvent.objects.filter(action="webhook.secret_rotated", target_id=str(endpoint.id)).exists()
+
+    _deliver(product)
+    sent = receiver.requests[-1]
+    assert len(sent["headers"]["webhook-signature"].split(" ")) == 2
+    for secret in (old, new):  # a receiver on either secret verifies the message
+        assert Webhook(secret).verify(sent["body"], sent["headers"])["data"]["data"] == {"order": 7}
+
+    # The overlap ends: only the new secret signs.
+    WebhookEndpoint.objects.filter(id=endpoint.id).update(previous_secret_until=timezone.now())
+    _deliver(product, order=8)
+    sent = receiver.requests[-1]
+    assert Webhook(new).verify(sent["body"], sent["headers"])["data"]["data"] == {"order": 8}
+    with pytest.raises(WebhookVerificationError):
+        Webhook(old).verify(sent["body"], sent["headers"])
+    # The secret is never shown again.
+    assert "secret" not in product_client.get(f"/api/v1/webhooks/{endpoint.id}").json()
+
+
+def test_rotation_refuses_an_overlap_out_of_range(setup, product_client):
+    _, endpoint = setup
+    response = product_client.post(f"/api/v1/webhooks/{endpoint.id}/rotate-secret",
+                                   {"overlap_seconds": 30 * 86400}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"][0]["field"] == "overlap_seconds"
+
+
+def test_410_disables_the_endpoint_and_operators_are_told(setup, receiver, settings):
+    product, endpoint = setup
+    settings.ADMINS = [("Ops", "ops@example.com")]
+    receiver.answer(410)
+    delivery = _deliver(product)
+    assert delivery.status == DeliveryStatus.FAILED
+    endpoint = _endpoint(endpoint)
+    assert not endpoint.enabled and endpoint.disabled_reason == "The endpoint answered 410 Gone."
+    audit = AuditEvent.objects.get(action="webhook.disabled", target_id=str(endpoint.id))
+    assert audit.actor == "rowbell" and audit.data["reason"] == "The endpoint answered 410 Gone."
+
+    webhook_endpoint_disabled_notify(endpoint_id=endpoint.id)  # the task the disabling queued
+    assert len(mail.outbox) == 1 and endpoint.url in mail.outbox[0].subject
+    assert "410 Gone" in mail.outbox[0].body and mail.outbox[0].to == ["ops@example.com"]
+
+    # Nothing more is sent to it: the next message is skipped with the reason, kept for a replay.
+    later = _deliver(product, order=8)
+    assert later.status == DeliveryStatus.SKIPPED and later.last_error == ENDPOINT_DISABLED
+    assert len(receiver.requests) == 1
+
+
+def test_an_endpoint_failing_for_longer_than_the_span_is_disabled(setup, receiver, settings):
+    product, endpoint = setup
+    settings.ROWBELL_ENDPOINT_DISABLE_AFTER_SECONDS = 3600
+    receiver.answer(500, 200, 500)
+    _deliver(product)
+    first_failure = _endpoint(endpoint).failing_since
+    assert first_failure is not None and _endpoint(endpoint).enabled
+    _deliver(product)  # a success ends the streak
+    assert _endpoint(endpoint).failing_since is None
+    _deliver(product)  # failing again, from now: not long enough
+    assert _endpoint(endpoint).enabled
+
+    WebhookEndpoint.objects.filter(id=endpoint.id).update(failing_since=timezone.now() - timedelta(hours=2))
+    receiver.answer(503)
+    _deliver(product)
+    endpoint = _endpoint(endpoint)
+    assert not endpoint.enabled and endpoint.disabled_reason.startswith("Every attempt failed since ")
+    assert "longer than 1 hours" in endpoint.disabled_reason
+
+
+def test_enabling_offers_to_replay_what_failed_meanwhile_with_the_original_ids(setup, receiver, product_client):
+    product, endpoint = setup
+    receiver.answer(410)
+    failed = _deliver(product)
+    skipped = [_deliver(product, order=n) for n in (8, 9)]
+    assert {d.status for d in skipped} == {DeliveryStatus.SKIPPED}
+
+    response = product_client.post(f"/api/v1/webhooks/{endpoint.id}/enable", {}, format="json")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["enabled"] and body["disabled_reason"] == ""
+    assert body["replay"]["replayable"] == 3 and body["replay"]["replayed"] == 0
+    assert len(receiver.requests) == 1  # an offer, nothing sent yet
+
+    offer_since = body["replay"]["since"]
+
+    # Disabled again by an operator; one more message is skipped; enabled with the replay this time:
+    # what was skipped since this disabling goes out.
+    product_client.post(f"/api/v1/webhooks/{endpoint.id}/disable")
+    another = _deliver(product, order=10)
+    response = product_client.post(f"/api/v1/webhooks/{endpoint.id}/enable", {"replay": True}, format="json")
+    assert response.json()["replay"]["replayed"] == 1
+    # The first offer, declined then, is still open through the range replay.
+    response = product_client.post(f"/api/v1/webhooks/{endpoint.id}/replay", {"since": offer_since}, format="json")
+    assert len(response.json()["replayed"]) == 3
+
+    everything = [failed, *skipped, another]
+    deliveries_send(delivery_ids=[d.id for d in everything])
+    ids = [r["headers"]["webhook-id"] for r in receiver.requests[1:]]
+    assert sorted(ids) == sorted(d.message_id for d in everything)
+    secret = _endpoint(endpoint).secret
+    assert sorted(Webhook(secret).verify(r["body"], r["headers"])["data"]["data"]["order"]
+                  for r in receiver.requests[1:]) == [7, 8, 9, 10]
+    assert set(Delivery.objects.filter(id__in=[d.id for d in everything])
+               .values_list("status", flat=True)) == {DeliveryStatus.DELIVERED}
+    assert AuditEvent.objects.filter(action="delivery.replayed").count() == 4
+
+
+def test_replay_one_delivery_or_an_endpoints_failures_in_a_range(setup, receiver, product_client):
+    product, endpoint = setup
+    delivered = _deliver(product)
+    response = product_client.post("/api/v1/deliveries/replay", {"ids": [delivered.message_id, "msg_nope"]},
+                                   format="json")
+    assert response.status_code == 200
+    assert response.json() == {"replayed": [delivered.message_id],
+                               "not_replayed": {"msg_nope": "No webhook delivery with this id."}}
+    deliveries_send(delivery_ids=[delivered.id])
+    assert [r["headers"]["webhook-id"] for r in receiver.requests] == [delivered.message_id] * 2
+
+    receiver.answer(400, 400)
+    old, recent = _deliver(product, order=1), _deliver(product, order=2)
+    Delivery.objects.filter(id__in=[old.id, recent.id]).update(max_attempts=1)
+    for d in (old, recent):  # both fail for good now
+        Delivery.objects.filter(id=d.id).update(status=DeliveryStatus.FAILED)
+    Delivery.objects.filter(id=old.id).update(completed_at=timezone.now() - timedelta(days=2))
+    Delivery.objects.filter(id=recent.id).update(completed_at=timezone.now() - timedelta(hours=1))
+    since = (timezone.now() - timedelta(days=1)).isoformat()
+    response = product_client.post(f"/api/v1/webhooks/{endpoint.id}/replay", {"since": since}, format="json")
+    assert response.json()["replayed"] == [recent.message_id]
+
+    response = product_client.post(f"/api/v1/webhooks/{endpoint.id}/replay", {"since": since, "until": since},
+                                   format="json")
+    assert response.status_code == 400 and response.json()["error"]["fields"][0]["field"] == "until"
+
+
+def test_a_delivery_still_in_progress_is_not_replayed(setup, product_client):
+    product, _ = setup
+    request_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow="w", recipients=[{"id": "u1"}],
+                                   data={}, priority="normal")
+    request_start(request_id=request_id)
+    queued = Delivery.objects.get(request_id=request_id)
+    response = product_client.post("/api/v1/deliveries/replay", {"ids": [queued.message_id]}, format="json")
+    assert response.json() == {"replayed": [], "not_replayed": {queued.message_id: "The delivery is still queued."}}
+
+
+def test_special_ranges_are_refused_at_save_time(product_client):
+    for url in ("http://100.64.0.1/hook", "http://[64:ff9b::a00:1]/hook", "http://[::ffff:10.0.0.1]/hook",
+                "http://[fe80::1]/hook", "http://0.0.0.0/hook"):
+        response = product_client.post("/api/v1/webhooks", {"url": url}, format="json")
+        assert response.status_code == 400, url
+        field = response.json()["error"]["fields"][0]
+        assert field["field"] == "url" and "private or reserved" in str(field), url
+
+
+def test_a_name_is_checked_on_the_address_it_resolves_to_when_connecting(product, receiver, monkeypatch):
+    import socket
+
+    endpoint = factories.make_endpoint(product, f"http://hooks.example.test:{receiver.port}/hook")
+    factories.make_workflow(product, key="w", steps=[factories.webhook_step(endpoint)])
+    real = socket.getaddrinfo
+
+    def resolve(host, *args, **kwargs):  # the name now points into the private network (DNS rebinding)
+        if host == "hooks.example.test":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.1.2.3", args[0] if args else 0))]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    delivery = _deliver(product)
+    assert delivery.status == DeliveryStatus.FAILED  # refused for good, not retried
+    assert delivery.last_error == "hooks.example.test resolves to a private or reserved address (10.1.2.3)."
+    assert receiver.requests == []

@@ -3,7 +3,7 @@ from collections import defaultdict
 from django.contrib import admin, messages
 from django.db import models
 
-from .models import Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint
+from .models import Delivery, DeliveryAttempt, DeliveryEvent, DeliveryStatus, WebhookEndpoint
 from .services import deliveries_discard, deliveries_release
 
 
@@ -35,6 +35,18 @@ class DeliveryAttemptInline(admin.TabularInline):
         return False
 
 
+class DeliveryEventInline(admin.TabularInline):
+    model = DeliveryEvent
+    fields = ("at", "status", "source", "detail")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "status history"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Delivery)
 class DeliveryAdmin(admin.ModelAdmin):
     list_display = ("message_id", "channel", "status", "target", "attempt_count", "product", "created_at")
@@ -43,7 +55,7 @@ class DeliveryAdmin(admin.ModelAdmin):
     list_select_related = ("product",)
     show_full_result_count = False
     readonly_fields = [f.name for f in Delivery._meta.fields]
-    inlines = [DeliveryAttemptInline]
+    inlines = [DeliveryEventInline, DeliveryAttemptInline]
     actions = ["release", "discard"]
 
     def has_add_permission(self, request):

@@ -9,7 +9,7 @@ from apps.core.pagination import paginated
 from apps.tenants.permissions import IsProduct, IsProductOrOrganization
 
 from .models import DeliveryStatus
-from .selectors import delivery_list, webhook_endpoint_get, webhook_endpoint_list
+from .selectors import delivery_get, delivery_list, webhook_endpoint_get, webhook_endpoint_list
 from .services import (MAX_REVIEW_BATCH, MAX_SECRET_OVERLAP_SECONDS, deliveries_discard, deliveries_release,
                        deliveries_replay, webhook_endpoint_create, webhook_endpoint_disable, webhook_endpoint_enable,
                        webhook_endpoint_rotate_secret)
@@ -168,6 +168,37 @@ class DeliveryOutputSerializer(serializers.Serializer):
     last_error = serializers.CharField()
     created_at = serializers.DateTimeField()
     completed_at = serializers.DateTimeField(allow_null=True)
+
+
+class DeliveryEventSerializer(serializers.Serializer):
+    status = serializers.CharField()
+    at = serializers.DateTimeField()
+    source = serializers.CharField(help_text="rowbell, operator, provider or tracking.")
+    detail = serializers.JSONField()
+
+
+class DeliveryAttemptSerializer(serializers.Serializer):
+    number = serializers.IntegerField()
+    started_at = serializers.DateTimeField()
+    duration_ms = serializers.IntegerField(allow_null=True)
+    outcome = serializers.CharField()
+    status_code = serializers.IntegerField(allow_null=True)
+    error = serializers.CharField()
+
+
+class DeliveryDetailSerializer(DeliveryOutputSerializer):
+    events = DeliveryEventSerializer(many=True, help_text="Every change of status, oldest first.")
+    attempt_log = DeliveryAttemptSerializer(many=True, source="attempts.all")
+
+
+class DeliveryDetailApi(APIView):
+    """One delivery: its rendered content, every change of status (when, and who said so) and every attempt."""
+
+    permission_classes = [IsProductOrOrganization]
+
+    @extend_schema(responses=DeliveryDetailSerializer)
+    def get(self, request, message_id):
+        return Response(DeliveryDetailSerializer(delivery_get(tenant=request.user, message_id=message_id)).data)
 
 
 class DeliveryListApi(APIView):

@@ -185,3 +185,28 @@ class DeliveryAttempt(models.Model):
     class Meta:
         ordering = ["delivery_id", "number"]
         constraints = [models.UniqueConstraint(fields=["delivery", "number"], name="attempt_number_unique")]
+
+
+class EventSource(models.TextChoices):
+    ROWBELL = "rowbell"  # the delivery engine
+    OPERATOR = "operator"  # a person: review, replay, cancel
+    PROVIDER = "provider"  # the provider's own report (e.g. an email provider's event webhook)
+    TRACKING = "tracking"  # Rowbell's open pixel and click redirect
+
+
+class DeliveryEvent(models.Model):
+    """One change of a delivery's status: what it became, when, and who said so. A delivery's first
+    event is the status it was created with."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="events", db_index=False)
+    status = models.CharField(max_length=20, choices=DeliveryStatus.choices)
+    at = models.DateTimeField()
+    source = models.CharField(max_length=20, choices=EventSource.choices, default=EventSource.ROWBELL)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["delivery_id", "id"]
+        indexes = [models.Index(fields=["delivery", "id"], name="delivery_event_history")]
+
+    def __str__(self):
+        return f"{self.delivery_id} {self.status} ({self.source})"

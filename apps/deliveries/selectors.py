@@ -30,3 +30,18 @@ def delivery_list(*, tenant: Tenant, status: str | None = None, workflow: str | 
     if run_id is not None:
         qs = qs.filter(run_id=run_id)
     return qs.order_by("-id")
+
+
+def delivery_get(*, tenant: Tenant, message_id: str):
+    """One of the tenant's deliveries by its id (msg_...), with its status history and attempts."""
+    from django.db.models import Prefetch
+
+    from .models import Delivery, DeliveryAttempt, DeliveryEvent
+
+    delivery = (tenant.scoped(Delivery.objects.all()).filter(message_id=message_id)
+                .prefetch_related(Prefetch("events", queryset=DeliveryEvent.objects.order_by("id")),
+                                  Prefetch("attempts", queryset=DeliveryAttempt.objects.order_by("number")))
+                .first())
+    if delivery is None:
+        raise NotFound("Delivery not found.")
+    return delivery

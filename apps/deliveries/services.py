@@ -19,10 +19,24 @@ from apps.core.hints import hint_on_commit
 from . import outbound
 from .backoff import retry_delay
 from .channels import DeliveryError, Rendered, SendResult, channel_get
-from .models import ENDPOINT_DISABLED, AttemptOutcome, Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint
+from .models import (ENDPOINT_DISABLED, AttemptOutcome, Delivery, DeliveryAttempt, DeliveryEvent, DeliveryStatus,
+                     WebhookEndpoint)
 from .signing import secret_generate
 
 logger = logging.getLogger(__name__)
+
+
+# --- Status history -----------------------------------------------------------------------------
+
+
+def status_events_record(changes, *, at=None, source: str = "rowbell") -> None:
+    """Append one DeliveryEvent per (delivery id, new status[, detail]) in one statement. Call in the
+    transaction that changes the statuses."""
+    if not changes:
+        return
+    at = (at or timezone.now()).isoformat()
+    insert_rows(DeliveryEvent, [{"delivery_id": c[0], "status": c[1], "at": at, "source": source,
+                                 "detail": c[2] if len(c) > 2 else {}} for c in changes])
 
 
 # --- Endpoints ----------------------------------------------------------------------------------
@@ -206,6 +220,8 @@ def _replay(deliveries: list[Delivery], *, actor: str) -> list[str]:
         Delivery.objects.filter(id=d.id).update(
             status=DeliveryStatus.QUEUED, next_attempt_at=now, enqueued_at=now, completed_at=None, lease_until=None,
             last_error="", max_attempts=d.attempt_count + settings.ROWBELL_DELIVERY_MAX_ATTEMPTS, updated_at=now)
+    status_events_record([(d.id, DeliveryStatus.QUEUED, {"replay_of": d.status, "by": actor}) for d in deliveries],
+                         at=now, source="operator")
     audit_record_many([AuditEntry(action="delivery.replayed", target_type="delivery", target_id=d.message_id,
                                   product_id=d.product_id, organization_id=d.organization_id, actor=actor,
                                   data={"previous_status": d.status, "attempts_so_far": d.attempt_count})
@@ -294,6 +310,7 @@ def deliveries_for_events(*, events) -> int:
     fresh = list(Delivery.objects.filter(event__in=events, enqueued_at__isnull=True,
                                          status=DeliveryStatus.QUEUED).values_list("id", flat=True))
     Delivery.objects.filter(id__in=fresh).update(enqueued_at=now)
+    status_events_record([(i, DeliveryStatus.QUEUED) for i in fresh], at=now)
     deliveries_enqueue_on_commit(fresh, "normal")
     return len(fresh)
 
@@ -343,6 +360,7 @@ def delivery_create(*, run, step_id: str, channel: str, rendered: Rendered, held
     delivery, audit = delivery_build(run=run, step_id=step_id, channel=channel, rendered=rendered, held=held,
                                      max_attempts=max_attempts, backoff=backoff)
     delivery.save()
+    status_events_record([(delivery.id, delivery.status)], at=delivery.created_at)
     if audit is not None:
         audit_record_many([audit])
     else:
@@ -370,6 +388,8 @@ def deliveries_release(*, product_id, message_ids: list[str], actor: str) -> lis
         held = _held(product_id, message_ids)
         Delivery.objects.filter(id__in=[d.id for d in held]).update(
             status=DeliveryStatus.QUEUED, next_attempt_at=now, enqueued_at=now, updated_at=now)
+        status_events_record([(d.id, DeliveryStatus.QUEUED, {"released_by": actor}) for d in held], at=now,
+                             source="operator")
         audit_record_many([AuditEntry(action="delivery.released", target_type="delivery", target_id=d.message_id,
                                       product_id=d.product_id, organization_id=d.organization_id, actor=actor,
                                       data={"channel": d.channel}) for d in held])
@@ -390,6 +410,8 @@ def deliveries_discard(*, product_id, message_ids: list[str], actor: str) -> lis
         Delivery.objects.filter(id__in=[d.id for d in held]).update(
             status=DeliveryStatus.DISCARDED, completed_at=now, updated_at=now,
             last_error=f"Discarded in review by {actor}.")
+        status_events_record([(d.id, DeliveryStatus.DISCARDED, {"discarded_by": actor}) for d in held], at=now,
+                             source="operator")
         audit_record_many([AuditEntry(action="delivery.discarded", target_type="delivery", target_id=d.message_id,
                                       product_id=d.product_id, organization_id=d.organization_id, actor=actor,
                                       data={"channel": d.channel}) for d in held])
@@ -414,6 +436,8 @@ def _claim(delivery_ids: list[int]) -> list[Delivery]:
             Delivery.objects.filter(id__in=[d.id for d in disabled]).update(
                 status=DeliveryStatus.SKIPPED, last_error=ENDPOINT_DISABLED, completed_at=now,
                 updated_at=now)
+            status_events_record([(d.id, DeliveryStatus.SKIPPED, {"reason": ENDPOINT_DISABLED}) for d in disabled],
+                                 at=now)
             audit_record_many([AuditEntry(action="delivery.skipped", target_type="delivery", target_id=d.message_id,
                                           product_id=d.product_id, organization_id=d.organization_id,
                                           data={"reason": "endpoint disabled"}) for d in disabled])
@@ -424,6 +448,7 @@ def _claim(delivery_ids: list[int]) -> list[Delivery]:
                 status=DeliveryStatus.SENDING, attempt_count=F("attempt_count") + 1,
                 lease_until=now + timedelta(seconds=settings.ROWBELL_LEASE_SECONDS), updated_at=now,
             )
+            status_events_record([(d.id, DeliveryStatus.SENDING) for d in rows], at=now)
     for d in rows:
         d.attempt_count += 1
     return rows
@@ -483,7 +508,7 @@ def _record(outcomes) -> None:
     "unknown", the real outcome replaces it, and a delivery that did succeed is not sent again.
     """
     now = timezone.now()
-    attempts, audits, settled = [], [], []
+    attempts, audits, settled, changes = [], [], [], []
     with transaction.atomic():
         successes = [(d, started, o) for d, started, o in outcomes if isinstance(o, SendResult)]
         recorded = _successes_record(successes, now)
@@ -492,6 +517,8 @@ def _record(outcomes) -> None:
                                             duration_ms=outcome.duration_ms, outcome=AttemptOutcome.SUCCESS,
                                             status_code=outcome.status_code, response_excerpt=outcome.excerpt))
             if delivery.id in recorded:
+                changes.append((delivery.id, outcome.status, {"status_code": outcome.status_code}
+                                if outcome.status_code is not None else {}))
                 if delivery.run_id:
                     settled.append((delivery.run_id, True, ""))
                 audits.append(AuditEntry(
@@ -518,6 +545,7 @@ def _record(outcomes) -> None:
                 if ours.update(status=DeliveryStatus.FAILED, completed_at=now, last_error=exc.message[:2000],
                                lease_until=None, updated_at=now):
                     reason = "permanent error" if exc.permanent else f"gave up after {number} attempts"
+                    changes.append((delivery.id, DeliveryStatus.FAILED, {"reason": reason, "error": exc.message[:500]}))
                     audits.append(AuditEntry(action="delivery.failed", data={**detail, "reason": reason}, **scope))
                     if delivery.run_id:
                         settled.append((delivery.run_id, False, f"Step '{delivery.step_id}': delivery "
@@ -528,10 +556,13 @@ def _record(outcomes) -> None:
                 next_at = now + timedelta(seconds=delay)
                 if ours.update(status=DeliveryStatus.QUEUED, next_attempt_at=next_at, last_error=exc.message[:2000],
                                lease_until=None, updated_at=now):
+                    changes.append((delivery.id, DeliveryStatus.QUEUED, {"retry_at": next_at.isoformat(),
+                                                                         "error": exc.message[:500]}))
                     audits.append(AuditEntry(action="delivery.retry_scheduled",
                                              data={**detail, "next_attempt_at": next_at.isoformat(),
                                                    "delay_seconds": round(delay, 3)}, **scope))
         _endpoints_health(outcomes, now)
+        status_events_record(changes, at=now)
         insert_rows(DeliveryAttempt, [
             {"delivery_id": a.delivery_id, "number": a.number, "started_at": a.started_at,
              "duration_ms": a.duration_ms, "outcome": a.outcome, "status_code": a.status_code, "error": a.error,
@@ -660,6 +691,7 @@ def deliveries_reconcile() -> int:
         Delivery.objects.filter(id__in=[s[0] for s in stuck]).update(
             status=DeliveryStatus.QUEUED, next_attempt_at=now, enqueued_at=None, lease_until=None, updated_at=now,
             last_error="The worker stopped before the outcome was recorded.")
+        status_events_record([(s[0], DeliveryStatus.QUEUED, {"reason": "lease expired"}) for s in stuck], at=now)
         DeliveryAttempt.objects.bulk_create(
             [DeliveryAttempt(delivery_id=i, number=n, started_at=now, outcome=AttemptOutcome.UNKNOWN,
                              error="The worker stopped before the outcome was recorded.")

@@ -14,4 +14,6 @@ urlpatterns = [
     path("deliveries/replay", apis.DeliveryReplayApi.as_view(), name="delivery-replay"),
     path("deliveries/release", apis.DeliveryReleaseApi.as_view(), name="delivery-release"),
     path("deliveries/discard", apis.DeliveryDiscardApi.as_view(), name="delivery-discard"),
+    # After the fixed paths above, which it would otherwise shadow.
+    path("deliveries/<str:message_id>", apis.DeliveryDetailApi.as_view(), name="delivery-detail"),
 ]

@@ -387,6 +387,10 @@ class _Writes:
             for d in self.deliveries:
                 d.id = ids[d.message_id]
             self.to_send = [d for d in self.deliveries if d.status == "sending"]
+            from apps.deliveries.services import status_events_record
+
+            status_events_record([(d.id, d.status) + (({"reason": d.last_error},) if d.last_error else ())
+                                  for d in self.deliveries], at=now)
         if self.steps:
             insert_rows(RunStep, [{"run_id": st.run_id, "step_id": st.step_id, "index": st.index, "type": st.type,
                                    "status": st.status, "output": st.output, "error": "", "finished_at": now}
@@ -556,11 +560,17 @@ def _cancel(runs, *, actor: str, reason: str) -> list[int]:
         Run.objects.filter(id__in=ids).update(status=RunStatus.CANCELLED, completed_at=now, waiting_on="",
                                               resume_at=None, lease_until=None, updated_at=now)
         discarded: dict[int, list[str]] = {}
-        for run_id, message_id in Delivery.objects.filter(run_id__in=ids, status__in=pending).values_list(
-                "run_id", "message_id"):
+        delivery_ids = []
+        for delivery_id, run_id, message_id in Delivery.objects.filter(run_id__in=ids, status__in=pending).values_list(
+                "id", "run_id", "message_id"):
             discarded.setdefault(run_id, []).append(message_id)
-        Delivery.objects.filter(run_id__in=ids, status__in=pending).update(
+            delivery_ids.append(delivery_id)
+        Delivery.objects.filter(id__in=delivery_ids).update(
             status=DeliveryStatus.DISCARDED, completed_at=now, last_error="The run was cancelled.", updated_at=now)
+        from apps.deliveries.services import status_events_record
+
+        status_events_record([(i, DeliveryStatus.DISCARDED, {"reason": "run cancelled", "by": actor})
+                              for i in delivery_ids], at=now, source="operator")
         Batch.objects.filter(owner_id__in=ids, status=BatchStatus.OPEN).update(status=BatchStatus.CLOSED)
         audit_record_many([AuditEntry(action="run.cancelled", target_type="run", target_id=run_id,
                                       product_id=product_id, organization_id=organization_id, actor=actor,

@@ -93,7 +93,7 @@ def _body(product, failures: list[dict]) -> str:
 
 def _webhook(product, endpoint, failures: list[dict], now) -> None:
     from apps.deliveries.models import Delivery, DeliveryStatus
-    from apps.deliveries.services import deliveries_enqueue_on_commit
+    from apps.deliveries.services import deliveries_enqueue_on_commit, status_events_record
 
     delivery = Delivery.objects.create(
         product=product, channel="webhook", endpoint=endpoint, target=endpoint.url, step_id="escalation",
@@ -101,4 +101,5 @@ def _webhook(product, endpoint, failures: list[dict], now) -> None:
                  "data": {"product_id": str(product.id), "count": len(failures), "failures": failures[:LISTED]}},
         priority="high", status=DeliveryStatus.QUEUED, max_attempts=settings.ROWBELL_DELIVERY_MAX_ATTEMPTS,
         next_attempt_at=now, enqueued_at=now)
+    status_events_record([(delivery.id, delivery.status)], at=now)
     deliveries_enqueue_on_commit([delivery.id], "high")

@@ -216,3 +216,26 @@ def test_a_name_is_checked_on_the_address_it_resolves_to_when_connecting(product
     assert delivery.status == DeliveryStatus.FAILED  # refused for good, not retried
     assert delivery.last_error == "hooks.example.test resolves to a private or reserved address (10.1.2.3)."
     assert receiver.requests == []
+
+
+def test_every_change_of_status_is_an_event_with_its_time_and_source(setup, receiver, product_client):
+    product, _ = setup
+    receiver.answer(503)
+    delivery = _deliver(product)  # queued, sending, then queued again for a retry
+    Delivery.objects.filter(id=delivery.id).update(next_attempt_at=timezone.now())
+    deliveries_send(delivery_ids=[delivery.id])  # sending, delivered
+    product_client.post("/api/v1/deliveries/replay", {"ids": [delivery.message_id]}, format="json")
+
+    response = product_client.get(f"/api/v1/deliveries/{delivery.message_id}")
+    assert response.status_code == 200
+    body = response.json()
+    assert [(e["status"], e["source"]) for e in body["events"]] == [
+        ("queued", "rowbell"), ("sending", "rowbell"), ("queued", "rowbell"), ("sending", "rowbell"),
+        ("delivered", "rowbell"), ("queued", "operator")]
+    assert body["events"][2]["detail"]["error"] == "HTTP 503" and "retry_at" in body["events"][2]["detail"]
+    assert body["events"][4]["detail"] == {"status_code": 200}
+    assert body["events"][5]["detail"]["replay_of"] == "delivered"
+    times = [e["at"] for e in body["events"]]
+    assert times == sorted(times)
+    assert [(a["number"], a["status_code"]) for a in body["attempt_log"]] == [(1, 503), (2, 200)]
+    assert product_client.get("/api/v1/deliveries/msg_unknown").status_code == 404

@@ -3,7 +3,7 @@ from collections import defaultdict
 from django.contrib import admin, messages
 from django.db import models
 
-from .models import Delivery, DeliveryAttempt, DeliveryEvent, DeliveryStatus, WebhookEndpoint
+from .models import Delivery, DeliveryAttempt, DeliveryEvent, DeliveryStatus, ProviderConfig, WebhookEndpoint
 from .services import deliveries_discard, deliveries_release
 
 
@@ -92,4 +92,22 @@ class DeliveryAttemptAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in DeliveryAttempt._meta.fields]
 
     def has_add_permission(self, request):
+        return False
+
+
+@admin.register(ProviderConfig)
+class ProviderConfigAdmin(admin.ModelAdmin):
+    """Which provider carries each channel. Set through the API, where credentials are checked; the
+    admin shows the configuration, never the credentials."""
+
+    list_display = ("channel", "provider", "product", "organization", "updated_at")
+    list_filter = ("channel", "provider")
+    list_select_related = ("product", "organization")
+    exclude = ("credentials",)
+    readonly_fields = ("id", "product", "organization", "channel", "provider", "options", "created_at", "updated_at")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False

@@ -1,17 +1,18 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 
-from apps.core.exceptions import Conflict
+from apps.core.exceptions import Conflict, InvalidInput, NotFound
+from apps.core.ids import uuid_or_none
 from apps.core.pagination import paginated
 from apps.tenants.permissions import IsProduct, IsProductOrOrganization
 
 from .models import DeliveryStatus
 from .selectors import delivery_get, delivery_list, webhook_endpoint_get, webhook_endpoint_list
 from .services import (MAX_REVIEW_BATCH, MAX_SECRET_OVERLAP_SECONDS, deliveries_discard, deliveries_release,
-                       deliveries_replay, webhook_endpoint_create, webhook_endpoint_disable, webhook_endpoint_enable,
+                       deliveries_replay, provider_config_delete, provider_config_put, webhook_endpoint_create, webhook_endpoint_disable, webhook_endpoint_enable,
                        webhook_endpoint_rotate_secret)
 
 
@@ -274,3 +275,75 @@ class DeliveryDiscardApi(_ReviewApi):
     @extend_schema(request=ReviewInputSerializer, responses=ReviewOutputSerializer)
     def post(self, request):
         return super().post(request)
+
+
+class ProviderInputSerializer(serializers.Serializer):
+    provider = serializers.CharField(max_length=40, help_text="sms: twilio, http; chat: slack, teams.")
+    credentials = serializers.JSONField(help_text="The provider's secrets; stored encrypted, never shown again.")
+    options = serializers.JSONField(required=False, default=dict, help_text="The provider's other settings.")
+    organization = serializers.UUIDField(required=False, allow_null=True, default=None,
+                                         help_text="Configure it for one organization of the product only.")
+
+
+class ProviderOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    channel = serializers.CharField()
+    provider = serializers.CharField()
+    organization = serializers.UUIDField(source="organization_id", allow_null=True)
+    options = serializers.JSONField()
+    credentials_set = serializers.SerializerMethodField(help_text="Which credentials are stored (never their values).")
+    updated_at = serializers.DateTimeField()
+
+    def get_credentials_set(self, obj) -> list[str]:
+        import json
+
+        return sorted(json.loads(obj.credentials))
+
+
+def _organization_of(request, organization_id):
+    from apps.tenants.models import Organization
+
+    if organization_id is None:
+        return None
+    organization = Organization.objects.filter(id=organization_id, product_id=request.user.product_id).first()
+    if organization is None:
+        raise InvalidInput("No organization with this id in this product.", field="organization")
+    return organization
+
+
+class ProviderListApi(APIView):
+    """The providers configured for the product and its organizations (credentials never shown)."""
+
+    permission_classes = [IsProduct]
+
+    @extend_schema(responses=ProviderOutputSerializer(many=True))
+    def get(self, request):
+        from .models import ProviderConfig
+
+        configs = ProviderConfig.objects.filter(product_id=request.user.product_id).order_by("channel", "created_at")
+        return Response(ProviderOutputSerializer(configs, many=True).data)
+
+
+class ProviderDetailApi(APIView):
+    """Set (PUT) or remove (DELETE) the provider of a channel: `sms` (twilio, http) or `chat` (slack, teams)."""
+
+    permission_classes = [IsProduct]
+
+    @extend_schema(request=ProviderInputSerializer, responses=ProviderOutputSerializer)
+    def put(self, request, channel):
+        data = ProviderInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        config = provider_config_put(product=request.user.product, channel=channel, provider=values["provider"],
+                                     credentials=values["credentials"], options=values["options"],
+                                     organization=_organization_of(request, values["organization"]),
+                                     actor=request.user.actor)
+        return Response(ProviderOutputSerializer(config).data)
+
+    @extend_schema(parameters=[OpenApiParameter("organization", str, required=False)], responses={204: None})
+    def delete(self, request, channel):
+        organization = _organization_of(request, uuid_or_none(request.query_params.get("organization")))
+        if not provider_config_delete(product=request.user.product, channel=channel, organization=organization,
+                                      actor=request.user.actor):
+            raise NotFound("No provider is configured for this channel.")
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -210,3 +210,32 @@ class DeliveryEvent(models.Model):
 
     def __str__(self):
         return f"{self.delivery_id} {self.status} ({self.source})"
+
+
+class ProviderConfig(models.Model):
+    """How a product (or one of its organizations) sends on a channel: the provider, its credentials
+    (encrypted at rest, never shown again) and its non-secret options. An organization's configuration
+    takes precedence over its product's; without either, the settings' default applies where there is one."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    product = models.ForeignKey("tenants.Product", on_delete=models.PROTECT, related_name="+")
+    organization = models.ForeignKey("tenants.Organization", null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="+")
+    channel = models.CharField(max_length=20)
+    provider = models.CharField(max_length=40)
+    credentials = EncryptedTextField(help_text="JSON, encrypted at rest.")
+    options = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["product_id", "channel"]
+        constraints = [
+            models.UniqueConstraint(fields=["product", "channel"], name="provider_per_product_channel",
+                                    condition=models.Q(organization__isnull=True)),
+            models.UniqueConstraint(fields=["organization", "channel"], name="provider_per_organization_channel",
+                                    condition=models.Q(organization__isnull=False)),
+        ]
+
+    def __str__(self):
+        return f"{self.channel}: {self.provider}"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from datetime import timedelta
@@ -702,3 +703,78 @@ def deliveries_reconcile() -> int:
                                       product_id=p, organization_id=o, data={"reason": "lease expired"})
                            for _, _, p, o, m in stuck])
     return len(stuck)
+
+
+# --- Providers ----------------------------------------------------------------------------------
+
+
+def _flatten(errors, prefix: str) -> dict:
+    flat = {}
+    for name, messages in (errors.items() if isinstance(errors, dict) else [("", errors)]):
+        path = f"{prefix}.{name}" if name and name != "non_field_errors" else prefix
+        if isinstance(messages, dict):
+            flat.update(_flatten(messages, path))
+        else:
+            flat[path] = " ".join(str(m) for m in messages)
+    return flat
+
+
+def provider_config_put(*, product, channel: str, provider: str, credentials, options, actor: str,
+                        organization=None):
+    """Set the provider of a channel for a product (or one of its organizations), replacing any before.
+    Credentials and options are checked against the provider's own fields; the credentials are stored
+    encrypted and never returned."""
+    from .models import ProviderConfig
+    from .providers import PROVIDERS, providers_of
+
+    if not providers_of(channel):
+        channels = sorted({c for c, _ in PROVIDERS})
+        raise InvalidInput(f"Channels with providers: {', '.join(channels)}.", field="channel")
+    if provider not in providers_of(channel):
+        raise InvalidInput(f"Must be one of: {', '.join(providers_of(channel))}.", field="provider")
+    impl = PROVIDERS[(channel, provider)]
+    errors = {}
+    checked = {}
+    for name, serializer_class, value in (("credentials", impl.Credentials, credentials),
+                                          ("options", impl.Options, options)):
+        if not isinstance(value, dict):
+            errors[name] = "Must be an object."
+            continue
+        serializer = serializer_class(data=value)
+        if serializer.is_valid():
+            checked[name] = dict(serializer.validated_data)
+        else:
+            errors.update(_flatten(serializer.errors, name))
+        unknown = sorted(set(value) - set(serializer_class().fields))
+        if unknown:
+            errors[f"{name}.{unknown[0]}"] = f"Unknown field for {provider}."
+    if errors:
+        raise InvalidInput("The provider configuration is not valid.", fields=errors)
+    with transaction.atomic():
+        config, created = ProviderConfig.objects.select_for_update().get_or_create(
+            product=product, organization=organization, channel=channel,
+            defaults={"provider": provider, "credentials": json.dumps(checked["credentials"]),
+                      "options": checked["options"]})
+        if not created:
+            config.provider, config.options = provider, checked["options"]
+            config.credentials = json.dumps(checked["credentials"])
+            config.save()
+        audit_record(action="provider.configured", target_type="provider", target_id=config.id,
+                     product_id=product.id, organization_id=organization.id if organization else None, actor=actor,
+                     data={"channel": channel, "provider": provider, "options": checked["options"],
+                           "credentials_set": sorted(checked["credentials"])})
+    return config
+
+
+def provider_config_delete(*, product, channel: str, actor: str, organization=None) -> bool:
+    from .models import ProviderConfig
+
+    with transaction.atomic():
+        config = ProviderConfig.objects.filter(product=product, organization=organization, channel=channel).first()
+        if config is None:
+            return False
+        config.delete()
+        audit_record(action="provider.removed", target_type="provider", target_id=config.id, product_id=product.id,
+                     organization_id=organization.id if organization else None, actor=actor,
+                     data={"channel": channel, "provider": config.provider})
+    return True

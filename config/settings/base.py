@@ -179,6 +179,8 @@ ROWBELL_RETRY_BASE_SECONDS = env.float("ROWBELL_RETRY_BASE_SECONDS", default=10.
 ROWBELL_RETRY_MAX_SECONDS = env.float("ROWBELL_RETRY_MAX_SECONDS", default=6 * 3600.0)
 # A `Retry-After` longer than this is capped to it.
 ROWBELL_RETRY_AFTER_MAX_SECONDS = env.float("ROWBELL_RETRY_AFTER_MAX_SECONDS", default=24 * 3600.0)
+# Providers' API base URLs (overridden only to point at a local fake in tests).
+ROWBELL_TWILIO_API_URL = env("ROWBELL_TWILIO_API_URL", default="https://api.twilio.com")
 # Outbound HTTP: connect timeout and the budget for the whole request.
 ROWBELL_HTTP_CONNECT_TIMEOUT = env.float("ROWBELL_HTTP_CONNECT_TIMEOUT", default=5.0)
 ROWBELL_HTTP_TIMEOUT = env.float("ROWBELL_HTTP_TIMEOUT", default=15.0)

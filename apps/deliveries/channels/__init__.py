@@ -5,9 +5,12 @@ Adding a channel is a new module with a `Channel` subclass registered here; it n
 
 from .base import Channel, DeliveryError, Rendered, SendResult, channel_get, channel_kinds, register
 from .email import EmailChannel
+from .provided import ChatChannel, SmsChannel
 from .webhook import WebhookChannel
 
 register(WebhookChannel())
 register(EmailChannel())
+register(SmsChannel())
+register(ChatChannel())
 
 __all__ = ["Channel", "DeliveryError", "Rendered", "SendResult", "channel_get", "channel_kinds", "register"]

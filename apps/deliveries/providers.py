@@ -1,0 +1,251 @@
+"""Providers: who carries a message on the sms and chat channels, per product (or organization).
+
+A provider builds one HTTP request per delivery from the rendered payload, its credentials and options,
+and reads the provider's answer: accepted, refused for good (bad credentials, a rejected message), or
+worth retrying (429, 5xx). Requests go out through `outbound`, like webhooks: concurrently, with the
+same destination checks and timeouts.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from django.conf import settings
+from rest_framework import serializers
+
+from . import outbound
+from .channels.base import DeliveryError, SendResult
+
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
+class SafeUrlField(serializers.URLField):
+    """A URL Rowbell may send to: checked like webhook endpoints (and again at connect time)."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        try:
+            outbound.url_check(value)
+        except outbound.DestinationRefused as exc:
+            raise serializers.ValidationError(exc.message) from exc
+        return value
+
+
+class Provider:
+    """One provider of one channel. `Credentials` are its secrets, `Options` the rest."""
+
+    channel: str
+    name: str
+    title: str
+    ok_statuses: tuple[int, ...] = (200, 201, 202)
+
+    class Credentials(serializers.Serializer):
+        pass
+
+    class Options(serializers.Serializer):
+        pass
+
+    def request(self, payload: dict, credentials: dict, options: dict) -> outbound.Post:
+        raise NotImplementedError
+
+    def refusal(self, answer: outbound.HttpAnswer) -> str:
+        """The provider's own words for a refusal, when its answer carries them."""
+        return answer.excerpt[:300]
+
+    def outcome(self, answer: outbound.HttpAnswer) -> SendResult | DeliveryError:
+        if answer.status in self.ok_statuses:
+            return SendResult(status="sent", status_code=answer.status, excerpt=answer.excerpt,
+                              duration_ms=answer.duration_ms)
+        detail = self.refusal(answer)
+        common = {"status_code": answer.status, "excerpt": answer.excerpt, "duration_ms": answer.duration_ms}
+        if answer.status in (401, 403):
+            return DeliveryError(f"{self.title} refused the credentials (HTTP {answer.status}): {detail}. "
+                                 "Check the provider configuration.", permanent=True, **common)
+        if answer.status == 429 or answer.status >= 500:
+            return DeliveryError(f"{self.title} answered HTTP {answer.status}: {detail}", **common,
+                                 retry_after=outbound.retry_after_seconds(answer.header("retry-after")))
+        return DeliveryError(f"{self.title} rejected the message (HTTP {answer.status}): {detail}", permanent=True,
+                             **common)
+
+
+def _json_post(url: str, document: dict, headers: dict | None = None) -> outbound.Post:
+    return outbound.Post(url, json.dumps(document, separators=(",", ":")).encode(),
+                         {"Content-Type": "application/json", **(headers or {})})
+
+
+# --- SMS ---------------------------------------------------------------------------------------------
+
+
+class Twilio(Provider):
+    """Twilio Programmable Messaging: POST /2010-04-01/Accounts/{AccountSid}/Messages.json, form-encoded
+    To, From (or MessagingServiceSid) and Body, with HTTP basic auth (Account SID, Auth Token)."""
+
+    channel, name, title = "sms", "twilio", "Twilio"
+    ok_statuses = (200, 201)
+
+    class Credentials(serializers.Serializer):
+        account_sid = serializers.RegexField(r"^AC[0-9a-f]{32}$", error_messages={
+            "invalid": "An Account SID: AC followed by 32 hexadecimal digits."})
+        auth_token = serializers.RegexField(r"^[0-9a-f]{32}$", error_messages={
+            "invalid": "An Auth Token: 32 hexadecimal digits."})
+
+    class Options(serializers.Serializer):
+        sender = serializers.RegexField(E164, required=False, error_messages={
+            "invalid": "An E.164 number, e.g. +14155550123."}, help_text="The From number.")
+        messaging_service_sid = serializers.RegexField(r"^MG[0-9a-f]{32}$", required=False, error_messages={
+            "invalid": "A Messaging Service SID: MG followed by 32 hexadecimal digits."})
+
+        def validate(self, attrs):
+            if not attrs.get("sender") and not attrs.get("messaging_service_sid"):
+                raise serializers.ValidationError({"sender": ["A From number or a messaging_service_sid is required."]})
+            return attrs
+
+    def request(self, payload, credentials, options):
+        sid = credentials["account_sid"]
+        form = {"To": payload["to"], "Body": payload["text"]}
+        if options.get("messaging_service_sid"):
+            form["MessagingServiceSid"] = options["messaging_service_sid"]
+        else:
+            form["From"] = options["sender"]
+        token = base64.b64encode(f"{sid}:{credentials['auth_token']}".encode()).decode()
+        return outbound.Post(f"{settings.ROWBELL_TWILIO_API_URL}/2010-04-01/Accounts/{sid}/Messages.json",
+                             urlencode(form).encode(),
+                             {"Content-Type": "application/x-www-form-urlencoded", "Authorization": f"Basic {token}",
+                              "Accept": "application/json"})
+
+    def refusal(self, answer):
+        try:  # {"code": 21211, "message": "...", "more_info": "https://www.twilio.com/docs/errors/21211"}
+            error = json.loads(answer.excerpt)
+            return f"error {error['code']}: {error['message']}"
+        except (ValueError, KeyError, TypeError):
+            return super().refusal(answer)
+
+
+class HttpSms(Provider):
+    """Any SMS gateway with an HTTP API: a POST to `url` whose fields are templates over `to` and `text`
+    (e.g. {"msisdn": "{{ to }}", "message": "{{ text }}"}), sent as JSON or as a form; secret headers
+    (e.g. Authorization) are credentials. Any 2xx is success."""
+
+    channel, name, title = "sms", "http", "The SMS gateway"
+    ok_statuses = tuple(range(200, 300))
+
+    class Credentials(serializers.Serializer):
+        headers = serializers.DictField(child=serializers.CharField(max_length=4000), required=False, default=dict,
+                                        help_text="Secret request headers, e.g. Authorization.")
+
+    class Options(serializers.Serializer):
+        url = SafeUrlField(max_length=2000)
+        encoding = serializers.ChoiceField(choices=["json", "form"], default="json")
+        fields = serializers.DictField(child=serializers.CharField(max_length=2000), allow_empty=False, help_text=(
+            "Request fields, each a template over `to` and `text`."))
+
+        def validate_fields(self, value):
+            from apps.workflows.templating import template_check
+
+            problems = {name: problem for name, problem in
+                        ((name, template_check(source)) for name, source in value.items()) if problem}
+            if problems:
+                raise serializers.ValidationError([f"{name}: {problem}" for name, problem in problems.items()])
+            return value
+
+    def request(self, payload, credentials, options):
+        from apps.workflows.templating import TemplateRenderError, render
+
+        values = {"to": payload["to"], "text": payload["text"]}
+        try:
+            fields = {name: render(source, values) for name, source in options["fields"].items()}
+        except TemplateRenderError as exc:
+            raise DeliveryError(f"The SMS gateway's request template: {exc}", permanent=True) from exc
+        headers = dict(credentials.get("headers") or {})
+        if options.get("encoding") == "form":
+            return outbound.Post(options["url"], urlencode(fields).encode(),
+                                 {"Content-Type": "application/x-www-form-urlencoded", **headers})
+        return _json_post(options["url"], fields, headers)
+
+
+# --- Chat --------------------------------------------------------------------------------------------
+
+
+class _ChatWebhook(serializers.Serializer):
+    webhook_url = SafeUrlField(max_length=2000, help_text="The incoming webhook's URL (a secret).")
+
+
+class Slack(Provider):
+    """Slack incoming webhooks: a JSON POST of {"text": ...}; Slack answers 200 "ok", or an error code
+    in the body (400 invalid_payload, 403 action_prohibited, 404 channel_not_found, 410
+    channel_is_archived, 429 with Retry-After, 500 rollup_error)."""
+
+    channel, name, title = "chat", "slack", "Slack"
+    ok_statuses = (200,)
+    Credentials = _ChatWebhook
+
+    def request(self, payload, credentials, options):
+        text = f"*{payload['title']}*\n{payload['text']}" if payload.get("title") else payload["text"]
+        return _json_post(credentials["webhook_url"], {"text": text})
+
+
+class Teams(Provider):
+    """Microsoft Teams incoming webhooks (Workflows): a JSON POST of a message with one Adaptive Card;
+    Teams answers 200 or 202. A legacy connector may answer 200 with a failure in the body, which is
+    read as such."""
+
+    channel, name, title = "chat", "teams", "Microsoft Teams"
+    ok_statuses = (200, 202)
+    Credentials = _ChatWebhook
+
+    def request(self, payload, credentials, options):
+        body = []
+        if payload.get("title"):
+            body.append({"type": "TextBlock", "text": payload["title"], "weight": "Bolder", "size": "Medium",
+                         "wrap": True})
+        body.append({"type": "TextBlock", "text": payload["text"], "wrap": True})
+        card = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard",
+                "version": "1.4", "body": body}
+        return _json_post(credentials["webhook_url"], {"type": "message", "attachments": [
+            {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}]})
+
+    def outcome(self, answer):
+        failed = answer.excerpt.startswith("Webhook message delivery failed")
+        if answer.status == 200 and failed:
+            found = re.search(r"HTTP error (\d{3})", answer.excerpt)
+            code = int(found.group(1)) if found else 500
+            return super().outcome(outbound.HttpAnswer(code, answer.headers, answer.excerpt, answer.duration_ms))
+        return super().outcome(answer)
+
+
+# --- Registry ----------------------------------------------------------------------------------------
+
+PROVIDERS: dict[tuple[str, str], Provider] = {
+    (p.channel, p.name): p for p in (Twilio(), HttpSms(), Slack(), Teams())}
+
+
+def providers_of(channel: str) -> list[str]:
+    return sorted(name for kind, name in PROVIDERS if kind == channel)
+
+
+@dataclass
+class Configured:
+    provider: Provider
+    credentials: dict
+    options: dict
+
+
+def provider_for(delivery, memo: dict) -> Configured | None:
+    """The provider configured for a delivery's channel: its organization's, else its product's."""
+    from .models import ProviderConfig
+
+    key = (delivery.product_id, delivery.organization_id, delivery.channel)
+    if key not in memo:
+        configs = {c.organization_id: c for c in ProviderConfig.objects.filter(
+            product_id=delivery.product_id, channel=delivery.channel,
+            organization_id__in=[i for i in (delivery.organization_id,) if i]) |
+            ProviderConfig.objects.filter(product_id=delivery.product_id, channel=delivery.channel,
+                                          organization__isnull=True)}
+        config = configs.get(delivery.organization_id) or configs.get(None)
+        memo[key] = config and Configured(PROVIDERS[(config.channel, config.provider)],
+                                          json.loads(config.credentials), config.options)
+    return memo[key]

@@ -117,6 +117,8 @@ class Delivery(models.Model):
                                  related_name="deliveries")
     recipient_id = models.CharField(max_length=200, blank=True)
     target = models.CharField(max_length=2000, help_text="URL, address or number the message goes to.")
+    # The provider's own id for the message (e.g. an email provider's), which its event webhooks quote.
+    provider_message_id = models.CharField(max_length=200, blank=True, default="", db_default="")
     payload = models.JSONField(help_text="The rendered message, exactly as it is sent.")
     priority = models.CharField(max_length=10, default="normal")
     status = models.CharField(max_length=20, choices=DeliveryStatus.choices, default=DeliveryStatus.QUEUED)
@@ -154,6 +156,8 @@ class Delivery(models.Model):
             models.Index(fields=["product", "-created_at"], name="delivery_product_recent"),
             models.Index(fields=["product", "id"], name="delivery_held", condition=models.Q(status="held")),
             models.Index(fields=["request"], name="delivery_request", condition=models.Q(request__isnull=False)),
+            models.Index(fields=["provider_message_id"], name="delivery_provider_message",
+                         condition=~models.Q(provider_message_id="")),
             models.Index(fields=["organization"], name="delivery_organization",
                          condition=models.Q(organization__isnull=False)),
         ]

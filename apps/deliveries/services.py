@@ -482,8 +482,9 @@ _ATTEMPT_UPSERT = ("ON CONFLICT (delivery_id, number) DO UPDATE SET " + ", ".joi
 
 _SUCCESSES = """
 UPDATE deliveries_delivery d
-SET status = v.status, completed_at = %s, last_error = '', lease_until = NULL, updated_at = %s
-FROM unnest(%s::bigint[], %s::int[], %s::text[]) AS v(id, attempt_count, status)
+SET status = v.status, completed_at = %s, last_error = '', lease_until = NULL, updated_at = %s,
+    provider_message_id = COALESCE(NULLIF(v.provider_message_id, ''), d.provider_message_id)
+FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::text[]) AS v(id, attempt_count, status, provider_message_id)
 WHERE d.id = v.id AND d.attempt_count = v.attempt_count AND d.status IN ('sending', 'queued')
 RETURNING d.id
 """
@@ -498,7 +499,8 @@ def _successes_record(successes, now) -> set[int]:
 
     with connection.cursor() as cursor:
         cursor.execute(_SUCCESSES, [now, now, [d.id for d, _, _ in successes],
-                                    [d.attempt_count for d, _, _ in successes], [o.status for _, _, o in successes]])
+                                    [d.attempt_count for d, _, _ in successes], [o.status for _, _, o in successes],
+                                    [o.provider_message_id for _, _, o in successes]])
         return {row[0] for row in cursor.fetchall()}
 
 

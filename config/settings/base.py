@@ -181,6 +181,10 @@ ROWBELL_RETRY_MAX_SECONDS = env.float("ROWBELL_RETRY_MAX_SECONDS", default=6 * 3
 ROWBELL_RETRY_AFTER_MAX_SECONDS = env.float("ROWBELL_RETRY_AFTER_MAX_SECONDS", default=24 * 3600.0)
 # Providers' API base URLs (overridden only to point at a local fake in tests).
 ROWBELL_TWILIO_API_URL = env("ROWBELL_TWILIO_API_URL", default="https://api.twilio.com")
+ROWBELL_SENDGRID_API_URL = env("ROWBELL_SENDGRID_API_URL", default="https://api.sendgrid.com/v3/")
+ROWBELL_MAILGUN_API_URL = env("ROWBELL_MAILGUN_API_URL", default="")  # empty: by the configured region
+ROWBELL_POSTMARK_API_URL = env("ROWBELL_POSTMARK_API_URL", default="https://api.postmarkapp.com/")
+ROWBELL_SES_ENDPOINT_URL = env("ROWBELL_SES_ENDPOINT_URL", default="")  # empty: the region's endpoint
 # Outbound HTTP: connect timeout and the budget for the whole request.
 ROWBELL_HTTP_CONNECT_TIMEOUT = env.float("ROWBELL_HTTP_CONNECT_TIMEOUT", default=5.0)
 ROWBELL_HTTP_TIMEOUT = env.float("ROWBELL_HTTP_TIMEOUT", default=15.0)

@@ -37,6 +37,7 @@ class SendResult:
     status_code: int | None = None
     excerpt: str = ""
     duration_ms: int = 0
+    provider_message_id: str = ""  # the provider's own id for the message, when it gives one
 
 
 @dataclass

@@ -60,19 +60,87 @@ class EmailChannel(Channel):
         return Rendered(target=to, payload=payload)
 
     def send(self, delivery) -> SendResult:
+        outcome = self.send_many([delivery])[0]
+        if isinstance(outcome, DeliveryError):
+            raise outcome
+        return outcome
+
+    def send_many(self, deliveries) -> list[SendResult | DeliveryError]:
+        """Each product's (or organization's) provider, else the default backend (EMAIL_BACKEND): one
+        connection per provider for the whole batch."""
+        from apps.deliveries.providers import provider_for
+
+        results: list = [None] * len(deliveries)
+        groups: dict = {}
+        memo: dict = {}
+        for i, delivery in enumerate(deliveries):
+            configured = provider_for(delivery, memo)
+            groups.setdefault(id(configured), (configured, []))[1].append(i)
+        for configured, indexes in groups.values():
+            title = configured.provider.title if configured else "The mail server"
+            try:
+                connection = (configured.provider.connection(configured.credentials, configured.options)
+                              if configured else get_connection(fail_silently=False))
+                connection.open()
+            except Exception as exc:  # noqa: BLE001 - every way a connection can fail is recorded, not raised
+                error = _error(exc, title)
+                for i in indexes:
+                    results[i] = error
+                continue
+            try:
+                sender = configured.options.get("from_email") if configured else None
+                for i in indexes:
+                    results[i] = self._send_on(connection, deliveries[i], sender, title)
+            finally:
+                try:
+                    connection.close()
+                except Exception:  # noqa: BLE001 - the messages are sent; a failed goodbye changes nothing
+                    pass
+        return results
+
+    def _send_on(self, connection, delivery, sender: str | None, title: str) -> SendResult | DeliveryError:
         p = delivery.payload
         message = EmailMultiAlternatives(
-            subject=p["subject"], body=p["text"], from_email=p["from"], to=[p["to"]],
-            headers={"X-Rowbell-Message-Id": delivery.message_id},
-            connection=get_connection(fail_silently=False),
-        )
+            subject=p["subject"], body=p["text"], from_email=sender or p["from"], to=[p["to"]],
+            headers={"X-Rowbell-Message-Id": delivery.message_id}, connection=connection)
         if p.get("html"):
             message.attach_alternative(p["html"], "text/html")
+        # Providers echo metadata in their event webhooks: how engagement finds its delivery.
+        message.metadata = {"rowbell_message_id": delivery.message_id}
         started = time.monotonic()
         try:
             message.send()
-        except smtplib.SMTPException as exc:
-            raise _smtp_error(exc) from exc
-        except (OSError, socket.timeout) as exc:
-            raise DeliveryError(f"Cannot reach the mail server: {exc}") from exc
-        return SendResult(status="sent", duration_ms=int((time.monotonic() - started) * 1000))
+        except Exception as exc:  # noqa: BLE001 - mapped to permanent or retryable below
+            return _error(exc, title)
+        status = getattr(message, "anymail_status", None)
+        return SendResult(status="sent", duration_ms=int((time.monotonic() - started) * 1000),
+                          provider_message_id=(status.message_id or "") if status else "")
+
+
+def _error(exc: Exception, title: str) -> DeliveryError:
+    """A failed send, permanent or worth retrying, in the provider's words."""
+    from anymail.exceptions import AnymailAPIError, AnymailRecipientsRefused
+
+    from apps.deliveries.outbound import DestinationRefused
+
+    if isinstance(exc, smtplib.SMTPException):
+        return _smtp_error(exc)
+    if isinstance(exc, DestinationRefused):
+        return DeliveryError(exc.message, permanent=True)
+    if isinstance(exc, AnymailRecipientsRefused):
+        return DeliveryError(f"{title} refused the recipient: {exc}", permanent=True)
+    if isinstance(exc, AnymailAPIError):
+        code = exc.status_code
+        cause = getattr(exc, "__cause__", None)
+        if code is None and getattr(cause, "response", None):  # boto3 (SES)
+            code = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        detail = str(exc).splitlines()[0][:500]
+        if code in (401, 403):
+            return DeliveryError(f"{title} refused the credentials (HTTP {code}): {detail}. Check the provider "
+                                 "configuration.", permanent=True, status_code=code)
+        if code is None or code == 429 or code >= 500:
+            return DeliveryError(f"{title} answered{f' HTTP {code}' if code else ''}: {detail}", status_code=code)
+        return DeliveryError(f"{title} rejected the message (HTTP {code}): {detail}", permanent=True, status_code=code)
+    if isinstance(exc, OSError):
+        return DeliveryError(f"Cannot reach the mail server: {exc}")
+    return DeliveryError(f"{title}: {exc.__class__.__name__}: {exc}")

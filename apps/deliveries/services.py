@@ -342,6 +342,12 @@ def delivery_build(*, run, step_id: str, channel: str, rendered: Rendered, held:
         last_error=rendered.skip_reason, next_attempt_at=now if queued else None,
         enqueued_at=now if queued else None, completed_at=now if skipped else None,
     )
+    tracking = run.workflow_version.definition.get("tracking") or {}
+    if channel == "email" and not skipped and (tracking.get("opens") or tracking.get("clicks")):
+        from .tracking import tracking_apply
+
+        delivery.payload = tracking_apply(delivery.payload, delivery.message_id, opens=tracking.get("opens", False),
+                                          clicks=tracking.get("clicks", False))
     audit = None
     if not queued:
         audit = AuditEntry(action="delivery.skipped" if skipped else "delivery.held", target_type="delivery",

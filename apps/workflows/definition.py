@@ -294,7 +294,7 @@ def definition_validate(definition, *, product, captures: list | None = None) ->
     if not isinstance(definition, dict):
         raise ValidationError({"definition": ["Must be an object."]})
     for key in definition:
-        if key not in ("trigger", "steps", "retry"):
+        if key not in ("trigger", "steps", "retry", "tracking"):
             errors.setdefault(key, []).append("Unknown field.")
     trigger = definition.get("trigger", {"type": "api"})
     normalized_trigger = {}
@@ -310,6 +310,23 @@ def definition_validate(definition, *, product, captures: list | None = None) ->
     else:
         steps = _steps_validate(definition["steps"], "steps", errors, set(), product)
     retry = _retry_validate(definition.get("retry"), errors)
+    tracking = _tracking_validate(definition.get("tracking"), errors)
     if errors:
         raise ValidationError(errors)
-    return {"trigger": normalized_trigger, "steps": steps, "retry": retry}
+    return {"trigger": normalized_trigger, "steps": steps, "retry": retry, "tracking": tracking}
+
+
+def _tracking_validate(tracking, errors: dict) -> dict:
+    """Email engagement tracking: {"opens": bool, "clicks": bool}, both off unless asked for."""
+    if tracking is None:
+        return {"opens": False, "clicks": False}
+    if not isinstance(tracking, dict):
+        errors.setdefault("tracking", []).append('An object: {"opens": true, "clicks": true}.')
+        return {}
+    for key in tracking:
+        if key not in ("opens", "clicks"):
+            errors.setdefault(f"tracking.{key}", []).append("Unknown field.")
+    for key in ("opens", "clicks"):
+        if not isinstance(tracking.get(key, False), bool):
+            errors.setdefault(f"tracking.{key}", []).append("Must be true or false.")
+    return {"opens": tracking.get("opens") is True, "clicks": tracking.get("clicks") is True}

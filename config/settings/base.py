@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "rest_framework_api_key",
     "drf_spectacular",
     "django_celery_beat",
+    "anymail",
     "apps.core",
     "apps.audit",
     "apps.tenants",
@@ -179,6 +180,12 @@ ROWBELL_RETRY_BASE_SECONDS = env.float("ROWBELL_RETRY_BASE_SECONDS", default=10.
 ROWBELL_RETRY_MAX_SECONDS = env.float("ROWBELL_RETRY_MAX_SECONDS", default=6 * 3600.0)
 # A `Retry-After` longer than this is capped to it.
 ROWBELL_RETRY_AFTER_MAX_SECONDS = env.float("ROWBELL_RETRY_AFTER_MAX_SECONDS", default=24 * 3600.0)
+# Where recipients reach this service: email open pixels and click-through links point here.
+ROWBELL_PUBLIC_URL = env("ROWBELL_PUBLIC_URL", default="http://127.0.0.1:8000")
+# Providers' event webhooks (/webhooks/providers/<provider>/tracking/) need HTTP basic auth with this
+# "user:password" (and Mailgun's calls its webhook signing key); until then they refuse every call.
+ANYMAIL = {"WEBHOOK_SECRET": env("ROWBELL_PROVIDER_WEBHOOK_SECRET", default=""),
+           "MAILGUN_WEBHOOK_SIGNING_KEY": env("ROWBELL_MAILGUN_WEBHOOK_SIGNING_KEY", default="")}
 # Providers' API base URLs (overridden only to point at a local fake in tests).
 ROWBELL_TWILIO_API_URL = env("ROWBELL_TWILIO_API_URL", default="https://api.twilio.com")
 ROWBELL_SENDGRID_API_URL = env("ROWBELL_SENDGRID_API_URL", default="https://api.sendgrid.com/v3/")

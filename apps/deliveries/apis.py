@@ -347,3 +347,59 @@ class ProviderDetailApi(APIView):
                                       actor=request.user.actor):
             raise NotFound("No provider is configured for this channel.")
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MetricsApi(APIView):
+    """Delivery figures per workflow and channel over a time range (deliveries created in it)."""
+
+    permission_classes = [IsProductOrOrganization]
+
+    class FilterSerializer(serializers.Serializer):
+        since = serializers.DateTimeField(required=False, help_text="Default: 24 hours before `until`.")
+        until = serializers.DateTimeField(required=False, help_text="Default: now.")
+        workflow = serializers.SlugField(required=False, max_length=100)
+        channel = serializers.CharField(required=False, max_length=20)
+
+        def validate(self, attrs):
+            from datetime import timedelta
+
+            from django.utils import timezone
+
+            attrs.setdefault("until", timezone.now())
+            attrs.setdefault("since", attrs["until"] - timedelta(hours=24))
+            if attrs["since"] >= attrs["until"]:
+                raise serializers.ValidationError({"since": ["Must be before `until`."]})
+            if attrs["until"] - attrs["since"] > timedelta(days=366):
+                raise serializers.ValidationError({"since": ["The range is at most 366 days."]})
+            return attrs
+
+    class MetricsSerializer(serializers.Serializer):
+        workflow = serializers.CharField(allow_null=True)
+        channel = serializers.CharField()
+        total = serializers.IntegerField()
+        sent = serializers.IntegerField()
+        delivered = serializers.IntegerField()
+        failed = serializers.IntegerField()
+        bounced = serializers.IntegerField()
+        skipped = serializers.IntegerField()
+        opened = serializers.IntegerField()
+        clicked = serializers.IntegerField()
+        open_rate = serializers.FloatField(allow_null=True)
+        click_rate = serializers.FloatField(allow_null=True)
+        latency_ms = serializers.DictField(child=serializers.FloatField(allow_null=True))
+
+    class MetricsResponseSerializer(serializers.Serializer):
+        since = serializers.DateTimeField()
+        until = serializers.DateTimeField()
+        metrics = serializers.ListField(child=serializers.DictField())
+
+    @extend_schema(parameters=[FilterSerializer], responses=MetricsResponseSerializer)
+    def get(self, request):
+        from .selectors import delivery_metrics
+
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        values = filters.validated_data
+        rows = delivery_metrics(tenant=request.user, **values)
+        return Response({"since": values["since"], "until": values["until"],
+                         "metrics": self.MetricsSerializer(rows, many=True).data})

@@ -45,3 +45,52 @@ def delivery_get(*, tenant: Tenant, message_id: str):
     if delivery is None:
         raise NotFound("Delivery not found.")
     return delivery
+
+
+_METRICS = """
+SELECT w.key AS workflow, d.channel,
+       count(*) AS total,
+       count(*) FILTER (WHERE d.status IN ('sent', 'delivered', 'opened', 'clicked', 'bounced', 'complained')) AS sent,
+       count(*) FILTER (WHERE d.status IN ('delivered', 'opened', 'clicked')) AS delivered,
+       count(*) FILTER (WHERE d.status = 'failed') AS failed,
+       count(*) FILTER (WHERE d.status IN ('bounced', 'complained')) AS bounced,
+       count(*) FILTER (WHERE d.status = 'skipped') AS skipped,
+       count(*) FILTER (WHERE d.status IN ('opened', 'clicked')) AS opened,
+       count(*) FILTER (WHERE d.status = 'clicked') AS clicked,
+       percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (
+           ORDER BY extract(epoch FROM d.completed_at - d.created_at) * 1000)
+           FILTER (WHERE d.completed_at IS NOT NULL
+                   AND d.status IN ('sent', 'delivered', 'opened', 'clicked', 'bounced', 'complained')) AS latency
+FROM deliveries_delivery d
+LEFT JOIN runs_run r ON r.id = d.run_id
+LEFT JOIN workflows_workflowversion v ON v.id = r.workflow_version_id
+LEFT JOIN workflows_workflow w ON w.id = v.workflow_id
+WHERE d.product_id = %(product)s AND d.created_at >= %(since)s AND d.created_at < %(until)s
+  AND (%(organization)s::uuid IS NULL OR d.organization_id = %(organization)s::uuid)
+  AND (%(workflow)s::text IS NULL OR w.key = %(workflow)s::text)
+  AND (%(channel)s::text IS NULL OR d.channel = %(channel)s::text)
+GROUP BY w.key, d.channel
+ORDER BY w.key NULLS LAST, d.channel
+"""
+
+
+def delivery_metrics(*, tenant: Tenant, since, until, workflow: str | None = None,
+                     channel: str | None = None) -> list[dict]:
+    """Per workflow and channel, the deliveries created in [since, until): how many were sent, delivered,
+    failed, bounced, skipped, opened and clicked, the open and click rates (of those sent), and the
+    delivery latency percentiles (creation to the provider's or receiver's acceptance, in ms).
+    Row-event webhooks, which belong to no workflow, have `workflow` null."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(_METRICS, {"product": tenant.product_id, "organization": tenant.organization_id,
+                                  "since": since, "until": until, "workflow": workflow, "channel": channel})
+        columns = [c.name for c in cursor.description]
+        rows = [dict(zip(columns, row)) for row in cursor.fetchall()]
+    for row in rows:
+        latency = row.pop("latency") or [None, None, None]
+        row["latency_ms"] = {name: round(value, 1) if value is not None else None
+                             for name, value in zip(("p50", "p90", "p99"), latency)}
+        row["open_rate"] = round(row["opened"] / row["sent"], 4) if row["sent"] else None
+        row["click_rate"] = round(row["clicked"] / row["sent"], 4) if row["sent"] else None
+    return rows

@@ -10,6 +10,7 @@ urlpatterns = [
     path("webhooks/<uuid:endpoint_id>/rotate-secret", apis.WebhookRotateSecretApi.as_view(),
          name="webhook-rotate-secret"),
     path("webhooks/<uuid:endpoint_id>/replay", apis.WebhookReplayApi.as_view(), name="webhook-replay"),
+    path("metrics", apis.MetricsApi.as_view(), name="metrics"),
     path("providers", apis.ProviderListApi.as_view(), name="provider-list"),
     path("providers/<slug:channel>", apis.ProviderDetailApi.as_view(), name="provider-detail"),
     path("deliveries", apis.DeliveryListApi.as_view(), name="delivery-list"),

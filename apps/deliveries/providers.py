@@ -1,4 +1,4 @@
-"""Providers: who carries a message on the email, sms and chat channels, per product (or organization).
+"""Providers: who carries a message on the email, sms, push and chat channels, per product (or organization).
 
 A provider builds one HTTP request per delivery from the rendered payload, its credentials and options,
 and reads the provider's answer: accepted, refused for good (bad credentials, a rejected message), or
@@ -126,9 +126,10 @@ class Twilio(Provider):
 
 
 class HttpSms(Provider):
-    """Any SMS gateway with an HTTP API: a POST to `url` whose fields are templates over `to` and `text`
-    (e.g. {"msisdn": "{{ to }}", "message": "{{ text }}"}), sent as JSON or as a form; secret headers
-    (e.g. Authorization) are credentials. Any 2xx is success."""
+    """Any SMS gateway with an HTTP API: a POST to `url` whose fields are templates over the message's
+    fields (`to` and `text`; for push `to`, `title` and `body`), e.g. {"msisdn": "{{ to }}", "message":
+    "{{ text }}"}, sent as JSON or as a form; secret headers (e.g. Authorization) are credentials. Any
+    2xx is success."""
 
     channel, name, title = "sms", "http", "The SMS gateway"
     ok_statuses = tuple(range(200, 300))
@@ -155,11 +156,11 @@ class HttpSms(Provider):
     def request(self, payload, credentials, options):
         from apps.workflows.templating import TemplateRenderError, render
 
-        values = {"to": payload["to"], "text": payload["text"]}
+        values = {k: v for k, v in payload.items() if isinstance(v, str)}
         try:
             fields = {name: render(source, values) for name, source in options["fields"].items()}
         except TemplateRenderError as exc:
-            raise DeliveryError(f"The SMS gateway's request template: {exc}", permanent=True) from exc
+            raise DeliveryError(f"{self.title}'s request template: {exc}", permanent=True) from exc
         headers = dict(credentials.get("headers") or {})
         if options.get("encoding") == "form":
             return outbound.Post(options["url"], urlencode(fields).encode(),
@@ -215,6 +216,113 @@ class Teams(Provider):
             code = int(found.group(1)) if found else 500
             return super().outcome(outbound.HttpAnswer(code, answer.headers, answer.excerpt, answer.duration_ms))
         return super().outcome(answer)
+
+
+# --- Push --------------------------------------------------------------------------------------------
+
+
+class HttpPush(HttpSms):
+    channel, name, title = "push", "http", "The push gateway"
+
+
+class _ServiceAccount(serializers.Serializer):
+    type = serializers.ChoiceField(choices=["service_account"])
+    project_id = serializers.RegexField(r"^[a-z][a-z0-9-]{4,61}[a-z0-9]$", error_messages={
+        "invalid": "A Google Cloud project id."})
+    private_key_id = serializers.CharField(max_length=100)
+    private_key = serializers.CharField(max_length=10_000, trim_whitespace=False)
+    client_email = serializers.EmailField()
+    token_uri = SafeUrlField(default="https://oauth2.googleapis.com/token")
+
+    def validate_private_key(self, value):
+        from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        try:
+            key = load_pem_private_key(value.encode(), password=None)
+        except (ValueError, TypeError) as exc:
+            raise serializers.ValidationError("Not a PEM private key.") from exc
+        if not isinstance(key, RSAPrivateKey):
+            raise serializers.ValidationError("Must be an RSA key.")
+        return value
+
+    def to_internal_value(self, data):
+        # A downloaded service-account file has more fields (client_id, auth_uri...): they are not needed.
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k in self.fields}
+        return super().to_internal_value(data)
+
+
+_tokens: dict[tuple, tuple[str, float]] = {}
+
+
+class Fcm(Provider):
+    """Firebase Cloud Messaging HTTP v1: POST /v1/projects/{project_id}/messages:send with an OAuth 2.0
+    access token, obtained from the service account's own token endpoint with a signed JWT
+    (RS256, scope firebase.messaging) and kept until shortly before it expires."""
+
+    channel, name, title = "push", "fcm", "Firebase Cloud Messaging"
+    ok_statuses = (200,)
+    SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+
+    class Credentials(serializers.Serializer):
+        service_account = _ServiceAccount()
+
+    def _access_token(self, account: dict) -> str:
+        import time
+
+        key = (account["client_email"], account["private_key_id"])
+        cached = _tokens.get(key)
+        if cached and cached[1] > time.time() + 300:
+            return cached[0]
+        now = int(time.time())
+        assertion = _jwt_rs256({"alg": "RS256", "typ": "JWT", "kid": account["private_key_id"]},
+                               {"iss": account["client_email"], "scope": self.SCOPE, "aud": account["token_uri"],
+                                "iat": now, "exp": now + 3600}, account["private_key"])
+        try:
+            answer = outbound.post(account["token_uri"], urlencode({
+                "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion}).encode(),
+                {"Content-Type": "application/x-www-form-urlencoded"})
+        except outbound.OutboundError as exc:
+            raise DeliveryError(f"Cannot get an access token: {exc.message}", permanent=exc.permanent) from exc
+        if answer.status != 200:
+            # 400 invalid_grant / 401 invalid_client: the service account is wrong or revoked.
+            raise DeliveryError(f"Google refused the service account (HTTP {answer.status}): {answer.excerpt[:300]}",
+                                permanent=answer.status in (400, 401, 403), status_code=answer.status)
+        grant = json.loads(answer.excerpt)
+        _tokens[key] = (grant["access_token"], time.time() + int(grant.get("expires_in", 3600)))
+        return grant["access_token"]
+
+    def request(self, payload, credentials, options):
+        account = credentials["service_account"]
+        message = {"token": payload["to"], "notification": {"title": payload["title"], "body": payload["body"]}}
+        if payload.get("data"):
+            message["data"] = {str(k): str(v) for k, v in payload["data"].items()}
+        return _json_post(f"{settings.ROWBELL_FCM_API_URL}/v1/projects/{account['project_id']}/messages:send",
+                          {"message": message}, {"Authorization": f"Bearer {self._access_token(account)}"})
+
+    def refusal(self, answer):
+        try:  # {"error": {"code": 404, "message": "...", "status": "NOT_FOUND", "details": [{"errorCode": "UNREGISTERED"}]}}
+            error = json.loads(answer.excerpt)["error"]
+            codes = [d.get("errorCode") for d in error.get("details", []) if d.get("errorCode")]
+            return f"{codes[0] if codes else error.get('status')}: {error.get('message')}"
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return super().refusal(answer)
+
+
+def _jwt_rs256(header: dict, claims: dict, private_key_pem: str) -> str:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    signing_input = f"{b64(json.dumps(header, separators=(',', ':')).encode())}." \
+                    f"{b64(json.dumps(claims, separators=(',', ':')).encode())}"
+    key = load_pem_private_key(private_key_pem.encode(), password=None)
+    signature = key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{signing_input}.{b64(signature)}"
 
 
 # --- Email ---------------------------------------------------------------------------------------------
@@ -361,8 +469,8 @@ class AmazonSes(EmailProvider):
 # --- Registry ----------------------------------------------------------------------------------------
 
 PROVIDERS: dict[tuple[str, str], Provider] = {
-    (p.channel, p.name): p for p in (Twilio(), HttpSms(), Slack(), Teams(), Smtp(), SendGrid(), Mailgun(), Postmark(),
-                                     AmazonSes())}
+    (p.channel, p.name): p for p in (Twilio(), HttpSms(), Slack(), Teams(), Fcm(), HttpPush(), Smtp(), SendGrid(),
+                                     Mailgun(), Postmark(), AmazonSes())}
 
 
 def providers_of(channel: str) -> list[str]:

@@ -23,8 +23,8 @@ IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
 def recipient_clean(value) -> tuple[dict | None, dict]:
-    """A recipient: an id string, or an object with `id` and any of `email`, `phone` (E.164), `name`,
-    plus any further properties templates may use. Returns (recipient, errors)."""
+    """A recipient: an id string, or an object with `id` and any of `email`, `phone` (E.164), `push_token`,
+    `name`, plus any further properties templates may use. Returns (recipient, errors)."""
     if isinstance(value, str):
         value = {"id": value}
     if not isinstance(value, dict):
@@ -44,6 +44,9 @@ def recipient_clean(value) -> tuple[dict | None, dict]:
     phone = value.get("phone")
     if phone is not None and (not isinstance(phone, str) or not E164.match(phone)):
         errors["phone"] = ["Must be an E.164 number, e.g. +14155550123."]
+    token = value.get("push_token")
+    if token is not None and (not isinstance(token, str) or not token.strip() or len(token) > 4096):
+        errors["push_token"] = ["Must be a device token: a string of 1 to 4096 characters."]
     if errors:
         return None, errors
     return {**value, "id": str(rid)}, {}

@@ -188,6 +188,7 @@ ANYMAIL = {"WEBHOOK_SECRET": env("ROWBELL_PROVIDER_WEBHOOK_SECRET", default=""),
            "MAILGUN_WEBHOOK_SIGNING_KEY": env("ROWBELL_MAILGUN_WEBHOOK_SIGNING_KEY", default="")}
 # Providers' API base URLs (overridden only to point at a local fake in tests).
 ROWBELL_TWILIO_API_URL = env("ROWBELL_TWILIO_API_URL", default="https://api.twilio.com")
+ROWBELL_FCM_API_URL = env("ROWBELL_FCM_API_URL", default="https://fcm.googleapis.com")
 ROWBELL_SENDGRID_API_URL = env("ROWBELL_SENDGRID_API_URL", default="https://api.sendgrid.com/v3/")
 ROWBELL_MAILGUN_API_URL = env("ROWBELL_MAILGUN_API_URL", default="")  # empty: by the configured region
 ROWBELL_POSTMARK_API_URL = env("ROWBELL_POSTMARK_API_URL", default="https://api.postmarkapp.com/")

@@ -5,12 +5,13 @@ Adding a channel is a new module with a `Channel` subclass registered here; it n
 
 from .base import Channel, DeliveryError, Rendered, SendResult, channel_get, channel_kinds, register
 from .email import EmailChannel
-from .provided import ChatChannel, SmsChannel
+from .provided import ChatChannel, PushChannel, SmsChannel
 from .webhook import WebhookChannel
 
 register(WebhookChannel())
 register(EmailChannel())
 register(SmsChannel())
+register(PushChannel())
 register(ChatChannel())
 
 __all__ = ["Channel", "DeliveryError", "Rendered", "SendResult", "channel_get", "channel_kinds", "register"]

@@ -1,4 +1,4 @@
-"""Channels whose messages a configured provider carries: SMS and chat."""
+"""Channels whose messages a configured provider carries: SMS, push and chat."""
 
 from __future__ import annotations
 
@@ -80,3 +80,24 @@ class ChatChannel(ProvidedChannel):
         if config.get("title"):
             payload["title"] = " ".join(render(config["title"], context).split())
         return Rendered(target="team chat", payload=payload)
+
+
+class PushChannel(ProvidedChannel):
+    """A push notification to one device of the recipient (its `push_token` by default)."""
+
+    kind = "push"
+
+    class StepConfig(serializers.Serializer):
+        to = TemplateField(required=False, default="{{ recipient.push_token }}", max_length=1000)
+        title = TemplateField(max_length=500)
+        body = TemplateField(max_length=4000)
+
+    def render(self, *, config: dict, context: dict, product, memo: dict | None = None) -> Rendered:
+        try:
+            to = render(config["to"], context).strip()
+        except TemplateRenderError as exc:
+            return Rendered(skip_reason=f"The recipient has no push token ({exc}).")
+        if not to:
+            return Rendered(skip_reason="The recipient has no push token.")
+        return Rendered(target=to[:2000], payload={"to": to, "title": " ".join(render(config["title"], context).split()),
+                                                   "body": render(config["body"], context)})

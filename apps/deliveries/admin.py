@@ -1,5 +1,6 @@
 from collections import defaultdict
 
+from django import forms
 from django.contrib import admin, messages
 from django.db import models
 
@@ -95,19 +96,84 @@ class DeliveryAttemptAdmin(admin.ModelAdmin):
         return False
 
 
+class ProviderConfigForm(forms.ModelForm):
+    """The provider of a channel, checked as the API checks it. Credentials are write-only: the form never
+    shows them, and leaving them empty when changing a configuration keeps the stored ones."""
+
+    provider_choice = forms.ChoiceField(label="Channel and provider")
+    credentials_json = forms.JSONField(label="Credentials", required=False, widget=forms.Textarea(attrs={"rows": 6}),
+                                       help_text="JSON, e.g. {\"account_sid\": \"AC...\", \"auth_token\": \"...\"}. "
+                                                 "Stored encrypted and never shown; empty keeps the stored ones.")
+    options_json = forms.JSONField(label="Options", required=False, initial=dict,
+                                   widget=forms.Textarea(attrs={"rows": 4}))
+
+    class Meta:
+        model = ProviderConfig
+        fields = ("product", "organization")
+
+    def __init__(self, *args, **kwargs):
+        from .providers import PROVIDERS
+
+        super().__init__(*args, **kwargs)
+        self.fields["provider_choice"].choices = [(f"{c}:{p}", f"{c}: {PROVIDERS[(c, p)].title}")
+                                                  for c, p in sorted(PROVIDERS)]
+        if self.instance.pk:
+            self.fields["provider_choice"].initial = f"{self.instance.channel}:{self.instance.provider}"
+            self.fields["options_json"].initial = self.instance.options
+
+    def clean(self):
+        import json
+
+        from apps.core.exceptions import InvalidInput
+
+        from .services import provider_config_check
+
+        data = super().clean()
+        if "provider_choice" not in data:
+            return data
+        channel, provider = data["provider_choice"].split(":", 1)
+        credentials = data.get("credentials_json")
+        if credentials in (None, "", {}) and self.instance.pk and self.instance.provider == provider:
+            credentials = json.loads(self.instance.credentials)
+        try:
+            self.checked = provider_config_check(channel=channel, provider=provider, credentials=credentials,
+                                                 options=data.get("options_json") or {})
+        except InvalidInput as exc:
+            for field, reason in (exc.fields or {"provider_choice": exc.message}).items():
+                target = ("credentials_json" if field.startswith("credentials") else
+                          "options_json" if field.startswith("options") else "provider_choice")
+                self.add_error(target, f"{field}: {reason}" if target != "provider_choice" else reason)
+            return data
+        organization = data.get("organization")
+        if organization is not None and data.get("product") and organization.product_id != data["product"].id:
+            self.add_error("organization", "This organization belongs to another product.")
+        self.channel, self.provider = channel, provider
+        return data
+
+
 @admin.register(ProviderConfig)
 class ProviderConfigAdmin(admin.ModelAdmin):
-    """Which provider carries each channel. Set through the API, where credentials are checked; the
-    admin shows the configuration, never the credentials."""
+    """Which provider carries each channel, set here or through the API with the same checks. The
+    credentials are never shown."""
 
+    form = ProviderConfigForm
     list_display = ("channel", "provider", "product", "organization", "updated_at")
     list_filter = ("channel", "provider")
     list_select_related = ("product", "organization")
-    exclude = ("credentials",)
-    readonly_fields = ("id", "product", "organization", "channel", "provider", "options", "created_at", "updated_at")
+    fields = ("product", "organization", "provider_choice", "credentials_json", "options_json")
 
-    def has_add_permission(self, request):
-        return False
+    def get_readonly_fields(self, request, obj=None):
+        return ("product", "organization") if obj else ()
 
-    def has_change_permission(self, request, obj=None):
-        return False
+    def save_model(self, request, obj, form, change):
+        from .services import provider_config_put
+
+        if change and (obj.channel != form.channel):
+            from .services import provider_config_delete
+
+            provider_config_delete(product=obj.product, channel=ProviderConfig.objects.get(id=obj.id).channel,
+                                   organization=obj.organization, actor=f"staff:{request.user.get_username()}")
+        saved = provider_config_put(product=obj.product, organization=obj.organization, channel=form.channel,
+                                    provider=form.provider, credentials=form.checked["credentials"],
+                                    options=form.checked["options"], actor=f"staff:{request.user.get_username()}")
+        obj.pk, obj.id = saved.pk, saved.id

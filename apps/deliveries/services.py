@@ -727,12 +727,9 @@ def _flatten(errors, prefix: str) -> dict:
     return flat
 
 
-def provider_config_put(*, product, channel: str, provider: str, credentials, options, actor: str,
-                        organization=None):
-    """Set the provider of a channel for a product (or one of its organizations), replacing any before.
-    Credentials and options are checked against the provider's own fields; the credentials are stored
-    encrypted and never returned."""
-    from .models import ProviderConfig
+def provider_config_check(*, channel: str, provider: str, credentials, options) -> dict:
+    """Credentials and options checked against the provider's own fields: {"credentials", "options"},
+    normalized. Raises InvalidInput naming each field at fault (`credentials.auth_token`...)."""
     from .providers import PROVIDERS, providers_of
 
     if not providers_of(channel):
@@ -758,6 +755,17 @@ def provider_config_put(*, product, channel: str, provider: str, credentials, op
             errors[f"{name}.{unknown[0]}"] = f"Unknown field for {provider}."
     if errors:
         raise InvalidInput("The provider configuration is not valid.", fields=errors)
+    return checked
+
+
+def provider_config_put(*, product, channel: str, provider: str, credentials, options, actor: str,
+                        organization=None):
+    """Set the provider of a channel for a product (or one of its organizations), replacing any before.
+    Credentials and options are checked against the provider's own fields; the credentials are stored
+    encrypted and never returned."""
+    from .models import ProviderConfig
+
+    checked = provider_config_check(channel=channel, provider=provider, credentials=credentials, options=options)
     with transaction.atomic():
         config, created = ProviderConfig.objects.select_for_update().get_or_create(
             product=product, organization=organization, channel=channel,

@@ -47,3 +47,35 @@ def test_secrets_never_appear_in_the_admin(staff_client, product, receiver):
     secret = WebhookEndpoint.objects.get(id=endpoint.id).secret
     page = staff_client.get(reverse("admin:deliveries_webhookendpoint_change", args=[endpoint.id]))
     assert page.status_code == 200 and secret.encode() not in page.content
+
+
+def test_a_provider_is_configured_from_the_admin_with_the_apis_checks(staff_client, product):
+    import json
+
+    from apps.audit.models import AuditEvent
+    from apps.deliveries.models import ProviderConfig
+
+    url = reverse("admin:deliveries_providerconfig_add")
+    assert staff_client.get(url).status_code == 200
+    form = {"product": product.id, "organization": "", "provider_choice": "sms:twilio",
+            "credentials_json": json.dumps({"account_sid": "AC123", "auth_token": "x"}),
+            "options_json": json.dumps({"sender": "+15005550006"})}
+    refused = staff_client.post(url, form)
+    assert refused.status_code == 200 and not ProviderConfig.objects.exists()
+    assert "credentials.account_sid" in refused.content.decode()
+
+    token = "fedcba9876543210" * 2
+    form["credentials_json"] = json.dumps({"account_sid": "AC" + "0123456789abcdef" * 2, "auth_token": token})
+    assert staff_client.post(url, form).status_code == 302
+    config = ProviderConfig.objects.get()
+    assert (config.channel, config.provider, config.options) == ("sms", "twilio", {"sender": "+15005550006"})
+    assert AuditEvent.objects.get(action="provider.configured").actor == "staff:ops"
+
+    change = reverse("admin:deliveries_providerconfig_change", args=[config.pk])
+    page = staff_client.get(change).content.decode()
+    assert token not in page  # never shown
+    # Changing the options with the credentials left empty keeps the stored credentials.
+    assert staff_client.post(change, {"provider_choice": "sms:twilio", "credentials_json": "",
+                                      "options_json": json.dumps({"sender": "+15005550007"})}).status_code == 302
+    config.refresh_from_db()
+    assert config.options == {"sender": "+15005550007"} and json.loads(config.credentials)["auth_token"] == token

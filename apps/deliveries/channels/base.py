@@ -124,6 +124,31 @@ def _threads() -> ThreadPoolExecutor:
     return _executor
 
 
+class BatchChannel(Channel):
+    """A channel that sends a whole batch at once (`send_many`); `send` is its one-delivery case."""
+
+    def send(self, delivery: Delivery) -> SendResult:
+        outcome = self.send_many([delivery])[0]
+        if isinstance(outcome, DeliveryError):
+            raise outcome
+        return outcome
+
+    def send_many(self, deliveries: list[Delivery]) -> list[SendResult | DeliveryError]:
+        raise NotImplementedError
+
+
+def recipient_address(config: dict, context: dict, what: str) -> tuple[str, str]:
+    """The step's `to`, rendered: (address, "") or ("", why the recipient is skipped). A recipient
+    without the address is skipped, not an error in the workflow."""
+    from apps.workflows.templating import TemplateRenderError, render
+
+    try:
+        to = render(config["to"], context).strip()
+    except TemplateRenderError as exc:
+        return "", f"The recipient has no {what} ({exc})."
+    return (to, "") if to else ("", f"The recipient has no {what}.")
+
+
 _REGISTRY: dict[str, Channel] = {}
 
 

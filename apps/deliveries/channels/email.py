@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import smtplib
-import socket
 import time
 
 from django.conf import settings
@@ -10,9 +9,9 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.validators import validate_email
 from rest_framework import serializers
 
-from apps.workflows.templating import TemplateRenderError, render
+from apps.workflows.templating import render
 
-from .base import Channel, DeliveryError, Rendered, SendResult, TemplateField
+from .base import BatchChannel, DeliveryError, Rendered, SendResult, TemplateField, recipient_address
 
 
 def _smtp_error(exc: smtplib.SMTPException) -> DeliveryError:
@@ -26,7 +25,7 @@ def _smtp_error(exc: smtplib.SMTPException) -> DeliveryError:
                          status_code=code if isinstance(code, int) else None)
 
 
-class EmailChannel(Channel):
+class EmailChannel(BatchChannel):
     """Email through Django's configured backend (SMTP by default). 'sent' means the server took it."""
 
     kind = "email"
@@ -38,13 +37,9 @@ class EmailChannel(Channel):
         html = TemplateField(html=True, required=False, help_text="Optional HTML body; values are escaped.")
 
     def render(self, *, config: dict, context: dict, product, memo: dict | None = None) -> Rendered:
-        try:
-            to = render(config["to"], context).strip()
-        except TemplateRenderError as exc:
-            # A recipient without the address field is skipped, not an error in the workflow.
-            return Rendered(skip_reason=f"The recipient has no email address ({exc}).")
-        if not to:
-            return Rendered(skip_reason="The recipient has no email address.")
+        to, skip = recipient_address(config, context, "email address")
+        if skip:
+            return Rendered(skip_reason=skip)
         try:
             validate_email(to)
         except DjangoValidationError:
@@ -58,12 +53,6 @@ class EmailChannel(Channel):
         if config.get("html"):
             payload["html"] = render(config["html"], context, html=True)
         return Rendered(target=to, payload=payload)
-
-    def send(self, delivery) -> SendResult:
-        outcome = self.send_many([delivery])[0]
-        if isinstance(outcome, DeliveryError):
-            raise outcome
-        return outcome
 
     def send_many(self, deliveries) -> list[SendResult | DeliveryError]:
         """Each product's (or organization's) provider, else the default backend (EMAIL_BACKEND): one

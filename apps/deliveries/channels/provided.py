@@ -4,20 +4,14 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from apps.workflows.templating import TemplateRenderError, render
+from apps.workflows.templating import render
 
-from .base import Channel, DeliveryError, Rendered, SendResult, TemplateField
+from .base import BatchChannel, DeliveryError, Rendered, SendResult, TemplateField, recipient_address
 
 
-class ProvidedChannel(Channel):
+class ProvidedChannel(BatchChannel):
     """Sends each delivery through the provider its product (or organization) configured for the channel,
     all of a batch at once."""
-
-    def send(self, delivery) -> SendResult:
-        outcome = self.send_many([delivery])[0]
-        if isinstance(outcome, DeliveryError):
-            raise outcome
-        return outcome
 
     def send_many(self, deliveries) -> list[SendResult | DeliveryError]:
         from apps.deliveries import outbound
@@ -55,12 +49,9 @@ class SmsChannel(ProvidedChannel):
     def render(self, *, config: dict, context: dict, product, memo: dict | None = None) -> Rendered:
         from apps.deliveries.providers import E164
 
-        try:
-            to = render(config["to"], context).strip()
-        except TemplateRenderError as exc:
-            return Rendered(skip_reason=f"The recipient has no phone number ({exc}).")
-        if not to:
-            return Rendered(skip_reason="The recipient has no phone number.")
+        to, skip = recipient_address(config, context, "phone number")
+        if skip:
+            return Rendered(skip_reason=skip)
         if not E164.match(to):
             return Rendered(skip_reason=f"'{to}' is not an E.164 phone number.")
         return Rendered(target=to, payload={"to": to, "text": render(config["text"], context)})
@@ -93,11 +84,8 @@ class PushChannel(ProvidedChannel):
         body = TemplateField(max_length=4000)
 
     def render(self, *, config: dict, context: dict, product, memo: dict | None = None) -> Rendered:
-        try:
-            to = render(config["to"], context).strip()
-        except TemplateRenderError as exc:
-            return Rendered(skip_reason=f"The recipient has no push token ({exc}).")
-        if not to:
-            return Rendered(skip_reason="The recipient has no push token.")
+        to, skip = recipient_address(config, context, "push token")
+        if skip:
+            return Rendered(skip_reason=skip)
         return Rendered(target=to[:2000], payload={"to": to, "title": " ".join(render(config["title"], context).split()),
                                                    "body": render(config["body"], context)})

@@ -10,7 +10,7 @@ from apps.deliveries import outbound
 from apps.deliveries.models import ENDPOINT_DISABLED
 from apps.deliveries.signing import signature_headers
 
-from .base import Channel, DeliveryError, Rendered, SendResult
+from .base import BatchChannel, DeliveryError, Rendered, SendResult
 
 # Answers after which retrying cannot help: the receiver says the endpoint is gone.
 PERMANENT_STATUSES = frozenset({410})
@@ -21,7 +21,7 @@ def webhook_body(payload: dict) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-class WebhookChannel(Channel):
+class WebhookChannel(BatchChannel):
     """A signed JSON POST (Standard Webhooks). Success is HTTP 200 only, unless the endpoint opts in
     to any 2xx. Redirects are not followed. Every other answer is retried, except 410 (gone)."""
 
@@ -67,12 +67,6 @@ class WebhookChannel(Channel):
         # Rendered in full even for a disabled endpoint: enabling it again replays what was skipped.
         return Rendered(target=endpoint.url, payload=payload, endpoint_id=endpoint.id, endpoint=endpoint,
                         skip_reason="" if endpoint.enabled else ENDPOINT_DISABLED)
-
-    def send(self, delivery) -> SendResult:
-        outcome = self.send_many([delivery])[0]
-        if isinstance(outcome, DeliveryError):
-            raise outcome
-        return outcome
 
     def send_many(self, deliveries) -> list[SendResult | DeliveryError]:
         """Every delivery of the batch goes out at once on the process's event loop."""

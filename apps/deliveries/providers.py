@@ -52,6 +52,12 @@ class Provider:
     def request(self, payload: dict, credentials: dict, options: dict) -> outbound.Post:
         raise NotImplementedError
 
+    def requests(self, payload: dict, credentials: dict, options: dict) -> list[outbound.Post]:
+        """One request per device for a push to several (`tokens`), else the one request."""
+        if payload.get("tokens"):
+            return [self.request({**payload, "to": token}, credentials, options) for token in payload["tokens"]]
+        return [self.request(payload, credentials, options)]
+
     def refusal(self, answer: outbound.HttpAnswer) -> str:
         """The provider's own words for a refusal, when its answer carries them."""
         return answer.excerpt[:300]
@@ -186,7 +192,7 @@ class Slack(Provider):
 
     def request(self, payload, credentials, options):
         text = f"*{payload['title']}*\n{payload['text']}" if payload.get("title") else payload["text"]
-        return _json_post(credentials["webhook_url"], {"text": text})
+        return _json_post(payload.get("webhook_url") or credentials["webhook_url"], {"text": text})
 
 
 class Teams(Provider):
@@ -206,7 +212,7 @@ class Teams(Provider):
         body.append({"type": "TextBlock", "text": payload["text"], "wrap": True})
         card = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard",
                 "version": "1.4", "body": body}
-        return _json_post(credentials["webhook_url"], {"type": "message", "attachments": [
+        return _json_post(payload.get("webhook_url") or credentials["webhook_url"], {"type": "message", "attachments": [
             {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}]})
 
     def outcome(self, answer):

@@ -23,8 +23,9 @@ IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
 def recipient_clean(value) -> tuple[dict | None, dict]:
-    """A recipient: an id string, or an object with `id` and any of `email`, `phone` (E.164), `push_token`,
-    `name`, plus any further properties templates may use. Returns (recipient, errors)."""
+    """A recipient: an id string, or an object with `id` and any of `email`, `phone` (E.164), `push_token`
+    or `push_tokens`, `chat_webhook` (an incoming webhook URL), `name`, plus any further properties
+    templates may use. Returns (recipient, errors)."""
     if isinstance(value, str):
         value = {"id": value}
     if not isinstance(value, dict):
@@ -47,6 +48,20 @@ def recipient_clean(value) -> tuple[dict | None, dict]:
     token = value.get("push_token")
     if token is not None and (not isinstance(token, str) or not token.strip() or len(token) > 4096):
         errors["push_token"] = ["Must be a device token: a string of 1 to 4096 characters."]
+    tokens = value.get("push_tokens")
+    if tokens is not None and (not isinstance(tokens, list) or not 1 <= len(tokens) <= 20 or any(
+            not isinstance(t, str) or not t.strip() or len(t) > 4096 for t in tokens)):
+        errors["push_tokens"] = ["Must be a list of 1 to 20 device tokens (strings of 1 to 4096 characters)."]
+    chat = value.get("chat_webhook")
+    if chat is not None:
+        from apps.deliveries.outbound import DestinationRefused, url_check
+
+        try:
+            if not isinstance(chat, str) or len(chat) > 2000:
+                raise DestinationRefused("Must be an incoming webhook URL.")
+            url_check(chat)
+        except DestinationRefused as exc:
+            errors["chat_webhook"] = [exc.message]
     if errors:
         return None, errors
     return {**value, "id": str(rid)}, {}

@@ -128,3 +128,35 @@ def test_a_generic_push_gateway_and_a_recipient_without_a_token(push, product_cl
     assert receiver.requests[0]["headers"]["x-api-key"] == "k"
     skipped = _send(push, recipient={"id": "u2"})
     assert skipped.status == DeliveryStatus.SKIPPED and skipped.last_error.startswith("The recipient has no push token")
+
+
+def test_a_push_goes_to_every_device_of_the_recipient(push, product_client, receiver):
+    _configure(product_client, "push", "http", {}, {"url": receiver.url("/push"), "fields": {"device": "{{ to }}"}})
+    receiver.answer(200, (410, {}, b"gone"), 200)
+    delivery = _send(push, recipient={"id": "u1", "push_tokens": ["a", "b", "c", "a"]})
+    assert delivery.status == DeliveryStatus.SENT and delivery.target == "3 devices"
+    assert sorted(json.loads(r["body"])["device"] for r in receiver.requests) == ["a", "b", "c"]
+    attempt = delivery.attempts.get()
+    assert attempt.response_excerpt.startswith("2 of 3 devices accepted it. Refused: ")
+
+    # No device accepts it, one of them for a passing reason: retried (none has had it yet).
+    receiver.answer((410, {}, b"gone"), (503, {}, b"busy"))
+    retried = _send(push, recipient={"id": "u1", "push_tokens": ["a", "b"]})
+    assert retried.status == DeliveryStatus.QUEUED and retried.last_error.startswith("No device accepted it (2 refused)")
+    # Every device refuses it for good: failed.
+    receiver.answer((410, {}, b"gone"), (400, {}, b"bad token"))
+    assert _send(push, recipient={"id": "u1", "push_tokens": ["a", "b"]}).status == DeliveryStatus.FAILED
+
+
+def test_a_recipients_own_chat_webhook_and_checked_recipient_fields(product, product_client, receiver):
+    factories.make_workflow(product, key="w", steps=[{"id": "ping", "type": "notify", "channel": "chat",
+                                                      "text": "Order {{ data.order }}"}])
+    _configure(product_client, "chat", "slack", {"webhook_url": receiver.url("/services/ours")})
+    _send(product, recipient={"id": "acme", "chat_webhook": receiver.url("/services/theirs")})
+    _send(product, recipient={"id": "u2"})
+    assert [r["path"] for r in receiver.requests] == ["/services/theirs", "/services/ours"]
+
+    response = product_client.post("/api/v1/trigger", {"workflow": "w", "to": [
+        {"id": "x", "chat_webhook": "http://10.0.0.8/hook", "push_tokens": ["ok", ""]}]}, format="json")
+    assert response.status_code == 400
+    assert {f["field"] for f in response.json()["error"]["fields"]} == {"to[0].chat_webhook", "to[0].push_tokens"}

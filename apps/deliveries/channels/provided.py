@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from rest_framework import serializers
 
 from apps.workflows.templating import render
@@ -18,7 +20,7 @@ class ProvidedChannel(BatchChannel):
         from apps.deliveries.providers import provider_for
 
         results: list = [None] * len(deliveries)
-        posts, waiting, memo = [], [], {}
+        posts, waiting, memo = [], [], {}  # waiting: (index, provider, how many requests)
         for i, delivery in enumerate(deliveries):
             configured = provider_for(delivery, memo)
             if configured is None:
@@ -26,15 +28,37 @@ class ProvidedChannel(BatchChannel):
                                            f"(PUT /api/v1/providers/{self.kind}).", permanent=True)
                 continue
             try:
-                posts.append(configured.provider.request(delivery.payload, configured.credentials, configured.options))
+                requests = configured.provider.requests(delivery.payload, configured.credentials, configured.options)
             except DeliveryError as exc:
                 results[i] = exc
                 continue
-            waiting.append((i, configured.provider))
-        for (i, provider), answer in zip(waiting, outbound.post_many(posts)):
-            results[i] = (DeliveryError(answer.message, permanent=answer.permanent)
-                          if isinstance(answer, outbound.OutboundError) else provider.outcome(answer))
+            posts.extend(requests)
+            waiting.append((i, configured.provider, len(requests)))
+        answers = iter(outbound.post_many(posts))
+        for i, provider, count in waiting:
+            outcomes = [DeliveryError(a.message, permanent=a.permanent) if isinstance(a, outbound.OutboundError)
+                        else provider.outcome(a) for a in (next(answers) for _ in range(count))]
+            results[i] = outcomes[0] if count == 1 else _devices_outcome(outcomes)
         return results
+
+
+def _devices_outcome(outcomes: list) -> SendResult | DeliveryError:
+    """A push to several devices: sent if any device accepted it (the others are named in the excerpt).
+    Otherwise it failed, and it is retried only if some device may still accept it. A retry resends to
+    every device, and none of them has had the message yet."""
+    accepted = [o for o in outcomes if isinstance(o, SendResult)]
+    refused = [o for o in outcomes if isinstance(o, DeliveryError)]
+    if accepted:
+        excerpt = f"{len(accepted)} of {len(outcomes)} devices accepted it."
+        if refused:
+            excerpt += " Refused: " + "; ".join(r.message for r in refused[:5])
+        return SendResult(status="sent", status_code=accepted[0].status_code, excerpt=excerpt[:1024],
+                          duration_ms=max(o.duration_ms for o in outcomes))
+    transient = [r for r in refused if not r.permanent]
+    first = (transient or refused)[0]
+    return DeliveryError(f"No device accepted it ({len(refused)} refused); first: {first.message}",
+                         permanent=not transient, status_code=first.status_code, excerpt=first.excerpt,
+                         retry_after=max((r.retry_after for r in transient if r.retry_after), default=None))
 
 
 class SmsChannel(ProvidedChannel):
@@ -58,7 +82,8 @@ class SmsChannel(ProvidedChannel):
 
 
 class ChatChannel(ProvidedChannel):
-    """A message to the team chat the product configured (Slack or Microsoft Teams incoming webhook)."""
+    """A message to the team chat the product configured (Slack or Microsoft Teams incoming webhook), or to
+    the recipient's own `chat_webhook`."""
 
     kind = "chat"
 
@@ -70,22 +95,42 @@ class ChatChannel(ProvidedChannel):
         payload = {"text": render(config["text"], context)}
         if config.get("title"):
             payload["title"] = " ".join(render(config["title"], context).split())
-        return Rendered(target="team chat", payload=payload)
+        # A recipient with a chat target of its own (e.g. a customer's Slack channel) gets it there, in
+        # the configured provider's format; the others go to the product's configured webhook.
+        own = (context.get("recipient") or {}).get("chat_webhook")
+        if own:
+            payload["webhook_url"] = own
+        return Rendered(target=own or "team chat", payload=payload)
+
+
+MAX_DEVICES = 20
 
 
 class PushChannel(ProvidedChannel):
-    """A push notification to one device of the recipient (its `push_token` by default)."""
+    """A push notification to the recipient's devices: its `push_tokens` (or `push_token`), or the
+    tokens the step's `to` renders to (separated by spaces or commas)."""
 
     kind = "push"
 
     class StepConfig(serializers.Serializer):
-        to = TemplateField(required=False, default="{{ recipient.push_token }}", max_length=1000)
+        to = TemplateField(required=False, default="", allow_blank=True, max_length=1000)
         title = TemplateField(max_length=500)
         body = TemplateField(max_length=4000)
 
     def render(self, *, config: dict, context: dict, product, memo: dict | None = None) -> Rendered:
-        to, skip = recipient_address(config, context, "push token")
-        if skip:
-            return Rendered(skip_reason=skip)
-        return Rendered(target=to[:2000], payload={"to": to, "title": " ".join(render(config["title"], context).split()),
-                                                   "body": render(config["body"], context)})
+        if config.get("to"):
+            to, skip = recipient_address(config, context, "push token")
+            if skip:
+                return Rendered(skip_reason=skip)
+            tokens = [t for t in re.split(r"[\s,]+", to) if t]
+        else:
+            recipient = context.get("recipient") or {}
+            tokens = list(recipient.get("push_tokens") or []) or (
+                [recipient["push_token"]] if recipient.get("push_token") else [])
+        tokens = list(dict.fromkeys(str(t) for t in tokens))[:MAX_DEVICES]
+        if not tokens:
+            return Rendered(skip_reason="The recipient has no push token.")
+        target = tokens[0] if len(tokens) == 1 else f"{len(tokens)} devices"
+        return Rendered(target=target[:2000], payload={
+            "tokens": tokens, "title": " ".join(render(config["title"], context).split()),
+            "body": render(config["body"], context)})

@@ -342,7 +342,10 @@ class ProviderDetailApi(APIView):
 
     @extend_schema(parameters=[OpenApiParameter("organization", str, required=False)], responses={204: None})
     def delete(self, request, channel):
-        organization = _organization_of(request, uuid_or_none(request.query_params.get("organization")))
+        given = request.query_params.get("organization")
+        if given is not None and uuid_or_none(given) is None:
+            raise InvalidInput("Must be an organization id.", field="organization")
+        organization = _organization_of(request, uuid_or_none(given))
         if not provider_config_delete(product=request.user.product, channel=channel, organization=organization,
                                       actor=request.user.actor):
             raise NotFound("No provider is configured for this channel.")

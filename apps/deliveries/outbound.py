@@ -107,8 +107,9 @@ class _GuardedResolver(AbstractResolver):
 class HttpAnswer:
     status: int
     headers: dict[str, str]
-    excerpt: str
+    excerpt: str  # what attempts record: the first EXCERPT_CHARS characters
     duration_ms: int
+    body: bytes = b""  # the body as read (at most MAX_BODY_BYTES), for callers that parse it
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -183,7 +184,7 @@ class _Sender:
             raw = await _read_bounded(response, deadline)
             return HttpAnswer(status=response.status, headers={k.lower(): v for k, v in response.headers.items()},
                               excerpt=raw.decode("utf-8", errors="replace")[:EXCERPT_CHARS],
-                              duration_ms=int((time.monotonic() - started) * 1000))
+                              duration_ms=int((time.monotonic() - started) * 1000), body=raw)
 
 
 async def _read_bounded(response: aiohttp.ClientResponse, deadline: float) -> bytes:

@@ -295,9 +295,14 @@ class Fcm(Provider):
             # 400 invalid_grant / 401 invalid_client: the service account is wrong or revoked.
             raise DeliveryError(f"Google refused the service account (HTTP {answer.status}): {answer.excerpt[:300]}",
                                 permanent=answer.status in (400, 401, 403), status_code=answer.status)
-        grant = json.loads(answer.excerpt)
-        _tokens[key] = (grant["access_token"], time.time() + int(grant.get("expires_in", 3600)))
-        return grant["access_token"]
+        try:
+            grant = json.loads(answer.body)
+            token, lifetime = str(grant["access_token"]), int(grant.get("expires_in", 3600))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DeliveryError(f"Google's token endpoint answered without an access token: {answer.excerpt[:200]}",
+                                status_code=answer.status) from exc
+        _tokens[key] = (token, time.time() + lifetime)
+        return token
 
     def request(self, payload, credentials, options):
         account = credentials["service_account"]

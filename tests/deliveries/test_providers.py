@@ -175,5 +175,7 @@ def test_credentials_are_checked_encrypted_and_never_shown(product, product_clie
     assert TOKEN not in stored and SID not in stored
     assert json.loads(ProviderConfig.objects.get().credentials)["auth_token"] == TOKEN
 
+    assert product_client.delete("/api/v1/providers/sms?organization=garbage").status_code == 400
+    assert ProviderConfig.objects.exists()  # a bad organization id deletes nothing
     assert product_client.delete("/api/v1/providers/sms").status_code == 204
     assert product_client.delete("/api/v1/providers/sms").status_code == 404

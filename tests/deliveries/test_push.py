@@ -55,8 +55,9 @@ def test_fcm_v1_with_a_service_account(push, product_client, receiver, settings,
     body = _configure(product_client, "push", "fcm", {"service_account": account})
     assert "private_key" not in json.dumps(body)
 
-    receiver.answer((200, {"Content-Type": "application/json"},
-                     b'{"access_token": "ya29.token", "expires_in": 3599, "token_type": "Bearer"}'),
+    access = "ya29." + "x" * 1500  # Google's access tokens can be longer than an attempt's excerpt
+    receiver.answer((200, {"Content-Type": "application/json"}, json.dumps(
+                        {"access_token": access, "expires_in": 3599, "token_type": "Bearer"}).encode()),
                     (200, {}, b'{"name": "projects/shop-app-42/messages/0:1"}'),
                     (200, {}, b'{"name": "projects/shop-app-42/messages/0:2"}'))
     assert _send(push, recipient=_recipient()).status == DeliveryStatus.SENT
@@ -75,7 +76,7 @@ def test_fcm_v1_with_a_service_account(push, product_client, receiver, settings,
                             padding.PKCS1v15(), hashes.SHA256())
     # The send: messages:send with the access token.
     assert send_call["path"] == "/v1/projects/shop-app-42/messages:send"
-    assert send_call["headers"]["authorization"] == "Bearer ya29.token"
+    assert send_call["headers"]["authorization"] == f"Bearer {access}"
     assert json.loads(send_call["body"]) == {"message": {"token": DEVICE, "notification": {
         "title": "Order 7", "body": "It has shipped."}}}
 

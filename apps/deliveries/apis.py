@@ -369,7 +369,10 @@ class MetricsApi(APIView):
             from django.utils import timezone
 
             attrs.setdefault("until", timezone.now())
-            attrs.setdefault("since", attrs["until"] - timedelta(hours=24))
+            try:
+                attrs.setdefault("since", attrs["until"] - timedelta(hours=24))
+            except OverflowError:
+                raise serializers.ValidationError({"until": ["Out of range."]}) from None
             if attrs["since"] >= attrs["until"]:
                 raise serializers.ValidationError({"since": ["Must be before `until`."]})
             if attrs["until"] - attrs["since"] > timedelta(days=366):

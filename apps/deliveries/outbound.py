@@ -76,8 +76,15 @@ def url_check(url: str) -> None:
     if not parts.hostname:
         raise DestinationRefused("The URL has no host.")
     try:
+        parts.port
+    except ValueError as exc:
+        raise DestinationRefused("The URL's port is not valid.") from exc
+    try:
         ipaddress.ip_address(parts.hostname)
     except ValueError:
+        # Legacy numeric forms (2130706433, 127.1, 0177.0.0.1) are addresses to the system's resolver.
+        if all(c.isdigit() or c in ".x" for c in parts.hostname.lower()):
+            raise DestinationRefused("Write an IP address in its usual form (e.g. 203.0.113.7).") from None
         return  # a name: checked on every connect, on the address it resolves to
     if not address_allowed(parts.hostname):
         raise DestinationRefused(f"The address {parts.hostname} is private or reserved.")
@@ -151,7 +158,15 @@ class _Sender:
         return self._run(self._post_all(posts))
 
     async def _post_all(self, posts):
-        return await asyncio.gather(*(self._post(p) for p in posts))
+        return await asyncio.gather(*(self._post_safely(p) for p in posts))
+
+    async def _post_safely(self, post: Post) -> HttpAnswer | OutboundError:
+        # _post answers every failure it knows; anything else is a bug, recorded against that request only
+        # (the batch's other requests, already on their way, keep their own outcomes).
+        try:
+            return await self._post(post)
+        except Exception as exc:  # noqa: BLE001
+            return OutboundError(f"Internal error: {exc.__class__.__name__}: {exc}")
 
     def _gate(self, url: str) -> asyncio.Semaphore:
         parts = urlsplit(url)
@@ -166,6 +181,8 @@ class _Sender:
             url_check(post.url)
         except OutboundError as exc:
             return exc
+        except ValueError as exc:  # e.g. a port out of range
+            return OutboundError(f"The URL is not valid: {exc}", permanent=True)
         total = settings.ROWBELL_HTTP_TIMEOUT
         async with self._gate(post.url):  # the request's time starts once it may be sent
             started = time.monotonic()

@@ -9,6 +9,7 @@ same destination checks and timeouts.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -259,7 +260,7 @@ class _ServiceAccount(serializers.Serializer):
         return super().to_internal_value(data)
 
 
-_tokens: dict[tuple, tuple[str, float]] = {}
+_tokens: dict[str, tuple[str, float]] = {}
 
 
 class Fcm(Provider):
@@ -277,7 +278,9 @@ class Fcm(Provider):
     def _access_token(self, account: dict) -> str:
         import time
 
-        key = (account["client_email"], account["private_key_id"])
+        # Cached per whole account (key and token endpoint included): two configurations that only share
+        # an email and key id never share a token.
+        key = hashlib.sha256(json.dumps(account, sort_keys=True).encode()).hexdigest()
         cached = _tokens.get(key)
         if cached and cached[1] > time.time() + 300:
             return cached[0]
@@ -301,7 +304,7 @@ class Fcm(Provider):
         except (ValueError, KeyError, TypeError) as exc:
             raise DeliveryError(f"Google's token endpoint answered without an access token: {answer.excerpt[:200]}",
                                 status_code=answer.status) from exc
-        _tokens[key] = (token, time.time() + lifetime)
+        _tokens[key] = (token, time.time() + min(lifetime, 3600))
         return token
 
     def request(self, payload, credentials, options):

@@ -201,8 +201,9 @@ def webhook_endpoint_enable(*, endpoint: WebhookEndpoint, actor: str, replay: bo
                                             captures=[Capture.from_spec(endpoint.capture_spec)], actor=actor)
         pending = replayable_deliveries(endpoint=locked, since=since) if changed and since else Delivery.objects.none()
         if replay:
-            replayed = len(_replay(list(pending.select_for_update()), actor=actor))
-            waiting = 0
+            # At most MAX_REPLAY at once; the rest stay offered (POST .../replay with the same `since`).
+            replayed = len(_replay(list(pending.select_for_update().order_by("id")[:MAX_REPLAY]), actor=actor))
+            waiting = max(0, pending.count() - replayed) if replayed == MAX_REPLAY else 0
         else:
             replayed, waiting = 0, pending.count()
     endpoint.refresh_from_db()
@@ -257,9 +258,10 @@ def deliveries_replay(*, product_id, actor: str, message_ids: list[str] | None =
             if len(found) > MAX_REPLAY:
                 raise InvalidInput(f"More than {MAX_REPLAY} deliveries in this range; replay a shorter one.",
                                    field="since")
-        ready = [d for d in found if d.status in FINAL_STATUSES and d.endpoint.enabled]
+        ready = [d for d in found if d.status in FINAL_STATUSES and d.endpoint_id and d.endpoint.enabled]
         replayed = _replay(ready, actor=actor)
-    not_replayed = {d.message_id: ("The webhook endpoint is disabled; enable it first." if not d.endpoint.enabled
+    not_replayed = {d.message_id: ("The webhook endpoint no longer exists." if not d.endpoint_id else
+                                   "The webhook endpoint is disabled; enable it first." if not d.endpoint.enabled
                                    else f"The delivery is still {d.status}.")
                     for d in found if d not in ready}
     if message_ids is not None:
@@ -422,7 +424,7 @@ def deliveries_discard(*, product_id, message_ids: list[str], actor: str) -> lis
         audit_record_many([AuditEntry(action="delivery.discarded", target_type="delivery", target_id=d.message_id,
                                       product_id=d.product_id, organization_id=d.organization_id, actor=actor,
                                       data={"channel": d.channel}) for d in held])
-        _settle([(d.run_id, True, "") for d in held if d.run_id])
+        _settle([(d.run_id, d.step_id, True, "") for d in held if d.run_id])
     return [d.message_id for d in held]
 
 
@@ -448,7 +450,7 @@ def _claim(delivery_ids: list[int]) -> list[Delivery]:
             audit_record_many([AuditEntry(action="delivery.skipped", target_type="delivery", target_id=d.message_id,
                                           product_id=d.product_id, organization_id=d.organization_id,
                                           data={"reason": "endpoint disabled"}) for d in disabled])
-            _settle([(d.run_id, True, "") for d in disabled if d.run_id])
+            _settle([(d.run_id, d.step_id, True, "") for d in disabled if d.run_id])
             rows = [d for d in rows if d not in disabled]
         if rows:
             Delivery.objects.filter(id__in=[d.id for d in rows]).update(
@@ -529,7 +531,7 @@ def _record(outcomes) -> None:
                 changes.append((delivery.id, outcome.status, {"status_code": outcome.status_code}
                                 if outcome.status_code is not None else {}))
                 if delivery.run_id:
-                    settled.append((delivery.run_id, True, ""))
+                    settled.append((delivery.run_id, delivery.step_id, True, ""))
                 audits.append(AuditEntry(
                     action=f"delivery.{outcome.status}", product_id=delivery.product_id,
                     organization_id=delivery.organization_id, target_type="delivery", target_id=delivery.message_id,
@@ -557,7 +559,7 @@ def _record(outcomes) -> None:
                     changes.append((delivery.id, DeliveryStatus.FAILED, {"reason": reason, "error": exc.message[:500]}))
                     audits.append(AuditEntry(action="delivery.failed", data={**detail, "reason": reason}, **scope))
                     if delivery.run_id:
-                        settled.append((delivery.run_id, False, f"Step '{delivery.step_id}': delivery "
+                        settled.append((delivery.run_id, delivery.step_id, False, f"Step '{delivery.step_id}': delivery "
                                         f"{delivery.message_id} failed ({reason}): {exc.message}"))
             else:
                 delay = retry_delay(number, retry_after=exc.retry_after, base=delivery.backoff_seconds,
@@ -581,9 +583,13 @@ def _record(outcomes) -> None:
         _settle(settled)
 
 
-_FAILING = """
-UPDATE deliveries_webhookendpoint SET failing_since = COALESCE(failing_since, %s)
-WHERE id = ANY(%s) AND enabled RETURNING id, failing_since
+# One statement writes only the endpoints whose failure streak starts or ends, so a batch of successes
+# locks nothing, and no two batches lock endpoint rows in different orders.
+_STREAKS = """
+UPDATE deliveries_webhookendpoint
+SET failing_since = CASE WHEN id = ANY(%(ok)s) THEN NULL ELSE %(now)s END
+WHERE enabled AND ((id = ANY(%(ok)s) AND failing_since IS NOT NULL)
+                   OR (id = ANY(%(failed)s) AND failing_since IS NULL))
 """
 
 
@@ -603,18 +609,18 @@ def _endpoints_health(outcomes, now) -> None:
             gone.add(delivery.endpoint_id)
         else:
             failed.add(delivery.endpoint_id)
-    if ok:
-        WebhookEndpoint.objects.filter(id__in=ok, failing_since__isnull=False).update(failing_since=None)
     failed -= ok | gone
+    if ok or failed:
+        with connection.cursor() as cursor:
+            cursor.execute(_STREAKS, {"ok": sorted(ok), "failed": sorted(failed), "now": now})
     if failed:
         span = settings.ROWBELL_ENDPOINT_DISABLE_AFTER_SECONDS
-        with connection.cursor() as cursor:
-            cursor.execute(_FAILING, [now, list(failed)])
-            for endpoint_id, since in cursor.fetchall():
-                if (now - since).total_seconds() >= span:
-                    _endpoints_disable([endpoint_id], actor="rowbell", notify=True, now=now,
-                                       reason=f"Every attempt failed since {since:%Y-%m-%d %H:%M:%S %Z} "
-                                              f"(longer than {_span_text(span)}).")
+        for endpoint_id, since in WebhookEndpoint.objects.filter(
+                id__in=failed, enabled=True, failing_since__isnull=False).values_list("id", "failing_since"):
+            if (now - since).total_seconds() >= span:
+                _endpoints_disable([endpoint_id], actor="rowbell", notify=True, now=now,
+                                   reason=f"Every attempt failed since {since:%Y-%m-%d %H:%M:%S %Z} "
+                                          f"(longer than {_span_text(span)}).")
     if gone:
         _endpoints_disable(list(gone), actor="rowbell", notify=True, now=now,
                            reason="The endpoint answered 410 Gone.")
@@ -628,8 +634,8 @@ def _span_text(seconds: float) -> str:
 
 
 def _settle(settled: list[tuple]) -> None:
-    """Move on the runs waiting for these deliveries: (run id, sent or not, why not). Call inside the
-    transaction that finalized the deliveries."""
+    """Move on the runs waiting for these deliveries: (run id, step id, sent or not, why not). Call inside
+    the transaction that finalized the deliveries."""
     if settled:
         from apps.runs.engine import runs_deliveries_settled  # runs build on deliveries, not the reverse
 

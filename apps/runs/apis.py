@@ -62,6 +62,8 @@ def recipient_clean(value) -> tuple[dict | None, dict]:
             url_check(chat)
         except DestinationRefused as exc:
             errors["chat_webhook"] = [exc.message]
+        except ValueError:
+            errors["chat_webhook"] = ["Must be an incoming webhook URL."]
     if errors:
         return None, errors
     return {**value, "id": str(rid)}, {}

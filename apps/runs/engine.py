@@ -497,9 +497,10 @@ def runs_resume_due(*, limit: int = RESUME_LIMIT) -> int:
 
 
 def runs_deliveries_settled(settled: list[tuple]) -> None:
-    """Runs waiting for these deliveries move on: (run id, sent or not, why not). Called inside the
-    transaction that finalized the deliveries, so a delivery is final if and only if its run moved on."""
-    outcomes = {run_id: (ok, message) for run_id, ok, message in settled}
+    """Runs waiting for these deliveries move on: (run id, step id, sent or not, why not). Called inside
+    the transaction that finalized the deliveries, so a delivery is final if and only if its run moved on.
+    A delivery of another step than the one a run waits on (a replay of an earlier one) moves nothing."""
+    outcomes = {run_id: (step_id, ok, message) for run_id, step_id, ok, message in settled}
     rows = list(Run.objects.select_for_update().filter(
         id__in=outcomes, status=RunStatus.WAITING, waiting_on=WaitingOn.DELIVERY).values_list(
         "id", "workflow_version_id", "step_index", "priority", "product_id", "organization_id", "request_id",
@@ -508,7 +509,10 @@ def runs_deliveries_settled(settled: list[tuple]) -> None:
     now = timezone.now()
     done, go_on, audits, failed = [], {}, [], []
     for run_id, version_id, step_index, priority, product_id, organization_id, request_id, event_id in rows:
-        ok, message = outcomes[run_id]
+        step_id, ok, message = outcomes[run_id]
+        program = programs[version_id]
+        if step_id and not (0 < step_index <= len(program) and program[step_index - 1].step.get("id") == step_id):
+            continue
         if not ok:
             failed.append((run_id, message))
         elif _past_end(programs[version_id], step_index):

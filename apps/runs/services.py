@@ -293,6 +293,6 @@ def _runs_waiting_on_settled_deliveries(stale) -> int:
     for run_id in stuck:
         status, error, step_id, message_id = last.get(run_id, ("skipped", "", "", ""))
         ok = status in SUCCESS_STATUSES or status in (DeliveryStatus.SKIPPED, DeliveryStatus.DISCARDED)
-        settled.append((run_id, ok, f"Step '{step_id}': delivery {message_id} {status}: {error}"))
+        settled.append((run_id, step_id, ok, f"Step '{step_id}': delivery {message_id} {status}: {error}"))
     runs_deliveries_settled(settled)
     return len(settled)

@@ -239,3 +239,50 @@ def test_every_change_of_status_is_an_event_with_its_time_and_source(setup, rece
     assert times == sorted(times)
     assert [(a["number"], a["status_code"]) for a in body["attempt_log"]] == [(1, 503), (2, 200)]
     assert product_client.get("/api/v1/deliveries/msg_unknown").status_code == 404
+
+
+def test_a_url_that_cannot_be_used_fails_only_its_own_delivery(product, receiver, product_client):
+    from apps.deliveries import outbound
+
+    good = outbound.Post(receiver.url("/ok"), b"{}", {})
+    answers = outbound.post_many([outbound.Post("https://x.example.com:99999/", b"{}", {}), good,
+                                  outbound.Post("http://2130706433/", b"{}", {})])
+    assert isinstance(answers[0], outbound.OutboundError) and answers[0].permanent
+    assert answers[1].status == 200 and len(receiver.requests) == 1
+    assert isinstance(answers[2], outbound.DestinationRefused)
+    response = product_client.post("/api/v1/webhooks", {"url": "http://127.1/hook"}, format="json")
+    assert response.status_code == 400 and response.json()["error"]["fields"][0]["field"] == "url"
+
+
+def test_replaying_an_earlier_step_does_not_move_a_run_waiting_on_a_later_one(product, receiver, product_client,
+                                                                              settings):
+    from apps.runs.models import Run, RunStatus
+    from tests.conftest import free_port
+
+    # The mail server is down: the email step's delivery waits for a retry, and its run with it.
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", free_port(), 2
+    endpoint = factories.make_endpoint(product, receiver.url())
+    factories.make_workflow(product, key="w", steps=[factories.webhook_step(endpoint),
+                                                     factories.email_step(subject="Shipped", body="Order")])
+    request_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow="w",
+                                   recipients=[{"id": "u1", "email": "u1@example.com"}], data={"order": 1},
+                                   priority="normal")
+    runs_execute(run_ids=request_start(request_id=TriggerRequest.objects.get(id=request_id).id))
+    hook = Delivery.objects.get(request_id=request_id, step_id="hook")
+    deliveries_send(delivery_ids=[hook.id])
+    runs_execute(run_ids=list(Run.objects.filter(request_id=request_id).values_list("id", flat=True)))
+    run = Run.objects.get(request_id=request_id)
+    mail_delivery = Delivery.objects.get(request_id=request_id, step_id="mail")
+    assert (run.status, run.waiting_on, mail_delivery.status) == (RunStatus.WAITING, "delivery", "queued")
+
+    product_client.post("/api/v1/deliveries/replay", {"ids": [hook.message_id]}, format="json")
+    deliveries_send(delivery_ids=[hook.id])  # the replayed webhook is delivered again...
+    run.refresh_from_db()
+    assert (run.status, run.waiting_on) == (RunStatus.WAITING, "delivery")  # ...and the run still waits for its email
+
+    # A webhook delivery whose endpoint is gone is answered, not a server error.
+    Delivery.objects.filter(id=hook.id).update(endpoint=None)
+    response = product_client.post("/api/v1/deliveries/replay", {"ids": [hook.message_id]}, format="json")
+    assert response.status_code == 200
+    assert response.json()["not_replayed"] == {hook.message_id: "The webhook endpoint no longer exists."}

@@ -67,16 +67,23 @@ class Provider:
         if answer.status in self.ok_statuses:
             return SendResult(status="sent", status_code=answer.status, excerpt=answer.excerpt,
                               duration_ms=answer.duration_ms)
-        detail = self.refusal(answer)
-        common = {"status_code": answer.status, "excerpt": answer.excerpt, "duration_ms": answer.duration_ms}
-        if answer.status in (401, 403):
-            return DeliveryError(f"{self.title} refused the credentials (HTTP {answer.status}): {detail}. "
-                                 "Check the provider configuration.", permanent=True, **common)
-        if answer.status == 429 or answer.status >= 500:
-            return DeliveryError(f"{self.title} answered HTTP {answer.status}: {detail}", **common,
-                                 retry_after=outbound.retry_after_seconds(answer.header("retry-after")))
-        return DeliveryError(f"{self.title} rejected the message (HTTP {answer.status}): {detail}", permanent=True,
-                             **common)
+        return refusal_error(self.title, answer.status, self.refusal(answer), excerpt=answer.excerpt,
+                             duration_ms=answer.duration_ms,
+                             retry_after=outbound.retry_after_seconds(answer.header("retry-after")))
+
+
+def refusal_error(title: str, status: int | None, detail: str, **answer) -> DeliveryError:
+    """What a provider's refusal means, for every channel: 401/403, the credentials (for good); 429, 5xx or
+    no status at all, worth retrying; any other answer, the message was rejected (for good)."""
+    if status in (401, 403):
+        return DeliveryError(f"{title} refused the credentials (HTTP {status}): {detail}. Check the provider "
+                             "configuration.", permanent=True, status_code=status, **answer)
+    if status is None or status == 429 or status >= 500:
+        return DeliveryError(f"{title} answered{f' HTTP {status}' if status else ''}: {detail}", status_code=status,
+                             **answer)
+    answer.pop("retry_after", None)
+    return DeliveryError(f"{title} rejected the message (HTTP {status}): {detail}", permanent=True,
+                         status_code=status, **answer)
 
 
 def _json_post(url: str, document: dict, headers: dict | None = None) -> outbound.Post:

@@ -218,10 +218,9 @@ def _replay(deliveries: list[Delivery], *, actor: str) -> list[str]:
     `webhook-id` receivers deduplicate on); each gets a fresh set of attempts. Call inside a transaction
     holding their rows."""
     now = timezone.now()
-    for d in deliveries:
-        Delivery.objects.filter(id=d.id).update(
-            status=DeliveryStatus.QUEUED, next_attempt_at=now, enqueued_at=now, completed_at=None, lease_until=None,
-            last_error="", max_attempts=d.attempt_count + settings.ROWBELL_DELIVERY_MAX_ATTEMPTS, updated_at=now)
+    Delivery.objects.filter(id__in=[d.id for d in deliveries]).update(
+        status=DeliveryStatus.QUEUED, next_attempt_at=now, enqueued_at=now, completed_at=None, lease_until=None,
+        last_error="", max_attempts=F("attempt_count") + settings.ROWBELL_DELIVERY_MAX_ATTEMPTS, updated_at=now)
     status_events_record([(d.id, DeliveryStatus.QUEUED, {"replay_of": d.status, "by": actor}) for d in deliveries],
                          at=now, source="operator")
     audit_record_many([AuditEntry(action="delivery.replayed", target_type="delivery", target_id=d.message_id,
@@ -246,8 +245,7 @@ def deliveries_replay(*, product_id, actor: str, message_ids: list[str] | None =
 
     with transaction.atomic():
         if message_ids is not None:
-            if len(message_ids) > MAX_REVIEW_BATCH:
-                raise InvalidInput(f"At most {MAX_REVIEW_BATCH} deliveries at a time.", field="ids")
+            _at_most_a_batch(message_ids)
             found = list(Delivery.objects.select_for_update(of=("self",)).select_related("endpoint").filter(
                 product_id=product_id, message_id__in=message_ids, channel="webhook").order_by("id"))
         else:
@@ -382,9 +380,13 @@ def delivery_create(*, run, step_id: str, channel: str, rendered: Rendered, held
 MAX_REVIEW_BATCH = 1000
 
 
-def _held(product_id, message_ids: list[str]) -> list[Delivery]:
+def _at_most_a_batch(message_ids: list[str]) -> None:
     if len(message_ids) > MAX_REVIEW_BATCH:
         raise InvalidInput(f"At most {MAX_REVIEW_BATCH} deliveries at a time.", field="ids")
+
+
+def _held(product_id, message_ids: list[str]) -> list[Delivery]:
+    _at_most_a_batch(message_ids)
     return list(Delivery.objects.select_for_update(of=("self",)).filter(
         product_id=product_id, message_id__in=message_ids, status=DeliveryStatus.HELD).order_by("id"))
 

@@ -123,13 +123,9 @@ def _error(exc: Exception, title: str) -> DeliveryError:
         cause = getattr(exc, "__cause__", None)
         if code is None and getattr(cause, "response", None):  # boto3 (SES)
             code = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        detail = str(exc).splitlines()[0][:500]
-        if code in (401, 403):
-            return DeliveryError(f"{title} refused the credentials (HTTP {code}): {detail}. Check the provider "
-                                 "configuration.", permanent=True, status_code=code)
-        if code is None or code == 429 or code >= 500:
-            return DeliveryError(f"{title} answered{f' HTTP {code}' if code else ''}: {detail}", status_code=code)
-        return DeliveryError(f"{title} rejected the message (HTTP {code}): {detail}", permanent=True, status_code=code)
+        from apps.deliveries.providers import refusal_error
+
+        return refusal_error(title, code, str(exc).splitlines()[0][:500])
     if isinstance(exc, OSError):
         return DeliveryError(f"Cannot reach the mail server: {exc}")
     return DeliveryError(f"{title}: {exc.__class__.__name__}: {exc}")

@@ -1,34 +1,88 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.utils.html import format_html, format_html_join
+
+from apps.dashboard.lists import OperatorAdmin, actor_of, back_to
 
 from .models import Connection, Event
+from .services import connection_check_request, connection_repair_request
 
 
 @admin.register(Connection)
-class ConnectionAdmin(admin.ModelAdmin):
-    list_display = ("name", "product", "host", "database", "user", "capture_installed_at", "last_poll_at",
+class ConnectionAdmin(OperatorAdmin):
+    list_display = ("name", "product", "host", "database", "backlog", "lag", "last_poll_at", "trigger_status",
                     "last_error")
     list_filter = ("product",)
     list_select_related = ("product",)
     search_fields = ("name", "host", "database")
     # The password never appears in the admin.
-    exclude = ("password",)
+    exclude = ("password", "check_report")
     readonly_fields = ("id", "product", "created_at", "updated_at", "capture_installed_at", "cursor_xid",
-                       "cursor_id", "last_poll_at", "last_error", "last_error_at")
+                       "cursor_id", "last_poll_at", "last_error", "last_error_at", "backlog", "lag_seconds",
+                       "health_checked_at", "last_check")
+    actions = ["check_now", "repair_triggers"]
+    object_actions = (("check_now", "Check now"), ("repair_triggers", "Repair triggers"))
 
-    def has_add_permission(self, request):
-        return False  # created through the API, which checks the database first
+    def has_operate_permission(self, request):
+        return request.user.has_perm("connections.operate_connection")
+
+    @admin.display(description="lag")
+    def lag(self, obj):
+        return "–" if obj.lag_seconds is None else f"{obj.lag_seconds:.1f} s"
+
+    @admin.display(description="triggers")
+    def trigger_status(self, obj):
+        captures = (obj.check_report or {}).get("captures")
+        if not captures:
+            return "not checked yet"
+        if "error" in captures:
+            return "could not be read"
+        missing, unused = captures.get("missing", []), captures.get("unused", [])
+        if not missing and not unused:
+            return f"in order ({len(captures.get('installed', []))} installed)"
+        return f"drift: {len(missing)} missing, {len(unused)} unused"
+
+    @admin.display(description="last check")
+    def last_check(self, obj):
+        report = obj.check_report or {}
+        if not report:
+            return "Not checked yet: use “Check now”."
+        checks = format_html_join("", "<li>{} {}: {}</li>", (("✔" if c["ok"] else "✘", c["name"], c["detail"])
+                                                            for c in report.get("checks", [])))
+        captures = report.get("captures", {})
+        drift = (format_html("<p>Triggers could not be read: {}</p>", captures["error"]) if "error" in captures else
+                 format_html("<p>Triggers: {} wanted, {} installed; missing: {}; unused: {}.</p>",
+                             len(captures.get("wanted", [])), len(captures.get("installed", [])),
+                             ", ".join(captures.get("missing", [])) or "none",
+                             ", ".join(captures.get("unused", [])) or "none"))
+        return format_html("<ul class='checks'>{}</ul>{}<p>Status: {}</p>", checks, drift, self.trigger_status(obj))
+
+    @admin.action(description="Check now (connection, backlog, trigger drift)", permissions=["operate"])
+    def check_now(self, request, queryset):
+        names = []
+        for connection in queryset:
+            connection_check_request(connection=connection, actor=actor_of(request))
+            names.append(connection.name)
+        self.message_user(request, f"Checking {', '.join(names)} in the background; the page shows the result "
+                          "within moments.", messages.SUCCESS)
+        return back_to(request)
+
+    @admin.action(description="Repair triggers (install what is missing)", permissions=["operate"])
+    def repair_triggers(self, request, queryset):
+        names = []
+        for connection in queryset:
+            connection_repair_request(connection=connection, actor=actor_of(request))
+            names.append(connection.name)
+        self.message_user(request, f"Repairing the triggers of {', '.join(names)} in the background; the audit log "
+                          "and the page show the outcome.", messages.SUCCESS)
+        return back_to(request)
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(OperatorAdmin):
     list_display = ("id", "connection", "table_name", "op", "captured_at", "recorded_at")
     list_filter = ("op",)
     list_select_related = ("connection",)
-    show_full_result_count = False
     readonly_fields = [f.name for f in Event._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
 
     def has_change_permission(self, request, obj=None):
         return False

@@ -40,9 +40,17 @@ class Connection(models.Model):
     last_poll_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
+    # Health, as the last check read it from the customer database (the admin shows these; reading them
+    # live would put network I/O in every page view): events written but not read yet, the age of the
+    # oldest of them, and the last full check (connection checks and trigger drift).
+    backlog = models.BigIntegerField(null=True, blank=True)
+    lag_seconds = models.FloatField(null=True, blank=True, help_text="Age of the oldest event not read yet.")
+    health_checked_at = models.DateTimeField(null=True, blank=True)
+    check_report = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["name"]
+        permissions = [("operate_connection", "Can check connections and repair their triggers")]
         constraints = [models.UniqueConstraint(fields=["product", "name"], name="connection_name_per_product")]
 
     def __str__(self):

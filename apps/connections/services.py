@@ -194,3 +194,86 @@ def event_logs_prune() -> int:
         except psycopg.Error:
             logger.warning("Cannot prune the event log of %s", connection.id, exc_info=True)
     return total
+
+
+# --- Operators' actions (the admin enqueues them: they talk to the customer database) -------------
+
+
+def connection_check_request(*, connection: Connection, actor: str) -> None:
+    """Queue a full check of the connection ("check now"); the outcome lands on the connection."""
+    from apps.core.hints import hint_on_commit
+
+    audit_record(action="connection.check_requested", target_type="connection", target_id=connection.id,
+                 product_id=connection.product_id, actor=actor)
+    hint_on_commit("apps.connections.tasks.connection_check", [str(connection.id), actor], queue="low")
+
+
+def connection_check_now(*, connection_id, actor: str) -> dict | None:
+    """Check the connection (the same checks as on creation), read its backlog and lag, and compare the
+    triggers installed with those wanted (drift); store it all on the connection and return it."""
+    from .pickup import connection_health
+
+    connection = Connection.objects.filter(id=connection_id).first()
+    if connection is None:
+        return None
+    checks = connection_recheck(connection=connection, actor=actor)
+    health = connection_health(connection=connection)
+    try:
+        captures = connection_captures_status(connection=connection)
+        captures.pop("retired_drop_statements", None)
+    except psycopg.Error as exc:
+        captures = {"error": failure_reason(exc)}
+    report = {"checks": [c.as_dict() for c in checks], "ok": all(c.ok for c in checks),
+              "reachable": health["reachable"], "captures": captures}
+    _health_store(connection, health, report=report)
+    return report
+
+
+def _health_store(connection: Connection, health: dict, *, report: dict | None = None) -> None:
+    fields = {"health_checked_at": timezone.now(), "backlog": health["backlog"],
+              "lag_seconds": health["oldest_unread_age_seconds"]}
+    if report is not None:
+        fields["check_report"] = report
+    if health["reachable"] is False and health["last_error"] and not connection.last_error:
+        fields.update(last_error=health["last_error"], last_error_at=timezone.now())
+    Connection.objects.filter(id=connection.id).update(**fields)
+
+
+def connections_health_refresh() -> int:
+    """Read every capturing connection's backlog and lag (a beat tick), so pages show them without
+    reaching into customer databases; return how many were read."""
+    from .pickup import connection_health
+
+    read = 0
+    for connection in Connection.objects.filter(capture_installed_at__isnull=False):
+        _health_store(connection, connection_health(connection=connection))
+        read += 1
+    return read
+
+
+def connection_repair_request(*, connection: Connection, actor: str) -> None:
+    """Queue a repair: install every trigger the connection's subscriptions and workflows want."""
+    from apps.core.hints import hint_on_commit
+
+    audit_record(action="connection.repair_requested", target_type="connection", target_id=connection.id,
+                 product_id=connection.product_id, actor=actor)
+    hint_on_commit("apps.connections.tasks.connection_repair", [str(connection.id), actor], queue="low")
+
+
+def connection_repair(*, connection_id, actor: str) -> list[str]:
+    """Install (again) the wanted captures, under the connection's row lock like every install; then check
+    it, so that its page shows the drift gone. A failure is recorded in the audit log and on the row."""
+    with transaction.atomic():
+        connection = Connection.objects.select_for_update().filter(id=connection_id).first()
+        if connection is None:
+            return []
+        wanted = connection_captures_wanted(connection=connection)
+        try:
+            connection_captures_install(connection=connection, captures=wanted, actor=actor)
+        except ApplicationError as exc:
+            audit_record(action="connection.repair_failed", target_type="connection", target_id=connection.id,
+                         product_id=connection.product_id, actor=actor, data={"error": exc.message})
+            Connection.objects.filter(id=connection.id).update(last_error=exc.message, last_error_at=timezone.now())
+            return []
+    connection_check_now(connection_id=connection_id, actor=actor)
+    return [c.name for c in wanted]

@@ -15,3 +15,24 @@ def event_logs_prune_task() -> int:
     from .services import event_logs_prune
 
     return event_logs_prune()
+
+
+@shared_task(name="apps.connections.tasks.connections_health_refresh")
+def connections_health_refresh_task() -> int:
+    from .services import connections_health_refresh
+
+    return connections_health_refresh()
+
+
+@shared_task(name="apps.connections.tasks.connection_check")
+def connection_check_task(connection_id: str, actor: str) -> None:
+    from .services import connection_check_now
+
+    connection_check_now(connection_id=connection_id, actor=actor)
+
+
+@shared_task(name="apps.connections.tasks.connection_repair")
+def connection_repair_task(connection_id: str, actor: str) -> None:
+    from .services import connection_repair
+
+    connection_repair(connection_id=connection_id, actor=actor)

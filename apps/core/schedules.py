@@ -17,6 +17,10 @@ def periodic_tasks() -> dict[str, dict]:
             "task": "apps.connections.tasks.event_logs_poll",
             "every": settings.ROWBELL_POLL_INTERVAL,
         },
+        "rowbell: read connections' backlog and lag": {
+            "task": "apps.connections.tasks.connections_health_refresh",
+            "every": settings.ROWBELL_HEALTH_INTERVAL,
+        },
         "rowbell: prune consumed customer events": {
             "task": "apps.connections.tasks.event_logs_prune",
             "every": settings.ROWBELL_EVENT_LOG_PRUNE_INTERVAL,

@@ -5,24 +5,110 @@ from django.contrib import admin, messages
 from django.db import models
 
 from .models import Delivery, DeliveryAttempt, DeliveryEvent, DeliveryStatus, ProviderConfig, WebhookEndpoint
-from .services import deliveries_discard, deliveries_release
+from apps.dashboard.lists import CreatedFilter, OperatorAdmin, actor_of, back_to
+
+from .services import (
+    deliveries_discard,
+    deliveries_release,
+    deliveries_replay,
+    webhook_endpoint_disable,
+    webhook_endpoint_enable_request,
+    webhook_endpoint_rotate_secret,
+)
+
+
+class EndpointActions:
+    def has_operate_permission(self, request):
+        return request.user.has_perm("deliveries.operate_webhookendpoint")
 
 
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(admin.ModelAdmin):
+class WebhookEndpointAdmin(EndpointActions, OperatorAdmin):
     list_display = ("url", "product", "enabled", "disabled_reason", "failing_since", "accept_any_2xx", "created_at")
-    list_filter = ("enabled",)
+    list_filter = ("enabled", "product")
     list_select_related = ("product",)
-    search_fields = ("url", "id")
-    # The signing secrets never appear in the admin.
+    search_fields = ("url", "=id")
+    # The signing secrets never appear in the admin (a rotated one is shown once, to the operator who
+    # rotated it, on the answer page, and is kept nowhere else in the admin).
     exclude = ("secret", "previous_secret")
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     # Enabling and disabling go through the services (audit, triggers, replay), not the form.
     readonly_fields = ("id", "product", "created_at", "enabled", "disabled_at", "disabled_reason", "failing_since",
-                       "previous_secret_until")
+                       "previous_secret_until", "connection", "source", "capture", "capture_spec")
+    actions = ["disable", "enable", "enable_and_replay", "replay_failed", "rotate_secret"]
+    object_actions = (("disable", "Disable"), ("enable", "Enable"), ("enable_and_replay", "Enable and replay failed"),
+                      ("replay_failed", "Replay failed deliveries"), ("rotate_secret", "Rotate secret"))
 
-    def has_add_permission(self, request):
-        return False  # created through the API, which shows the secret once
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("product", "connection")
+
+    @admin.action(description="Disable", permissions=["operate"])
+    def disable(self, request, queryset):
+        done = [e.url for e in queryset if e.enabled]
+        for endpoint in queryset.filter(enabled=True):
+            webhook_endpoint_disable(endpoint=endpoint, actor=actor_of(request))
+        self.message_user(request, f"Disabled {len(done)} endpoint(s)" + (
+            "; row-event triggers no longer used are retired in the background." if done else "."),
+            messages.SUCCESS if done else messages.WARNING)
+        return back_to(request)
+
+    def _enable(self, request, queryset, replay: bool):
+        chosen = list(queryset.filter(enabled=False))
+        for endpoint in chosen:
+            webhook_endpoint_enable_request(endpoint=endpoint, actor=actor_of(request), replay=replay)
+        self.message_user(request, f"Enabling {len(chosen)} endpoint(s) in the background"
+                          + (", then replaying what failed meanwhile" if replay else "")
+                          + "; the audit log shows the outcome." if chosen else "Nothing to enable: already enabled.",
+                          messages.SUCCESS if chosen else messages.WARNING)
+        return back_to(request)
+
+    @admin.action(description="Enable", permissions=["operate"])
+    def enable(self, request, queryset):
+        return self._enable(request, queryset, replay=False)
+
+    @admin.action(description="Enable and replay failed deliveries", permissions=["operate"])
+    def enable_and_replay(self, request, queryset):
+        return self._enable(request, queryset, replay=True)
+
+    @admin.action(description="Replay failed deliveries", permissions=["operate"])
+    def replay_failed(self, request, queryset):
+        from apps.core.exceptions import ApplicationError
+
+        replayed, notes = 0, []
+        for endpoint in queryset:
+            try:
+                result = deliveries_replay(product_id=endpoint.product_id, endpoint=endpoint, actor=actor_of(request))
+            except ApplicationError as exc:
+                notes.append(f"{endpoint.url}: {exc.message}")
+                continue
+            replayed += len(result["replayed"])
+            if result["not_replayed"]:
+                notes.append(f"{endpoint.url}: {len(result['not_replayed'])} not replayed "
+                             f"({next(iter(result['not_replayed'].values()))})")
+        self.message_user(request, f"Queued {replayed} failed deliver{'y' if replayed == 1 else 'ies'} again, "
+                          "with their original webhook-id.", messages.SUCCESS if replayed else messages.WARNING)
+        for note in notes:
+            self.message_user(request, note, messages.WARNING)
+        return back_to(request)
+
+    @admin.action(description="Rotate signing secret (previous one signs for 24 hours)", permissions=["operate"])
+    def rotate_secret(self, request, queryset):
+        from django.template.response import TemplateResponse
+
+        rotated = []
+        for endpoint in queryset:
+            endpoint = webhook_endpoint_rotate_secret(endpoint=endpoint, overlap_seconds=ROTATION_OVERLAP_SECONDS,
+                                                      actor=actor_of(request))
+            rotated.append(endpoint)
+        # Shown once, in this answer only: not in a message (kept in the session) nor on any page.
+        response = TemplateResponse(request, "dashboard/secret_rotated.html", {
+            **self.admin_site.each_context(request), "title": "Signing secret rotated", "subtitle": None,
+            "rotated": rotated, "overlap_hours": ROTATION_OVERLAP_SECONDS // 3600, "opts": self.opts})
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+ROTATION_OVERLAP_SECONDS = 24 * 3600
 
 
 class DeliveryAttemptInline(admin.TabularInline):
@@ -49,18 +135,22 @@ class DeliveryEventInline(admin.TabularInline):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
+class DeliveryAdmin(OperatorAdmin):
     list_display = ("message_id", "channel", "status", "target", "attempt_count", "product", "created_at")
-    list_filter = ("status", "channel")
-    search_fields = ("message_id", "recipient_id")
+    list_filter = ("status", "channel", "product", CreatedFilter)
+    search_fields = ("=message_id", "=recipient_id", "=provider_message_id")
     list_select_related = ("product",)
-    show_full_result_count = False
     readonly_fields = [f.name for f in Delivery._meta.fields]
     inlines = [DeliveryEventInline, DeliveryAttemptInline]
     actions = ["release", "discard"]
+    object_actions = (("release", "Release (send)"), ("discard", "Discard"))
 
-    def has_add_permission(self, request):
-        return False
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related(
+            "product", "organization__product", "request", "run", "event", "endpoint")
+
+    def has_review_permission(self, request):
+        return request.user.has_perm("deliveries.review_delivery")
 
     def _review(self, request, queryset, service, verb: str):
         by_product = defaultdict(list)
@@ -69,31 +159,28 @@ class DeliveryAdmin(admin.ModelAdmin):
             by_product[product_id].append(message_id)
         done = []
         for product_id, ids in by_product.items():
-            done += service(product_id=product_id, message_ids=ids, actor=f"staff:{request.user.get_username()}")
+            done += service(product_id=product_id, message_ids=ids, actor=actor_of(request))
         skipped = queryset.count() - len(done)
         self.message_user(request, f"{verb} {len(done)} held deliver{'y' if len(done) == 1 else 'ies'}"
                           + (f"; {skipped} not held, left alone." if skipped else "."),
                           messages.SUCCESS if done else messages.WARNING)
+        return back_to(request)
 
-    @admin.action(description="Release (send) held deliveries")
+    @admin.action(description="Release (send) held deliveries", permissions=["review"])
     def release(self, request, queryset):
-        self._review(request, queryset, deliveries_release, "Released")
+        return self._review(request, queryset, deliveries_release, "Released")
 
-    @admin.action(description="Discard held deliveries")
+    @admin.action(description="Discard held deliveries", permissions=["review"])
     def discard(self, request, queryset):
-        self._review(request, queryset, deliveries_discard, "Discarded")
+        return self._review(request, queryset, deliveries_discard, "Discarded")
 
 
 @admin.register(DeliveryAttempt)
-class DeliveryAttemptAdmin(admin.ModelAdmin):
+class DeliveryAttemptAdmin(OperatorAdmin):
     list_display = ("delivery", "number", "outcome", "status_code", "duration_ms", "started_at")
     list_filter = ("outcome",)
     list_select_related = ("delivery",)
-    show_full_result_count = False
     readonly_fields = [f.name for f in DeliveryAttempt._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
 
 
 class ProviderConfigForm(forms.ModelForm):
@@ -152,7 +239,7 @@ class ProviderConfigForm(forms.ModelForm):
 
 
 @admin.register(ProviderConfig)
-class ProviderConfigAdmin(admin.ModelAdmin):
+class ProviderConfigAdmin(OperatorAdmin):
     """Which provider carries each channel, set here or through the API with the same checks. The
     credentials are never shown."""
 
@@ -161,6 +248,10 @@ class ProviderConfigAdmin(admin.ModelAdmin):
     list_filter = ("channel", "provider")
     list_select_related = ("product", "organization")
     fields = ("product", "organization", "provider_choice", "credentials_json", "options_json")
+    change_form_template = None
+
+    def has_add_permission(self, request):
+        return request.user.has_perm("deliveries.add_providerconfig")
 
     def get_readonly_fields(self, request, obj=None):
         return ("product", "organization") if obj else ()

@@ -40,6 +40,7 @@ class WebhookEndpoint(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["connection", "capture"], name="endpoint_capture")]
+        permissions = [("operate_webhookendpoint", "Can disable, enable, rotate and replay webhook endpoints")]
 
     def __str__(self):
         return self.url
@@ -139,6 +140,7 @@ class Delivery(models.Model):
     class Meta:
         ordering = ["-id"]
         verbose_name_plural = "deliveries"
+        permissions = [("review_delivery", "Can release and discard held deliveries")]
         constraints = [
             models.UniqueConstraint(fields=["message_id"], name="delivery_message_id_unique"),
             # A notify step executed twice for the same run cannot create a second delivery.

@@ -106,13 +106,37 @@ MAX_SECRET_OVERLAP_SECONDS = 7 * 24 * 3600
 
 def webhook_endpoint_disable(*, endpoint: WebhookEndpoint, actor: str, reason: str = "") -> WebhookEndpoint:
     """Stop sending to an endpoint. Its row-event trigger is retired in the customer database once no
-    enabled endpoint uses it (unpublishing removes what is no longer used)."""
+    enabled endpoint uses it, by a task queued on commit: no customer database is reached in the request."""
     with transaction.atomic():
         changed = _endpoints_disable([endpoint.id], reason=reason or f"Disabled by {actor}.", actor=actor)
-    if changed and endpoint.connection_id:
-        webhook_endpoint_captures_prune(endpoint_id=endpoint.id, actor=actor)
+        if changed and endpoint.connection_id:
+            hint_on_commit("apps.deliveries.tasks.webhook_endpoint_captures_prune", [str(endpoint.id), actor],
+                           queue="low")
     endpoint.refresh_from_db()
     return endpoint
+
+
+def webhook_endpoint_enable_request(*, endpoint: WebhookEndpoint, actor: str, replay: bool) -> None:
+    """Queue enabling an endpoint (which reinstalls its row-event trigger in the customer database), with
+    or without replaying what failed meanwhile; see webhook_endpoint_enable."""
+    audit_record(action="webhook.enable_requested", target_type="webhook", target_id=endpoint.id,
+                 product_id=endpoint.product_id, actor=actor, data={"replay": replay})
+    hint_on_commit("apps.deliveries.tasks.webhook_endpoint_enable", [str(endpoint.id), actor, replay], queue="low")
+
+
+def webhook_endpoint_enable_queued(*, endpoint_id, actor: str, replay: bool) -> dict | None:
+    """Enable as queued by an operator; a refusal (the customer database unreachable) is audited."""
+    from apps.core.exceptions import ApplicationError
+
+    endpoint = WebhookEndpoint.objects.select_related("connection").filter(id=endpoint_id).first()
+    if endpoint is None:
+        return None
+    try:
+        return webhook_endpoint_enable(endpoint=endpoint, actor=actor, replay=replay)[1]
+    except ApplicationError as exc:
+        audit_record(action="webhook.enable_failed", target_type="webhook", target_id=endpoint.id,
+                     product_id=endpoint.product_id, actor=actor, data={"error": exc.message})
+        return None
 
 
 def _endpoints_disable(endpoint_ids, *, reason: str, actor: str, notify: bool = False, now=None) -> list:

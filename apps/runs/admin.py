@@ -1,17 +1,15 @@
 from django.contrib import admin, messages
 
-from .engine import RunActionRefused, run_cancel, run_rerun
+from apps.dashboard.lists import CreatedFilter, OperatorAdmin, actor_of, back_to
+
+from .engine import RunActionRefused, run_cancel, run_dismiss, run_rerun
 from .models import Batch, BatchItem, Escalation, Run, RunStep, TriggerRequest
 
 
-def _actor(request) -> str:
-    return f"staff:{request.user.get_username()}"
-
-
-def _each(modeladmin, request, queryset, verb: str, action) -> None:
+def _each(modeladmin, request, runs, verb: str, action):
     """Apply a service to each selected run; report what was done and what was refused, and why."""
     done, refused = [], []
-    for run in queryset:
+    for run in runs:
         try:
             result = action(run)
             done.append(f"{run.id}" + (f" (new run {result.id})" if result is not None and result.id != run.id else ""))
@@ -21,6 +19,37 @@ def _each(modeladmin, request, queryset, verb: str, action) -> None:
         modeladmin.message_user(request, f"{verb}: {', '.join(done)}.", messages.SUCCESS)
     if refused:
         modeladmin.message_user(request, f"Not {verb.lower()}: {'; '.join(refused)}", messages.WARNING)
+    return back_to(request)
+
+
+class RunActions:
+    """Re-run, cancel and dismiss, for runs (Run pages) and for failed runs' escalations."""
+
+    def _runs(self, queryset):
+        return queryset
+
+    def has_operate_permission(self, request):
+        return request.user.has_perm("runs.operate_run")
+
+    @admin.action(description="Re-run from the failed step (as a new run)", permissions=["operate"])
+    def rerun_from_failed_step(self, request, queryset):
+        return _each(self, request, self._runs(queryset), "Re-run",
+                     lambda run: run_rerun(run=run, from_start=False, actor=actor_of(request)))
+
+    @admin.action(description="Re-run from the start (as a new run)", permissions=["operate"])
+    def rerun_from_start(self, request, queryset):
+        return _each(self, request, self._runs(queryset), "Re-run",
+                     lambda run: run_rerun(run=run, from_start=True, actor=actor_of(request)))
+
+    @admin.action(description="Cancel (queued or waiting runs)", permissions=["operate"])
+    def cancel(self, request, queryset):
+        return _each(self, request, self._runs(queryset), "Cancelled",
+                     lambda run: run_cancel(run=run, actor=actor_of(request)))
+
+    @admin.action(description="Dismiss (failed, no re-run needed)", permissions=["operate"])
+    def dismiss(self, request, queryset):
+        return _each(self, request, self._runs(queryset), "Dismissed",
+                     lambda run: run_dismiss(run=run, actor=actor_of(request)))
 
 
 class RunStepInline(admin.TabularInline):
@@ -35,67 +64,97 @@ class RunStepInline(admin.TabularInline):
 
 
 @admin.register(TriggerRequest)
-class TriggerRequestAdmin(admin.ModelAdmin):
+class TriggerRequestAdmin(OperatorAdmin):
     list_display = ("id", "product", "organization", "workflow_version", "priority", "status", "created_at")
-    list_filter = ("status", "priority")
-    search_fields = ("id", "idempotency_key")
-    list_select_related = ("product", "organization", "workflow_version__workflow")
-    show_full_result_count = False
+    list_filter = ("status", "priority", CreatedFilter)
+    search_fields = ("=id", "=idempotency_key")
+    list_select_related = ("product", "organization__product", "workflow_version__workflow")
     readonly_fields = [f.name for f in TriggerRequest._meta.fields]
 
-    def has_add_permission(self, request):
-        return False
+
+class WorkflowFilter(admin.SimpleListFilter):
+    title = "workflow"
+    parameter_name = "workflow"
+
+    def lookups(self, request, model_admin):
+        from apps.workflows.models import Workflow
+
+        return [(w.id, f"{w.key} ({w.product.name})") for w in Workflow.objects.select_related("product")]
+
+    def queryset(self, request, queryset):
+        if self.value() and self.value().isdigit():
+            return queryset.filter(workflow_version__workflow_id=int(self.value()))
+        return queryset
 
 
 @admin.register(Run)
-class RunAdmin(admin.ModelAdmin):
-    list_display = ("id", "workflow_version", "status", "waiting_on", "resume_at", "request", "event", "rerun_of",
-                    "created_at")
-    list_filter = ("status", "waiting_on")
-    search_fields = ("id", "request__id")
-    list_select_related = ("request", "event", "rerun_of", "workflow_version__workflow")
-    show_full_result_count = False
+class RunAdmin(RunActions, OperatorAdmin):
+    list_display = ("id", "workflow_version", "status", "product", "organization", "waiting_on", "resume_at",
+                    "rerun_of", "created_at")
+    list_filter = ("status", WorkflowFilter, "product", "organization", CreatedFilter, "waiting_on")
+    search_fields = ("=id", "=request__id")
+    list_select_related = ("product", "organization__product", "rerun_of", "workflow_version__workflow")
     readonly_fields = [f.name for f in Run._meta.fields]
+    raw_id_fields = ("request", "event", "rerun_of")
     inlines = [RunStepInline]
-    actions = ["rerun_from_failed_step", "rerun_from_start", "cancel"]
+    actions = ["rerun_from_failed_step", "rerun_from_start", "cancel", "dismiss"]
+    object_actions = (("rerun_from_failed_step", "Re-run from the failed step"),
+                      ("rerun_from_start", "Re-run from the start"), ("cancel", "Cancel"), ("dismiss", "Dismiss"))
+    change_form_template = "dashboard/run_change_form.html"
 
-    def has_add_permission(self, request):
-        return False
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related(
+            "request", "event", "product", "organization__product", "workflow_version__workflow", "rerun_of")
 
-    @admin.action(description="Re-run from the failed step (as a new run)")
-    def rerun_from_failed_step(self, request, queryset):
-        _each(self, request, queryset, "Re-run", lambda run: run_rerun(run=run, from_start=False,
-                                                                         actor=_actor(request)))
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        from .selectors import run_timeline
 
-    @admin.action(description="Re-run from the start (as a new run)")
-    def rerun_from_start(self, request, queryset):
-        _each(self, request, queryset, "Re-run", lambda run: run_rerun(run=run, from_start=True, actor=_actor(request)))
+        run = self.get_object(request, object_id)
+        extra = {"timeline": run_timeline(run=run)} if run is not None else {}
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
 
-    @admin.action(description="Cancel (queued or waiting runs)")
-    def cancel(self, request, queryset):
-        _each(self, request, queryset, "Cancelled", lambda run: run_cancel(run=run, actor=_actor(request)))
+
+class DecidedFilter(admin.SimpleListFilter):
+    title = "decided"
+    parameter_name = "decided"
+
+    def lookups(self, request, model_admin):
+        return [("no", "Waiting for a decision"), ("yes", "Decided")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "no":
+            return queryset.filter(decided_at__isnull=True)
+        if self.value() == "yes":
+            return queryset.filter(decided_at__isnull=False)
+        return queryset
 
 
 @admin.register(Escalation)
-class EscalationAdmin(admin.ModelAdmin):
-    list_display = ("run", "product", "created_at", "notified_at")
-    list_select_related = ("run", "product")
-    show_full_result_count = False
-    readonly_fields = [f.name for f in Escalation._meta.fields]
+class EscalationAdmin(RunActions, OperatorAdmin):
+    """Failed runs: each waits here for a decision (re-run or dismiss)."""
 
-    def has_add_permission(self, request):
-        return False
+    list_display = ("run", "product", "error_excerpt", "created_at", "notified_at", "decision", "decided_by")
+    list_filter = (DecidedFilter, "product", "decision")
+    list_select_related = ("run", "product")
+    readonly_fields = [f.name for f in Escalation._meta.fields]
+    actions = ["rerun_from_failed_step", "rerun_from_start", "dismiss"]
+    object_actions = (("rerun_from_failed_step", "Re-run from the failed step"),
+                      ("rerun_from_start", "Re-run from the start"), ("dismiss", "Dismiss"))
+
+    def _runs(self, queryset):
+        return Run.objects.filter(id__in=queryset.values("run_id")).order_by("id")
+
+    @admin.display(description="error")
+    def error_excerpt(self, obj):
+        return obj.error[:120]
 
 
 @admin.register(RunStep)
-class RunStepAdmin(admin.ModelAdmin):
+class RunStepAdmin(OperatorAdmin):
     list_display = ("run", "index", "step_id", "type", "status", "finished_at")
     list_filter = ("status", "type")
     list_select_related = ("run",)
     readonly_fields = [f.name for f in RunStep._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
 
 
 class BatchItemInline(admin.TabularInline):
@@ -110,13 +169,9 @@ class BatchItemInline(admin.TabularInline):
 
 
 @admin.register(Batch)
-class BatchAdmin(admin.ModelAdmin):
+class BatchAdmin(OperatorAdmin):
     list_display = ("id", "workflow_version", "step_id", "key", "size", "status", "closes_at", "owner")
     list_filter = ("status",)
     list_select_related = ("workflow_version__workflow", "owner")
-    show_full_result_count = False
     readonly_fields = [f.name for f in Batch._meta.fields]
     inlines = [BatchItemInline]
-
-    def has_add_permission(self, request):
-        return False

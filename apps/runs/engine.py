@@ -34,7 +34,7 @@ from apps.core.hints import hint
 from apps.deliveries.backoff import retry_delay
 from apps.workflows.program import program_for, programs_by_version
 
-from .models import Escalation, Run, RunStatus, RunStep, StepStatus, WaitingOn
+from .models import Escalation, EscalationDecision, Run, RunStatus, RunStep, StepStatus, WaitingOn
 from .selectors import event_summary
 from .steps import STEP_EXECUTORS, StepFailed, StepOutcome, StepRetry, notify_delivery_options, notify_render
 
@@ -628,9 +628,25 @@ def run_rerun(*, run: Run, from_start: bool, actor: str) -> Run:
             product_id=run.product_id, organization_id=run.organization_id, workflow_version_id=run.workflow_version_id,
             recipient=run.recipient, priority=run.priority, state=state, step_index=step_index, rerun_of=run,
             enqueued_at=now)
+        # The failure is decided: it no longer waits on the dashboard.
+        Escalation.objects.filter(run_id=run.id, decided_at__isnull=True).update(
+            decision=EscalationDecision.RERUN, decided_at=now, decided_by=actor)
         audit_record(action="run.rerun", target_type="run", target_id=new.id, product_id=run.product_id,
                      organization_id=run.organization_id, actor=actor,
                      data={"rerun_of": run.id, "from": "start" if from_start else "failed step",
                            "step_index": step_index})
         transaction.on_commit(lambda: runs_enqueue([new.id], run.priority))
     return new
+
+
+def run_dismiss(*, run: Run, actor: str) -> Run:
+    """Decide that a failed run needs nothing more (no re-run): it stops waiting for a decision on the
+    dashboard. Anything but a failed run waiting for a decision is refused."""
+    with transaction.atomic():
+        decided = Escalation.objects.filter(run_id=run.id, decided_at__isnull=True).update(
+            decision=EscalationDecision.DISMISSED, decided_at=timezone.now(), decided_by=actor)
+        if not decided:
+            raise RunActionRefused("Only a failed run waiting for a decision can be dismissed.")
+        audit_record(action="run.dismissed", target_type="run", target_id=run.id, product_id=run.product_id,
+                     organization_id=run.organization_id, actor=actor)
+    return run

@@ -118,6 +118,7 @@ class Run(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        permissions = [("operate_run", "Can re-run, cancel and dismiss runs")]
         constraints = [
             # Re-runs are explicit (rerun_of set); otherwise one run per recipient of a request...
             models.UniqueConstraint(fields=["request", "recipient_index"], name="run_once_per_recipient",
@@ -166,6 +167,11 @@ class RunStep(models.Model):
         constraints = [models.UniqueConstraint(fields=["run", "step_id"], name="run_step_once")]
 
 
+class EscalationDecision(models.TextChoices):
+    RERUN = "rerun"
+    DISMISSED = "dismissed"
+
+
 class Escalation(models.Model):
     """A failed run operators must be told about. The escalation task tells them once per failure,
     at most one notice per product per ROWBELL_ESCALATION_INTERVAL_SECONDS (the rest wait for the next)."""
@@ -175,11 +181,18 @@ class Escalation(models.Model):
     error = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
     notified_at = models.DateTimeField(null=True, blank=True)
+    # What operators decided: the run was re-run, or dismissed (nothing more to do). Until then it waits
+    # on the dashboard.
+    decision = models.CharField(max_length=20, choices=EscalationDecision.choices, blank=True, default="")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.CharField(max_length=120, blank=True, default="")
 
     class Meta:
         ordering = ["-id"]
         indexes = [models.Index(fields=["product", "id"], name="escalation_pending",
                                 condition=models.Q(notified_at__isnull=True)),
+                   models.Index(fields=["product", "id"], name="escalation_undecided",
+                                condition=models.Q(decided_at__isnull=True)),
                    models.Index(fields=["product", "-notified_at"], name="escalation_last_notice")]
 
 

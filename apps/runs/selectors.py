@@ -93,3 +93,57 @@ def event_summary(event) -> dict:
 
     return {"id": f"evt_{event.id}", "type": EVENT_OF_OPERATION[event.op], "table": event.table_name,
             "ids": event.ids, "occurred_at": event.captured_at.isoformat()}
+
+
+def run_timeline(*, run: Run) -> list[dict]:
+    """Everything that happened to a run, oldest first, for the operators' run page: what started it, its
+    steps (waits with when they end), its deliveries with every status change and attempt (status code,
+    duration, error), operators' actions and how it ended. A fixed number of queries whatever the run."""
+    from django.db.models import Prefetch
+
+    from apps.audit.models import AuditEvent
+    from apps.deliveries.models import DeliveryAttempt, DeliveryEvent
+
+    entries: list[dict] = []
+
+    def add(at, kind: str, title: str, detail: str = "", css: str = ""):
+        if at is not None:
+            entries.append({"at": at, "kind": kind, "title": title, "detail": detail, "css": css})
+
+    if run.request_id:
+        request = run.request
+        add(request.created_at, "trigger", f"Trigger request {request.id} accepted ({request.priority} priority)",
+            f"by {request.actor}")
+    if run.event_id:
+        event = run.event
+        add(event.captured_at, "event", f"Row event: {event.op} on {event.table_name}", f"ids {event.ids}")
+        add(event.recorded_at, "event", "Event read from the customer database")
+    add(run.created_at, "run", f"Run created{f' as a re-run of run {run.rerun_of_id}' if run.rerun_of_id else ''}")
+    for step in RunStep.objects.filter(run=run).order_by("index", "id"):
+        failed = step.status == "failed"
+        detail = step.error if failed else ", ".join(f"{k}: {v}" for k, v in (step.output or {}).items())
+        add(step.finished_at, "step", f"Step {step.step_id} ({step.type}) {step.status}", detail,
+            "failure" if failed else "wait" if step.type == "wait" else "")
+    deliveries = Delivery.objects.filter(run=run).order_by("id").prefetch_related(
+        Prefetch("events", queryset=DeliveryEvent.objects.order_by("id")),
+        Prefetch("attempts", queryset=DeliveryAttempt.objects.order_by("number")))
+    for delivery in deliveries:
+        for event in delivery.events.all():
+            add(event.at, "delivery", f"{delivery.channel} {delivery.message_id}: {event.status}",
+                f"{event.source}" + (f" {event.detail}" if event.detail else ""),
+                "failure" if event.status in ("failed", "bounced", "complained") else "")
+        for attempt in delivery.attempts.all():
+            code = f"HTTP {attempt.status_code}" if attempt.status_code else "no answer"
+            add(attempt.started_at, "attempt",
+                f"Attempt {attempt.number} of {delivery.message_id}: {attempt.outcome}, {code}, "
+                f"{attempt.duration_ms} ms", attempt.error, "failure" if attempt.outcome == "failure" else "")
+    for audit in AuditEvent.objects.filter(target_type="run", target_id=str(run.id)).order_by("id"):
+        add(audit.created_at, "audit", f"{audit.action} by {audit.actor}",
+            ", ".join(f"{k}: {v}" for k, v in (audit.data or {}).items() if k != "reason"))
+    if run.status == "waiting" and run.resume_at:
+        add(run.resume_at, "wait", f"Waiting on {run.waiting_on or 'time'} until {run.resume_at:%Y-%m-%d %H:%M:%S}",
+            css="wait")
+    if run.completed_at:
+        add(run.completed_at, "end", f"Run {run.status}", run.error, "failure" if run.status == "failed" else "")
+    entries.sort(key=lambda e: e["at"])
+    return entries

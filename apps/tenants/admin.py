@@ -1,24 +1,30 @@
 from django.contrib import admin, messages
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
+from apps.dashboard.lists import BoundedCountPaginator, actor_of
+
 from .models import ApiKey, Organization, Product
 from .services import api_key_revoke
 
 
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
-    list_display = ("name", "id", "created_at")
-    search_fields = ("name", "id")
+    list_display = ("name", "id", "sandbox", "created_at")
+    search_fields = ("name", "=id")
     readonly_fields = ("id", "created_at")
+    raw_id_fields = ("escalation_webhook",)
 
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
     list_display = ("name", "product", "id", "created_at")
     list_filter = ("product",)
-    search_fields = ("name", "id")
+    search_fields = ("name", "=id")
     list_select_related = ("product",)
     readonly_fields = ("id", "created_at")
+    raw_id_fields = ("product",)
+    paginator = BoundedCountPaginator
+    show_full_result_count = False
 
 
 @admin.register(ApiKey)
@@ -26,15 +32,23 @@ class ApiKeyAdmin(APIKeyModelAdmin):
     list_display = ("prefix", "name", "scope", "product", "organization", "created", "expiry_date", "revoked")
     list_filter = ("scope", "revoked")
     search_fields = ("prefix", "name")
-    list_select_related = ("product", "organization")
+    list_select_related = ("product", "organization__product")
+    raw_id_fields = ("product", "organization")
     actions = ["revoke_keys"]
+    paginator = BoundedCountPaginator
+    show_full_result_count = False
 
     def has_add_permission(self, request):
         # Keys are issued by the API and `create_platform_key`, where the raw key can be shown once.
         return False
 
-    @admin.action(description="Revoke selected keys")
+    def has_revoke_permission(self, request):
+        return request.user.has_perm("tenants.change_apikey")
+
+    @admin.action(description="Revoke selected keys", permissions=["revoke"])
     def revoke_keys(self, request, queryset):
+        revoked = 0
         for key in queryset.filter(revoked=False):
-            api_key_revoke(key=key, actor=f"staff:{request.user.get_username()}")
-        messages.success(request, "Selected keys revoked.")
+            api_key_revoke(key=key, actor=actor_of(request))
+            revoked += 1
+        messages.success(request, f"Revoked {revoked} key(s).")

@@ -18,6 +18,7 @@ class Workflow(models.Model):
     class Meta:
         ordering = ["key"]
         constraints = [models.UniqueConstraint(fields=["product", "key"], name="workflow_key_per_product")]
+        permissions = [("publish_workflow", "Can publish and unpublish workflows")]
 
     def __str__(self):
         return self.key

@@ -176,3 +176,41 @@ def workflow_preview(*, workflow: Workflow, sample: dict) -> list[dict]:
 
     walk(workflow.draft["steps"], "steps")
     return out
+
+
+# --- Operators' actions (the admin enqueues them: publishing may install a trigger in a customer database)
+
+
+def workflow_publish_request(*, workflow: Workflow, actor: str) -> None:
+    """Queue publishing the workflow's draft; the outcome (published or why not) lands in the audit log."""
+    from apps.core.hints import hint_on_commit
+
+    audit_record(action="workflow.publish_requested", target_type="workflow", target_id=workflow.key,
+                 product_id=workflow.product_id, actor=actor)
+    hint_on_commit("apps.workflows.tasks.workflow_publish", [workflow.id, actor], queue="low")
+
+
+def workflow_unpublish_request(*, workflow: Workflow, actor: str) -> None:
+    """Queue unpublishing the workflow (runs already started finish); see workflow_unpublish."""
+    from apps.core.hints import hint_on_commit
+
+    audit_record(action="workflow.unpublish_requested", target_type="workflow", target_id=workflow.key,
+                 product_id=workflow.product_id, actor=actor)
+    hint_on_commit("apps.workflows.tasks.workflow_unpublish", [workflow.id, actor], queue="low")
+
+
+def workflow_publish_queued(*, workflow_id: int, actor: str) -> WorkflowVersion | None:
+    """Publish as queued by an operator: a refusal (an invalid draft, a database that refused the trigger)
+    is recorded in the audit log, where the operator who asked sees it."""
+    from apps.core.exceptions import ApplicationError
+
+    workflow = Workflow.objects.filter(id=workflow_id).first()
+    if workflow is None:
+        return None
+    try:
+        return workflow_publish(workflow=workflow, actor=actor)
+    except ApplicationError as exc:
+        audit_record(action="workflow.publish_failed", target_type="workflow", target_id=workflow.key,
+                     product_id=workflow.product_id, actor=actor,
+                     data={"error": exc.message, "fields": exc.fields})
+        return None

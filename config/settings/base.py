@@ -17,7 +17,7 @@ DEBUG = env.bool("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "apps.dashboard.apps.RowbellAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "apps.workflows",
     "apps.runs",
     "apps.deliveries",
+    "apps.dashboard",
 ]
 
 MIDDLEWARE = [
@@ -208,6 +209,8 @@ ROWBELL_DISPATCHER_IDLE_SECONDS = env.float("ROWBELL_DISPATCHER_IDLE_SECONDS", d
 ROWBELL_DISPATCH_INTERVAL = env.float("ROWBELL_DISPATCH_INTERVAL", default=1.0)
 ROWBELL_RECONCILE_INTERVAL = env.float("ROWBELL_RECONCILE_INTERVAL", default=10.0)
 ROWBELL_POLL_INTERVAL = env.float("ROWBELL_POLL_INTERVAL", default=1.0)
+# How often each capturing connection's backlog and lag are read for the dashboard.
+ROWBELL_HEALTH_INTERVAL = env.float("ROWBELL_HEALTH_INTERVAL", default=30.0)
 # Triggers may send a NOTIFY (at most one per statement) so that the `listener` reads at once. Off by
 # default: NOTIFY serializes commits and costs up to half of single-row write throughput (see
 # docs/benchmarks.md); the listener's adaptive polling already picks changes up within a few hundred ms.

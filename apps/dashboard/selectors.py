@@ -1,0 +1,123 @@
+"""What the home dashboard shows, read in a fixed handful of queries whatever the size of the tables.
+
+Deliveries are read through the (product, created_at) index for the products shown, bucketed in
+PostgreSQL; held deliveries through their partial index; failed runs waiting for a decision through
+the undecided escalations' partial index; connection health from the row the beat tick keeps current.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import connection as db
+from django.db.models import Count
+from django.utils import timezone
+
+from apps.deliveries.models import SUCCESS_STATUSES, Delivery, DeliveryStatus
+from apps.runs.models import Escalation
+from apps.tenants.models import Product
+
+
+@dataclass(frozen=True)
+class Range:
+    key: str
+    label: str
+    span: timedelta
+    bucket: timedelta
+
+
+RANGES = {r.key: r for r in (
+    Range("1h", "Last hour", timedelta(hours=1), timedelta(minutes=2)),
+    Range("24h", "Last 24 hours", timedelta(hours=24), timedelta(hours=1)),
+    Range("7d", "Last 7 days", timedelta(days=7), timedelta(hours=6)),
+    Range("30d", "Last 30 days", timedelta(days=30), timedelta(days=1)),
+)}
+DEFAULT_RANGE = "24h"
+
+# Ended without being sent (the failure rate is these over everything that ended).
+FAILED = ("failed", "bounced", "complained")
+ENDED = tuple(SUCCESS_STATUSES) + FAILED
+
+_BUCKETS = """
+SELECT date_bin(%(bucket)s, created_at, %(since)s) AS at, status, count(*)
+FROM deliveries_delivery
+WHERE product_id = ANY(%(products)s) AND created_at >= %(since)s AND created_at < %(until)s
+GROUP BY 1, 2
+"""
+
+_LATENCY = """
+SELECT date_bin(%(bucket)s, created_at, %(since)s) AS at,
+       percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (
+           ORDER BY extract(epoch FROM completed_at - created_at) * 1000)
+FROM deliveries_delivery
+WHERE product_id = ANY(%(products)s) AND created_at >= %(since)s AND created_at < %(until)s
+  AND status = ANY(%(sent)s) AND completed_at IS NOT NULL
+GROUP BY ROLLUP (1)
+"""
+
+
+def _buckets(since: datetime, until: datetime, step: timedelta) -> list[datetime]:
+    out, at = [], since
+    while at < until:
+        out.append(at)
+        at += step
+    return out
+
+
+def home_figures(*, product_id=None, range_key: str = DEFAULT_RANGE, now: datetime | None = None) -> dict:
+    """The dashboard over the range ending now, for one product or all of them."""
+    span = RANGES.get(range_key) or RANGES[DEFAULT_RANGE]
+    now = now or timezone.now()
+    until = now
+    since = until - span.span
+    products = list(Product.objects.order_by("name").values_list("id", "name"))
+    chosen = [p for p in products if str(p[0]) == str(product_id)] if product_id else products
+    ids = [p[0] for p in chosen]
+    params = {"bucket": span.bucket, "since": since, "until": until, "products": ids, "sent": list(SUCCESS_STATUSES)}
+
+    buckets = _buckets(since, until, span.bucket)
+    index = {at: i for i, at in enumerate(buckets)}
+    by_status: dict[str, list[int]] = {}
+    totals: dict[str, int] = {}
+    with db.cursor() as cursor:
+        cursor.execute(_BUCKETS, params)
+        for at, status, count in cursor.fetchall():
+            series = by_status.setdefault(status, [0] * len(buckets))
+            if at in index:
+                series[index[at]] += count
+            totals[status] = totals.get(status, 0) + count
+        cursor.execute(_LATENCY, params)
+        latency_rows = cursor.fetchall()
+    latency_series = {name: [None] * len(buckets) for name in ("p50", "p90", "p99")}
+    overall = {"p50": None, "p90": None, "p99": None}
+    for at, values in latency_rows:
+        values = [round(v, 1) for v in values] if values else [None, None, None]
+        if at is None:  # the rollup row: over the whole range
+            overall = dict(zip(("p50", "p90", "p99"), values))
+        elif at in index:
+            for name, value in zip(("p50", "p90", "p99"), values):
+                latency_series[name][index[at]] = value
+
+    ended = sum(totals.get(s, 0) for s in ENDED)
+    failed = sum(totals.get(s, 0) for s in FAILED)
+    held = dict(Delivery.objects.filter(status=DeliveryStatus.HELD, product_id__in=ids).order_by()
+                .values_list("product_id").annotate(n=Count("id")))
+    undecided = dict(Escalation.objects.filter(decided_at__isnull=True, product_id__in=ids).order_by()
+                     .values_list("product_id").annotate(n=Count("id")))
+    from apps.connections.models import Connection
+
+    connections = list(Connection.objects.filter(product_id__in=ids).select_related("product").order_by(
+        "product__name", "name"))
+    return {
+        "range": span, "ranges": list(RANGES.values()), "since": since, "until": until,
+        "products": products, "product_id": str(product_id) if product_id else "",
+        "chart": {"times": [int(at.timestamp()) for at in buckets], "statuses": by_status,
+                  "latency": latency_series},
+        "totals": dict(sorted(totals.items(), key=lambda kv: -kv[1])), "total": sum(totals.values()),
+        "ended": ended, "failed": failed, "failure_rate": round(failed / ended, 4) if ended else None,
+        "latency": overall,
+        "held": sum(held.values()), "held_by_product": held,
+        "undecided": sum(undecided.values()), "undecided_by_product": undecided,
+        "connections": connections,
+    }

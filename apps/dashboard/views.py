@@ -1,0 +1,102 @@
+"""The review queue: held sandbox deliveries as their recipients would see them, released or discarded
+one or many at a time through the same services as the API."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+
+from apps.core.exceptions import ApplicationError
+from apps.deliveries.models import Delivery, DeliveryStatus
+from apps.deliveries.services import MAX_REVIEW_BATCH, deliveries_discard, deliveries_release
+from apps.tenants.models import Product
+
+from .lists import actor_of
+
+PER_PAGE = 20
+
+
+def _preview(delivery: Delivery) -> dict:
+    """What the recipient would see, by channel. HTML email is shown in a sandboxed frame (no scripts,
+    no same-origin access), never inline."""
+    payload = delivery.payload or {}
+    if delivery.channel == "email":
+        return {"kind": "email", "subject": payload.get("subject", ""), "from": payload.get("from", ""),
+                "to": payload.get("to", ""), "text": payload.get("text", ""), "html": payload.get("html", "")}
+    if delivery.channel == "sms":
+        return {"kind": "sms", "to": payload.get("to", ""), "text": payload.get("text", "")}
+    if delivery.channel == "push":
+        return {"kind": "push", "title": payload.get("title", ""), "body": payload.get("body", ""),
+                "to": delivery.target}
+    if delivery.channel == "chat":
+        return {"kind": "chat", "title": payload.get("title", ""), "text": payload.get("text", ""),
+                "to": delivery.target}
+    return {"kind": "json", "body": json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False),
+            "to": delivery.target}
+
+
+def _act(request) -> None:
+    if not request.user.has_perm("deliveries.review_delivery"):
+        raise PermissionDenied("Your group may not release or discard held deliveries.")
+    verb = request.POST.get("do")
+    if verb not in ("release", "discard"):
+        messages.error(request, "Choose release or discard.")
+        return
+    chosen = request.POST.getlist("message_id")[:MAX_REVIEW_BATCH]
+    if not chosen:
+        messages.warning(request, "Select at least one delivery.")
+        return
+    by_product = defaultdict(list)
+    for product_id, message_id in Delivery.objects.filter(message_id__in=chosen).values_list("product_id",
+                                                                                             "message_id"):
+        by_product[product_id].append(message_id)
+    service = deliveries_release if verb == "release" else deliveries_discard
+    done: list[str] = []
+    try:
+        for product_id, ids in by_product.items():
+            done += service(product_id=product_id, message_ids=ids, actor=actor_of(request))
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return
+    past = "Released" if verb == "release" else "Discarded"
+    left = len(chosen) - len(done)
+    text = f"{past} {len(done)} deliver{'y' if len(done) == 1 else 'ies'}" + (
+        f"; {left} no longer held (reviewed meanwhile), left alone." if left else ".")
+    (messages.success if done else messages.warning)(request, text)
+
+
+def review_queue(request):
+    """GET: the held deliveries, oldest first, by product. POST: release or discard the selected ones."""
+    if not request.user.has_perm("deliveries.view_delivery"):
+        raise PermissionDenied
+    if request.method == "POST":
+        _act(request)
+        return HttpResponseRedirect(request.get_full_path())
+    held = (Delivery.objects.filter(status=DeliveryStatus.HELD)
+            .select_related("product", "organization", "run__workflow_version__workflow").order_by("id"))
+    product_id = request.GET.get("product") or ""
+    if product_id:
+        held = held.filter(product_id=product_id) if _uuid(product_id) else held.none()
+    page = Paginator(held, PER_PAGE).get_page(request.GET.get("page"))
+    rows = [{"delivery": d, "preview": _preview(d),
+             "workflow": d.run.workflow_version.workflow.key if d.run_id else ""} for d in page.object_list]
+    from django.contrib import admin
+
+    context = {**admin.site.each_context(request), "title": "Review queue", "subtitle": None, "page": page,
+               "rows": rows, "products": Product.objects.order_by("name").values_list("id", "name"),
+               "product_id": product_id, "may_review": request.user.has_perm("deliveries.review_delivery"),
+               "delivery_list": reverse("admin:deliveries_delivery_changelist")}
+    return TemplateResponse(request, "dashboard/review_queue.html", context)
+
+
+def _uuid(value: str) -> bool:
+    from apps.core.ids import uuid_or_none
+
+    return uuid_or_none(value) is not None

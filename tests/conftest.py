@@ -268,3 +268,49 @@ def processes(transactional_db, test_redis, request):
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
             "AND pid <> pg_backend_pid()"
         )
+
+
+# --- Hinted tasks, run in this process -----------------------------------------------------------
+
+
+class HintedTasks:
+    """Runs the tasks hinted to Redis (what a worker would do with them), in this process. Hints are sent
+    on commit: wrap the code that sends them in `django_capture_on_commit_callbacks(execute=True)`."""
+
+    QUEUES = ("high", "normal", "low")
+
+    def __init__(self, redis_client):
+        self.redis = redis_client
+
+    def pending(self) -> list[tuple[str, list]]:
+        import base64
+        import json
+
+        out = []
+        for queue in self.QUEUES:
+            for raw in reversed(self.redis.lrange(queue, 0, -1)):
+                message = json.loads(raw)
+                out.append((message["headers"]["task"], json.loads(base64.b64decode(message["body"]))[0]))
+        return out
+
+    def run(self, only: str | None = None) -> list[str]:
+        """Run the hinted tasks (those whose name contains `only`, when given); return their names."""
+        import importlib
+
+        from config.celery_app import app
+
+        ran = []
+        for name, args in self.pending():
+            if only and only not in name:
+                continue
+            importlib.import_module(name.rsplit(".", 1)[0])
+            app.tasks[name](*args)
+            ran.append(name)
+        for queue in self.QUEUES:
+            self.redis.delete(queue)
+        return ran
+
+
+@pytest.fixture
+def hinted(test_redis):
+    return HintedTasks(test_redis)

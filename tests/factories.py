@@ -38,3 +38,6 @@ def webhook_step(endpoint, step_id="hook"):
 
 def email_step(step_id="mail", subject="Hello {{ recipient.name }}", body="Order {{ data.order }}", **extra):
     return {"id": step_id, "type": "notify", "channel": "email", "subject": subject, "body": body, **extra}
+
+
+OUR_APPS = ("tenants", "workflows", "runs", "deliveries", "audit", "connections")

@@ -165,8 +165,8 @@ def test_the_triggers_command_shows_drift_repairs_it_and_prunes(product_client, 
     assert "retired 1 trigger(s)" in run("uninstall")
 
 
-def test_disabling_the_last_subscriber_retires_its_trigger_and_enabling_restores_it(product_client, receiver,
-                                                                                   connection):
+def test_disabling_the_last_subscriber_retires_its_trigger_and_enabling_restores_it(
+        product_client, receiver, connection, hinted, django_capture_on_commit_callbacks):
     first = _subscribe(product_client, receiver, connection, events=["row.created"]).json()
     second = _subscribe(product_client, receiver, connection, events=["row.created"]).json()  # same capture
     capture = WebhookEndpoint.objects.get(id=first["id"]).capture
@@ -175,10 +175,15 @@ def test_disabling_the_last_subscriber_retires_its_trigger_and_enabling_restores
         with customer_connect(connection) as conn:
             return capture in captures_installed(conn, schema="rowbell")
 
-    assert product_client.post(f"/api/v1/webhooks/{first['id']}/disable").json()["enabled"] is False
+    with django_capture_on_commit_callbacks(execute=True):
+        assert product_client.post(f"/api/v1/webhooks/{first['id']}/disable").json()["enabled"] is False
+    assert hinted.run() == ["apps.deliveries.tasks.webhook_endpoint_captures_prune"]
     assert installed()  # the second endpoint still needs it
-    product_client.post(f"/api/v1/webhooks/{second['id']}/disable")
-    assert not installed()
+    with django_capture_on_commit_callbacks(execute=True):
+        product_client.post(f"/api/v1/webhooks/{second['id']}/disable")
+    assert installed()  # the customer database is not reached in the request...
+    hinted.run()
+    assert not installed()  # ...but by the task it queued
     with writer_connect() as app:
         app.execute("INSERT INTO public.orders (status) VALUES ('unwatched')")
     assert poll(connection_id=connection.id) == 0
@@ -191,18 +196,25 @@ def test_disabling_the_last_subscriber_retires_its_trigger_and_enabling_restores
     assert [d.payload["ids"] for d in Delivery.objects.all()] == [[2]]
 
 
-def test_disabling_while_the_database_is_down_still_disables(product_client, receiver, connection):
+def test_disabling_while_the_database_is_down_still_disables(product_client, receiver, connection, hinted,
+                                                            django_capture_on_commit_callbacks):
     created = _subscribe(product_client, receiver, connection, events=["row.created"]).json()
     Connection.objects.filter(id=connection.id).update(port=1)
-    response = product_client.post(f"/api/v1/webhooks/{created['id']}/disable")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = product_client.post(f"/api/v1/webhooks/{created['id']}/disable")
     assert response.status_code == 200 and response.json()["enabled"] is False
+    hinted.run()  # the trigger cannot be retired now: the task says so and the endpoint stays disabled
+    assert WebhookEndpoint.objects.get(id=created["id"]).enabled is False
 
 
-def test_switching_notify_on_keeps_existing_subscriptions_working(product_client, receiver, connection, settings):
+def test_switching_notify_on_keeps_existing_subscriptions_working(product_client, receiver, connection, settings,
+                                                                  hinted, django_capture_on_commit_callbacks):
     first = _subscribe(product_client, receiver, connection, events=["row.created"]).json()
     _subscribe(product_client, receiver, connection, events=["row.created"])
     settings.ROWBELL_CAPTURE_NOTIFY = True  # an operator turns the wake-up on, then disables one endpoint
-    product_client.post(f"/api/v1/webhooks/{first['id']}/disable")
+    with django_capture_on_commit_callbacks(execute=True):
+        product_client.post(f"/api/v1/webhooks/{first['id']}/disable")
+    hinted.run()
     with writer_connect() as app:
         app.execute("INSERT INTO public.orders (status) VALUES ('a')")
     poll(connection_id=connection.id)

@@ -23,8 +23,8 @@ def make_endpoint(product, url, **kwargs):
     return webhook_endpoint_create(product=product, url=url, actor="test", **kwargs)
 
 
-def make_workflow(product, key="welcome", steps=None, publish=True, **definition):
-    workflow = workflow_create(product=product, key=key,
+def make_workflow(product, key="welcome", steps=None, publish=True, sandbox=False, **definition):
+    workflow = workflow_create(product=product, key=key, sandbox=sandbox,
                                definition={"trigger": {"type": "api"}, "steps": steps, **definition}, actor="test")
     if publish:
         workflow_publish(workflow=workflow, actor="test")

@@ -1,0 +1,114 @@
+"""The operators' actions on connections and database-triggered workflows: queued, then done by a task that
+reaches the customer database, each naming the staff user."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.urls import reverse
+
+from apps.audit.models import AuditEvent
+from apps.connections.customer import customer_connect
+from apps.connections.capture import captures_installed
+from apps.connections.models import Connection
+from apps.connections.services import connection_captures_prune, connections_health_refresh
+from apps.dashboard.groups import OPERATORS
+from apps.workflows.models import Workflow
+
+from .conftest import writer_connect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def operator(client):
+    user = get_user_model().objects.create_user("op", "op@example.com", "pw", is_staff=True)
+    user.groups.add(Group.objects.get(name=OPERATORS))
+    client.force_login(user)
+    return client
+
+
+def _installed(connection) -> list[str]:
+    with customer_connect(connection) as conn:
+        return sorted(captures_installed(conn, schema="rowbell"))
+
+
+def _draft(product_client, receiver, connection):
+    endpoint = product_client.post("/api/v1/webhooks", {"url": receiver.url()}, format="json").json()
+    response = product_client.post("/api/v1/workflows", {
+        "key": "order-created",
+        "trigger": {"type": "database", "connection": str(connection.id), "table": "public.orders",
+                    "events": ["row.created"]},
+        "steps": [{"id": "hook", "type": "notify", "channel": "webhook", "webhook": endpoint["id"]}]}, format="json")
+    assert response.status_code == 201, response.json()
+    return Workflow.objects.get(key="order-created")
+
+
+def _act(client, model: str, action: str, pk):
+    return client.post(reverse(f"admin:{model}_changelist"), {"action": action, "_selected_action": [pk],
+                                                              "index": 0}, follow=True).content.decode()
+
+
+def test_publishing_from_the_admin_installs_the_trigger_in_a_task(operator, product_client, receiver, connection,
+                                                                  hinted):
+    workflow = _draft(product_client, receiver, connection)
+    page = _act(operator, "workflows_workflow", "publish", workflow.id)
+    assert "Publishing order-created in the background" in page
+    assert _installed(connection) == []  # the request did not reach the customer database
+    assert hinted.run() == ["apps.workflows.tasks.workflow_publish"]
+    assert len(_installed(connection)) == 1
+    workflow.refresh_from_db()
+    assert workflow.published_version.published_by == "staff:op"
+
+    _act(operator, "workflows_workflow", "unpublish", workflow.id)
+    hinted.run()
+    assert _installed(connection) == [] and Workflow.objects.get(id=workflow.id).published_version is None
+    actions = list(AuditEvent.objects.filter(actor="staff:op").order_by("id").values_list("action", flat=True))
+    assert {"workflow.publish_requested", "connection.captures_installed", "workflow.published",
+            "workflow.unpublish_requested", "workflow.unpublished"} <= set(actions)
+
+
+def test_a_publish_the_database_refuses_is_reported_in_the_audit_log(operator, product_client, receiver, connection,
+                                                                     hinted):
+    workflow = _draft(product_client, receiver, connection)
+    Connection.objects.filter(id=connection.id).update(port=1)  # unreachable
+    _act(operator, "workflows_workflow", "publish", workflow.id)
+    hinted.run()
+    assert Workflow.objects.get(id=workflow.id).published_version is None
+    failed = AuditEvent.objects.get(action="workflow.publish_failed")
+    assert failed.actor == "staff:op" and "cannot be reached" in failed.data["error"]
+
+
+def test_check_now_shows_drift_and_repair_puts_the_trigger_back(operator, product_client, receiver, connection,
+                                                                hinted):
+    workflow = _draft(product_client, receiver, connection)
+    product_client.post(f"/api/v1/workflows/{workflow.key}/publish")
+    connection_captures_prune(connection=connection, keep_none=True, actor="test")  # someone dropped it
+    assert _installed(connection) == []
+
+    page = _act(operator, "connections_connection", "check_now", connection.id)
+    assert "Checking shop in the background" in page
+    hinted.run()
+    change = reverse("admin:connections_connection_change", args=[connection.id])
+    assert "drift: 1 missing, 0 unused" in operator.get(change).content.decode()
+
+    _act(operator, "connections_connection", "repair_triggers", connection.id)
+    assert hinted.run() == ["apps.connections.tasks.connection_repair"]
+    assert len(_installed(connection)) == 1
+    assert "in order (1 installed)" in operator.get(change).content.decode()
+    assert AuditEvent.objects.filter(action="connection.repair_requested", actor="staff:op").exists()
+    assert AuditEvent.objects.filter(action="connection.captures_installed", actor="staff:op").exists()
+
+
+def test_backlog_and_lag_are_read_by_a_beat_tick_and_shown_on_the_dashboard(operator, product_client, receiver,
+                                                                            connection):
+    workflow = _draft(product_client, receiver, connection)
+    product_client.post(f"/api/v1/workflows/{workflow.key}/publish")
+    with writer_connect() as app:
+        for status in ("a", "b", "c"):
+            app.execute("INSERT INTO public.orders (status) VALUES (%s)", [status])
+    assert connections_health_refresh() == 1
+    connection.refresh_from_db()
+    assert connection.backlog == 3 and connection.lag_seconds >= 0 and connection.health_checked_at
+    home = operator.get(reverse("admin:index")).content.decode()
+    table = home[home.index('id="connections-health"'):]
+    assert ">shop</a>" in table and '<td class="num">3</td>' in table

@@ -1,0 +1,232 @@
+"""The operators' console: the dashboard's figures, the review queue, run pages and the staff groups."""
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.urls import reverse
+from django.utils import timezone
+
+from apps.audit.models import AuditEvent
+from apps.dashboard.groups import OPERATORS, READ_ONLY, REVIEWERS
+from apps.dashboard.selectors import home_figures
+from apps.deliveries.models import Delivery, DeliveryStatus
+from apps.deliveries.services import deliveries_send
+from apps.runs.engine import runs_execute
+from apps.runs.models import Escalation, Run, RunStatus
+from apps.runs.services import request_start, trigger_create
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+def staff(client, name: str, group: str | None = None, superuser: bool = False):
+    User = get_user_model()
+    user = (User.objects.create_superuser(name, f"{name}@example.com", "pw") if superuser else
+            User.objects.create_user(name, f"{name}@example.com", "pw", is_staff=True))
+    if group:
+        user.groups.add(Group.objects.get(name=group))
+    client.force_login(user)
+    return client
+
+
+def _trigger(product, key="w", data=None, recipients=None):
+    request_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow=key,
+                                   recipients=recipients or [{"id": "u1", "email": "ann@example.com"}],
+                                   data=data or {}, priority="normal")
+    run_ids = request_start(request_id=request_id)
+    runs_execute(run_ids=run_ids)
+    return Run.objects.filter(id__in=run_ids).order_by("id")
+
+
+def _deliveries(product, statuses: dict, *, hours_ago=1, latency_ms=100):
+    """Deliveries of `product` with the given counts per status, created `hours_ago`, each taking
+    `latency_ms` to be accepted."""
+    now = timezone.now()
+    rows = [Delivery(product=product, channel="webhook", target="https://example.com", payload={}, max_attempts=5,
+                     status=status) for status, count in statuses.items() for _ in range(count)]
+    created = Delivery.objects.bulk_create(rows)
+    at = now - timedelta(hours=hours_ago)
+    Delivery.objects.filter(id__in=[d.id for d in created]).update(
+        created_at=at, completed_at=at + timedelta(milliseconds=latency_ms))
+
+
+# --- Staff groups ---------------------------------------------------------------------------------
+
+
+def test_the_migration_leaves_three_staff_groups_with_what_each_may_do():
+    def codenames(name):
+        return set(Group.objects.get(name=name).permissions.values_list("codename", flat=True))
+
+    read_only, reviewers, operators = codenames(READ_ONLY), codenames(REVIEWERS), codenames(OPERATORS)
+    assert {"view_delivery", "view_run", "view_connection", "view_auditevent", "view_workflow"} <= read_only
+    assert not {c for c in read_only if not c.startswith("view_")}
+    assert reviewers - read_only == {"review_delivery"}
+    assert operators - read_only == {"review_delivery", "operate_run", "operate_connection", "publish_workflow",
+                                     "operate_webhookendpoint"}
+
+
+# --- Home ------------------------------------------------------------------------------------------
+
+
+def test_home_figures_count_statuses_failure_rate_latency_held_and_undecided(product):
+    other, _ = factories.make_product("Other")
+    _deliveries(product, {"delivered": 6, "failed": 2}, latency_ms=100)
+    _deliveries(product, {"sent": 2}, latency_ms=1100)
+    _deliveries(product, {"delivered": 5}, hours_ago=30)  # outside the last 24 hours
+    _deliveries(other, {"failed": 7})
+    _deliveries(product, {"held": 3})
+
+    figures = home_figures(product_id=product.id, range_key="24h")
+    assert figures["totals"] == {"delivered": 6, "held": 3, "failed": 2, "sent": 2}
+    assert (figures["failed"], figures["ended"], figures["failure_rate"]) == (2, 10, 0.2)
+    assert figures["latency"]["p50"] == pytest.approx(100, abs=1)
+    assert figures["latency"]["p99"] == pytest.approx(1100, abs=10)
+    assert figures["held"] == 3
+    assert sum(figures["chart"]["statuses"]["delivered"]) == 6
+    assert len(figures["chart"]["times"]) == 24
+
+    everyone = home_figures(range_key="7d")
+    assert everyone["totals"]["failed"] == 9 and everyone["totals"]["delivered"] == 11
+
+
+def test_the_home_page_shows_the_figures_and_links_into_filtered_lists(client, product):
+    _deliveries(product, {"delivered": 3, "failed": 1})
+    staff(client, "ro", READ_ONLY)
+    page = client.get(reverse("admin:index"), {"product": str(product.id), "range": "24h"}).content.decode()
+    assert 'data-figure="failure-rate">25.0%' in page
+    failed = f"/admin/deliveries/delivery/?status__exact=failed&amp;created=24h&amp;product__id__exact={product.id}"
+    assert failed in page
+    listing = client.get(failed.replace("&amp;", "&")).content.decode()
+    assert listing.count('class="field-message_id"') == 1  # the one failed delivery, and only it
+    assert "vendor/uplot/uPlot.iife.min.js" in page and 'id="rowbell-chart-data"' in page
+
+
+def test_failed_runs_wait_for_a_decision_until_rerun_or_dismissed(client, product):
+    factories.make_workflow(product, key="w", steps=[factories.email_step(subject="{{ data.missing }}")])
+    first, second = list(_trigger(product)) + list(_trigger(product))
+    assert {first.status, second.status} == {RunStatus.FAILED}
+    assert home_figures(product_id=product.id)["undecided"] == 2
+
+    staff(client, "op", OPERATORS)
+    client.post(reverse("admin:runs_run_changelist"), {"action": "rerun_from_start", "_selected_action": [first.id]})
+    client.post(reverse("admin:runs_escalation_changelist"),
+                {"action": "dismiss", "_selected_action": [second.escalation.id]})
+    assert home_figures(product_id=product.id)["undecided"] == 0
+    decisions = dict(Escalation.objects.values_list("run_id", "decision"))
+    assert decisions == {first.id: "rerun", second.id: "dismissed"}
+    assert AuditEvent.objects.get(action="run.dismissed", target_id=str(second.id)).actor == "staff:op"
+
+
+# --- Review queue ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def held_email(product):
+    factories.make_workflow(product, key="w", sandbox=True, steps=[factories.email_step(
+        subject="Your order", body="Plain text", html="<h1>Order {{ data.order }}</h1><script>alert(1)</script>")])
+    run = _trigger(product, data={"order": 7}).get()
+    return Delivery.objects.get(run=run)
+
+
+def test_the_review_queue_shows_html_email_in_a_sandboxed_frame(client, held_email):
+    assert held_email.status == DeliveryStatus.HELD
+    staff(client, "rev", REVIEWERS)
+    page = client.get(reverse("admin:review_queue")).content.decode()
+    assert held_email.message_id in page and "Your order" in page
+    # The HTML is only inside the frame's srcdoc (escaped), in a frame that may not run scripts.
+    assert '<iframe sandbox=""' in page
+    assert "&lt;h1&gt;Order 7&lt;/h1&gt;" in page and "<h1>Order 7</h1>" not in page
+    assert "<script>alert(1)</script>" not in page
+    assert 'id="review-release"' in page
+
+
+def test_a_reviewer_releases_and_the_delivery_is_sent_with_the_staff_user_named(
+        client, held_email, hinted, django_capture_on_commit_callbacks, mailoutbox):
+    staff(client, "rev", REVIEWERS)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("admin:review_queue"), {"do": "release", "message_id": [held_email.message_id]},
+                               follow=True)
+    assert "Released 1 delivery." in response.content.decode()
+    assert AuditEvent.objects.get(action="delivery.released", target_id=held_email.message_id).actor == "staff:rev"
+    assert hinted.run() == ["apps.deliveries.tasks.deliveries_send"]  # sent by a worker, not in the request
+    assert Delivery.objects.get(id=held_email.id).status == DeliveryStatus.SENT
+    assert mailoutbox[0].subject == "Your order"
+
+
+def test_a_read_only_operator_sees_the_queue_but_may_not_release_or_discard(client, held_email):
+    staff(client, "ro", READ_ONLY)
+    page = client.get(reverse("admin:review_queue")).content.decode()
+    assert held_email.message_id in page and 'id="review-release"' not in page and 'id="review-read-only"' in page
+    refused = client.post(reverse("admin:review_queue"), {"do": "discard", "message_id": [held_email.message_id]})
+    assert refused.status_code == 403
+    # Nor through the delivery list's actions, which are not offered to the group.
+    listing = client.get(reverse("admin:deliveries_delivery_changelist")).content.decode()
+    assert 'value="release"' not in listing
+    client.post(reverse("admin:deliveries_delivery_changelist"),
+                {"action": "release", "_selected_action": [held_email.id]})
+    assert Delivery.objects.get(id=held_email.id).status == DeliveryStatus.HELD
+    assert not AuditEvent.objects.filter(action__in=("delivery.released", "delivery.discarded")).exists()
+
+
+def test_discarding_many_at_once_reports_what_was_already_reviewed(client, product):
+    factories.make_workflow(product, key="w", sandbox=True, steps=[factories.email_step(subject="s", body="b")])
+    runs = _trigger(product, recipients=[{"id": f"u{i}", "email": f"u{i}@example.com"} for i in range(3)])
+    ids = list(Delivery.objects.filter(run__in=runs).order_by("id").values_list("message_id", flat=True))
+    staff(client, "op", OPERATORS)
+    client.post(reverse("admin:review_queue"), {"do": "release", "message_id": ids[:1]})
+    page = client.post(reverse("admin:review_queue"), {"do": "discard", "message_id": ids}, follow=True)
+    assert "Discarded 2 deliveries; 1 no longer held (reviewed meanwhile), left alone." in page.content.decode()
+
+
+# --- Runs ------------------------------------------------------------------------------------------
+
+
+def test_a_runs_page_shows_its_timeline_with_attempts_and_errors(client, product, receiver):
+    endpoint = factories.make_endpoint(product, receiver.url())
+    factories.make_workflow(product, key="w", retry={"max_attempts": 1},
+                            steps=[factories.webhook_step(endpoint)])
+    receiver.answer((500, {}, b"upstream broke"))
+    run = _trigger(product).get()
+    runs_execute(run_ids=[run.id])
+    deliveries_send(delivery_ids=list(Delivery.objects.filter(run=run).values_list("id", flat=True)))
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+
+    staff(client, "ro", READ_ONLY)
+    page = client.get(reverse("admin:runs_run_change", args=[run.id])).content.decode()
+    timeline = page[page.index('id="run-timeline"'):]
+    for expected in ("Trigger request", "Step hook (notify) failed", "Attempt 1 of msg_", "failure, HTTP 500",
+                     "Run failed"):
+        assert expected in timeline, expected
+    assert 'data-action="rerun_from_failed_step"' not in page  # read-only: no action buttons
+
+
+def test_an_operator_reruns_from_the_runs_page_and_returns_to_it(client, product):
+    factories.make_workflow(product, key="w", steps=[factories.email_step(subject="{{ data.missing }}")])
+    run = _trigger(product).get()
+    staff(client, "op", OPERATORS)
+    url = reverse("admin:runs_run_change", args=[run.id])
+    page = client.get(url).content.decode()
+    assert 'data-action="rerun_from_failed_step"' in page
+    response = client.post(reverse("admin:runs_run_changelist"), {
+        "action": "rerun_from_failed_step", "_selected_action": [run.id], "index": 0, "_next": url})
+    assert response.status_code == 302 and response["Location"] == url
+    assert Run.objects.filter(rerun_of=run).count() == 1
+    # An outside `_next` is ignored.
+    elsewhere = client.post(reverse("admin:runs_run_changelist"), {
+        "action": "dismiss", "_selected_action": [run.id], "index": 0, "_next": "https://evil.example/"})
+    assert elsewhere["Location"] != "https://evil.example/"
+
+
+def test_lists_count_at_most_ten_thousand_and_one_rows(client, product):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    staff(client, "ro", READ_ONLY)
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(reverse("admin:deliveries_delivery_changelist")).status_code == 200
+    counts = [q["sql"] for q in captured.captured_queries if "COUNT(" in q["sql"].upper()
+              and "deliveries_delivery" in q["sql"]]
+    assert counts and all("LIMIT 10001" in sql for sql in counts), counts

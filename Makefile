@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export DJANGO_SETTINGS_MODULE ?= config.settings.local
 
-.PHONY: run test install preflight bench bench-api bench-capture bench-workflows clean
+.PHONY: run test install preflight chromium screenshots bench bench-api bench-capture bench-workflows clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Rowbell needs Python 3.11, found " + sys.version.split()[0]' \
@@ -27,10 +27,23 @@ run: install
 	@$(BIN)/python manage.py seed_demo --port $(PORT)
 	@PORT=$(PORT) $(BIN)/honcho -f Procfile.dev start
 
+# The browser tests drive Debian's Chromium; nothing is downloaded by Playwright.
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@test -x $(CHROMIUM) || { echo "rowbell: installing Debian's chromium for the browser tests"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| { echo "rowbell: the browser tests need Chromium at $(CHROMIUM) (apt-get install chromium)" >&2; exit 1; }; }
+
 ## make test: install what the tests need and run the whole suite against PostgreSQL and Redis.
-test: install
+test: install chromium
 	@DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python -m apps.core.preflight --test
-	DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/pytest $(PYTEST_ARGS)
+	DJANGO_SETTINGS_MODULE=config.settings.test ROWBELL_CHROMIUM=$(CHROMIUM) $(BIN)/pytest $(PYTEST_ARGS)
+
+## make screenshots: the dashboard and the review queue, as the browser tests see them, into docs/screenshots/.
+screenshots: install chromium
+	@DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python -m apps.core.preflight --test
+	DJANGO_SETTINGS_MODULE=config.settings.test ROWBELL_SCREENSHOTS=docs/screenshots ROWBELL_CHROMIUM=$(CHROMIUM) \
+		$(BIN)/pytest -q tests/browser -k "dashboard or reviewer"
 
 ## make bench-api: the trigger endpoint against a minimal Django JSON view, same server, same run.
 bench-api: install

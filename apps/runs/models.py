@@ -215,6 +215,7 @@ class Batch(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name_plural = "batches"
         constraints = [models.UniqueConstraint(fields=["workflow_version", "step_id", "key"], name="batch_open_once",
                                                condition=models.Q(status="open"))]
 

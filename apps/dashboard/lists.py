@@ -47,6 +47,14 @@ class OperatorAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    # Rows change through the actions and the API, whose services validate, audit and enqueue; a form
+    # saving a row directly would do none of that. Nothing is deleted from here either.
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
     def _perm(self, request, codename: str) -> bool:
         return request.user.has_perm(f"{self.opts.app_label}.{codename}")
 

@@ -253,6 +253,10 @@ class ProviderConfigAdmin(OperatorAdmin):
     def has_add_permission(self, request):
         return request.user.has_perm("deliveries.add_providerconfig")
 
+    def has_change_permission(self, request, obj=None):
+        # Saved through provider_config_put (checks, encryption, audit): see save_model.
+        return request.user.has_perm("deliveries.change_providerconfig")
+
     def get_readonly_fields(self, request, obj=None):
         return ("product", "organization") if obj else ()
 

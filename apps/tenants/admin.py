@@ -3,12 +3,26 @@ from rest_framework_api_key.admin import APIKeyModelAdmin
 
 from apps.dashboard.lists import BoundedCountPaginator, actor_of
 
+
+class ThroughTheApi:
+    """Products, organizations and keys are created and changed through the API (and
+    `create_platform_key`), whose services audit every change and show keys once; here they are read."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
 from .models import ApiKey, Organization, Product
 from .services import api_key_revoke
 
 
 @admin.register(Product)
-class ProductAdmin(admin.ModelAdmin):
+class ProductAdmin(ThroughTheApi, admin.ModelAdmin):
     list_display = ("name", "id", "sandbox", "created_at")
     search_fields = ("name", "=id")
     readonly_fields = ("id", "created_at")
@@ -16,7 +30,7 @@ class ProductAdmin(admin.ModelAdmin):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(ThroughTheApi, admin.ModelAdmin):
     list_display = ("name", "product", "id", "created_at")
     list_filter = ("product",)
     search_fields = ("name", "=id")
@@ -28,7 +42,7 @@ class OrganizationAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(APIKeyModelAdmin):
+class ApiKeyAdmin(ThroughTheApi, APIKeyModelAdmin):
     list_display = ("prefix", "name", "scope", "product", "organization", "created", "expiry_date", "revoked")
     list_filter = ("scope", "revoked")
     search_fields = ("prefix", "name")
@@ -37,10 +51,6 @@ class ApiKeyAdmin(APIKeyModelAdmin):
     actions = ["revoke_keys"]
     paginator = BoundedCountPaginator
     show_full_result_count = False
-
-    def has_add_permission(self, request):
-        # Keys are issued by the API and `create_platform_key`, where the raw key can be shown once.
-        return False
 
     def has_revoke_permission(self, request):
         return request.user.has_perm("tenants.change_apikey")

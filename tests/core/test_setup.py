@@ -51,6 +51,15 @@ def test_seed_demo_seeds_once_and_reissues_keys_when_the_file_is_gone(tmp_path, 
     keys = _keys(tmp_path / "demo.env")
     assert Workflow.objects.get(key="order-shipped").published_version is not None
     assert client_for(keys["ROWBELL_PRODUCT_KEY"]).get("/api/v1/workflows/order-shipped").status_code == 200
+    # Something waits in the review queue once the worker has run it, and each staff group has a login.
+    from django.contrib.auth import authenticate
+
+    from apps.runs.models import TriggerRequest
+
+    assert TriggerRequest.objects.get().workflow_version.workflow.sandbox is True
+    assert authenticate(username="reviewer", password="reviewer").has_perm("deliveries.review_delivery")
+    viewer = authenticate(username="viewer", password="viewer")
+    assert viewer.has_perm("deliveries.view_delivery") and not viewer.has_perm("deliveries.review_delivery")
 
     call_command("seed_demo", stdout=StringIO())
     assert Product.objects.filter(name="Demo Shop").count() == 1

@@ -5,7 +5,12 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from django.contrib.auth.models import Group
+
+from apps.dashboard.groups import READ_ONLY, REVIEWERS
 from apps.deliveries.services import webhook_endpoint_create
+from apps.runs.services import trigger_create
+from apps.tenants.principals import Tenant
 from apps.tenants.models import Product
 from apps.tenants.services import api_key_rotate, organization_create, platform_key_create, product_create
 from apps.workflows.services import workflow_create, workflow_publish
@@ -23,6 +28,16 @@ WORKFLOW_STEPS = [
         "body": "Hi {{ recipient.name }},\n\nOrder {{ data.order_id }} is on its way.\n",
     },
 ]
+
+WELCOME_STEP = {
+    "id": "welcome-email", "type": "notify", "channel": "email",
+    "subject": "Welcome to Demo Shop, {{ recipient.name }}",
+    "body": "Hi {{ recipient.name }}, your account is ready.",
+    "html": "<h2>Welcome, {{ recipient.name }}!</h2><p>Your account is ready.</p>",
+}
+
+# Staff users of the demo, one per group below the superuser (password = username).
+DEMO_STAFF = {"reviewer": REVIEWERS, "viewer": READ_ONLY}
 
 
 class Command(BaseCommand):
@@ -44,7 +59,7 @@ class Command(BaseCommand):
         self.stdout.write(
             "\n"
             "  Rowbell is starting.\n"
-            f"  Admin:        {base}/admin/   (login: admin / admin)\n"
+            f"  Admin:        {base}/admin/   (login: admin / admin; also reviewer / reviewer, viewer / viewer)\n"
             f"  API docs:     {base}/api/docs/\n"
             f"  Webhook sink: http://127.0.0.1:{sink_port}/   (what the demo webhook received)\n"
             f"  Demo keys:    {keys_file}   (source it for the README's curl examples)\n"
@@ -65,6 +80,17 @@ class Command(BaseCommand):
         workflow = workflow_create(product=product, key="order-shipped", name="Order shipped",
                                    definition={"trigger": {"type": "api"}, "steps": steps}, actor="seed")
         workflow_publish(workflow=workflow, actor="seed")
+        # A sandboxed workflow, triggered once: its email waits in the review queue (/admin/review/).
+        welcome = workflow_create(product=product, key="welcome", name="Welcome email", sandbox=True,
+                                  definition={"trigger": {"type": "api"}, "steps": [WELCOME_STEP]}, actor="seed")
+        workflow_publish(workflow=welcome, actor="seed")
+        trigger_create(tenant=Tenant.of(scope="product", key_prefix="seed", product=product), workflow="welcome",
+                       recipients=[{"id": "ann", "name": "Ann", "email": "ann@example.com"}], data={},
+                       priority="normal")
+        for username, group in DEMO_STAFF.items():
+            if not User.objects.filter(username=username).exists():
+                User.objects.create_user(username, f"{username}@localhost", username, is_staff=True).groups.add(
+                    Group.objects.get(name=group))
         self._write_keys(port, platform_key, product_key, organization_key, endpoint)
         self.stdout.write(f"  Seeded the demo: product '{DEMO_PRODUCT}', workflow 'order-shipped'.")
 

@@ -21,6 +21,16 @@ from . import factories
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def wait_until(predicate, timeout: float = 30.0, every: float = 0.1) -> bool:
+    """Poll `predicate` until it holds or `timeout` seconds pass; return whether it held."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return predicate()
+
+
 # --- API clients ------------------------------------------------------------------------------
 
 

@@ -34,26 +34,29 @@ def back_to(request):
     return None
 
 
-class OperatorAdmin(admin.ModelAdmin):
-    """Read-mostly: rows are created by the API and the engine, changed by the actions (which call the same
-    services as the API, name the staff user and enqueue their network I/O)."""
+class ReadOnlyRows:
+    """Rows are created and changed through the API, the engine and the actions, whose services validate,
+    audit and enqueue; a form saving a row directly would do none of that. Nothing is deleted from here."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class OperatorAdmin(ReadOnlyRows, admin.ModelAdmin):
+    """Read-mostly pages whose actions call the same services as the API, name the staff user and
+    enqueue their network I/O."""
 
     paginator = BoundedCountPaginator
     show_full_result_count = False
     change_form_template = "dashboard/change_form.html"
     # (action name, label) pairs offered as buttons on an object's page, when the user may run them.
     object_actions: tuple[tuple[str, str], ...] = ()
-
-    def has_add_permission(self, request):
-        return False
-
-    # Rows change through the actions and the API, whose services validate, audit and enqueue; a form
-    # saving a row directly would do none of that. Nothing is deleted from here either.
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def _perm(self, request, codename: str) -> bool:
         return request.user.has_perm(f"{self.opts.app_label}.{codename}")

@@ -1,28 +1,18 @@
 from django.contrib import admin, messages
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
-from apps.dashboard.lists import BoundedCountPaginator, actor_of
-
-
-class ThroughTheApi:
-    """Products, organizations and keys are created and changed through the API (and
-    `create_platform_key`), whose services audit every change and show keys once; here they are read."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+from apps.dashboard.lists import BoundedCountPaginator, ReadOnlyRows, actor_of
 
 from .models import ApiKey, Organization, Product
 from .services import api_key_revoke
 
 
+# Products, organizations and keys are created and changed through the API (and `create_platform_key`),
+# whose services audit every change and show keys once; here they are read (and keys revoked).
+
+
 @admin.register(Product)
-class ProductAdmin(ThroughTheApi, admin.ModelAdmin):
+class ProductAdmin(ReadOnlyRows, admin.ModelAdmin):
     list_display = ("name", "id", "sandbox", "created_at")
     search_fields = ("name", "=id")
     readonly_fields = ("id", "created_at")
@@ -30,7 +20,7 @@ class ProductAdmin(ThroughTheApi, admin.ModelAdmin):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(ThroughTheApi, admin.ModelAdmin):
+class OrganizationAdmin(ReadOnlyRows, admin.ModelAdmin):
     list_display = ("name", "product", "id", "created_at")
     list_filter = ("product",)
     search_fields = ("name", "=id")
@@ -42,7 +32,7 @@ class OrganizationAdmin(ThroughTheApi, admin.ModelAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(ThroughTheApi, APIKeyModelAdmin):
+class ApiKeyAdmin(ReadOnlyRows, APIKeyModelAdmin):
     list_display = ("prefix", "name", "scope", "product", "organization", "created", "expiry_date", "revoked")
     list_filter = ("scope", "revoked")
     search_fields = ("prefix", "name")

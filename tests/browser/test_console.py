@@ -2,7 +2,6 @@
 re-running a failed run with a real worker, and an action a group may not take."""
 
 import random
-import time
 from datetime import timedelta
 
 import pytest
@@ -17,19 +16,11 @@ from apps.runs.engine import runs_execute
 from apps.runs.models import Run, RunStatus
 from apps.runs.services import request_start, trigger_create
 from tests import factories
+from tests.conftest import wait_until
 
 from .conftest import log_in, screenshot, staff_user
 
 pytestmark = pytest.mark.browser
-
-
-def _wait(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def _trigger(product, key, recipient=None, data=None):
@@ -120,7 +111,7 @@ def test_a_reviewer_releases_a_held_webhook_and_it_arrives(page, live_server, re
     body = Webhook(WebhookEndpoint.objects.get(id=endpoint.id).secret).verify(hit["body"], hit["headers"])
     assert body["data"]["data"] == {"order": 1042} and hit["headers"]["webhook-id"] == held.message_id
     assert page.locator("article.review-item").count() == 2  # the released one left the queue
-    assert _wait(lambda: Delivery.objects.get(id=held.id).status == DeliveryStatus.DELIVERED)
+    assert wait_until(lambda: Delivery.objects.get(id=held.id).status == DeliveryStatus.DELIVERED)
 
 
 def test_an_operator_reruns_a_failed_run_from_its_page(page, live_server, receiver, processes):
@@ -145,7 +136,7 @@ def test_an_operator_reruns_a_failed_run_from_its_page(page, live_server, receiv
     rerun = Run.objects.get(rerun_of=run)
     assert f"(new run {rerun.id})" in page.inner_text("ul.messagelist")
     assert receiver.wait_for(2), processes.logs["worker"].read_text()[-3000:]
-    assert _wait(lambda: Run.objects.get(id=rerun.id).status == RunStatus.COMPLETED)
+    assert wait_until(lambda: Run.objects.get(id=rerun.id).status == RunStatus.COMPLETED)
     page.goto(f"/admin/runs/run/{rerun.id}/change/")
     assert "HTTP 200" in page.inner_text("#run-timeline")
 

@@ -6,18 +6,11 @@ import time
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from tests.conftest import wait_until
+
 from .conftest import customer_db_reset, writer_connect
 
 pytestmark = pytest.mark.e2e
-
-
-def _until(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def test_a_row_change_runs_wait_branch_webhook_and_email_exactly_once_across_a_killed_worker(
@@ -64,7 +57,7 @@ def test_a_row_change_runs_wait_branch_webhook_and_email_exactly_once_across_a_k
             runs = list(Run.objects.filter(event__ids__in=[[2], [3]]).values_list("status", "waiting_on"))
             return len(runs) == 2 and all(r == (RunStatus.WAITING, "time") for r in runs)
 
-        assert _until(waiting), processes.logs["worker"].read_text()[-3000:]
+        assert wait_until(waiting, timeout=60), processes.logs["worker"].read_text()[-3000:]
         processes.kill("worker")  # SIGKILL during the wait
         processes.worker()
 
@@ -74,7 +67,7 @@ def test_a_row_change_runs_wait_branch_webhook_and_email_exactly_once_across_a_k
         def settled():
             return Run.objects.filter(status=RunStatus.COMPLETED).count() == 3
 
-        assert _until(settled), list(Run.objects.values_list("id", "status", "waiting_on", "error"))
+        assert wait_until(settled, timeout=60), list(Run.objects.values_list("id", "status", "waiting_on", "error"))
         time.sleep(2)  # anything sent twice would have arrived by now
         hooks = sorted(Webhook(hook["secret"]).verify(r["body"], r["headers"])["data"]["event"]["ids"][0]
                        for r in receiver.requests)

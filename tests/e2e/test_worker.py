@@ -1,25 +1,15 @@
 """End to end with real processes: `celery worker` and `celery beat` against PostgreSQL and Redis."""
 
 import json
-import time
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
 from apps.deliveries.models import Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint
 from tests import factories
-from tests.conftest import client_for
+from tests.conftest import client_for, wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-def _wait(predicate, timeout=30.0, every=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return predicate()
 
 
 def _setup(receiver, steps_extra=()):
@@ -55,7 +45,7 @@ def test_a_trigger_call_is_delivered_as_a_signed_webhook_and_an_email(processes,
     def completed():
         return client.get(f"/api/v1/requests/{request_id}").json()["status"] == "completed"
 
-    assert _wait(completed)
+    assert wait_until(completed)
     body = client.get(f"/api/v1/requests/{request_id}").json()
     assert sorted((d["channel"], d["status"], d["attempts"]) for d in body["deliveries"]) == [
         ("email", "sent", 1), ("webhook", "delivered", 1)]
@@ -71,7 +61,7 @@ def test_failed_deliveries_are_retried_by_the_worker_and_beat(processes, receive
 
     assert receiver.wait_for(3, timeout=40), processes.logs["beat"].read_text()[-2000:]
     assert len({r["headers"]["webhook-id"] for r in receiver.requests}) == 1
-    assert _wait(lambda: Delivery.objects.filter(status=DeliveryStatus.DELIVERED).count() == 1)
+    assert wait_until(lambda: Delivery.objects.filter(status=DeliveryStatus.DELIVERED).count() == 1)
     codes = list(DeliveryAttempt.objects.order_by("number").values_list("status_code", flat=True))
     assert codes == [500, 503, 200]
 
@@ -109,6 +99,6 @@ def test_every_delivery_arrives_when_redis_is_emptied_mid_flight(processes, rece
     test_redis.flushdb()  # every queued message is lost
     assert queued_messages > 0 and len(receiver.requests) < total
 
-    assert _wait(lambda: Delivery.objects.filter(status=DeliveryStatus.DELIVERED).count() == total, timeout=90)
+    assert wait_until(lambda: Delivery.objects.filter(status=DeliveryStatus.DELIVERED).count() == total, timeout=90)
     delivered_ids = {r["headers"]["webhook-id"] for r in receiver.requests}
     assert delivered_ids == set(Delivery.objects.values_list("message_id", flat=True))

@@ -1,7 +1,9 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html, format_html_join
 
-from apps.dashboard.lists import OperatorAdmin, actor_of, back_to
+from apps.dashboard.lists import OperatorAdmin, actor_of, back_to, fixed_filter
+
+from .sources import EVENT_OF_OPERATION
 
 from .models import Connection, Event
 from .services import connection_check_request, connection_repair_request
@@ -80,7 +82,7 @@ class ConnectionAdmin(OperatorAdmin):
 @admin.register(Event)
 class EventAdmin(OperatorAdmin):
     list_display = ("id", "connection", "table_name", "op", "captured_at", "recorded_at")
-    list_filter = ("op",)
+    list_filter = (fixed_filter("operation", "op", EVENT_OF_OPERATION),)
     list_select_related = ("connection",)
     readonly_fields = [f.name for f in Event._meta.fields]
 

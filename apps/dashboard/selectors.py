@@ -121,3 +121,25 @@ def home_figures(*, product_id=None, range_key: str = DEFAULT_RANGE, now: dateti
         "undecided": sum(undecided.values()), "undecided_by_product": undecided,
         "connections": connections,
     }
+
+
+def home_figures_cached(*, product_id=None, range_key: str = "") -> dict:
+    """home_figures, reused for ROWBELL_DASHBOARD_CACHE_SECONDS per product and range."""
+    from django.conf import settings
+    from django.core.cache import cache
+
+    from apps.core.ids import uuid_or_none
+
+    range_key = range_key if range_key in RANGES else DEFAULT_RANGE
+    product = uuid_or_none(product_id) if product_id else None
+    if product_id and product is None:
+        product = "none"  # not a product id: the figures of no product
+    seconds = settings.ROWBELL_DASHBOARD_CACHE_SECONDS
+    if seconds <= 0:
+        return home_figures(product_id=product, range_key=range_key)
+    key = f"rowbell:dashboard:{product or 'all'}:{range_key}"
+    figures = cache.get(key)
+    if figures is None:
+        figures = home_figures(product_id=product, range_key=range_key)
+        cache.set(key, figures, seconds)
+    return figures

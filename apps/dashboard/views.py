@@ -8,7 +8,6 @@ from collections import defaultdict
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -18,9 +17,14 @@ from apps.deliveries.models import Delivery, DeliveryStatus
 from apps.deliveries.services import MAX_REVIEW_BATCH, deliveries_discard, deliveries_release
 from apps.tenants.models import Product
 
-from .lists import actor_of
+from .lists import BoundedCountPaginator, actor_of
 
 PER_PAGE = 20
+# Inside the preview frame: nothing is fetched from outside (no remote images, fonts or styles), so that
+# reviewing a message neither tells its sender the reviewer's address nor counts as an open of the
+# tracking pixel; inline styles and embedded (data:) images still show.
+PREVIEW_POLICY = ('<meta http-equiv="Content-Security-Policy" '
+                  "content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">")
 
 
 def _preview(delivery: Delivery) -> dict:
@@ -28,8 +32,10 @@ def _preview(delivery: Delivery) -> dict:
     no same-origin access), never inline."""
     payload = delivery.payload or {}
     if delivery.channel == "email":
+        html = payload.get("html", "")
         return {"kind": "email", "subject": payload.get("subject", ""), "from": payload.get("from", ""),
-                "to": payload.get("to", ""), "text": payload.get("text", ""), "html": payload.get("html", "")}
+                "to": payload.get("to", ""), "text": payload.get("text", ""),
+                "html": (PREVIEW_POLICY + html) if html else ""}
     if delivery.channel == "sms":
         return {"kind": "sms", "to": payload.get("to", ""), "text": payload.get("text", "")}
     if delivery.channel == "push":
@@ -84,7 +90,7 @@ def review_queue(request):
     product_id = request.GET.get("product") or ""
     if product_id:
         held = held.filter(product_id=product_id) if _uuid(product_id) else held.none()
-    page = Paginator(held, PER_PAGE).get_page(request.GET.get("page"))
+    page = BoundedCountPaginator(held, PER_PAGE).get_page(request.GET.get("page"))
     rows = [{"delivery": d, "preview": _preview(d),
              "workflow": d.run.workflow_version.workflow.key if d.run_id else ""} for d in page.object_list]
     from django.contrib import admin

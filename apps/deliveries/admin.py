@@ -4,8 +4,18 @@ from django import forms
 from django.contrib import admin, messages
 from django.db import models
 
-from .models import Delivery, DeliveryAttempt, DeliveryEvent, DeliveryStatus, ProviderConfig, WebhookEndpoint
-from apps.dashboard.lists import CreatedFilter, OperatorAdmin, actor_of, back_to
+from .models import (
+    SUCCESS_STATUSES,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryEvent,
+    DeliveryStatus,
+    ProviderConfig,
+    WebhookEndpoint,
+)
+from apps.dashboard.lists import CreatedFilter, OperatorAdmin, actor_of, back_to, fixed_filter
+
+from .channels import channel_kinds
 
 from .services import (
     deliveries_discard,
@@ -27,7 +37,7 @@ class WebhookEndpointAdmin(EndpointActions, OperatorAdmin):
     list_display = ("url", "product", "enabled", "disabled_reason", "failing_since", "accept_any_2xx", "created_at")
     list_filter = ("enabled", "product")
     list_select_related = ("product",)
-    search_fields = ("url", "=id")
+    search_fields = ("url",)
     # The signing secrets never appear in the admin (a rotated one is shown once, to the operator who
     # rotated it, on the answer page, and is kept nowhere else in the admin).
     exclude = ("secret", "previous_secret")
@@ -91,10 +101,16 @@ class WebhookEndpointAdmin(EndpointActions, OperatorAdmin):
             self.message_user(request, note, messages.WARNING)
         return back_to(request)
 
-    @admin.action(description="Rotate signing secret (previous one signs for 24 hours)", permissions=["operate"])
+    @admin.action(description="Rotate the signing secret of one endpoint (the previous one signs for 24 hours)",
+                  permissions=["operate"])
     def rotate_secret(self, request, queryset):
         from django.template.response import TemplateResponse
 
+        if queryset.count() != 1:
+            # A new secret must reach each endpoint's owner: one at a time, never a whole list by accident.
+            self.message_user(request, "Rotate one endpoint's secret at a time. Nothing was rotated.",
+                              messages.ERROR)
+            return back_to(request)
         rotated = []
         for endpoint in queryset:
             endpoint = webhook_endpoint_rotate_secret(endpoint=endpoint, overlap_seconds=ROTATION_OVERLAP_SECONDS,
@@ -134,11 +150,32 @@ class DeliveryEventInline(admin.TabularInline):
         return False
 
 
+class OutcomeFilter(admin.SimpleListFilter):
+    """Deliveries that ended in failure (failed, bounced, complained) or success: the dashboard's rate."""
+
+    title = "outcome"
+    parameter_name = "outcome"
+
+    def lookups(self, request, model_admin):
+        return [("failure", "Failed, bounced or complained"), ("success", "Sent or better")]
+
+    def queryset(self, request, queryset):
+        from apps.dashboard.selectors import FAILED
+
+        if self.value() == "failure":
+            return queryset.filter(status__in=FAILED)
+        if self.value() == "success":
+            return queryset.filter(status__in=SUCCESS_STATUSES)
+        return queryset
+
+
 @admin.register(Delivery)
 class DeliveryAdmin(OperatorAdmin):
     list_display = ("message_id", "channel", "status", "target", "attempt_count", "product", "created_at")
-    list_filter = ("status", "channel", "product", CreatedFilter)
-    search_fields = ("=message_id", "=recipient_id", "=provider_message_id")
+    list_filter = ("status", OutcomeFilter, fixed_filter("channel", "channel", channel_kinds()), "product",
+                   CreatedFilter)
+    search_fields = ("message_id",)  # shows the search box; see exact_search_fields
+    exact_search_fields = ("message_id", "provider_message_id")
     list_select_related = ("product",)
     readonly_fields = [f.name for f in Delivery._meta.fields]
     inlines = [DeliveryEventInline, DeliveryAttemptInline]
@@ -153,14 +190,21 @@ class DeliveryAdmin(OperatorAdmin):
         return request.user.has_perm("deliveries.review_delivery")
 
     def _review(self, request, queryset, service, verb: str):
+        from .services import MAX_REVIEW_BATCH
+
+        chosen = list(queryset.order_by("id").values_list("product_id", "message_id", "status")[:MAX_REVIEW_BATCH + 1])
+        if len(chosen) > MAX_REVIEW_BATCH:
+            self.message_user(request, f"At most {MAX_REVIEW_BATCH} deliveries at a time: narrow the selection "
+                              "(e.g. filter by product) and try again. Nothing was done.", messages.ERROR)
+            return back_to(request)
         by_product = defaultdict(list)
-        for product_id, message_id in queryset.filter(status=DeliveryStatus.HELD).values_list("product_id",
-                                                                                               "message_id"):
-            by_product[product_id].append(message_id)
+        for product_id, message_id, status in chosen:
+            if status == DeliveryStatus.HELD:
+                by_product[product_id].append(message_id)
         done = []
         for product_id, ids in by_product.items():
             done += service(product_id=product_id, message_ids=ids, actor=actor_of(request))
-        skipped = queryset.count() - len(done)
+        skipped = len(chosen) - len(done)
         self.message_user(request, f"{verb} {len(done)} held deliver{'y' if len(done) == 1 else 'ies'}"
                           + (f"; {skipped} not held, left alone." if skipped else "."),
                           messages.SUCCESS if done else messages.WARNING)
@@ -246,7 +290,7 @@ class ProviderConfigAdmin(OperatorAdmin):
     form = ProviderConfigForm
     list_display = ("channel", "provider", "product", "organization", "updated_at")
     list_filter = ("channel", "provider")
-    list_select_related = ("product", "organization")
+    list_select_related = ("product", "organization__product")
     fields = ("product", "organization", "provider_choice", "credentials_json", "options_json")
     change_form_template = None
 

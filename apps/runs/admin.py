@@ -1,9 +1,11 @@
 from django.contrib import admin, messages
 
-from apps.dashboard.lists import CreatedFilter, OperatorAdmin, actor_of, back_to
+from apps.dashboard.lists import CreatedFilter, OperatorAdmin, OrganizationFilter, actor_of, back_to, fixed_filter
 
 from .engine import RunActionRefused, run_cancel, run_dismiss, run_rerun
 from .models import Batch, BatchItem, Escalation, Run, RunStep, TriggerRequest
+
+STEP_TYPES = ("notify", "wait", "branch", "batch")
 
 
 def _each(modeladmin, request, runs, verb: str, action):
@@ -67,7 +69,8 @@ class RunStepInline(admin.TabularInline):
 class TriggerRequestAdmin(OperatorAdmin):
     list_display = ("id", "product", "organization", "workflow_version", "priority", "status", "created_at")
     list_filter = ("status", "priority", CreatedFilter)
-    search_fields = ("=id", "=idempotency_key")
+    search_fields = ("id",)
+    exact_search_fields = ("id",)
     list_select_related = ("product", "organization__product", "workflow_version__workflow")
     readonly_fields = [f.name for f in TriggerRequest._meta.fields]
 
@@ -82,17 +85,21 @@ class WorkflowFilter(admin.SimpleListFilter):
         return [(w.id, f"{w.key} ({w.product.name})") for w in Workflow.objects.select_related("product")]
 
     def queryset(self, request, queryset):
-        if self.value() and self.value().isdigit():
+        if self.value() is None:
+            return queryset
+        try:
             return queryset.filter(workflow_version__workflow_id=int(self.value()))
-        return queryset
+        except ValueError:
+            return queryset.none()
 
 
 @admin.register(Run)
 class RunAdmin(RunActions, OperatorAdmin):
     list_display = ("id", "workflow_version", "status", "product", "organization", "waiting_on", "resume_at",
                     "rerun_of", "created_at")
-    list_filter = ("status", WorkflowFilter, "product", "organization", CreatedFilter, "waiting_on")
-    search_fields = ("=id", "=request__id")
+    list_filter = ("status", WorkflowFilter, "product", OrganizationFilter, CreatedFilter, "waiting_on")
+    search_fields = ("id",)
+    exact_search_fields = ("id", "request")  # a run id, or a trigger request id
     list_select_related = ("product", "organization__product", "rerun_of", "workflow_version__workflow")
     readonly_fields = [f.name for f in Run._meta.fields]
     raw_id_fields = ("request", "event", "rerun_of")
@@ -152,7 +159,7 @@ class EscalationAdmin(RunActions, OperatorAdmin):
 @admin.register(RunStep)
 class RunStepAdmin(OperatorAdmin):
     list_display = ("run", "index", "step_id", "type", "status", "finished_at")
-    list_filter = ("status", "type")
+    list_filter = ("status", fixed_filter("type", "type", STEP_TYPES))
     list_select_related = ("run",)
     readonly_fields = [f.name for f in RunStep._meta.fields]
 

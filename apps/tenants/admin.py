@@ -14,21 +14,23 @@ from .services import api_key_revoke
 @admin.register(Product)
 class ProductAdmin(ReadOnlyRows, admin.ModelAdmin):
     list_display = ("name", "id", "sandbox", "created_at")
-    search_fields = ("name", "=id")
+    search_fields = ("name",)
     readonly_fields = ("id", "created_at")
     raw_id_fields = ("escalation_webhook",)
+    show_facets = admin.ShowFacets.NEVER
 
 
 @admin.register(Organization)
 class OrganizationAdmin(ReadOnlyRows, admin.ModelAdmin):
     list_display = ("name", "product", "id", "created_at")
     list_filter = ("product",)
-    search_fields = ("name", "=id")
+    search_fields = ("name",)
     list_select_related = ("product",)
     readonly_fields = ("id", "created_at")
     raw_id_fields = ("product",)
     paginator = BoundedCountPaginator
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
 
 
 @admin.register(ApiKey)
@@ -41,6 +43,7 @@ class ApiKeyAdmin(ReadOnlyRows, APIKeyModelAdmin):
     actions = ["revoke_keys"]
     paginator = BoundedCountPaginator
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
 
     def has_revoke_permission(self, request):
         return request.user.has_perm("tenants.change_apikey")

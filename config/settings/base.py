@@ -211,6 +211,9 @@ ROWBELL_RECONCILE_INTERVAL = env.float("ROWBELL_RECONCILE_INTERVAL", default=10.
 ROWBELL_POLL_INTERVAL = env.float("ROWBELL_POLL_INTERVAL", default=1.0)
 # How often each capturing connection's backlog and lag are read for the dashboard.
 ROWBELL_HEALTH_INTERVAL = env.float("ROWBELL_HEALTH_INTERVAL", default=30.0)
+# The dashboard's figures are kept this long per product and range (each worker process), so that many
+# operators on the home page aggregate the deliveries table once, not once each. 0: always fresh.
+ROWBELL_DASHBOARD_CACHE_SECONDS = env.float("ROWBELL_DASHBOARD_CACHE_SECONDS", default=30.0)
 # Triggers may send a NOTIFY (at most one per statement) so that the `listener` reads at once. Off by
 # default: NOTIFY serializes commits and costs up to half of single-row write throughput (see
 # docs/benchmarks.md); the listener's adaptive polling already picks changes up within a few hundred ms.

@@ -23,6 +23,7 @@ ROWBELL_REQUEUE_AFTER_SECONDS = env.float("ROWBELL_REQUEUE_AFTER_SECONDS", defau
 ROWBELL_LEASE_SECONDS = env.float("ROWBELL_LEASE_SECONDS", default=20.0)
 ROWBELL_RECONCILE_INTERVAL = env.float("ROWBELL_RECONCILE_INTERVAL", default=1.0)
 ROWBELL_HTTP_TIMEOUT = 5.0
+ROWBELL_DASHBOARD_CACHE_SECONDS = 0.0
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

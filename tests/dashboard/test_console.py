@@ -96,7 +96,7 @@ def test_the_home_page_shows_the_figures_and_links_into_filtered_lists(client, p
     staff(client, "ro", READ_ONLY)
     page = client.get(reverse("admin:index"), {"product": str(product.id), "range": "24h"}).content.decode()
     assert 'data-figure="failure-rate">25.0%' in page
-    failed = f"/admin/deliveries/delivery/?status__exact=failed&amp;created=24h&amp;product__id__exact={product.id}"
+    failed = f"/admin/deliveries/delivery/?outcome=failure&amp;created=24h&amp;product__id__exact={product.id}"
     assert failed in page
     listing = client.get(failed.replace("&amp;", "&")).content.decode()
     assert listing.count('class="field-message_id"') == 1  # the one failed delivery, and only it
@@ -230,3 +230,70 @@ def test_lists_count_at_most_ten_thousand_and_one_rows(client, product):
     counts = [q["sql"] for q in captured.captured_queries if "COUNT(" in q["sql"].upper()
               and "deliveries_delivery" in q["sql"]]
     assert counts and all("LIMIT 10001" in sql for sql in counts), counts
+
+
+# --- Large tables and odd input --------------------------------------------------------------------
+
+
+def test_a_list_past_ten_thousand_rows_says_so_and_pages_on(client, product):
+    AuditEvent.objects.bulk_create([AuditEvent(product=product, actor="test", action="thing.done", target_type="run",
+                                               target_id=str(i)) for i in range(10_250)])
+    staff(client, "ro", READ_ONLY)
+    url = reverse("admin:audit_auditevent_changelist")
+    first = client.get(url).content.decode()
+    assert "more than 10,000 audit events" in first and "Show counts" not in first
+    deep = client.get(url, {"p": 102})  # past the counted pages
+    assert deep.status_code == 200 and deep.content.decode().count('class="field-target_id"') == 100
+
+
+def test_searches_are_exact_and_odd_input_answers_200(client, product):
+    factories.make_workflow(product, key="w", steps=[factories.email_step(subject="{{ data.missing }}")])
+    run = _trigger(product).get()
+    _deliveries(product, {"delivered": 2})
+    delivery = Delivery.objects.first()
+    staff(client, "ro", READ_ONLY)
+    runs = reverse("admin:runs_run_changelist")
+    deliveries = reverse("admin:deliveries_delivery_changelist")
+    audit = reverse("admin:audit_auditevent_changelist")
+
+    def rows(url, **params):
+        response = client.get(url, params)
+        assert response.status_code == 200, (url, params)
+        return response.content.decode().count('<th class="field-')  # each row's first cell
+
+    assert rows(deliveries, q=delivery.message_id) == 1
+    assert rows(deliveries, q=delivery.message_id.upper()) == 0  # exact: an id, not a pattern
+    assert rows(runs, q=str(run.id)) == 1 and rows(runs, q=str(run.request_id)) == 1
+    assert rows(runs, q="not-a-number") == 0
+    assert rows(audit, q=str(run.id)) >= 1
+    for url, params in ((runs, {"workflow": "²"}), (runs, {"workflow": "x"}), (runs, {"organization": "nope"}),
+                        (runs, {"created": "forever"}), (deliveries, {"outcome": "maybe"}),
+                        (deliveries, {"channel": "fax"})):
+        assert client.get(url, params).status_code == 200, params
+
+
+def test_releasing_more_than_a_batch_at_once_is_refused_whole(client, product):
+    _deliveries(product, {"held": 1001})
+    staff(client, "rev", REVIEWERS)
+    page = client.post(reverse("admin:deliveries_delivery_changelist"),
+                       {"action": "release", "select_across": 1, "index": 0,
+                        "_selected_action": [Delivery.objects.first().id]}, follow=True).content.decode()
+    assert "At most 1000 deliveries at a time" in page
+    assert Delivery.objects.filter(status="held").count() == 1001
+
+
+def test_staff_outside_the_groups_see_no_figures(client, product):
+    _deliveries(product, {"failed": 1})
+    staff(client, "nobody")
+    page = client.get(reverse("admin:index")).content.decode()
+    assert 'id="dashboard-not-allowed"' in page and "data-figure" not in page
+
+
+def test_the_email_preview_fetches_nothing_from_outside(client, product):
+    factories.make_workflow(product, key="w", sandbox=True, steps=[factories.email_step(
+        subject="s", body="b", html='<img src="https://tracker.example/pixel.gif">')])
+    _trigger(product)
+    staff(client, "rev", REVIEWERS)
+    page = client.get(reverse("admin:review_queue")).content.decode()
+    frame = page[page.index("<iframe"):page.index("</iframe>")]
+    assert "Content-Security-Policy" in frame and "default-src &#x27;none&#x27;; img-src data:" in frame

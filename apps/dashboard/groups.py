@@ -33,8 +33,9 @@ GROUPS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
-def staff_groups_sync(apps=None) -> list[str]:
-    """Create or complete the staff groups; return their names. `apps` is a migration's app registry."""
+def staff_groups_sync(apps=None, using: str = "default") -> list[str]:
+    """Create the staff groups that are missing and add the permissions they lack (never removing one an
+    administrator added); return their names. `apps` is a migration's app registry."""
     from django.apps import apps as live_apps
     from django.db.models import Q
 
@@ -46,10 +47,24 @@ def staff_groups_sync(apps=None) -> list[str]:
         wanted = view
         for app_label, codename in extra:
             wanted |= Q(content_type__app_label=app_label, codename=codename)
-        group, _ = Group.objects.get_or_create(name=name)
-        group.permissions.set(Permission.objects.filter(wanted))
+        group, _ = Group.objects.using(using).get_or_create(name=name)
+        group.permissions.add(*Permission.objects.using(using).filter(wanted))
     return list(GROUPS)
 
 
-def staff_groups_sync_after_migrate(sender, **kwargs) -> None:
-    staff_groups_sync()
+def staff_groups_sync_after_migrate(sender, apps=None, using="default", plan=None, **kwargs) -> None:
+    """After `migrate` (and a test flush): the groups exist and know every model's view permission. Not
+    when migrating backwards, nor before the groups' own migration has run."""
+    if plan and all(backwards for _, backwards in plan):
+        return
+    try:
+        apps.get_model("auth", "Group")
+    except LookupError:  # e.g. `migrate contenttypes` alone on a new database
+        return
+    from django.db import connections
+    from django.db.migrations.recorder import MigrationRecorder
+
+    if not MigrationRecorder(connections[using]).migration_qs.filter(app="dashboard",
+                                                                     name="0001_staff_groups").exists():
+        return
+    staff_groups_sync(apps, using)

@@ -297,3 +297,40 @@ def test_the_email_preview_fetches_nothing_from_outside(client, product):
     page = client.get(reverse("admin:review_queue")).content.decode()
     frame = page[page.index("<iframe"):page.index("</iframe>")]
     assert "Content-Security-Policy" in frame and "default-src &#x27;none&#x27;; img-src data:" in frame
+
+
+def test_the_groups_migration_creates_them_and_a_later_migrate_keeps_what_an_administrator_added():
+    import importlib
+
+    from django.apps import apps
+    from django.contrib.auth.models import Permission
+    from django.core.management import call_command
+
+    migration = importlib.import_module("apps.dashboard.migrations.0001_staff_groups")
+    Group.objects.filter(name__in=[READ_ONLY, REVIEWERS, OPERATORS]).delete()
+    migration.create_groups(apps, None)
+    assert set(Group.objects.values_list("name", flat=True)) >= {READ_ONLY, REVIEWERS, OPERATORS}
+    assert Group.objects.get(name=REVIEWERS).permissions.filter(codename="review_delivery").exists()
+
+    revoke = Permission.objects.get(codename="change_apikey", content_type__app_label="tenants")
+    Group.objects.get(name=OPERATORS).permissions.add(revoke)
+    call_command("migrate", verbosity=0)
+    assert Group.objects.get(name=OPERATORS).permissions.filter(id=revoke.id).exists()
+
+
+def test_escalations_of_runs_already_rerun_start_decided():
+    import importlib
+
+    from django.apps import apps
+
+    from apps.tenants.models import Product
+
+    product = Product.objects.create(name="P")
+    workflow = factories.make_workflow(product, key="w", steps=[factories.email_step(subject="{{ data.missing }}")])
+    first, second = list(_trigger(product)) + list(_trigger(product))
+    rerun = Run.objects.create(request_id=first.request_id, product=product, workflow_version=workflow.published_version,
+                               recipient={}, rerun_of=first, status=RunStatus.COMPLETED)
+    Escalation.objects.update(decision="", decided_at=None, decided_by="")  # as before the migration
+    importlib.import_module("apps.runs.migrations.0007_escalations_decided_by_rerun").decided_by_rerun(apps, None)
+    assert dict(Escalation.objects.values_list("run_id", "decision")) == {first.id: "rerun", second.id: ""}
+    assert Escalation.objects.get(run=first).decided_at == rerun.created_at

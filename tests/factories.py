@@ -40,4 +40,4 @@ def email_step(step_id="mail", subject="Hello {{ recipient.name }}", body="Order
     return {"id": step_id, "type": "notify", "channel": "email", "subject": subject, "body": body, **extra}
 
 
-OUR_APPS = ("tenants", "workflows", "runs", "deliveries", "audit", "connections")
+OUR_APPS = ("tenants", "workflows", "runs", "deliveries", "audit", "connections", "core")

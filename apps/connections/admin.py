@@ -65,7 +65,7 @@ class ConnectionAdmin(OperatorAdmin):
             connection_check_request(connection=connection, actor=actor_of(request))
             names.append(connection.name)
         self.message_user(request, f"Checking {', '.join(names)} in the background; the page shows the result "
-                          "within moments.", messages.SUCCESS)
+                          "within moments (Queued actions shows its progress).", messages.SUCCESS)
         return back_to(request)
 
     @admin.action(description="Repair triggers (install what is missing)", permissions=["operate"])
@@ -74,8 +74,8 @@ class ConnectionAdmin(OperatorAdmin):
         for connection in queryset:
             connection_repair_request(connection=connection, actor=actor_of(request))
             names.append(connection.name)
-        self.message_user(request, f"Repairing the triggers of {', '.join(names)} in the background; the audit log "
-                          "and the page show the outcome.", messages.SUCCESS)
+        self.message_user(request, f"Repairing the triggers of {', '.join(names)} in the background; the page and "
+                          "Queued actions show the outcome.", messages.SUCCESS)
         return back_to(request)
 
 

@@ -201,14 +201,16 @@ def event_logs_prune() -> int:
 
 def connection_check_request(*, connection: Connection, actor: str) -> None:
     """Queue a full check of the connection ("check now"); the outcome lands on the connection."""
-    from apps.core.hints import hint_on_commit
+    from apps.core.actions import action_queue
 
-    audit_record(action="connection.check_requested", target_type="connection", target_id=connection.id,
-                 product_id=connection.product_id, actor=actor)
-    hint_on_commit("apps.connections.tasks.connection_check", [str(connection.id), actor], queue="low")
+    with transaction.atomic():
+        audit_record(action="connection.check_requested", target_type="connection", target_id=connection.id,
+                     product_id=connection.product_id, actor=actor)
+        action_queue(name="connection.check", target_type="connection", target_id=connection.id,
+                     args={"connection_id": str(connection.id)}, actor=actor)
 
 
-def connection_check_now(*, connection_id, actor: str) -> dict | None:
+def connection_check_now(*, connection_id, actor: str, requested_at=None) -> dict | None:
     """Check the connection (the same checks as on creation), read its backlog and lag, and compare the
     triggers installed with those wanted (drift); store it all on the connection and return it."""
     from .pickup import connection_health
@@ -253,20 +255,24 @@ def connections_health_refresh() -> int:
 
 def connection_repair_request(*, connection: Connection, actor: str) -> None:
     """Queue a repair: install every trigger the connection's subscriptions and workflows want."""
-    from apps.core.hints import hint_on_commit
+    from apps.core.actions import action_queue
 
-    audit_record(action="connection.repair_requested", target_type="connection", target_id=connection.id,
-                 product_id=connection.product_id, actor=actor)
-    hint_on_commit("apps.connections.tasks.connection_repair", [str(connection.id), actor], queue="low")
+    with transaction.atomic():
+        audit_record(action="connection.repair_requested", target_type="connection", target_id=connection.id,
+                     product_id=connection.product_id, actor=actor)
+        action_queue(name="connection.repair", target_type="connection", target_id=connection.id,
+                     args={"connection_id": str(connection.id)}, actor=actor)
 
 
-def connection_repair(*, connection_id, actor: str) -> list[str]:
+def connection_repair(*, connection_id, actor: str, requested_at=None) -> dict:
     """Install (again) the wanted captures, under the connection's row lock like every install; then check
-    it, so that its page shows the drift gone. A failure is recorded in the audit log and on the row."""
+    it, so that its page shows the drift gone. A failure is recorded in the audit log and on the row, and
+    raised."""
+    failure = None
     with transaction.atomic():
         connection = Connection.objects.select_for_update().filter(id=connection_id).first()
         if connection is None:
-            return []
+            return {"installed": []}
         wanted = connection_captures_wanted(connection=connection)
         try:
             connection_captures_install(connection=connection, captures=wanted, actor=actor)
@@ -274,6 +280,8 @@ def connection_repair(*, connection_id, actor: str) -> list[str]:
             audit_record(action="connection.repair_failed", target_type="connection", target_id=connection.id,
                          product_id=connection.product_id, actor=actor, data={"error": exc.message})
             Connection.objects.filter(id=connection.id).update(last_error=exc.message, last_error_at=timezone.now())
-            return []
+            failure = exc
+    if failure is not None:
+        raise failure
     connection_check_now(connection_id=connection_id, actor=actor)
-    return [c.name for c in wanted]
+    return {"installed": [c.name for c in wanted]}

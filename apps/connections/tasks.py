@@ -22,17 +22,3 @@ def connections_health_refresh_task() -> int:
     from .services import connections_health_refresh
 
     return connections_health_refresh()
-
-
-@shared_task(name="apps.connections.tasks.connection_check")
-def connection_check_task(connection_id: str, actor: str) -> None:
-    from .services import connection_check_now
-
-    connection_check_now(connection_id=connection_id, actor=actor)
-
-
-@shared_task(name="apps.connections.tasks.connection_repair")
-def connection_repair_task(connection_id: str, actor: str) -> None:
-    from .services import connection_repair
-
-    connection_repair(connection_id=connection_id, actor=actor)

@@ -1,1 +1,38 @@
-"""Core holds no tables; this module exists so that post_migrate is sent for the app."""
+from django.db import models
+
+
+class ActionStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    SUPERSEDED = "superseded"  # a later change made it moot (e.g. an endpoint disabled after enabling was asked)
+
+
+class QueuedAction(models.Model):
+    """An operator's action that reaches outside Rowbell's own database (a customer database): asked for in
+    the admin, done by a worker (apps.core.actions). The row is the record; the Celery message only a hint,
+    re-sent by the reconciler when lost. Actions on one target run in the order they were asked for."""
+
+    name = models.CharField(max_length=64)
+    target_type = models.CharField(max_length=40)
+    target_id = models.CharField(max_length=64)
+    args = models.JSONField(default=dict, blank=True)
+    actor = models.CharField(max_length=120)
+    status = models.CharField(max_length=20, choices=ActionStatus.choices, default=ActionStatus.QUEUED)
+    requested_at = models.DateTimeField(auto_now_add=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["target_type", "target_id", "id"], name="action_unfinished",
+                         condition=models.Q(status__in=["queued", "running"])),
+        ]
+
+    def __str__(self):
+        return f"{self.name} {self.target_type}:{self.target_id} ({self.status})"

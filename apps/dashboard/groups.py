@@ -15,7 +15,7 @@ READ_ONLY = "Rowbell read-only operators"
 REVIEWERS = "Rowbell reviewers"
 OPERATORS = "Rowbell operators"
 
-OUR_APPS = ("tenants", "connections", "workflows", "runs", "deliveries", "audit")
+OUR_APPS = ("tenants", "connections", "workflows", "runs", "deliveries", "audit", "core")
 
 REVIEW = ("deliveries", "review_delivery")
 OPERATE = (
@@ -57,6 +57,8 @@ def staff_groups_sync_after_migrate(sender, apps=None, using="default", plan=Non
     when migrating backwards, nor before the groups' own migration has run."""
     if plan and all(backwards for _, backwards in plan):
         return
+    if apps is None:  # a flush sends no registry: the models are the live ones
+        from django.apps import apps
     try:
         apps.get_model("auth", "Group")
     except LookupError:  # e.g. `migrate contenttypes` alone on a new database

@@ -68,7 +68,7 @@ class WebhookEndpointAdmin(EndpointActions, OperatorAdmin):
             webhook_endpoint_enable_request(endpoint=endpoint, actor=actor_of(request), replay=replay)
         self.message_user(request, f"Enabling {len(chosen)} endpoint(s) in the background"
                           + (", then replaying what failed meanwhile" if replay else "")
-                          + "; the audit log shows the outcome." if chosen else "Nothing to enable: already enabled.",
+                          + "; Queued actions shows the outcome." if chosen else "Nothing to enable: already enabled.",
                           messages.SUCCESS if chosen else messages.WARNING)
         return back_to(request)
 

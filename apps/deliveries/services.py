@@ -110,8 +110,10 @@ def webhook_endpoint_disable(*, endpoint: WebhookEndpoint, actor: str, reason: s
     with transaction.atomic():
         changed = _endpoints_disable([endpoint.id], reason=reason or f"Disabled by {actor}.", actor=actor)
         if changed and endpoint.connection_id:
-            hint_on_commit("apps.deliveries.tasks.webhook_endpoint_captures_prune", [str(endpoint.id), actor],
-                           queue="low")
+            from apps.core.actions import action_queue
+
+            action_queue(name="webhook.captures_prune", target_type="webhook", target_id=endpoint.id,
+                         args={"endpoint_id": str(endpoint.id)}, actor=actor)
     endpoint.refresh_from_db()
     return endpoint
 
@@ -119,24 +121,33 @@ def webhook_endpoint_disable(*, endpoint: WebhookEndpoint, actor: str, reason: s
 def webhook_endpoint_enable_request(*, endpoint: WebhookEndpoint, actor: str, replay: bool) -> None:
     """Queue enabling an endpoint (which reinstalls its row-event trigger in the customer database), with
     or without replaying what failed meanwhile; see webhook_endpoint_enable."""
-    audit_record(action="webhook.enable_requested", target_type="webhook", target_id=endpoint.id,
-                 product_id=endpoint.product_id, actor=actor, data={"replay": replay})
-    hint_on_commit("apps.deliveries.tasks.webhook_endpoint_enable", [str(endpoint.id), actor, replay], queue="low")
+    from apps.core.actions import action_queue
+
+    with transaction.atomic():
+        audit_record(action="webhook.enable_requested", target_type="webhook", target_id=endpoint.id,
+                     product_id=endpoint.product_id, actor=actor, data={"replay": replay})
+        action_queue(name="webhook.enable", target_type="webhook", target_id=endpoint.id,
+                     args={"endpoint_id": str(endpoint.id), "replay": replay}, actor=actor)
 
 
-def webhook_endpoint_enable_queued(*, endpoint_id, actor: str, replay: bool) -> dict | None:
-    """Enable as queued by an operator; a refusal (the customer database unreachable) is audited."""
+def webhook_endpoint_enable_queued(*, endpoint_id, actor: str, replay: bool, requested_at=None) -> dict | None:
+    """Enable as queued by an operator. Superseded when the endpoint was disabled again after enabling was
+    asked for; a refusal (the customer database unreachable) is audited and raised."""
+    from apps.core.actions import ActionSuperseded
     from apps.core.exceptions import ApplicationError
 
     endpoint = WebhookEndpoint.objects.select_related("connection").filter(id=endpoint_id).first()
     if endpoint is None:
         return None
+    if requested_at and endpoint.disabled_at and endpoint.disabled_at > requested_at:
+        raise ActionSuperseded("The endpoint was disabled again after enabling it was asked for.")
     try:
-        return webhook_endpoint_enable(endpoint=endpoint, actor=actor, replay=replay)[1]
+        result = webhook_endpoint_enable(endpoint=endpoint, actor=actor, replay=replay)[1]
     except ApplicationError as exc:
         audit_record(action="webhook.enable_failed", target_type="webhook", target_id=endpoint.id,
                      product_id=endpoint.product_id, actor=actor, data={"error": exc.message})
-        return None
+        raise
+    return {**result, "since": result["since"].isoformat() if result["since"] else None}
 
 
 def _endpoints_disable(endpoint_ids, *, reason: str, actor: str, notify: bool = False, now=None) -> list:
@@ -160,7 +171,7 @@ def _endpoints_disable(endpoint_ids, *, reason: str, actor: str, notify: bool = 
     return [d[0] for d in disabled]
 
 
-def webhook_endpoint_captures_prune(*, endpoint_id, actor: str) -> None:
+def webhook_endpoint_captures_prune(*, endpoint_id, actor: str, requested_at=None) -> None:
     """Retire the row-event trigger a disabled endpoint no longer needs (when nothing else uses it)."""
     from apps.connections.services import connection_captures_prune
 

@@ -22,17 +22,3 @@ def webhook_endpoint_disabled_notify_task(endpoint_id: str) -> None:
     from .services import webhook_endpoint_disabled_notify
 
     webhook_endpoint_disabled_notify(endpoint_id=endpoint_id)
-
-
-@shared_task(name="apps.deliveries.tasks.webhook_endpoint_captures_prune")
-def webhook_endpoint_captures_prune_task(endpoint_id: str, actor: str) -> None:
-    from .services import webhook_endpoint_captures_prune
-
-    webhook_endpoint_captures_prune(endpoint_id=endpoint_id, actor=actor)
-
-
-@shared_task(name="apps.deliveries.tasks.webhook_endpoint_enable")
-def webhook_endpoint_enable_task(endpoint_id: str, actor: str, replay: bool) -> None:
-    from .services import webhook_endpoint_enable_queued
-
-    webhook_endpoint_enable_queued(endpoint_id=endpoint_id, actor=actor, replay=replay)

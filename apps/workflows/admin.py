@@ -59,7 +59,7 @@ class WorkflowAdmin(OperatorAdmin):
             workflow_publish_request(workflow=workflow, actor=actor_of(request))
             keys.append(workflow.key)
         self.message_user(request, f"Publishing {', '.join(keys)} in the background (a database trigger is "
-                          "installed first where the workflow has one); the audit log shows the outcome.",
+                          "installed first where the workflow has one); Queued actions shows the outcome.",
                           messages.SUCCESS)
         return back_to(request)
 

@@ -182,35 +182,51 @@ def workflow_preview(*, workflow: Workflow, sample: dict) -> list[dict]:
 
 
 def workflow_publish_request(*, workflow: Workflow, actor: str) -> None:
-    """Queue publishing the workflow's draft; the outcome (published or why not) lands in the audit log."""
-    from apps.core.hints import hint_on_commit
-
-    audit_record(action="workflow.publish_requested", target_type="workflow", target_id=workflow.key,
-                 product_id=workflow.product_id, actor=actor)
-    hint_on_commit("apps.workflows.tasks.workflow_publish", [workflow.id, actor], queue="low")
+    """Queue publishing the workflow's draft; the outcome (published or why not) lands in the audit log and
+    on the queued action."""
+    _queue(workflow, "workflow.publish", "workflow.publish_requested", actor)
 
 
 def workflow_unpublish_request(*, workflow: Workflow, actor: str) -> None:
     """Queue unpublishing the workflow (runs already started finish); see workflow_unpublish."""
-    from apps.core.hints import hint_on_commit
-
-    audit_record(action="workflow.unpublish_requested", target_type="workflow", target_id=workflow.key,
-                 product_id=workflow.product_id, actor=actor)
-    hint_on_commit("apps.workflows.tasks.workflow_unpublish", [workflow.id, actor], queue="low")
+    _queue(workflow, "workflow.unpublish", "workflow.unpublish_requested", actor)
 
 
-def workflow_publish_queued(*, workflow_id: int, actor: str) -> WorkflowVersion | None:
-    """Publish as queued by an operator: a refusal (an invalid draft, a database that refused the trigger)
-    is recorded in the audit log, where the operator who asked sees it."""
+def _queue(workflow: Workflow, name: str, audit_action: str, actor: str) -> None:
+    from apps.core.actions import action_queue
+
+    with transaction.atomic():
+        audit_record(action=audit_action, target_type="workflow", target_id=workflow.key,
+                     product_id=workflow.product_id, actor=actor)
+        action_queue(name=name, target_type="workflow", target_id=workflow.id, args={"workflow_id": workflow.id},
+                     actor=actor)
+
+
+def workflow_publish_queued(*, workflow_id: int, actor: str, requested_at=None) -> dict:
+    """Publish as queued by an operator. Repeat-safe: a version this operator published since asking is
+    the outcome (a worker that died after publishing does not publish twice). A refusal (an invalid draft,
+    a database that refused the trigger) is audited, where the operator who asked sees it, and raised."""
     from apps.core.exceptions import ApplicationError
 
     workflow = Workflow.objects.filter(id=workflow_id).first()
     if workflow is None:
-        return None
+        return {"published": None}
+    done = (WorkflowVersion.objects.filter(workflow=workflow, published_by=actor, published_at__gte=requested_at)
+            .order_by("-version").first() if requested_at else None)
+    if done is not None:
+        return {"published": done.version}
     try:
-        return workflow_publish(workflow=workflow, actor=actor)
+        return {"published": workflow_publish(workflow=workflow, actor=actor).version}
     except ApplicationError as exc:
         audit_record(action="workflow.publish_failed", target_type="workflow", target_id=workflow.key,
                      product_id=workflow.product_id, actor=actor,
                      data={"error": exc.message, "fields": exc.fields})
-        return None
+        raise
+
+
+def workflow_unpublish_queued(*, workflow_id: int, actor: str, requested_at=None) -> dict:
+    """Unpublish as queued by an operator (repeat-safe: unpublishing twice changes nothing)."""
+    workflow = Workflow.objects.filter(id=workflow_id).first()
+    if workflow is not None:
+        workflow_unpublish(workflow=workflow, actor=actor)
+    return {"unpublished": workflow is not None}

@@ -54,7 +54,7 @@ def test_publishing_from_the_admin_installs_the_trigger_in_a_task(operator, prod
     page = _act(operator, "workflows_workflow", "publish", workflow.id)
     assert "Publishing order-created in the background" in page
     assert _installed(connection) == []  # the request did not reach the customer database
-    assert hinted.run() == ["apps.workflows.tasks.workflow_publish"]
+    assert hinted.run() == ["apps.core.tasks.queued_action_run"]
     assert len(_installed(connection)) == 1
     workflow.refresh_from_db()
     assert workflow.published_version.published_by == "staff:op"
@@ -92,7 +92,7 @@ def test_check_now_shows_drift_and_repair_puts_the_trigger_back(operator, produc
     assert "drift: 1 missing, 0 unused" in operator.get(change).content.decode()
 
     _act(operator, "connections_connection", "repair_triggers", connection.id)
-    assert hinted.run() == ["apps.connections.tasks.connection_repair"]
+    assert hinted.run() == ["apps.core.tasks.queued_action_run"]
     assert len(_installed(connection)) == 1
     assert "in order (1 installed)" in operator.get(change).content.decode()
     assert AuditEvent.objects.filter(action="connection.repair_requested", actor="staff:op").exists()

@@ -177,7 +177,7 @@ def test_disabling_the_last_subscriber_retires_its_trigger_and_enabling_restores
 
     with django_capture_on_commit_callbacks(execute=True):
         assert product_client.post(f"/api/v1/webhooks/{first['id']}/disable").json()["enabled"] is False
-    assert hinted.run() == ["apps.deliveries.tasks.webhook_endpoint_captures_prune"]
+    assert hinted.run() == ["apps.core.tasks.queued_action_run"]
     assert installed()  # the second endpoint still needs it
     with django_capture_on_commit_callbacks(execute=True):
         product_client.post(f"/api/v1/webhooks/{second['id']}/disable")

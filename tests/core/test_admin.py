@@ -8,7 +8,7 @@ from tests import factories
 
 pytestmark = pytest.mark.django_db
 
-OURS = ("tenants", "workflows", "runs", "deliveries", "audit", "connections")
+OURS = ("tenants", "workflows", "runs", "deliveries", "audit", "connections", "core")
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from apps.audit.models import AuditEvent
 from apps.connections.models import Connection, Event
+from apps.core.models import QueuedAction
 from apps.deliveries.models import Delivery, DeliveryAttempt, DeliveryEvent, ProviderConfig, WebhookEndpoint
 from apps.runs.models import Batch, Escalation, Run, RunStep, TriggerRequest
 from apps.tenants.models import ApiKey, Organization, Product
@@ -81,6 +82,8 @@ class World:
             Organization: lambda i: Organization(product=self.product, name=f"O{i}"),
             ApiKey: lambda i: ApiKey(id=f"k{i}.{uuid.uuid4().hex}", prefix=f"k{i}", hashed_key=uuid.uuid4().hex,
                                      name=f"key {i}", scope="product", product=self.product),
+            QueuedAction: lambda i: QueuedAction(name="connection.check", target_type="connection",
+                                                 target_id=str(self.connection.id), actor="staff:ops"),
             ProviderConfig: lambda i: ProviderConfig(product=Product.objects.create(name=f"PC{i}"), channel="sms",
                                                      provider="twilio", credentials="{}"),
         }
@@ -95,7 +98,7 @@ class World:
 
 
 MAIN = [Delivery, DeliveryAttempt, WebhookEndpoint, ProviderConfig, Run, RunStep, TriggerRequest, Escalation, Batch,
-        Workflow, WorkflowVersion, Connection, Event, AuditEvent, Product, Organization, ApiKey]
+        Workflow, WorkflowVersion, Connection, Event, AuditEvent, Product, Organization, ApiKey, QueuedAction]
 
 
 def _queries(client, url) -> int:

@@ -54,7 +54,7 @@ def test_disable_enable_and_replay_from_the_admin(client, product, receiver, hin
     assert "Enabling 1 endpoint(s) in the background, then replaying" in page
     assert WebhookEndpoint.objects.get(id=endpoint.id).enabled is False  # not yet: a task does it
     with django_capture_on_commit_callbacks(execute=True):
-        assert hinted.run() == ["apps.deliveries.tasks.webhook_endpoint_enable"]
+        assert hinted.run() == ["apps.core.tasks.queued_action_run"]
     assert WebhookEndpoint.objects.get(id=endpoint.id).enabled is True
     hinted.run()  # the replayed delivery's send
     assert Delivery.objects.get(id=failed.id).status == DeliveryStatus.DELIVERED

@@ -1,0 +1,24 @@
+from django.contrib import admin
+
+from apps.dashboard.lists import CreatedFilter, OperatorAdmin, fixed_filter
+
+from .actions import ACTIONS
+from .models import QueuedAction
+
+
+class RequestedFilter(CreatedFilter):
+    title = "requested"
+    parameter_name = "requested"
+    field = "requested_at"
+
+
+@admin.register(QueuedAction)
+class QueuedActionAdmin(OperatorAdmin):
+    """What operators asked for that a worker does (it reaches a customer database), and how it went."""
+
+    list_display = ("id", "name", "target_type", "target_id", "actor", "status", "requested_at", "finished_at",
+                    "error")
+    list_filter = ("status", fixed_filter("action", "name", ACTIONS), RequestedFilter)
+    search_fields = ("target_id",)
+    exact_search_fields = ("target_id",)
+    readonly_fields = [f.name for f in QueuedAction._meta.fields]

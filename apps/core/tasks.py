@@ -1,0 +1,10 @@
+"""Celery tasks: thin doors that carry ids into the services. The database says what is true."""
+
+from celery import shared_task
+
+
+@shared_task(name="apps.core.tasks.queued_action_run")
+def queued_action_run_task(action_id: int) -> str | None:
+    from .actions import queued_action_run
+
+    return queued_action_run(action_id=action_id)

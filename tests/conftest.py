@@ -261,7 +261,12 @@ class Processes:
 
 def _database_url(cfg) -> str:
     auth = cfg["USER"] + (f":{cfg['PASSWORD']}" if cfg.get("PASSWORD") else "")
-    return f"postgres://{auth}@{cfg['HOST'] or '127.0.0.1'}:{cfg['PORT'] or 5432}/{cfg['NAME']}"
+    return (f"postgres://{auth}@{cfg['HOST'] or '127.0.0.1'}:{cfg['PORT'] or 5432}/{cfg['NAME']}"
+            f"?application_name={PROCESS_APPLICATION_NAME}")
+
+
+# The started processes' database sessions carry this name, so that the fixture ends exactly those.
+PROCESS_APPLICATION_NAME = "rowbell-test-process"
 
 
 @pytest.fixture
@@ -276,8 +281,7 @@ def processes(transactional_db, test_redis, request):
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid()"
-        )
+            "AND application_name = %s AND pid <> pg_backend_pid()", [PROCESS_APPLICATION_NAME])
 
 
 # --- Hinted tasks, run in this process -----------------------------------------------------------

@@ -58,25 +58,22 @@ class ConnectionAdmin(OperatorAdmin):
                              ", ".join(captures.get("unused", [])) or "none"))
         return format_html("<ul class='checks'>{}</ul>{}<p>Status: {}</p>", checks, drift, self.trigger_status(obj))
 
-    @admin.action(description="Check now (connection, backlog, trigger drift)", permissions=["operate"])
-    def check_now(self, request, queryset):
+    def _queue_each(self, request, queryset, service, doing: str):
         names = []
         for connection in queryset:
-            connection_check_request(connection=connection, actor=actor_of(request))
+            service(connection=connection, actor=actor_of(request))
             names.append(connection.name)
-        self.message_user(request, f"Checking {', '.join(names)} in the background; the page shows the result "
-                          "within moments (Queued actions shows its progress).", messages.SUCCESS)
+        self.message_user(request, f"{doing} {', '.join(names)} in the background; the page shows the result "
+                          "within moments, and Queued actions how it went.", messages.SUCCESS)
         return back_to(request)
+
+    @admin.action(description="Check now (connection, backlog, trigger drift)", permissions=["operate"])
+    def check_now(self, request, queryset):
+        return self._queue_each(request, queryset, connection_check_request, "Checking")
 
     @admin.action(description="Repair triggers (install what is missing)", permissions=["operate"])
     def repair_triggers(self, request, queryset):
-        names = []
-        for connection in queryset:
-            connection_repair_request(connection=connection, actor=actor_of(request))
-            names.append(connection.name)
-        self.message_user(request, f"Repairing the triggers of {', '.join(names)} in the background; the page and "
-                          "Queued actions show the outcome.", messages.SUCCESS)
-        return back_to(request)
+        return self._queue_each(request, queryset, connection_repair_request, "Repairing the triggers of")
 
 
 @admin.register(Event)

@@ -201,12 +201,16 @@ def event_logs_prune() -> int:
 
 def connection_check_request(*, connection: Connection, actor: str) -> None:
     """Queue a full check of the connection ("check now"); the outcome lands on the connection."""
+    _request(connection, "connection.check", actor)
+
+
+def _request(connection: Connection, name: str, actor: str) -> None:
     from apps.core.actions import action_queue
 
     with transaction.atomic():
-        audit_record(action="connection.check_requested", target_type="connection", target_id=connection.id,
+        audit_record(action=f"{name}_requested", target_type="connection", target_id=connection.id,
                      product_id=connection.product_id, actor=actor)
-        action_queue(name="connection.check", target_type="connection", target_id=connection.id,
+        action_queue(name=name, target_type="connection", target_id=connection.id,
                      args={"connection_id": str(connection.id)}, actor=actor)
 
 
@@ -255,13 +259,7 @@ def connections_health_refresh() -> int:
 
 def connection_repair_request(*, connection: Connection, actor: str) -> None:
     """Queue a repair: install every trigger the connection's subscriptions and workflows want."""
-    from apps.core.actions import action_queue
-
-    with transaction.atomic():
-        audit_record(action="connection.repair_requested", target_type="connection", target_id=connection.id,
-                     product_id=connection.product_id, actor=actor)
-        action_queue(name="connection.repair", target_type="connection", target_id=connection.id,
-                     args={"connection_id": str(connection.id)}, actor=actor)
+    _request(connection, "connection.repair", actor)
 
 
 def connection_repair(*, connection_id, actor: str, requested_at=None) -> dict:

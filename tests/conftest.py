@@ -307,16 +307,14 @@ class HintedTasks:
                 out.append((message["headers"]["task"], json.loads(base64.b64decode(message["body"]))[0]))
         return out
 
-    def run(self, only: str | None = None) -> list[str]:
-        """Run the hinted tasks (those whose name contains `only`, when given); return their names."""
+    def run(self) -> list[str]:
+        """Run the hinted tasks; return their names."""
         import importlib
 
         from config.celery_app import app
 
         ran = []
         for name, args in self.pending():
-            if only and only not in name:
-                continue
             importlib.import_module(name.rsplit(".", 1)[0])
             app.tasks[name](*args)
             ran.append(name)

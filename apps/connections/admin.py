@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 from django.utils.html import format_html, format_html_join
 
 from apps.dashboard.lists import OperatorAdmin, actor_of, back_to, fixed_filter
+from apps.dashboard.templatetags.humanize_rowbell import seconds
 
 from .sources import EVENT_OF_OPERATION
 
@@ -29,7 +30,7 @@ class ConnectionAdmin(OperatorAdmin):
 
     @admin.display(description="lag")
     def lag(self, obj):
-        return "–" if obj.lag_seconds is None else f"{obj.lag_seconds:.1f} s"
+        return seconds(obj.lag_seconds)
 
     @admin.display(description="triggers")
     def trigger_status(self, obj):
@@ -82,6 +83,3 @@ class EventAdmin(OperatorAdmin):
     list_filter = (fixed_filter("operation", "op", EVENT_OF_OPERATION),)
     list_select_related = ("connection",)
     readonly_fields = [f.name for f in Event._meta.fields]
-
-    def has_change_permission(self, request, obj=None):
-        return False

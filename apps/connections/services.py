@@ -205,16 +205,13 @@ def connection_check_request(*, connection: Connection, actor: str) -> None:
 
 
 def _request(connection: Connection, name: str, actor: str) -> None:
-    from apps.core.actions import action_queue
+    from apps.core.actions import action_request
 
-    with transaction.atomic():
-        audit_record(action=f"{name}_requested", target_type="connection", target_id=connection.id,
-                     product_id=connection.product_id, actor=actor)
-        action_queue(name=name, target_type="connection", target_id=connection.id,
-                     args={"connection_id": str(connection.id)}, actor=actor)
+    action_request(name=name, target_type="connection", target_id=connection.id,
+                   args={"connection_id": str(connection.id)}, actor=actor, product_id=connection.product_id)
 
 
-def connection_check_now(*, connection_id, actor: str, requested_at=None) -> dict | None:
+def connection_check_now(*, connection_id, actor: str) -> dict | None:
     """Check the connection (the same checks as on creation), read its backlog and lag, and compare the
     triggers installed with those wanted (drift); store it all on the connection and return it."""
     from .pickup import connection_health
@@ -262,7 +259,7 @@ def connection_repair_request(*, connection: Connection, actor: str) -> None:
     _request(connection, "connection.repair", actor)
 
 
-def connection_repair(*, connection_id, actor: str, requested_at=None) -> dict:
+def connection_repair(*, connection_id, actor: str) -> dict:
     """Install (again) the wanted captures, under the connection's row lock like every install; then check
     it, so that its page shows the drift gone. A failure is recorded in the audit log and on the row, and
     raised."""

@@ -1,12 +1,16 @@
 """Operators' actions that reach a customer database, queued from the admin and done by a worker.
 
-The admin never does such network I/O in a request: it calls a `*_request` service, which writes an audit
-row and a QueuedAction in its transaction, and hints the worker on commit. The worker:
+The admin never does such network I/O in a request: it calls `action_request`, which writes an audit row
+and a QueuedAction in one transaction and hints the worker on commit (Rowbell's own follow-ups, such as
+retiring a disabled endpoint's trigger, use `action_queue` inside the transaction that asks for them).
+The worker:
 
-1. claims the action (queued -> running, with a lease) only if no older action on the same target is
-   unfinished, so that actions on one workflow or endpoint run in the order they were asked for;
-2. calls the action's service with the action's arguments, the actor and when it was asked for;
-3. records the outcome (done, failed with the error, or superseded).
+1. claims the action (queued -> running, with a lease, bumping `attempt`) only if no older action on the
+   same target is unfinished, so that actions on one workflow or endpoint run in the order they were
+   asked for;
+2. calls the action's service with the action's arguments and the actor;
+3. records the outcome (done, failed with the error, or superseded), only if the action still carries its
+   claim: a worker whose lease expired while another took the action over records nothing.
 
 A hint lost with Redis, or a worker killed mid-action, is repaired by `queued_actions_reconcile` (beat):
 the action is hinted again, so nothing an operator asked for is silently dropped.
@@ -29,8 +33,8 @@ logger = logging.getLogger(__name__)
 
 TASK = "apps.core.tasks.queued_action_run"
 
-# name -> "module:function"; each takes the action's args as keywords, `actor` and `requested_at`, and
-# returns a JSON-able outcome. Raising ActionSuperseded marks the action superseded.
+# name -> "module:function"; each takes the action's args as keywords and `actor`, and returns a JSON-able
+# outcome. Raising ActionSuperseded marks the action superseded.
 ACTIONS = {
     "connection.check": "apps.connections.services:connection_check_now",
     "connection.repair": "apps.connections.services:connection_repair",
@@ -38,6 +42,7 @@ ACTIONS = {
     "workflow.unpublish": "apps.workflows.services:workflow_unpublish_queued",
     "webhook.enable": "apps.deliveries.services:webhook_endpoint_enable_queued",
     "webhook.captures_prune": "apps.deliveries.services:webhook_endpoint_captures_prune",
+    "webhook.disabled_notify": "apps.deliveries.services:webhook_endpoint_disabled_notify",
 }
 
 
@@ -54,6 +59,19 @@ def action_queue(*, name: str, target_type: str, target_id, args: dict, actor: s
                                          actor=actor, enqueued_at=timezone.now())
     hint_on_commit(TASK, [action.id], queue="low")
     return action
+
+
+def action_request(*, name: str, target_type: str, target_id, args: dict, actor: str, product_id,
+                   audit_target_id=None, audit_data: dict | None = None) -> QueuedAction:
+    """An operator asks for an action: the audit row (`<name>_requested`, naming the actor) and the queued
+    action, in one transaction."""
+    from apps.audit.services import audit_record
+
+    with transaction.atomic():
+        audit_record(action=f"{name}_requested", target_type=target_type,
+                     target_id=audit_target_id if audit_target_id is not None else target_id,
+                     product_id=product_id, actor=actor, data=audit_data or {})
+        return action_queue(name=name, target_type=target_type, target_id=target_id, args=args, actor=actor)
 
 
 def _function(name: str):
@@ -75,18 +93,22 @@ def queued_action_run(*, action_id: int) -> str | None:
             status__in=(ActionStatus.QUEUED, ActionStatus.RUNNING)).exists()
         if earlier:
             return None  # its turn comes after theirs: the reconciler hints it again
+        action.attempt += 1
         QueuedAction.objects.filter(id=action.id).update(
-            status=ActionStatus.RUNNING, lease_until=now + timedelta(seconds=settings.ROWBELL_LEASE_SECONDS))
+            status=ActionStatus.RUNNING, attempt=action.attempt,
+            lease_until=now + timedelta(seconds=settings.ROWBELL_LEASE_SECONDS))
     status, outcome, error = ActionStatus.DONE, None, ""
     try:
-        outcome = _function(action.name)(**action.args, actor=action.actor, requested_at=action.requested_at)
+        outcome = _function(action.name)(**action.args, actor=action.actor)
     except ActionSuperseded as exc:
         status, error = ActionStatus.SUPERSEDED, str(exc)
     except Exception as exc:  # recorded on the action, for the operator who asked; the worker goes on
         logger.exception("Queued action %s failed", action.id)
         status, error = ActionStatus.FAILED, f"{exc.__class__.__name__}: {exc}"[:2000]
-    QueuedAction.objects.filter(id=action.id, status=ActionStatus.RUNNING).update(
+    recorded = QueuedAction.objects.filter(id=action.id, status=ActionStatus.RUNNING, attempt=action.attempt).update(
         status=status, outcome=_jsonable(outcome), error=error, finished_at=timezone.now(), lease_until=None)
+    if not recorded:
+        return None  # taken over after the lease expired: the other worker's outcome is the one
     _next_of(action)
     return status
 

@@ -23,6 +23,9 @@ class QueuedAction(models.Model):
     requested_at = models.DateTimeField(auto_now_add=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
+    # Bumped by every claim: a worker records the outcome only while the action still carries the claim it
+    # took, so one whose lease expired (and whose action another worker took) writes nothing.
+    attempt = models.PositiveIntegerField(default=0)
     finished_at = models.DateTimeField(null=True, blank=True)
     outcome = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)

@@ -33,6 +33,10 @@ def periodic_tasks() -> dict[str, dict]:
             "task": "apps.runs.tasks.escalations_send",
             "every": max(settings.ROWBELL_RESUME_INTERVAL, 5),
         },
+        "rowbell: re-send lost operators' actions": {
+            "task": "apps.core.tasks.queued_actions_reconcile",
+            "every": settings.ROWBELL_RECONCILE_INTERVAL,
+        },
         "rowbell: reconcile lost work": {
             "task": "apps.runs.tasks.work_reconcile",
             "every": settings.ROWBELL_RECONCILE_INTERVAL,

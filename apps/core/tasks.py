@@ -8,3 +8,10 @@ def queued_action_run_task(action_id: int) -> str | None:
     from .actions import queued_action_run
 
     return queued_action_run(action_id=action_id)
+
+
+@shared_task(name="apps.core.tasks.queued_actions_reconcile")
+def queued_actions_reconcile_task() -> int:
+    from .actions import queued_actions_reconcile
+
+    return queued_actions_reconcile()

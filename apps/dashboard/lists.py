@@ -92,9 +92,6 @@ class OperatorAdmin(ReadOnlyRows, admin.ModelAdmin):
     # (action name, label) pairs offered as buttons on an object's page, when the user may run them.
     object_actions: tuple[tuple[str, str], ...] = ()
 
-    def _perm(self, request, codename: str) -> bool:
-        return request.user.has_perm(f"{self.opts.app_label}.{codename}")
-
     def change_view(self, request, object_id, form_url="", extra_context=None):
         allowed = self.get_actions(request)
         extra_context = {**(extra_context or {}),

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import connection as db
-from django.db.models import Count
 from django.utils import timezone
 
 from apps.deliveries.models import SUCCESS_STATUSES, Delivery, DeliveryStatus
@@ -101,24 +100,21 @@ def home_figures(*, product_id=None, range_key: str = DEFAULT_RANGE, now: dateti
 
     ended = sum(totals.get(s, 0) for s in ENDED)
     failed = sum(totals.get(s, 0) for s in FAILED)
-    held = dict(Delivery.objects.filter(status=DeliveryStatus.HELD, product_id__in=ids).order_by()
-                .values_list("product_id").annotate(n=Count("id")))
-    undecided = dict(Escalation.objects.filter(decided_at__isnull=True, product_id__in=ids).order_by()
-                     .values_list("product_id").annotate(n=Count("id")))
+    held = Delivery.objects.filter(status=DeliveryStatus.HELD, product_id__in=ids).count()
+    undecided = Escalation.objects.filter(decided_at__isnull=True, product_id__in=ids).count()
     from apps.connections.models import Connection
 
     connections = list(Connection.objects.filter(product_id__in=ids).select_related("product").order_by(
         "product__name", "name"))
     return {
-        "range": span, "ranges": list(RANGES.values()), "since": since, "until": until,
+        "range": span, "ranges": list(RANGES.values()),
         "products": products, "product_id": str(product_id) if product_id else "",
         "chart": {"times": [int(at.timestamp()) for at in buckets], "statuses": by_status,
                   "latency": latency_series},
         "totals": dict(sorted(totals.items(), key=lambda kv: -kv[1])), "total": sum(totals.values()),
         "ended": ended, "failed": failed, "failure_rate": round(failed / ended, 4) if ended else None,
         "latency": overall,
-        "held": sum(held.values()), "held_by_product": held,
-        "undecided": sum(undecided.values()), "undecided_by_product": undecided,
+        "held": held, "undecided": undecided,
         "connections": connections,
     }
 

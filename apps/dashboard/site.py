@@ -30,7 +30,6 @@ class RowbellAdminSite(admin.AdminSite):
                                       range_key=request.GET.get("range") or "") if may_see else None
         context = {**self.each_context(request), "title": self.index_title, "subtitle": None,
                    "app_list": self.get_app_list(request), "figures": figures,
-                   "may_review": request.user.has_perm("deliveries.review_delivery"),
                    **(extra_context or {})}
         request.current_app = self.name
         return TemplateResponse(request, "dashboard/home.html", context)

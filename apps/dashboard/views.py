@@ -4,13 +4,11 @@ one or many at a time through the same services as the API."""
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
 
 from apps.core.exceptions import ApplicationError
 from apps.deliveries.models import Delivery, DeliveryStatus
@@ -55,19 +53,16 @@ def _act(request) -> None:
     if verb not in ("release", "discard"):
         messages.error(request, "Choose release or discard.")
         return
-    chosen = request.POST.getlist("message_id")[:MAX_REVIEW_BATCH]
+    chosen = request.POST.getlist("message_id")
     if not chosen:
         messages.warning(request, "Select at least one delivery.")
         return
-    by_product = defaultdict(list)
-    for product_id, message_id in Delivery.objects.filter(message_id__in=chosen).values_list("product_id",
-                                                                                             "message_id"):
-        by_product[product_id].append(message_id)
+    if len(chosen) > MAX_REVIEW_BATCH:
+        messages.error(request, f"At most {MAX_REVIEW_BATCH} deliveries at a time. Nothing was done.")
+        return
     service = deliveries_release if verb == "release" else deliveries_discard
-    done: list[str] = []
     try:
-        for product_id, ids in by_product.items():
-            done += service(product_id=product_id, message_ids=ids, actor=actor_of(request))
+        done = service(product_id=None, message_ids=chosen, actor=actor_of(request))
     except ApplicationError as exc:
         messages.error(request, exc.message)
         return
@@ -97,8 +92,7 @@ def review_queue(request):
 
     context = {**admin.site.each_context(request), "title": "Review queue", "subtitle": None, "page": page,
                "rows": rows, "products": Product.objects.order_by("name").values_list("id", "name"),
-               "product_id": product_id, "may_review": request.user.has_perm("deliveries.review_delivery"),
-               "delivery_list": reverse("admin:deliveries_delivery_changelist")}
+               "product_id": product_id, "may_review": request.user.has_perm("deliveries.review_delivery")}
     return TemplateResponse(request, "dashboard/review_queue.html", context)
 
 

@@ -1,5 +1,3 @@
-from collections import defaultdict
-
 from django import forms
 from django.contrib import admin, messages
 from django.db import models
@@ -9,7 +7,6 @@ from .models import (
     Delivery,
     DeliveryAttempt,
     DeliveryEvent,
-    DeliveryStatus,
     ProviderConfig,
     WebhookEndpoint,
 )
@@ -18,6 +15,7 @@ from apps.dashboard.lists import CreatedFilter, OperatorAdmin, actor_of, back_to
 from .channels import channel_kinds
 
 from .services import (
+    DEFAULT_SECRET_OVERLAP_SECONDS,
     deliveries_discard,
     deliveries_release,
     deliveries_replay,
@@ -54,8 +52,8 @@ class WebhookEndpointAdmin(EndpointActions, OperatorAdmin):
 
     @admin.action(description="Disable", permissions=["operate"])
     def disable(self, request, queryset):
-        done = [e.url for e in queryset if e.enabled]
-        for endpoint in queryset.filter(enabled=True):
+        done = list(queryset.filter(enabled=True))
+        for endpoint in done:
             webhook_endpoint_disable(endpoint=endpoint, actor=actor_of(request))
         self.message_user(request, f"Disabled {len(done)} endpoint(s)" + (
             "; row-event triggers no longer used are retired in the background." if done else "."),
@@ -111,20 +109,15 @@ class WebhookEndpointAdmin(EndpointActions, OperatorAdmin):
             self.message_user(request, "Rotate one endpoint's secret at a time. Nothing was rotated.",
                               messages.ERROR)
             return back_to(request)
-        rotated = []
-        for endpoint in queryset:
-            endpoint = webhook_endpoint_rotate_secret(endpoint=endpoint, overlap_seconds=ROTATION_OVERLAP_SECONDS,
-                                                      actor=actor_of(request))
-            rotated.append(endpoint)
+        rotated = [webhook_endpoint_rotate_secret(endpoint=queryset.get(), actor=actor_of(request),
+                                                  overlap_seconds=DEFAULT_SECRET_OVERLAP_SECONDS)]
         # Shown once, in this answer only: not in a message (kept in the session) nor on any page.
         response = TemplateResponse(request, "dashboard/secret_rotated.html", {
             **self.admin_site.each_context(request), "title": "Signing secret rotated", "subtitle": None,
-            "rotated": rotated, "overlap_hours": ROTATION_OVERLAP_SECONDS // 3600, "opts": self.opts})
+            "rotated": rotated, "overlap_hours": DEFAULT_SECRET_OVERLAP_SECONDS // 3600, "opts": self.opts})
         response["Cache-Control"] = "no-store"
         return response
 
-
-ROTATION_OVERLAP_SECONDS = 24 * 3600
 
 
 class DeliveryAttemptInline(admin.TabularInline):
@@ -192,18 +185,12 @@ class DeliveryAdmin(OperatorAdmin):
     def _review(self, request, queryset, service, verb: str):
         from .services import MAX_REVIEW_BATCH
 
-        chosen = list(queryset.order_by("id").values_list("product_id", "message_id", "status")[:MAX_REVIEW_BATCH + 1])
+        chosen = list(queryset.order_by("id").values_list("message_id", flat=True)[:MAX_REVIEW_BATCH + 1])
         if len(chosen) > MAX_REVIEW_BATCH:
             self.message_user(request, f"At most {MAX_REVIEW_BATCH} deliveries at a time: narrow the selection "
                               "(e.g. filter by product) and try again. Nothing was done.", messages.ERROR)
             return back_to(request)
-        by_product = defaultdict(list)
-        for product_id, message_id, status in chosen:
-            if status == DeliveryStatus.HELD:
-                by_product[product_id].append(message_id)
-        done = []
-        for product_id, ids in by_product.items():
-            done += service(product_id=product_id, message_ids=ids, actor=actor_of(request))
+        done = service(product_id=None, message_ids=chosen, actor=actor_of(request))
         skipped = len(chosen) - len(done)
         self.message_user(request, f"{verb} {len(done)} held deliver{'y' if len(done) == 1 else 'ies'}"
                           + (f"; {skipped} not held, left alone." if skipped else "."),
@@ -310,9 +297,9 @@ class ProviderConfigAdmin(OperatorAdmin):
         if change and (obj.channel != form.channel):
             from .services import provider_config_delete
 
-            provider_config_delete(product=obj.product, channel=ProviderConfig.objects.get(id=obj.id).channel,
-                                   organization=obj.organization, actor=f"staff:{request.user.get_username()}")
+            provider_config_delete(product=obj.product, channel=obj.channel, organization=obj.organization,
+                                   actor=actor_of(request))
         saved = provider_config_put(product=obj.product, organization=obj.organization, channel=form.channel,
                                     provider=form.provider, credentials=form.checked["credentials"],
-                                    options=form.checked["options"], actor=f"staff:{request.user.get_username()}")
+                                    options=form.checked["options"], actor=actor_of(request))
         obj.pk, obj.id = saved.pk, saved.id

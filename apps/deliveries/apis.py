@@ -4,16 +4,27 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 
-from apps.core.exceptions import Conflict, InvalidInput, NotFound
+from apps.core.exceptions import InvalidInput, NotFound
 from apps.core.ids import uuid_or_none
 from apps.core.pagination import paginated
 from apps.tenants.permissions import IsProduct, IsProductOrOrganization
 
 from .models import DeliveryStatus
 from .selectors import delivery_get, delivery_list, webhook_endpoint_get, webhook_endpoint_list
-from .services import (MAX_REVIEW_BATCH, MAX_SECRET_OVERLAP_SECONDS, deliveries_discard, deliveries_release,
-                       deliveries_replay, provider_config_delete, provider_config_put, webhook_endpoint_create, webhook_endpoint_disable, webhook_endpoint_enable,
-                       webhook_endpoint_rotate_secret)
+from .services import (
+    DEFAULT_SECRET_OVERLAP_SECONDS,
+    MAX_REVIEW_BATCH,
+    MAX_SECRET_OVERLAP_SECONDS,
+    deliveries_discard,
+    deliveries_release,
+    deliveries_replay,
+    provider_config_delete,
+    provider_config_put,
+    webhook_endpoint_create,
+    webhook_endpoint_disable,
+    webhook_endpoint_enable,
+    webhook_endpoint_rotate_secret,
+)
 
 
 class WebhookInputSerializer(serializers.Serializer):
@@ -112,8 +123,8 @@ class WebhookRotateSecretApi(APIView):
     permission_classes = [IsProduct]
 
     class RotateSecretInputSerializer(serializers.Serializer):
-        overlap_seconds = serializers.IntegerField(required=False, default=24 * 3600, min_value=0,
-                                                   max_value=MAX_SECRET_OVERLAP_SECONDS)
+        overlap_seconds = serializers.IntegerField(required=False, default=DEFAULT_SECRET_OVERLAP_SECONDS,
+                                                   min_value=0, max_value=MAX_SECRET_OVERLAP_SECONDS)
 
     class RotatedSecretSerializer(serializers.Serializer):
         id = serializers.UUIDField()
@@ -150,8 +161,6 @@ class WebhookReplayApi(APIView):
         data = self.WebhookReplayInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         endpoint = webhook_endpoint_get(tenant=request.user, endpoint_id=endpoint_id)
-        if not endpoint.enabled:
-            raise Conflict("The webhook endpoint is disabled; enable it first (it offers the same replay).")
         return Response(deliveries_replay(product_id=request.user.product_id, actor=request.user.actor,
                                           endpoint=endpoint, **data.validated_data))
 
@@ -277,8 +286,17 @@ class DeliveryDiscardApi(_ReviewApi):
         return super().post(request)
 
 
+def _providers_help() -> str:
+    from .providers import PROVIDERS, providers_of
+
+    return "; ".join(f"{channel}: {', '.join(providers_of(channel))}" for channel in sorted({c for c, _ in PROVIDERS}))
+
+
+_PROVIDERS_HELP = _providers_help()
+
+
 class ProviderInputSerializer(serializers.Serializer):
-    provider = serializers.CharField(max_length=40, help_text="sms: twilio, http; chat: slack, teams.")
+    provider = serializers.CharField(max_length=40, help_text=_PROVIDERS_HELP)
     credentials = serializers.JSONField(help_text="The provider's secrets; stored encrypted, never shown again.")
     options = serializers.JSONField(required=False, default=dict, help_text="The provider's other settings.")
     organization = serializers.UUIDField(required=False, allow_null=True, default=None,
@@ -325,7 +343,7 @@ class ProviderListApi(APIView):
 
 
 class ProviderDetailApi(APIView):
-    """Set (PUT) or remove (DELETE) the provider of a channel: `sms` (twilio, http) or `chat` (slack, teams)."""
+    """Set (PUT) or remove (DELETE) the provider of a channel (email, sms, push or chat)."""
 
     permission_classes = [IsProduct]
 

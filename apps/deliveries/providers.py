@@ -317,8 +317,6 @@ class Fcm(Provider):
     def request(self, payload, credentials, options):
         account = credentials["service_account"]
         message = {"token": payload["to"], "notification": {"title": payload["title"], "body": payload["body"]}}
-        if payload.get("data"):
-            message["data"] = {str(k): str(v) for k, v in payload["data"].items()}
         return _json_post(f"{settings.ROWBELL_FCM_API_URL}/v1/projects/{account['project_id']}/messages:send",
                           {"message": message}, {"Authorization": f"Bearer {self._access_token(account)}"})
 
@@ -415,7 +413,7 @@ class SendGrid(EmailProvider):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AnymailNotSupportedWarning)
             return EmailBackend(api_key=credentials["api_key"], api_url=settings.ROWBELL_SENDGRID_API_URL,
-                                fail_silently=False)
+                                fail_silently=False, timeout=settings.ROWBELL_HTTP_TIMEOUT)
 
 
 class Mailgun(EmailProvider):
@@ -437,7 +435,8 @@ class Mailgun(EmailProvider):
         url = settings.ROWBELL_MAILGUN_API_URL or (
             "https://api.eu.mailgun.net/v3" if options.get("region") == "eu" else "https://api.mailgun.net/v3")
         extra = {"sender_domain": options["sender_domain"]} if options.get("sender_domain") else {}
-        return EmailBackend(api_key=credentials["api_key"], api_url=url, fail_silently=False, **extra)
+        return EmailBackend(api_key=credentials["api_key"], api_url=url, fail_silently=False,
+                            timeout=settings.ROWBELL_HTTP_TIMEOUT, **extra)
 
 
 class Postmark(EmailProvider):
@@ -455,7 +454,7 @@ class Postmark(EmailProvider):
         from anymail.backends.postmark import EmailBackend
 
         return EmailBackend(server_token=credentials["server_token"], api_url=settings.ROWBELL_POSTMARK_API_URL,
-                            fail_silently=False)
+                            fail_silently=False, timeout=settings.ROWBELL_HTTP_TIMEOUT)
 
 
 class AmazonSes(EmailProvider):

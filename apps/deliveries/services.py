@@ -3,9 +3,8 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-import psycopg
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
@@ -13,7 +12,7 @@ from django.utils import timezone
 
 from apps.audit.services import AuditEntry, audit_record, audit_record_many
 from apps.core.bulk import insert_rows
-from apps.core.exceptions import InvalidInput
+from apps.core.exceptions import InvalidInput, flatten_errors
 from apps.core.ids import uuid_or_none
 from apps.core.hints import hint_on_commit
 
@@ -102,18 +101,14 @@ def webhook_endpoint_rotate_secret(*, endpoint: WebhookEndpoint, overlap_seconds
 
 
 MAX_SECRET_OVERLAP_SECONDS = 7 * 24 * 3600
+DEFAULT_SECRET_OVERLAP_SECONDS = 24 * 3600
 
 
 def webhook_endpoint_disable(*, endpoint: WebhookEndpoint, actor: str, reason: str = "") -> WebhookEndpoint:
     """Stop sending to an endpoint. Its row-event trigger is retired in the customer database once no
     enabled endpoint uses it, by a task queued on commit: no customer database is reached in the request."""
     with transaction.atomic():
-        changed = _endpoints_disable([endpoint.id], reason=reason or f"Disabled by {actor}.", actor=actor)
-        if changed and endpoint.connection_id:
-            from apps.core.actions import action_queue
-
-            action_queue(name="webhook.captures_prune", target_type="webhook", target_id=endpoint.id,
-                         args={"endpoint_id": str(endpoint.id)}, actor=actor)
+        _endpoints_disable([endpoint.id], reason=reason or f"Disabled by {actor}.", actor=actor)
     endpoint.refresh_from_db()
     return endpoint
 
@@ -121,16 +116,16 @@ def webhook_endpoint_disable(*, endpoint: WebhookEndpoint, actor: str, reason: s
 def webhook_endpoint_enable_request(*, endpoint: WebhookEndpoint, actor: str, replay: bool) -> None:
     """Queue enabling an endpoint (which reinstalls its row-event trigger in the customer database), with
     or without replaying what failed meanwhile; see webhook_endpoint_enable."""
-    from apps.core.actions import action_queue
+    from apps.core.actions import action_request
 
-    with transaction.atomic():
-        audit_record(action="webhook.enable_requested", target_type="webhook", target_id=endpoint.id,
-                     product_id=endpoint.product_id, actor=actor, data={"replay": replay})
-        action_queue(name="webhook.enable", target_type="webhook", target_id=endpoint.id,
-                     args={"endpoint_id": str(endpoint.id), "replay": replay}, actor=actor)
+    action_request(name="webhook.enable", target_type="webhook", target_id=endpoint.id, actor=actor,
+                   product_id=endpoint.product_id, audit_data={"replay": replay},
+                   args={"endpoint_id": str(endpoint.id), "replay": replay,
+                         "requested_at": timezone.now().isoformat()})
 
 
-def webhook_endpoint_enable_queued(*, endpoint_id, actor: str, replay: bool, requested_at=None) -> dict | None:
+def webhook_endpoint_enable_queued(*, endpoint_id, actor: str, replay: bool,
+                                   requested_at: str | None = None) -> dict | None:
     """Enable as queued by an operator. Superseded when the endpoint was disabled again after enabling was
     asked for; a refusal (the customer database unreachable) is audited and raised."""
     from apps.core.actions import ActionSuperseded
@@ -139,7 +134,7 @@ def webhook_endpoint_enable_queued(*, endpoint_id, actor: str, replay: bool, req
     endpoint = WebhookEndpoint.objects.select_related("connection").filter(id=endpoint_id).first()
     if endpoint is None:
         return None
-    if requested_at and endpoint.disabled_at and endpoint.disabled_at > requested_at:
+    if requested_at and endpoint.disabled_at and endpoint.disabled_at > datetime.fromisoformat(requested_at):
         raise ActionSuperseded("The endpoint was disabled again after enabling it was asked for.")
     try:
         result = webhook_endpoint_enable(endpoint=endpoint, actor=actor, replay=replay)[1]
@@ -152,47 +147,50 @@ def webhook_endpoint_enable_queued(*, endpoint_id, actor: str, replay: bool, req
 
 def _endpoints_disable(endpoint_ids, *, reason: str, actor: str, notify: bool = False, now=None) -> list:
     """Disable the enabled endpoints among `endpoint_ids` with the reason; audit each. With `notify`
-    (Rowbell disabled them, not a person), operators are emailed and row-event triggers retired after
-    commit. Call inside a transaction; returns the ids disabled."""
+    (Rowbell disabled them, not a person), operators are emailed. Both, and retiring a row-event endpoint's
+    trigger in the customer database, are queued actions, written in the caller's transaction: done by a
+    worker, re-sent if their hint is lost. Call inside a transaction; returns the ids disabled."""
+    from apps.core.actions import action_queue
+
     now = now or timezone.now()
     disabled = list(WebhookEndpoint.objects.filter(id__in=endpoint_ids, enabled=True)
-                    .values_list("id", "product_id", "url"))
+                    .values_list("id", "product_id", "url", "connection_id"))
     if not disabled:
         return []
     WebhookEndpoint.objects.filter(id__in=[d[0] for d in disabled]).update(
         enabled=False, disabled_at=now, disabled_reason=reason[:500])
     audit_record_many([AuditEntry(action="webhook.disabled", target_type="webhook", target_id=endpoint_id,
                                   product_id=product_id, actor=actor, data={"reason": reason[:500], "url": url})
-                       for endpoint_id, product_id, url in disabled])
-    if notify:
-        for endpoint_id, _, _ in disabled:
-            hint_on_commit("apps.deliveries.tasks.webhook_endpoint_disabled_notify", [str(endpoint_id)],
-                           queue="low")
+                       for endpoint_id, product_id, url, _ in disabled])
+    for endpoint_id, _, _, connection_id in disabled:
+        if connection_id:
+            action_queue(name="webhook.captures_prune", target_type="webhook", target_id=endpoint_id,
+                         args={"endpoint_id": str(endpoint_id)}, actor=actor)
+        if notify:
+            action_queue(name="webhook.disabled_notify", target_type="webhook", target_id=endpoint_id,
+                         args={"endpoint_id": str(endpoint_id)}, actor=actor)
     return [d[0] for d in disabled]
 
 
-def webhook_endpoint_captures_prune(*, endpoint_id, actor: str, requested_at=None) -> None:
-    """Retire the row-event trigger a disabled endpoint no longer needs (when nothing else uses it)."""
+def webhook_endpoint_captures_prune(*, endpoint_id, actor: str) -> dict:
+    """Retire the row-event trigger a disabled endpoint no longer needs (when nothing else uses it). A
+    database that cannot be reached fails the queued action, which shows why; the endpoint stays disabled
+    and `triggers prune` retires the trigger later."""
     from apps.connections.services import connection_captures_prune
 
     endpoint = WebhookEndpoint.objects.select_related("connection").filter(id=endpoint_id).first()
     if endpoint is None or endpoint.enabled or not endpoint.connection_id:
-        return
-    try:
-        connection_captures_prune(connection=endpoint.connection, actor=actor)
-    except psycopg.Error:
-        # The endpoint is disabled all the same; its trigger is retired by the next `triggers prune`.
-        logger.warning("Could not retire the trigger of %s now: its database is unreachable.", endpoint.id)
+        return {"retired": []}
+    return {"retired": connection_captures_prune(connection=endpoint.connection, actor=actor)}
 
 
-def webhook_endpoint_disabled_notify(*, endpoint_id) -> None:
-    """Tell operators (Django's ADMINS) that Rowbell disabled an endpoint, and retire its trigger."""
+def webhook_endpoint_disabled_notify(*, endpoint_id, actor: str = "rowbell") -> None:
+    """Tell operators (Django's ADMINS) that Rowbell disabled an endpoint."""
     from django.core.mail import mail_admins
 
     endpoint = WebhookEndpoint.objects.select_related("product").filter(id=endpoint_id).first()
     if endpoint is None or endpoint.enabled:
         return
-    webhook_endpoint_captures_prune(endpoint_id=endpoint.id, actor="rowbell")
     mail_admins(
         f"Webhook endpoint disabled: {endpoint.url}",
         f"Rowbell disabled the webhook endpoint {endpoint.id} ({endpoint.url}) of {endpoint.product.name} "
@@ -238,7 +236,8 @@ def webhook_endpoint_enable(*, endpoint: WebhookEndpoint, actor: str, replay: bo
         if replay:
             # At most MAX_REPLAY at once; the rest stay offered (POST .../replay with the same `since`).
             replayed = len(_replay(list(pending.select_for_update().order_by("id")[:MAX_REPLAY]), actor=actor))
-            waiting = max(0, pending.count() - replayed) if replayed == MAX_REPLAY else 0
+            # The replayed ones are queued now, no longer pending: what is left is the rest.
+            waiting = pending.count() if replayed == MAX_REPLAY else 0
         else:
             replayed, waiting = 0, pending.count()
     endpoint.refresh_from_db()
@@ -262,11 +261,7 @@ def _replay(deliveries: list[Delivery], *, actor: str) -> list[str]:
                                   product_id=d.product_id, organization_id=d.organization_id, actor=actor,
                                   data={"previous_status": d.status, "attempts_so_far": d.attempt_count})
                        for d in deliveries])
-    by_priority: dict[str, list[int]] = defaultdict(list)
-    for d in deliveries:
-        by_priority[d.priority].append(d.id)
-    for priority, ids in by_priority.items():
-        deliveries_enqueue_on_commit(ids, priority)
+    deliveries_enqueue_by_priority((d.id, d.priority) for d in deliveries)
     return [d.message_id for d in deliveries]
 
 
@@ -274,10 +269,15 @@ def deliveries_replay(*, product_id, actor: str, message_ids: list[str] | None =
                       endpoint: WebhookEndpoint | None = None, since=None, until=None) -> dict:
     """Send webhook deliveries again with their original `webhook-id`: the listed ones (whatever their
     final status, e.g. to re-send one that was delivered), or every delivery of `endpoint` that did not
-    get through in [since, until). Deliveries still in progress, and those of disabled endpoints, are
-    left alone and reported."""
+    get through in [since, until). Deliveries still in progress, discarded ones (in review, or with their
+    run) and those of disabled endpoints are left alone and reported; an endpoint's replay while it is
+    disabled is refused (enabling it offers the same replay)."""
+    from apps.core.exceptions import Conflict
+
     from .models import FINAL_STATUSES
 
+    if endpoint is not None and not endpoint.enabled:
+        raise Conflict("The webhook endpoint is disabled; enable it first (it offers the same replay).")
     with transaction.atomic():
         if message_ids is not None:
             _at_most_a_batch(message_ids)
@@ -291,11 +291,13 @@ def deliveries_replay(*, product_id, actor: str, message_ids: list[str] | None =
             if len(found) > MAX_REPLAY:
                 raise InvalidInput(f"More than {MAX_REPLAY} deliveries in this range; replay a shorter one.",
                                    field="since")
-        ready = [d for d in found if d.status in FINAL_STATUSES and d.endpoint_id and d.endpoint.enabled]
+        ready = [d for d in found if d.status in FINAL_STATUSES and d.status != DeliveryStatus.DISCARDED
+                 and d.endpoint_id and d.endpoint.enabled]
         replayed = _replay(ready, actor=actor)
     not_replayed = {d.message_id: ("The webhook endpoint no longer exists." if not d.endpoint_id else
                                    "The webhook endpoint is disabled; enable it first." if not d.endpoint.enabled
-                                   else f"The delivery is still {d.status}.")
+                                   else "It was discarded (in review, or with its run); it is not sent."
+                                   if d.status == DeliveryStatus.DISCARDED else f"The delivery is still {d.status}.")
                     for d in found if d not in ready}
     if message_ids is not None:
         known = {d.message_id for d in found}
@@ -360,6 +362,15 @@ def deliveries_enqueue_on_commit(ids: list[int], priority: str) -> None:
         hint_on_commit("apps.deliveries.tasks.deliveries_send", [ids[start:start + batch]], queue=priority)
 
 
+def deliveries_enqueue_by_priority(pairs) -> None:
+    """deliveries_enqueue_on_commit for (delivery id, priority) pairs: each priority's ids on its queue."""
+    by_priority: dict[str, list[int]] = defaultdict(list)
+    for delivery_id, priority in pairs:
+        by_priority[priority].append(delivery_id)
+    for priority, ids in by_priority.items():
+        deliveries_enqueue_on_commit(ids, priority)
+
+
 def delivery_build(*, run, step_id: str, channel: str, rendered: Rendered, held: bool = False,
                    max_attempts: int | None = None, backoff: tuple = (None, None)) -> tuple[Delivery, AuditEntry | None]:
     """The delivery a run's notify step makes, unsaved: queued, held for review (sandbox) or skipped with
@@ -421,14 +432,20 @@ def _at_most_a_batch(message_ids: list[str]) -> None:
 
 
 def _held(product_id, message_ids: list[str]) -> list[Delivery]:
+    """The held deliveries among `message_ids`, locked: the product's, or any product's for operators
+    (`product_id` None)."""
     _at_most_a_batch(message_ids)
-    return list(Delivery.objects.select_for_update(of=("self",)).filter(
-        product_id=product_id, message_id__in=message_ids, status=DeliveryStatus.HELD).order_by("id"))
+    held = Delivery.objects.select_for_update(of=("self",)).filter(message_id__in=message_ids,
+                                                                    status=DeliveryStatus.HELD)
+    if product_id is not None:
+        held = held.filter(product_id=product_id)
+    return list(held.order_by("id"))
 
 
 def deliveries_release(*, product_id, message_ids: list[str], actor: str) -> list[str]:
     """Send held deliveries as they were rendered, through the normal path (signing, retries); return the
-    ids released. Ids that are not held (already reviewed, or not this product's) are left alone."""
+    ids released. Ids that are not held (already reviewed, or not this product's) are left alone. Operators
+    pass `product_id=None`: held deliveries of any product."""
     now = timezone.now()
     with transaction.atomic():
         held = _held(product_id, message_ids)
@@ -439,11 +456,7 @@ def deliveries_release(*, product_id, message_ids: list[str], actor: str) -> lis
         audit_record_many([AuditEntry(action="delivery.released", target_type="delivery", target_id=d.message_id,
                                       product_id=d.product_id, organization_id=d.organization_id, actor=actor,
                                       data={"channel": d.channel}) for d in held])
-        by_priority: dict[str, list[int]] = defaultdict(list)
-        for d in held:
-            by_priority[d.priority].append(d.id)
-        for priority, ids in by_priority.items():
-            deliveries_enqueue_on_commit(ids, priority)
+        deliveries_enqueue_by_priority((d.id, d.priority) for d in held)
     return [d.message_id for d in held]
 
 
@@ -721,11 +734,7 @@ def deliveries_dispatch_due(*, limit: int = 10_000) -> int:
         if not due:
             return 0
         Delivery.objects.filter(id__in=[i for i, _ in due]).update(enqueued_at=now)
-        by_priority: dict[str, list[int]] = defaultdict(list)
-        for delivery_id, priority in due:
-            by_priority[priority].append(delivery_id)
-        for priority, ids in by_priority.items():
-            deliveries_enqueue_on_commit(ids, priority)
+        deliveries_enqueue_by_priority(due)
     return len(due)
 
 
@@ -759,17 +768,6 @@ def deliveries_reconcile() -> int:
 # --- Providers ----------------------------------------------------------------------------------
 
 
-def _flatten(errors, prefix: str) -> dict:
-    flat = {}
-    for name, messages in (errors.items() if isinstance(errors, dict) else [("", errors)]):
-        path = f"{prefix}.{name}" if name and name != "non_field_errors" else prefix
-        if isinstance(messages, dict):
-            flat.update(_flatten(messages, path))
-        else:
-            flat[path] = " ".join(str(m) for m in messages)
-    return flat
-
-
 def provider_config_check(*, channel: str, provider: str, credentials, options) -> dict:
     """Credentials and options checked against the provider's own fields: {"credentials", "options"},
     normalized. Raises InvalidInput naming each field at fault (`credentials.auth_token`...)."""
@@ -792,7 +790,8 @@ def provider_config_check(*, channel: str, provider: str, credentials, options) 
         if serializer.is_valid():
             checked[name] = dict(serializer.validated_data)
         else:
-            errors.update(_flatten(serializer.errors, name))
+            for error in flatten_errors(serializer.errors, name):
+                errors.setdefault(error["field"], error["reason"])
         unknown = sorted(set(value) - set(serializer_class().fields))
         if unknown:
             errors[f"{name}.{unknown[0]}"] = f"Unknown field for {provider}."

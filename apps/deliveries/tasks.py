@@ -15,10 +15,3 @@ def deliveries_dispatch_due_task() -> int:
     from .services import deliveries_dispatch_due
 
     return deliveries_dispatch_due()
-
-
-@shared_task(name="apps.deliveries.tasks.webhook_endpoint_disabled_notify")
-def webhook_endpoint_disabled_notify_task(endpoint_id: str) -> None:
-    from .services import webhook_endpoint_disabled_notify
-
-    webhook_endpoint_disabled_notify(endpoint_id=endpoint_id)

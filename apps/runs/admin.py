@@ -54,17 +54,6 @@ class RunActions:
                      lambda run: run_dismiss(run=run, actor=actor_of(request)))
 
 
-class RunStepInline(admin.TabularInline):
-    model = RunStep
-    fields = ("index", "step_id", "type", "status", "output", "error", "finished_at")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(TriggerRequest)
 class TriggerRequestAdmin(OperatorAdmin):
     list_display = ("id", "product", "organization", "workflow_version", "priority", "status", "created_at")
@@ -102,23 +91,26 @@ class RunAdmin(RunActions, OperatorAdmin):
     exact_search_fields = ("id", "request")  # a run id, or a trigger request id
     list_select_related = ("product", "organization__product", "rerun_of", "workflow_version__workflow")
     readonly_fields = [f.name for f in Run._meta.fields]
-    raw_id_fields = ("request", "event", "rerun_of")
-    inlines = [RunStepInline]
     actions = ["rerun_from_failed_step", "rerun_from_start", "cancel", "dismiss"]
     object_actions = (("rerun_from_failed_step", "Re-run from the failed step"),
                       ("rerun_from_start", "Re-run from the start"), ("cancel", "Cancel"), ("dismiss", "Dismiss"))
     change_form_template = "dashboard/run_change_form.html"
 
-    def get_queryset(self, request):
-        return super().get_queryset(request).select_related(
-            "request", "event", "product", "organization__product", "workflow_version__workflow", "rerun_of")
+    def get_object(self, request, object_id, from_field=None):
+        # A run's page shows what started it: read with the run (the list needs none of it).
+        try:
+            return self.get_queryset(request).select_related(
+                "request", "event", "product", "organization__product", "workflow_version__workflow",
+                "rerun_of").get(pk=int(object_id))
+        except (Run.DoesNotExist, ValueError):
+            return None
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         from .selectors import run_timeline
 
-        run = self.get_object(request, object_id)
-        extra = {"timeline": run_timeline(run=run)} if run is not None else {}
-        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
+        # The timeline lists the run's steps too (no separate steps table).
+        context["timeline"] = run_timeline(run=obj) if obj is not None else []
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
 
 class DecidedFilter(admin.SimpleListFilter):

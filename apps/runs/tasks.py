@@ -19,13 +19,11 @@ def runs_execute_task(run_ids: list[int]) -> None:
 
 @shared_task(name="apps.runs.tasks.work_reconcile")
 def work_reconcile_task() -> dict:
-    from apps.core.actions import queued_actions_reconcile
     from apps.deliveries.services import deliveries_reconcile
 
     from .services import runs_reconcile
 
-    return runs_reconcile() | {"deliveries_requeued": deliveries_reconcile(),
-                               "actions_requeued": queued_actions_reconcile()}
+    return runs_reconcile() | {"deliveries_requeued": deliveries_reconcile()}
 
 
 @shared_task(name="apps.runs.tasks.runs_resume_due")

@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
-from apps.dashboard.lists import BoundedCountPaginator, ReadOnlyRows, actor_of
+from apps.dashboard.lists import OperatorAdmin, actor_of
 
 from .models import ApiKey, Organization, Product
 from .services import api_key_revoke
@@ -12,38 +12,31 @@ from .services import api_key_revoke
 
 
 @admin.register(Product)
-class ProductAdmin(ReadOnlyRows, admin.ModelAdmin):
+class ProductAdmin(OperatorAdmin):
     list_display = ("name", "id", "sandbox", "created_at")
     search_fields = ("name",)
     readonly_fields = ("id", "created_at")
     raw_id_fields = ("escalation_webhook",)
-    show_facets = admin.ShowFacets.NEVER
 
 
 @admin.register(Organization)
-class OrganizationAdmin(ReadOnlyRows, admin.ModelAdmin):
+class OrganizationAdmin(OperatorAdmin):
     list_display = ("name", "product", "id", "created_at")
     list_filter = ("product",)
     search_fields = ("name",)
     list_select_related = ("product",)
     readonly_fields = ("id", "created_at")
     raw_id_fields = ("product",)
-    paginator = BoundedCountPaginator
-    show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(ReadOnlyRows, APIKeyModelAdmin):
+class ApiKeyAdmin(OperatorAdmin, APIKeyModelAdmin):
     list_display = ("prefix", "name", "scope", "product", "organization", "created", "expiry_date", "revoked")
     list_filter = ("scope", "revoked")
     search_fields = ("prefix", "name")
     list_select_related = ("product", "organization__product")
     raw_id_fields = ("product", "organization")
     actions = ["revoke_keys"]
-    paginator = BoundedCountPaginator
-    show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
 
     def has_revoke_permission(self, request):
         return request.user.has_perm("tenants.change_apikey")

@@ -65,9 +65,10 @@ class WorkflowAdmin(OperatorAdmin):
 
     @admin.action(description="Unpublish (stop new runs)", permissions=["publish"])
     def unpublish(self, request, queryset):
-        keys = [w.key for w in queryset if w.published_version_id]
-        for workflow in queryset.filter(published_version__isnull=False):
+        chosen = list(queryset.filter(published_version__isnull=False))
+        for workflow in chosen:
             workflow_unpublish_request(workflow=workflow, actor=actor_of(request))
+        keys = [w.key for w in chosen]
         self.message_user(request, f"Unpublishing {', '.join(keys)} in the background; runs already started finish."
                           if keys else "Nothing to unpublish.", messages.SUCCESS if keys else messages.WARNING)
         return back_to(request)
@@ -105,6 +106,3 @@ class WorkflowVersionAdmin(OperatorAdmin):
     list_display = ("workflow", "version", "published_at", "published_by")
     list_select_related = ("workflow",)
     readonly_fields = ("workflow", "version", "definition", "published_at", "published_by")
-
-    def has_change_permission(self, request, obj=None):
-        return False

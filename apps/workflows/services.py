@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 import psycopg
 from django.db import IntegrityError, transaction
@@ -184,25 +185,23 @@ def workflow_preview(*, workflow: Workflow, sample: dict) -> list[dict]:
 def workflow_publish_request(*, workflow: Workflow, actor: str) -> None:
     """Queue publishing the workflow's draft; the outcome (published or why not) lands in the audit log and
     on the queued action."""
-    _queue(workflow, "workflow.publish", "workflow.publish_requested", actor)
+    _request(workflow, "workflow.publish", actor, requested_at=timezone.now().isoformat())
 
 
 def workflow_unpublish_request(*, workflow: Workflow, actor: str) -> None:
     """Queue unpublishing the workflow (runs already started finish); see workflow_unpublish."""
-    _queue(workflow, "workflow.unpublish", "workflow.unpublish_requested", actor)
+    _request(workflow, "workflow.unpublish", actor)
 
 
-def _queue(workflow: Workflow, name: str, audit_action: str, actor: str) -> None:
-    from apps.core.actions import action_queue
+def _request(workflow: Workflow, name: str, actor: str, **args) -> None:
+    from apps.core.actions import action_request
 
-    with transaction.atomic():
-        audit_record(action=audit_action, target_type="workflow", target_id=workflow.key,
-                     product_id=workflow.product_id, actor=actor)
-        action_queue(name=name, target_type="workflow", target_id=workflow.id, args={"workflow_id": workflow.id},
-                     actor=actor)
+    # Actions are ordered by the workflow's id; audit rows name workflows by key, like every other.
+    action_request(name=name, target_type="workflow", target_id=workflow.id, audit_target_id=workflow.key,
+                   args={"workflow_id": workflow.id, **args}, actor=actor, product_id=workflow.product_id)
 
 
-def workflow_publish_queued(*, workflow_id: int, actor: str, requested_at=None) -> dict:
+def workflow_publish_queued(*, workflow_id: int, actor: str, requested_at: str | None = None) -> dict:
     """Publish as queued by an operator. Repeat-safe: a version this operator published since asking is
     the outcome (a worker that died after publishing does not publish twice). A refusal (an invalid draft,
     a database that refused the trigger) is audited, where the operator who asked sees it, and raised."""
@@ -211,7 +210,8 @@ def workflow_publish_queued(*, workflow_id: int, actor: str, requested_at=None) 
     workflow = Workflow.objects.filter(id=workflow_id).first()
     if workflow is None:
         return {"published": None}
-    done = (WorkflowVersion.objects.filter(workflow=workflow, published_by=actor, published_at__gte=requested_at)
+    done = (WorkflowVersion.objects.filter(workflow=workflow, published_by=actor,
+                                           published_at__gte=datetime.fromisoformat(requested_at))
             .order_by("-version").first() if requested_at else None)
     if done is not None:
         return {"published": done.version}
@@ -224,7 +224,7 @@ def workflow_publish_queued(*, workflow_id: int, actor: str, requested_at=None) 
         raise
 
 
-def workflow_unpublish_queued(*, workflow_id: int, actor: str, requested_at=None) -> dict:
+def workflow_unpublish_queued(*, workflow_id: int, actor: str) -> dict:
     """Unpublish as queued by an operator (repeat-safe: unpublishing twice changes nothing)."""
     workflow = Workflow.objects.filter(id=workflow_id).first()
     if workflow is not None:

@@ -225,7 +225,7 @@ ROWBELL_PICKUP_IDLE_SECONDS = env.float("ROWBELL_PICKUP_IDLE_SECONDS", default=0
 ROWBELL_EVENT_LOG_RETENTION_SECONDS = env.float("ROWBELL_EVENT_LOG_RETENTION_SECONDS", default=7 * 24 * 3600.0)
 ROWBELL_EVENT_LOG_PRUNE_INTERVAL = env.float("ROWBELL_EVENT_LOG_PRUNE_INTERVAL", default=600.0)
 # How many deliveries one worker task claims and sends at once, and at most how many requests a worker
-# process has in flight to one host (webhooks; other channels: its sending threads).
+# process has in flight to one host (webhooks and the HTTP providers of SMS, push and chat).
 ROWBELL_DELIVERY_BATCH = env.int("ROWBELL_DELIVERY_BATCH", default=50)
 ROWBELL_DELIVERY_CONCURRENCY = env.int("ROWBELL_DELIVERY_CONCURRENCY", default=16)
 # Networks customer databases may be reached on although loopback, link-local or reserved (private

@@ -40,7 +40,7 @@ def test_a_worker_that_died_mid_action_leaves_it_to_be_done_again(product, recei
     endpoint = factories.make_endpoint(product, receiver.url())
     webhook_endpoint_disable(endpoint=endpoint, actor="staff:ops")
     webhook_endpoint_enable_request(endpoint=endpoint, actor="staff:ops", replay=False)
-    hinted.run(only="nothing")  # drop the hint
+    hinted.redis.flushdb()  # the hint is lost
     QueuedAction.objects.update(status="running", lease_until=timezone.now() - timedelta(seconds=1))
 
     queued_actions_reconcile()
@@ -69,3 +69,21 @@ def test_actions_on_one_target_wait_for_the_earlier_ones(product):
     # The second found the version the same operator published since asking: nothing published twice.
     assert Workflow.objects.get(id=workflow.id).versions.count() == 1
     assert [a.outcome for a in QueuedAction.objects.order_by("id")] == [{"published": 1}, {"published": 1}]
+
+
+def test_a_worker_whose_action_was_taken_over_records_nothing(product, monkeypatch):
+    from apps.core import actions
+
+    workflow = factories.make_workflow(product, key="w", steps=[factories.email_step()], publish=False)
+    workflow_publish_request(workflow=workflow, actor="staff:ops")
+    action = QueuedAction.objects.get()
+
+    def slow_publish(**kwargs):
+        # Meanwhile its lease expired and another worker claimed it (attempt 2) and is doing it.
+        QueuedAction.objects.filter(id=action.id).update(attempt=2, status="running")
+        return {"published": "by the first worker"}
+
+    monkeypatch.setattr(actions, "_function", lambda name: slow_publish)
+    assert queued_action_run(action_id=action.id) is None
+    action.refresh_from_db()
+    assert (action.status, action.attempt, action.outcome) == ("running", 2, None)

@@ -286,3 +286,47 @@ def test_replaying_an_earlier_step_does_not_move_a_run_waiting_on_a_later_one(pr
     response = product_client.post("/api/v1/deliveries/replay", {"ids": [hook.message_id]}, format="json")
     assert response.status_code == 200
     assert response.json()["not_replayed"] == {hook.message_id: "The webhook endpoint no longer exists."}
+
+
+def test_an_automatic_disabling_queues_the_email_to_operators_as_a_durable_action(setup, receiver, settings, hinted):
+    from apps.core.actions import queued_actions_reconcile
+    from apps.core.models import QueuedAction
+
+    product, endpoint = setup
+    settings.ADMINS = [("Ops", "ops@example.com")]
+    settings.ROWBELL_REQUEUE_AFTER_SECONDS = 0
+    receiver.answer(410)
+    _deliver(product)
+    action = QueuedAction.objects.get(name="webhook.disabled_notify")
+    assert (action.target_id, action.actor, action.status) == (str(endpoint.id), "rowbell", "queued")
+    assert queued_actions_reconcile() == 1  # its hint was never sent (no commit here): sent again
+    hinted.run()
+    assert len(mail.outbox) == 1 and QueuedAction.objects.get(id=action.id).status == "done"
+
+
+def test_enabling_with_a_replay_larger_than_a_batch_reports_what_is_left(setup, receiver, monkeypatch):
+    from apps.deliveries import services
+    from apps.deliveries.services import webhook_endpoint_disable, webhook_endpoint_enable
+
+    product, endpoint = setup
+    receiver.default = (500, {}, b"")
+    for order in range(3):
+        Delivery.objects.filter(id=_deliver(product, order=order).id).update(status=DeliveryStatus.FAILED,
+                                                                              completed_at=timezone.now())
+    webhook_endpoint_disable(endpoint=endpoint, actor="test")
+    monkeypatch.setattr(services, "MAX_REPLAY", 2)
+    _, replay = webhook_endpoint_enable(endpoint=_endpoint(endpoint), actor="test", replay=True)
+    assert (replay["replayed"], replay["replayable"]) == (2, 1)
+
+
+def test_a_discarded_delivery_is_not_replayed(product, receiver, product_client):
+    endpoint = factories.make_endpoint(product, receiver.url())
+    factories.make_workflow(product, key="w", sandbox=True, steps=[factories.webhook_step(endpoint)])
+    request_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow="w", recipients=[{"id": "u1"}],
+                                   data={}, priority="normal")
+    runs_execute(run_ids=request_start(request_id=request_id))
+    held = Delivery.objects.get(request_id=request_id)
+    product_client.post("/api/v1/deliveries/discard", {"ids": [held.message_id]}, format="json")
+    answer = product_client.post("/api/v1/deliveries/replay", {"ids": [held.message_id]}, format="json").json()
+    assert answer["replayed"] == [] and "discarded" in answer["not_replayed"][held.message_id]
+    assert Delivery.objects.get(id=held.id).status == DeliveryStatus.DISCARDED and not receiver.requests

@@ -28,7 +28,7 @@ def create_groups(apps, schema_editor):
         for app_label, codename in extra:
             wanted |= Q(content_type__app_label=app_label, codename=codename)
         group, _ = Group.objects.get_or_create(name=name)
-        group.permissions.set(Permission.objects.filter(wanted))
+        group.permissions.add(*Permission.objects.filter(wanted))
 
 
 def remove_groups(apps, schema_editor):

@@ -1,11 +1,8 @@
 from __future__ import annotations
 
-import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from django.conf import settings
 from rest_framework import serializers
 
 from apps.workflows.templating import template_check
@@ -13,8 +10,6 @@ from apps.workflows.templating import template_check
 if TYPE_CHECKING:
     from apps.deliveries.models import Delivery
     from apps.tenants.models import Product
-
-logger = logging.getLogger(__name__)
 
 
 class DeliveryError(Exception):
@@ -73,8 +68,9 @@ class Channel:
 
     - `StepConfig`: the typed fields a notify step on this channel takes (besides id/type/channel).
     - `render`: fill the step's templates for one recipient.
-    - `send`: one try; returns SendResult or raises DeliveryError. It must be thread-safe: deliveries
-      of a batch are sent concurrently, on a thread pool unless the channel overrides `send_many`.
+    - `send_many`: one try for each delivery of a batch (a channel sends them together: concurrently over
+      pooled connections, or over one provider connection); the outcomes (SendResult or DeliveryError) in
+      the same order. A channel that raises fails the whole batch's try, which is retried.
     """
 
     kind: ClassVar[str]
@@ -88,50 +84,6 @@ class Channel:
     def render(self, *, config: dict, context: dict, product: Product, memo: dict | None = None) -> Rendered:
         """`memo` is shared by the renders of one batch of runs: a channel may keep lookups in it."""
         raise NotImplementedError
-
-    def send(self, delivery: Delivery) -> SendResult:
-        raise NotImplementedError
-
-    def send_many(self, deliveries: list[Delivery]) -> list[SendResult | DeliveryError]:
-        """One try for each delivery, concurrently; the outcomes in the same order. Never raises."""
-        if len(deliveries) == 1:
-            return [self._try(deliveries[0])]
-        return list(_threads().map(self._try, deliveries))
-
-    def _try(self, delivery: Delivery) -> SendResult | DeliveryError:
-        try:
-            return self.send(delivery)
-        except DeliveryError as exc:
-            return exc
-        except Exception as exc:  # a bug in a channel must not lose the delivery: record and retry it
-            logger.exception("Channel %s crashed on delivery %s", self.kind, delivery.id)
-            return DeliveryError(f"Internal error: {exc.__class__.__name__}")
-
-
-_executor: ThreadPoolExecutor | None = None
-_executor_pid = 0
-
-
-def _threads() -> ThreadPoolExecutor:
-    # Made lazily, and again in a forked child, which inherits the object but not its threads.
-    global _executor, _executor_pid
-    import os
-
-    if _executor is None or _executor_pid != os.getpid():
-        _executor = ThreadPoolExecutor(max_workers=settings.ROWBELL_DELIVERY_CONCURRENCY,
-                                       thread_name_prefix="delivery")
-        _executor_pid = os.getpid()
-    return _executor
-
-
-class BatchChannel(Channel):
-    """A channel that sends a whole batch at once (`send_many`); `send` is its one-delivery case."""
-
-    def send(self, delivery: Delivery) -> SendResult:
-        outcome = self.send_many([delivery])[0]
-        if isinstance(outcome, DeliveryError):
-            raise outcome
-        return outcome
 
     def send_many(self, deliveries: list[Delivery]) -> list[SendResult | DeliveryError]:
         raise NotImplementedError

@@ -11,7 +11,7 @@ from rest_framework import serializers
 
 from apps.workflows.templating import render
 
-from .base import BatchChannel, DeliveryError, Rendered, SendResult, TemplateField, recipient_address
+from .base import Channel, DeliveryError, Rendered, SendResult, TemplateField, recipient_address
 
 
 def _smtp_error(exc: smtplib.SMTPException) -> DeliveryError:
@@ -25,7 +25,7 @@ def _smtp_error(exc: smtplib.SMTPException) -> DeliveryError:
                          status_code=code if isinstance(code, int) else None)
 
 
-class EmailChannel(BatchChannel):
+class EmailChannel(Channel):
     """Email through Django's configured backend (SMTP by default). 'sent' means the server took it."""
 
     kind = "email"

@@ -8,10 +8,10 @@ from rest_framework import serializers
 
 from apps.workflows.templating import render
 
-from .base import BatchChannel, DeliveryError, Rendered, SendResult, TemplateField, recipient_address
+from .base import Channel, DeliveryError, Rendered, SendResult, TemplateField, recipient_address
 
 
-class ProvidedChannel(BatchChannel):
+class ProvidedChannel(Channel):
     """Sends each delivery through the provider its product (or organization) configured for the channel,
     all of a batch at once."""
 

@@ -10,7 +10,7 @@ from apps.deliveries import outbound
 from apps.deliveries.models import ENDPOINT_DISABLED
 from apps.deliveries.signing import signature_headers
 
-from .base import BatchChannel, DeliveryError, Rendered, SendResult
+from .base import Channel, DeliveryError, Rendered, SendResult
 
 # Answers after which retrying cannot help: the receiver says the endpoint is gone.
 PERMANENT_STATUSES = frozenset({410})
@@ -21,7 +21,7 @@ def webhook_body(payload: dict) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-class WebhookChannel(BatchChannel):
+class WebhookChannel(Channel):
     """A signed JSON POST (Standard Webhooks). Success is HTTP 200 only, unless the endpoint opts in
     to any 2xx. Redirects are not followed. Every other answer is retried, except 410 (gone)."""
 

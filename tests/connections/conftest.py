@@ -23,8 +23,17 @@ CREATE TABLE public.hidden (id int PRIMARY KEY);
 """
 
 
+def server() -> tuple[str, int]:
+    """The PostgreSQL server the tests use (the service database's, so a private cluster can stand in)."""
+    from django.conf import settings
+
+    cfg = settings.DATABASES["default"]
+    return cfg.get("HOST") or "127.0.0.1", int(cfg.get("PORT") or 5432)
+
+
 def admin_connect(dbname="postgres"):
-    return psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname=dbname, autocommit=True)
+    host, port = server()
+    return psycopg.connect(host=host, port=port, user="postgres", dbname=dbname, autocommit=True)
 
 
 def _drop(conn):
@@ -51,14 +60,16 @@ def customer_db():
         conn.execute(f"ALTER ROLE {CAPTURE_ROLE} PASSWORD 'capture-secret'")
         conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {WRITER_ROLE}")
         conn.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {WRITER_ROLE}")
-    yield {"host": "127.0.0.1", "port": 5432, "database": CUSTOMER_DB, "user": CAPTURE_ROLE,
+    host, port = server()
+    yield {"host": host, "port": port, "database": CUSTOMER_DB, "user": CAPTURE_ROLE,
            "password": "capture-secret"}
     with admin_connect() as conn:
         _drop(conn)
 
 
 def writer_connect(autocommit=True):
-    return psycopg.connect(host="127.0.0.1", port=5432, user=WRITER_ROLE, dbname=CUSTOMER_DB, autocommit=autocommit)
+    host, port = server()
+    return psycopg.connect(host=host, port=port, user=WRITER_ROLE, dbname=CUSTOMER_DB, autocommit=autocommit)
 
 
 def customer_db_reset():

@@ -145,11 +145,12 @@ def test_a_database_that_goes_away_is_reported_and_picked_up_again(connection):
     connection_captures_install(connection=connection, captures=[ORDERS], actor="test")
     with writer_connect() as app:
         app.execute("INSERT INTO public.orders (status) VALUES ('a')")
+    port = connection.port
     Connection.objects.filter(id=connection.id).update(port=1)
     assert event_log_poll(connection_id=connection.id) == 0
     connection.refresh_from_db()
     assert "Connection refused" in connection.last_error and connection.last_error_at is not None
-    Connection.objects.filter(id=connection.id).update(port=5432)
+    Connection.objects.filter(id=connection.id).update(port=port)
     horizon_passed()
     assert event_log_poll(connection_id=connection.id) == 1
     connection.refresh_from_db()

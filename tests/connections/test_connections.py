@@ -42,7 +42,7 @@ def test_a_connection_is_checked_saved_and_never_shows_its_password(product_clie
 
 
 def test_a_dsn_can_stand_for_the_fields(product_client, customer_db):
-    dsn = (f"postgresql://{customer_db['user']}:{customer_db['password']}@127.0.0.1:5432/{CUSTOMER_DB}"
+    dsn = (f"postgresql://{customer_db['user']}:{customer_db['password']}@{customer_db['host']}:{customer_db['port']}/{CUSTOMER_DB}"
            "?sslmode=disable")
     response = _create(product_client, dsn=dsn)
     assert response.status_code == 201, response.json()

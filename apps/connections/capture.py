@@ -51,6 +51,10 @@ class Capture:
     # parent table: an insert is "added", a delete "removed".
     relation_column: str = ""
     reported_table: str = ""
+    # How to compare the columns a capture reads (canonical JSON: {column: {"base": type, "eq": bool,
+    # "order": bool}}), from the table as it was when the source was saved. Not part of the name: it says
+    # how, not what.
+    types: str = ""
 
     @property
     def name(self) -> str:
@@ -70,7 +74,7 @@ class Capture:
                 "operations": list(self.operations), "update_columns": list(self.update_columns),
                 "classification": self.classification, "predicate": self.predicate,
                 "transitions": list(self.transitions), "relation_column": self.relation_column,
-                "reported_table": self.reported_table}
+                "reported_table": self.reported_table, "types": self.types}
 
     @classmethod
     def from_spec(cls, spec: dict) -> Capture:
@@ -78,7 +82,7 @@ class Capture:
                    operations=tuple(spec["operations"]), update_columns=tuple(spec.get("update_columns", ())),
                    classification=spec.get("classification", ""), predicate=spec.get("predicate", ""),
                    transitions=tuple(spec.get("transitions", ())), relation_column=spec.get("relation_column", ""),
-                   reported_table=spec.get("reported_table", ""))
+                   reported_table=spec.get("reported_table", ""), types=spec.get("types", ""))
 
 
 EVENT_LOG_DDL = """
@@ -92,73 +96,197 @@ CREATE TABLE IF NOT EXISTS {schema}.event_log (
     table_name text NOT NULL,
     op text NOT NULL,
     ids jsonb NOT NULL,
+    -- Set on `error` events (a capture that could not evaluate) and on `truncate` events of a partition.
+    detail jsonb,
     -- The reading order is the only index: one index to maintain per logged statement.
     PRIMARY KEY (xid, id)
 );
 """
 
+# The operations a capture's triggers fire on. Updates of a relation's join table (a link moved to another
+# parent) and TRUNCATE (every row removed) are captured by every capture that reports removals.
+REFERENCING = {"insert": "REFERENCING NEW TABLE AS new_rows",
+               "update": "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
+               "delete": "REFERENCING OLD TABLE AS old_rows",
+               "truncate": ""}
+
+
+def trigger_operations(capture: Capture) -> tuple[str, ...]:
+    """The operations whose triggers implement `capture` (a superset of `capture.operations`)."""
+    ops = list(capture.operations)
+    if capture.relation_column and "update" not in ops:
+        ops.append("update")
+    removes = ("delete" in capture.operations if not capture.classification else "left" in capture.transitions)
+    if removes:
+        ops.append("truncate")
+    return tuple(ops)
+
+
+def _column_types(capture: Capture) -> dict:
+    return json.loads(capture.types) if capture.types else {}
+
+
+def _key(alias: str, capture: Capture) -> list[sql.Composable]:
+    return [sql.Identifier(alias, c) for c in capture.primary_key]
+
 
 def _ids_expression(capture: Capture, alias: str) -> sql.Composable:
     if capture.relation_column:
         return sql.SQL("pg_catalog.jsonb_agg(DISTINCT {})").format(sql.Identifier(alias, capture.relation_column))
-    columns = [sql.Identifier(alias, c) for c in capture.primary_key]
+    columns = _key(alias, capture)
     if len(columns) == 1:
         return sql.SQL("pg_catalog.jsonb_agg({})").format(columns[0])
     return sql.SQL("pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array({}))").format(sql.SQL(", ").join(columns))
 
 
-def _log_insert(capture: Capture, schema: str, op: str, ids_alias: str, source: sql.Composable) -> sql.Composable:
-    notify = (sql.SQL("; IF FOUND THEN PERFORM pg_catalog.pg_notify({}, '') ; END IF").format(
-        sql.Literal(NOTIFY_CHANNEL))
-              if _notify_enabled() else sql.SQL(""))
-    return sql.SQL(
-        "INSERT INTO {log} (capture, table_name, op, ids) "
-        "SELECT {capture}, {table}, {op}, {ids} {source} HAVING pg_catalog.count(*) OPERATOR(pg_catalog.>) 0{notify}"
-    ).format(notify=notify, log=sql.Identifier(schema, "event_log"), capture=sql.Literal(capture.name),
-             table=sql.Literal(capture.reported_table or capture.qualified_table), op=sql.Literal(op),
-             ids=_ids_expression(capture, ids_alias), source=source)
+def _pairing(capture: Capture, left: str, right: str) -> sql.Composable:
+    """`left` rows LEFT JOINed to `right` rows of the same key; an unmatched row (its key changed, or it is
+    new) has a NULL key on the right, as key columns are never NULL."""
+    on = sql.SQL(" AND ").join(sql.SQL("{} = {}").format(sql.Identifier(left, c), sql.Identifier(right, c))
+                               for c in capture.primary_key)
+    table = {"n": "new_rows", "o": "old_rows"}
+    return sql.SQL("FROM {} {} LEFT JOIN {} {} ON {}").format(
+        sql.Identifier(table[left]), sql.Identifier(left), sql.Identifier(table[right]), sql.Identifier(right), on)
 
 
-def _pk_join(capture: Capture) -> sql.Composable:
-    join = sql.SQL(" AND ").join(sql.SQL("n.{c} = o.{c}").format(c=sql.Identifier(c)) for c in capture.primary_key)
-    return sql.SQL("FROM new_rows n JOIN old_rows o ON {}").format(join)
+def _unmatched(capture: Capture, alias: str) -> sql.Composable:
+    return sql.SQL("{} IS NULL").format(sql.Identifier(alias, capture.primary_key[0]))
 
 
-def _function_body(capture: Capture, op: str, schema: str) -> sql.Composable:
+def _changed(capture: Capture) -> sql.Composable:
+    """The listed columns differ between OLD and NEW, in a form that exists for every type: the type's own
+    equality where it has one, its text form otherwise (json, point, xml...)."""
+    types = _column_types(capture)
+
+    def value(alias: str, column: str) -> sql.Composable:
+        ref = sql.Identifier(alias, column)
+        if column in types and not types[column].get("eq", True):
+            return sql.SQL("{}::pg_catalog.text").format(ref)
+        return ref
+
+    new = sql.SQL(", ").join(value("n", c) for c in capture.update_columns)
+    old = sql.SQL(", ").join(value("o", c) for c in capture.update_columns)
+    return sql.SQL("ROW({}) IS DISTINCT FROM ROW({})").format(new, old)
+
+
+def _selections(capture: Capture, op: str) -> list[tuple[str, str, sql.Composable]]:
+    """(event op, alias whose key is reported, FROM ... WHERE ...) for each event the trigger of `op` may log."""
+    if op == "truncate":
+        return []
     if capture.classification:
         from .conditions import condition_sql
 
-        predicate = json.loads(capture.predicate)
-        new, old = condition_sql(predicate, "n"), condition_sql(predicate, "o")
-        statements = []
+        predicate, types = json.loads(capture.predicate), _column_types(capture)
+        new, old = condition_sql(predicate, "n", types), condition_sql(predicate, "o", types)
         if op == "insert":  # a new row that satisfies the predicate has entered
-            statements.append(_log_insert(capture, schema, "entered", "n",
-                                          sql.SQL("FROM new_rows n WHERE {} IS TRUE").format(new)))
-        elif op == "delete":  # a deleted row that satisfied it has left
-            statements.append(_log_insert(capture, schema, "left", "o",
-                                          sql.SQL("FROM old_rows o WHERE {} IS TRUE").format(old)))
-        else:
-            if "entered" in capture.transitions:
-                statements.append(_log_insert(capture, schema, "entered", "n", sql.SQL(
-                    "{} WHERE {} IS TRUE AND {} IS NOT TRUE").format(_pk_join(capture), new, old)))
-            if "left" in capture.transitions:
-                statements.append(_log_insert(capture, schema, "left", "o", sql.SQL(
-                    "{} WHERE {} IS TRUE AND {} IS NOT TRUE").format(_pk_join(capture), old, new)))
-        return sql.SQL("; ").join(statements)
+            return [("entered", "n", sql.SQL("FROM new_rows n WHERE {} IS TRUE").format(new))]
+        if op == "delete":  # a deleted row that satisfied it has left
+            return [("left", "o", sql.SQL("FROM old_rows o WHERE {} IS TRUE").format(old))]
+        # Rows are identified by their key: a row whose key changed left under the old key and entered under
+        # the new one, as if deleted and inserted.
+        out = []
+        if "entered" in capture.transitions:
+            out.append(("entered", "n", sql.SQL("{} WHERE {} IS TRUE AND ({} OR {} IS NOT TRUE)").format(
+                _pairing(capture, "n", "o"), new, _unmatched(capture, "o"), old)))
+        if "left" in capture.transitions:
+            out.append(("left", "o", sql.SQL("{} WHERE {} IS TRUE AND ({} OR {} IS NOT TRUE)").format(
+                _pairing(capture, "o", "n"), old, _unmatched(capture, "n"), new)))
+        return out
     if capture.relation_column:
+        column = capture.relation_column
         if op == "insert":
-            return _log_insert(capture, schema, "added", "n", sql.SQL("FROM new_rows n"))
-        return _log_insert(capture, schema, "removed", "o", sql.SQL("FROM old_rows o"))
+            return [("added", "n", sql.SQL("FROM new_rows n"))]
+        if op == "delete":
+            return [("removed", "o", sql.SQL("FROM old_rows o"))]
+        # An UPDATE that moves a link to another parent removes it from one and adds it to the other.
+        moved = []
+        for event, alias, other, needed in (("added", "n", "o", "insert"), ("removed", "o", "n", "delete")):
+            if needed in capture.operations:
+                moved.append((event, alias, sql.SQL("{} WHERE {} OR {} IS DISTINCT FROM {}").format(
+                    _pairing(capture, alias, other), _unmatched(capture, other), sql.Identifier(alias, column),
+                    sql.Identifier(other, column))))
+        return moved
     if op == "insert":
-        return _log_insert(capture, schema, op, "n", sql.SQL("FROM new_rows n"))
+        return [("insert", "n", sql.SQL("FROM new_rows n"))]
     if op == "delete":
-        return _log_insert(capture, schema, op, "o", sql.SQL("FROM old_rows o"))
-    if not capture.update_columns:  # every updated row counts: no need to pair NEW with OLD
-        return _log_insert(capture, schema, op, "n", sql.SQL("FROM new_rows n"))
-    new = sql.SQL(", ").join(sql.Identifier("n", c) for c in capture.update_columns)
-    old = sql.SQL(", ").join(sql.Identifier("o", c) for c in capture.update_columns)
-    source = sql.SQL("{} WHERE ROW({}) IS DISTINCT FROM ROW({})").format(_pk_join(capture), new, old)
-    return _log_insert(capture, schema, op, "n", source)
+        return [("delete", "o", sql.SQL("FROM old_rows o"))]
+    if not capture.update_columns:  # every updated row counts, under its new key if the key changed
+        return [("update", "n", sql.SQL("FROM new_rows n"))]
+    # A row whose key changed cannot be paired with its old values: it is reported, under its new key.
+    return [("update", "n", sql.SQL("{} WHERE {} OR {}").format(
+        _pairing(capture, "n", "o"), _unmatched(capture, "o"), _changed(capture)))]
+
+
+def _insert(schema: str, capture: Capture, op: sql.Composable, ids: sql.Composable,
+            detail: sql.Composable = sql.SQL("NULL")) -> sql.Composable:
+    return sql.SQL("INSERT INTO {log} (capture, table_name, op, ids, detail) VALUES ({capture}, {table}, {op}, "
+                   "{ids}, {detail})").format(
+        log=sql.Identifier(schema, "event_log"), capture=sql.Literal(capture.name),
+        table=sql.Literal(capture.reported_table or capture.qualified_table), op=op, ids=ids, detail=detail)
+
+
+def _notify() -> sql.Composable:
+    if not _notify_enabled():
+        return sql.SQL("")
+    return sql.SQL("PERFORM pg_catalog.pg_notify({}, ''); ").format(sql.Literal(NOTIFY_CHANNEL))
+
+
+def _function_body(capture: Capture, op: str, schema: str) -> sql.Composable:
+    """The trigger function of one operation. It never raises for what a customer's schema or migration
+    can do (a column renamed or dropped, a type changed, a literal its new type rejects): evaluation runs
+    in a block that catches every error but a cancel, and logs an `error` event instead, with the keys it
+    can still read and the reason, so the customer's write goes on and Rowbell reports the drift.
+
+    The block only reads (it assigns no subtransaction id, so a long transaction never overflows the
+    subtransaction cache); the event rows are written after it, in the customer's transaction.
+    """
+    if op == "truncate":
+        # Row ids are gone with a TRUNCATE: one event says every row was removed. A TRUNCATE of a partitioned
+        # table fires on its partitions too: one event per transaction for the whole table is enough.
+        log = sql.Identifier(schema, "event_log")
+        # Compared by name, never by a regclass cast that a renamed table would make fail.
+        whole = sql.SQL("TG_TABLE_SCHEMA = {} AND TG_TABLE_NAME = {}").format(sql.Literal(capture.schema),
+                                                                            sql.Literal(capture.table))
+        partition = sql.SQL("CASE WHEN {} THEN NULL ELSE pg_catalog.jsonb_build_object('partition', "
+                            "pg_catalog.quote_ident(TG_TABLE_SCHEMA) || '.' || pg_catalog.quote_ident(TG_TABLE_NAME)) "
+                            "END").format(whole)
+        return sql.SQL(
+            "IF NOT EXISTS (SELECT 1 FROM {log} WHERE xid = pg_catalog.pg_current_xact_id() AND capture = {capture} "
+            "AND op = 'truncate' AND detail IS NULL) THEN {insert}; {notify}END IF;"
+        ).format(log=log, capture=sql.Literal(capture.name), notify=_notify(),
+                 insert=_insert(schema, capture, sql.Literal("truncate"), sql.SQL("'[]'::pg_catalog.jsonb"), partition))
+    selections = _selections(capture, op)
+    variables = [sql.Identifier(f"v{i}") for i in range(len(selections))]
+    evaluate = sql.SQL(" ").join(
+        sql.SQL("SELECT {ids} INTO {var} {source};").format(ids=_ids_expression(capture, alias), var=var,
+                                                              source=source)
+        for var, (_, alias, source) in zip(variables, selections))
+    # What can still be read when evaluation failed: the keys of the rows the statement changed.
+    fallback_alias, fallback_table = ("o", "old_rows") if op == "delete" else ("n", "new_rows")
+    fallback = sql.SQL("SELECT {ids}, pg_catalog.count(*) INTO keys, changed FROM {table} {alias};").format(
+        ids=_ids_expression(capture, fallback_alias), table=sql.Identifier(fallback_table),
+        alias=sql.Identifier(fallback_alias))
+    error = sql.SQL(
+        "EXCEPTION WHEN OTHERS THEN "
+        "GET STACKED DIAGNOSTICS failure = MESSAGE_TEXT; "
+        "BEGIN {fallback} EXCEPTION WHEN OTHERS THEN keys := NULL; "
+        "BEGIN SELECT pg_catalog.count(*) INTO changed FROM {table}; EXCEPTION WHEN OTHERS THEN changed := NULL; END; "
+        "END; "
+        "{insert}; {notify}RETURN NULL;"
+    ).format(fallback=fallback, table=sql.Identifier(fallback_table), notify=_notify(),
+             insert=_insert(schema, capture, sql.Literal("error"), sql.SQL("COALESCE(keys, '[]'::pg_catalog.jsonb)"),
+                            sql.SQL("pg_catalog.jsonb_build_object('op', {}, 'sqlstate', SQLSTATE, 'message', failure, "
+                                    "'rows', changed)").format(sql.Literal(op))))
+    log = sql.SQL(" ").join(
+        sql.SQL("IF {var} IS NOT NULL THEN {insert}; logged := true; END IF;").format(
+            var=var, insert=_insert(schema, capture, sql.Literal(event), var))
+        for var, (event, _, _) in zip(variables, selections))
+    notify = sql.SQL("IF logged THEN {}END IF;").format(_notify()) if _notify_enabled() else sql.SQL("")
+    declare = sql.SQL(" ").join(sql.SQL("{} pg_catalog.jsonb;").format(v) for v in variables)
+    return sql.SQL(
+        "DECLARE {declare} keys pg_catalog.jsonb; changed bigint; failure text; logged boolean := false; "
+        "BEGIN BEGIN {evaluate} {error} END; {log} {notify}"
+    ).format(declare=declare, evaluate=evaluate, error=error, log=log, notify=notify)
 
 
 class _DollarQuoted(sql.Composable):
@@ -177,55 +305,147 @@ class _DollarQuoted(sql.Composable):
                 return tag + body + tag
 
 
-def _dollar_quoted(body: sql.Composable) -> sql.Composable:
-    return _DollarQuoted(body)
+def function_source(capture: Capture, op: str, schema: str) -> str:
+    """The plpgsql source of one trigger function, as `pg_proc.prosrc` stores it: an install compares it to
+    what is there and rewrites only what differs."""
+    body = _function_body(capture, op, schema)
+    if op == "truncate":
+        return sql.SQL(" BEGIN {} RETURN NULL; END ").format(body).as_string(None)
+    return sql.SQL(" {} RETURN NULL; END ").format(body).as_string(None)
+
+
+def function_ddl(capture: Capture, op: str, schema: str) -> sql.Composable:
+    """CREATE OR REPLACE FUNCTION for one operation of a capture."""
+    # SECURITY DEFINER: writers of the table need no rights on Rowbell's schema. A definer function must not
+    # resolve names through the caller's search_path, so it is pinned (comparisons use operators that cannot
+    # all be schema-qualified).
+    return sql.SQL(
+        "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
+        "SET search_path = pg_catalog, pg_temp AS {quoted}"
+    ).format(function=sql.Identifier(schema, f"{capture.name}_{op}"),
+             quoted=_DollarQuoted(sql.SQL(function_source(capture, op, schema))))
+
+
+def trigger_ddl(capture: Capture, op: str, schema: str, table: tuple[str, str]) -> sql.Composable:
+    """CREATE OR REPLACE TRIGGER for one operation of a capture on one table (the watched table or one of
+    its partitions). OR REPLACE needs only the TRIGGER privilege (DROP TRIGGER would need ownership)."""
+    referencing = REFERENCING[op]
+    if op == "update" and not capture.update_columns and not capture.classification and not capture.relation_column:
+        referencing = "REFERENCING NEW TABLE AS new_rows"
+    return sql.SQL(
+        "CREATE OR REPLACE TRIGGER {trigger} AFTER {event} ON {table} " + referencing +
+        " FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
+    ).format(trigger=sql.Identifier(f"{capture.name}_{op}"), event=sql.SQL(op.upper()),
+             table=sql.Identifier(*table), function=sql.Identifier(schema, f"{capture.name}_{op}"))
 
 
 def capture_ddl(capture: Capture, schema: str) -> list[sql.Composable]:
-    """The statements that install one capture (functions and triggers), each idempotent."""
+    """The statements that install one capture on its table alone (functions and triggers), each idempotent."""
     statements = []
-    for op in capture.operations:
-        function = sql.Identifier(schema, f"{capture.name}_{op}")
-        trigger = sql.Identifier(f"{capture.name}_{op}")
-        table = sql.Identifier(capture.schema, capture.table)
-        referencing = {"insert": "REFERENCING NEW TABLE AS new_rows",
-                       "update": "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
-                       "delete": "REFERENCING OLD TABLE AS old_rows"}[op]
-        body = sql.SQL("BEGIN {body}; RETURN NULL; END").format(body=_function_body(capture, op, schema))
-        # SECURITY DEFINER: writers of the table need no rights on Rowbell's schema. A definer function must
-        # not resolve names through the caller's search_path. Bodies that compare values (listed columns,
-        # predicates: operators that cannot all be schema-qualified) pin it with SET, which costs a
-        # configuration change per call; the others name everything with its schema and skip it.
-        pinned = bool(capture.classification) or (op == "update" and bool(capture.update_columns))
-        statements.append(sql.SQL(
-            "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
-            "{pin}AS {quoted}"
-        ).format(function=function, quoted=_dollar_quoted(body),
-                 pin=sql.SQL("SET search_path = pg_catalog, pg_temp " if pinned else "")))
-        # OR REPLACE: needs only the TRIGGER privilege (DROP TRIGGER would need table ownership).
-        if op == "update" and not capture.update_columns and not capture.classification:
-            referencing = "REFERENCING NEW TABLE AS new_rows"
-        statements.append(sql.SQL(
-            "CREATE OR REPLACE TRIGGER {trigger} AFTER {event} ON {table} " + referencing +
-            " FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
-        ).format(trigger=trigger, event=sql.SQL(op.upper()), table=table, function=function))
+    for op in trigger_operations(capture):
+        statements.append(function_ddl(capture, op, schema))
+        statements.append(trigger_ddl(capture, op, schema, (capture.schema, capture.table)))
     return statements
 
 
-def captures_install(conn, *, schema: str, captures: list[Capture]) -> None:
-    """Install the schema, the event log and every capture in ONE transaction: all or nothing."""
+class CaptureConflict(Exception):
+    """Another Rowbell schema's capture already owns a trigger of the same name on a watched table."""
+
+
+TABLES_OF = """
+SELECT n.nspname, c.relname, c.oid
+FROM pg_catalog.pg_partition_tree(%(table)s::regclass) t
+JOIN pg_catalog.pg_class c ON c.oid = t.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+UNION ALL
+SELECT n.nspname, c.relname, c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.oid = %(table)s::regclass AND c.relkind <> 'p' AND NOT c.relispartition
+"""
+
+TRIGGERS_OF = """
+SELECT t.tgrelid, t.tgname, pn.nspname, p.proname, t.tgtype, t.tgoldtable, t.tgnewtable, t.tgqual IS NOT NULL
+FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
+WHERE t.tgrelid = ANY(%(tables)s) AND NOT t.tgisinternal AND t.tgname LIKE 'rb\\_%%'
+"""
+
+_TGTYPE = {"insert": 4, "delete": 8, "update": 16, "truncate": 32}
+
+
+def capture_tables(conn, capture: Capture) -> list[tuple[str, str, int]]:
+    """(schema, table, oid) of the watched table and, when it is partitioned, of every partition at every
+    level: a statement that names a partition fires only that partition's statement triggers."""
+    name = sql.Identifier(capture.schema, capture.table).as_string(conn)
+    return conn.execute(TABLES_OF, {"table": name}).fetchall()
+
+
+def _trigger_in_place(found: tuple | None, capture: Capture, op: str, schema: str) -> bool:
+    if found is None:
+        return False
+    _, _, function_schema, function, tgtype, old, new, qualified = found
+    referencing = REFERENCING[op]
+    if op == "update" and not capture.update_columns and not capture.classification and not capture.relation_column:
+        referencing = "REFERENCING NEW TABLE AS new_rows"
+    return (function_schema == schema and function == f"{capture.name}_{op}" and not qualified
+            and tgtype & _TGTYPE[op] and not tgtype & 1  # a statement trigger for this event
+            and (old == "old_rows") == ("OLD TABLE" in referencing) and (new == "new_rows") == ("NEW TABLE" in referencing))
+
+
+def captures_install(conn, *, schema: str, captures: list[Capture], lock_timeout: float = 2.0) -> list[str]:
+    """Install the schema, the event log and every capture (on each watched table and its partitions) in ONE
+    transaction: all or nothing. Returns what it changed, as "function x" / "trigger table.x" (empty when
+    everything was already in place).
+
+    Repeat-safe and cheap when nothing changed: a function is rewritten only when its source differs and a
+    trigger is created only when it is missing or different, because CREATE TRIGGER takes a lock that blocks
+    the table's writers. Every lock waits at most `lock_timeout` seconds, so an install never queues the
+    customer's writers behind a long transaction: it fails instead (psycopg.errors.LockNotAvailable) and is
+    tried again later. Raises CaptureConflict when another Rowbell schema's capture owns a trigger of the
+    same name on one of the tables.
+    """
+    changed: list[str] = []
     with conn.transaction():
+        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout * 1000)}ms")))
         # Even CREATE SCHEMA IF NOT EXISTS needs CREATE on the database, which a user whose schema the
         # DBA created (the minimal set-up printed by connection_grants) does not have.
         if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema]).fetchone():
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-        conn.execute(sql.SQL(EVENT_LOG_DDL).format(schema=sql.Identifier(schema)))
-        # Logs installed before the identity cache was introduced get it too (idempotent).
-        conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN id SET CACHE 100").format(
-            sql.Identifier(schema, "event_log")))
+        log = sql.Identifier(schema, "event_log")
+        if conn.execute("SELECT to_regclass(%s)", [log.as_string(conn)]).fetchone()[0] is None:
+            conn.execute(sql.SQL(EVENT_LOG_DDL).format(schema=sql.Identifier(schema)))
+            changed.append("event_log")
+        # Logs installed by earlier versions get what this one needs. ALTER TABLE locks the log (and so every
+        # watched table's writers): only when something is missing.
+        columns = {name: cache for name, cache in conn.execute(
+            "SELECT a.attname, s.seqcache FROM pg_attribute a LEFT JOIN pg_depend d ON d.refobjid = a.attrelid "
+            "AND d.refobjsubid = a.attnum AND d.deptype = 'i' LEFT JOIN pg_sequence s ON s.seqrelid = d.objid "
+            "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped", [log.as_string(conn)])}
+        if "detail" not in columns:
+            conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN detail jsonb").format(log))
+            changed.append("event_log.detail")
+        if columns.get("id") not in (None, 100):
+            conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN id SET CACHE 100").format(log))
+        sources = dict(conn.execute(
+            "SELECT p.proname, p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = %s AND p.proname LIKE 'rb\\_%%'", [schema]).fetchall())
         for capture in captures:
-            for statement in capture_ddl(capture, schema):
-                conn.execute(statement)
+            tables = capture_tables(conn, capture)
+            existing = {(row[0], row[1]): row for row in conn.execute(TRIGGERS_OF, {"tables": [t[2] for t in tables]})}
+            for op in trigger_operations(capture):
+                function = f"{capture.name}_{op}"
+                if sources.get(function) != function_source(capture, op, schema):
+                    conn.execute(function_ddl(capture, op, schema))
+                    sources[function] = function_source(capture, op, schema)
+                    changed.append(f"function {function}")
+                for table_schema, table, oid in tables:
+                    found = existing.get((oid, function))
+                    if found is not None and found[2] != schema and found[3] != NOOP_FUNCTION:
+                        raise CaptureConflict(
+                            f"{table_schema}.{table} already has trigger {function} of the Rowbell schema "
+                            f"{found[2]}: another connection watches this database. Use that connection.")
+                    if not _trigger_in_place(found, capture, op, schema):
+                        conn.execute(trigger_ddl(capture, op, schema, (table_schema, table)))
+                        changed.append(f"trigger {table_schema}.{table}.{function}")
+    return changed
 
 
 def captures_installed(conn, *, schema: str) -> dict[str, list[str]]:
@@ -240,7 +460,7 @@ def captures_installed(conn, *, schema: str) -> dict[str, list[str]]:
 NOOP_FUNCTION = "rb_retired"
 
 
-def captures_prune(conn, *, schema: str, keep: list[Capture]) -> list[str]:
+def captures_prune(conn, *, schema: str, keep: list[Capture], lock_timeout: float = 2.0) -> list[str]:
     """Retire Rowbell triggers no current capture uses; return them as table.trigger.
 
     Dropping a trigger needs ownership of its table, which Rowbell's user does not have; so an unused
@@ -249,8 +469,9 @@ def captures_prune(conn, *, schema: str, keep: list[Capture]) -> list[str]:
     table owner may run to remove them for good.
     """
     wanted = {c.name for c in keep}
-    retired = []
+    retired, functions = [], set()
     with conn.transaction():
+        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout * 1000)}ms")))
         noop = sql.Identifier(schema, NOOP_FUNCTION)
         conn.execute(sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql "
                              "SET search_path = pg_catalog AS $$ BEGIN RETURN NULL; END $$").format(noop))
@@ -260,8 +481,11 @@ def captures_prune(conn, *, schema: str, keep: list[Capture]) -> list[str]:
             conn.execute(sql.SQL("CREATE OR REPLACE TRIGGER {} AFTER {} ON {} FOR EACH STATEMENT WHEN (false) "
                                  "EXECUTE FUNCTION {}()").format(
                 sql.Identifier(trigger), sql.SQL(event), sql.Identifier(table_schema, table), noop))
-            conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(schema, function)))
+            functions.add(function)
             retired.append(f"{table_schema}.{table}.{trigger}")
+        # After every trigger that used them (a partitioned table's partitions share its functions).
+        for function in sorted(functions):
+            conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(schema, function)))
     return retired
 
 
@@ -276,7 +500,8 @@ def _rowbell_triggers(conn, schema: str):
     return conn.execute(
         """
         SELECT t.tgname, n.nspname, c.relname, p.proname,
-               CASE WHEN t.tgtype & 4 <> 0 THEN 'INSERT' WHEN t.tgtype & 8 <> 0 THEN 'DELETE' ELSE 'UPDATE' END
+               CASE WHEN t.tgtype & 4 <> 0 THEN 'INSERT' WHEN t.tgtype & 8 <> 0 THEN 'DELETE'
+                    WHEN t.tgtype & 32 <> 0 THEN 'TRUNCATE' ELSE 'UPDATE' END
         FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
         JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace pn ON pn.oid = p.pronamespace
         WHERE NOT t.tgisinternal AND t.tgname LIKE 'rb\\_%%' AND pn.nspname = %s

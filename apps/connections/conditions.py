@@ -23,6 +23,7 @@ MAX_NODES = 50
 
 NUMERIC = ("smallint", "integer", "bigint", "numeric", "real", "double precision")
 TEXT = ("text", "character varying", "character", "citext", "uuid")
+ORDERING = {"lt", "lte", "gt", "gte"}
 
 
 def _type_family(pg_type: str) -> str:
@@ -33,6 +34,8 @@ def _type_family(pg_type: str) -> str:
         return "number"
     if base in TEXT:
         return "text"
+    if base in ("jsonb", "json"):
+        return "json"
     return "other"
 
 
@@ -43,7 +46,22 @@ def _value_ok(value, family: str) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if family == "text":
         return isinstance(value, str)
-    return False
+    if family == "json":
+        return True
+    # Any other type takes its value in PostgreSQL's input syntax (a string, or a number for number-like
+    # types); the customer database itself checks it when the source is saved.
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+
+
+def value_literal(value) -> str:
+    """A condition value as the text PostgreSQL's input function of the column's type reads."""
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)) or value is None:
+        return json.dumps(value)
+    return str(value)
 
 
 def condition_walk(condition, *, path: str, leaf: Callable[[dict, str, dict], None]) -> dict[str, list[str]]:
@@ -79,8 +97,17 @@ def condition_walk(condition, *, path: str, leaf: Callable[[dict, str, dict], No
     return errors
 
 
-def condition_validate(condition, *, columns: dict[str, str], path: str) -> dict[str, list[str]]:
-    """Errors by path (empty if valid). `columns` maps column name to its PostgreSQL type."""
+def condition_validate(condition, *, columns: dict[str, dict], path: str,
+                       values: list | None = None) -> dict[str, list[str]]:
+    """Errors by path (empty if valid).
+
+    `columns` maps a column name to what the table says of its type: {"type": as declared, "base": the type
+    compared (a domain's base type), "eq": it has an equality operator, "order": it has an ordering} (see
+    introspection.column_types). An operator the type lacks is refused with the reason (json has no `=`,
+    point no `<`), so that a predicate never compiles to a comparison PostgreSQL cannot run. When `values`
+    is a list, each compared value is appended as (path, column, literal text) for the caller to check in
+    the customer database against the column's type (a uuid column refuses "vip").
+    """
 
     def leaf(node, here, errors):
         column, op = node.get("column"), node.get("op")
@@ -90,38 +117,72 @@ def condition_validate(condition, *, columns: dict[str, str], path: str) -> dict
         if not isinstance(op, str) or op not in OPS:
             errors.setdefault(f"{here}.op", []).append(f"One of: {', '.join(sorted(OPS))}.")
             return
-        family = _type_family(columns[column])
+        info = columns[column]
         if op in NULL_CHECKS:
             if "value" in node:
                 errors.setdefault(f"{here}.value", []).append(f"'{op}' takes no value.")
             return
-        if family == "other":
-            errors.setdefault(f"{here}.column", []).append(
-                f"Column {column} is of type {columns[column]}: only boolean, number and text columns can be "
-                "compared.")
+        needed = "order" if op in ORDERING else "eq"
+        if not info.get(needed):
+            can = ["is_null", "is_not_null"] + (["eq", "ne", "in"] if info.get("eq") else [])
+            errors.setdefault(f"{here}.op", []).append(
+                f"Column {column} is of type {info['type']}, which has no "
+                f"{'ordering' if needed == 'order' else 'equality operator'} in PostgreSQL: use {', '.join(can)}"
+                + (" (or store it as jsonb)." if info["base"] == "json" else "."))
             return
+        family = _type_family(info["base"])
         value = node.get("value")
-        values = value if op == "in" else [value]
+        items = value if op == "in" else [value]
         if op == "in" and (not isinstance(value, list) or not value or len(value) > 100):
             errors.setdefault(f"{here}.value", []).append("'in' takes a list of 1 to 100 values.")
             return
-        if not all(_value_ok(v, family) for v in values):
-            errors.setdefault(f"{here}.value", []).append(f"Must be a {family} (column {column} is "
-                                                          f"{columns[column]}).")
+        if not all(_value_ok(v, family) for v in items):
+            kind = {"other": "string in the type's input syntax", "json": "JSON value"}.get(family, family)
+            errors.setdefault(f"{here}.value", []).append(f"Must be a {kind} (column {column} is "
+                                                          f"{info['type']}).")
+            return
+        if values is not None and family != "number":
+            for i, v in enumerate(items):
+                values.append((f"{here}.value" + (f"[{i}]" if op == "in" else ""), column, value_literal(v)))
 
     return condition_walk(condition, path=path, leaf=leaf)
 
 
-def condition_sql(condition, alias: str) -> sql.Composable:
-    """Compile a validated condition for rows named `alias` (e.g. n for NEW, o for OLD)."""
+def condition_columns(condition) -> set[str]:
+    """The columns a (valid) condition reads."""
     for joiner in ("and", "or"):
         if joiner in condition:
-            parts = [condition_sql(c, alias) for c in condition[joiner]]
+            return set().union(*(condition_columns(c) for c in condition[joiner]))
+    return {condition["column"]}
+
+
+def condition_sql(condition, alias: str, types: dict | None = None) -> sql.Composable:
+    """Compile a validated condition for rows named `alias` (e.g. n for NEW, o for OLD).
+
+    With `types` ({column: {"base": type}}), both sides are compared in the column's base type with the
+    value cast explicitly, so a domain's CHECK never runs on a literal and no implicit resolution picks
+    another operator. Captures saved before types were recorded compile as they did.
+    """
+    types = types or {}
+    for joiner in ("and", "or"):
+        if joiner in condition:
+            parts = [condition_sql(c, alias, types) for c in condition[joiner]]
             return sql.SQL("(") + sql.SQL(f" {joiner.upper()} ").join(parts) + sql.SQL(")")
     column = sql.Identifier(alias, condition["column"])
     op = condition["op"]
     if op in NULL_CHECKS:
         return sql.SQL("({} {})").format(column, sql.SQL(NULL_CHECKS[op]))
+    base = types.get(condition["column"], {}).get("base")
+    values = condition["value"] if op == "in" else [condition["value"]]
+    if base:
+        # The base type's name is as format_type() printed it in the customer database: valid SQL as is.
+        # Numbers are compared as numeric, so that `integer gte 99.5` means what it says.
+        typed = sql.SQL(base)
+        literal_type = sql.SQL("pg_catalog.numeric") if _type_family(base) == "number" else typed
+        column = sql.SQL("CAST({} AS {})").format(column, typed)
+        literals = [sql.SQL("CAST({} AS {})").format(sql.Literal(value_literal(v)), literal_type) for v in values]
+    else:
+        literals = [sql.Literal(v) for v in values]
     if op == "in":
-        return sql.SQL("({} IN ({}))").format(column, sql.SQL(", ").join(map(sql.Literal, condition["value"])))
-    return sql.SQL("({} {} {})").format(column, sql.SQL(COMPARISONS[op]), sql.Literal(condition["value"]))
+        return sql.SQL("({} IN ({}))").format(column, sql.SQL(", ").join(literals))
+    return sql.SQL("({} {} {})").format(column, sql.SQL(COMPARISONS[op]), literals[0])

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import psycopg
+
+from psycopg import sql
+
 from .customer import customer_connect
 
 TABLES = """
@@ -31,3 +35,76 @@ def connection_tables(*, connection) -> list[dict]:
         if in_pk:
             entry["primary_key"].append(column)
     return list(tables.values())
+
+
+TYPES = """
+SELECT t.oid, t.typtype, t.typbasetype, t.typelem, t.typcategory, pg_catalog.format_type(t.oid, -1)
+FROM pg_catalog.pg_type t WHERE t.oid = ANY(%s)
+"""
+
+COLUMN_TYPES = """
+SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), a.atttypid
+FROM pg_catalog.pg_attribute a
+WHERE a.attrelid = %(table)s::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attname = ANY(%(columns)s)
+"""
+
+
+def _resolved(conn, oid: int) -> tuple:
+    """(oid, typtype, typbasetype, typelem, category, name) of the type after every domain is replaced by its base."""
+    for _ in range(32):  # domains over domains: a bounded walk
+        row = conn.execute(TYPES, [[oid]]).fetchone()
+        if row is None or row[1] != "d":
+            return row
+        oid = row[2]
+    return row
+
+
+def _operator_exists(conn, type_name: str, operator: str) -> bool:
+    """Whether PostgreSQL resolves `type operator type` (tried on NULLs, which run nothing)."""
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("SELECT NULL::{t} {op} NULL::{t}").format(t=sql.SQL(type_name), op=sql.SQL(operator)))
+        return True
+    except psycopg.errors.UndefinedFunction:
+        return False
+
+
+def column_types(conn, *, schema: str, table: str, columns: list[str]) -> dict[str, dict]:
+    """What comparisons a column's type allows, for captures: {column: {"type": as declared, "base": the type
+    compared (a domain's base, as format_type prints it), "eq": has `=`, "order": has `<`}}.
+
+    Resolved as PostgreSQL resolves them, not from a list: an array compares only if its elements do
+    (`point[]` has an `=` that fails at run time), and a composite type is never compared whole (its fields
+    may lack equality). Missing columns are left out. `conn` is an open customer connection in autocommit.
+    """
+    name = sql.Identifier(schema, table).as_string(conn)
+    out: dict[str, dict] = {}
+    for column, declared, oid in conn.execute(COLUMN_TYPES, {"table": name, "columns": list(columns)}).fetchall():
+        _, typtype, _, elem, category, base_name = _resolved(conn, oid)
+        checked = base_name
+        if category == "A" and elem:
+            element = _resolved(conn, elem)
+            checked = element[5] if element else base_name
+            typtype = element[1] if element else typtype
+        comparable = typtype != "c" and typtype != "p"
+        eq = comparable and _operator_exists(conn, checked, "=")
+        order = comparable and _operator_exists(conn, checked, "<")
+        out[column] = {"type": declared, "base": base_name, "eq": eq, "order": order}
+    return out
+
+
+def values_check(conn, *, checks: list[tuple[str, str, str]], types: dict[str, dict]) -> dict[str, list[str]]:
+    """Ask the customer database whether each value is valid input for its column's type: errors by path.
+    `checks` is [(path, column, literal text)] as conditions.condition_validate gathers them."""
+    errors: dict[str, list[str]] = {}
+    for path, column, literal in checks:
+        info = types[column]
+        try:
+            with conn.transaction():
+                conn.execute(sql.SQL("SELECT CAST(CAST(%s AS pg_catalog.text) AS {})").format(sql.SQL(info["base"])),
+                             [literal])
+        except psycopg.errors.DataError as exc:
+            reason = str(exc).strip().splitlines()[0]
+            errors.setdefault(path, []).append(f"Not a valid value for column {column} of type {info['type']}: "
+                                               f"{reason}.")
+    return errors

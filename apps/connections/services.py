@@ -13,7 +13,8 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.core.exceptions import ApplicationError, Conflict, InvalidInput
 
-from .capture import Capture, captures_install, captures_installed, captures_prune, retired_drop_statements
+from .capture import (Capture, CaptureConflict, captures_install, captures_installed, captures_prune,
+                      retired_drop_statements)
 from .checks import Check, connection_check
 from .customer import customer_connect, failure_reason
 from .models import Connection
@@ -99,23 +100,43 @@ def connection_recheck(*, connection: Connection, tables: list[str] | None = Non
     return checks
 
 
-def connection_captures_install(*, connection: Connection, captures: list, actor: str) -> None:
+def connection_captures_install(*, connection: Connection, captures: list, actor: str) -> list[str]:
     """Install (or repair) the event log and the given captures in the customer database, all in one
-    transaction, then record it. Raises CustomerDatabaseUnavailable if the database cannot be reached."""
+    transaction, then record it; return what had to change (empty when all was in place). Raises
+    CustomerDatabaseUnavailable if the database cannot be reached, CaptureInstallFailed if it refused."""
     try:
         with customer_connect(connection, autocommit=True) as conn:
-            captures_install(conn, schema=connection.schema, captures=captures)
+            changed = captures_install(conn, schema=connection.schema, captures=captures)
+    except CaptureConflict as exc:
+        raise CaptureInstallFailed(str(exc)) from exc
+    except psycopg.errors.LockNotAvailable as exc:
+        raise CaptureInstallFailed(
+            "A table to watch is locked by a long-running transaction: the install gave up rather than make "
+            "your writers wait behind it. Try again once that transaction has ended.") from exc
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise CaptureInstallFailed(f"The database refused the install: {failure_reason(exc)}. "
+                                   f"{_grant_hint(connection, captures)}") from exc
     except psycopg.OperationalError as exc:
         raise CustomerDatabaseUnavailable.from_error(exc) from exc
     except psycopg.Error as exc:
-        # Rolled back whole (one transaction): the database refused it, e.g. a privilege taken away.
+        # Rolled back whole (one transaction): the database refused it.
         raise CaptureInstallFailed(f"The database refused the install: {failure_reason(exc)}") from exc
     with transaction.atomic():
         Connection.objects.filter(id=connection.id).update(capture_installed_at=timezone.now())
         audit_record(action="connection.captures_installed", target_type="connection", target_id=connection.id,
                      product_id=connection.product_id, actor=actor,
                      data={"captures": [{"name": c.name, "table": c.qualified_table, "operations": list(c.operations)}
-                                        for c in captures]})
+                                        for c in captures], "changed": changed[:100]})
+    return changed
+
+
+def _grant_hint(connection: Connection, captures: list) -> str:
+    """The GRANT that gives the connection's user what installing `captures` needs (a best guess when the
+    database refused with a privilege error)."""
+    from .sources import grant_statement
+
+    tables = sorted({(c.schema, c.table) for c in captures})
+    return f"Run: {grant_statement(['SELECT', 'TRIGGER'], tables, connection.user)}" if tables else ""
 
 
 def event_logs_poll() -> int:

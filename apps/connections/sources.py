@@ -7,9 +7,11 @@ import json
 import re
 
 import psycopg
+from psycopg import sql
 from rest_framework.exceptions import ValidationError
 
 from .capture import Capture
+from .customer import customer_connect
 from .introspection import connection_tables
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -75,7 +77,7 @@ def row_source_validate(*, connection, source, rows_from: dict | None = None) ->
         raise CustomerDatabaseUnavailable.from_error(exc) from exc
     found = tables.get(f"{schema}.{name}")
     if found is None:
-        raise ValidationError({"source.table": [f"No table {schema}.{name} that {connection.user} can read."]})
+        raise ValidationError({"source.table": [_table_refusal(connection, schema, name)]})
     if not found["primary_key"]:
         raise ValidationError({"source.table": [f"{schema}.{name} has no primary key: rows cannot be identified."]})
     known = {c["name"] for c in found["columns"]}
@@ -83,26 +85,114 @@ def row_source_validate(*, connection, source, rows_from: dict | None = None) ->
            if c not in known}
     if bad:
         raise ValidationError(bad)
+    missing = _privileges_missing(connection, schema, name)
+    if missing:
+        raise ValidationError({"source.table": [missing]})
     if rows_from is not None:
-        rows_from.update({"table": f"{schema}.{name}", "key": list(found["primary_key"])})
+        rows_from.update({"table": f"{schema}.{name}", "key": list(found["primary_key"]),
+                          "key_types": _types(connection, schema, name, list(found["primary_key"]),
+                                              base_only=True)})
     if classification is not None:
         return _classification(connection, schema, name, found, classification)
     if "through" in source:
         return _relation(connection, schema, name, found, tables, source, events, rows_from)
     operations = tuple(op for event, op in MUTATION_EVENTS.items() if event in events)
+    update_columns = tuple(sorted(set(columns)))
+    types = _types(connection, schema, name, list(update_columns)) if update_columns else {}
     capture = Capture(schema=schema, table=name, primary_key=tuple(found["primary_key"]), operations=operations,
-                      update_columns=tuple(sorted(set(columns))))
+                      update_columns=update_columns, types=_canonical(types))
     normalized = {"connection": str(connection.id), "table": f"{schema}.{name}",
                   "events": [e for e in MUTATION_EVENTS if e in events], "columns": sorted(set(columns))}
     return normalized, capture
 
 
-def _classification(connection, schema, name, found, classification) -> tuple[dict, Capture]:
-    from .conditions import condition_validate
+def _canonical(types: dict) -> str:
+    return json.dumps(types, sort_keys=True, separators=(",", ":")) if types else ""
 
-    types = {c["name"]: c["type"] for c in found["columns"]}
+
+def _types(connection, schema: str, table: str, columns: list[str], *, base_only: bool = False) -> dict:
+    """column_types of some columns, read in the customer database (see introspection.column_types)."""
+    from .introspection import column_types
+    from .services import CustomerDatabaseUnavailable
+
+    try:
+        with customer_connect(connection) as conn:
+            types = column_types(conn, schema=schema, table=table, columns=columns)
+    except psycopg.OperationalError as exc:
+        raise CustomerDatabaseUnavailable.from_error(exc) from exc
+    if base_only:
+        return {c: t["base"] for c, t in types.items()}
+    return types
+
+
+PRIVILEGES = """
+SELECT c.relname, n.nspname, c.relkind, has_table_privilege(c.oid, 'SELECT'), has_table_privilege(c.oid, 'TRIGGER')
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.oid IN (SELECT relid FROM pg_partition_tree(%(table)s::regclass)) OR c.oid = %(table)s::regclass
+"""
+
+
+def grant_statement(privileges: list[str], tables: list[tuple[str, str]], user: str) -> str:
+    """`GRANT <privileges> ON <tables> TO <user>;` with every name quoted as PostgreSQL needs it."""
+    return sql.SQL("GRANT {} ON TABLE {} TO {};").format(
+        sql.SQL(", ").join(map(sql.SQL, privileges)), sql.SQL(", ").join(sql.Identifier(*t) for t in tables),
+        sql.Identifier(user)).as_string(None)
+
+
+def _privileges_missing(connection, schema: str, table: str) -> str:
+    """Why the capture of `table` could not be installed for lack of a privilege, with the GRANT that fixes
+    it (TRIGGER on the table and on each of its partitions), or "" when nothing is missing."""
+    with customer_connect(connection) as conn:
+        rows = conn.execute(PRIVILEGES, {"table": sql.Identifier(schema, table).as_string(conn)}).fetchall()
+    lacking: dict[str, list] = {}
+    for relname, nspname, _, can_select, can_trigger in rows:
+        for privilege, granted in (("SELECT", can_select), ("TRIGGER", can_trigger)):
+            if not granted:
+                lacking.setdefault(privilege, []).append((nspname, relname))
+    if not lacking:
+        return ""
+    tables = sorted({t for ts in lacking.values() for t in ts})
+    return (f"{connection.user} lacks {' and '.join(sorted(lacking))} on "
+            f"{', '.join(f'{s}.{t}' for s, t in tables)}: run {grant_statement(sorted(lacking), tables, connection.user)}")
+
+
+def _table_refusal(connection, schema: str, name: str) -> str:
+    """Why a table is not among those the user can read: it does not exist, or the user lacks a grant
+    (then the GRANT that fixes it)."""
+    with customer_connect(connection) as conn:
+        exists = conn.execute("SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                              "WHERE n.nspname = %s AND c.relname = %s", [schema, name]).fetchone()
+        usage = conn.execute("SELECT has_schema_privilege(oid, 'USAGE') FROM pg_namespace WHERE nspname = %s",
+                             [schema]).fetchone()
+    if exists is None or exists[0] not in ("r", "p"):
+        return f"No table {schema}.{name} in {connection.database}."
+    if usage is not None and not usage[0]:
+        return (f"{connection.user} may not use schema {schema}: run "
+                + sql.SQL("GRANT USAGE ON SCHEMA {} TO {};").format(sql.Identifier(schema),
+                                                                  sql.Identifier(connection.user)).as_string(None)
+                + " and " + grant_statement(["SELECT", "TRIGGER"], [(schema, name)], connection.user))
+    return (f"{connection.user} cannot read {schema}.{name}: run "
+            f"{grant_statement(['SELECT', 'TRIGGER'], [(schema, name)], connection.user)}")
+
+
+def _classification(connection, schema, name, found, classification) -> tuple[dict, Capture]:
+    from .conditions import condition_columns, condition_validate
+    from .introspection import values_check
+
     predicate = classification.get("predicate")
-    errors = condition_validate(predicate, columns=types, path="source.classification.predicate")
+    declared = {c["name"]: c["type"] for c in found["columns"]}
+    # Structure first (no database needed), then the types of the columns it names, then its values.
+    shape = condition_validate(predicate, columns={c: {"type": t, "base": t, "eq": True, "order": True}
+                                                   for c, t in declared.items()},
+                               path="source.classification.predicate")
+    if shape:
+        raise ValidationError(shape)
+    types = _types(connection, schema, name, sorted(condition_columns(predicate)))
+    values: list = []
+    errors = condition_validate(predicate, columns=types, path="source.classification.predicate", values=values)
+    if not errors and values:
+        with customer_connect(connection) as conn:
+            errors = values_check(conn, checks=values, types=types)
     if errors:
         raise ValidationError(errors)
     transitions = TRANSITIONS[classification.get("on", "both")]
@@ -112,7 +202,7 @@ def _classification(connection, schema, name, found, classification) -> tuple[di
     capture = Capture(schema=schema, table=name, primary_key=tuple(found["primary_key"]), operations=operations,
                       classification=classification["name"],
                       predicate=json.dumps(predicate, sort_keys=True, separators=(",", ":")),
-                      transitions=transitions)
+                      transitions=transitions, types=_canonical(types))
     normalized = {"connection": str(connection.id), "table": f"{schema}.{name}",
                   "classification": {"name": classification["name"], "predicate": predicate,
                                      "on": classification.get("on", "both")}}
@@ -134,14 +224,14 @@ WHERE c.contype = 'f' AND array_length(c.conkey, 1) = 1
 
 def _relation(connection, schema, name, found, tables, source, events, rows_from=None) -> tuple[dict, Capture]:
     """A join table's inserts and deletes, reported against the parent rows they link."""
-    from .customer import customer_connect
-
     join_schema, _, join_name = source["through"].rpartition(".")
     join_schema = join_schema or "public"
     join = tables.get(f"{join_schema}.{join_name}")
     if join is None:
-        raise ValidationError({"source.through": [f"No table {join_schema}.{join_name} that {connection.user} "
-                                                  "can read."]})
+        raise ValidationError({"source.through": [_table_refusal(connection, join_schema, join_name)]})
+    missing = _privileges_missing(connection, join_schema, join_name)
+    if missing:
+        raise ValidationError({"source.through": [missing]})
     with customer_connect(connection) as conn:
         references = dict(conn.execute(FOREIGN_KEYS, {"join": join_name, "join_schema": join_schema,
                                                       "parent": name, "parent_schema": schema}).fetchall())
@@ -158,6 +248,7 @@ def _relation(connection, schema, name, found, tables, source, events, rows_from
                                                  f"to {schema}.{name}."]})
     if rows_from is not None:  # the events carry the parent's values of the referenced column
         rows_from["key"] = [references[column]]
+        rows_from["key_types"] = _types(connection, schema, name, [references[column]], base_only=True)
     operations = tuple(op for event, op in RELATION_EVENTS.items() if event in events)
     capture = Capture(schema=join_schema, table=join_name, primary_key=tuple(join["primary_key"]) or (column,),
                       operations=operations, relation_column=column, reported_table=f"{schema}.{name}")

@@ -39,12 +39,14 @@ def _poll_all(connection):
 
 
 def test_install_is_one_idempotent_transaction_and_visible(connection):
-    connection_captures_install(connection=connection, captures=[ORDERS, ORDERS_STATUS], actor="test")
-    connection_captures_install(connection=connection, captures=[ORDERS, ORDERS_STATUS], actor="test")
+    assert connection_captures_install(connection=connection, captures=[ORDERS, ORDERS_STATUS], actor="test")
+    # Nothing in place changes again: no CREATE TRIGGER, whose lock would block the table's writers.
+    assert connection_captures_install(connection=connection, captures=[ORDERS, ORDERS_STATUS], actor="test") == []
     with customer_connect(connection) as conn:
         installed = captures_installed(conn, schema="rowbell")
     assert sorted(installed) == sorted([ORDERS.name, ORDERS_STATUS.name])
-    assert len(installed[ORDERS.name]) == 3 and len(installed[ORDERS_STATUS.name]) == 1
+    # insert, update, delete, and truncate (every row removed) for ORDERS; update for ORDERS_STATUS.
+    assert len(installed[ORDERS.name]) == 4 and len(installed[ORDERS_STATUS.name]) == 1
     connection.refresh_from_db()
     assert connection.capture_installed_at is not None
 
@@ -161,7 +163,7 @@ def test_prune_retires_what_no_capture_uses_and_it_logs_nothing_more(connection)
     connection_captures_install(connection=connection, captures=[ORDERS, ORDERS_STATUS], actor="test")
     with customer_connect(connection) as conn:
         retired = captures_prune(conn, schema="rowbell", keep=[ORDERS_STATUS])
-        assert len(retired) == 3
+        assert len(retired) == 4  # with the TRUNCATE trigger
         assert list(captures_installed(conn, schema="rowbell")) == [ORDERS_STATUS.name]
         drops = retired_drop_statements(conn, schema="rowbell")
     with writer_connect() as app:

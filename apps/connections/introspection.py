@@ -79,11 +79,20 @@ def column_types(conn, *, schema: str, table: str, columns: list[str]) -> dict[s
     """
     name = sql.Identifier(schema, table).as_string(conn)
     out: dict[str, dict] = {}
-    for column, declared, oid in conn.execute(COLUMN_TYPES, {"table": name, "columns": list(columns)}).fetchall():
-        _, typtype, _, elem, category, base_name = _resolved(conn, oid)
+    # Names as format_type() prints them with only pg_catalog on the path: schema-qualified wherever needed,
+    # as the trigger functions (whose search_path is pinned to pg_catalog) must write them.
+    conn.execute("SET search_path = pg_catalog")
+    try:
+        rows = conn.execute(COLUMN_TYPES, {"table": name, "columns": list(columns)}).fetchall()
+        resolved = {oid: _resolved(conn, oid) for _, _, oid in rows}
+        elements = {oid: _resolved(conn, r[3]) for oid, r in resolved.items() if r[4] == "A" and r[3]}
+    finally:
+        conn.execute("RESET search_path")
+    for column, declared, oid in rows:
+        _, typtype, _, elem, category, base_name = resolved[oid]
         checked = base_name
         if category == "A" and elem:
-            element = _resolved(conn, elem)
+            element = elements.get(oid)
             checked = element[5] if element else base_name
             typtype = element[1] if element else typtype
         comparable = typtype != "c" and typtype != "p"

@@ -18,10 +18,10 @@ class ConnectionAdmin(OperatorAdmin):
     list_select_related = ("product",)
     search_fields = ("name", "host", "database")
     # The password never appears in the admin.
-    exclude = ("password", "check_report")
+    exclude = ("password", "check_report", "capture_problems", "capture_problems_since", "capture_errors")
     readonly_fields = ("id", "product", "created_at", "updated_at", "capture_installed_at", "cursor_xid",
                        "cursor_id", "last_poll_at", "last_error", "last_error_at", "backlog", "lag_seconds",
-                       "health_checked_at", "last_check")
+                       "health_checked_at", "drift", "last_check")
     actions = ["check_now", "repair_triggers"]
     object_actions = (("check_now", "Check now"), ("repair_triggers", "Repair triggers"))
 
@@ -32,8 +32,24 @@ class ConnectionAdmin(OperatorAdmin):
     def lag(self, obj):
         return seconds(obj.lag_seconds)
 
+    @admin.display(description="drift")
+    def drift(self, obj):
+        problems = obj.capture_problems or []
+        if not problems:
+            return "None: every watched table matches its captures."
+        items = format_html_join("", "<li>{}: {} <small>{}</small></li>", (
+            (p["table"] or "install", p["detail"], ", ".join([f"workflow {w}" for w in p.get("workflows", [])] +
+                                                             [f"endpoint {e}" for e in p.get("endpoints", [])]))
+            for p in problems))
+        return format_html("<p class='errornote'>Since {}: writes still succeed, but these changes may go "
+                           "unreported. Correct the source (or undo the migration), then “Repair triggers”.</p>"
+                           "<ul class='drift'>{}</ul>", obj.capture_problems_since, items)
+
     @admin.display(description="triggers")
     def trigger_status(self, obj):
+        broken = [p for p in obj.capture_problems or [] if not p.get("repairable")]
+        if broken:
+            return f"broken: {len(broken)} problem(s), see drift"
         captures = (obj.check_report or {}).get("captures")
         if not captures:
             return "not checked yet"

@@ -11,7 +11,7 @@ from .introspection import connection_tables
 from .pickup import connection_health
 from .models import SslMode
 from .selectors import connection_get, connection_list
-from .services import CustomerDatabaseUnavailable, connection_create, connection_recheck
+from .services import CustomerDatabaseUnavailable, connection_create, connection_drift, connection_recheck
 
 _FROM_DSN = {"host": "host", "port": "port", "dbname": "database", "user": "user", "password": "password",
              "sslmode": "sslmode"}
@@ -154,6 +154,18 @@ class ConnectionTablesApi(APIView):
         return Response(TableSerializer(tables, many=True).data)
 
 
+class ProblemSerializer(serializers.Serializer):
+    capture = serializers.CharField()
+    table = serializers.CharField()
+    kind = serializers.CharField(help_text="missing_table, missing_column, type_changed, missing_trigger, "
+                                           "trigger_error or install_failed.")
+    detail = serializers.CharField()
+    repairable = serializers.BooleanField(help_text="A repair (installing again) fixes it; otherwise correct "
+                                                    "the source first.")
+    workflows = serializers.ListField(child=serializers.CharField())
+    endpoints = serializers.ListField(child=serializers.CharField())
+
+
 class HealthSerializer(serializers.Serializer):
     capture_installed = serializers.BooleanField()
     reachable = serializers.BooleanField(allow_null=True)
@@ -170,4 +182,9 @@ class ConnectionHealthApi(APIView):
     @extend_schema(responses=HealthSerializer)
     def get(self, request, connection_id):
         connection = connection_get(tenant=request.user, connection_id=connection_id)
-        return Response(HealthSerializer(connection_health(connection=connection)).data)
+        health = connection_health(connection=connection)
+        try:
+            health["capture_problems"] = connection_drift(connection=connection)
+        except psycopg.Error:  # unreachable: what the last health tick found
+            health["capture_problems"] = connection.capture_problems or []
+        return Response(HealthSerializer(health).data)

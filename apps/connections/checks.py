@@ -9,6 +9,7 @@ import psycopg
 from psycopg import sql
 
 from .customer import ConnectionRefused, connection_address, customer_connect
+from .names import table_parse
 
 _FATAL = re.compile(r"FATAL:\s+(.*)")
 _AUTH_HINTS = ("password authentication failed", "does not exist", "no pg_hba.conf entry", "authentication",
@@ -80,24 +81,41 @@ def connection_check(*, connection, tables: list[str] | None = None) -> list[Che
     return checks
 
 
+PRIVILEGES = """
+SELECT n.nspname, c.relname, has_table_privilege(c.oid, 'SELECT'), has_table_privilege(c.oid, 'TRIGGER'),
+       c.relkind = 'p'
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.oid = %(oid)s OR c.oid IN (SELECT relid FROM pg_partition_tree(%(oid)s))
+ORDER BY c.oid <> %(oid)s, n.nspname, c.relname
+"""
+
+
 def _table_check(conn: psycopg.Connection, table: str) -> Check:
+    """SELECT and TRIGGER on the table and, for a partitioned table, on each partition (a statement that
+    names a partition fires only the partition's triggers, which Rowbell installs too)."""
     name = f"table {table}"
-    schema, _, relname = table.rpartition(".")
-    schema = schema or "public"
+    schema, relname = table_parse(table)
     row = conn.execute(
         """
-        SELECT has_table_privilege(c.oid, 'SELECT'), has_table_privilege(c.oid, 'TRIGGER')
-        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')
         """,
         [schema, relname],
     ).fetchone()
     if row is None:
         return Check(name, False, f"No table {schema}.{relname} (or no USAGE on schema {schema}).")
-    missing = [p for p, granted in zip(("SELECT", "TRIGGER"), row) if not granted]
-    if missing:
+    lacking: dict[str, list] = {}
+    partitions = 0
+    for nspname, rel, can_select, can_trigger, _ in conn.execute(PRIVILEGES, {"oid": row[0]}).fetchall():
+        partitions += (nspname, rel) != (schema, relname)
+        for privilege, granted in (("SELECT", can_select), ("TRIGGER", can_trigger)):
+            if not granted:
+                lacking.setdefault(privilege, []).append((nspname, rel))
+    if lacking:
+        tables = sorted({t for ts in lacking.values() for t in ts})
         grant = sql.SQL("GRANT {} ON {} TO {}").format(
-            sql.SQL(", ").join(map(sql.SQL, missing)), sql.Identifier(schema, relname),
+            sql.SQL(", ").join(map(sql.SQL, sorted(lacking))), sql.SQL(", ").join(sql.Identifier(*t) for t in tables),
             sql.Identifier(conn.info.user)).as_string(conn)
-        return Check(name, False, f"Missing {' and '.join(missing)} privilege: {grant}")
-    return Check(name, True, "SELECT and TRIGGER granted.")
+        return Check(name, False, f"Missing {' and '.join(sorted(lacking))} privilege: {grant}")
+    return Check(name, True, "SELECT and TRIGGER granted" + (f" (and on its {partitions} partitions)." if partitions
+                                                             else "."))

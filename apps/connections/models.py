@@ -47,6 +47,11 @@ class Connection(models.Model):
     lag_seconds = models.FloatField(null=True, blank=True, help_text="Age of the oldest event not read yet.")
     health_checked_at = models.DateTimeField(null=True, blank=True)
     check_report = models.JSONField(default=dict, blank=True)
+    # Drift (see drift.py): the problems the last health tick found, since when they stand, and the last
+    # error event of each capture whose trigger could not evaluate ({capture: {...}}).
+    capture_problems = models.JSONField(default=list, blank=True)
+    capture_problems_since = models.DateTimeField(null=True, blank=True)
+    capture_errors = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -72,6 +77,9 @@ class Event(models.Model):
     table_name = models.CharField(max_length=127)
     op = models.CharField(max_length=10)
     ids = models.JSONField()
+    # Error events (a trigger that could not evaluate): {"op", "sqlstate", "message", "rows"}; TRUNCATE of a
+    # partition: {"partition"}.
+    detail = models.JSONField(null=True, blank=True)
     captured_at = models.DateTimeField()
     recorded_at = models.DateTimeField(auto_now_add=True)
 

@@ -19,12 +19,13 @@ from psycopg import sql
 from apps.core.bulk import insert_rows
 
 from .customer import customer_connect, customer_session, failure_reason
+from .drift import capture_errors_note
 from .models import Connection, Event
 
 POLL_BATCH = 1000
 
 POLL_SQL = """
-SELECT id, xid::text, captured_at, capture, table_name, op, ids
+SELECT id, xid::text, captured_at, capture, table_name, op, ids, detail
 FROM {log}
 WHERE (xid, id) > (%(xid)s::text::xid8, %(id)s)
   AND xid < pg_snapshot_xmin(pg_current_snapshot())
@@ -59,11 +60,12 @@ def event_log_poll(*, connection_id, limit: int = POLL_BATCH) -> int | None:
 
             # One statement, one parameter; ON CONFLICT: an event read again is recorded once.
             fresh = [Event(connection=connection, source_id=r[0], xid=int(r[1]), captured_at=_aware(r[2]),
-                           capture=r[3], table_name=r[4], op=r[5], ids=r[6], recorded_at=now) for r in rows]
+                           capture=r[3], table_name=r[4], op=r[5], ids=r[6], detail=r[7], recorded_at=now)
+                     for r in rows]
             recorded_at = now.isoformat()
             inserted = insert_rows(Event, [
                 {"connection_id": connection.id, "source_id": e.source_id, "xid": e.xid, "captured_at": e.captured_at,
-                 "capture": e.capture, "table_name": e.table_name, "op": e.op, "ids": e.ids,
+                 "capture": e.capture, "table_name": e.table_name, "op": e.op, "ids": e.ids, "detail": e.detail,
                  "recorded_at": recorded_at} for e in fresh], returning=("id", "xid", "source_id"),
                 on_conflict="ON CONFLICT DO NOTHING")
             by_key = {(int(xid), source_id): pk for pk, xid, source_id in inserted}
@@ -75,6 +77,7 @@ def event_log_poll(*, connection_id, limit: int = POLL_BATCH) -> int | None:
             # The events' consequences are written in the same transaction as the events and the cursor.
             deliveries_for_events(events=recorded)
             runs_for_events(events=recorded)
+            capture_errors_note(connection=connection, events=recorded)
             last = rows[-1]
             Connection.objects.filter(id=connection.id).update(cursor_xid=int(last[1]), cursor_id=last[0],
                                                                last_poll_at=now, last_error="")

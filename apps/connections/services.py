@@ -18,11 +18,11 @@ from .capture import (Capture, CaptureConflict, captures_install, captures_insta
 from .checks import Check, connection_check
 from .customer import customer_connect, failure_reason
 from .models import Connection
+from .names import table_parse
 
 logger = logging.getLogger(__name__)
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-TABLE = re.compile(r"^([a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}$")
 
 
 class ConnectionCheckFailed(ApplicationError):
@@ -58,8 +58,10 @@ def _validate(*, schema: str, tables: list[str]) -> None:
     if not IDENTIFIER.match(schema):
         raise InvalidInput("A lower-case identifier: letters, digits and '_', at most 63.", field="schema")
     for index, table in enumerate(tables):
-        if not TABLE.match(table):
-            raise InvalidInput("A table as schema.name (lower-case identifiers).", field=f"tables[{index}]")
+        try:
+            table_parse(table)
+        except ValueError as exc:
+            raise InvalidInput(str(exc), field=f"tables[{index}]") from None
 
 
 def connection_create(*, product, name: str, host: str, port: int, database: str, user: str, password: str,
@@ -90,10 +92,31 @@ def connection_create(*, product, name: str, host: str, port: int, database: str
 
 def connection_recheck(*, connection: Connection, tables: list[str] | None = None,
                        actor: str) -> list[Check]:
-    """Run the checks again on a saved connection (nothing is changed) and audit the outcome."""
+    """Run the checks again on a saved connection (nothing is changed) and audit the outcome: the connection,
+    every watched table (privileges, on each partition too) besides those asked for, and each capture
+    against the table as it is now (a column a migration renamed, a trigger missing)."""
     tables = list(tables or [])
     _validate(schema=connection.schema, tables=tables)
-    checks = connection_check(connection=connection, tables=tables)
+    wanted = connection_captures_wanted(connection=connection)
+    watched = sorted({f"{c.schema}.{c.table}" for c in wanted} - set(tables))
+    checks = connection_check(connection=connection, tables=tables + watched)
+    if all(c.ok for c in checks) and wanted:
+        try:
+            problems = connection_drift(connection=connection)
+        except psycopg.Error as exc:
+            problems = [{"capture": "", "table": "", "detail": failure_reason(exc), "workflows": [], "endpoints": []}]
+        by_capture: dict[str, list[dict]] = {}
+        for problem in problems:
+            by_capture.setdefault(problem["capture"], []).append(problem)
+        users = connection_capture_users(connection=connection)
+        for capture in wanted:
+            found = by_capture.get(capture.name, [])
+            used = users.get(capture.name, {})
+            by = ", ".join([f"workflow {w}" for w in used.get("workflows", [])] +
+                           [f"endpoint {e}" for e in used.get("endpoints", [])]) or "nothing live"
+            checks.append(Check(f"capture {capture.name}", not found,
+                                " ".join(p["detail"] for p in found) + f" Used by {by}." if found else
+                                f"{capture.reported_table or capture.qualified_table}: in order (used by {by})."))
     audit_record(action="connection.checked", target_type="connection", target_id=connection.id,
                  product_id=connection.product_id, actor=actor,
                  data={"ok": all(c.ok for c in checks), "failed": [c.name for c in checks if not c.ok]})
@@ -247,6 +270,8 @@ def connection_check_now(*, connection_id, actor: str) -> dict | None:
         captures.pop("retired_drop_statements", None)
     except psycopg.Error as exc:
         captures = {"error": failure_reason(exc)}
+    connection.refresh_from_db()
+    connection_drift_record(connection=connection)
     report = {"checks": [c.as_dict() for c in checks], "ok": all(c.ok for c in checks),
               "reachable": health["reachable"], "captures": captures}
     _health_store(connection, health, report=report)
@@ -264,15 +289,128 @@ def _health_store(connection: Connection, health: dict, *, report: dict | None =
 
 
 def connections_health_refresh() -> int:
-    """Read every capturing connection's backlog and lag (a beat tick), so pages show them without
-    reaching into customer databases; return how many were read."""
+    """The health tick (beat, every ROWBELL_HEALTH_INTERVAL): for every capturing connection, read its backlog
+    and lag, install what its wanted captures lack (a partition created since, a trigger dropped, functions
+    from an older Rowbell: repeat-safe, and it takes no lock when all is in place), then look for drift and
+    tell operators when it appears (see connection_drift_record). Pages show the stored figures without
+    reaching into customer databases. Returns how many connections were read."""
     from .pickup import connection_health
 
     read = 0
     for connection in Connection.objects.filter(capture_installed_at__isnull=False):
         _health_store(connection, connection_health(connection=connection))
+        try:
+            connection_captures_reconcile(connection_id=connection.id)
+        except Exception:  # one connection's failure must not stop the others' health
+            logger.exception("Cannot check the captures of connection %s", connection.id)
         read += 1
     return read
+
+
+def connection_captures_reconcile(*, connection_id) -> list[dict]:
+    """Install the wanted captures where anything is missing, then record the drift that remains (problems,
+    as drift.py describes them). A connection another process holds is skipped (its next tick comes)."""
+    with transaction.atomic():
+        connection = Connection.objects.select_for_update(skip_locked=True).filter(id=connection_id).first()
+        if connection is None:
+            return []
+        wanted = connection_captures_wanted(connection=connection)
+        failure = None
+        if wanted:
+            try:
+                changed = connection_captures_install(connection=connection, captures=wanted, actor="rowbell")
+                if changed:
+                    logger.info("Re-installed on connection %s: %s", connection.id, ", ".join(changed[:20]))
+            except ApplicationError as exc:
+                failure = exc.message
+    return connection_drift_record(connection=connection, install_failure=failure)
+
+
+def connection_drift(*, connection: Connection) -> list[dict]:
+    """The connection's drift, read now (see drift.py), each problem naming the workflows and endpoints that
+    use the capture. Raises psycopg.Error if the database cannot be read."""
+    from .drift import captures_drift, error_problems
+
+    wanted = connection_captures_wanted(connection=connection)
+    with customer_connect(connection) as conn:
+        problems = captures_drift(conn, schema=connection.schema, captures=wanted)
+    problems += error_problems(connection, {c.name for c in wanted})
+    users = connection_capture_users(connection=connection)
+    for problem in problems:
+        problem.update(users.get(problem["capture"], {"workflows": [], "endpoints": []}))
+    return problems
+
+
+def connection_capture_users(*, connection: Connection) -> dict[str, dict]:
+    """{capture name: {"workflows": [key, ...], "endpoints": [id, ...]}} of what is live on the connection."""
+    # deliveries and workflows build on connections, not the reverse
+    from apps.deliveries.models import WebhookEndpoint
+    from apps.workflows.models import WorkflowVersion
+
+    users: dict[str, dict] = {}
+    for capture, endpoint_id in WebhookEndpoint.objects.filter(connection=connection, enabled=True).exclude(
+            capture="").values_list("capture", "id"):
+        users.setdefault(capture, {"workflows": [], "endpoints": []})["endpoints"].append(str(endpoint_id))
+    for capture, key in WorkflowVersion.objects.filter(connection=connection, workflow__published_version=F("id")
+                                                       ).exclude(capture="").values_list("capture", "workflow__key"):
+        users.setdefault(capture, {"workflows": [], "endpoints": []})["workflows"].append(key)
+    return users
+
+
+def connection_drift_record(*, connection: Connection, install_failure: str | None = None) -> list[dict]:
+    """Read the drift, store it on the connection, and when it changes tell operators once: an audit row and
+    an email to ADMINS naming the tables, the problems and the workflows and endpoints affected; an audit row
+    again when it is gone."""
+    try:
+        problems = connection_drift(connection=connection)
+    except psycopg.Error as exc:
+        logger.warning("Cannot read the drift of connection %s: %s", connection.id, failure_reason(exc))
+        return list(connection.capture_problems or [])
+    if install_failure:
+        problems.append({"capture": "", "table": "", "kind": "install_failed", "detail": install_failure,
+                         "repairable": False, "workflows": [], "endpoints": []})
+    # Missing triggers the install just put back are not problems; the rest are compared by what they say.
+    key = lambda items: sorted((p["capture"], p["kind"], p["detail"]) for p in items)  # noqa: E731
+    before = list(connection.capture_problems or [])
+    if key(problems) == key(before):
+        return problems
+    now = timezone.now()
+    fields = {"capture_problems": problems,
+              "capture_problems_since": (connection.capture_problems_since or now) if problems and before else
+              (now if problems else None)}
+    with transaction.atomic():
+        Connection.objects.filter(id=connection.id).update(**fields)
+        new = [p for p in problems if (p["capture"], p["kind"], p["detail"]) not in set(map(tuple, key(before)))]
+        if new:
+            audit_record(action="connection.capture_drift", target_type="connection", target_id=connection.id,
+                         product_id=connection.product_id, actor="rowbell", data={"problems": new[:50]})
+            transaction.on_commit(lambda: _drift_notify(connection, new))
+        elif not problems:
+            audit_record(action="connection.capture_drift_resolved", target_type="connection",
+                         target_id=connection.id, product_id=connection.product_id, actor="rowbell",
+                         data={"resolved": len(before)})
+    connection.capture_problems = problems
+    return problems
+
+
+def _drift_notify(connection: Connection, problems: list[dict]) -> None:
+    from django.core.mail import mail_admins
+
+    if not settings.ADMINS:
+        return
+    lines = [f"Rowbell: the captures of connection {connection.name} ({connection.id}, product "
+             f"{connection.product_id}) no longer match the database. Writes still succeed; changes may go "
+             "unreported until this is fixed.", ""]
+    for p in problems[:50]:
+        users = ", ".join([f"workflow {w}" for w in p.get("workflows", [])] +
+                          [f"endpoint {e}" for e in p.get("endpoints", [])]) or "nothing live"
+        lines.append(f"- {p['table']}: {p['detail']} Affects: {users}.")
+    lines += ["", "Correct the source of each workflow or endpoint (or undo the migration), then repair the "
+                  "triggers: the admin's Connections page, action 'Repair triggers', or `manage.py triggers install`."]
+    try:
+        mail_admins(f"Capture drift on {connection.name}", "\n".join(lines), fail_silently=False)
+    except Exception:  # the audit row and the admin still show it; the next change of drift mails again
+        logger.exception("Cannot mail operators about the drift of connection %s", connection.id)
 
 
 def connection_repair_request(*, connection: Connection, actor: str) -> None:

@@ -13,6 +13,7 @@ from rest_framework.exceptions import ValidationError
 from .capture import Capture
 from .customer import customer_connect
 from .introspection import connection_tables
+from .names import table_parse
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -20,7 +21,14 @@ IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 MUTATION_EVENTS = {"row.created": "insert", "row.updated": "update", "row.deleted": "delete"}
 EVENT_OF_OPERATION = {op: event for event, op in MUTATION_EVENTS.items()}
 EVENT_OF_OPERATION.update({"entered": "classification.entered", "left": "classification.left",
-                           "added": "relation.added", "removed": "relation.removed"})
+                           "added": "relation.added", "removed": "relation.removed",
+                           # Every row removed at once: their ids are not known (see capture.py).
+                           "truncate": "table.truncated",
+                           # A trigger that could not evaluate (see drift.py): never delivered, never run.
+                           "error": "capture.error"})
+# Operations that are not row events of their own: nothing is sent or run for them.
+NOT_DELIVERED = {"error"}
+NOT_RUN = {"error", "truncate"}
 RELATION_EVENTS = {"relation.added": "insert", "relation.removed": "delete"}
 TRANSITIONS = {"entered": ("entered",), "left": ("left",), "both": ("entered", "left")}
 
@@ -69,8 +77,10 @@ def row_source_validate(*, connection, source, rows_from: dict | None = None) ->
         errors["source.columns"] = ["Columns only apply to row.updated."]
     if errors:
         raise ValidationError(errors)
-    schema, _, name = table.rpartition(".")
-    schema = schema or "public"
+    try:
+        schema, name = table_parse(table)
+    except ValueError as exc:
+        raise ValidationError({"source.table": [str(exc)]}) from None
     try:
         tables = {f"{t['schema']}.{t['name']}": t for t in connection_tables(connection=connection)}
     except psycopg.OperationalError as exc:
@@ -224,8 +234,10 @@ WHERE c.contype = 'f' AND array_length(c.conkey, 1) = 1
 
 def _relation(connection, schema, name, found, tables, source, events, rows_from=None) -> tuple[dict, Capture]:
     """A join table's inserts and deletes, reported against the parent rows they link."""
-    join_schema, _, join_name = source["through"].rpartition(".")
-    join_schema = join_schema or "public"
+    try:
+        join_schema, join_name = table_parse(source["through"])
+    except ValueError as exc:
+        raise ValidationError({"source.through": [str(exc)]}) from None
     join = tables.get(f"{join_schema}.{join_name}")
     if join is None:
         raise ValidationError({"source.through": [_table_refusal(connection, join_schema, join_name)]})

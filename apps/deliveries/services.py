@@ -323,6 +323,9 @@ def deliveries_for_events(*, events) -> int:
     Call inside the transaction that records the events. One message per endpoint, event and chunk of
     ROWBELL_WEBHOOK_IDS_PER_MESSAGE ids; the unique (endpoint, event, chunk) makes a repeat do nothing.
     """
+    from apps.connections.sources import NOT_DELIVERED
+
+    events = [e for e in events if e.op not in NOT_DELIVERED]
     if not events:
         return 0
     endpoints = list(WebhookEndpoint.objects.filter(

@@ -188,8 +188,10 @@ def runs_for_events(*, events) -> list[int]:
     events and the advanced cursor commit together, and the unique (workflow_version, event) makes a
     repeat launch nothing. The runs are hinted to workers after commit.
     """
+    from apps.connections.sources import NOT_RUN
     from apps.workflows.models import WorkflowVersion
 
+    events = [e for e in events if e.op not in NOT_RUN]
     if not events:
         return []
     versions = list(WorkflowVersion.objects.filter(

@@ -1,7 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 from psycopg import sql
 
-from apps.connections.services import IDENTIFIER, TABLE
+from apps.connections.names import table_parse
+from apps.connections.services import IDENTIFIER
 
 
 class Command(BaseCommand):
@@ -19,10 +20,14 @@ class Command(BaseCommand):
             raise CommandError("--user: a lower-case identifier (letters, digits, _).")
         if not IDENTIFIER.match(schema):
             raise CommandError("--schema: a lower-case identifier (letters, digits, _).")
-        bad = [t for t in names if not TABLE.match(t)]
+        qualified, bad = [], []
+        for name in names:
+            try:
+                qualified.append(table_parse(name))
+            except ValueError:
+                bad.append(name)
         if not names or bad:
             raise CommandError(f"--tables: schema.table names, comma-separated (not: {', '.join(bad) or 'empty'}).")
-        qualified = [tuple(t.split(".", 1)) if "." in t else ("public", t) for t in names]
         role, own = sql.Identifier(user), sql.Identifier(schema)
         schemas = sorted({s for s, _ in qualified})
 
@@ -44,4 +49,17 @@ class Command(BaseCommand):
             lines.append(q(sql.SQL("GRANT USAGE ON SCHEMA {} TO {};").format(sql.Identifier(name), role)))
         lines.append(q(sql.SQL("GRANT SELECT, TRIGGER ON TABLE {} TO {};").format(
             sql.SQL(", ").join(sql.Identifier(s, t) for s, t in qualified), role)))
+        lines += [
+            "-- A partitioned table's partitions need the same grant (a statement naming a partition fires only",
+            "-- the partition's triggers). This grants it on those that exist; grant it on each new partition",
+            "-- too (Rowbell installs its triggers there within its health interval and reports it until then).",
+            "DO $$ DECLARE p regclass; BEGIN",
+        ]
+        for schema_name, table_name in qualified:
+            lines.append(q(sql.SQL(
+                "    FOR p IN SELECT relid FROM pg_partition_tree(to_regclass({})) WHERE relid <> to_regclass({}) LOOP "
+                "EXECUTE format('GRANT SELECT, TRIGGER ON TABLE %s TO %I', p, {}); END LOOP;").format(
+                sql.Literal(sql.Identifier(schema_name, table_name).as_string(None)),
+                sql.Literal(sql.Identifier(schema_name, table_name).as_string(None)), sql.Literal(user))))
+        lines.append("END $$;")
         self.stdout.write("\n".join(lines))

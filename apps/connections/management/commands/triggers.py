@@ -9,6 +9,7 @@ from apps.connections.services import (
     connection_captures_prune,
     connection_captures_status,
     connection_captures_wanted,
+    connection_drift,
 )
 
 
@@ -50,12 +51,25 @@ class Command(BaseCommand):
             retired = connection_captures_prune(connection=conn, keep_none=action == "uninstall", actor="cli")
             self.stdout.write(f"  retired {len(retired)} trigger(s)" + "".join(f"\n    {r}" for r in retired))
         status = connection_captures_status(connection=conn)
+        problems = connection_drift(connection=conn)
+        broken: dict[str, list] = {}
+        for problem in problems:
+            broken.setdefault(problem["capture"], []).append(problem)
         for name in status["wanted"]:
-            self.stdout.write(f"  {name}: {'installed' if name in status['installed'] else 'MISSING'}")
+            state = "installed" if name in status["installed"] else "MISSING"
+            if any(not p["repairable"] for p in broken.get(name, [])):
+                state = "BROKEN"
+            elif broken.get(name):
+                state = "INCOMPLETE (run: triggers install)"
+            self.stdout.write(f"  {name}: {state}")
+            for problem in broken.get(name, []):
+                users = ", ".join([f"workflow {w}" for w in problem["workflows"]] +
+                                  [f"endpoint {e}" for e in problem["endpoints"]])
+                self.stdout.write(f"    {problem['table']}: {problem['detail']}" + (f" Affects {users}." if users else ""))
         for name in status["unused"]:
             self.stdout.write(f"  {name}: installed but unused (run: triggers prune)")
         if status["retired_drop_statements"]:
             self.stdout.write("  retired triggers; a table owner may drop them:")
             for statement in status["retired_drop_statements"]:
                 self.stdout.write(f"    {statement}")
-        return bool(status["missing"] or status["unused"])
+        return bool(status["missing"] or status["unused"] or problems)

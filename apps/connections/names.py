@@ -1,0 +1,28 @@
+"""Table names as users give them: `schema.table`, `table` (in public), or with double-quoted parts."""
+
+from __future__ import annotations
+
+import re
+
+# A quoted part holds anything (a doubled quote for a quote); an unquoted one is an identifier, case kept.
+_PART = r'("(?:[^"]|"")+"|[^\W\d][\w$]*)'
+_QUALIFIED = re.compile(rf"^(?:{_PART}\.)?{_PART}$")
+
+
+def _unquote(part: str) -> str:
+    return part[1:-1].replace('""', '"') if part.startswith('"') else part
+
+
+def table_parse(text: str) -> tuple[str, str]:
+    """(schema, table) as exact catalog names from `schema.table`, `table` (schema public), or with parts in
+    double quotes as SQL writes them (`crm."Customer.Notes"`, a name with a dot or a quote). Unquoted parts are
+    taken exactly as written, case included, and are identifiers (letters, digits, _ and $) (`crm.CustomerNotes` is the table PostgreSQL lists as
+    CustomerNotes), as the connection's `tables` list prints them. Raises ValueError naming what is wrong."""
+    match = _QUALIFIED.match(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError("A table as schema.table (exact names; put a part in double quotes if it holds a dot).")
+    schema, table = _unquote(match.group(1) or "public"), _unquote(match.group(2))
+    for part in (schema, table):
+        if len(part.encode()) > 63 or any(ord(ch) < 32 for ch in part):
+            raise ValueError("A name of at most 63 bytes, without control characters.")
+    return schema, table

@@ -174,6 +174,8 @@ class HealthSerializer(serializers.Serializer):
     last_poll_at = serializers.DateTimeField(allow_null=True)
     last_error = serializers.CharField(allow_blank=True)
     last_error_at = serializers.DateTimeField(allow_null=True)
+    capture_problems = ProblemSerializer(many=True, help_text="Drift between the captures and the database "
+                                                              "(see the README): empty when all is in order.")
 
 
 class ConnectionHealthApi(APIView):

@@ -119,3 +119,17 @@ def poll(*, connection_id) -> int | None:
 
     horizon_passed()
     return event_log_poll(connection_id=connection_id)
+
+
+@pytest.fixture
+def operator(client):
+    """A staff user of the Rowbell operators group, logged in."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    from apps.dashboard.groups import OPERATORS
+
+    user = get_user_model().objects.create_user("op", "op@example.com", "pw", is_staff=True)
+    user.groups.add(Group.objects.get(name=OPERATORS))
+    client.force_login(user)
+    return client

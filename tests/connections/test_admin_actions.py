@@ -2,8 +2,6 @@
 reaches the customer database, each naming the staff user."""
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.urls import reverse
 
 from apps.audit.models import AuditEvent
@@ -11,20 +9,11 @@ from apps.connections.customer import customer_connect
 from apps.connections.capture import captures_installed
 from apps.connections.models import Connection
 from apps.connections.services import connection_captures_prune, connections_health_refresh
-from apps.dashboard.groups import OPERATORS
 from apps.workflows.models import Workflow
 
 from .conftest import writer_connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def operator(client):
-    user = get_user_model().objects.create_user("op", "op@example.com", "pw", is_staff=True)
-    user.groups.add(Group.objects.get(name=OPERATORS))
-    client.force_login(user)
-    return client
 
 
 def _installed(connection) -> list[str]:

@@ -7,7 +7,7 @@ from apps.dashboard.templatetags.humanize_rowbell import seconds
 from .sources import EVENT_OF_OPERATION
 
 from .models import Connection, Event
-from .services import connection_check_request, connection_repair_request
+from .services import connection_check_request, connection_delete_request, connection_repair_request
 
 
 @admin.register(Connection)
@@ -22,8 +22,9 @@ class ConnectionAdmin(OperatorAdmin):
     readonly_fields = ("id", "product", "created_at", "updated_at", "capture_installed_at", "cursor_xid",
                        "cursor_id", "last_poll_at", "last_error", "last_error_at", "backlog", "lag_seconds",
                        "health_checked_at", "drift", "last_check")
-    actions = ["check_now", "repair_triggers"]
-    object_actions = (("check_now", "Check now"), ("repair_triggers", "Repair triggers"))
+    actions = ["check_now", "repair_triggers", "delete_connection"]
+    object_actions = (("check_now", "Check now"), ("repair_triggers", "Repair triggers"),
+                      ("delete_connection", "Delete"))
 
     def has_operate_permission(self, request):
         return request.user.has_perm("connections.operate_connection")
@@ -91,6 +92,11 @@ class ConnectionAdmin(OperatorAdmin):
     @admin.action(description="Repair triggers (install what is missing)", permissions=["operate"])
     def repair_triggers(self, request, queryset):
         return self._queue_each(request, queryset, connection_repair_request, "Repairing the triggers of")
+
+    @admin.action(description="Delete (retire its triggers; refused while a workflow or endpoint uses it)",
+                  permissions=["operate"])
+    def delete_connection(self, request, queryset):
+        return self._queue_each(request, queryset, connection_delete_request, "Deleting")
 
 
 @admin.register(Event)

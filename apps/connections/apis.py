@@ -11,7 +11,8 @@ from .introspection import connection_tables
 from .pickup import connection_health
 from .models import SslMode
 from .selectors import connection_get, connection_list
-from .services import CustomerDatabaseUnavailable, connection_create, connection_drift, connection_recheck
+from .services import (CustomerDatabaseUnavailable, connection_create, connection_delete, connection_drift,
+                       connection_recheck)
 
 _FROM_DSN = {"host": "host", "port": "port", "dbname": "database", "user": "user", "password": "password",
              "sslmode": "sslmode"}
@@ -127,6 +128,13 @@ class ConnectionDetailApi(APIView):
     def get(self, request, connection_id):
         return Response(ConnectionOutputSerializer(connection_get(tenant=request.user,
                                                                   connection_id=connection_id)).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, connection_id):
+        """Retire the connection's triggers and delete it; 409 naming what still uses it."""
+        connection = connection_get(tenant=request.user, connection_id=connection_id)
+        connection_delete(connection=connection, actor=request.user.actor)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class ConnectionCheckApi(APIView):

@@ -348,6 +348,48 @@ def capture_ddl(capture: Capture, schema: str) -> list[sql.Composable]:
     return statements
 
 
+INSTALLATION_DDL = """
+CREATE TABLE IF NOT EXISTS {schema}.installation (
+    -- The one Rowbell connection that owns this schema: a second connection to the same database and
+    -- schema would call the first one's triggers unused, and a prune would retire them.
+    connection_id uuid PRIMARY KEY,
+    product_id uuid NOT NULL,
+    claimed_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+
+def installation_owner(conn, *, schema: str) -> tuple[str | None, bool]:
+    """(id of the connection that owns `schema`, or None; whether an event log exists there)."""
+    log = conn.execute("SELECT to_regclass(%s)", [sql.Identifier(schema, "event_log").as_string(conn)]).fetchone()[0]
+    table = conn.execute("SELECT to_regclass(%s)", [sql.Identifier(schema, "installation").as_string(conn)]
+                         ).fetchone()[0]
+    if table is None:
+        return None, log is not None
+    row = conn.execute(sql.SQL("SELECT connection_id::text FROM {} ORDER BY claimed_at DESC LIMIT 1").format(
+        sql.Identifier(schema, "installation"))).fetchone()
+    return (row[0] if row else None), log is not None
+
+
+def installation_claim(conn, *, schema: str, connection_id, product_id) -> None:
+    """Record `connection_id` as the owner of `schema` (creating the schema if needed), in one transaction."""
+    with conn.transaction():
+        if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema]).fetchone():
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        table = sql.Identifier(schema, "installation")
+        conn.execute(sql.SQL(INSTALLATION_DDL).format(schema=sql.Identifier(schema)))
+        conn.execute(sql.SQL("DELETE FROM {} WHERE connection_id <> %s").format(table), [str(connection_id)])
+        conn.execute(sql.SQL("INSERT INTO {} (connection_id, product_id) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+                             ).format(table), [str(connection_id), str(product_id)])
+
+
+def installation_release(conn, *, schema: str, connection_id) -> None:
+    """Forget `connection_id` as the owner of `schema` (a deleted connection), so another may claim it."""
+    if conn.execute("SELECT to_regclass(%s)", [sql.Identifier(schema, "installation").as_string(conn)]).fetchone()[0]:
+        conn.execute(sql.SQL("DELETE FROM {} WHERE connection_id = %s").format(
+            sql.Identifier(schema, "installation")), [str(connection_id)])
+
+
 class CaptureConflict(Exception):
     """Another Rowbell schema's capture already owns a trigger of the same name on a watched table."""
 

@@ -14,11 +14,23 @@ class SslMode(models.TextChoices):
     VERIFY_FULL = "verify-full"
 
 
+class LiveConnections(models.Manager):
+    """Connections not deleted: what every API, poller and page sees."""
+
+    def get_queryset(self):
+        return super().get_queryset().filter(deleted_at__isnull=True)
+
+
 class Connection(models.Model):
     """A customer's PostgreSQL database, reached with a dedicated minimal-permission user.
 
     The password is encrypted at rest and never leaves Rowbell: not in API answers, logs or the admin.
+    A deleted connection keeps its row (its events, runs and deliveries stay readable) with `deleted_at` set;
+    `objects` leaves it out, `all_objects` does not.
     """
+
+    objects = LiveConnections()
+    all_objects = models.Manager()
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     product = models.ForeignKey("tenants.Product", on_delete=models.PROTECT, related_name="connections")
@@ -52,11 +64,14 @@ class Connection(models.Model):
     capture_problems = models.JSONField(default=list, blank=True)
     capture_problems_since = models.DateTimeField(null=True, blank=True)
     capture_errors = models.JSONField(default=dict, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]
         permissions = [("operate_connection", "Can check connections and repair their triggers")]
-        constraints = [models.UniqueConstraint(fields=["product", "name"], name="connection_name_per_product")]
+        base_manager_name = "all_objects"
+        constraints = [models.UniqueConstraint(fields=["product", "name"], condition=models.Q(deleted_at__isnull=True),
+                                               name="connection_name_per_product")]
 
     def __str__(self):
         return f"{self.name} ({self.user}@{self.host}:{self.port}/{self.database})"

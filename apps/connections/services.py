@@ -14,7 +14,7 @@ from apps.audit.services import audit_record
 from apps.core.exceptions import ApplicationError, Conflict, InvalidInput
 
 from .capture import (Capture, CaptureConflict, captures_install, captures_installed, captures_prune,
-                      retired_drop_statements)
+                      installation_claim, installation_owner, installation_release, retired_drop_statements)
 from .checks import Check, connection_check
 from .customer import customer_connect, failure_reason
 from .models import Connection
@@ -79,6 +79,12 @@ def connection_create(*, product, name: str, host: str, port: int, database: str
     if not all(c.ok for c in checks):
         raise ConnectionCheckFailed(checks)
     try:
+        connection_claim(connection=connection, creating=True)
+    except psycopg.OperationalError as exc:
+        raise CustomerDatabaseUnavailable.from_error(exc) from exc
+    except psycopg.Error as exc:
+        raise CaptureInstallFailed(f"The database refused Rowbell's schema: {failure_reason(exc)}") from exc
+    try:
         with transaction.atomic():
             connection.save()
             audit_record(action="connection.created", target_type="connection", target_id=connection.id,
@@ -88,6 +94,102 @@ def connection_create(*, product, name: str, host: str, port: int, database: str
     except IntegrityError:
         raise Conflict(f"A connection named '{name}' already exists.", field="name") from None
     return connection, checks
+
+
+def connection_claim(*, connection: Connection, creating: bool = False) -> None:
+    """Make `connection` the one Rowbell connection of its database and schema, or refuse.
+
+    Two connections to one schema would each call the other's triggers unused, and a prune by one would
+    retire what the other's subscriptions need: the schema records its owner (capture.installation_claim).
+    A schema owned by a live connection is refused with a Conflict naming it (or, for another product's,
+    saying only that one exists); one whose owner was deleted is taken over. Logs installed before owners
+    were recorded are matched by address, port, database and schema when a connection is created (a saved
+    one claims such a schema: the first wins). Raises psycopg.Error if the database cannot be used.
+    """
+    with customer_connect(connection) as conn:
+        owner, has_log = installation_owner(conn, schema=connection.schema)
+        if owner == str(connection.id):
+            return
+        other = Connection.objects.filter(id=owner).first() if owner else None
+        if other is None and has_log and not owner and creating:
+            other = _same_database(connection)
+        if other is not None:
+            where = f"schema {connection.schema} of {connection.database}"
+            if other.product_id == connection.product_id:
+                raise Conflict(f"Connection '{other.name}' ({other.id}) already watches {where}: use it, or choose "
+                               "another schema.", field="schema")
+            raise Conflict(f"Another Rowbell product already watches {where}: choose another schema.",
+                           field="schema")
+        installation_claim(conn, schema=connection.schema, connection_id=connection.id,
+                           product_id=connection.product_id)
+
+
+def _same_database(connection: Connection) -> Connection | None:
+    from .customer import ConnectionRefused, connection_address
+
+    try:
+        address = connection_address(connection)
+    except ConnectionRefused:
+        return None
+    for other in Connection.objects.filter(database=connection.database, port=connection.port,
+                                           schema=connection.schema).exclude(id=connection.id):
+        try:
+            if connection_address(other) == address:
+                return other
+        except ConnectionRefused:
+            continue
+    return None
+
+
+def connection_delete(*, connection: Connection, actor: str) -> dict:
+    """Delete a connection: refused (Conflict) while an enabled endpoint or a published workflow uses it,
+    naming them; otherwise its triggers are retired in the customer database (only its own: its schema
+    has no other owner), its ownership of the schema released, and the row marked deleted (events, runs and
+    deliveries stay readable). Raises CustomerDatabaseUnavailable if the database cannot be reached: nothing
+    is deleted then, as its triggers would go on logging."""
+    users = connection_capture_users(connection=connection)
+    workflows = sorted({w for u in users.values() for w in u["workflows"]})
+    endpoints = sorted({e for u in users.values() for e in u["endpoints"]})
+    from apps.deliveries.models import WebhookEndpoint
+
+    endpoints = sorted(set(endpoints) | {str(i) for i in WebhookEndpoint.objects.filter(
+        connection=connection, enabled=True).exclude(capture="").values_list("id", flat=True)})
+    if workflows or endpoints:
+        raise Conflict("The connection is in use: " + ", ".join([f"workflow {w}" for w in workflows] +
+                                                                 [f"endpoint {e}" for e in endpoints]) +
+                       ". Unpublish those workflows and disable those endpoints first.")
+    with transaction.atomic():
+        locked = Connection.objects.select_for_update().filter(id=connection.id).first()
+        if locked is None:
+            return {"retired": []}
+        retired = []
+        if locked.capture_installed_at is not None:
+            try:
+                retired = connection_captures_prune(connection=locked, keep_none=True, actor=actor)
+            except psycopg.OperationalError as exc:
+                raise CustomerDatabaseUnavailable.from_error(exc) from exc
+        try:
+            with customer_connect(locked) as conn:
+                installation_release(conn, schema=locked.schema, connection_id=locked.id)
+        except psycopg.OperationalError as exc:
+            raise CustomerDatabaseUnavailable.from_error(exc) from exc
+        Connection.objects.filter(id=locked.id).update(deleted_at=timezone.now(), capture_installed_at=None)
+        audit_record(action="connection.deleted", target_type="connection", target_id=locked.id,
+                     product_id=locked.product_id, actor=actor, data={"retired": retired})
+    return {"retired": retired}
+
+
+def connection_delete_request(*, connection: Connection, actor: str) -> None:
+    """Queue deleting a connection (the admin): it reaches the customer database to retire triggers."""
+    _request(connection, "connection.delete", actor)
+
+
+def connection_delete_queued(*, connection_id, actor: str) -> dict:
+    """connection_delete as queued by an operator."""
+    connection = Connection.objects.filter(id=connection_id).first()
+    if connection is None:
+        return {"retired": []}
+    return connection_delete(connection=connection, actor=actor)
 
 
 def connection_recheck(*, connection: Connection, tables: list[str] | None = None,
@@ -128,6 +230,7 @@ def connection_captures_install(*, connection: Connection, captures: list, actor
     transaction, then record it; return what had to change (empty when all was in place). Raises
     CustomerDatabaseUnavailable if the database cannot be reached, CaptureInstallFailed if it refused."""
     try:
+        connection_claim(connection=connection)
         with customer_connect(connection, autocommit=True) as conn:
             changed = captures_install(conn, schema=connection.schema, captures=captures)
     except CaptureConflict as exc:
@@ -217,6 +320,7 @@ def connection_captures_prune(*, connection: Connection, keep_none: bool = False
     """
     with transaction.atomic():
         Connection.objects.select_for_update().filter(id=connection.id).first()
+        connection_claim(connection=connection)  # never retire another connection's triggers
         keep = [] if keep_none else connection_captures_wanted(connection=connection)
         with customer_connect(connection) as conn:
             retired = captures_prune(conn, schema=connection.schema, keep=keep)

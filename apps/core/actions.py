@@ -38,6 +38,7 @@ TASK = "apps.core.tasks.queued_action_run"
 ACTIONS = {
     "connection.check": "apps.connections.services:connection_check_now",
     "connection.repair": "apps.connections.services:connection_repair",
+    "connection.delete": "apps.connections.services:connection_delete_queued",
     "workflow.publish": "apps.workflows.services:workflow_publish_queued",
     "workflow.unpublish": "apps.workflows.services:workflow_unpublish_queued",
     "webhook.enable": "apps.deliveries.services:webhook_endpoint_enable_queued",

@@ -316,3 +316,66 @@ def test_a_table_without_grants_is_refused_with_the_grant_that_fixes_it(product_
     finally:
         with admin_connect(CUSTOMER_DB) as admin:
             admin.execute("DROP TABLE public.tags")
+
+
+def _connect(client, customer_db, name, **extra):
+    return client.post("/api/v1/connections", {"name": name, **customer_db, **extra}, format="json")
+
+
+def test_a_second_connection_to_one_database_and_schema_is_refused_naming_the_first(product_client, customer_db):
+    first = _connect(product_client, customer_db, "shop")
+    assert first.status_code == 201, first.json()
+    second = _connect(product_client, customer_db, "shop-again")
+    assert second.status_code == 409
+    assert f"Connection 'shop' ({first.json()['id']}) already watches schema rowbell" in \
+        second.json()["error"]["message"]
+    # Another product is told that the schema is taken, not whose it is.
+    from tests import factories
+    from tests.conftest import client_for
+
+    other = _connect(client_for(factories.make_product("Other")[1]), customer_db, "theirs")
+    assert other.status_code == 409 and "shop" not in other.json()["error"]["message"]
+    from apps.connections.customer import customer_sessions_close
+    from .conftest import customer_db_reset
+
+    customer_sessions_close()
+    customer_db_reset()
+
+
+def test_a_prune_never_retires_the_triggers_of_another_connections_schema(product_client, connection):
+    _subscribe(product_client, connection, "public.orders", events=["row.created"])
+    from apps.connections.models import Connection
+    from apps.connections.services import connection_captures_prune
+
+    # A connection saved before schemas had owners, to the same database and schema.
+    twin = Connection.objects.create(product=connection.product, name="twin", host=connection.host,
+                                     port=connection.port, database=connection.database, user=connection.user,
+                                     password=connection.password)
+    from apps.core.exceptions import Conflict
+
+    with pytest.raises(Conflict, match="already watches schema rowbell"):
+        connection_captures_prune(connection=twin, actor="test")
+    with writer_connect() as app:
+        app.execute("INSERT INTO public.orders (status) VALUES ('paid')")
+    assert _events(connection) == [("insert", [1])]
+
+
+def test_a_connection_is_deleted_only_when_nothing_uses_it_and_its_triggers_are_retired(
+        product_client, connection):
+    endpoint = _subscribe(product_client, connection, "public.orders", events=["row.created"])
+    response = product_client.delete(f"/api/v1/connections/{connection.id}")
+    assert response.status_code == 409 and endpoint["id"] in response.json()["error"]["message"]
+    product_client.post(f"/api/v1/webhooks/{endpoint['id']}/disable")
+    assert product_client.delete(f"/api/v1/connections/{connection.id}").status_code == 204
+    assert product_client.get(f"/api/v1/connections/{connection.id}").status_code == 404
+    assert product_client.get("/api/v1/connections").json() == []
+    with admin_connect(CUSTOMER_DB) as admin:
+        live = admin.execute("SELECT count(*) FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid "
+                             "WHERE t.tgname LIKE 'rb\\_%' AND p.proname <> 'rb_retired'").fetchone()[0]
+    assert live == 0
+    assert AuditEvent.objects.filter(action="connection.deleted").exists()
+    # The schema is free again: a new connection to it is accepted.
+    fresh = _connect(product_client, {"host": connection.host, "port": connection.port,
+                                      "database": connection.database, "user": connection.user,
+                                      "password": connection.password}, "shop")
+    assert fresh.status_code == 201, fresh.json()

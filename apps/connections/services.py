@@ -247,6 +247,8 @@ def connection_captures_install(*, connection: Connection, captures: list, actor
     except psycopg.Error as exc:
         # Rolled back whole (one transaction): the database refused it.
         raise CaptureInstallFailed(f"The database refused the install: {failure_reason(exc)}") from exc
+    if not changed and actor == "rowbell":  # the health tick found everything in place: nothing to record
+        return changed
     with transaction.atomic():
         Connection.objects.filter(id=connection.id).update(capture_installed_at=timezone.now())
         audit_record(action="connection.captures_installed", target_type="connection", target_id=connection.id,

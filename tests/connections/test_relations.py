@@ -26,6 +26,20 @@ def test_join_table_changes_are_reported_against_the_parent_rows(product_client,
     assert sent == [("relation.added", "public.orders", [1, 2]), ("relation.removed", "public.orders", [1])]
 
 
+def test_moving_a_join_row_to_another_parent_removes_and_adds(product_client, receiver, connection):
+    _subscribe(product_client, receiver, connection, events=["relation.added", "relation.removed"],
+               through="public.order_tags")
+    with writer_connect() as app:
+        app.execute("INSERT INTO public.orders (status) VALUES ('a'), ('b')")
+        app.execute("INSERT INTO public.order_tags VALUES (1, 'gift')")
+        app.execute("UPDATE public.order_tags SET order_id = 2")  # gave nothing before
+        app.execute("UPDATE public.order_tags SET tag = 'rush'")  # the link stays with order 2: a new tag
+    poll(connection_id=connection.id)
+    sent = [(d.payload["type"], d.payload["ids"]) for d in Delivery.objects.order_by("id")]
+    assert sent == [("relation.added", [1]), ("relation.added", [2]), ("relation.removed", [1]),
+                    ("relation.added", [2]), ("relation.removed", [2])]
+
+
 @pytest.mark.parametrize("source, field", [
     ({"events": ["relation.added"], "through": "public.nope"}, "source.through"),
     ({"events": ["relation.added"], "through": "public.customers"}, "source.column"),  # no FK to orders

@@ -284,7 +284,8 @@ def _function_body(capture: Capture, op: str, schema: str) -> sql.Composable:
     notify = sql.SQL("IF logged THEN {}END IF;").format(_notify()) if _notify_enabled() else sql.SQL("")
     declare = sql.SQL(" ").join(sql.SQL("{} pg_catalog.jsonb;").format(v) for v in variables)
     return sql.SQL(
-        "DECLARE {declare} keys pg_catalog.jsonb; changed bigint; failure text; logged boolean := false; "
+        "DECLARE {declare} keys pg_catalog.jsonb; changed pg_catalog.int8; failure pg_catalog.text; "
+        "logged pg_catalog.bool := false; "
         "BEGIN BEGIN {evaluate} {error} END; {log} {notify}"
     ).format(declare=declare, evaluate=evaluate, error=error, log=log, notify=notify)
 
@@ -314,15 +315,23 @@ def function_source(capture: Capture, op: str, schema: str) -> str:
     return sql.SQL(" {} RETURN NULL; END ").format(body).as_string(None)
 
 
+def _pinned(capture: Capture, op: str) -> bool:
+    """Whether the function's body compares values: operators cannot all be schema-qualified, so such a body
+    pins its search_path (a configuration change per call). The others name every object with its schema and
+    skip it."""
+    return (op == "truncate" or bool(capture.classification)
+            or (op == "update" and bool(capture.update_columns or capture.relation_column)))
+
+
 def function_ddl(capture: Capture, op: str, schema: str) -> sql.Composable:
     """CREATE OR REPLACE FUNCTION for one operation of a capture."""
     # SECURITY DEFINER: writers of the table need no rights on Rowbell's schema. A definer function must not
-    # resolve names through the caller's search_path, so it is pinned (comparisons use operators that cannot
-    # all be schema-qualified).
+    # resolve names through the caller's search_path: see _pinned.
     return sql.SQL(
         "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
-        "SET search_path = pg_catalog, pg_temp AS {quoted}"
+        "{pin}AS {quoted}"
     ).format(function=sql.Identifier(schema, f"{capture.name}_{op}"),
+             pin=sql.SQL("SET search_path = pg_catalog, pg_temp " if _pinned(capture, op) else ""),
              quoted=_DollarQuoted(sql.SQL(function_source(capture, op, schema))))
 
 
@@ -466,17 +475,19 @@ def captures_install(conn, *, schema: str, captures: list[Capture], lock_timeout
             changed.append("event_log.detail")
         if columns.get("id") not in (None, 100):
             conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN id SET CACHE 100").format(log))
-        sources = dict(conn.execute(
-            "SELECT p.proname, p.prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-            "WHERE n.nspname = %s AND p.proname LIKE 'rb\\_%%'", [schema]).fetchall())
+        sources = {name: (source, pinned) for name, source, pinned in conn.execute(
+            "SELECT p.proname, p.prosrc, p.proconfig IS NOT NULL FROM pg_proc p "
+            "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = %s AND p.proname LIKE 'rb\\_%%'",
+            [schema]).fetchall()}
         for capture in captures:
             tables = capture_tables(conn, capture)
             existing = {(row[0], row[1]): row for row in conn.execute(TRIGGERS_OF, {"tables": [t[2] for t in tables]})}
             for op in trigger_operations(capture):
                 function = f"{capture.name}_{op}"
-                if sources.get(function) != function_source(capture, op, schema):
+                expected = (function_source(capture, op, schema), _pinned(capture, op))
+                if sources.get(function) != expected:
                     conn.execute(function_ddl(capture, op, schema))
-                    sources[function] = function_source(capture, op, schema)
+                    sources[function] = expected
                     changed.append(f"function {function}")
                 for table_schema, table, oid in tables:
                     found = existing.get((oid, function))

@@ -35,7 +35,7 @@ from psycopg import sql
 
 from apps.core.bulk import insert_rows
 
-from .customer import customer_connect, customer_session, failure_reason
+from .customer import APPLICATION_NAME, customer_connect, customer_session, failure_reason
 from .models import NOTHING_CONSUMED, Connection, Event
 
 POLL_BATCH = 1000
@@ -173,19 +173,48 @@ FROM state CROSS JOIN LATERAL (
 WHERE NOT ((u.xid, u.id) <= (%(xid)s::text::xid8, %(id)s) AND pg_visible_in_snapshot(u.xid, state.batch))
 """
 
+# Who holds events back: a transaction that wrote to the event log holds RowExclusiveLock on it until it
+# ends (pg_locks is readable by any role). pg_stat_activity shows another role's session only in part to
+# a role without pg_read_all_stats: user and application name, but no state and no xact_start. A prepared
+# transaction (two-phase commit) has no session: its locks have no pid, and pg_prepared_xacts, found
+# through its transaction id lock, says whose it is and since when it is prepared.
+HELD_BACK_SQL = """
+SELECT l.pid, coalesce(a.usename, p.owner), a.application_name,
+       coalesce(a.state, CASE WHEN p.gid IS NOT NULL THEN 'prepared' END),
+       coalesce(a.xact_start, p.prepared),
+       extract(epoch FROM statement_timestamp() - coalesce(a.xact_start, p.prepared))::float8
+FROM pg_locks l
+LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+LEFT JOIN pg_locks x ON l.pid IS NULL AND x.pid IS NULL AND x.locktype = 'transactionid'
+                        AND x.virtualtransaction = l.virtualtransaction
+LEFT JOIN pg_prepared_xacts p ON p.transaction = x.transactionid
+WHERE l.locktype = 'relation' AND l.mode = 'RowExclusiveLock' AND l.granted
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.relation = (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                    WHERE n.nspname = %(schema)s AND c.relname = 'event_log')
+  AND l.pid IS DISTINCT FROM pg_backend_pid()
+  AND a.application_name IS DISTINCT FROM %(own)s
+ORDER BY coalesce(a.xact_start, p.prepared) NULLS LAST, l.pid
+"""
+
 
 def connection_health(*, connection: Connection) -> dict:
     """What pick-up looks like from the customer database, read now.
 
     Returns a dict: capture_installed (bool); reachable (bool, None when nothing is installed to read);
     backlog (committed events not read yet, int or None); oldest_unread_age_seconds (float seconds, 0 with
-    no backlog, None when unknown); and the last poll's last_poll_at, last_error, last_error_at. An
-    unreachable database gives reachable False and its reason in last_error; nothing is raised for it.
+    no backlog, None when unknown); held_back_by: the open transactions, other than Rowbell's own
+    sessions, that have written to the event log and whose events therefore wait for their commit, as
+    [{pid, user, application_name, state, xact_start, seconds_open}], oldest first (state, xact_start and
+    seconds_open are None when the connection's role may not see them: another role's session, without
+    pg_read_all_stats; a prepared transaction has pid None, state "prepared", and the time it was
+    prepared as xact_start); and the last poll's last_poll_at, last_error, last_error_at. An unreachable
+    database gives reachable False and its reason in last_error; nothing is raised for it.
     """
     health = {"capture_installed": connection.capture_installed_at is not None,
               "last_poll_at": connection.last_poll_at, "last_error": connection.last_error,
               "last_error_at": connection.last_error_at, "backlog": None, "oldest_unread_age_seconds": None,
-              "reachable": None}
+              "held_back_by": None, "reachable": None}
     if not health["capture_installed"]:
         return health
     try:
@@ -194,12 +223,16 @@ def connection_health(*, connection: Connection) -> dict:
                 sql.SQL(BACKLOG_SQL).format(log=sql.Identifier(connection.schema, "event_log")),
                 _state_params(connection),
             ).fetchone()
+            held = conn.execute(HELD_BACK_SQL, {"schema": connection.schema, "own": APPLICATION_NAME}).fetchall()
     except psycopg.Error as exc:
         health["reachable"] = False
         health["last_error"] = health["last_error"] or failure_reason(exc)
         return health
     health.update(reachable=True, backlog=count,
-                  oldest_unread_age_seconds=round((timezone.now() - oldest).total_seconds(), 3) if oldest else 0)
+                  oldest_unread_age_seconds=round((timezone.now() - oldest).total_seconds(), 3) if oldest else 0,
+                  held_back_by=[{"pid": pid, "user": user, "application_name": app, "state": state,
+                                 "xact_start": started, "seconds_open": round(age, 3) if age is not None else None}
+                                for pid, user, app, state, started, age in held])
     return health
 
 

@@ -12,7 +12,7 @@ from apps.connections.models import NOTHING_CONSUMED, Connection, Event
 from apps.connections.pickup import BACKLOG_SQL, event_log_poll, poll_statement
 from apps.connections.services import connection_captures_install
 
-from .conftest import CUSTOMER_DB, admin_connect, writer_connect
+from .conftest import CAPTURE_ROLE, CUSTOMER_DB, WRITER_ROLE, admin_connect, writer_connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,7 +40,69 @@ def test_an_idle_transaction_in_another_database_holds_back_nothing(connection, 
     assert event_log_poll(connection_id=connection.id) == 1
     assert _read(connection) == [1]
     health = product_client.get(f"/api/v1/connections/{connection.id}/health").json()
-    assert health["backlog"] == 0
+    assert health["backlog"] == 0 and health["held_back_by"] == []  # it wrote nothing to the log
+
+
+def test_an_open_transaction_that_wrote_is_reported_and_read_when_it_commits(connection, product_client):
+    connection_captures_install(connection=connection, captures=[ORDERS], actor="test")
+    open_writer = writer_connect(autocommit=False)
+    rowbell_session = customer_connect(connection, autocommit=False)  # Rowbell's own sessions are not reported
+    try:
+        _insert(open_writer, "open")
+        rowbell_session.execute("DELETE FROM rowbell.event_log WHERE false")
+        with writer_connect() as app:
+            _insert(app, "committed")
+        assert event_log_poll(connection_id=connection.id) == 1  # the committed change does not wait
+        health = product_client.get(f"/api/v1/connections/{connection.id}/health").json()
+        assert health["backlog"] == 0  # an uncommitted event is not there yet
+        assert [h["pid"] for h in health["held_back_by"]] == [open_writer.info.backend_pid]
+        # Another role's session, seen by Rowbell's role without pg_read_all_stats: who, not since when.
+        assert health["held_back_by"][0] | {"pid": 0} == {"pid": 0, "user": WRITER_ROLE, "application_name": "",
+                                                          "state": None, "xact_start": None, "seconds_open": None}
+        open_writer.commit()
+    finally:
+        open_writer.close()
+        rowbell_session.close()
+    assert event_log_poll(connection_id=connection.id) == 1
+    assert _read(connection) == [2, 1]
+    health = product_client.get(f"/api/v1/connections/{connection.id}/health").json()
+    assert health["held_back_by"] == [] and health["backlog"] == 0
+
+
+def test_how_long_a_writer_has_been_open_shows_to_a_role_that_may_read_all_stats(connection, product_client):
+    connection_captures_install(connection=connection, captures=[ORDERS], actor="test")
+    open_writer = writer_connect(autocommit=False)
+    with admin_connect() as admin:
+        admin.execute(f"GRANT pg_read_all_stats TO {CAPTURE_ROLE}")
+    try:
+        _insert(open_writer, "open")
+        held = product_client.get(f"/api/v1/connections/{connection.id}/health").json()["held_back_by"]
+        assert len(held) == 1 and held[0]["state"] == "idle in transaction"
+        assert held[0]["xact_start"] is not None and held[0]["seconds_open"] >= 0
+    finally:
+        open_writer.close()
+        with admin_connect() as admin:
+            admin.execute(f"REVOKE pg_read_all_stats FROM {CAPTURE_ROLE}")
+
+
+def test_a_prepared_transaction_that_wrote_is_reported_and_read_when_committed(connection, product_client):
+    with admin_connect() as admin:
+        if admin.execute("SHOW max_prepared_transactions").fetchone()[0] == "0":
+            pytest.skip("the server allows no prepared transactions (max_prepared_transactions = 0)")
+    connection_captures_install(connection=connection, captures=[ORDERS], actor="test")
+    app = writer_connect(autocommit=False)
+    _insert(app, "prepared")
+    app.execute("PREPARE TRANSACTION 'rowbell_test_prepared'")
+    app.close()  # a prepared transaction outlives its session
+    try:
+        held = product_client.get(f"/api/v1/connections/{connection.id}/health").json()["held_back_by"]
+        assert [(h["pid"], h["user"], h["state"]) for h in held] == [(None, WRITER_ROLE, "prepared")]
+        assert held[0]["seconds_open"] >= 0
+        assert event_log_poll(connection_id=connection.id) == 0
+    finally:
+        with admin_connect(CUSTOMER_DB) as admin:
+            admin.execute("COMMIT PREPARED 'rowbell_test_prepared'")
+    assert event_log_poll(connection_id=connection.id) == 1
 
 
 def test_a_batch_longer_than_a_page_is_read_over_several_polls_once(connection):

@@ -19,9 +19,9 @@ class ConnectionAdmin(OperatorAdmin):
     search_fields = ("name", "host", "database")
     # The password never appears in the admin.
     exclude = ("password", "check_report", "capture_problems", "capture_problems_since", "capture_errors")
-    readonly_fields = ("id", "product", "created_at", "updated_at", "capture_installed_at", "cursor_xid",
-                       "cursor_id", "last_poll_at", "last_error", "last_error_at", "backlog", "lag_seconds",
-                       "health_checked_at", "drift", "last_check")
+    readonly_fields = ("id", "product", "created_at", "updated_at", "capture_installed_at", "consumed_snapshot",
+                       "batch_snapshot", "cursor_xid", "cursor_id", "last_poll_at", "last_error", "last_error_at",
+                       "backlog", "lag_seconds", "health_checked_at", "drift", "last_check")
     actions = ["check_now", "repair_triggers", "delete_connection"]
     object_actions = (("check_now", "Check now"), ("repair_triggers", "Repair triggers"),
                       ("delete_connection", "Delete"))

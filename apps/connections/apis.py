@@ -174,11 +174,25 @@ class ProblemSerializer(serializers.Serializer):
     endpoints = serializers.ListField(child=serializers.CharField())
 
 
+class HeldBackBySerializer(serializers.Serializer):
+    pid = serializers.IntegerField(allow_null=True, help_text="Null for a prepared (two-phase) transaction.")
+    user = serializers.CharField(allow_null=True)
+    application_name = serializers.CharField(allow_null=True, allow_blank=True)
+    state = serializers.CharField(allow_null=True)
+    xact_start = serializers.DateTimeField(allow_null=True)
+    seconds_open = serializers.FloatField(allow_null=True)
+
+
 class HealthSerializer(serializers.Serializer):
     capture_installed = serializers.BooleanField()
     reachable = serializers.BooleanField(allow_null=True)
     backlog = serializers.IntegerField(allow_null=True, help_text="Events written but not read yet.")
     oldest_unread_age_seconds = serializers.FloatField(allow_null=True)
+    held_back_by = HeldBackBySerializer(
+        many=True, allow_null=True,
+        help_text="Open transactions that wrote to the event log: their events are read when they commit. "
+                  "state, xact_start and seconds_open are null for another role's session unless Rowbell's "
+                  "database user has pg_read_all_stats.")
     last_poll_at = serializers.DateTimeField(allow_null=True)
     last_error = serializers.CharField(allow_blank=True)
     last_error_at = serializers.DateTimeField(allow_null=True)

@@ -5,6 +5,10 @@ from django.db import models
 from apps.core.encryption import EncryptedTextField
 
 
+# A pg_snapshot in which no transaction is visible (xids start at 3): a new connection reads its whole log.
+NOTHING_CONSUMED = "1:1:"
+
+
 class SslMode(models.TextChoices):
     DISABLE = "disable"
     ALLOW = "allow"
@@ -45,10 +49,19 @@ class Connection(models.Model):
     schema = models.CharField(max_length=63, default="rowbell")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
-    # Pick-up: the last event read, as (transaction id, event id), and the poller's health.
     capture_installed_at = models.DateTimeField(null=True, blank=True)
-    cursor_xid = models.DecimalField(max_digits=20, decimal_places=0, default=0)
-    cursor_id = models.BigIntegerField(default=0)
+    # Pick-up reads the customer's event log in batches closed between two snapshots (apps/connections/
+    # pickup.py): every event whose transaction is visible in `consumed_snapshot` has been read; the batch
+    # being read page by page ends at `batch_snapshot` (empty: none open), and (cursor_xid, cursor_id) is
+    # the last event read in it ((0, 0): none yet).
+    consumed_snapshot = models.TextField(default=NOTHING_CONSUMED,
+                                         help_text="pg_snapshot (xmin:xmax:xip,...): its visible events are read.")
+    batch_snapshot = models.TextField(blank=True, default="",
+                                      help_text="pg_snapshot ending the batch being read; empty when none is.")
+    cursor_xid = models.DecimalField(max_digits=20, decimal_places=0, default=0,
+                                     help_text="Transaction id of the last event read in the open batch.")
+    cursor_id = models.BigIntegerField(default=0, help_text="Id of the last event read in the open batch.")
+    # The poller's last read and its last failure.
     last_poll_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)

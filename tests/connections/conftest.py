@@ -94,30 +94,11 @@ def connection(customer_db, product):
     customer_db_reset()
 
 
-def horizon_passed(timeout: float = 10.0) -> None:
-    """Wait until every transaction that started before now has ended, in the whole cluster.
-
-    The poller reads only events older than its snapshot's xmin, and transaction ids are shared by every
-    database of the cluster: a busy neighbour (another database's writers) can keep an event unreadable
-    for a moment. Tests that expect one poll to read what was just committed wait for this first.
-    """
-    import time
-
-    with admin_connect(CUSTOMER_DB) as conn:
-        mark = conn.execute("SELECT pg_current_xact_id()").fetchone()[0]
-        deadline = time.monotonic() + timeout
-        while not conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot()) > %s::text::xid8",
-                               [str(mark)]).fetchone()[0]:
-            if time.monotonic() > deadline:
-                raise AssertionError("A transaction in the cluster stayed open for over 10 s.")
-            time.sleep(0.01)
-
-
 def poll(*, connection_id) -> int | None:
-    """One poll of the connection's log, once everything committed before it is readable."""
+    """One poll of the connection's log: it reads everything committed before it (a batch ends at the
+    poll's own snapshot), whatever else is open on the server."""
     from apps.connections.pickup import event_log_poll
 
-    horizon_passed()
     return event_log_poll(connection_id=connection_id)
 
 
@@ -133,3 +114,44 @@ def operator(client):
     user.groups.add(Group.objects.get(name=OPERATORS))
     client.force_login(user)
     return client
+
+
+def pickup_rewind(connection) -> None:
+    """Back to a connection that has read nothing, as if the service database had lost every poll."""
+    from apps.connections.models import NOTHING_CONSUMED, Connection
+
+    Connection.objects.filter(id=connection.id).update(consumed_snapshot=NOTHING_CONSUMED, batch_snapshot="",
+                                                       cursor_xid=0, cursor_id=0)
+
+
+NEIGHBOUR_DB = "rowbell_neighbour_test"
+
+
+@pytest.fixture(scope="session")
+def neighbour_db():
+    """Another database of the same server, in which nothing is watched."""
+    with admin_connect() as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {NEIGHBOUR_DB} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {NEIGHBOUR_DB}")
+    yield NEIGHBOUR_DB
+    with admin_connect() as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {NEIGHBOUR_DB} WITH (FORCE)")
+
+
+@pytest.fixture
+def idle_neighbour(neighbour_db):
+    """A session idle in a transaction that holds a transaction id, in another database of the same server:
+    the oldest transaction of the whole server for as long as the test runs."""
+    host, port = server()
+    conn = psycopg.connect(host=host, port=port, user="postgres", dbname=neighbour_db)  # not autocommit
+    xid = conn.execute("SELECT pg_current_xact_id()").fetchone()[0]
+    yield xid
+    conn.rollback()
+    conn.close()
+
+
+@pytest.fixture(params=["alone", "idle neighbour"])
+def neighbours(request):
+    """Runs a test twice: alone on the server, and beside an idle transaction in another database."""
+    if request.param == "idle neighbour":
+        request.getfixturevalue("idle_neighbour")

@@ -14,7 +14,7 @@ from apps.connections.models import Connection, Event
 from apps.connections.pickup import event_log_poll
 from apps.connections.services import connection_captures_install
 
-from .conftest import CUSTOMER_DB, admin_connect, horizon_passed, writer_connect
+from .conftest import CUSTOMER_DB, admin_connect, pickup_rewind, writer_connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,7 +33,6 @@ def _events(connection, capture=None):
 
 
 def _poll_all(connection):
-    horizon_passed()
     while event_log_poll(connection_id=connection.id):
         pass
 
@@ -82,6 +81,7 @@ def test_updates_limited_to_columns_log_only_when_those_change(connection):
     assert _events(connection, ORDERS_STATUS) == [("update", [1])]
 
 
+@pytest.mark.usefixtures("neighbours")
 def test_no_event_is_skipped_when_transactions_commit_out_of_order(connection):
     connection_captures_install(connection=connection, captures=[ORDERS], actor="test")
     first = writer_connect(autocommit=False)
@@ -99,6 +99,7 @@ def test_no_event_is_skipped_when_transactions_commit_out_of_order(connection):
     assert sorted(ids[0] for _, ids in _events(connection)) == [1, 2]
 
 
+@pytest.mark.usefixtures("neighbours")
 def test_events_that_accrued_while_stopped_are_all_read_once(connection):
     connection_captures_install(connection=connection, captures=[ORDERS], actor="test")
     with writer_connect() as app:
@@ -114,9 +115,8 @@ def test_reading_twice_records_once(connection):
     connection_captures_install(connection=connection, captures=[ORDERS], actor="test")
     with writer_connect() as app:
         app.execute("INSERT INTO public.orders (status) VALUES ('a')")
-    horizon_passed()
     assert event_log_poll(connection_id=connection.id) == 1
-    Connection.objects.filter(id=connection.id).update(cursor_xid=0, cursor_id=0)  # as if the commit was lost
+    pickup_rewind(connection)  # as if the commit was lost
     assert event_log_poll(connection_id=connection.id) == 1
     assert Event.objects.filter(connection=connection).count() == 1
 
@@ -153,7 +153,6 @@ def test_a_database_that_goes_away_is_reported_and_picked_up_again(connection):
     connection.refresh_from_db()
     assert "Connection refused" in connection.last_error and connection.last_error_at is not None
     Connection.objects.filter(id=connection.id).update(port=port)
-    horizon_passed()
     assert event_log_poll(connection_id=connection.id) == 1
     connection.refresh_from_db()
     assert connection.last_error == ""
@@ -189,12 +188,12 @@ def test_health_shows_backlog_and_the_scheduled_poll_drains_it(connection, produ
     health = product_client.get(f"/api/v1/connections/{connection.id}/health").json()
     assert health["capture_installed"] is True and health["reachable"] is True
     assert health["backlog"] == 3 and health["oldest_unread_age_seconds"] >= 0
-    horizon_passed()
     assert event_logs_poll() == 3
     health = product_client.get(f"/api/v1/connections/{connection.id}/health").json()
     assert health["backlog"] == 0 and health["last_poll_at"] is not None and health["last_error"] == ""
 
 
+@pytest.mark.usefixtures("neighbours")  # the idle neighbour holds xmin back, not the prune
 def test_retention_prunes_consumed_events_in_batches_and_never_unread_ones(connection):
     from apps.connections.pickup import event_log_prune
 

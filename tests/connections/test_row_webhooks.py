@@ -7,7 +7,7 @@ from apps.connections.models import Connection
 from apps.deliveries.models import Delivery, DeliveryStatus, WebhookEndpoint
 from apps.deliveries.services import deliveries_send
 
-from .conftest import CUSTOMER_DB, admin_connect, poll, writer_connect
+from .conftest import CUSTOMER_DB, admin_connect, pickup_rewind, poll, writer_connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -81,7 +81,7 @@ def test_reading_an_event_again_notifies_once(product_client, receiver, connecti
     with writer_connect() as app:
         app.execute("INSERT INTO public.orders (status) VALUES ('a')")
     poll(connection_id=connection.id)
-    Connection.objects.filter(id=connection.id).update(cursor_xid=0, cursor_id=0)
+    pickup_rewind(connection)
     poll(connection_id=connection.id)
     assert Delivery.objects.count() == 1
 

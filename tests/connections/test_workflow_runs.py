@@ -15,7 +15,7 @@ from apps.runs.models import Run, RunStatus
 from apps.runs.services import runs_execute
 from apps.workflows.models import Workflow
 
-from .conftest import admin_connect, poll, writer_connect
+from .conftest import admin_connect, pickup_rewind, poll, writer_connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -89,7 +89,7 @@ def test_an_event_read_twice_launches_its_run_once(product_client, receiver, con
     with writer_connect() as app:
         app.execute("INSERT INTO public.orders (status) VALUES ('a')")
     poll(connection_id=connection.id)
-    Connection.objects.filter(id=connection.id).update(cursor_xid=0, cursor_id=0)  # read it all again
+    pickup_rewind(connection)  # read it all again
     poll(connection_id=connection.id)
     assert Run.objects.count() == 1 and Event.objects.count() == 1
 

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('connections', '0003_connection_health'),
+        ('connections', '0004_pickup_batches'),
         ('tenants', '0002_sandbox_and_escalation'),
     ]
 

@@ -111,6 +111,14 @@ REFERENCING = {"insert": "REFERENCING NEW TABLE AS new_rows",
                "truncate": ""}
 
 
+def _referencing(capture: Capture, op: str) -> str:
+    """The transition tables a trigger declares: only those its function reads (PostgreSQL collects every
+    declared one, at a cost per changed row)."""
+    if op == "update" and not capture.update_columns and not capture.classification and not capture.relation_column:
+        return "REFERENCING NEW TABLE AS new_rows"
+    return REFERENCING[op]
+
+
 def trigger_operations(capture: Capture) -> tuple[str, ...]:
     """The operations whose triggers implement `capture` (a superset of `capture.operations`)."""
     ops = list(capture.operations)
@@ -338,9 +346,7 @@ def function_ddl(capture: Capture, op: str, schema: str) -> sql.Composable:
 def trigger_ddl(capture: Capture, op: str, schema: str, table: tuple[str, str]) -> sql.Composable:
     """CREATE OR REPLACE TRIGGER for one operation of a capture on one table (the watched table or one of
     its partitions). OR REPLACE needs only the TRIGGER privilege (DROP TRIGGER would need ownership)."""
-    referencing = REFERENCING[op]
-    if op == "update" and not capture.update_columns and not capture.classification and not capture.relation_column:
-        referencing = "REFERENCING NEW TABLE AS new_rows"
+    referencing = _referencing(capture, op)
     return sql.SQL(
         "CREATE OR REPLACE TRIGGER {trigger} AFTER {event} ON {table} " + referencing +
         " FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
@@ -433,9 +439,7 @@ def _trigger_in_place(found: tuple | None, capture: Capture, op: str, schema: st
     if found is None:
         return False
     _, _, function_schema, function, tgtype, old, new, qualified = found
-    referencing = REFERENCING[op]
-    if op == "update" and not capture.update_columns and not capture.classification and not capture.relation_column:
-        referencing = "REFERENCING NEW TABLE AS new_rows"
+    referencing = _referencing(capture, op)
     return (function_schema == schema and function == f"{capture.name}_{op}" and not qualified
             and tgtype & _TGTYPE[op] and not tgtype & 1  # a statement trigger for this event
             and (old == "old_rows") == ("OLD TABLE" in referencing) and (new == "new_rows") == ("NEW TABLE" in referencing))

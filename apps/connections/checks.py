@@ -90,32 +90,41 @@ ORDER BY c.oid <> %(oid)s, n.nspname, c.relname
 """
 
 
+def grant_statement(privileges: list[str], tables: list[tuple[str, str]], user: str) -> str:
+    """`GRANT <privileges> ON TABLE <tables> TO <user>;` with every name quoted as PostgreSQL needs it."""
+    return sql.SQL("GRANT {} ON TABLE {} TO {};").format(
+        sql.SQL(", ").join(map(sql.SQL, privileges)), sql.SQL(", ").join(sql.Identifier(*t) for t in tables),
+        sql.Identifier(user)).as_string(None)
+
+
 def _table_check(conn: psycopg.Connection, table: str) -> Check:
-    """SELECT and TRIGGER on the table and, for a partitioned table, on each partition (a statement that
-    names a partition fires only the partition's triggers, which Rowbell installs too)."""
-    name = f"table {table}"
     schema, relname = table_parse(table)
+    return table_privileges_check(conn, schema=schema, table=relname, name=f"table {table}")
+
+
+def table_privileges_check(conn: psycopg.Connection, *, schema: str, table: str, name: str) -> Check:
+    """SELECT and TRIGGER on the table and, for a partitioned table, on each partition (a statement that
+    names a partition fires only the partition's triggers, which Rowbell installs too); when one is missing,
+    the detail gives the GRANT that fixes it."""
     row = conn.execute(
         """
         SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')
         """,
-        [schema, relname],
+        [schema, table],
     ).fetchone()
     if row is None:
-        return Check(name, False, f"No table {schema}.{relname} (or no USAGE on schema {schema}).")
+        return Check(name, False, f"No table {schema}.{table} (or no USAGE on schema {schema}).")
     lacking: dict[str, list] = {}
     partitions = 0
     for nspname, rel, can_select, can_trigger, _ in conn.execute(PRIVILEGES, {"oid": row[0]}).fetchall():
-        partitions += (nspname, rel) != (schema, relname)
+        partitions += (nspname, rel) != (schema, table)
         for privilege, granted in (("SELECT", can_select), ("TRIGGER", can_trigger)):
             if not granted:
                 lacking.setdefault(privilege, []).append((nspname, rel))
     if lacking:
         tables = sorted({t for ts in lacking.values() for t in ts})
-        grant = sql.SQL("GRANT {} ON {} TO {}").format(
-            sql.SQL(", ").join(map(sql.SQL, sorted(lacking))), sql.SQL(", ").join(sql.Identifier(*t) for t in tables),
-            sql.Identifier(conn.info.user)).as_string(conn)
+        grant = grant_statement(sorted(lacking), tables, conn.info.user)
         return Check(name, False, f"Missing {' and '.join(sorted(lacking))} privilege: {grant}")
     return Check(name, True, "SELECT and TRIGGER granted" + (f" (and on its {partitions} partitions)." if partitions
                                                              else "."))

@@ -15,7 +15,7 @@ from apps.core.exceptions import ApplicationError, Conflict, InvalidInput
 
 from .capture import (Capture, CaptureConflict, captures_install, captures_installed, captures_prune,
                       installation_claim, installation_owner, installation_release, retired_drop_statements)
-from .checks import Check, connection_check
+from .checks import Check, connection_check, grant_statement
 from .customer import customer_connect, failure_reason
 from .models import Connection
 from .names import table_parse
@@ -261,8 +261,6 @@ def connection_captures_install(*, connection: Connection, captures: list, actor
 def _grant_hint(connection: Connection, captures: list) -> str:
     """The GRANT that gives the connection's user what installing `captures` needs (a best guess when the
     database refused with a privilege error)."""
-    from .sources import grant_statement
-
     tables = sorted({(c.schema, c.table) for c in captures})
     return f"Run: {grant_statement(['SELECT', 'TRIGGER'], tables, connection.user)}" if tables else ""
 

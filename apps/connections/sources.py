@@ -11,6 +11,7 @@ from psycopg import sql
 from rest_framework.exceptions import ValidationError
 
 from .capture import Capture
+from .checks import grant_statement, table_privileges_check
 from .customer import customer_connect
 from .introspection import connection_tables
 from .names import table_parse
@@ -135,35 +136,12 @@ def _types(connection, schema: str, table: str, columns: list[str], *, base_only
     return types
 
 
-PRIVILEGES = """
-SELECT c.relname, n.nspname, c.relkind, has_table_privilege(c.oid, 'SELECT'), has_table_privilege(c.oid, 'TRIGGER')
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.oid IN (SELECT relid FROM pg_partition_tree(%(table)s::regclass)) OR c.oid = %(table)s::regclass
-"""
-
-
-def grant_statement(privileges: list[str], tables: list[tuple[str, str]], user: str) -> str:
-    """`GRANT <privileges> ON <tables> TO <user>;` with every name quoted as PostgreSQL needs it."""
-    return sql.SQL("GRANT {} ON TABLE {} TO {};").format(
-        sql.SQL(", ").join(map(sql.SQL, privileges)), sql.SQL(", ").join(sql.Identifier(*t) for t in tables),
-        sql.Identifier(user)).as_string(None)
-
-
 def _privileges_missing(connection, schema: str, table: str) -> str:
     """Why the capture of `table` could not be installed for lack of a privilege, with the GRANT that fixes
-    it (TRIGGER on the table and on each of its partitions), or "" when nothing is missing."""
+    it (on the table and on each of its partitions), or "" when nothing is missing."""
     with customer_connect(connection) as conn:
-        rows = conn.execute(PRIVILEGES, {"table": sql.Identifier(schema, table).as_string(conn)}).fetchall()
-    lacking: dict[str, list] = {}
-    for relname, nspname, _, can_select, can_trigger in rows:
-        for privilege, granted in (("SELECT", can_select), ("TRIGGER", can_trigger)):
-            if not granted:
-                lacking.setdefault(privilege, []).append((nspname, relname))
-    if not lacking:
-        return ""
-    tables = sorted({t for ts in lacking.values() for t in ts})
-    return (f"{connection.user} lacks {' and '.join(sorted(lacking))} on "
-            f"{', '.join(f'{s}.{t}' for s, t in tables)}: run {grant_statement(sorted(lacking), tables, connection.user)}")
+        check = table_privileges_check(conn, schema=schema, table=table, name=f"{schema}.{table}")
+    return "" if check.ok else f"{connection.user} cannot capture {schema}.{table}. {check.detail}"
 
 
 def _table_refusal(connection, schema: str, name: str) -> str:

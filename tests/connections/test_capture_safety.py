@@ -207,7 +207,7 @@ def test_a_new_partition_without_the_grant_is_reported_with_the_grant_that_fixes
     assert failed and "events_2028" in failed[0]["detail"]
     check = product_client.post(f"/api/v1/connections/{connection.id}/check", {}, format="json").json()
     [table] = [c for c in check["checks"] if c["name"] == "table public.events"]
-    assert not table["ok"] and f'GRANT SELECT, TRIGGER ON "public"."events_2028" TO "{CAPTURE_ROLE}"' in table["detail"]
+    assert not table["ok"] and f'GRANT SELECT, TRIGGER ON TABLE "public"."events_2028" TO "{CAPTURE_ROLE}"' in table["detail"]
 
 
 def test_truncate_is_an_event_of_its_own_for_deletes_and_classifications(product_client, connection, partitioned):

@@ -86,7 +86,7 @@ def test_missing_privileges_are_named_with_the_grant_that_fixes_them(product_cli
     assert checks["schema"]["ok"] is False and "may not create it" in checks["schema"]["detail"]
     # The weak role has no USAGE on public's tables either.
     assert checks["table public.orders"]["ok"] is False
-    assert 'GRANT SELECT, TRIGGER ON "public"."orders" TO "rowbell_weak_test"' in \
+    assert 'GRANT SELECT, TRIGGER ON TABLE "public"."orders" TO "rowbell_weak_test"' in \
         checks["table public.orders"]["detail"]
 
 

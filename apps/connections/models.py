@@ -3,6 +3,8 @@ import uuid
 from django.db import models
 
 from apps.core.encryption import EncryptedTextField
+from apps.core import exactjson
+from apps.core.exactjson import ExactDecoder, ExactEncoder
 
 
 class SslMode(models.TextChoices):
@@ -71,7 +73,8 @@ class Event(models.Model):
     capture = models.CharField(max_length=63)
     table_name = models.CharField(max_length=127)
     op = models.CharField(max_length=10)
-    ids = models.JSONField()
+    # Keys keep their JSON type and every digit (a numeric(30,20) key is not a float).
+    ids = models.JSONField(encoder=ExactEncoder, decoder=ExactDecoder)
     captured_at = models.DateTimeField()
     recorded_at = models.DateTimeField(auto_now_add=True)
 
@@ -80,4 +83,4 @@ class Event(models.Model):
         constraints = [models.UniqueConstraint(fields=["connection", "xid", "source_id"], name="event_once")]
 
     def __str__(self):
-        return f"{self.op} {self.table_name} {self.ids}"
+        return f"{self.op} {self.table_name} {exactjson.dumps(self.ids)}"

@@ -16,7 +16,9 @@ from contextlib import contextmanager
 
 import psycopg
 from django.conf import settings
+from psycopg.types.json import set_json_loads
 
+from apps.core import exactjson
 from apps.core.addresses import address_allowed, networks
 
 APPLICATION_NAME = "rowbell"
@@ -77,13 +79,17 @@ def customer_connect(connection, *, autocommit: bool = True) -> psycopg.Connecti
     except ConnectionRefused as exc:
         # Raised as a connection failure: every caller already reports those by name.
         raise psycopg.OperationalError(f"connection refused by Rowbell: {exc}") from exc
-    return psycopg.connect(
+    conn = psycopg.connect(
         host=connection.host, hostaddr=address, port=connection.port, dbname=connection.database,
         user=connection.user, password=connection.password or None, sslmode=connection.sslmode,
         autocommit=autocommit, connect_timeout=settings.ROWBELL_CUSTOMER_CONNECT_TIMEOUT,
         application_name=APPLICATION_NAME,
         options=f"-c statement_timeout={int(settings.ROWBELL_CUSTOMER_STATEMENT_TIMEOUT * 1000)}",
     )
+    # JSON read here (the event log's ids, rows read by key) keeps its numbers exact: a numeric key read
+    # as a float would name another row.
+    set_json_loads(exactjson.loads, conn)
+    return conn
 
 
 _sessions = threading.local()

@@ -3,6 +3,8 @@ import uuid
 from django.db import models
 
 from apps.core.encryption import EncryptedTextField
+from apps.core import exactjson
+from apps.core.exactjson import ExactDecoder, ExactEncoder
 
 
 # A pg_snapshot in which no transaction is visible (xids start at 3): a new connection reads its whole log.
@@ -104,7 +106,8 @@ class Event(models.Model):
     capture = models.CharField(max_length=63)
     table_name = models.CharField(max_length=127)
     op = models.CharField(max_length=10)
-    ids = models.JSONField()
+    # Keys keep their JSON type and every digit (a numeric(30,20) key is not a float).
+    ids = models.JSONField(encoder=ExactEncoder, decoder=ExactDecoder)
     # Error events (a trigger that could not evaluate): {"op", "sqlstate", "message", "rows"}; TRUNCATE of a
     # partition: {"partition"}.
     detail = models.JSONField(null=True, blank=True)
@@ -116,4 +119,4 @@ class Event(models.Model):
         constraints = [models.UniqueConstraint(fields=["connection", "xid", "source_id"], name="event_once")]
 
     def __str__(self):
-        return f"{self.op} {self.table_name} {self.ids}"
+        return f"{self.op} {self.table_name} {exactjson.dumps(self.ids)}"

@@ -3,17 +3,19 @@
 Django's bulk_create binds every value as its own parameter, and adapting tens of thousands of them is
 most of its cost at delivery rates. Here the rows travel as one JSON document (encoded by the C JSON
 encoder) that PostgreSQL expands into rows of the table's own type (jsonb_populate_record): one
-statement, one parameter, rows inserted in the order given.
+statement, one parameter, rows inserted in the order given. A Decimal is written as a number with its
+digits (exactjson), as the JSON fields that hold row keys need.
 """
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from functools import lru_cache
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, models
+
+from apps.core import exactjson
 
 
 _django_default = DjangoJSONEncoder().default
@@ -53,7 +55,7 @@ def insert_rows(model: type[models.Model], rows: list[dict], *, returning: str |
     columns = tuple(rows[0])
     names = (returning,) if isinstance(returning, str) and returning else tuple(returning or ())
     with connection.cursor() as cursor:
-        cursor.execute(_statement(model, columns, names, on_conflict), [json.dumps(rows, default=_default, separators=(",", ":"))])
+        cursor.execute(_statement(model, columns, names, on_conflict), [exactjson.dumps(rows, default=_default, separators=(",", ":"))])
         if not names:
             return []
         return [r[0] for r in cursor.fetchall()] if isinstance(returning, str) else [tuple(r) for r in cursor.fetchall()]

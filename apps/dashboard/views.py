@@ -3,13 +3,12 @@ one or many at a time through the same services as the API."""
 
 from __future__ import annotations
 
-import json
-
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 
+from apps.core import exactjson
 from apps.core.exceptions import ApplicationError
 from apps.deliveries.models import Delivery, DeliveryStatus
 from apps.deliveries.services import MAX_REVIEW_BATCH, deliveries_discard, deliveries_release
@@ -42,7 +41,7 @@ def _preview(delivery: Delivery) -> dict:
     if delivery.channel == "chat":
         return {"kind": "chat", "title": payload.get("title", ""), "text": payload.get("text", ""),
                 "to": delivery.target}
-    return {"kind": "json", "body": json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False),
+    return {"kind": "json", "body": exactjson.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False),
             "to": delivery.target}
 
 

@@ -3,6 +3,7 @@ import uuid
 from django.db import models
 
 from apps.core.encryption import EncryptedTextField
+from apps.core.exactjson import ExactDecoder, ExactEncoder
 
 
 # Why a delivery to a disabled endpoint was skipped: such deliveries are replayed when it is enabled again.
@@ -120,7 +121,8 @@ class Delivery(models.Model):
     target = models.CharField(max_length=2000, help_text="URL, address or number the message goes to.")
     # The provider's own id for the message (e.g. an email provider's), which its event webhooks quote.
     provider_message_id = models.CharField(max_length=200, blank=True, default="", db_default="")
-    payload = models.JSONField(help_text="The rendered message, exactly as it is sent.")
+    payload = models.JSONField(help_text="The rendered message, exactly as it is sent.", encoder=ExactEncoder,
+                               decoder=ExactDecoder)
     priority = models.CharField(max_length=10, default="normal")
     status = models.CharField(max_length=20, choices=DeliveryStatus.choices, default=DeliveryStatus.QUEUED)
     attempt_count = models.PositiveIntegerField(default=0)

@@ -16,19 +16,18 @@ rolled back with it. Nothing waits in memory or in a Celery countdown:
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import re
 from datetime import timedelta
 
 import psycopg
 from django.conf import settings
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from apps.audit.services import AuditEntry, audit_record, audit_record_many
+from apps.core import exactjson
 from apps.core.exceptions import Conflict
 from apps.core.hints import hint
 from apps.deliveries.backoff import retry_delay
@@ -401,7 +400,7 @@ class _Writes:
             rows = [{"id": r.id, "status": r.status, "waiting_on": r.waiting_on, "step_index": r.step_index,
                      "state": r.state, "completed_at": r.completed_at} for r in self.runs]
             with connection.cursor() as cursor:
-                cursor.execute(_RUNS_UPDATE, [now, json.dumps(rows, cls=DjangoJSONEncoder)])
+                cursor.execute(_RUNS_UPDATE, [now, exactjson.dumps(rows)])
         audit_record_many(self.audits)
 
 

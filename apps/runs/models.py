@@ -2,6 +2,8 @@ import uuid
 
 from django.db import models
 
+from apps.core.exactjson import ExactDecoder, ExactEncoder
+
 
 class Priority(models.TextChoices):
     HIGH = "high"
@@ -101,7 +103,8 @@ class Run(models.Model):
     priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
     status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.QUEUED)
     step_index = models.PositiveIntegerField(default=0)
-    state = models.JSONField(default=dict, blank=True)
+    # Holds the rows read by key and the ids not found: numbers keep every digit.
+    state = models.JSONField(default=dict, blank=True, encoder=ExactEncoder, decoder=ExactDecoder)
     waiting_on = models.CharField(max_length=20, choices=WaitingOn.choices, default=WaitingOn.NOTHING, blank=True)
     resume_at = models.DateTimeField(null=True, blank=True)
     rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="reruns",
@@ -223,7 +226,7 @@ class Batch(models.Model):
 class BatchItem(models.Model):
     batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="items")
     run = models.OneToOneField(Run, on_delete=models.CASCADE, related_name="+")
-    item = models.JSONField()
+    item = models.JSONField(encoder=ExactEncoder, decoder=ExactDecoder)  # the run's event and row, exact
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

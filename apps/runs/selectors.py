@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
+from apps.core import exactjson
 from apps.core.exceptions import NotFound
 from apps.deliveries.models import FINAL_STATUSES, SUCCESS_STATUSES, Delivery
 from apps.tenants.principals import Tenant
@@ -116,7 +117,7 @@ def run_timeline(*, run: Run) -> list[dict]:
             f"by {request.actor}")
     if run.event_id:
         event = run.event
-        add(event.captured_at, "event", f"Row event: {event.op} on {event.table_name}", f"ids {event.ids}")
+        add(event.captured_at, "event", f"Row event: {event.op} on {event.table_name}", f"ids {exactjson.dumps(event.ids)}")
         add(event.recorded_at, "event", "Event read from the customer database")
     add(run.created_at, "run", f"Run created{f' as a re-run of run {run.rerun_of_id}' if run.rerun_of_id else ''}")
     for step in RunStep.objects.filter(run=run).order_by("index", "id"):

@@ -6,13 +6,15 @@
 
 `column` is a dotted path into what steps see (`data`, `recipient`, `event`, `row`, `steps`, `batch`).
 A missing path is null; comparing values of different kinds is false (never an error), so a condition
-always has an answer.
+always has an answer. Numbers read from a customer's database may be Decimal (every digit kept): against a
+float from the definition they compare as floats, so `row.total eq 19.9` holds for a numeric 19.90.
 """
 
 from __future__ import annotations
 
 import operator
 import re
+from decimal import Decimal
 
 from apps.connections.conditions import NULL_CHECKS, OPS, condition_walk
 
@@ -69,7 +71,7 @@ def path_get(context: dict, path: str):
 def _same_kind(a, b) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool)
-    numbers = (int, float)
+    numbers = (int, float, Decimal)
     return (isinstance(a, numbers) and isinstance(b, numbers)) or (isinstance(a, str) and isinstance(b, str))
 
 
@@ -85,11 +87,20 @@ def data_condition_holds(condition: dict, context: dict) -> bool:
     if op == "is_not_null":
         return value is not None
     if op == "in":
-        return any(_same_kind(value, v) and value == v for v in condition["value"])
+        return any(_same_kind(value, v) and operator.eq(*_comparable(value, v)) for v in condition["value"])
     expected = condition["value"]
     if not _same_kind(value, expected):
         return op == "ne"
-    return _COMPARE[op](value, expected)
+    return _COMPARE[op](*_comparable(value, expected))
+
+
+def _comparable(a, b) -> tuple:
+    """A Decimal meeting a float compares as a float (Decimal("19.90") == 19.9 is False in Python)."""
+    if isinstance(a, Decimal) and isinstance(b, float):
+        return float(a), b
+    if isinstance(b, Decimal) and isinstance(a, float):
+        return a, float(b)
+    return a, b
 
 
 def first_holding(conditions, context: dict) -> int | None:

@@ -3,14 +3,21 @@
 The sandbox blocks attribute access to Python internals (`__class__`, `__globals__`, ...) and the
 environment has no loader, so templates cannot include files. A missing variable is an error that
 names it (StrictUndefined), never a silent blank. HTML templates autoescape.
+
+Numbers read from a customer's database may be Decimal (apps.core.exactjson): they print with their
+digits, `tojson` writes them as numbers, and arithmetic with a float computes in floats, as Python
+would refuse to.
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import lru_cache
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
+
+from apps.core import exactjson
 
 
 class TemplateRenderError(Exception):
@@ -27,9 +34,23 @@ class _Undefined(StrictUndefined):
     __str__ = __iter__ = __len__ = __eq__ = __ne__ = __bool__ = __hash__ = _fail_with_undefined_error  # type: ignore
 
 
+class _Environment(SandboxedEnvironment):
+    intercepted_binops = frozenset({"+", "-", "*", "/", "//", "%", "**"})
+
+    def call_binop(self, context, operator, left, right):
+        # Decimal and float do not mix in Python (TypeError); before numbers kept their digits, both were floats.
+        if isinstance(left, Decimal) and isinstance(right, float):
+            left = float(left)
+        elif isinstance(right, Decimal) and isinstance(left, float):
+            right = float(right)
+        return super().call_binop(context, operator, left, right)
+
+
 def _environment(autoescape: bool) -> SandboxedEnvironment:
-    return SandboxedEnvironment(undefined=_Undefined, autoescape=autoescape, loader=None, auto_reload=False,
-                                keep_trailing_newline=True)
+    environment = _Environment(undefined=_Undefined, autoescape=autoescape, loader=None, auto_reload=False,
+                               keep_trailing_newline=True)
+    environment.policies["json.dumps_function"] = exactjson.dumps
+    return environment
 
 
 _TEXT = _environment(autoescape=False)

@@ -222,7 +222,7 @@ def test_steps_see_the_row_as_it_is_when_the_run_starts(product_client, connecti
     poll(connection_id=connection.id)
     _run_queued()
     assert mail.outbox[0].subject == "Order 1"
-    assert mail.outbox[0].body == "paid 12.5 (row.created on public.orders)"
+    assert mail.outbox[0].body == "paid 12.50 (row.created on public.orders)"  # numeric(10,2): every digit
 
 
 def test_a_deleted_row_is_absent_and_its_id_listed(product_client, connection):

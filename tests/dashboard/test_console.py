@@ -1,6 +1,7 @@
 """The operators' console: the dashboard's figures, the review queue, run pages and the staff groups."""
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -140,6 +141,17 @@ def test_the_review_queue_shows_html_email_in_a_sandboxed_frame(client, held_ema
     assert "&lt;h1&gt;Order 7&lt;/h1&gt;" in page and "<h1>Order 7</h1>" not in page
     assert "<script>alert(1)</script>" not in page
     assert 'id="review-release"' in page
+
+
+def test_the_review_queue_and_the_delivery_page_show_a_webhook_s_key_with_every_digit(client, product):
+    held = Delivery.objects.create(product=product, channel="webhook", target="https://example.com",
+                                   status=DeliveryStatus.HELD, max_attempts=5,
+                                   payload={"type": "row.created", "ids": [Decimal("1.23456789012345678901")]})
+    staff(client, "op", superuser=True)
+    page = client.get(reverse("admin:review_queue")).content.decode()
+    assert held.message_id in page and "1.23456789012345678901" in page
+    page = client.get(reverse("admin:deliveries_delivery_change", args=[held.id])).content.decode()
+    assert "1.23456789012345678901" in page
 
 
 def test_a_reviewer_releases_and_the_delivery_is_sent_with_the_staff_user_named(

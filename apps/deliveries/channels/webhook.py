@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-import json
-
 from django.utils import timezone
 
 from rest_framework import serializers
 
+from apps.core import exactjson
 from apps.deliveries import outbound
 from apps.deliveries.models import ENDPOINT_DISABLED
 from apps.deliveries.signing import signature_headers
@@ -17,8 +16,9 @@ PERMANENT_STATUSES = frozenset({410})
 
 
 def webhook_body(payload: dict) -> bytes:
-    """The exact bytes sent: compact JSON. Retries re-serialize the same stored payload."""
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    """The exact bytes sent: compact JSON, numbers with every digit (a row key may be a numeric(30,20)).
+    Retries re-serialize the same stored payload."""
+    return exactjson.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class WebhookChannel(Channel):

@@ -15,6 +15,7 @@ from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from apps.core import exactjson
 from apps.deliveries.models import WebhookEndpoint
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="3">
@@ -87,7 +88,7 @@ class Command(BaseCommand):
             @staticmethod
             def _item(item):
                 try:
-                    pretty = json.dumps(json.loads(item["body"]), indent=2)
+                    pretty = exactjson.dumps(exactjson.loads(item["body"]), indent=2)  # every digit, as sent
                 except ValueError:
                     pretty = item["body"]
                 mark = ('<span class="ok">signature valid</span>' if item["signature_valid"]

@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+
+import psycopg
 from dataclasses import dataclass, field
 
 from psycopg import sql
@@ -258,11 +260,14 @@ def _function_body(capture: Capture, op: str, schema: str) -> sql.Composable:
         partition = sql.SQL("CASE WHEN {} THEN NULL ELSE pg_catalog.jsonb_build_object('partition', "
                             "pg_catalog.quote_ident(TG_TABLE_SCHEMA) || '.' || pg_catalog.quote_ident(TG_TABLE_NAME)) "
                             "END").format(whole)
+        # Skipped only when this capture's last event in the transaction already says the whole table was
+        # emptied (a partitioned table's partitions fire after it); a later TRUNCATE after new rows is logged.
+        op = "cleared" if capture.relation_column else "truncate"
         return sql.SQL(
-            "IF NOT EXISTS (SELECT 1 FROM {log} WHERE xid = pg_catalog.pg_current_xact_id() AND capture = {capture} "
-            "AND op = 'truncate' AND detail IS NULL) THEN {insert}; {notify}END IF;"
-        ).format(log=log, capture=sql.Literal(capture.name), notify=_notify(),
-                 insert=_insert(schema, capture, sql.Literal("truncate"), sql.SQL("'[]'::pg_catalog.jsonb"), partition))
+            "IF (SELECT op = {op} AND detail IS NULL FROM {log} WHERE xid = pg_catalog.pg_current_xact_id() "
+            "AND capture = {capture} ORDER BY id DESC LIMIT 1) IS NOT TRUE THEN {insert}; {notify}END IF;"
+        ).format(log=log, capture=sql.Literal(capture.name), notify=_notify(), op=sql.Literal(op),
+                 insert=_insert(schema, capture, sql.Literal(op), sql.SQL("'[]'::pg_catalog.jsonb"), partition))
     selections = _selections(capture, op)
     variables = [sql.Identifier(f"v{i}") for i in range(len(selections))]
     evaluate = sql.SQL(" ").join(
@@ -409,99 +414,189 @@ class CaptureConflict(Exception):
     """Another Rowbell schema's capture already owns a trigger of the same name on a watched table."""
 
 
+# The watched table and every partition below it, from the catalog alone: no function here takes a lock
+# (pg_partition_tree would lock each partition for the rest of the transaction).
 TABLES_OF = """
-SELECT n.nspname, c.relname, c.oid
-FROM pg_catalog.pg_partition_tree(%(table)s::regclass) t
-JOIN pg_catalog.pg_class c ON c.oid = t.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-UNION ALL
-SELECT n.nspname, c.relname, c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-WHERE c.oid = %(table)s::regclass AND c.relkind <> 'p' AND NOT c.relispartition
+WITH RECURSIVE tree(oid) AS (
+    SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = %(schema)s AND c.relname = %(table)s AND c.relkind IN ('r', 'p')
+    UNION ALL
+    SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree t ON i.inhparent = t.oid
+    JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid WHERE c.relispartition
+)
+SELECT n.nspname, c.relname, c.oid FROM tree JOIN pg_catalog.pg_class c ON c.oid = tree.oid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 """
 
 TRIGGERS_OF = """
-SELECT t.tgrelid, t.tgname, pn.nspname, p.proname, t.tgtype, t.tgoldtable, t.tgnewtable, t.tgqual IS NOT NULL
+SELECT t.tgrelid, t.tgname, pn.nspname, p.proname, t.tgtype, t.tgoldtable, t.tgnewtable, t.tgqual IS NOT NULL,
+       t.tgenabled
 FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
 JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
 WHERE t.tgrelid = ANY(%(tables)s) AND NOT t.tgisinternal AND t.tgname LIKE 'rb\\_%%'
 """
 
+# Triggers of a capture's functions on tables outside its tree: a partition detached since.
+STRAYS = """
+SELECT n.nspname, c.relname, t.tgname, t.tgtype
+FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace
+WHERE pn.nspname = %(schema)s AND p.proname LIKE %(prefix)s AND NOT (t.tgrelid = ANY(%(tables)s))
+"""
+
 _TGTYPE = {"insert": 4, "delete": 8, "update": 16, "truncate": 32}
+# pg_trigger.tgenabled: D disabled (ALTER TABLE ... DISABLE TRIGGER), R fires only in replica sessions.
+DISABLED = {"D": "disabled", "R": "set to fire only for replication (ENABLE REPLICA TRIGGER)"}
+
+
+class CaptureMissingTable(Exception):
+    """The watched table of a capture does not exist (renamed or dropped)."""
 
 
 def capture_tables(conn, capture: Capture) -> list[tuple[str, str, int]]:
     """(schema, table, oid) of the watched table and, when it is partitioned, of every partition at every
-    level: a statement that names a partition fires only that partition's statement triggers."""
-    name = sql.Identifier(capture.schema, capture.table).as_string(conn)
-    return conn.execute(TABLES_OF, {"table": name}).fetchall()
+    level: a statement that names a partition fires only that partition's statement triggers. Empty when
+    the table does not exist."""
+    return conn.execute(TABLES_OF, {"schema": capture.schema, "table": capture.table}).fetchall()
 
 
 def _trigger_in_place(found: tuple | None, capture: Capture, op: str, schema: str) -> bool:
+    """Whether `found` (a TRIGGERS_OF row) is this capture's trigger for `op`, as install makes it (enabled
+    or not: see trigger_disabled)."""
     if found is None:
         return False
-    _, _, function_schema, function, tgtype, old, new, qualified = found
+    _, _, function_schema, function, tgtype, old, new, qualified = found[:8]
     referencing = _referencing(capture, op)
     return (function_schema == schema and function == f"{capture.name}_{op}" and not qualified
             and tgtype & _TGTYPE[op] and not tgtype & 1  # a statement trigger for this event
             and (old == "old_rows") == ("OLD TABLE" in referencing) and (new == "new_rows") == ("NEW TABLE" in referencing))
 
 
-def captures_install(conn, *, schema: str, captures: list[Capture], lock_timeout: float = 2.0) -> list[str]:
-    """Install the schema, the event log and every capture (on each watched table and its partitions) in ONE
-    transaction: all or nothing. Returns what it changed, as "function x" / "trigger table.x" (empty when
-    everything was already in place).
+def trigger_disabled(found: tuple | None) -> str:
+    """Why a trigger in place does not fire for the customer's sessions ("" when it does)."""
+    return DISABLED.get(found[8], "") if found is not None else ""
+
+
+def _log_ensure(conn, schema: str, changed: list[str]) -> None:
+    # Even CREATE SCHEMA IF NOT EXISTS needs CREATE on the database, which a user whose schema the DBA
+    # created (the minimal set-up printed by connection_grants) does not have.
+    if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema]).fetchone():
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    log = sql.Identifier(schema, "event_log")
+    if conn.execute("SELECT to_regclass(%s)", [log.as_string(conn)]).fetchone()[0] is None:
+        conn.execute(sql.SQL(EVENT_LOG_DDL).format(schema=sql.Identifier(schema)))
+        changed.append("event_log")
+        return
+    # Logs installed by earlier versions get what this one needs. ALTER TABLE locks the log (and so every
+    # watched table's writers): only when something is missing.
+    columns = {name: cache for name, cache in conn.execute(
+        "SELECT a.attname, s.seqcache FROM pg_attribute a LEFT JOIN pg_depend d ON d.refobjid = a.attrelid "
+        "AND d.refobjsubid = a.attnum AND d.deptype = 'i' LEFT JOIN pg_sequence s ON s.seqrelid = d.objid "
+        "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped", [log.as_string(conn)])}
+    if "detail" not in columns:
+        conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN detail jsonb").format(log))
+        changed.append("event_log.detail")
+    if columns.get("id") not in (None, 100):
+        conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN id SET CACHE 100").format(log))
+
+
+def _lock_timeout(conn, seconds: float) -> None:
+    conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{int(seconds * 1000)}ms")))
+
+
+def _capture_install(conn, schema: str, capture: Capture, sources: dict, changed: list[str], *,
+                     enable: bool) -> None:
+    tables = capture_tables(conn, capture)
+    if not tables:
+        raise CaptureMissingTable(f"Table {capture.qualified_table} does not exist (renamed or dropped).")
+    oids = [t[2] for t in tables]
+    existing = {(row[0], row[1]): row for row in conn.execute(TRIGGERS_OF, {"tables": oids})}
+    noop = sql.Identifier(schema, NOOP_FUNCTION)
+    for op in trigger_operations(capture):
+        function = f"{capture.name}_{op}"
+        expected = (function_source(capture, op, schema), _pinned(capture, op))
+        if sources.get(function) != expected:
+            conn.execute(function_ddl(capture, op, schema))
+            sources[function] = expected
+            changed.append(f"function {function}")
+        for table_schema, table, oid in tables:
+            found = existing.get((oid, function))
+            if found is not None and found[2] != schema and found[3] != NOOP_FUNCTION:
+                raise CaptureConflict(
+                    f"{table_schema}.{table} already has trigger {function} of the Rowbell schema "
+                    f"{found[2]}: another connection watches this database. Use that connection.")
+            in_place = _trigger_in_place(found, capture, op, schema)
+            if not in_place or (enable and trigger_disabled(found)):
+                conn.execute(trigger_ddl(capture, op, schema, (table_schema, table)))
+                changed.append(f"trigger {table_schema}.{table}.{function}")
+    # A partition detached since keeps the capture's triggers: they would report its rows as the watched
+    # table's. Retired in place (as captures_prune does).
+    for table_schema, table, trigger, tgtype in conn.execute(
+            STRAYS, {"schema": schema, "prefix": f"{capture.name}\\_%", "tables": oids}).fetchall():
+        event = next(op for op, bit in _TGTYPE.items() if tgtype & bit).upper()
+        _noop_ensure(conn, schema)
+        conn.execute(sql.SQL("CREATE OR REPLACE TRIGGER {} AFTER {} ON {} FOR EACH STATEMENT WHEN (false) "
+                             "EXECUTE FUNCTION {}()").format(sql.Identifier(trigger), sql.SQL(event),
+                                                             sql.Identifier(table_schema, table), noop))
+        changed.append(f"retired {table_schema}.{table}.{trigger}")
+
+
+def _noop_ensure(conn, schema: str) -> None:
+    conn.execute(sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql "
+                         "SET search_path = pg_catalog AS $$ BEGIN RETURN NULL; END $$").format(
+        sql.Identifier(schema, NOOP_FUNCTION)))
+
+
+def captures_install(conn, *, schema: str, captures: list[Capture], lock_timeout: float = 2.0,
+                     each: bool = False, enable: bool = True) -> list[str]:
+    """Install the schema, the event log and every capture (on each watched table and its partitions).
+    Returns what it changed, as "function x" / "trigger table.x" (empty when everything was in place).
+
+    With `each=False` (a publish, a subscription) everything is ONE transaction: all or nothing. With
+    `each=True` (the health tick, a repair) the log and each capture get a transaction of their own, so
+    that one capture that cannot be installed (its table renamed, a partition without the grant) does not
+    keep the others from being repaired; the failures are returned as "failed <capture>: <reason>".
 
     Repeat-safe and cheap when nothing changed: a function is rewritten only when its source differs and a
     trigger is created only when it is missing or different, because CREATE TRIGGER takes a lock that blocks
-    the table's writers. Every lock waits at most `lock_timeout` seconds, so an install never queues the
-    customer's writers behind a long transaction: it fails instead (psycopg.errors.LockNotAvailable) and is
-    tried again later. Raises CaptureConflict when another Rowbell schema's capture owns a trigger of the
-    same name on one of the tables.
+    the table's writers; partitions are found in the catalog without locks. A trigger someone disabled is
+    re-enabled only with `enable` (an operator's repair; the health tick reports it instead). Every lock waits
+    at most `lock_timeout` seconds, so an install never queues the customer's writers behind a long
+    transaction: it fails instead (psycopg.errors.LockNotAvailable). Raises CaptureConflict when another
+    Rowbell schema's capture owns a trigger of the same name on one of the tables, CaptureMissingTable when
+    a table does not exist (with each=False).
     """
     changed: list[str] = []
-    with conn.transaction():
-        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout * 1000)}ms")))
-        # Even CREATE SCHEMA IF NOT EXISTS needs CREATE on the database, which a user whose schema the
-        # DBA created (the minimal set-up printed by connection_grants) does not have.
-        if not conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema]).fetchone():
-            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-        log = sql.Identifier(schema, "event_log")
-        if conn.execute("SELECT to_regclass(%s)", [log.as_string(conn)]).fetchone()[0] is None:
-            conn.execute(sql.SQL(EVENT_LOG_DDL).format(schema=sql.Identifier(schema)))
-            changed.append("event_log")
-        # Logs installed by earlier versions get what this one needs. ALTER TABLE locks the log (and so every
-        # watched table's writers): only when something is missing.
-        columns = {name: cache for name, cache in conn.execute(
-            "SELECT a.attname, s.seqcache FROM pg_attribute a LEFT JOIN pg_depend d ON d.refobjid = a.attrelid "
-            "AND d.refobjsubid = a.attnum AND d.deptype = 'i' LEFT JOIN pg_sequence s ON s.seqrelid = d.objid "
-            "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped", [log.as_string(conn)])}
-        if "detail" not in columns:
-            conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN detail jsonb").format(log))
-            changed.append("event_log.detail")
-        if columns.get("id") not in (None, 100):
-            conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN id SET CACHE 100").format(log))
-        sources = {name: (source, pinned) for name, source, pinned in conn.execute(
+
+    def prepared() -> dict:
+        return {name: (source, pinned) for name, source, pinned in conn.execute(
             "SELECT p.proname, p.prosrc, p.proconfig IS NOT NULL FROM pg_proc p "
             "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = %s AND p.proname LIKE 'rb\\_%%'",
             [schema]).fetchall()}
-        for capture in captures:
-            tables = capture_tables(conn, capture)
-            existing = {(row[0], row[1]): row for row in conn.execute(TRIGGERS_OF, {"tables": [t[2] for t in tables]})}
-            for op in trigger_operations(capture):
-                function = f"{capture.name}_{op}"
-                expected = (function_source(capture, op, schema), _pinned(capture, op))
-                if sources.get(function) != expected:
-                    conn.execute(function_ddl(capture, op, schema))
-                    sources[function] = expected
-                    changed.append(f"function {function}")
-                for table_schema, table, oid in tables:
-                    found = existing.get((oid, function))
-                    if found is not None and found[2] != schema and found[3] != NOOP_FUNCTION:
-                        raise CaptureConflict(
-                            f"{table_schema}.{table} already has trigger {function} of the Rowbell schema "
-                            f"{found[2]}: another connection watches this database. Use that connection.")
-                    if not _trigger_in_place(found, capture, op, schema):
-                        conn.execute(trigger_ddl(capture, op, schema, (table_schema, table)))
-                        changed.append(f"trigger {table_schema}.{table}.{function}")
+
+    if not each:
+        with conn.transaction():
+            _lock_timeout(conn, lock_timeout)
+            _log_ensure(conn, schema, changed)
+            sources = prepared()
+            for capture in captures:
+                _capture_install(conn, schema, capture, sources, changed, enable=enable)
+        return changed
+    with conn.transaction():
+        _lock_timeout(conn, lock_timeout)
+        _log_ensure(conn, schema, changed)
+    sources = prepared()
+    for capture in captures:
+        try:
+            with conn.transaction():
+                _lock_timeout(conn, lock_timeout)
+                _capture_install(conn, schema, capture, sources, changed, enable=enable)
+        except (CaptureMissingTable, CaptureConflict, psycopg.errors.LockNotAvailable,
+                psycopg.errors.InsufficientPrivilege) as exc:
+            sources = prepared()  # what the failed transaction wrote is gone
+            reason = str(exc).strip().splitlines()[0]
+            changed.append(f"failed {capture.name}: {reason}")
     return changed
 
 
@@ -530,8 +625,7 @@ def captures_prune(conn, *, schema: str, keep: list[Capture], lock_timeout: floa
     with conn.transaction():
         conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{int(lock_timeout * 1000)}ms")))
         noop = sql.Identifier(schema, NOOP_FUNCTION)
-        conn.execute(sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql "
-                             "SET search_path = pg_catalog AS $$ BEGIN RETURN NULL; END $$").format(noop))
+        _noop_ensure(conn, schema)
         for trigger, table_schema, table, function, event in _rowbell_triggers(conn, schema):
             if trigger.rsplit("_", 1)[0] in wanted or function == NOOP_FUNCTION:
                 continue

@@ -10,7 +10,8 @@ dropped or retyped by a migration shows up here, by two routes:
    poller, cleared by the capture's next good event).
 
 Problems are dicts: {"capture", "table", "kind", "detail", "repairable"}; `kind` is one of missing_table,
-missing_column, type_changed, missing_trigger, trigger_error. A repairable problem (a missing trigger, e.g. on a
+missing_column, type_changed, missing_trigger, disabled_trigger, trigger_error (and install_failed, from
+services). A repairable problem (a missing trigger, e.g. on a
 partition created since) is fixed by installing again; the others need the source corrected (or the column
 put back), then a repair.
 """
@@ -21,7 +22,8 @@ import json
 
 from psycopg import sql
 
-from .capture import NOOP_FUNCTION, TRIGGERS_OF, Capture, _trigger_in_place, capture_tables, trigger_operations
+from .capture import (NOOP_FUNCTION, TRIGGERS_OF, Capture, _trigger_in_place, capture_tables, trigger_disabled,
+                      trigger_operations)
 from .introspection import column_types
 
 
@@ -72,7 +74,17 @@ def captures_drift(conn, *, schema: str, captures: list[Capture]) -> list[dict]:
                     state = "retired" if found is not None and found[3] == NOOP_FUNCTION else "missing"
                     problem("missing_trigger", f"The {op} trigger is {state} on {table_schema}.{table_name}.",
                             repairable=True)
+                elif trigger_disabled(found):
+                    # Someone's ALTER TABLE ... DISABLE TRIGGER (often around a bulk load): not undone behind
+                    # their back; an operator's repair enables it again.
+                    problem("disabled_trigger", f"The {op} trigger on {table_schema}.{table_name} is "
+                                                f"{trigger_disabled(found)}: changes there are not captured. "
+                                                "“Repair triggers” enables it again.")
     return problems
+
+
+# The trigger a good event of a mutation capture comes from.
+TRIGGER_OF_EVENT = {"insert": {"insert"}, "update": {"update"}, "delete": {"delete"}, "truncate": {"truncate"}}
 
 
 def capture_errors_note(*, connection, events) -> None:
@@ -83,11 +95,17 @@ def capture_errors_note(*, connection, events) -> None:
     for event in events:
         if event.op == "error":
             detail = event.detail or {}
-            errors[event.capture] = {"event_id": f"evt_{event.id}", "table": event.table_name,
-                                     "at": event.captured_at.isoformat(), "op": detail.get("op"),
-                                     "message": detail.get("message"), "rows": detail.get("rows")}
+            errors[f"{event.capture}:{detail.get('op')}"] = {
+                "event_id": f"evt_{event.id}", "table": event.table_name, "at": event.captured_at.isoformat(),
+                "op": detail.get("op"), "sqlstate": detail.get("sqlstate"), "message": detail.get("message"),
+                "rows": detail.get("rows")}
         else:
-            errors.pop(event.capture, None)
+            # A good event of the same trigger clears its error. Events of classifications and relations
+            # can come from more than one trigger: any of them clears the capture's errors.
+            ops = TRIGGER_OF_EVENT.get(event.op)
+            for key in [k for k in errors if k.split(":")[0] == event.capture]:
+                if ops is None or key.split(":", 1)[1] in ops:
+                    errors.pop(key)
     if errors != before:
         type(connection).objects.filter(id=connection.id).update(capture_errors=errors)
         connection.capture_errors = errors
@@ -97,10 +115,11 @@ def error_problems(connection, wanted_names: set[str]) -> list[dict]:
     """The captures whose last event was an error event, as problems."""
     out = []
     for name, error in sorted((connection.capture_errors or {}).items()):
-        if name not in wanted_names:
+        if name.split(":")[0] not in wanted_names:
             continue
         rows = f" ({error['rows']} changed rows not reported)" if error.get("rows") is not None else ""
-        out.append({"capture": name, "table": error.get("table", ""), "kind": "trigger_error",
+        out.append({"capture": name.split(":")[0], "table": error.get("table", ""), "kind": "trigger_error",
+                    "key": f"{error.get('op')}:{error.get('sqlstate')}",
                     "detail": f"The {error.get('op')} trigger could not evaluate: {error.get('message')}{rows}; "
                               f"last at {error.get('at')} ({error.get('event_id')}).",
                     "repairable": False})

@@ -13,7 +13,7 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.core.exceptions import ApplicationError, Conflict, InvalidInput
 
-from .capture import (Capture, CaptureConflict, captures_install, captures_installed, captures_prune,
+from .capture import (Capture, CaptureConflict, CaptureMissingTable, captures_install, captures_installed, captures_prune,
                       installation_claim, installation_owner, installation_release, retired_drop_statements)
 from .checks import Check, connection_check, grant_statement
 from .customer import customer_connect, failure_reason
@@ -225,15 +225,17 @@ def connection_recheck(*, connection: Connection, tables: list[str] | None = Non
     return checks
 
 
-def connection_captures_install(*, connection: Connection, captures: list, actor: str) -> list[str]:
-    """Install (or repair) the event log and the given captures in the customer database, all in one
-    transaction, then record it; return what had to change (empty when all was in place). Raises
-    CustomerDatabaseUnavailable if the database cannot be reached, CaptureInstallFailed if it refused."""
+def connection_captures_install(*, connection: Connection, captures: list, actor: str, each: bool = False,
+                                enable: bool = True) -> list[str]:
+    """Install (or repair) the event log and the given captures in the customer database, then record it;
+    return what had to change (empty when all was in place). All in one transaction, or with `each` one per
+    capture, the ones that failed listed as "failed <capture>: <reason>" (see capture.captures_install).
+    Raises CustomerDatabaseUnavailable if the database cannot be reached, CaptureInstallFailed if it refused."""
     try:
         connection_claim(connection=connection)
         with customer_connect(connection, autocommit=True) as conn:
-            changed = captures_install(conn, schema=connection.schema, captures=captures)
-    except CaptureConflict as exc:
+            changed = captures_install(conn, schema=connection.schema, captures=captures, each=each, enable=enable)
+    except (CaptureConflict, CaptureMissingTable) as exc:
         raise CaptureInstallFailed(str(exc)) from exc
     except psycopg.errors.LockNotAvailable as exc:
         raise CaptureInstallFailed(
@@ -419,15 +421,19 @@ def connection_captures_reconcile(*, connection_id) -> list[dict]:
         if connection is None:
             return []
         wanted = connection_captures_wanted(connection=connection)
-        failure = None
+        failures = []
         if wanted:
             try:
-                changed = connection_captures_install(connection=connection, captures=wanted, actor="rowbell")
+                # One capture that cannot be installed must not keep the others (a new partition) from it;
+                # a trigger someone disabled is reported, not re-enabled behind their back.
+                changed = connection_captures_install(connection=connection, captures=wanted, actor="rowbell",
+                                                      each=True, enable=False)
+                failures = [c.removeprefix("failed ") for c in changed if c.startswith("failed ")]
                 if changed:
                     logger.info("Re-installed on connection %s: %s", connection.id, ", ".join(changed[:20]))
             except ApplicationError as exc:
-                failure = exc.message
-    return connection_drift_record(connection=connection, install_failure=failure)
+                failures = [exc.message]
+        return connection_drift_record(connection=connection, install_failures=failures)
 
 
 def connection_drift(*, connection: Connection) -> list[dict]:
@@ -461,30 +467,44 @@ def connection_capture_users(*, connection: Connection) -> dict[str, dict]:
     return users
 
 
-def connection_drift_record(*, connection: Connection, install_failure: str | None = None) -> list[dict]:
+def _problem_key(problem: dict) -> tuple:
+    # What a problem is, not when it was last seen: a trigger failing at every write is one problem.
+    return (problem["capture"], problem["kind"], problem.get("key") or problem["detail"])
+
+
+def connection_drift_record(*, connection: Connection, install_failures: list[str] | None = None) -> list[dict]:
     """Read the drift, store it on the connection, and when it changes tell operators once: an audit row and
     an email to ADMINS naming the tables, the problems and the workflows and endpoints affected; an audit row
-    again when it is gone."""
+    again when it is gone. `install_failures` are what the last install could not do (None: no install was
+    tried now, the ones stored stand). Serialized on the connection's row, so two checks never both notify."""
     try:
         problems = connection_drift(connection=connection)
     except psycopg.Error as exc:
         logger.warning("Cannot read the drift of connection %s: %s", connection.id, failure_reason(exc))
         return list(connection.capture_problems or [])
-    if install_failure:
-        problems.append({"capture": "", "table": "", "kind": "install_failed", "detail": install_failure,
-                         "repairable": False, "workflows": [], "endpoints": []})
-    # Missing triggers the install just put back are not problems; the rest are compared by what they say.
-    key = lambda items: sorted((p["capture"], p["kind"], p["detail"]) for p in items)  # noqa: E731
-    before = list(connection.capture_problems or [])
-    if key(problems) == key(before):
-        return problems
-    now = timezone.now()
-    fields = {"capture_problems": problems,
-              "capture_problems_since": (connection.capture_problems_since or now) if problems and before else
-              (now if problems else None)}
     with transaction.atomic():
-        Connection.objects.filter(id=connection.id).update(**fields)
-        new = [p for p in problems if (p["capture"], p["kind"], p["detail"]) not in set(map(tuple, key(before)))]
+        locked = Connection.objects.select_for_update().filter(id=connection.id).first()
+        if locked is None:
+            return problems
+        before = list(locked.capture_problems or [])
+        if install_failures is None:
+            problems += [p for p in before if p["kind"] == "install_failed"]
+        else:
+            problems += [{"capture": "", "table": "", "kind": "install_failed", "detail": failure,
+                          "key": failure.split(":", 1)[0], "repairable": False, "workflows": [], "endpoints": []}
+                         for failure in install_failures]
+        known = {_problem_key(p) for p in before}
+        if sorted(map(_problem_key, problems)) == sorted(known):
+            if problems != before:  # the same problems, seen again: their details (last seen) refreshed
+                Connection.objects.filter(id=connection.id).update(capture_problems=problems)
+            connection.capture_problems = problems
+            return problems
+        now = timezone.now()
+        Connection.objects.filter(id=connection.id).update(
+            capture_problems=problems,
+            capture_problems_since=(locked.capture_problems_since or now) if problems and before else
+            (now if problems else None))
+        new = [p for p in problems if _problem_key(p) not in known]
         if new:
             audit_record(action="connection.capture_drift", target_type="connection", target_id=connection.id,
                          product_id=connection.product_id, actor="rowbell", data={"problems": new[:50]})
@@ -533,7 +553,10 @@ def connection_repair(*, connection_id, actor: str) -> dict:
             return {"installed": []}
         wanted = connection_captures_wanted(connection=connection)
         try:
-            connection_captures_install(connection=connection, captures=wanted, actor=actor)
+            changed = connection_captures_install(connection=connection, captures=wanted, actor=actor, each=True)
+            failed = [c.removeprefix("failed ") for c in changed if c.startswith("failed ")]
+            if failed:
+                raise CaptureInstallFailed("Some captures could not be installed: " + "; ".join(failed))
         except ApplicationError as exc:
             audit_record(action="connection.repair_failed", target_type="connection", target_id=connection.id,
                          product_id=connection.product_id, actor=actor, data={"error": exc.message})

@@ -25,11 +25,13 @@ EVENT_OF_OPERATION.update({"entered": "classification.entered", "left": "classif
                            "added": "relation.added", "removed": "relation.removed",
                            # Every row removed at once: their ids are not known (see capture.py).
                            "truncate": "table.truncated",
+                           # A join table emptied: every link of the parent table removed.
+                           "cleared": "relation.cleared",
                            # A trigger that could not evaluate (see drift.py): never delivered, never run.
                            "error": "capture.error"})
 # Operations that are not row events of their own: nothing is sent or run for them.
 NOT_DELIVERED = {"error"}
-NOT_RUN = {"error", "truncate"}
+NOT_RUN = {"error", "truncate", "cleared"}
 RELATION_EVENTS = {"relation.added": "insert", "relation.removed": "delete"}
 TRANSITIONS = {"entered": ("entered",), "left": ("left",), "both": ("entered", "left")}
 

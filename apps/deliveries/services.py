@@ -314,6 +314,8 @@ def _row_event_payload(endpoint, event, ids, index: int, count: int) -> dict:
                "chunk": {"index": index, "count": count}}
     if endpoint.source and "classification" in endpoint.source:
         payload["classification"] = endpoint.source["classification"]["name"]
+    if event.detail and event.detail.get("partition"):  # a TRUNCATE of one partition
+        payload["partition"] = event.detail["partition"]
     return payload
 
 

@@ -211,7 +211,7 @@ def test_a_new_partition_without_the_grant_is_reported_with_the_grant_that_fixes
 
 
 def test_truncate_is_an_event_of_its_own_for_deletes_and_classifications(product_client, connection, partitioned):
-    deleted = _subscribe(product_client, connection, "public.orders", events=["row.deleted"])
+    deleted = _subscribe(product_client, connection, "public.orders", events=["row.created", "row.deleted"])
     _subscribe(product_client, connection, "public.orders",
                classification={"name": "paid", "predicate": {"column": "paid", "op": "eq", "value": True},
                                "on": "left"})
@@ -224,15 +224,24 @@ def test_truncate_is_an_event_of_its_own_for_deletes_and_classifications(product
         app.execute("INSERT INTO public.events VALUES (1, '2026-05-01', 'a')")
         app.execute("TRUNCATE public.events")  # fires on its partition too: one event
         app.execute("TRUNCATE public.events_2026")
+    with writer_connect(autocommit=False) as app:  # emptied, refilled and emptied again in one transaction
+        app.execute("TRUNCATE public.orders CASCADE")
+        app.execute("INSERT INTO public.orders (status) VALUES ('new')")
+        app.execute("TRUNCATE public.orders CASCADE")
+        app.commit()
     _events(connection)
     events = Event.objects.filter(connection=connection, op="truncate").order_by("xid", "source_id")
     assert [(e.table_name, e.detail) for e in events] == [
         ("public.orders", None), ("public.orders", None), ("public.events", None),
-        ("public.events", {"partition": "public.events_2026"})]
+        ("public.events", {"partition": "public.events_2026"})] + [("public.orders", None)] * 3
     from apps.deliveries.models import Delivery
 
-    sent = Delivery.objects.filter(endpoint_id=deleted["id"]).values_list("payload", flat=True)
-    assert [(p["type"], p["ids"]) for p in sent] == [("table.truncated", [])]
+    sent = Delivery.objects.filter(endpoint_id=deleted["id"]).order_by("id").values_list("payload", flat=True)
+    assert [(p["type"], p["ids"]) for p in sent] == [
+        ("row.created", [1]), ("table.truncated", []), ("table.truncated", []), ("row.created", [2]),
+        ("table.truncated", [])]
+    partition = [p for p in Delivery.objects.values_list("payload", flat=True) if p.get("partition")]
+    assert [p["partition"] for p in partition] == ["public.events_2026"]
 
 
 def test_a_key_changing_update_is_reported_by_filtered_sources_and_classifications(product_client, connection):

@@ -69,7 +69,9 @@ class Capture:
 
     @property
     def qualified_table(self) -> str:
-        return f"{self.schema}.{self.table}"
+        from .names import table_display
+
+        return table_display(self.schema, self.table)
 
     def to_spec(self) -> dict:
         return {"schema": self.schema, "table": self.table, "primary_key": list(self.primary_key),

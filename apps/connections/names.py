@@ -26,3 +26,12 @@ def table_parse(text: str) -> tuple[str, str]:
         if len(part.encode()) > 63 or any(ord(ch) < 32 for ch in part):
             raise ValueError("A name of at most 63 bytes, without control characters.")
     return schema, table
+
+
+def table_display(schema: str, table: str) -> str:
+    """`schema.table` as table_parse reads it back: plain where the names are identifiers, double-quoted
+    parts where they hold anything else (`crm."Customer.Notes"`)."""
+    def part(name: str) -> str:
+        return name if re.fullmatch(r"[^\W\d][\w$]*", name) else '"' + name.replace('"', '""') + '"'
+
+    return f"{part(schema)}.{part(table)}"

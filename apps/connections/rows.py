@@ -9,6 +9,7 @@ from psycopg import sql
 from apps.core import exactjson
 
 from .customer import customer_session
+from .names import table_parse
 
 # The key columns' types, a domain replaced by its base (what sources record as `key_types`), as
 # format_type prints them; run with only pg_catalog on the search path, so any other schema is named.
@@ -55,7 +56,7 @@ def rows_read(*, connection, rows_from: dict, ids: list) -> tuple[list[dict], li
 
 def key_types_read(conn, *, rows_from: dict) -> dict[str, str]:
     """The key columns' types, read from the customer's catalog, in the form sources record them."""
-    schema, _, table = rows_from["table"].rpartition(".")
+    schema, table = table_parse(rows_from["table"])
     return dict(conn.execute(KEY_TYPES, {"table": sql.Identifier(schema or "public", table).as_string(conn),
                                          "columns": list(rows_from["key"])}).fetchall())
 
@@ -68,7 +69,7 @@ def rows_query(*, rows_from: dict, key_types: dict[str, str], ids: list) -> tupl
     number whatever its scale), and the primary-key index finds the rows. Casts are from the id's JSON
     text, so every digit reaches the type's input function. Needs only pg_catalog on the search path.
     """
-    schema, _, table = rows_from["table"].rpartition(".")
+    schema, table = table_parse(rows_from["table"])
     key = list(rows_from["key"])
     casts = sql.SQL(", ").join(sql.SQL("CAST(%s AS {})").format(sql.SQL(key_types[c])) for c in key)
     values = sql.SQL(", ").join(sql.SQL("({}, {})").format(sql.Literal(i), casts) for i in range(len(ids)))

@@ -200,7 +200,7 @@ def connection_recheck(*, connection: Connection, tables: list[str] | None = Non
     tables = list(tables or [])
     _validate(schema=connection.schema, tables=tables)
     wanted = connection_captures_wanted(connection=connection)
-    watched = sorted({f"{c.schema}.{c.table}" for c in wanted} - set(tables))
+    watched = sorted({c.qualified_table for c in wanted} - set(tables))
     checks = connection_check(connection=connection, tables=tables + watched)
     if all(c.ok for c in checks) and wanted:
         try:
@@ -292,10 +292,12 @@ def connection_captures_wanted(*, connection: Connection) -> list:
     from apps.deliveries.models import WebhookEndpoint
     from apps.workflows.models import WorkflowVersion
 
+    # Oldest first, so that when two sources of one capture were saved with different column types (before
+    # and after a migration) the newest one's wins, the same way at every tick.
     specs = list(WebhookEndpoint.objects.filter(connection=connection, enabled=True).exclude(capture_spec=None)
-                 .values_list("capture_spec", flat=True))
+                 .order_by("created_at", "id").values_list("capture_spec", flat=True))
     specs += WorkflowVersion.objects.filter(connection=connection, workflow__published_version=F("id")).exclude(
-        capture_spec=None).values_list("capture_spec", flat=True)
+        capture_spec=None).order_by("id").values_list("capture_spec", flat=True)
     captures = {}
     for spec in specs:
         capture = Capture.from_spec(spec)

@@ -14,7 +14,7 @@ from .capture import Capture
 from .checks import grant_statement, table_privileges_check
 from .customer import customer_connect
 from .introspection import connection_tables
-from .names import table_parse
+from .names import table_display, table_parse
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -85,10 +85,10 @@ def row_source_validate(*, connection, source, rows_from: dict | None = None) ->
     except ValueError as exc:
         raise ValidationError({"source.table": [str(exc)]}) from None
     try:
-        tables = {f"{t['schema']}.{t['name']}": t for t in connection_tables(connection=connection)}
+        tables = {table_display(t["schema"], t["name"]): t for t in connection_tables(connection=connection)}
     except psycopg.OperationalError as exc:
         raise CustomerDatabaseUnavailable.from_error(exc) from exc
-    found = tables.get(f"{schema}.{name}")
+    found = tables.get(table_display(schema, name))
     if found is None:
         raise ValidationError({"source.table": [_table_refusal(connection, schema, name)]})
     if not found["primary_key"]:
@@ -102,7 +102,7 @@ def row_source_validate(*, connection, source, rows_from: dict | None = None) ->
     if missing:
         raise ValidationError({"source.table": [missing]})
     if rows_from is not None:
-        rows_from.update({"table": f"{schema}.{name}", "key": list(found["primary_key"]),
+        rows_from.update({"table": table_display(schema, name), "key": list(found["primary_key"]),
                           "key_types": _types(connection, schema, name, list(found["primary_key"]),
                                               base_only=True)})
     if classification is not None:
@@ -114,7 +114,7 @@ def row_source_validate(*, connection, source, rows_from: dict | None = None) ->
     types = _types(connection, schema, name, list(update_columns)) if update_columns else {}
     capture = Capture(schema=schema, table=name, primary_key=tuple(found["primary_key"]), operations=operations,
                       update_columns=update_columns, types=_canonical(types))
-    normalized = {"connection": str(connection.id), "table": f"{schema}.{name}",
+    normalized = {"connection": str(connection.id), "table": table_display(schema, name),
                   "events": [e for e in MUTATION_EVENTS if e in events], "columns": sorted(set(columns))}
     return normalized, capture
 
@@ -193,7 +193,7 @@ def _classification(connection, schema, name, found, classification) -> tuple[di
                       classification=classification["name"],
                       predicate=json.dumps(predicate, sort_keys=True, separators=(",", ":")),
                       transitions=transitions, types=_canonical(types))
-    normalized = {"connection": str(connection.id), "table": f"{schema}.{name}",
+    normalized = {"connection": str(connection.id), "table": table_display(schema, name),
                   "classification": {"name": classification["name"], "predicate": predicate,
                                      "on": classification.get("on", "both")}}
     return normalized, capture
@@ -218,7 +218,7 @@ def _relation(connection, schema, name, found, tables, source, events, rows_from
         join_schema, join_name = table_parse(source["through"])
     except ValueError as exc:
         raise ValidationError({"source.through": [str(exc)]}) from None
-    join = tables.get(f"{join_schema}.{join_name}")
+    join = tables.get(table_display(join_schema, join_name))
     if join is None:
         raise ValidationError({"source.through": [_table_refusal(connection, join_schema, join_name)]})
     missing = _privileges_missing(connection, join_schema, join_name)
@@ -243,8 +243,8 @@ def _relation(connection, schema, name, found, tables, source, events, rows_from
         rows_from["key_types"] = _types(connection, schema, name, [references[column]], base_only=True)
     operations = tuple(op for event, op in RELATION_EVENTS.items() if event in events)
     capture = Capture(schema=join_schema, table=join_name, primary_key=tuple(join["primary_key"]) or (column,),
-                      operations=operations, relation_column=column, reported_table=f"{schema}.{name}")
-    normalized = {"connection": str(connection.id), "table": f"{schema}.{name}",
+                      operations=operations, relation_column=column, reported_table=table_display(schema, name))
+    normalized = {"connection": str(connection.id), "table": table_display(schema, name),
                   "events": [e for e in RELATION_EVENTS if e in events], "through": f"{join_schema}.{join_name}",
                   "column": column}
     return normalized, capture

@@ -301,6 +301,14 @@ def test_mixed_case_names_work_everywhere(product_client, connection):
             app.execute('UPDATE crm."CustomerNotes" SET "Body" = \'y\'')
         assert _events(connection) == [("insert", [1]), ("update", [1])]
         assert Event.objects.first().table_name == "crm.CustomerNotes"
+        # A name that holds a dot is written in double quotes, and read back the same everywhere.
+        with admin_connect(CUSTOMER_DB) as admin:
+            admin.execute('CREATE TABLE crm."Customer.Notes" (id bigint PRIMARY KEY)')
+            _grant(admin, 'crm."Customer.Notes"')
+        created = _subscribe(product_client, connection, 'crm."Customer.Notes"', events=["row.created"])
+        assert created["source"]["table"] == 'crm."Customer.Notes"'
+        check = product_client.post(f"/api/v1/connections/{connection.id}/check", {}, format="json").json()
+        assert check["ok"] is True and 'table crm."Customer.Notes"' in {c["name"] for c in check["checks"]}
     finally:
         with admin_connect(CUSTOMER_DB) as admin:
             admin.execute("DROP SCHEMA crm CASCADE")

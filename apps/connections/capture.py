@@ -151,10 +151,17 @@ def _ids_expression(capture: Capture, alias: str) -> sql.Composable:
     return sql.SQL("pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array({}))").format(sql.SQL(", ").join(columns))
 
 
+def _equal(capture: Capture, left: sql.Composable, right: sql.Composable, column: str) -> sql.Composable:
+    from .introspection import operator_sql
+
+    schema = _column_types(capture).get(column, {}).get("ops", {}).get("=")
+    return sql.SQL("{} {} {}").format(left, operator_sql("=", schema), right)
+
+
 def _pairing(capture: Capture, left: str, right: str) -> sql.Composable:
     """`left` rows LEFT JOINed to `right` rows of the same key; an unmatched row (its key changed, or it is
     new) has a NULL key on the right, as key columns are never NULL."""
-    on = sql.SQL(" AND ").join(sql.SQL("{} = {}").format(sql.Identifier(left, c), sql.Identifier(right, c))
+    on = sql.SQL(" AND ").join(_equal(capture, sql.Identifier(left, c), sql.Identifier(right, c), c)
                                for c in capture.primary_key)
     table = {"n": "new_rows", "o": "old_rows"}
     return sql.SQL("FROM {} {} LEFT JOIN {} {} ON {}").format(
@@ -165,20 +172,25 @@ def _unmatched(capture: Capture, alias: str) -> sql.Composable:
     return sql.SQL("{} IS NULL").format(sql.Identifier(alias, capture.primary_key[0]))
 
 
-def _changed(capture: Capture) -> sql.Composable:
-    """The listed columns differ between OLD and NEW, in a form that exists for every type: the type's own
-    equality where it has one, its text form otherwise (json, point, xml...)."""
+def _distinct(capture: Capture, new: sql.Composable, old: sql.Composable, column: str) -> sql.Composable:
+    """`new` and `old` values of `column` differ, in a form that exists for every type: the type's own
+    equality where it has one (an extension's operator named with its schema: the function's search_path is
+    pg_catalog alone), its text form otherwise (json, point, xml...)."""
     types = _column_types(capture)
+    info = types.get(column, {})
+    if column in types and not info.get("eq", True):
+        return sql.SQL("{}::pg_catalog.text IS DISTINCT FROM {}::pg_catalog.text").format(new, old)
+    if info.get("ops", {}).get("="):
+        return sql.SQL("NOT (({n} IS NULL AND {o} IS NULL) OR ({eq}) IS TRUE)").format(
+            n=new, o=old, eq=_equal(capture, new, old, column))
+    return sql.SQL("{} IS DISTINCT FROM {}").format(new, old)
 
-    def value(alias: str, column: str) -> sql.Composable:
-        ref = sql.Identifier(alias, column)
-        if column in types and not types[column].get("eq", True):
-            return sql.SQL("{}::pg_catalog.text").format(ref)
-        return ref
 
-    new = sql.SQL(", ").join(value("n", c) for c in capture.update_columns)
-    old = sql.SQL(", ").join(value("o", c) for c in capture.update_columns)
-    return sql.SQL("ROW({}) IS DISTINCT FROM ROW({})").format(new, old)
+def _changed(capture: Capture) -> sql.Composable:
+    """Any of the listed columns differs between OLD and NEW (see _distinct)."""
+    return sql.SQL("(") + sql.SQL(" OR ").join(
+        _distinct(capture, sql.Identifier("n", c), sql.Identifier("o", c), c) for c in capture.update_columns
+    ) + sql.SQL(")")
 
 
 def _selections(capture: Capture, op: str) -> list[tuple[str, str, sql.Composable]]:
@@ -214,9 +226,9 @@ def _selections(capture: Capture, op: str) -> list[tuple[str, str, sql.Composabl
         moved = []
         for event, alias, other, needed in (("added", "n", "o", "insert"), ("removed", "o", "n", "delete")):
             if needed in capture.operations:
-                moved.append((event, alias, sql.SQL("{} WHERE {} OR {} IS DISTINCT FROM {}").format(
-                    _pairing(capture, alias, other), _unmatched(capture, other), sql.Identifier(alias, column),
-                    sql.Identifier(other, column))))
+                moved.append((event, alias, sql.SQL("{} WHERE {} OR {}").format(
+                    _pairing(capture, alias, other), _unmatched(capture, other),
+                    _distinct(capture, sql.Identifier(alias, column), sql.Identifier(other, column), column))))
         return moved
     if op == "insert":
         return [("insert", "n", sql.SQL("FROM new_rows n"))]

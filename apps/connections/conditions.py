@@ -172,17 +172,32 @@ def condition_sql(condition, alias: str, types: dict | None = None) -> sql.Compo
     op = condition["op"]
     if op in NULL_CHECKS:
         return sql.SQL("({} {})").format(column, sql.SQL(NULL_CHECKS[op]))
-    base = types.get(condition["column"], {}).get("base")
+    info = types.get(condition["column"], {})
+    base = info.get("base")
     values = condition["value"] if op == "in" else [condition["value"]]
-    if base:
-        # The base type's name is as format_type() printed it in the customer database: valid SQL as is.
-        # Numbers are compared as numeric, so that `integer gte 99.5` means what it says.
-        typed = sql.SQL(base)
-        literal_type = sql.SQL("pg_catalog.numeric") if _type_family(base) == "number" else typed
-        column = sql.SQL("CAST({} AS {})").format(column, typed)
-        literals = [sql.SQL("CAST({} AS {})").format(sql.Literal(value_literal(v)), literal_type) for v in values]
-    else:
+    if not base:  # a capture saved before types were recorded: as it compiled then
         literals = [sql.Literal(v) for v in values]
+        if op == "in":
+            return sql.SQL("({} IN ({}))").format(column, sql.SQL(", ").join(literals))
+        return sql.SQL("({} {} {})").format(column, sql.SQL(COMPARISONS[op]), literals[0])
+    from .introspection import operator_sql
+
+    # The base type's name is as format_type() printed it in the customer database: valid SQL as is.
+    # Numbers are compared as numeric, so that `integer gte 99.5` means what it says; other values in the
+    # canonical spelling read when the source was saved (see introspection.values_check).
+    typed = sql.SQL(base)
+    number = _type_family(base) == "number"
+    canonical = info.get("values", {})
+    literal_type = sql.SQL("pg_catalog.numeric") if number else typed
+    column = sql.SQL("CAST({} AS {})").format(column, typed)
+    literals = [sql.SQL("CAST({} AS {})").format(
+        sql.Literal(canonical.get(value_literal(v), value_literal(v))), literal_type) for v in values]
+    ops = info.get("ops", {})
     if op == "in":
-        return sql.SQL("({} IN ({}))").format(column, sql.SQL(", ").join(literals))
-    return sql.SQL("({} {} {})").format(column, sql.SQL(COMPARISONS[op]), literals[0])
+        if not ops:
+            return sql.SQL("({} IN ({}))").format(column, sql.SQL(", ").join(literals))
+        equal = operator_sql("=", ops.get("="))
+        return sql.SQL("(") + sql.SQL(" OR ").join(
+            sql.SQL("{} {} {}").format(column, equal, literal) for literal in literals) + sql.SQL(")")
+    symbol = COMPARISONS[op]
+    return sql.SQL("({} {} {})").format(column, operator_sql(symbol, ops.get(symbol)), literals[0])

@@ -59,23 +59,45 @@ def _resolved(conn, oid: int) -> tuple:
     return row
 
 
-def _operator_exists(conn, type_name: str, operator: str) -> bool:
-    """Whether PostgreSQL resolves `type operator type` (tried on NULLs, which run nothing)."""
+COMPARISON_OPERATORS = ("=", "<>", "<", "<=", ">", ">=")
+
+# Comparison operators defined for exactly this type outside pg_catalog (an extension's: citext, hstore, isn).
+EXTENSION_OPERATORS = """
+SELECT o.oprname, n.nspname FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
+WHERE o.oprleft = %(oid)s AND o.oprright = %(oid)s AND o.oprname = ANY(%(names)s) AND n.nspname <> 'pg_catalog'
+"""
+
+
+def operator_sql(operator: str, schema: str | None) -> sql.Composable:
+    """`=` as PostgreSQL resolves it inside a trigger function whose search_path is pg_catalog alone, or
+    `OPERATOR(schema.=)` for an operator defined in another schema (which that path would not find)."""
+    if not schema:
+        return sql.SQL(operator)
+    return sql.SQL("OPERATOR({}.{})").format(sql.Identifier(schema), sql.SQL(operator))
+
+
+def _operator_exists(conn, type_name: str, operator: sql.Composable) -> bool:
+    """Whether `type operator type` resolves with the trigger functions' search_path (tried on NULLs, which
+    run nothing)."""
     try:
         with conn.transaction():
-            conn.execute(sql.SQL("SELECT NULL::{t} {op} NULL::{t}").format(t=sql.SQL(type_name), op=sql.SQL(operator)))
+            conn.execute("SET LOCAL search_path = pg_catalog, pg_temp")
+            conn.execute(sql.SQL("SELECT NULL::{t} {op} NULL::{t}").format(t=sql.SQL(type_name), op=operator))
         return True
-    except psycopg.errors.UndefinedFunction:
+    except (psycopg.errors.UndefinedFunction, psycopg.errors.UndefinedObject):
         return False
 
 
 def column_types(conn, *, schema: str, table: str, columns: list[str]) -> dict[str, dict]:
     """What comparisons a column's type allows, for captures: {column: {"type": as declared, "base": the type
-    compared (a domain's base, as format_type prints it), "eq": has `=`, "order": has `<`}}.
+    compared (a domain's base, as format_type prints it), "eq": has `=`, "order": has `<`, and "ops":
+    {operator: schema} for comparison operators an extension defines for the type (citext's `=` is
+    case-insensitive: the trigger must call that one, not text's)}}.
 
-    Resolved as PostgreSQL resolves them, not from a list: an array compares only if its elements do
-    (`point[]` has an `=` that fails at run time), and a composite type is never compared whole (its fields
-    may lack equality). Missing columns are left out. `conn` is an open customer connection in autocommit.
+    Resolved as PostgreSQL resolves them inside the trigger functions, not from a list: an array compares
+    only if its elements do (`point[]` has an `=` that fails at run time), and a composite type is never
+    compared whole (its fields may lack equality). Missing columns are left out. `conn` is an open customer
+    connection in autocommit.
     """
     name = sql.Identifier(schema, table).as_string(conn)
     out: dict[str, dict] = {}
@@ -89,29 +111,45 @@ def column_types(conn, *, schema: str, table: str, columns: list[str]) -> dict[s
     finally:
         conn.execute("RESET search_path")
     for column, declared, oid in rows:
-        _, typtype, _, elem, category, base_name = resolved[oid]
-        checked = base_name
+        base_oid, typtype, _, elem, category, base_name = resolved[oid]
+        checked, checked_oid = base_name, base_oid
         if category == "A" and elem:
             element = elements.get(oid)
             checked = element[5] if element else base_name
             typtype = element[1] if element else typtype
+        ops = {}
+        if category != "A":
+            ops = dict(conn.execute(EXTENSION_OPERATORS, {"oid": checked_oid,
+                                                          "names": list(COMPARISON_OPERATORS)}).fetchall())
         comparable = typtype != "c" and typtype != "p"
-        eq = comparable and _operator_exists(conn, checked, "=")
-        order = comparable and _operator_exists(conn, checked, "<")
+        eq = comparable and _operator_exists(conn, checked, operator_sql("=", ops.get("=")))
+        order = comparable and _operator_exists(conn, checked, operator_sql("<", ops.get("<")))
         out[column] = {"type": declared, "base": base_name, "eq": eq, "order": order}
+        if ops:
+            out[column]["ops"] = ops
     return out
 
 
 def values_check(conn, *, checks: list[tuple[str, str, str]], types: dict[str, dict]) -> dict[str, list[str]]:
     """Ask the customer database whether each value is valid input for its column's type: errors by path.
-    `checks` is [(path, column, literal text)] as conditions.condition_validate gathers them."""
+    `checks` is [(path, column, literal text)] as conditions.condition_validate gathers them.
+
+    Each valid value's canonical spelling is recorded in types[column]["values"] ({literal: canonical}), read
+    under fixed settings (UTC, ISO dates): the trigger compares with that, so that what `'2024-01-01 00:00'`
+    or `'01/02/2024'` means does not depend on the TimeZone or DateStyle of the session that writes the row.
+    """
     errors: dict[str, list[str]] = {}
     for path, column, literal in checks:
         info = types[column]
         try:
             with conn.transaction():
-                conn.execute(sql.SQL("SELECT CAST(CAST(%s AS pg_catalog.text) AS {})").format(sql.SQL(info["base"])),
-                             [literal])
+                conn.execute("SET LOCAL TimeZone = 'UTC'")
+                conn.execute("SET LOCAL DateStyle = 'ISO, MDY'")
+                conn.execute("SET LOCAL IntervalStyle = 'postgres'")
+                conn.execute("SET LOCAL extra_float_digits = 3")
+                canonical = conn.execute(sql.SQL("SELECT CAST(CAST(%s AS pg_catalog.text) AS {})::pg_catalog.text")
+                                         .format(sql.SQL(info["base"])), [literal]).fetchone()[0]
+            info.setdefault("values", {})[literal] = canonical
         except psycopg.errors.DataError as exc:
             reason = str(exc).strip().splitlines()[0]
             errors.setdefault(path, []).append(f"Not a valid value for column {column} of type {info['type']}: "

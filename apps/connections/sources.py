@@ -111,7 +111,10 @@ def row_source_validate(*, connection, source, rows_from: dict | None = None) ->
         return _relation(connection, schema, name, found, tables, source, events, rows_from)
     operations = tuple(op for event, op in MUTATION_EVENTS.items() if event in events)
     update_columns = tuple(sorted(set(columns)))
-    types = _types(connection, schema, name, list(update_columns)) if update_columns else {}
+    # The key is compared too, to pair old and new rows of an update (an extension type's key needs its own
+    # operator named).
+    types = _types(connection, schema, name, list(found["primary_key"]) + list(update_columns)) \
+        if update_columns else {}
     capture = Capture(schema=schema, table=name, primary_key=tuple(found["primary_key"]), operations=operations,
                       update_columns=update_columns, types=_canonical(types))
     normalized = {"connection": str(connection.id), "table": table_display(schema, name),
@@ -177,7 +180,7 @@ def _classification(connection, schema, name, found, classification) -> tuple[di
                                path="source.classification.predicate")
     if shape:
         raise ValidationError(shape)
-    types = _types(connection, schema, name, sorted(condition_columns(predicate)))
+    types = _types(connection, schema, name, sorted(condition_columns(predicate) | set(found["primary_key"])))
     values: list = []
     errors = condition_validate(predicate, columns=types, path="source.classification.predicate", values=values)
     if not errors and values:
@@ -242,8 +245,10 @@ def _relation(connection, schema, name, found, tables, source, events, rows_from
         rows_from["key"] = [references[column]]
         rows_from["key_types"] = _types(connection, schema, name, [references[column]], base_only=True)
     operations = tuple(op for event, op in RELATION_EVENTS.items() if event in events)
-    capture = Capture(schema=join_schema, table=join_name, primary_key=tuple(join["primary_key"]) or (column,),
-                      operations=operations, relation_column=column, reported_table=table_display(schema, name))
+    key = tuple(join["primary_key"]) or (column,)
+    types = _types(connection, join_schema, join_name, list(dict.fromkeys(key + (column,))))
+    capture = Capture(schema=join_schema, table=join_name, primary_key=key, operations=operations,
+                      relation_column=column, reported_table=table_display(schema, name), types=_canonical(types))
     normalized = {"connection": str(connection.id), "table": table_display(schema, name),
                   "events": [e for e in RELATION_EVENTS if e in events], "through": f"{join_schema}.{join_name}",
                   "column": column}

@@ -158,3 +158,51 @@ def test_a_json_column_filter_is_accepted_and_updates_of_other_columns_still_suc
     while poll(connection_id=connection.id):
         pass
     assert [e.op for e in Event.objects.filter(connection=connection).order_by("xid")] == ["update"]
+
+
+@pytest.fixture
+def extension_table(connection):
+    with admin_connect(CUSTOMER_DB) as admin:
+        admin.execute("CREATE EXTENSION IF NOT EXISTS citext; CREATE EXTENSION IF NOT EXISTS hstore")
+        admin.execute("DROP TABLE IF EXISTS public.contacts")
+        admin.execute("CREATE TABLE public.contacts (email citext PRIMARY KEY, attrs hstore, seen timestamptz, "
+                      "due date)")
+        admin.execute(f"GRANT SELECT, TRIGGER ON public.contacts TO {CAPTURE_ROLE}")
+        admin.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON public.contacts TO {WRITER_ROLE}")
+    yield "public.contacts"
+    with admin_connect(CUSTOMER_DB) as admin:
+        admin.execute("DROP TABLE IF EXISTS public.contacts")
+
+
+def test_extension_types_compare_with_their_own_operators(connection, extension_table):
+    boss = _validate(connection, {"table": extension_table, "classification": {
+        "name": "boss", "predicate": {"column": "email", "op": "eq", "value": "Boss@X.com"}, "on": "entered"}})[1]
+    attrs = _validate(connection, {"table": extension_table, "events": ["row.updated"], "columns": ["attrs"]})[1]
+    connection_captures_install(connection=connection, captures=[boss, attrs], actor="test")
+    with writer_connect() as app:
+        app.execute("INSERT INTO public.contacts (email, attrs) VALUES ('boss@x.com', 'a=>1')")  # citext: equal
+        app.execute("UPDATE public.contacts SET attrs = 'a=>2'")  # hstore's `=`, in its own schema
+        app.execute("UPDATE public.contacts SET attrs = 'a=>2'")  # the same: nothing
+    while poll(connection_id=connection.id):
+        pass
+    events = {(e.capture, e.op) for e in Event.objects.filter(connection=connection)}
+    assert events == {(boss.name, "entered"), (attrs.name, "update")}
+
+
+def test_a_predicate_means_the_same_whatever_the_writers_session_settings(connection, extension_table):
+    since = _validate(connection, {"table": extension_table, "classification": {
+        "name": "recent", "on": "entered", "predicate": {"and": [
+            {"column": "seen", "op": "gte", "value": "2024-01-01 00:00"},  # read as UTC when saved
+            {"column": "due", "op": "eq", "value": "01/02/2024"}]}}})[1]  # read as January 2nd when saved
+    connection_captures_install(connection=connection, captures=[since], actor="test")
+    for zone, style, email in (("UTC", "ISO, MDY", "a@x"), ("Asia/Tokyo", "ISO, DMY", "b@x")):
+        with writer_connect() as app:
+            app.execute(f"SET TimeZone = '{zone}'; SET DateStyle = '{style}'")
+            app.execute("INSERT INTO public.contacts (email, seen, due) "
+                        "VALUES (%s, '2024-01-01 00:30+00', '2024-01-02')", [email])
+            app.execute("INSERT INTO public.contacts (email, seen, due) "  # before the instant, in any zone
+                        "VALUES (%s, '2023-12-31 20:00+00', '2024-01-02')", ["early-" + email])
+    while poll(connection_id=connection.id):
+        pass
+    assert sorted(e.ids[0] for e in Event.objects.filter(connection=connection)) == ["a@x", "b@x"]
+    assert not Event.objects.filter(connection=connection, op="error").exists()

@@ -3,6 +3,7 @@ condition): steps see them as they are now, not as they were when the event was 
 
 from __future__ import annotations
 
+import psycopg
 from django.conf import settings
 from psycopg import sql
 
@@ -30,7 +31,7 @@ def rows_read(*, connection, rows_from: dict, ids: list) -> tuple[list[dict], li
 
     At most ROWBELL_ROWS_PER_RUN ids are read. Keys are single columns (ids are values) or composite
     (ids are lists of values, in key order). Raises psycopg.Error if the database cannot be read, or if an
-    id is not a value of its column's type.
+    id is not a value of its column's type; InsufficientPrivilege names the GRANT that fixes it.
     """
     ids = ids[:settings.ROWBELL_ROWS_PER_RUN]
     width = len(rows_from["key"])
@@ -49,7 +50,15 @@ def rows_read(*, connection, rows_from: dict, ids: list) -> tuple[list[dict], li
             # A column gone since (renamed by a migration) stays unknown: PostgreSQL then names it.
             types = {**dict.fromkeys(rows_from["key"], "text"), **key_types_read(conn, rows_from=rows_from)}
         query, params = rows_query(rows_from=rows_from, key_types=types, ids=[ids[i] for i in wanted])
-        found = {wanted[n]: row for n, row in conn.execute(query, params)}
+        try:
+            found = {wanted[n]: row for n, row in conn.execute(query, params)}
+        except psycopg.errors.InsufficientPrivilege as exc:
+            # Say what fixes it, as the connection checks do.
+            schema, table = table_parse(rows_from["table"])
+            grant = sql.SQL("GRANT SELECT ON TABLE {} TO {};").format(
+                sql.Identifier(schema, table), sql.Identifier(connection.user)).as_string(None)
+            raise psycopg.errors.InsufficientPrivilege(
+                f"{str(exc).strip().splitlines()[0]}: run {grant}") from exc
     rows = [found[i] for i in range(len(ids)) if i in found]
     return rows, [original for i, original in enumerate(ids) if i not in found]
 

@@ -208,3 +208,16 @@ def test_a_read_by_key_uses_the_primary_key_index(connection, kind, rows_from, i
         with admin_connect(CUSTOMER_DB) as admin:
             admin.execute(f"DROP TABLE IF EXISTS public.{table}")
 
+
+
+def test_a_row_read_the_database_refuses_names_the_grant_that_fixes_it(connection):
+    with admin_connect(CUSTOMER_DB) as admin:
+        admin.execute(f"REVOKE SELECT ON public.orders FROM {CAPTURE_ROLE}")
+    try:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege,
+                           match=f'GRANT SELECT ON TABLE "public"."orders" TO "{CAPTURE_ROLE}";'):
+            rows_read(connection=connection, rows_from={"table": "public.orders", "key": ["id"],
+                                                        "key_types": {"id": "bigint"}}, ids=[1])
+    finally:
+        with admin_connect(CUSTOMER_DB) as admin:
+            admin.execute(f"GRANT SELECT ON public.orders TO {CAPTURE_ROLE}")

@@ -101,3 +101,24 @@ def test_backlog_and_lag_are_read_by_a_beat_tick_and_shown_on_the_dashboard(oper
     home = operator.get(reverse("admin:index")).content.decode()
     table = home[home.index('id="connections-health"'):]
     assert ">shop</a>" in table and '<td class="num">3</td>' in table
+
+
+def test_deleting_a_connection_from_the_admin_is_queued_refused_while_in_use_then_done(
+        operator, product_client, receiver, connection, hinted):
+    from apps.core.models import QueuedAction
+
+    workflow = _draft(product_client, receiver, connection)
+    product_client.post(f"/api/v1/workflows/{workflow.key}/publish")
+    _act(operator, "connections_connection", "delete_connection", connection.id)
+    assert _installed(connection) != []  # nothing reached the customer database in the request
+    hinted.run()
+    refused = QueuedAction.objects.filter(name="connection.delete").latest("id")
+    assert "workflow order-created" in refused.error and Connection.objects.filter(id=connection.id).exists()
+
+    product_client.post(f"/api/v1/workflows/{workflow.key}/unpublish")
+    _act(operator, "connections_connection", "delete_connection", connection.id)
+    hinted.run()
+    assert not Connection.objects.filter(id=connection.id).exists()
+    assert Connection.all_objects.get(id=connection.id).deleted_at is not None
+    assert _installed(connection) == []
+    assert AuditEvent.objects.filter(action="connection.deleted", actor="staff:op").exists()

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
+from .checks import table_privileges_check
+
 PREFIX = "rb_"
 # The LISTEN/NOTIFY wake-up: a trigger that logged something notifies this channel. PostgreSQL folds
 # identical notifications of a transaction into one, so it is at most one per statement.
@@ -255,6 +257,14 @@ def _notify() -> sql.Composable:
     return sql.SQL("PERFORM pg_catalog.pg_notify({}, ''); ").format(sql.Literal(NOTIFY_CHANNEL))
 
 
+def _log_guard(schema: str) -> sql.Composable:
+    """Nothing to log into (someone dropped or renamed Rowbell's event log): the customer's write goes on,
+    and the health tick reports it and installs the log again. A name lookup, about a microsecond; writing
+    the event inside a guarded block instead would give every statement a subtransaction id."""
+    return sql.SQL("IF pg_catalog.to_regclass({}) IS NULL THEN RETURN NULL; END IF;").format(
+        sql.Literal(sql.Identifier(schema, "event_log").as_string(None)))
+
+
 def _function_body(capture: Capture, op: str, schema: str) -> sql.Composable:
     """The trigger function of one operation. It never raises for what a customer's schema or migration
     can do (a column renamed or dropped, a type changed, a literal its new type rejects): evaluation runs
@@ -277,8 +287,8 @@ def _function_body(capture: Capture, op: str, schema: str) -> sql.Composable:
         # Skipped only when this capture's last event in the transaction already says the whole table was
         # emptied (a partitioned table's partitions fire after it); a later TRUNCATE after new rows is logged.
         op = "cleared" if capture.relation_column else "truncate"
-        return sql.SQL(
-            "IF (SELECT op = {op} AND detail IS NULL FROM {log} WHERE xid = pg_catalog.pg_current_xact_id() "
+        return _log_guard(schema) + sql.SQL(
+            " IF (SELECT op = {op} AND detail IS NULL FROM {log} WHERE xid = pg_catalog.pg_current_xact_id() "
             "AND capture = {capture} ORDER BY id DESC LIMIT 1) IS NOT TRUE THEN {insert}; {notify}END IF;"
         ).format(log=log, capture=sql.Literal(capture.name), notify=_notify(), op=sql.Literal(op),
                  insert=_insert(schema, capture, sql.Literal(op), sql.SQL("'[]'::pg_catalog.jsonb"), partition))
@@ -313,8 +323,8 @@ def _function_body(capture: Capture, op: str, schema: str) -> sql.Composable:
     return sql.SQL(
         "DECLARE {declare} keys pg_catalog.jsonb; changed pg_catalog.int8; failure pg_catalog.text; "
         "logged pg_catalog.bool := false; "
-        "BEGIN BEGIN {evaluate} {error} END; {log} {notify}"
-    ).format(declare=declare, evaluate=evaluate, error=error, log=log, notify=notify)
+        "BEGIN {guard} BEGIN {evaluate} {error} END; {log} {notify}"
+    ).format(declare=declare, evaluate=evaluate, error=error, log=log, notify=notify, guard=_log_guard(schema))
 
 
 class _DollarQuoted(sql.Composable):
@@ -610,6 +620,13 @@ def captures_install(conn, *, schema: str, captures: list[Capture], lock_timeout
                 psycopg.errors.InsufficientPrivilege) as exc:
             sources = prepared()  # what the failed transaction wrote is gone
             reason = str(exc).strip().splitlines()[0]
+            if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+                check = table_privileges_check(conn, schema=capture.schema, table=capture.table,
+                                               name=capture.qualified_table)
+                reason = f"{reason}. {check.detail}" if not check.ok else reason
+            elif isinstance(exc, psycopg.errors.LockNotAvailable):
+                reason = ("a table is locked by a long-running transaction; the install gave up rather than make "
+                          "writers wait, and the next health tick tries again")
             changed.append(f"failed {capture.name}: {reason}")
     return changed
 

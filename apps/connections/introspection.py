@@ -130,6 +130,10 @@ def column_types(conn, *, schema: str, table: str, columns: list[str]) -> dict[s
     return out
 
 
+# Date/time inputs that mean a different moment each time they are read.
+MOVING_INPUTS = {"now", "today", "tomorrow", "yesterday"}
+
+
 def values_check(conn, *, checks: list[tuple[str, str, str]], types: dict[str, dict]) -> dict[str, list[str]]:
     """Ask the customer database whether each value is valid input for its column's type: errors by path.
     `checks` is [(path, column, literal text)] as conditions.condition_validate gathers them.
@@ -141,6 +145,12 @@ def values_check(conn, *, checks: list[tuple[str, str, str]], types: dict[str, d
     errors: dict[str, list[str]] = {}
     for path, column, literal in checks:
         info = types[column]
+        if literal.strip().lower() in MOVING_INPUTS:
+            # PostgreSQL reads them when the value is cast: the trigger would compare with the moment of saving.
+            errors.setdefault(path, []).append(
+                f"'{literal}' would be fixed at the moment the source is saved, not read at each write: give a "
+                f"date or time (column {column} is {info['type']}).")
+            continue
         try:
             with conn.transaction():
                 conn.execute("SET LOCAL TimeZone = 'UTC'")

@@ -261,8 +261,19 @@ def connection_captures_install(*, connection: Connection, captures: list, actor
 
 
 def _grant_hint(connection: Connection, captures: list) -> str:
-    """The GRANT that gives the connection's user what installing `captures` needs (a best guess when the
-    database refused with a privilege error)."""
+    """The GRANTs that give the connection's user what installing `captures` needs: on each watched table
+    and partition that lacks one (see checks.table_privileges_check)."""
+    from .checks import table_privileges_check
+
+    try:
+        with customer_connect(connection) as conn:
+            details = [table_privileges_check(conn, schema=c.schema, table=c.table, name=c.qualified_table)
+                       for c in {(c.schema, c.table): c for c in captures}.values()]
+    except psycopg.Error:
+        details = []
+    missing = [c.detail for c in details if not c.ok]
+    if missing:
+        return " ".join(missing)
     tables = sorted({(c.schema, c.table) for c in captures})
     return f"Run: {grant_statement(['SELECT', 'TRIGGER'], tables, connection.user)}" if tables else ""
 
@@ -566,5 +577,24 @@ def connection_repair(*, connection_id, actor: str) -> dict:
             failure = exc
     if failure is not None:
         raise failure
+    _errors_acknowledge(connection, wanted)
     connection_check_now(connection_id=connection_id, actor=actor)
     return {"installed": [c.name for c in wanted]}
+
+
+def _errors_acknowledge(connection: Connection, wanted: list) -> None:
+    """After a repair, forget the trigger errors of captures whose table matches them again (the column is
+    back, the source corrected): an operator's repair is the acknowledgment, as a table that rarely sees a
+    DELETE may not give the delete trigger a good event for a long time."""
+    from .drift import captures_drift
+
+    try:
+        with customer_connect(connection) as conn:
+            broken = {p["capture"] for p in captures_drift(conn, schema=connection.schema, captures=wanted)}
+    except psycopg.Error:
+        return
+    with transaction.atomic():
+        locked = Connection.objects.select_for_update().get(id=connection.id)
+        errors = {k: v for k, v in (locked.capture_errors or {}).items() if k.split(":")[0] in broken}
+        if errors != (locked.capture_errors or {}):
+            Connection.objects.filter(id=connection.id).update(capture_errors=errors)

@@ -84,6 +84,10 @@ def row_source_validate(*, connection, source, rows_from: dict | None = None) ->
         schema, name = table_parse(table)
     except ValueError as exc:
         raise ValidationError({"source.table": [str(exc)]}) from None
+    if schema == connection.schema or schema in ("pg_catalog", "information_schema") or schema.startswith("pg_"):
+        raise ValidationError({"source.table": [
+            f"{schema} is {'Rowbell’s own schema' if schema == connection.schema else 'a system schema'}: "
+            "watch one of your tables."]})
     try:
         tables = {table_display(t["schema"], t["name"]): t for t in connection_tables(connection=connection)}
     except psycopg.OperationalError as exc:

@@ -201,10 +201,13 @@ def test_a_new_partition_without_the_grant_is_reported_with_the_grant_that_fixes
     with admin_connect(CUSTOMER_DB) as admin:
         admin.execute("CREATE TABLE public.events_2028 PARTITION OF public.events "
                       "FOR VALUES FROM ('2028-01-01') TO ('2029-01-01')")
+    health = product_client.get(f"/api/v1/connections/{connection.id}/health").json()
+    [missing] = [p for p in health["capture_problems"] if p["kind"] == "missing_grant"]
+    assert not missing["repairable"] and f'"public"."events_2028" TO "{CAPTURE_ROLE}"' in missing["detail"]
     connections_health_refresh()
     connection.refresh_from_db()
     failed = [p for p in connection.capture_problems if p["kind"] == "install_failed"]
-    assert failed and "events_2028" in failed[0]["detail"]
+    assert failed and f'GRANT SELECT, TRIGGER ON TABLE "public"."events_2028"' in failed[0]["detail"]
     check = product_client.post(f"/api/v1/connections/{connection.id}/check", {}, format="json").json()
     [table] = [c for c in check["checks"] if c["name"] == "table public.events"]
     assert not table["ok"] and f'GRANT SELECT, TRIGGER ON TABLE "public"."events_2028" TO "{CAPTURE_ROLE}"' in table["detail"]
@@ -396,3 +399,85 @@ def test_a_connection_is_deleted_only_when_nothing_uses_it_and_its_triggers_are_
                                       "database": connection.database, "user": connection.user,
                                       "password": connection.password}, "shop")
     assert fresh.status_code == 201, fresh.json()
+
+
+def test_writes_succeed_when_rowbells_event_log_is_gone_and_the_tick_puts_it_back(product_client, connection):
+    _subscribe(product_client, connection, "public.orders", events=["row.created", "row.deleted"])
+    with admin_connect(CUSTOMER_DB) as admin:
+        admin.execute("ALTER TABLE rowbell.event_log RENAME TO event_log_old")
+    with writer_connect() as app:  # failed with `relation "rowbell.event_log" does not exist`
+        app.execute("INSERT INTO public.orders (status) VALUES ('a')")
+        app.execute("DELETE FROM public.orders")
+    health = product_client.get(f"/api/v1/connections/{connection.id}/health").json()
+    assert any(p["kind"] == "missing_event_log" for p in health["capture_problems"])
+    connections_health_refresh()
+    with writer_connect() as app:
+        app.execute("INSERT INTO public.orders (status) VALUES ('b')")
+    assert [op for op, _ in _events(connection)] == ["insert"]
+
+
+def test_a_detached_partition_is_no_longer_reported_as_the_parent(product_client, connection, partitioned):
+    _subscribe(product_client, connection, partitioned, events=["row.created"])
+    with admin_connect(CUSTOMER_DB) as admin:
+        admin.execute("ALTER TABLE public.events DETACH PARTITION public.events_2026")
+    health = product_client.get(f"/api/v1/connections/{connection.id}/health").json()
+    assert any(p["kind"] == "stray_trigger" and "events_2026" in p["detail"] for p in health["capture_problems"])
+    connections_health_refresh()  # retires its triggers
+    try:
+        with writer_connect() as app:
+            app.execute("INSERT INTO public.events_2026 VALUES (1, '2026-05-01', 'a')")
+        assert _events(connection) == []
+        assert product_client.get(f"/api/v1/connections/{connection.id}/health").json()["capture_problems"] == []
+    finally:
+        with admin_connect(CUSTOMER_DB) as admin:
+            admin.execute("DROP TABLE public.events_2026")
+
+
+def test_a_renamed_enum_label_is_noticed_before_any_write_and_a_repair_clears_a_fixed_error(
+        product_client, connection):
+    with admin_connect(CUSTOMER_DB) as admin:
+        admin.execute("DROP TABLE IF EXISTS public.deals; DROP TYPE IF EXISTS deal_state")
+        admin.execute("CREATE TYPE deal_state AS ENUM ('open', 'won'); "
+                      "CREATE TABLE public.deals (id int PRIMARY KEY, state deal_state, note text)")
+        _grant(admin, "public.deals")
+    try:
+        _subscribe(product_client, connection, "public.deals", classification={
+            "name": "won", "predicate": {"column": "state", "op": "eq", "value": "won"}})
+        with admin_connect(CUSTOMER_DB) as admin:
+            admin.execute("ALTER TYPE deal_state RENAME VALUE 'won' TO 'closed'")
+        health = product_client.get(f"/api/v1/connections/{connection.id}/health").json()
+        [problem] = health["capture_problems"]
+        assert problem["kind"] == "invalid_value" and "'won'" in problem["detail"] and "Correct the source" in \
+            problem["detail"]
+        with writer_connect() as app:
+            app.execute("INSERT INTO public.deals VALUES (1, 'open', 'x')")  # the write goes on: an error event
+        _events(connection)
+        connections_health_refresh()
+        connection.refresh_from_db()
+        assert {p["kind"] for p in connection.capture_problems} == {"invalid_value", "trigger_error"}
+        # The label is put back; an operator's repair acknowledges the error the trigger gave meanwhile.
+        with admin_connect(CUSTOMER_DB) as admin:
+            admin.execute("ALTER TYPE deal_state RENAME VALUE 'closed' TO 'won'")
+        from apps.connections.services import connection_repair
+
+        connection_repair(connection_id=connection.id, actor="test")
+        connection.refresh_from_db()
+        assert connection.capture_problems == []
+    finally:
+        with admin_connect(CUSTOMER_DB) as admin:
+            admin.execute("DROP TABLE IF EXISTS public.deals; DROP TYPE IF EXISTS deal_state")
+
+
+@pytest.mark.parametrize("source, reason", [
+    ({"table": "rowbell.event_log", "events": ["row.created"]}, "Rowbell’s own schema"),
+    ({"table": "pg_catalog.pg_class", "events": ["row.created"]}, "a system schema"),
+    ({"table": "public.orders", "classification": {"name": "late", "predicate": {
+        "column": "status", "op": "eq", "value": "x"}}}, None),
+])
+def test_sources_rowbell_cannot_or_can_watch(product_client, connection, source, reason):
+    response = product_client.post("/api/v1/webhooks", {"url": "http://127.0.0.1:9/x", "source": {
+        "connection": str(connection.id), **source}}, format="json")
+    if reason is None:
+        assert response.status_code == 201, response.json()
+    else:
+        assert response.status_code == 400 and reason in response.json()["error"]["fields"][0]["reason"]

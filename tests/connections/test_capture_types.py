@@ -142,6 +142,14 @@ def test_a_value_the_column_rejects_is_refused_at_save_naming_field_column_and_t
     assert response.status_code == 400
     [field] = response.json()["error"]["fields"]
     assert field["field"] == "source.classification.predicate.value[1]" and "mood" in field["reason"]
+    # 'now' would be read once, when saved: refused rather than frozen.
+    response = product_client.post("/api/v1/webhooks", {
+        "url": "http://127.0.0.1:9/x", "source": {"connection": str(connection.id), "table": typed_table,
+                                                   "classification": {"name": "c", "predicate": {
+                                                       "column": "tstz", "op": "gt", "value": "now"}}}},
+        format="json")
+    assert response.status_code == 400 and "fixed at the moment the source is saved" in \
+        response.json()["error"]["fields"][0]["reason"]
 
 
 def test_a_json_column_filter_is_accepted_and_updates_of_other_columns_still_succeed(product_client, connection,

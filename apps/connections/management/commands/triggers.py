@@ -2,6 +2,7 @@ import psycopg
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.connections.customer import failure_reason
+from apps.core.exceptions import ApplicationError
 from apps.connections.models import Connection
 from apps.connections.services import (
     CustomerDatabaseUnavailable,
@@ -35,18 +36,26 @@ class Command(BaseCommand):
             except CustomerDatabaseUnavailable as exc:
                 self.stdout.write(f"  unreachable: {exc.message}")
                 failed = True
+            except ApplicationError as exc:  # refused: say why, go on with the other connections
+                self.stdout.write(f"  refused: {exc.message}")
+                failed = True
             except psycopg.OperationalError as exc:
                 self.stdout.write(f"  unreachable: {failure_reason(exc)}")
                 failed = True
-        if failed and action == "status":
-            raise CommandError("Drift or unreachable databases: see above.")
+        if failed and action in ("status", "install"):
+            raise CommandError("Drift, refusals or unreachable databases: see above.")
 
     def _do(self, action, conn) -> bool:
         if action == "install":
             wanted = connection_captures_wanted(connection=conn)
-            connection_captures_install(connection=conn, captures=wanted, actor="cli")
-            self.stdout.write(f"  installed {len(wanted)} capture(s)")
-            return False
+            changed = connection_captures_install(connection=conn, captures=wanted, actor="cli", each=True)
+            failed = [c.removeprefix("failed ") for c in changed if c.startswith("failed ")]
+            done = [c for c in changed if not c.startswith("failed ")]
+            self.stdout.write(f"  {len(wanted)} capture(s): " + (f"{len(done)} change(s) made" if done else
+                                                                 "everything was in place"))
+            for failure in failed:
+                self.stdout.write(f"  could not install {failure}")
+            return bool(failed)
         if action in ("prune", "uninstall"):
             retired = connection_captures_prune(connection=conn, keep_none=action == "uninstall", actor="cli")
             self.stdout.write(f"  retired {len(retired)} trigger(s)" + "".join(f"\n    {r}" for r in retired))

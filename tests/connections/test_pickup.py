@@ -1,8 +1,15 @@
 """Pick-up in batches closed between two snapshots: nothing skipped, nothing repeated, nothing held back
 by a transaction that wrote nothing to the log."""
 
+import glob
 import importlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 
+import psycopg
 import pytest
 from psycopg import sql
 
@@ -11,6 +18,8 @@ from apps.connections.customer import customer_connect
 from apps.connections.models import NOTHING_CONSUMED, Connection, Event
 from apps.connections.pickup import BACKLOG_SQL, event_log_poll, poll_statement
 from apps.connections.services import connection_captures_install
+
+from tests.conftest import free_port
 
 from .conftest import CAPTURE_ROLE, CUSTOMER_DB, WRITER_ROLE, admin_connect, writer_connect
 
@@ -85,24 +94,57 @@ def test_how_long_a_writer_has_been_open_shows_to_a_role_that_may_read_all_stats
             admin.execute(f"REVOKE pg_read_all_stats FROM {CAPTURE_ROLE}")
 
 
-def test_a_prepared_transaction_that_wrote_is_reported_and_read_when_committed(connection, product_client):
-    with admin_connect() as admin:
-        if admin.execute("SHOW max_prepared_transactions").fetchone()[0] == "0":
-            pytest.skip("the server allows no prepared transactions (max_prepared_transactions = 0)")
-    connection_captures_install(connection=connection, captures=[ORDERS], actor="test")
-    app = writer_connect(autocommit=False)
+@pytest.fixture(scope="module")
+def prepared_server():
+    """A private throwaway PostgreSQL that allows prepared transactions (the shared server, as PostgreSQL
+    ships, allows none): its port. Run as the postgres user, as initdb refuses root."""
+    bindir = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
+    # Not under pytest's temporary root, which only root may enter.
+    data = Path(tempfile.mkdtemp(prefix="rowbell-pg-")) / "data"
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_postgres:
+        shutil.chown(data.parent, "postgres")
+    port = free_port()
+    subprocess.run(as_postgres + [f"{bindir}/initdb", "-D", str(data), "-A", "trust", "-U", "postgres"],
+                   check=True, capture_output=True)
+    options = (f"-p {port} -k {data.parent} -c listen_addresses=127.0.0.1 -c max_prepared_transactions=4 "
+               "-c fsync=off")
+    subprocess.run(as_postgres + [f"{bindir}/pg_ctl", "-D", str(data), "-o", options, "-w", "-l",
+                                  str(data.parent / "log"), "start"], check=True, capture_output=True)
+    yield port
+    subprocess.run(as_postgres + [f"{bindir}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"],
+                   capture_output=True)
+    shutil.rmtree(data.parent, ignore_errors=True)
+
+
+def test_a_prepared_transaction_that_wrote_is_reported_and_read_when_committed(prepared_server, product):
+    from django.utils import timezone
+
+    from apps.connections.capture import captures_install
+    from apps.connections.pickup import connection_health
+
+    dsn = {"host": "127.0.0.1", "port": prepared_server, "user": "postgres", "dbname": "postgres"}
+    with psycopg.connect(**dsn, autocommit=True) as admin:
+        admin.execute("DROP TABLE IF EXISTS public.orders; DROP SCHEMA IF EXISTS rowbell CASCADE")
+        admin.execute("CREATE TABLE public.orders (id bigserial PRIMARY KEY, status text)")
+        captures_install(admin, schema="rowbell", captures=[ORDERS])
+    connection = Connection.objects.create(product=product, name="prepared", host="127.0.0.1",
+                                           port=prepared_server, database="postgres", user="postgres",
+                                           capture_installed_at=timezone.now())
+    app = psycopg.connect(**dsn, application_name="shop")
     _insert(app, "prepared")
     app.execute("PREPARE TRANSACTION 'rowbell_test_prepared'")
     app.close()  # a prepared transaction outlives its session
     try:
-        held = product_client.get(f"/api/v1/connections/{connection.id}/health").json()["held_back_by"]
-        assert [(h["pid"], h["user"], h["state"]) for h in held] == [(None, WRITER_ROLE, "prepared")]
+        held = connection_health(connection=connection)["held_back_by"]
+        assert [(h["pid"], h["user"], h["state"]) for h in held] == [(None, "postgres", "prepared")]
         assert held[0]["seconds_open"] >= 0
         assert event_log_poll(connection_id=connection.id) == 0
     finally:
-        with admin_connect(CUSTOMER_DB) as admin:
+        with psycopg.connect(**dsn, autocommit=True) as admin:
             admin.execute("COMMIT PREPARED 'rowbell_test_prepared'")
     assert event_log_poll(connection_id=connection.id) == 1
+    assert connection_health(connection=connection)["held_back_by"] == []
 
 
 def test_a_batch_longer_than_a_page_is_read_over_several_polls_once(connection):

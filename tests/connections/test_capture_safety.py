@@ -207,7 +207,7 @@ def test_a_new_partition_without_the_grant_is_reported_with_the_grant_that_fixes
     connections_health_refresh()
     connection.refresh_from_db()
     failed = [p for p in connection.capture_problems if p["kind"] == "install_failed"]
-    assert failed and f'GRANT SELECT, TRIGGER ON TABLE "public"."events_2028"' in failed[0]["detail"]
+    assert failed and 'GRANT SELECT, TRIGGER ON TABLE "public"."events_2028"' in failed[0]["detail"]
     check = product_client.post(f"/api/v1/connections/{connection.id}/check", {}, format="json").json()
     [table] = [c for c in check["checks"] if c["name"] == "table public.events"]
     assert not table["ok"] and f'GRANT SELECT, TRIGGER ON TABLE "public"."events_2028" TO "{CAPTURE_ROLE}"' in table["detail"]

@@ -18,12 +18,15 @@ import hashlib
 import json
 import secrets
 
-import psycopg
 from dataclasses import dataclass, field
 
+import psycopg
 from psycopg import sql
 
 from .checks import table_privileges_check
+from .conditions import condition_sql
+from .introspection import operator_sql
+from .names import table_display
 
 PREFIX = "rb_"
 # The LISTEN/NOTIFY wake-up: a trigger that logged something notifies this channel. PostgreSQL folds
@@ -71,8 +74,6 @@ class Capture:
 
     @property
     def qualified_table(self) -> str:
-        from .names import table_display
-
         return table_display(self.schema, self.table)
 
     def to_spec(self) -> dict:
@@ -154,8 +155,6 @@ def _ids_expression(capture: Capture, alias: str) -> sql.Composable:
 
 
 def _equal(capture: Capture, left: sql.Composable, right: sql.Composable, column: str) -> sql.Composable:
-    from .introspection import operator_sql
-
     schema = _column_types(capture).get(column, {}).get("ops", {}).get("=")
     return sql.SQL("{} {} {}").format(left, operator_sql("=", schema), right)
 
@@ -200,8 +199,6 @@ def _selections(capture: Capture, op: str) -> list[tuple[str, str, sql.Composabl
     if op == "truncate":
         return []
     if capture.classification:
-        from .conditions import condition_sql
-
         predicate, types = json.loads(capture.predicate), _column_types(capture)
         new, old = condition_sql(predicate, "n", types), condition_sql(predicate, "o", types)
         if op == "insert":  # a new row that satisfies the predicate has entered
@@ -556,10 +553,11 @@ def _capture_install(conn, schema: str, capture: Capture, sources: dict, changed
                 changed.append(f"trigger {table_schema}.{table}.{function}")
     # A partition detached since keeps the capture's triggers: they would report its rows as the watched
     # table's. Retired in place (as captures_prune does).
-    for table_schema, table, trigger, tgtype in conn.execute(
-            STRAYS, {"schema": schema, "prefix": f"{capture.name}\\_%", "tables": oids}).fetchall():
-        event = next(op for op, bit in _TGTYPE.items() if tgtype & bit).upper()
+    strays = conn.execute(STRAYS, {"schema": schema, "prefix": f"{capture.name}\\_%", "tables": oids}).fetchall()
+    if strays:
         _noop_ensure(conn, schema)
+    for table_schema, table, trigger, tgtype in strays:
+        event = next(op for op, bit in _TGTYPE.items() if tgtype & bit).upper()
         conn.execute(sql.SQL("CREATE OR REPLACE TRIGGER {} AFTER {} ON {} FOR EACH STATEMENT WHEN (false) "
                              "EXECUTE FUNCTION {}()").format(sql.Identifier(trigger), sql.SQL(event),
                                                              sql.Identifier(table_schema, table), noop))

@@ -15,6 +15,8 @@ from typing import Callable
 
 from psycopg import sql
 
+from .introspection import operator_sql
+
 COMPARISONS = {"eq": "=", "ne": "<>", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
 NULL_CHECKS = {"is_null": "IS NULL", "is_not_null": "IS NOT NULL"}
 OPS = set(COMPARISONS) | NULL_CHECKS.keys() | {"in"}
@@ -180,8 +182,6 @@ def condition_sql(condition, alias: str, types: dict | None = None) -> sql.Compo
         if op == "in":
             return sql.SQL("({} IN ({}))").format(column, sql.SQL(", ").join(literals))
         return sql.SQL("({} {} {})").format(column, sql.SQL(COMPARISONS[op]), literals[0])
-    from .introspection import operator_sql
-
     # The base type's name is as format_type() printed it in the customer database: valid SQL as is.
     # Numbers are compared as numeric, so that `integer gte 99.5` means what it says; other values in the
     # canonical spelling read when the source was saved (see introspection.values_check).

@@ -20,19 +20,17 @@ from __future__ import annotations
 
 import json
 
-from psycopg import sql
-
 import psycopg
+from psycopg import sql
 
 from .capture import (NOOP_FUNCTION, STRAYS, TRIGGERS_OF, Capture, _trigger_in_place, capture_tables,
                       trigger_disabled, trigger_operations)
 from .checks import grant_statement
+from .conditions import condition_columns
 from .introspection import column_types
 
 
 def _columns_read(capture: Capture) -> list[str]:
-    from .conditions import condition_columns
-
     columns = list(capture.primary_key) + list(capture.update_columns)
     if capture.relation_column:
         columns.append(capture.relation_column)

@@ -26,7 +26,12 @@ ORDER BY n.nspname, c.relname, a.attnum
 def connection_tables(*, connection) -> list[dict]:
     """Tables the user may SELECT, each with its columns (name, type, nullable) and primary key."""
     with customer_connect(connection) as conn:
-        rows = conn.execute(TABLES, {"own_schema": connection.schema}).fetchall()
+        return tables_read(conn, own_schema=connection.schema)
+
+
+def tables_read(conn, *, own_schema: str) -> list[dict]:
+    """connection_tables on an open customer connection."""
+    rows = conn.execute(TABLES, {"own_schema": own_schema}).fetchall()
     tables: dict[str, dict] = {}
     for schema, table, column, type_, notnull, in_pk, _ in rows:
         entry = tables.setdefault(f"{schema}.{table}", {"schema": schema, "name": table, "columns": [],

@@ -15,8 +15,9 @@ from apps.core.exceptions import ApplicationError, Conflict, InvalidInput
 
 from .capture import (Capture, CaptureConflict, CaptureMissingTable, captures_install, captures_installed, captures_prune,
                       installation_claim, installation_owner, installation_release, retired_drop_statements)
-from .checks import Check, connection_check, grant_statement
-from .customer import customer_connect, failure_reason
+from .checks import Check, connection_check, grant_statement, table_privileges_check
+from .customer import ConnectionRefused, connection_address, customer_connect, failure_reason
+from .drift import captures_drift, error_problems
 from .models import Connection
 from .names import table_parse
 
@@ -125,8 +126,6 @@ def connection_claim(*, connection: Connection, creating: bool = False) -> None:
 
 
 def _same_database(connection: Connection) -> Connection | None:
-    from .customer import ConnectionRefused, connection_address
-
     try:
         address = connection_address(connection)
     except ConnectionRefused:
@@ -150,10 +149,6 @@ def connection_delete(*, connection: Connection, actor: str) -> dict:
     users = connection_capture_users(connection=connection)
     workflows = sorted({w for u in users.values() for w in u["workflows"]})
     endpoints = sorted({e for u in users.values() for e in u["endpoints"]})
-    from apps.deliveries.models import WebhookEndpoint
-
-    endpoints = sorted(set(endpoints) | {str(i) for i in WebhookEndpoint.objects.filter(
-        connection=connection, enabled=True).exclude(capture="").values_list("id", flat=True)})
     if workflows or endpoints:
         raise Conflict("The connection is in use: " + ", ".join([f"workflow {w}" for w in workflows] +
                                                                  [f"endpoint {e}" for e in endpoints]) +
@@ -203,14 +198,14 @@ def connection_recheck(*, connection: Connection, tables: list[str] | None = Non
     watched = sorted({c.qualified_table for c in wanted} - set(tables))
     checks = connection_check(connection=connection, tables=tables + watched)
     if all(c.ok for c in checks) and wanted:
+        users = connection_capture_users(connection=connection)
         try:
-            problems = connection_drift(connection=connection)
+            problems = connection_drift(connection=connection, wanted=wanted, users=users)
         except psycopg.Error as exc:
             problems = [{"capture": "", "table": "", "detail": failure_reason(exc), "workflows": [], "endpoints": []}]
         by_capture: dict[str, list[dict]] = {}
         for problem in problems:
             by_capture.setdefault(problem["capture"], []).append(problem)
-        users = connection_capture_users(connection=connection)
         for capture in wanted:
             found = by_capture.get(capture.name, [])
             used = users.get(capture.name, {})
@@ -263,8 +258,6 @@ def connection_captures_install(*, connection: Connection, captures: list, actor
 def _grant_hint(connection: Connection, captures: list) -> str:
     """The GRANTs that give the connection's user what installing `captures` needs: on each watched table
     and partition that lacks one (see checks.table_privileges_check)."""
-    from .checks import table_privileges_check
-
     try:
         with customer_connect(connection) as conn:
             details = [table_privileges_check(conn, schema=c.schema, table=c.table, name=c.qualified_table)
@@ -449,16 +442,16 @@ def connection_captures_reconcile(*, connection_id) -> list[dict]:
         return connection_drift_record(connection=connection, install_failures=failures)
 
 
-def connection_drift(*, connection: Connection) -> list[dict]:
+def connection_drift(*, connection: Connection, wanted: list | None = None,
+                     users: dict | None = None) -> list[dict]:
     """The connection's drift, read now (see drift.py), each problem naming the workflows and endpoints that
-    use the capture. Raises psycopg.Error if the database cannot be read."""
-    from .drift import captures_drift, error_problems
-
-    wanted = connection_captures_wanted(connection=connection)
+    use the capture. `wanted` and `users` (connection_capture_users) may be given when the caller has them.
+    Raises psycopg.Error if the database cannot be read."""
+    wanted = connection_captures_wanted(connection=connection) if wanted is None else wanted
     with customer_connect(connection) as conn:
         problems = captures_drift(conn, schema=connection.schema, captures=wanted)
     problems += error_problems(connection, {c.name for c in wanted})
-    users = connection_capture_users(connection=connection)
+    users = connection_capture_users(connection=connection) if users is None else users
     for problem in problems:
         problem.update(users.get(problem["capture"], {"workflows": [], "endpoints": []}))
     return problems
@@ -586,8 +579,6 @@ def _errors_acknowledge(connection: Connection, wanted: list) -> None:
     """After a repair, forget the trigger errors of captures whose table matches them again (the column is
     back, the source corrected): an operator's repair is the acknowledgment, as a table that rarely sees a
     DELETE may not give the delete trigger a good event for a long time."""
-    from .drift import captures_drift
-
     try:
         with customer_connect(connection) as conn:
             broken = {p["capture"] for p in captures_drift(conn, schema=connection.schema, captures=wanted)}

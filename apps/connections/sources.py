@@ -12,9 +12,11 @@ from rest_framework.exceptions import ValidationError
 
 from .capture import Capture
 from .checks import grant_statement, table_privileges_check
+from .conditions import condition_columns, condition_validate
 from .customer import customer_connect
-from .introspection import connection_tables
+from .introspection import column_types, tables_read, values_check
 from .names import table_display, table_parse
+from .services import CustomerDatabaseUnavailable
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -42,8 +44,6 @@ def row_source_validate(*, connection, source, rows_from: dict | None = None) ->
     `rows_from`, when given, is filled with where the rows an event names are read: the table and its key
     columns (for relation events, the parent table and the column the join table's foreign key references).
     """
-    from .services import CustomerDatabaseUnavailable
-
     if not isinstance(source, dict):
         raise ValidationError({"source": ["Must be an object: {connection, table, events, columns}."]})
     unknown = set(source) - {"connection", "table", "events", "columns", "classification", "through", "column"}
@@ -88,13 +88,22 @@ def row_source_validate(*, connection, source, rows_from: dict | None = None) ->
         raise ValidationError({"source.table": [
             f"{schema} is {'Rowbell’s own schema' if schema == connection.schema else 'a system schema'}: "
             "watch one of your tables."]})
+    # One customer connection for every read the checks make.
     try:
-        tables = {table_display(t["schema"], t["name"]): t for t in connection_tables(connection=connection)}
+        with customer_connect(connection) as conn:
+            return _source_in_database(conn, connection, source=source, schema=schema, name=name, events=events,
+                                       columns=columns, classification=classification, rows_from=rows_from)
     except psycopg.OperationalError as exc:
         raise CustomerDatabaseUnavailable.from_error(exc) from exc
+
+
+def _source_in_database(conn, connection, *, source, schema, name, events, columns, classification,
+                        rows_from) -> tuple[dict, Capture]:
+    """row_source_validate's checks against the table as it is, on an open customer connection."""
+    tables = {table_display(t["schema"], t["name"]): t for t in tables_read(conn, own_schema=connection.schema)}
     found = tables.get(table_display(schema, name))
     if found is None:
-        raise ValidationError({"source.table": [_table_refusal(connection, schema, name)]})
+        raise ValidationError({"source.table": [_table_refusal(conn, connection, schema, name)]})
     if not found["primary_key"]:
         raise ValidationError({"source.table": [f"{schema}.{name} has no primary key: rows cannot be identified."]})
     known = {c["name"] for c in found["columns"]}
@@ -102,22 +111,22 @@ def row_source_validate(*, connection, source, rows_from: dict | None = None) ->
            if c not in known}
     if bad:
         raise ValidationError(bad)
-    missing = _privileges_missing(connection, schema, name)
+    missing = _privileges_missing(conn, connection, schema, name)
     if missing:
         raise ValidationError({"source.table": [missing]})
     if rows_from is not None:
         rows_from.update({"table": table_display(schema, name), "key": list(found["primary_key"]),
-                          "key_types": _types(connection, schema, name, list(found["primary_key"]),
+                          "key_types": _types(conn, schema, name, list(found["primary_key"]),
                                               base_only=True)})
     if classification is not None:
-        return _classification(connection, schema, name, found, classification)
+        return _classification(conn, connection, schema, name, found, classification)
     if "through" in source:
-        return _relation(connection, schema, name, found, tables, source, events, rows_from)
+        return _relation(conn, connection, schema, name, found, tables, source, events, rows_from)
     operations = tuple(op for event, op in MUTATION_EVENTS.items() if event in events)
     update_columns = tuple(sorted(set(columns)))
     # The key is compared too, to pair old and new rows of an update (an extension type's key needs its own
     # operator named).
-    types = _types(connection, schema, name, list(found["primary_key"]) + list(update_columns)) \
+    types = _types(conn, schema, name, list(found["primary_key"]) + list(update_columns)) \
         if update_columns else {}
     capture = Capture(schema=schema, table=name, primary_key=tuple(found["primary_key"]), operations=operations,
                       update_columns=update_columns, types=_canonical(types))
@@ -130,37 +139,28 @@ def _canonical(types: dict) -> str:
     return json.dumps(types, sort_keys=True, separators=(",", ":")) if types else ""
 
 
-def _types(connection, schema: str, table: str, columns: list[str], *, base_only: bool = False) -> dict:
-    """column_types of some columns, read in the customer database (see introspection.column_types)."""
-    from .introspection import column_types
-    from .services import CustomerDatabaseUnavailable
-
-    try:
-        with customer_connect(connection) as conn:
-            types = column_types(conn, schema=schema, table=table, columns=columns)
-    except psycopg.OperationalError as exc:
-        raise CustomerDatabaseUnavailable.from_error(exc) from exc
+def _types(conn, schema: str, table: str, columns: list[str], *, base_only: bool = False) -> dict:
+    """column_types of some columns (see introspection.column_types); with `base_only`, {column: base type}."""
+    types = column_types(conn, schema=schema, table=table, columns=columns)
     if base_only:
         return {c: t["base"] for c, t in types.items()}
     return types
 
 
-def _privileges_missing(connection, schema: str, table: str) -> str:
+def _privileges_missing(conn, connection, schema: str, table: str) -> str:
     """Why the capture of `table` could not be installed for lack of a privilege, with the GRANT that fixes
     it (on the table and on each of its partitions), or "" when nothing is missing."""
-    with customer_connect(connection) as conn:
-        check = table_privileges_check(conn, schema=schema, table=table, name=f"{schema}.{table}")
+    check = table_privileges_check(conn, schema=schema, table=table, name=f"{schema}.{table}")
     return "" if check.ok else f"{connection.user} cannot capture {schema}.{table}. {check.detail}"
 
 
-def _table_refusal(connection, schema: str, name: str) -> str:
+def _table_refusal(conn, connection, schema: str, name: str) -> str:
     """Why a table is not among those the user can read: it does not exist, or the user lacks a grant
     (then the GRANT that fixes it)."""
-    with customer_connect(connection) as conn:
-        exists = conn.execute("SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                              "WHERE n.nspname = %s AND c.relname = %s", [schema, name]).fetchone()
-        usage = conn.execute("SELECT has_schema_privilege(oid, 'USAGE') FROM pg_namespace WHERE nspname = %s",
-                             [schema]).fetchone()
+    exists = conn.execute("SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                          "WHERE n.nspname = %s AND c.relname = %s", [schema, name]).fetchone()
+    usage = conn.execute("SELECT has_schema_privilege(oid, 'USAGE') FROM pg_namespace WHERE nspname = %s",
+                         [schema]).fetchone()
     if exists is None or exists[0] not in ("r", "p"):
         return f"No table {schema}.{name} in {connection.database}."
     if usage is not None and not usage[0]:
@@ -172,10 +172,7 @@ def _table_refusal(connection, schema: str, name: str) -> str:
             f"{grant_statement(['SELECT', 'TRIGGER'], [(schema, name)], connection.user)}")
 
 
-def _classification(connection, schema, name, found, classification) -> tuple[dict, Capture]:
-    from .conditions import condition_columns, condition_validate
-    from .introspection import values_check
-
+def _classification(conn, connection, schema, name, found, classification) -> tuple[dict, Capture]:
     predicate = classification.get("predicate")
     declared = {c["name"]: c["type"] for c in found["columns"]}
     # Structure first (no database needed), then the types of the columns it names, then its values.
@@ -184,12 +181,11 @@ def _classification(connection, schema, name, found, classification) -> tuple[di
                                path="source.classification.predicate")
     if shape:
         raise ValidationError(shape)
-    types = _types(connection, schema, name, sorted(condition_columns(predicate) | set(found["primary_key"])))
+    types = _types(conn, schema, name, sorted(condition_columns(predicate) | set(found["primary_key"])))
     values: list = []
     errors = condition_validate(predicate, columns=types, path="source.classification.predicate", values=values)
     if not errors and values:
-        with customer_connect(connection) as conn:
-            errors = values_check(conn, checks=values, types=types)
+        errors = values_check(conn, checks=values, types=types)
     if errors:
         raise ValidationError(errors)
     transitions = TRANSITIONS[classification.get("on", "both")]
@@ -219,7 +215,7 @@ WHERE c.contype = 'f' AND array_length(c.conkey, 1) = 1
 """
 
 
-def _relation(connection, schema, name, found, tables, source, events, rows_from=None) -> tuple[dict, Capture]:
+def _relation(conn, connection, schema, name, found, tables, source, events, rows_from=None) -> tuple[dict, Capture]:
     """A join table's inserts and deletes, reported against the parent rows they link."""
     try:
         join_schema, join_name = table_parse(source["through"])
@@ -227,13 +223,12 @@ def _relation(connection, schema, name, found, tables, source, events, rows_from
         raise ValidationError({"source.through": [str(exc)]}) from None
     join = tables.get(table_display(join_schema, join_name))
     if join is None:
-        raise ValidationError({"source.through": [_table_refusal(connection, join_schema, join_name)]})
-    missing = _privileges_missing(connection, join_schema, join_name)
+        raise ValidationError({"source.through": [_table_refusal(conn, connection, join_schema, join_name)]})
+    missing = _privileges_missing(conn, connection, join_schema, join_name)
     if missing:
         raise ValidationError({"source.through": [missing]})
-    with customer_connect(connection) as conn:
-        references = dict(conn.execute(FOREIGN_KEYS, {"join": join_name, "join_schema": join_schema,
-                                                      "parent": name, "parent_schema": schema}).fetchall())
+    references = dict(conn.execute(FOREIGN_KEYS, {"join": join_name, "join_schema": join_schema,
+                                                  "parent": name, "parent_schema": schema}).fetchall())
     candidates = list(references)
     column = source.get("column")
     if column is None:
@@ -247,10 +242,10 @@ def _relation(connection, schema, name, found, tables, source, events, rows_from
                                                  f"to {schema}.{name}."]})
     if rows_from is not None:  # the events carry the parent's values of the referenced column
         rows_from["key"] = [references[column]]
-        rows_from["key_types"] = _types(connection, schema, name, [references[column]], base_only=True)
+        rows_from["key_types"] = _types(conn, schema, name, [references[column]], base_only=True)
     operations = tuple(op for event, op in RELATION_EVENTS.items() if event in events)
     key = tuple(join["primary_key"]) or (column,)
-    types = _types(connection, join_schema, join_name, list(dict.fromkeys(key + (column,))))
+    types = _types(conn, join_schema, join_name, list(dict.fromkeys(key + (column,))))
     capture = Capture(schema=join_schema, table=join_name, primary_key=key, operations=operations,
                       relation_column=column, reported_table=table_display(schema, name), types=_canonical(types))
     normalized = {"connection": str(connection.id), "table": table_display(schema, name),

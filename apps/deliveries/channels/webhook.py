@@ -4,6 +4,7 @@ from django.utils import timezone
 
 from rest_framework import serializers
 
+from apps.core import fields as strict
 from apps.core import exactjson
 from apps.deliveries import outbound
 from apps.deliveries.models import ENDPOINT_DISABLED
@@ -28,7 +29,7 @@ class WebhookChannel(Channel):
     kind = "webhook"
 
     class StepConfig(serializers.Serializer):
-        webhook = serializers.UUIDField(help_text="Id of one of the product's webhook endpoints.")
+        webhook = strict.UUIDField(help_text="Id of one of the product's webhook endpoints.")
 
         def validate_webhook(self, value):
             from apps.deliveries.models import WebhookEndpoint

@@ -43,7 +43,7 @@ class ConnectionInputSerializer(serializers.Serializer):
             try:
                 parsed = conninfo_to_dict(dsn)
             except psycopg.ProgrammingError as exc:
-                raise serializers.ValidationError({"dsn": [f"Not a valid connection string: {exc}"]}) from None
+                raise serializers.ValidationError({"dsn": [f"Not a valid connection string: {str(exc).strip()}"]}) from None
             except UnicodeDecodeError:
                 # libpq decodes %XX escapes to bytes; a value that is not UTF-8 cannot name anything.
                 raise serializers.ValidationError(

@@ -43,7 +43,8 @@ class ConnectionInputSerializer(serializers.Serializer):
             try:
                 parsed = conninfo_to_dict(dsn)
             except psycopg.ProgrammingError as exc:
-                raise serializers.ValidationError({"dsn": [f"Not a valid connection string: {str(exc).strip()}"]}) from None
+                reason = str(exc).strip()
+                raise serializers.ValidationError({"dsn": [f"Not a valid connection string: {reason}"]}) from None
             except UnicodeDecodeError:
                 # libpq decodes %XX escapes to bytes; a value that is not UTF-8 cannot name anything.
                 raise serializers.ValidationError(

@@ -3,16 +3,17 @@ from rest_framework import serializers
 from rest_framework.views import APIView
 
 from apps.core import fields as strict
-from apps.core.pagination import paginated
+from apps.core.pagination import NewestFirst, paginated
 from apps.tenants.permissions import IsProductOrOrganization
 
 from .selectors import audit_list
 
 
 class AuditListApi(APIView):
+    pagination_class = NewestFirst
     permission_classes = [IsProductOrOrganization]
 
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(strict.QuerySerializer):
         action = strict.CharField(required=False, max_length=80, help_text="Exact action, or a prefix ending in '.'")
         target_id = strict.CharField(required=False, max_length=64)
 

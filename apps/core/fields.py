@@ -86,3 +86,19 @@ class FloatField(_Strict, serializers.FloatField):
 class BooleanField(_Strict, serializers.BooleanField):
     accepts = (bool,)
     expected = "true or false"
+
+
+class QuerySerializer(serializers.Serializer):
+    """Query-string parameters of a list or report (`?status=failed&workflow=welcome`).
+
+    DRF reads `?workflow=` (a parameter given empty) as if it were absent, which silently widens the
+    answer to everything; the OpenAPI description says a value is required. An empty parameter is refused
+    instead, naming it.
+    """
+
+    def to_internal_value(self, data):
+        blank = [name for name in self.fields if hasattr(data, "get") and data.get(name) == ""]
+        if blank:
+            raise serializers.ValidationError(
+                {name: ["Give a value, or leave the parameter out."] for name in blank}, code="blank")
+        return super().to_internal_value(data)

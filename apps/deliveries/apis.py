@@ -7,7 +7,7 @@ from rest_framework.views import APIView
 from apps.core import fields as strict
 from apps.core.exceptions import InvalidInput, NotFound
 from apps.core.ids import uuid_or_none
-from apps.core.pagination import paginated
+from apps.core.pagination import NewestFirst, paginated
 from apps.tenants.permissions import IsProduct, IsProductOrOrganization
 
 from .models import DeliveryStatus
@@ -215,9 +215,10 @@ class DeliveryDetailApi(APIView):
 class DeliveryListApi(APIView):
     """Deliveries with their rendered content: `?status=held` is the sandbox review queue."""
 
+    pagination_class = NewestFirst
     permission_classes = [IsProductOrOrganization]
 
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(strict.QuerySerializer):
         status = strict.ChoiceField(required=False, choices=DeliveryStatus.choices)
         workflow = strict.SlugField(required=False, max_length=100)
         run_id = strict.IntegerField(required=False, min_value=1)
@@ -376,7 +377,7 @@ class MetricsApi(APIView):
 
     permission_classes = [IsProductOrOrganization]
 
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(strict.QuerySerializer):
         since = serializers.DateTimeField(required=False, help_text="Default: 24 hours before `until`.")
         until = serializers.DateTimeField(required=False, help_text="Default: now.")
         workflow = strict.SlugField(required=False, max_length=100)

@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 from apps.core import fields as strict
 from apps.core.exceptions import InvalidInput
 from apps.tenants.authentication import DeferredLiveCheckAuthentication
-from apps.core.pagination import paginated
+from apps.core.pagination import NewestFirst, paginated
 from apps.tenants.permissions import IsProductOrOrganization
 
 from .models import Priority, RunStatus
@@ -274,9 +274,10 @@ EVENT_ID = re.compile(r"^evt_(\d{1,18})$")
 
 
 class RunListApi(APIView):
+    pagination_class = NewestFirst
     permission_classes = [IsProductOrOrganization]
 
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(strict.QuerySerializer):
         workflow = strict.SlugField(required=False, max_length=100)
         status = strict.ChoiceField(required=False, choices=RunStatus.choices)
         event = strict.RegexField(EVENT_ID, required=False, help_text="A database event id: evt_<n>.",

@@ -1,6 +1,5 @@
 from django import forms
 from django.contrib import admin, messages
-from django.db import models
 
 from .models import (
     SUCCESS_STATUSES,
@@ -10,7 +9,7 @@ from .models import (
     ProviderConfig,
     WebhookEndpoint,
 )
-from apps.dashboard.lists import CreatedFilter, OperatorAdmin, actor_of, back_to, fixed_filter
+from apps.dashboard.lists import CreatedFilter, OperatorAdmin, actor_of, back_to, fixed_filter, masked_json
 
 from .channels import channel_kinds
 
@@ -32,16 +31,18 @@ class EndpointActions:
 
 @admin.register(WebhookEndpoint)
 class WebhookEndpointAdmin(EndpointActions, OperatorAdmin):
-    list_display = ("url", "product", "enabled", "disabled_reason", "failing_since", "accept_any_2xx", "created_at")
+    list_display = ("url_masked", "product", "enabled", "disabled_reason", "failing_since", "accept_any_2xx",
+                    "created_at")
     list_filter = ("enabled", "product")
     list_select_related = ("product",)
-    search_fields = ("url",)
+    search_fields = ("host",)
+    search_help_text = "The endpoint's host name (the rest of its URL is encrypted)."
     # The signing secrets never appear in the admin (a rotated one is shown once, to the operator who
-    # rotated it, on the answer page, and is kept nowhere else in the admin).
-    exclude = ("secret", "previous_secret")
-    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    # rotated it, on the answer page, and is kept nowhere else in the admin); the URL only masked: it may
+    # carry a token.
+    exclude = ("secret", "previous_secret", "url")
     # Enabling and disabling go through the services (audit, triggers, replay), not the form.
-    readonly_fields = ("id", "product", "created_at", "enabled", "disabled_at", "disabled_reason", "failing_since",
+    readonly_fields = ("id", "product", "url_masked", "host", "created_at", "enabled", "disabled_at", "disabled_reason", "failing_since",
                        "previous_secret_until", "connection", "source", "capture", "capture_spec")
     actions = ["disable", "enable", "enable_and_replay", "replay_failed", "rotate_secret"]
     object_actions = (("disable", "Disable"), ("enable", "Enable"), ("enable_and_replay", "Enable and replay failed"),
@@ -87,11 +88,11 @@ class WebhookEndpointAdmin(EndpointActions, OperatorAdmin):
             try:
                 result = deliveries_replay(product_id=endpoint.product_id, endpoint=endpoint, actor=actor_of(request))
             except ApplicationError as exc:
-                notes.append(f"{endpoint.url}: {exc.message}")
+                notes.append(f"{endpoint.url_masked}: {exc.message}")
                 continue
             replayed += len(result["replayed"])
             if result["not_replayed"]:
-                notes.append(f"{endpoint.url}: {len(result['not_replayed'])} not replayed "
+                notes.append(f"{endpoint.url_masked}: {len(result['not_replayed'])} not replayed "
                              f"({next(iter(result['not_replayed'].values()))})")
         self.message_user(request, f"Queued {replayed} failed deliver{'y' if replayed == 1 else 'ies'} again, "
                           "with their original webhook-id.", messages.SUCCESS if replayed else messages.WARNING)
@@ -170,7 +171,9 @@ class DeliveryAdmin(OperatorAdmin):
     search_fields = ("message_id",)  # shows the search box; see exact_search_fields
     exact_search_fields = ("message_id", "provider_message_id")
     list_select_related = ("product",)
-    readonly_fields = [f.name for f in Delivery._meta.fields]
+    # A chat delivery's payload holds its recipient's webhook URL sealed: shown masked.
+    exclude = ("payload",)
+    readonly_fields = [f.name if f.name != "payload" else "payload_shown" for f in Delivery._meta.fields]
     inlines = [DeliveryEventInline, DeliveryAttemptInline]
     actions = ["release", "discard"]
     object_actions = (("release", "Release (send)"), ("discard", "Discard"))
@@ -178,6 +181,10 @@ class DeliveryAdmin(OperatorAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).select_related(
             "product", "organization__product", "request", "run", "event", "endpoint")
+
+    @admin.display(description="payload")
+    def payload_shown(self, obj):
+        return masked_json(obj.payload)
 
     def has_review_permission(self, request):
         return request.user.has_perm("deliveries.review_delivery")

@@ -1,4 +1,4 @@
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -6,6 +6,7 @@ from rest_framework.views import APIView
 
 from apps.core.exceptions import InvalidInput, NotFound
 from apps.core.ids import uuid_or_none
+from apps.core.masking import sealed_masked, url_mask
 from apps.core.pagination import paginated
 from apps.tenants.permissions import IsProduct, IsProductOrOrganization
 
@@ -39,7 +40,8 @@ class WebhookInputSerializer(serializers.Serializer):
 
 class WebhookOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
-    url = serializers.CharField()
+    url = serializers.CharField(source="url_masked", help_text=(
+        "Masked (scheme://host/…last4): the full URL may carry a token, and is stored encrypted."))
     description = serializers.CharField()
     accept_any_2xx = serializers.BooleanField()
     enabled = serializers.BooleanField()
@@ -173,11 +175,17 @@ class DeliveryOutputSerializer(serializers.Serializer):
     target = serializers.CharField()
     recipient_id = serializers.CharField()
     status = serializers.CharField()
-    payload = serializers.JSONField(help_text="The rendered message, exactly as it is (or would be) sent.")
+    payload = serializers.SerializerMethodField(help_text=(
+        "The rendered message, exactly as it is (or would be) sent; a recipient's chat webhook URL is shown masked."))
     attempts = serializers.IntegerField(source="attempt_count")
     last_error = serializers.CharField()
     created_at = serializers.DateTimeField()
     completed_at = serializers.DateTimeField(allow_null=True)
+
+
+    @extend_schema_field(serializers.JSONField())
+    def get_payload(self, delivery):
+        return sealed_masked(delivery.payload)
 
 
 class DeliveryEventSerializer(serializers.Serializer):

@@ -18,6 +18,8 @@ from urllib.parse import urlencode
 from django.conf import settings
 from rest_framework import serializers
 
+from apps.core.encryption import unseal
+
 from . import outbound
 from .channels.base import DeliveryError, SendResult
 
@@ -189,6 +191,11 @@ class _ChatWebhook(serializers.Serializer):
     webhook_url = SafeUrlField(max_length=2000, help_text="The incoming webhook's URL (a secret).")
 
 
+def _chat_url(payload: dict, credentials: dict) -> str:
+    """Where a chat message goes: the recipient's own webhook (sealed in the payload), else the configured one."""
+    return unseal(payload["webhook_url"]) if payload.get("webhook_url") else credentials["webhook_url"]
+
+
 class Slack(Provider):
     """Slack incoming webhooks: a JSON POST of {"text": ...}; Slack answers 200 "ok", or an error code
     in the body (400 invalid_payload, 403 action_prohibited, 404 channel_not_found, 410
@@ -200,7 +207,7 @@ class Slack(Provider):
 
     def request(self, payload, credentials, options):
         text = f"*{payload['title']}*\n{payload['text']}" if payload.get("title") else payload["text"]
-        return _json_post(payload.get("webhook_url") or credentials["webhook_url"], {"text": text})
+        return _json_post(_chat_url(payload, credentials), {"text": text})
 
 
 class Teams(Provider):
@@ -220,7 +227,7 @@ class Teams(Provider):
         body.append({"type": "TextBlock", "text": payload["text"], "wrap": True})
         card = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard",
                 "version": "1.4", "body": body}
-        return _json_post(payload.get("webhook_url") or credentials["webhook_url"], {"type": "message", "attachments": [
+        return _json_post(_chat_url(payload, credentials), {"type": "message", "attachments": [
             {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}]})
 
     def outcome(self, answer):

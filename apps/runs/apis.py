@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core.exceptions import InvalidInput
+from apps.core.masking import sealed_masked
 from apps.tenants.authentication import DeferredLiveCheckAuthentication
 from apps.core.pagination import paginated
 from apps.tenants.permissions import IsProductOrOrganization
@@ -185,10 +186,17 @@ class TriggerApi(APIView):
                         status=status.HTTP_202_ACCEPTED)
 
 
+class MaskedJSONField(serializers.JSONField):
+    """A stored document shown with its sealed secrets masked (a recipient's `chat_webhook`)."""
+
+    def to_representation(self, value):
+        return super().to_representation(sealed_masked(value))
+
+
 class RunSummarySerializer(serializers.Serializer):
     id = serializers.IntegerField()
     recipient_index = serializers.IntegerField()
-    recipient = serializers.JSONField()
+    recipient = MaskedJSONField()
     status = serializers.CharField()
     error = serializers.CharField()
     completed_at = serializers.DateTimeField(allow_null=True)
@@ -237,7 +245,7 @@ class RunOutputSerializer(serializers.Serializer):
                                                  "delivery.")
     resume_at = serializers.DateTimeField(allow_null=True)
     event = serializers.SerializerMethodField(help_text="The database event that started the run.")
-    recipient = serializers.JSONField()
+    recipient = MaskedJSONField(help_text="As given; a chat_webhook is shown masked.")
     step_index = serializers.IntegerField(help_text="The next step to execute.")
     error = serializers.CharField()
     created_at = serializers.DateTimeField()

@@ -285,8 +285,45 @@ class ProviderConfigAdmin(OperatorAdmin):
     list_display = ("channel", "provider", "product", "organization", "updated_at")
     list_filter = ("channel", "provider")
     list_select_related = ("product", "organization__product")
-    fields = ("product", "organization", "provider_choice", "credentials_json", "options_json")
+    fields = ("product", "organization", "provider_choice", "credentials_json", "options_json", "events_webhook")
     change_form_template = None
+    actions = ["rotate_events_secret"]
+
+    @admin.display(description="Event webhook")
+    def events_webhook(self, obj):
+        from .provider_events import USERNAME, provider_events_url
+
+        url = provider_events_url(obj) if obj else ""
+        if not url:
+            return "None for this provider." if obj and obj.pk else "Created on save, for SendGrid, Mailgun, Postmark and SES."
+        return (f"{url} — HTTP basic auth user {USERNAME}; the secret is shown once, by the action "
+                "'Rotate the event webhook secret'.")
+
+    @admin.action(description="Rotate the event webhook secret of one email provider", permissions=["change"])
+    def rotate_events_secret(self, request, queryset):
+        from django.template.response import TemplateResponse
+
+        from apps.core.exceptions import ApplicationError
+
+        from .provider_events import provider_events_url
+        from .services import provider_config_rotate_events_secret
+
+        if queryset.count() != 1:
+            self.message_user(request, "Rotate one configuration's secret at a time. Nothing was rotated.",
+                              messages.ERROR)
+            return back_to(request)
+        try:
+            config = provider_config_rotate_events_secret(config=queryset.get(), actor=actor_of(request))
+        except ApplicationError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return back_to(request)
+        # Shown once, in this answer only (as rotated endpoint secrets are).
+        response = TemplateResponse(request, "dashboard/provider_events_secret.html", {
+            **self.admin_site.each_context(request), "title": "Event webhook secret rotated", "subtitle": None,
+            "config": config, "url": provider_events_url(config),
+            "url_with_secret": provider_events_url(config, secret=config.events_secret_new), "opts": self.opts})
+        response["Cache-Control"] = "no-store"
+        return response
 
     def has_add_permission(self, request):
         return request.user.has_perm("deliveries.add_providerconfig")
@@ -296,7 +333,7 @@ class ProviderConfigAdmin(OperatorAdmin):
         return request.user.has_perm("deliveries.change_providerconfig")
 
     def get_readonly_fields(self, request, obj=None):
-        return ("product", "organization") if obj else ()
+        return ("product", "organization", "events_webhook") if obj else ("events_webhook",)
 
     def save_model(self, request, obj, form, change):
         from .services import provider_config_put

@@ -318,12 +318,28 @@ class ProviderOutputSerializer(serializers.Serializer):
     organization = serializers.UUIDField(source="organization_id", allow_null=True)
     options = serializers.JSONField()
     credentials_set = serializers.SerializerMethodField(help_text="Which credentials are stored (never their values).")
+    events_webhook = serializers.SerializerMethodField(help_text=(
+        "Email providers that report events: the URL to give the provider, with HTTP basic auth user `rowbell` "
+        "and a secret shown once (when first configured, and by rotate-events-secret)."))
     updated_at = serializers.DateTimeField()
 
     def get_credentials_set(self, obj) -> list[str]:
         import json
 
         return sorted(json.loads(obj.credentials))
+
+    @extend_schema_field(serializers.JSONField(allow_null=True))
+    def get_events_webhook(self, obj):
+        from .provider_events import USERNAME, provider_events_url
+
+        url = provider_events_url(obj)
+        if not url:
+            return None
+        shown = {"url": url, "username": USERNAME, "secret": "********"}
+        if getattr(obj, "events_secret_new", ""):
+            shown.update(secret=obj.events_secret_new, url_with_secret=provider_events_url(
+                obj, secret=obj.events_secret_new))
+        return shown
 
 
 def _organization_of(request, organization_id):
@@ -376,6 +392,31 @@ class ProviderDetailApi(APIView):
                                       actor=request.user.actor):
             raise NotFound("No provider is configured for this channel.")
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ProviderRotateEventsSecretApi(APIView):
+    """A new basic-auth secret for the channel's provider event webhook (email), shown once in
+    `events_webhook`; the previous one stops working at once."""
+
+    permission_classes = [IsProduct]
+
+    class RotateEventsInputSerializer(serializers.Serializer):
+        organization = serializers.UUIDField(required=False, allow_null=True, default=None)
+
+    @extend_schema(request=RotateEventsInputSerializer, responses=ProviderOutputSerializer)
+    def post(self, request, channel):
+        from .models import ProviderConfig
+        from .services import provider_config_rotate_events_secret
+
+        data = self.RotateEventsInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        organization = _organization_of(request, data.validated_data["organization"])
+        config = ProviderConfig.objects.filter(product_id=request.user.product_id, organization=organization,
+                                               channel=channel).first()
+        if config is None:
+            raise NotFound("No provider is configured for this channel.")
+        config = provider_config_rotate_events_secret(config=config, actor=request.user.actor)
+        return Response(ProviderOutputSerializer(config).data)
 
 
 class MetricsApi(APIView):

@@ -430,6 +430,8 @@ class Mailgun(EmailProvider):
 
     class Credentials(serializers.Serializer):
         api_key = serializers.CharField(min_length=20, max_length=200)
+        webhook_signing_key = serializers.CharField(min_length=20, max_length=200, required=False, help_text=(
+            "Mailgun's HTTP webhook signing key: its event webhook accepts only calls signed with it."))
 
     class Options(_EmailOptions):
         sender_domain = serializers.CharField(max_length=255, required=False, help_text=(
@@ -477,6 +479,10 @@ class AmazonSes(EmailProvider):
     class Options(_EmailOptions):
         region = serializers.RegexField(r"^[a-z]{2}(-[a-z]+)+-\d$", error_messages={
             "invalid": "An AWS region, e.g. eu-west-1."})
+        events_topic_arn = serializers.RegexField(
+            r"^arn:aws[a-z-]*:sns:[a-z]{2}(-[a-z]+)+-\d:\d{12}:[A-Za-z0-9_-]{1,256}$", required=False,
+            error_messages={"invalid": "An SNS topic ARN, e.g. arn:aws:sns:eu-west-1:123456789012:ses-events."},
+            help_text="The SNS topic SES publishes this configuration's events to: its event webhook accepts no other.")
 
     def connection(self, credentials, options):
         from anymail.backends.amazon_ses import EmailBackend

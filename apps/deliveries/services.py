@@ -812,8 +812,11 @@ def provider_config_put(*, product, channel: str, provider: str, credentials, op
                         organization=None):
     """Set the provider of a channel for a product (or one of its organizations), replacing any before.
     Credentials and options are checked against the provider's own fields; the credentials are stored
-    encrypted and never returned."""
+    encrypted and never returned. A provider that reports events (apps.deliveries.provider_events) gets
+    its own event webhook the first time: its basic-auth secret is on the returned object as
+    `events_secret_new`, once; a later change keeps the URL and the secret."""
     from .models import ProviderConfig
+    from .provider_events import EVENT_PROVIDERS, events_credentials_new
 
     checked = provider_config_check(channel=channel, provider=provider, credentials=credentials, options=options)
     with transaction.atomic():
@@ -825,11 +828,40 @@ def provider_config_put(*, product, channel: str, provider: str, credentials, op
             config.provider, config.options = provider, checked["options"]
             config.credentials = json.dumps(checked["credentials"])
             config.save()
+        config.events_secret_new = ""
+        if provider in EVENT_PROVIDERS and channel == "email" and not config.events_token:
+            config.events_token, config.events_secret = events_credentials_new()
+            config.save(update_fields=["events_token", "events_secret"])
+            config.events_secret_new = config.events_secret
         audit_record(action="provider.configured", target_type="provider", target_id=config.id,
                      product_id=product.id, organization_id=organization.id if organization else None, actor=actor,
                      data={"channel": channel, "provider": provider, "options": checked["options"],
                            "credentials_set": sorted(checked["credentials"])})
     return config
+
+
+def provider_config_rotate_events_secret(*, config, actor: str):
+    """Give a provider configuration's event webhook a new basic-auth secret (and its URL token, if it
+    had none yet), returned on the object as `events_secret_new`, once. The previous secret stops working
+    at once: the provider's webhook URL must be updated. Raises InvalidInput for a provider without
+    event webhooks."""
+    from .models import ProviderConfig
+    from .provider_events import EVENT_PROVIDERS, events_credentials_new
+
+    if config.channel != "email" or config.provider not in EVENT_PROVIDERS:
+        raise InvalidInput(f"Event webhooks exist for the email providers {', '.join(EVENT_PROVIDERS)}.",
+                           field="channel")
+    with transaction.atomic():
+        locked = ProviderConfig.objects.select_for_update().get(id=config.id)
+        token, secret = events_credentials_new()
+        locked.events_token = locked.events_token or token
+        locked.events_secret = secret
+        locked.save(update_fields=["events_token", "events_secret", "updated_at"])
+        audit_record(action="provider.events_secret_rotated", target_type="provider", target_id=locked.id,
+                     product_id=locked.product_id, organization_id=locked.organization_id, actor=actor,
+                     data={"channel": locked.channel, "provider": locked.provider})
+    locked.events_secret_new = secret
+    return locked
 
 
 def provider_config_delete(*, product, channel: str, actor: str, organization=None) -> bool:

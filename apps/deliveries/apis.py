@@ -6,7 +6,7 @@ from rest_framework.views import APIView
 
 from apps.core.exceptions import InvalidInput, NotFound
 from apps.core.ids import uuid_or_none
-from apps.core.masking import sealed_masked, url_mask
+from apps.core.masking import sealed_masked
 from apps.core.pagination import paginated
 from apps.tenants.permissions import IsProduct, IsProductOrOrganization
 

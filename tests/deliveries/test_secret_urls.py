@@ -156,3 +156,22 @@ def test_the_migration_encrypts_existing_endpoint_urls_and_masks_their_copies(pr
     # Back to encrypted, as the migrated schema expects.
     with connection.cursor() as cursor:
         cursor.execute("UPDATE deliveries_webhookendpoint SET url = %s WHERE id = %s", [encrypt(url), endpoint.id])
+
+
+def test_the_migration_seals_existing_recipients_chat_webhooks(product, product_client):
+    migration = importlib.import_module("apps.runs.migrations.0009_recipient_chat_webhook_sealed")
+    factories.make_workflow(product, key="w", steps=[factories.email_step()])
+    answer = product_client.post("/api/v1/trigger", {"workflow": "w", "to": [{"id": "acme"}]}, format="json")
+    runs_execute(run_ids=request_start(request_id=uuid.UUID(answer.json()["request_id"])))
+    url = f"https://hooks.slack.com/services/{TOKEN}"
+    with connection.cursor() as cursor:  # as rows were before: in clear
+        cursor.execute("UPDATE runs_run SET recipient = jsonb_build_object('id', 'acme', 'chat_webhook', %s::text)",
+                       [url])
+        cursor.execute("UPDATE runs_triggerrequest SET recipients = jsonb_build_array("
+                       "jsonb_build_object('id', 'acme', 'chat_webhook', %s::text))", [url])
+    migration.chat_webhooks_seal(None, connection.schema_editor())
+    raw = _column("SELECT recipient FROM runs_run") + _column("SELECT recipients FROM runs_triggerrequest")
+    assert "tok9XyZ" not in raw and raw.count("sealed:v1:") == 2
+    assert url_mask(Run.objects.get().recipient["chat_webhook"]) == "https://hooks.slack.com/…1234"
+    migration.chat_webhooks_unseal(None, connection.schema_editor())
+    assert Run.objects.get().recipient["chat_webhook"] == url

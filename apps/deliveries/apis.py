@@ -1,4 +1,4 @@
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -7,6 +7,7 @@ from rest_framework.views import APIView
 from apps.core import fields as strict
 from apps.core.exceptions import InvalidInput, NotFound
 from apps.core.ids import uuid_or_none
+from apps.core.masking import sealed_masked
 from apps.core.pagination import NewestFirst, paginated
 from apps.tenants.permissions import IsProduct, IsProductOrOrganization
 
@@ -40,7 +41,8 @@ class WebhookInputSerializer(serializers.Serializer):
 
 class WebhookOutputSerializer(serializers.Serializer):
     id = strict.UUIDField()
-    url = strict.CharField()
+    url = strict.CharField(source="url_masked", help_text=(
+        "Masked (scheme://host/…last4): the full URL may carry a token, and is stored encrypted."))
     description = strict.CharField()
     accept_any_2xx = strict.BooleanField()
     enabled = strict.BooleanField()
@@ -174,11 +176,17 @@ class DeliveryOutputSerializer(serializers.Serializer):
     target = strict.CharField()
     recipient_id = strict.CharField()
     status = strict.CharField()
-    payload = serializers.JSONField(help_text="The rendered message, exactly as it is (or would be) sent.")
+    payload = serializers.SerializerMethodField(help_text=(
+        "The rendered message, exactly as it is (or would be) sent; a recipient's chat webhook URL is shown masked."))
     attempts = strict.IntegerField(source="attempt_count")
     last_error = strict.CharField()
     created_at = serializers.DateTimeField()
     completed_at = serializers.DateTimeField(allow_null=True)
+
+
+    @extend_schema_field(serializers.JSONField())
+    def get_payload(self, delivery):
+        return sealed_masked(delivery.payload)
 
 
 class DeliveryEventSerializer(serializers.Serializer):
@@ -312,12 +320,28 @@ class ProviderOutputSerializer(serializers.Serializer):
     organization = strict.UUIDField(source="organization_id", allow_null=True)
     options = serializers.JSONField()
     credentials_set = serializers.SerializerMethodField(help_text="Which credentials are stored (never their values).")
+    events_webhook = serializers.SerializerMethodField(help_text=(
+        "Email providers that report events: the URL to give the provider, with HTTP basic auth user `rowbell` "
+        "and a secret shown once (when first configured, and by rotate-events-secret)."))
     updated_at = serializers.DateTimeField()
 
     def get_credentials_set(self, obj) -> list[str]:
         import json
 
         return sorted(json.loads(obj.credentials))
+
+    @extend_schema_field(serializers.JSONField(allow_null=True))
+    def get_events_webhook(self, obj):
+        from .provider_events import USERNAME, provider_events_url
+
+        url = provider_events_url(obj)
+        if not url:
+            return None
+        shown = {"url": url, "username": USERNAME, "secret": "********"}
+        if getattr(obj, "events_secret_new", ""):
+            shown.update(secret=obj.events_secret_new, url_with_secret=provider_events_url(
+                obj, secret=obj.events_secret_new))
+        return shown
 
 
 def _organization_of(request, organization_id):
@@ -370,6 +394,31 @@ class ProviderDetailApi(APIView):
                                       actor=request.user.actor):
             raise NotFound("No provider is configured for this channel.")
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ProviderRotateEventsSecretApi(APIView):
+    """A new basic-auth secret for the channel's provider event webhook (email), shown once in
+    `events_webhook`; the previous one stops working at once."""
+
+    permission_classes = [IsProduct]
+
+    class RotateEventsInputSerializer(serializers.Serializer):
+        organization = strict.UUIDField(required=False, allow_null=True, default=None)
+
+    @extend_schema(request=RotateEventsInputSerializer, responses=ProviderOutputSerializer)
+    def post(self, request, channel):
+        from .models import ProviderConfig
+        from .services import provider_config_rotate_events_secret
+
+        data = self.RotateEventsInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        organization = _organization_of(request, data.validated_data["organization"])
+        config = ProviderConfig.objects.filter(product_id=request.user.product_id, organization=organization,
+                                               channel=channel).first()
+        if config is None:
+            raise NotFound("No provider is configured for this channel.")
+        config = provider_config_rotate_events_secret(config=config, actor=request.user.actor)
+        return Response(ProviderOutputSerializer(config).data)
 
 
 class MetricsApi(APIView):

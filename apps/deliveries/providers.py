@@ -19,6 +19,8 @@ from django.conf import settings
 from rest_framework import serializers
 
 from apps.core import fields as strict
+from apps.core.encryption import unseal
+
 from . import outbound
 from .channels.base import DeliveryError, SendResult
 
@@ -190,6 +192,11 @@ class _ChatWebhook(serializers.Serializer):
     webhook_url = SafeUrlField(max_length=2000, help_text="The incoming webhook's URL (a secret).")
 
 
+def _chat_url(payload: dict, credentials: dict) -> str:
+    """Where a chat message goes: the recipient's own webhook (sealed in the payload), else the configured one."""
+    return unseal(payload["webhook_url"]) if payload.get("webhook_url") else credentials["webhook_url"]
+
+
 class Slack(Provider):
     """Slack incoming webhooks: a JSON POST of {"text": ...}; Slack answers 200 "ok", or an error code
     in the body (400 invalid_payload, 403 action_prohibited, 404 channel_not_found, 410
@@ -201,7 +208,7 @@ class Slack(Provider):
 
     def request(self, payload, credentials, options):
         text = f"*{payload['title']}*\n{payload['text']}" if payload.get("title") else payload["text"]
-        return _json_post(payload.get("webhook_url") or credentials["webhook_url"], {"text": text})
+        return _json_post(_chat_url(payload, credentials), {"text": text})
 
 
 class Teams(Provider):
@@ -221,7 +228,7 @@ class Teams(Provider):
         body.append({"type": "TextBlock", "text": payload["text"], "wrap": True})
         card = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard",
                 "version": "1.4", "body": body}
-        return _json_post(payload.get("webhook_url") or credentials["webhook_url"], {"type": "message", "attachments": [
+        return _json_post(_chat_url(payload, credentials), {"type": "message", "attachments": [
             {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}]})
 
     def outcome(self, answer):
@@ -424,6 +431,8 @@ class Mailgun(EmailProvider):
 
     class Credentials(serializers.Serializer):
         api_key = strict.CharField(min_length=20, max_length=200)
+        webhook_signing_key = strict.CharField(min_length=20, max_length=200, required=False, help_text=(
+            "Mailgun's HTTP webhook signing key: its event webhook accepts only calls signed with it."))
 
     class Options(_EmailOptions):
         sender_domain = strict.CharField(max_length=255, required=False, help_text=(
@@ -471,6 +480,10 @@ class AmazonSes(EmailProvider):
     class Options(_EmailOptions):
         region = strict.RegexField(r"^[a-z]{2}(-[a-z]+)+-\d$", error_messages={
             "invalid": "An AWS region, e.g. eu-west-1."})
+        events_topic_arn = strict.RegexField(
+            r"^arn:aws[a-z-]*:sns:[a-z]{2}(-[a-z]+)+-\d:\d{12}:[A-Za-z0-9_-]{1,256}$", required=False,
+            error_messages={"invalid": "An SNS topic ARN, e.g. arn:aws:sns:eu-west-1:123456789012:ses-events."},
+            help_text="The SNS topic SES publishes this configuration's events to: its event webhook accepts no other.")
 
     def connection(self, credentials, options):
         from anymail.backends.amazon_ses import EmailBackend

@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 
 from apps.core import fields as strict
 from apps.core.exceptions import InvalidInput
+from apps.core.masking import sealed_masked
 from apps.tenants.authentication import DeferredLiveCheckAuthentication
 from apps.core.pagination import NewestFirst, paginated
 from apps.tenants.permissions import IsProductOrOrganization
@@ -186,10 +187,17 @@ class TriggerApi(APIView):
                         status=status.HTTP_202_ACCEPTED)
 
 
+class MaskedJSONField(serializers.JSONField):
+    """A stored document shown with its sealed secrets masked (a recipient's `chat_webhook`)."""
+
+    def to_representation(self, value):
+        return super().to_representation(sealed_masked(value))
+
+
 class RunSummarySerializer(serializers.Serializer):
     id = strict.IntegerField()
     recipient_index = strict.IntegerField()
-    recipient = serializers.JSONField()
+    recipient = MaskedJSONField()
     status = strict.CharField()
     error = strict.CharField()
     completed_at = serializers.DateTimeField(allow_null=True)
@@ -238,7 +246,7 @@ class RunOutputSerializer(serializers.Serializer):
                                                  "delivery.")
     resume_at = serializers.DateTimeField(allow_null=True)
     event = serializers.SerializerMethodField(help_text="The database event that started the run.")
-    recipient = serializers.JSONField()
+    recipient = MaskedJSONField(help_text="As given; a chat_webhook is shown masked.")
     step_index = strict.IntegerField(help_text="The next step to execute.")
     error = strict.CharField()
     created_at = serializers.DateTimeField()

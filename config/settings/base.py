@@ -184,8 +184,9 @@ ROWBELL_RETRY_MAX_SECONDS = env.float("ROWBELL_RETRY_MAX_SECONDS", default=6 * 3
 ROWBELL_RETRY_AFTER_MAX_SECONDS = env.float("ROWBELL_RETRY_AFTER_MAX_SECONDS", default=24 * 3600.0)
 # Where recipients reach this service: email open pixels and click-through links point here.
 ROWBELL_PUBLIC_URL = env("ROWBELL_PUBLIC_URL", default="http://127.0.0.1:8000")
-# Providers' event webhooks (/webhooks/providers/<provider>/tracking/) need HTTP basic auth with this
-# "user:password" (and Mailgun's calls its webhook signing key); until then they refuse every call.
+# The service-wide providers' event webhooks (/webhooks/providers/<provider>/tracking/), kept for existing
+# deployments (each provider configuration has its own, apps.deliveries.provider_events): HTTP basic auth
+# "user:password" (and Mailgun's signing key); until set they refuse every call.
 ANYMAIL = {"WEBHOOK_SECRET": env("ROWBELL_PROVIDER_WEBHOOK_SECRET", default=""),
            "MAILGUN_WEBHOOK_SIGNING_KEY": env("ROWBELL_MAILGUN_WEBHOOK_SIGNING_KEY", default="")}
 # Providers' API base URLs (overridden only to point at a local fake in tests).

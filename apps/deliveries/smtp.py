@@ -9,6 +9,7 @@ verifies the certificate against the name. The server's replies from an internal
 
 from __future__ import annotations
 
+import functools
 import smtplib
 import socket
 
@@ -42,19 +43,16 @@ def _checked_connection(host: str, port: int, timeout, source_address) -> tuple[
 
 
 class _Guarded:
-    """What both SMTP classes add: the checked connection, and an internal server's words withheld."""
+    """What both SMTP classes add: the checked connection, reporting to the backend whether its address
+    is internal."""
 
-    _internal = False
+    def __init__(self, *args, backend: "GuardedSmtpBackend", **kwargs):
+        self._backend = backend  # before connecting: smtplib connects in its constructor
+        super().__init__(*args, **kwargs)
 
     def _checked_socket(self, host, port, timeout):
-        sock, self._internal = _checked_connection(host, port, timeout, self.source_address)
+        sock, self._backend.internal = _checked_connection(host, port, timeout, self.source_address)
         return sock
-
-    def getreply(self):
-        code, message = super().getreply()
-        if not answers_shown(self._internal):
-            message = WITHHELD.encode()
-        return code, message
 
 
 class _GuardedSMTP(_Guarded, smtplib.SMTP):
@@ -67,7 +65,41 @@ class _GuardedSMTPSSL(_Guarded, smtplib.SMTP_SSL):
         return self.context.wrap_socket(self._checked_socket(host, port, timeout), server_hostname=self._host)
 
 
+def _withheld(exc: smtplib.SMTPException) -> smtplib.SMTPException:
+    """`exc` with the server's words replaced by WITHHELD; its reply codes stay (they say what happened)."""
+    text = WITHHELD.encode()
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        exc.recipients = {to: (code, text) for to, (code, _) in exc.recipients.items()}
+        exc.args = (exc.recipients,)
+    elif isinstance(exc, smtplib.SMTPResponseException):
+        exc.smtp_error = text
+        exc.args = (exc.smtp_code, text, *exc.args[2:])
+    return exc
+
+
 class GuardedSmtpBackend(EmailBackend):
+    """Django's SMTP backend on checked connections. An error from an internal server (one only
+    ROWBELL_OUTBOUND_ALLOW opens) keeps its reply code and loses the server's text, unless
+    ROWBELL_OUTBOUND_SHOW_INTERNAL_ANSWERS says so: a non-SMTP service's first line would arrive as an
+    SMTP reply. The replies themselves are untouched (smtplib reads EHLO's extensions in them)."""
+
+    internal = False
+
     @property
     def connection_class(self):
-        return _GuardedSMTPSSL if self.use_ssl else _GuardedSMTP
+        return functools.partial(_GuardedSMTPSSL if self.use_ssl else _GuardedSMTP, backend=self)
+
+    def open(self):
+        try:
+            return super().open()
+        except smtplib.SMTPException as exc:
+            raise self._shown(exc) from None
+
+    def send_messages(self, email_messages):
+        try:
+            return super().send_messages(email_messages)
+        except smtplib.SMTPException as exc:
+            raise self._shown(exc) from None
+
+    def _shown(self, exc: smtplib.SMTPException) -> smtplib.SMTPException:
+        return exc if answers_shown(self.internal) else _withheld(exc)

@@ -134,3 +134,38 @@ def test_internal_answers_are_shown_where_the_operator_says_so(chat, receiver, s
     receiver.answer((404, {}, b"channel_not_found"))
     delivery = _send(chat, recipient={"id": "x", "chat_webhook": receiver.url("/services/theirs")})
     assert delivery.last_error == "Slack rejected the message (HTTP 404): channel_not_found"
+
+
+@pytest.fixture
+def banner_server():
+    """A TCP service on loopback that is no mail server: it greets with a line of its own and hangs up."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        while True:
+            try:
+                peer, _ = server.accept()
+            except OSError:
+                return
+            with peer:
+                peer.sendall(f"554 {SECRET}\r\n".encode())
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield server.getsockname()[1]
+    server.close()
+
+
+@pytest.mark.parametrize("shown", [False, True])
+def test_an_internal_smtp_servers_words_are_not_shown(banner_server, settings, shown):
+    import smtplib
+
+    from apps.deliveries.smtp import GuardedSmtpBackend
+
+    settings.ROWBELL_OUTBOUND_SHOW_INTERNAL_ANSWERS = shown
+    with pytest.raises(smtplib.SMTPConnectError) as raised:
+        GuardedSmtpBackend(host="127.0.0.1", port=banner_server, timeout=5, fail_silently=False).open()
+    assert raised.value.smtp_code == 554
+    assert (SECRET in str(raised.value)) is shown

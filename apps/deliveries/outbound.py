@@ -39,7 +39,6 @@ from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import ThreadedResolver
 from django.conf import settings
 from django.utils import timezone
-
 from yarl import URL
 
 from apps.core import destinations
@@ -67,11 +66,6 @@ class DestinationRefused(OutboundError):
 
     def __init__(self, message: str):
         super().__init__(message, permanent=True)
-
-
-def address_allowed(ip: str) -> bool:
-    """Whether outbound requests may reach `ip` (apps.core.destinations.OUTBOUND)."""
-    return destinations.OUTBOUND.allows(ip)
 
 
 def url_check(url: str) -> URL:

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 import psycopg
 from psycopg import sql
 
-from .customer import ConnectionRefused, connection_address, customer_connect
+from .customer import OWN_DATABASE, ConnectionRefused, OwnDatabaseRefused, connection_address, customer_connect
 from .names import table_parse
 
 _FATAL = re.compile(r"FATAL:\s+(.*)")
@@ -55,6 +55,9 @@ def connection_check(*, connection, tables: list[str] | None = None) -> list[Che
             _skip(f"table {t}") for t in tables]
     try:
         conn = customer_connect(connection)
+    except OwnDatabaseRefused:
+        return [Check("allowed", False, OWN_DATABASE), Check("reachable", True, "The server answered."),
+                _skip("authenticated"), _skip("schema")] + [_skip(f"table {t}") for t in tables]
     except psycopg.OperationalError as exc:
         return _connect_failure(exc, tables)
     checks = [Check("reachable", True, "The server answered."),

@@ -4,11 +4,20 @@
   pooled keep-alive connections (aiohttp). At most ROWBELL_DELIVERY_CONCURRENCY requests are in flight
   to one host at a time; no redirects are followed and nothing is retried here: retrying is the
   delivery engine's job, where each try is recorded.
-- Destinations are checked on the address actually connected to: host names are resolved by a
-  resolver that drops private, loopback, link-local, CGNAT and other special addresses (unless
-  ROWBELL_OUTBOUND_ALLOW opens them), and the connection is made to the addresses it returned. A DNS
-  answer that changes between a check and the connect (rebinding) cannot slip through. A literal
-  address in the URL is checked before every request.
+- Destinations are checked on the address actually connected to (apps.core.destinations): host names
+  are resolved by a resolver that drops private, loopback, link-local, CGNAT and other special
+  addresses (unless ROWBELL_OUTBOUND_ALLOW opens them), and the connection is made to the addresses it
+  returned. A DNS answer that changes between a check and the connect (rebinding) cannot slip through.
+  aiohttp connects to an IP literal without asking the resolver, so before every request the URL is
+  parsed as aiohttp parses it (yarl: IDNA/UTS #46, so `127。0。0。1` is 127.0.0.1) and a literal host is
+  judged in that form; the parsed URL is the one sent.
+- Answers are echoed only from public addresses. From a refused destination there is no answer: the
+  request is never made. From an internal address (private, loopback... reached only because
+  ROWBELL_OUTBOUND_ALLOW opens it) the answer's text is withheld from what attempts record and errors
+  say, so that a tenant cannot read an internal service through Rowbell, unless
+  ROWBELL_OUTBOUND_SHOW_INTERNAL_ANSWERS says the operator's internal receivers may be shown (local and
+  test settings, where loopback receivers stand in for real ones). The body stays available to the
+  code that parses it (a token endpoint's grant), never to tenants.
 - Timeouts: ROWBELL_HTTP_CONNECT_TIMEOUT to connect, ROWBELL_HTTP_TIMEOUT for the whole request, from
   the moment it may start; a response body is read up to MAX_BODY_BYTES or that deadline, whichever
   comes first.
@@ -18,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import ipaddress
 import os
 import socket
 import threading
@@ -32,9 +40,9 @@ from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import ThreadedResolver
 from django.conf import settings
 from django.utils import timezone
+from yarl import URL
 
-from apps.core.addresses import address_allowed as address_allowed_in
-from apps.core.addresses import networks
+from apps.core import destinations
 from apps.core.masking import url_mask
 
 EXCERPT_CHARS = 1024
@@ -42,13 +50,8 @@ USER_AGENT = "Rowbell-Webhooks/1"
 # The most of a response body Rowbell reads; the rest is not waited for.
 MAX_BODY_BYTES = 4096
 
-_BLOCKED_NETWORKS = networks(*(
-        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-        "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
-        "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32",
-        "::/128", "::1/128", "::ffff:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64",
-        "2001:db8::/32", "fc00::/7", "fe80::/10", "ff00::/8",
-))
+# What attempts record, and errors quote, instead of an internal destination's answer.
+WITHHELD = "(The answer came from an internal address; its text is not shown.)"
 
 
 class OutboundError(Exception):
@@ -61,12 +64,20 @@ class OutboundError(Exception):
 
 
 class DestinationRefused(OutboundError):
+    """A destination Rowbell does not connect to (always permanent); the message says what to do."""
+
     def __init__(self, message: str):
         super().__init__(message, permanent=True)
 
 
-def address_allowed(ip: str) -> bool:
-    return address_allowed_in(ip, refused=_BLOCKED_NETWORKS, allowed=settings.ROWBELL_OUTBOUND_ALLOW)
+def url_check(url: str) -> URL:
+    """The check of an outbound URL, at save time and before each request: scheme, host, port, and an IP
+    literal host in any spelling, read as aiohttp reads it (destinations.url_check). Returns the parsed
+    URL to send; raises DestinationRefused."""
+    try:
+        return destinations.url_check(url, policy=destinations.OUTBOUND)
+    except destinations.DestinationRefused as exc:
+        raise DestinationRefused(exc.message) from None
 
 
 def _url_masked_in(message: str, url: str) -> str:
@@ -79,43 +90,37 @@ def _url_masked_in(message: str, url: str) -> str:
     return message.replace(tail, "/…") if len(tail) > 1 else message
 
 
-def url_check(url: str) -> None:
-    """Save-time check: scheme, host, and a literal IP host's range. Raises DestinationRefused."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise DestinationRefused("Only http and https URLs are allowed.")
-    if not parts.hostname:
-        raise DestinationRefused("The URL has no host.")
-    try:
-        parts.port
-    except ValueError as exc:
-        raise DestinationRefused("The URL's port is not valid.") from exc
-    try:
-        ipaddress.ip_address(parts.hostname)
-    except ValueError:
-        # Legacy numeric forms (2130706433, 127.1, 0177.0.0.1) are addresses to the system's resolver.
-        if all(c.isdigit() or c in ".x" for c in parts.hostname.lower()):
-            raise DestinationRefused("Write an IP address in its usual form (e.g. 203.0.113.7).") from None
-        return  # a name: checked on every connect, on the address it resolves to
-    if not address_allowed(parts.hostname):
-        raise DestinationRefused(f"The address {parts.hostname} is private or reserved.")
+def answers_shown(internal: bool) -> bool:
+    """Whether an answer's text may be recorded and quoted: always from a public address, from an
+    internal one only if ROWBELL_OUTBOUND_SHOW_INTERNAL_ANSWERS says so."""
+    return not internal or settings.ROWBELL_OUTBOUND_SHOW_INTERNAL_ANSWERS
 
 
 class _GuardedResolver(AbstractResolver):
-    """Resolves a host name and keeps only the addresses that may be connected to."""
+    """Resolves a host name and keeps only the addresses that may be connected to.
+
+    Remembers the names that resolved to an internal address (one opened by ROWBELL_OUTBOUND_ALLOW):
+    a pooled connection may outlive the answer that opened it, so a name once internal stays so for
+    this process, and its answers are treated as internal ones.
+    """
 
     def __init__(self):
         self._resolver = ThreadedResolver()
+        self.internal_hosts: set[str] = set()
 
     async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET):
         try:
             found = await self._resolver.resolve(host, port, family)
         except OSError as exc:
             raise OutboundError(f"Cannot resolve {host}: {exc.strerror or exc}") from exc
-        allowed = [entry for entry in found if address_allowed(entry["host"])]
-        if not allowed:
-            raise DestinationRefused(f"{host} resolves to a private or reserved address ({found[0]['host']}).")
-        return allowed
+        try:
+            allowed = destinations.resolved_check(host, [entry["host"] for entry in found],
+                                                  policy=destinations.OUTBOUND)
+        except destinations.DestinationRefused as exc:
+            raise DestinationRefused(exc.message) from None
+        if any(destinations.OUTBOUND.internal(a) for a in allowed):
+            self.internal_hosts.add(host)
+        return [entry for entry in found if entry["host"] in allowed]
 
     async def close(self) -> None:
         await self._resolver.close()
@@ -125,9 +130,10 @@ class _GuardedResolver(AbstractResolver):
 class HttpAnswer:
     status: int
     headers: dict[str, str]
-    excerpt: str  # what attempts record: the first EXCERPT_CHARS characters
+    excerpt: str  # what attempts record: the first EXCERPT_CHARS characters, or WITHHELD
     duration_ms: int
-    body: bytes = b""  # the body as read (at most MAX_BODY_BYTES), for callers that parse it
+    body: bytes = b""  # the body as read (at most MAX_BODY_BYTES), for callers that parse it, never to show
+    shown: bool = True  # False for an internal destination's answer: its text and headers are not quoted
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -159,8 +165,9 @@ class _Sender:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
 
     async def _session(self) -> aiohttp.ClientSession:
+        self.resolver = _GuardedResolver()
         connector = aiohttp.TCPConnector(
-            resolver=_GuardedResolver(), use_dns_cache=False, limit=0,
+            resolver=self.resolver, use_dns_cache=False, limit=0,
             limit_per_host=settings.ROWBELL_DELIVERY_CONCURRENCY, keepalive_timeout=30)
         return aiohttp.ClientSession(connector=connector, auto_decompress=False, headers={"User-Agent": USER_AGENT},
                                      timeout=aiohttp.ClientTimeout(total=None), cookie_jar=aiohttp.DummyCookieJar())
@@ -183,29 +190,33 @@ class _Sender:
             answer.args = (answer.message,)
         return answer
 
-    def _gate(self, url: str) -> asyncio.Semaphore:
-        parts = urlsplit(url)
-        key = (parts.scheme, parts.hostname, parts.port)
+    def _gate(self, url: URL) -> asyncio.Semaphore:
+        key = (url.scheme, url.raw_host, url.port)
         gate = self.gates.get(key)
         if gate is None:
             gate = self.gates[key] = asyncio.Semaphore(settings.ROWBELL_DELIVERY_CONCURRENCY)
         return gate
 
+    def _internal(self, url: URL) -> bool:
+        literal = destinations.host_literal(url.raw_host)
+        if literal is not None:
+            return destinations.OUTBOUND.internal(literal)
+        return url.raw_host in self.resolver.internal_hosts
+
     async def _post(self, post: Post) -> HttpAnswer | OutboundError:
         try:
-            url_check(post.url)
+            # The URL as aiohttp will read it: the same object is sent, so the host judged is the host used.
+            url = url_check(post.url)
         except OutboundError as exc:
             return exc
-        except ValueError as exc:  # e.g. a port out of range
-            return OutboundError(f"The URL is not valid: {exc}", permanent=True)
         total = settings.ROWBELL_HTTP_TIMEOUT
-        async with self._gate(post.url):  # the request's time starts once it may be sent
+        async with self._gate(url):  # the request's time starts once it may be sent
             started = time.monotonic()
             deadline = self.loop.time() + total
             try:
                 async with asyncio.timeout_at(deadline):
                     response = await self.session.post(
-                        post.url, data=post.body, headers=post.headers, allow_redirects=False,
+                        url, data=post.body, headers=post.headers, allow_redirects=False,
                         timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.ROWBELL_HTTP_CONNECT_TIMEOUT))
             except OutboundError as exc:
                 return exc
@@ -214,9 +225,10 @@ class _Sender:
             except (aiohttp.ClientError, OSError, ValueError) as exc:
                 return OutboundError(f"Request failed: {exc.__class__.__name__}: {exc}")
             raw = await _read_bounded(response, deadline)
+            shown = answers_shown(self._internal(url))
             return HttpAnswer(status=response.status, headers={k.lower(): v for k, v in response.headers.items()},
-                              excerpt=raw.decode("utf-8", errors="replace")[:EXCERPT_CHARS],
-                              duration_ms=int((time.monotonic() - started) * 1000), body=raw)
+                              excerpt=raw.decode("utf-8", errors="replace")[:EXCERPT_CHARS] if shown else WITHHELD,
+                              duration_ms=int((time.monotonic() - started) * 1000), body=raw, shown=shown)
 
 
 async def _read_bounded(response: aiohttp.ClientResponse, deadline: float) -> bytes:

@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 from django.conf import settings
 from rest_framework import serializers
 
+from apps.core import destinations
 from apps.core import fields as strict
 from apps.core.encryption import unseal
 
@@ -236,7 +237,8 @@ class Teams(Provider):
         if answer.status == 200 and failed:
             found = re.search(r"HTTP error (\d{3})", answer.excerpt)
             code = int(found.group(1)) if found else 500
-            return super().outcome(outbound.HttpAnswer(code, answer.headers, answer.excerpt, answer.duration_ms))
+            return super().outcome(outbound.HttpAnswer(code, answer.headers, answer.excerpt, answer.duration_ms,
+                                                        shown=answer.shown))
         return super().outcome(answer)
 
 
@@ -385,8 +387,8 @@ class Smtp(EmailProvider):
 
         def validate_host(self, value):
             try:
-                outbound.url_check(f"http://{value}/")
-            except outbound.DestinationRefused as exc:
+                destinations.host_check(value, policy=destinations.OUTBOUND)
+            except destinations.DestinationRefused as exc:
                 raise serializers.ValidationError(exc.message) from exc
             return value
 

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core import fields as strict
+from apps.core.destinations import OUTBOUND, DestinationRefused, url_check
 from apps.core.exceptions import InvalidInput
 from apps.core.masking import sealed_masked
 from apps.tenants.authentication import DeferredLiveCheckAuthentication
@@ -56,16 +57,13 @@ def recipient_clean(value) -> tuple[dict | None, dict]:
         errors["push_tokens"] = ["Must be a list of 1 to 20 device tokens (strings of 1 to 4096 characters)."]
     chat = value.get("chat_webhook")
     if chat is not None:
-        from apps.deliveries.outbound import DestinationRefused, url_check
-
         try:
             if not isinstance(chat, str) or len(chat) > 2000:
                 raise DestinationRefused("Must be an incoming webhook URL.")
-            url_check(chat)
+            # Read as the HTTP client will read it: `127。0。0。1` is the address 127.0.0.1.
+            url_check(chat, policy=OUTBOUND)
         except DestinationRefused as exc:
             errors["chat_webhook"] = [exc.message]
-        except ValueError:
-            errors["chat_webhook"] = ["Must be an incoming webhook URL."]
     if errors:
         return None, errors
     return {**value, "id": str(rid)}, {}

@@ -201,6 +201,10 @@ ROWBELL_HTTP_CONNECT_TIMEOUT = env.float("ROWBELL_HTTP_CONNECT_TIMEOUT", default
 ROWBELL_HTTP_TIMEOUT = env.float("ROWBELL_HTTP_TIMEOUT", default=15.0)
 # Hosts or networks that outbound requests may reach although private (e.g. "127.0.0.0/8,::1").
 ROWBELL_OUTBOUND_ALLOW = env.list("ROWBELL_OUTBOUND_ALLOW", default=[])
+# Whether the text of answers from addresses opened only by ROWBELL_OUTBOUND_ALLOW (internal ones) is recorded
+# and quoted in delivery errors that tenants read. Off: a tenant must not read an internal service through
+# Rowbell. Local and test settings turn it on (their receivers are the developer's own).
+ROWBELL_OUTBOUND_SHOW_INTERNAL_ANSWERS = env.bool("ROWBELL_OUTBOUND_SHOW_INTERNAL_ANSWERS", default=False)
 # Work whose Celery message was sent this long ago without being picked up is sent again.
 ROWBELL_REQUEUE_AFTER_SECONDS = env.float("ROWBELL_REQUEUE_AFTER_SECONDS", default=60.0)
 # A claim (run or delivery being worked on) older than this is presumed dead and released.

@@ -7,6 +7,7 @@ DEBUG = env.bool("DJANGO_DEBUG", default=True)
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="local-only-insecure-secret-key-change-me-0123456789")
 EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 ROWBELL_OUTBOUND_ALLOW = env.list("ROWBELL_OUTBOUND_ALLOW", default=["127.0.0.0/8", "::1/128"])
+ROWBELL_OUTBOUND_SHOW_INTERNAL_ANSWERS = env.bool("ROWBELL_OUTBOUND_SHOW_INTERNAL_ANSWERS", default=True)
 ROWBELL_CONNECTION_ALLOW = env.list("ROWBELL_CONNECTION_ALLOW", default=["127.0.0.0/8", "::1/128"])
 ROWBELL_ENCRYPTION_KEYS = env.list(
     "ROWBELL_ENCRYPTION_KEYS", default=["bG9jYWwtb25seS1rZXktZG8tbm90LXVzZS1pbi1wcm8="]

@@ -14,6 +14,7 @@ if env("TEST_EMAIL_PORT", default=""):
 else:
     EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 ROWBELL_OUTBOUND_ALLOW = ["127.0.0.0/8", "::1/128"]
+ROWBELL_OUTBOUND_SHOW_INTERNAL_ANSWERS = True
 ROWBELL_CONNECTION_ALLOW = ["127.0.0.0/8", "::1/128"]
 ROWBELL_ENCRYPTION_KEYS = ["dGVzdC1vbmx5LWtleS1kby1ub3QtdXNlLWluLXByb2Q="]
 ROWBELL_RETRY_BASE_SECONDS = env.float("ROWBELL_RETRY_BASE_SECONDS", default=0.2)

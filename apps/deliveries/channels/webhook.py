@@ -93,7 +93,9 @@ def _outcome(endpoint, answer) -> SendResult | DeliveryError:
         return SendResult(status="delivered", status_code=answer.status, excerpt=answer.excerpt,
                           duration_ms=answer.duration_ms)
     if 300 <= answer.status < 400:
-        reason = f"HTTP {answer.status}: redirects are not followed (Location: {answer.header('location')})"
+        # An internal destination's headers are its words too: not quoted (outbound.answers_shown).
+        where = answer.header("location") if answer.shown else "not shown"
+        reason = f"HTTP {answer.status}: redirects are not followed (Location: {where})"
     elif 200 <= answer.status < 300:
         reason = f"HTTP {answer.status}: only 200 counts as success for this endpoint"
     else:

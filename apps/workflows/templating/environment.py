@@ -224,10 +224,12 @@ class TemplateEnvironment(SandboxedEnvironment):
 
     @staticmethod
     def loop_tick() -> None:
+        """Called by the generated code at every loop iteration; raises TemplateLimitError past the deadline."""
         limits.tick()
 
     @staticmethod
     def concat_parts(parts: tuple) -> tuple:
+        """`~`'s operands, returned as they are if their printed sizes add up within the limit."""
         limits.check_size(sum(limits.weight(p) for p in parts))
         return parts
 

@@ -164,6 +164,7 @@ def containers_changed() -> None:
 
 
 def check_int_bits(bits: float) -> None:
+    """Refuse to compute an integer of about `bits` bits beyond MAX_INT_BITS."""
     if bits > MAX_INT_BITS:
         raise TemplateLimitError(
             f"The template would compute a number of about {int(bits):,} bits; the limit is {MAX_INT_BITS:,} "

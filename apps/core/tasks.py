@@ -3,7 +3,9 @@
 from celery import shared_task
 
 
-@shared_task(name="apps.core.tasks.queued_action_run")
+# An operator's action may install triggers in a customer database (its statements, lock waits): longer
+# than the default task time limits.
+@shared_task(name="apps.core.tasks.queued_action_run", soft_time_limit=1800, time_limit=1860)
 def queued_action_run_task(action_id: int) -> str | None:
     from .actions import queued_action_run
 

@@ -42,13 +42,16 @@ class StepOutcome:
 
 
 def notify_render(*, run, step: dict, context: dict, memo: dict | None = None):
-    """Fill a notify step's templates for a run; a template that cannot render fails the step."""
-    from apps.workflows.templating import TemplateRenderError
+    """Fill a notify step's templates for a run; a template that cannot render fails the step, and so
+    does one that trips a bound of its render (time, size: the reason says which). The step's templates
+    share one time budget (ROWBELL_TEMPLATE_RENDER_SECONDS)."""
+    from apps.workflows.templating import TemplateRenderError, render_budget
 
     config = {k: v for k, v in step.items() if k not in ("id", "type", "channel")}
     try:
-        return channel_get(step["channel"]).render(config=config, context={**context, "step": step["id"]},
-                                                   product=run.product, memo=memo)
+        with render_budget():
+            return channel_get(step["channel"]).render(config=config, context={**context, "step": step["id"]},
+                                                       product=run.product, memo=memo)
     except TemplateRenderError as exc:
         raise StepFailed(f"Step '{step['id']}': {exc}") from exc
 

@@ -134,12 +134,15 @@ def workflow_preview(*, workflow: Workflow, sample: dict) -> list[dict]:
     """Render every step of the draft with sample data, without sending or recording anything.
 
     `sample` may hold `data`, `recipient`, `event`, `row` (and `rows`), as steps would see them. Every
-    notify step is rendered, in every branch; a branch says which way the sample goes.
+    notify step is rendered, in every branch; a branch says which way the sample goes. A template that
+    trips a bound of its render (time, size) raises InvalidInput naming its field (`steps[0].body`).
     """
     from apps.deliveries.channels import channel_get
 
+    from apps.core.exceptions import InvalidInput
+
     from .conditions import first_holding
-    from .templating import TemplateRenderError
+    from .templating import TemplateLimitError, TemplateRenderError, render_budget
 
     context = {"data": sample.get("data", {}), "recipient": sample.get("recipient", {}),
                "workflow": {"key": workflow.key, "version": None}, "request_id": "preview", "run_id": None,
@@ -158,8 +161,13 @@ def workflow_preview(*, workflow: Workflow, sample: dict) -> list[dict]:
                 config = {k: v for k, v in step.items() if k not in ("id", "type", "channel")}
                 item["channel"] = step["channel"]
                 try:
-                    rendered = channel.render(config=config, context={**context, "step": step["id"]},
-                                              product=workflow.product)
+                    with render_budget():  # as the run would: the step's templates share one budget
+                        rendered = channel.render(config=config, context={**context, "step": step["id"]},
+                                                  product=workflow.product)
+                except TemplateLimitError as exc:
+                    # Not "this step would fail": this template must change before it can run at all.
+                    field = next((k for k, v in config.items() if v == exc.source), None)
+                    raise InvalidInput(str(exc), field=f"{here}.{field}" if field else here) from exc
                 except TemplateRenderError as exc:
                     item["error"] = str(exc)
                 else:

@@ -168,6 +168,12 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
+# A backstop for work that never returns: SoftTimeLimitExceeded is raised in the task at the soft limit,
+# the worker process is replaced at the hard one. Template renders stop long before (see below); tasks
+# that wait on customer databases set longer limits of their own.
+# https://docs.celeryq.dev/en/stable/userguide/workers.html#time-limits
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=360)
 
 # --- Rowbell -----------------------------------------------------------------------------------
 # Key for encryption at rest (webhook secrets, later database passwords and provider credentials).
@@ -251,6 +257,10 @@ ROWBELL_ROWS_PER_RUN = env.int("ROWBELL_ROWS_PER_RUN", default=100)
 ROWBELL_ESCALATION_INTERVAL_SECONDS = env.float("ROWBELL_ESCALATION_INTERVAL_SECONDS", default=300.0)
 # How often beat resumes runs whose wait is over and sends escalation notices.
 ROWBELL_RESUME_INTERVAL = env.float("ROWBELL_RESUME_INTERVAL", default=1.0)
+# Bounds of user templates: the time of one step's renders for one recipient (and of one save check or
+# preview step), and the size of any text or list a template builds, its output included.
+ROWBELL_TEMPLATE_RENDER_SECONDS = env.float("ROWBELL_TEMPLATE_RENDER_SECONDS", default=1.0)
+ROWBELL_TEMPLATE_MAX_CHARS = env.int("ROWBELL_TEMPLATE_MAX_CHARS", default=1_000_000)
 
 LOGGING = {
     "version": 1,

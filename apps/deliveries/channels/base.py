@@ -92,10 +92,12 @@ class Channel:
 def recipient_address(config: dict, context: dict, what: str) -> tuple[str, str]:
     """The step's `to`, rendered: (address, "") or ("", why the recipient is skipped). A recipient
     without the address is skipped, not an error in the workflow."""
-    from apps.workflows.templating import TemplateRenderError, render
+    from apps.workflows.templating import TemplateLimitError, TemplateRenderError, render
 
     try:
         to = render(config["to"], context).strip()
+    except TemplateLimitError:
+        raise  # a template that trips a bound is the workflow's fault, not the recipient's: the step fails
     except TemplateRenderError as exc:
         return "", f"The recipient has no {what} ({exc})."
     return (to, "") if to else ("", f"The recipient has no {what}.")

@@ -4,6 +4,8 @@ from cryptography.fernet import Fernet
 from django.conf import settings
 from django.core.checks import Error, register
 
+from .ratelimits import Rate
+
 
 @register()
 def encryption_keys_check(app_configs, **kwargs):
@@ -33,3 +35,16 @@ def secret_key_check(app_configs, **kwargs):
     if not settings.SECRET_KEY:
         return [Error("DJANGO_SECRET_KEY is not set.", id="rowbell.E003")]
     return []
+
+
+@register()
+def rate_limits_check(app_configs, **kwargs):
+    """Each API rate-limit setting parses (apps/core/ratelimits.py), so that a typo fails at start-up rather
+    than answering 500 to every call."""
+    errors = []
+    for name in ("ROWBELL_API_RATE", "ROWBELL_AUTH_FAILURES_PER_IP", "ROWBELL_AUTH_FAILURES_PER_PREFIX"):
+        try:
+            Rate.parse(getattr(settings, name))
+        except ValueError as exc:
+            errors.append(Error(f"{name}: {exc}", id="rowbell.E004"))
+    return errors

@@ -118,9 +118,10 @@ ROWBELL_API_RATE = env("ROWBELL_API_RATE", default="1200/min")
 ROWBELL_AUTH_FAILURES_PER_IP = env("ROWBELL_AUTH_FAILURES_PER_IP", default="50/10m")
 ROWBELL_AUTH_FAILURES_PER_PREFIX = env("ROWBELL_AUTH_FAILURES_PER_PREFIX", default="20/10m")
 # Proxies in front of Rowbell that append to X-Forwarded-For: the client is the address they saw (0: the
-# socket's peer). Behind a proxy, leave it at 0 and every client shares the proxy's address.
+# socket's peer). Behind a proxy, 0 would count every client as the proxy.
 ROWBELL_NUM_PROXIES = env.int("ROWBELL_NUM_PROXIES", default=0)
-# The counters live in Redis, shared by every web process (its own database number is best: tests flush it).
+# The counters live in Redis, shared by every web process. Short timeouts: a throttle that cannot count lets
+# the call through (apps/core/ratelimits.py) instead of holding it.
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "ratelimits": {"BACKEND": "django.core.cache.backends.redis.RedisCache",

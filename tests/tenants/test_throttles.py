@@ -139,3 +139,16 @@ def test_an_unknown_prefix_costs_the_same_work_as_a_known_one_with_a_wrong_secre
     assert known[0] == unknown[0] == 401 and known[1] == unknown[1]
     assert known[2] == unknown[2] >= 1, "one path checks a hash the other does not"
     assert known[3] == unknown[3], "one path queries the database more than the other"
+
+
+def test_rates_are_read_as_documented_and_a_typo_fails_the_system_checks(settings):
+    from apps.core.checks import rate_limits_check
+    from apps.core.ratelimits import Rate
+
+    assert Rate.parse("1200/min") == Rate(limit=1200, seconds=60)
+    assert Rate.parse("30/10m") == Rate(limit=30, seconds=600)
+    assert Rate.parse("5/s").describe() == "5 per second" and Rate.parse("20/10m").describe() == "20 per 10 minutes"
+    assert rate_limits_check(None) == []
+    settings.ROWBELL_API_RATE = "lots"
+    [error] = rate_limits_check(None)
+    assert error.id == "rowbell.E004" and error.msg.startswith("ROWBELL_API_RATE: 'lots' is not a rate")

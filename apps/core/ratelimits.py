@@ -14,6 +14,7 @@ import logging
 import math
 import re
 import time
+import weakref
 from dataclasses import dataclass
 
 from django.core.cache import caches
@@ -108,11 +109,24 @@ def counters(*, hit: list[tuple[str, Rate]] = (), peek: list[tuple[str, Rate]] =
             for v, ((_, reset_in), rate) in zip(values, hits + peeks)]
 
 
+# One redis-py client per cache (over the cache's own connection pool): Django's get_client() builds a new
+# one per call, which costs more than the round trip itself (redis-py sets up its reply callbacks each time).
+_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _client(cache: RedisCache):
+    backend = cache._cache
+    client = _clients.get(backend)
+    if client is None:
+        client = _clients[backend] = backend.get_client(write=True)
+    return client
+
+
 def _redis_counts(cache: RedisCache, hits, peeks) -> list:
     # One pipeline: SET NX gives a new window's counter its expiry, INCR counts (an integer is stored as is
     # by Django's RedisSerializer, so cache.get reads it back), GET peeks.
     full = [(cache.make_and_validate_key(key), rate) for (key, _), rate in hits]
-    pipe = cache._cache.get_client(write=True).pipeline(transaction=False)
+    pipe = _client(cache).pipeline(transaction=False)
     for key, rate in full:
         pipe.set(key, 0, ex=rate.seconds + 1, nx=True)
         pipe.incr(key)

@@ -15,6 +15,7 @@ import math
 import re
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.core.cache import caches
@@ -82,7 +83,7 @@ def _window_key(name: str, rate: Rate, now: float) -> tuple[str, float]:
     return f"rl:{name}:{rate.seconds}:{window}", (window + 1) * rate.seconds - now
 
 
-def counters(*, hit: list[tuple[str, Rate]] = (), peek: list[tuple[str, Rate]] = ()) -> list[Count] | None:
+def counters(*, hit: Sequence[tuple[str, Rate]] = (), peek: Sequence[tuple[str, Rate]] = ()) -> list[Count] | None:
     """Count one request on each `hit` counter and read each `peek` counter, in their current windows.
 
     Returns the hit counts (after this request) then the peeked ones, in order; None when the cache cannot be
@@ -133,7 +134,7 @@ def _redis_counts(cache: RedisCache, hits, peeks) -> list:
     for (key, _), _ in peeks:
         pipe.get(cache.make_and_validate_key(key))
     results = pipe.execute()
-    return results[1:2 * len(full):2] + results[2 * len(full):]
+    return results[1:2 * len(full):2] + results[2 * len(full):]  # the INCRs' replies, then the GETs'
 
 
 def client_ip(request) -> str | None:

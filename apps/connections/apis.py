@@ -5,6 +5,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.core import fields as strict
 from apps.tenants.permissions import IsProduct
 
 from .introspection import connection_tables
@@ -19,19 +20,19 @@ _FROM_DSN = {"host": "host", "port": "port", "dbname": "database", "user": "user
 
 
 class ConnectionInputSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=200)
-    dsn = serializers.CharField(required=False, write_only=True, max_length=2000,
+    name = strict.CharField(max_length=200)
+    dsn = strict.CharField(required=False, write_only=True, max_length=2000,
                                 help_text="postgresql://user:password@host:port/database?sslmode=require, "
                                           "instead of the separate fields.")
-    host = serializers.CharField(required=False, max_length=255)
-    port = serializers.IntegerField(required=False, default=5432, min_value=1, max_value=65535)
-    database = serializers.CharField(required=False, max_length=63)
-    user = serializers.CharField(required=False, max_length=63)
-    password = serializers.CharField(required=False, allow_blank=True, default="", write_only=True,
+    host = strict.CharField(required=False, max_length=255)
+    port = strict.IntegerField(required=False, default=5432, min_value=1, max_value=65535)
+    database = strict.CharField(required=False, max_length=63)
+    user = strict.CharField(required=False, max_length=63)
+    password = strict.CharField(required=False, allow_blank=True, default="", write_only=True,
                                      trim_whitespace=False, max_length=1000)
-    sslmode = serializers.ChoiceField(choices=SslMode.choices, required=False, default=SslMode.PREFER)
-    schema = serializers.CharField(required=False, default="rowbell", max_length=63)
-    tables = serializers.ListField(child=serializers.CharField(max_length=127), required=False, default=list,
+    sslmode = strict.ChoiceField(choices=SslMode.choices, required=False, default=SslMode.PREFER)
+    schema = strict.CharField(required=False, default="rowbell", max_length=63)
+    tables = serializers.ListField(child=strict.CharField(max_length=127), required=False, default=list,
                                    max_length=200, help_text="Tables to check SELECT and TRIGGER privileges on.")
 
     def validate(self, data):
@@ -42,16 +43,27 @@ class ConnectionInputSerializer(serializers.Serializer):
             try:
                 parsed = conninfo_to_dict(dsn)
             except psycopg.ProgrammingError as exc:
-                raise serializers.ValidationError({"dsn": [f"Not a valid connection string: {exc}"]}) from None
+                reason = str(exc).strip()
+                raise serializers.ValidationError({"dsn": [f"Not a valid connection string: {reason}"]}) from None
+            except UnicodeDecodeError:
+                # libpq decodes %XX escapes to bytes; a value that is not UTF-8 cannot name anything.
+                raise serializers.ValidationError(
+                    {"dsn": ["Not a valid connection string: a %-escaped value is not UTF-8 text."]}) from None
             for key, field in _FROM_DSN.items():
                 if parsed.get(key) not in (None, ""):
-                    data[field] = parsed[key]
-            try:
-                data["port"] = int(data.get("port", 5432))
-            except ValueError:
-                raise serializers.ValidationError({"dsn": ["The port must be a number."]}) from None
-            if data["sslmode"] not in SslMode.values:
-                raise serializers.ValidationError({"dsn": [f"Unknown sslmode '{data['sslmode']}'."]})
+                    # The same rules as the separate fields (length, NUL characters, port range, sslmode).
+                    value = parsed[key]
+                    if field == "port":
+                        try:
+                            value = int(value)
+                        except ValueError:
+                            raise serializers.ValidationError({"dsn": ["The port must be a number."]}) from None
+                    try:
+                        data[field] = self.fields[field].run_validation(value)
+                    except serializers.ValidationError as exc:
+                        reasons = exc.detail if isinstance(exc.detail, list) else [exc.detail]
+                        raise serializers.ValidationError(
+                            {"dsn": [f"The connection string's {key}: {reason}" for reason in reasons]}) from None
         missing = {f: ["This field is required (or give a dsn)."] for f in ("host", "database", "user")
                    if not data.get(f)}
         if missing:
@@ -60,20 +72,20 @@ class ConnectionInputSerializer(serializers.Serializer):
 
 
 class CheckSerializer(serializers.Serializer):
-    name = serializers.CharField()
-    ok = serializers.BooleanField()
-    detail = serializers.CharField()
+    name = strict.CharField()
+    ok = strict.BooleanField()
+    detail = strict.CharField()
 
 
 class ConnectionOutputSerializer(serializers.Serializer):
-    id = serializers.UUIDField()
-    name = serializers.CharField()
-    host = serializers.CharField()
-    port = serializers.IntegerField()
-    database = serializers.CharField()
-    user = serializers.CharField()
-    sslmode = serializers.CharField()
-    schema = serializers.CharField()
+    id = strict.UUIDField()
+    name = strict.CharField()
+    host = strict.CharField()
+    port = strict.IntegerField()
+    database = strict.CharField()
+    user = strict.CharField()
+    sslmode = strict.CharField()
+    schema = strict.CharField()
     created_at = serializers.DateTimeField()
 
 
@@ -82,26 +94,26 @@ class ConnectionCheckedSerializer(ConnectionOutputSerializer):
 
 
 class CheckInputSerializer(serializers.Serializer):
-    tables = serializers.ListField(child=serializers.CharField(max_length=127), required=False, default=list,
+    tables = serializers.ListField(child=strict.CharField(max_length=127), required=False, default=list,
                                    max_length=200)
 
 
 class CheckOutputSerializer(serializers.Serializer):
-    ok = serializers.BooleanField()
+    ok = strict.BooleanField()
     checks = CheckSerializer(many=True)
 
 
 class ColumnSerializer(serializers.Serializer):
-    name = serializers.CharField()
-    type = serializers.CharField()
-    nullable = serializers.BooleanField()
+    name = strict.CharField()
+    type = strict.CharField()
+    nullable = strict.BooleanField()
 
 
 class TableSerializer(serializers.Serializer):
-    schema = serializers.CharField()
-    name = serializers.CharField()
+    schema = strict.CharField()
+    name = strict.CharField()
     columns = ColumnSerializer(many=True)
-    primary_key = serializers.ListField(child=serializers.CharField())
+    primary_key = serializers.ListField(child=strict.CharField())
 
 
 class ConnectionListCreateApi(APIView):
@@ -163,38 +175,38 @@ class ConnectionTablesApi(APIView):
 
 
 class ProblemSerializer(serializers.Serializer):
-    capture = serializers.CharField()
-    table = serializers.CharField()
-    kind = serializers.CharField(help_text="missing_table, missing_column, type_changed, missing_trigger, "
+    capture = strict.CharField()
+    table = strict.CharField()
+    kind = strict.CharField(help_text="missing_table, missing_column, type_changed, missing_trigger, "
                                            "trigger_error or install_failed.")
-    detail = serializers.CharField()
-    repairable = serializers.BooleanField(help_text="A repair (installing again) fixes it; otherwise correct "
+    detail = strict.CharField()
+    repairable = strict.BooleanField(help_text="A repair (installing again) fixes it; otherwise correct "
                                                     "the source first.")
-    workflows = serializers.ListField(child=serializers.CharField())
-    endpoints = serializers.ListField(child=serializers.CharField())
+    workflows = serializers.ListField(child=strict.CharField())
+    endpoints = serializers.ListField(child=strict.CharField())
 
 
 class HeldBackBySerializer(serializers.Serializer):
-    pid = serializers.IntegerField(allow_null=True, help_text="Null for a prepared (two-phase) transaction.")
-    user = serializers.CharField(allow_null=True)
-    application_name = serializers.CharField(allow_null=True, allow_blank=True)
-    state = serializers.CharField(allow_null=True)
+    pid = strict.IntegerField(allow_null=True, help_text="Null for a prepared (two-phase) transaction.")
+    user = strict.CharField(allow_null=True)
+    application_name = strict.CharField(allow_null=True, allow_blank=True)
+    state = strict.CharField(allow_null=True)
     xact_start = serializers.DateTimeField(allow_null=True)
-    seconds_open = serializers.FloatField(allow_null=True)
+    seconds_open = strict.FloatField(allow_null=True)
 
 
 class HealthSerializer(serializers.Serializer):
-    capture_installed = serializers.BooleanField()
-    reachable = serializers.BooleanField(allow_null=True)
-    backlog = serializers.IntegerField(allow_null=True, help_text="Events written but not read yet.")
-    oldest_unread_age_seconds = serializers.FloatField(allow_null=True)
+    capture_installed = strict.BooleanField()
+    reachable = strict.BooleanField(allow_null=True)
+    backlog = strict.IntegerField(allow_null=True, help_text="Events written but not read yet.")
+    oldest_unread_age_seconds = strict.FloatField(allow_null=True)
     held_back_by = HeldBackBySerializer(
         many=True, allow_null=True,
         help_text="Open transactions that wrote to the event log: their events are read when they commit. "
                   "state, xact_start and seconds_open are null for another role's session unless Rowbell's "
                   "database user has pg_read_all_stats.")
     last_poll_at = serializers.DateTimeField(allow_null=True)
-    last_error = serializers.CharField(allow_blank=True)
+    last_error = strict.CharField(allow_blank=True)
     last_error_at = serializers.DateTimeField(allow_null=True)
     capture_problems = ProblemSerializer(many=True, help_text="Drift between the captures and the database "
                                                               "(see the README): empty when all is in order.")

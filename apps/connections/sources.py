@@ -10,6 +10,8 @@ import psycopg
 from psycopg import sql
 from rest_framework.exceptions import ValidationError
 
+from apps.core.text import unstorable_find
+
 from .capture import Capture
 from .checks import grant_statement, table_privileges_check
 from .conditions import condition_columns, condition_validate
@@ -46,6 +48,10 @@ def row_source_validate(*, connection, source, rows_from: dict | None = None) ->
     """
     if not isinstance(source, dict):
         raise ValidationError({"source": ["Must be an object: {connection, table, events, columns}."]})
+    # Text neither database can store (e.g. a NUL among an `in` predicate's values) is refused before either is asked.
+    unstorable = unstorable_find(source, "source")
+    if unstorable:
+        raise ValidationError({unstorable[0]: [unstorable[1]]})
     unknown = set(source) - {"connection", "table", "events", "columns", "classification", "through", "column"}
     if unknown:
         raise ValidationError({f"source.{k}": ["Unknown field."] for k in sorted(unknown)})

@@ -2,6 +2,7 @@
 
 from cryptography.fernet import Fernet
 from django.conf import settings
+from django.core import checks
 from django.core.checks import Error, register
 
 from .ratelimits import Rate
@@ -34,6 +35,20 @@ def encryption_keys_check(app_configs, **kwargs):
 def secret_key_check(app_configs, **kwargs):
     if not settings.SECRET_KEY:
         return [Error("DJANGO_SECRET_KEY is not set.", id="rowbell.E003")]
+    return []
+
+
+@register()
+def shared_provider_webhook_check(app_configs, **kwargs):
+    # One basic-auth secret for every product: whoever holds it (any product's provider account) can
+    # report events for every product's messages.
+    if (getattr(settings, "ANYMAIL", {}) or {}).get("WEBHOOK_SECRET"):
+        return [checks.Warning(
+            "ROWBELL_PROVIDER_WEBHOOK_SECRET is set: the service-wide provider event webhooks accept events "
+            "for every product with one secret.",
+            hint="Point each provider at its configuration's own events_webhook URL (GET /api/v1/providers), "
+                 "then unset ROWBELL_PROVIDER_WEBHOOK_SECRET and ROWBELL_MAILGUN_WEBHOOK_SIGNING_KEY.",
+            id="rowbell.W001")]
     return []
 
 

@@ -42,3 +42,27 @@ class EncryptedTextField(models.TextField):
         # An empty value (e.g. no password: certificate or trust authentication) stays empty.
         value = super().get_prep_value(value)
         return value if not value else encrypt(value)
+
+
+# Secrets that live inside JSON documents (a recipient's `chat_webhook`, a rendered chat payload's
+# `webhook_url`) cannot use a column type: they are sealed in place as one string with this prefix, so
+# that every copy of the document (request, run, delivery payload) carries the ciphertext only.
+SEALED_PREFIX = "sealed:v1:"
+
+
+def seal(plaintext: str) -> str:
+    """`plaintext` encrypted (as `encrypt`) and marked, to be stored inside a JSON value. Sealing a value
+    that is already sealed returns it as it is."""
+    if is_sealed(plaintext):
+        return plaintext
+    return SEALED_PREFIX + encrypt(plaintext)
+
+
+def unseal(value: str) -> str:
+    """The plaintext of a value made by `seal`; any other string is returned unchanged (rows written
+    before sealing existed). Raises ImproperlyConfigured when no configured key decrypts it."""
+    return decrypt(value[len(SEALED_PREFIX):]) if is_sealed(value) else value
+
+
+def is_sealed(value) -> bool:
+    return isinstance(value, str) and value.startswith(SEALED_PREFIX)

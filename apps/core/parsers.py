@@ -1,8 +1,15 @@
 import io
+import re
 
 from django.conf import settings
-from rest_framework import exceptions, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.parsers import JSONParser
+
+from .text import unstorable_find
+
+# Only a body with one of these escapes can hold a string PostgreSQL cannot store: raw UTF-8 cannot
+# encode a surrogate (the decoder refuses it) and a raw NUL byte is not valid inside a JSON string.
+_ESCAPES_TO_CHECK = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -12,10 +19,14 @@ class PayloadTooLarge(exceptions.APIException):
 
 
 class BoundedJSONParser(JSONParser):
-    """JSON parser that refuses bodies over ROWBELL_MAX_BODY_BYTES before decoding them.
+    """JSON parser that refuses bodies over ROWBELL_MAX_BODY_BYTES before decoding them, and strings
+    that cannot be stored.
 
     DRF reads the request stream directly, so Django's DATA_UPLOAD_MAX_MEMORY_SIZE never applies;
     this reads at most limit + 1 bytes, whatever Content-Length claims.
+
+    A string holding U+0000 or an unpaired surrogate (apps/core/text.py) anywhere in the body is a 400
+    naming its place (`data.x`), whichever endpoint receives it: raises `serializers.ValidationError`.
     """
 
     def parse(self, stream, media_type=None, parser_context=None):
@@ -24,6 +35,12 @@ class BoundedJSONParser(JSONParser):
         if len(raw) > limit:
             raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
         try:
-            return super().parse(io.BytesIO(raw), media_type, parser_context)
+            parsed = super().parse(io.BytesIO(raw), media_type, parser_context)
         except RecursionError:
             raise exceptions.ParseError("JSON parse error - nested too deeply.") from None
+        if _ESCAPES_TO_CHECK.search(raw):
+            found = unstorable_find(parsed)
+            if found:
+                path, message = found
+                raise serializers.ValidationError({path or "non_field_errors": [message]})
+        return parsed

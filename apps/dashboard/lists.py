@@ -182,3 +182,13 @@ class OrganizationFilter(admin.SimpleListFilter):
             return queryset
         wanted = uuid_or_none(self.value())
         return queryset.filter(organization_id=wanted) if wanted else queryset.none()
+
+
+def masked_json(value) -> str:
+    """A stored JSON document as the admin shows one, with its sealed secrets masked
+    (apps.core.masking.sealed_masked): a recipient's chat webhook URL is never on a page."""
+    import json
+
+    from apps.core.masking import sealed_masked
+
+    return json.dumps(sealed_masked(value), ensure_ascii=False, default=str)

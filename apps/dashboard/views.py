@@ -10,6 +10,7 @@ from django.template.response import TemplateResponse
 
 from apps.core import exactjson
 from apps.core.exceptions import ApplicationError
+from apps.core.masking import sealed_masked
 from apps.deliveries.models import Delivery, DeliveryStatus
 from apps.deliveries.services import MAX_REVIEW_BATCH, deliveries_discard, deliveries_release
 from apps.tenants.models import Product
@@ -41,7 +42,7 @@ def _preview(delivery: Delivery) -> dict:
     if delivery.channel == "chat":
         return {"kind": "chat", "title": payload.get("title", ""), "text": payload.get("text", ""),
                 "to": delivery.target}
-    return {"kind": "json", "body": exactjson.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False),
+    return {"kind": "json", "body": exactjson.dumps(sealed_masked(payload), indent=2, sort_keys=True, ensure_ascii=False),
             "to": delivery.target}
 
 

@@ -1,6 +1,5 @@
 from django import forms
 from django.contrib import admin, messages
-from django.db import models
 
 from .models import (
     SUCCESS_STATUSES,
@@ -10,7 +9,7 @@ from .models import (
     ProviderConfig,
     WebhookEndpoint,
 )
-from apps.dashboard.lists import CreatedFilter, OperatorAdmin, actor_of, back_to, fixed_filter
+from apps.dashboard.lists import CreatedFilter, OperatorAdmin, actor_of, back_to, fixed_filter, masked_json
 
 from .channels import channel_kinds
 
@@ -32,16 +31,18 @@ class EndpointActions:
 
 @admin.register(WebhookEndpoint)
 class WebhookEndpointAdmin(EndpointActions, OperatorAdmin):
-    list_display = ("url", "product", "enabled", "disabled_reason", "failing_since", "accept_any_2xx", "created_at")
+    list_display = ("url_masked", "product", "enabled", "disabled_reason", "failing_since", "accept_any_2xx",
+                    "created_at")
     list_filter = ("enabled", "product")
     list_select_related = ("product",)
-    search_fields = ("url",)
+    search_fields = ("host",)
+    search_help_text = "The endpoint's host name (the rest of its URL is encrypted)."
     # The signing secrets never appear in the admin (a rotated one is shown once, to the operator who
-    # rotated it, on the answer page, and is kept nowhere else in the admin).
-    exclude = ("secret", "previous_secret")
-    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    # rotated it, on the answer page, and is kept nowhere else in the admin); the URL only masked: it may
+    # carry a token.
+    exclude = ("secret", "previous_secret", "url")
     # Enabling and disabling go through the services (audit, triggers, replay), not the form.
-    readonly_fields = ("id", "product", "created_at", "enabled", "disabled_at", "disabled_reason", "failing_since",
+    readonly_fields = ("id", "product", "url_masked", "host", "created_at", "enabled", "disabled_at", "disabled_reason", "failing_since",
                        "previous_secret_until", "connection", "source", "capture", "capture_spec")
     actions = ["disable", "enable", "enable_and_replay", "replay_failed", "rotate_secret"]
     object_actions = (("disable", "Disable"), ("enable", "Enable"), ("enable_and_replay", "Enable and replay failed"),
@@ -87,11 +88,11 @@ class WebhookEndpointAdmin(EndpointActions, OperatorAdmin):
             try:
                 result = deliveries_replay(product_id=endpoint.product_id, endpoint=endpoint, actor=actor_of(request))
             except ApplicationError as exc:
-                notes.append(f"{endpoint.url}: {exc.message}")
+                notes.append(f"{endpoint.url_masked}: {exc.message}")
                 continue
             replayed += len(result["replayed"])
             if result["not_replayed"]:
-                notes.append(f"{endpoint.url}: {len(result['not_replayed'])} not replayed "
+                notes.append(f"{endpoint.url_masked}: {len(result['not_replayed'])} not replayed "
                              f"({next(iter(result['not_replayed'].values()))})")
         self.message_user(request, f"Queued {replayed} failed deliver{'y' if replayed == 1 else 'ies'} again, "
                           "with their original webhook-id.", messages.SUCCESS if replayed else messages.WARNING)
@@ -170,7 +171,9 @@ class DeliveryAdmin(OperatorAdmin):
     search_fields = ("message_id",)  # shows the search box; see exact_search_fields
     exact_search_fields = ("message_id", "provider_message_id")
     list_select_related = ("product",)
-    readonly_fields = [f.name for f in Delivery._meta.fields]
+    # A chat delivery's payload holds its recipient's webhook URL sealed: shown masked.
+    exclude = ("payload",)
+    readonly_fields = [f.name if f.name != "payload" else "payload_shown" for f in Delivery._meta.fields]
     inlines = [DeliveryEventInline, DeliveryAttemptInline]
     actions = ["release", "discard"]
     object_actions = (("release", "Release (send)"), ("discard", "Discard"))
@@ -178,6 +181,10 @@ class DeliveryAdmin(OperatorAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).select_related(
             "product", "organization__product", "request", "run", "event", "endpoint")
+
+    @admin.display(description="payload")
+    def payload_shown(self, obj):
+        return masked_json(obj.payload)
 
     def has_review_permission(self, request):
         return request.user.has_perm("deliveries.review_delivery")
@@ -278,8 +285,45 @@ class ProviderConfigAdmin(OperatorAdmin):
     list_display = ("channel", "provider", "product", "organization", "updated_at")
     list_filter = ("channel", "provider")
     list_select_related = ("product", "organization__product")
-    fields = ("product", "organization", "provider_choice", "credentials_json", "options_json")
+    fields = ("product", "organization", "provider_choice", "credentials_json", "options_json", "events_webhook")
     change_form_template = None
+    actions = ["rotate_events_secret"]
+
+    @admin.display(description="Event webhook")
+    def events_webhook(self, obj):
+        from .provider_events import USERNAME, provider_events_url
+
+        url = provider_events_url(obj) if obj else ""
+        if not url:
+            return "None for this provider." if obj and obj.pk else "Created on save, for SendGrid, Mailgun, Postmark and SES."
+        return (f"{url} — HTTP basic auth user {USERNAME}; the secret is shown once, by the action "
+                "'Rotate the event webhook secret'.")
+
+    @admin.action(description="Rotate the event webhook secret of one email provider", permissions=["change"])
+    def rotate_events_secret(self, request, queryset):
+        from django.template.response import TemplateResponse
+
+        from apps.core.exceptions import ApplicationError
+
+        from .provider_events import provider_events_url
+        from .services import provider_config_rotate_events_secret
+
+        if queryset.count() != 1:
+            self.message_user(request, "Rotate one configuration's secret at a time. Nothing was rotated.",
+                              messages.ERROR)
+            return back_to(request)
+        try:
+            config = provider_config_rotate_events_secret(config=queryset.get(), actor=actor_of(request))
+        except ApplicationError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return back_to(request)
+        # Shown once, in this answer only (as rotated endpoint secrets are).
+        response = TemplateResponse(request, "dashboard/provider_events_secret.html", {
+            **self.admin_site.each_context(request), "title": "Event webhook secret rotated", "subtitle": None,
+            "config": config, "url": provider_events_url(config),
+            "url_with_secret": provider_events_url(config, secret=config.events_secret_new), "opts": self.opts})
+        response["Cache-Control"] = "no-store"
+        return response
 
     def has_add_permission(self, request):
         return request.user.has_perm("deliveries.add_providerconfig")
@@ -289,7 +333,7 @@ class ProviderConfigAdmin(OperatorAdmin):
         return request.user.has_perm("deliveries.change_providerconfig")
 
     def get_readonly_fields(self, request, obj=None):
-        return ("product", "organization") if obj else ()
+        return ("product", "organization", "events_webhook") if obj else ("events_webhook",)
 
     def save_model(self, request, obj, form, change):
         from .services import provider_config_put

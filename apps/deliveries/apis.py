@@ -1,12 +1,14 @@
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 
+from apps.core import fields as strict
 from apps.core.exceptions import InvalidInput, NotFound
 from apps.core.ids import uuid_or_none
-from apps.core.pagination import paginated
+from apps.core.masking import sealed_masked
+from apps.core.pagination import NewestFirst, paginated
 from apps.tenants.permissions import IsProduct, IsProductOrOrganization
 
 from .models import DeliveryStatus
@@ -28,9 +30,9 @@ from .services import (
 
 
 class WebhookInputSerializer(serializers.Serializer):
-    url = serializers.URLField(max_length=2000)
-    description = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    accept_any_2xx = serializers.BooleanField(required=False, default=False,
+    url = strict.URLField(max_length=2000)
+    description = strict.CharField(max_length=200, required=False, allow_blank=True, default="")
+    accept_any_2xx = strict.BooleanField(required=False, default=False,
                                               help_text="Count any 2xx as success (default: only 200).")
     source = serializers.JSONField(required=False, help_text=(
         'Row events: {"connection": "<id>", "table": "public.orders", "events": ["row.created", "row.updated", '
@@ -38,13 +40,14 @@ class WebhookInputSerializer(serializers.Serializer):
 
 
 class WebhookOutputSerializer(serializers.Serializer):
-    id = serializers.UUIDField()
-    url = serializers.CharField()
-    description = serializers.CharField()
-    accept_any_2xx = serializers.BooleanField()
-    enabled = serializers.BooleanField()
+    id = strict.UUIDField()
+    url = strict.CharField(source="url_masked", help_text=(
+        "Masked (scheme://host/…last4): the full URL may carry a token, and is stored encrypted."))
+    description = strict.CharField()
+    accept_any_2xx = strict.BooleanField()
+    enabled = strict.BooleanField()
     disabled_at = serializers.DateTimeField(allow_null=True)
-    disabled_reason = serializers.CharField(help_text="Why it was disabled: by whom, or what Rowbell saw.")
+    disabled_reason = strict.CharField(help_text="Why it was disabled: by whom, or what Rowbell saw.")
     failing_since = serializers.DateTimeField(
         allow_null=True, help_text="Since when every attempt has failed (null: the last one succeeded).")
     previous_secret_until = serializers.DateTimeField(
@@ -54,7 +57,7 @@ class WebhookOutputSerializer(serializers.Serializer):
 
 
 class WebhookCreatedSerializer(WebhookOutputSerializer):
-    secret = serializers.CharField(help_text="whsec_... signing secret, shown once.")
+    secret = strict.CharField(help_text="whsec_... signing secret, shown once.")
 
 
 class WebhookListCreateApi(APIView):
@@ -99,7 +102,7 @@ class WebhookEnableApi(APIView):
     permission_classes = [IsProduct]
 
     class WebhookEnableInputSerializer(serializers.Serializer):
-        replay = serializers.BooleanField(required=False, default=False, help_text=(
+        replay = strict.BooleanField(required=False, default=False, help_text=(
             "Also replay the deliveries that failed (or were skipped) while it was failing or disabled."))
 
     class WebhookEnabledSerializer(WebhookOutputSerializer):
@@ -123,12 +126,12 @@ class WebhookRotateSecretApi(APIView):
     permission_classes = [IsProduct]
 
     class RotateSecretInputSerializer(serializers.Serializer):
-        overlap_seconds = serializers.IntegerField(required=False, default=DEFAULT_SECRET_OVERLAP_SECONDS,
+        overlap_seconds = strict.IntegerField(required=False, default=DEFAULT_SECRET_OVERLAP_SECONDS,
                                                    min_value=0, max_value=MAX_SECRET_OVERLAP_SECONDS)
 
     class RotatedSecretSerializer(serializers.Serializer):
-        id = serializers.UUIDField()
-        secret = serializers.CharField(help_text="The new whsec_... secret, shown once.")
+        id = strict.UUIDField()
+        secret = strict.CharField(help_text="The new whsec_... secret, shown once.")
         previous_secret_until = serializers.DateTimeField()
 
     @extend_schema(request=RotateSecretInputSerializer, responses=RotatedSecretSerializer)
@@ -142,8 +145,8 @@ class WebhookRotateSecretApi(APIView):
 
 
 class ReplayOutputSerializer(serializers.Serializer):
-    replayed = serializers.ListField(child=serializers.CharField(), help_text="Delivery ids queued again.")
-    not_replayed = serializers.DictField(child=serializers.CharField(), help_text="Delivery id: why not.")
+    replayed = serializers.ListField(child=strict.CharField(), help_text="Delivery ids queued again.")
+    not_replayed = serializers.DictField(child=strict.CharField(), help_text="Delivery id: why not.")
 
 
 class WebhookReplayApi(APIView):
@@ -166,34 +169,40 @@ class WebhookReplayApi(APIView):
 
 
 class DeliveryOutputSerializer(serializers.Serializer):
-    id = serializers.CharField(source="message_id")
-    run_id = serializers.IntegerField(allow_null=True)
-    step = serializers.CharField(source="step_id")
-    channel = serializers.CharField()
-    target = serializers.CharField()
-    recipient_id = serializers.CharField()
-    status = serializers.CharField()
-    payload = serializers.JSONField(help_text="The rendered message, exactly as it is (or would be) sent.")
-    attempts = serializers.IntegerField(source="attempt_count")
-    last_error = serializers.CharField()
+    id = strict.CharField(source="message_id")
+    run_id = strict.IntegerField(allow_null=True)
+    step = strict.CharField(source="step_id")
+    channel = strict.CharField()
+    target = strict.CharField()
+    recipient_id = strict.CharField()
+    status = strict.CharField()
+    payload = serializers.SerializerMethodField(help_text=(
+        "The rendered message, exactly as it is (or would be) sent; a recipient's chat webhook URL is shown masked."))
+    attempts = strict.IntegerField(source="attempt_count")
+    last_error = strict.CharField()
     created_at = serializers.DateTimeField()
     completed_at = serializers.DateTimeField(allow_null=True)
 
 
+    @extend_schema_field(serializers.JSONField())
+    def get_payload(self, delivery):
+        return sealed_masked(delivery.payload)
+
+
 class DeliveryEventSerializer(serializers.Serializer):
-    status = serializers.CharField()
+    status = strict.CharField()
     at = serializers.DateTimeField()
-    source = serializers.CharField(help_text="rowbell, operator, provider or tracking.")
+    source = strict.CharField(help_text="rowbell, operator, provider or tracking.")
     detail = serializers.JSONField()
 
 
 class DeliveryAttemptSerializer(serializers.Serializer):
-    number = serializers.IntegerField()
+    number = strict.IntegerField()
     started_at = serializers.DateTimeField()
-    duration_ms = serializers.IntegerField(allow_null=True)
-    outcome = serializers.CharField()
-    status_code = serializers.IntegerField(allow_null=True)
-    error = serializers.CharField()
+    duration_ms = strict.IntegerField(allow_null=True)
+    outcome = strict.CharField()
+    status_code = strict.IntegerField(allow_null=True)
+    error = strict.CharField()
 
 
 class DeliveryDetailSerializer(DeliveryOutputSerializer):
@@ -214,12 +223,13 @@ class DeliveryDetailApi(APIView):
 class DeliveryListApi(APIView):
     """Deliveries with their rendered content: `?status=held` is the sandbox review queue."""
 
+    pagination_class = NewestFirst
     permission_classes = [IsProductOrOrganization]
 
-    class FilterSerializer(serializers.Serializer):
-        status = serializers.ChoiceField(required=False, choices=DeliveryStatus.choices)
-        workflow = serializers.SlugField(required=False, max_length=100)
-        run_id = serializers.IntegerField(required=False, min_value=1)
+    class FilterSerializer(strict.QuerySerializer):
+        status = strict.ChoiceField(required=False, choices=DeliveryStatus.choices)
+        workflow = strict.SlugField(required=False, max_length=100)
+        run_id = strict.IntegerField(required=False, min_value=1)
 
     @extend_schema(parameters=[FilterSerializer], responses=DeliveryOutputSerializer(many=True))
     def get(self, request):
@@ -230,13 +240,13 @@ class DeliveryListApi(APIView):
 
 
 class ReviewInputSerializer(serializers.Serializer):
-    ids = serializers.ListField(child=serializers.CharField(max_length=40), min_length=1,
+    ids = serializers.ListField(child=strict.CharField(max_length=40), min_length=1,
                                 max_length=MAX_REVIEW_BATCH, help_text="Delivery ids (msg_...).")
 
 
 class ReviewOutputSerializer(serializers.Serializer):
-    done = serializers.ListField(child=serializers.CharField(), help_text="The deliveries this call changed.")
-    skipped = serializers.ListField(child=serializers.CharField(),
+    done = serializers.ListField(child=strict.CharField(), help_text="The deliveries this call changed.")
+    skipped = serializers.ListField(child=strict.CharField(),
                                     help_text="Ids that were not held (already reviewed, or unknown).")
 
 
@@ -296,26 +306,42 @@ _PROVIDERS_HELP = _providers_help()
 
 
 class ProviderInputSerializer(serializers.Serializer):
-    provider = serializers.CharField(max_length=40, help_text=_PROVIDERS_HELP)
+    provider = strict.CharField(max_length=40, help_text=_PROVIDERS_HELP)
     credentials = serializers.JSONField(help_text="The provider's secrets; stored encrypted, never shown again.")
     options = serializers.JSONField(required=False, default=dict, help_text="The provider's other settings.")
-    organization = serializers.UUIDField(required=False, allow_null=True, default=None,
+    organization = strict.UUIDField(required=False, allow_null=True, default=None,
                                          help_text="Configure it for one organization of the product only.")
 
 
 class ProviderOutputSerializer(serializers.Serializer):
-    id = serializers.UUIDField()
-    channel = serializers.CharField()
-    provider = serializers.CharField()
-    organization = serializers.UUIDField(source="organization_id", allow_null=True)
+    id = strict.UUIDField()
+    channel = strict.CharField()
+    provider = strict.CharField()
+    organization = strict.UUIDField(source="organization_id", allow_null=True)
     options = serializers.JSONField()
     credentials_set = serializers.SerializerMethodField(help_text="Which credentials are stored (never their values).")
+    events_webhook = serializers.SerializerMethodField(help_text=(
+        "Email providers that report events: the URL to give the provider, with HTTP basic auth user `rowbell` "
+        "and a secret shown once (when first configured, and by rotate-events-secret)."))
     updated_at = serializers.DateTimeField()
 
     def get_credentials_set(self, obj) -> list[str]:
         import json
 
         return sorted(json.loads(obj.credentials))
+
+    @extend_schema_field(serializers.JSONField(allow_null=True))
+    def get_events_webhook(self, obj):
+        from .provider_events import USERNAME, provider_events_url
+
+        url = provider_events_url(obj)
+        if not url:
+            return None
+        shown = {"url": url, "username": USERNAME, "secret": "********"}
+        if getattr(obj, "events_secret_new", ""):
+            shown.update(secret=obj.events_secret_new, url_with_secret=provider_events_url(
+                obj, secret=obj.events_secret_new))
+        return shown
 
 
 def _organization_of(request, organization_id):
@@ -370,16 +396,41 @@ class ProviderDetailApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+class ProviderRotateEventsSecretApi(APIView):
+    """A new basic-auth secret for the channel's provider event webhook (email), shown once in
+    `events_webhook`; the previous one stops working at once."""
+
+    permission_classes = [IsProduct]
+
+    class RotateEventsInputSerializer(serializers.Serializer):
+        organization = strict.UUIDField(required=False, allow_null=True, default=None)
+
+    @extend_schema(request=RotateEventsInputSerializer, responses=ProviderOutputSerializer)
+    def post(self, request, channel):
+        from .models import ProviderConfig
+        from .services import provider_config_rotate_events_secret
+
+        data = self.RotateEventsInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        organization = _organization_of(request, data.validated_data["organization"])
+        config = ProviderConfig.objects.filter(product_id=request.user.product_id, organization=organization,
+                                               channel=channel).first()
+        if config is None:
+            raise NotFound("No provider is configured for this channel.")
+        config = provider_config_rotate_events_secret(config=config, actor=request.user.actor)
+        return Response(ProviderOutputSerializer(config).data)
+
+
 class MetricsApi(APIView):
     """Delivery figures per workflow and channel over a time range (deliveries created in it)."""
 
     permission_classes = [IsProductOrOrganization]
 
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(strict.QuerySerializer):
         since = serializers.DateTimeField(required=False, help_text="Default: 24 hours before `until`.")
         until = serializers.DateTimeField(required=False, help_text="Default: now.")
-        workflow = serializers.SlugField(required=False, max_length=100)
-        channel = serializers.CharField(required=False, max_length=20)
+        workflow = strict.SlugField(required=False, max_length=100)
+        channel = strict.CharField(required=False, max_length=20)
 
         def validate(self, attrs):
             from datetime import timedelta
@@ -398,19 +449,19 @@ class MetricsApi(APIView):
             return attrs
 
     class MetricsSerializer(serializers.Serializer):
-        workflow = serializers.CharField(allow_null=True)
-        channel = serializers.CharField()
-        total = serializers.IntegerField()
-        sent = serializers.IntegerField()
-        delivered = serializers.IntegerField()
-        failed = serializers.IntegerField()
-        bounced = serializers.IntegerField()
-        skipped = serializers.IntegerField()
-        opened = serializers.IntegerField()
-        clicked = serializers.IntegerField()
-        open_rate = serializers.FloatField(allow_null=True)
-        click_rate = serializers.FloatField(allow_null=True)
-        latency_ms = serializers.DictField(child=serializers.FloatField(allow_null=True))
+        workflow = strict.CharField(allow_null=True)
+        channel = strict.CharField()
+        total = strict.IntegerField()
+        sent = strict.IntegerField()
+        delivered = strict.IntegerField()
+        failed = strict.IntegerField()
+        bounced = strict.IntegerField()
+        skipped = strict.IntegerField()
+        opened = strict.IntegerField()
+        clicked = strict.IntegerField()
+        open_rate = strict.FloatField(allow_null=True)
+        click_rate = strict.FloatField(allow_null=True)
+        latency_ms = serializers.DictField(child=strict.FloatField(allow_null=True))
 
     class MetricsResponseSerializer(serializers.Serializer):
         since = serializers.DateTimeField()

@@ -4,6 +4,7 @@ from django.db import models
 
 from apps.core.encryption import EncryptedTextField
 from apps.core.exactjson import ExactDecoder, ExactEncoder
+from apps.core.masking import url_mask
 
 
 # Why a delivery to a disabled endpoint was skipped: such deliveries are replayed when it is enabled again.
@@ -11,11 +12,14 @@ ENDPOINT_DISABLED = "The webhook endpoint is disabled."
 
 
 class WebhookEndpoint(models.Model):
-    """Where a product's webhook deliveries go. The signing secret is encrypted at rest."""
+    """Where a product's webhook deliveries go. The URL (a token can sit in its path or query) and the
+    signing secret are encrypted at rest; `host` is kept in clear for search, and the URL is only ever
+    shown masked (apps.core.masking.url_mask)."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     product = models.ForeignKey("tenants.Product", on_delete=models.PROTECT, related_name="webhook_endpoints")
-    url = models.URLField(max_length=2000)
+    url = EncryptedTextField(help_text="The full URL, encrypted at rest.")
+    host = models.CharField(max_length=255, blank=True, default="", help_text="The URL's host, for search.")
     description = models.CharField(max_length=200, blank=True)
     secret = EncryptedTextField(help_text="whsec_... signing secret (encrypted at rest).")
     # After a rotation the previous secret signs too, until the overlap ends: receivers switch at leisure.
@@ -44,7 +48,11 @@ class WebhookEndpoint(models.Model):
         permissions = [("operate_webhookendpoint", "Can disable, enable, rotate and replay webhook endpoints")]
 
     def __str__(self):
-        return self.url
+        return url_mask(self.url)
+
+    @property
+    def url_masked(self) -> str:
+        return url_mask(self.url)
 
     def signing_secrets(self, now) -> list[str]:
         """The secrets a message is signed with now: the current one, and the previous one during the
@@ -233,6 +241,11 @@ class ProviderConfig(models.Model):
     provider = models.CharField(max_length=40)
     credentials = EncryptedTextField(help_text="JSON, encrypted at rest.")
     options = models.JSONField(default=dict, blank=True)
+    # Email providers report deliveries, bounces, opens... to their own event webhook URL, whose path
+    # carries this unguessable token and whose basic-auth password is `events_secret`: a call is
+    # accepted only with both, and it can only touch this configuration's deliveries.
+    events_token = models.CharField(max_length=64, blank=True, default="")
+    events_secret = EncryptedTextField(blank=True, default="", help_text="Basic-auth password, encrypted at rest.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -243,6 +256,8 @@ class ProviderConfig(models.Model):
                                     condition=models.Q(organization__isnull=True)),
             models.UniqueConstraint(fields=["organization", "channel"], name="provider_per_organization_channel",
                                     condition=models.Q(organization__isnull=False)),
+            models.UniqueConstraint(fields=["events_token"], name="provider_events_token_unique",
+                                    condition=~models.Q(events_token="")),
         ]
 
     def __str__(self):

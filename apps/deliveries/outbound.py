@@ -35,6 +35,7 @@ from django.utils import timezone
 
 from apps.core.addresses import address_allowed as address_allowed_in
 from apps.core.addresses import networks
+from apps.core.masking import url_mask
 
 EXCERPT_CHARS = 1024
 USER_AGENT = "Rowbell-Webhooks/1"
@@ -66,6 +67,16 @@ class DestinationRefused(OutboundError):
 
 def address_allowed(ip: str) -> bool:
     return address_allowed_in(ip, refused=_BLOCKED_NETWORKS, allowed=settings.ROWBELL_OUTBOUND_ALLOW)
+
+
+def _url_masked_in(message: str, url: str) -> str:
+    """An error message (it is stored on attempts and shown by the API) with the URL it may quote
+    replaced by its masked form: a URL can carry a token (aiohttp's InvalidURL quotes it whole)."""
+    parts = urlsplit(url)
+    masked = url_mask(url)
+    message = message.replace(url, masked)
+    tail = parts.path + (f"?{parts.query}" if parts.query else "")
+    return message.replace(tail, "/…") if len(tail) > 1 else message
 
 
 def url_check(url: str) -> None:
@@ -164,9 +175,13 @@ class _Sender:
         # _post answers every failure it knows; anything else is a bug, recorded against that request only
         # (the batch's other requests, already on their way, keep their own outcomes).
         try:
-            return await self._post(post)
+            answer = await self._post(post)
         except Exception as exc:  # noqa: BLE001
-            return OutboundError(f"Internal error: {exc.__class__.__name__}: {exc}")
+            answer = OutboundError(f"Internal error: {exc.__class__.__name__}: {exc}")
+        if isinstance(answer, OutboundError):
+            answer.message = _url_masked_in(answer.message, post.url)
+            answer.args = (answer.message,)
+        return answer
 
     def _gate(self, url: str) -> asyncio.Semaphore:
         parts = urlsplit(url)

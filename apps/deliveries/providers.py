@@ -18,6 +18,9 @@ from urllib.parse import urlencode
 from django.conf import settings
 from rest_framework import serializers
 
+from apps.core import fields as strict
+from apps.core.encryption import unseal
+
 from . import outbound
 from .channels.base import DeliveryError, SendResult
 
@@ -102,15 +105,15 @@ class Twilio(Provider):
     ok_statuses = (200, 201)
 
     class Credentials(serializers.Serializer):
-        account_sid = serializers.RegexField(r"^AC[0-9a-f]{32}$", error_messages={
+        account_sid = strict.RegexField(r"^AC[0-9a-f]{32}$", error_messages={
             "invalid": "An Account SID: AC followed by 32 hexadecimal digits."})
-        auth_token = serializers.RegexField(r"^[0-9a-f]{32}$", error_messages={
+        auth_token = strict.RegexField(r"^[0-9a-f]{32}$", error_messages={
             "invalid": "An Auth Token: 32 hexadecimal digits."})
 
     class Options(serializers.Serializer):
-        sender = serializers.RegexField(E164, required=False, error_messages={
+        sender = strict.RegexField(E164, required=False, error_messages={
             "invalid": "An E.164 number, e.g. +14155550123."}, help_text="The From number.")
-        messaging_service_sid = serializers.RegexField(r"^MG[0-9a-f]{32}$", required=False, error_messages={
+        messaging_service_sid = strict.RegexField(r"^MG[0-9a-f]{32}$", required=False, error_messages={
             "invalid": "A Messaging Service SID: MG followed by 32 hexadecimal digits."})
 
         def validate(self, attrs):
@@ -149,13 +152,13 @@ class HttpSms(Provider):
     ok_statuses = tuple(range(200, 300))
 
     class Credentials(serializers.Serializer):
-        headers = serializers.DictField(child=serializers.CharField(max_length=4000), required=False, default=dict,
+        headers = serializers.DictField(child=strict.CharField(max_length=4000), required=False, default=dict,
                                         help_text="Secret request headers, e.g. Authorization.")
 
     class Options(serializers.Serializer):
         url = SafeUrlField(max_length=2000)
-        encoding = serializers.ChoiceField(choices=["json", "form"], default="json")
-        fields = serializers.DictField(child=serializers.CharField(max_length=2000), allow_empty=False, help_text=(
+        encoding = strict.ChoiceField(choices=["json", "form"], default="json")
+        fields = serializers.DictField(child=strict.CharField(max_length=2000), allow_empty=False, help_text=(
             "Request fields, each a template over `to` and `text`."))
 
         def validate_fields(self, value):
@@ -189,6 +192,11 @@ class _ChatWebhook(serializers.Serializer):
     webhook_url = SafeUrlField(max_length=2000, help_text="The incoming webhook's URL (a secret).")
 
 
+def _chat_url(payload: dict, credentials: dict) -> str:
+    """Where a chat message goes: the recipient's own webhook (sealed in the payload), else the configured one."""
+    return unseal(payload["webhook_url"]) if payload.get("webhook_url") else credentials["webhook_url"]
+
+
 class Slack(Provider):
     """Slack incoming webhooks: a JSON POST of {"text": ...}; Slack answers 200 "ok", or an error code
     in the body (400 invalid_payload, 403 action_prohibited, 404 channel_not_found, 410
@@ -200,7 +208,7 @@ class Slack(Provider):
 
     def request(self, payload, credentials, options):
         text = f"*{payload['title']}*\n{payload['text']}" if payload.get("title") else payload["text"]
-        return _json_post(payload.get("webhook_url") or credentials["webhook_url"], {"text": text})
+        return _json_post(_chat_url(payload, credentials), {"text": text})
 
 
 class Teams(Provider):
@@ -220,7 +228,7 @@ class Teams(Provider):
         body.append({"type": "TextBlock", "text": payload["text"], "wrap": True})
         card = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard",
                 "version": "1.4", "body": body}
-        return _json_post(payload.get("webhook_url") or credentials["webhook_url"], {"type": "message", "attachments": [
+        return _json_post(_chat_url(payload, credentials), {"type": "message", "attachments": [
             {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}]})
 
     def outcome(self, answer):
@@ -240,12 +248,12 @@ class HttpPush(HttpSms):
 
 
 class _ServiceAccount(serializers.Serializer):
-    type = serializers.ChoiceField(choices=["service_account"])
-    project_id = serializers.RegexField(r"^[a-z][a-z0-9-]{4,61}[a-z0-9]$", error_messages={
+    type = strict.ChoiceField(choices=["service_account"])
+    project_id = strict.RegexField(r"^[a-z][a-z0-9-]{4,61}[a-z0-9]$", error_messages={
         "invalid": "A Google Cloud project id."})
-    private_key_id = serializers.CharField(max_length=100)
-    private_key = serializers.CharField(max_length=10_000, trim_whitespace=False)
-    client_email = serializers.EmailField()
+    private_key_id = strict.CharField(max_length=100)
+    private_key = strict.CharField(max_length=10_000, trim_whitespace=False)
+    client_email = strict.EmailField()
     token_uri = SafeUrlField(default="https://oauth2.googleapis.com/token")
 
     def validate_private_key(self, value):
@@ -357,7 +365,7 @@ class EmailProvider(Provider):
 
 
 class _EmailOptions(serializers.Serializer):
-    from_email = serializers.EmailField(required=False, help_text="Sender address (default: DEFAULT_FROM_EMAIL).")
+    from_email = strict.EmailField(required=False, help_text="Sender address (default: DEFAULT_FROM_EMAIL).")
 
 
 class Smtp(EmailProvider):
@@ -366,14 +374,14 @@ class Smtp(EmailProvider):
     name, title = "smtp", "The SMTP server"
 
     class Credentials(serializers.Serializer):
-        username = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
-        password = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+        username = strict.CharField(max_length=500, required=False, allow_blank=True, default="")
+        password = strict.CharField(max_length=500, required=False, allow_blank=True, default="")
 
     class Options(_EmailOptions):
-        host = serializers.RegexField(r"^[A-Za-z0-9.-]+$|^\[?[0-9A-Fa-f:.]+\]?$", max_length=255, error_messages={
+        host = strict.RegexField(r"^[A-Za-z0-9.-]+$|^\[?[0-9A-Fa-f:.]+\]?$", max_length=255, error_messages={
             "invalid": "A host name or an IP address."})
-        port = serializers.IntegerField(min_value=1, max_value=65535, default=587)
-        security = serializers.ChoiceField(choices=["starttls", "tls", "none"], default="starttls")
+        port = strict.IntegerField(min_value=1, max_value=65535, default=587)
+        security = strict.ChoiceField(choices=["starttls", "tls", "none"], default="starttls")
 
         def validate_host(self, value):
             try:
@@ -397,7 +405,7 @@ class SendGrid(EmailProvider):
     name, title = "sendgrid", "SendGrid"
 
     class Credentials(serializers.Serializer):
-        api_key = serializers.RegexField(r"^SG\.[\w-]{16,}\.[\w-]{16,}$", error_messages={
+        api_key = strict.RegexField(r"^SG\.[\w-]{16,}\.[\w-]{16,}$", error_messages={
             "invalid": "A SendGrid API key: SG.<id>.<secret>."})
 
     Options = _EmailOptions
@@ -422,12 +430,14 @@ class Mailgun(EmailProvider):
     name, title = "mailgun", "Mailgun"
 
     class Credentials(serializers.Serializer):
-        api_key = serializers.CharField(min_length=20, max_length=200)
+        api_key = strict.CharField(min_length=20, max_length=200)
+        webhook_signing_key = strict.CharField(min_length=20, max_length=200, required=False, help_text=(
+            "Mailgun's HTTP webhook signing key: its event webhook accepts only calls signed with it."))
 
     class Options(_EmailOptions):
-        sender_domain = serializers.CharField(max_length=255, required=False, help_text=(
+        sender_domain = strict.CharField(max_length=255, required=False, help_text=(
             "The Mailgun sending domain (default: the sender address's domain)."))
-        region = serializers.ChoiceField(choices=["us", "eu"], default="us")
+        region = strict.ChoiceField(choices=["us", "eu"], default="us")
 
     def connection(self, credentials, options):
         from anymail.backends.mailgun import EmailBackend
@@ -445,7 +455,7 @@ class Postmark(EmailProvider):
     name, title = "postmark", "Postmark"
 
     class Credentials(serializers.Serializer):
-        server_token = serializers.RegexField(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+        server_token = strict.RegexField(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
                                               error_messages={"invalid": "A Postmark server token (a UUID)."})
 
     Options = _EmailOptions
@@ -463,13 +473,17 @@ class AmazonSes(EmailProvider):
     name, title = "ses", "Amazon SES"
 
     class Credentials(serializers.Serializer):
-        access_key_id = serializers.RegexField(r"^(AKIA|ASIA)[A-Z0-9]{16}$", error_messages={
+        access_key_id = strict.RegexField(r"^(AKIA|ASIA)[A-Z0-9]{16}$", error_messages={
             "invalid": "An AWS access key id: AKIA followed by 16 capital letters or digits."})
-        secret_access_key = serializers.CharField(min_length=40, max_length=40)
+        secret_access_key = strict.CharField(min_length=40, max_length=40)
 
     class Options(_EmailOptions):
-        region = serializers.RegexField(r"^[a-z]{2}(-[a-z]+)+-\d$", error_messages={
+        region = strict.RegexField(r"^[a-z]{2}(-[a-z]+)+-\d$", error_messages={
             "invalid": "An AWS region, e.g. eu-west-1."})
+        events_topic_arn = strict.RegexField(
+            r"^arn:aws[a-z-]*:sns:[a-z]{2}(-[a-z]+)+-\d:\d{12}:[A-Za-z0-9_-]{1,256}$", required=False,
+            error_messages={"invalid": "An SNS topic ARN, e.g. arn:aws:sns:eu-west-1:123456789012:ses-events."},
+            help_text="The SNS topic SES publishes this configuration's events to: its event webhook accepts no other.")
 
     def connection(self, credentials, options):
         from anymail.backends.amazon_ses import EmailBackend

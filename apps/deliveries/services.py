@@ -4,6 +4,7 @@ import json
 import logging
 from collections import defaultdict
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
@@ -15,6 +16,7 @@ from apps.core.bulk import insert_rows
 from apps.core.exceptions import InvalidInput, flatten_errors
 from apps.core.ids import uuid_or_none
 from apps.core.hints import hint_on_commit
+from apps.core.masking import url_mask
 
 from . import outbound
 from .backoff import retry_delay
@@ -69,12 +71,12 @@ def webhook_endpoint_create(*, product, url: str, description: str = "", accept_
         if connection is not None:  # serialize with prunes of this connection (see connection_captures_prune)
             Connection.objects.select_for_update().filter(id=connection.id).first()
         endpoint = WebhookEndpoint.objects.create(
-            product=product, url=url, description=description, accept_any_2xx=accept_any_2xx,
+            product=product, url=url, host=(urlsplit(url).hostname or "")[:255], description=description, accept_any_2xx=accept_any_2xx,
             secret=secret_generate(), connection=connection, source=normalized,
             capture=capture.name if capture else "", capture_spec=capture.to_spec() if capture else None)
         audit_record(action="webhook.created", target_type="webhook", target_id=endpoint.id,
                      product_id=product.id, actor=actor,
-                     data={"url": url, "accept_any_2xx": accept_any_2xx, "source": normalized})
+                     data={"url": url_mask(url), "accept_any_2xx": accept_any_2xx, "source": normalized})
         if capture:
             connection_captures_install(connection=connection, captures=[capture], actor=actor)
     return endpoint
@@ -160,7 +162,8 @@ def _endpoints_disable(endpoint_ids, *, reason: str, actor: str, notify: bool = 
     WebhookEndpoint.objects.filter(id__in=[d[0] for d in disabled]).update(
         enabled=False, disabled_at=now, disabled_reason=reason[:500])
     audit_record_many([AuditEntry(action="webhook.disabled", target_type="webhook", target_id=endpoint_id,
-                                  product_id=product_id, actor=actor, data={"reason": reason[:500], "url": url})
+                                  product_id=product_id, actor=actor,
+                                  data={"reason": reason[:500], "url": url_mask(url)})
                        for endpoint_id, product_id, url, _ in disabled])
     for endpoint_id, _, _, connection_id in disabled:
         if connection_id:
@@ -192,8 +195,8 @@ def webhook_endpoint_disabled_notify(*, endpoint_id, actor: str = "rowbell") -> 
     if endpoint is None or endpoint.enabled:
         return
     mail_admins(
-        f"Webhook endpoint disabled: {endpoint.url}",
-        f"Rowbell disabled the webhook endpoint {endpoint.id} ({endpoint.url}) of {endpoint.product.name} "
+        f"Webhook endpoint disabled: {endpoint.url_masked}",
+        f"Rowbell disabled the webhook endpoint {endpoint.id} ({endpoint.url_masked}) of {endpoint.product.name} "
         f"at {endpoint.disabled_at:%Y-%m-%d %H:%M:%S %Z}.\n\nReason: {endpoint.disabled_reason}\n\n"
         "Nothing is sent to it until it is enabled again; enabling it offers to replay what failed meanwhile.",
         fail_silently=False)
@@ -345,8 +348,8 @@ def deliveries_for_events(*, events) -> int:
             chunks = [event.ids[i:i + size] for i in range(0, len(event.ids), size)] or [[]]
             for index, ids in enumerate(chunks):
                 rows.append(Delivery(
-                    product_id=endpoint.product_id, endpoint=endpoint, channel="webhook", target=endpoint.url,
-                    event=event, chunk=index, priority="normal", status=DeliveryStatus.QUEUED,
+                    product_id=endpoint.product_id, endpoint=endpoint, channel="webhook",
+                    target=endpoint.url_masked, event=event, chunk=index, priority="normal", status=DeliveryStatus.QUEUED,
                     max_attempts=settings.ROWBELL_DELIVERY_MAX_ATTEMPTS, next_attempt_at=now,
                     payload=_row_event_payload(endpoint, event, ids, index, len(chunks))))
     Delivery.objects.bulk_create(rows, ignore_conflicts=True)
@@ -809,8 +812,11 @@ def provider_config_put(*, product, channel: str, provider: str, credentials, op
                         organization=None):
     """Set the provider of a channel for a product (or one of its organizations), replacing any before.
     Credentials and options are checked against the provider's own fields; the credentials are stored
-    encrypted and never returned."""
+    encrypted and never returned. A provider that reports events (apps.deliveries.provider_events) gets
+    its own event webhook the first time: its basic-auth secret is on the returned object as
+    `events_secret_new`, once; a later change keeps the URL and the secret."""
     from .models import ProviderConfig
+    from .provider_events import EVENT_PROVIDERS, events_credentials_new
 
     checked = provider_config_check(channel=channel, provider=provider, credentials=credentials, options=options)
     with transaction.atomic():
@@ -822,11 +828,40 @@ def provider_config_put(*, product, channel: str, provider: str, credentials, op
             config.provider, config.options = provider, checked["options"]
             config.credentials = json.dumps(checked["credentials"])
             config.save()
+        config.events_secret_new = ""
+        if provider in EVENT_PROVIDERS and channel == "email" and not config.events_token:
+            config.events_token, config.events_secret = events_credentials_new()
+            config.save(update_fields=["events_token", "events_secret"])
+            config.events_secret_new = config.events_secret
         audit_record(action="provider.configured", target_type="provider", target_id=config.id,
                      product_id=product.id, organization_id=organization.id if organization else None, actor=actor,
                      data={"channel": channel, "provider": provider, "options": checked["options"],
                            "credentials_set": sorted(checked["credentials"])})
     return config
+
+
+def provider_config_rotate_events_secret(*, config, actor: str):
+    """Give a provider configuration's event webhook a new basic-auth secret (and its URL token, if it
+    had none yet), returned on the object as `events_secret_new`, once. The previous secret stops working
+    at once: the provider's webhook URL must be updated. Raises InvalidInput for a provider without
+    event webhooks."""
+    from .models import ProviderConfig
+    from .provider_events import EVENT_PROVIDERS, events_credentials_new
+
+    if config.channel != "email" or config.provider not in EVENT_PROVIDERS:
+        raise InvalidInput(f"Event webhooks exist for the email providers {', '.join(EVENT_PROVIDERS)}.",
+                           field="channel")
+    with transaction.atomic():
+        locked = ProviderConfig.objects.select_for_update().get(id=config.id)
+        token, secret = events_credentials_new()
+        locked.events_token = locked.events_token or token
+        locked.events_secret = secret
+        locked.save(update_fields=["events_token", "events_secret", "updated_at"])
+        audit_record(action="provider.events_secret_rotated", target_type="provider", target_id=locked.id,
+                     product_id=locked.product_id, organization_id=locked.organization_id, actor=actor,
+                     data={"channel": locked.channel, "provider": locked.provider})
+    locked.events_secret_new = secret
+    return locked
 
 
 def provider_config_delete(*, product, channel: str, actor: str, organization=None) -> bool:

@@ -125,16 +125,26 @@ PROVIDER_EVENTS = {"delivered": DeliveryStatus.DELIVERED, "opened": DeliveryStat
                    "failed": DeliveryStatus.FAILED}
 
 
-def provider_event(sender, event, esp_name, **kwargs):
-    """anymail's tracking signal: a provider's event webhook, already authenticated by anymail's view
-    (HTTP basic auth, and the provider's signature where it signs). Found by the id Rowbell put in the
-    message's metadata, else by the provider's own message id."""
+def provider_event(sender, event, esp_name, *, product_id=None, organization_id=None, **kwargs):
+    """A provider's event, already authenticated by anymail's view (HTTP basic auth, and the provider's
+    signature where it signs). Found by the id Rowbell put in the message's metadata, else by the
+    provider's own message id; with `product_id` (a product's own event webhook) only among that
+    product's deliveries, and with `organization_id` only among that organization's. Connected to
+    anymail's tracking signal for the service-wide route, called directly by the per-product one."""
     status = PROVIDER_EVENTS.get(event.event_type)
     if status is None:
         return
+    deliveries = Delivery.objects.all()
+    if product_id is not None:
+        deliveries = deliveries.filter(product_id=product_id)
+        if organization_id is not None:
+            deliveries = deliveries.filter(organization_id=organization_id)
     message_id = (event.metadata or {}).get("rowbell_message_id")
-    if not message_id and event.message_id:
-        message_id = (Delivery.objects.filter(provider_message_id=event.message_id)
+    if message_id and product_id is not None:
+        # Metadata is the sender's word: another product's id in it must not reach that product's delivery.
+        message_id = deliveries.filter(message_id=message_id).values_list("message_id", flat=True).first()
+    elif not message_id and event.message_id:
+        message_id = (deliveries.filter(provider_message_id=event.message_id)
                       .values_list("message_id", flat=True).first())
     if message_id:
         engagement_record(message_id=message_id, status=status, source="provider",

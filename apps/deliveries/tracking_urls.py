@@ -4,11 +4,14 @@ from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 
 from . import views
+from .provider_events import provider_events, verified_ses_view
 
 
 def _provider_webhook(view, *, also_needs: str = ""):
-    """anymail's view for one provider's event webhook, refused outright until it is secured: HTTP basic
-    auth (ROWBELL_PROVIDER_WEBHOOK_SECRET) and, where the provider signs its calls, its signing key."""
+    """anymail's view for one provider's event webhook on the service-wide route, refused outright until
+    it is secured: HTTP basic auth (ROWBELL_PROVIDER_WEBHOOK_SECRET) and, where the provider signs its
+    calls, its signing key. Kept for deployments set up before per-product event webhooks; one secret
+    serves every product there, so new set-ups use each provider configuration's own URL."""
 
     @csrf_exempt
     def secured(request, *args, **kwargs):
@@ -22,7 +25,6 @@ def _provider_webhook(view, *, also_needs: str = ""):
 
 
 def _anymail_views():
-    from anymail.webhooks.amazon_ses import AmazonSESTrackingWebhookView
     from anymail.webhooks.mailgun import MailgunTrackingWebhookView
     from anymail.webhooks.postmark import PostmarkTrackingWebhookView
     from anymail.webhooks.sendgrid import SendGridTrackingWebhookView
@@ -35,7 +37,8 @@ def _anymail_views():
              name="provider-events-mailgun"),
         path("webhooks/providers/postmark/tracking/", _provider_webhook(PostmarkTrackingWebhookView.as_view()),
              name="provider-events-postmark"),
-        path("webhooks/providers/amazon_ses/tracking/", _provider_webhook(AmazonSESTrackingWebhookView.as_view()),
+        # SNS signatures are checked here too; any topic is accepted (this route knows no product).
+        path("webhooks/providers/amazon_ses/tracking/", _provider_webhook(verified_ses_view().as_view()),
              name="provider-events-amazon-ses"),
     ]
 
@@ -43,5 +46,6 @@ def _anymail_views():
 urlpatterns = [
     path("t/o/<str:token>.gif", views.tracked_open, name="tracked-open"),
     path("t/c/<str:token>", views.tracked_click, name="tracked-click"),
+    path("webhooks/providers/<slug:provider>/<str:token>/tracking/", provider_events, name="provider-events"),
     *_anymail_views(),
 ]

@@ -13,6 +13,8 @@ urlpatterns = [
     path("metrics", apis.MetricsApi.as_view(), name="metrics"),
     path("providers", apis.ProviderListApi.as_view(), name="provider-list"),
     path("providers/<slug:channel>", apis.ProviderDetailApi.as_view(), name="provider-detail"),
+    path("providers/<slug:channel>/rotate-events-secret", apis.ProviderRotateEventsSecretApi.as_view(),
+         name="provider-rotate-events-secret"),
     path("deliveries", apis.DeliveryListApi.as_view(), name="delivery-list"),
     path("deliveries/replay", apis.DeliveryReplayApi.as_view(), name="delivery-replay"),
     path("deliveries/release", apis.DeliveryReleaseApi.as_view(), name="delivery-release"),

@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 
-from apps.dashboard.lists import CreatedFilter, OperatorAdmin, OrganizationFilter, actor_of, back_to, fixed_filter
+from apps.dashboard.lists import (CreatedFilter, OperatorAdmin, OrganizationFilter, actor_of, back_to, fixed_filter,
+                                  masked_json)
 
 from .engine import RunActionRefused, run_cancel, run_dismiss, run_rerun
 from .models import Batch, BatchItem, Escalation, Run, RunStep, TriggerRequest
@@ -61,7 +62,13 @@ class TriggerRequestAdmin(OperatorAdmin):
     search_fields = ("id",)
     exact_search_fields = ("id",)
     list_select_related = ("product", "organization__product", "workflow_version__workflow")
-    readonly_fields = [f.name for f in TriggerRequest._meta.fields]
+    # Recipients are shown with their chat webhooks masked, never as stored.
+    exclude = ("recipients",)
+    readonly_fields = [f.name if f.name != "recipients" else "recipients_shown" for f in TriggerRequest._meta.fields]
+
+    @admin.display(description="recipients")
+    def recipients_shown(self, obj):
+        return masked_json(obj.recipients)
 
 
 class WorkflowFilter(admin.SimpleListFilter):
@@ -90,11 +97,16 @@ class RunAdmin(RunActions, OperatorAdmin):
     search_fields = ("id",)
     exact_search_fields = ("id", "request")  # a run id, or a trigger request id
     list_select_related = ("product", "organization__product", "rerun_of", "workflow_version__workflow")
-    readonly_fields = [f.name for f in Run._meta.fields]
+    exclude = ("recipient",)
+    readonly_fields = [f.name if f.name != "recipient" else "recipient_shown" for f in Run._meta.fields]
     actions = ["rerun_from_failed_step", "rerun_from_start", "cancel", "dismiss"]
     object_actions = (("rerun_from_failed_step", "Re-run from the failed step"),
                       ("rerun_from_start", "Re-run from the start"), ("cancel", "Cancel"), ("dismiss", "Dismiss"))
     change_form_template = "dashboard/run_change_form.html"
+
+    @admin.display(description="recipient")
+    def recipient_shown(self, obj):
+        return masked_json(obj.recipient)
 
     def get_object(self, request, object_id, from_field=None):
         # A run's page shows what started it: read with the run (the list needs none of it).

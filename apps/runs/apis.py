@@ -8,9 +8,11 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.core import fields as strict
 from apps.core.exceptions import InvalidInput
+from apps.core.masking import sealed_masked
 from apps.tenants.authentication import DeferredLiveCheckAuthentication
-from apps.core.pagination import paginated
+from apps.core.pagination import NewestFirst, paginated
 from apps.tenants.permissions import IsProductOrOrganization
 
 from .models import Priority, RunStatus
@@ -95,10 +97,10 @@ NUL_MESSAGE = "Contains a NUL character (\\u0000), which cannot be stored."
 
 
 class TriggerInputSerializer(serializers.Serializer):
-    workflow = serializers.SlugField(max_length=100)
+    workflow = strict.SlugField(max_length=100)
     to = serializers.ListField(child=RecipientField(), min_length=1)
     data = serializers.DictField(required=False, default=dict)
-    priority = serializers.ChoiceField(choices=Priority.choices, required=False, default=Priority.NORMAL)
+    priority = strict.ChoiceField(choices=Priority.choices, required=False, default=Priority.NORMAL)
 
     def validate_to(self, value):
         if len(value) > settings.ROWBELL_MAX_RECIPIENTS:
@@ -153,8 +155,8 @@ def trigger_input_fast(data) -> dict | None:
 
 
 class TriggerOutputSerializer(serializers.Serializer):
-    request_id = serializers.UUIDField()
-    status = serializers.CharField()
+    request_id = strict.UUIDField()
+    status = strict.CharField()
 
 
 class TriggerApi(APIView):
@@ -185,34 +187,41 @@ class TriggerApi(APIView):
                         status=status.HTTP_202_ACCEPTED)
 
 
+class MaskedJSONField(serializers.JSONField):
+    """A stored document shown with its sealed secrets masked (a recipient's `chat_webhook`)."""
+
+    def to_representation(self, value):
+        return super().to_representation(sealed_masked(value))
+
+
 class RunSummarySerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    recipient_index = serializers.IntegerField()
-    recipient = serializers.JSONField()
-    status = serializers.CharField()
-    error = serializers.CharField()
+    id = strict.IntegerField()
+    recipient_index = strict.IntegerField()
+    recipient = MaskedJSONField()
+    status = strict.CharField()
+    error = strict.CharField()
     completed_at = serializers.DateTimeField(allow_null=True)
 
 
 class DeliverySummarySerializer(serializers.Serializer):
-    id = serializers.CharField(source="message_id")
-    run_id = serializers.IntegerField(allow_null=True)
-    step = serializers.CharField(source="step_id")
-    channel = serializers.CharField()
-    recipient_id = serializers.CharField()
-    status = serializers.CharField()
-    attempts = serializers.IntegerField(source="attempt_count")
-    last_error = serializers.CharField()
+    id = strict.CharField(source="message_id")
+    run_id = strict.IntegerField(allow_null=True)
+    step = strict.CharField(source="step_id")
+    channel = strict.CharField()
+    recipient_id = strict.CharField()
+    status = strict.CharField()
+    attempts = strict.IntegerField(source="attempt_count")
+    last_error = strict.CharField()
     created_at = serializers.DateTimeField()
     completed_at = serializers.DateTimeField(allow_null=True)
 
 
 class RequestStatusSerializer(serializers.Serializer):
-    request_id = serializers.UUIDField()
-    status = serializers.ChoiceField(choices=["accepted", "processing", "completed", "failed", "partially_failed"])
-    workflow = serializers.CharField()
-    version = serializers.IntegerField()
-    priority = serializers.CharField()
+    request_id = strict.UUIDField()
+    status = strict.ChoiceField(choices=["accepted", "processing", "completed", "failed", "partially_failed"])
+    workflow = strict.CharField()
+    version = strict.IntegerField()
+    priority = strict.CharField()
     created_at = serializers.DateTimeField()
     runs = RunSummarySerializer(many=True)
     deliveries = DeliverySummarySerializer(many=True)
@@ -227,19 +236,19 @@ class RequestDetailApi(APIView):
 
 
 class RunOutputSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    workflow = serializers.CharField(source="workflow_version.workflow.key")
-    version = serializers.IntegerField(source="workflow_version.version")
-    status = serializers.CharField()
-    request_id = serializers.UUIDField(allow_null=True, help_text="The trigger request that started the run.")
-    rerun_of = serializers.IntegerField(source="rerun_of_id", allow_null=True)
-    waiting_on = serializers.CharField(help_text="What a waiting run waits for: time, condition, retry, batch, "
+    id = strict.IntegerField()
+    workflow = strict.CharField(source="workflow_version.workflow.key")
+    version = strict.IntegerField(source="workflow_version.version")
+    status = strict.CharField()
+    request_id = strict.UUIDField(allow_null=True, help_text="The trigger request that started the run.")
+    rerun_of = strict.IntegerField(source="rerun_of_id", allow_null=True)
+    waiting_on = strict.CharField(help_text="What a waiting run waits for: time, condition, retry, batch, "
                                                  "delivery.")
     resume_at = serializers.DateTimeField(allow_null=True)
     event = serializers.SerializerMethodField(help_text="The database event that started the run.")
-    recipient = serializers.JSONField()
-    step_index = serializers.IntegerField(help_text="The next step to execute.")
-    error = serializers.CharField()
+    recipient = MaskedJSONField(help_text="As given; a chat_webhook is shown masked.")
+    step_index = strict.IntegerField(help_text="The next step to execute.")
+    error = strict.CharField()
     created_at = serializers.DateTimeField()
     completed_at = serializers.DateTimeField(allow_null=True)
 
@@ -249,12 +258,12 @@ class RunOutputSerializer(serializers.Serializer):
 
 
 class RunStepSerializer(serializers.Serializer):
-    step = serializers.CharField(source="step_id")
-    index = serializers.IntegerField()
-    type = serializers.CharField()
-    status = serializers.CharField()
+    step = strict.CharField(source="step_id")
+    index = strict.IntegerField()
+    type = strict.CharField()
+    status = strict.CharField()
     output = serializers.JSONField()
-    error = serializers.CharField()
+    error = strict.CharField()
     finished_at = serializers.DateTimeField()
 
 
@@ -273,14 +282,15 @@ EVENT_ID = re.compile(r"^evt_(\d{1,18})$")
 
 
 class RunListApi(APIView):
+    pagination_class = NewestFirst
     permission_classes = [IsProductOrOrganization]
 
-    class FilterSerializer(serializers.Serializer):
-        workflow = serializers.SlugField(required=False, max_length=100)
-        status = serializers.ChoiceField(required=False, choices=RunStatus.choices)
-        event = serializers.RegexField(EVENT_ID, required=False, help_text="A database event id: evt_<n>.",
+    class FilterSerializer(strict.QuerySerializer):
+        workflow = strict.SlugField(required=False, max_length=100)
+        status = strict.ChoiceField(required=False, choices=RunStatus.choices)
+        event = strict.RegexField(EVENT_ID, required=False, help_text="A database event id: evt_<n>.",
                                        error_messages={"invalid": "An event id: evt_<n>."})
-        request_id = serializers.UUIDField(required=False)
+        request_id = strict.UUIDField(required=False)
 
     @extend_schema(parameters=[FilterSerializer], responses=RunOutputSerializer(many=True))
     def get(self, request):
@@ -312,7 +322,7 @@ class RunCancelApi(APIView):
 
 
 class RerunInputSerializer(serializers.Serializer):
-    start_from = serializers.ChoiceField(choices=["failed_step", "start"], default="failed_step", help_text=(
+    start_from = strict.ChoiceField(choices=["failed_step", "start"], default="failed_step", help_text=(
         "failed_step: keep what the steps before it produced; start: the whole workflow again."))
 
 

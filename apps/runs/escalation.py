@@ -96,7 +96,7 @@ def _webhook(product, endpoint, failures: list[dict], now) -> None:
     from apps.deliveries.services import deliveries_enqueue_on_commit, status_events_record
 
     delivery = Delivery.objects.create(
-        product=product, channel="webhook", endpoint=endpoint, target=endpoint.url, step_id="escalation",
+        product=product, channel="webhook", endpoint=endpoint, target=endpoint.url_masked, step_id="escalation",
         payload={"type": "runs.failed", "timestamp": now.isoformat(),
                  "data": {"product_id": str(product.id), "count": len(failures), "failures": failures[:LISTED]}},
         priority="high", status=DeliveryStatus.QUEUED, max_attempts=settings.ROWBELL_DELIVERY_MAX_ATTEMPTS,

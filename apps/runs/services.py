@@ -15,6 +15,7 @@ from psycopg.types.json import Jsonb
 from rest_framework.exceptions import AuthenticationFailed
 
 from apps.audit.services import AuditEntry, audit_record, audit_record_many
+from apps.core.encryption import seal
 from apps.core.exceptions import Conflict
 from apps.core.hints import hint, hint_many
 from apps.tenants.models import ApiKey
@@ -101,6 +102,15 @@ def requests_dispatch(*, limit: int = DISPATCH_LIMIT) -> int:
     return limit - left
 
 
+def recipients_sealed(recipients: list[dict]) -> list[dict]:
+    """The recipients with each `chat_webhook` (an incoming-webhook URL: a bearer credential) sealed
+    (apps.core.encryption.seal), so that the request, its runs and their deliveries store ciphertext only."""
+    if not any("chat_webhook" in r for r in recipients):
+        return recipients
+    return [{**r, "chat_webhook": seal(r["chat_webhook"])} if isinstance(r.get("chat_webhook"), str) else r
+            for r in recipients]
+
+
 def trigger_create(*, tenant: Tenant, workflow: str, recipients: list[dict], data: dict, priority: str,
                    idempotency_key: str | None = None) -> tuple[uuid.UUID, bool]:
     """Accept a trigger call: record it with its audit row and queue it. Returns (request id, created).
@@ -109,6 +119,8 @@ def trigger_create(*, tenant: Tenant, workflow: str, recipients: list[dict], dat
     another body it is a Conflict. An unknown or unpublished workflow is InvalidInput on `workflow`.
     """
     body_hash = _body_hash(workflow=workflow, recipients=recipients, data=data, priority=priority)
+    # Hashed in clear (a sealed value differs at each call: a repeated call must match), stored sealed.
+    recipients = recipients_sealed(recipients)
     params = {
         "id": uuid.uuid4(), "key_id": tenant.key_id, "product_id": tenant.product_id,
         "organization_id": tenant.organization_id, "workflow": workflow, "priority": priority,

@@ -3,6 +3,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.core import fields as strict
 from apps.core.exceptions import Forbidden
 
 from .models import KeyScope
@@ -12,47 +13,47 @@ from .services import api_key_revoke, api_key_rotate, organization_create, produ
 
 
 class NameInputSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=200, trim_whitespace=True)
+    name = strict.CharField(max_length=200, trim_whitespace=True)
 
 
 class ProductOutputSerializer(serializers.Serializer):
-    id = serializers.UUIDField()
-    name = serializers.CharField()
-    sandbox = serializers.BooleanField()
-    escalation_webhook = serializers.UUIDField(source="escalation_webhook_id", allow_null=True)
+    id = strict.UUIDField()
+    name = strict.CharField()
+    sandbox = strict.BooleanField()
+    escalation_webhook = strict.UUIDField(source="escalation_webhook_id", allow_null=True)
     created_at = serializers.DateTimeField()
 
 
 class ProductUpdateInputSerializer(serializers.Serializer):
-    sandbox = serializers.BooleanField(required=False, help_text="Hold every delivery of the product for review.")
-    escalation_webhook = serializers.UUIDField(required=False, allow_null=True,
+    sandbox = strict.BooleanField(required=False, help_text="Hold every delivery of the product for review.")
+    escalation_webhook = strict.UUIDField(required=False, allow_null=True,
                                                help_text="Webhook endpoint told about failed runs (null: none).")
 
 
 class ProductCreatedSerializer(ProductOutputSerializer):
-    api_key = serializers.CharField(help_text="Shown once: store it now.")
+    api_key = strict.CharField(help_text="Shown once: store it now.")
 
 
 class OrganizationOutputSerializer(serializers.Serializer):
-    id = serializers.UUIDField()
-    product_id = serializers.UUIDField()
-    name = serializers.CharField()
+    id = strict.UUIDField()
+    product_id = strict.UUIDField()
+    name = strict.CharField()
     created_at = serializers.DateTimeField()
 
 
 class OrganizationCreatedSerializer(OrganizationOutputSerializer):
-    api_key = serializers.CharField(help_text="Shown once: store it now.")
+    api_key = strict.CharField(help_text="Shown once: store it now.")
 
 
 class RotateInputSerializer(serializers.Serializer):
-    grace_seconds = serializers.IntegerField(
+    grace_seconds = strict.IntegerField(
         required=False, default=0, min_value=0, max_value=7 * 24 * 3600,
         help_text="0 (default): the previous key stops working at once. Otherwise it keeps working this long.",
     )
 
 
 class RotateOutputSerializer(serializers.Serializer):
-    api_key = serializers.CharField(help_text="The new key, shown once.")
+    api_key = strict.CharField(help_text="The new key, shown once.")
     previous_keys_stop_at = serializers.DateTimeField(allow_null=True)
 
 
@@ -141,14 +142,14 @@ class OrganizationRotateKeyApi(APIView):
 
 
 class ApiKeyOutputSerializer(serializers.Serializer):
-    prefix = serializers.CharField()
-    name = serializers.CharField()
-    scope = serializers.ChoiceField(choices=KeyScope.choices)
-    product_id = serializers.UUIDField(allow_null=True)
-    organization_id = serializers.UUIDField(allow_null=True)
+    prefix = strict.CharField()
+    name = strict.CharField()
+    scope = strict.ChoiceField(choices=KeyScope.choices)
+    product_id = strict.UUIDField(allow_null=True)
+    organization_id = strict.UUIDField(allow_null=True)
     created = serializers.DateTimeField()
     expiry_date = serializers.DateTimeField(allow_null=True)
-    revoked = serializers.BooleanField()
+    revoked = strict.BooleanField()
 
 
 class ApiKeyListApi(APIView):

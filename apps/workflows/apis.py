@@ -3,6 +3,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.core import fields as strict
 from apps.tenants.permissions import IsProduct, IsProductOrOrganization
 
 from .selectors import workflow_get, workflow_list, workflow_version_list
@@ -10,34 +11,34 @@ from .services import workflow_create, workflow_preview, workflow_publish, workf
 
 
 class WorkflowOutputSerializer(serializers.Serializer):
-    key = serializers.CharField()
-    name = serializers.CharField()
+    key = strict.CharField()
+    name = strict.CharField()
     trigger = serializers.JSONField(source="draft.trigger")
     steps = serializers.JSONField(source="draft.steps")
     retry = serializers.JSONField(source="draft.retry", default=None)
-    sandbox = serializers.BooleanField()
-    published_version = serializers.IntegerField(source="published_version.version", allow_null=True,
+    sandbox = strict.BooleanField()
+    published_version = strict.IntegerField(source="published_version.version", allow_null=True,
                                                  default=None)
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
 
 
 class VersionOutputSerializer(serializers.Serializer):
-    version = serializers.IntegerField()
+    version = strict.IntegerField()
     definition = serializers.JSONField()
     published_at = serializers.DateTimeField()
-    published_by = serializers.CharField()
+    published_by = strict.CharField()
 
 
 class DefinitionInputSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    name = strict.CharField(max_length=200, required=False, allow_blank=True)
     trigger = serializers.JSONField(required=False, help_text=(
         '{"type": "api"} (default), or {"type": "database", "connection", "table", "events" | '
         '"classification" | "through"} as row-event webhooks take.'))
     steps = serializers.JSONField(help_text="Ordered list of steps; see the README for the step types.")
     retry = serializers.JSONField(required=False, help_text=(
         'The retry policy of its steps and deliveries: {"max_attempts": 8, "backoff": "10s", "max_backoff": "6h"}.'))
-    sandbox = serializers.BooleanField(required=False, help_text="Hold its deliveries for review instead of sending.")
+    sandbox = strict.BooleanField(required=False, help_text="Hold its deliveries for review instead of sending.")
 
     def definition(self) -> dict:
         data = self.validated_data
@@ -48,7 +49,7 @@ class DefinitionInputSerializer(serializers.Serializer):
 
 
 class WorkflowCreateInputSerializer(DefinitionInputSerializer):
-    key = serializers.SlugField(max_length=100)
+    key = strict.SlugField(max_length=100)
 
 
 class WorkflowListCreateApi(APIView):
@@ -103,7 +104,7 @@ class WorkflowPublishApi(APIView):
 
 
 class UnpublishInputSerializer(serializers.Serializer):
-    cancel_runs = serializers.BooleanField(default=False, help_text=(
+    cancel_runs = strict.BooleanField(default=False, help_text=(
         "Cancel its queued and waiting runs too (default: let them finish on their version)."))
 
 
@@ -138,14 +139,14 @@ class PreviewInputSerializer(serializers.Serializer):
 
 
 class PreviewStepSerializer(serializers.Serializer):
-    step = serializers.CharField()
-    path = serializers.CharField(help_text="Where the step is in the definition.")
-    type = serializers.CharField()
-    channel = serializers.CharField(required=False)
-    target = serializers.CharField(required=False)
+    step = strict.CharField()
+    path = strict.CharField(help_text="Where the step is in the definition.")
+    type = strict.CharField()
+    channel = strict.CharField(required=False)
+    target = strict.CharField(required=False)
     payload = serializers.JSONField(required=False, help_text="The rendered message.")
-    skipped = serializers.CharField(required=False, help_text="Why nothing would be sent.")
-    error = serializers.CharField(required=False, help_text="Why the step would fail.")
+    skipped = strict.CharField(required=False, help_text="Why nothing would be sent.")
+    error = strict.CharField(required=False, help_text="Why the step would fail.")
     taken = serializers.JSONField(required=False, help_text="A branch: the index taken, or 'otherwise'.")
 
 

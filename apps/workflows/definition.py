@@ -25,6 +25,7 @@ from rest_framework.exceptions import ValidationError
 
 from apps.core.exceptions import flatten_errors
 from apps.core.ids import uuid_or_none
+from apps.core.text import unstorable_find
 from apps.deliveries.channels import channel_get, channel_kinds
 
 MAX_STEPS = 100
@@ -293,6 +294,11 @@ def definition_validate(definition, *, product, captures: list | None = None) ->
     errors: dict[str, list[str]] = {}
     if not isinstance(definition, dict):
         raise ValidationError({"definition": ["Must be an object."]})
+    # Whatever door it came through (API, admin form), text PostgreSQL cannot store is refused first,
+    # before the customer database is asked about any of it.
+    unstorable = unstorable_find(definition)
+    if unstorable:
+        raise ValidationError({unstorable[0]: [unstorable[1]]})
     for key in definition:
         if key not in ("trigger", "steps", "retry", "tracking"):
             errors.setdefault(key, []).append("Unknown field.")

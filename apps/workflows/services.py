@@ -9,6 +9,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from apps.audit.services import audit_record
+from apps.core.masking import sealed_masked
 from apps.core.exceptions import Conflict
 
 from .definition import definition_validate
@@ -165,7 +166,7 @@ def workflow_preview(*, workflow: Workflow, sample: dict) -> list[dict]:
                     if rendered.skip_reason:
                         item["skipped"] = rendered.skip_reason
                     else:
-                        item.update(target=rendered.target, payload=rendered.payload)
+                        item.update(target=rendered.target, payload=sealed_masked(rendered.payload))
             elif step["type"] == "branch":
                 taken = first_holding([b["when"] for b in step["branches"]], context)
                 item["taken"] = "otherwise" if taken is None else taken

@@ -43,6 +43,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "apps.core.middleware.NulParameterMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -161,7 +162,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["apps.tenants.permissions.IsTenant"],
     "DEFAULT_PARSER_CLASSES": ["apps.core.parsers.BoundedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["apps.core.renderers.ExactJSONRenderer"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "apps.core.openapi.RowbellAutoSchema",
     "EXCEPTION_HANDLER": "apps.core.exceptions.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_PAGINATION_CLASS": None,
@@ -223,8 +224,9 @@ ROWBELL_RETRY_AFTER_MAX_SECONDS = env.float("ROWBELL_RETRY_AFTER_MAX_SECONDS", d
 ROWBELL_PUBLIC_URL = env("ROWBELL_PUBLIC_URL", default="http://127.0.0.1:8000")
 # Open and click links older than this answer "expired" (410) instead of counting or redirecting.
 ROWBELL_TRACKING_TOKEN_MAX_AGE_DAYS = env.int("ROWBELL_TRACKING_TOKEN_MAX_AGE_DAYS", default=90)
-# Providers' event webhooks (/webhooks/providers/<provider>/tracking/) need HTTP basic auth with this
-# "user:password" (and Mailgun's calls its webhook signing key); until then they refuse every call.
+# The service-wide providers' event webhooks (/webhooks/providers/<provider>/tracking/), kept for existing
+# deployments (each provider configuration has its own, apps.deliveries.provider_events): HTTP basic auth
+# "user:password" (and Mailgun's signing key); until set they refuse every call.
 ANYMAIL = {"WEBHOOK_SECRET": env("ROWBELL_PROVIDER_WEBHOOK_SECRET", default=""),
            "MAILGUN_WEBHOOK_SIGNING_KEY": env("ROWBELL_MAILGUN_WEBHOOK_SIGNING_KEY", default="")}
 # Providers' API base URLs (overridden only to point at a local fake in tests).

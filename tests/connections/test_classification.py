@@ -69,6 +69,8 @@ def test_compound_predicates(product_client, receiver, connection):
     ({"column": "total", "op": "gt", "value": "100"}, "source.classification.predicate.value", "number"),
     ({"column": "paid", "op": "eq", "value": 1}, "source.classification.predicate.value", "boolean"),
     ({"column": "status", "op": "in", "value": "paid"}, "source.classification.predicate.value", "list"),
+    ({"column": "status", "op": "in", "value": ["paid", "a\u0000"]}, "source.classification.predicate.value[1]",
+     "NUL character"),
     ({"column": "paid", "op": "is_null", "value": True}, "source.classification.predicate.value", "no value"),
     ({"and": []}, "source.classification.predicate", "non-empty list"),
     ({"and": [{"and": [{"and": [{"and": [{"and": [PAID]}]}]}]}]}, "source.classification.predicate.and[0]"

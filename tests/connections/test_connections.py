@@ -188,3 +188,17 @@ def test_loopback_is_refused_unless_allowed(product_client, customer_db, setting
     assert response.status_code == 422
     assert "loopback" in _checks(response.json()["error"])["allowed"]["detail"]
     assert not Connection.objects.exists()
+
+
+@pytest.mark.parametrize("dsn, reason", [
+    ("postgresql://%99@db.example.com/shop", "not UTF-8"),
+    ("postgresql://app@db.example.com/sh%00op", "forbidden value %00"),
+    ("postgresql://app@db.example.com:99999/shop", "less than or equal to 65535"),
+    ("postgresql://app@db.example.com/shop?sslmode=sometimes", "not a valid choice"),
+    ("postgresql://app@db.example.com/" + "d" * 64, "no more than 63 characters"),
+])
+def test_a_dsn_is_held_to_the_same_rules_as_the_separate_fields(product_client, dsn, reason):
+    response = product_client.post("/api/v1/connections", {"name": "shop", "dsn": dsn}, format="json")
+    assert response.status_code == 400
+    fields = response.json()["error"]["fields"]
+    assert fields[0]["field"] == "dsn" and reason in fields[0]["reason"], fields

@@ -79,3 +79,36 @@ def test_a_provider_is_configured_from_the_admin_with_the_apis_checks(staff_clie
                                       "options_json": json.dumps({"sender": "+15005550007"})}).status_code == 302
     config.refresh_from_db()
     assert config.options == {"sender": "+15005550007"} and json.loads(config.credentials)["auth_token"] == token
+
+
+def _filter_parameters(model_admin, request) -> set[str]:
+    """Every query parameter a changelist's filters, search and date hierarchy read."""
+    changelist = model_admin.get_changelist_instance(request)
+    names = {"q", "o", "p", "all"}
+    for spec in changelist.filter_specs:
+        names.update(spec.expected_parameters())
+    return names
+
+
+def test_a_nul_in_any_admin_list_parameter_is_a_400_not_a_500(staff_client, some_rows, rf):
+    user = get_user_model().objects.get(username="ops")
+    urls = []
+    for model, model_admin in admin.site._registry.items():
+        opts = model._meta
+        if opts.app_label not in OURS:
+            continue
+        request = rf.get("/")
+        request.user = user
+        for name in sorted(_filter_parameters(model_admin, request)):
+            urls.append(f"{reverse(f'admin:{opts.app_label}_{opts.model_name}_changelist')}?{name}=%00")
+    assert len(urls) > 40
+    for url in urls:
+        response = staff_client.get(url)
+        assert response.status_code == 400, url
+        assert b"NUL character" in response.content, url
+
+
+def test_a_nul_in_an_api_list_filter_is_a_field_error(product_client):
+    response = product_client.get("/api/v1/runs?status=%00")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"][0]["field"] == "status"

@@ -86,7 +86,7 @@ def test_410_disables_the_endpoint_and_operators_are_told(setup, receiver, setti
     assert audit.actor == "rowbell" and audit.data["reason"] == "The endpoint answered 410 Gone."
 
     webhook_endpoint_disabled_notify(endpoint_id=endpoint.id)  # the task the disabling queued
-    assert len(mail.outbox) == 1 and endpoint.url in mail.outbox[0].subject
+    assert len(mail.outbox) == 1 and endpoint.url_masked in mail.outbox[0].subject
     assert "410 Gone" in mail.outbox[0].body and mail.outbox[0].to == ["ops@example.com"]
 
     # Nothing more is sent to it: the next message is skipped with the reason, kept for a replay.

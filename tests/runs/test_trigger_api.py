@@ -221,12 +221,32 @@ def test_a_lost_database_connection_answers_503_and_is_replaced(product_with_key
 
 
 @pytest.mark.parametrize("body, field", [
-    ({"workflow": "welcome", "to": ["u1"], "data": {"x": "a\u0000b"}}, "data"),
-    ({"workflow": "welcome", "to": [{"id": "u1", "name": "a\u0000"}]}, "to"),
+    ({"workflow": "welcome", "to": ["u1"], "data": {"x": "a\u0000b"}}, "data.x"),
+    ({"workflow": "welcome", "to": [{"id": "u1", "name": "a\u0000"}]}, "to[0].name"),
 ])
 def test_nul_characters_are_refused_not_a_500(product_client, workflow, body, field):
     response = _trigger(product_client, body)
-    assert response.status_code == 400 and field in _fields(response)
+    assert response.status_code == 400 and "NUL character" in _fields(response)[field]
+
+
+@pytest.mark.parametrize("body, field", [
+    ('{"workflow": "welcome", "to": ["u1"], "data": {"x": "\\ud83d"}}', "data.x"),
+    ('{"workflow": "welcome", "to": ["u1"], "data": {"deep": [{"y": "ok \\udc00 end"}]}}', "data.deep[0].y"),
+    ('{"workflow": "welcome", "to": [{"id": "\\ud83d", "email": "a@example.com"}]}', "to[0].id"),
+    ('{"workflow": "welcome", "to": ["u1"], "data": {"\\ud83d": 1}}', r"data.\ud83d"),
+])
+def test_unpaired_surrogates_are_refused_with_their_place_not_a_500(product_client, workflow, body, field):
+    response = product_client.post("/api/v1/trigger", data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert "unpaired surrogate" in _fields(response)[field]
+    assert TriggerRequest.objects.count() == 0
+
+
+def test_a_paired_surrogate_escape_is_ordinary_text(product_client, workflow):
+    body = '{"workflow": "welcome", "to": ["u1"], "data": {"x": "\\ud83d\\ude00"}}'
+    response = product_client.post("/api/v1/trigger", data=body, content_type="application/json")
+    assert response.status_code == 202
+    assert TriggerRequest.objects.get().data == {"x": "\U0001F600"}
 
 
 def test_json_nested_too_deeply_is_a_parse_error(product_client, workflow):

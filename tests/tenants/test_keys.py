@@ -139,3 +139,10 @@ def test_organization_cannot_revoke_its_products_key(product_with_key):
     response = client_for(org["api_key"]).post(f"/api/v1/keys/{key.split('.')[0]}/revoke")
     assert response.status_code == 404
     assert client_for(key).get("/api/v1/organizations").status_code == 200
+
+
+def test_organization_names_must_be_strings(product_with_key):
+    product, key = product_with_key
+    response = client_for(key).post("/api/v1/organizations", {"name": -2279}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == [{"field": "name", "reason": "Must be a string, not a number."}]

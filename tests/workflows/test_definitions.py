@@ -201,3 +201,20 @@ def test_a_wait_until_without_offset_publishes(product_client):
     product_client.post("/api/v1/workflows", {"key": "w", "steps": [{"type": "wait", "until": "data.at"}, MAIL]},
                         format="json")
     assert product_client.post("/api/v1/workflows/w/publish").status_code == 201
+
+
+def test_text_that_cannot_be_stored_is_refused_whatever_the_door(product):
+    """The admin's form calls the same service without the API's JSON parser: a NUL or a lone surrogate
+    in a definition is a validation error that names its place, never a database error."""
+    from rest_framework.exceptions import ValidationError
+
+    from apps.workflows.models import Workflow
+    from apps.workflows.services import workflow_create
+
+    for bad, reason in (("Hi\x00", "NUL character"), ("Hi \ud83d", "unpaired surrogate")):
+        definition = {"trigger": {"type": "api"}, "steps": [factories.email_step(subject=bad)]}
+        with pytest.raises(ValidationError) as caught:
+            workflow_create(product=product, key="w", definition=definition, actor="test")
+        assert reason in str(caught.value.detail["steps[0].subject"][0])
+    assert not Workflow.objects.exists()
+

@@ -6,6 +6,8 @@ import re
 
 from rest_framework import serializers
 
+from apps.core.encryption import seal
+from apps.core.masking import url_mask
 from apps.workflows.templating import render
 
 from .base import Channel, DeliveryError, Rendered, SendResult, TemplateField, recipient_address
@@ -97,10 +99,11 @@ class ChatChannel(ProvidedChannel):
             payload["title"] = " ".join(render(config["title"], context).split())
         # A recipient with a chat target of its own (e.g. a customer's Slack channel) gets it there, in
         # the configured provider's format; the others go to the product's configured webhook.
+        # It is a bearer credential: sealed in the stored payload (unsealed only to send), masked as the target.
         own = (context.get("recipient") or {}).get("chat_webhook")
         if own:
-            payload["webhook_url"] = own
-        return Rendered(target=own or "team chat", payload=payload)
+            payload["webhook_url"] = seal(own)
+        return Rendered(target=url_mask(own) if own else "team chat", payload=payload)
 
 
 MAX_DEVICES = 20

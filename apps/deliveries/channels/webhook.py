@@ -4,7 +4,9 @@ from django.utils import timezone
 
 from rest_framework import serializers
 
+from apps.core import fields as strict
 from apps.core import exactjson
+from apps.core.masking import sealed_masked
 from apps.deliveries import outbound
 from apps.deliveries.models import ENDPOINT_DISABLED
 from apps.deliveries.signing import signature_headers
@@ -28,7 +30,7 @@ class WebhookChannel(Channel):
     kind = "webhook"
 
     class StepConfig(serializers.Serializer):
-        webhook = serializers.UUIDField(help_text="Id of one of the product's webhook endpoints.")
+        webhook = strict.UUIDField(help_text="Id of one of the product's webhook endpoints.")
 
         def validate_webhook(self, value):
             from apps.deliveries.models import WebhookEndpoint
@@ -58,14 +60,15 @@ class WebhookChannel(Channel):
                 "version": context["workflow"]["version"],
                 "step": context["step"],
                 "request_id": context["request_id"],
-                "recipient": context["recipient"],
+                "recipient": sealed_masked(context["recipient"]),
                 "data": context["data"],
             },
         }
         if "event" in context:  # a run launched by a database event
             payload["data"]["event"] = context["event"]
         # Rendered in full even for a disabled endpoint: enabling it again replays what was skipped.
-        return Rendered(target=endpoint.url, payload=payload, endpoint_id=endpoint.id, endpoint=endpoint,
+        # The delivery's target is for display: the URL it is sent to is read from the endpoint.
+        return Rendered(target=endpoint.url_masked, payload=payload, endpoint_id=endpoint.id, endpoint=endpoint,
                         skip_reason="" if endpoint.enabled else ENDPOINT_DISABLED)
 
     def send_many(self, deliveries) -> list[SendResult | DeliveryError]:

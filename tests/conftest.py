@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 import redis
 from django.conf import settings
+from django.core.cache import caches
 from rest_framework.test import APIClient
 
+from apps.core.ratelimits import CACHE_ALIAS
 from apps.tenants.services import platform_key_create
 
 from . import factories
@@ -29,6 +31,12 @@ def wait_until(predicate, timeout: float = 30.0, every: float = 0.1) -> bool:
             return True
         time.sleep(every)
     return predicate()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    """Every test starts with no API calls or failed authentications counted (a Redis database of their own)."""
+    caches[CACHE_ALIAS].clear()
 
 
 # --- API clients ------------------------------------------------------------------------------

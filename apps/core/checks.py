@@ -5,6 +5,8 @@ from django.conf import settings
 from django.core import checks
 from django.core.checks import Error, register
 
+from .ratelimits import Rate
+
 
 @register()
 def encryption_keys_check(app_configs, **kwargs):
@@ -48,3 +50,16 @@ def shared_provider_webhook_check(app_configs, **kwargs):
                  "then unset ROWBELL_PROVIDER_WEBHOOK_SECRET and ROWBELL_MAILGUN_WEBHOOK_SIGNING_KEY.",
             id="rowbell.W001")]
     return []
+
+
+@register()
+def rate_limits_check(app_configs, **kwargs):
+    """Each API rate-limit setting parses (apps/core/ratelimits.py), so that a typo fails at start-up rather
+    than answering 500 to every call."""
+    errors = []
+    for name in ("ROWBELL_API_RATE", "ROWBELL_AUTH_FAILURES_PER_IP", "ROWBELL_AUTH_FAILURES_PER_PREFIX"):
+        try:
+            Rate.parse(getattr(settings, name))
+        except ValueError as exc:
+            errors.append(Error(f"{name}: {exc}", id="rowbell.E004"))
+    return errors

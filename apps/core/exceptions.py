@@ -53,6 +53,20 @@ class Forbidden(ApplicationError):
     http_status = status.HTTP_403_FORBIDDEN
 
 
+class TooManyRequests(drf_exceptions.APIException):
+    """429 Too Many Requests (RFC 6585 section 4). `wait` (seconds) becomes the `Retry-After` header (RFC 9110
+    section 10.2.3) and `retry_after` in the body; `field` names the input at fault, if one is (e.g.
+    `Authorization` when failed authentications are being throttled)."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_code = "throttled"
+
+    def __init__(self, message: str, *, wait: int, field: str | None = None):
+        super().__init__(detail=message, code=self.default_code)
+        self.wait = max(1, int(wait))
+        self.fields = [{"field": field, "reason": message}] if field else None
+
+
 def flatten_errors(detail, prefix: str = "") -> list[dict]:
     """Turn DRF's nested error detail into a flat list of {field, reason}.
 
@@ -122,4 +136,7 @@ def api_exception_handler(exc, context):
     detail = exc.detail
     message = str(detail) if not isinstance(detail, (dict, list)) else "Request failed."
     code = exc.get_codes() if isinstance(exc.get_codes(), str) else exc.default_code
-    return Response(error_body(code, message), status=exc.status_code, headers=headers)
+    body = error_body(code, message, getattr(exc, "fields", None))
+    if "Retry-After" in headers:
+        body["error"]["retry_after"] = int(headers["Retry-After"])
+    return Response(body, status=exc.status_code, headers=headers)

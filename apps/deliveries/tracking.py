@@ -4,12 +4,18 @@ With tracking on (the workflow's `tracking`), an email's HTML gets, when its del
 image and links rewritten to Rowbell's redirect. Both carry a token signed with the service's secret
 key: the delivery's id, and for a click the exact target. A token that was altered, or made for
 another target, is refused; the redirect only ever goes to the http(s) URL that was signed.
+
+Tokens carry the time they were signed (django.core.signing.dumps is timestamped, and always was, so tokens
+issued before expiry was enforced expire by the same rule) and expire after
+ROWBELL_TRACKING_TOKEN_MAX_AGE_DAYS: an old link neither counts nor redirects, so a leaked or harvested link
+cannot serve as a redirect through this service forever.
 """
 
 from __future__ import annotations
 
 import html
 import re
+from datetime import timedelta
 
 from django.conf import settings
 from django.core import signing
@@ -53,10 +59,25 @@ def tracking_apply(payload: dict, message_id: str, *, opens: bool, clicks: bool)
     return {**payload, "html": body, "tracking": {"opens": opens, "clicks": clicks}}
 
 
-def click_target(token: str) -> tuple[str, str] | None:
-    """(delivery id, target) of an untampered click token whose target is http(s); None otherwise."""
+class TokenExpired(Exception):
+    """A tracking token that was signed by this service, but longer ago than its maximum age."""
+
+
+def _loads(token: str, salt: str):
+    """The signed value; raises TokenExpired when older than ROWBELL_TRACKING_TOKEN_MAX_AGE_DAYS,
+    signing.BadSignature when altered or forged (SignatureExpired is a BadSignature: caught first)."""
     try:
-        value = signing.loads(token, salt=_CLICK_SALT)
+        return signing.loads(token, salt=salt,
+                             max_age=timedelta(days=settings.ROWBELL_TRACKING_TOKEN_MAX_AGE_DAYS))
+    except signing.SignatureExpired as exc:
+        raise TokenExpired(str(exc)) from exc
+
+
+def click_target(token: str) -> tuple[str, str] | None:
+    """(delivery id, target) of an untampered click token whose target is http(s); None otherwise.
+    Raises TokenExpired for a genuine token past its maximum age."""
+    try:
+        value = _loads(token, _CLICK_SALT)
     except signing.BadSignature:
         return None
     if not isinstance(value, dict) or not isinstance(value.get("m"), str) or not isinstance(value.get("u"), str):
@@ -67,9 +88,10 @@ def click_target(token: str) -> tuple[str, str] | None:
 
 
 def open_message(token: str) -> str | None:
+    """The delivery id of an untampered open token younger than its maximum age; None otherwise."""
     try:
-        value = signing.loads(token, salt=_OPEN_SALT)
-    except signing.BadSignature:
+        value = _loads(token, _OPEN_SALT)
+    except (signing.BadSignature, TokenExpired):
         return None
     return value if isinstance(value, str) else None
 

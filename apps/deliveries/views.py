@@ -2,12 +2,12 @@
 
 import base64
 
-from django.http import HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
+from django.http import HttpResponse, HttpResponseBadRequest, HttpResponseGone, HttpResponseRedirect
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from .models import DeliveryStatus, EventSource
-from .tracking import click_target, engagement_record, open_message
+from .tracking import TokenExpired, click_target, engagement_record, open_message
 
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 
@@ -26,8 +26,12 @@ def tracked_open(request, token):
 @never_cache
 @require_GET
 def tracked_click(request, token):
-    """Redirect to the link's signed target and count the click; an altered token goes nowhere."""
-    found = click_target(token)
+    """Redirect to the link's signed target and count the click; an altered token goes nowhere (400), nor
+    does one past ROWBELL_TRACKING_TOKEN_MAX_AGE_DAYS (410 Gone: it was real, and is no more)."""
+    try:
+        found = click_target(token)
+    except TokenExpired:
+        return HttpResponseGone("This link has expired.", content_type="text/plain")
     if found is None:
         return HttpResponseBadRequest("This link is not valid.", content_type="text/plain")
     message_id, target = found

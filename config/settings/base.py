@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "csp",
     "django_celery_beat",
     "anymail",
+    "axes",
     "apps.core",
     "apps.audit",
     "apps.tenants",
@@ -53,6 +54,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "apps.core.middleware.DatabaseUnavailableMiddleware",
+    # Last, as django-axes asks: turns a locked-out admin login into its lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -97,6 +100,39 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# --- Admin logins and API throttles ("Logins and keys" in README.md) ---------------------------------
+# django-axes locks a username from one address out of the admin after ROWBELL_LOGIN_FAILURE_LIMIT failures,
+# for ROWBELL_LOGIN_COOLOFF_SECONDS, doubled by each attempt made while locked, up to the maximum
+# (apps/dashboard/logins.py). Its database handler: the state is shared and lasts, admins can read it
+# and lift a lock (delete the "access attempt"), and back-off reads each lock's failure count.
+# https://django-axes.readthedocs.io/en/latest/4_configuration.html
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("ROWBELL_LOGIN_FAILURE_LIMIT", default=5)
+ROWBELL_LOGIN_COOLOFF_SECONDS = env.int("ROWBELL_LOGIN_COOLOFF_SECONDS", default=600)
+ROWBELL_LOGIN_COOLOFF_MAX_SECONDS = env.int("ROWBELL_LOGIN_COOLOFF_MAX_SECONDS", default=24 * 3600)
+AXES_COOLOFF_TIME = "apps.dashboard.logins.lockout_cool_off"
+AXES_LOCKOUT_CALLABLE = "apps.dashboard.logins.lockout_response"
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]  # a guesser cannot lock an operator out everywhere
+AXES_CLIENT_IP_CALLABLE = "apps.core.ratelimits.client_ip"
+AXES_USE_ATTEMPT_EXPIRATION = True  # each lock expires on its own cool-off, not on the latest request's
+AXES_RESET_ON_SUCCESS = True
+# The API's throttles (apps/tenants/throttles.py): calls per product, organization or platform key, and
+# failed authentications per client address and per key prefix. "<n>/<unit>" or "<n>/<k><unit>", unit s|m|h|d.
+ROWBELL_API_RATE = env("ROWBELL_API_RATE", default="1200/min")
+ROWBELL_AUTH_FAILURES_PER_IP = env("ROWBELL_AUTH_FAILURES_PER_IP", default="50/10m")
+ROWBELL_AUTH_FAILURES_PER_PREFIX = env("ROWBELL_AUTH_FAILURES_PER_PREFIX", default="20/10m")
+# Proxies in front of Rowbell that append to X-Forwarded-For: the client is the address they saw (0: the
+# socket's peer). Behind a proxy, 0 would count every client as the proxy.
+ROWBELL_NUM_PROXIES = env.int("ROWBELL_NUM_PROXIES", default=0)
+# The counters live in Redis, shared by every web process. Short timeouts: a throttle that cannot count lets
+# the call through (apps/core/ratelimits.py) instead of holding it.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "ratelimits": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                   "LOCATION": env("ROWBELL_CACHE_URL", default=env("REDIS_URL", default="redis://127.0.0.1:6379/0")),
+                   "KEY_PREFIX": "rowbell", "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}},
+}
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -133,6 +169,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "apps.core.exceptions.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_PAGINATION_CLASS": None,
+    "DEFAULT_THROTTLE_CLASSES": ["apps.tenants.throttles.PrincipalRateThrottle"],
+    "NUM_PROXIES": ROWBELL_NUM_PROXIES,
 }
 # Largest accepted API request body; bigger bodies answer 413 before they are parsed.
 ROWBELL_MAX_BODY_BYTES = env.int("ROWBELL_MAX_BODY_BYTES", default=256 * 1024)
@@ -214,6 +252,8 @@ ROWBELL_RETRY_MAX_SECONDS = env.float("ROWBELL_RETRY_MAX_SECONDS", default=6 * 3
 ROWBELL_RETRY_AFTER_MAX_SECONDS = env.float("ROWBELL_RETRY_AFTER_MAX_SECONDS", default=24 * 3600.0)
 # Where recipients reach this service: email open pixels and click-through links point here.
 ROWBELL_PUBLIC_URL = env("ROWBELL_PUBLIC_URL", default="http://127.0.0.1:8000")
+# Open and click links older than this answer "expired" (410) instead of counting or redirecting.
+ROWBELL_TRACKING_TOKEN_MAX_AGE_DAYS = env.int("ROWBELL_TRACKING_TOKEN_MAX_AGE_DAYS", default=90)
 # The service-wide providers' event webhooks (/webhooks/providers/<provider>/tracking/), kept for existing
 # deployments (each provider configuration has its own, apps.deliveries.provider_events): HTTP basic auth
 # "user:password" (and Mailgun's signing key); until set they refuse every call.

@@ -53,12 +53,15 @@ def test_seed_demo_seeds_once_and_reissues_keys_when_the_file_is_gone(tmp_path, 
     assert client_for(keys["ROWBELL_PRODUCT_KEY"]).get("/api/v1/workflows/order-shipped").status_code == 200
     # Something waits in the review queue once the worker has run it, and each staff group has a login.
     from django.contrib.auth import authenticate
+    from django.test import RequestFactory
 
     from apps.runs.models import TriggerRequest
 
+    # django-axes watches every sign-in, so authentication is asked with the login's request.
+    login = RequestFactory().post("/admin/login/")
     assert TriggerRequest.objects.get().workflow_version.workflow.sandbox is True
-    assert authenticate(username="reviewer", password="reviewer").has_perm("deliveries.review_delivery")
-    viewer = authenticate(username="viewer", password="viewer")
+    assert authenticate(login, username="reviewer", password="reviewer").has_perm("deliveries.review_delivery")
+    viewer = authenticate(login, username="viewer", password="viewer")
     assert viewer.has_perm("deliveries.view_delivery") and not viewer.has_perm("deliveries.review_delivery")
 
     call_command("seed_demo", stdout=StringIO())

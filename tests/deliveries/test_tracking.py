@@ -113,3 +113,43 @@ def test_provider_event_webhooks_are_authenticated_and_mapped(product, settings)
     settings.ANYMAIL = {"WEBHOOK_SECRET": ""}  # not configured: refused outright
     assert client.post(url, json.dumps(event), content_type="application/json",
                        HTTP_AUTHORIZATION=auth).status_code == 403
+
+
+class _Later:
+    """django.core.signing's clock, `days` ahead of the real one."""
+
+    def __init__(self, days: float):
+        self.offset = days * 86400
+
+    def time(self) -> float:
+        import time
+
+        return time.time() + self.offset
+
+
+def test_click_and_open_links_expire_after_the_documented_max_age(product, settings, monkeypatch):
+    from django.core import signing
+
+    settings.ROWBELL_PUBLIC_URL = "https://rowbell.example.com"
+    settings.ROWBELL_TRACKING_TOKEN_MAX_AGE_DAYS = 90
+    _workflow(product, opens=True, clicks=True)
+    delivery = _mail(product)
+    link = re.search(r'href="https://rowbell\.example\.com(/t/c/[^"]+)"', delivery.payload["html"]).group(1)
+    pixel = re.search(r'src="https://rowbell\.example\.com(/t/o/[^"]+\.gif)"', delivery.payload["html"]).group(1)
+    client = Client()
+
+    monkeypatch.setattr(signing, "time", _Later(days=91))
+    clicked = client.get(link)
+    # Gone, not a redirect: an old link cannot send anyone anywhere through this service.
+    assert clicked.status_code == 410 and "Location" not in clicked
+    assert clicked.content == b"This link has expired."
+    opened = client.get(pixel)
+    assert opened.status_code == 200 and opened["Content-Type"] == "image/gif"  # an image either way
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.SENT and [s for s, _ in _events(delivery)] == ["queued", "sending", "sent"]
+
+    monkeypatch.setattr(signing, "time", _Later(days=89))  # within the max age: followed and counted
+    clicked = client.get(link)
+    assert clicked.status_code == 302 and clicked["Location"] == "https://shop.example.com/orders/7?a=1&b=2"
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.CLICKED

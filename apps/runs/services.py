@@ -14,7 +14,7 @@ from django.utils import timezone
 from psycopg.types.json import Jsonb
 from rest_framework.exceptions import AuthenticationFailed
 
-from apps.audit.services import AuditEntry, audit_record, audit_record_many
+from apps.audit.services import AuditEntry, audit_record_many
 from apps.core.encryption import seal
 from apps.core.exceptions import Conflict
 from apps.core.hints import hint, hint_many

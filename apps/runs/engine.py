@@ -18,6 +18,8 @@ from __future__ import annotations
 import copy
 import logging
 import re
+import time
+from contextlib import contextmanager
 from datetime import timedelta
 
 import psycopg
@@ -301,6 +303,7 @@ def runs_execute(*, run_ids: list[int]) -> None:
         return
     writes = _Writes()
     slow, failures, memo = [], [], {}
+    slice_ = _ProductSlices()
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT id FROM runs_run WHERE id = ANY(%s) AND status = 'queued' ORDER BY id "
@@ -309,16 +312,20 @@ def runs_execute(*, run_ids: list[int]) -> None:
         if not locked:
             return
         for run in _runs_load(locked):
-            mark, state, start = writes.mark(), copy.deepcopy(run.state), run.step_index
-            try:
-                if not _fast(run, writes, memo):
-                    slow.append(run)
+            if slice_.spent(run):
+                slice_.defer(run)  # left queued, untouched; sent again after commit
                 continue
-            except StepFailed as exc:
-                message = str(exc)
-            except Exception as exc:  # a bug or bad data in one run must not stop the batch
-                logger.exception("Run %s failed", run.id)
-                message = f"Internal error: {exc.__class__.__name__}: {exc}"
+            mark, state, start = writes.mark(), copy.deepcopy(run.state), run.step_index
+            with slice_.timing(run):
+                try:
+                    if not _fast(run, writes, memo):
+                        slow.append(run)
+                    continue
+                except StepFailed as exc:
+                    message = str(exc)
+                except Exception as exc:  # a bug or bad data in one run must not stop the batch
+                    logger.exception("Run %s failed", run.id)
+                    message = f"Internal error: {exc.__class__.__name__}: {exc}"
             # Nothing of a failed run is written with the batch; it fails at the step that failed.
             failed_at = run.step_index
             writes.undo(mark)
@@ -342,7 +349,55 @@ def runs_execute(*, run_ids: list[int]) -> None:
         for run, pc, message in failures:
             _fail(run, pc, message, step_failed=True)
     for run in slow:
-        _execute(run)
+        if slice_.spent(run):
+            # Claimed in the batch's transaction, not yet started: given back as it was.
+            if Run.objects.filter(id=run.id, status=RunStatus.RUNNING, claim=run.claim).update(
+                    status=RunStatus.QUEUED, lease_until=None, updated_at=timezone.now()):
+                slice_.defer(run)
+            continue
+        with slice_.timing(run):
+            _execute(run)
+    slice_.requeue()
+
+
+class _ProductSlices:
+    """How long one task has worked for each product, so that no product holds a worker for long.
+
+    A batch works for each product for at most ROWBELL_PRODUCT_SLICE_SECONDS (seconds of wall-clock time:
+    rendering, evaluating, writing), then leaves that product's remaining runs queued and sends them
+    again on the `low` queue, behind every other product's waiting work. One product's slow templates
+    (each render is itself bounded by ROWBELL_TEMPLATE_RENDER_SECONDS) then delay another product's
+    deliveries by about one slice, not by the whole batch.
+    """
+
+    def __init__(self):
+        self.limit = settings.ROWBELL_PRODUCT_SLICE_SECONDS
+        self.used: dict = {}
+        self.deferred: list[int] = []
+
+    def spent(self, run: Run) -> bool:
+        return self.used.get(run.product_id, 0.0) >= self.limit
+
+    def defer(self, run: Run) -> None:
+        self.deferred.append(run.id)
+
+    @contextmanager
+    def timing(self, run: Run):
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            self.used[run.product_id] = self.used.get(run.product_id, 0.0) + time.monotonic() - began
+
+    def requeue(self) -> None:
+        if not self.deferred:
+            return
+        logger.info("Product time slice spent: %d runs sent again on the low queue", len(self.deferred))
+        try:
+            runs_enqueue(self.deferred, "low")
+        except Exception:  # the runs are queued in the database: the reconciler sends them again
+            logger.warning("Could not re-send %d deferred runs; the reconciler will.", len(self.deferred),
+                           exc_info=True)
 
 
 class _Writes:

@@ -317,6 +317,9 @@ ROWBELL_MAX_RECIPIENTS = env.int("ROWBELL_MAX_RECIPIENTS", default=1000)
 # Rows of a database event read for a run's steps (`row`, `rows`); a bulk statement's further ids are
 # still in `event.ids`.
 ROWBELL_ROWS_PER_RUN = env.int("ROWBELL_ROWS_PER_RUN", default=100)
+# One worker task works for one product at most this long (seconds) before that product's remaining runs
+# wait behind other products' work (apps/runs/engine.py, _ProductSlices).
+ROWBELL_PRODUCT_SLICE_SECONDS = env.float("ROWBELL_PRODUCT_SLICE_SECONDS", default=2.0)
 # Operators hear about failed runs at most once per product per interval (each failure in one notice).
 ROWBELL_ESCALATION_INTERVAL_SECONDS = env.float("ROWBELL_ESCALATION_INTERVAL_SECONDS", default=300.0)
 # How often beat resumes runs whose wait is over and sends escalation notices.

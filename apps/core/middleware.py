@@ -34,7 +34,7 @@ class DatabaseUnavailableMiddleware:
 
 
 class NulParameterMiddleware:
-    """A query string or form field holding U+0000 answers 400 before any view sees it.
+    """A path, query string or form field holding U+0000 answers 400 before any view sees it.
 
     PostgreSQL refuses NUL in text, so a `?status=%00` that reached a filter (every admin list and API
     list has some) was a 500. Django's form fields already refuse NUL, but list filters, search boxes
@@ -46,18 +46,26 @@ class NulParameterMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
+        if "\x00" in request.path_info:
+            # `%00` in the path: every view that looks a path segment up (a message id, a key prefix, a
+            # provider webhook's token) would hand it to PostgreSQL.
+            return self._refused(request, None, "The address (path) contains a NUL character (%00).")
         bad = None
         if "%00" in request.META.get("QUERY_STRING", ""):
             bad = _nul_parameter(request.GET)
         if bad is None and request.method == "POST" and request.content_type == "application/x-www-form-urlencoded" \
-                and b"%00" in request.body:
+                and (b"%00" in request.body or b"\x00" in request.body):
             bad = _nul_parameter(request.POST)
         if bad is None:
             return self.get_response(request)
-        message = f"The parameter {bad!r} {NUL_MESSAGE[0].lower()}{NUL_MESSAGE[1:]}"
+        return self._refused(request, bad, f"The parameter {bad!r} {NUL_MESSAGE[0].lower()}{NUL_MESSAGE[1:]}")
+
+    @staticmethod
+    def _refused(request, field: str | None, message: str):
         if request.path.startswith("/api/"):
-            return JsonResponse(error_body("invalid", "The request has invalid fields.",
-                                           fields=[{"field": bad, "reason": NUL_MESSAGE}]), status=400)
+            return JsonResponse(error_body("invalid", "The request has invalid fields." if field else message,
+                                           fields=[{"field": field, "reason": NUL_MESSAGE}] if field else None),
+                                status=400)
         return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
 
 

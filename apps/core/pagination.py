@@ -15,7 +15,8 @@ class NewestFirst(CursorPagination):
         given = request.query_params.get(self.page_size_query_param)
         if given is None:
             return self.page_size
-        if not given.isdigit() or int(given) < 1:
+        # isascii: "²".isdigit() is true, and int() refuses it; a few digits: int() refuses 4,300 and more.
+        if not (given.isascii() and given.isdigit() and len(given) <= 6) or int(given) < 1:
             raise ValidationError({"limit": [f"A whole number from 1 to {self.max_page_size}."]})
         return min(int(given), self.max_page_size)
 
@@ -31,7 +32,13 @@ class NewestFirst(CursorPagination):
     def decode_cursor(self, request):
         # DRF answers 404 to a cursor it cannot read; it is the input that is wrong, not the list missing.
         try:
-            return super().decode_cursor(request)
+            cursor = super().decode_cursor(request)
+            # DRF decodes any base64 it is given; the position goes into `id < position` as it is.
+            if cursor is not None and cursor.position is not None:
+                position = str(cursor.position)
+                if not (position.isascii() and position.isdigit() and len(position) <= 19):
+                    raise NotFound()
+            return cursor
         except NotFound:
             raise ValidationError({"cursor": ["Not a cursor this API gave: follow a page's `next` or `previous` "
                                               "link."]}) from None

@@ -390,14 +390,21 @@ class _ProductSlices:
             self.used[run.product_id] = self.used.get(run.product_id, 0.0) + time.monotonic() - began
 
     def requeue(self) -> None:
-        if not self.deferred:
-            return
-        logger.info("Product time slice spent: %d runs sent again on the low queue", len(self.deferred))
-        try:
-            runs_enqueue(self.deferred, "low")
-        except Exception:  # the runs are queued in the database: the reconciler sends them again
-            logger.warning("Could not re-send %d deferred runs; the reconciler will.", len(self.deferred),
-                           exc_info=True)
+        runs_requeue_low(self.deferred)
+
+
+def runs_requeue_low(run_ids: list[int]) -> None:
+    """Hint queued runs whose product's time slice is spent to the `low` queue, behind other work.
+
+    Never raises: the runs are queued in the database, and the reconciler sends a lost hint again.
+    """
+    if not run_ids:
+        return
+    logger.info("Product time slice spent: %d runs sent again on the low queue", len(run_ids))
+    try:
+        runs_enqueue(run_ids, "low")
+    except Exception:
+        logger.warning("Could not re-send %d deferred runs; the reconciler will.", len(run_ids), exc_info=True)
 
 
 class _Writes:

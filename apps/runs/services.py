@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 import uuid
 from datetime import timedelta
 
@@ -22,7 +23,8 @@ from apps.tenants.models import ApiKey
 from apps.tenants.principals import Tenant
 from apps.workflows.selectors import workflow_version_for_trigger
 
-from .engine import run_execute, runs_enqueue, runs_execute  # noqa: F401 (the tasks' entry points)
+from .engine import (  # noqa: F401 (the tasks' entry points)
+    run_execute, runs_enqueue, runs_execute, runs_requeue_low)
 from .models import Priority, RequestStatus, Run, RunStatus, TriggerRequest
 
 logger = logging.getLogger(__name__)
@@ -187,7 +189,12 @@ def request_start(*, request_id) -> list[int]:
             priority = request.priority
             transaction.on_commit(lambda: runs_enqueue(run_ids, priority))
     if len(run_ids) <= INLINE_RUNS:
-        for run_id in run_ids:
+        began = time.monotonic()
+        for index, run_id in enumerate(run_ids):
+            if time.monotonic() - began >= settings.ROWBELL_PRODUCT_SLICE_SECONDS:
+                # This product's time slice is spent: the rest wait behind other products' work.
+                runs_requeue_low(run_ids[index:])
+                break
             run_execute(run_id=run_id)
     return run_ids
 

@@ -25,6 +25,10 @@ NESTED_LOOPS = "{% for a in range(data.n) %}{% for b in range(100000) %}{% endfo
 LONG_STRING = "{{ ('a' * data.n)|length }}"
 HUGE_POWER = "{{ (9**(9**8)) > 1 }}"
 RECURSIVE_MACRO = "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}"
+# Prints data.s data.n times inside a block that collects its text before joining it.
+REPEATED = "{% for i in range(data.n) %}{{ data.s }}{% endfor %}"
+SET_BLOCK = "{% set x %}" + REPEATED + "{% endset %}{{ x|length }}"
+BLOCK_TOO_BIG = "would collect more than 1,000,000 characters"
 
 
 class Hung(BaseException):
@@ -121,6 +125,8 @@ def test_updating_and_publishing_check_the_bounds_too(product, product_client):
     (LONG_STRING, {"n": 10 ** 9}, "1,000,000,000 characters"),
     ("{{ (9 ** data.n) > 1 }}", {"n": 9 ** 8}, "bits"),
     (RECURSIVE_MACRO, {}, "Calls nest more than 64 deep"),
+    ("{% set big = 'a' * 1000000 %}{% set x %}{% for i in range(data.n) %}{{ big }}{% endfor %}{% endset %}"
+     "{{ x|length }}", {"n": 20000}, BLOCK_TOO_BIG),
 ])
 def test_a_preview_that_trips_a_bound_is_a_400_naming_the_field(product, product_client, hang_guard, memory_guard,
                                                                   settings, body, data, says):
@@ -224,6 +230,38 @@ def test_the_sandbox_refuses_what_would_grow_past_the_limits(settings, hang_guar
     settings.ROWBELL_TEMPLATE_MAX_CHARS = 1000
     with pytest.raises(TemplateLimitError):
         render(source, context)
+
+
+@pytest.mark.parametrize("source", [
+    SET_BLOCK,
+    "{% set x | upper %}" + REPEATED + "{% endset %}{{ x|length }}",
+    "{% macro m() %}" + REPEATED + "{% endmacro %}{{ m()|length }}",
+    "{% macro m() %}{{ caller()|length }}{% endmacro %}{% call m() %}" + REPEATED + "{% endcall %}",
+    "{% filter upper %}" + REPEATED + "{% endfilter %}",
+    "{% for j in [1] recursive %}" + REPEATED + "{% endfor %}",
+    "{% if false %}{% block b %}" + REPEATED + "{% endblock %}{% endif %}{{ self.b()|length }}",
+], ids=["set-block", "set-block-with-filter", "macro", "call-block", "filter-block", "recursive-loop",
+        "block-reference"])
+def test_a_block_stops_collecting_text_once_it_passes_the_size_limit(settings, hang_guard, memory_guard, source):
+    settings.ROWBELL_TEMPLATE_RENDER_SECONDS = 30  # the size bound must stop it, not the clock
+    # 20,000 times a text of 1,000,000 characters: joined unchecked, the block would ask for ~20 GB.
+    with pytest.raises(TemplateLimitError, match=BLOCK_TOO_BIG):
+        render(source, {"data": {"n": 20000, "s": "a" * 1000000}})
+
+
+def test_a_block_collecting_text_within_the_limit_renders(settings):
+    settings.ROWBELL_TEMPLATE_MAX_CHARS = 1000
+    data = {"n": 10, "s": "a" * 100}  # exactly the limit
+    assert render(SET_BLOCK, {"data": data}) == "1000"
+    assert render("{% filter upper %}" + REPEATED + "{% endfilter %}", {"data": data}) == "A" * 1000
+    with pytest.raises(TemplateLimitError, match="would collect more than 1,000 characters"):
+        render(SET_BLOCK, {"data": {"n": 11, "s": "a" * 100}})
+
+
+def test_a_filter_refuses_a_text_past_the_limit_before_copying_it(settings):
+    settings.ROWBELL_TEMPLATE_MAX_CHARS = 1000
+    with pytest.raises(TemplateLimitError, match="a printed value of 1,001 characters"):
+        render("{{ data.s|upper }}", {"data": {"s": "a" * 1001}})
 
 
 def test_a_render_stops_at_its_time_limit_in_a_loop_or_a_call(settings):

@@ -2,6 +2,9 @@
 
 Where each bound is enforced:
 
+- every list Jinja collects a block's output in (`{% set %}` blocks, macro and call bodies, filter
+  blocks, recursive loops) is a `limits.BoundedBuffer`, made by the code generator, that refuses to
+  grow past the size limit; every join of output (`environment.concat`) counts as it reads;
 - every `{% for %}` iteration (recursive loops included) starts with `environment.loop_tick()`, put
   there by the code generator; every call (functions, methods, macros) goes through `call`;
 - `*`, `**`, `+` and `%` go through `call_binop`; `~` and `{{ }}` print only values that fit;
@@ -46,6 +49,12 @@ def _is_tick(node) -> bool:
 
 
 class _CodeGenerator(CodeGenerator):
+    def buffer(self, frame):
+        # Every list Jinja collects output in (set blocks, macro and call bodies, filter blocks, recursive
+        # loops: all of them are made here) counts its text as it grows, instead of being joined unchecked.
+        frame.buffer = self.temporary_identifier()
+        self.writeline(f"{frame.buffer} = environment.bounded_buffer()")
+
     def visit_For(self, node, frame):
         # Every iteration first calls environment.loop_tick() (Jinja allows no node types of our own).
         if not (node.body and _is_tick(node.body[0])):
@@ -215,6 +224,13 @@ class TemplateEnvironment(SandboxedEnvironment):
 
     code_generator_class = _CodeGenerator
     intercepted_binops = frozenset({"+", "-", "*", "/", "//", "%", "**"})
+    # The compiled code's `concat` and BlockReference's (`self.<block>()`) join: bounded as it reads.
+    concat = staticmethod(limits.bounded_join)
+
+    @staticmethod
+    def bounded_buffer() -> limits.BoundedBuffer:
+        """A new list for the compiled code to collect a block's output in, refused past the size limit."""
+        return limits.BoundedBuffer()
 
     def __init__(self, **kwargs):
         super().__init__(optimized=False, finalize=limits.check_printable, **kwargs)

@@ -8,7 +8,9 @@ input is checked *before* the work is done:
   (macros included), so a render stops within a loop iteration of its deadline, in any thread;
 - size: no string, list or printed value longer than ROWBELL_TEMPLATE_MAX_CHARS characters (items
   count for lists), counted before `*`, `+`, `%`, `str.format`, `center`, `join`, `replace`, ... build
-  it; a list's size is what it would print to, so `[big] * 1000` is as big as `big * 1000`;
+  it; a list's size is what it would print to, so `[big] * 1000` is as big as `big * 1000`; the text a
+  block collects before it is joined (set blocks, macros, call and filter blocks) is counted as it grows
+  (BoundedBuffer);
 - numbers: no integer above MAX_INT_BITS bits (`9 ** 9 ** 8` is refused, not computed);
 - ranges: at most MAX_RANGE items; calls nest at most MAX_CALL_DEPTH deep (a macro calling itself).
 
@@ -150,10 +152,64 @@ def weight(value) -> int:
 
 
 def check_printable(value, what: str = "a printed value"):
-    """Return `value` if printing it stays within the size limit; raise TemplateLimitError otherwise."""
-    if isinstance(value, (*_CONTAINERS, Namespace)):
+    """Return `value` if printing it stays within the size limit; raise TemplateLimitError otherwise.
+    Strings count too: a filter given a text past the limit (from the data, or a `{% filter %}` block's
+    body) is refused before it copies it."""
+    if isinstance(value, (str, bytes, *_CONTAINERS, Namespace)):
         check_size(weight(value), what)
     return value
+
+
+class BoundedBuffer(list):
+    """The list Jinja collects a block's output in before joining it (set blocks, macro and call bodies,
+    filter blocks, recursive loops): it counts the characters appended and refuses, as soon as they pass
+    the size limit, to grow further. Without it such a block could build text of any size out of pieces
+    that each fit (`{% set x %}{% for i in range(n) %}{{ big }}{% endfor %}{% endset %}`)."""
+
+    __slots__ = ("size", "limit")
+
+    def __init__(self):
+        super().__init__()
+        self.size = 0
+        self.limit = budget().max_chars
+
+    def _grow(self, item) -> None:
+        self.size += weight(item)
+        if self.size > self.limit:
+            raise TemplateLimitError(
+                f"A block of the template (a `{{% set %}}` block, a macro, a `{{% call %}}` or `{{% filter %}}` "
+                f"block) would collect more than {self.limit:,} characters, the limit. Print less inside it "
+                "(shorter loops, fewer or smaller values).")
+
+    def append(self, item) -> None:
+        """Append one piece of output, counted first."""
+        self._grow(item)
+        super().append(item)
+
+    def extend(self, items) -> None:
+        """Append several pieces of output, each counted first."""
+        for item in items:
+            self.append(item)
+
+    def __iadd__(self, items):
+        self.extend(items)
+        return self
+
+    def insert(self, index, item) -> None:
+        """Insert one piece of output, counted first."""
+        self._grow(item)
+        super().insert(index, item)
+
+
+def bounded_join(pieces) -> str:
+    """Join output as Jinja's `concat` does, counting it piece by piece on the way: a block rendered
+    through `self.<block>()` arrives as a generator, which is stopped once its text passes the limit."""
+    if not isinstance(pieces, BoundedBuffer):  # a BoundedBuffer was counted as it grew
+        collected = BoundedBuffer()
+        for piece in pieces:
+            collected.append(piece)
+        pieces = collected
+    return "".join(pieces)
 
 
 def containers_changed() -> None:

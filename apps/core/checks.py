@@ -57,7 +57,8 @@ def rate_limits_check(app_configs, **kwargs):
     """Each API rate-limit setting parses (apps/core/ratelimits.py), so that a typo fails at start-up rather
     than answering 500 to every call."""
     errors = []
-    for name in ("ROWBELL_API_RATE", "ROWBELL_AUTH_FAILURES_PER_IP", "ROWBELL_AUTH_FAILURES_PER_PREFIX"):
+    for name in ("ROWBELL_API_RATE", "ROWBELL_TRIGGER_RATE", "ROWBELL_AUTH_FAILURES_PER_IP",
+                 "ROWBELL_AUTH_FAILURES_PER_PREFIX"):
         try:
             Rate.parse(getattr(settings, name))
         except ValueError as exc:

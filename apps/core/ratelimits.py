@@ -10,6 +10,7 @@ value that grows with the limit).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import re
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 # The cache alias the counters live in (config/settings/base.py: CACHES).
 CACHE_ALIAS = "ratelimits"
 _clock = time.time  # tests pin it, so that no window ends in the middle of one
+# An IPv6 client is counted by its network of this size (client_ip).
+IPV6_PREFIX = 64
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(s|sec|second|m|min|minute|h|hour|d|day)s?\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -141,5 +144,20 @@ def client_ip(request) -> str | None:
     """The client's address, as DRF's throttles identify it: REMOTE_ADDR, or with `ROWBELL_NUM_PROXIES` = n
     (DRF's NUM_PROXIES) the n-th address from the right of X-Forwarded-For, which the proxies in front of
     Rowbell append. Used by the API's throttles and by the admin's login lockout (AXES_CLIENT_IP_CALLABLE).
-    None when the request has no address (a request built in code, e.g. by the test client's force_login)."""
-    return BaseThrottle().get_ident(request) or None
+
+    An IPv6 client is one /64 network, answered as its first address (`2001:db8:1:2::`): a single site or
+    subscriber is normally given a whole /64 (RFC 6177 section 2, RFC 7934 section 6) and can use any of its
+    2^64 addresses, so counting full addresses would give it unlimited tries. An IPv4-mapped IPv6 address
+    (`::ffff:192.0.2.1`, RFC 4291 section 2.5.5.2) is its IPv4 address. Anything that does not parse is
+    answered as it came. None when the request has no address (a request built in code, e.g. by the test
+    client's force_login)."""
+    ident = BaseThrottle().get_ident(request) or None
+    if ident is None or ":" not in ident:
+        return ident
+    try:
+        address = ipaddress.IPv6Address(ident.strip("[]"))
+    except ValueError:
+        return ident
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, IPV6_PREFIX), strict=False).network_address)

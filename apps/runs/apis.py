@@ -15,6 +15,7 @@ from apps.core.masking import sealed_masked
 from apps.tenants.authentication import DeferredLiveCheckAuthentication
 from apps.core.pagination import NewestFirst, paginated
 from apps.tenants.permissions import IsProductOrOrganization
+from apps.tenants.throttles import TriggerRateThrottle
 
 from .models import Priority, RunStatus
 from .engine import run_cancel, run_rerun
@@ -161,6 +162,7 @@ class TriggerApi(APIView):
     # Revocation and expiry are checked inside trigger_create's single statement.
     authentication_classes = [DeferredLiveCheckAuthentication]
     permission_classes = [IsProductOrOrganization]
+    throttle_classes = [TriggerRateThrottle]  # ROWBELL_TRIGGER_RATE, not ROWBELL_API_RATE
 
     @extend_schema(
         auth=[{"ApiKey": []}],

@@ -1,15 +1,20 @@
 """The API's throttles: 429 Too Many Requests (RFC 6585 section 4) with `Retry-After` (RFC 9110 section 10.2.3).
 
-- Each principal (a product, an organization, a platform key) may make `ROWBELL_API_RATE` calls; all keys of
-  a product (e.g. the old and the new one during a rotation's grace) share its budget.
-- Failed authentications are counted per client address (`ROWBELL_AUTH_FAILURES_PER_IP`) and per key
-  prefix (`ROWBELL_AUTH_FAILURES_PER_PREFIX`), known or not, so that the count says nothing about which
-  prefixes exist. Past the first limit, every call from that address answers 429, even one with a valid
-  key, so that a guesser cannot tell a right guess from a wrong one (as GitHub's API does). Past the second,
-  wrong secrets for that prefix answer 429 while the key's owner goes on working: anyone who has seen a
-  key's prefix could otherwise lock its owner out.
+- Each principal (a product, an organization, a platform key) may make `ROWBELL_API_RATE` calls, and
+  `ROWBELL_TRIGGER_RATE` trigger calls on a budget of their own (the trigger call is the hot path: a product
+  sending a thousand notifications a second must not spend its budget for reading runs or managing keys); all
+  keys of a product (e.g. the old and the new one during a rotation's grace) share its budgets.
+- Failed authentications are counted per client address (`ROWBELL_AUTH_FAILURES_PER_IP`; an IPv6 client per
+  /64, apps/core/ratelimits.py: client_ip) and per key prefix (`ROWBELL_AUTH_FAILURES_PER_PREFIX`), known or
+  not, so that the count says nothing about which prefixes exist. Past either limit, a failed authentication
+  answers 429 instead of 401. A call with a valid key is never refused by these counters: a fleet still
+  sending an old key after a rotation, or a guesser behind the same NAT or proxy, would otherwise lock out
+  every working key behind that address. Telling a guesser that a guess was right costs nothing here: a
+  secret has 256 bits, so at the limit's pace no guess is ever right. Likewise, anyone who has seen a key's
+  prefix cannot lock its owner out.
 
-Counters live in the shared cache (apps/core/ratelimits.py): an authenticated call costs one Redis round trip.
+Counters live in the shared cache (apps/core/ratelimits.py): an authenticated call costs one Redis round trip,
+a failed one another.
 """
 
 from __future__ import annotations
@@ -75,27 +80,35 @@ def principal_ident(tenant: Tenant) -> str:
 
 
 class PrincipalRateThrottle(BaseThrottle):
-    """DRF throttle for every API view (REST_FRAMEWORK's DEFAULT_THROTTLE_CLASSES).
+    """DRF throttle for every API view (REST_FRAMEWORK's DEFAULT_THROTTLE_CLASSES): counts the call against
+    its principal's `ROWBELL_API_RATE` and raises TooManyRequests (429) past it.
 
-    Counts the call against its principal's `ROWBELL_API_RATE` and reads the address's failed
-    authentications, both in one round trip. Raises TooManyRequests (429) when either is over its limit.
-    The rates are read from settings on each call (DRF's own throttles read theirs once, at import).
+    Only authenticated calls are counted: a failed authentication has already been counted, per address and
+    per prefix, by the authentication class (auth_failure_record). The rate is read from settings on each
+    call (DRF's own throttles read theirs once, at import).
     """
+
+    counter = "api"
+    setting = "ROWBELL_API_RATE"
+    calls = "calls"
 
     def allow_request(self, request, view) -> bool:
         tenant = request.user
-        hit = []
-        if isinstance(tenant, Tenant):
-            hit.append((f"api:{principal_ident(tenant)}", _rate(settings.ROWBELL_API_RATE)))
-        found = counters(hit=hit, peek=[_ip_failures_counter(request)])
-        if not found:
+        if not isinstance(tenant, Tenant):
             return True
-        *calls, failures = found
-        if failures.value >= failures.rate.limit:
-            raise _address_blocked(failures)
-        if calls and calls[0].over:
-            count = calls[0]
+        found = counters(hit=[(f"{self.counter}:{principal_ident(tenant)}", _rate(getattr(settings, self.setting)))])
+        if found and found[0].over:
+            count = found[0]
             raise TooManyRequests(
-                f"Too many calls for this {tenant.scope} (at most {count.rate.describe()}, ROWBELL_API_RATE). "
+                f"Too many {self.calls} for this {tenant.scope} (at most {count.rate.describe()}, {self.setting}). "
                 f"Slow down and try again in {count.retry_after} seconds.", wait=count.retry_after)
         return True
+
+
+class TriggerRateThrottle(PrincipalRateThrottle):
+    """The trigger call's throttle (TriggerApi): `ROWBELL_TRIGGER_RATE` per principal, on a counter of its own,
+    so that triggering does not spend the budget of the rest of the API, nor the reverse."""
+
+    counter = "trigger"
+    setting = "ROWBELL_TRIGGER_RATE"
+    calls = "trigger calls"

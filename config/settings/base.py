@@ -101,7 +101,8 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 # --- Admin logins and API throttles ("Logins and keys" in README.md) ---------------------------------
-# django-axes locks a username from one address out of the admin after ROWBELL_LOGIN_FAILURE_LIMIT failures,
+# django-axes locks a username from one address (IPv6: one /64) out of the admin after ROWBELL_LOGIN_FAILURE_LIMIT
+# failures (from every address after ROWBELL_LOGIN_FAILURE_LIMIT_PER_USERNAME from all of them together),
 # for ROWBELL_LOGIN_COOLOFF_SECONDS, doubled by each attempt made while locked, up to the maximum
 # (apps/dashboard/logins.py). Its database handler: the state is shared and lasts, admins can read it
 # and lift a lock (delete the "access attempt"), and back-off reads each lock's failure count.
@@ -112,13 +113,18 @@ ROWBELL_LOGIN_COOLOFF_SECONDS = env.int("ROWBELL_LOGIN_COOLOFF_SECONDS", default
 ROWBELL_LOGIN_COOLOFF_MAX_SECONDS = env.int("ROWBELL_LOGIN_COOLOFF_MAX_SECONDS", default=24 * 3600)
 AXES_COOLOFF_TIME = "apps.dashboard.logins.lockout_cool_off"
 AXES_LOCKOUT_CALLABLE = "apps.dashboard.logins.lockout_response"
-AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]  # a guesser cannot lock an operator out everywhere
+# Per username and address; per username alone only past a much higher limit (apps/dashboard/logins.py).
+AXES_LOCKOUT_PARAMETERS = "apps.dashboard.logins.lockout_parameters"
+ROWBELL_LOGIN_FAILURE_LIMIT_PER_USERNAME = env.int("ROWBELL_LOGIN_FAILURE_LIMIT_PER_USERNAME", default=50)
 AXES_CLIENT_IP_CALLABLE = "apps.core.ratelimits.client_ip"
 AXES_USE_ATTEMPT_EXPIRATION = True  # each lock expires on its own cool-off, not on the latest request's
 AXES_RESET_ON_SUCCESS = True
-# The API's throttles (apps/tenants/throttles.py): calls per product, organization or platform key, and
-# failed authentications per client address and per key prefix. "<n>/<unit>" or "<n>/<k><unit>", unit s|m|h|d.
+# The API's throttles (apps/tenants/throttles.py): calls per product, organization or platform key (trigger
+# calls on a budget of their own: 60000/min is 1,000/s, Rowbell's own delivery target), and failed
+# authentications per client address (IPv6: per /64) and per key prefix, which refuse failed authentications
+# only, never a valid key. "<n>/<unit>" or "<n>/<k><unit>", unit s|m|h|d.
 ROWBELL_API_RATE = env("ROWBELL_API_RATE", default="1200/min")
+ROWBELL_TRIGGER_RATE = env("ROWBELL_TRIGGER_RATE", default="60000/min")
 ROWBELL_AUTH_FAILURES_PER_IP = env("ROWBELL_AUTH_FAILURES_PER_IP", default="50/10m")
 ROWBELL_AUTH_FAILURES_PER_PREFIX = env("ROWBELL_AUTH_FAILURES_PER_PREFIX", default="20/10m")
 # Proxies in front of Rowbell that append to X-Forwarded-For: the client is the address they saw (0: the

@@ -1,5 +1,6 @@
-"""Admin sign-in: wrong passwords lock a username out from one address, with a wait that doubles while
-attempts go on; the page says how long to wait."""
+"""Admin sign-in: wrong passwords lock a username out from one address (an IPv6 client: its /64), with a wait
+that doubles while attempts go on, and from every address past a much higher count from all of them; the page
+says how long to wait."""
 
 from datetime import timedelta
 
@@ -68,3 +69,43 @@ def test_the_wait_is_capped_and_the_lock_lifts_once_it_is_over(operator, setting
     response = _sign_in(client, "right-password")
     assert response.status_code == 302 and _signed_in(client)
     assert not AccessAttempt.objects.exists()  # a success clears the failures
+
+
+def test_an_ipv6_client_is_locked_out_across_its_64_network(operator, settings):
+    settings.AXES_FAILURE_LIMIT = 3
+    for n in range(1, 4):  # three addresses of one /64
+        response = _sign_in(Client(REMOTE_ADDR=f"2001:db8:7:8::{n:x}"), "guess")
+    assert response.status_code == 429
+    assert _sign_in(Client(REMOTE_ADDR="2001:db8:7:8:ffff::1"), "right-password").status_code == 429
+    # Another /64 is another client.
+    elsewhere = Client(REMOTE_ADDR="2001:db8:7:9::1")
+    assert _sign_in(elsewhere, "right-password").status_code == 302 and _signed_in(elsewhere)
+
+
+def test_failures_spread_over_many_addresses_lock_the_username_out_everywhere(operator, settings):
+    settings.AXES_FAILURE_LIMIT = 5
+    settings.ROWBELL_LOGIN_FAILURE_LIMIT_PER_USERNAME = 12
+    settings.ROWBELL_LOGIN_COOLOFF_SECONDS = 600
+    # Four failures from each of three addresses: none reaches the per-address limit, and the twelfth
+    # reaches the username's.
+    statuses = [_sign_in(Client(REMOTE_ADDR=f"198.51.100.{a}"), "guess").status_code
+                for a in range(1, 4) for _ in range(4)]
+    assert statuses == [200] * 11 + [429]
+    # Now the right password waits too, from an address that never failed; another username is not concerned.
+    fresh = Client(REMOTE_ADDR="192.0.2.50")
+    locked = _sign_in(fresh, "right-password")
+    assert locked.status_code == 429 and locked["Retry-After"] == "600"
+    assert "Too many failed sign-ins for “ops” from\n    many addresses" in locked.content.decode()
+    assert not _signed_in(fresh)
+    get_user_model().objects.create_superuser("other", "other@example.com", "other-password")
+    assert _sign_in(fresh, "other-password", username="other").status_code == 302
+
+
+def test_failures_below_the_username_limit_lock_no_one_else_out(operator, settings):
+    settings.AXES_FAILURE_LIMIT = 5
+    settings.ROWBELL_LOGIN_FAILURE_LIMIT_PER_USERNAME = 50
+    for a in range(1, 11):  # 40 failures from ten addresses
+        for _ in range(4):
+            assert _sign_in(Client(REMOTE_ADDR=f"198.51.100.{a}"), "guess").status_code == 200
+    elsewhere = Client(REMOTE_ADDR="192.0.2.50")
+    assert _sign_in(elsewhere, "right-password").status_code == 302 and _signed_in(elsewhere)

@@ -1,5 +1,6 @@
-"""API throttles: calls per principal, failed authentications per address and per key prefix (429 with
-Retry-After), and an unknown key prefix that costs the same work as a known one with a wrong secret."""
+"""API throttles: calls per principal (trigger calls on a budget of their own), failed authentications per
+address (IPv6: per /64) and per key prefix (429 with Retry-After, never for a valid key), and an unknown key
+prefix that costs the same work as a known one with a wrong secret."""
 
 import pytest
 from django.db import connection
@@ -49,30 +50,64 @@ def test_calls_past_a_products_rate_answer_429_with_retry_after(settings, produc
     assert _keys(client_for(factories.make_product("Other")[1])).status_code == 200
 
 
-def test_the_trigger_call_is_throttled_too(settings, product_with_key):
+def test_the_trigger_call_has_its_own_rate_and_budget(settings, product_with_key):
     settings.ROWBELL_API_RATE = "2/h"
+    settings.ROWBELL_TRIGGER_RATE = "3/min"
     product, key = product_with_key
     factories.make_workflow(product, key="welcome", steps=[factories.email_step()])
     client = client_for(key)
     body = {"workflow": "welcome", "to": [{"id": "u1", "email": "u1@example.com"}]}
-    assert [client.post("/api/v1/trigger", body, format="json").status_code for _ in range(2)] == [202, 202]
-    _assert_throttled(client.post("/api/v1/trigger", body, format="json"), retry_after=3580)
+    # Past the general rate, trigger calls go on up to their own.
+    assert [_keys(client).status_code for _ in range(3)] == [200, 200, 429]
+    assert [client.post("/api/v1/trigger", body, format="json").status_code for _ in range(3)] == [202, 202, 202]
+    error = _assert_throttled(client.post("/api/v1/trigger", body, format="json"), retry_after=40)
+    assert "Too many trigger calls for this product (at most 3 per minute, ROWBELL_TRIGGER_RATE)" in error["message"]
 
 
-def test_failed_authentications_from_one_address_answer_429_even_for_a_valid_key(settings, product_with_key):
+def test_the_default_trigger_rate_is_far_above_the_general_one(settings):
+    trigger = ratelimits.Rate.parse(settings.ROWBELL_TRIGGER_RATE)
+    general = ratelimits.Rate.parse(settings.ROWBELL_API_RATE)
+    assert trigger.limit / trigger.seconds >= 1000  # Rowbell's own target: 1,000 deliveries a second
+    assert general == ratelimits.Rate(limit=1200, seconds=60)
+
+
+def test_failed_authentications_from_one_address_answer_429_but_a_valid_key_goes_on(settings, product_with_key):
     settings.ROWBELL_AUTH_FAILURES_PER_IP = "3/10m"
-    _, key = product_with_key
+    product, key = product_with_key
+    factories.make_workflow(product, key="welcome", steps=[factories.email_step()])
     prefix = key.split(".")[0]
     guesses = [client_for(f"{prefix}.wrong{n}") for n in range(2)] + [client_for("unknown.secret")]
     assert [_keys(c).status_code for c in guesses] == [401, 401, 401]
-    # The fourth failure, on the trigger call as anywhere else, and then even the right key: a guesser
-    # cannot tell a right guess from a wrong one.
+    # The fourth failure, on the trigger call as anywhere else, answers 429...
     error = _assert_throttled(client_for("unknown.again").post("/api/v1/trigger", {}, format="json"),
                               retry_after=580, field="Authorization")
     assert "failed authentications from your address" in error["message"]
-    _assert_throttled(_keys(client_for(key)), retry_after=580, field="Authorization")
-    # Another address is not concerned.
-    assert _keys(client_for(key), REMOTE_ADDR="10.1.2.3").status_code == 200
+    _assert_throttled(_keys(client_for("unknown.more")), retry_after=580, field="Authorization")
+    # ...while the valid key behind the same address (a rotated fleet, a shared NAT) is never refused.
+    assert _keys(client_for(key)).status_code == 200
+    assert client_for(key).post("/api/v1/trigger", {"workflow": "welcome", "to": ["u1"]},
+                                format="json").status_code == 202
+    # Another address has its own count.
+    assert _keys(client_for("unknown.secret"), REMOTE_ADDR="10.1.2.3").status_code == 401
+
+
+def test_an_ipv6_client_is_counted_per_64_network(settings, product_with_key):
+    settings.ROWBELL_AUTH_FAILURES_PER_IP = "2/10m"
+    statuses = [_keys(client_for("unknown.secret"), REMOTE_ADDR=f"2001:db8:1:2::{n:x}").status_code
+                for n in range(1, 4)]
+    assert statuses == [401, 401, 429]  # three addresses of one /64: one client
+    assert _keys(client_for("unknown.secret"), REMOTE_ADDR="2001:db8:1:3::1").status_code == 401  # another /64
+
+
+@pytest.mark.parametrize(("remote_addr", "client"), [
+    ("203.0.113.7", "203.0.113.7"),
+    ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::"),
+    ("2001:DB8:1:2::1", "2001:db8:1:2::"),
+    ("::ffff:192.0.2.1", "192.0.2.1"),  # IPv4-mapped: the IPv4 client
+    ("not-an-address", "not-an-address"),
+])
+def test_the_client_address_is_the_ipv4_address_or_the_ipv6_64_network(rf, remote_addr, client):
+    assert ratelimits.client_ip(rf.get("/", REMOTE_ADDR=remote_addr)) == client
 
 
 def test_failed_authentications_for_one_prefix_answer_429_but_its_owner_goes_on(settings, product_with_key):
@@ -152,3 +187,7 @@ def test_rates_are_read_as_documented_and_a_typo_fails_the_system_checks(setting
     settings.ROWBELL_API_RATE = "lots"
     [error] = rate_limits_check(None)
     assert error.id == "rowbell.E004" and error.msg.startswith("ROWBELL_API_RATE: 'lots' is not a rate")
+    settings.ROWBELL_API_RATE = "1200/min"
+    settings.ROWBELL_TRIGGER_RATE = "1000/sec/"
+    [error] = rate_limits_check(None)
+    assert error.msg.startswith("ROWBELL_TRIGGER_RATE: '1000/sec/' is not a rate")

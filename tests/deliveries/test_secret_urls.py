@@ -175,3 +175,35 @@ def test_the_migration_seals_existing_recipients_chat_webhooks(product, product_
     assert url_mask(Run.objects.get().recipient["chat_webhook"]) == "https://hooks.slack.com/…1234"
     migration.chat_webhooks_unseal(None, connection.schema_editor())
     assert Run.objects.get().recipient["chat_webhook"] == url
+
+
+def test_the_chat_webhook_migration_changes_nothing_but_the_chat_webhook(product, product_client):
+    migration = importlib.import_module("apps.runs.migrations.0009_recipient_chat_webhook_sealed")
+    factories.make_workflow(product, key="w", steps=[factories.email_step()])
+    answer = product_client.post("/api/v1/trigger", {"workflow": "w", "to": [{"id": "acme"}]}, format="json")
+    runs_execute(run_ids=request_start(request_id=uuid.UUID(answer.json()["request_id"])))
+    url = f"https://hooks.slack.com/services/{TOKEN}"
+    # Numbers a float cannot hold: 20 significant digits and more, a scale (1.00), beyond a double's range.
+    numbers = '"n": 12345678901234567890.123456789, "m": 1.00, "big": 1e400, "tiny": 1e-400'
+    recipient = f'{{"id": "acme", {numbers}, "chat_webhook": "{url}"}}'
+    with connection.cursor() as cursor:  # as rows were before: in clear
+        cursor.execute("UPDATE runs_run SET recipient = %s::jsonb", [recipient])
+        cursor.execute("UPDATE runs_triggerrequest SET recipients = %s::jsonb",
+                       [f'[{{"id": "plain", {numbers}}}, {recipient}]'])
+    others = ("SELECT (recipient - 'chat_webhook')::text FROM runs_run UNION ALL "
+              "SELECT (recipients - 1)::text || ((recipients -> 1) - 'chat_webhook')::text FROM runs_triggerrequest")
+    before = _column(others)
+    assert "12345678901234567890.123456789" in before and "1.00" in before
+
+    migration.chat_webhooks_seal(None, connection.schema_editor())
+    assert _column(others) == before
+    raw = _column("SELECT recipient FROM runs_run") + _column("SELECT recipients FROM runs_triggerrequest")
+    assert "tok9XyZ" not in raw and raw.count("sealed:v1:") == 2
+    migration.chat_webhooks_seal(None, connection.schema_editor())  # again: nothing sealed twice
+    assert _column(others) == before
+    assert _column("SELECT recipient FROM runs_run") + _column("SELECT recipients FROM runs_triggerrequest") == raw
+
+    migration.chat_webhooks_unseal(None, connection.schema_editor())
+    assert _column(others) == before
+    assert _column("SELECT recipient->>'chat_webhook' FROM runs_run UNION ALL "
+                   "SELECT recipients->1->>'chat_webhook' FROM runs_triggerrequest") == json.dumps([[url], [url]])

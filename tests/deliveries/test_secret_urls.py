@@ -207,3 +207,52 @@ def test_the_chat_webhook_migration_changes_nothing_but_the_chat_webhook(product
     assert _column(others) == before
     assert _column("SELECT recipient->>'chat_webhook' FROM runs_run UNION ALL "
                    "SELECT recipients->1->>'chat_webhook' FROM runs_triggerrequest") == json.dumps([[url], [url]])
+
+
+def _audit_update_refused(sql: str, *params) -> bool:
+    from django.db import DatabaseError, transaction
+
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, params)
+    except DatabaseError as exc:
+        assert "append-only" in str(exc)
+        return True
+    return False
+
+
+def test_the_url_masking_migration_needs_no_table_ownership_and_leaves_audit_rows_append_only(product, monkeypatch):
+    migration = importlib.import_module("apps.deliveries.migrations.0011_secret_urls_encrypted")
+    url = f"https://hooks.example.com/services/{TOKEN}"
+    with connection.cursor() as cursor:
+        for _ in range(3):  # as rows were before: the URL in clear
+            cursor.execute("INSERT INTO audit_auditevent (created_at, actor, action, target_type, target_id, data) "
+                           "VALUES (now(), 'test', 'webhook.created', 'webhook', '1', "
+                           "jsonb_build_object('url', %s::text))", [url])
+        # As a role that may update the tables but does not own them (the application's role, often).
+        cursor.execute("CREATE ROLE rowbell_not_owner NOLOGIN")
+        cursor.execute("GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO rowbell_not_owner")
+        cursor.execute("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO rowbell_not_owner")
+        cursor.execute("SET LOCAL ROLE rowbell_not_owner")
+    monkeypatch.setattr(migration, "BATCH", 2)  # more rows than a batch
+    migration.secret_copies_seal_and_mask(None, connection.schema_editor())
+    with connection.cursor() as cursor:
+        # No lock held on the audit table beyond what row updates take (DISABLE TRIGGER took ACCESS EXCLUSIVE).
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND mode = 'AccessExclusiveLock' "
+                       "AND relation = 'audit_auditevent'::regclass")
+        assert cursor.fetchone()[0] == 0
+        cursor.execute("RESET ROLE")
+    assert "tok9XyZ" not in _column("SELECT data FROM audit_auditevent")
+    assert AuditEvent.objects.get(action="audit.urls_masked").data["rows"] == 3
+
+    # Afterwards, in the same transaction, audit rows are append-only again.
+    assert _audit_update_refused("UPDATE audit_auditevent SET data = '{}'::jsonb")
+    # The bypass lets a redaction of `data` through, nothing else.
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL rowbell.audit_redaction = 'on'")
+    assert _audit_update_refused("UPDATE audit_auditevent SET actor = 'someone else'")
+    assert _audit_update_refused("UPDATE audit_auditevent SET data = '{}'::jsonb, action = 'other'")
+    assert not _audit_update_refused("UPDATE audit_auditevent SET data = '{}'::jsonb WHERE action = 'webhook.created'")
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL rowbell.audit_redaction = 'off'")
+    assert _audit_update_refused("UPDATE audit_auditevent SET data = '{}'::jsonb")

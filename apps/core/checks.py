@@ -40,8 +40,12 @@ def secret_key_check(app_configs, **kwargs):
 
 @register()
 def shared_provider_webhook_check(app_configs, **kwargs):
-    # One basic-auth secret for every product: whoever holds it (any product's provider account) can
-    # report events for every product's messages.
+    """Warning rowbell.W001 (a list of one checks.Warning, else an empty list) while the service-wide
+    provider event webhooks are enabled, i.e. settings.ANYMAIL["WEBHOOK_SECRET"] is set (from
+    ROWBELL_PROVIDER_WEBHOOK_SECRET, config/settings/base.py). Those routes (apps/deliveries/tracking_urls.py)
+    take one basic-auth secret for every product: whoever holds it (any product's provider account) can
+    report events for every product's messages. Each provider configuration's own webhook
+    (apps.deliveries.provider_events) is scoped to its product."""
     if (getattr(settings, "ANYMAIL", {}) or {}).get("WEBHOOK_SECRET"):
         return [checks.Warning(
             "ROWBELL_PROVIDER_WEBHOOK_SECRET is set: the service-wide provider event webhooks accept events "

@@ -65,4 +65,7 @@ def unseal(value: str) -> str:
 
 
 def is_sealed(value) -> bool:
+    """Whether `value` (any JSON value read from a document) is a string made by `seal`: it starts with
+    SEALED_PREFIX. Only the prefix is looked at: nothing is decrypted, so no key is needed and nothing is
+    raised; anything else (a clear URL, a number, None) is False."""
     return isinstance(value, str) and value.startswith(SEALED_PREFIX)

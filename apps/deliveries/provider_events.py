@@ -16,55 +16,82 @@ from __future__ import annotations
 
 import json
 import secrets
-from functools import lru_cache
 from urllib.parse import urlsplit, urlunsplit
 
+from anymail.exceptions import AnymailAPIError, AnymailWebhookValidationFailure
+from anymail.webhooks.amazon_ses import AmazonSESTrackingWebhookView
+from anymail.webhooks.base import AnymailBasicAuthMixin
+from anymail.webhooks.mailgun import MailgunTrackingWebhookView
+from anymail.webhooks.postmark import PostmarkTrackingWebhookView
+from anymail.webhooks.sendgrid import SendGridTrackingWebhookView
 from django.conf import settings
 from django.http import HttpResponseForbidden, HttpResponseNotFound
 from django.views.decorators.csrf import csrf_exempt
 
+from .models import ProviderConfig
+from .sns import SnsSignatureInvalid, sns_signature_verify
 from .tracking import provider_event
 
 USERNAME = "rowbell"
-
-
-@lru_cache(maxsize=1)
-def _views() -> dict:
-    from anymail.webhooks.mailgun import MailgunTrackingWebhookView
-    from anymail.webhooks.postmark import PostmarkTrackingWebhookView
-    from anymail.webhooks.sendgrid import SendGridTrackingWebhookView
-
-    return {"sendgrid": SendGridTrackingWebhookView, "mailgun": MailgunTrackingWebhookView,
-            "postmark": PostmarkTrackingWebhookView, "ses": verified_ses_view()}
-
 
 # Email providers whose events Rowbell reads (Rowbell's provider names, as in PUT /api/v1/providers/email).
 EVENT_PROVIDERS = ("mailgun", "postmark", "sendgrid", "ses")
 
 
-@lru_cache(maxsize=1)
-def verified_ses_view():
+class VerifiedAmazonSesTrackingView(AmazonSESTrackingWebhookView):
     """anymail's SES tracking view with the SNS signature checked on every message (anymail 15 does not
-    check it) and, when `topic_arns` is given, the message's TopicArn among them."""
-    from anymail.exceptions import AnymailWebhookValidationFailure
-    from anymail.webhooks.amazon_ses import AmazonSESTrackingWebhookView
+    check it) and, when `topic_arns` is given, the message's TopicArn among them.
 
-    from .sns import SnsSignatureInvalid, sns_signature_verify
+    A call is checked in this order, each step only once the one before it held:
 
-    class VerifiedAmazonSesTrackingView(AmazonSESTrackingWebhookView):
-        topic_arns: list[str] | None = None
+    1. HTTP basic auth (anymail's own check). anymail runs every `validate_request` of the class chain in
+       MRO order, which would put this subclass's SNS checks, and their certificate download, before it:
+       `run_validators` puts it first. A view without a basic-auth secret refuses every call.
+    2. The body: a JSON object whose fields read below are strings (apps.deliveries.sns.message_check).
+    3. The SNS signature (apps.deliveries.sns.sns_signature_verify: the one step that may fetch a
+       certificate), then the TopicArn.
+    4. anymail's remaining checks (the x-amz-sns-* headers equal the body's).
 
-        def validate_request(self, request):
-            # anymail calls every validate_request of the class chain: basic auth and SNS headers as well.
+    Whatever is malformed answers 400 (AnymailWebhookValidationFailure is a SuspiciousOperation), never
+    500: anymail's AnymailAPIError for a body that is not JSON, or a Message that is not, is mapped to it.
+    """
+
+    topic_arns: list[str] | None = None
+
+    def run_validators(self, request):
+        if not self.basic_auth:
+            raise AnymailWebhookValidationFailure("No basic-auth secret is configured for this webhook.")
+        first = AnymailBasicAuthMixin.validate_request
+        first(self, request)
+        for validator in self.validators:
+            if validator is not first:
+                validator(self, request)
+
+    def validate_request(self, request):
+        try:
             message = self._parse_sns_message(request)
-            try:
-                sns_signature_verify(message)
-            except SnsSignatureInvalid as exc:
-                raise AnymailWebhookValidationFailure(f"Amazon SNS signature refused: {exc}") from exc
-            if self.topic_arns is not None and message.get("TopicArn") not in self.topic_arns:
-                raise AnymailWebhookValidationFailure("The SNS topic is not the one configured for these events.")
+            sns_signature_verify(message)  # checks the message's shape first
+        except AnymailAPIError as exc:
+            raise AnymailWebhookValidationFailure("The body is not an SNS JSON message.") from exc
+        except SnsSignatureInvalid as exc:
+            raise AnymailWebhookValidationFailure(f"Amazon SNS message refused: {exc}") from exc
+        if self.topic_arns is not None and message["TopicArn"] not in self.topic_arns:
+            raise AnymailWebhookValidationFailure("The SNS topic is not the one configured for these events.")
 
+    def post(self, request, *args, **kwargs):
+        try:
+            return super().post(request, *args, **kwargs)
+        except AnymailAPIError as exc:  # a signed message whose content anymail cannot read
+            raise AnymailWebhookValidationFailure(f"Unreadable SNS message: {exc}") from exc
+
+
+def verified_ses_view() -> type[VerifiedAmazonSesTrackingView]:
+    """The SES tracking view class (for the service-wide route and the per-configuration one)."""
     return VerifiedAmazonSesTrackingView
+
+
+_VIEWS = {"sendgrid": SendGridTrackingWebhookView, "mailgun": MailgunTrackingWebhookView,
+          "postmark": PostmarkTrackingWebhookView, "ses": VerifiedAmazonSesTrackingView}
 
 
 def events_credentials_new() -> tuple[str, str]:
@@ -105,8 +132,6 @@ def provider_events(request, provider: str, token: str):
     """One configuration's provider event webhook. 404 for an unknown token (or one of another provider),
     403 while the configuration lacks what its provider's calls are checked with; otherwise anymail's
     answer: 400 for a wrong secret or signature, 200 once the events are recorded."""
-    from .models import ProviderConfig
-
     config = None
     if provider in EVENT_PROVIDERS and token:
         config = ProviderConfig.objects.filter(channel="email", provider=provider, events_token=token).first()
@@ -127,6 +152,6 @@ def provider_events(request, provider: str, token: str):
         kwargs.update(topic_arns=[topic], client_params={
             "aws_access_key_id": credentials.get("access_key_id"),
             "aws_secret_access_key": credentials.get("secret_access_key")})
-    view = _views()[provider](**kwargs)
+    view = _VIEWS[provider](**kwargs)
     view.setup(request, provider=provider, token=token)
     return view.dispatch(request)

@@ -287,3 +287,143 @@ def test_the_service_wide_ses_route_checks_sns_signatures_too(product, settings,
     assert _post_sns(Client(), "/webhooks/providers/amazon_ses/tracking/", "s3cret", body).status_code == 400
     ours.refresh_from_db()
     assert ours.status == DeliveryStatus.SENT
+
+
+def _post_raw(path, body: bytes, *, secret: str, message_type="Notification", message_id="m-1"):
+    """A POST as SNS makes it, with the body as given; answers 500 instead of raising."""
+    return Client(raise_request_exception=False).post(
+        path, body, content_type="text/plain; charset=utf-8", HTTP_AUTHORIZATION=_auth(secret),
+        HTTP_X_AMZ_SNS_MESSAGE_TYPE=message_type, HTTP_X_AMZ_SNS_MESSAGE_ID=message_id)
+
+
+def test_ses_malformed_sns_bodies_answer_400_without_fetching_a_certificate(ses, signer):
+    ours, path, secret = ses
+    key, fetched = signer
+    good = _sns(key, Message=_ses_bounce("0102019a-ses-1"))
+    malformed = [b"not json", b"\xff\xfe", b"[]", b'"Notification"',
+                 json.dumps({"Type": [], "MessageId": "m-1"}).encode(),
+                 json.dumps({"Type": {"a": 1}, "MessageId": "m-1"}).encode()]
+    # Every field read from the message must be a string: each of these, in an otherwise signed message.
+    for name, value in (("SignatureVersion", ["2"]), ("SignatureVersion", 2), ("SigningCertURL", {"u": CERT_URL}),
+                        ("TopicArn", [TOPIC]), ("Message", 7), ("MessageId", None), ("Timestamp", 0),
+                        ("Signature", ["x"]), ("Subject", ["s"])):
+        malformed.append(json.dumps({**good, name: value}).encode())
+    for body in malformed:
+        answer = _post_raw(path, body, secret=secret, message_id=good["MessageId"])
+        assert answer.status_code == 400, body
+    assert fetched == []
+    # A message signed by SNS whose Message anymail cannot read: 400 as well (SNS does not retry it).
+    unreadable = _sns(key, Message="{not json")
+    assert _post_raw(path, json.dumps(unreadable).encode(), secret=secret,
+                     message_id=unreadable["MessageId"]).status_code == 400
+    ours.refresh_from_db()
+    assert ours.status == DeliveryStatus.SENT
+
+
+def test_ses_checks_basic_auth_before_fetching_a_certificate(ses, signer):
+    ours, path, _ = ses
+    key, fetched = signer
+    body = _sns(key, Message=_ses_bounce("0102019a-ses-1"))
+    # The URL's token alone (a wrong secret): refused before the signature is looked at.
+    assert _post_raw(path, json.dumps(body).encode(), secret="guess", message_id=body["MessageId"]).status_code == 400
+    assert _post_raw(path, b"not json", secret="guess").status_code == 400
+    assert _post_raw(path, json.dumps({"Type": []}).encode(), secret="guess").status_code == 400
+    assert fetched == []
+    ours.refresh_from_db()
+    assert ours.status == DeliveryStatus.SENT
+
+
+@pytest.mark.parametrize("cert_url", [
+    "https://sns.s3.amazonaws.com/SimpleNotificationService-0.pem",  # an S3 bucket named "sns"
+    "https://sns.s3-us-west-2.amazonaws.com/SimpleNotificationService-0.pem",
+    "https://sns.s3.eu-west-1.amazonaws.com/SimpleNotificationService-0.pem",
+    "https://sns.eu-west-1.amazonaws.com.cn/SimpleNotificationService-0.pem",  # .cn outside China
+    "https://sns.cn-north-1.amazonaws.com/SimpleNotificationService-0.pem",
+    "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0.pem",  # another region than the topic's
+    "https://sns.eu-west-1.amazonaws.com:8443/SimpleNotificationService-0.pem",
+    "https://sns.eu-west-1.amazonaws.com:x/SimpleNotificationService-0.pem",
+    "https://user@sns.eu-west-1.amazonaws.com/SimpleNotificationService-0.pem",
+])
+def test_ses_signing_certificates_are_only_fetched_from_the_topics_sns_region(ses, signer, cert_url):
+    ours, path, secret = ses
+    key, fetched = signer
+    body = _sns(key, cert_url=cert_url, Message=_ses_bounce("0102019a-ses-1"))
+    assert _post_raw(path, json.dumps(body).encode(), secret=secret, message_id=body["MessageId"]).status_code == 400
+    assert fetched == []
+    ours.refresh_from_db()
+    assert ours.status == DeliveryStatus.SENT
+
+
+def test_sns_certificate_hosts_are_regional_sns_endpoints():
+    for url, region in (("https://sns.eu-west-1.amazonaws.com/c.pem", "eu-west-1"),
+                        ("https://sns.us-gov-west-1.amazonaws.com/c.pem", "us-gov-west-1"),
+                        ("https://sns.cn-northwest-1.amazonaws.com.cn/c.pem", "cn-northwest-1"),
+                        ("https://sns.ap-southeast-3.amazonaws.com/c.pem", None)):
+        sns.signing_cert_url_check(url, region=region)
+    assert sns.topic_region("arn:aws-cn:sns:cn-north-1:123456789012:events") == "cn-north-1"
+    for arn in ("arn:aws:s3:::bucket", "arn:aws:sns:eu-west-1:123:t", ["arn"], "arn:aws:sns:eu-west-1:123456789012:"):
+        with pytest.raises(sns.SnsSignatureInvalid):
+            sns.topic_region(arn)
+
+
+class _CertServer:
+    """A local HTTP server answering every GET from `answers` (path -> (status, headers, body))."""
+
+    def __init__(self, answers):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from threading import Thread
+
+        self.paths = []
+        server_self = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                server_self.paths.append(self.path)
+                status, headers, body = answers[self.path]
+                self.send_response(status)
+                for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_sns_certificate_download_follows_no_redirect_and_is_bounded():
+    pem = b"-----BEGIN CERTIFICATE-----\n" + b"A" * 64 + b"\n-----END CERTIFICATE-----\n"
+    server = _CertServer({"/cert.pem": (200, {}, pem),
+                          "/moved.pem": (302, {"Location": "/cert.pem"}, b""),
+                          "/huge.pem": (200, {}, b"A" * (sns.CERT_MAX_BYTES + 1))})
+    try:
+        assert sns._certificate_pem(f"{server.base}/cert.pem") == pem
+        with pytest.raises(OSError):
+            sns._certificate_pem(f"{server.base}/moved.pem")
+        assert server.paths == ["/cert.pem", "/moved.pem"]  # the redirect's target was not asked for
+        with pytest.raises(OSError):
+            sns._certificate_pem(f"{server.base}/huge.pem")
+    finally:
+        server.server.shutdown()
+        server.server.server_close()
+
+
+def test_a_certificate_that_cannot_be_read_is_not_fetched_again_at_once(monkeypatch):
+    tries = []
+
+    def unreachable(url):
+        tries.append(url)
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(sns, "_certificate_pem", unreachable)
+    sns.cache_clear()
+    try:
+        for _ in range(3):
+            with pytest.raises(sns.SnsSignatureInvalid):
+                sns._public_key(CERT_URL)
+        assert tries == [CERT_URL]
+    finally:
+        sns.cache_clear()

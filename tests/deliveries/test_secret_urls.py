@@ -175,3 +175,84 @@ def test_the_migration_seals_existing_recipients_chat_webhooks(product, product_
     assert url_mask(Run.objects.get().recipient["chat_webhook"]) == "https://hooks.slack.com/…1234"
     migration.chat_webhooks_unseal(None, connection.schema_editor())
     assert Run.objects.get().recipient["chat_webhook"] == url
+
+
+def test_the_chat_webhook_migration_changes_nothing_but_the_chat_webhook(product, product_client):
+    migration = importlib.import_module("apps.runs.migrations.0009_recipient_chat_webhook_sealed")
+    factories.make_workflow(product, key="w", steps=[factories.email_step()])
+    answer = product_client.post("/api/v1/trigger", {"workflow": "w", "to": [{"id": "acme"}]}, format="json")
+    runs_execute(run_ids=request_start(request_id=uuid.UUID(answer.json()["request_id"])))
+    url = f"https://hooks.slack.com/services/{TOKEN}"
+    # Numbers a float cannot hold: 20 significant digits and more, a scale (1.00), beyond a double's range.
+    numbers = '"n": 12345678901234567890.123456789, "m": 1.00, "big": 1e400, "tiny": 1e-400'
+    recipient = f'{{"id": "acme", {numbers}, "chat_webhook": "{url}"}}'
+    with connection.cursor() as cursor:  # as rows were before: in clear
+        cursor.execute("UPDATE runs_run SET recipient = %s::jsonb", [recipient])
+        cursor.execute("UPDATE runs_triggerrequest SET recipients = %s::jsonb",
+                       [f'[{{"id": "plain", {numbers}}}, {recipient}]'])
+    others = ("SELECT (recipient - 'chat_webhook')::text FROM runs_run UNION ALL "
+              "SELECT (recipients - 1)::text || ((recipients -> 1) - 'chat_webhook')::text FROM runs_triggerrequest")
+    before = _column(others)
+    assert "12345678901234567890.123456789" in before and "1.00" in before
+
+    migration.chat_webhooks_seal(None, connection.schema_editor())
+    assert _column(others) == before
+    raw = _column("SELECT recipient FROM runs_run") + _column("SELECT recipients FROM runs_triggerrequest")
+    assert "tok9XyZ" not in raw and raw.count("sealed:v1:") == 2
+    migration.chat_webhooks_seal(None, connection.schema_editor())  # again: nothing sealed twice
+    assert _column(others) == before
+    assert _column("SELECT recipient FROM runs_run") + _column("SELECT recipients FROM runs_triggerrequest") == raw
+
+    migration.chat_webhooks_unseal(None, connection.schema_editor())
+    assert _column(others) == before
+    assert _column("SELECT recipient->>'chat_webhook' FROM runs_run UNION ALL "
+                   "SELECT recipients->1->>'chat_webhook' FROM runs_triggerrequest") == json.dumps([[url], [url]])
+
+
+def _audit_update_refused(sql: str, *params) -> bool:
+    from django.db import DatabaseError, transaction
+
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, params)
+    except DatabaseError as exc:
+        assert "append-only" in str(exc)
+        return True
+    return False
+
+
+def test_the_url_masking_migration_needs_no_table_ownership_and_leaves_audit_rows_append_only(product, monkeypatch):
+    migration = importlib.import_module("apps.deliveries.migrations.0011_secret_urls_encrypted")
+    url = f"https://hooks.example.com/services/{TOKEN}"
+    with connection.cursor() as cursor:
+        for _ in range(3):  # as rows were before: the URL in clear
+            cursor.execute("INSERT INTO audit_auditevent (created_at, actor, action, target_type, target_id, data) "
+                           "VALUES (now(), 'test', 'webhook.created', 'webhook', '1', "
+                           "jsonb_build_object('url', %s::text))", [url])
+        # As a role that may update the tables but does not own them (the application's role, often).
+        cursor.execute("CREATE ROLE rowbell_not_owner NOLOGIN")
+        cursor.execute("GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO rowbell_not_owner")
+        cursor.execute("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO rowbell_not_owner")
+        cursor.execute("SET LOCAL ROLE rowbell_not_owner")
+    monkeypatch.setattr(migration, "BATCH", 2)  # more rows than a batch
+    migration.secret_copies_seal_and_mask(None, connection.schema_editor())
+    with connection.cursor() as cursor:
+        # No lock held on the audit table beyond what row updates take (DISABLE TRIGGER took ACCESS EXCLUSIVE).
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND mode = 'AccessExclusiveLock' "
+                       "AND relation = 'audit_auditevent'::regclass")
+        assert cursor.fetchone()[0] == 0
+        cursor.execute("RESET ROLE")
+    assert "tok9XyZ" not in _column("SELECT data FROM audit_auditevent")
+    assert AuditEvent.objects.get(action="audit.urls_masked").data["rows"] == 3
+
+    # Afterwards, in the same transaction, audit rows are append-only again.
+    assert _audit_update_refused("UPDATE audit_auditevent SET data = '{}'::jsonb")
+    # The bypass lets a redaction of `data` through, nothing else.
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL rowbell.audit_redaction = 'on'")
+    assert _audit_update_refused("UPDATE audit_auditevent SET actor = 'someone else'")
+    assert _audit_update_refused("UPDATE audit_auditevent SET data = '{}'::jsonb, action = 'other'")
+    assert not _audit_update_refused("UPDATE audit_auditevent SET data = '{}'::jsonb WHERE action = 'webhook.created'")
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL rowbell.audit_redaction = 'off'")
+    assert _audit_update_refused("UPDATE audit_auditevent SET data = '{}'::jsonb")

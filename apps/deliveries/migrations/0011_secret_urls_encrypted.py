@@ -1,7 +1,12 @@
 """Secrets inside URLs leave the clear: webhook endpoint URLs are encrypted in place (reversible), a
 chat delivery's `webhook_url` is sealed in its payload (reversible), and the copies that were only ever
-for display (deliveries' `target`, the `url` of webhook audit rows) are masked. Masking is one-way: those
-columns never served to send anything, and the full URL stays on the endpoint (or the sealed payload)."""
+for display (deliveries' `target`, the `url` of webhook audit rows) are masked. Masking is one-way, and
+migrating backwards leaves those copies masked: they never served to send anything, and the full URL
+stays on the endpoint (or the sealed payload). Audit rows are updated through the append-only trigger's
+transaction-local redaction bypass (audit 0004), not by disabling the trigger."""
+
+import json
+from urllib.parse import urlsplit
 
 import apps.core.encryption
 from django.db import migrations, models
@@ -25,8 +30,6 @@ def _batches(cursor, select: str):
 
 
 def _host(url: str) -> str:
-    from urllib.parse import urlsplit
-
     try:
         return (urlsplit(url).hostname or "")[:255]
     except ValueError:
@@ -49,8 +52,6 @@ def endpoint_urls_decrypt(apps, schema_editor):
 
 
 def _payload_urls(apps, schema_editor, change):
-    import json
-
     with schema_editor.connection.cursor() as cursor:
         for rows in _batches(cursor, "SELECT id, payload->>'webhook_url' FROM deliveries_delivery "
                                      "WHERE channel = 'chat' AND payload ? 'webhook_url' {after} ORDER BY id LIMIT %s"):
@@ -60,8 +61,6 @@ def _payload_urls(apps, schema_editor, change):
 
 
 def secret_copies_seal_and_mask(apps, schema_editor):
-    import json
-
     _payload_urls(apps, schema_editor, seal)
     with schema_editor.connection.cursor() as cursor:
         for rows in _batches(cursor, "SELECT id, target FROM deliveries_delivery WHERE channel IN ('webhook', 'chat') "
@@ -70,25 +69,30 @@ def secret_copies_seal_and_mask(apps, schema_editor):
             for delivery_id, target in rows:
                 cursor.execute("UPDATE deliveries_delivery SET target = %s WHERE id = %s",
                                [url_mask(target), delivery_id])
-        cursor.execute("SELECT id, data->>'url' FROM audit_auditevent WHERE target_type = 'webhook' AND data ? 'url'")
-        redact = [(audit_id, url) for audit_id, url in cursor.fetchall()
-                  if url and url.startswith(("http://", "https://")) and "/…" not in url]
-        if not redact:
-            return
-        # Audit rows are append-only (a trigger refuses updates); this one redaction of secrets is the
-        # exception, made with the trigger off inside this migration's transaction, and itself audited.
-        cursor.execute("ALTER TABLE audit_auditevent DISABLE TRIGGER audit_auditevent_append_only")
-        for audit_id, url in redact:
-            cursor.execute("UPDATE audit_auditevent SET data = jsonb_set(data, '{url}', %s::jsonb) WHERE id = %s",
-                           [json.dumps(url_mask(url)), audit_id])
-        cursor.execute("ALTER TABLE audit_auditevent ENABLE TRIGGER audit_auditevent_append_only")
-        cursor.execute("INSERT INTO audit_auditevent (created_at, actor, action, target_type, target_id, data) "
-                       "VALUES (now(), 'rowbell', 'audit.urls_masked', 'webhook', '', %s::jsonb)",
-                       [json.dumps({"rows": len(redact), "why": "Webhook URLs may carry tokens: shown masked."})])
+    # Audit rows are append-only (a trigger refuses updates); this redaction of secrets is the one exception,
+    # let through by the trigger for this transaction only (audit 0004), and itself audited.
+    masked = 0
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute("SET LOCAL rowbell.audit_redaction = 'on'")
+        for rows in _batches(cursor, "SELECT id, data->>'url' FROM audit_auditevent WHERE target_type = 'webhook' "
+                                     "AND data->>'url' ~* '^https?://' AND data->>'url' NOT LIKE '%%/…%%' {after} "
+                                     "ORDER BY id LIMIT %s"):
+            for audit_id, url in rows:
+                cursor.execute("UPDATE audit_auditevent SET data = jsonb_set(data, '{url}', %s::jsonb) WHERE id = %s",
+                               [json.dumps(url_mask(url)), audit_id])
+            masked += len(rows)
+        cursor.execute("SET LOCAL rowbell.audit_redaction = 'off'")
+        if masked:
+            cursor.execute("INSERT INTO audit_auditevent (created_at, actor, action, target_type, target_id, data) "
+                           "VALUES (now(), 'rowbell', 'audit.urls_masked', 'webhook', '', %s::jsonb)",
+                           [json.dumps({"rows": masked, "why": "Webhook URLs may carry tokens: shown masked."})])
 
 
 def chat_payloads_unseal(apps, schema_editor):
-    # Masked targets and audit URLs stay masked: they were display copies (see the module docstring).
+    """Backwards: chat payloads' webhook URLs are unsealed. The masking is one-way and is NOT undone:
+    deliveries' `target` and the `url` of webhook audit rows stay masked (the clear URL is not kept
+    anywhere to restore them from). They were display copies, never used to send (see the module
+    docstring)."""
     _payload_urls(apps, schema_editor, lambda url: unseal(url) if is_sealed(url) else url)
 
 
@@ -96,7 +100,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('deliveries', '0010_provider_event_webhooks'),
-        ('audit', '0003_indexes_lean'),
+        ('audit', '0004_append_only_redaction_bypass'),
     ]
 
     operations = [

@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import psycopg
 from django.conf import settings
@@ -56,53 +57,88 @@ def _service_database() -> tuple[set[str], int, str]:
     return addresses, int(cfg.get("PORT") or 5432), cfg["NAME"]
 
 
-# The server's identity is pg_control_system()'s system identifier (PostgreSQL 9.6+, executable by any role
-# unless revoked; a streaming replica shares it, and is Rowbell's database too). Where it is revoked, the
-# postmaster's start time stands in: two servers share it only by a coincidence of microseconds.
-_SERVER = "SELECT system_identifier::text FROM pg_control_system()"
-_STARTED = "SELECT pg_postmaster_start_time()::text"
-_DATABASE = "SELECT oid::bigint FROM pg_database WHERE datname = current_database()"
+# A server's identity is pg_control_system()'s system identifier (PostgreSQL 9.6+, executable by any role
+# unless revoked; a streaming replica shares it, and is Rowbell's database too). Where it is revoked for the
+# role, the postmaster's start time stands in: two servers share it only by a coincidence of microseconds.
+# One statement reads the lot, so that a connect (the pick-up poll path makes them) pays one round trip for
+# it, two where the function is revoked: PostgreSQL checks EXECUTE when it starts a statement, so no CASE
+# can keep a revoked function from failing the statement that names it. The start time is read as
+# microseconds since the epoch, which neither side's TimeZone nor DateStyle changes; names are
+# schema-qualified, so that a role's search_path cannot stand another function in.
+_STARTED_AND_OID = """(EXTRACT(epoch FROM pg_catalog.pg_postmaster_start_time()) * 1000000)::bigint,
+       (SELECT oid::bigint FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())"""
+_IDENTITY = f"SELECT s.system_identifier::text, {_STARTED_AND_OID} FROM pg_catalog.pg_control_system() AS s"
+_IDENTITY_WITHOUT_SYSTEM = f"SELECT NULL::text, {_STARTED_AND_OID}"
+_SYSTEM_READABLE = "SELECT pg_catalog.has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE')"
 
-_own_identity: dict[tuple, dict] = {}
-_own_lock = threading.Lock()
+
+@dataclass(frozen=True)
+class _Identity:
+    system: str | None  # None where pg_control_system() is revoked for the role
+    started: int  # the postmaster's start time, microseconds since the epoch
+    oid: int
 
 
-def _service_identity() -> dict:
-    """The service database's identity ({"system": ..., "started": ..., "oid": ...}), read once per
-    process and database settings (tests create a database of their own)."""
+_own_identity: dict[tuple, _Identity] = {}
+
+
+def _service_identity(*, cached: bool) -> _Identity:
+    """The service database's identity. With `cached`, one read before is returned if it holds the system
+    identifier, which lasts as long as the server; the start time changes when the server restarts, so an
+    identity without a system identifier is never kept (a long-running worker would compare a customer's
+    server with the service's start time before the restart, and let the service's database through).
+    Cached per database settings (tests create a database of their own)."""
     cfg = settings.DATABASES["default"]
     key = (cfg.get("HOST"), cfg.get("PORT"), cfg["NAME"])
-    with _own_lock:
-        if key not in _own_identity:
-            with connections["default"].cursor() as cursor:
-                found = {}
-                for name, query in (("system", _SERVER), ("started", _STARTED), ("oid", _DATABASE)):
-                    cursor.execute(query)
-                    found[name] = cursor.fetchone()[0]
-            _own_identity[key] = found
+    if cached and key in _own_identity:
         return _own_identity[key]
+    with connections["default"].cursor() as cursor:
+        # Asked first: a refused call would break the transaction the caller may be in.
+        cursor.execute(_SYSTEM_READABLE)
+        cursor.execute(_IDENTITY if cursor.fetchone()[0] else _IDENTITY_WITHOUT_SYSTEM)
+        found = _Identity(*cursor.fetchone())
+    if found.system is not None:
+        _own_identity[key] = found
+    return found
+
+
+def _is_service_database(found: _Identity) -> bool:
+    """Whether `found` (a customer connection's identity) is the service database's: the same server and
+    the same database (its oid). Another database on the same server is a customer's like any other.
+
+    1. Both sides read the system identifier: compare it (the service's may be cached: it is stable).
+    2. Otherwise compare the start times, the service's read now: once the service database has
+       restarted, a start time read before would take the service's own database for another.
+    """
+    if found.system is not None:
+        own = _service_identity(cached=True)
+        if own.system is not None:
+            return (found.system, found.oid) == (own.system, own.oid)
+        # Revoked for the service's role: never cached, so `own` was read just now.
+    else:
+        own = _service_identity(cached=False)
+    return (found.started, found.oid) == (own.started, own.oid)
 
 
 def own_database_refuse(conn: psycopg.Connection) -> None:
-    """Close `conn` and raise OwnDatabaseRefused if it reached Rowbell's own database: the same server
-    (pg_control_system()'s system_identifier, or where that is revoked the postmaster's start time) and
-    the same database (its oid). Another database on the same server is a customer's like any other.
-    Leaves no transaction open. Any error closes `conn` and is raised."""
+    """Close `conn` and raise OwnDatabaseRefused if it reached Rowbell's own database (_is_service_database).
+    One round trip on `conn` (two where pg_control_system() is revoked), in autocommit whatever its mode,
+    so that it leaves no transaction open and needs no rollback. Any error closes `conn` and is raised."""
     try:
-        own = _service_identity()
+        autocommit = conn.autocommit
+        conn.autocommit = True  # a fresh connection is idle: set without a round trip
         try:
-            kind, server = "system", conn.execute(_SERVER).fetchone()[0]
-        except psycopg.errors.InsufficientPrivilege:
-            if not conn.autocommit:
-                conn.rollback()
-            kind, server = "started", conn.execute(_STARTED).fetchone()[0]
-        oid = conn.execute(_DATABASE).fetchone()[0]
-        if not conn.autocommit:
-            conn.rollback()
+            try:
+                row = conn.execute(_IDENTITY).fetchone()
+            except psycopg.errors.InsufficientPrivilege:
+                row = conn.execute(_IDENTITY_WITHOUT_SYSTEM).fetchone()
+        finally:
+            conn.autocommit = autocommit
+        own = _is_service_database(_Identity(*row))
     except BaseException:
         conn.close()
         raise
-    if server == own[kind] and oid == own["oid"]:
+    if own:
         conn.close()
         raise OwnDatabaseRefused(f"connection refused by Rowbell: {OWN_DATABASE}")
 

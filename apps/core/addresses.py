@@ -16,12 +16,29 @@ from functools import lru_cache
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-# Outbound HTTP and SMTP: only public addresses, unless ROWBELL_OUTBOUND_ALLOW opens a network.
+# Outbound HTTP and SMTP: only public addresses, unless ROWBELL_OUTBOUND_ALLOW opens a network. Refused:
+# - the blocks the IANA IPv4 and IPv6 Special-Purpose Address Registries (RFC 6890, RFC 8190) mark not
+#   globally reachable, among them 192.88.99.0/24 (6to4 relay anycast, deprecated by RFC 7526),
+#   2001:2::/48 (benchmarking, RFC 5180), 2001:10::/28 (ORCHID, RFC 4843), 3fff::/20 (documentation,
+#   RFC 9637), 5f00::/16 (segment routing SIDs, RFC 9602) and 100:0:0:1::/64 (dummy prefix, RFC 9780);
+#   the blocks that carry an IPv4 address (::ffff:0:0/96, 64:ff9b::/96, 2002::/16, Teredo's 2001::/32)
+#   are judged by the address they carry instead (embedded_ipv4);
+# - 2001:20::/28 (ORCHIDv2, RFC 7343) and 2001:30::/28 (DETs, RFC 9374), which the registry calls
+#   reachable but which hold identifiers, "not routable at the IP layer" (RFC 7343 section 2);
+# - fec0::/10, site-local unicast (RFC 3879 deprecated it; some sites still route it) and multicast
+#   (224.0.0.0/4, RFC 5771; ff00::/8, RFC 4291).
+# Besides these, an address that `ipaddress` does not call global is refused too (`global_only`): a
+# catch-all for a block this list misses. The list stays the reference, as the Python in use may know an
+# older registry: 3.11 calls fec0::/10 and 3fff::/20 global, and the whole of 2001::/23 (RFC 2928)
+# non-global, so the anycast, AMT and AS112 blocks there (2001:1::1-3, 2001:3::/32, 2001:4:112::/48) are
+# refused too, which no webhook or mail server needs.
 OUTBOUND_REFUSED_ENTRIES = (
     "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-    "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
+    "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
     "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32",
-    "::/128", "::1/128", "100::/64", "2001:db8::/32", "fc00::/7", "fe80::/10", "ff00::/8",
+    "::/128", "::1/128", "100::/64", "100:0:0:1::/64", "2001:2::/48", "2001:10::/28", "2001:20::/28",
+    "2001:30::/28", "2001:db8::/32", "3fff::/20", "5f00::/16", "fc00::/7", "fe80::/10", "fec0::/10",
+    "ff00::/8",
 )
 # Customer databases: private networks are allowed (a self-hosted Rowbell usually reaches its customers'
 # databases there); loopback, link-local and reserved addresses unless ROWBELL_CONNECTION_ALLOW opens them.
@@ -96,24 +113,31 @@ def _in(address: IPAddress, nets) -> bool:
     return any(address in net for net in nets if net.version == address.version)
 
 
-def address_allowed(ip: str | IPAddress, *, refused, allowed: list[str] | tuple[str, ...]) -> bool:
-    """False if `ip` (or any IPv4 address it carries) lies in a `refused` network and in no `allowed`
-    one. `refused` holds `ipaddress` networks; `allowed` holds entries such as "127.0.0.0/8". Raises
+def _refused(address: IPAddress, refused, global_only: bool) -> bool:
+    return _in(address, refused) or (global_only and not address.is_global)
+
+
+def address_allowed(ip: str | IPAddress, *, refused, allowed: list[str] | tuple[str, ...],
+                    global_only: bool = False) -> bool:
+    """False if `ip` (or any IPv4 address it carries) lies in a `refused` network, or with `global_only`
+    is not global to `ipaddress` (the IANA special-purpose registries, RFC 6890), and lies in no `allowed`
+    network. `refused` holds `ipaddress` networks; `allowed` holds entries such as "127.0.0.0/8". Raises
     ValueError if `ip` is not an IP address."""
     opened = _networks(tuple(allowed))
-    return all(_in(a, opened) or not _in(a, refused) for a in judged_addresses(ip))
+    return all(_in(a, opened) or not _refused(a, refused, global_only) for a in judged_addresses(ip))
 
 
-def address_internal(ip: str | IPAddress, *, refused) -> bool:
-    """True if `ip` (or any IPv4 address it carries) lies in a `refused` network, whatever an allow-list
-    opens: such an address was reached only because an operator opened it."""
-    return any(_in(a, refused) for a in judged_addresses(ip))
+def address_internal(ip: str | IPAddress, *, refused, global_only: bool = False) -> bool:
+    """True if `ip` (or any IPv4 address it carries) is refused as address_allowed judges it, whatever an
+    allow-list opens: such an address was reached only because an operator opened it."""
+    return any(_refused(a, refused, global_only) for a in judged_addresses(ip))
 
 
 def address_kind(ip: str | IPAddress) -> str:
     """A word for why an address is not public ("loopback", "private", ...), for messages."""
     address = judged_addresses(ip)[0]
-    for kind in ("loopback", "unspecified", "link_local", "multicast", "private", "reserved"):
+    for kind in ("loopback", "unspecified", "link_local", "site_local", "multicast", "private", "reserved"):
         if getattr(address, f"is_{kind}", False):
             return kind.replace("_", "-")
-    return "reserved" if not address.is_global else "public"
+    # Global to `ipaddress` yet refused: a block of OUTBOUND_REFUSED_ENTRIES its registry lacks.
+    return "special-use"

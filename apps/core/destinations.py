@@ -12,6 +12,9 @@ and again before every connect, so that the host judged is the host the client c
 - A bare host (SMTP, PostgreSQL) goes through Python's socket layer, which encodes a str host with the
   IDNA 2003 codec before getaddrinfo; glibc then takes every inet_aton spelling of IPv4 (`127.1`,
   `0x7f.1`, `017700000001`, `2130706433`). Both the UTS #46 and the IDNA 2003 readings are judged.
+- A trailing dot (the root, RFC 1034 section 3.1) does not turn an IP literal into a name: `127.0.0.1.`
+  is judged as 127.0.0.1 (host_literal). A URL host that aiohttp takes for a literal but that is none
+  (`999.1`, `1..2`) is refused, as aiohttp would resolve it without the checked resolver.
 - An IP literal, in whatever spelling, is judged by addresses.address_allowed, which reads IPv6 forms
   that carry an IPv4 address by that IPv4 address. A host name is resolved on connect and each address
   it resolves to is judged the same way (resolved_check); the connection goes to a judged address.
@@ -48,24 +51,27 @@ class DestinationRefused(Exception):
 
 @dataclass(frozen=True)
 class Policy:
-    """Which addresses one kind of destination may reach: `refused` networks, unless the networks named
-    in the `setting` (a list of "10.0.0.0/8"-style entries) open them. `refused_words` describe the
-    refused ranges in messages."""
+    """Which addresses one kind of destination may reach: `refused` networks (and with `global_only` any
+    address `ipaddress` does not call global), unless the networks named in the `setting` (a list of
+    "10.0.0.0/8"-style entries) open them. `refused_words` describe the refused ranges in messages."""
 
     setting: str
     refused: tuple
     refused_words: str
+    global_only: bool = False
 
     def allows(self, ip: str | IPAddress) -> bool:
         """Whether `ip` may be connected to under this policy (raises ValueError if it is no address)."""
-        return address_allowed(ip, refused=self.refused, allowed=tuple(getattr(settings, self.setting)))
+        return address_allowed(ip, refused=self.refused, allowed=tuple(getattr(settings, self.setting)),
+                               global_only=self.global_only)
 
     def internal(self, ip: str | IPAddress) -> bool:
         """Whether `ip` lies in a refused range, reachable only because the setting opened it."""
-        return address_internal(ip, refused=self.refused)
+        return address_internal(ip, refused=self.refused, global_only=self.global_only)
 
 
-OUTBOUND = Policy("ROWBELL_OUTBOUND_ALLOW", tuple(networks(*OUTBOUND_REFUSED_ENTRIES)), "private or reserved")
+OUTBOUND = Policy("ROWBELL_OUTBOUND_ALLOW", tuple(networks(*OUTBOUND_REFUSED_ENTRIES)), "private or reserved",
+                  global_only=True)
 CONNECTION = Policy("ROWBELL_CONNECTION_ALLOW", tuple(networks(*CONNECTION_REFUSED_ENTRIES)),
                     "loopback, link-local or reserved")
 
@@ -84,8 +90,16 @@ def _ipv4_any_spelling(host: str) -> ipaddress.IPv4Address | None:
 def host_literal(host: str) -> IPAddress | None:
     """The IP address `host` spells, in any spelling the socket layer takes (an IPv6 address with or
     without brackets and zone, an IPv4 address in any inet_aton form), or None for a host name. `host`
-    is read as it is: normalise it first (http_url_read, socket_host_readings)."""
-    text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    is read as it is otherwise: normalise it first (http_url_read, socket_host_readings).
+
+    A trailing dot is read as the root of an absolute name (RFC 1034 section 3.1) and dropped, inside
+    brackets too: `127.0.0.1.`, `127.1.`, `0x7f.1.`, `[::1].` and `[::1.]` are the addresses they spell
+    without it. glibc's inet_aton refuses the dot and hands such a host to DNS, but another resolver, a
+    proxy or a later client may not, so the address is judged whichever way it is read.
+    """
+    text = host.rstrip(".")
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1].rstrip(".")
     try:
         return ipaddress.ip_address(text.split("%", 1)[0] if ":" in text else text)
     except ValueError:
@@ -157,19 +171,31 @@ def url_check(url: str, *, policy: Policy = OUTBOUND) -> URL:
     """Check an http(s) URL as the HTTP client will use it, when it is saved and before each request:
 
     1. parse it as aiohttp does (http_url_read; the host IDNA/UTS #46-encoded);
-    2. if the host is an IP literal in any spelling, judge the address (IPv6 forms carrying an IPv4
-       address by that address); an IPv4 address that is not in its usual dotted form is refused, as
-       aiohttp refuses to connect to it;
-    3. a host name passes here: it is judged on every connect on the addresses it resolves to.
+    2. if the host is an IP literal in any spelling, a trailing dot included (host_literal), judge the
+       address (IPv6 forms carrying an IPv4 address by that address); an IPv4 address that is not in its
+       usual dotted form, or any address with a trailing dot, is refused, as aiohttp refuses to connect
+       to it or would hand it to the system resolver;
+    3. a host that aiohttp takes for an IP literal (_aiohttp_literal) but that is none is refused:
+       aiohttp would pass it to the system resolver, around the checked resolver (outbound.py);
+    4. a host name passes here: it is judged on every connect on the addresses it resolves to.
 
     Returns the parsed URL (send that one). Raises DestinationRefused.
     """
     parsed = http_url_read(url)
     host = parsed.raw_host
     address = literal_check(host, policy=policy, written=_written_host(url) or host)
-    if address is not None and address.version == 4 and host != str(address):
+    if address is None:
+        if _aiohttp_literal(host):
+            raise DestinationRefused(f"{host} is not a valid IP address.")
+    elif host.endswith(".") or (address.version == 4 and host != str(address)):
         raise DestinationRefused(f"Write the IP address {address} in its usual form (not {host}).")
     return parsed
+
+
+def _aiohttp_literal(host: str) -> bool:
+    """Whether aiohttp takes `host` for an IP literal and so connects to it without calling the resolver
+    (aiohttp.helpers.is_ip_address: a colon, or nothing but digits and dots)."""
+    return ":" in host or host.replace(".", "").isdigit()
 
 
 def _written_host(url: str) -> str | None:

@@ -1,9 +1,15 @@
 """Rowbell's own database is refused by what it is (server and database identity), not by how its address
 is written; and a customer database host is judged in every spelling the socket layer takes."""
 
+import dataclasses
+import os
+import tempfile
+from contextlib import contextmanager
+
 import psycopg
 import pytest
 from django.db import connection as service_db
+from psycopg import pq
 
 from apps.connections import customer
 from apps.connections.customer import OWN_DATABASE, OwnDatabaseRefused, customer_connect
@@ -78,17 +84,96 @@ def test_a_role_without_superuser_rights_is_refused_too(customer_db):
 
 
 def test_where_pg_control_system_is_revoked_the_server_is_known_by_its_start_time(customer_db):
-    own = service_db.settings_dict["NAME"]
-    stored = Connection(**{k: v for k, v in _own(host="::ffff:127.0.0.1").items() if k != "name"})
-    stored.user, stored.password, stored.sslmode = WEAK_ROLE, "weak", "prefer"
-    with admin_connect(own) as admin:
+    with _revoked():
+        for autocommit in (True, False):
+            with pytest.raises(OwnDatabaseRefused):
+                customer_connect(_weak_own(), autocommit=autocommit)
+
+
+@contextmanager
+def _revoked(dbname=None):
+    """pg_control_system() revoked from PUBLIC in a database (the service's by default; the weak role
+    loses it, the service's superuser keeps it)."""
+    with admin_connect(dbname or service_db.settings_dict["NAME"]) as admin:
         admin.execute("REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC")
         try:
-            for autocommit in (True, False):
-                with pytest.raises(OwnDatabaseRefused):
-                    customer_connect(stored, autocommit=autocommit)
+            yield
         finally:
             admin.execute("GRANT EXECUTE ON FUNCTION pg_control_system() TO PUBLIC")
+
+
+def _weak_own() -> Connection:
+    stored = Connection(**{k: v for k, v in _own(host="::ffff:127.0.0.1").items() if k != "name"})
+    stored.user, stored.password, stored.sslmode = WEAK_ROLE, "weak", "prefer"
+    return stored
+
+
+def test_after_the_service_database_restarts_its_own_database_is_still_refused(customer_db, monkeypatch):
+    # A long-running worker read the service database's identity before the server restarted: the start
+    # time it read then is not the server's now.
+    customer_connect(Connection(host="::ffff:127.0.0.1", port=customer_db["port"], database=customer_db["database"],
+                                user=customer_db["user"], password=customer_db["password"], sslmode="prefer")).close()
+    assert customer._own_identity
+    monkeypatch.setattr(customer, "_own_identity", {
+        key: dataclasses.replace(identity, started=identity.started - 3_600_000_000)
+        for key, identity in customer._own_identity.items()})
+    with _revoked():
+        for autocommit in (True, False):
+            with pytest.raises(OwnDatabaseRefused):
+                customer_connect(_weak_own(), autocommit=autocommit)
+
+
+def test_the_start_time_compared_does_not_depend_on_the_sessions_time_zone(customer_db):
+    with admin_connect() as admin, _revoked():
+        # Rowbell's own session reads in UTC; the customer's role is set to another zone.
+        admin.execute(f"ALTER ROLE {WEAK_ROLE} SET TimeZone = 'Asia/Kolkata'")
+        try:
+            with pytest.raises(OwnDatabaseRefused):
+                customer_connect(_weak_own())
+        finally:
+            admin.execute(f"ALTER ROLE {WEAK_ROLE} RESET TimeZone")
+
+
+@pytest.fixture
+def round_trips(monkeypatch):
+    """Counts the round trips (the server's ReadyForQuery messages) each connection customer_connect opens
+    makes once connected: libpq's trace of the connection, read back when `counted(conn)` is called."""
+    traces = {}
+    connect = psycopg.connect
+
+    def traced(*args, **kwargs):
+        conn = connect(*args, **kwargs)
+        log = traces[id(conn)] = tempfile.TemporaryFile("w+")
+        conn.pgconn.trace(os.dup(log.fileno()))
+        conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+        return conn
+
+    def counted(conn) -> int:
+        conn.pgconn.untrace()
+        log = traces.pop(id(conn))
+        log.seek(0)
+        return sum("\tReadyForQuery\t" in line for line in log)
+
+    monkeypatch.setattr(psycopg, "connect", traced)
+    yield counted
+    for log in traces.values():
+        log.close()
+
+
+def test_a_customer_connect_spends_one_round_trip_on_the_identity(customer_db, round_trips):
+    stored = Connection(host="::ffff:127.0.0.1", port=customer_db["port"], database=customer_db["database"],
+                        user=customer_db["user"], password=customer_db["password"], sslmode="prefer")
+    for autocommit in (True, False):
+        with customer_connect(stored, autocommit=autocommit) as conn:
+            assert round_trips(conn) == 1
+            assert conn.info.transaction_status == pq.TransactionStatus.IDLE and conn.autocommit is autocommit
+    # Where pg_control_system() is revoked, its refusal is one more.
+    with _revoked(customer_db["database"]):
+        stored.user, stored.password = WEAK_ROLE, "weak"
+        for autocommit in (True, False):
+            with customer_connect(stored, autocommit=autocommit) as conn:
+                assert round_trips(conn) == 2
+                assert conn.info.transaction_status == pq.TransactionStatus.IDLE
 
 
 def test_another_database_on_the_same_server_is_a_customers(customer_db):

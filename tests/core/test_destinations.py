@@ -81,3 +81,82 @@ def test_a_customer_database_host_is_judged_like_any_destination(settings):
             host_check(host, policy=CONNECTION)
     host_check("10.0.0.5", policy=CONNECTION)  # private networks hold customers' databases
     host_check("db.example.com", policy=CONNECTION)
+
+
+# A trailing dot makes a name absolute (RFC 1034 section 3.1); before an address it changes nothing but the
+# spelling, so the address is judged (and aiohttp, which takes such a host for a literal, never resolves it).
+@pytest.mark.parametrize("url", ["http://127.0.0.1./", "http://127.1./", "http://0x7f.1./", "http://2130706433./",
+                                 "http://127.0.0.1../", "http://[::1.]/", "http://[::ffff:127.0.0.1.]/",
+                                 "http://127\u30020\u30020\u30021\u3002/"])
+def test_a_trailing_dot_does_not_hide_an_address_in_a_url(settings, url):
+    settings.ROWBELL_OUTBOUND_ALLOW = []
+    with pytest.raises(DestinationRefused, match="loopback.*ROWBELL_OUTBOUND_ALLOW"):
+        url_check(url)
+
+
+@pytest.mark.parametrize("url, address", [("http://8.8.8.8./", "8.8.8.8"),
+                                          ("http://[2606:4700::1111.]/", "2606:4700::1111"),
+                                          ("http://[::1.]/", "::1")])  # ::1 opened by the test settings
+def test_an_allowed_address_with_a_trailing_dot_is_asked_for_in_its_usual_form(url, address):
+    with pytest.raises(DestinationRefused, match=f"Write the IP address {address} in its usual form"):
+        url_check(url)
+
+
+@pytest.mark.parametrize("url", ["http://999.1/", "http://1..2/", "http://256.0.0.1/", "http://[::1::2]/"])
+def test_a_host_aiohttp_takes_for_an_address_must_be_one(url):
+    # aiohttp connects to such a host without the checked resolver: it would reach whatever DNS says.
+    with pytest.raises(DestinationRefused):
+        url_check(url)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1.", "127.1.", "0x7f.1.", "2130706433.", "[::1]", "[::1].", "[::1.]",
+                                  "::1.", "::ffff:127.0.0.1.", "127\u30020\u30020\u30021\u3002"])
+def test_a_trailing_dot_does_not_hide_an_address_in_a_bare_host(settings, host):
+    settings.ROWBELL_OUTBOUND_ALLOW = settings.ROWBELL_CONNECTION_ALLOW = []
+    for policy in (OUTBOUND, CONNECTION):
+        with pytest.raises(DestinationRefused, match=f"loopback.*{policy.setting}"):
+            host_check(host, policy=policy)
+
+
+def test_a_trailing_dot_is_read_as_the_root():
+    assert host_literal("127.0.0.1.") == ip("127.0.0.1") and host_literal("[::1].") == ip("::1")
+    assert host_literal("example.com.") is None
+    host_check("10.0.0.5.", policy=CONNECTION)
+    with pytest.raises(DestinationRefused, match="private"):
+        host_check("10.0.0.5.", policy=OUTBOUND)
+
+
+# Special-use blocks: the IANA special-purpose registries (RFC 6890) and the RFCs named in apps.core.addresses.
+SPECIAL_USE = ["192.88.99.1", "fec0::1", "2001:2::1", "2001:10::1", "2001:20::1", "2001:30::1", "3fff::1", "5f00::1",
+               "100:0:0:1::1", "::ffff:192.88.99.1", "64:ff9b::c058:6301", "2002:c058:6301::1"]
+
+
+@pytest.mark.parametrize("address", SPECIAL_USE)
+def test_special_use_addresses_are_not_reached_by_outbound_requests(settings, address):
+    settings.ROWBELL_OUTBOUND_ALLOW = []
+    assert not OUTBOUND.allows(address) and OUTBOUND.internal(address)
+    with pytest.raises(DestinationRefused, match="ROWBELL_OUTBOUND_ALLOW"):
+        url_check(f"http://[{address}]/" if ":" in address else f"http://{address}/")
+
+
+def test_an_address_ipaddress_does_not_call_global_is_refused_even_outside_the_list(settings):
+    settings.ROWBELL_OUTBOUND_ALLOW = []
+    # 2001:5::/32 lies in the IETF protocol assignments (2001::/23, RFC 2928) and in no listed block.
+    assert not ip("2001:5::1").is_global
+    assert not OUTBOUND.allows("2001:5::1") and OUTBOUND.internal("2001:5::1")
+    for public in ("8.8.8.8", "2606:4700::1111", "2620:4f:8000::1", "64:ff9b::808:808"):
+        assert OUTBOUND.allows(public) and not OUTBOUND.internal(public), public
+
+
+def test_the_allow_list_still_opens_special_use_networks(settings):
+    settings.ROWBELL_OUTBOUND_ALLOW = ["192.88.99.0/24", "fec0::/10", "2001::/23", "3fff::/20", "5f00::/16",
+                                      "100::/63"]
+    for address in [*SPECIAL_USE, "2001:5::1"]:
+        assert OUTBOUND.allows(address), address
+        assert OUTBOUND.internal(address), address  # reached only because the operator opened it
+
+
+def test_customer_databases_keep_their_own_policy(settings):
+    settings.ROWBELL_CONNECTION_ALLOW = []
+    for address in ("fec0::1", "2001:5::1", "192.88.99.1"):
+        assert CONNECTION.allows(address), address

@@ -4,8 +4,8 @@ from django.utils import timezone
 
 from rest_framework import serializers
 
-from apps.core import fields as strict
 from apps.core import exactjson
+from apps.core import fields as strict
 from apps.core.masking import sealed_masked
 from apps.deliveries import outbound
 from apps.deliveries.models import ENDPOINT_DISABLED

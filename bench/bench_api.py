@@ -43,7 +43,10 @@ def bench_env():
             # One key makes every call, as fast as the machine serves them (over 1,000/s): its throttle counts
             # each (the cost measured) but must refuse none, so the trigger rate is raised past the default
             # 60000/min (a product that triggers faster than that raises its own the same way).
-            "ROWBELL_TRIGGER_RATE": "100000000/min"}
+            "ROWBELL_TRIGGER_RATE": "100000000/min",
+            # Plain HTTP on loopback, as behind a proxy that terminates TLS: production's HTTPS redirect would
+            # answer every call with a 301 and measure nothing.
+            "DJANGO_SECURE_SSL_REDIRECT": "false"}
 
 
 SETUP = """
@@ -164,6 +167,10 @@ def main():
               "cpu_ratio": round(ping["cpu_ms_per_request"] / trigger["cpu_ms_per_request"], 3),
               "requests_written": int(written), "settings": vars(args)}
     print(json.dumps(result, indent=2))
+    # A run whose calls were all refused or redirected (3xx is not a wrk error) measured nothing: say so.
+    if result["requests_written"] < trigger["requests"] // 2:
+        sys.exit(f"bench-api: only {result['requests_written']} of {trigger['requests']} trigger calls were "
+                 "written; the trigger endpoint did not accept them (see the server's log above).")
     if not args.no_write:
         write_doc(result)
 

@@ -59,15 +59,12 @@ class RowbellAutoSchema(AutoSchema):
         codes = set() if public else {401, 403, 429, 503}
         if self.method in ("POST", "PUT", "PATCH"):
             codes |= {400, 413, 415}
-        if self.method == "GET" and self.get_filter_backends() or self._query_parameters():
+        if any(p.get("in") == "query" for p in self._get_parameters()):
             codes.add(400)
         if "{" in self.path:
             codes.add(404)
         codes |= set(getattr(view, "error_codes", {}))
         return codes
-
-    def _query_parameters(self) -> bool:
-        return any(p.get("in") == "query" for p in self._get_parameters())
 
     def _get_response_bodies(self, direction="response"):
         bodies = super()._get_response_bodies(direction)

@@ -303,7 +303,7 @@ def runs_execute(*, run_ids: list[int]) -> None:
         return
     writes = _Writes()
     slow, failures, memo = [], [], {}
-    slice_ = _ProductSlices()
+    slice_ = ProductSlices()
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT id FROM runs_run WHERE id = ANY(%s) AND status = 'queued' ORDER BY id "
@@ -360,14 +360,15 @@ def runs_execute(*, run_ids: list[int]) -> None:
     slice_.requeue()
 
 
-class _ProductSlices:
+class ProductSlices:
     """How long one task has worked for each product, so that no product holds a worker for long.
 
     A batch works for each product for at most ROWBELL_PRODUCT_SLICE_SECONDS (seconds of wall-clock time:
     rendering, evaluating, writing), then leaves that product's remaining runs queued and sends them
     again on the `low` queue, behind every other product's waiting work. One product's slow templates
     (each render is itself bounded by ROWBELL_TEMPLATE_RENDER_SECONDS) then delay another product's
-    deliveries by about one slice, not by the whole batch.
+    deliveries by about one slice, not by the whole batch. Used by a batch (runs_execute) and by a
+    request's own task for its first runs (request_start).
     """
 
     def __init__(self):

@@ -3,7 +3,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 import uuid
 from datetime import timedelta
 
@@ -23,8 +22,7 @@ from apps.tenants.models import ApiKey
 from apps.tenants.principals import Tenant
 from apps.workflows.selectors import workflow_version_for_trigger
 
-from .engine import (  # noqa: F401 (the tasks' entry points)
-    run_execute, runs_enqueue, runs_execute, runs_requeue_low)
+from .engine import ProductSlices, run_execute, runs_enqueue, runs_execute  # noqa: F401 (the tasks' entry points)
 from .models import Priority, RequestStatus, Run, RunStatus, TriggerRequest
 
 logger = logging.getLogger(__name__)
@@ -189,13 +187,14 @@ def request_start(*, request_id) -> list[int]:
             priority = request.priority
             transaction.on_commit(lambda: runs_enqueue(run_ids, priority))
     if len(run_ids) <= INLINE_RUNS:
-        began = time.monotonic()
-        for index, run_id in enumerate(run_ids):
-            if time.monotonic() - began >= settings.ROWBELL_PRODUCT_SLICE_SECONDS:
-                # This product's time slice is spent: the rest wait behind other products' work.
-                runs_requeue_low(run_ids[index:])
-                break
-            run_execute(run_id=run_id)
+        slices = ProductSlices()  # once the product's slice is spent, the rest wait behind other work
+        for run in runs:
+            if slices.spent(run):
+                slices.defer(run)
+                continue
+            with slices.timing(run):
+                run_execute(run_id=run.id)
+        slices.requeue()
     return run_ids
 
 

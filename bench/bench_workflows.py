@@ -57,13 +57,13 @@ def django(code: str) -> str:
 
 SETUP = f"""
 from apps.connections.models import Connection
-from apps.deliveries.services import webhook_endpoint_create
+from apps.subscriptions.services import subscription_create
 from apps.tenants.services import product_create
 from apps.workflows.services import workflow_create, workflow_publish
 product, _ = product_create(name="Bench", actor="bench")
 connection = Connection.objects.create(product=product, name="shop", host="127.0.0.1", database="{CUSTOMER}",
                                        user="postgres")
-hook = webhook_endpoint_create(product=product, url="http://127.0.0.1:{PORT}/hook", actor="bench")
+hook = subscription_create(product=product, url="http://127.0.0.1:{PORT}/hook", actor="bench")
 wf = workflow_create(product=product, key="order-created", actor="bench", definition={{
     "trigger": {{"type": "database", "connection": str(connection.id), "table": "public.orders",
                 "events": ["row.created"]}},

@@ -6,6 +6,7 @@ api_v1 = [
     path("", include("apps.tenants.urls")),
     path("", include("apps.workflows.urls")),
     path("", include("apps.runs.urls")),
+    path("", include("apps.subscriptions.urls")),
     path("", include("apps.deliveries.urls")),
     path("", include("apps.connections.urls")),
     path("", include("apps.audit.urls")),

@@ -1,6 +1,6 @@
 """Rows for tests, built through the same services the API uses."""
 
-from apps.deliveries.services import webhook_endpoint_create
+from apps.subscriptions.services import subscription_create
 from apps.tenants.principals import Tenant
 from apps.tenants.services import organization_create, product_create
 from apps.workflows.services import workflow_create, workflow_publish
@@ -20,7 +20,7 @@ def tenant_of(product, organization=None):
 
 
 def make_endpoint(product, url, **kwargs):
-    return webhook_endpoint_create(product=product, url=url, actor="test", **kwargs)
+    return subscription_create(product=product, url=url, actor="test", **kwargs)
 
 
 def make_workflow(product, key="welcome", steps=None, publish=True, sandbox=False, **definition):

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from apps.dashboard.lists import CreatedFilter, OperatorAdmin, fixed_filter
+from apps.core.admin_lists import CreatedFilter, OperatorAdmin, fixed_filter
 
 from .models import AuditEvent
 

@@ -4,7 +4,7 @@ from rest_framework.views import APIView
 
 from apps.core import fields as strict
 from apps.core.pagination import NewestFirst, paginated
-from apps.tenants.permissions import IsProductOrOrganization
+from apps.core.permissions import IsProductOrOrganization
 
 from .selectors import audit_list
 

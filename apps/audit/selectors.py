@@ -1,6 +1,11 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from django.db.models import QuerySet
 
-from apps.tenants.principals import Tenant
+if TYPE_CHECKING:  # the principal is tenants', which builds on audit
+    from apps.tenants.principals import Tenant
 
 from .models import AuditEvent
 

@@ -1,8 +1,8 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html, format_html_join
 
-from apps.dashboard.lists import OperatorAdmin, actor_of, back_to, fixed_filter
-from apps.dashboard.templatetags.humanize_rowbell import seconds
+from apps.core.admin_lists import OperatorAdmin, actor_of, back_to, fixed_filter
+from apps.core.templatetags.humanize_rowbell import seconds
 
 from .sources import EVENT_OF_OPERATION
 

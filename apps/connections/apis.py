@@ -6,7 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core import fields as strict
-from apps.tenants.permissions import IsProduct
+from apps.core.permissions import IsProduct
 
 from .introspection import connection_tables
 from .pickup import connection_health

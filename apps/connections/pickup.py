@@ -35,6 +35,7 @@ from psycopg import sql
 
 from apps.core.bulk import insert_rows
 
+from .consumers import event_consumers
 from .customer import APPLICATION_NAME, customer_connect, customer_session, failure_reason
 from .drift import capture_errors_note
 from .models import NOTHING_CONSUMED, Connection, Event
@@ -125,9 +126,6 @@ def event_log_poll(*, connection_id, limit: int = POLL_BATCH) -> int | None:
         snapshot = page[0][0]
         rows = [r[1:] for r in page if r[1] is not None]
         if rows:
-            from apps.deliveries.services import deliveries_for_events
-            from apps.runs.services import runs_for_events
-
             # One statement, one parameter; ON CONFLICT: an event read again is recorded once.
             fresh = [Event(connection=connection, source_id=r[0], xid=int(r[1]), captured_at=_aware(r[2]),
                            capture=r[3], table_name=r[4], op=r[5], ids=r[6], detail=r[7], recorded_at=now)
@@ -145,8 +143,8 @@ def event_log_poll(*, connection_id, limit: int = POLL_BATCH) -> int | None:
                 if event.id is not None:
                     recorded.append(event)
             # The events' consequences are written in the same transaction as the events and the state.
-            deliveries_for_events(events=recorded)
-            runs_for_events(events=recorded)
+            # Row-event deliveries and workflow runs, written in this transaction (see consumers.py).
+            event_consumers.call_each(events=recorded)
             capture_errors_note(connection=connection, events=recorded)
         if len(rows) < limit:  # the batch is read whole: it is consumed, the next one starts after it
             state = {"consumed_snapshot": snapshot, "batch_snapshot": "", "cursor_xid": 0, "cursor_id": 0}

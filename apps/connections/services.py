@@ -7,7 +7,6 @@ import logging
 import psycopg
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from apps.audit.services import audit_record
@@ -16,6 +15,7 @@ from apps.core.exceptions import ApplicationError, Conflict, InvalidInput
 from .capture import (Capture, CaptureConflict, CaptureMissingTable, captures_install, captures_installed, captures_prune,
                       installation_claim, installation_owner, installation_release, retired_drop_statements)
 from .checks import Check, connection_check, grant_statement, table_privileges_check
+from .consumers import capture_uses
 from .customer import ConnectionRefused, connection_address, customer_connect, failure_reason
 from .drift import captures_drift, error_problems
 from .models import Connection
@@ -292,20 +292,13 @@ def event_logs_poll() -> int:
 def connection_captures_wanted(*, connection: Connection) -> list:
     """The captures the connection's enabled subscriptions and published workflows need (deduplicated
     by name)."""
-    # deliveries and workflows build on connections, not the reverse
-    from apps.deliveries.models import WebhookEndpoint
-    from apps.workflows.models import WorkflowVersion
-
     # Oldest first, so that when two sources of one capture were saved with different column types (before
     # and after a migration) the newest one's wins, the same way at every tick.
-    specs = list(WebhookEndpoint.objects.filter(connection=connection, enabled=True).exclude(capture_spec=None)
-                 .order_by("created_at", "id").values_list("capture_spec", flat=True))
-    specs += WorkflowVersion.objects.filter(connection=connection, workflow__published_version=F("id")).exclude(
-        capture_spec=None).order_by("id").values_list("capture_spec", flat=True)
     captures = {}
-    for spec in specs:
-        capture = Capture.from_spec(spec)
-        captures[capture.name] = capture
+    for use in capture_uses(connection=connection):
+        if use.spec is not None:
+            capture = Capture.from_spec(use.spec)
+            captures[capture.name] = capture
     return list(captures.values())
 
 
@@ -459,17 +452,10 @@ def connection_drift(*, connection: Connection, wanted: list | None = None,
 
 def connection_capture_users(*, connection: Connection) -> dict[str, dict]:
     """{capture name: {"workflows": [key, ...], "endpoints": [id, ...]}} of what is live on the connection."""
-    # deliveries and workflows build on connections, not the reverse
-    from apps.deliveries.models import WebhookEndpoint
-    from apps.workflows.models import WorkflowVersion
-
     users: dict[str, dict] = {}
-    for capture, endpoint_id in WebhookEndpoint.objects.filter(connection=connection, enabled=True).exclude(
-            capture="").values_list("capture", "id"):
-        users.setdefault(capture, {"workflows": [], "endpoints": []})["endpoints"].append(str(endpoint_id))
-    for capture, key in WorkflowVersion.objects.filter(connection=connection, workflow__published_version=F("id")
-                                                       ).exclude(capture="").values_list("capture", "workflow__key"):
-        users.setdefault(capture, {"workflows": [], "endpoints": []})["workflows"].append(key)
+    for use in capture_uses(connection=connection):
+        if use.capture:
+            users.setdefault(use.capture, {"workflows": [], "endpoints": []})[use.kind].append(use.label)
     return users
 
 

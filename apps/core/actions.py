@@ -33,8 +33,9 @@ logger = logging.getLogger(__name__)
 
 TASK = "apps.core.tasks.queued_action_run"
 
-# name -> "module:function"; each takes the action's args as keywords and `actor`, and returns a JSON-able
-# outcome. Raising ActionSuperseded marks the action superseded.
+# name -> "module:function", resolved when the action runs (as Celery resolves task names: the apps that own
+# these services build on core, which never imports them). Each takes the action's args as keywords and
+# `actor`, and returns a JSON-able outcome. Raising ActionSuperseded marks the action superseded.
 ACTIONS = {
     "connection.check": "apps.connections.services:connection_check_now",
     "connection.repair": "apps.connections.services:connection_repair",
@@ -42,7 +43,7 @@ ACTIONS = {
     "workflow.publish": "apps.workflows.services:workflow_publish_queued",
     "workflow.unpublish": "apps.workflows.services:workflow_unpublish_queued",
     "webhook.enable": "apps.deliveries.services:webhook_endpoint_enable_queued",
-    "webhook.captures_prune": "apps.deliveries.services:webhook_endpoint_captures_prune",
+    "webhook.captures_prune": "apps.subscriptions.services:subscription_captures_prune",
     "webhook.disabled_notify": "apps.deliveries.services:webhook_endpoint_disabled_notify",
 }
 

@@ -7,35 +7,20 @@ the undecided escalations' partial index; connection health from the row the bea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import connection as db
 from django.utils import timezone
 
-from apps.deliveries.models import SUCCESS_STATUSES, Delivery, DeliveryStatus
+from apps.core.admin_lists import RANGES, Range  # noqa: F401  (the ranges the lists filter by)
+from apps.deliveries.models import FAILURE_STATUSES, SUCCESS_STATUSES, Delivery, DeliveryStatus
 from apps.runs.models import Escalation
 from apps.tenants.models import Product
 
 
-@dataclass(frozen=True)
-class Range:
-    key: str
-    label: str
-    span: timedelta
-    bucket: timedelta
-
-
-RANGES = {r.key: r for r in (
-    Range("1h", "Last hour", timedelta(hours=1), timedelta(minutes=2)),
-    Range("24h", "Last 24 hours", timedelta(hours=24), timedelta(hours=1)),
-    Range("7d", "Last 7 days", timedelta(days=7), timedelta(hours=6)),
-    Range("30d", "Last 30 days", timedelta(days=30), timedelta(days=1)),
-)}
 DEFAULT_RANGE = "24h"
 
-# Ended without being sent (the failure rate is these over everything that ended).
-FAILED = ("failed", "bounced", "complained")
+FAILED = tuple(FAILURE_STATUSES)
 ENDED = tuple(SUCCESS_STATUSES) + FAILED
 
 _BUCKETS = """

@@ -15,7 +15,7 @@ from apps.deliveries.models import Delivery, DeliveryStatus
 from apps.deliveries.services import MAX_REVIEW_BATCH, deliveries_discard, deliveries_release
 from apps.tenants.models import Product
 
-from .lists import BoundedCountPaginator, actor_of
+from apps.core.admin_lists import BoundedCountPaginator, actor_of
 
 PER_PAGE = 20
 # Inside the preview frame: nothing is fetched from outside (no remote images, fonts or styles), so that

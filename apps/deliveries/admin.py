@@ -2,6 +2,7 @@ from django import forms
 from django.contrib import admin, messages
 
 from .models import (
+    FAILURE_STATUSES,
     SUCCESS_STATUSES,
     Delivery,
     DeliveryAttempt,
@@ -9,7 +10,7 @@ from .models import (
     ProviderConfig,
     WebhookEndpoint,
 )
-from apps.dashboard.lists import CreatedFilter, OperatorAdmin, actor_of, back_to, fixed_filter, masked_json
+from apps.core.admin_lists import CreatedFilter, OperatorAdmin, actor_of, back_to, fixed_filter, masked_json
 
 from .channels import channel_kinds
 
@@ -154,10 +155,8 @@ class OutcomeFilter(admin.SimpleListFilter):
         return [("failure", "Failed, bounced or complained"), ("success", "Sent or better")]
 
     def queryset(self, request, queryset):
-        from apps.dashboard.selectors import FAILED
-
         if self.value() == "failure":
-            return queryset.filter(status__in=FAILED)
+            return queryset.filter(status__in=FAILURE_STATUSES)
         if self.value() == "success":
             return queryset.filter(status__in=SUCCESS_STATUSES)
         return queryset

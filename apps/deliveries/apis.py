@@ -9,10 +9,10 @@ from apps.core.exceptions import InvalidInput, NotFound
 from apps.core.ids import uuid_or_none
 from apps.core.masking import sealed_masked
 from apps.core.pagination import NewestFirst, paginated
-from apps.tenants.permissions import IsProduct, IsProductOrOrganization
+from apps.core.permissions import IsProduct, IsProductOrOrganization
 
 from .models import DeliveryStatus
-from .selectors import delivery_get, delivery_list, webhook_endpoint_get, webhook_endpoint_list
+from .selectors import delivery_get, delivery_list, webhook_endpoint_get
 from .services import (
     DEFAULT_SECRET_OVERLAP_SECONDS,
     MAX_REVIEW_BATCH,
@@ -22,21 +22,10 @@ from .services import (
     deliveries_replay,
     provider_config_delete,
     provider_config_put,
-    webhook_endpoint_create,
     webhook_endpoint_disable,
     webhook_endpoint_enable,
     webhook_endpoint_rotate_secret,
 )
-
-
-class WebhookInputSerializer(serializers.Serializer):
-    url = strict.URLField(max_length=2000)
-    description = strict.CharField(max_length=200, required=False, allow_blank=True, default="")
-    accept_any_2xx = strict.BooleanField(required=False, default=False,
-                                              help_text="Count any 2xx as success (default: only 200).")
-    source = serializers.JSONField(required=False, help_text=(
-        'Row events: {"connection": "<id>", "table": "public.orders", "events": ["row.created", "row.updated", '
-        '"row.deleted"], "columns": ["status"]} (columns: only updates that change them).'))
 
 
 class WebhookOutputSerializer(serializers.Serializer):
@@ -58,22 +47,6 @@ class WebhookOutputSerializer(serializers.Serializer):
 
 class WebhookCreatedSerializer(WebhookOutputSerializer):
     secret = strict.CharField(help_text="whsec_... signing secret, shown once.")
-
-
-class WebhookListCreateApi(APIView):
-    permission_classes = [IsProduct]
-
-    @extend_schema(responses=WebhookOutputSerializer(many=True))
-    def get(self, request):
-        return Response(WebhookOutputSerializer(webhook_endpoint_list(tenant=request.user), many=True).data)
-
-    @extend_schema(request=WebhookInputSerializer, responses={201: WebhookCreatedSerializer})
-    def post(self, request):
-        data = WebhookInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        endpoint = webhook_endpoint_create(product=request.user.product, actor=request.user.actor,
-                                           **data.validated_data)
-        return Response(WebhookCreatedSerializer(endpoint).data, status=status.HTTP_201_CREATED)
 
 
 class WebhookDetailApi(APIView):

@@ -91,9 +91,18 @@ FINAL_STATUSES = frozenset(
         DeliveryStatus.DISCARDED,
     }
 )
+# The one place that says what a status means. A delivery succeeded when the receiver took it (a webhook
+# answered 200, a provider accepted the message) and nothing said otherwise since.
 SUCCESS_STATUSES = frozenset(
     {DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatus.OPENED, DeliveryStatus.CLICKED}
 )
+# Ended without reaching the person: given up, or reported back by the provider (the failure rate is these over
+# everything that ended).
+FAILURE_STATUSES = frozenset({DeliveryStatus.FAILED, DeliveryStatus.BOUNCED, DeliveryStatus.COMPLAINED})
+# Taken by the provider, whatever it reported later: what latency and "sent" counts measure.
+ACCEPTED_STATUSES = SUCCESS_STATUSES | {DeliveryStatus.BOUNCED, DeliveryStatus.COMPLAINED}
+# Ended on purpose without a send (no address for the channel, a discarded sandbox message): a run moves on.
+INTENDED_SKIP_STATUSES = frozenset({DeliveryStatus.SKIPPED, DeliveryStatus.DISCARDED})
 
 
 def new_message_id() -> str:

@@ -163,7 +163,7 @@ class HttpSms(Provider):
             "Request fields, each a template over `to` and `text`."))
 
         def validate_fields(self, value):
-            from apps.workflows.templating import template_check
+            from apps.core.templating import template_check
 
             problems = {name: problem for name, problem in
                         ((name, template_check(source)) for name, source in value.items()) if problem}
@@ -172,7 +172,7 @@ class HttpSms(Provider):
             return value
 
     def request(self, payload, credentials, options):
-        from apps.workflows.templating import TemplateRenderError, render
+        from apps.core.templating import TemplateRenderError, render
 
         values = {k: v for k, v in payload.items() if isinstance(v, str)}
         try:

@@ -3,7 +3,7 @@ from django.db.models import QuerySet
 from apps.core.exceptions import NotFound
 from apps.tenants.principals import Tenant
 
-from .models import WebhookEndpoint
+from .models import ACCEPTED_STATUSES, WebhookEndpoint
 
 
 def webhook_endpoint_list(*, tenant: Tenant) -> QuerySet:
@@ -50,7 +50,7 @@ def delivery_get(*, tenant: Tenant, message_id: str):
 _METRICS = """
 SELECT w.key AS workflow, d.channel,
        count(*) AS total,
-       count(*) FILTER (WHERE d.status IN ('sent', 'delivered', 'opened', 'clicked', 'bounced', 'complained')) AS sent,
+       count(*) FILTER (WHERE d.status = ANY(%(accepted)s)) AS sent,
        count(*) FILTER (WHERE d.status IN ('delivered', 'opened', 'clicked')) AS delivered,
        count(*) FILTER (WHERE d.status = 'failed') AS failed,
        count(*) FILTER (WHERE d.status IN ('bounced', 'complained')) AS bounced,
@@ -60,7 +60,7 @@ SELECT w.key AS workflow, d.channel,
        percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (
            ORDER BY extract(epoch FROM d.completed_at - d.created_at) * 1000)
            FILTER (WHERE d.completed_at IS NOT NULL
-                   AND d.status IN ('sent', 'delivered', 'opened', 'clicked', 'bounced', 'complained')) AS latency
+                   AND d.status = ANY(%(accepted)s)) AS latency
 FROM deliveries_delivery d
 LEFT JOIN runs_run r ON r.id = d.run_id
 LEFT JOIN workflows_workflowversion v ON v.id = r.workflow_version_id
@@ -84,7 +84,8 @@ def delivery_metrics(*, tenant: Tenant, since, until, workflow: str | None = Non
 
     with connection.cursor() as cursor:
         cursor.execute(_METRICS, {"product": tenant.product_id, "organization": tenant.organization_id,
-                                  "since": since, "until": until, "workflow": workflow, "channel": channel})
+                                  "since": since, "until": until, "workflow": workflow, "channel": channel,
+                                  "accepted": sorted(ACCEPTED_STATUSES)})
         columns = [c.name for c in cursor.description]
         rows = [dict(zip(columns, row)) for row in cursor.fetchall()]
     for row in rows:

@@ -3,7 +3,6 @@ from django.urls import path
 from . import apis
 
 urlpatterns = [
-    path("webhooks", apis.WebhookListCreateApi.as_view(), name="webhook-list"),
     path("webhooks/<uuid:endpoint_id>", apis.WebhookDetailApi.as_view(), name="webhook-detail"),
     path("webhooks/<uuid:endpoint_id>/disable", apis.WebhookDisableApi.as_view(), name="webhook-disable"),
     path("webhooks/<uuid:endpoint_id>/enable", apis.WebhookEnableApi.as_view(), name="webhook-enable"),

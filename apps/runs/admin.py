@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 
-from apps.dashboard.lists import (CreatedFilter, OperatorAdmin, OrganizationFilter, actor_of, back_to, fixed_filter,
+from apps.tenants.admin_filters import OrganizationFilter
+from apps.core.admin_lists import (CreatedFilter, OperatorAdmin, actor_of, back_to, fixed_filter,
                                   masked_json)
 
 from .engine import RunActionRefused, run_cancel, run_dismiss, run_rerun

@@ -15,7 +15,7 @@ from apps.core.masking import sealed_masked
 from apps.tenants.authentication import DeferredLiveCheckAuthentication
 from apps.core.pagination import NewestFirst, paginated
 from apps.core.text import unstorable_find
-from apps.tenants.permissions import IsProductOrOrganization
+from apps.core.permissions import IsProductOrOrganization
 from apps.tenants.throttles import TriggerRateThrottle
 
 from .models import Priority, RunStatus

@@ -4,7 +4,7 @@ from django.db.models import QuerySet
 
 from apps.core import exactjson
 from apps.core.exceptions import NotFound
-from apps.deliveries.models import FINAL_STATUSES, SUCCESS_STATUSES, Delivery
+from apps.deliveries.models import FAILURE_STATUSES, FINAL_STATUSES, SUCCESS_STATUSES, Delivery
 from apps.tenants.principals import Tenant
 
 from .models import RequestStatus, Run, RunStatus, RunStep, TriggerRequest
@@ -132,7 +132,7 @@ def run_timeline(*, run: Run) -> list[dict]:
         for event in delivery.events.all():
             add(event.at, "delivery", f"{delivery.channel} {delivery.message_id}: {event.status}",
                 f"{event.source}" + (f" {event.detail}" if event.detail else ""),
-                "failure" if event.status in ("failed", "bounced", "complained") else "")
+                "failure" if event.status in FAILURE_STATUSES else "")
         for attempt in delivery.attempts.all():
             code = f"HTTP {attempt.status_code}" if attempt.status_code else "no answer"
             add(attempt.started_at, "attempt",

@@ -294,7 +294,7 @@ def _runs_waiting_on_settled_deliveries(stale) -> int:
     the run on): settle them as the delivery ended."""
     from django.db.models import Exists, OuterRef
 
-    from apps.deliveries.models import Delivery, DeliveryStatus, SUCCESS_STATUSES
+    from apps.deliveries.models import INTENDED_SKIP_STATUSES, SUCCESS_STATUSES, Delivery, DeliveryStatus
 
     from .engine import runs_deliveries_settled
 
@@ -312,7 +312,7 @@ def _runs_waiting_on_settled_deliveries(stale) -> int:
     settled = []
     for run_id in stuck:
         status, error, step_id, message_id = last.get(run_id, ("skipped", "", "", ""))
-        ok = status in SUCCESS_STATUSES or status in (DeliveryStatus.SKIPPED, DeliveryStatus.DISCARDED)
+        ok = status in SUCCESS_STATUSES or status in INTENDED_SKIP_STATUSES
         settled.append((run_id, step_id, ok, f"Step '{step_id}': delivery {message_id} {status}: {error}"))
     runs_deliveries_settled(settled)
     return len(settled)

@@ -45,7 +45,7 @@ def notify_render(*, run, step: dict, context: dict, memo: dict | None = None):
     """Fill a notify step's templates for a run; a template that cannot render fails the step, and so
     does one that trips a bound of its render (time, size: the reason says which). The step's templates
     share one time budget (ROWBELL_TEMPLATE_RENDER_SECONDS)."""
-    from apps.workflows.templating import TemplateRenderError, render_budget
+    from apps.core.templating import TemplateRenderError, render_budget
 
     config = {k: v for k, v in step.items() if k not in ("id", "type", "channel")}
     try:

@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
-from apps.dashboard.lists import OperatorAdmin, actor_of
+from apps.core.admin_lists import OperatorAdmin, actor_of
 
 from .models import ApiKey, Organization, Product
 from .services import api_key_revoke

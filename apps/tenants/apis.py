@@ -7,7 +7,7 @@ from apps.core import fields as strict
 from apps.core.exceptions import Forbidden
 
 from .models import KeyScope
-from .permissions import IsPlatform, IsPlatformOrProduct, IsProduct, IsTenant
+from apps.core.permissions import IsPlatform, IsPlatformOrProduct, IsProduct, IsTenant
 from .selectors import api_key_get, api_key_list, organization_get, organization_list, product_get
 from .services import api_key_revoke, api_key_rotate, organization_create, product_create, product_settings_update
 

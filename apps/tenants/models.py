@@ -3,6 +3,10 @@ import uuid
 from django.db import models
 from rest_framework_api_key.models import AbstractAPIKey
 
+from apps.core.permissions import KeyScope
+
+__all__ = ["ApiKey", "KeyScope", "Organization", "Product"]
+
 
 class Product(models.Model):
     """A customer of Rowbell. B2C products use no organizations; B2B products have many."""
@@ -36,12 +40,6 @@ class Organization(models.Model):
 
     def __str__(self):
         return f"{self.product.name} / {self.name}"
-
-
-class KeyScope(models.TextChoices):
-    PLATFORM = "platform", "Platform"
-    PRODUCT = "product", "Product"
-    ORGANIZATION = "organization", "Organization"
 
 
 class ApiKey(AbstractAPIKey):

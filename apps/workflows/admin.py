@@ -8,7 +8,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import escape, format_html
 
-from apps.dashboard.lists import OperatorAdmin, actor_of, back_to
+from apps.core.admin_lists import OperatorAdmin, actor_of, back_to
 
 from .models import Workflow, WorkflowVersion
 from .services import workflow_publish_request, workflow_unpublish_request

@@ -4,7 +4,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core import fields as strict
-from apps.tenants.permissions import IsProduct, IsProductOrOrganization
+from apps.core.permissions import IsProduct, IsProductOrOrganization
 
 from .selectors import workflow_get, workflow_list, workflow_version_list
 from .services import workflow_create, workflow_preview, workflow_publish, workflow_unpublish, workflow_update

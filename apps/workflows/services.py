@@ -5,7 +5,7 @@ from datetime import datetime
 
 import psycopg
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import F, Max
 from django.utils import timezone
 
 from apps.audit.services import audit_record
@@ -13,6 +13,7 @@ from apps.core.masking import sealed_masked
 from apps.core.exceptions import Conflict
 
 from .definition import definition_validate
+from .hooks import runs_cancel
 from .models import Workflow, WorkflowVersion
 
 logger = logging.getLogger(__name__)
@@ -96,8 +97,6 @@ def workflow_unpublish(*, workflow: Workflow, cancel_runs: bool = False, actor: 
     """Stop new runs of a workflow: triggers refuse it and its database events launch nothing. Runs
     already started keep their version and finish, or, with `cancel_runs`, the queued and waiting ones
     are cancelled. Its capture is retired once nothing else uses it."""
-    from apps.runs.engine import runs_cancel_for_workflow
-
     with transaction.atomic():
         workflow = Workflow.objects.select_for_update(of=("self",)).select_related("published_version").get(
             pk=workflow.pk)
@@ -106,7 +105,7 @@ def workflow_unpublish(*, workflow: Workflow, cancel_runs: bool = False, actor: 
             return workflow
         workflow.published_version = None
         workflow.save(update_fields=["published_version", "updated_at"])
-        cancelled = runs_cancel_for_workflow(workflow=workflow, actor=actor) if cancel_runs else 0
+        cancelled = sum(runs_cancel.call_each(workflow=workflow, actor=actor)) if cancel_runs else 0
         audit_record(action="workflow.unpublished", target_type="workflow", target_id=workflow.key,
                      product_id=workflow.product_id, actor=actor,
                      data={"version": previous.version, "cancelled_runs": cancelled})
@@ -142,7 +141,7 @@ def workflow_preview(*, workflow: Workflow, sample: dict) -> list[dict]:
     from apps.core.exceptions import InvalidInput
 
     from .conditions import first_holding
-    from .templating import TemplateLimitError, TemplateRenderError, render_budget
+    from apps.core.templating import TemplateLimitError, TemplateRenderError, render_budget
 
     context = {"data": sample.get("data", {}), "recipient": sample.get("recipient", {}),
                "workflow": {"key": workflow.key, "version": None}, "request_id": "preview", "run_id": None,
@@ -239,3 +238,15 @@ def workflow_unpublish_queued(*, workflow_id: int, actor: str) -> dict:
     if workflow is not None:
         workflow_unpublish(workflow=workflow, actor=actor)
     return {"unpublished": workflow is not None}
+
+
+def workflow_capture_uses(*, connection) -> list:
+    """The captures the connection's published workflows use, oldest version first (a capture-users function,
+    see apps/connections/consumers.py)."""
+    from apps.connections.consumers import CaptureUse
+
+    return [CaptureUse(kind="workflows", label=key, capture=capture, spec=spec)
+            for key, capture, spec in WorkflowVersion.objects.filter(
+                connection=connection, workflow__published_version=F("id")).exclude(capture="").order_by("id")
+            .values_list("workflow__key", "capture", "capture_spec")]
+

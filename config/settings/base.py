@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "apps.workflows",
     "apps.runs",
     "apps.deliveries",
+    "apps.subscriptions",
     "apps.dashboard",
 ]
 
@@ -168,7 +169,7 @@ SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # --- REST framework ----------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["apps.tenants.authentication.ApiKeyAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["apps.tenants.permissions.IsTenant"],
+    "DEFAULT_PERMISSION_CLASSES": ["apps.core.permissions.IsTenant"],
     "DEFAULT_PARSER_CLASSES": ["apps.core.parsers.BoundedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["apps.core.renderers.ExactJSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "apps.core.openapi.RowbellAutoSchema",

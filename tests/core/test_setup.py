@@ -42,7 +42,7 @@ def _keys(path: Path) -> dict:
 
 @pytest.mark.django_db
 def test_seed_demo_seeds_once_and_reissues_keys_when_the_file_is_gone(tmp_path, monkeypatch):
-    from apps.core.management.commands import seed_demo
+    from apps.dashboard.management.commands import seed_demo
 
     monkeypatch.setattr(seed_demo, "KEYS_FILE", tmp_path / "demo.env")
     out = StringIO()

@@ -305,7 +305,7 @@ def test_an_automatic_disabling_queues_the_email_to_operators_as_a_durable_actio
 
 
 def test_enabling_with_a_replay_larger_than_a_batch_reports_what_is_left(setup, receiver, monkeypatch):
-    from apps.deliveries import services
+    from apps.deliveries.services import endpoints as services
     from apps.deliveries.services import webhook_endpoint_disable, webhook_endpoint_enable
 
     product, endpoint = setup

@@ -227,7 +227,7 @@ def test_reconcile_requeues_deliveries_whose_worker_died(setup, receiver):
 
 
 def test_a_send_that_outlives_its_lease_keeps_its_real_outcome_and_is_not_sent_again(setup, receiver):
-    from apps.deliveries.services import _claim, _record, _send
+    from apps.deliveries.services.sending import _claim, _record, _send
 
     product, _ = setup
     request = _trigger_and_start(product, recipients=["a", "b"])

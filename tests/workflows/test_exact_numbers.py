@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from apps.workflows.conditions import data_condition_holds
-from apps.workflows.templating import TemplateRenderError, render
+from apps.core.templating import TemplateRenderError, render
 
 ROW = {"row": {"id": Decimal("1.23456789012345678901"), "total": Decimal("12.50"), "n": 3}}
 

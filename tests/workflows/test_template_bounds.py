@@ -15,7 +15,7 @@ from apps.deliveries.models import Delivery
 from apps.deliveries.services import deliveries_send
 from apps.runs.models import Escalation, Run, RunStatus, RunStep, StepStatus
 from apps.runs.services import request_start
-from apps.workflows.templating import TemplateLimitError, TemplateRenderError, render, template_check
+from apps.core.templating import TemplateLimitError, TemplateRenderError, render, template_check
 from tests import factories
 from tests.conftest import client_for
 

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from rest_framework import serializers
 
-from apps.workflows.templating import template_check
+from apps.core.templating import template_check
 
 if TYPE_CHECKING:
     from apps.deliveries.models import Delivery
@@ -92,7 +92,7 @@ class Channel:
 def recipient_address(config: dict, context: dict, what: str) -> tuple[str, str]:
     """The step's `to`, rendered: (address, "") or ("", why the recipient is skipped). A recipient
     without the address is skipped, not an error in the workflow."""
-    from apps.workflows.templating import TemplateLimitError, TemplateRenderError, render
+    from apps.core.templating import TemplateLimitError, TemplateRenderError, render
 
     try:
         to = render(config["to"], context).strip()

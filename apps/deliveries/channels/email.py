@@ -9,7 +9,7 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.validators import validate_email
 from rest_framework import serializers
 
-from apps.workflows.templating import render
+from apps.core.templating import render
 
 from .base import Channel, DeliveryError, Rendered, SendResult, TemplateField, recipient_address
 

@@ -8,7 +8,7 @@ from rest_framework import serializers
 
 from apps.core.encryption import seal
 from apps.core.masking import url_mask
-from apps.workflows.templating import render
+from apps.core.templating import render
 
 from .base import Channel, DeliveryError, Rendered, SendResult, TemplateField, recipient_address
 

@@ -8,7 +8,7 @@ from django.db import transaction
 from django.contrib.auth.models import Group
 
 from apps.dashboard.groups import READ_ONLY, REVIEWERS
-from apps.deliveries.services import webhook_endpoint_create
+from apps.subscriptions.services import subscription_create
 from apps.runs.services import trigger_create
 from apps.tenants.principals import Tenant
 from apps.tenants.models import Product
@@ -73,7 +73,7 @@ class Command(BaseCommand):
         _, platform_key = platform_key_create(name="demo platform key", actor="seed")
         product, product_key = product_create(name=DEMO_PRODUCT, actor="seed")
         organization, organization_key = organization_create(product=product, name="Demo Org", actor="seed")
-        endpoint = webhook_endpoint_create(product=product, url=f"http://127.0.0.1:{sink_port}/demo",
+        endpoint = subscription_create(product=product, url=f"http://127.0.0.1:{sink_port}/demo",
                                            description="Local webhook sink", actor="seed")
         steps = [dict(s) for s in WORKFLOW_STEPS]
         steps[0]["webhook"] = str(endpoint.id)

@@ -1,7 +1,19 @@
+"""Who may call an API view: the scope of the API key it was called with.
+
+A key's scope (platform, product, organization) is set on the principal by the tenants app's
+authentication (`request.user.scope`); these checks read only that, so any app's API can use them.
+"""
+
+from django.db import models
 from rest_framework.permissions import BasePermission
 
-from .models import KeyScope
-from .principals import Tenant
+
+class KeyScope(models.TextChoices):
+    """What an API key acts for: the whole installation, one product, or one of a product's organizations."""
+
+    PLATFORM = "platform", "Platform"
+    PRODUCT = "product", "Product"
+    ORGANIZATION = "organization", "Organization"
 
 
 class _ScopePermission(BasePermission):
@@ -9,8 +21,8 @@ class _ScopePermission(BasePermission):
     message = "This API key cannot call this endpoint."
 
     def has_permission(self, request, view):
-        tenant = request.user
-        return isinstance(tenant, Tenant) and (not self.scopes or tenant.scope in self.scopes)
+        scope = getattr(request.user, "scope", None)
+        return scope in KeyScope.values and (not self.scopes or scope in self.scopes)
 
 
 class IsTenant(_ScopePermission):

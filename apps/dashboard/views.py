@@ -8,9 +8,8 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 
-from apps.core import exactjson
 from apps.core.exceptions import ApplicationError
-from apps.core.masking import sealed_masked
+from apps.deliveries.channels import channel_get
 from apps.deliveries.models import Delivery, DeliveryStatus
 from apps.deliveries.services import MAX_REVIEW_BATCH, deliveries_discard, deliveries_release
 from apps.tenants.models import Product
@@ -26,24 +25,12 @@ PREVIEW_POLICY = ('<meta http-equiv="Content-Security-Policy" '
 
 
 def _preview(delivery: Delivery) -> dict:
-    """What the recipient would see, by channel. HTML email is shown in a sandboxed frame (no scripts,
-    no same-origin access), never inline."""
-    payload = delivery.payload or {}
-    if delivery.channel == "email":
-        html = payload.get("html", "")
-        return {"kind": "email", "subject": payload.get("subject", ""), "from": payload.get("from", ""),
-                "to": payload.get("to", ""), "text": payload.get("text", ""),
-                "html": (PREVIEW_POLICY + html) if html else ""}
-    if delivery.channel == "sms":
-        return {"kind": "sms", "to": payload.get("to", ""), "text": payload.get("text", "")}
-    if delivery.channel == "push":
-        return {"kind": "push", "title": payload.get("title", ""), "body": payload.get("body", ""),
-                "to": delivery.target}
-    if delivery.channel == "chat":
-        return {"kind": "chat", "title": payload.get("title", ""), "text": payload.get("text", ""),
-                "to": delivery.target}
-    return {"kind": "json", "body": exactjson.dumps(sealed_masked(payload), indent=2, sort_keys=True, ensure_ascii=False),
-            "to": delivery.target}
+    """What the recipient would see, as the delivery's channel shows it (Channel.preview). HTML email is shown
+    in a sandboxed frame (no scripts, no same-origin access), never inline."""
+    preview = channel_get(delivery.channel).preview(delivery)
+    if preview.get("html"):
+        preview["html"] = PREVIEW_POLICY + preview["html"]
+    return preview
 
 
 def _act(request) -> None:

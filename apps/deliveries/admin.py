@@ -236,7 +236,7 @@ class ProviderConfigForm(forms.ModelForm):
         fields = ("product", "organization")
 
     def __init__(self, *args, **kwargs):
-        from .providers import PROVIDERS
+        from .channels.providers import PROVIDERS
 
         super().__init__(*args, **kwargs)
         self.fields["provider_choice"].choices = [(f"{c}:{p}", f"{c}: {PROVIDERS[(c, p)].title}")

@@ -270,7 +270,7 @@ class DeliveryDiscardApi(_ReviewApi):
 
 
 def _providers_help() -> str:
-    from .providers import PROVIDERS, providers_of
+    from .channels.providers import PROVIDERS, providers_of
 
     return "; ".join(f"{channel}: {', '.join(providers_of(channel))}" for channel in sorted({c for c, _ in PROVIDERS}))
 

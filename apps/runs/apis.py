@@ -1,15 +1,13 @@
 import re
 
 from django.conf import settings
-from django.core.exceptions import ValidationError as DjangoValidationError
-from django.core.validators import validate_email
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core import fields as strict
-from apps.core.destinations import OUTBOUND, DestinationRefused, url_check
+from apps.deliveries.channels import channel_get, channel_kinds
 from apps.core.exceptions import InvalidInput
 from apps.core.masking import sealed_masked
 from apps.tenants.authentication import DeferredLiveCheckAuthentication
@@ -23,14 +21,14 @@ from .engine import run_cancel, run_rerun
 from .selectors import event_summary, request_status, run_detail, run_get, run_list
 from .services import trigger_create
 
-E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
 def recipient_clean(value) -> tuple[dict | None, dict]:
     """A recipient: an id string, or an object with `id` and any of `email`, `phone` (E.164), `push_token`
     or `push_tokens`, `chat_webhook` (an incoming webhook URL), `name`, plus any further properties
-    templates may use. Returns (recipient, errors)."""
+    templates may use; the channel that reads a property says what it may be (Channel.recipient_errors).
+    Returns (recipient, errors)."""
     if isinstance(value, str):
         value = {"id": value}
     if not isinstance(value, dict):
@@ -39,33 +37,9 @@ def recipient_clean(value) -> tuple[dict | None, dict]:
     rid = value.get("id")
     if not isinstance(rid, (str, int)) or isinstance(rid, bool) or not str(rid).strip() or len(str(rid)) > 200:
         errors["id"] = ["Required: a string of 1 to 200 characters."]
-    email = value.get("email")
-    if email is not None:
-        try:
-            if not isinstance(email, str):
-                raise DjangoValidationError("")
-            validate_email(email)
-        except DjangoValidationError:
-            errors["email"] = ["Enter a valid email address."]
-    phone = value.get("phone")
-    if phone is not None and (not isinstance(phone, str) or not E164.match(phone)):
-        errors["phone"] = ["Must be an E.164 number, e.g. +14155550123."]
-    token = value.get("push_token")
-    if token is not None and (not isinstance(token, str) or not token.strip() or len(token) > 4096):
-        errors["push_token"] = ["Must be a device token: a string of 1 to 4096 characters."]
-    tokens = value.get("push_tokens")
-    if tokens is not None and (not isinstance(tokens, list) or not 1 <= len(tokens) <= 20 or any(
-            not isinstance(t, str) or not t.strip() or len(t) > 4096 for t in tokens)):
-        errors["push_tokens"] = ["Must be a list of 1 to 20 device tokens (strings of 1 to 4096 characters)."]
-    chat = value.get("chat_webhook")
-    if chat is not None:
-        try:
-            if not isinstance(chat, str) or len(chat) > 2000:
-                raise DestinationRefused("Must be an incoming webhook URL.")
-            # Read as the HTTP client will read it: `127。0。0。1` is the address 127.0.0.1.
-            url_check(chat, policy=OUTBOUND)
-        except DestinationRefused as exc:
-            errors["chat_webhook"] = [exc.message]
+    # Each channel checks the recipient properties it reads (email, phone, push_tokens, chat_webhook...).
+    for kind in channel_kinds():
+        errors.update(channel_get(kind).recipient_errors(value))
     if errors:
         return None, errors
     return {**value, "id": str(rid)}, {}

@@ -8,7 +8,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from apps.deliveries import providers
+from apps.deliveries.channels.push import providers
 from apps.deliveries.models import DeliveryStatus
 from tests import factories
 from tests.deliveries.test_providers import _configure, _send

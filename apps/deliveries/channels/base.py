@@ -88,6 +88,26 @@ class Channel:
     def send_many(self, deliveries: list[Delivery]) -> list[SendResult | DeliveryError]:
         raise NotImplementedError
 
+    def recipient_errors(self, recipient: dict) -> dict[str, list[str]]:
+        """The channel's rules for the recipient properties it reads (a trigger call's `to`): {field: [reason]}
+        for each property present and wrong; properties it does not read are not its business."""
+        return {}
+
+    def prepare(self, delivery: Delivery, *, definition: dict) -> None:
+        """Last touches to a queued delivery built from a run of a workflow with `definition`, before it is
+        saved (e.g. email engagement tracking). Changes `delivery` in place."""
+
+    def preview(self, delivery: Delivery) -> dict:
+        """What the recipient would see, for the review queue: a dict with `kind` (the template part to show:
+        "email", "sms", "push", "chat" or "json") and its fields. An `html` field is shown only in a
+        sandboxed frame."""
+        from apps.core import exactjson
+        from apps.core.masking import sealed_masked
+
+        return {"kind": "json", "to": delivery.target,
+                "body": exactjson.dumps(sealed_masked(delivery.payload or {}), indent=2, sort_keys=True,
+                                        ensure_ascii=False)}
+
 
 def recipient_address(config: dict, context: dict, what: str) -> tuple[str, str]:
     """The step's `to`, rendered: (address, "") or ("", why the recipient is skipped). A recipient

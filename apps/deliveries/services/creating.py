@@ -11,7 +11,7 @@ from django.utils import timezone
 from apps.audit.services import AuditEntry, audit_record_many
 from apps.core.hints import hint_on_commit
 
-from ..channels import Rendered
+from ..channels import Rendered, channel_get
 from ..models import (Delivery, DeliveryStatus)
 
 from .history import status_events_record
@@ -55,12 +55,8 @@ def delivery_build(*, run, step_id: str, channel: str, rendered: Rendered, held:
         last_error=rendered.skip_reason, next_attempt_at=now if queued else None,
         enqueued_at=now if queued else None, completed_at=now if skipped else None,
     )
-    tracking = run.workflow_version.definition.get("tracking") or {}
-    if channel == "email" and not skipped and (tracking.get("opens") or tracking.get("clicks")):
-        from ..tracking import tracking_apply
-
-        delivery.payload = tracking_apply(delivery.payload, delivery.message_id, opens=tracking.get("opens", False),
-                                          clicks=tracking.get("clicks", False))
+    if not skipped:
+        channel_get(channel).prepare(delivery, definition=run.workflow_version.definition)
     audit = None
     if not queued:
         audit = AuditEntry(action="delivery.skipped" if skipped else "delivery.held", target_type="delivery",

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 def provider_config_check(*, channel: str, provider: str, credentials, options) -> dict:
     """Credentials and options checked against the provider's own fields: {"credentials", "options"},
     normalized. Raises InvalidInput naming each field at fault (`credentials.auth_token`...)."""
-    from ..providers import PROVIDERS, providers_of
+    from ..channels.providers import PROVIDERS, providers_of
 
     if not providers_of(channel):
         channels = sorted({c for c, _ in PROVIDERS})

@@ -1,3 +1,6 @@
+"""The email channel: Django's email backend by default, or the product's provider (SMTP, SendGrid, Mailgun,
+Postmark, Amazon SES)."""
+
 from __future__ import annotations
 
 import smtplib
@@ -11,7 +14,8 @@ from rest_framework import serializers
 
 from apps.core.templating import render
 
-from .base import Channel, DeliveryError, Rendered, SendResult, TemplateField, recipient_address
+from ..base import Channel, DeliveryError, Rendered, SendResult, TemplateField, recipient_address
+from . import providers  # noqa: F401  (registers the channel's providers)
 
 
 def _smtp_error(exc: smtplib.SMTPException) -> DeliveryError:
@@ -54,10 +58,36 @@ class EmailChannel(Channel):
             payload["html"] = render(config["html"], context, html=True)
         return Rendered(target=to, payload=payload)
 
+    def recipient_errors(self, recipient: dict) -> dict[str, list[str]]:
+        email = recipient.get("email")
+        if email is None:
+            return {}
+        try:
+            if not isinstance(email, str):
+                raise DjangoValidationError("")
+            validate_email(email)
+        except DjangoValidationError:
+            return {"email": ["Enter a valid email address."]}
+        return {}
+
+    def prepare(self, delivery, *, definition: dict) -> None:
+        """Opens and clicks tracking, when the workflow asks for it (`"tracking": {"opens": ..., "clicks": ...}`)."""
+        tracking = definition.get("tracking") or {}
+        if tracking.get("opens") or tracking.get("clicks"):
+            from apps.deliveries.tracking import tracking_apply
+
+            delivery.payload = tracking_apply(delivery.payload, delivery.message_id,
+                                              opens=tracking.get("opens", False), clicks=tracking.get("clicks", False))
+
+    def preview(self, delivery) -> dict:
+        payload = delivery.payload or {}
+        return {"kind": "email", "subject": payload.get("subject", ""), "from": payload.get("from", ""),
+                "to": payload.get("to", ""), "text": payload.get("text", ""), "html": payload.get("html", "")}
+
     def send_many(self, deliveries) -> list[SendResult | DeliveryError]:
         """Each product's (or organization's) provider, else the default backend (EMAIL_BACKEND): one
         connection per provider for the whole batch."""
-        from apps.deliveries.providers import provider_for
+        from ..providers import provider_for
 
         results: list = [None] * len(deliveries)
         groups: dict = {}
@@ -123,7 +153,7 @@ def _error(exc: Exception, title: str) -> DeliveryError:
         cause = getattr(exc, "__cause__", None)
         if code is None and getattr(cause, "response", None):  # boto3 (SES)
             code = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        from apps.deliveries.providers import refusal_error
+        from ..providers import refusal_error
 
         return refusal_error(title, code, str(exc).splitlines()[0][:500])
     if isinstance(exc, OSError):

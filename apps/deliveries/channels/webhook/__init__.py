@@ -1,3 +1,5 @@
+"""The webhook channel: signed JSON POSTs (Standard Webhooks) to a product's endpoints."""
+
 from __future__ import annotations
 
 from django.utils import timezone
@@ -11,7 +13,7 @@ from apps.deliveries import outbound
 from apps.deliveries.models import ENDPOINT_DISABLED
 from apps.deliveries.signing import signature_headers
 
-from .base import Channel, DeliveryError, Rendered, SendResult
+from ..base import Channel, DeliveryError, Rendered, SendResult
 
 # Answers after which retrying cannot help: the receiver says the endpoint is gone.
 PERMANENT_STATUSES = frozenset({410})

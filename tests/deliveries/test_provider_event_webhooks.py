@@ -22,7 +22,7 @@ from apps.deliveries import sns
 from apps.deliveries.models import Delivery, DeliveryStatus
 from tests import factories
 from tests.conftest import client_for
-from tests.deliveries.test_providers import _configure, _send
+from tests.deliveries.channels.provided import _configure, _send
 
 pytestmark = pytest.mark.django_db
 

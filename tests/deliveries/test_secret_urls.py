@@ -18,7 +18,7 @@ from apps.deliveries.services import deliveries_send
 from apps.runs.models import Run
 from apps.runs.services import request_start, runs_execute
 from tests import factories
-from tests.deliveries.test_providers import _configure
+from tests.deliveries.channels.provided import _configure
 
 pytestmark = pytest.mark.django_db
 

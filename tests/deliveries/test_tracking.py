@@ -9,7 +9,7 @@ from django.test import Client
 
 from apps.deliveries.models import Delivery, DeliveryEvent, DeliveryStatus
 from tests import factories
-from tests.deliveries.test_providers import _send
+from tests.deliveries.channels.provided import _send
 
 pytestmark = pytest.mark.django_db
 

@@ -9,7 +9,7 @@ import pytest
 
 from apps.deliveries.models import Delivery, DeliveryStatus
 from tests import factories
-from tests.deliveries.test_providers import _configure, _send
+from tests.deliveries.channels.provided import _configure, _send
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from apps.deliveries.channels.push import providers
 from apps.deliveries.models import DeliveryStatus
 from tests import factories
-from tests.deliveries.test_providers import _configure, _send
+from tests.deliveries.channels.provided import _configure, _send
 
 pytestmark = pytest.mark.django_db
 

@@ -155,7 +155,8 @@ def hint_many_now(hints: list[Hint]) -> bool:
         hint_many(hints)
     except Exception as exc:  # the broker's failure in any form: the database stays the truth
         logger.warning("Could not send %d hint%s (%s): %s: %s. Left for the reconciler.", len(hints),
-                       "" if len(hints) == 1 else "s", _described(hints), exc.__class__.__name__, exc)
+                       "" if len(hints) == 1 else "s", _described(hints), exc.__class__.__name__,
+                       str(exc).rstrip("."))
         return False
     return True
 

@@ -226,6 +226,7 @@ class Processes:
 
     def _manage(self, name: str, command: str, ready: str):
         log = ROOT / ".pytest_cache" / f"{name}-{os.getpid()}.log"
+        log.parent.mkdir(exist_ok=True)
         self.logs[name] = log
         self.procs[name] = subprocess.Popen(
             [sys.executable, "manage.py", command], cwd=ROOT, env=self.env, stdout=log.open("wb"),

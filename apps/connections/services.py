@@ -500,7 +500,7 @@ def connection_drift_record(*, connection: Connection, install_failures: list[st
         if new:
             audit_record(action="connection.capture_drift", target_type="connection", target_id=connection.id,
                          product_id=connection.product_id, actor="rowbell", data={"problems": new[:50]})
-            transaction.on_commit(lambda: _drift_notify(connection, new))
+            transaction.on_commit(lambda: _drift_notify(connection, new), robust=True)  # never raises after commit
         elif not problems:
             audit_record(action="connection.capture_drift_resolved", target_type="connection",
                          target_id=connection.id, product_id=connection.product_id, actor="rowbell",

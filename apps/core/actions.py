@@ -26,7 +26,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from .hints import hint_on_commit, hint_many
+from .hints import hint_many_now, hint_on_commit
 from .models import ActionStatus, QueuedAction
 
 logger = logging.getLogger(__name__)
@@ -145,9 +145,5 @@ def queued_actions_reconcile() -> int:
         ids = list(QueuedAction.objects.select_for_update(skip_locked=True).filter(status=ActionStatus.QUEUED)
                    .exclude(enqueued_at__gte=stale).order_by("id").values_list("id", flat=True)[:1000])
         QueuedAction.objects.filter(id__in=ids).update(enqueued_at=now)
-    if ids:
-        try:
-            hint_many([(TASK, [i], "low") for i in ids])
-        except Exception:
-            logger.warning("Could not hint %d queued actions now; the next tick tries again.", len(ids))
+    hint_many_now([(TASK, [i], "low") for i in ids])  # never raises: a later tick sends what failed
     return len(ids)

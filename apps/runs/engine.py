@@ -31,7 +31,7 @@ from django.utils import timezone
 from apps.audit.services import AuditEntry, audit_record, audit_record_many
 from apps.core import exactjson
 from apps.core.exceptions import Conflict
-from apps.core.hints import hint
+from apps.core.hints import hint, hint_many_on_commit
 from apps.deliveries.backoff import retry_delay
 from apps.workflows.program import program_for, programs_by_version
 
@@ -57,6 +57,13 @@ def _lease():
 def runs_enqueue(run_ids: list[int], priority: str) -> None:
     for start in range(0, len(run_ids), RUN_BATCH):
         hint("apps.runs.tasks.runs_execute", [run_ids[start:start + RUN_BATCH]], queue=priority)
+
+
+def runs_enqueue_on_commit(run_ids: list[int], priority: str) -> None:
+    """runs_enqueue once the transaction commits, in one round trip, under apps.core.hints' policy: never
+    raises; a hint the broker did not take is logged and left to the reconciler."""
+    hint_many_on_commit([("apps.runs.tasks.runs_execute", [run_ids[start:start + RUN_BATCH]], priority)
+                         for start in range(0, len(run_ids), RUN_BATCH)])
 
 
 def _cause(run: Run) -> dict:
@@ -554,7 +561,8 @@ def runs_resume_due(*, limit: int = RESUME_LIMIT) -> int:
         by_priority: dict[str, list[int]] = {}
         for run_id, priority in due:
             by_priority.setdefault(priority, []).append(run_id)
-        transaction.on_commit(lambda: [runs_enqueue(ids, p) for p, ids in by_priority.items()])
+        for p, ids in by_priority.items():
+            runs_enqueue_on_commit(ids, p)
     return len(due)
 
 
@@ -589,7 +597,7 @@ def runs_deliveries_settled(settled: list[tuple]) -> None:
                                                updated_at=now)
     for priority, ids in go_on.items():
         Run.objects.filter(id__in=ids).update(status=RunStatus.QUEUED, waiting_on="", enqueued_at=now, updated_at=now)
-        transaction.on_commit(lambda ids=ids, priority=priority: runs_enqueue(ids, priority))
+        runs_enqueue_on_commit(ids, priority)
     audit_record_many(audits)
     for run in Run.objects.filter(id__in=[r for r, _ in failed]).select_related("workflow_version"):
         _fail(run, run.step_index - 1, dict(failed)[run.id], step_failed=False, from_status=RunStatus.WAITING)
@@ -697,7 +705,7 @@ def run_rerun(*, run: Run, from_start: bool, actor: str) -> Run:
                      organization_id=run.organization_id, actor=actor,
                      data={"rerun_of": run.id, "from": "start" if from_start else "failed step",
                            "step_index": step_index})
-        transaction.on_commit(lambda: runs_enqueue([new.id], run.priority))
+        runs_enqueue_on_commit([new.id], run.priority)
     return new
 
 

@@ -17,12 +17,13 @@ from rest_framework.exceptions import AuthenticationFailed
 from apps.audit.services import AuditEntry, audit_record_many
 from apps.core.encryption import seal
 from apps.core.exceptions import Conflict
-from apps.core.hints import hint, hint_many
+from apps.core.hints import hint_many_on_commit
 from apps.tenants.models import ApiKey
 from apps.tenants.principals import Tenant
 from apps.workflows.selectors import workflow_version_for_trigger
 
 from .engine import ProductSlices, run_execute, runs_enqueue, runs_execute  # noqa: F401 (the tasks' entry points)
+from .engine import runs_enqueue_on_commit
 from .models import Priority, RequestStatus, Run, RunStatus, TriggerRequest
 
 logger = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def requests_dispatch(*, limit: int = DISPATCH_LIMIT) -> int:
             enqueued_at=timezone.now())
         hints = [("apps.runs.tasks.requests_start", [ids[i:i + DISPATCH_BATCH]], priority)
                  for priority, ids in claimed.items() for i in range(0, len(ids), DISPATCH_BATCH)]
-        transaction.on_commit(lambda: hint_many(hints))
+        hint_many_on_commit(hints)
     return limit - left
 
 
@@ -185,7 +186,7 @@ def request_start(*, request_id) -> list[int]:
         run_ids = [r.id for r in runs]
         if len(run_ids) > INLINE_RUNS:
             priority = request.priority
-            transaction.on_commit(lambda: runs_enqueue(run_ids, priority))
+            runs_enqueue_on_commit(run_ids, priority)
     if len(run_ids) <= INLINE_RUNS:
         slices = ProductSlices()  # once the product's slice is spent, the rest wait behind other work
         for run in runs:
@@ -235,7 +236,7 @@ def runs_for_events(*, events) -> list[int]:
                                         "version": keys[version_id][1]})
                        for run_id, event_id, version_id, product_id in launched])
     run_ids = [r[0] for r in launched]
-    transaction.on_commit(lambda: runs_enqueue(run_ids, Priority.NORMAL))
+    runs_enqueue_on_commit(run_ids, Priority.NORMAL)
     return run_ids
 
 
@@ -273,16 +274,13 @@ def runs_reconcile() -> dict[str, int]:
 
         settled = _runs_waiting_on_settled_deliveries(stale)
 
-        def send():
-            for request_id, priority in requests:
-                hint("apps.runs.tasks.requests_start", [[str(request_id)]], queue=priority)
-            by_priority: dict[str, list[int]] = {}
-            for run_id, priority in runs:
-                by_priority.setdefault(priority, []).append(run_id)
-            for priority, ids in by_priority.items():
-                runs_enqueue(ids, priority)
-
-        transaction.on_commit(send)
+        hint_many_on_commit([("apps.runs.tasks.requests_start", [[str(request_id)]], priority)
+                             for request_id, priority in requests])
+        by_priority: dict[str, list[int]] = {}
+        for run_id, priority in runs:
+            by_priority.setdefault(priority, []).append(run_id)
+        for priority, ids in by_priority.items():
+            runs_enqueue_on_commit(ids, priority)
     # Requests no dispatcher has claimed (e.g. no dispatcher process runs): the beat tick does it.
     dispatched = requests_dispatch()
     return {"requests": len(requests), "runs_requeued": len(expired), "runs": len(runs),

@@ -7,6 +7,10 @@
    on each connection and reads the one that woke it at once.
 The beat poller still reads every connection: a lost wake-up costs latency, never an event. Connections
 that fail are reopened on the next refresh; new connections are picked up the same way.
+Redis is not needed to record events: the runs and deliveries are hinted after commit under
+apps.core.hints' policy (never raises), so with the broker away events and runs are still recorded and
+the reconciler hints them later. Any other error of one connection's read is logged and that connection
+is read again after ERROR_PAUSE_SECONDS: the process goes on for the others.
 """
 
 import logging
@@ -27,6 +31,7 @@ from apps.core.shutdown import stop_on_signals
 
 logger = logging.getLogger("rowbell.listener")
 REFRESH_SECONDS = 10.0
+ERROR_PAUSE_SECONDS = 1.0
 
 
 class Command(BaseCommand):
@@ -59,6 +64,9 @@ class Command(BaseCommand):
             for connection_id, (at, interval) in list(self.due.items()):
                 if at <= now:
                     read = self._read(connection_id)
+                    if read is None:  # an unexpected error, logged: this connection pauses, the others go on
+                        self.due[connection_id] = (time.monotonic() + ERROR_PAUSE_SECONDS, interval)
+                        continue
                     interval = (settings.ROWBELL_PICKUP_ACTIVE_SECONDS if read
                                 else min(settings.ROWBELL_PICKUP_IDLE_SECONDS, interval * 1.5))
                     self.due[connection_id] = (time.monotonic() + interval, interval)
@@ -66,7 +74,9 @@ class Command(BaseCommand):
             self._unlisten(connection_id)
         self.stdout.write("Listener stopped.")
 
-    def _read(self, connection_id) -> int:
+    def _read(self, connection_id) -> int | None:
+        """Read the connection's log until a batch is short; return how many events, or None after an
+        unexpected error (logged with its traceback)."""
         total = 0
         try:
             while True:
@@ -78,6 +88,11 @@ class Command(BaseCommand):
             logger.warning("Cannot reach the service database; retrying.", exc_info=True)
             close_old_connections()
             return total
+        except Exception:  # a bug or an unforeseen failure must not stop pick-up for every connection
+            logger.exception("Pick-up of connection %s failed; trying again in %.0f s.", connection_id,
+                             ERROR_PAUSE_SECONDS)
+            close_old_connections()
+            return None
 
     def _refresh(self):
         try:

@@ -3,6 +3,8 @@
 The trigger API only writes rows; this loop claims them (highest priority first) and hints the
 workers, so one Redis round trip serves many requests under load and the API keeps accepting work
 while Redis is away. Polls every 10 ms while there is work, backing off to 100 ms when idle.
+With Redis unreachable it goes on claiming: the hints are sent after commit under apps.core.hints'
+policy (never raises; one warning per failed send), and the reconciler sends them again later.
 Several dispatchers may run: they claim with SKIP LOCKED and never hint the same request twice.
 """
 
@@ -38,7 +40,7 @@ class Command(BaseCommand):
                 logger.warning("Dispatcher cannot reach the database; retrying.", exc_info=True)
                 close_old_connections()
                 count, pause = 0, 1.0
-            except Exception:  # e.g. Redis away after commit: hints are re-sent by the reconciler
+            except Exception:  # not the broker (hints never raise, apps.core.hints): logged, retried
                 logger.exception("Dispatcher pass failed; retrying.")
                 count, pause = 0, 1.0
             if once:

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export DJANGO_SETTINGS_MODULE ?= config.settings.local
 
-.PHONY: run test fuzz install preflight chromium screenshots bench bench-api bench-capture bench-workflows clean
+.PHONY: run test lint fuzz install preflight chromium screenshots bench bench-api bench-capture bench-workflows clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Rowbell needs Python 3.11, found " + sys.version.split()[0]' \
@@ -38,6 +38,13 @@ chromium:
 test: install chromium
 	@DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python -m apps.core.preflight --test
 	DJANGO_SETTINGS_MODULE=config.settings.test ROWBELL_CHROMIUM=$(CHROMIUM) $(BIN)/pytest $(PYTEST_ARGS)
+
+## make lint: ruff (lint and format check), the layer contract (import-linter), the type checker (mypy).
+lint: install
+	$(BIN)/ruff check apps config tests bench
+	$(BIN)/ruff format --check apps config tests bench
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 
 ## make fuzz: the schemathesis run of `make test`, wider and with a random seed (FUZZ_EXAMPLES per operation).
 FUZZ_EXAMPLES ?= 50

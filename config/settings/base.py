@@ -190,13 +190,16 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,
-    # The API docs' scripts and styles are served from here (drf-spectacular-sidecar), not from a CDN.
+    # The API docs' scripts and styles (Swagger UI and ReDoc) are served from here (drf-spectacular-sidecar), not
+    # from a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Content-Security-Policy on every page (django-csp): the admin, the console and the API docs load
 # scripts, styles, images and fonts from this origin only, run no inline script, and cannot be framed.
+# ReDoc's page (/api/redoc/) adds inline styles and a blob: worker to this, by a decorator in config/urls.py.
 # https://django-csp.readthedocs.io/en/latest/configuration.html
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {

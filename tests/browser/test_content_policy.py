@@ -16,7 +16,7 @@ from .conftest import log_in, staff_user
 pytestmark = pytest.mark.browser
 
 PAGES = ["/admin/", "/admin/review/", "/admin/runs/run/", "/admin/deliveries/delivery/", "/admin/login/",
-         "/api/docs/"]
+         "/api/docs/", "/api/redoc/"]
 
 
 def _held_delivery(product, receiver):

@@ -60,7 +60,7 @@ class Command(BaseCommand):
             "\n"
             "  Rowbell is starting.\n"
             f"  Admin:        {base}/admin/   (login: admin / admin; also reviewer / reviewer, viewer / viewer)\n"
-            f"  API docs:     {base}/api/docs/\n"
+            f"  API docs:     {base}/api/docs/   (also /api/redoc/; the schema at /api/schema/)\n"
             f"  Webhook sink: http://127.0.0.1:{sink_port}/   (what the demo webhook received)\n"
             f"  Demo keys:    {keys_file}   (source it for the README's curl examples)\n"
         )

@@ -192,7 +192,8 @@ class BoundedBuffer(list):
         for item in items:
             self.append(item)
 
-    def __iadd__(self, items):
+    # mypy compares an __iadd__ only with a plain __add__, not with list's overloaded one.
+    def __iadd__(self, items):  # type: ignore[misc]
         self.extend(items)
         return self
 
@@ -323,7 +324,8 @@ def check_method_call(obj, args: tuple, kwargs: dict) -> tuple:
         elif name == "expandtabs":
             size = args[0] if args else kwargs.get("tabsize", 8)
             if isinstance(size, int):
-                check_size(len(owner) + owner.count("\t" if isinstance(owner, str) else b"\t") * max(size, 0))
+                tabs = owner.count("\t") if isinstance(owner, str) else owner.count(b"\t")
+                check_size(len(owner) + tabs * max(size, 0))
         elif name == "replace" and len(args) >= 2:
             old, new = args[0], args[1]
             if isinstance(owner, Markup):  # its replace escapes `new`, whatever it is, then replaces

@@ -207,7 +207,7 @@ def _selections(capture: Capture, op: str) -> list[tuple[str, str, sql.Composabl
             return [("left", "o", sql.SQL("FROM old_rows o WHERE {} IS TRUE").format(old))]
         # Rows are identified by their key: a row whose key changed left under the old key and entered under
         # the new one, as if deleted and inserted.
-        out = []
+        out: list[tuple[str, str, sql.Composable]] = []
         if "entered" in capture.transitions:
             out.append(("entered", "n", sql.SQL("{} WHERE {} IS TRUE AND ({} OR {} IS NOT TRUE)").format(
                 _pairing(capture, "n", "o"), new, _unmatched(capture, "o"), old)))
@@ -222,7 +222,7 @@ def _selections(capture: Capture, op: str) -> list[tuple[str, str, sql.Composabl
         if op == "delete":
             return [("removed", "o", sql.SQL("FROM old_rows o"))]
         # An UPDATE that moves a link to another parent removes it from one and adds it to the other.
-        moved = []
+        moved: list[tuple[str, str, sql.Composable]] = []
         for event, alias, other, needed in (("added", "n", "o", "insert"), ("removed", "o", "n", "delete")):
             if needed in capture.operations:
                 moved.append((event, alias, sql.SQL("{} WHERE {} OR {}").format(
@@ -274,7 +274,7 @@ def _function_body(capture: Capture, op: str, schema: str) -> sql.Composable:
     if op == "truncate":
         # Row ids are gone with a TRUNCATE: one event says every row was removed. A TRUNCATE of a partitioned
         # table fires on its partitions too: one event per transaction for the whole table is enough.
-        log = sql.Identifier(schema, "event_log")
+        log: sql.Composable = sql.Identifier(schema, "event_log")
         # Compared by name, never by a regclass cast that a renamed table would make fail.
         whole = sql.SQL("TG_TABLE_SCHEMA = {} AND TG_TABLE_NAME = {}").format(sql.Literal(capture.schema),
                                                                             sql.Literal(capture.table))

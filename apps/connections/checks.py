@@ -67,8 +67,9 @@ def connection_check(*, connection, tables: list[str] | None = None) -> list[Che
             "SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = %s", [connection.schema]
         ).fetchone()
         if owner is None:
-            can_create = conn.execute(
-                "SELECT has_database_privilege(current_user, current_database(), 'CREATE')").fetchone()[0]
+            row = conn.execute("SELECT has_database_privilege(current_user, current_database(), 'CREATE')").fetchone()
+            assert row is not None  # a SELECT without FROM returns one row
+            can_create = row[0]
             checks.append(Check("schema", can_create,
                                 f"Schema {connection.schema} does not exist yet; {connection.user} may create it."
                                 if can_create else

@@ -170,7 +170,7 @@ def condition_sql(condition, alias: str, types: dict | None = None) -> sql.Compo
         if joiner in condition:
             parts = [condition_sql(c, alias, types) for c in condition[joiner]]
             return sql.SQL("(") + sql.SQL(f" {joiner.upper()} ").join(parts) + sql.SQL(")")
-    column = sql.Identifier(alias, condition["column"])
+    column: sql.Composable = sql.Identifier(alias, condition["column"])
     op = condition["op"]
     if op in NULL_CHECKS:
         return sql.SQL("({} {})").format(column, sql.SQL(NULL_CHECKS[op]))
@@ -178,7 +178,7 @@ def condition_sql(condition, alias: str, types: dict | None = None) -> sql.Compo
     base = info.get("base")
     values = condition["value"] if op == "in" else [condition["value"]]
     if not base:  # a capture saved before types were recorded: as it compiled then
-        literals = [sql.Literal(v) for v in values]
+        literals: list[sql.Composable] = [sql.Literal(v) for v in values]
         if op == "in":
             return sql.SQL("({} IN ({}))").format(column, sql.SQL(", ").join(literals))
         return sql.SQL("({} {} {})").format(column, sql.SQL(COMPARISONS[op]), literals[0])

@@ -51,7 +51,7 @@ def _service_database() -> tuple[set[str], int, str]:
     cfg = settings.DATABASES["default"]
     host = cfg.get("HOST") or "127.0.0.1"
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None) if isinstance(info[4][0], str)}
     except socket.gaierror:
         addresses = set()
     return addresses, int(cfg.get("PORT") or 5432), cfg["NAME"]
@@ -134,6 +134,7 @@ def own_database_refuse(conn: psycopg.Connection) -> None:
                 row = conn.execute(_IDENTITY_WITHOUT_SYSTEM).fetchone()
         finally:
             conn.autocommit = autocommit
+        assert row is not None  # the identity query returns one row
         own = _is_service_database(_Identity(*row))
     except BaseException:
         conn.close()
@@ -163,7 +164,7 @@ def connection_address(connection) -> str:
         infos = socket.getaddrinfo(host, connection.port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise ConnectionRefused(f"Cannot resolve {host}: {getattr(exc, 'strerror', None) or exc}.") from exc
-    addresses = [info[4][0] for info in infos]
+    addresses = [info[4][0] for info in infos if isinstance(info[4][0], str)]  # IPv4 and IPv6: text
     own, own_port, own_name = _service_database()
     if connection.port == own_port and connection.database == own_name and own & set(addresses):
         raise ConnectionRefused(OWN_DATABASE)

@@ -221,10 +221,12 @@ def connection_health(*, connection: Connection) -> dict:
         return health
     try:
         with customer_connect(connection) as conn:
-            count, oldest = conn.execute(
+            backlog = conn.execute(
                 sql.SQL(BACKLOG_SQL).format(log=sql.Identifier(connection.schema, "event_log")),
                 _state_params(connection),
             ).fetchone()
+            assert backlog is not None  # an aggregate: one row
+            count, oldest = backlog
             held = conn.execute(HELD_BACK_SQL, {"schema": connection.schema, "own": APPLICATION_NAME}).fetchall()
     except psycopg.Error as exc:
         health["reachable"] = False

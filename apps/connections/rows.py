@@ -70,7 +70,7 @@ def key_types_read(conn, *, rows_from: dict) -> dict[str, str]:
                                          "columns": list(rows_from["key"])}).fetchall())
 
 
-def rows_query(*, rows_from: dict, key_types: dict[str, str], ids: list) -> tuple[sql.Composed, list[str]]:
+def rows_query(*, rows_from: dict, key_types: dict[str, str], ids: list) -> tuple[sql.Composed, list[str | None]]:
     """(query, parameters) that read the rows of `ids` as (index in `ids`, row as JSON).
 
     Each id becomes a row of VALUES cast to the key's own types and joined on the key: compared with the

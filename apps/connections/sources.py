@@ -86,6 +86,7 @@ def row_source_validate(*, connection, source, rows_from: dict | None = None) ->
         errors["source.columns"] = ["Columns only apply to row.updated."]
     if errors:
         raise ValidationError(errors)
+    assert isinstance(table, str)  # else errors["source.table"] was raised
     try:
         schema, name = table_parse(table)
     except ValueError as exc:

@@ -106,7 +106,7 @@ def judged_addresses(ip: str | IPAddress) -> list[IPAddress]:
     address = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
     if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
         address = ipaddress.IPv6Address(str(address).split("%", 1)[0])
-    return embedded_ipv4(address) or [address]
+    return [*embedded_ipv4(address)] or [address]
 
 
 def _in(address: IPAddress, nets) -> bool:

@@ -95,7 +95,7 @@ class OperatorAdmin(ReadOnlyRows, admin.ModelAdmin):
     show_full_result_count = False
     # Facet counts ("Show counts") would aggregate the whole table once per filter.
     show_facets = admin.ShowFacets.NEVER
-    change_form_template = "dashboard/change_form.html"
+    change_form_template: str | None = "dashboard/change_form.html"
     # Searches are exact matches on these fields (an id, a message id...), each converted to the field's
     # type first, so that they use an index instead of matching a pattern against every row.
     exact_search_fields: tuple[str, ...] = ()

@@ -55,7 +55,8 @@ def insert_rows(model: type[models.Model], rows: list[dict], *, returning: str |
     columns = tuple(rows[0])
     names = (returning,) if isinstance(returning, str) and returning else tuple(returning or ())
     with connection.cursor() as cursor:
-        cursor.execute(_statement(model, columns, names, on_conflict), [exactjson.dumps(rows, default=_default, separators=(",", ":"))])
+        # A class is hashable, but mypy does not see it for a type[Any] (here Django's Model): python/mypy#11470.
+        cursor.execute(_statement(model, columns, names, on_conflict), [exactjson.dumps(rows, default=_default, separators=(",", ":"))])  # type: ignore[arg-type]
         if not names:
             return []
         return [r[0] for r in cursor.fetchall()] if isinstance(returning, str) else [tuple(r) for r in cursor.fetchall()]

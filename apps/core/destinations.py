@@ -117,7 +117,7 @@ def socket_host_readings(host: str) -> list[str]:
     """The ways a client may read a bare host name: as written (lower case), UTS #46 (idna, as yarl and
     modern clients do) and IDNA 2003 (Python's `str.encode("idna")`, which socket.getaddrinfo applies to
     a str host). Distinct readings, the first the one shown in messages."""
-    readings = [host.lower()]
+    readings: list[str | None] = [host.lower()]
     if not host.isascii():
         readings.append(_uts46(host))
         try:
@@ -183,6 +183,7 @@ def url_check(url: str, *, policy: Policy = OUTBOUND) -> URL:
     """
     parsed = http_url_read(url)
     host = parsed.raw_host
+    assert host is not None  # http_url_read refuses a URL without a host
     address = literal_check(host, policy=policy, written=_written_host(url) or host)
     if address is None:
         if _aiohttp_literal(host):

@@ -13,12 +13,19 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import simplejson
 from django.core.serializers.json import DjangoJSONEncoder
 
+# The mixin reads the options of the json.JSONEncoder it is mixed into; the checker is told so.
+if TYPE_CHECKING:
+    _Encoder = json.JSONEncoder
+else:
+    _Encoder = object
 
-class ExactNumbers:
+
+class ExactNumbers(_Encoder):
     """Mixin for a `json.JSONEncoder` subclass: encode with its options, a Decimal as a JSON number with its
     digits; every other value as the class it is mixed into encodes it (its `default`)."""
 

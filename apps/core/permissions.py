@@ -11,9 +11,10 @@ from rest_framework.permissions import BasePermission
 class KeyScope(models.TextChoices):
     """What an API key acts for: the whole installation, one product, or one of a product's organizations."""
 
-    PLATFORM = "platform", "Platform"
-    PRODUCT = "product", "Product"
-    ORGANIZATION = "organization", "Organization"
+    # Each label is the name title-cased, Django's default: "Platform", "Product", "Organization".
+    PLATFORM = "platform"
+    PRODUCT = "product"
+    ORGANIZATION = "organization"
 
 
 class _ScopePermission(BasePermission):

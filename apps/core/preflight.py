@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import environ
 import psycopg
@@ -24,7 +25,7 @@ def _fail(message: str) -> None:
 
 def check_postgres(url: str, *, create: bool) -> None:
     cfg = environ.Env.db_url_config(url)
-    params = {"host": cfg.get("HOST") or "127.0.0.1", "port": cfg.get("PORT") or 5432,
+    params: dict[str, Any] = {"host": cfg.get("HOST") or "127.0.0.1", "port": cfg.get("PORT") or 5432,
               "user": cfg.get("USER") or None, "password": cfg.get("PASSWORD") or None, "connect_timeout": 3}
     where = f"{params['host']}:{params['port']}"
     try:

@@ -58,7 +58,9 @@ def staff_groups_sync_after_migrate(sender, apps=None, using="default", plan=Non
     if plan and all(backwards for _, backwards in plan):
         return
     if apps is None:  # a flush sends no registry: the models are the live ones
-        from django.apps import apps
+        from django.apps import apps as live_apps
+
+        apps = live_apps
     try:
         apps.get_model("auth", "Group")
     except LookupError:  # e.g. `migrate contenttypes` alone on a new database

@@ -8,6 +8,7 @@ the undecided escalations' partial index; connection health from the row the bea
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from uuid import UUID
 
 from django.db import connection as db
 from django.utils import timezone
@@ -112,7 +113,7 @@ def home_figures_cached(*, product_id=None, range_key: str = "") -> dict:
     from apps.core.ids import uuid_or_none
 
     range_key = range_key if range_key in RANGES else DEFAULT_RANGE
-    product = uuid_or_none(product_id) if product_id else None
+    product: UUID | str | None = uuid_or_none(product_id) if product_id else None
     if product_id and product is None:
         product = "none"  # not a product id: the figures of no product
     seconds = settings.ROWBELL_DASHBOARD_CACHE_SECONDS

@@ -1,3 +1,5 @@
+from collections.abc import Callable
+
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -225,7 +227,7 @@ class ReviewOutputSerializer(serializers.Serializer):
 
 class _ReviewApi(APIView):
     permission_classes = [IsProduct]
-    review = None
+    review: Callable[..., list[str]] | None = None
 
     def post(self, request):
         data = ReviewInputSerializer(data=request.data)

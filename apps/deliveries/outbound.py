@@ -198,6 +198,7 @@ class _Sender:
         return gate
 
     def _internal(self, url: URL) -> bool:
+        assert url.raw_host is not None  # url_check refused a URL without a host
         literal = destinations.host_literal(url.raw_host)
         if literal is not None:
             return destinations.OUTBOUND.internal(literal)

@@ -28,7 +28,8 @@ def _checked_connection(host: str, port: int, timeout, source_address) -> tuple[
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise OSError(f"Cannot resolve {host}: {exc.strerror}") from exc
-        allowed = destinations.resolved_check(host, [info[4][0] for info in infos], policy=destinations.OUTBOUND)
+        addresses = [info[4][0] for info in infos if isinstance(info[4][0], str)]  # IPv4 and IPv6: text
+        allowed = destinations.resolved_check(host, addresses, policy=destinations.OUTBOUND)
     except destinations.DestinationRefused as exc:
         raise DestinationRefused(exc.message) from None
     last: OSError | None = None
@@ -39,6 +40,7 @@ def _checked_connection(host: str, port: int, timeout, source_address) -> tuple[
             last = exc
             continue
         return sock, destinations.OUTBOUND.internal(address)
+    assert last is not None  # resolved_check returns at least one address
     raise last
 
 

@@ -18,6 +18,7 @@ import binascii
 import re
 import threading
 import time
+from typing import Literal, overload
 from urllib.error import HTTPError
 from urllib.parse import urlsplit
 from urllib.request import HTTPRedirectHandler, build_opener
@@ -58,6 +59,10 @@ class SnsSignatureInvalid(Exception):
     """The message is not provably from Amazon SNS; `str()` says why."""
 
 
+@overload
+def _text(message: dict, name: str, *, required: Literal[True] = True) -> str: ...
+@overload
+def _text(message: dict, name: str, *, required: bool) -> str | None: ...
 def _text(message: dict, name: str, *, required: bool = True) -> str | None:
     """`message[name]` when it is a string; None when it is absent and not `required`. Raises
     SnsSignatureInvalid for a missing required field or a value of another JSON type."""
@@ -123,7 +128,7 @@ def signing_cert_url_check(url, *, region: str | None = None) -> None:
     except ValueError:  # a port that is not a number
         parts = None
     match = _CERT_HOST.match(parts.hostname or "") if parts is not None else None
-    if (match is None or parts.scheme != "https" or port not in (None, 443) or parts.username
+    if (parts is None or match is None or parts.scheme != "https" or port not in (None, 443) or parts.username
             or parts.password is not None or not parts.path.endswith(".pem")
             or bool(match["cn"]) != match["region"].startswith("cn-")):
         raise SnsSignatureInvalid("SigningCertURL is not an https .pem URL on an sns.<region>.amazonaws.com host.")
@@ -165,9 +170,10 @@ def _public_key(url: str) -> RSAPublicKey:
     if failed is not None and now - failed[0] < _FAILURE_SECONDS:
         raise SnsSignatureInvalid(failed[1])
     try:
-        key = x509.load_pem_x509_certificate(_certificate_pem(url)).public_key()
-        if not isinstance(key, RSAPublicKey):
+        public = x509.load_pem_x509_certificate(_certificate_pem(url)).public_key()
+        if not isinstance(public, RSAPublicKey):
             raise ValueError("it does not hold an RSA key")
+        key = public
     except (OSError, ValueError) as exc:
         why = f"The SNS signing certificate cannot be read: {exc}"
         with _keys_lock:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -49,7 +50,7 @@ def product_settings_update(*, product: Product, sandbox: bool | None = None, es
     # The endpoint model is deliveries' (built on tenants): reached through the relation, not imported.
     WebhookEndpoint = Product._meta.get_field("escalation_webhook").related_model
 
-    changes = {}
+    changes: dict[str, Any] = {}
     if sandbox is not None and sandbox != product.sandbox:
         product.sandbox = changes["sandbox"] = sandbox
     if escalation_webhook is not _UNSET:

@@ -40,7 +40,7 @@ class _Undefined(StrictUndefined):
         raise TemplateRenderError(f"Missing variable '{self._undefined_name}'.")
 
     # StrictUndefined binds these to the base method directly, so they are re-bound to ours.
-    __str__ = __iter__ = __len__ = __eq__ = __ne__ = __bool__ = __hash__ = _fail_with_undefined_error  # type: ignore
+    __str__ = __iter__ = __len__ = __eq__ = __ne__ = __bool__ = __hash__ = _fail_with_undefined_error
 
 
 def _is_tick(node) -> bool:

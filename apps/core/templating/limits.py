@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from jinja2.utils import Namespace
+from markupsafe import Markup
 
 MAX_INT_BITS = 100_000  # ~30,000 digits: far beyond any real amount, and Python prints at most 4,300
 MAX_RANGE = 100_000
@@ -191,7 +192,8 @@ class BoundedBuffer(list):
         for item in items:
             self.append(item)
 
-    def __iadd__(self, items):
+    # mypy compares an __iadd__ only with a plain __add__, not with list's overloaded one.
+    def __iadd__(self, items):  # type: ignore[misc]
         self.extend(items)
         return self
 
@@ -301,6 +303,16 @@ def bounded_range(*args) -> range:
     return items
 
 
+def _occurrences(owner: str | bytes, old, new) -> int | None:
+    """How often `old` occurs in `owner`, when `owner.replace(old, new)` takes them: both text for a str
+    (a Markup or any other subclass), both bytes for bytes. None otherwise: that call fails by itself."""
+    if isinstance(owner, str):
+        return owner.count(old) if isinstance(old, str) and isinstance(new, str) else None
+    if isinstance(old, (bytes, bytearray)) and isinstance(new, (bytes, bytearray)):
+        return owner.count(old)
+    return None
+
+
 def check_method_call(obj, args: tuple, kwargs: dict) -> tuple:
     """Check a call of a method of a str, bytes, int, list or dict before it runs; return the arguments
     to call it with (a `join`'s items, read once)."""
@@ -312,15 +324,18 @@ def check_method_call(obj, args: tuple, kwargs: dict) -> tuple:
         elif name == "expandtabs":
             size = args[0] if args else kwargs.get("tabsize", 8)
             if isinstance(size, int):
-                check_size(len(owner) + owner.count("\t" if isinstance(owner, str) else b"\t") * max(size, 0))
-        elif name == "replace" and len(args) >= 2 and isinstance(args[0], type(owner)) \
-                and isinstance(args[1], type(owner)):
+                tabs = owner.count("\t") if isinstance(owner, str) else owner.count(b"\t")
+                check_size(len(owner) + tabs * max(size, 0))
+        elif name == "replace" and len(args) >= 2:
             old, new = args[0], args[1]
-            count = owner.count(old)
-            limit = args[2] if len(args) > 2 else kwargs.get("count", -1)
-            if isinstance(limit, int) and limit >= 0:
-                count = min(count, limit)
-            check_size(len(owner) + count * max(len(new) - len(old), 0))
+            if isinstance(owner, Markup):  # its replace escapes `new`, whatever it is, then replaces
+                new = owner.escape(new)
+            count = _occurrences(owner, old, new)
+            if count is not None:
+                limit = args[2] if len(args) > 2 else kwargs.get("count", -1)
+                if isinstance(limit, int) and limit >= 0:
+                    count = min(count, limit)
+                check_size(len(owner) + count * max(len(new) - len(old), 0))
         elif name == "join" and args:
             items = list(args[0])
             check_size(sum(len(i) if isinstance(i, (str, bytes)) else 0 for i in items)

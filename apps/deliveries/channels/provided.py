@@ -17,7 +17,8 @@ class ProvidedChannel(Channel):
         from .providers import provider_for
 
         results: list = [None] * len(deliveries)
-        posts, waiting, memo = [], [], {}  # waiting: (index, provider, how many requests)
+        posts, waiting = [], []  # waiting: (index, provider, how many requests)
+        memo: dict = {}  # provider_for's
         for i, delivery in enumerate(deliveries):
             configured = provider_for(delivery, memo)
             if configured is None:

@@ -244,6 +244,7 @@ def deliveries_replay(*, product_id, actor: str, message_ids: list[str] | None =
             found = list(Delivery.objects.select_for_update(of=("self",)).select_related("endpoint").filter(
                 product_id=product_id, message_id__in=message_ids, channel="webhook").order_by("id"))
         else:
+            assert endpoint is not None, "deliveries_replay needs message_ids or an endpoint"
             if since is not None and until is not None and since >= until:
                 raise InvalidInput("Must be after `since`.", field="until")
             found = list(replayable_deliveries(endpoint=endpoint, since=since, until=until)

@@ -151,7 +151,7 @@ def _error(exc: Exception, title: str) -> DeliveryError:
     if isinstance(exc, AnymailAPIError):
         code = exc.status_code
         cause = getattr(exc, "__cause__", None)
-        if code is None and getattr(cause, "response", None):  # boto3 (SES)
+        if code is None and cause is not None and getattr(cause, "response", None):  # boto3 (SES)
             code = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         from ..providers import refusal_error
 

@@ -115,6 +115,7 @@ class Fcm(Provider):
 def _jwt_rs256(header: dict, claims: dict, private_key_pem: str) -> str:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
     def b64(data: bytes) -> str:
@@ -123,6 +124,7 @@ def _jwt_rs256(header: dict, claims: dict, private_key_pem: str) -> str:
     signing_input = f"{b64(json.dumps(header, separators=(',', ':')).encode())}." \
                     f"{b64(json.dumps(claims, separators=(',', ':')).encode())}"
     key = load_pem_private_key(private_key_pem.encode(), password=None)
+    assert isinstance(key, RSAPrivateKey)  # _ServiceAccount accepts an RSA key only
     signature = key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
     return f"{signing_input}.{b64(signature)}"
 

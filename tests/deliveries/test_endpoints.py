@@ -190,6 +190,20 @@ def test_a_delivery_still_in_progress_is_not_replayed(setup, product_client):
     assert response.json() == {"replayed": [], "not_replayed": {queued.message_id: "The delivery is still queued."}}
 
 
+def test_a_replay_that_names_nothing_is_refused_and_replays_nothing(setup, receiver):
+    from apps.core.exceptions import InvalidInput
+    from apps.deliveries.services import deliveries_replay
+
+    product, _ = setup
+    request_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow="w", recipients=[{"id": "u1"}],
+                                   data={}, priority="normal")
+    request_start(request_id=request_id)
+    Delivery.objects.filter(request_id=request_id).update(status=DeliveryStatus.FAILED, endpoint=None)
+    with pytest.raises(InvalidInput):
+        deliveries_replay(product_id=product.id, actor="test")
+    assert Delivery.objects.get(request_id=request_id).status == DeliveryStatus.FAILED
+
+
 def test_special_ranges_are_refused_at_save_time(product_client):
     for url in ("http://100.64.0.1/hook", "http://[64:ff9b::a00:1]/hook", "http://[::ffff:10.0.0.1]/hook",
                 "http://[fe80::1]/hook", "http://0.0.0.0/hook"):

@@ -231,11 +231,15 @@ def deliveries_replay(*, product_id, actor: str, message_ids: list[str] | None =
     final status, e.g. to re-send one that was delivered), or every delivery of `endpoint` that did not
     get through in [since, until). Deliveries still in progress, discarded ones (in review, or with their
     run) and those of disabled endpoints are left alone and reported; an endpoint's replay while it is
-    disabled is refused (enabling it offers the same replay)."""
+    disabled is refused (enabling it offers the same replay). Raises InvalidInput without message ids or an
+    endpoint (every product's endpoint-less deliveries are never a replay target), Conflict for a disabled
+    endpoint."""
     from apps.core.exceptions import Conflict
 
     from ..models import FINAL_STATUSES
 
+    if message_ids is None and endpoint is None:
+        raise InvalidInput("Name the deliveries to replay (their ids), or replay an endpoint's failures.", field="ids")
     if endpoint is not None and not endpoint.enabled:
         raise Conflict("The webhook endpoint is disabled; enable it first (it offers the same replay).")
     with transaction.atomic():
@@ -244,7 +248,7 @@ def deliveries_replay(*, product_id, actor: str, message_ids: list[str] | None =
             found = list(Delivery.objects.select_for_update(of=("self",)).select_related("endpoint").filter(
                 product_id=product_id, message_id__in=message_ids, channel="webhook").order_by("id"))
         else:
-            assert endpoint is not None, "deliveries_replay needs message_ids or an endpoint"
+            assert endpoint is not None  # refused above
             if since is not None and until is not None and since >= until:
                 raise InvalidInput("Must be after `since`.", field="until")
             found = list(replayable_deliveries(endpoint=endpoint, since=since, until=until)

@@ -3,6 +3,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from apps.core.bulk import insert_rows
+
 from .models import AuditEvent
 
 SYSTEM = "system"
@@ -55,8 +57,6 @@ def audit_record(
 def audit_record_many(entries: list[AuditEntry]) -> None:
     """Append many audit rows in one statement (delivery batches)."""
     from django.utils import timezone
-
-    from apps.core.bulk import insert_rows
 
     now = timezone.now().isoformat()
     insert_rows(AuditEvent, [{"created_at": now, "product_id": e.product_id, "organization_id": e.organization_id,

@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-import re
-
 import logging
+import re
 
 import psycopg
 from django.conf import settings
@@ -10,10 +9,21 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_record
+from apps.core.actions import action_request
 from apps.core.exceptions import ApplicationError, Conflict, InvalidInput
 
-from .capture import (Capture, CaptureConflict, CaptureMissingTable, captures_install, captures_installed, captures_prune,
-                      installation_claim, installation_owner, installation_release, retired_drop_statements)
+from .capture import (
+    Capture,
+    CaptureConflict,
+    CaptureMissingTable,
+    captures_install,
+    captures_installed,
+    captures_prune,
+    installation_claim,
+    installation_owner,
+    installation_release,
+    retired_drop_statements,
+)
 from .checks import Check, connection_check, grant_statement, table_privileges_check
 from .consumers import capture_uses
 from .customer import ConnectionRefused, connection_address, customer_connect, failure_reason
@@ -354,8 +364,6 @@ def connection_check_request(*, connection: Connection, actor: str) -> None:
 
 
 def _request(connection: Connection, name: str, actor: str) -> None:
-    from apps.core.actions import action_request
-
     action_request(name=name, target_type="connection", target_id=connection.id,
                    args={"connection_id": str(connection.id)}, actor=actor, product_id=connection.product_id)
 

@@ -26,6 +26,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from apps.audit.services import audit_record
+
 from .hints import hint_many_now, hint_on_commit
 from .models import ActionStatus, QueuedAction
 
@@ -67,8 +69,6 @@ def action_request(*, name: str, target_type: str, target_id, args: dict, actor:
                    audit_target_id=None, audit_data: dict | None = None) -> QueuedAction:
     """An operator asks for an action: the audit row (`<name>_requested`, naming the actor) and the queued
     action, in one transaction."""
-    from apps.audit.services import audit_record
-
     with transaction.atomic():
         audit_record(action=f"{name}_requested", target_type=target_type,
                      target_id=audit_target_id if audit_target_id is not None else target_id,

@@ -13,11 +13,12 @@ from uuid import UUID
 from django.db import connection as db
 from django.utils import timezone
 
+from apps.connections.models import Connection
 from apps.core.admin_lists import RANGES, Range  # noqa: F401  (the ranges the lists filter by)
+from apps.core.ids import uuid_or_none
 from apps.deliveries.models import FAILURE_STATUSES, SUCCESS_STATUSES, Delivery, DeliveryStatus
 from apps.runs.models import Escalation
 from apps.tenants.models import Product
-
 
 DEFAULT_RANGE = "24h"
 
@@ -88,8 +89,6 @@ def home_figures(*, product_id=None, range_key: str = DEFAULT_RANGE, now: dateti
     failed = sum(totals.get(s, 0) for s in FAILED)
     held = Delivery.objects.filter(status=DeliveryStatus.HELD, product_id__in=ids).count()
     undecided = Escalation.objects.filter(decided_at__isnull=True, product_id__in=ids).count()
-    from apps.connections.models import Connection
-
     connections = list(Connection.objects.filter(product_id__in=ids).select_related("product").order_by(
         "product__name", "name"))
     return {
@@ -109,8 +108,6 @@ def home_figures_cached(*, product_id=None, range_key: str = "") -> dict:
     """home_figures, reused for ROWBELL_DASHBOARD_CACHE_SECONDS per product and range."""
     from django.conf import settings
     from django.core.cache import cache
-
-    from apps.core.ids import uuid_or_none
 
     range_key = range_key if range_key in RANGES else DEFAULT_RANGE
     product: UUID | str | None = uuid_or_none(product_id) if product_id else None

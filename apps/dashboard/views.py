@@ -8,13 +8,13 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 
+from apps.core.admin_lists import BoundedCountPaginator, actor_of
 from apps.core.exceptions import ApplicationError
+from apps.core.ids import uuid_or_none
 from apps.deliveries.channels import channel_get
 from apps.deliveries.models import Delivery, DeliveryStatus
 from apps.deliveries.services import MAX_REVIEW_BATCH, deliveries_discard, deliveries_release
 from apps.tenants.models import Product
-
-from apps.core.admin_lists import BoundedCountPaginator, actor_of
 
 PER_PAGE = 20
 # Inside the preview frame: nothing is fetched from outside (no remote images, fonts or styles), so that
@@ -84,6 +84,4 @@ def review_queue(request):
 
 
 def _uuid(value: str) -> bool:
-    from apps.core.ids import uuid_or_none
-
     return uuid_or_none(value) is not None

@@ -1,6 +1,10 @@
 from django import forms
 from django.contrib import admin, messages
 
+from apps.core.admin_lists import CreatedFilter, OperatorAdmin, actor_of, back_to, fixed_filter, masked_json
+from apps.core.exceptions import ApplicationError, InvalidInput
+
+from .channels import channel_kinds
 from .models import (
     FAILURE_STATUSES,
     SUCCESS_STATUSES,
@@ -10,10 +14,6 @@ from .models import (
     ProviderConfig,
     WebhookEndpoint,
 )
-from apps.core.admin_lists import CreatedFilter, OperatorAdmin, actor_of, back_to, fixed_filter, masked_json
-
-from .channels import channel_kinds
-
 from .services import (
     DEFAULT_SECRET_OVERLAP_SECONDS,
     deliveries_discard,
@@ -82,8 +82,6 @@ class WebhookEndpointAdmin(EndpointActions, OperatorAdmin):
 
     @admin.action(description="Replay failed deliveries", permissions=["operate"])
     def replay_failed(self, request, queryset):
-        from apps.core.exceptions import ApplicationError
-
         replayed, notes = 0, []
         for endpoint in queryset:
             try:
@@ -248,8 +246,6 @@ class ProviderConfigForm(forms.ModelForm):
     def clean(self):
         import json
 
-        from apps.core.exceptions import InvalidInput
-
         from .services import provider_config_check
 
         data = super().clean()
@@ -301,8 +297,6 @@ class ProviderConfigAdmin(OperatorAdmin):
     @admin.action(description="Rotate the event webhook secret of one email provider", permissions=["change"])
     def rotate_events_secret(self, request, queryset):
         from django.template.response import TemplateResponse
-
-        from apps.core.exceptions import ApplicationError
 
         from .provider_events import provider_events_url
         from .services import provider_config_rotate_events_secret

@@ -5,13 +5,13 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-
 from apps.core import fields as strict
 from apps.core.exceptions import InvalidInput, NotFound
 from apps.core.ids import uuid_or_none
 from apps.core.masking import sealed_masked
 from apps.core.pagination import NewestFirst, paginated
 from apps.core.permissions import IsProduct, IsProductOrOrganization
+from apps.tenants.models import Organization
 
 from .models import DeliveryStatus
 from .selectors import delivery_get, delivery_list, webhook_endpoint_get
@@ -320,8 +320,6 @@ class ProviderOutputSerializer(serializers.Serializer):
 
 
 def _organization_of(request, organization_id):
-    from apps.tenants.models import Organization
-
     if organization_id is None:
         return None
     organization = Organization.objects.filter(id=organization_id, product_id=request.user.product_id).first()

@@ -6,7 +6,6 @@ from apps.core.encryption import EncryptedTextField
 from apps.core.exactjson import ExactDecoder, ExactEncoder
 from apps.core.masking import url_mask
 
-
 # Why a delivery to a disabled endpoint was skipped: such deliveries are replayed when it is enabled again.
 ENDPOINT_DISABLED = "The webhook endpoint is disabled."
 

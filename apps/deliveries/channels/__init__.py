@@ -7,8 +7,8 @@ channel is a new package registered below; it needs no migration.
 """
 
 from .base import Channel, DeliveryError, Rendered, SendResult, channel_get, channel_kinds, register
-from .email import EmailChannel
 from .chat import ChatChannel
+from .email import EmailChannel
 from .push import PushChannel
 from .sms import SmsChannel
 from .webhook import WebhookChannel

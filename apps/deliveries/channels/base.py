@@ -5,7 +5,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from rest_framework import serializers
 
-from apps.core.templating import template_check
+from apps.core import exactjson
+from apps.core.masking import sealed_masked
+from apps.core.templating import TemplateLimitError, TemplateRenderError, render, template_check
 
 if TYPE_CHECKING:
     from apps.deliveries.models import Delivery
@@ -101,8 +103,6 @@ class Channel:
         """What the recipient would see, for the review queue: a dict with `kind` (the template part to show:
         "email", "sms", "push", "chat" or "json") and its fields. An `html` field is shown only in a
         sandboxed frame."""
-        from apps.core import exactjson
-        from apps.core.masking import sealed_masked
 
         return {"kind": "json", "to": delivery.target,
                 "body": exactjson.dumps(sealed_masked(delivery.payload or {}), indent=2, sort_keys=True,
@@ -112,8 +112,6 @@ class Channel:
 def recipient_address(config: dict, context: dict, what: str) -> tuple[str, str]:
     """The step's `to`, rendered: (address, "") or ("", why the recipient is skipped). A recipient
     without the address is skipped, not an error in the workflow."""
-    from apps.core.templating import TemplateLimitError, TemplateRenderError, render
-
     try:
         to = render(config["to"], context).strip()
     except TemplateLimitError:

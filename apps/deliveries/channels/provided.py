@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-
-
-
 from .base import Channel, DeliveryError, SendResult
 
 
@@ -14,6 +11,7 @@ class ProvidedChannel(Channel):
 
     def send_many(self, deliveries) -> list[SendResult | DeliveryError]:
         from apps.deliveries import outbound
+
         from .providers import provider_for
 
         results: list = [None] * len(deliveries)

@@ -19,10 +19,11 @@ from urllib.parse import urlencode
 from rest_framework import serializers
 
 from apps.core import fields as strict
-
+from apps.core.templating import TemplateRenderError, render, template_check
 from apps.deliveries import outbound
 
 from .base import DeliveryError, SendResult
+
 
 class SafeUrlField(serializers.URLField):
     """A URL Rowbell may send to: checked like webhook endpoints (and again at connect time)."""
@@ -112,8 +113,6 @@ class HttpGateway(Provider):
             "Request fields, each a template over `to` and `text`."))
 
         def validate_fields(self, value):
-            from apps.core.templating import template_check
-
             problems = {name: problem for name, problem in
                         ((name, template_check(source)) for name, source in value.items()) if problem}
             if problems:
@@ -121,8 +120,6 @@ class HttpGateway(Provider):
             return value
 
     def request(self, payload, credentials, options):
-        from apps.core.templating import TemplateRenderError, render
-
         values = {k: v for k, v in payload.items() if isinstance(v, str)}
         try:
             fields = {name: render(source, values) for name, source in options["fields"].items()}

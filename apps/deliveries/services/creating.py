@@ -12,8 +12,7 @@ from apps.audit.services import AuditEntry, audit_record_many
 from apps.core.hints import hint_on_commit
 
 from ..channels import Rendered, channel_get
-from ..models import (Delivery, DeliveryStatus)
-
+from ..models import Delivery, DeliveryStatus
 from .history import status_events_record
 
 logger = logging.getLogger(__name__)

@@ -12,15 +12,14 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from apps.audit.services import AuditEntry, audit_record, audit_record_many
-from apps.core.exceptions import InvalidInput
+from apps.core.actions import ActionSuperseded, action_queue, action_request
+from apps.core.exceptions import ApplicationError, Conflict, InvalidInput
 from apps.core.masking import url_mask
 
 from .. import outbound
-from ..models import (ENDPOINT_DISABLED, Delivery, DeliveryStatus,
-                     WebhookEndpoint)
-from ..signing import secret_generate
-
 from ..hooks import endpoint_enabled, endpoints_disabled
+from ..models import ENDPOINT_DISABLED, Delivery, DeliveryStatus, WebhookEndpoint
+from ..signing import secret_generate
 from .creating import deliveries_enqueue_by_priority
 from .history import status_events_record
 from .review import at_most_a_batch
@@ -97,8 +96,6 @@ def webhook_endpoint_disable(*, endpoint: WebhookEndpoint, actor: str, reason: s
 def webhook_endpoint_enable_request(*, endpoint: WebhookEndpoint, actor: str, replay: bool) -> None:
     """Queue enabling an endpoint (which reinstalls its row-event trigger in the customer database), with
     or without replaying what failed meanwhile; see webhook_endpoint_enable."""
-    from apps.core.actions import action_request
-
     action_request(name="webhook.enable", target_type="webhook", target_id=endpoint.id, actor=actor,
                    product_id=endpoint.product_id, audit_data={"replay": replay},
                    args={"endpoint_id": str(endpoint.id), "replay": replay,
@@ -109,8 +106,6 @@ def webhook_endpoint_enable_queued(*, endpoint_id, actor: str, replay: bool,
                                    requested_at: str | None = None) -> dict | None:
     """Enable as queued by an operator. Superseded when the endpoint was disabled again after enabling was
     asked for; a refusal (the customer database unreachable) is audited and raised."""
-    from apps.core.actions import ActionSuperseded
-    from apps.core.exceptions import ApplicationError
 
     endpoint = WebhookEndpoint.objects.select_related("connection").filter(id=endpoint_id).first()
     if endpoint is None:
@@ -131,8 +126,6 @@ def endpoints_disable(endpoint_ids, *, reason: str, actor: str, notify: bool = F
     (Rowbell disabled them, not a person), operators are emailed. Both, and retiring a row-event endpoint's
     trigger in the customer database, are queued actions, written in the caller's transaction: done by a
     worker, re-sent if their hint is lost. Call inside a transaction; returns the ids disabled."""
-    from apps.core.actions import action_queue
-
     now = now or timezone.now()
     disabled = list(WebhookEndpoint.objects.filter(id__in=endpoint_ids, enabled=True)
                     .values_list("id", "product_id", "url", "connection_id"))
@@ -234,8 +227,6 @@ def deliveries_replay(*, product_id, actor: str, message_ids: list[str] | None =
     disabled is refused (enabling it offers the same replay). Raises InvalidInput without message ids or an
     endpoint (every product's endpoint-less deliveries are never a replay target), Conflict for a disabled
     endpoint."""
-    from apps.core.exceptions import Conflict
-
     from ..models import FINAL_STATUSES
 
     if message_ids is None and endpoint is None:

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from apps.core.bulk import insert_rows
 
-from ..models import (DeliveryEvent)
+from ..models import DeliveryEvent
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ from django.db import transaction
 from apps.audit.services import audit_record
 from apps.core.exceptions import InvalidInput, flatten_errors
 
-
 logger = logging.getLogger(__name__)
 
 

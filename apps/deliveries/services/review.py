@@ -10,9 +10,8 @@ from django.utils import timezone
 from apps.audit.services import AuditEntry, audit_record_many
 from apps.core.exceptions import InvalidInput
 
-from ..models import (Delivery, DeliveryStatus)
-
 from ..hooks import runs_settle
+from ..models import Delivery, DeliveryStatus
 from .creating import deliveries_enqueue_by_priority
 from .history import status_events_record
 

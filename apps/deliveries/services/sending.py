@@ -16,10 +16,8 @@ from apps.core.bulk import insert_rows
 
 from ..backoff import retry_delay
 from ..channels import DeliveryError, SendResult, channel_get
-from ..models import (ENDPOINT_DISABLED, AttemptOutcome, Delivery, DeliveryAttempt, DeliveryStatus,
-                     WebhookEndpoint)
-
 from ..hooks import runs_settle
+from ..models import ENDPOINT_DISABLED, AttemptOutcome, Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint
 from .creating import deliveries_enqueue_by_priority
 from .endpoints import endpoints_disable
 from .history import status_events_record

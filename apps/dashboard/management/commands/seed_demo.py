@@ -2,16 +2,15 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from django.contrib.auth.models import Group
-
 from apps.dashboard.groups import READ_ONLY, REVIEWERS
-from apps.subscriptions.services import subscription_create
 from apps.runs.services import trigger_create
-from apps.tenants.principals import Tenant
+from apps.subscriptions.services import subscription_create
 from apps.tenants.models import Product
+from apps.tenants.principals import Tenant
 from apps.tenants.services import api_key_rotate, organization_create, platform_key_create, product_create
 from apps.workflows.services import workflow_create, workflow_publish
 

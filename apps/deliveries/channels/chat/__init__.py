@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-
 from rest_framework import serializers
 
+from apps.core.destinations import OUTBOUND, DestinationRefused, url_check
 from apps.core.encryption import seal
 from apps.core.masking import url_mask
 from apps.core.templating import render
@@ -40,8 +40,6 @@ class ChatChannel(ProvidedChannel):
         chat = recipient.get("chat_webhook")
         if chat is None:
             return {}
-        from apps.core.destinations import OUTBOUND, DestinationRefused, url_check
-
         try:
             if not isinstance(chat, str) or len(chat) > 2000:
                 raise DestinationRefused("Must be an incoming webhook URL.")

@@ -12,7 +12,6 @@ from ..base import Rendered, TemplateField, recipient_address
 from ..provided import ProvidedChannel
 from . import providers  # noqa: F401  (registers the channel's providers)
 
-
 MAX_DEVICES = 20
 
 

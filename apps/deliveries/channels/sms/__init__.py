@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from rest_framework import serializers
 
 from apps.core.templating import render

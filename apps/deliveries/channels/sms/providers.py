@@ -13,7 +13,6 @@ from apps.core import fields as strict
 from apps.deliveries import outbound
 
 from ..providers import HttpGateway, Provider, provider_register
-
 from .addresses import E164
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.utils import timezone
-
 from rest_framework import serializers
 
 from apps.core import exactjson

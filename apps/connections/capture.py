@@ -240,8 +240,11 @@ def _selections(capture: Capture, op: str) -> list[tuple[str, str, sql.Composabl
         _pairing(capture, "n", "o"), _unmatched(capture, "o"), _changed(capture)))]
 
 
+_NULL = sql.SQL("NULL")
+
+
 def _insert(schema: str, capture: Capture, op: sql.Composable, ids: sql.Composable,
-            detail: sql.Composable = sql.SQL("NULL")) -> sql.Composable:
+            detail: sql.Composable = _NULL) -> sql.Composable:
     return sql.SQL("INSERT INTO {log} (capture, table_name, op, ids, detail) VALUES ({capture}, {table}, {op}, "
                    "{ids}, {detail})").format(
         log=sql.Identifier(schema, "event_log"), capture=sql.Literal(capture.name),

@@ -57,7 +57,7 @@ def captures_drift(conn, *, schema: str, captures: list[Capture]) -> list[dict]:
     for capture in captures:
         table = capture.qualified_table
 
-        def problem(kind: str, detail: str, repairable: bool = False):
+        def problem(kind: str, detail: str, repairable: bool = False, capture=capture, table=table):
             problems.append({"capture": capture.name, "table": capture.reported_table or table, "kind": kind,
                              "detail": f"{detail} {FIX_REPAIR if repairable else FIX_SOURCE}",
                              "repairable": repairable})

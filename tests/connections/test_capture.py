@@ -3,6 +3,7 @@ import threading
 import pytest
 
 from apps.connections.capture import (
+    CaptureMissingTable,
     Capture,
     captures_install,
     captures_installed,
@@ -53,7 +54,7 @@ def test_install_is_one_idempotent_transaction_and_visible(connection):
 def test_a_failing_install_leaves_nothing_behind(connection):
     broken = Capture(schema="public", table="no_such_table", primary_key=("id",), operations=("insert",))
     with customer_connect(connection) as conn:
-        with pytest.raises(Exception):
+        with pytest.raises(CaptureMissingTable):
             captures_install(conn, schema="rowbell", captures=[ORDERS, broken])
         assert captures_installed(conn, schema="rowbell") == {}
         assert conn.execute("SELECT to_regclass('rowbell.event_log')").fetchone()[0] is None

@@ -138,7 +138,7 @@ def endpoints_disable(endpoint_ids, *, reason: str, actor: str, notify: bool = F
                                   data={"reason": reason[:500], "url": url_mask(url)})
                        for endpoint_id, product_id, url, _ in disabled])
     endpoints_disabled.call_each(endpoints=[(d[0], d[3]) for d in disabled], actor=actor)
-    for endpoint_id, _, _, connection_id in disabled:
+    for endpoint_id, _, _, _ in disabled:
         if notify:
             action_queue(name="webhook.disabled_notify", target_type="webhook", target_id=endpoint_id,
                          args={"endpoint_id": str(endpoint_id)}, actor=actor)

@@ -9,7 +9,7 @@ from datetime import timedelta
 from django.conf import settings
 import psycopg
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 from rest_framework.exceptions import AuthenticationFailed
@@ -22,13 +22,13 @@ from apps.tenants.models import ApiKey
 from apps.tenants.principals import Tenant
 from apps.workflows.selectors import workflow_version_for_trigger
 
-from .engine import ProductSlices, run_execute, runs_enqueue, runs_execute  # noqa: F401 (the tasks' entry points)
-from .models import Priority, RequestStatus, Run, RunStatus, TriggerRequest
+from .engine import (ProductSlices, run_execute, runs_deliveries_settled, runs_enqueue,  # noqa: F401 (the tasks' entry points)
+                     runs_execute)
+from .models import RequestStatus, Run, RunStatus, TriggerRequest
+from .triggers.api import requests_start
+from .triggers.database import runs_for_events  # noqa: F401 (each trigger source launches its runs)
 
 logger = logging.getLogger(__name__)
-
-# Runs of one request started inside the request's own task; more are fanned out in batches.
-INLINE_RUNS = 10
 
 
 def _body_hash(*, workflow: str, recipients: list, data: dict, priority: str) -> str:
@@ -165,83 +165,8 @@ def _trigger_refused(*, tenant: Tenant, workflow: str, body_hash: str, idempoten
 
 
 def request_start(*, request_id) -> list[int]:
-    """Create the runs of an accepted request (one per recipient) and start them.
-
-    Claimed with a conditional update, so a repeated hint creates nothing twice.
-    """
-    with transaction.atomic():
-        claimed = TriggerRequest.objects.filter(id=request_id, status=RequestStatus.ACCEPTED).update(
-            status=RequestStatus.STARTED)
-        if not claimed:
-            return []
-        request = TriggerRequest.objects.get(id=request_id)
-        now = timezone.now()
-        runs = Run.objects.bulk_create([
-            Run(request=request, recipient_index=i, product_id=request.product_id,
-                organization_id=request.organization_id, workflow_version_id=request.workflow_version_id,
-                recipient=recipient, priority=request.priority, enqueued_at=now)
-            for i, recipient in enumerate(request.recipients)
-        ])
-        run_ids = [r.id for r in runs]
-        if len(run_ids) > INLINE_RUNS:
-            priority = request.priority
-            transaction.on_commit(lambda: runs_enqueue(run_ids, priority))
-    if len(run_ids) <= INLINE_RUNS:
-        slices = ProductSlices()  # once the product's slice is spent, the rest wait behind other work
-        for run in runs:
-            if slices.spent(run):
-                slices.defer(run)
-                continue
-            with slices.timing(run):
-                run_execute(run_id=run.id)
-        slices.requeue()
-    return run_ids
-
-
-def runs_for_events(*, events) -> list[int]:
-    """Launch the runs of newly recorded database events: one per (published version, event); return
-    their ids.
-
-    Call inside the transaction that records the events (the poller's): the runs, their audit rows, the
-    events and the advanced cursor commit together, and the unique (workflow_version, event) makes a
-    repeat launch nothing. The runs are hinted to workers after commit.
-    """
-    from apps.connections.sources import NOT_RUN
-    from apps.workflows.models import WorkflowVersion
-
-    events = [e for e in events if e.op not in NOT_RUN]
-    if not events:
-        return []
-    versions = list(WorkflowVersion.objects.filter(
-        connection_id__in={e.connection_id for e in events}, capture__in={e.capture for e in events},
-        workflow__published_version=F("id")).select_related("workflow"))
-    if not versions:
-        return []
-    from apps.core.bulk import insert_rows
-
-    now = timezone.now().isoformat()
-    rows = [{"event_id": event.id, "workflow_version_id": version.id, "product_id": version.workflow.product_id,
-             "organization_id": None, "request_id": None, "rerun_of_id": None, "recipient_index": 0, "recipient": {},
-             "priority": Priority.NORMAL, "status": RunStatus.QUEUED, "step_index": 0, "state": {}, "waiting_on": "",
-             "error": "", "enqueued_at": now, "created_at": now, "updated_at": now}
-            for event in events for version in versions
-            if version.capture == event.capture and version.connection_id == event.connection_id]
-    # ON CONFLICT: the unique (workflow_version, event) makes a repeat launch nothing.
-    launched = insert_rows(Run, rows, returning=("id", "event_id", "workflow_version_id", "product_id"),
-                           on_conflict="ON CONFLICT DO NOTHING")
-    keys = {v.id: (v.workflow.key, v.version) for v in versions}
-    audit_record_many([AuditEntry(action="run.launched", target_type="run", target_id=run_id, product_id=product_id,
-                                  data={"event_id": f"evt_{event_id}", "workflow": keys[version_id][0],
-                                        "version": keys[version_id][1]})
-                       for run_id, event_id, version_id, product_id in launched])
-    run_ids = [r[0] for r in launched]
-    transaction.on_commit(lambda: runs_enqueue(run_ids, Priority.NORMAL))
-    return run_ids
-
-
-def requests_start(*, request_ids: list) -> None:
-    for request_id in request_ids:
-        request_start(request_id=request_id)
+    """requests_start for one request: create its runs and execute them; return their ids."""
+    return requests_start(request_ids=[request_id])
 
 
 def runs_reconcile() -> dict[str, int]:
@@ -295,8 +220,6 @@ def _runs_waiting_on_settled_deliveries(stale) -> int:
     from django.db.models import Exists, OuterRef
 
     from apps.deliveries.models import INTENDED_SKIP_STATUSES, SUCCESS_STATUSES, Delivery, DeliveryStatus
-
-    from .engine import runs_deliveries_settled
 
     pending = Delivery.objects.filter(run=OuterRef("pk"), status__in=(
         DeliveryStatus.QUEUED, DeliveryStatus.HELD, DeliveryStatus.SENDING))

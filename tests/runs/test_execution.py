@@ -84,15 +84,14 @@ def test_steps_run_in_order_and_each_is_recorded(product, receiver):
     request = _trigger(product, recipients=[{"id": "u1", "email": "a@example.com", "name": "A"}])
     request_start(request_id=request.id)
     run = Run.objects.get(request=request)
-    # A notify step waits for its delivery: the next step starts once the webhook was delivered.
-    assert (run.status, run.waiting_on, run.step_index) == (RunStatus.WAITING, "delivery", 1)
-    deliveries_send(delivery_ids=[Delivery.objects.get(run=run, step_id="a").id])
-    run.refresh_from_db()
-    assert run.status == RunStatus.QUEUED
+    # A notify step waits for its delivery, which the task that wrote it sends at once: the next step
+    # starts once the webhook was delivered, in the next task.
+    assert Delivery.objects.get(run=run, step_id="a").status == DeliveryStatus.DELIVERED and len(receiver.requests) == 1
+    assert (run.status, run.step_index) == (RunStatus.QUEUED, 1) and not mail.outbox
     runs_execute(run_ids=[run.id])
-    deliveries_send(delivery_ids=[Delivery.objects.get(run=run, step_id="b").id])
     run.refresh_from_db()
     assert run.status == RunStatus.COMPLETED and run.step_index == 2  # the last delivery completed it
+    assert len(mail.outbox) == 1
     assert list(RunStep.objects.filter(run=run).values_list("step_id", "status")) == [
         ("a", "completed"), ("b", "completed")]
     assert list(Delivery.objects.filter(run=run).order_by("id").values_list("channel", flat=True)) == [
@@ -128,7 +127,7 @@ def test_reconcile_requeues_lost_requests_and_runs_and_dead_leases(product, sett
     _trigger(product, recipients=[{"id": "never-dispatched"}])
     started = _trigger(product, recipients=[{"id": "x"}])
     TriggerRequest.objects.filter(id=started.id).update(status=RequestStatus.STARTED)
-    dead = Run.objects.create(request=started, recipient_index=0, product=product,
+    dead = Run.objects.create(source="api", cause_id=str(started.id), request=started, recipient_index=0, product=product,
                               workflow_version_id=started.workflow_version_id, recipient={"id": "x"},
                               status=RunStatus.RUNNING, lease_until=timezone.now() - timedelta(seconds=1))
     result = runs_reconcile()
@@ -149,15 +148,18 @@ def test_request_status_shows_each_delivery_and_the_overall_state(product_with_k
     request = _trigger(product, recipients=[{"id": "a"}, {"id": "b"}])
     client = client_for(key)
     assert client.get(f"/api/v1/requests/{request.id}").json()["status"] == "accepted"
+    receiver.answer(200, 500)  # the second one is retried later
     request_start(request_id=request.id)
     body = client.get(f"/api/v1/requests/{request.id}").json()
     assert body["status"] == "processing" and len(body["deliveries"]) == 2
-    receiver.answer(200, 410)
-    deliveries_send(delivery_ids=list(Delivery.objects.filter(request=request).values_list("id", flat=True)))
+    receiver.answer(410)
+    retried = Delivery.objects.filter(request=request, status=DeliveryStatus.QUEUED)
+    retried.update(next_attempt_at=timezone.now())
+    deliveries_send(delivery_ids=list(retried.values_list("id", flat=True)))
     body = client.get(f"/api/v1/requests/{request.id}").json()
     assert body["status"] == "partially_failed"
     assert sorted((d["channel"], d["status"], d["attempts"]) for d in body["deliveries"]) == [
-        ("webhook", "delivered", 1), ("webhook", "failed", 1)]
+        ("webhook", "delivered", 1), ("webhook", "failed", 2)]
 
 
 def test_a_step_that_renders_a_nul_character_fails_the_run_once(product):
@@ -169,14 +171,17 @@ def test_a_step_that_renders_a_nul_character_fails_the_run_once(product):
 
 
 def test_an_unexpected_step_error_fails_the_run_instead_of_retrying_forever(product, monkeypatch):
-    from apps.runs import steps
+    from apps.runs.steps import STEP_TYPES, StepType
 
     factories.make_workflow(product, key="w", steps=[factories.email_step(subject="s", body="b")])
 
-    def broken(**kwargs):
-        raise ValueError("cannot work")
+    class Broken(StepType):
+        name, batchable = "notify", True
 
-    monkeypatch.setitem(steps.STEP_EXECUTORS, "notify", broken)
+        def execute(self, call):
+            raise ValueError("cannot work")
+
+    monkeypatch.setitem(STEP_TYPES, "notify", Broken())
     request = _trigger(product, recipients=[{"id": "u1", "email": "a@example.com"}])
     request_start(request_id=request.id)
     run = Run.objects.get(request=request)

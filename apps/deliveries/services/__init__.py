@@ -1,7 +1,7 @@
 """Deliveries' services, one module per concern; the public ones are importable from here.
 
 - history: status_events_record
-- creating: delivery_build, delivery_create, deliveries_enqueue_*
+- creating: delivery_build, deliveries_write, deliveries_enqueue_*
 - endpoints: webhook endpoints, their health and replay
 - review: sandbox release and discard
 - sending: claim, send, record; dispatch and reconcile
@@ -9,10 +9,10 @@
 """
 
 from .history import status_events_record
-from .creating import deliveries_enqueue_on_commit, deliveries_enqueue_by_priority, delivery_build, delivery_create
+from .creating import deliveries_enqueue_on_commit, deliveries_enqueue_by_priority, deliveries_write, delivery_build
 from .endpoints import webhook_endpoint_url_check, webhook_endpoint_create, webhook_endpoint_rotate_secret, webhook_endpoint_disable, webhook_endpoint_enable_request, webhook_endpoint_enable_queued, endpoints_disable, webhook_endpoint_disabled_notify, replayable_deliveries, webhook_endpoint_enable, deliveries_replay, MAX_SECRET_OVERLAP_SECONDS, DEFAULT_SECRET_OVERLAP_SECONDS, MAX_REPLAY
 from .review import at_most_a_batch, deliveries_release, deliveries_discard, MAX_REVIEW_BATCH
 from .sending import deliveries_send, deliveries_send_claimed, deliveries_dispatch_due, deliveries_reconcile
 from .provider_configs import provider_config_check, provider_config_put, provider_config_rotate_events_secret, provider_config_delete
 
-__all__ = ["DEFAULT_SECRET_OVERLAP_SECONDS", "MAX_REPLAY", "MAX_REVIEW_BATCH", "MAX_SECRET_OVERLAP_SECONDS", "at_most_a_batch", "deliveries_discard", "deliveries_dispatch_due", "deliveries_enqueue_by_priority", "deliveries_enqueue_on_commit", "deliveries_reconcile", "deliveries_release", "deliveries_replay", "deliveries_send", "deliveries_send_claimed", "delivery_build", "delivery_create", "endpoints_disable", "provider_config_check", "provider_config_delete", "provider_config_put", "provider_config_rotate_events_secret", "replayable_deliveries", "status_events_record", "webhook_endpoint_create", "webhook_endpoint_disable", "webhook_endpoint_disabled_notify", "webhook_endpoint_enable", "webhook_endpoint_enable_queued", "webhook_endpoint_enable_request", "webhook_endpoint_rotate_secret", "webhook_endpoint_url_check"]
+__all__ = ["DEFAULT_SECRET_OVERLAP_SECONDS", "MAX_REPLAY", "MAX_REVIEW_BATCH", "MAX_SECRET_OVERLAP_SECONDS", "at_most_a_batch", "deliveries_discard", "deliveries_dispatch_due", "deliveries_enqueue_by_priority", "deliveries_enqueue_on_commit", "deliveries_reconcile", "deliveries_release", "deliveries_replay", "deliveries_send", "deliveries_send_claimed", "deliveries_write", "delivery_build", "endpoints_disable", "provider_config_check", "provider_config_delete", "provider_config_put", "provider_config_rotate_events_secret", "replayable_deliveries", "status_events_record", "webhook_endpoint_create", "webhook_endpoint_disable", "webhook_endpoint_disabled_notify", "webhook_endpoint_enable", "webhook_endpoint_enable_queued", "webhook_endpoint_enable_request", "webhook_endpoint_rotate_secret", "webhook_endpoint_url_check"]

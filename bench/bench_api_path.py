@@ -157,7 +157,7 @@ def api_path(*, calls: int, threads: int, connections: int, plain_seconds: int) 
 
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
             script.write(LUA % setup["key"])
-        cpu_before, machine_before = common.cpu_by_process(), common.machine_busy()
+        cpu_before, machine_before = common.cpu_by_process(procs), common.machine_busy()
         began = time.time()
         load = subprocess.Popen(["wrk", f"-t{threads}", f"-c{connections}", "-d3600s", "-s", script.name,
                                  f"http://127.0.0.1:{WEB_PORT}/api/v1/trigger", "--", str(calls // threads)],
@@ -167,6 +167,7 @@ def api_path(*, calls: int, threads: int, connections: int, plain_seconds: int) 
         while time.monotonic() < deadline and written() < calls // threads * threads:
             samples.append((time.time(), common.receiver_stats(pool, PORT)["count"]))
             time.sleep(0.25)
+        wrk_cpu = common.cpu_by_process({}, extra={load.pid: "load (wrk)"})  # its threads have stopped
         load.send_signal(signal.SIGINT)
         out = load.communicate(timeout=60)[0]
         os.unlink(script.name)
@@ -179,7 +180,7 @@ def api_path(*, calls: int, threads: int, connections: int, plain_seconds: int) 
             if stats["count"] >= total:
                 break
             time.sleep(0.2)
-        cpu_after, machine_after = common.cpu_by_process(), common.machine_busy()
+        cpu_after, machine_after = common.cpu_by_process(procs) | wrk_cpu, common.machine_busy()
         time.sleep(3)  # anything sent twice would arrive now
         stats = common.receiver_stats(pool, PORT)
     finally:

@@ -113,7 +113,7 @@ def database_path(*, seconds: int, rate: int, plain_seconds: int = 5) -> dict:
         # that the writer is not what limits the run).
         script = common.LOGS / "insert.sql"
         script.write_text("INSERT INTO public.orders (status, total) VALUES ('new', 1);\n")
-        cpu_before, machine_before = common.cpu_by_process(), common.machine_busy()
+        cpu_before, machine_before = common.cpu_by_process(procs), common.machine_busy()
         first = time.monotonic()
         writer = subprocess.Popen(["pgbench", *common.pg_args(), "-n", "-M", "prepared", "-c", "4", "-j", "2",
                                    "-R", str(rate), "-T", str(seconds), "-f", str(script), CUSTOMER],
@@ -132,7 +132,7 @@ def database_path(*, seconds: int, rate: int, plain_seconds: int = 5) -> dict:
                 break
             time.sleep(0.2)
         last = next(t for t, n in samples if n >= total) if samples[-1][1] >= total else None
-        cpu_after, machine_after = common.cpu_by_process(), common.machine_busy()
+        cpu_after, machine_after = common.cpu_by_process(procs), common.machine_busy()
         time.sleep(3)  # anything sent twice would arrive now
         stats = common.receiver_stats(pool, PORT)
     finally:

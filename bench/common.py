@@ -114,20 +114,24 @@ def workers_start(procs: dict, env: dict, *, listener: bool = True) -> None:
         procs["listener"] = start("listener", [sys.executable, "manage.py", "run_listener"], env)
 
 
-ROLES = (("PostgreSQL", lambda c: c.startswith("postgres")),
-         ("worker", lambda c: "celery" in c and " worker" in c),
-         ("beat", lambda c: "celery" in c and " beat" in c),
-         ("web", lambda c: "gunicorn" in c),
-         ("dispatcher", lambda c: "run_dispatcher" in c),
-         ("listener", lambda c: "run_listener" in c),
-         ("receiver", lambda c: "receiver.py" in c),
-         ("load (wrk)", lambda c: c.startswith("wrk ")),
-         ("Redis", lambda c: c.startswith("redis-server")))
+def postmaster_pid() -> int | None:
+    """The pid of the benchmarks' PostgreSQL server (read from its data directory), if it is on this machine."""
+    try:
+        data = psql("postgres", "SELECT setting FROM pg_settings WHERE name = 'data_directory'")
+        return int(Path(data, "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, subprocess.CalledProcessError):
+        return None
 
 
-def cpu_by_process() -> dict[str, float]:
-    """CPU seconds used so far by the processes still alive, summed by role (ROLES)."""
+def cpu_by_process(procs: dict[str, subprocess.Popen], *, extra: dict[int, str] | None = None) -> dict[str, float]:
+    """CPU seconds used so far by the processes still alive, summed by role: each of `procs` with its
+    children (the session it leads), the pids of `extra`, the benchmarks' PostgreSQL server (its postmaster
+    and every process it started) and its Redis server. Processes of anyone else on the machine are left out."""
     tick = os.sysconf("SC_CLK_TCK")
+    sessions = {proc.pid: name for name, proc in procs.items()}
+    pids = dict(extra or {})
+    postmaster = postmaster_pid()
+    redis = f":{urlsplit(redis_url(0)).port} "
     out: dict[str, float] = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -135,9 +139,12 @@ def cpu_by_process() -> dict[str, float]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        name = next((role for role, match in ROLES if match(cmd)), None)
+        fields = stat.rsplit(")", 1)[1].split()
+        ppid, session = int(fields[1]), int(fields[3])
+        name = (pids.get(int(pid)) or sessions.get(session)
+                or ("PostgreSQL" if postmaster and postmaster in (int(pid), ppid) else None)
+                or ("Redis" if cmd.startswith("redis-server") and redis in cmd + " " else None))
         if name:
-            fields = stat.rsplit(")", 1)[1].split()
             out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
 

@@ -69,37 +69,45 @@ SELECT id FROM req
 # Requests one dispatcher pass claims at most, and request ids per Celery hint.
 DISPATCH_LIMIT = 1000
 DISPATCH_BATCH = 50
-PRIORITY_ORDER = ("high", "normal", "low")
+
+
+# One statement (its own transaction): mark up to %(limit)s accepted requests that nobody has hinted yet,
+# high priority first, oldest first, skipping rows another dispatcher holds, and return them. The partial
+# index `request_undispatched` holds exactly the rows it reads.
+_DISPATCH = """
+UPDATE runs_triggerrequest r SET enqueued_at = now()
+FROM (SELECT id FROM runs_triggerrequest
+      WHERE status = 'accepted' AND enqueued_at IS NULL
+      ORDER BY CASE priority WHEN 'high' THEN 0 WHEN 'normal' THEN 1 ELSE 2 END, created_at
+      LIMIT %(limit)s
+      FOR UPDATE SKIP LOCKED) picked
+WHERE r.id = picked.id
+RETURNING r.id, r.priority, r.created_at
+"""
 
 
 def requests_dispatch(*, limit: int = DISPATCH_LIMIT) -> int:
     """Hint workers about accepted requests nobody has hinted yet; return how many.
 
-    1. Claim up to `limit` undispatched requests, high priority first, oldest first, skipping rows
-       another dispatcher holds (SKIP LOCKED), and mark them hinted.
-    2. After commit, send one hint per batch of ids to the queue of their priority, in one round trip.
-    A hint lost after this (Redis restarted) is re-sent by the reconciler.
+    1. Mark up to `limit` undispatched requests hinted, high priority first, oldest first, skipping rows
+       another dispatcher holds (SKIP LOCKED): one statement, one round trip.
+    2. Once that commits, send one hint per batch of DISPATCH_BATCH ids to the queue of their priority,
+       in one round trip.
+    A hint lost after this (Redis restarted) is re-sent by the reconciler. A worker that takes up a hint
+    also takes other hinted requests that wait (apps.runs.triggers.api), so under load its batches grow.
     """
+    with connection.cursor() as cursor:
+        cursor.execute(_DISPATCH, {"limit": limit})
+        rows = sorted(cursor.fetchall(), key=lambda r: r[2])
+    if not rows:
+        return 0
     claimed: dict[str, list[str]] = {}
-    left = limit
-    with transaction.atomic():
-        for priority in PRIORITY_ORDER:
-            if left <= 0:
-                break
-            ids = list(TriggerRequest.objects.select_for_update(skip_locked=True)
-                       .filter(status=RequestStatus.ACCEPTED, enqueued_at__isnull=True, priority=priority)
-                       .order_by("created_at").values_list("id", flat=True)[:left])
-            if ids:
-                claimed[priority] = [str(i) for i in ids]
-                left -= len(ids)
-        if not claimed:
-            return 0
-        TriggerRequest.objects.filter(id__in=[i for ids in claimed.values() for i in ids]).update(
-            enqueued_at=timezone.now())
-        hints = [("apps.runs.tasks.requests_start", [ids[i:i + DISPATCH_BATCH]], priority)
-                 for priority, ids in claimed.items() for i in range(0, len(ids), DISPATCH_BATCH)]
-        transaction.on_commit(lambda: hint_many(hints))
-    return limit - left
+    for request_id, priority, _ in rows:
+        claimed.setdefault(priority, []).append(str(request_id))
+    hints = [("apps.runs.tasks.requests_start", [ids[i:i + DISPATCH_BATCH]], priority)
+             for priority, ids in claimed.items() for i in range(0, len(ids), DISPATCH_BATCH)]
+    transaction.on_commit(lambda: hint_many(hints))
+    return len(rows)
 
 
 def recipients_sealed(recipients: list[dict]) -> list[dict]:

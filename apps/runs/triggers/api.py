@@ -45,13 +45,25 @@ class ApiTrigger(TriggerSource):
 API = trigger_source_register(ApiTrigger())
 
 
-# Accepted -> started in one statement that also returns what the runs are made of. A request another
-# task claimed first is not returned: a repeated hint starts nothing twice.
+# Accepted -> started in one statement that also returns what the runs are made of: the hint's requests,
+# and, up to the limit, others already hinted that no task has started yet (highest priority, then oldest,
+# first). Under load, hints pile up behind busy workers while requests accumulate: a task that gets to
+# work takes what accumulated, so batches grow with the load instead of staying one dispatcher pass
+# wide, and the hints that come after find their requests started (nothing to do). A request another
+# task holds or started is skipped: a repeated hint starts nothing twice.
 _CLAIM = """
 UPDATE runs_triggerrequest SET status = 'started'
-WHERE id = ANY(%s::uuid[]) AND status = 'accepted'
+WHERE status = 'accepted' AND id IN (
+    SELECT id FROM runs_triggerrequest
+    WHERE status = 'accepted' AND (id = ANY(%(ids)s::uuid[]) OR enqueued_at IS NOT NULL)
+    ORDER BY id = ANY(%(ids)s::uuid[]) DESC, CASE priority WHEN 'high' THEN 0 WHEN 'normal' THEN 1 ELSE 2 END,
+             created_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
 RETURNING id, product_id, organization_id, workflow_version_id, priority, recipients, data, created_at
 """
+# Requests one task claims at most (its hint's, then others waiting).
+REQUESTS_PER_TASK = 100
 # Ids for runs built in memory, so that they are written once, where they stop.
 _RUN_IDS = "SELECT nextval(pg_get_serial_sequence('runs_run', 'id')) FROM generate_series(1, %s)"
 
@@ -64,7 +76,8 @@ def _claim_and_build(request_ids: list) -> list[Run]:
     """Claim the accepted requests among `request_ids` and build their runs (unsaved, ids taken), highest
     priority first, then oldest first. Call inside a transaction."""
     with connection.cursor() as cursor:
-        cursor.execute(_CLAIM, [[str(i) for i in request_ids]])
+        cursor.execute(_CLAIM, {"ids": [str(i) for i in request_ids],
+                                "limit": max(REQUESTS_PER_TASK, len(request_ids))})
         claimed = cursor.fetchall()
         if not claimed:
             return []
@@ -88,7 +101,8 @@ def _claim_and_build(request_ids: list) -> list[Run]:
 def requests_start(*, request_ids: list) -> list[int]:
     """Create the runs of accepted trigger requests, one per recipient, and execute them; return their ids.
 
-    1. Claim the requests (accepted -> started; a repeated hint claims nothing) and build their runs.
+    1. Claim the requests (accepted -> started; a repeated hint claims nothing), and up to
+       REQUESTS_PER_TASK in all with other hinted requests that wait (see _CLAIM), and build their runs.
     2. In the same transaction, the batched strategy (apps.runs.engine.BatchedRuns) executes the first
        RUN_BATCH runs and writes each where it stops, with its step rows, deliveries and audit rows; the
        rest are written queued and hinted to other workers in batches, so a large request is shared out.

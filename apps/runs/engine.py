@@ -47,6 +47,7 @@ from apps.core import exactjson
 from apps.core.bulk import insert_rows
 from apps.core.exceptions import Conflict
 from apps.core.hints import hint, hint_on_commit
+from apps.core.instances import instance_build
 from apps.deliveries.backoff import retry_delay
 from apps.deliveries.models import DeliveryStatus
 from apps.deliveries.services import deliveries_send_claimed, deliveries_write, status_events_record
@@ -123,7 +124,9 @@ def runs_attach(runs: list[Run], *, causes: bool = True) -> None:
     products = Product.objects.in_bulk({r.product_id for r in runs})
     by_source: dict[str, list[Run]] = {}
     for run in runs:
-        run.workflow_version, run.product = versions[run.workflow_version_id], products[run.product_id]
+        # Straight into the fields cache, as the descriptors would (they cost more than the rest of this).
+        cache = run._state.fields_cache
+        cache["workflow_version"], cache["product"] = versions[run.workflow_version_id], products[run.product_id]
         by_source.setdefault(run.source, []).append(run)
     if causes:
         for source, some in by_source.items():
@@ -215,7 +218,7 @@ class Writes:
         if new:
             for run in new:
                 run.updated_at = now
-            insert_rows(Run, [{f: getattr(run, f) for f in _RUN_COLUMNS} for run in new])
+            insert_rows(Run, [{f: run.__dict__[f] for f in _RUN_COLUMNS} for run in new])
         if changed:
             rows = [{"id": r.id, "status": r.status, "waiting_on": r.waiting_on, "step_index": r.step_index,
                      "state": None if "state" in r.get_deferred_fields() else r.state, "resume_at": r.resume_at,
@@ -616,14 +619,24 @@ def runs_resume_due(*, limit: int = RESUME_LIMIT) -> int:
     return len(due)
 
 
+_SETTLE_COLUMNS = ("id", "status", "waiting_on", "resume_at", "step_index", "completed_at", "lease_until", "error",
+                   "claim", "enqueued_at", "product_id", "organization_id", "source", "cause_id",
+                   "workflow_version_id", "priority")
+# The runs still waiting for these deliveries, locked until the deliveries' transaction ends.
+_SETTLE_SELECT = (f"SELECT {', '.join(_SETTLE_COLUMNS)} FROM runs_run "
+                  "WHERE id = ANY(%s) AND status = 'waiting' AND waiting_on = 'delivery' ORDER BY id FOR UPDATE")
+
+
 def runs_deliveries_settled(settled: list[tuple]) -> None:
     """Runs waiting for these deliveries move on: (run id, step id, sent or not, why not). Called inside
     the transaction that finalized the deliveries, so a delivery is final if and only if its run moved on.
     A delivery of another step than the one a run waits on (a replay of an earlier one) moves nothing.
     A run whose delivery was its last step completes here; one with steps left is queued for a worker."""
     outcomes = {run_id: (step_id, ok, message) for run_id, step_id, ok, message in settled}
-    runs = list(Run.objects.select_for_update().filter(
-        id__in=outcomes, status=RunStatus.WAITING, waiting_on=WaitingOn.DELIVERY).defer("state", "recipient"))
+    # What moving them on reads and writes (not their state: read only for a run that fails).
+    with connection.cursor() as cursor:
+        cursor.execute(_SETTLE_SELECT, [list(outcomes)])
+        runs = [instance_build(Run, dict(zip(_SETTLE_COLUMNS, row)), saved=True) for row in cursor.fetchall()]
     programs = programs_by_version({r.workflow_version_id for r in runs})
     writes = Writes()
     now = timezone.now()

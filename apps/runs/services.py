@@ -75,12 +75,14 @@ DISPATCH_BATCH = 50
 # high priority first, oldest first, skipping rows another dispatcher holds, and return them. The partial
 # index `request_undispatched` holds exactly the rows it reads.
 _DISPATCH = """
+WITH picked AS MATERIALIZED (
+    SELECT id FROM runs_triggerrequest
+    WHERE status = 'accepted' AND enqueued_at IS NULL
+    ORDER BY CASE priority WHEN 'high' THEN 0 WHEN 'normal' THEN 1 ELSE 2 END, created_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
 UPDATE runs_triggerrequest r SET enqueued_at = now()
-FROM (SELECT id FROM runs_triggerrequest
-      WHERE status = 'accepted' AND enqueued_at IS NULL
-      ORDER BY CASE priority WHEN 'high' THEN 0 WHEN 'normal' THEN 1 ELSE 2 END, created_at
-      LIMIT %(limit)s
-      FOR UPDATE SKIP LOCKED) picked
+FROM picked
 WHERE r.id = picked.id
 RETURNING r.id, r.priority, r.created_at
 """

@@ -187,3 +187,16 @@ def test_an_unexpected_step_error_fails_the_run_instead_of_retrying_forever(prod
     run = Run.objects.get(request=request)
     assert run.status == RunStatus.FAILED and run.error == "Internal error: ValueError: cannot work"
     assert runs_reconcile()["runs_requeued"] == 0
+
+
+def test_a_task_also_takes_other_hinted_requests_that_wait_up_to_its_limit(product, monkeypatch):
+    monkeypatch.setattr("apps.runs.triggers.api.REQUESTS_PER_TASK", 3)
+    factories.make_workflow(product, key="w", steps=[factories.email_step(subject="s", body="b")])
+    hinted = [_trigger(product, recipients=[{"id": f"h{i}"}]) for i in range(4)]
+    TriggerRequest.objects.filter(id__in=[r.id for r in hinted]).update(enqueued_at=timezone.now())
+    not_hinted = _trigger(product, recipients=[{"id": "x"}])  # the dispatcher has not seen it yet
+    assert len(request_start(request_id=hinted[3].id)) == 3
+    started = set(TriggerRequest.objects.filter(status=RequestStatus.STARTED).values_list("id", flat=True))
+    # Its own request, then the oldest others that wait; no more than its limit.
+    assert started == {hinted[3].id, hinted[0].id, hinted[1].id} and not_hinted.id not in started
+    assert request_start(request_id=hinted[3].id) == [Run.objects.get(request=hinted[2]).id]  # a later hint

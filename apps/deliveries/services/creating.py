@@ -12,9 +12,10 @@ from django.utils import timezone
 from apps.audit.services import AuditEntry
 from apps.core.bulk import insert_rows
 from apps.core.hints import hint_on_commit
+from apps.core.instances import instance_build
 
 from ..channels import Rendered
-from ..models import (Delivery, DeliveryStatus)
+from ..models import Delivery, DeliveryStatus, new_message_id
 
 from .history import status_events_record
 
@@ -63,17 +64,22 @@ def delivery_build(*, channel: str, rendered: Rendered, run=None, product_id=Non
     queued = status == DeliveryStatus.QUEUED
     if run is not None:
         product_id, organization_id = run.product_id, run.organization_id
-    delivery = Delivery(
-        product_id=product_id, organization_id=organization_id, request_id=run.request_id if run else None, run=run,
-        event_id=event_id, chunk=chunk, step_id=step_id, channel=channel, endpoint=rendered.endpoint,
-        endpoint_id=rendered.endpoint_id, recipient_id=str(run.recipient.get("id", ""))[:200] if run else "",
-        target=rendered.target, payload=rendered.payload,
-        priority=priority or (run.priority if run else "normal"),
-        max_attempts=max_attempts or settings.ROWBELL_DELIVERY_MAX_ATTEMPTS,
-        backoff_seconds=backoff[0], max_backoff_seconds=backoff[1], status=status,
-        last_error=rendered.skip_reason, next_attempt_at=now if queued else None,
-        enqueued_at=now if queued else None, completed_at=now if skipped else None, created_at=now, updated_at=now,
-    )
+    related = {"run": run}
+    if rendered.endpoint is not None or rendered.endpoint_id is None:
+        related["endpoint"] = rendered.endpoint
+    # Every column, as Delivery() would fill them (apps/core/instances.py: built by the thousand).
+    delivery = instance_build(Delivery, {
+        "id": None, "message_id": new_message_id(), "product_id": product_id, "organization_id": organization_id,
+        "request_id": run.request_id if run else None, "run_id": run.id if run else None, "step_id": step_id,
+        "event_id": event_id, "chunk": chunk, "channel": channel, "endpoint_id": rendered.endpoint_id,
+        "recipient_id": str(run.recipient.get("id", ""))[:200] if run else "", "target": rendered.target,
+        "provider_message_id": "", "payload": rendered.payload,
+        "priority": priority or (run.priority if run else "normal"), "status": status, "attempt_count": 0,
+        "max_attempts": max_attempts or settings.ROWBELL_DELIVERY_MAX_ATTEMPTS, "backoff_seconds": backoff[0],
+        "max_backoff_seconds": backoff[1], "next_attempt_at": now if queued else None,
+        "enqueued_at": now if queued else None, "lease_until": None, "last_error": rendered.skip_reason,
+        "created_at": now, "updated_at": now, "completed_at": now if skipped else None,
+    }, related=related)
     tracking = (run.workflow_version.definition.get("tracking") if run is not None else None) or {}
     if channel == "email" and not skipped and (tracking.get("opens") or tracking.get("clicks")):
         from ..tracking import tracking_apply
@@ -118,7 +124,7 @@ def deliveries_write(deliveries: list[Delivery], *, claim: bool = False, ignore_
         if claim and d.status == DeliveryStatus.QUEUED:
             d.status, d.attempt_count, d.lease_until = DeliveryStatus.SENDING, 1, lease
     ids = dict((m, pk) for pk, m in insert_rows(
-        Delivery, [{f: getattr(d, f) for f in _COLUMNS} for d in deliveries], returning=("id", "message_id"),
+        Delivery, [{f: d.__dict__[f] for f in _COLUMNS} for d in deliveries], returning=("id", "message_id"),
         on_conflict="ON CONFLICT DO NOTHING" if ignore_conflicts else ""))
     written = []
     for d in deliveries:

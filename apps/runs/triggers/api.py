@@ -17,8 +17,10 @@ import logging
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
+from apps.core.instances import instance_build
+
 from ..engine import RUN_BATCH, BatchedRuns, runs_attach
-from ..models import Run, RunStatus, TriggerRequest
+from ..models import Run, RunStatus, TriggerRequest, WaitingOn
 from .base import TriggerSource, trigger_source_register
 
 logger = logging.getLogger(__name__)
@@ -51,21 +53,27 @@ API = trigger_source_register(ApiTrigger())
 # work takes what accumulated, so batches grow with the load instead of staying one dispatcher pass
 # wide, and the hints that come after find their requests started (nothing to do). A request another
 # task holds or started is skipped: a repeated hint starts nothing twice.
+# The rows are picked in a CTE, which runs once: as an `IN (subquery)` the planner may run the subquery
+# again, and LIMIT with SKIP LOCKED would then pick more rows.
 _CLAIM = """
-UPDATE runs_triggerrequest SET status = 'started'
-WHERE status = 'accepted' AND id IN (
+WITH picked AS MATERIALIZED (
     SELECT id FROM runs_triggerrequest
     WHERE status = 'accepted' AND (id = ANY(%(ids)s::uuid[]) OR enqueued_at IS NOT NULL)
     ORDER BY id = ANY(%(ids)s::uuid[]) DESC, CASE priority WHEN 'high' THEN 0 WHEN 'normal' THEN 1 ELSE 2 END,
              created_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED)
-RETURNING id, product_id, organization_id, workflow_version_id, priority, recipients, data, created_at
+UPDATE runs_triggerrequest r SET status = 'started'
+FROM picked
+WHERE r.id = picked.id AND r.status = 'accepted'
+RETURNING r.id, r.product_id, r.organization_id, r.workflow_version_id, r.priority, r.recipients, r.data,
+          r.created_at,
+          -- Ids for its runs, one per recipient: runs built in memory are written once, where they stop.
+          ARRAY(SELECT nextval(pg_get_serial_sequence('runs_run', 'id'))
+                FROM generate_series(1, jsonb_array_length(r.recipients)))
 """
 # Requests one task claims at most (its hint's, then others waiting).
 REQUESTS_PER_TASK = 100
-# Ids for runs built in memory, so that they are written once, where they stop.
-_RUN_IDS = "SELECT nextval(pg_get_serial_sequence('runs_run', 'id')) FROM generate_series(1, %s)"
 
 
 def _json(value):
@@ -81,20 +89,23 @@ def _claim_and_build(request_ids: list) -> list[Run]:
         claimed = cursor.fetchall()
         if not claimed:
             return []
-        claimed = [(*row[:5], _json(row[5]), _json(row[6]), row[7]) for row in claimed]
-        claimed.sort(key=lambda r: (PRIORITY_ORDER.index(r[4]) if r[4] in PRIORITY_ORDER else 3, r[7]))
-        cursor.execute(_RUN_IDS, [sum(len(r[5]) for r in claimed)])
-        ids = iter([row[0] for row in cursor.fetchall()])
+    claimed = [(*row[:5], _json(row[5]), _json(row[6]), row[7], row[8]) for row in claimed]
+    claimed.sort(key=lambda r: (PRIORITY_ORDER.index(r[4]) if r[4] in PRIORITY_ORDER else 3, r[7]))
     now = timezone.now()
     runs = []
-    for request_id, product_id, organization_id, version_id, priority, recipients, data, _ in claimed:
-        request = TriggerRequest(id=request_id, product_id=product_id, organization_id=organization_id,
-                                 workflow_version_id=version_id, priority=priority, data=data)
+    for request_id, product_id, organization_id, version_id, priority, recipients, data, _, run_ids in claimed:
+        ids = iter(run_ids)
+        # What the runs' context reads of their request (ApiTrigger.context): its id and data.
+        request = instance_build(TriggerRequest, {"id": request_id, "data": data}, saved=True)
         for index, recipient in enumerate(recipients):
-            runs.append(Run(id=next(ids), source=API.name, cause_id=str(request_id), request=request,
-                            recipient_index=index, product_id=product_id, organization_id=organization_id,
-                            workflow_version_id=version_id, recipient=recipient, priority=priority,
-                            status=RunStatus.QUEUED, enqueued_at=now, created_at=now, updated_at=now))
+            runs.append(instance_build(Run, {
+                "id": next(ids), "request_id": request_id, "event_id": None, "source": API.name,
+                "cause_id": str(request_id), "recipient_index": index, "product_id": product_id,
+                "organization_id": organization_id, "workflow_version_id": version_id, "recipient": recipient,
+                "priority": priority, "status": RunStatus.QUEUED, "step_index": 0, "state": {},
+                "waiting_on": WaitingOn.NOTHING, "resume_at": None, "rerun_of_id": None, "error": "",
+                "enqueued_at": now, "lease_until": None, "claim": 0, "created_at": now, "updated_at": now,
+                "completed_at": None}, related={"request": request}))
     return runs
 
 

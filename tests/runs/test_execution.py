@@ -200,3 +200,35 @@ def test_a_task_also_takes_other_hinted_requests_that_wait_up_to_its_limit(produ
     # Its own request, then the oldest others that wait; no more than its limit.
     assert started == {hinted[3].id, hinted[0].id, hinted[1].id} and not_hinted.id not in started
     assert request_start(request_id=hinted[3].id) == [Run.objects.get(request=hinted[2]).id]  # a later hint
+
+
+def test_a_write_the_database_refuses_fails_only_the_run_that_made_it(product, monkeypatch):
+    from apps.deliveries.channels import Rendered
+    from apps.deliveries.services import delivery_build
+    from apps.runs.steps import STEP_TYPES, StepOutcome, StepType
+
+    factories.make_workflow(product, key="w", steps=[factories.email_step(subject="s", body="b")])
+    notify = STEP_TYPES["notify"]
+
+    class Unstorable(StepType):
+        """A step whose delivery PostgreSQL refuses to store (a NUL character in its payload)."""
+
+        name, batchable = "notify", True
+
+        def execute(self, call):
+            if call.run.recipient["id"] != "bad":
+                return notify.execute(call)
+            call.deliver(*delivery_build(channel="email", rendered=Rendered(target="x", payload={"text": "a\x00b"}),
+                                         run=call.run, step_id=call.step["id"]))
+            return StepOutcome(waiting_on="delivery")
+
+    monkeypatch.setitem(STEP_TYPES, "notify", Unstorable())
+    request = _trigger(product, recipients=[{"id": "good", "email": "g@example.com"}, {"id": "bad"}])
+    # The batch that starts the request cannot be written: its runs are written queued instead...
+    run_ids = request_start(request_id=request.id)
+    assert set(Run.objects.filter(id__in=run_ids).values_list("status", flat=True)) == {RunStatus.QUEUED}
+    # ...and a batch of them that cannot be written is executed one run at a time.
+    runs_execute(run_ids=run_ids)
+    good, bad = Run.objects.get(recipient__id="good"), Run.objects.get(recipient__id="bad")
+    assert good.status == RunStatus.COMPLETED and len(mail.outbox) == 1
+    assert bad.status == RunStatus.FAILED and bad.error.startswith("Internal error: DataError")

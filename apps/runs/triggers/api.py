@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from apps.core.instances import instance_build
 
-from ..engine import RUN_BATCH, BatchedRuns, runs_attach
+from ..engine import RUN_BATCH, BatchedRuns, Writes, runs_attach
 from ..models import Run, RunStatus, TriggerRequest, WaitingOn
 from .base import TriggerSource, trigger_source_register
 
@@ -143,7 +143,7 @@ def requests_start(*, request_ids: list) -> list[int]:
                          len(request_ids))
         with transaction.atomic():
             runs = _claim_and_build(request_ids)
-            queued = BatchedRuns().writes
+            queued = Writes()
             for run in runs:
                 queued.run(run)
                 queued.hint(run)

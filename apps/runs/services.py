@@ -71,16 +71,27 @@ DISPATCH_LIMIT = 1000
 DISPATCH_BATCH = 50
 
 
+# A pass hints requests once a hint's worth (DISPATCH_BATCH) waits, or once the oldest has waited
+# DISPATCH_LINGER seconds: under load a task then starts a batch of requests instead of one or two (each
+# task costs a Celery round of its own), for at most DISPATCH_LINGER more latency when traffic is light.
+DISPATCH_LINGER = 0.02
+
 # One statement (its own transaction): mark up to %(limit)s accepted requests that nobody has hinted yet,
-# high priority first, oldest first, skipping rows another dispatcher holds, and return them. The partial
-# index `request_undispatched` holds exactly the rows it reads.
+# high priority first, oldest first, skipping rows another dispatcher holds, and return them; nothing while
+# fewer than %(batch)s wait, all younger than %(linger)s seconds. The partial index `request_undispatched`
+# holds exactly the rows it reads. The CTEs run once (a subquery with LIMIT and SKIP LOCKED could run again).
 _DISPATCH = """
-WITH picked AS MATERIALIZED (
-    SELECT id FROM runs_triggerrequest
+WITH waiting AS MATERIALIZED (
+    SELECT id, created_at FROM runs_triggerrequest
     WHERE status = 'accepted' AND enqueued_at IS NULL
     ORDER BY CASE priority WHEN 'high' THEN 0 WHEN 'normal' THEN 1 ELSE 2 END, created_at
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED)
+    FOR UPDATE SKIP LOCKED
+), picked AS MATERIALIZED (
+    SELECT id FROM waiting
+    WHERE (SELECT count(*) FROM waiting) >= %(batch)s
+       OR (SELECT min(created_at) FROM waiting) <= now() - make_interval(secs => %(linger)s)
+)
 UPDATE runs_triggerrequest r SET enqueued_at = now()
 FROM picked
 WHERE r.id = picked.id
@@ -88,18 +99,20 @@ RETURNING r.id, r.priority, r.created_at
 """
 
 
-def requests_dispatch(*, limit: int = DISPATCH_LIMIT) -> int:
+def requests_dispatch(*, limit: int = DISPATCH_LIMIT, linger: float | None = None) -> int:
     """Hint workers about accepted requests nobody has hinted yet; return how many.
 
     1. Mark up to `limit` undispatched requests hinted, high priority first, oldest first, skipping rows
-       another dispatcher holds (SKIP LOCKED): one statement, one round trip.
+       another dispatcher holds (SKIP LOCKED): one statement, one round trip. Nothing is marked while
+       fewer than DISPATCH_BATCH wait and none has waited `linger` seconds (default DISPATCH_LINGER).
     2. Once that commits, send one hint per batch of DISPATCH_BATCH ids to the queue of their priority,
        in one round trip.
     A hint lost after this (Redis restarted) is re-sent by the reconciler. A worker that takes up a hint
     also takes other hinted requests that wait (apps.runs.triggers.api), so under load its batches grow.
     """
     with connection.cursor() as cursor:
-        cursor.execute(_DISPATCH, {"limit": limit})
+        cursor.execute(_DISPATCH, {"limit": limit, "batch": min(DISPATCH_BATCH, limit),
+                                   "linger": DISPATCH_LINGER if linger is None else linger})
         rows = sorted(cursor.fetchall(), key=lambda r: r[2])
     if not rows:
         return 0
@@ -218,8 +231,9 @@ def runs_reconcile() -> dict[str, int]:
                 runs_enqueue(ids, priority)
 
         transaction.on_commit(send)
-    # Requests no dispatcher has claimed (e.g. no dispatcher process runs): the beat tick does it.
-    dispatched = requests_dispatch()
+    # Requests no dispatcher has claimed (e.g. no dispatcher process runs): the beat tick does it, for
+    # everything that waits.
+    dispatched = requests_dispatch(linger=0)
     return {"requests": len(requests), "runs_requeued": len(expired), "runs": len(runs),
             "dispatched": dispatched, "runs_settled": settled}
 

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export DJANGO_SETTINGS_MODULE ?= config.settings.local
 
-.PHONY: run test lint fuzz install preflight chromium screenshots bench bench-api bench-capture bench-workflows clean
+.PHONY: run test lint fuzz install preflight chromium screenshots bench bench-api bench-capture bench-workflows bench-api-path clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Rowbell needs Python 3.11, found " + sys.version.split()[0]' \
@@ -78,7 +78,16 @@ bench-workflows: install
 	@$(BIN)/python -m apps.core.preflight
 	$(BIN)/python bench/bench_workflows.py
 
-bench: bench-api bench-capture bench-workflows
+## make bench-api-path: trigger call to delivered signed webhook through every process, against a plain
+## keep-alive POST loop, beside the database path (bench-workflows) in the same run.
+bench-api-path: install
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null) \
+		|| (echo "rowbell: the benchmark needs wrk (apt-get install wrk)" >&2; exit 1)
+	@command -v pgbench >/dev/null || (echo "rowbell: the benchmark needs pgbench (PostgreSQL's client tools)" >&2; exit 1)
+	@$(BIN)/python -m apps.core.preflight
+	$(BIN)/python bench/bench_api_path.py
+
+bench: bench-api bench-capture bench-workflows bench-api-path
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache

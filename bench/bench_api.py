@@ -7,6 +7,8 @@
 3. Load each with wrk (same threads, connections and duration), warm-up first, and read requests/s
    and latency percentiles; the trigger calls carry distinct bodies and really write their rows.
 4. Write the figures, their ratio and the command to docs/benchmarks.md.
+
+Database and Redis: the servers of DATABASE_URL and REDIS_URL in the environment (bench/common.py).
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import common  # noqa: E402
 from bench.docs import section_write  # noqa: E402
+
 DB = "rowbell_bench"
-REDIS = "redis://127.0.0.1:6379/14"
+REDIS = common.redis_url(14)
 KEY = "tI5dHo80Ky4u9tlcBBUGf_IQu0Lf2o8-zxu7csOQn4o="  # fixed Fernet key, bench database only
 
 
@@ -38,7 +42,7 @@ def sh(*args, env=None, **kw):
 
 def bench_env():
     return {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.settings", "DJANGO_SECRET_KEY": "bench",
-            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB}", "REDIS_URL": REDIS,
+            "DATABASE_URL": common.database_url(DB), "REDIS_URL": REDIS,
             "ROWBELL_ENCRYPTION_KEYS": KEY, "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "LOG_LEVEL": "WARNING",
             # One key makes every call, as fast as the machine serves them (over 1,000/s): its throttle counts
             # each (the cost measured) but must refuse none, so the trigger rate is raised past the default
@@ -127,13 +131,11 @@ def main():
     env = bench_env()
     py = sys.executable
 
-    sh("psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {DB}",
-       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    sh("psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {DB}", stdout=subprocess.DEVNULL)
+    common.databases_recreate(DB)
     sh(py, "manage.py", "migrate", "--noinput", "-v", "0", env=env)
     key = subprocess.run([py, "manage.py", "shell", "-c", SETUP], cwd=ROOT, env=env, capture_output=True,
                          text=True, check=True).stdout.strip().splitlines()[-1]
-    sh("redis-cli", "-u", REDIS, "flushdb", stdout=subprocess.DEVNULL)
+    common.redis_flush(REDIS)
 
     gunicorn = subprocess.Popen(
         [str(Path(py).parent / "gunicorn"), "config.wsgi", "--bind", f"127.0.0.1:{args.port}", "--workers",
@@ -146,21 +148,20 @@ def main():
                 break
             except OSError:
                 time.sleep(0.1)
-        common = {"threads": args.threads, "connections": args.connections}
+        load = {"threads": args.threads, "connections": args.connections}
         trigger_lua = LUA % key
         # Warm both paths (connections, imports, caches), then measure each in turn.
-        wrk(f"{base}/ping", PING_LUA, duration=3, **common)
-        wrk(f"{base}/api/v1/trigger", trigger_lua, duration=3, **common)
-        wrk(f"{base}/bench/insert", PING_LUA, duration=3, **common)
-        ping = wrk(f"{base}/ping", PING_LUA, duration=args.duration, **common)
-        trigger = wrk(f"{base}/api/v1/trigger", trigger_lua, duration=args.duration, **common)
-        insert = wrk(f"{base}/bench/insert", PING_LUA, duration=args.duration, **common)
+        wrk(f"{base}/ping", PING_LUA, duration=3, **load)
+        wrk(f"{base}/api/v1/trigger", trigger_lua, duration=3, **load)
+        wrk(f"{base}/bench/insert", PING_LUA, duration=3, **load)
+        ping = wrk(f"{base}/ping", PING_LUA, duration=args.duration, **load)
+        trigger = wrk(f"{base}/api/v1/trigger", trigger_lua, duration=args.duration, **load)
+        insert = wrk(f"{base}/bench/insert", PING_LUA, duration=args.duration, **load)
     finally:
         os.killpg(gunicorn.pid, signal.SIGTERM)
         gunicorn.wait()
-    written = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", DB, "-tAc",
-                              "SELECT count(*) FROM runs_triggerrequest"], capture_output=True, text=True).stdout
-    sh("redis-cli", "-u", REDIS, "flushdb", stdout=subprocess.DEVNULL)
+    written = common.psql(DB, "SELECT count(*) FROM runs_triggerrequest")
+    common.redis_flush(REDIS)
     ratio = trigger["rps"] / ping["rps"]
     result = {"ping": ping, "trigger": trigger, "insert": insert, "ratio": round(ratio, 3),
               "insert_ratio": round(insert["rps"] / ping["rps"], 3),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import lru_cache
+from uuid import UUID
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, models
@@ -22,9 +23,13 @@ _django_default = DjangoJSONEncoder().default
 
 
 def _default(value):
-    # Timestamps are most of what is not JSON already; they keep their microseconds.
-    if type(value) is datetime:
+    # Timestamps and UUIDs are most of what is not JSON already (timestamps keep their microseconds); the
+    # rest goes through Django's encoder.
+    kind = type(value)
+    if kind is datetime:
         return value.isoformat()
+    if kind is UUID:
+        return str(value)
     return _django_default(value)
 
 

@@ -1,9 +1,9 @@
-"""Durable execution of runs.
+"""Durable execution of runs: one interpreter, two ways of writing what it does.
 
 A run's position is one integer, the next instruction of its version's program (apps.workflows.program),
-and everything its steps produced lives in `Run.state`. Each step commits in one transaction together
-with the run's new position, so a crash at any line repeats at most the step in progress, whose writes
-rolled back with it. Nothing waits in memory or in a Celery countdown:
+and everything its steps produced lives in `Run.state`. Each step is written in one transaction together
+with the run's new position, so a crash at any line repeats at most the steps in progress, whose writes
+rolled back with them. Nothing waits in memory or in a Celery countdown:
 
 - a wait stores `resume_at` and the run becomes `waiting`; a beat tick (`runs_resume_due`) claims due
   runs with a conditional update, so two ticks never resume the same run, and queues them again;
@@ -11,39 +11,59 @@ rolled back with it. Nothing waits in memory or in a Celery countdown:
   on (or completes, if it was the last step); when it fails for good the run fails;
 - a transient step error is retried with the workflow's back-off, a permanent one fails the run;
 - a failed run is escalated to operators once (apps.runs.escalation).
+
+The interpreter (`_advance`) executes a step through the step-type registry (apps.runs.steps) and stages
+what it writes in a `Writes`: the step's row, its deliveries (built by
+apps.deliveries.services.delivery_build), audit rows, the run's new position. Two strategies commit it:
+
+- immediate (`run_execute`, `_execute`): one run, each step in a transaction of its own;
+- batched (`BatchedRuns`: `runs_execute` for queued runs, a trigger request's new runs): many runs in the
+  caller's one transaction, their rows written together in a few statements. A run that reaches a step
+  that must have its own transaction (a batch step, a wait for a condition; rows to read first) is handed
+  over to the immediate strategy once the batch has committed.
+
+Either way deliveries are written claimed, and the task that wrote them sends them once they are
+committed (a task that dies first leaves them to the reconciler). One place completes a run
+(`_complete`) and one fails it (`_fail`); what started a run comes from its trigger source
+(apps.runs.triggers).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import re
 import time
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-import psycopg
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, transaction
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from apps.audit.services import AuditEntry, audit_record, audit_record_many
 from apps.core import exactjson
+from apps.core.bulk import insert_rows
 from apps.core.exceptions import Conflict
-from apps.core.hints import hint, hint_many_on_commit
+from apps.core.hints import hint, hint_on_commit
+from apps.core.instances import instance_build
 from apps.deliveries.backoff import retry_delay
+from apps.deliveries.models import DeliveryStatus
+from apps.deliveries.services import deliveries_send_claimed, deliveries_write, status_events_record
+from apps.tenants.models import Product
+from apps.workflows.models import WorkflowVersion
 from apps.workflows.program import program_for, programs_by_version
 
 from .models import Escalation, EscalationDecision, Run, RunStatus, RunStep, StepStatus, WaitingOn
-from .selectors import event_summary
-from .steps import STEP_EXECUTORS, StepFailed, StepOutcome, StepRetry, notify_delivery_options, notify_render
+from .steps import StepCall, StepFailed, StepRetry, step_type_get
+from .triggers.base import trigger_source_get
 
 logger = logging.getLogger(__name__)
 
 RUN_BATCH = 100
 RESUME_LIMIT = 10_000
-_ROWS = re.compile(r"\brows?\b")
+EXECUTE_TASK = "apps.runs.tasks.runs_execute"
 
 
 class ClaimLost(Exception):
@@ -55,316 +75,362 @@ def _lease():
 
 
 def runs_enqueue(run_ids: list[int], priority: str) -> None:
+    """Hint workers now to execute these queued runs, RUN_BATCH per hint, on the queue `priority`. Raises
+    what the broker raises (see runs_enqueue_on_commit for the form that never does)."""
     for start in range(0, len(run_ids), RUN_BATCH):
-        hint("apps.runs.tasks.runs_execute", [run_ids[start:start + RUN_BATCH]], queue=priority)
+        hint(EXECUTE_TASK, [run_ids[start:start + RUN_BATCH]], queue=priority)
 
 
 def runs_enqueue_on_commit(run_ids: list[int], priority: str) -> None:
-    """runs_enqueue once the transaction commits, in one round trip, under apps.core.hints' policy: never
-    raises; a hint the broker did not take is logged and left to the reconciler."""
-    hint_many_on_commit([("apps.runs.tasks.runs_execute", [run_ids[start:start + RUN_BATCH]], priority)
-                         for start in range(0, len(run_ids), RUN_BATCH)])
+    """runs_enqueue once the current transaction commits; a hint the broker does not take is logged and
+    left to the reconciler (never raises)."""
+    for start in range(0, len(run_ids), RUN_BATCH):
+        hint_on_commit(EXECUTE_TASK, [run_ids[start:start + RUN_BATCH]], queue=priority)
 
 
 def _cause(run: Run) -> dict:
-    """What started a run, for its audit rows."""
-    return _cause_of(run.request_id, run.event_id)
-
-
-def _cause_of(request_id, event_id) -> dict:
-    return {"request_id": str(request_id)} if request_id else {"event_id": f"evt_{event_id}"}
+    """What started a run, for its audit rows (its trigger source says how: {"request_id": ...}...)."""
+    return trigger_source_get(run.source).cause(run.cause_id)
 
 
 # --- What steps see -----------------------------------------------------------------------------
 
 
-class Engine:
-    """What step executors may ask of the engine."""
-
-    @staticmethod
-    def sandboxed(run: Run) -> bool:
-        return run.workflow_version.workflow.sandbox or run.product.sandbox
-
-    @staticmethod
-    def rows_needed(run: Run) -> bool:
-        """A database event's rows are read only if the workflow refers to `row` or `rows` somewhere."""
-        version = run.workflow_version
-        return bool(run.event_id and version.rows_from and run.event.op != "delete"
-                    and _ROWS.search(str(version.definition["steps"])))
-
-    @staticmethod
-    def rows_refresh(run: Run, context: dict) -> None:
-        """(Re-)read the event's rows from the customer database; a transient failure is a StepRetry."""
-        if not Engine.rows_needed(run):
-            return
-        from apps.connections.rows import rows_read
-
-        try:
-            rows, missing = rows_read(connection=run.workflow_version.connection,
-                                      rows_from=run.workflow_version.rows_from, ids=run.event.ids)
-        except psycopg.Error as exc:
-            raise StepRetry(f"Cannot read the rows from the customer database: {exc}") from exc
-        run.state["rows"], run.state["missing_ids"] = rows, missing
-        _rows_into(context, run.state)
-
-
-def _rows_into(context: dict, state: dict) -> None:
-    context["rows"], context["missing_ids"] = state["rows"], state["missing_ids"]
-    context.pop("row", None)
-    if len(context["event"]["ids"]) == 1 and state["rows"]:
-        context["row"] = state["rows"][0]  # absent when the row is gone: templates using it say so
-
-
 def run_context(run: Run) -> dict:
+    """The template context of a run (its workflow version, product and cause loaded: runs_attach): `data`,
+    `recipient`, `workflow`, `request_id`, `run_id`, `timestamp`, `steps` (what earlier steps produced, by
+    id; the run's own state), what its trigger source adds (`event`, `row`, `rows`...) and `batch`."""
     version = run.workflow_version
     context = {
-        "data": run.request.data if run.request_id else {},
+        "data": {},
         "recipient": run.recipient,
         "workflow": {"key": version.workflow.key, "version": version.version},
-        "request_id": str(run.request_id) if run.request_id else None,
+        "request_id": None,
         "run_id": run.id,
         "timestamp": run.created_at.isoformat(),
         "steps": run.state.setdefault("steps", {}),
     }
-    if run.event_id:
-        context["event"] = event_summary(run.event)
-        if "rows" in run.state:
-            _rows_into(context, run.state)
+    trigger_source_get(run.source).context(run, context)
     if "batch" in run.state:
         context["batch"] = run.state["batch"]
     return context
 
 
-# --- Executing ----------------------------------------------------------------------------------
+def runs_attach(runs: list[Run], *, causes: bool = True) -> None:
+    """Give runs what executing them reads: their workflow versions (with the workflow) and products,
+    loaded once and shared (a join would build and parse them again for every run), and, with `causes`,
+    what their trigger sources need (TriggerSource.load)."""
+    versions = WorkflowVersion.objects.select_related("workflow").in_bulk({r.workflow_version_id for r in runs})
+    products = Product.objects.in_bulk({r.product_id for r in runs})
+    by_source: dict[str, list[Run]] = {}
+    for run in runs:
+        # Straight into the fields cache, as the descriptors would (they cost more than the rest of this).
+        cache = run._state.fields_cache
+        cache["workflow_version"], cache["product"] = versions[run.workflow_version_id], products[run.product_id]
+        by_source.setdefault(run.source, []).append(run)
+    if causes:
+        for source, some in by_source.items():
+            trigger_source_get(source).load(some)
 
 
-def _ours(run: Run):
-    """The run, if this worker's claim on it still holds (running, with the claim it took)."""
-    return Run.objects.filter(id=run.id, status=RunStatus.RUNNING, claim=run.claim)
+def _persisted(run: Run) -> None:
+    """Remember the status and claim the run's row has now: its next write applies only if they still hold."""
+    run._persisted = (run.status, run.claim)
 
 
-def _advance(run: Run, fields: dict) -> None:
-    """Write the run's new position and state, if it is still ours."""
-    if not _ours(run).update(state=run.state, updated_at=timezone.now(), **fields):
-        raise ClaimLost()
+# --- Writing ------------------------------------------------------------------------------------
+
+
+# The new positions of runs, in one statement (Django's bulk_update builds a CASE per column). A row is
+# written only if the run is still as it was read (`was`, `was_claim`): a run another worker took over
+# matches nothing. A NULL state leaves the state as it is (it was not read).
+_RUNS_UPDATE = """
+UPDATE runs_run r
+SET status = v.status, waiting_on = v.waiting_on, step_index = v.step_index, state = COALESCE(v.state, r.state),
+    resume_at = v.resume_at, completed_at = v.completed_at, lease_until = v.lease_until, error = v.error,
+    claim = v.claim, enqueued_at = v.enqueued_at, updated_at = %s
+FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, status text, waiting_on text, step_index int, state jsonb,
+     resume_at timestamptz, completed_at timestamptz, lease_until timestamptz, error text, claim int,
+     enqueued_at timestamptz, was text, was_claim int)
+WHERE r.id = v.id AND r.status = v.was AND r.claim = v.was_claim
+"""
+
+_RUN_COLUMNS = tuple(f.attname for f in Run._meta.concrete_fields)
+
+
+class Writes:
+    """What runs write, staged in memory and written by `flush` in a few statements (the caller's
+    transaction): new and changed runs, step rows, deliveries (written claimed: `to_send` holds them
+    for the caller to send after commit), audit rows, escalations, and runs to hint after commit.
+    `mark` and `undo` drop what one run staged, when it fails half-way through a batch."""
+
+    def __init__(self):
+        self.runs: list[Run] = []
+        self.steps: list[dict] = []
+        self.steps_failed: list[tuple] = []  # (run id, step id, error): a step whose delivery failed later
+        self.deliveries: list = []
+        self.audits: list[AuditEntry] = []
+        self.escalations: list[dict] = []
+        self.hints: dict[str, list[int]] = {}
+        self.to_send: list = []
+
+    def mark(self) -> tuple:
+        return (len(self.runs), len(self.steps), len(self.deliveries), len(self.audits), len(self.escalations),
+                len(self.steps_failed))
+
+    def undo(self, mark: tuple) -> None:
+        del self.runs[mark[0]:], self.steps[mark[1]:], self.deliveries[mark[2]:], self.audits[mark[3]:]
+        del self.escalations[mark[4]:], self.steps_failed[mark[5]:]
+
+    def run(self, run: Run) -> None:
+        """Stage the run's row as it is now (its new position, status...)."""
+        self.runs.append(run)
+
+    def step(self, run: Run, pc: int, step: dict, output: dict | None = None, *, error: str = "") -> None:
+        """Stage the row of a step the run executed: completed with `output` (kept in the run's state), or
+        failed with `error`."""
+        self.steps.append({"run_id": run.id, "step_id": step["id"], "index": pc, "type": step["type"],
+                           "status": StepStatus.FAILED if error else StepStatus.COMPLETED,
+                           "output": output or {}, "error": error[:2000]})
+        if not error:
+            run.state["steps"][step["id"]] = output
+            run.state.get("attempts", {}).pop(step["id"], None)
+
+    def delivery(self, delivery, audit) -> None:
+        self.deliveries.append(delivery)
+        if audit is not None:
+            self.audits.append(audit)
+
+    def audit(self, entry: AuditEntry) -> None:
+        self.audits.append(entry)
+
+    def hint(self, run: Run) -> None:
+        """Hint a worker about the (queued) run once the transaction commits."""
+        self.hints.setdefault(run.priority, []).append(run.id)
+
+    def flush(self) -> None:
+        """Write everything staged; raise ClaimLost (the caller's transaction must roll back) if a run changed
+        under us. Deliveries written claimed are added to `to_send`."""
+        now = timezone.now()
+        latest = {run.id: run for run in self.runs}  # staged twice: the last one is the row
+        new = [run for run in latest.values() if run._state.adding]
+        changed = [run for run in latest.values() if not run._state.adding]
+        if new:
+            for run in new:
+                run.updated_at = now
+            insert_rows(Run, [{f: run.__dict__[f] for f in _RUN_COLUMNS} for run in new])
+        if changed:
+            rows = [{"id": r.id, "status": r.status, "waiting_on": r.waiting_on, "step_index": r.step_index,
+                     "state": None if "state" in r.get_deferred_fields() else r.state, "resume_at": r.resume_at,
+                     "completed_at": r.completed_at, "lease_until": r.lease_until, "error": r.error,
+                     "claim": r.claim, "enqueued_at": r.enqueued_at, "was": r._persisted[0],
+                     "was_claim": r._persisted[1]} for r in changed]
+            with connection.cursor() as cursor:
+                cursor.execute(_RUNS_UPDATE, [now, exactjson.dumps(rows, default=_iso)])
+                if cursor.rowcount != len(rows):
+                    raise ClaimLost()
+        if self.deliveries:
+            written = deliveries_write(self.deliveries, claim=True, now=now)
+            self.to_send.extend(d for d in written if d.status == DeliveryStatus.SENDING)
+        if self.steps:
+            for row in self.steps:
+                row["finished_at"] = now
+            insert_rows(RunStep, self.steps)
+        for run_id, step_id, error in self.steps_failed:
+            RunStep.objects.filter(run_id=run_id, step_id=step_id).update(status=StepStatus.FAILED, error=error)
+        if self.escalations:
+            insert_rows(Escalation, [{**e, "created_at": now} for e in self.escalations])
+        audit_record_many(self.audits)
+        for priority, ids in self.hints.items():
+            runs_enqueue_on_commit(ids, priority)
+        for run in latest.values():  # only once everything is written: a failed flush changes nothing
+            run._state.adding = False
+            _persisted(run)
+        self.runs, self.steps, self.steps_failed, self.deliveries = [], [], [], []
+        self.audits, self.escalations, self.hints = [], [], {}
+
+
+def _iso(value):
+    # Timestamps keep their microseconds (Django's encoder would cut them to milliseconds).
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return _DJANGO_JSON.default(value)
+
+
+_DJANGO_JSON = DjangoJSONEncoder()
+
+
+# --- How runs end -------------------------------------------------------------------------------
+
+
+def _complete(run: Run, writes: Writes, *, data: dict | None = None) -> None:
+    """The one place a run completes: its status, `completed_at` and the `run.completed` audit row (with
+    what started it, and `data`)."""
+    run.status, run.completed_at, run.lease_until = RunStatus.COMPLETED, timezone.now(), None
+    run.waiting_on, run.resume_at = WaitingOn.NOTHING, None
+    writes.run(run)
+    writes.audit(AuditEntry(action="run.completed", target_type="run", target_id=run.id, product_id=run.product_id,
+                            organization_id=run.organization_id, data={**_cause(run), **(data or {})}))
+
+
+def _fail(run: Run, writes: Writes, *, pc: int, step: dict, message: str, step_failed: bool) -> None:
+    """The one place a run fails, at instruction `pc` (its `step`): its status, error and `completed_at`,
+    the failed step's row (written failed, or, when the step ran and what it started failed afterwards, a
+    delivery, marked failed), the `run.failed` audit row and the escalation that tells operators."""
+    run.state["failed_at"] = pc
+    run.status, run.error, run.completed_at, run.lease_until = RunStatus.FAILED, message[:2000], timezone.now(), None
+    run.waiting_on, run.resume_at = WaitingOn.NOTHING, None
+    writes.run(run)
+    if step_failed:
+        writes.step(run, pc, step, error=message)
+    else:
+        writes.steps_failed.append((run.id, step["id"], message[:2000]))
+    writes.audit(AuditEntry(action="run.failed", target_type="run", target_id=run.id, product_id=run.product_id,
+                            organization_id=run.organization_id,
+                            data={**_cause(run), "step": step["id"], "error": message[:500]}))
+    writes.escalations.append({"run_id": run.id, "product_id": run.product_id, "error": message[:2000],
+                               "notified_at": None, "decision": "", "decided_at": None, "decided_by": ""})
+
+
+def _retry_or_fail(run: Run, writes: Writes, *, pc: int, step: dict, message: str) -> None:
+    """A transient step error: try the step again after the workflow's back-off, or fail once its attempts
+    (`retry.max_attempts`, default ROWBELL_DELIVERY_MAX_ATTEMPTS) are spent."""
+    attempts = run.state.setdefault("attempts", {})
+    attempts[step["id"]] = attempts.get(step["id"], 0) + 1
+    policy = run.workflow_version.definition.get("retry", {})
+    if attempts[step["id"]] >= policy.get("max_attempts", settings.ROWBELL_DELIVERY_MAX_ATTEMPTS):
+        _fail(run, writes, pc=pc, step=step, message=f"{message} (gave up after {attempts[step['id']]} attempts)",
+              step_failed=True)
+        return
+    delay = retry_delay(attempts[step["id"]], base=policy.get("backoff"), cap=policy.get("max_backoff"))
+    run.status, run.waiting_on, run.lease_until = RunStatus.WAITING, WaitingOn.RETRY, None
+    run.resume_at, run.step_index = timezone.now() + timedelta(seconds=delay), pc
+    writes.run(run)
+    writes.audit(AuditEntry(action="run.retry_scheduled", target_type="run", target_id=run.id,
+                            product_id=run.product_id, organization_id=run.organization_id,
+                            data={"step": step["id"], "attempt": attempts[step["id"]], "error": message[:500],
+                                  "resume_at": run.resume_at.isoformat()}))
+
+
+def _step_error(run: Run, program, pc: int, exc: Exception, writes: Writes) -> None:
+    """What an exception from the step at `pc` does to the run: StepRetry retries it later, anything else
+    fails the run now (an unexpected error, a bug or bad data, fails it once instead of looping)."""
+    step = program[pc].step if pc < len(program) else {"id": "", "type": ""}
+    if isinstance(exc, StepRetry):
+        _retry_or_fail(run, writes, pc=pc, step=step, message=str(exc))
+        return
+    message = str(exc) if isinstance(exc, StepFailed) else f"Internal error: {exc.__class__.__name__}: {exc}"
+    _fail(run, writes, pc=pc, step=step, message=message, step_failed=True)
+
+
+# --- The interpreter ----------------------------------------------------------------------------
+
+
+def _next(program, pc: int) -> int:
+    """The next instruction that is not a jump, from `pc` (len(program): the run is past its end)."""
+    while pc < len(program) and program[pc].op == "jump":
+        pc = program[pc].to
+    return pc
+
+
+def _advance(run: Run, program, pc: int, context: dict, writes: Writes, memo: dict | None) -> str | None:
+    """Execute the step at instruction `pc` (not a jump) and stage what it writes: its row and output, and
+    the run's new status if it stops here. Returns that status (completed, waiting), or None when the run
+    goes on (at `run.step_index`)."""
+    instruction = program[pc]
+    step = instruction.step
+    run.step_index = pc
+    outcome = step_type_get(step["type"]).execute(StepCall(
+        run=run, step=step, instruction=instruction, pc=pc, context=context, memo=memo, writes=writes,
+        source=trigger_source_get(run.source)))
+    if outcome.finished:
+        writes.step(run, pc, step, outcome.output)
+        run.step_index = pc + 1 if outcome.next_pc is None else outcome.next_pc
+    if outcome.end_run:
+        _complete(run, writes, data={"ended_at": step["id"], **outcome.output})
+        return RunStatus.COMPLETED
+    if outcome.waiting_on:
+        run.status, run.waiting_on, run.resume_at, run.lease_until = (
+            RunStatus.WAITING, outcome.waiting_on, outcome.resume_at, None)
+        writes.run(run)
+        return RunStatus.WAITING
+    return None
+
+
+# --- Immediate: one run, a transaction per step -------------------------------------------------
 
 
 def run_execute(*, run_id: int) -> str | None:
-    """Execute a queued run from its next instruction until it ends or waits; return its status then.
+    """Execute one queued run, each step in its own transaction, until it ends or waits; send what it
+    queued; return its status then (None if it was not queued, or another worker took it over).
 
     1. Claim the run: queued -> running, with a lease (a conditional update: one worker wins).
-    2. Each step commits in its own transaction together with the new position (see the module).
-    3. Mark the run completed, waiting, or failed (escalated), each with its audit row.
+    2. Execute its steps (_execute).
     """
     claimed = Run.objects.filter(id=run_id, status=RunStatus.QUEUED).update(
         status=RunStatus.RUNNING, lease_until=_lease(), claim=F("claim") + 1, updated_at=timezone.now())
     if not claimed:
         return None
-    return _execute(_runs_load([run_id])[0])
-
-
-def _runs_load(run_ids) -> list[Run]:
-    """The runs with what their steps need. The few versions and products a batch shares are loaded once
-    and shared by its runs (a join would build and parse them again for every run)."""
-    from apps.tenants.models import Product
-    from apps.workflows.models import WorkflowVersion
-
-    runs = list(Run.objects.select_related("request", "event").filter(id__in=run_ids).order_by("id"))
-    versions = WorkflowVersion.objects.select_related("workflow").in_bulk({r.workflow_version_id for r in runs})
-    products = Product.objects.in_bulk({r.product_id for r in runs})
-    for run in runs:
-        run.workflow_version, run.product = versions[run.workflow_version_id], products[run.product_id]
-    return runs
+    run = Run.objects.get(id=run_id)
+    runs_attach([run])
+    _persisted(run)
+    return _execute(run)
 
 
 def _execute(run: Run) -> str | None:
-    """The step loop of a claimed (running) run."""
+    """The immediate strategy, for a claimed (running) run: each step commits in its own transaction with
+    the run's new position; the deliveries it wrote are sent once it stops."""
+    writes = Writes()
+    status = _execute_steps(run, writes)
+    if writes.to_send:
+        deliveries_send_claimed(writes.to_send)
+    return status
+
+
+def _execute_steps(run: Run, writes: Writes) -> str | None:
+    source = trigger_source_get(run.source)
     program = program_for(run.workflow_version)
-    context = run_context(run)
     pc = run.step_index
     try:
-        if run.event_id and "rows" not in run.state and Engine.rows_needed(run):
-            Engine.rows_refresh(run, context)  # when the run starts; saved with its first step
-        while pc < len(program):
-            instruction = program[pc]
-            if instruction.op == "jump":
-                pc = instruction.to
-                continue
-            step = instruction.step
+        context = run_context(run)
+        if source.prepare_needed(run):
+            source.prepare(run, context)  # saved with the run's next step
+        while True:
+            pc = _next(program, run.step_index)
             with transaction.atomic():
-                if instruction.op == "branch":
-                    taken, target = instruction.choose(context)
-                    outcome = StepOutcome(output={"branch": "otherwise" if taken is None else taken})
+                if pc >= len(program):
+                    run.step_index = pc
+                    _complete(run, writes)
+                    status = RunStatus.COMPLETED
                 else:
-                    outcome = STEP_EXECUTORS[step["type"]](run=run, step=step, context=context, engine=Engine)
-                    target = pc + 1
-                if outcome.finished:
-                    RunStep.objects.create(run=run, step_id=step["id"], index=pc, type=step["type"],
-                                           status=StepStatus.COMPLETED, output=outcome.output)
-                    run.state["steps"][step["id"]] = outcome.output
-                    run.state.get("attempts", {}).pop(step["id"], None)
-                else:
-                    target = pc
-                if outcome.end_run:
-                    _advance(run, {"step_index": target, "status": RunStatus.COMPLETED,
-                                   "completed_at": timezone.now(), "lease_until": None})
-                    audit_record(action="run.completed", target_type="run", target_id=run.id,
-                                 product_id=run.product_id, organization_id=run.organization_id,
-                                 data={**_cause(run), "ended_at": step["id"], **outcome.output})
-                    return RunStatus.COMPLETED
-                if outcome.waiting_on:
-                    _advance(run, {"step_index": target, "status": RunStatus.WAITING, "lease_until": None,
-                                   "waiting_on": outcome.waiting_on, "resume_at": outcome.resume_at})
-                    return RunStatus.WAITING
-                _advance(run, {"step_index": target, "lease_until": _lease()})
-            pc = target
-    except StepFailed as exc:
-        _fail(run, pc, str(exc), step_failed=True)
-        return RunStatus.FAILED
-    except StepRetry as exc:
-        return _retry_or_fail(run, pc, str(exc))
+                    status = _advance(run, program, pc, context, writes, None)
+                    if status is None:
+                        run.lease_until = _lease()
+                        writes.run(run)
+                writes.flush()
+            if status is not None:
+                return status
     except ClaimLost:
         logger.warning("Run %s was taken over by another worker; stopping.", run.id)
         return None
     except (OperationalError, InterfaceError):
         raise  # the service database is away: the lease expires and the reconciler runs the step again
-    except Exception as exc:  # a step that cannot work (bad data, a bug): fail once, never loop
-        logger.exception("Run %s failed at instruction %s", run.id, pc)
-        _fail(run, pc, f"Internal error: {exc.__class__.__name__}: {exc}", step_failed=True)
-        return RunStatus.FAILED
-    with transaction.atomic():
-        done = _ours(run).update(
-            status=RunStatus.COMPLETED, completed_at=timezone.now(), lease_until=None, step_index=pc,
-            state=run.state)
-        if done:
-            audit_record(action="run.completed", target_type="run", target_id=run.id, product_id=run.product_id,
-                         organization_id=run.organization_id, data=_cause(run))
-    return RunStatus.COMPLETED
+    except Exception as exc:
+        if not isinstance(exc, (StepFailed, StepRetry)):
+            logger.exception("Run %s failed at instruction %s", run.id, pc)
+        writes.undo((0, 0, 0, 0, 0, 0))  # what the failed step staged was not written
+        run.step_index = pc
+        try:
+            with transaction.atomic():
+                _step_error(run, program, pc, exc, writes)
+                writes.flush()
+        except ClaimLost:
+            logger.warning("Run %s was taken over by another worker; stopping.", run.id)
+            return None
+        return run.status
 
 
-def _step_at(run: Run, pc: int) -> dict:
-    program = program_for(run.workflow_version)
-    return program[pc].step if pc < len(program) else {"id": "", "type": ""}
-
-
-def _retry_or_fail(run: Run, pc: int, message: str) -> str:
-    step = _step_at(run, pc)
-    attempts = run.state.setdefault("attempts", {})
-    attempts[step["id"]] = attempts.get(step["id"], 0) + 1
-    policy = run.workflow_version.definition.get("retry", {})
-    if attempts[step["id"]] >= policy.get("max_attempts", settings.ROWBELL_DELIVERY_MAX_ATTEMPTS):
-        _fail(run, pc, f"{message} (gave up after {attempts[step['id']]} attempts)", step_failed=True)
-        return RunStatus.FAILED
-    delay = retry_delay(attempts[step["id"]], base=policy.get("backoff"), cap=policy.get("max_backoff"))
-    resume_at = timezone.now() + timedelta(seconds=delay)
-    with transaction.atomic():
-        updated = _ours(run).update(
-            status=RunStatus.WAITING, waiting_on=WaitingOn.RETRY, resume_at=resume_at, lease_until=None,
-            step_index=pc, state=run.state, updated_at=timezone.now())
-        if updated:
-            audit_record(action="run.retry_scheduled", target_type="run", target_id=run.id,
-                         product_id=run.product_id, organization_id=run.organization_id,
-                         data={"step": step["id"], "attempt": attempts[step["id"]], "error": message[:500],
-                               "resume_at": resume_at.isoformat()})
-    return RunStatus.WAITING
-
-
-def _fail(run: Run, pc: int, message: str, *, step_failed: bool, from_status=RunStatus.RUNNING) -> bool:
-    """Mark the run failed at instruction `pc`, record the failed step, audit and escalate it."""
-    step = _step_at(run, pc)
-    run.state["failed_at"] = pc
-    with transaction.atomic():
-        runs = _ours(run) if from_status == RunStatus.RUNNING else Run.objects.filter(id=run.id, status=from_status)
-        updated = runs.update(
-            status=RunStatus.FAILED, error=message[:2000], completed_at=timezone.now(), lease_until=None,
-            waiting_on=WaitingOn.NOTHING, resume_at=None, state=run.state, updated_at=timezone.now())
-        if not updated:
-            return False
-        if step_failed:
-            RunStep.objects.create(run=run, step_id=step["id"], index=pc, type=step["type"],
-                                   status=StepStatus.FAILED, error=message[:2000])
-        else:  # the step ran; what it started (a delivery) failed afterwards
-            RunStep.objects.filter(run=run, step_id=step["id"]).update(status=StepStatus.FAILED, error=message[:2000])
-        audit_record(action="run.failed", target_type="run", target_id=run.id, product_id=run.product_id,
-                     organization_id=run.organization_id,
-                     data={**_cause(run), "step": step["id"], "error": message[:500]})
-        Escalation.objects.create(run=run, product_id=run.product_id, error=message[:2000])
-    return True
-
-
-def runs_execute(*, run_ids: list[int]) -> None:
-    """Execute a batch of queued runs, most of it in bulk.
-
-    1. Lock the batch's queued runs (FOR UPDATE SKIP LOCKED: runs another worker holds are skipped).
-    2. The common case, runs whose next steps are branches and notify steps: evaluated in memory and
-       written, in the same transaction, straight from queued to where they stop (deliveries, steps,
-       the runs' new positions), without a separate claim.
-    3. The others (a wait, a batch step, rows to read first) and the runs that failed are claimed in
-       that transaction (queued -> running, with a lease) and go through the step loop one by one.
-    4. The new deliveries are sent at once from this task, concurrently; their hints are only a fallback
-       (the dispatcher re-sends those a dead worker left behind).
-    """
-    from django.db import connection
-
-    if not run_ids:
-        return
-    writes = _Writes()
-    slow, failures, memo = [], [], {}
-    slice_ = ProductSlices()
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT id FROM runs_run WHERE id = ANY(%s) AND status = 'queued' ORDER BY id "
-                           "FOR UPDATE SKIP LOCKED", [list(run_ids)])
-            locked = [r[0] for r in cursor.fetchall()]
-        if not locked:
-            return
-        for run in _runs_load(locked):
-            if slice_.spent(run):
-                slice_.defer(run)  # left queued, untouched; sent again after commit
-                continue
-            mark, state, start = writes.mark(), copy.deepcopy(run.state), run.step_index
-            with slice_.timing(run):
-                try:
-                    if not _fast(run, writes, memo):
-                        slow.append(run)
-                    continue
-                except StepFailed as exc:
-                    message = str(exc)
-                except Exception as exc:  # a bug or bad data in one run must not stop the batch
-                    logger.exception("Run %s failed", run.id)
-                    message = f"Internal error: {exc.__class__.__name__}: {exc}"
-            # Nothing of a failed run is written with the batch; it fails at the step that failed.
-            failed_at = run.step_index
-            writes.undo(mark)
-            run.state, run.step_index = state, start
-            failures.append((run, failed_at, message))
-        claim = [r.id for r in slow] + [r.id for r, _, _ in failures]
-        if claim:
-            now = timezone.now()
-            Run.objects.filter(id__in=claim).update(status=RunStatus.RUNNING, lease_until=_lease(),
-                                                    claim=F("claim") + 1, updated_at=now)
-            for run in [*slow, *(r for r, _, _ in failures)]:
-                run.status, run.claim = RunStatus.RUNNING, run.claim + 1
-        writes.flush()
-    # Sent first: these deliveries are leased to this task, and what follows may take a while.
-    try:
-        if writes.to_send:
-            from apps.deliveries.services import deliveries_send_claimed
-
-            deliveries_send_claimed(writes.to_send)
-    finally:
-        for run, pc, message in failures:
-            _fail(run, pc, message, step_failed=True)
-    for run in slow:
-        if slice_.spent(run):
-            # Claimed in the batch's transaction, not yet started: given back as it was.
-            if Run.objects.filter(id=run.id, status=RunStatus.RUNNING, claim=run.claim).update(
-                    status=RunStatus.QUEUED, lease_until=None, updated_at=timezone.now()):
-                slice_.defer(run)
-            continue
-        with slice_.timing(run):
-            _execute(run)
-    slice_.requeue()
+# --- Batched: many runs, one transaction --------------------------------------------------------
 
 
 class ProductSlices:
@@ -374,8 +440,7 @@ class ProductSlices:
     rendering, evaluating, writing), then leaves that product's remaining runs queued and sends them
     again on the `low` queue, behind every other product's waiting work. One product's slow templates
     (each render is itself bounded by ROWBELL_TEMPLATE_RENDER_SECONDS) then delay another product's
-    deliveries by about one slice, not by the whole batch. Used by a batch (runs_execute) and by a
-    request's own task for its first runs (request_start).
+    deliveries by about one slice, not by the whole batch.
     """
 
     def __init__(self):
@@ -415,130 +480,118 @@ def runs_requeue_low(run_ids: list[int]) -> None:
         logger.warning("Could not re-send %d deferred runs; the reconciler will.", len(run_ids), exc_info=True)
 
 
-class _Writes:
-    """What a batch of runs writes, gathered in memory and written in a few statements."""
+class BatchedRuns:
+    """The batched strategy: many runs advanced in memory, their writes staged together.
+
+    1. `advance(runs)`, inside the caller's transaction: runs read from the database and locked there
+       (queued), or new runs built in memory (written as they stop, never as queued first). Each goes as
+       far as it can without a transaction of its own: until it completes, waits (for its delivery, for a
+       time) or fails, or reaches a step that needs one (it is then claimed: running, with a lease).
+       A run whose product's time slice is spent is left queued (ProductSlices).
+    2. `write()`, in the same transaction: everything in a few statements.
+    3. `finish()`, after commit: send the deliveries (written claimed), execute the claimed runs one by one
+       (the immediate strategy), hint the runs left queued to the `low` queue.
+    """
 
     def __init__(self):
-        from apps.deliveries.models import Delivery
+        self.writes = Writes()
+        self.memo: dict = {}
+        self.slices = ProductSlices()
+        self.handed_over: list[Run] = []
 
-        self.Delivery = Delivery
-        self.deliveries, self.steps, self.runs, self.audits, self.to_send = [], [], [], [], []
+    def advance(self, runs: list[Run]) -> None:
+        for run in runs:
+            if self.slices.spent(run):
+                self.slices.defer(run)
+                if run._state.adding:
+                    self.writes.run(run)  # a new run is written queued, untouched
+                continue
+            with self.slices.timing(run):
+                self._advance(run)
 
-    def mark(self) -> tuple:
-        return len(self.deliveries), len(self.steps), len(self.runs), len(self.audits)
+    def _advance(self, run: Run) -> None:
+        program = program_for(run.workflow_version)
+        mark, state, pc = self.writes.mark(), copy.deepcopy(run.state), run.step_index
+        try:
+            if trigger_source_get(run.source).prepare_needed(run):
+                self._hand_over(run)  # reading outside Rowbell waits in a transaction of its own
+                return
+            context = run_context(run)
+            while True:
+                pc = _next(program, run.step_index)
+                if pc >= len(program):
+                    run.step_index = pc
+                    _complete(run, self.writes)
+                    return
+                step = program[pc].step
+                if not step_type_get(step["type"]).batchable_for(step):
+                    run.step_index = pc
+                    self._hand_over(run)
+                    return
+                if _advance(run, program, pc, context, self.writes, self.memo):
+                    return
+        except DatabaseError:
+            raise  # the batch's transaction is lost: see runs_execute
+        except Exception as exc:
+            if not isinstance(exc, (StepFailed, StepRetry)):
+                logger.exception("Run %s failed at instruction %s", run.id, pc)
+            # Nothing the run did in this batch is written; it fails (or retries) at the step that failed.
+            self.writes.undo(mark)
+            run.state, run.step_index = state, pc
+            _step_error(run, program, pc, exc, self.writes)
 
-    def undo(self, mark: tuple) -> None:
-        """Drop what was staged after `mark` (a run that failed half-way through the batch)."""
-        del self.deliveries[mark[0]:], self.steps[mark[1]:], self.runs[mark[2]:], self.audits[mark[3]:]
+    def _hand_over(self, run: Run) -> None:
+        run.status, run.claim, run.lease_until = RunStatus.RUNNING, run.claim + 1, _lease()
+        self.writes.run(run)
+        self.handed_over.append(run)
 
-    def step(self, run: Run, pc: int, step: dict, output: dict) -> None:
-        self.steps.append(RunStep(run=run, step_id=step["id"], index=pc, type=step["type"],
-                                  status=StepStatus.COMPLETED, output=output))
-        run.state["steps"][step["id"]] = output
+    def write(self) -> None:
+        self.writes.flush()
 
-    def flush(self) -> None:
-        from apps.core.bulk import insert_rows
-
-        now = timezone.now()
-        if self.deliveries:
-            # Deliveries to send now are written claimed (sending, first attempt counted, leased): this
-            # task sends them after commit. If it dies first, the lease expires and the reconciler
-            # queues them again.
-            lease = _lease()
-            for d in self.deliveries:
-                d.created_at = d.updated_at = now
-                if d.status == "queued":
-                    d.status, d.attempt_count, d.lease_until = "sending", 1, lease
-            fields = [f.attname for f in self.Delivery._meta.concrete_fields if not f.primary_key]
-            ids = dict((m, pk) for pk, m in insert_rows(
-                self.Delivery, [{f: getattr(d, f) for f in fields} for d in self.deliveries],
-                returning=("id", "message_id")))
-            for d in self.deliveries:
-                d.id = ids[d.message_id]
-            self.to_send = [d for d in self.deliveries if d.status == "sending"]
-            from apps.deliveries.services import status_events_record
-
-            status_events_record([(d.id, d.status) + (({"reason": d.last_error},) if d.last_error else ())
-                                  for d in self.deliveries], at=now)
-        if self.steps:
-            insert_rows(RunStep, [{"run_id": st.run_id, "step_id": st.step_id, "index": st.index, "type": st.type,
-                                   "status": st.status, "output": st.output, "error": "", "finished_at": now}
-                                  for st in self.steps])
-        if self.runs:
-            from django.db import connection
-
-            rows = [{"id": r.id, "status": r.status, "waiting_on": r.waiting_on, "step_index": r.step_index,
-                     "state": r.state, "completed_at": r.completed_at} for r in self.runs]
-            with connection.cursor() as cursor:
-                cursor.execute(_RUNS_UPDATE, [now, exactjson.dumps(rows)])
-        audit_record_many(self.audits)
-
-
-# The new positions of a batch of runs, in one statement (Django's bulk_update builds a CASE per column).
-# The runs are locked by the caller's transaction, still queued.
-_RUNS_UPDATE = """
-UPDATE runs_run r
-SET status = v.status, waiting_on = v.waiting_on, step_index = v.step_index, state = v.state,
-    completed_at = v.completed_at, lease_until = NULL, updated_at = %s
-FROM jsonb_to_recordset(%s::jsonb)
-     AS v(id bigint, status text, waiting_on text, step_index int, state jsonb, completed_at timestamptz)
-WHERE r.id = v.id AND r.status = 'queued'
-"""
+    def finish(self) -> None:
+        # Sent first: these deliveries are leased to this task, and what follows may take a while.
+        if self.writes.to_send:
+            deliveries_send_claimed(self.writes.to_send)
+        for run in self.handed_over:
+            if self.slices.spent(run):
+                # Claimed in the batch's transaction, not yet started: given back as it was.
+                if Run.objects.filter(id=run.id, status=RunStatus.RUNNING, claim=run.claim).update(
+                        status=RunStatus.QUEUED, lease_until=None, updated_at=timezone.now()):
+                    self.slices.defer(run)
+                continue
+            with self.slices.timing(run):
+                _execute(run)
+        self.slices.requeue()
 
 
-def _fast(run: Run, writes: _Writes, memo: dict) -> bool:
-    """Move a run through branches and notify steps up to its first delivery that must be sent (or to
-    its end), recording it in `writes`. Return False, having changed nothing, if the way ahead holds
-    another kind of step (or rows must be read first): the step loop takes the run."""
-    from apps.deliveries.models import DeliveryStatus
-    from apps.deliveries.services import delivery_build
-
-    if run.event_id and "rows" not in run.state and Engine.rows_needed(run):
-        return False
-    program = program_for(run.workflow_version)
-    context = run_context(run)
-    # First the way ahead, without writing: branches are decided on the data as it is.
-    pc, path = run.step_index, []
-    while True:
-        while pc < len(program) and program[pc].op == "jump":
-            pc = program[pc].to
-        if pc >= len(program):
-            break
-        instruction = program[pc]
-        if instruction.op == "branch":
-            taken, next_pc = instruction.choose(context)
-            path.append((pc, instruction, taken))
-            pc = next_pc
-            continue
-        if instruction.step["type"] != "notify":
-            return False
-        path.append((pc, instruction, None))
-        pc += 1
-    options = notify_delivery_options(run, Engine)
-    for pc, instruction, taken in path:
-        step = instruction.step
-        if instruction.op == "branch":
-            writes.step(run, pc, step, {"branch": "otherwise" if taken is None else taken})
-            continue
-        run.step_index = pc  # where it fails, if its templates cannot render
-        rendered = notify_render(run=run, step=step, context=context, memo=memo)
-        delivery, audit = delivery_build(run=run, step_id=step["id"], channel=step["channel"], rendered=rendered,
-                                         **options)
-        writes.deliveries.append(delivery)
-        if audit is not None:
-            writes.audits.append(audit)
-        writes.step(run, pc, step, {"delivery": delivery.message_id, "status": delivery.status})
-        if delivery.status in (DeliveryStatus.QUEUED, DeliveryStatus.HELD):
-            run.status, run.waiting_on, run.step_index, run.lease_until = (
-                RunStatus.WAITING, WaitingOn.DELIVERY, pc + 1, None)
-            writes.runs.append(run)
-            return True
-    run.status, run.step_index, run.lease_until, run.completed_at = (
-        RunStatus.COMPLETED, len(program), None, timezone.now())
-    writes.runs.append(run)
-    writes.audits.append(AuditEntry(action="run.completed", target_type="run", target_id=run.id,
-                                    product_id=run.product_id, organization_id=run.organization_id, data=_cause(run)))
-    return True
+def runs_execute(*, run_ids: list[int]) -> None:
+    """Execute a batch of queued runs (the batched strategy, BatchedRuns): lock the ones still queued
+    (FOR UPDATE SKIP LOCKED: runs another worker holds are skipped), advance them, write them in one
+    transaction, then send their deliveries and execute what needs transactions of its own."""
+    if not run_ids:
+        return
+    batch = BatchedRuns()
+    try:
+        with transaction.atomic():
+            runs = list(Run.objects.select_for_update(skip_locked=True)
+                        .filter(id__in=run_ids, status=RunStatus.QUEUED).order_by("id"))
+            if not runs:
+                return
+            for run in runs:
+                _persisted(run)
+            runs_attach(runs)
+            batch.advance(runs)
+            batch.write()
+    except (OperationalError, InterfaceError):
+        raise  # the database is away: the runs stay queued and the reconciler hints them again
+    except DatabaseError:
+        # A step's write the database refused lost the whole batch: each run on its own, so that only the
+        # one at fault fails.
+        logger.exception("A batch of %d runs could not be written; executing them one by one.", len(run_ids))
+        for run_id in run_ids:
+            run_execute(run_id=run_id)
+        return
+    batch.finish()
 
 
 # --- Resuming -----------------------------------------------------------------------------------
@@ -561,53 +614,49 @@ def runs_resume_due(*, limit: int = RESUME_LIMIT) -> int:
         by_priority: dict[str, list[int]] = {}
         for run_id, priority in due:
             by_priority.setdefault(priority, []).append(run_id)
-        for p, ids in by_priority.items():
-            runs_enqueue_on_commit(ids, p)
+        for priority, ids in by_priority.items():
+            runs_enqueue_on_commit(ids, priority)
     return len(due)
+
+
+_SETTLE_COLUMNS = ("id", "status", "waiting_on", "resume_at", "step_index", "completed_at", "lease_until", "error",
+                   "claim", "enqueued_at", "product_id", "organization_id", "source", "cause_id",
+                   "workflow_version_id", "priority")
+# The runs still waiting for these deliveries, locked until the deliveries' transaction ends.
+_SETTLE_SELECT = (f"SELECT {', '.join(_SETTLE_COLUMNS)} FROM runs_run "
+                  "WHERE id = ANY(%s) AND status = 'waiting' AND waiting_on = 'delivery' ORDER BY id FOR UPDATE")
 
 
 def runs_deliveries_settled(settled: list[tuple]) -> None:
     """Runs waiting for these deliveries move on: (run id, step id, sent or not, why not). Called inside
     the transaction that finalized the deliveries, so a delivery is final if and only if its run moved on.
-    A delivery of another step than the one a run waits on (a replay of an earlier one) moves nothing."""
+    A delivery of another step than the one a run waits on (a replay of an earlier one) moves nothing.
+    A run whose delivery was its last step completes here; one with steps left is queued for a worker."""
     outcomes = {run_id: (step_id, ok, message) for run_id, step_id, ok, message in settled}
-    rows = list(Run.objects.select_for_update().filter(
-        id__in=outcomes, status=RunStatus.WAITING, waiting_on=WaitingOn.DELIVERY).values_list(
-        "id", "workflow_version_id", "step_index", "priority", "product_id", "organization_id", "request_id",
-        "event_id"))
-    programs = programs_by_version({r[1] for r in rows})
+    # What moving them on reads and writes (not their state: read only for a run that fails).
+    with connection.cursor() as cursor:
+        cursor.execute(_SETTLE_SELECT, [list(outcomes)])
+        runs = [instance_build(Run, dict(zip(_SETTLE_COLUMNS, row)), saved=True) for row in cursor.fetchall()]
+    programs = programs_by_version({r.workflow_version_id for r in runs})
+    writes = Writes()
     now = timezone.now()
-    done, go_on, audits, failed = [], {}, [], []
-    for run_id, version_id, step_index, priority, product_id, organization_id, request_id, event_id in rows:
-        step_id, ok, message = outcomes[run_id]
-        program = programs[version_id]
-        if step_id and not (0 < step_index <= len(program) and program[step_index - 1].step.get("id") == step_id):
+    for run in runs:
+        _persisted(run)
+        step_id, ok, message = outcomes[run.id]
+        program = programs[run.workflow_version_id]
+        if step_id and not (0 < run.step_index <= len(program) and program[run.step_index - 1].step.get("id") == step_id):
             continue
         if not ok:
-            failed.append((run_id, message))
-        elif _past_end(programs[version_id], step_index):
-            done.append(run_id)
-            audits.append(AuditEntry(action="run.completed", target_type="run", target_id=run_id,
-                                     product_id=product_id, organization_id=organization_id,
-                                     data=_cause_of(request_id, event_id)))
+            run.refresh_from_db(fields=["state"])
+            _fail(run, writes, pc=run.step_index - 1, step=program[run.step_index - 1].step, message=message,
+                  step_failed=False)
+        elif _next(program, run.step_index) >= len(program):
+            _complete(run, writes)  # the delivery was the last step: no other trip through a worker
         else:
-            go_on.setdefault(priority, []).append(run_id)
-    if done:  # the delivery was the last step: the run is complete without another trip through a worker
-        Run.objects.filter(id__in=done).update(status=RunStatus.COMPLETED, completed_at=now, waiting_on="",
-                                               updated_at=now)
-    for priority, ids in go_on.items():
-        Run.objects.filter(id__in=ids).update(status=RunStatus.QUEUED, waiting_on="", enqueued_at=now, updated_at=now)
-        runs_enqueue_on_commit(ids, priority)
-    audit_record_many(audits)
-    for run in Run.objects.filter(id__in=[r for r, _ in failed]).select_related("workflow_version"):
-        _fail(run, run.step_index - 1, dict(failed)[run.id], step_failed=False, from_status=RunStatus.WAITING)
-
-
-def _past_end(program, pc: int) -> bool:
-    """Whether nothing but jumps is left from `pc` (a notify step that ends a branch ends the run)."""
-    while pc < len(program) and program[pc].op == "jump":
-        pc = program[pc].to
-    return pc >= len(program)
+            run.status, run.waiting_on, run.enqueued_at = RunStatus.QUEUED, WaitingOn.NOTHING, now
+            writes.run(run)
+            writes.hint(run)
+    writes.flush()
 
 
 # --- Operators' actions -------------------------------------------------------------------------
@@ -621,7 +670,7 @@ def _cancel(runs, *, actor: str, reason: str) -> list[int]:
     """Cancel the queued and waiting runs among `runs` (a queryset); return their ids. Their held or
     queued deliveries are discarded; a batch one was collecting is closed (the runs that joined it ended
     there). Each cancelled run gets an audit row naming the actor."""
-    from apps.deliveries.models import Delivery, DeliveryStatus
+    from apps.deliveries.models import Delivery
 
     from .models import Batch, BatchStatus
 
@@ -629,7 +678,7 @@ def _cancel(runs, *, actor: str, reason: str) -> list[int]:
     pending = (DeliveryStatus.QUEUED, DeliveryStatus.HELD)
     with transaction.atomic():
         rows = list(runs.select_for_update().filter(status__in=(RunStatus.QUEUED, RunStatus.WAITING))
-                    .values_list("id", "product_id", "organization_id", "request_id", "event_id"))
+                    .values_list("id", "product_id", "organization_id", "source", "cause_id"))
         ids = [r[0] for r in rows]
         Run.objects.filter(id__in=ids).update(status=RunStatus.CANCELLED, completed_at=now, waiting_on="",
                                               resume_at=None, lease_until=None, updated_at=now)
@@ -641,21 +690,19 @@ def _cancel(runs, *, actor: str, reason: str) -> list[int]:
             delivery_ids.append(delivery_id)
         Delivery.objects.filter(id__in=delivery_ids).update(
             status=DeliveryStatus.DISCARDED, completed_at=now, last_error="The run was cancelled.", updated_at=now)
-        from apps.deliveries.services import status_events_record
-
         status_events_record([(i, DeliveryStatus.DISCARDED, {"reason": "run cancelled", "by": actor})
                               for i in delivery_ids], at=now, source="operator")
         Batch.objects.filter(owner_id__in=ids, status=BatchStatus.OPEN).update(status=BatchStatus.CLOSED)
         audit_record_many([AuditEntry(action="run.cancelled", target_type="run", target_id=run_id,
                                       product_id=product_id, organization_id=organization_id, actor=actor,
-                                      data={**_cause_of(request_id, event_id), "reason": reason,
+                                      data={**trigger_source_get(source).cause(cause_id), "reason": reason,
                                             "discarded_deliveries": discarded.get(run_id, [])})
-                           for run_id, product_id, organization_id, request_id, event_id in rows])
+                           for run_id, product_id, organization_id, source, cause_id in rows])
     return ids
 
 
 def run_cancel(*, run: Run, actor: str) -> Run:
-    """Cancel a queued or waiting run (see _cancel); anything else is refused."""
+    """Cancel a queued or waiting run (see _cancel); anything else is refused (RunActionRefused)."""
     if not _cancel(Run.objects.filter(id=run.id), actor=actor, reason="cancelled"):
         run.refresh_from_db()
         raise RunActionRefused(f"Only a queued or waiting run can be cancelled; this one is {run.status}.")
@@ -664,14 +711,15 @@ def run_cancel(*, run: Run, actor: str) -> Run:
 
 
 def runs_cancel_for_workflow(*, workflow, actor: str) -> int:
-    """Cancel every queued or waiting run of a workflow (all versions)."""
+    """Cancel every queued or waiting run of a workflow (all versions); return how many."""
     return len(_cancel(Run.objects.filter(workflow_version__workflow=workflow), actor=actor,
                        reason="workflow unpublished"))
 
 
 def run_rerun(*, run: Run, from_start: bool, actor: str) -> Run:
-    """Run a failed (or cancelled) run again as a new run linked to it: from the start, or from the step
-    that failed with what the steps before it produced."""
+    """Run a failed (or cancelled) run again as a new run linked to it (`rerun_of`), with the same cause:
+    from the start, or from the step that failed with what the steps before it produced. Anything else,
+    or a re-run while an earlier re-run of the run has not ended, is refused (RunActionRefused)."""
     if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
         raise RunActionRefused(f"Only a failed or cancelled run can be re-run; this one is {run.status}.")
     if not from_start and "failed_at" not in run.state:
@@ -679,7 +727,8 @@ def run_rerun(*, run: Run, from_start: bool, actor: str) -> Run:
     state, step_index = {}, 0
     if not from_start:
         step_index = run.state["failed_at"]
-        step_id = _step_at(run, step_index)["id"]
+        program = program_for(run.workflow_version)
+        step_id = program[step_index].step["id"] if step_index < len(program) else ""
         state = {k: v for k, v in run.state.items() if k not in ("failed_at", "attempts")}
         state["steps"] = {k: v for k, v in run.state.get("steps", {}).items() if k != step_id}
         state.get("deadlines", {}).pop(step_id, None)
@@ -694,10 +743,10 @@ def run_rerun(*, run: Run, from_start: bool, actor: str) -> Run:
         if pending:
             raise RunActionRefused(f"Run {pending}, a re-run of this one, has not ended yet.")
         new = Run.objects.create(
-            request_id=run.request_id, event_id=run.event_id, recipient_index=run.recipient_index,
-            product_id=run.product_id, organization_id=run.organization_id, workflow_version_id=run.workflow_version_id,
-            recipient=run.recipient, priority=run.priority, state=state, step_index=step_index, rerun_of=run,
-            enqueued_at=now)
+            source=run.source, cause_id=run.cause_id, request_id=run.request_id, event_id=run.event_id,
+            recipient_index=run.recipient_index, product_id=run.product_id, organization_id=run.organization_id,
+            workflow_version_id=run.workflow_version_id, recipient=run.recipient, priority=run.priority, state=state,
+            step_index=step_index, rerun_of=run, enqueued_at=now)
         # The failure is decided: it no longer waits on the dashboard.
         Escalation.objects.filter(run_id=run.id, decided_at__isnull=True).update(
             decision=EscalationDecision.RERUN, decided_at=now, decided_by=actor)
@@ -711,7 +760,7 @@ def run_rerun(*, run: Run, from_start: bool, actor: str) -> Run:
 
 def run_dismiss(*, run: Run, actor: str) -> Run:
     """Decide that a failed run needs nothing more (no re-run): it stops waiting for a decision on the
-    dashboard. Anything but a failed run waiting for a decision is refused."""
+    dashboard. Anything but a failed run waiting for a decision is refused (RunActionRefused)."""
     with transaction.atomic():
         decided = Escalation.objects.filter(run_id=run.id, decided_at__isnull=True).update(
             decision=EscalationDecision.DISMISSED, decided_at=timezone.now(), decided_by=actor)

@@ -21,6 +21,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_record
+from apps.deliveries.channels import Rendered
+from apps.deliveries.services import deliveries_write, delivery_build
 
 from .models import Escalation
 
@@ -92,14 +94,11 @@ def _body(product, failures: list[dict]) -> str:
 
 
 def _webhook(product, endpoint, failures: list[dict], now) -> None:
-    from apps.deliveries.models import Delivery, DeliveryStatus
-    from apps.deliveries.services import deliveries_enqueue_on_commit, status_events_record
-
-    delivery = Delivery.objects.create(
-        product=product, channel="webhook", endpoint=endpoint, target=endpoint.url_masked, step_id="escalation",
-        payload={"type": "runs.failed", "timestamp": now.isoformat(),
-                 "data": {"product_id": str(product.id), "count": len(failures), "failures": failures[:LISTED]}},
-        priority="high", status=DeliveryStatus.QUEUED, max_attempts=settings.ROWBELL_DELIVERY_MAX_ATTEMPTS,
-        next_attempt_at=now, enqueued_at=now)
-    status_events_record([(delivery.id, delivery.status)], at=now)
-    deliveries_enqueue_on_commit([delivery.id], "high")
+    """Queue the signed `runs.failed` webhook to the product's escalation endpoint, in the notice's
+    transaction (sent after commit, retried like every webhook)."""
+    payload = {"type": "runs.failed", "timestamp": now.isoformat(),
+               "data": {"product_id": str(product.id), "count": len(failures), "failures": failures[:LISTED]}}
+    delivery, _ = delivery_build(channel="webhook", product_id=product.id, step_id="escalation", priority="high",
+                                 rendered=Rendered(target=endpoint.url_masked, payload=payload, endpoint_id=endpoint.id,
+                                                   endpoint=endpoint))
+    deliveries_write([delivery])

@@ -80,11 +80,15 @@ class WaitingOn(models.TextChoices):
 
 
 class Run(models.Model):
-    """A workflow version executed for one recipient of a trigger request, or for one database event.
+    """A workflow version executed for one cause: a recipient of a trigger request, a database event...
 
-    `step_index` is the next instruction of the version's program (apps.workflows.program) to execute;
-    `state` holds what the steps produced (`steps`), the rows read for a database event, and the
-    bookkeeping of waits and retries. A re-run is a new run with `rerun_of` set.
+    `source` names the trigger source that launched it (apps.runs.triggers: "api", "database") and
+    `cause_id` the cause in that source's terms (the request's id, the event's id): a new source needs no
+    new column. The `request` and `event` keys stay for what reads them (a request's status, the API's
+    filters, a delivery's request). `step_index` is the next instruction of the version's program
+    (apps.workflows.program) to execute; `state` holds what the steps produced (`steps`), the rows read
+    for a database event, and the bookkeeping of waits and retries. A re-run is a new run with `rerun_of`
+    set.
     """
 
     # A run's row changes state several times, and a change of status updates every index: keys that
@@ -93,6 +97,8 @@ class Run(models.Model):
                                 related_name="runs", db_index=False)
     event = models.ForeignKey("connections.Event", null=True, blank=True, on_delete=models.PROTECT,
                               related_name="runs", db_index=False)
+    source = models.CharField(max_length=20, default="")
+    cause_id = models.CharField(max_length=100, default="")
     recipient_index = models.PositiveIntegerField(default=0)
     product = models.ForeignKey("tenants.Product", on_delete=models.PROTECT, related_name="+")
     organization = models.ForeignKey("tenants.Organization", null=True, blank=True, on_delete=models.PROTECT,
@@ -123,14 +129,12 @@ class Run(models.Model):
         ordering = ["-id"]
         permissions = [("operate_run", "Can re-run, cancel and dismiss runs")]
         constraints = [
-            # Re-runs are explicit (rerun_of set); otherwise one run per recipient of a request...
-            models.UniqueConstraint(fields=["request", "recipient_index"], name="run_once_per_recipient",
-                                    condition=models.Q(request__isnull=False, rerun_of__isnull=True)),
-            # ... and one per (workflow version, event): reading an event twice launches nothing twice.
-            models.UniqueConstraint(fields=["workflow_version", "event"], name="run_once_per_event",
-                                    condition=models.Q(event__isnull=False, rerun_of__isnull=True)),
-            models.CheckConstraint(condition=models.Q(request__isnull=False) | models.Q(event__isnull=False),
-                                   name="run_has_a_cause"),
+            # Re-runs are explicit (rerun_of set); otherwise one run per cause and recipient of a version,
+            # whatever the source: one per recipient of a request (a request names its version), one per
+            # (workflow version, event) (reading an event twice launches nothing twice).
+            models.UniqueConstraint(fields=["workflow_version", "source", "cause_id", "recipient_index"],
+                                    name="run_once_per_cause", condition=models.Q(rerun_of__isnull=True)),
+            models.CheckConstraint(condition=~models.Q(source="") & ~models.Q(cause_id=""), name="run_has_a_cause"),
         ]
         indexes = [
             models.Index(fields=["enqueued_at"], name="run_queued", condition=models.Q(status="queued")),

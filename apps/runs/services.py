@@ -9,7 +9,7 @@ from datetime import timedelta
 from django.conf import settings
 import psycopg
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 from rest_framework.exceptions import AuthenticationFailed
@@ -22,14 +22,13 @@ from apps.tenants.models import ApiKey
 from apps.tenants.principals import Tenant
 from apps.workflows.selectors import workflow_version_for_trigger
 
-from .engine import ProductSlices, run_execute, runs_enqueue, runs_execute  # noqa: F401 (the tasks' entry points)
-from .engine import runs_enqueue_on_commit
-from .models import Priority, RequestStatus, Run, RunStatus, TriggerRequest
+from .engine import (ProductSlices, run_execute, runs_deliveries_settled, runs_enqueue,  # noqa: F401 (the tasks' entry points)
+                     runs_enqueue_on_commit, runs_execute)
+from .models import RequestStatus, Run, RunStatus, TriggerRequest
+from .triggers.api import requests_start
+from .triggers.database import runs_for_events  # noqa: F401 (each trigger source launches its runs)
 
 logger = logging.getLogger(__name__)
-
-# Runs of one request started inside the request's own task; more are fanned out in batches.
-INLINE_RUNS = 10
 
 
 def _body_hash(*, workflow: str, recipients: list, data: dict, priority: str) -> str:
@@ -70,37 +69,60 @@ SELECT id FROM req
 # Requests one dispatcher pass claims at most, and request ids per Celery hint.
 DISPATCH_LIMIT = 1000
 DISPATCH_BATCH = 50
-PRIORITY_ORDER = ("high", "normal", "low")
 
 
-def requests_dispatch(*, limit: int = DISPATCH_LIMIT) -> int:
+# A pass hints requests once a hint's worth (DISPATCH_BATCH) waits, or once the oldest has waited
+# DISPATCH_LINGER seconds: under load a task then starts a batch of requests instead of one or two (each
+# task costs a Celery round of its own), for at most DISPATCH_LINGER more latency when traffic is light.
+DISPATCH_LINGER = 0.02
+
+# One statement (its own transaction): mark up to %(limit)s accepted requests that nobody has hinted yet,
+# high priority first, oldest first, skipping rows another dispatcher holds, and return them; nothing while
+# fewer than %(batch)s wait, all younger than %(linger)s seconds. The partial index `request_undispatched`
+# holds exactly the rows it reads. The CTEs run once (a subquery with LIMIT and SKIP LOCKED could run again).
+_DISPATCH = """
+WITH waiting AS MATERIALIZED (
+    SELECT id, created_at FROM runs_triggerrequest
+    WHERE status = 'accepted' AND enqueued_at IS NULL
+    ORDER BY CASE priority WHEN 'high' THEN 0 WHEN 'normal' THEN 1 ELSE 2 END, created_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), picked AS MATERIALIZED (
+    SELECT id FROM waiting
+    WHERE (SELECT count(*) FROM waiting) >= %(batch)s
+       OR (SELECT min(created_at) FROM waiting) <= now() - make_interval(secs => %(linger)s)
+)
+UPDATE runs_triggerrequest r SET enqueued_at = now()
+FROM picked
+WHERE r.id = picked.id
+RETURNING r.id, r.priority, r.created_at
+"""
+
+
+def requests_dispatch(*, limit: int = DISPATCH_LIMIT, linger: float | None = None) -> int:
     """Hint workers about accepted requests nobody has hinted yet; return how many.
 
-    1. Claim up to `limit` undispatched requests, high priority first, oldest first, skipping rows
-       another dispatcher holds (SKIP LOCKED), and mark them hinted.
-    2. After commit, send one hint per batch of ids to the queue of their priority, in one round trip.
-    A hint lost after this (Redis restarted) is re-sent by the reconciler.
+    1. Mark up to `limit` undispatched requests hinted, high priority first, oldest first, skipping rows
+       another dispatcher holds (SKIP LOCKED): one statement, one round trip. Nothing is marked while
+       fewer than DISPATCH_BATCH wait and none has waited `linger` seconds (default DISPATCH_LINGER).
+    2. Once that commits, send one hint per batch of DISPATCH_BATCH ids to the queue of their priority,
+       in one round trip.
+    A hint lost after this (Redis restarted) is re-sent by the reconciler. A worker that takes up a hint
+    also takes other hinted requests that wait (apps.runs.triggers.api), so under load its batches grow.
     """
+    with connection.cursor() as cursor:
+        cursor.execute(_DISPATCH, {"limit": limit, "batch": min(DISPATCH_BATCH, limit),
+                                   "linger": DISPATCH_LINGER if linger is None else linger})
+        rows = sorted(cursor.fetchall(), key=lambda r: r[2])
+    if not rows:
+        return 0
     claimed: dict[str, list[str]] = {}
-    left = limit
-    with transaction.atomic():
-        for priority in PRIORITY_ORDER:
-            if left <= 0:
-                break
-            ids = list(TriggerRequest.objects.select_for_update(skip_locked=True)
-                       .filter(status=RequestStatus.ACCEPTED, enqueued_at__isnull=True, priority=priority)
-                       .order_by("created_at").values_list("id", flat=True)[:left])
-            if ids:
-                claimed[priority] = [str(i) for i in ids]
-                left -= len(ids)
-        if not claimed:
-            return 0
-        TriggerRequest.objects.filter(id__in=[i for ids in claimed.values() for i in ids]).update(
-            enqueued_at=timezone.now())
-        hints = [("apps.runs.tasks.requests_start", [ids[i:i + DISPATCH_BATCH]], priority)
-                 for priority, ids in claimed.items() for i in range(0, len(ids), DISPATCH_BATCH)]
-        hint_many_on_commit(hints)
-    return limit - left
+    for request_id, priority, _ in rows:
+        claimed.setdefault(priority, []).append(str(request_id))
+    hints = [("apps.runs.tasks.requests_start", [ids[i:i + DISPATCH_BATCH]], priority)
+             for priority, ids in claimed.items() for i in range(0, len(ids), DISPATCH_BATCH)]
+    hint_many_on_commit(hints)
+    return len(rows)
 
 
 def recipients_sealed(recipients: list[dict]) -> list[dict]:
@@ -166,83 +188,8 @@ def _trigger_refused(*, tenant: Tenant, workflow: str, body_hash: str, idempoten
 
 
 def request_start(*, request_id) -> list[int]:
-    """Create the runs of an accepted request (one per recipient) and start them.
-
-    Claimed with a conditional update, so a repeated hint creates nothing twice.
-    """
-    with transaction.atomic():
-        claimed = TriggerRequest.objects.filter(id=request_id, status=RequestStatus.ACCEPTED).update(
-            status=RequestStatus.STARTED)
-        if not claimed:
-            return []
-        request = TriggerRequest.objects.get(id=request_id)
-        now = timezone.now()
-        runs = Run.objects.bulk_create([
-            Run(request=request, recipient_index=i, product_id=request.product_id,
-                organization_id=request.organization_id, workflow_version_id=request.workflow_version_id,
-                recipient=recipient, priority=request.priority, enqueued_at=now)
-            for i, recipient in enumerate(request.recipients)
-        ])
-        run_ids = [r.id for r in runs]
-        if len(run_ids) > INLINE_RUNS:
-            priority = request.priority
-            runs_enqueue_on_commit(run_ids, priority)
-    if len(run_ids) <= INLINE_RUNS:
-        slices = ProductSlices()  # once the product's slice is spent, the rest wait behind other work
-        for run in runs:
-            if slices.spent(run):
-                slices.defer(run)
-                continue
-            with slices.timing(run):
-                run_execute(run_id=run.id)
-        slices.requeue()
-    return run_ids
-
-
-def runs_for_events(*, events) -> list[int]:
-    """Launch the runs of newly recorded database events: one per (published version, event); return
-    their ids.
-
-    Call inside the transaction that records the events (the poller's): the runs, their audit rows, the
-    events and the advanced cursor commit together, and the unique (workflow_version, event) makes a
-    repeat launch nothing. The runs are hinted to workers after commit.
-    """
-    from apps.connections.sources import NOT_RUN
-    from apps.workflows.models import WorkflowVersion
-
-    events = [e for e in events if e.op not in NOT_RUN]
-    if not events:
-        return []
-    versions = list(WorkflowVersion.objects.filter(
-        connection_id__in={e.connection_id for e in events}, capture__in={e.capture for e in events},
-        workflow__published_version=F("id")).select_related("workflow"))
-    if not versions:
-        return []
-    from apps.core.bulk import insert_rows
-
-    now = timezone.now().isoformat()
-    rows = [{"event_id": event.id, "workflow_version_id": version.id, "product_id": version.workflow.product_id,
-             "organization_id": None, "request_id": None, "rerun_of_id": None, "recipient_index": 0, "recipient": {},
-             "priority": Priority.NORMAL, "status": RunStatus.QUEUED, "step_index": 0, "state": {}, "waiting_on": "",
-             "error": "", "enqueued_at": now, "created_at": now, "updated_at": now}
-            for event in events for version in versions
-            if version.capture == event.capture and version.connection_id == event.connection_id]
-    # ON CONFLICT: the unique (workflow_version, event) makes a repeat launch nothing.
-    launched = insert_rows(Run, rows, returning=("id", "event_id", "workflow_version_id", "product_id"),
-                           on_conflict="ON CONFLICT DO NOTHING")
-    keys = {v.id: (v.workflow.key, v.version) for v in versions}
-    audit_record_many([AuditEntry(action="run.launched", target_type="run", target_id=run_id, product_id=product_id,
-                                  data={"event_id": f"evt_{event_id}", "workflow": keys[version_id][0],
-                                        "version": keys[version_id][1]})
-                       for run_id, event_id, version_id, product_id in launched])
-    run_ids = [r[0] for r in launched]
-    runs_enqueue_on_commit(run_ids, Priority.NORMAL)
-    return run_ids
-
-
-def requests_start(*, request_ids: list) -> None:
-    for request_id in request_ids:
-        request_start(request_id=request_id)
+    """requests_start for one request: create its runs and execute them; return their ids."""
+    return requests_start(request_ids=[request_id])
 
 
 def runs_reconcile() -> dict[str, int]:
@@ -281,8 +228,9 @@ def runs_reconcile() -> dict[str, int]:
             by_priority.setdefault(priority, []).append(run_id)
         for priority, ids in by_priority.items():
             runs_enqueue_on_commit(ids, priority)
-    # Requests no dispatcher has claimed (e.g. no dispatcher process runs): the beat tick does it.
-    dispatched = requests_dispatch()
+    # Requests no dispatcher has claimed (e.g. no dispatcher process runs): the beat tick does it, for
+    # everything that waits.
+    dispatched = requests_dispatch(linger=0)
     return {"requests": len(requests), "runs_requeued": len(expired), "runs": len(runs),
             "dispatched": dispatched, "runs_settled": settled}
 
@@ -293,8 +241,6 @@ def _runs_waiting_on_settled_deliveries(stale) -> int:
     from django.db.models import Exists, OuterRef
 
     from apps.deliveries.models import INTENDED_SKIP_STATUSES, SUCCESS_STATUSES, Delivery, DeliveryStatus
-
-    from .engine import runs_deliveries_settled
 
     pending = Delivery.objects.filter(run=OuterRef("pk"), status__in=(
         DeliveryStatus.QUEUED, DeliveryStatus.HELD, DeliveryStatus.SENDING))

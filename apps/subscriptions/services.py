@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 
 from apps.connections.capture import Capture
 from apps.connections.consumers import CaptureUse
@@ -21,8 +20,9 @@ from apps.connections.sources import EVENT_OF_OPERATION, NOT_DELIVERED, row_sour
 from apps.core.actions import action_queue
 from apps.core.exceptions import InvalidInput
 from apps.core.ids import uuid_or_none
-from apps.deliveries.models import Delivery, DeliveryStatus, WebhookEndpoint
-from apps.deliveries.services import (deliveries_enqueue_on_commit, status_events_record, webhook_endpoint_create,
+from apps.deliveries.channels import Rendered
+from apps.deliveries.models import WebhookEndpoint
+from apps.deliveries.services import (deliveries_write, delivery_build, webhook_endpoint_create,
                                       webhook_endpoint_url_check)
 
 
@@ -110,7 +110,8 @@ def row_event_deliveries_create(*, events) -> int:
     see apps/connections/consumers.py).
 
     Call inside the transaction that records the events. One message per endpoint, event and chunk of
-    ROWBELL_WEBHOOK_IDS_PER_MESSAGE ids; the unique (endpoint, event, chunk) makes a repeat do nothing.
+    ROWBELL_WEBHOOK_IDS_PER_MESSAGE ids, built by delivery_build; the unique (endpoint, event, chunk) makes a
+    repeat do nothing. They are hinted to the sending workers once the transaction commits.
     """
     events = [e for e in events if e.op not in NOT_DELIVERED]
     if not events:
@@ -120,24 +121,17 @@ def row_event_deliveries_create(*, events) -> int:
         enabled=True))
     if not endpoints:
         return 0
-    now = timezone.now()
     size = settings.ROWBELL_WEBHOOK_IDS_PER_MESSAGE
-    rows = []
+    deliveries = []
     for event in events:
         for endpoint in endpoints:
             if endpoint.capture != event.capture or endpoint.connection_id != event.connection_id:
                 continue
             chunks = [event.ids[i:i + size] for i in range(0, len(event.ids), size)] or [[]]
             for index, ids in enumerate(chunks):
-                rows.append(Delivery(
-                    product_id=endpoint.product_id, endpoint=endpoint, channel="webhook",
-                    target=endpoint.url_masked, event=event, chunk=index, priority="normal", status=DeliveryStatus.QUEUED,
-                    max_attempts=settings.ROWBELL_DELIVERY_MAX_ATTEMPTS, next_attempt_at=now,
-                    payload=_row_event_payload(endpoint, event, ids, index, len(chunks))))
-    Delivery.objects.bulk_create(rows, ignore_conflicts=True)
-    fresh = list(Delivery.objects.filter(event__in=events, enqueued_at__isnull=True,
-                                         status=DeliveryStatus.QUEUED).values_list("id", flat=True))
-    Delivery.objects.filter(id__in=fresh).update(enqueued_at=now)
-    status_events_record([(i, DeliveryStatus.QUEUED) for i in fresh], at=now)
-    deliveries_enqueue_on_commit(fresh, "normal")
-    return len(fresh)
+                rendered = Rendered(target=endpoint.url_masked, endpoint_id=endpoint.id, endpoint=endpoint,
+                                    payload=_row_event_payload(endpoint, event, ids, index, len(chunks)))
+                delivery, _ = delivery_build(channel="webhook", rendered=rendered, product_id=endpoint.product_id,
+                                             event_id=event.id, chunk=index)
+                deliveries.append(delivery)
+    return len(deliveries_write(deliveries, ignore_conflicts=True))

@@ -95,8 +95,8 @@ def test_an_event_read_twice_launches_its_run_once(product_client, receiver, con
 
     run = Run.objects.get()
     with pytest.raises(IntegrityError), transaction.atomic():  # the database itself refuses a second
-        Run.objects.create(event=run.event, workflow_version=run.workflow_version, product_id=run.product_id,
-                           recipient={})
+        Run.objects.create(source=run.source, cause_id=run.cause_id, event=run.event,
+                           workflow_version=run.workflow_version, product_id=run.product_id, recipient={})
 
 
 def test_runs_keep_their_version_and_each_published_version_runs_once_per_event(

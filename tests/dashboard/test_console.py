@@ -343,7 +343,8 @@ def test_escalations_of_runs_already_rerun_start_decided():
     product = Product.objects.create(name="P")
     workflow = factories.make_workflow(product, key="w", steps=[factories.email_step(subject="{{ data.missing }}")])
     first, second = list(_trigger(product)) + list(_trigger(product))
-    rerun = Run.objects.create(request_id=first.request_id, product=product, workflow_version=workflow.published_version,
+    rerun = Run.objects.create(source=first.source, cause_id=first.cause_id, request_id=first.request_id, product=product,
+                               workflow_version=workflow.published_version,
                                recipient={}, rerun_of=first, status=RunStatus.COMPLETED)
     Escalation.objects.update(decision="", decided_at=None, decided_by="")  # as before the migration
     importlib.import_module("apps.runs.migrations.0007_escalations_decided_by_rerun").decided_by_rerun(apps, None)

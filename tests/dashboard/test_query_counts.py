@@ -41,7 +41,8 @@ class World:
         self.n = 0
 
     def _run(self, i):
-        return Run(request=self.request, recipient_index=10_000 + i, product=self.product,
+        return Run(source="api", cause_id=str(self.request.id), request=self.request, recipient_index=10_000 + i,
+                   product=self.product,
                    organization=self.organization, workflow_version=self.version, recipient={"id": f"u{i}"},
                    status="failed", rerun_of=None)
 

@@ -180,8 +180,9 @@ def test_replay_one_delivery_or_an_endpoints_failures_in_a_range(setup, receiver
     assert response.status_code == 400 and response.json()["error"]["fields"][0]["field"] == "until"
 
 
-def test_a_delivery_still_in_progress_is_not_replayed(setup, product_client):
+def test_a_delivery_still_in_progress_is_not_replayed(setup, receiver, product_client):
     product, _ = setup
+    receiver.answer(503)  # its first attempt: queued again for a retry
     request_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow="w", recipients=[{"id": "u1"}],
                                    data={}, priority="normal")
     request_start(request_id=request_id)
@@ -235,7 +236,7 @@ def test_a_name_is_checked_on_the_address_it_resolves_to_when_connecting(product
 def test_every_change_of_status_is_an_event_with_its_time_and_source(setup, receiver, product_client):
     product, _ = setup
     receiver.answer(503)
-    delivery = _deliver(product)  # queued, sending, then queued again for a retry
+    delivery = _deliver(product)  # written sending by the run's task, then queued again for a retry
     Delivery.objects.filter(id=delivery.id).update(next_attempt_at=timezone.now())
     deliveries_send(delivery_ids=[delivery.id])  # sending, delivered
     product_client.post("/api/v1/deliveries/replay", {"ids": [delivery.message_id]}, format="json")
@@ -244,11 +245,11 @@ def test_every_change_of_status_is_an_event_with_its_time_and_source(setup, rece
     assert response.status_code == 200
     body = response.json()
     assert [(e["status"], e["source"]) for e in body["events"]] == [
-        ("queued", "rowbell"), ("sending", "rowbell"), ("queued", "rowbell"), ("sending", "rowbell"),
-        ("delivered", "rowbell"), ("queued", "operator")]
-    assert body["events"][2]["detail"]["error"] == "HTTP 503" and "retry_at" in body["events"][2]["detail"]
-    assert body["events"][4]["detail"] == {"status_code": 200}
-    assert body["events"][5]["detail"]["replay_of"] == "delivered"
+        ("sending", "rowbell"), ("queued", "rowbell"), ("sending", "rowbell"), ("delivered", "rowbell"),
+        ("queued", "operator")]
+    assert body["events"][1]["detail"]["error"] == "HTTP 503" and "retry_at" in body["events"][1]["detail"]
+    assert body["events"][3]["detail"] == {"status_code": 200}
+    assert body["events"][4]["detail"]["replay_of"] == "delivered"
     times = [e["at"] for e in body["events"]]
     assert times == sorted(times)
     assert [(a["number"], a["status_code"]) for a in body["attempt_log"]] == [(1, 503), (2, 200)]

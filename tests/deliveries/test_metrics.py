@@ -29,7 +29,8 @@ def known(product):
         factories.make_workflow(product, key=key, steps=[factories.email_step()])
         version = Workflow.objects.get(product=product, key=key).published_version
         request = TriggerRequest.objects.create(product=product, workflow_version=version, recipients=[], data={})
-        return Run.objects.create(product=product, workflow_version=version, request=request, recipient={"id": "u"},
+        return Run.objects.create(source="api", cause_id=str(request.id), product=product, workflow_version=version,
+                                  request=request, recipient={"id": "u"},
                                   status=RunStatus.COMPLETED)
 
     welcome = run_for("welcome")

@@ -79,7 +79,8 @@ def test_wait_until_a_timestamp_in_the_data_with_an_offset(product):
     assert run.status == RunStatus.WAITING and abs(run.resume_at - (at - timedelta(hours=1))) < timedelta(seconds=1)
 
     past = _start(product, data={"appointment_at": "2020-01-01T00:00:00Z"}).get()
-    assert _state(past) == (RunStatus.WAITING, "delivery")  # nothing to wait for: straight to the email
+    assert _state(past) == (RunStatus.COMPLETED, "")  # nothing to wait for: straight to the email, sent
+    assert len(mail.outbox) == 1
 
     bad = _start(product, data={"appointment_at": "next tuesday"}).get()
     bad.refresh_from_db()
@@ -173,11 +174,12 @@ def test_the_retry_policy_is_the_workflows(product, receiver):
     factories.make_workflow(product, key="w", steps=[factories.webhook_step(endpoint)],
                             retry={"max_attempts": 3, "backoff": "1m", "max_backoff": "90s"})
     receiver.default = (503, {}, b"busy")
-    run = _start(product).get()
+    before = timezone.now()
+    run = _start(product).get()  # its task makes the first attempt
     delivery = Delivery.objects.get(run=run)
     assert (delivery.max_attempts, delivery.backoff_seconds, delivery.max_backoff_seconds) == (3, 60, 90)
-    delays = []
-    for _ in range(3):
+    delays = [(delivery.next_attempt_at - before).total_seconds()]
+    for _ in range(2):
         Delivery.objects.filter(id=delivery.id).update(next_attempt_at=timezone.now())
         before = timezone.now()
         deliveries_send(delivery_ids=[delivery.id])
@@ -287,6 +289,7 @@ def test_a_lost_delivery_settlement_is_repaired_by_the_reconciler(product, recei
     settings.ROWBELL_REQUEUE_AFTER_SECONDS = 0
     endpoint = factories.make_endpoint(product, receiver.url())
     factories.make_workflow(product, key="w", steps=[factories.webhook_step(endpoint)])
+    receiver.answer(503)  # its first attempt: to be retried, and the run waits
     run = _start(product).get()
     Delivery.objects.filter(run=run).update(status=DeliveryStatus.DELIVERED)  # finalized behind the run's back
     Run.objects.filter(id=run.id).update(updated_at=timezone.now() - timedelta(minutes=5))
@@ -344,26 +347,31 @@ def test_a_second_rerun_waits_for_the_first(product_with_key):
     assert again.status_code == 409 and "has not ended yet" in again.json()["error"]["message"]
 
 
-def test_a_worker_whose_lease_expired_writes_nothing_once_another_claimed_the_run(product):
+def test_a_worker_whose_lease_expired_writes_nothing_once_another_claimed_the_run(product, monkeypatch):
     from django.db.models import F
 
-    from apps.runs.engine import _execute, _runs_load
+    from apps.runs.services import run_execute
+    from apps.runs.triggers import TRIGGER_SOURCES
 
     factories.make_workflow(product, key="w", steps=[{"id": "pause", "type": "wait", "duration": "1h"},
                                                      factories.email_step(subject="s", body="b")])
     run = _start(product).get()
     Run.objects.filter(id=run.id).update(resume_at=timezone.now() - timedelta(seconds=1))
     assert runs_resume_due() == 1  # the wait is over: the run is queued
-    # Worker A claims the run, then stalls past its lease...
-    Run.objects.filter(id=run.id, status=RunStatus.QUEUED).update(
-        status=RunStatus.RUNNING, claim=F("claim") + 1, lease_until=timezone.now() - timedelta(seconds=1))
-    stalled = _runs_load([run.id])[0]
-    # ...the reconciler queues it again and worker B claims it, as run_execute does, and is still at work.
-    runs_reconcile()
-    assert Run.objects.filter(id=run.id, status=RunStatus.QUEUED).update(
-        status=RunStatus.RUNNING, claim=F("claim") + 1, lease_until=timezone.now() + timedelta(minutes=2)) == 1
+    api = TRIGGER_SOURCES["api"]
+    load = api.load
 
-    assert _execute(stalled) is None  # A wakes up: its claim is gone, so it stops
+    def stalled(runs):
+        """Worker A has claimed the run and stalls past its lease; meanwhile the reconciler queues the run
+        again and worker B claims it, as run_execute does, and is still at work."""
+        load(runs)
+        Run.objects.filter(id=run.id).update(lease_until=timezone.now() - timedelta(seconds=1))
+        runs_reconcile()
+        assert Run.objects.filter(id=run.id, status=RunStatus.QUEUED).update(
+            status=RunStatus.RUNNING, claim=F("claim") + 1, lease_until=timezone.now() + timedelta(minutes=2)) == 1
+
+    monkeypatch.setattr(api, "load", stalled)
+    assert run_execute(run_id=run.id) is None  # A wakes up: its claim is gone, so it stops
     run.refresh_from_db()
-    assert (run.status, run.step_index, run.claim) == (RunStatus.RUNNING, 1, stalled.claim + 1)  # as B holds it
-    assert _steps(run) == [("pause", "completed")] and not Delivery.objects.exists()
+    assert (run.status, run.step_index, run.claim) == (RunStatus.RUNNING, 1, 2)  # as B holds it
+    assert _steps(run) == [("pause", "completed")] and not Delivery.objects.exists() and not mail.outbox

@@ -84,15 +84,14 @@ def test_steps_run_in_order_and_each_is_recorded(product, receiver):
     request = _trigger(product, recipients=[{"id": "u1", "email": "a@example.com", "name": "A"}])
     request_start(request_id=request.id)
     run = Run.objects.get(request=request)
-    # A notify step waits for its delivery: the next step starts once the webhook was delivered.
-    assert (run.status, run.waiting_on, run.step_index) == (RunStatus.WAITING, "delivery", 1)
-    deliveries_send(delivery_ids=[Delivery.objects.get(run=run, step_id="a").id])
-    run.refresh_from_db()
-    assert run.status == RunStatus.QUEUED
+    # A notify step waits for its delivery, which the task that wrote it sends at once: the next step
+    # starts once the webhook was delivered, in the next task.
+    assert Delivery.objects.get(run=run, step_id="a").status == DeliveryStatus.DELIVERED and len(receiver.requests) == 1
+    assert (run.status, run.step_index) == (RunStatus.QUEUED, 1) and not mail.outbox
     runs_execute(run_ids=[run.id])
-    deliveries_send(delivery_ids=[Delivery.objects.get(run=run, step_id="b").id])
     run.refresh_from_db()
     assert run.status == RunStatus.COMPLETED and run.step_index == 2  # the last delivery completed it
+    assert len(mail.outbox) == 1
     assert list(RunStep.objects.filter(run=run).values_list("step_id", "status")) == [
         ("a", "completed"), ("b", "completed")]
     assert list(Delivery.objects.filter(run=run).order_by("id").values_list("channel", flat=True)) == [
@@ -128,7 +127,7 @@ def test_reconcile_requeues_lost_requests_and_runs_and_dead_leases(product, sett
     _trigger(product, recipients=[{"id": "never-dispatched"}])
     started = _trigger(product, recipients=[{"id": "x"}])
     TriggerRequest.objects.filter(id=started.id).update(status=RequestStatus.STARTED)
-    dead = Run.objects.create(request=started, recipient_index=0, product=product,
+    dead = Run.objects.create(source="api", cause_id=str(started.id), request=started, recipient_index=0, product=product,
                               workflow_version_id=started.workflow_version_id, recipient={"id": "x"},
                               status=RunStatus.RUNNING, lease_until=timezone.now() - timedelta(seconds=1))
     result = runs_reconcile()
@@ -149,15 +148,18 @@ def test_request_status_shows_each_delivery_and_the_overall_state(product_with_k
     request = _trigger(product, recipients=[{"id": "a"}, {"id": "b"}])
     client = client_for(key)
     assert client.get(f"/api/v1/requests/{request.id}").json()["status"] == "accepted"
+    receiver.answer(200, 500)  # the second one is retried later
     request_start(request_id=request.id)
     body = client.get(f"/api/v1/requests/{request.id}").json()
     assert body["status"] == "processing" and len(body["deliveries"]) == 2
-    receiver.answer(200, 410)
-    deliveries_send(delivery_ids=list(Delivery.objects.filter(request=request).values_list("id", flat=True)))
+    receiver.answer(410)
+    retried = Delivery.objects.filter(request=request, status=DeliveryStatus.QUEUED)
+    retried.update(next_attempt_at=timezone.now())
+    deliveries_send(delivery_ids=list(retried.values_list("id", flat=True)))
     body = client.get(f"/api/v1/requests/{request.id}").json()
     assert body["status"] == "partially_failed"
     assert sorted((d["channel"], d["status"], d["attempts"]) for d in body["deliveries"]) == [
-        ("webhook", "delivered", 1), ("webhook", "failed", 1)]
+        ("webhook", "delivered", 1), ("webhook", "failed", 2)]
 
 
 def test_a_step_that_renders_a_nul_character_fails_the_run_once(product):
@@ -169,16 +171,64 @@ def test_a_step_that_renders_a_nul_character_fails_the_run_once(product):
 
 
 def test_an_unexpected_step_error_fails_the_run_instead_of_retrying_forever(product, monkeypatch):
-    from apps.runs import steps
+    from apps.runs.steps import STEP_TYPES, StepType
 
     factories.make_workflow(product, key="w", steps=[factories.email_step(subject="s", body="b")])
 
-    def broken(**kwargs):
-        raise ValueError("cannot work")
+    class Broken(StepType):
+        name, batchable = "notify", True
 
-    monkeypatch.setitem(steps.STEP_EXECUTORS, "notify", broken)
+        def execute(self, call):
+            raise ValueError("cannot work")
+
+    monkeypatch.setitem(STEP_TYPES, "notify", Broken())
     request = _trigger(product, recipients=[{"id": "u1", "email": "a@example.com"}])
     request_start(request_id=request.id)
     run = Run.objects.get(request=request)
     assert run.status == RunStatus.FAILED and run.error == "Internal error: ValueError: cannot work"
     assert runs_reconcile()["runs_requeued"] == 0
+
+
+def test_a_task_also_takes_other_hinted_requests_that_wait_up_to_its_limit(product, monkeypatch):
+    monkeypatch.setattr("apps.runs.triggers.api.REQUESTS_PER_TASK", 3)
+    factories.make_workflow(product, key="w", steps=[factories.email_step(subject="s", body="b")])
+    hinted = [_trigger(product, recipients=[{"id": f"h{i}"}]) for i in range(4)]
+    TriggerRequest.objects.filter(id__in=[r.id for r in hinted]).update(enqueued_at=timezone.now())
+    not_hinted = _trigger(product, recipients=[{"id": "x"}])  # the dispatcher has not seen it yet
+    assert len(request_start(request_id=hinted[3].id)) == 3
+    started = set(TriggerRequest.objects.filter(status=RequestStatus.STARTED).values_list("id", flat=True))
+    # Its own request, then the oldest others that wait; no more than its limit.
+    assert started == {hinted[3].id, hinted[0].id, hinted[1].id} and not_hinted.id not in started
+    assert request_start(request_id=hinted[3].id) == [Run.objects.get(request=hinted[2]).id]  # a later hint
+
+
+def test_a_write_the_database_refuses_fails_only_the_run_that_made_it(product, monkeypatch):
+    from apps.deliveries.channels import Rendered
+    from apps.deliveries.services import delivery_build
+    from apps.runs.steps import STEP_TYPES, StepOutcome, StepType
+
+    factories.make_workflow(product, key="w", steps=[factories.email_step(subject="s", body="b")])
+    notify = STEP_TYPES["notify"]
+
+    class Unstorable(StepType):
+        """A step whose delivery PostgreSQL refuses to store (a NUL character in its payload)."""
+
+        name, batchable = "notify", True
+
+        def execute(self, call):
+            if call.run.recipient["id"] != "bad":
+                return notify.execute(call)
+            call.deliver(*delivery_build(channel="email", rendered=Rendered(target="x", payload={"text": "a\x00b"}),
+                                         run=call.run, step_id=call.step["id"]))
+            return StepOutcome(waiting_on="delivery")
+
+    monkeypatch.setitem(STEP_TYPES, "notify", Unstorable())
+    request = _trigger(product, recipients=[{"id": "good", "email": "g@example.com"}, {"id": "bad"}])
+    # The batch that starts the request cannot be written: its runs are written queued instead...
+    run_ids = request_start(request_id=request.id)
+    assert set(Run.objects.filter(id__in=run_ids).values_list("status", flat=True)) == {RunStatus.QUEUED}
+    # ...and a batch of them that cannot be written is executed one run at a time.
+    runs_execute(run_ids=run_ids)
+    good, bad = Run.objects.get(recipient__id="good"), Run.objects.get(recipient__id="bad")
+    assert good.status == RunStatus.COMPLETED and len(mail.outbox) == 1
+    assert bad.status == RunStatus.FAILED and bad.error.startswith("Internal error: DataError")

@@ -70,7 +70,7 @@ def test_a_sandboxed_product_holds_every_workflow(product, product_client, recei
     assert response.status_code == 200 and response.json()["sandbox"] is True
     assert Delivery.objects.get(run=_start(product)).status == DeliveryStatus.HELD
     product_client.patch(f"/api/v1/products/{product.id}", {"sandbox": False}, format="json")
-    assert Delivery.objects.get(run=_start(product)).status == DeliveryStatus.QUEUED
+    assert Delivery.objects.get(run=_start(product)).status == DeliveryStatus.DELIVERED  # sent at once
 
 
 def test_review_in_bulk_from_the_admin_names_the_staff_user(product, sandboxed, client):

@@ -1,18 +1,22 @@
-"""Creating deliveries: the one place a run's delivery row is built, and enqueueing them."""
+"""Creating deliveries: the one place a delivery row is built (delivery_build), writing them, enqueueing them."""
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from datetime import timedelta
 
 from django.conf import settings
 from django.utils import timezone
 
-from apps.audit.services import AuditEntry, audit_record_many
+from apps.audit.services import AuditEntry
+from apps.core.bulk import insert_rows
 from apps.core.hints import hint_on_commit
+from apps.core.instances import instance_build
 
 from ..channels import Rendered, channel_get
-from ..models import Delivery, DeliveryStatus
+from ..models import Delivery, DeliveryStatus, new_message_id
+
 from .history import status_events_record
 
 logger = logging.getLogger(__name__)
@@ -37,47 +41,95 @@ def deliveries_enqueue_by_priority(pairs) -> None:
         deliveries_enqueue_on_commit(ids, priority)
 
 
-def delivery_build(*, run, step_id: str, channel: str, rendered: Rendered, held: bool = False,
-                   max_attempts: int | None = None, backoff: tuple = (None, None)) -> tuple[Delivery, AuditEntry | None]:
-    """The delivery a run's notify step makes, unsaved: queued, held for review (sandbox) or skipped with
-    the reason; and the audit row a held or skipped one needs."""
+def delivery_build(*, channel: str, rendered: Rendered, run=None, product_id=None, organization_id=None,
+                   event_id: int | None = None, chunk: int = 0, step_id: str = "", priority: str | None = None,
+                   held: bool = False, max_attempts: int | None = None,
+                   backoff: tuple = (None, None)) -> tuple[Delivery, AuditEntry | None]:
+    """The one place a delivery row is built (unsaved), whoever makes it: a run's notify step, an escalation
+    notice, a row-event message. Returns the delivery and the audit row a held or skipped one needs (None for
+    a queued one); apps.deliveries.services.deliveries_write writes them.
+
+    - `rendered`: what the channel rendered (target, payload, endpoint), or why nothing is sent
+      (`skip_reason`: the delivery is recorded skipped, with the reason).
+    - `run`: the run it belongs to; its product, organization, request, recipient and priority are the
+      delivery's. Without a run, `product_id` (and `organization_id`) say whose it is.
+    - `event_id`, `chunk`: a row-event message (which event, which chunk of its ids).
+    - `priority`: the queue it is sent from (default: the run's, else "normal"); `held`: held for review
+      (sandbox) instead of queued; `max_attempts` (default ROWBELL_DELIVERY_MAX_ATTEMPTS) and `backoff`
+      ((first delay, cap) in seconds; None: the settings') are its retry policy.
+    """
     now = timezone.now()
     skipped = bool(rendered.skip_reason)
     status = DeliveryStatus.SKIPPED if skipped else DeliveryStatus.HELD if held else DeliveryStatus.QUEUED
     queued = status == DeliveryStatus.QUEUED
-    delivery = Delivery(
-        product_id=run.product_id, organization_id=run.organization_id, request_id=run.request_id, run=run,
-        step_id=step_id, channel=channel, endpoint=rendered.endpoint, endpoint_id=rendered.endpoint_id,
-        recipient_id=str(run.recipient.get("id", ""))[:200], target=rendered.target, payload=rendered.payload,
-        priority=run.priority, max_attempts=max_attempts or settings.ROWBELL_DELIVERY_MAX_ATTEMPTS,
-        backoff_seconds=backoff[0], max_backoff_seconds=backoff[1], status=status,
-        last_error=rendered.skip_reason, next_attempt_at=now if queued else None,
-        enqueued_at=now if queued else None, completed_at=now if skipped else None,
-    )
-    if not skipped:
+    if run is not None:
+        product_id, organization_id = run.product_id, run.organization_id
+    related = {"run": run}
+    if rendered.endpoint is not None or rendered.endpoint_id is None:
+        related["endpoint"] = rendered.endpoint
+    # Every column, as Delivery() would fill them (apps/core/instances.py: built by the thousand).
+    delivery = instance_build(Delivery, {
+        "id": None, "message_id": new_message_id(), "product_id": product_id, "organization_id": organization_id,
+        "request_id": run.request_id if run else None, "run_id": run.id if run else None, "step_id": step_id,
+        "event_id": event_id, "chunk": chunk, "channel": channel, "endpoint_id": rendered.endpoint_id,
+        "recipient_id": str(run.recipient.get("id", ""))[:200] if run else "", "target": rendered.target,
+        "provider_message_id": "", "payload": rendered.payload,
+        "priority": priority or (run.priority if run else "normal"), "status": status, "attempt_count": 0,
+        "max_attempts": max_attempts or settings.ROWBELL_DELIVERY_MAX_ATTEMPTS, "backoff_seconds": backoff[0],
+        "max_backoff_seconds": backoff[1], "next_attempt_at": now if queued else None,
+        "enqueued_at": now if queued else None, "lease_until": None, "last_error": rendered.skip_reason,
+        "created_at": now, "updated_at": now, "completed_at": now if skipped else None,
+    }, related=related)
+    if run is not None and not skipped:
         channel_get(channel).prepare(delivery, definition=run.workflow_version.definition)
     audit = None
     if not queued:
         audit = AuditEntry(action="delivery.skipped" if skipped else "delivery.held", target_type="delivery",
-                           target_id=delivery.message_id, product_id=run.product_id,
-                           organization_id=run.organization_id,
+                           target_id=delivery.message_id, product_id=product_id, organization_id=organization_id,
                            data={"reason": rendered.skip_reason, "channel": channel} if skipped
                            else {"channel": channel, "reason": "sandbox"})
     return delivery, audit
 
 
-def delivery_create(*, run, step_id: str, channel: str, rendered: Rendered, held: bool = False,
-                    max_attempts: int | None = None, backoff: tuple = (None, None)) -> Delivery:
-    """Record a run's delivery (see delivery_build); send it after commit unless it is held or skipped.
+# Every column of a delivery but its id, in the model's order: what deliveries_write inserts.
+_COLUMNS = tuple(f.attname for f in Delivery._meta.concrete_fields if not f.primary_key)
 
-    Call inside the step's transaction: the delivery exists if and only if the step completed.
+
+def deliveries_write(deliveries: list[Delivery], *, claim: bool = False, ignore_conflicts: bool = False,
+                     now=None) -> list[Delivery]:
+    """Insert deliveries built by delivery_build, in one statement, with the first event of each one's status
+    history; return those written, in order, with their ids set.
+
+    - `claim` False: the queued ones are hinted to the sending workers once the transaction commits.
+    - `claim` True: the queued ones are written claimed (status `sending`, first attempt counted, leased for
+      ROWBELL_LEASE_SECONDS) for the caller to send once the transaction commits
+      (deliveries_send_claimed). If it dies first, the lease runs out and deliveries_reconcile queues them
+      again.
+    - `ignore_conflicts`: a delivery that a unique key says exists already (an event read twice, a step
+      executed twice) is not written, and not returned.
+
+    Call inside the transaction that makes them. The audit rows delivery_build returned are the caller's
+    to write (with its own, in one statement).
     """
-    delivery, audit = delivery_build(run=run, step_id=step_id, channel=channel, rendered=rendered, held=held,
-                                     max_attempts=max_attempts, backoff=backoff)
-    delivery.save()
-    status_events_record([(delivery.id, delivery.status)], at=delivery.created_at)
-    if audit is not None:
-        audit_record_many([audit])
-    else:
-        deliveries_enqueue_on_commit([delivery.id], run.priority)
-    return delivery
+    if not deliveries:
+        return []
+    now = now or timezone.now()
+    lease = now + timedelta(seconds=settings.ROWBELL_LEASE_SECONDS)
+    for d in deliveries:
+        d.created_at = d.updated_at = now
+        if claim and d.status == DeliveryStatus.QUEUED:
+            d.status, d.attempt_count, d.lease_until = DeliveryStatus.SENDING, 1, lease
+    ids = dict((m, pk) for pk, m in insert_rows(
+        Delivery, [{f: d.__dict__[f] for f in _COLUMNS} for d in deliveries], returning=("id", "message_id"),
+        on_conflict="ON CONFLICT DO NOTHING" if ignore_conflicts else ""))
+    written = []
+    for d in deliveries:
+        if d.message_id in ids:
+            d.id = ids[d.message_id]
+            d._state.adding = False
+            written.append(d)
+    status_events_record([(d.id, d.status) + (({"reason": d.last_error},) if d.last_error else ())
+                          for d in written], at=now)
+    if not claim:
+        deliveries_enqueue_by_priority([(d.id, d.priority) for d in written if d.status == DeliveryStatus.QUEUED])
+    return written

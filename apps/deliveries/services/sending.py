@@ -122,9 +122,10 @@ def _record(outcomes) -> None:
         successes = [(d, started, o) for d, started, o in outcomes if isinstance(o, SendResult)]
         recorded = _successes_record(successes, now)
         for delivery, started, outcome in successes:
-            attempts.append(DeliveryAttempt(delivery=delivery, number=delivery.attempt_count, started_at=started,
-                                            duration_ms=outcome.duration_ms, outcome=AttemptOutcome.SUCCESS,
-                                            status_code=outcome.status_code, response_excerpt=outcome.excerpt))
+            attempts.append({"delivery_id": delivery.id, "number": delivery.attempt_count, "started_at": started,
+                             "duration_ms": outcome.duration_ms, "outcome": AttemptOutcome.SUCCESS,
+                             "status_code": outcome.status_code, "error": "", "response_excerpt": outcome.excerpt,
+                             "permanent": False})
             if delivery.id in recorded:
                 changes.append((delivery.id, outcome.status, {"status_code": outcome.status_code}
                                 if outcome.status_code is not None else {}))
@@ -143,10 +144,10 @@ def _record(outcomes) -> None:
             number = delivery.attempt_count
             ours = Delivery.objects.filter(id=delivery.id, attempt_count=number, status__in=_OURS)
             exc: DeliveryError = outcome
-            attempts.append(DeliveryAttempt(delivery=delivery, number=number, started_at=started,
-                                            duration_ms=exc.duration_ms, outcome=AttemptOutcome.FAILURE,
-                                            status_code=exc.status_code, error=exc.message[:2000],
-                                            response_excerpt=exc.excerpt, permanent=exc.permanent))
+            attempts.append({"delivery_id": delivery.id, "number": number, "started_at": started,
+                             "duration_ms": exc.duration_ms, "outcome": AttemptOutcome.FAILURE,
+                             "status_code": exc.status_code, "error": exc.message[:2000],
+                             "response_excerpt": exc.excerpt, "permanent": exc.permanent})
             detail = {"attempt": number, "status_code": exc.status_code, "error": exc.message[:500],
                       "channel": delivery.channel}
             audits.append(AuditEntry(action="delivery.attempt_failed", data=detail, **scope))
@@ -172,11 +173,7 @@ def _record(outcomes) -> None:
                                                    "delay_seconds": round(delay, 3)}, **scope))
         _endpoints_health(outcomes, now)
         status_events_record(changes, at=now)
-        insert_rows(DeliveryAttempt, [
-            {"delivery_id": a.delivery_id, "number": a.number, "started_at": a.started_at,
-             "duration_ms": a.duration_ms, "outcome": a.outcome, "status_code": a.status_code, "error": a.error,
-             "response_excerpt": a.response_excerpt, "permanent": a.permanent} for a in attempts],
-            on_conflict=_ATTEMPT_UPSERT)
+        insert_rows(DeliveryAttempt, attempts, on_conflict=_ATTEMPT_UPSERT)
         audit_record_many(audits)
         runs_settle(settled)
 

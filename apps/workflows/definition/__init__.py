@@ -28,8 +28,9 @@ from rest_framework.exceptions import ValidationError
 from apps.core.text import unstorable_find
 
 from .checks import definition_normalize
-from .format import MAX_NESTING, MAX_STEPS, MAX_TOTAL_STEPS, Definition, duration_seconds
+from .format import MAX_NESTING, MAX_STEPS, MAX_TOTAL_STEPS, Definition
 from .paths import structure_check
+from .values import duration_seconds
 from .variables import template_variables_check
 
 __all__ = ["MAX_NESTING", "MAX_STEPS", "MAX_TOTAL_STEPS", "definition_validate", "duration_seconds"]

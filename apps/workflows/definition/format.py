@@ -4,7 +4,7 @@ From these models come:
 
 - the structural check of every definition: types, required fields, and unknown fields refused at every
   level, with errors at the same paths as always (`steps[1].subject`, `trigger.connection`; see `paths`);
-- the definition's JSON Schema, served at `GET /api/v1/workflows/schema.json` (`workflow_json_schema`);
+- the definition's JSON Schema, served at `GET /api/v1/workflows/schema.json` (`json_schema`);
 - the typed bodies of the workflow calls in the OpenAPI description (apps/workflows/openapi.py).
 
 What needs the database, the settings or the templates' meaning (a connection and its table, a webhook
@@ -14,10 +14,7 @@ structure, on the model made here (`checks`, `variables`).
 A notify step's fields are those its channel declares (`Channel.StepConfig`, apps/deliveries/channels): its
 model is made from them, so a new channel needs no change here.
 
-Messages say what is expected, in the words the API has always used: a validator that refuses a value
-raises a `PydanticCustomError` with the sentence to show; `Says` attaches to a field what to say when it is
-missing. An error whose context has a `field` is about that field of the object it is raised on
-(`trigger.type`, `retry.max_backoff`).
+Each value says what it expects when it is refused or missing (`values`).
 """
 
 from __future__ import annotations
@@ -26,8 +23,7 @@ import re
 import uuid
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PlainValidator, Tag,
-                      WithJsonSchema, create_model)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, create_model
 from pydantic_core import PydanticCustomError
 from rest_framework import serializers
 
@@ -36,7 +32,7 @@ from apps.connections.sources import MUTATION_EVENTS, RELATION_EVENTS, TRANSITIO
 from apps.deliveries.channels import channel_get, channel_kinds
 from apps.deliveries.channels.base import TemplateField
 
-from ..conditions import PATH
+from .values import DottedPath, Duration, IntFrom, OneOf, SignedDuration, Says, is_object, refusing
 
 MAX_STEPS = 100  # in one list of steps
 MAX_TOTAL_STEPS = 500  # in a workflow, branches included
@@ -45,105 +41,10 @@ MAX_BRANCHES = 20
 STEP_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 KEY = re.compile(r"^[-a-zA-Z0-9_]{1,100}$")
 NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-MAX_DURATION = 366 * 24 * 3600
 STEP_TYPES = ("batch", "branch", "notify", "wait")
 WAIT_MODES = ("duration", "until", "condition")
 TRIGGER_TYPES = ("api", "database")
 EVENTS = tuple(MUTATION_EVENTS) + tuple(RELATION_EVENTS)
-DURATION_SAYS = "A duration such as '90s', '15m', '2h', '1d12h' (at most 366 days)"
-
-
-class Says:
-    """What a field expects, in words: said when the field is missing (`Annotated[..., Says("...")]`)."""
-
-    __slots__ = ("message",)
-
-    def __init__(self, message: str):
-        self.message = message
-
-
-def _refusing(test, kind: str, message: str, **context) -> BeforeValidator:
-    """A validator that lets through what `test` accepts and refuses the rest with `message`."""
-    def validate(value):
-        if not test(value):
-            raise PydanticCustomError(kind, message, context or None)
-        return value
-    return BeforeValidator(validate)
-
-
-def duration_seconds(value) -> int | float | None:
-    """Seconds in '90s', '15m', '2h', '1d12h' or a plain number of seconds; None if not a duration (zero,
-    negative, over 366 days, or not one of these)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return value if 0 < value <= MAX_DURATION else None
-    if not isinstance(value, str) or not value:
-        return None
-    match = DURATION.match(value.strip())
-    if not match or not any(match.groups()):
-        return None
-    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    total = days * 86400 + hours * 3600 + minutes * 60 + seconds
-    return total if 0 < total <= MAX_DURATION else None
-
-
-def _duration(value):
-    seconds = duration_seconds(value)
-    if seconds is None:
-        raise PydanticCustomError("duration", DURATION_SAYS + ".")
-    return seconds
-
-
-def _signed_duration(value):
-    if value == 0 and not isinstance(value, bool):
-        return 0  # no offset
-    negative = ((isinstance(value, str) and value.startswith("-"))
-                or (isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0))
-    seconds = duration_seconds((value[1:] if isinstance(value, str) else -value) if negative else value)
-    if seconds is None:
-        raise PydanticCustomError("duration", DURATION_SAYS + ", optionally negative.")
-    return -seconds if negative else seconds
-
-
-_DURATION_TEXT = r"^(?:\d+d)?(?:\d+h)?(?:\d+m)?(?:\d+s)?$"
-# Given as text or seconds, stored as seconds: what a definition comes back with validates again.
-Duration = Annotated[Union[int, float], PlainValidator(_duration), Says(DURATION_SAYS + "."), WithJsonSchema({
-    "anyOf": [{"type": "string", "pattern": _DURATION_TEXT, "minLength": 2},
-              {"type": "number", "minimum": 0, "maximum": MAX_DURATION}],
-    "description": DURATION_SAYS + ", or a number of seconds; answers give seconds."})]
-SignedDuration = Annotated[Union[int, float], PlainValidator(_signed_duration), WithJsonSchema({
-    "anyOf": [{"type": "string", "pattern": "^-?" + _DURATION_TEXT[1:], "minLength": 2},
-              {"type": "number", "minimum": -MAX_DURATION, "maximum": MAX_DURATION}],
-    "description": DURATION_SAYS + ", optionally negative (before the time), or seconds."})]
-
-
-def IntFrom(low: int, high: int):  # noqa: N802 (a type, in use)
-    """An integer from `low` to `high` (not a boolean, not 3.0)."""
-    says = f"An integer from {low} to {high}."
-    return Annotated[int, Field(ge=low, le=high), Says(says), _refusing(
-        lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high, "int_range", says)]
-
-
-def DottedPath(says: str):  # noqa: N802 (a type, in use)
-    """A dotted path into what steps see (`data.customer_id`)."""
-    return Annotated[str, Field(pattern=PATH.pattern, description=says), Says(says), _refusing(
-        lambda v: isinstance(v, str) and PATH.fullmatch(v) is not None, "dotted_path", says)]
-
-
-def OneOf(*choices: str, field: str | None = None, says: str | None = None):  # noqa: N802 (a type, in use)
-    """One of these strings. With `field`, the check runs on the object that holds the field (a union's tag:
-    `type`, `channel`) and the error names the field."""
-    says = says or f"One of: {', '.join(choices)}."
-    if field is None:
-        return _refusing(lambda v: isinstance(v, str) and v in choices, "choice", says)
-    return _refusing(lambda v: isinstance(v, dict) and isinstance(v.get(field), str) and v[field] in choices,
-                     "choice", says, field=field)
-
-
-def _is_object(kind: str = "an object") -> BeforeValidator:
-    return _refusing(lambda v: isinstance(v, dict), "object", f"Must be {kind}.")
 
 
 class FormatModel(BaseModel):
@@ -184,11 +85,16 @@ class AnyOf(FormatModel):
 def _condition_kind(value) -> str:
     if isinstance(value, dict):
         return "and" if "and" in value else "or" if "or" in value else "comparison"
-    return "comparison"
+    return {AllOf: "and", AnyOf: "or"}.get(type(value), "comparison")
+
+
+def _tag_field(field: str):
+    """A union's tag: the value of `field`, in the input (a dict) or in a model (when it is dumped)."""
+    return lambda value: value.get(field) if isinstance(value, dict) else getattr(value, field, None)
 
 
 Condition = Annotated[Union[Annotated[Comparison, Tag("comparison")], Annotated[AllOf, Tag("and")],
-                            Annotated[AnyOf, Tag("or")]], Discriminator(_condition_kind), _is_object()]
+                            Annotated[AnyOf, Tag("or")]], Discriminator(_condition_kind), is_object()]
 
 
 # --- Triggers ------------------------------------------------------------------------------------------
@@ -205,8 +111,8 @@ class Classification(FormatModel):
     """A named predicate over the table's columns; an event when a row enters or leaves it."""
 
     noun: ClassVar[str] = "a classification"
-    name: Annotated[str, Field(pattern=NAME.pattern), _refusing(
-        lambda v: isinstance(v, str) and NAME.match(v) is not None, "name",
+    name: Annotated[str, Field(pattern=NAME.pattern), refusing(
+        lambda v: isinstance(v, str) and NAME.fullmatch(v) is not None, "name",
         "A lower-case name: letters, digits and '_'.")]
     predicate: Condition
     on: Annotated[Literal[tuple(TRANSITIONS)], OneOf(*TRANSITIONS)] = "both"
@@ -222,7 +128,7 @@ class DatabaseTrigger(FormatModel):
                           Says("A connection's id.")]
     table: Annotated[str, Field(min_length=1, max_length=200, description="schema.table (or a table in public)."),
                      Says("schema.table (or a table in public).")]
-    events: Annotated[list[Literal[EVENTS]], Field(min_length=1), _refusing(
+    events: Annotated[list[Literal[EVENTS]], Field(min_length=1), refusing(
         lambda v: isinstance(v, list) and v and all(isinstance(e, str) and e in EVENTS for e in v), "events",
         f"A non-empty list of: {', '.join(EVENTS)}.")] = None
     columns: Annotated[list[str], Field(description="Only for row.updated: changes of these columns.")] = None
@@ -232,9 +138,9 @@ class DatabaseTrigger(FormatModel):
 
 
 Trigger = Annotated[Union[Annotated[ApiTrigger, Tag("api")], Annotated[DatabaseTrigger, Tag("database")]],
-                    Discriminator(lambda v: v.get("type") if isinstance(v, dict) else None),
+                    Discriminator(_tag_field("type")),
                     OneOf(*TRIGGER_TYPES, field="type", says=f"Must be one of: {', '.join(TRIGGER_TYPES)}."),
-                    _is_object()]
+                    is_object()]
 
 
 # --- Steps ---------------------------------------------------------------------------------------------
@@ -243,7 +149,7 @@ Trigger = Annotated[Union[Annotated[ApiTrigger, Tag("api")], Annotated[DatabaseT
 class StepBase(FormatModel):
     id: Annotated[str, Field(pattern=STEP_ID.pattern, description=(
         "Unique in the workflow; `step-N` (its position) when absent. Later templates read what the step "
-        "produced as `steps.<id>`.")), _refusing(lambda v: isinstance(v, str) and STEP_ID.fullmatch(v) is not None,
+        "produced as `steps.<id>`.")), refusing(lambda v: isinstance(v, str) and STEP_ID.fullmatch(v) is not None,
                                                  "step_id", "1 to 64 letters, digits, '-' or '_'.")] = None
 
 
@@ -276,12 +182,14 @@ class WaitForCondition(StepBase):
 
 
 def _wait_mode(value) -> str | None:
-    modes = [m for m in WAIT_MODES if m in value] if isinstance(value, dict) else []
+    if not isinstance(value, dict):
+        return {WaitForDuration: "duration", WaitUntil: "until", WaitForCondition: "condition"}.get(type(value))
+    modes = [m for m in WAIT_MODES if m in value]
     return modes[0] if len(modes) == 1 else None
 
 
 Wait = Annotated[Union[Annotated[WaitForDuration, Tag("duration")], Annotated[WaitUntil, Tag("until")],
-                       Annotated[WaitForCondition, Tag("condition")]], Discriminator(_wait_mode), _refusing(
+                       Annotated[WaitForCondition, Tag("condition")]], Discriminator(_wait_mode), refusing(
     lambda v: _wait_mode(v) is not None, "wait_mode", "A wait takes exactly one of: duration, until, condition.")]
 
 
@@ -321,7 +229,7 @@ class Branch(StepBase):
 
     noun: ClassVar[str] = "a 'branch' step"
     type: Literal["branch"]
-    branches: Annotated[list[Case], Field(min_length=1, max_length=MAX_BRANCHES), _refusing(
+    branches: Annotated[list[Case], Field(min_length=1, max_length=MAX_BRANCHES), refusing(
         lambda v: isinstance(v, list) and 1 <= len(v) <= MAX_BRANCHES, "branches",
         f"A list of 1 to {MAX_BRANCHES} {{when, steps}} objects.")]
     otherwise: Annotated[list[Step], Field(max_length=MAX_STEPS), _step_list(allow_empty=True)] = None
@@ -333,11 +241,10 @@ def _drf_field(field: serializers.Field) -> tuple[Any, Any]:
     says = str(field.help_text or "")
     if isinstance(field, serializers.CharField):
         if isinstance(field, TemplateField):
-            says = (says + " " if says else "") + "A Jinja2 template" + (" (values are escaped)." if field.html
-                                                                         else ".")
+            says = (says + " " if says else "") + "A Jinja2 template."
         kind = Annotated[str, Field(max_length=field.max_length, min_length=None if field.allow_blank else 1)]
     elif isinstance(field, serializers.UUIDField):
-        kind = Annotated[str, Field(json_schema_extra={"format": "uuid"}), _refusing(
+        kind = Annotated[str, Field(json_schema_extra={"format": "uuid"}), refusing(
             lambda v: isinstance(v, str) and _is_uuid(v), "uuid", "Must be a valid UUID.")]
     elif isinstance(field, serializers.BooleanField):
         kind = bool
@@ -376,14 +283,14 @@ def _notify_model(kind: str) -> type[StepBase]:
 NOTIFY_MODELS: dict[str, type[StepBase]] = {kind: _notify_model(kind) for kind in channel_kinds()}
 
 Notify = Annotated[Union[tuple(Annotated[model, Tag(kind)] for kind, model in NOTIFY_MODELS.items())],
-                   Discriminator(lambda v: v.get("channel") if isinstance(v, dict) else None),
+                   Discriminator(_tag_field("channel")),
                    OneOf(*NOTIFY_MODELS, field="channel", says=f"Must be one of: {', '.join(NOTIFY_MODELS)}.")]
 
 Step = Annotated[Union[Annotated[Notify, Tag("notify")], Annotated[Wait, Tag("wait")],
                        Annotated[Branch, Tag("branch")], Annotated[Batch, Tag("batch")]],
-                 Discriminator(lambda v: v.get("type") if isinstance(v, dict) else None),
+                 Discriminator(_tag_field("type")),
                  OneOf(*STEP_TYPES, field="type", says=f"Must be one of: {', '.join(STEP_TYPES)}."),
-                 _is_object()]
+                 is_object()]
 
 
 # --- The workflow ----------------------------------------------------------------------------------------
@@ -422,16 +329,17 @@ class Definition(FormatModel):
 class WorkflowUpdate(Definition):
     """A workflow's draft, replaced whole (`PUT /api/v1/workflows/{key}`)."""
 
-    name: Annotated[str, Field(max_length=200, description="Unchanged when absent.")] = None
-    sandbox: Annotated[bool, Field(description="Hold its deliveries for review instead of sending them.")] = None
+    name: Annotated[str, Field(max_length=200, description="A name for people; a PUT without it keeps it.")] = None
+    sandbox: Annotated[bool, Field(description=(
+        "Hold its deliveries for review instead of sending them; a PUT without it keeps it."))] = None
 
 
 class WorkflowCreate(WorkflowUpdate):
     """A new workflow (`POST /api/v1/workflows`): created as a draft; triggers use it once published."""
 
     key: Annotated[str, Field(pattern=KEY.pattern, description="Its name in the API, unique in the product."),
-                   Says("1 to 100 letters, digits, '-' or '_'."), _refusing(
-                       lambda v: isinstance(v, str) and KEY.match(v) is not None, "key",
+                   Says("1 to 100 letters, digits, '-' or '_'."), refusing(
+                       lambda v: isinstance(v, str) and KEY.fullmatch(v) is not None, "key",
                        "1 to 100 letters, digits, '-' or '_'.")]
 
 

@@ -5,19 +5,20 @@ Pydantic locates an error by a `loc` tuple that also holds the tags of the union
 (`("steps", 1, "notify", "email", "subject")`). `error_path` walks that tuple through the model's own types,
 so a tag is known as a tag (never confused with a field of the same name), and the path keeps the fields and
 indexes only. The walk also finds the model the error is in, which says what its unknown field could have been
-(difflib's close matches over its fields) and what a missing field expects (`format.Says`).
+(the close matches among its fields) and what a missing field expects (`format.Says`).
 """
 
 from __future__ import annotations
 
-import difflib
 import types
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from .format import Says
+from apps.core.known_fields import unknown_field_reason
+
+from .values import Says
 
 _JSON_TYPES = {str: "a string", bool: "true or false", int: "a number", float: "a number", list: "a list",
                dict: "an object", type(None): "null"}
@@ -84,14 +85,6 @@ def _reason(kind: str, error: dict, context: dict, owner, field: FieldInfo | Non
         return "Nested too deeply: flatten it."
     message = error["msg"]
     return message if message.endswith(".") else message + "."
-
-
-def unknown_field_reason(name: str, known: list[str], noun: str) -> str:
-    """"Unknown field for <noun>. Did you mean 'x'?", or the fields it takes when none is close."""
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    if close:
-        return f"Unknown field for {noun}. Did you mean '{close[0]}'?"
-    return f"Unknown field for {noun}: remove it. Its fields are: {', '.join(known)}."
 
 
 def _field_names(model: type[BaseModel]) -> list[str]:

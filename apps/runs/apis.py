@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 from apps.core import fields as strict
 from apps.deliveries.channels import channel_get, channel_kinds
 from apps.core.exceptions import InvalidInput
+from apps.core.known_fields import KnownFieldsOnly
 from apps.core.masking import sealed_masked
 from apps.tenants.authentication import DeferredLiveCheckAuthentication
 from apps.core.pagination import NewestFirst, paginated
@@ -67,7 +68,7 @@ class RecipientField(serializers.Field):
         return value
 
 
-class TriggerInputSerializer(serializers.Serializer):
+class TriggerInputSerializer(KnownFieldsOnly, serializers.Serializer):
     workflow = strict.SlugField(max_length=100)
     to = serializers.ListField(child=RecipientField(), min_length=1)
     data = serializers.DictField(required=False, default=dict)

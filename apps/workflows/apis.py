@@ -1,11 +1,20 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core import fields as strict
+from apps.core.known_fields import KnownFieldsOnly
+from apps.core.openapi import ErrorFieldSerializer, ErrorSerializer
 from apps.core.permissions import IsProduct, IsProductOrOrganization
 
+from .definition.format import DEFINITION_FIELDS, Retry, Step, Trigger, WorkflowCreate, WorkflowUpdate
+from .definition.json_schema import workflow_json_schema
+from .definition.paths import structure_check
+from .openapi import FormatField
 from .selectors import workflow_get, workflow_list, workflow_version_list
 from .services import workflow_create, workflow_preview, workflow_publish, workflow_unpublish, workflow_update
 
@@ -13,9 +22,9 @@ from .services import workflow_create, workflow_preview, workflow_publish, workf
 class WorkflowOutputSerializer(serializers.Serializer):
     key = strict.CharField()
     name = strict.CharField()
-    trigger = serializers.JSONField(source="draft.trigger")
-    steps = serializers.JSONField(source="draft.steps")
-    retry = serializers.JSONField(source="draft.retry", default=None)
+    trigger = FormatField(format_type=Trigger, source="draft.trigger")
+    steps = FormatField(format_type=list[Step], source="draft.steps")
+    retry = FormatField(format_type=Retry, source="draft.retry", default=None, allow_null=True)
     sandbox = strict.BooleanField()
     published_version = strict.IntegerField(source="published_version.version", allow_null=True,
                                                  default=None)
@@ -30,26 +39,13 @@ class VersionOutputSerializer(serializers.Serializer):
     published_by = strict.CharField()
 
 
-class DefinitionInputSerializer(serializers.Serializer):
-    name = strict.CharField(max_length=200, required=False, allow_blank=True)
-    trigger = serializers.JSONField(required=False, help_text=(
-        '{"type": "api"} (default), or {"type": "database", "connection", "table", "events" | '
-        '"classification" | "through"} as row-event webhooks take.'))
-    steps = serializers.JSONField(help_text="Ordered list of steps; see the README for the step types.")
-    retry = serializers.JSONField(required=False, help_text=(
-        'The retry policy of its steps and deliveries: {"max_attempts": 8, "backoff": "10s", "max_backoff": "6h"}.'))
-    sandbox = strict.BooleanField(required=False, help_text="Hold its deliveries for review instead of sending.")
-
-    def definition(self) -> dict:
-        data = self.validated_data
-        definition = {"trigger": data.get("trigger", {"type": "api"}), "steps": data["steps"]}
-        if "retry" in data:
-            definition["retry"] = data["retry"]
-        return definition
-
-
-class WorkflowCreateInputSerializer(DefinitionInputSerializer):
-    key = strict.SlugField(max_length=100)
+def _workflow_body(model, data) -> tuple[WorkflowCreate | WorkflowUpdate, dict]:
+    """A workflow body checked against the format: (the body, its definition as sent, for the service to
+    validate in full and normalize). Raises ValidationError naming every field at fault, unknown ones too."""
+    body, errors = structure_check(model, data)
+    if errors:
+        raise ValidationError(errors)
+    return body, {key: data[key] for key in DEFINITION_FIELDS if key in data}
 
 
 class WorkflowListCreateApi(APIView):
@@ -59,14 +55,13 @@ class WorkflowListCreateApi(APIView):
     def get(self, request):
         return Response(WorkflowOutputSerializer(workflow_list(tenant=request.user), many=True).data)
 
-    @extend_schema(request=WorkflowCreateInputSerializer, responses={201: WorkflowOutputSerializer})
+    @extend_schema(request=WorkflowCreate, responses={201: WorkflowOutputSerializer, 409: OpenApiResponse(
+        ErrorSerializer, description="A workflow with this key already exists in the product.")})
     def post(self, request):
         self.permission_denied_unless_product(request)
-        data = WorkflowCreateInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        workflow = workflow_create(product=request.user.product, key=data.validated_data["key"],
-                                   name=data.validated_data.get("name", ""), definition=data.definition(),
-                                   sandbox=data.validated_data.get("sandbox", False), actor=request.user.actor)
+        body, definition = _workflow_body(WorkflowCreate, request.data)
+        workflow = workflow_create(product=request.user.product, key=body.key, name=body.name or "",
+                                   definition=definition, sandbox=bool(body.sandbox), actor=request.user.actor)
         return Response(WorkflowOutputSerializer(workflow).data, status=status.HTTP_201_CREATED)
 
     def permission_denied_unless_product(self, request):
@@ -81,15 +76,13 @@ class WorkflowDetailApi(APIView):
     def get(self, request, key):
         return Response(WorkflowOutputSerializer(workflow_get(tenant=request.user, key=key)).data)
 
-    @extend_schema(request=DefinitionInputSerializer, responses=WorkflowOutputSerializer)
+    @extend_schema(request=WorkflowUpdate, responses=WorkflowOutputSerializer)
     def put(self, request, key):
         if not IsProduct().has_permission(request, self):
             self.permission_denied(request, message=IsProduct.message)
         workflow = workflow_get(tenant=request.user, key=key)
-        data = DefinitionInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        workflow = workflow_update(workflow=workflow, name=data.validated_data.get("name"),
-                                   definition=data.definition(), sandbox=data.validated_data.get("sandbox"),
+        body, definition = _workflow_body(WorkflowUpdate, request.data)
+        workflow = workflow_update(workflow=workflow, name=body.name, definition=definition, sandbox=body.sandbox,
                                    actor=request.user.actor)
         return Response(WorkflowOutputSerializer(workflow).data)
 
@@ -97,13 +90,14 @@ class WorkflowDetailApi(APIView):
 class WorkflowPublishApi(APIView):
     permission_classes = [IsProduct]
 
-    @extend_schema(request=None, responses={201: VersionOutputSerializer})
+    @extend_schema(request=None, responses={201: VersionOutputSerializer, 409: OpenApiResponse(
+        ErrorSerializer, description="The draft changed while it was being published: publish again.")})
     def post(self, request, key):
         version = workflow_publish(workflow=workflow_get(tenant=request.user, key=key), actor=request.user.actor)
         return Response(VersionOutputSerializer(version).data, status=status.HTTP_201_CREATED)
 
 
-class UnpublishInputSerializer(serializers.Serializer):
+class UnpublishInputSerializer(KnownFieldsOnly, serializers.Serializer):
     cancel_runs = strict.BooleanField(default=False, help_text=(
         "Cancel its queued and waiting runs too (default: let them finish on their version)."))
 
@@ -131,11 +125,13 @@ class WorkflowVersionListApi(APIView):
         return Response(VersionOutputSerializer(workflow_version_list(workflow=workflow), many=True).data)
 
 
-class PreviewInputSerializer(serializers.Serializer):
+class PreviewInputSerializer(KnownFieldsOnly, serializers.Serializer):
     data = serializers.JSONField(required=False, default=dict)
     recipient = serializers.JSONField(required=False, default=dict)
     event = serializers.JSONField(required=False, help_text="For database triggers: {id, type, table, ids, ...}.")
     row = serializers.JSONField(required=False, help_text="For database triggers: the row as steps see it.")
+    rows = serializers.JSONField(required=False, help_text="For database triggers: the event's rows.")
+    batch = serializers.JSONField(required=False, help_text="After a batch step: {key, items, count}.")
 
 
 class PreviewStepSerializer(serializers.Serializer):
@@ -146,7 +142,9 @@ class PreviewStepSerializer(serializers.Serializer):
     target = strict.CharField(required=False)
     payload = serializers.JSONField(required=False, help_text="The rendered message.")
     skipped = strict.CharField(required=False, help_text="Why nothing would be sent.")
-    error = strict.CharField(required=False, help_text="Why the step would fail.")
+    error = strict.CharField(required=False, help_text="Why the step would fail (the first of `errors`).")
+    errors = ErrorFieldSerializer(many=True, required=False, help_text=(
+        "Every template of the step that cannot render with this sample, each with its field and why."))
     taken = serializers.JSONField(required=False, help_text="A branch: the index taken, or 'otherwise'.")
 
 
@@ -165,3 +163,16 @@ class WorkflowPreviewApi(APIView):
         data = PreviewInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         return Response({"steps": workflow_preview(workflow=workflow, sample=data.validated_data)})
+
+
+class WorkflowSchemaApi(APIView):
+    """The JSON Schema (draft 2020-12) of a workflow as `POST /api/v1/workflows` takes it (`PUT` takes the same
+    without `key`), for editors and CI checks. Public: it is the same for every product, and says nothing of
+    any."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(auth=[], responses={200: OpenApiTypes.OBJECT})
+    def get(self, request):
+        return Response(workflow_json_schema())

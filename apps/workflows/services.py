@@ -133,15 +133,22 @@ def workflow_preview(*, workflow: Workflow, sample: dict) -> list[dict]:
     """Render every step of the draft with sample data, without sending or recording anything.
 
     `sample` may hold `data`, `recipient`, `event`, `row` (and `rows`), as steps would see them. Every
-    notify step is rendered, in every branch; a branch says which way the sample goes. A template that
-    trips a bound of its render (time, size) raises InvalidInput naming its field (`steps[0].body`).
+    notify step is rendered, in every branch; a branch says which way the sample goes. Returns one item per
+    step: {"step", "path", "type", and for a notify step "channel" and "target" and "payload", or "skipped"
+    (why nothing would be sent), or "error" (why it would fail)}. Every template that cannot render is
+    listed in the step's "errors" ([{"field": "steps[0].body", "reason"}]), not only the first.
+
+    A template that trips a bound of its render (time, size) must change before it can run at all: once
+    every step is rendered, InvalidInput is raised naming each such field (`steps[0].body`).
     """
     from apps.deliveries.channels import channel_get
 
     from apps.core.exceptions import InvalidInput
 
     from .conditions import first_holding
-    from apps.core.templating import TemplateLimitError, TemplateRenderError, render_budget
+    from apps.core.templating import TemplateLimitError, TemplateRenderError, render, render_budget
+
+    from .definition.variables import template_fields
 
     context = {"data": sample.get("data", {}), "recipient": sample.get("recipient", {}),
                "workflow": {"key": workflow.key, "version": None}, "request_id": "preview", "run_id": None,
@@ -149,31 +156,58 @@ def workflow_preview(*, workflow: Workflow, sample: dict) -> list[dict]:
     for key in ("event", "row", "rows", "batch"):
         if key in sample:
             context[key] = sample[key]
-    out = []
+    out: list[dict] = []
+    bounds: dict[str, str] = {}  # path -> the bound a template trips
+
+    def notify(step: dict, here: str, item: dict) -> None:
+        channel = channel_get(step["channel"])
+        config = {k: v for k, v in step.items() if k not in ("id", "type", "channel")}
+        step_context = {**context, "step": step["id"]}
+        item["channel"] = step["channel"]
+        failed: dict[str, str] = {}  # field -> why it cannot render
+        rendered = None
+        try:
+            with render_budget():  # as the run would: the step's templates share one budget
+                rendered = channel.render(config=config, context=step_context, product=workflow.product)
+        except TemplateLimitError as exc:
+            field = next((k for k, v in config.items() if v == exc.source), None)
+            bounds[f"{here}.{field}" if field else here] = str(exc)
+            failed[field] = ""  # said in `bounds`
+        except TemplateRenderError as exc:
+            item["error"] = str(exc)
+            field = next((k for k, v in config.items() if v == exc.source), None)
+            if field:
+                failed[field] = str(exc)
+        else:
+            if rendered.skip_reason:
+                item["skipped"] = rendered.skip_reason
+            else:
+                item.update(target=rendered.target, payload=sealed_masked(rendered.payload))
+        if rendered is None or rendered.skip_reason:
+            # The channel stops at the first template that fails (or skips a recipient without the address
+            # before the rest): each other template is rendered alone, so that every one to fix is listed.
+            # `to` is left out: it failing means a recipient without the address, who is skipped.
+            for field, html in template_fields(step["channel"]).items():
+                if field in failed or field == "to" or not isinstance(config.get(field), str):
+                    continue
+                try:
+                    with render_budget():
+                        render(config[field], step_context, html=html)
+                except TemplateLimitError as exc:
+                    bounds[f"{here}.{field}"] = str(exc)
+                except TemplateRenderError as exc:
+                    failed[field] = str(exc)
+        errors = [{"field": f"{here}.{field}", "reason": reason} for field in template_fields(step["channel"])
+                  if (reason := failed.get(field))]
+        if errors:
+            item["errors"] = errors
 
     def walk(steps, path):
         for index, step in enumerate(steps):
             here = f"{path}[{index}]"
             item = {"step": step["id"], "path": here, "type": step["type"]}
             if step["type"] == "notify":
-                channel = channel_get(step["channel"])
-                config = {k: v for k, v in step.items() if k not in ("id", "type", "channel")}
-                item["channel"] = step["channel"]
-                try:
-                    with render_budget():  # as the run would: the step's templates share one budget
-                        rendered = channel.render(config=config, context={**context, "step": step["id"]},
-                                                  product=workflow.product)
-                except TemplateLimitError as exc:
-                    # Not "this step would fail": this template must change before it can run at all.
-                    field = next((k for k, v in config.items() if v == exc.source), None)
-                    raise InvalidInput(str(exc), field=f"{here}.{field}" if field else here) from exc
-                except TemplateRenderError as exc:
-                    item["error"] = str(exc)
-                else:
-                    if rendered.skip_reason:
-                        item["skipped"] = rendered.skip_reason
-                    else:
-                        item.update(target=rendered.target, payload=sealed_masked(rendered.payload))
+                notify(step, here, item)
             elif step["type"] == "branch":
                 taken = first_holding([b["when"] for b in step["branches"]], context)
                 item["taken"] = "otherwise" if taken is None else taken
@@ -184,6 +218,8 @@ def workflow_preview(*, workflow: Workflow, sample: dict) -> list[dict]:
                 walk(step["otherwise"], f"{here}.otherwise")
 
     walk(workflow.draft["steps"], "steps")
+    if bounds:
+        raise InvalidInput(next(iter(bounds.values())), fields=bounds)
     return out
 
 

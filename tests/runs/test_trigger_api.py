@@ -253,3 +253,22 @@ def test_json_nested_too_deeply_is_a_parse_error(product_client, workflow):
     response = product_client.post("/api/v1/trigger", data="[" * 5000 + "]" * 5000,
                                    content_type="application/json")
     assert response.status_code == 400 and response.json()["error"]["code"] == "parse_error"
+
+
+@pytest.mark.parametrize("body, field, hint", [
+    ({"workflow": "welcome", "to": ["u1"], "datta": {"order": 1}}, "datta", "Did you mean 'data'?"),
+    ({"workflow": "welcome", "to": ["u1"], "priorty": "high"}, "priorty", "Did you mean 'priority'?"),
+    ({"workflow": "welcome", "to": ["u1"], "sandbox": True}, "sandbox", "The fields are: workflow, to, data"),
+])
+def test_an_unknown_field_in_a_trigger_call_is_refused_not_ignored(product_client, workflow, body, field, hint):
+    """A typo such as `datta` used to start runs without their data."""
+    response = _trigger(product_client, body)
+    assert response.status_code == 400
+    reason = _fields(response)[field]
+    assert reason.startswith("Unknown field") and hint in reason
+    assert not TriggerRequest.objects.exists()
+
+
+def test_an_unknown_field_is_reported_with_the_other_errors(product_client, workflow):
+    response = _trigger(product_client, {"workflow": "welcome", "to": [], "datta": {}})
+    assert response.status_code == 400 and {"to", "datta"} <= set(_fields(response))

@@ -20,7 +20,8 @@ def _send(product, recipient=None, data=None) -> Delivery:
                                    data=data or {"order": 7}, priority="normal")
     runs_execute(run_ids=request_start(request_id=TriggerRequest.objects.get(id=request_id).id))
     delivery = Delivery.objects.get(request_id=request_id)
-    deliveries_send(delivery_ids=[delivery.id])
+    if delivery.attempt_count == 0:  # one attempt: the task that starts a request may have sent it already
+        deliveries_send(delivery_ids=[delivery.id])
     delivery.refresh_from_db()
     return delivery
 

@@ -36,6 +36,19 @@ def _broker_emptied(test_redis):
     """Hints the setup sent while the broker was up land in the test Redis: emptied before and after."""
 
 
+@pytest.fixture(autouse=True)
+def _no_linger(monkeypatch):
+    """A dispatcher pass hints whatever waits."""
+    monkeypatch.setattr("apps.runs.services.DISPATCH_LINGER", 0)
+
+
+@pytest.fixture
+def fan_out(monkeypatch):
+    """The task that starts requests executes none of their runs itself: every run is hinted to workers
+    after commit."""
+    monkeypatch.setattr("apps.runs.triggers.api.RUN_BATCH", 0)
+
+
 @pytest.fixture
 def broker_down(settings):
     """The broker is unreachable: a closed port. The hints' cached client is dropped on both sides."""
@@ -85,9 +98,9 @@ def test_dispatch_with_the_broker_down_claims_the_requests_and_does_not_raise(pr
     _assert_one_warning_naming(hint_warnings, REQUESTS_START, ids)
 
 
-def test_a_fanned_out_request_start_keeps_its_runs_when_the_hint_fails(product, broker_down, hint_warnings):
+def test_a_fanned_out_request_start_keeps_its_runs_when_the_hint_fails(product, broker_down, hint_warnings, fan_out):
     factories.make_workflow(product, key="w", steps=[factories.email_step()])
-    request_id = _request(product, recipients=12)  # more than INLINE_RUNS: hinted to workers after commit
+    request_id = _request(product, recipients=12)  # more than the task executes itself: hinted after commit
     run_ids = request_start(request_id=request_id)
     assert len(run_ids) == 12
     assert TriggerRequest.objects.get(id=request_id).status == RequestStatus.STARTED
@@ -130,7 +143,7 @@ def test_a_rerun_answers_201_when_its_hint_fails(product_with_key, settings, hin
     _assert_one_warning_naming(hint_warnings, RUNS_EXECUTE, [new.id])
 
 
-def test_the_reconcile_tick_goes_on_when_the_broker_is_down(product, settings, broker_down, hint_warnings):
+def test_the_reconcile_tick_goes_on_when_the_broker_is_down(product, settings, broker_down, hint_warnings, fan_out):
     factories.make_workflow(product, key="w", steps=[factories.email_step()])
     stale_request = _request(product)
     fanned = request_start(request_id=_request(product, recipients=11))
@@ -216,33 +229,38 @@ def test_hint_many_now_says_whether_the_broker_took_the_hints(settings, test_red
 # --- (c) a batch of request starts with the broker down: every request starts, none is aborted --------
 
 
-def test_a_batch_of_request_starts_with_the_broker_down_starts_every_request(product, broker_down, hint_warnings):
+def test_a_batch_of_request_starts_with_the_broker_down_starts_every_request(product, broker_down, hint_warnings,
+                                                                             monkeypatch):
     from apps.deliveries.models import Delivery, DeliveryStatus
 
+    monkeypatch.setattr("apps.runs.triggers.api.RUN_BATCH", 30)  # the task executes 30 runs, hints the rest
     factories.make_workflow(product, key="w", steps=[factories.email_step()])
     ids = [_request(product, recipients=12) for _ in range(3)] + [_request(product, recipients=2)]
     assert requests_dispatch() == 4  # the dispatcher's pass: claimed, hints failed, no exception
-    requests_start(request_ids=ids)  # the task a worker runs on that hint, Redis gone meanwhile
+    run_ids = requests_start(request_ids=ids)  # the task a worker runs on that hint, Redis gone meanwhile
 
     assert TriggerRequest.objects.filter(id__in=ids, status=RequestStatus.STARTED).count() == 4
-    assert Run.objects.filter(request_id__in=ids[:3], status=RunStatus.QUEUED).count() == 36  # left for the reconciler
-    # Run inline up to their notify step: the deliveries are recorded, their hints left for the reconciler.
-    assert Run.objects.filter(request_id=ids[3], status=RunStatus.WAITING, waiting_on="delivery").count() == 2
-    assert Delivery.objects.filter(request_id=ids[3], status=DeliveryStatus.QUEUED).count() == 2
+    # Executed by the task, their emails sent by it (no broker needed)...
+    assert Run.objects.filter(id__in=run_ids[:30], status=RunStatus.COMPLETED).count() == 30 and len(mail.outbox) == 30
+    assert Delivery.objects.filter(status=DeliveryStatus.SENT).count() == 30
+    # ...the others queued, their hint left for the reconciler.
+    assert Run.objects.filter(id__in=run_ids[30:], status=RunStatus.QUEUED).count() == 8
     logged = hint_warnings()
     assert not any(traceback for _, traceback in logged), logged
     text = " ".join(m for m, _ in logged)
-    assert sum(REQUESTS_START in m for m, _ in logged) == 1 and sum(RUNS_EXECUTE in m for m, _ in logged) == 3
-    assert all(i in text for i in ids)
+    assert sum(REQUESTS_START in m for m, _ in logged) == 1 and sum(RUNS_EXECUTE in m for m, _ in logged) == 1
+    assert all(i in text for i in ids) and all(str(i) in text for i in run_ids[30:])
 
 
 # --- (d) once the broker is back, the reconciler sends the hints and the work completes -------------
 
 
 def test_after_the_broker_is_back_the_reconciler_hints_the_lost_work_and_it_completes(
-        product, settings, test_redis, hinted, hint_warnings):
+        product, settings, test_redis, hinted, hint_warnings, monkeypatch, fan_out):
     from apps.deliveries.models import Delivery, DeliveryStatus
     from apps.deliveries.services import deliveries_dispatch_due
+
+    monkeypatch.setattr("apps.runs.triggers.api.REQUESTS_PER_TASK", 1)  # a task starts its own request only
 
     factories.make_workflow(product, key="w", steps=[factories.email_step()])
     started = _request(product, recipients=12)

@@ -398,6 +398,7 @@ def _execute_steps(run: Run, writes: Writes) -> str | None:
         while True:
             pc = _next(program, run.step_index)
             with transaction.atomic():
+                status: str | None
                 if pc >= len(program):
                     run.step_index = pc
                     _complete(run, writes)

@@ -159,6 +159,8 @@ def database_path(*, seconds: int, rate: int, plain_seconds: int = 5) -> dict:
 def section(r: dict) -> str:
     check, stats = r["check"], r["stats"]
     return f"""
+## Database path (`make bench-workflows`)
+
 One run: a plain keep-alive POST loop (urllib3, one thread, webhook-sized body) to a local asyncio receiver,
 then Rowbell end to end against the same receiver: a writer commits one-row INSERTs into the customer's
 `orders` table at a steady offered rate ({r['offered']:.0f}/s for {r['seconds']} s, {r['total']:,} row changes); each

@@ -23,7 +23,7 @@ M = TypeVar("M", bound=models.Model)
 def instance_build(model: type[M], values: dict, *, related: dict | None = None, saved: bool = False) -> M:
     """An instance of `model` holding `values` (by attname: `product_id`, not `product`) and the related
     objects of `related` (by field name: {"run": run}); `saved` marks it as read from the database."""
-    instance = model.__new__(model)
+    instance = object.__new__(model)
     state = instance._state = ModelState()
     state.adding = not saved
     state.db = "default" if saved else None

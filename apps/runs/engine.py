@@ -221,7 +221,7 @@ class Writes:
             insert_rows(Run, [{f: run.__dict__[f] for f in _RUN_COLUMNS} for run in new])
         if changed:
             rows = [{"id": r.id, "status": r.status, "waiting_on": r.waiting_on, "step_index": r.step_index,
-                     "state": None if "state" in r.get_deferred_fields() else r.state, "resume_at": r.resume_at,
+                     "state": r.__dict__.get("state"), "resume_at": r.resume_at,
                      "completed_at": r.completed_at, "lease_until": r.lease_until, "error": r.error,
                      "claim": r.claim, "enqueued_at": r.enqueued_at, "was": r._persisted[0],
                      "was_claim": r._persisted[1]} for r in changed]
@@ -398,6 +398,7 @@ def _execute_steps(run: Run, writes: Writes) -> str | None:
         while True:
             pc = _next(program, run.step_index)
             with transaction.atomic():
+                status: str | None
                 if pc >= len(program):
                     run.step_index = pc
                     _complete(run, writes)

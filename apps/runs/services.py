@@ -6,8 +6,8 @@ import logging
 import uuid
 from datetime import timedelta
 
-from django.conf import settings
 import psycopg
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -22,8 +22,14 @@ from apps.tenants.models import ApiKey
 from apps.tenants.principals import Tenant
 from apps.workflows.selectors import workflow_version_for_trigger
 
-from .engine import (ProductSlices, run_execute, runs_deliveries_settled, runs_enqueue,  # noqa: F401 (the tasks' entry points)
-                     runs_enqueue_on_commit, runs_execute)
+from .engine import (  # noqa: F401 (the tasks' entry points)
+    ProductSlices,
+    run_execute,
+    runs_deliveries_settled,
+    runs_enqueue,
+    runs_enqueue_on_commit,
+    runs_execute,
+)
 from .models import RequestStatus, Run, RunStatus, TriggerRequest
 from .triggers.api import requests_start
 from .triggers.database import runs_for_events  # noqa: F401 (each trigger source launches its runs)

@@ -22,8 +22,12 @@ from apps.core.exceptions import InvalidInput
 from apps.core.ids import uuid_or_none
 from apps.deliveries.channels import Rendered
 from apps.deliveries.models import WebhookEndpoint
-from apps.deliveries.services import (deliveries_write, delivery_build, webhook_endpoint_create,
-                                      webhook_endpoint_url_check)
+from apps.deliveries.services import (
+    deliveries_write,
+    delivery_build,
+    webhook_endpoint_create,
+    webhook_endpoint_url_check,
+)
 
 
 def subscription_create(*, product, url: str, description: str = "", accept_any_2xx: bool = False,

@@ -36,6 +36,19 @@ def _broker_emptied(test_redis):
     """Hints the setup sent while the broker was up land in the test Redis: emptied before and after."""
 
 
+@pytest.fixture(autouse=True)
+def _no_linger(monkeypatch):
+    """A dispatcher pass hints whatever waits."""
+    monkeypatch.setattr("apps.runs.services.DISPATCH_LINGER", 0)
+
+
+@pytest.fixture
+def fan_out(monkeypatch):
+    """The task that starts requests executes none of their runs itself: every run is hinted to workers
+    after commit."""
+    monkeypatch.setattr("apps.runs.triggers.api.RUN_BATCH", 0)
+
+
 @pytest.fixture
 def broker_down(settings):
     """The broker is unreachable: a closed port. The hints' cached client is dropped on both sides."""
@@ -79,20 +92,20 @@ def _assert_one_warning_naming(hint_warnings, task, ids):
 def test_dispatch_with_the_broker_down_claims_the_requests_and_does_not_raise(product, broker_down, hint_warnings):
     factories.make_workflow(product, key="w", steps=[factories.email_step()])
     ids = [_request(product) for _ in range(3)]
-    assert requests_dispatch(linger=0) == 3  # the hints failed after commit: no exception
+    assert requests_dispatch() == 3  # the hints failed after commit: no exception
     assert TriggerRequest.objects.filter(id__in=ids, status=RequestStatus.ACCEPTED,
                                          enqueued_at__isnull=False).count() == 3
     _assert_one_warning_naming(hint_warnings, REQUESTS_START, ids)
 
 
-def test_a_request_start_keeps_its_runs_when_a_hint_fails(product, broker_down, hint_warnings):
+def test_a_fanned_out_request_start_keeps_its_runs_when_the_hint_fails(product, broker_down, hint_warnings, fan_out):
     factories.make_workflow(product, key="w", steps=[factories.email_step()])
-    request_id = _request(product, recipients=12)
-    run_ids = request_start(request_id=request_id)  # its runs go as far as they can; any hint fails quietly
+    request_id = _request(product, recipients=12)  # more than the task executes itself: hinted after commit
+    run_ids = request_start(request_id=request_id)
     assert len(run_ids) == 12
     assert TriggerRequest.objects.get(id=request_id).status == RequestStatus.STARTED
-    assert Run.objects.filter(id__in=run_ids).exclude(status=RunStatus.FAILED).count() == 12
-    assert not any(traceback for _, traceback in hint_warnings())
+    assert Run.objects.filter(id__in=run_ids, status=RunStatus.QUEUED).count() == 12
+    _assert_one_warning_naming(hint_warnings, RUNS_EXECUTE, run_ids)
 
 
 def test_a_resumed_wait_stays_queued_when_its_hint_fails(product, settings, hint_warnings):
@@ -130,12 +143,10 @@ def test_a_rerun_answers_201_when_its_hint_fails(product_with_key, settings, hin
     _assert_one_warning_naming(hint_warnings, RUNS_EXECUTE, [new.id])
 
 
-def test_the_reconcile_tick_goes_on_when_the_broker_is_down(product, settings, broker_down, hint_warnings):
+def test_the_reconcile_tick_goes_on_when_the_broker_is_down(product, settings, broker_down, hint_warnings, fan_out):
     factories.make_workflow(product, key="w", steps=[factories.email_step()])
     stale_request = _request(product)
     fanned = request_start(request_id=_request(product, recipients=11))
-    # Runs whose hint was lost (e.g. deferred to a later task when Redis went away): queued, hinted long ago.
-    Run.objects.filter(id__in=fanned).update(status=RunStatus.QUEUED, enqueued_at=timezone.now() - timedelta(minutes=5))
     fresh = _request(product)  # never dispatched: the tick's own dispatch claims it
     settings.ROWBELL_REQUEUE_AFTER_SECONDS = 0
     TriggerRequest.objects.filter(id=stale_request).update(enqueued_at=timezone.now() - timedelta(minutes=5))
@@ -218,35 +229,42 @@ def test_hint_many_now_says_whether_the_broker_took_the_hints(settings, test_red
 # --- (c) a batch of request starts with the broker down: every request starts, none is aborted --------
 
 
-def test_a_batch_of_request_starts_with_the_broker_down_starts_every_request(product, broker_down, hint_warnings):
-    from apps.deliveries.models import Delivery
+def test_a_batch_of_request_starts_with_the_broker_down_starts_every_request(product, broker_down, hint_warnings,
+                                                                             monkeypatch):
+    from apps.deliveries.models import Delivery, DeliveryStatus
 
+    monkeypatch.setattr("apps.runs.triggers.api.RUN_BATCH", 30)  # the task executes 30 runs, hints the rest
     factories.make_workflow(product, key="w", steps=[factories.email_step()])
     ids = [_request(product, recipients=12) for _ in range(3)] + [_request(product, recipients=2)]
-    assert requests_dispatch(linger=0) == 4  # the dispatcher's pass: claimed, hints failed, no exception
-    requests_start(request_ids=ids)  # the task a worker runs on that hint, Redis gone meanwhile
+    assert requests_dispatch() == 4  # the dispatcher's pass: claimed, hints failed, no exception
+    run_ids = requests_start(request_ids=ids)  # the task a worker runs on that hint, Redis gone meanwhile
 
     assert TriggerRequest.objects.filter(id__in=ids, status=RequestStatus.STARTED).count() == 4
-    # Every run exists and none failed for the broker; each went as far as it could without Redis.
-    assert Run.objects.filter(request_id__in=ids).exclude(status=RunStatus.FAILED).count() == 38
-    assert Delivery.objects.filter(request_id__in=ids).count() == 38
+    # Executed by the task, their emails sent by it (no broker needed)...
+    assert Run.objects.filter(id__in=run_ids[:30], status=RunStatus.COMPLETED).count() == 30 and len(mail.outbox) == 30
+    assert Delivery.objects.filter(status=DeliveryStatus.SENT).count() == 30
+    # ...the others queued, their hint left for the reconciler.
+    assert Run.objects.filter(id__in=run_ids[30:], status=RunStatus.QUEUED).count() == 8
     logged = hint_warnings()
     assert not any(traceback for _, traceback in logged), logged
     text = " ".join(m for m, _ in logged)
-    assert sum(REQUESTS_START in m for m, _ in logged) == 1 and all(i in text for i in ids)
+    assert sum(REQUESTS_START in m for m, _ in logged) == 1 and sum(RUNS_EXECUTE in m for m, _ in logged) == 1
+    assert all(i in text for i in ids) and all(str(i) in text for i in run_ids[30:])
 
 
 # --- (d) once the broker is back, the reconciler sends the hints and the work completes -------------
 
 
 def test_after_the_broker_is_back_the_reconciler_hints_the_lost_work_and_it_completes(
-        product, settings, test_redis, hinted, hint_warnings):
+        product, settings, test_redis, hinted, hint_warnings, monkeypatch, fan_out):
     from apps.deliveries.models import Delivery, DeliveryStatus
     from apps.deliveries.services import deliveries_dispatch_due
 
+    monkeypatch.setattr("apps.runs.triggers.api.REQUESTS_PER_TASK", 1)  # a task starts its own request only
+
     factories.make_workflow(product, key="w", steps=[factories.email_step()])
     started = _request(product, recipients=12)
-    _request(product, recipients=3)  # hinted with the other; a worker takes both
+    waiting = _request(product, recipients=3)
     reachable = settings.CELERY_BROKER_URL
 
     # Redis goes away: the dispatcher claims both requests, a worker starts one (its 12 runs are hinted
@@ -254,20 +272,22 @@ def test_after_the_broker_is_back_the_reconciler_hints_the_lost_work_and_it_comp
     settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{free_port()}/0"
     hints._redis = None
     try:
-        assert requests_dispatch(linger=0) == 2
+        assert requests_dispatch() == 2
         requests_start(request_ids=[started])
         settings.ROWBELL_REQUEUE_AFTER_SECONDS = 0
         runs_reconcile()
     finally:
         hints._redis = None
-    assert hint_warnings()
-    assert Run.objects.filter(request_id=started).exclude(status=RunStatus.FAILED).count() == 12
-    # The worker took the other hinted request that waited too (apps.runs.triggers.api): nothing is lost.
+    assert len(hint_warnings()) >= 3
+    assert Run.objects.filter(request_id=started, status=RunStatus.QUEUED).count() == 12
+    assert TriggerRequest.objects.get(id=waiting).status == RequestStatus.ACCEPTED
+    assert not mail.outbox
 
     # Redis is back: the next tick hints what the database shows nobody picked up, and workers do it.
     settings.CELERY_BROKER_URL = reachable
     runs_reconcile()
     deliveries_dispatch_due()
+    assert {name for name, _ in hinted.pending()} == {REQUESTS_START, RUNS_EXECUTE}
     for _ in range(5):
         if not hinted.run():
             break

@@ -13,10 +13,10 @@ from standardwebhooks.webhooks import Webhook
 from apps.audit.models import AuditEvent
 from apps.deliveries.models import Delivery, DeliveryStatus
 from apps.deliveries.services import deliveries_send
+from apps.runs.engine import runs_resume_due
 from apps.runs.escalation import escalations_send
 from apps.runs.models import Batch, Escalation, Run, RunStatus, RunStep
 from apps.runs.services import request_start, runs_execute, runs_reconcile, trigger_create
-from apps.runs.engine import runs_resume_due
 from tests import factories
 from tests.conftest import client_for
 

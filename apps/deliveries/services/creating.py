@@ -16,7 +16,6 @@ from apps.core.instances import instance_build
 
 from ..channels import Rendered, channel_get
 from ..models import Delivery, DeliveryStatus, new_message_id
-
 from .history import status_events_record
 
 logger = logging.getLogger(__name__)

@@ -66,7 +66,7 @@ def _send(claimed: list[Delivery]) -> list[tuple]:
     by_channel: dict[str, list[Delivery]] = defaultdict(list)
     for delivery in claimed:
         by_channel[delivery.channel].append(delivery)
-    outcomes = []
+    outcomes: list[tuple] = []
     for kind, group in by_channel.items():
         started = timezone.now()
         try:
@@ -117,7 +117,10 @@ def _record(outcomes) -> None:
     "unknown", the real outcome replaces it, and a delivery that did succeed is not sent again.
     """
     now = timezone.now()
-    attempts, audits, settled, changes = [], [], [], []
+    attempts: list[dict] = []
+    audits: list[AuditEntry] = []
+    settled: list[tuple] = []
+    changes: list[tuple] = []
     with transaction.atomic():
         successes = [(d, started, o) for d, started, o in outcomes if isinstance(o, SendResult)]
         recorded = _successes_record(successes, now)

@@ -20,9 +20,10 @@ app's preview, as the type's `name` is for its validation (see apps/runs/steps/_
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ..models import WaitingOn
 

@@ -7,7 +7,7 @@ condition is checked now and every `every` seconds until it holds or `timeout` p
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -23,7 +23,7 @@ def _timestamp(value, what: str) -> datetime:
     if parsed is None:
         raise StepFailed(f"{what} is not a timestamp (ISO 8601 expected), got {value!r}.")
     if timezone.is_naive(parsed):
-        parsed = parsed.replace(tzinfo=dt_timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return parsed
 
 

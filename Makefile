@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export DJANGO_SETTINGS_MODULE ?= config.settings.local
 
-.PHONY: run test lint fuzz install preflight chromium screenshots bench bench-api bench-capture bench-workflows bench-api-path clean
+.PHONY: run test lint lint-layers fuzz install preflight chromium screenshots bench bench-api bench-capture bench-workflows bench-api-path clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Rowbell needs Python 3.11, found " + sys.version.split()[0]' \
@@ -39,12 +39,16 @@ test: install chromium
 	@DJANGO_SETTINGS_MODULE=config.settings.test $(BIN)/python -m apps.core.preflight --test
 	DJANGO_SETTINGS_MODULE=config.settings.test ROWBELL_CHROMIUM=$(CHROMIUM) $(BIN)/pytest $(PYTEST_ARGS)
 
-## make lint: ruff (lint and format check), the layer contract (import-linter), the type checker (mypy).
-lint: install
+## make lint: the layer contract (import-linter), ruff (lint and format check), the type checker (mypy).
+lint: lint-layers
 	$(BIN)/ruff check apps config tests bench
 	$(BIN)/ruff format --check apps config tests bench
-	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy
+
+## make lint-layers: the apps import downward only (the contract is in pyproject.toml), and no undefined name.
+lint-layers: install
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/ruff check --select F,E9 apps config tests bench
 
 ## make fuzz: the schemathesis run of `make test`, wider and with a random seed (FUZZ_EXAMPLES per operation).
 FUZZ_EXAMPLES ?= 50

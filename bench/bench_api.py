@@ -41,16 +41,23 @@ def sh(*args, env=None, **kw):
 
 
 def bench_env():
-    return {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.settings", "DJANGO_SECRET_KEY": "bench",
-            "DATABASE_URL": common.database_url(DB), "REDIS_URL": REDIS,
-            "ROWBELL_ENCRYPTION_KEYS": KEY, "DJANGO_ALLOWED_HOSTS": "127.0.0.1", "LOG_LEVEL": "WARNING",
-            # One key makes every call, as fast as the machine serves them (over 1,000/s): its throttle counts
-            # each (the cost measured) but must refuse none, so the trigger rate is raised past the default
-            # 60000/min (a product that triggers faster than that raises its own the same way).
-            "ROWBELL_TRIGGER_RATE": "100000000/min",
-            # Plain HTTP on loopback, as behind a proxy that terminates TLS: production's HTTPS redirect would
-            # answer every call with a 301 and measure nothing.
-            "DJANGO_SECURE_SSL_REDIRECT": "false"}
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "bench.settings",
+        "DJANGO_SECRET_KEY": "bench",
+        "DATABASE_URL": common.database_url(DB),
+        "REDIS_URL": REDIS,
+        "ROWBELL_ENCRYPTION_KEYS": KEY,
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+        "LOG_LEVEL": "WARNING",
+        # One key makes every call, as fast as the machine serves them (over 1,000/s): its throttle counts
+        # each (the cost measured) but must refuse none, so the trigger rate is raised past the default
+        # 60000/min (a product that triggers faster than that raises its own the same way).
+        "ROWBELL_TRIGGER_RATE": "100000000/min",
+        # Plain HTTP on loopback, as behind a proxy that terminates TLS: production's HTTPS redirect would
+        # answer every call with a 301 and measure nothing.
+        "DJANGO_SECURE_SSL_REDIRECT": "false",
+    }
 
 
 SETUP = """
@@ -109,8 +116,12 @@ def wrk(url, script, *, threads, connections, duration):
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
     before = busy_ticks()
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", f.name,
-                          url], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", f.name, url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     busy_ms = (busy_ticks() - before) * 1000 / os.sysconf("SC_CLK_TCK")
     os.unlink(f.name)
     result = parse_wrk(out)
@@ -133,13 +144,30 @@ def main():
 
     common.databases_recreate(DB)
     sh(py, "manage.py", "migrate", "--noinput", "-v", "0", env=env)
-    key = subprocess.run([py, "manage.py", "shell", "-c", SETUP], cwd=ROOT, env=env, capture_output=True,
-                         text=True, check=True).stdout.strip().splitlines()[-1]
+    key = (
+        subprocess.run(
+            [py, "manage.py", "shell", "-c", SETUP], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     common.redis_flush(REDIS)
 
     gunicorn = subprocess.Popen(
-        [str(Path(py).parent / "gunicorn"), "config.wsgi", "--bind", f"127.0.0.1:{args.port}", "--workers",
-         str(args.workers), "--log-level", "warning"], cwd=ROOT, env=env, start_new_session=True)
+        [
+            str(Path(py).parent / "gunicorn"),
+            "config.wsgi",
+            "--bind",
+            f"127.0.0.1:{args.port}",
+            "--workers",
+            str(args.workers),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )
     try:
         base = f"http://127.0.0.1:{args.port}"
         for _ in range(100):
@@ -163,15 +191,23 @@ def main():
     written = common.psql(DB, "SELECT count(*) FROM runs_triggerrequest")
     common.redis_flush(REDIS)
     ratio = trigger["rps"] / ping["rps"]
-    result = {"ping": ping, "trigger": trigger, "insert": insert, "ratio": round(ratio, 3),
-              "insert_ratio": round(insert["rps"] / ping["rps"], 3),
-              "cpu_ratio": round(ping["cpu_ms_per_request"] / trigger["cpu_ms_per_request"], 3),
-              "requests_written": int(written), "settings": vars(args)}
+    result = {
+        "ping": ping,
+        "trigger": trigger,
+        "insert": insert,
+        "ratio": round(ratio, 3),
+        "insert_ratio": round(insert["rps"] / ping["rps"], 3),
+        "cpu_ratio": round(ping["cpu_ms_per_request"] / trigger["cpu_ms_per_request"], 3),
+        "requests_written": int(written),
+        "settings": vars(args),
+    }
     print(json.dumps(result, indent=2))
     # A run whose calls were all refused or redirected (3xx is not a wrk error) measured nothing: say so.
     if result["requests_written"] < trigger["requests"] // 2:
-        sys.exit(f"bench-api: only {result['requests_written']} of {trigger['requests']} trigger calls were "
-                 "written; the trigger endpoint did not accept them (see the server's log above).")
+        sys.exit(
+            f"bench-api: only {result['requests_written']} of {trigger['requests']} trigger calls were "
+            "written; the trigger endpoint did not accept them (see the server's log above)."
+        )
     if not args.no_write:
         write_doc(result)
 
@@ -179,35 +215,34 @@ def main():
 def write_doc(r):
     s = r["settings"]
     met = r["ratio"] >= 0.5 and r["trigger"]["p99_ms"] < 50
-    verdict = ("**Target met.**" if met else
-               "**Target not met yet**: see the analysis below.")
+    verdict = "**Target met.**" if met else "**Target not met yet**: see the analysis below."
     section = f"""
 ## Trigger API (`make bench-api`)
 
 `POST /api/v1/trigger` (key check, validation, one prepared SQL statement that writes the request and its
 audit row, resolves the published workflow version and re-checks that the key is live) against `GET /ping`,
-the smallest Django JSON view, on the same gunicorn ({s['workers']} sync workers, production settings) in the
-same run. Load: wrk, {s['threads']} threads, {s['connections']} connections, {s['duration']} s each after a 3 s
+the smallest Django JSON view, on the same gunicorn ({s["workers"]} sync workers, production settings) in the
+same run. Load: wrk, {s["threads"]} threads, {s["connections"]} connections, {s["duration"]} s each after a 3 s
 warm-up. wrk, gunicorn, PostgreSQL and Redis share this machine's two cores, so "machine CPU per request" (all
 processes' busy time divided by requests served) is given beside requests/s: it moves less with noise.
 
 | endpoint | requests/s | p50 ms | p90 ms | p99 ms | machine CPU ms / request | errors / non-2xx |
 |---|---|---|---|---|---|---|
-| `GET /ping` (minimal view) | {r['ping']['rps']:.0f} | {r['ping']['p50_ms']:.2f} | {r['ping']['p90_ms']:.2f} | {r['ping']['p99_ms']:.2f} | {r['ping']['cpu_ms_per_request']:.3f} | {r['ping']['errors']} / {r['ping']['non2xx']} |
-| `POST /api/v1/trigger` | {r['trigger']['rps']:.0f} | {r['trigger']['p50_ms']:.2f} | {r['trigger']['p90_ms']:.2f} | {r['trigger']['p99_ms']:.2f} | {r['trigger']['cpu_ms_per_request']:.3f} | {r['trigger']['errors']} / {r['trigger']['non2xx']} |
-| `GET /bench/insert` (reference: one prepared single-row INSERT, nothing else) | {r['insert']['rps']:.0f} | {r['insert']['p50_ms']:.2f} | {r['insert']['p90_ms']:.2f} | {r['insert']['p99_ms']:.2f} | {r['insert']['cpu_ms_per_request']:.3f} | {r['insert']['errors']} / {r['insert']['non2xx']} |
+| `GET /ping` (minimal view) | {r["ping"]["rps"]:.0f} | {r["ping"]["p50_ms"]:.2f} | {r["ping"]["p90_ms"]:.2f} | {r["ping"]["p99_ms"]:.2f} | {r["ping"]["cpu_ms_per_request"]:.3f} | {r["ping"]["errors"]} / {r["ping"]["non2xx"]} |
+| `POST /api/v1/trigger` | {r["trigger"]["rps"]:.0f} | {r["trigger"]["p50_ms"]:.2f} | {r["trigger"]["p90_ms"]:.2f} | {r["trigger"]["p99_ms"]:.2f} | {r["trigger"]["cpu_ms_per_request"]:.3f} | {r["trigger"]["errors"]} / {r["trigger"]["non2xx"]} |
+| `GET /bench/insert` (reference: one prepared single-row INSERT, nothing else) | {r["insert"]["rps"]:.0f} | {r["insert"]["p50_ms"]:.2f} | {r["insert"]["p90_ms"]:.2f} | {r["insert"]["p99_ms"]:.2f} | {r["insert"]["cpu_ms_per_request"]:.3f} | {r["insert"]["errors"]} / {r["insert"]["non2xx"]} |
 
-Ratio trigger / minimal view: **{r['ratio']:.2f}** in requests/s ({r['cpu_ratio']:.2f} by machine CPU per
-request); trigger p99 **{r['trigger']['p99_ms']:.1f} ms**. Target: ratio at least 0.5 with p99 under 50 ms.
-{verdict} {r['requests_written']} trigger requests were written to the database during the run.
+Ratio trigger / minimal view: **{r["ratio"]:.2f}** in requests/s ({r["cpu_ratio"]:.2f} by machine CPU per
+request); trigger p99 **{r["trigger"]["p99_ms"]:.1f} ms**. Target: ratio at least 0.5 with p99 under 50 ms.
+{verdict} {r["requests_written"]} trigger requests were written to the database during the run.
 
 The reference row is the cheapest endpoint that persists anything before it answers: one prepared
-single-row INSERT and the same JSON answer as the minimal view. It reaches **{r['insert_ratio']:.2f}** of the
+single-row INSERT and the same JSON answer as the minimal view. It reaches **{r["insert_ratio"]:.2f}** of the
 minimal view in the same run. The trigger call must do strictly more (authenticate, validate, resolve the
 workflow, write the request and its audit row), so on this machine its ratio is bounded by that figure.
 
-Command: `make bench-api` (runs `.venv/bin/python bench/bench_api.py --duration {s['duration']} --connections
-{s['connections']} --threads {s['threads']} --workers {s['workers']}`).
+Command: `make bench-api` (runs `.venv/bin/python bench/bench_api.py --duration {s["duration"]} --connections
+{s["connections"]} --threads {s["threads"]} --workers {s["workers"]}`).
 """
     section_write("bench-api", section)
 

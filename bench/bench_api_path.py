@@ -51,12 +51,15 @@ KEY = "Jw0d8mB2c5b4nS4Qm1o8yXqkB3cT6e0vH3uT8pL1aZk="  # fixed Fernet key, bench 
 
 def env() -> dict:
     return common.service_env(
-        database=SERVICE, redis=common.redis_url(REDIS_DB), ROWBELL_ENCRYPTION_KEYS=KEY,
+        database=SERVICE,
+        redis=common.redis_url(REDIS_DB),
+        ROWBELL_ENCRYPTION_KEYS=KEY,
         ROWBELL_OUTBOUND_ALLOW="127.0.0.0/8",
         # Plain HTTP on loopback, as behind a proxy that terminates TLS (production redirects plain HTTP).
         DJANGO_SECURE_SSL_REDIRECT="false",
         # One key makes every call: its throttle counts each (a cost measured) but must refuse none.
-        ROWBELL_TRIGGER_RATE="100000000/min")
+        ROWBELL_TRIGGER_RATE="100000000/min",
+    )
 
 
 SETUP = f"""
@@ -142,9 +145,20 @@ def api_path(*, calls: int, threads: int, connections: int, plain_seconds: int) 
         plain = common.plain_loop(PORT, plain_seconds)
         print(f"plain keep-alive POST loop: {plain:.0f}/s", flush=True)
 
-        procs["web"] = common.start("web", [str(Path(sys.executable).parent / "gunicorn"), "config.wsgi", "--bind",
-                                            f"127.0.0.1:{WEB_PORT}", "--workers", str(WEB_WORKERS),
-                                            "--log-level", "warning"], env())
+        procs["web"] = common.start(
+            "web",
+            [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "config.wsgi",
+                "--bind",
+                f"127.0.0.1:{WEB_PORT}",
+                "--workers",
+                str(WEB_WORKERS),
+                "--log-level",
+                "warning",
+            ],
+            env(),
+        )
         procs["dispatcher"] = common.start("dispatcher", [sys.executable, "manage.py", "run_dispatcher"], env())
         common.workers_start(procs, env())
         for _ in range(100):
@@ -159,9 +173,22 @@ def api_path(*, calls: int, threads: int, connections: int, plain_seconds: int) 
             script.write(LUA % setup["key"])
         cpu_before, machine_before = common.cpu_by_process(procs), common.machine_busy()
         began = time.time()
-        load = subprocess.Popen(["wrk", f"-t{threads}", f"-c{connections}", "-d3600s", "-s", script.name,
-                                 f"http://127.0.0.1:{WEB_PORT}/api/v1/trigger", "--", str(calls // threads)],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        load = subprocess.Popen(
+            [
+                "wrk",
+                f"-t{threads}",
+                f"-c{connections}",
+                "-d3600s",
+                "-s",
+                script.name,
+                f"http://127.0.0.1:{WEB_PORT}/api/v1/trigger",
+                "--",
+                str(calls // threads),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         samples = []  # (time, delivered so far)
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and written() < calls // threads * threads:
@@ -192,19 +219,46 @@ def api_path(*, calls: int, threads: int, connections: int, plain_seconds: int) 
     accepted = total / max(check["last_call"] - check["first_call"], 1e-9)
     delivered = total / (last - began) if last else 0.0
     window = [(t, n) for t, n in samples if t <= calls_done]
-    steady = max(((n2 - n1) / (t2 - t1) for (t1, n1) in window for (t2, n2) in window if 4.5 <= t2 - t1 <= 5.5),
-                 default=0.0)
+    steady = max(
+        ((n2 - n1) / (t2 - t1) for (t1, n1) in window for (t2, n2) in window if 4.5 <= t2 - t1 <= 5.5), default=0.0
+    )
     cpu, cpu_rows = common.cpu_table(cpu_before, cpu_after, stats["count"])
     busy = (machine_after[0] - machine_before[0]) / max(machine_after[1] - machine_before[1], 1e-9)
-    ok = (check["requests"] == check["requests_started"] == check["runs"] == check["runs_completed"]
-          == check["delivered"] == check["attempts"] == total
-          and stats["count"] == stats["distinct"] == stats["valid"] == total and not stats["invalid"])
-    result = {"plain": plain, "accepted": accepted, "delivered_rate": delivered, "steady": steady, "total": total,
-              "calls_seconds": check["last_call"] - check["first_call"], "delivery_seconds": (last or 0) - began,
-              "stats": stats, "check": check, "wrk": wrk, "cpu": cpu, "cpu_rows": cpu_rows, "busy": busy, "ok": ok,
-              "threads": threads, "connections": connections, "calls": calls}
-    print(f"API path: accepted {accepted:.0f}/s; delivered {delivered:.0f}/s (steady {steady:.0f}/s); "
-          f"receiver {stats}; {check}; wrk {wrk}", flush=True)
+    ok = (
+        check["requests"]
+        == check["requests_started"]
+        == check["runs"]
+        == check["runs_completed"]
+        == check["delivered"]
+        == check["attempts"]
+        == total
+        and stats["count"] == stats["distinct"] == stats["valid"] == total
+        and not stats["invalid"]
+    )
+    result = {
+        "plain": plain,
+        "accepted": accepted,
+        "delivered_rate": delivered,
+        "steady": steady,
+        "total": total,
+        "calls_seconds": check["last_call"] - check["first_call"],
+        "delivery_seconds": (last or 0) - began,
+        "stats": stats,
+        "check": check,
+        "wrk": wrk,
+        "cpu": cpu,
+        "cpu_rows": cpu_rows,
+        "busy": busy,
+        "ok": ok,
+        "threads": threads,
+        "connections": connections,
+        "calls": calls,
+    }
+    print(
+        f"API path: accepted {accepted:.0f}/s; delivered {delivered:.0f}/s (steady {steady:.0f}/s); "
+        f"receiver {stats}; {check}; wrk {wrk}",
+        flush=True,
+    )
     return result
 
 
@@ -215,48 +269,54 @@ def section(r: dict, db: dict | None, command: str) -> str:
     verdict = f"Targets: at least 1,000 delivered/s (**{'met' if r['delivered_rate'] >= 1000 else 'not met'}**)"
     if db:
         db_ratio = db["overall"] / db["plain"]
-        db_rows = (f"| database path (`make bench-workflows`), same run: row change to webhook, overall | "
-                   f"{db['overall']:.0f} | {db_ratio:.2f} (its own plain loop: {db['plain']:.0f}/s) |\n"
-                   f"| database path, steady (best 5 s window while writing) | {db['steady']:.0f} | "
-                   f"{db['steady'] / db['plain']:.2f} |\n")
-        verdict += (f" and at least the database path's ratio ({ratio:.2f} against {db_ratio:.2f}: "
-                    f"**{'met' if ratio >= db_ratio else 'not met'}**)")
+        db_rows = (
+            f"| database path (`make bench-workflows`), same run: row change to webhook, overall | "
+            f"{db['overall']:.0f} | {db_ratio:.2f} (its own plain loop: {db['plain']:.0f}/s) |\n"
+            f"| database path, steady (best 5 s window while writing) | {db['steady']:.0f} | "
+            f"{db['steady'] / db['plain']:.2f} |\n"
+        )
+        verdict += (
+            f" and at least the database path's ratio ({ratio:.2f} against {db_ratio:.2f}: "
+            f"**{'met' if ratio >= db_ratio else 'not met'}**)"
+        )
     db_check = ""
     if db:
-        db_check = (f" The database path's run: {db['total']:,} row changes, {db['delivered']:,} webhooks, "
-                    f"{'every one delivered once and recorded' if db['ok'] else 'MISMATCH'}.")
+        db_check = (
+            f" The database path's run: {db['total']:,} row changes, {db['delivered']:,} webhooks, "
+            f"{'every one delivered once and recorded' if db['ok'] else 'MISMATCH'}."
+        )
     return f"""
 ## API path (`make bench-api-path`)
 
 One run: a plain keep-alive POST loop (urllib3, one thread, webhook-sized body) to a local asyncio receiver
-that checks every signature, then {r['total']:,} calls of `POST /api/v1/trigger`, one recipient each, to a
-published workflow with one webhook step, made by wrk ({r['threads']} threads, {r['connections']} connections) as
+that checks every signature, then {r["total"]:,} calls of `POST /api/v1/trigger`, one recipient each, to a
+published workflow with one webhook step, made by wrk ({r["threads"]} threads, {r["connections"]} connections) as
 fast as the web accepts them, through Rowbell's processes as the Procfile runs them with production
 settings (gunicorn with {WEB_WORKERS} sync workers, the dispatcher, a `celery worker` with two processes, beat,
 the listener), to webhooks delivered signed to the same receiver.
 
 | | per second | ratio to the plain loop |
 |---|---|---|
-| plain keep-alive POST loop | {r['plain']:.0f} | 1.00 |
-| trigger calls accepted (written, first to last) | {r['accepted']:.0f} | {r['accepted'] / r['plain']:.2f} |
-| **webhooks delivered, first call to last webhook** | **{r['delivered_rate']:.0f}** | **{ratio:.2f}** |
-| webhooks delivered, steady (best 5 s window while calling) | {r['steady']:.0f} | {r['steady'] / r['plain']:.2f} |
+| plain keep-alive POST loop | {r["plain"]:.0f} | 1.00 |
+| trigger calls accepted (written, first to last) | {r["accepted"]:.0f} | {r["accepted"] / r["plain"]:.2f} |
+| **webhooks delivered, first call to last webhook** | **{r["delivered_rate"]:.0f}** | **{ratio:.2f}** |
+| webhooks delivered, steady (best 5 s window while calling) | {r["steady"]:.0f} | {r["steady"] / r["plain"]:.2f} |
 {db_rows}
-The calls took {r['calls_seconds']:.1f} s and the last webhook arrived {r['delivery_seconds']:.1f} s after the first
-call. Receiver: {stats['count']:,} webhooks, {stats['distinct']:,} distinct webhook-ids, {stats['valid']:,} valid
-signatures, {stats['invalid']} invalid. Rows: {check['requests']:,} requests ({check['requests_started']:,} started),
-{check['runs']:,} runs ({check['runs_completed']:,} completed), {check['deliveries']:,} deliveries
-({check['delivered']:,} delivered), {check['attempts']:,} attempts (at most {check['attempts_per_delivery_max']} per
-delivery); wrk: {r['wrk']['requests']:,} answers, {r['wrk']['errors']} errors, {r['wrk']['non2xx']} non-2xx:
-{"every call delivered once, signed, and recorded" if r['ok'] else "MISMATCH"}.{db_check}
+The calls took {r["calls_seconds"]:.1f} s and the last webhook arrived {r["delivery_seconds"]:.1f} s after the first
+call. Receiver: {stats["count"]:,} webhooks, {stats["distinct"]:,} distinct webhook-ids, {stats["valid"]:,} valid
+signatures, {stats["invalid"]} invalid. Rows: {check["requests"]:,} requests ({check["requests_started"]:,} started),
+{check["runs"]:,} runs ({check["runs_completed"]:,} completed), {check["deliveries"]:,} deliveries
+({check["delivered"]:,} delivered), {check["attempts"]:,} attempts (at most {check["attempts_per_delivery_max"]} per
+delivery); wrk: {r["wrk"]["requests"]:,} answers, {r["wrk"]["errors"]} errors, {r["wrk"]["non2xx"]} non-2xx:
+{"every call delivered once, signed, and recorded" if r["ok"] else "MISMATCH"}.{db_check}
 {verdict}.
 
 CPU per delivered webhook, from the first call to the last webhook, by process (ms). The machine's
-{os.cpu_count()} cores were {r['busy']:.0%} busy over that time.
+{os.cpu_count()} cores were {r["busy"]:.0%} busy over that time.
 
 | process | CPU ms / webhook |
 |---|---|
-{r['cpu_rows']}
+{r["cpu_rows"]}
 
 Command: `make bench-api-path` (runs `{command}`).
 """
@@ -273,16 +333,19 @@ def main():
     parser.add_argument("--no-database-path", action="store_true")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    result = api_path(calls=args.calls, threads=args.threads, connections=args.connections,
-                      plain_seconds=args.plain_seconds)
+    result = api_path(
+        calls=args.calls, threads=args.threads, connections=args.connections, plain_seconds=args.plain_seconds
+    )
     db = None
     if not args.no_database_path:
         from bench.bench_workflows import database_path
 
         db = database_path(seconds=args.database_seconds, rate=args.database_rate, plain_seconds=args.plain_seconds)
-    command = (f".venv/bin/python bench/bench_api_path.py --calls {args.calls} --threads {args.threads} "
-               f"--connections {args.connections} --database-seconds {args.database_seconds} "
-               f"--database-rate {args.database_rate}")
+    command = (
+        f".venv/bin/python bench/bench_api_path.py --calls {args.calls} --threads {args.threads} "
+        f"--connections {args.connections} --database-seconds {args.database_seconds} "
+        f"--database-rate {args.database_rate}"
+    )
     text = section(result, db, command)
     print(text)
     if not args.no_write:

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.docs import section_write  # noqa: E402
+
 CUSTOMER = "rowbell_bench_customer"
 SERVICE = "rowbell_bench_service"
 KEY = "grHPNR9qfcc4qci3jMce3ysE1kVT8MGg4HjmWotS2eo="  # fixed Fernet key, bench databases only
@@ -59,29 +60,47 @@ END $$;
 
 SCRIPTS = {
     "single-row INSERT": "INSERT INTO public.bench_orders (status, total, note) VALUES ('new', 1, 'x');\n",
-    "single-row UPDATE": ("\\set id random(1, 10000)\n"
-                          "UPDATE public.bench_orders SET status = 'paid', total = total + 1 WHERE id = :id;\n"),
-    "1,000-row INSERT": ("INSERT INTO public.bench_orders (status, total, note) "
-                         "SELECT 'bulk', g, 'x' FROM generate_series(1, 1000) g;\n"),
+    "single-row UPDATE": (
+        "\\set id random(1, 10000)\nUPDATE public.bench_orders SET status = 'paid', total = total + 1 WHERE id = :id;\n"
+    ),
+    "1,000-row INSERT": (
+        "INSERT INTO public.bench_orders (status, total, note) SELECT 'bulk', g, 'x' FROM generate_series(1, 1000) g;\n"
+    ),
 }
 
 
 def psql(db: str, statement: str) -> str:
-    return subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-qtAc", statement],
-                          check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-qtAc", statement],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 def env_for(notify: bool) -> dict:
-    return {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.production", "DJANGO_SECRET_KEY": "bench",
-            "DATABASE_URL": f"postgres://postgres@127.0.0.1:{PORT}/{SERVICE}", "REDIS_URL": REDIS_URL,
-            "ROWBELL_ENCRYPTION_KEYS": KEY, "ROWBELL_CAPTURE_NOTIFY": "true" if notify else "false",
-            "ROWBELL_CONNECTION_ALLOW": "127.0.0.0/8",
-            "LOG_LEVEL": "WARNING"}
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+        "DJANGO_SECRET_KEY": "bench",
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:{PORT}/{SERVICE}",
+        "REDIS_URL": REDIS_URL,
+        "ROWBELL_ENCRYPTION_KEYS": KEY,
+        "ROWBELL_CAPTURE_NOTIFY": "true" if notify else "false",
+        "ROWBELL_CONNECTION_ALLOW": "127.0.0.0/8",
+        "LOG_LEVEL": "WARNING",
+    }
 
 
 def django_run(code: str, *, notify: bool) -> str:
-    return subprocess.run([sys.executable, "manage.py", "shell", "--no-imports", "-c", code], cwd=ROOT,
-                          env=env_for(notify), check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
+        cwd=ROOT,
+        env=env_for(notify),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 INSTALL = """
@@ -106,38 +125,50 @@ def install_all():
     definitions; leave the table without triggers."""
     for mode, notify in (("rowbell", True), ("rowbell-no-notify", False)):
         name = django_run(INSTALL, notify=notify).splitlines()[-1]
-        definitions = [psql(CUSTOMER, f"SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = '{t}'")
-                       for t in (f"{name}_insert", f"{name}_update")]
+        definitions = [
+            psql(CUSTOMER, f"SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgname = '{t}'")
+            for t in (f"{name}_insert", f"{name}_update")
+        ]
         if notify:  # the same capture has the same name: keep the NOTIFY bodies under names of their own
             for op in ("insert", "update"):
                 psql(CUSTOMER, f"ALTER FUNCTION rowbell.{name}_{op}() RENAME TO {name}_{op}_notify")
-                definitions = [d.replace(f"rowbell.{name}_{op}()", f"rowbell.{name}_{op}_notify()")
-                               for d in definitions]
+                definitions = [
+                    d.replace(f"rowbell.{name}_{op}()", f"rowbell.{name}_{op}_notify()") for d in definitions
+                ]
         MODE_TRIGGERS[mode] = definitions
         _drop_triggers()
-    MODE_TRIGGERS["naive"] = ["CREATE TRIGGER naive_capture AFTER INSERT OR UPDATE OR DELETE ON public.bench_orders "
-                              "FOR EACH ROW EXECUTE FUNCTION public.naive_capture()"]
+    MODE_TRIGGERS["naive"] = [
+        "CREATE TRIGGER naive_capture AFTER INSERT OR UPDATE OR DELETE ON public.bench_orders "
+        "FOR EACH ROW EXECUTE FUNCTION public.naive_capture()"
+    ]
     # The same statement triggers without the guard that keeps a customer's write from failing (the design
     # before it): the difference is what the safety costs.
-    for op, table in (("insert", "NEW TABLE AS new_rows"), ("update", "NEW TABLE AS new_rows")):
-        psql(CUSTOMER, f"""
+    for op, _table in (("insert", "NEW TABLE AS new_rows"), ("update", "NEW TABLE AS new_rows")):
+        psql(
+            CUSTOMER,
+            f"""
             CREATE OR REPLACE FUNCTION public.unguarded_{op}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
             BEGIN
                 INSERT INTO rowbell.event_log (capture, table_name, op, ids)
                 SELECT 'unguarded', 'public.bench_orders', '{op}', pg_catalog.jsonb_agg(n.id) FROM new_rows n
                 HAVING pg_catalog.count(*) > 0;
                 RETURN NULL;
-            END $$""")
+            END $$""",
+        )
     MODE_TRIGGERS["unguarded"] = [
         f"CREATE TRIGGER unguarded_{op} AFTER {op.upper()} ON public.bench_orders REFERENCING {table} "
         f"FOR EACH STATEMENT EXECUTE FUNCTION public.unguarded_{op}()"
-        for op, table in (("insert", "NEW TABLE AS new_rows"), ("update", "NEW TABLE AS new_rows"))]
+        for op, table in (("insert", "NEW TABLE AS new_rows"), ("update", "NEW TABLE AS new_rows"))
+    ]
 
 
 def _drop_triggers():
-    psql(CUSTOMER, "DO $$DECLARE t text; BEGIN FOR t IN SELECT tgname FROM pg_trigger "
-                   "WHERE tgrelid = 'public.bench_orders'::regclass AND NOT tgisinternal LOOP "
-                   "EXECUTE format('DROP TRIGGER %I ON public.bench_orders', t); END LOOP; END$$")
+    psql(
+        CUSTOMER,
+        "DO $$DECLARE t text; BEGIN FOR t IN SELECT tgname FROM pg_trigger "
+        "WHERE tgrelid = 'public.bench_orders'::regclass AND NOT tgisinternal LOOP "
+        "EXECUTE format('DROP TRIGGER %I ON public.bench_orders', t); END LOOP; END$$",
+    )
 
 
 def setup_mode(mode: str):
@@ -154,9 +185,30 @@ def setup_mode(mode: str):
 def pgbench(script: str, duration: int, clients: int) -> float:
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
         f.write(script)
-    out = subprocess.run(["pgbench", "-h", "127.0.0.1", "-U", "postgres", "-n", "-M", "prepared", "-f", f.name,
-                          "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(duration), CUSTOMER],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            "pgbench",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-n",
+            "-M",
+            "prepared",
+            "-f",
+            f.name,
+            "-c",
+            str(clients),
+            "-j",
+            str(min(clients, 2)),
+            "-T",
+            str(duration),
+            CUSTOMER,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     os.unlink(f.name)
     return float(re.search(r"tps = ([\d.]+)", out).group(1))
 
@@ -176,12 +228,22 @@ def latency(seconds: int, rate: int, *, idle_neighbour: bool = False) -> dict:
         neighbour = psycopg.connect(host="127.0.0.1", port=PORT, user="postgres", dbname="postgres")
         neighbour.execute("SELECT pg_current_xact_id()")  # not autocommit: the transaction stays open
     env = env_for(False)
-    listener = subprocess.Popen([sys.executable, "manage.py", "run_listener"], cwd=ROOT, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    listener = subprocess.Popen(
+        [sys.executable, "manage.py", "run_listener"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     time.sleep(3)
-    start_id = int(django_run("from apps.connections.models import Event; "
-                              "print(Event.objects.order_by('-id').values_list('id', flat=True).first() or 0)",
-                              notify=True))
+    start_id = int(
+        django_run(
+            "from apps.connections.models import Event; "
+            "print(Event.objects.order_by('-id').values_list('id', flat=True).first() or 0)",
+            notify=True,
+        )
+    )
     committed: dict[int, float] = {}
     with psycopg.connect(host="127.0.0.1", port=PORT, user="postgres", dbname=CUSTOMER, autocommit=True) as conn:
         due = time.time()
@@ -198,13 +260,18 @@ def latency(seconds: int, rate: int, *, idle_neighbour: bool = False) -> dict:
     lines = django_run(
         "from apps.connections.models import Event\n"
         f"for ids, at in Event.objects.filter(id__gt={start_id}).values_list('ids', 'recorded_at'):\n"
-        "    print(ids[0], at.timestamp())", notify=True).splitlines()
-    delays = sorted(float(at) - committed[int(i)] for i, at in (l.split() for l in lines) if int(i) in committed)
+        "    print(ids[0], at.timestamp())",
+        notify=True,
+    ).splitlines()
+    delays = sorted(float(at) - committed[int(i)] for i, at in (line.split() for line in lines) if int(i) in committed)
     if not delays:  # nothing picked up during the run
         return {"rows": len(committed), "picked_up": 0, "median_ms": float("inf"), "p99_ms": float("inf")}
-    return {"rows": len(committed), "picked_up": len(delays),
-            "median_ms": statistics.median(delays) * 1000,
-            "p99_ms": delays[min(len(delays) - 1, int(len(delays) * 0.99))] * 1000}
+    return {
+        "rows": len(committed),
+        "picked_up": len(delays),
+        "median_ms": statistics.median(delays) * 1000,
+        "p99_ms": delays[min(len(delays) - 1, int(len(delays) * 0.99))] * 1000,
+    }
 
 
 def main():
@@ -218,17 +285,23 @@ def main():
     clients = [int(c) for c in args.clients.split(",")]
 
     for db in (CUSTOMER, SERVICE):
-        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"],
-                       capture_output=True)
+        subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"],
+            capture_output=True,
+        )
         psql("postgres", f"CREATE DATABASE {db}")
     psql(CUSTOMER, TABLE)
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env_for(True),
-                   check=True)
-    django_run("from apps.tenants.services import product_create\n"
-               "from apps.connections.models import Connection\n"
-               "p, _ = product_create(name='bench', actor='bench')\n"
-               f"Connection.objects.create(product=p, name='bench', host='127.0.0.1', port={PORT}, "
-               f"database='{CUSTOMER}', user='postgres')", notify=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env_for(True), check=True
+    )
+    django_run(
+        "from apps.tenants.services import product_create\n"
+        "from apps.connections.models import Connection\n"
+        "p, _ = product_create(name='bench', actor='bench')\n"
+        f"Connection.objects.create(product=p, name='bench', host='127.0.0.1', port={PORT}, "
+        f"database='{CUSTOMER}', user='postgres')",
+        notify=True,
+    )
 
     install_all()
     modes = ("rowbell", "rowbell-no-notify", "unguarded", "naive")
@@ -256,8 +329,11 @@ def main():
                 tps[(n, name)].append(base)
                 for mode, value in values.items():
                     ratios[(n, name)][mode].append(value / base)
-                print(f"{n} clients {name:18s} round {round_ + 1}: none {base:8.1f} tps; " + "; ".join(
-                    f"{m} {values[m] / base:.2f}" for m in modes), flush=True)
+                print(
+                    f"{n} clients {name:18s} round {round_ + 1}: none {base:8.1f} tps; "
+                    + "; ".join(f"{m} {values[m] / base:.2f}" for m in modes),
+                    flush=True,
+                )
     lat = latency(args.latency_seconds, 100)
     print(lat)
     lat_idle = latency(args.latency_seconds, 100, idle_neighbour=True)
@@ -274,11 +350,14 @@ def write_doc(tps, ratios, lat, lat_idle, args, clients):
         for name in SCRIPTS:
             med = {mode: statistics.median(v) for mode, v in ratios[(n, name)].items()}
             spread = ratios[(n, name)]["rowbell-no-notify"]
-            safety = statistics.median(a / b for a, b in zip(ratios[(n, name)]["rowbell-no-notify"],
-                                                              ratios[(n, name)]["unguarded"]))
-            rows.append(f"| {n} | {name} | {statistics.median(tps[(n, name)]):.0f} | **{med['rowbell-no-notify']:.2f}** "
-                        f"({min(spread):.2f}-{max(spread):.2f}) | {med['unguarded']:.2f} | {safety:.2f} | "
-                        f"{med['rowbell']:.2f} | {med['naive']:.2f} |")
+            safety = statistics.median(
+                a / b for a, b in zip(ratios[(n, name)]["rowbell-no-notify"], ratios[(n, name)]["unguarded"])
+            )
+            rows.append(
+                f"| {n} | {name} | {statistics.median(tps[(n, name)]):.0f} | **{med['rowbell-no-notify']:.2f}** "
+                f"({min(spread):.2f}-{max(spread):.2f}) | {med['unguarded']:.2f} | {safety:.2f} | "
+                f"{med['rowbell']:.2f} | {med['naive']:.2f} |"
+            )
             if name == "1,000-row INSERT":
                 factors.append(f"{med['rowbell-no-notify'] / med['naive']:.1f}x ({n} clients)")
     section = f"""
@@ -306,11 +385,11 @@ what it costs single-row writes (it serializes commits); the pick-up below does 
 
 Pick-up latency, row committed to event recorded in the service database, through the `listener` process with
 the default set-up (adaptive polling, NOTIFY off), at a steady 100 committed row changes per second for
-{args.latency_seconds} s: **median {lat['median_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms** ({lat['picked_up']} of
-{lat['rows']} rows picked up). The same with a session idle in a transaction that holds a transaction id, in
+{args.latency_seconds} s: **median {lat["median_ms"]:.0f} ms, p99 {lat["p99_ms"]:.0f} ms** ({lat["picked_up"]} of
+{lat["rows"]} rows picked up). The same with a session idle in a transaction that holds a transaction id, in
 another database of the same server, for the whole run (the oldest transaction of the server, which a
-horizon at the snapshot's xmin would wait for): **median {lat_idle['median_ms']:.0f} ms, p99
-{lat_idle['p99_ms']:.0f} ms** ({lat_idle['picked_up']} of {lat_idle['rows']} rows picked up). Targets, both:
+horizon at the snapshot's xmin would wait for): **median {lat_idle["median_ms"]:.0f} ms, p99
+{lat_idle["p99_ms"]:.0f} ms** ({lat_idle["picked_up"]} of {lat_idle["rows"]} rows picked up). Targets, both:
 median under 250 ms, p99 under 1 s.
 
 Command: `make bench-capture` (runs `.venv/bin/python bench/bench_capture.py --duration {args.duration} --rounds

@@ -42,8 +42,13 @@ KEY = "oPxlr5Sg1dmJx5_4Rru0XK3tWx9r7vnkcC2oWJ4Fq8c="  # fixed Fernet key, bench 
 
 
 def env() -> dict:
-    return common.service_env(database=SERVICE, redis=common.redis_url(REDIS_DB), ROWBELL_ENCRYPTION_KEYS=KEY,
-                              ROWBELL_CONNECTION_ALLOW="127.0.0.0/8", ROWBELL_OUTBOUND_ALLOW="127.0.0.0/8")
+    return common.service_env(
+        database=SERVICE,
+        redis=common.redis_url(REDIS_DB),
+        ROWBELL_ENCRYPTION_KEYS=KEY,
+        ROWBELL_CONNECTION_ALLOW="127.0.0.0/8",
+        ROWBELL_OUTBOUND_ALLOW="127.0.0.0/8",
+    )
 
 
 def setup_code() -> str:
@@ -90,8 +95,9 @@ def database_path(*, seconds: int, rate: int, plain_seconds: int = 5) -> dict:
     import urllib3
 
     common.databases_recreate(SERVICE, CUSTOMER)
-    common.psql(CUSTOMER, "CREATE TABLE public.orders (id bigserial PRIMARY KEY, status text NOT NULL, "
-                          "total numeric(12, 2))")
+    common.psql(
+        CUSTOMER, "CREATE TABLE public.orders (id bigserial PRIMARY KEY, status text NOT NULL, total numeric(12, 2))"
+    )
     common.redis_flush(common.redis_url(REDIS_DB))
     common.migrate(env())
     secret = common.django(setup_code(), env()).splitlines()[-1]
@@ -115,9 +121,29 @@ def database_path(*, seconds: int, rate: int, plain_seconds: int = 5) -> dict:
         script.write_text("INSERT INTO public.orders (status, total) VALUES ('new', 1);\n")
         cpu_before, machine_before = common.cpu_by_process(procs), common.machine_busy()
         first = time.monotonic()
-        writer = subprocess.Popen(["pgbench", *common.pg_args(), "-n", "-M", "prepared", "-c", "4", "-j", "2",
-                                   "-R", str(rate), "-T", str(seconds), "-f", str(script), CUSTOMER],
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        writer = subprocess.Popen(
+            [
+                "pgbench",
+                *common.pg_args(),
+                "-n",
+                "-M",
+                "prepared",
+                "-c",
+                "4",
+                "-j",
+                "2",
+                "-R",
+                str(rate),
+                "-T",
+                str(seconds),
+                "-f",
+                str(script),
+                CUSTOMER,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         samples = []  # (time, delivered so far)
         while writer.poll() is None:
             samples.append((time.monotonic(), count()))
@@ -141,18 +167,37 @@ def database_path(*, seconds: int, rate: int, plain_seconds: int = 5) -> dict:
     check = json.loads(common.django(CHECK, env()).splitlines()[-1])
     # Steady state: the best 5-second window of the receiver's count while the writer was writing.
     window = [(t, n) for t, n in samples if t <= written]
-    steady = max(((n2 - n1) / (t2 - t1) for (t1, n1) in window for (t2, n2) in window if 4.5 <= t2 - t1 <= 5.5),
-                 default=0.0)
+    steady = max(
+        ((n2 - n1) / (t2 - t1) for (t1, n1) in window for (t2, n2) in window if 4.5 <= t2 - t1 <= 5.5), default=0.0
+    )
     overall = total / (last - first) if last else 0.0
     cpu, cpu_rows = common.cpu_table(cpu_before, cpu_after, stats["count"])
     busy = (machine_after[0] - machine_before[0]) / max(machine_after[1] - machine_before[1], 1e-9)
-    ok = (check["runs"] == check["runs_completed"] == check["delivered"] == check["attempts"] == total
-          and stats["count"] == stats["distinct"] == stats["valid"] == total)
-    result = {"plain": plain, "steady": steady, "overall": overall, "offered": total / (written - first),
-              "total": total, "delivered": stats["count"], "stats": stats, "check": check, "cpu": cpu,
-              "cpu_rows": cpu_rows, "busy": busy, "ok": ok, "seconds": seconds, "rate": rate}
-    print(f"database path: offered {result['offered']:.0f}/s; steady {steady:.0f}/s; overall {overall:.0f}/s; "
-          f"receiver {stats}; {check}", flush=True)
+    ok = (
+        check["runs"] == check["runs_completed"] == check["delivered"] == check["attempts"] == total
+        and stats["count"] == stats["distinct"] == stats["valid"] == total
+    )
+    result = {
+        "plain": plain,
+        "steady": steady,
+        "overall": overall,
+        "offered": total / (written - first),
+        "total": total,
+        "delivered": stats["count"],
+        "stats": stats,
+        "check": check,
+        "cpu": cpu,
+        "cpu_rows": cpu_rows,
+        "busy": busy,
+        "ok": ok,
+        "seconds": seconds,
+        "rate": rate,
+    }
+    print(
+        f"database path: offered {result['offered']:.0f}/s; steady {steady:.0f}/s; overall {overall:.0f}/s; "
+        f"receiver {stats}; {check}",
+        flush=True,
+    )
     return result
 
 
@@ -163,33 +208,33 @@ def section(r: dict) -> str:
 
 One run: a plain keep-alive POST loop (urllib3, one thread, webhook-sized body) to a local asyncio receiver,
 then Rowbell end to end against the same receiver: a writer commits one-row INSERTs into the customer's
-`orders` table at a steady offered rate ({r['offered']:.0f}/s for {r['seconds']} s, {r['total']:,} row changes); each
+`orders` table at a steady offered rate ({r["offered"]:.0f}/s for {r["seconds"]} s, {r["total"]:,} row changes); each
 is captured, picked up by the `listener`, runs a published workflow (database trigger, one webhook step) in a
 `celery worker` with two processes, and is delivered signed. `beat` runs too.
 
 | | webhooks/s | ratio to the plain loop |
 |---|---|---|
-| plain keep-alive POST loop | {r['plain']:.0f} | 1.00 |
-| Rowbell, steady (best 5 s window while writing) | **{r['steady']:.0f}** | **{r['steady'] / r['plain']:.2f}** |
-| Rowbell, overall (first commit to last delivery) | {r['overall']:.0f} | {r['overall'] / r['plain']:.2f} |
+| plain keep-alive POST loop | {r["plain"]:.0f} | 1.00 |
+| Rowbell, steady (best 5 s window while writing) | **{r["steady"]:.0f}** | **{r["steady"] / r["plain"]:.2f}** |
+| Rowbell, overall (first commit to last delivery) | {r["overall"]:.0f} | {r["overall"] / r["plain"]:.2f} |
 
-Delivered {r['delivered']:,} webhooks for {r['total']:,} row changes (the receiver's count, 3 s after the last one;
-{stats['distinct']:,} distinct webhook-ids, {stats['valid']:,} valid signatures); rows recorded: {check['runs']:,} runs
-({check['runs_completed']:,} completed), {check['deliveries']:,} deliveries ({check['delivered']:,} delivered),
-{check['attempts']:,} attempts (at most {check['attempts_per_delivery_max']} per delivery):
-{"every webhook delivered once, signed, and every attempt recorded" if r['ok'] else "MISMATCH"}.
+Delivered {r["delivered"]:,} webhooks for {r["total"]:,} row changes (the receiver's count, 3 s after the last one;
+{stats["distinct"]:,} distinct webhook-ids, {stats["valid"]:,} valid signatures); rows recorded: {check["runs"]:,} runs
+({check["runs_completed"]:,} completed), {check["deliveries"]:,} deliveries ({check["delivered"]:,} delivered),
+{check["attempts"]:,} attempts (at most {check["attempts_per_delivery_max"]} per delivery):
+{"every webhook delivered once, signed, and every attempt recorded" if r["ok"] else "MISMATCH"}.
 Targets: at least 1,000 webhooks/s and 40% of the plain loop.
 
 CPU per delivered webhook, from the first commit to the last delivery, by process (ms; processes that ran
 throughout: PostgreSQL's count leaves out the writer's sessions, which end with it). The machine's
-{os.cpu_count()} cores were {r['busy']:.0%} busy over that time.
+{os.cpu_count()} cores were {r["busy"]:.0%} busy over that time.
 
 | process | CPU ms / webhook |
 |---|---|
-{r['cpu_rows']}
+{r["cpu_rows"]}
 
-Command: `make bench-workflows` (runs `.venv/bin/python bench/bench_workflows.py --seconds {r['seconds']} --rate
-{r['rate']}`).
+Command: `make bench-workflows` (runs `.venv/bin/python bench/bench_workflows.py --seconds {r["seconds"]} --rate
+{r["rate"]}`).
 """
 
 

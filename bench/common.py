@@ -47,34 +47,53 @@ def redis_url(db: int) -> str:
 
 
 def psql(db: str, statement: str) -> str:
-    return subprocess.run(["psql", *pg_args(), "-d", db, "-qtAc", statement], check=True, capture_output=True,
-                          text=True).stdout.strip()
+    return subprocess.run(
+        ["psql", *pg_args(), "-d", db, "-qtAc", statement], check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def databases_recreate(*names: str) -> None:
     for db in names:
-        subprocess.run(["psql", *pg_args(), "-d", "postgres", "-qc", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"],
-                       capture_output=True)
+        subprocess.run(
+            ["psql", *pg_args(), "-d", "postgres", "-qc", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"],
+            capture_output=True,
+        )
         psql("postgres", f"CREATE DATABASE {db}")
 
 
 def redis_flush(url: str) -> None:
     parts = urlsplit(url)
-    subprocess.run(["redis-cli", "-h", parts.hostname, "-p", str(parts.port), "-n", parts.path.strip("/") or "0",
-                    "flushdb"], check=True, capture_output=True)
+    subprocess.run(
+        ["redis-cli", "-h", parts.hostname, "-p", str(parts.port), "-n", parts.path.strip("/") or "0", "flushdb"],
+        check=True,
+        capture_output=True,
+    )
 
 
 def service_env(*, database: str, redis: str, **extra: str) -> dict:
     """Production settings on the benchmark's own database and Redis database."""
-    return {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.production", "DJANGO_SECRET_KEY": "bench",
-            "DATABASE_URL": database_url(database), "REDIS_URL": redis, "LOG_LEVEL": "WARNING",
-            "DJANGO_ALLOWED_HOSTS": "127.0.0.1", **extra}
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+        "DJANGO_SECRET_KEY": "bench",
+        "DATABASE_URL": database_url(database),
+        "REDIS_URL": redis,
+        "LOG_LEVEL": "WARNING",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+        **extra,
+    }
 
 
 def django(code: str, env: dict) -> str:
     """Run `code` in `manage.py shell` with `env`; return what it printed."""
-    return subprocess.run([sys.executable, "manage.py", "shell", "--no-imports", "-c", code], cwd=ROOT, env=env,
-                          check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 def migrate(env: dict) -> None:
@@ -107,8 +126,23 @@ CELERY = [sys.executable, "-m", "celery", "-A", "config.celery_app"]
 
 def workers_start(procs: dict, env: dict, *, listener: bool = True) -> None:
     """The worker (two processes, as the Procfile's default), beat and, with `listener`, the listener."""
-    procs["worker"] = start("worker", [*CELERY, "worker", "-Q", "high,normal,low", "-c", "2", "-l", "warning",
-                                       "--without-gossip", "--without-mingle", "--without-heartbeat"], env)
+    procs["worker"] = start(
+        "worker",
+        [
+            *CELERY,
+            "worker",
+            "-Q",
+            "high,normal,low",
+            "-c",
+            "2",
+            "-l",
+            "warning",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        env,
+    )
     procs["beat"] = start("beat", [*CELERY, "beat", "-l", "warning"], env)
     if listener:
         procs["listener"] = start("listener", [sys.executable, "manage.py", "run_listener"], env)
@@ -141,9 +175,12 @@ def cpu_by_process(procs: dict[str, subprocess.Popen], *, extra: dict[int, str] 
             continue
         fields = stat.rsplit(")", 1)[1].split()
         ppid, session = int(fields[1]), int(fields[3])
-        name = (pids.get(int(pid)) or sessions.get(session)
-                or ("PostgreSQL" if postmaster and postmaster in (int(pid), ppid) else None)
-                or ("Redis" if cmd.startswith("redis-server") and redis in cmd + " " else None))
+        name = (
+            pids.get(int(pid))
+            or sessions.get(session)
+            or ("PostgreSQL" if postmaster and postmaster in (int(pid), ppid) else None)
+            or ("Redis" if cmd.startswith("redis-server") and redis in cmd + " " else None)
+        )
         if name:
             out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
@@ -184,13 +221,34 @@ def plain_loop(port: int, seconds: float) -> float:
     import urllib3
 
     pool = urllib3.PoolManager()
-    body = json.dumps({"type": "workflow.notification", "timestamp": "2026-01-01T00:00:00+00:00",
-                       "data": {"workflow": "order-created", "version": 1, "step": "step-1", "request_id": None,
-                                "recipient": {}, "data": {}, "event": {
-                                    "id": "evt_1", "type": "row.created", "table": "public.orders", "ids": [1],
-                                    "occurred_at": "2026-01-01T00:00:00+00:00"}}}).encode()
-    headers = {"Content-Type": "application/json", "webhook-id": "msg_" + "0" * 32,
-               "webhook-timestamp": "1767225600", "webhook-signature": "v1," + "A" * 44, "x-bench-plain": "1"}
+    body = json.dumps(
+        {
+            "type": "workflow.notification",
+            "timestamp": "2026-01-01T00:00:00+00:00",
+            "data": {
+                "workflow": "order-created",
+                "version": 1,
+                "step": "step-1",
+                "request_id": None,
+                "recipient": {},
+                "data": {},
+                "event": {
+                    "id": "evt_1",
+                    "type": "row.created",
+                    "table": "public.orders",
+                    "ids": [1],
+                    "occurred_at": "2026-01-01T00:00:00+00:00",
+                },
+            },
+        }
+    ).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "webhook-id": "msg_" + "0" * 32,
+        "webhook-timestamp": "1767225600",
+        "webhook-signature": "v1," + "A" * 44,
+        "x-bench-plain": "1",
+    }
     sent, began = 0, time.monotonic()
     while time.monotonic() - began < seconds:
         response = pool.request("POST", f"http://127.0.0.1:{port}/hook", body=body, headers=headers)

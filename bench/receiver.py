@@ -48,14 +48,23 @@ class Receiver(asyncio.Protocol):
             length = int(headers.get("content-length", 0))
             if len(self.buffer) < head_end + 4 + length:
                 return
-            body = self.buffer[head_end + 4:head_end + 4 + length]
-            self.buffer = self.buffer[head_end + 4 + length:]
+            body = self.buffer[head_end + 4 : head_end + 4 + length]
+            self.buffer = self.buffer[head_end + 4 + length :]
             if head.startswith("GET /count"):
                 self._answer(str(Receiver.count).encode())
             elif head.startswith("GET /stats"):
-                self._answer(json.dumps({"count": Receiver.count, "distinct": len(Receiver.ids),
-                                         "valid": Receiver.valid, "invalid": Receiver.invalid,
-                                         "plain": Receiver.plain, "last_at": Receiver.last_at}).encode())
+                self._answer(
+                    json.dumps(
+                        {
+                            "count": Receiver.count,
+                            "distinct": len(Receiver.ids),
+                            "valid": Receiver.valid,
+                            "invalid": Receiver.invalid,
+                            "plain": Receiver.plain,
+                            "last_at": Receiver.last_at,
+                        }
+                    ).encode()
+                )
             elif "x-bench-plain" in headers:
                 Receiver.plain += 1
                 self.transport.write(OK)

@@ -17,7 +17,8 @@ api_v1 = [
 # to the page as <style> elements and runs its search in a worker started from a blob: URL. This page alone
 # allows both; every other page keeps the site's policy (config/settings/base.py).
 redoc = csp_update({"style-src": ["'unsafe-inline'"], "worker-src": ["blob:"]})(
-    SpectacularRedocView.as_view(url_name="schema"))
+    SpectacularRedocView.as_view(url_name="schema")
+)
 
 urlpatterns = [
     path("admin/", admin.site.urls),

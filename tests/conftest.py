@@ -92,9 +92,14 @@ class Receiver:
                 if receiver.delay:
                     time.sleep(receiver.delay)
                 with receiver._cond:
-                    receiver.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in
-                                                                             self.headers.items()},
-                                              "body": body, "at": time.monotonic()})
+                    receiver.requests.append(
+                        {
+                            "path": self.path,
+                            "headers": {k.lower(): v for k, v in self.headers.items()},
+                            "body": body,
+                            "at": time.monotonic(),
+                        }
+                    )
                     status, headers, payload = receiver.script.popleft() if receiver.script else receiver.default
                     receiver._cond.notify_all()
                 self.send_response(status)
@@ -155,8 +160,13 @@ class SMTPSink:
 
         class Handler:
             async def handle_DATA(self, server, session, envelope):
-                sink.messages.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
-                                      "data": envelope.content.decode("utf-8", errors="replace")})
+                sink.messages.append(
+                    {
+                        "from": envelope.mail_from,
+                        "to": list(envelope.rcpt_tos),
+                        "data": envelope.content.decode("utf-8", errors="replace"),
+                    }
+                )
                 return "250 OK"
 
         self.port = free_port()
@@ -203,9 +213,13 @@ class Processes:
     def __init__(self, env_extra: dict):
         from django.db import connection
 
-        self.env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test",
-                    "DATABASE_URL": _database_url(connection.settings_dict), "PYTHONUNBUFFERED": "1",
-                    **{k: str(v) for k, v in env_extra.items()}}
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
+            "DATABASE_URL": _database_url(connection.settings_dict),
+            "PYTHONUNBUFFERED": "1",
+            **{k: str(v) for k, v in env_extra.items()},
+        }
         self.procs: dict[str, subprocess.Popen] = {}
         self.logs: dict[str, Path] = {}
 
@@ -214,13 +228,27 @@ class Processes:
         log.parent.mkdir(exist_ok=True)
         self.logs[name] = log
         cmd = [sys.executable, "-m", "celery", "-A", "config.celery_app", *args]
-        self.procs[name] = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log.open("wb"),
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = subprocess.Popen(
+            cmd, cwd=ROOT, env=self.env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+        )
         return self.procs[name]
 
     def worker(self, name="worker", concurrency=2):
-        proc = self.start(name, "worker", "-Q", "high,normal,low", "-c", str(concurrency), "-l", "info",
-                          "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"{name}@%h")
+        proc = self.start(
+            name,
+            "worker",
+            "-Q",
+            "high,normal,low",
+            "-c",
+            str(concurrency),
+            "-l",
+            "info",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            f"{name}@%h",
+        )
         self._wait_for_log(name, "ready.")
         return proc
 
@@ -229,8 +257,13 @@ class Processes:
         log.parent.mkdir(exist_ok=True)
         self.logs[name] = log
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "manage.py", command], cwd=ROOT, env=self.env, stdout=log.open("wb"),
-            stderr=subprocess.STDOUT, start_new_session=True)
+            [sys.executable, "manage.py", command],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self._wait_for_log(name, ready)
 
     def dispatcher(self):
@@ -270,8 +303,10 @@ class Processes:
 
 def _database_url(cfg) -> str:
     auth = cfg["USER"] + (f":{cfg['PASSWORD']}" if cfg.get("PASSWORD") else "")
-    return (f"postgres://{auth}@{cfg['HOST'] or '127.0.0.1'}:{cfg['PORT'] or 5432}/{cfg['NAME']}"
-            f"?application_name={PROCESS_APPLICATION_NAME}")
+    return (
+        f"postgres://{auth}@{cfg['HOST'] or '127.0.0.1'}:{cfg['PORT'] or 5432}/{cfg['NAME']}"
+        f"?application_name={PROCESS_APPLICATION_NAME}"
+    )
 
 
 # The started processes' database sessions carry this name, so that the fixture ends exactly those.
@@ -290,7 +325,9 @@ def processes(transactional_db, test_redis, request):
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND application_name = %s AND pid <> pg_backend_pid()", [PROCESS_APPLICATION_NAME])
+            "AND application_name = %s AND pid <> pg_backend_pid()",
+            [PROCESS_APPLICATION_NAME],
+        )
 
 
 # --- Hinted tasks, run in this process -----------------------------------------------------------

@@ -24,8 +24,13 @@ def make_endpoint(product, url, **kwargs):
 
 
 def make_workflow(product, key="welcome", steps=None, publish=True, sandbox=False, **definition):
-    workflow = workflow_create(product=product, key=key, sandbox=sandbox,
-                               definition={"trigger": {"type": "api"}, "steps": steps, **definition}, actor="test")
+    workflow = workflow_create(
+        product=product,
+        key=key,
+        sandbox=sandbox,
+        definition={"trigger": {"type": "api"}, "steps": steps, **definition},
+        actor="test",
+    )
     if publish:
         workflow_publish(workflow=workflow, actor="test")
         workflow.refresh_from_db()

@@ -6,8 +6,18 @@ from .models import AuditEvent
 
 # What audit rows are about. Searching names them all, so that a search by target id can use the
 # (target_type, target_id) index.
-TARGET_TYPES = ("api_key", "connection", "delivery", "organization", "product", "provider", "request", "run",
-                "webhook", "workflow")
+TARGET_TYPES = (
+    "api_key",
+    "connection",
+    "delivery",
+    "organization",
+    "product",
+    "provider",
+    "request",
+    "run",
+    "webhook",
+    "workflow",
+)
 
 
 class ActionFilter(admin.SimpleListFilter):

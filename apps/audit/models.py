@@ -10,10 +10,24 @@ class AuditEvent(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     # No foreign-key constraint or single-column index: this is the hottest insert in Rowbell, rows are
     # written only by services that hold the tenant, and the composite indexes below serve every read.
-    product = models.ForeignKey("tenants.Product", null=True, blank=True, on_delete=models.DO_NOTHING,
-                                related_name="+", db_constraint=False, db_index=False)
-    organization = models.ForeignKey("tenants.Organization", null=True, blank=True, on_delete=models.DO_NOTHING,
-                                     related_name="+", db_constraint=False, db_index=False)
+    product = models.ForeignKey(
+        "tenants.Product",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
+    )
+    organization = models.ForeignKey(
+        "tenants.Organization",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
+    )
     # Who did it: "key:<prefix>", "staff:<username>", "platform" or "system".
     actor = models.CharField(max_length=120)
     action = models.CharField(max_length=80)
@@ -25,8 +39,9 @@ class AuditEvent(models.Model):
         ordering = ["-id"]
         indexes = [
             models.Index(fields=["product", "-id"], name="audit_product_recent"),
-            models.Index(fields=["organization", "-id"], name="audit_org_recent",
-                         condition=models.Q(organization__isnull=False)),
+            models.Index(
+                fields=["organization", "-id"], name="audit_org_recent", condition=models.Q(organization__isnull=False)
+            ),
             models.Index(fields=["target_type", "target_id"], name="audit_target"),
         ]
 

@@ -59,6 +59,19 @@ def audit_record_many(entries: list[AuditEntry]) -> None:
     from django.utils import timezone
 
     now = timezone.now().isoformat()
-    insert_rows(AuditEvent, [{"created_at": now, "product_id": e.product_id, "organization_id": e.organization_id,
-                              "actor": e.actor, "action": e.action, "target_type": e.target_type,
-                              "target_id": str(e.target_id), "data": e.data} for e in entries])
+    insert_rows(
+        AuditEvent,
+        [
+            {
+                "created_at": now,
+                "product_id": e.product_id,
+                "organization_id": e.organization_id,
+                "actor": e.actor,
+                "action": e.action,
+                "target_type": e.target_type,
+                "target_id": str(e.target_id),
+                "data": e.data,
+            }
+            for e in entries
+        ],
+    )

@@ -4,27 +4,54 @@ from django.utils.html import format_html, format_html_join
 from apps.core.admin_lists import OperatorAdmin, actor_of, back_to, fixed_filter
 from apps.core.templatetags.humanize_rowbell import seconds
 
-from .sources import EVENT_OF_OPERATION
-
 from .models import Connection, Event
 from .services import connection_check_request, connection_delete_request, connection_repair_request
+from .sources import EVENT_OF_OPERATION
 
 
 @admin.register(Connection)
 class ConnectionAdmin(OperatorAdmin):
-    list_display = ("name", "product", "host", "database", "backlog", "lag", "last_poll_at", "trigger_status",
-                    "last_error")
+    list_display = (
+        "name",
+        "product",
+        "host",
+        "database",
+        "backlog",
+        "lag",
+        "last_poll_at",
+        "trigger_status",
+        "last_error",
+    )
     list_filter = ("product",)
     list_select_related = ("product",)
     search_fields = ("name", "host", "database")
     # The password never appears in the admin.
     exclude = ("password", "check_report", "capture_problems", "capture_problems_since", "capture_errors")
-    readonly_fields = ("id", "product", "created_at", "updated_at", "capture_installed_at", "consumed_snapshot",
-                       "batch_snapshot", "cursor_xid", "cursor_id", "last_poll_at", "last_error", "last_error_at",
-                       "backlog", "lag_seconds", "health_checked_at", "drift", "last_check")
+    readonly_fields = (
+        "id",
+        "product",
+        "created_at",
+        "updated_at",
+        "capture_installed_at",
+        "consumed_snapshot",
+        "batch_snapshot",
+        "cursor_xid",
+        "cursor_id",
+        "last_poll_at",
+        "last_error",
+        "last_error_at",
+        "backlog",
+        "lag_seconds",
+        "health_checked_at",
+        "drift",
+        "last_check",
+    )
     actions = ["check_now", "repair_triggers", "delete_connection"]
-    object_actions = (("check_now", "Check now"), ("repair_triggers", "Repair triggers"),
-                      ("delete_connection", "Delete"))
+    object_actions = (
+        ("check_now", "Check now"),
+        ("repair_triggers", "Repair triggers"),
+        ("delete_connection", "Delete"),
+    )
 
     def has_operate_permission(self, request):
         return request.user.has_perm("connections.operate_connection")
@@ -38,13 +65,28 @@ class ConnectionAdmin(OperatorAdmin):
         problems = obj.capture_problems or []
         if not problems:
             return "None: every watched table matches its captures."
-        items = format_html_join("", "<li>{}: {} <small>{}</small></li>", (
-            (p["table"] or "install", p["detail"], ", ".join([f"workflow {w}" for w in p.get("workflows", [])] +
-                                                             [f"endpoint {e}" for e in p.get("endpoints", [])]))
-            for p in problems))
-        return format_html("<p class='errornote'>Since {}: writes still succeed, but these changes may go "
-                           "unreported. Correct the source (or undo the migration), then “Repair triggers”.</p>"
-                           "<ul class='drift'>{}</ul>", obj.capture_problems_since, items)
+        items = format_html_join(
+            "",
+            "<li>{}: {} <small>{}</small></li>",
+            (
+                (
+                    p["table"] or "install",
+                    p["detail"],
+                    ", ".join(
+                        [f"workflow {w}" for w in p.get("workflows", [])]
+                        + [f"endpoint {e}" for e in p.get("endpoints", [])]
+                    ),
+                )
+                for p in problems
+            ),
+        )
+        return format_html(
+            "<p class='errornote'>Since {}: writes still succeed, but these changes may go "
+            "unreported. Correct the source (or undo the migration), then “Repair triggers”.</p>"
+            "<ul class='drift'>{}</ul>",
+            obj.capture_problems_since,
+            items,
+        )
 
     @admin.display(description="triggers")
     def trigger_status(self, obj):
@@ -66,14 +108,23 @@ class ConnectionAdmin(OperatorAdmin):
         report = obj.check_report or {}
         if not report:
             return "Not checked yet: use “Check now”."
-        checks = format_html_join("", "<li>{} {}: {}</li>", (("✔" if c["ok"] else "✘", c["name"], c["detail"])
-                                                            for c in report.get("checks", [])))
+        checks = format_html_join(
+            "",
+            "<li>{} {}: {}</li>",
+            (("✔" if c["ok"] else "✘", c["name"], c["detail"]) for c in report.get("checks", [])),
+        )
         captures = report.get("captures", {})
-        drift = (format_html("<p>Triggers could not be read: {}</p>", captures["error"]) if "error" in captures else
-                 format_html("<p>Triggers: {} wanted, {} installed; missing: {}; unused: {}.</p>",
-                             len(captures.get("wanted", [])), len(captures.get("installed", [])),
-                             ", ".join(captures.get("missing", [])) or "none",
-                             ", ".join(captures.get("unused", [])) or "none"))
+        drift = (
+            format_html("<p>Triggers could not be read: {}</p>", captures["error"])
+            if "error" in captures
+            else format_html(
+                "<p>Triggers: {} wanted, {} installed; missing: {}; unused: {}.</p>",
+                len(captures.get("wanted", [])),
+                len(captures.get("installed", [])),
+                ", ".join(captures.get("missing", [])) or "none",
+                ", ".join(captures.get("unused", [])) or "none",
+            )
+        )
         return format_html("<ul class='checks'>{}</ul>{}<p>Status: {}</p>", checks, drift, self.trigger_status(obj))
 
     def _queue_each(self, request, queryset, service, doing: str):
@@ -81,8 +132,12 @@ class ConnectionAdmin(OperatorAdmin):
         for connection in queryset:
             service(connection=connection, actor=actor_of(request))
             names.append(connection.name)
-        self.message_user(request, f"{doing} {', '.join(names)} in the background; the page shows the result "
-                          "within moments, and Queued actions how it went.", messages.SUCCESS)
+        self.message_user(
+            request,
+            f"{doing} {', '.join(names)} in the background; the page shows the result "
+            "within moments, and Queued actions how it went.",
+            messages.SUCCESS,
+        )
         return back_to(request)
 
     @admin.action(description="Check now (connection, backlog, trigger drift)", permissions=["operate"])
@@ -93,8 +148,10 @@ class ConnectionAdmin(OperatorAdmin):
     def repair_triggers(self, request, queryset):
         return self._queue_each(request, queryset, connection_repair_request, "Repairing the triggers of")
 
-    @admin.action(description="Delete (retire its triggers; refused while a workflow or endpoint uses it)",
-                  permissions=["operate"])
+    @admin.action(
+        description="Delete (retire its triggers; refused while a workflow or endpoint uses it)",
+        permissions=["operate"],
+    )
     def delete_connection(self, request, queryset):
         return self._queue_each(request, queryset, connection_delete_request, "Deleting")
 

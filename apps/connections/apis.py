@@ -9,31 +9,51 @@ from apps.core import fields as strict
 from apps.core.permissions import IsProduct
 
 from .introspection import connection_tables
-from .pickup import connection_health
 from .models import SslMode
+from .pickup import connection_health
 from .selectors import connection_get, connection_list
-from .services import (CustomerDatabaseUnavailable, connection_create, connection_delete, connection_drift,
-                       connection_recheck)
+from .services import (
+    CustomerDatabaseUnavailable,
+    connection_create,
+    connection_delete,
+    connection_drift,
+    connection_recheck,
+)
 
-_FROM_DSN = {"host": "host", "port": "port", "dbname": "database", "user": "user", "password": "password",
-             "sslmode": "sslmode"}
+_FROM_DSN = {
+    "host": "host",
+    "port": "port",
+    "dbname": "database",
+    "user": "user",
+    "password": "password",
+    "sslmode": "sslmode",
+}
 
 
 class ConnectionInputSerializer(serializers.Serializer):
     name = strict.CharField(max_length=200)
-    dsn = strict.CharField(required=False, write_only=True, max_length=2000,
-                                help_text="postgresql://user:password@host:port/database?sslmode=require, "
-                                          "instead of the separate fields.")
+    dsn = strict.CharField(
+        required=False,
+        write_only=True,
+        max_length=2000,
+        help_text="postgresql://user:password@host:port/database?sslmode=require, instead of the separate fields.",
+    )
     host = strict.CharField(required=False, max_length=255)
     port = strict.IntegerField(required=False, default=5432, min_value=1, max_value=65535)
     database = strict.CharField(required=False, max_length=63)
     user = strict.CharField(required=False, max_length=63)
-    password = strict.CharField(required=False, allow_blank=True, default="", write_only=True,
-                                     trim_whitespace=False, max_length=1000)
+    password = strict.CharField(
+        required=False, allow_blank=True, default="", write_only=True, trim_whitespace=False, max_length=1000
+    )
     sslmode = strict.ChoiceField(choices=SslMode.choices, required=False, default=SslMode.PREFER)
     schema = strict.CharField(required=False, default="rowbell", max_length=63)
-    tables = serializers.ListField(child=strict.CharField(max_length=127), required=False, default=list,
-                                   max_length=200, help_text="Tables to check SELECT and TRIGGER privileges on.")
+    tables = serializers.ListField(
+        child=strict.CharField(max_length=127),
+        required=False,
+        default=list,
+        max_length=200,
+        help_text="Tables to check SELECT and TRIGGER privileges on.",
+    )
 
     def validate(self, data):
         dsn = data.pop("dsn", None)
@@ -48,7 +68,8 @@ class ConnectionInputSerializer(serializers.Serializer):
             except UnicodeDecodeError:
                 # libpq decodes %XX escapes to bytes; a value that is not UTF-8 cannot name anything.
                 raise serializers.ValidationError(
-                    {"dsn": ["Not a valid connection string: a %-escaped value is not UTF-8 text."]}) from None
+                    {"dsn": ["Not a valid connection string: a %-escaped value is not UTF-8 text."]}
+                ) from None
             for key, field in _FROM_DSN.items():
                 if parsed.get(key) not in (None, ""):
                     # The same rules as the separate fields (length, NUL characters, port range, sslmode).
@@ -63,9 +84,11 @@ class ConnectionInputSerializer(serializers.Serializer):
                     except serializers.ValidationError as exc:
                         reasons = exc.detail if isinstance(exc.detail, list) else [exc.detail]
                         raise serializers.ValidationError(
-                            {"dsn": [f"The connection string's {key}: {reason}" for reason in reasons]}) from None
-        missing = {f: ["This field is required (or give a dsn)."] for f in ("host", "database", "user")
-                   if not data.get(f)}
+                            {"dsn": [f"The connection string's {key}: {reason}" for reason in reasons]}
+                        ) from None
+        missing = {
+            f: ["This field is required (or give a dsn)."] for f in ("host", "database", "user") if not data.get(f)
+        }
         if missing:
             raise serializers.ValidationError(missing)
         return data
@@ -94,8 +117,7 @@ class ConnectionCheckedSerializer(ConnectionOutputSerializer):
 
 
 class CheckInputSerializer(serializers.Serializer):
-    tables = serializers.ListField(child=strict.CharField(max_length=127), required=False, default=list,
-                                   max_length=200)
+    tables = serializers.ListField(child=strict.CharField(max_length=127), required=False, default=list, max_length=200)
 
 
 class CheckOutputSerializer(serializers.Serializer):
@@ -127,8 +149,9 @@ class ConnectionListCreateApi(APIView):
     def post(self, request):
         data = ConnectionInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        connection, checks = connection_create(product=request.user.product, actor=request.user.actor,
-                                               **data.validated_data)
+        connection, checks = connection_create(
+            product=request.user.product, actor=request.user.actor, **data.validated_data
+        )
         body = ConnectionOutputSerializer(connection).data | {"checks": [c.as_dict() for c in checks]}
         return Response(body, status=status.HTTP_201_CREATED)
 
@@ -138,8 +161,9 @@ class ConnectionDetailApi(APIView):
 
     @extend_schema(responses=ConnectionOutputSerializer)
     def get(self, request, connection_id):
-        return Response(ConnectionOutputSerializer(connection_get(tenant=request.user,
-                                                                  connection_id=connection_id)).data)
+        return Response(
+            ConnectionOutputSerializer(connection_get(tenant=request.user, connection_id=connection_id)).data
+        )
 
     @extend_schema(responses={204: None})
     def delete(self, request, connection_id):
@@ -177,11 +201,13 @@ class ConnectionTablesApi(APIView):
 class ProblemSerializer(serializers.Serializer):
     capture = strict.CharField()
     table = strict.CharField()
-    kind = strict.CharField(help_text="missing_table, missing_column, type_changed, missing_trigger, "
-                                           "trigger_error or install_failed.")
+    kind = strict.CharField(
+        help_text="missing_table, missing_column, type_changed, missing_trigger, trigger_error or install_failed."
+    )
     detail = strict.CharField()
-    repairable = strict.BooleanField(help_text="A repair (installing again) fixes it; otherwise correct "
-                                                    "the source first.")
+    repairable = strict.BooleanField(
+        help_text="A repair (installing again) fixes it; otherwise correct the source first."
+    )
     workflows = serializers.ListField(child=strict.CharField())
     endpoints = serializers.ListField(child=strict.CharField())
 
@@ -201,15 +227,18 @@ class HealthSerializer(serializers.Serializer):
     backlog = strict.IntegerField(allow_null=True, help_text="Events written but not read yet.")
     oldest_unread_age_seconds = strict.FloatField(allow_null=True)
     held_back_by = HeldBackBySerializer(
-        many=True, allow_null=True,
+        many=True,
+        allow_null=True,
         help_text="Open transactions that wrote to the event log: their events are read when they commit. "
-                  "state, xact_start and seconds_open are null for another role's session unless Rowbell's "
-                  "database user has pg_read_all_stats.")
+        "state, xact_start and seconds_open are null for another role's session unless Rowbell's "
+        "database user has pg_read_all_stats.",
+    )
     last_poll_at = serializers.DateTimeField(allow_null=True)
     last_error = strict.CharField(allow_blank=True)
     last_error_at = serializers.DateTimeField(allow_null=True)
-    capture_problems = ProblemSerializer(many=True, help_text="Drift between the captures and the database "
-                                                              "(see the README): empty when all is in order.")
+    capture_problems = ProblemSerializer(
+        many=True, help_text="Drift between the captures and the database (see the README): empty when all is in order."
+    )
 
 
 class ConnectionHealthApi(APIView):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-
 from dataclasses import dataclass, field
 
 import psycopg
@@ -67,9 +66,20 @@ class Capture:
     def name(self) -> str:
         # Only what is captured names a capture; how (function bodies, NOTIFY or not) may change under the
         # same name, rewritten by `triggers install`, so events and endpoints keep matching.
-        definition = json.dumps([self.schema, self.table, self.primary_key, self.operations,
-                                  self.update_columns, self.classification, self.predicate, self.transitions,
-                                  self.relation_column, self.reported_table])
+        definition = json.dumps(
+            [
+                self.schema,
+                self.table,
+                self.primary_key,
+                self.operations,
+                self.update_columns,
+                self.classification,
+                self.predicate,
+                self.transitions,
+                self.relation_column,
+                self.reported_table,
+            ]
+        )
         return PREFIX + hashlib.sha256(definition.encode()).hexdigest()[:12]
 
     @property
@@ -77,19 +87,35 @@ class Capture:
         return table_display(self.schema, self.table)
 
     def to_spec(self) -> dict:
-        return {"schema": self.schema, "table": self.table, "primary_key": list(self.primary_key),
-                "operations": list(self.operations), "update_columns": list(self.update_columns),
-                "classification": self.classification, "predicate": self.predicate,
-                "transitions": list(self.transitions), "relation_column": self.relation_column,
-                "reported_table": self.reported_table, "types": self.types}
+        return {
+            "schema": self.schema,
+            "table": self.table,
+            "primary_key": list(self.primary_key),
+            "operations": list(self.operations),
+            "update_columns": list(self.update_columns),
+            "classification": self.classification,
+            "predicate": self.predicate,
+            "transitions": list(self.transitions),
+            "relation_column": self.relation_column,
+            "reported_table": self.reported_table,
+            "types": self.types,
+        }
 
     @classmethod
     def from_spec(cls, spec: dict) -> Capture:
-        return cls(schema=spec["schema"], table=spec["table"], primary_key=tuple(spec["primary_key"]),
-                   operations=tuple(spec["operations"]), update_columns=tuple(spec.get("update_columns", ())),
-                   classification=spec.get("classification", ""), predicate=spec.get("predicate", ""),
-                   transitions=tuple(spec.get("transitions", ())), relation_column=spec.get("relation_column", ""),
-                   reported_table=spec.get("reported_table", ""), types=spec.get("types", ""))
+        return cls(
+            schema=spec["schema"],
+            table=spec["table"],
+            primary_key=tuple(spec["primary_key"]),
+            operations=tuple(spec["operations"]),
+            update_columns=tuple(spec.get("update_columns", ())),
+            classification=spec.get("classification", ""),
+            predicate=spec.get("predicate", ""),
+            transitions=tuple(spec.get("transitions", ())),
+            relation_column=spec.get("relation_column", ""),
+            reported_table=spec.get("reported_table", ""),
+            types=spec.get("types", ""),
+        )
 
 
 EVENT_LOG_DDL = """
@@ -112,10 +138,12 @@ CREATE TABLE IF NOT EXISTS {schema}.event_log (
 
 # The operations a capture's triggers fire on. Updates of a relation's join table (a link moved to another
 # parent) and TRUNCATE (every row removed) are captured by every capture that reports removals.
-REFERENCING = {"insert": "REFERENCING NEW TABLE AS new_rows",
-               "update": "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
-               "delete": "REFERENCING OLD TABLE AS old_rows",
-               "truncate": ""}
+REFERENCING = {
+    "insert": "REFERENCING NEW TABLE AS new_rows",
+    "update": "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
+    "delete": "REFERENCING OLD TABLE AS old_rows",
+    "truncate": "",
+}
 
 
 def _referencing(capture: Capture, op: str) -> str:
@@ -131,7 +159,7 @@ def trigger_operations(capture: Capture) -> tuple[str, ...]:
     ops = list(capture.operations)
     if capture.relation_column and "update" not in ops:
         ops.append("update")
-    removes = ("delete" in capture.operations if not capture.classification else "left" in capture.transitions)
+    removes = "delete" in capture.operations if not capture.classification else "left" in capture.transitions
     if removes:
         ops.append("truncate")
     return tuple(ops)
@@ -162,11 +190,13 @@ def _equal(capture: Capture, left: sql.Composable, right: sql.Composable, column
 def _pairing(capture: Capture, left: str, right: str) -> sql.Composable:
     """`left` rows LEFT JOINed to `right` rows of the same key; an unmatched row (its key changed, or it is
     new) has a NULL key on the right, as key columns are never NULL."""
-    on = sql.SQL(" AND ").join(_equal(capture, sql.Identifier(left, c), sql.Identifier(right, c), c)
-                               for c in capture.primary_key)
+    on = sql.SQL(" AND ").join(
+        _equal(capture, sql.Identifier(left, c), sql.Identifier(right, c), c) for c in capture.primary_key
+    )
     table = {"n": "new_rows", "o": "old_rows"}
     return sql.SQL("FROM {} {} LEFT JOIN {} {} ON {}").format(
-        sql.Identifier(table[left]), sql.Identifier(left), sql.Identifier(table[right]), sql.Identifier(right), on)
+        sql.Identifier(table[left]), sql.Identifier(left), sql.Identifier(table[right]), sql.Identifier(right), on
+    )
 
 
 def _unmatched(capture: Capture, alias: str) -> sql.Composable:
@@ -183,15 +213,20 @@ def _distinct(capture: Capture, new: sql.Composable, old: sql.Composable, column
         return sql.SQL("{}::pg_catalog.text IS DISTINCT FROM {}::pg_catalog.text").format(new, old)
     if info.get("ops", {}).get("="):
         return sql.SQL("NOT (({n} IS NULL AND {o} IS NULL) OR ({eq}) IS TRUE)").format(
-            n=new, o=old, eq=_equal(capture, new, old, column))
+            n=new, o=old, eq=_equal(capture, new, old, column)
+        )
     return sql.SQL("{} IS DISTINCT FROM {}").format(new, old)
 
 
 def _changed(capture: Capture) -> sql.Composable:
     """Any of the listed columns differs between OLD and NEW (see _distinct)."""
-    return sql.SQL("(") + sql.SQL(" OR ").join(
-        _distinct(capture, sql.Identifier("n", c), sql.Identifier("o", c), c) for c in capture.update_columns
-    ) + sql.SQL(")")
+    return (
+        sql.SQL("(")
+        + sql.SQL(" OR ").join(
+            _distinct(capture, sql.Identifier("n", c), sql.Identifier("o", c), c) for c in capture.update_columns
+        )
+        + sql.SQL(")")
+    )
 
 
 def _selections(capture: Capture, op: str) -> list[tuple[str, str, sql.Composable]]:
@@ -209,11 +244,25 @@ def _selections(capture: Capture, op: str) -> list[tuple[str, str, sql.Composabl
         # the new one, as if deleted and inserted.
         out: list[tuple[str, str, sql.Composable]] = []
         if "entered" in capture.transitions:
-            out.append(("entered", "n", sql.SQL("{} WHERE {} IS TRUE AND ({} OR {} IS NOT TRUE)").format(
-                _pairing(capture, "n", "o"), new, _unmatched(capture, "o"), old)))
+            out.append(
+                (
+                    "entered",
+                    "n",
+                    sql.SQL("{} WHERE {} IS TRUE AND ({} OR {} IS NOT TRUE)").format(
+                        _pairing(capture, "n", "o"), new, _unmatched(capture, "o"), old
+                    ),
+                )
+            )
         if "left" in capture.transitions:
-            out.append(("left", "o", sql.SQL("{} WHERE {} IS TRUE AND ({} OR {} IS NOT TRUE)").format(
-                _pairing(capture, "o", "n"), old, _unmatched(capture, "n"), new)))
+            out.append(
+                (
+                    "left",
+                    "o",
+                    sql.SQL("{} WHERE {} IS TRUE AND ({} OR {} IS NOT TRUE)").format(
+                        _pairing(capture, "o", "n"), old, _unmatched(capture, "n"), new
+                    ),
+                )
+            )
         return out
     if capture.relation_column:
         column = capture.relation_column
@@ -225,9 +274,17 @@ def _selections(capture: Capture, op: str) -> list[tuple[str, str, sql.Composabl
         moved: list[tuple[str, str, sql.Composable]] = []
         for event, alias, other, needed in (("added", "n", "o", "insert"), ("removed", "o", "n", "delete")):
             if needed in capture.operations:
-                moved.append((event, alias, sql.SQL("{} WHERE {} OR {}").format(
-                    _pairing(capture, alias, other), _unmatched(capture, other),
-                    _distinct(capture, sql.Identifier(alias, column), sql.Identifier(other, column), column))))
+                moved.append(
+                    (
+                        event,
+                        alias,
+                        sql.SQL("{} WHERE {} OR {}").format(
+                            _pairing(capture, alias, other),
+                            _unmatched(capture, other),
+                            _distinct(capture, sql.Identifier(alias, column), sql.Identifier(other, column), column),
+                        ),
+                    )
+                )
         return moved
     if op == "insert":
         return [("insert", "n", sql.SQL("FROM new_rows n"))]
@@ -236,19 +293,33 @@ def _selections(capture: Capture, op: str) -> list[tuple[str, str, sql.Composabl
     if not capture.update_columns:  # every updated row counts, under its new key if the key changed
         return [("update", "n", sql.SQL("FROM new_rows n"))]
     # A row whose key changed cannot be paired with its old values: it is reported, under its new key.
-    return [("update", "n", sql.SQL("{} WHERE {} OR {}").format(
-        _pairing(capture, "n", "o"), _unmatched(capture, "o"), _changed(capture)))]
+    return [
+        (
+            "update",
+            "n",
+            sql.SQL("{} WHERE {} OR {}").format(
+                _pairing(capture, "n", "o"), _unmatched(capture, "o"), _changed(capture)
+            ),
+        )
+    ]
 
 
 _NULL = sql.SQL("NULL")
 
 
-def _insert(schema: str, capture: Capture, op: sql.Composable, ids: sql.Composable,
-            detail: sql.Composable = _NULL) -> sql.Composable:
-    return sql.SQL("INSERT INTO {log} (capture, table_name, op, ids, detail) VALUES ({capture}, {table}, {op}, "
-                   "{ids}, {detail})").format(
-        log=sql.Identifier(schema, "event_log"), capture=sql.Literal(capture.name),
-        table=sql.Literal(capture.reported_table or capture.qualified_table), op=op, ids=ids, detail=detail)
+def _insert(
+    schema: str, capture: Capture, op: sql.Composable, ids: sql.Composable, detail: sql.Composable = _NULL
+) -> sql.Composable:
+    return sql.SQL(
+        "INSERT INTO {log} (capture, table_name, op, ids, detail) VALUES ({capture}, {table}, {op}, {ids}, {detail})"
+    ).format(
+        log=sql.Identifier(schema, "event_log"),
+        capture=sql.Literal(capture.name),
+        table=sql.Literal(capture.reported_table or capture.qualified_table),
+        op=op,
+        ids=ids,
+        detail=detail,
+    )
 
 
 def _notify() -> sql.Composable:
@@ -262,7 +333,8 @@ def _log_guard(schema: str) -> sql.Composable:
     and the health tick reports it and installs the log again. A name lookup, about a microsecond; writing
     the event inside a guarded block instead would give every statement a subtransaction id."""
     return sql.SQL("IF pg_catalog.to_regclass({}) IS NULL THEN RETURN NULL; END IF;").format(
-        sql.Literal(sql.Identifier(schema, "event_log").as_string(None)))
+        sql.Literal(sql.Identifier(schema, "event_log").as_string(None))
+    )
 
 
 def _function_body(capture: Capture, op: str, schema: str) -> sql.Composable:
@@ -279,30 +351,40 @@ def _function_body(capture: Capture, op: str, schema: str) -> sql.Composable:
         # table fires on its partitions too: one event per transaction for the whole table is enough.
         log: sql.Composable = sql.Identifier(schema, "event_log")
         # Compared by name, never by a regclass cast that a renamed table would make fail.
-        whole = sql.SQL("TG_TABLE_SCHEMA = {} AND TG_TABLE_NAME = {}").format(sql.Literal(capture.schema),
-                                                                            sql.Literal(capture.table))
-        partition = sql.SQL("CASE WHEN {} THEN NULL ELSE pg_catalog.jsonb_build_object('partition', "
-                            "pg_catalog.quote_ident(TG_TABLE_SCHEMA) || '.' || pg_catalog.quote_ident(TG_TABLE_NAME)) "
-                            "END").format(whole)
+        whole = sql.SQL("TG_TABLE_SCHEMA = {} AND TG_TABLE_NAME = {}").format(
+            sql.Literal(capture.schema), sql.Literal(capture.table)
+        )
+        partition = sql.SQL(
+            "CASE WHEN {} THEN NULL ELSE pg_catalog.jsonb_build_object('partition', "
+            "pg_catalog.quote_ident(TG_TABLE_SCHEMA) || '.' || pg_catalog.quote_ident(TG_TABLE_NAME)) "
+            "END"
+        ).format(whole)
         # Skipped only when this capture's last event in the transaction already says the whole table was
         # emptied (a partitioned table's partitions fire after it); a later TRUNCATE after new rows is logged.
         op = "cleared" if capture.relation_column else "truncate"
         return _log_guard(schema) + sql.SQL(
             " IF (SELECT op = {op} AND detail IS NULL FROM {log} WHERE xid = pg_catalog.pg_current_xact_id() "
             "AND capture = {capture} ORDER BY id DESC LIMIT 1) IS NOT TRUE THEN {insert}; {notify}END IF;"
-        ).format(log=log, capture=sql.Literal(capture.name), notify=_notify(), op=sql.Literal(op),
-                 insert=_insert(schema, capture, sql.Literal(op), sql.SQL("'[]'::pg_catalog.jsonb"), partition))
+        ).format(
+            log=log,
+            capture=sql.Literal(capture.name),
+            notify=_notify(),
+            op=sql.Literal(op),
+            insert=_insert(schema, capture, sql.Literal(op), sql.SQL("'[]'::pg_catalog.jsonb"), partition),
+        )
     selections = _selections(capture, op)
     variables = [sql.Identifier(f"v{i}") for i in range(len(selections))]
     evaluate = sql.SQL(" ").join(
-        sql.SQL("SELECT {ids} INTO {var} {source};").format(ids=_ids_expression(capture, alias), var=var,
-                                                              source=source)
-        for var, (_, alias, source) in zip(variables, selections))
+        sql.SQL("SELECT {ids} INTO {var} {source};").format(ids=_ids_expression(capture, alias), var=var, source=source)
+        for var, (_, alias, source) in zip(variables, selections)
+    )
     # What can still be read when evaluation failed: the keys of the rows the statement changed.
     fallback_alias, fallback_table = ("o", "old_rows") if op == "delete" else ("n", "new_rows")
     fallback = sql.SQL("SELECT {ids}, pg_catalog.count(*) INTO keys, changed FROM {table} {alias};").format(
-        ids=_ids_expression(capture, fallback_alias), table=sql.Identifier(fallback_table),
-        alias=sql.Identifier(fallback_alias))
+        ids=_ids_expression(capture, fallback_alias),
+        table=sql.Identifier(fallback_table),
+        alias=sql.Identifier(fallback_alias),
+    )
     error = sql.SQL(
         "EXCEPTION WHEN OTHERS THEN "
         "GET STACKED DIAGNOSTICS failure = MESSAGE_TEXT; "
@@ -310,14 +392,26 @@ def _function_body(capture: Capture, op: str, schema: str) -> sql.Composable:
         "BEGIN SELECT pg_catalog.count(*) INTO changed FROM {table}; EXCEPTION WHEN OTHERS THEN changed := NULL; END; "
         "END; "
         "{insert}; {notify}RETURN NULL;"
-    ).format(fallback=fallback, table=sql.Identifier(fallback_table), notify=_notify(),
-             insert=_insert(schema, capture, sql.Literal("error"), sql.SQL("COALESCE(keys, '[]'::pg_catalog.jsonb)"),
-                            sql.SQL("pg_catalog.jsonb_build_object('op', {}, 'sqlstate', SQLSTATE, 'message', failure, "
-                                    "'rows', changed)").format(sql.Literal(op))))
+    ).format(
+        fallback=fallback,
+        table=sql.Identifier(fallback_table),
+        notify=_notify(),
+        insert=_insert(
+            schema,
+            capture,
+            sql.Literal("error"),
+            sql.SQL("COALESCE(keys, '[]'::pg_catalog.jsonb)"),
+            sql.SQL(
+                "pg_catalog.jsonb_build_object('op', {}, 'sqlstate', SQLSTATE, 'message', failure, 'rows', changed)"
+            ).format(sql.Literal(op)),
+        ),
+    )
     log = sql.SQL(" ").join(
         sql.SQL("IF {var} IS NOT NULL THEN {insert}; logged := true; END IF;").format(
-            var=var, insert=_insert(schema, capture, sql.Literal(event), var))
-        for var, (event, _, _) in zip(variables, selections))
+            var=var, insert=_insert(schema, capture, sql.Literal(event), var)
+        )
+        for var, (event, _, _) in zip(variables, selections)
+    )
     notify = sql.SQL("IF logged THEN {}END IF;").format(_notify()) if _notify_enabled() else sql.SQL("")
     declare = sql.SQL(" ").join(sql.SQL("{} pg_catalog.jsonb;").format(v) for v in variables)
     return sql.SQL(
@@ -356,8 +450,11 @@ def _pinned(capture: Capture, op: str) -> bool:
     """Whether the function's body compares values: operators cannot all be schema-qualified, so such a body
     pins its search_path (a configuration change per call). The others name every object with its schema and
     skip it."""
-    return (op == "truncate" or bool(capture.classification)
-            or (op == "update" and bool(capture.update_columns or capture.relation_column)))
+    return (
+        op == "truncate"
+        or bool(capture.classification)
+        or (op == "update" and bool(capture.update_columns or capture.relation_column))
+    )
 
 
 def function_ddl(capture: Capture, op: str, schema: str) -> sql.Composable:
@@ -365,11 +462,12 @@ def function_ddl(capture: Capture, op: str, schema: str) -> sql.Composable:
     # SECURITY DEFINER: writers of the table need no rights on Rowbell's schema. A definer function must not
     # resolve names through the caller's search_path: see _pinned.
     return sql.SQL(
-        "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
-        "{pin}AS {quoted}"
-    ).format(function=sql.Identifier(schema, f"{capture.name}_{op}"),
-             pin=sql.SQL("SET search_path = pg_catalog, pg_temp " if _pinned(capture, op) else ""),
-             quoted=_DollarQuoted(sql.SQL(function_source(capture, op, schema))))
+        "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER {pin}AS {quoted}"
+    ).format(
+        function=sql.Identifier(schema, f"{capture.name}_{op}"),
+        pin=sql.SQL("SET search_path = pg_catalog, pg_temp " if _pinned(capture, op) else ""),
+        quoted=_DollarQuoted(sql.SQL(function_source(capture, op, schema))),
+    )
 
 
 def trigger_ddl(capture: Capture, op: str, schema: str, table: tuple[str, str]) -> sql.Composable:
@@ -377,10 +475,15 @@ def trigger_ddl(capture: Capture, op: str, schema: str, table: tuple[str, str]) 
     its partitions). OR REPLACE needs only the TRIGGER privilege (DROP TRIGGER would need ownership)."""
     referencing = _referencing(capture, op)
     return sql.SQL(
-        "CREATE OR REPLACE TRIGGER {trigger} AFTER {event} ON {table} " + referencing +
-        " FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
-    ).format(trigger=sql.Identifier(f"{capture.name}_{op}"), event=sql.SQL(op.upper()),
-             table=sql.Identifier(*table), function=sql.Identifier(schema, f"{capture.name}_{op}"))
+        "CREATE OR REPLACE TRIGGER {trigger} AFTER {event} ON {table} "
+        + referencing
+        + " FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
+    ).format(
+        trigger=sql.Identifier(f"{capture.name}_{op}"),
+        event=sql.SQL(op.upper()),
+        table=sql.Identifier(*table),
+        function=sql.Identifier(schema, f"{capture.name}_{op}"),
+    )
 
 
 def capture_ddl(capture: Capture, schema: str) -> list[sql.Composable]:
@@ -406,12 +509,16 @@ CREATE TABLE IF NOT EXISTS {schema}.installation (
 def installation_owner(conn, *, schema: str) -> tuple[str | None, bool]:
     """(id of the connection that owns `schema`, or None; whether an event log exists there)."""
     log = conn.execute("SELECT to_regclass(%s)", [sql.Identifier(schema, "event_log").as_string(conn)]).fetchone()[0]
-    table = conn.execute("SELECT to_regclass(%s)", [sql.Identifier(schema, "installation").as_string(conn)]
-                         ).fetchone()[0]
+    table = conn.execute("SELECT to_regclass(%s)", [sql.Identifier(schema, "installation").as_string(conn)]).fetchone()[
+        0
+    ]
     if table is None:
         return None, log is not None
-    row = conn.execute(sql.SQL("SELECT connection_id::text FROM {} ORDER BY claimed_at DESC LIMIT 1").format(
-        sql.Identifier(schema, "installation"))).fetchone()
+    row = conn.execute(
+        sql.SQL("SELECT connection_id::text FROM {} ORDER BY claimed_at DESC LIMIT 1").format(
+            sql.Identifier(schema, "installation")
+        )
+    ).fetchone()
     return (row[0] if row else None), log is not None
 
 
@@ -423,15 +530,19 @@ def installation_claim(conn, *, schema: str, connection_id, product_id) -> None:
         table = sql.Identifier(schema, "installation")
         conn.execute(sql.SQL(INSTALLATION_DDL).format(schema=sql.Identifier(schema)))
         conn.execute(sql.SQL("DELETE FROM {} WHERE connection_id <> %s").format(table), [str(connection_id)])
-        conn.execute(sql.SQL("INSERT INTO {} (connection_id, product_id) VALUES (%s, %s) ON CONFLICT DO NOTHING"
-                             ).format(table), [str(connection_id), str(product_id)])
+        conn.execute(
+            sql.SQL("INSERT INTO {} (connection_id, product_id) VALUES (%s, %s) ON CONFLICT DO NOTHING").format(table),
+            [str(connection_id), str(product_id)],
+        )
 
 
 def installation_release(conn, *, schema: str, connection_id) -> None:
     """Forget `connection_id` as the owner of `schema` (a deleted connection), so another may claim it."""
     if conn.execute("SELECT to_regclass(%s)", [sql.Identifier(schema, "installation").as_string(conn)]).fetchone()[0]:
-        conn.execute(sql.SQL("DELETE FROM {} WHERE connection_id = %s").format(
-            sql.Identifier(schema, "installation")), [str(connection_id)])
+        conn.execute(
+            sql.SQL("DELETE FROM {} WHERE connection_id = %s").format(sql.Identifier(schema, "installation")),
+            [str(connection_id)],
+        )
 
 
 class CaptureConflict(Exception):
@@ -492,9 +603,15 @@ def _trigger_in_place(found: tuple | None, capture: Capture, op: str, schema: st
         return False
     _, _, function_schema, function, tgtype, old, new, qualified = found[:8]
     referencing = _referencing(capture, op)
-    return (function_schema == schema and function == f"{capture.name}_{op}" and not qualified
-            and tgtype & _TGTYPE[op] and not tgtype & 1  # a statement trigger for this event
-            and (old == "old_rows") == ("OLD TABLE" in referencing) and (new == "new_rows") == ("NEW TABLE" in referencing))
+    return (
+        function_schema == schema
+        and function == f"{capture.name}_{op}"
+        and not qualified
+        and tgtype & _TGTYPE[op]
+        and not tgtype & 1  # a statement trigger for this event
+        and (old == "old_rows") == ("OLD TABLE" in referencing)
+        and (new == "new_rows") == ("NEW TABLE" in referencing)
+    )
 
 
 def trigger_disabled(found: tuple | None) -> str:
@@ -514,10 +631,15 @@ def _log_ensure(conn, schema: str, changed: list[str]) -> None:
         return
     # Logs installed by earlier versions get what this one needs. ALTER TABLE locks the log (and so every
     # watched table's writers): only when something is missing.
-    columns = {name: cache for name, cache in conn.execute(
-        "SELECT a.attname, s.seqcache FROM pg_attribute a LEFT JOIN pg_depend d ON d.refobjid = a.attrelid "
-        "AND d.refobjsubid = a.attnum AND d.deptype = 'i' LEFT JOIN pg_sequence s ON s.seqrelid = d.objid "
-        "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped", [log.as_string(conn)])}
+    columns = {
+        name: cache
+        for name, cache in conn.execute(
+            "SELECT a.attname, s.seqcache FROM pg_attribute a LEFT JOIN pg_depend d ON d.refobjid = a.attrelid "
+            "AND d.refobjsubid = a.attnum AND d.deptype = 'i' LEFT JOIN pg_sequence s ON s.seqrelid = d.objid "
+            "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+            [log.as_string(conn)],
+        )
+    }
     if "detail" not in columns:
         conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN detail jsonb").format(log))
         changed.append("event_log.detail")
@@ -529,8 +651,7 @@ def _lock_timeout(conn, seconds: float) -> None:
     conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{int(seconds * 1000)}ms")))
 
 
-def _capture_install(conn, schema: str, capture: Capture, sources: dict, changed: list[str], *,
-                     enable: bool) -> None:
+def _capture_install(conn, schema: str, capture: Capture, sources: dict, changed: list[str], *, enable: bool) -> None:
     tables = capture_tables(conn, capture)
     if not tables:
         raise CaptureMissingTable(f"Table {capture.qualified_table} does not exist (renamed or dropped).")
@@ -549,7 +670,8 @@ def _capture_install(conn, schema: str, capture: Capture, sources: dict, changed
             if found is not None and found[2] != schema and found[3] != NOOP_FUNCTION:
                 raise CaptureConflict(
                     f"{table_schema}.{table} already has trigger {function} of the Rowbell schema "
-                    f"{found[2]}: another connection watches this database. Use that connection.")
+                    f"{found[2]}: another connection watches this database. Use that connection."
+                )
             in_place = _trigger_in_place(found, capture, op, schema)
             if not in_place or (enable and trigger_disabled(found)):
                 conn.execute(trigger_ddl(capture, op, schema, (table_schema, table)))
@@ -561,20 +683,26 @@ def _capture_install(conn, schema: str, capture: Capture, sources: dict, changed
         _noop_ensure(conn, schema)
     for table_schema, table, trigger, tgtype in strays:
         event = next(op for op, bit in _TGTYPE.items() if tgtype & bit).upper()
-        conn.execute(sql.SQL("CREATE OR REPLACE TRIGGER {} AFTER {} ON {} FOR EACH STATEMENT WHEN (false) "
-                             "EXECUTE FUNCTION {}()").format(sql.Identifier(trigger), sql.SQL(event),
-                                                             sql.Identifier(table_schema, table), noop))
+        conn.execute(
+            sql.SQL(
+                "CREATE OR REPLACE TRIGGER {} AFTER {} ON {} FOR EACH STATEMENT WHEN (false) EXECUTE FUNCTION {}()"
+            ).format(sql.Identifier(trigger), sql.SQL(event), sql.Identifier(table_schema, table), noop)
+        )
         changed.append(f"retired {table_schema}.{table}.{trigger}")
 
 
 def _noop_ensure(conn, schema: str) -> None:
-    conn.execute(sql.SQL("CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql "
-                         "SET search_path = pg_catalog AS $$ BEGIN RETURN NULL; END $$").format(
-        sql.Identifier(schema, NOOP_FUNCTION)))
+    conn.execute(
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql "
+            "SET search_path = pg_catalog AS $$ BEGIN RETURN NULL; END $$"
+        ).format(sql.Identifier(schema, NOOP_FUNCTION))
+    )
 
 
-def captures_install(conn, *, schema: str, captures: list[Capture], lock_timeout: float = 2.0,
-                     each: bool = False, enable: bool = True) -> list[str]:
+def captures_install(
+    conn, *, schema: str, captures: list[Capture], lock_timeout: float = 2.0, each: bool = False, enable: bool = True
+) -> list[str]:
     """Install the schema, the event log and every capture (on each watched table and its partitions).
     Returns what it changed, as "function x" / "trigger table.x" (empty when everything was in place).
 
@@ -595,10 +723,14 @@ def captures_install(conn, *, schema: str, captures: list[Capture], lock_timeout
     changed: list[str] = []
 
     def prepared() -> dict:
-        return {name: (source, pinned) for name, source, pinned in conn.execute(
-            "SELECT p.proname, p.prosrc, p.proconfig IS NOT NULL FROM pg_proc p "
-            "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = %s AND p.proname LIKE 'rb\\_%%'",
-            [schema]).fetchall()}
+        return {
+            name: (source, pinned)
+            for name, source, pinned in conn.execute(
+                "SELECT p.proname, p.prosrc, p.proconfig IS NOT NULL FROM pg_proc p "
+                "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = %s AND p.proname LIKE 'rb\\_%%'",
+                [schema],
+            ).fetchall()
+        }
 
     if not each:
         with conn.transaction():
@@ -617,17 +749,24 @@ def captures_install(conn, *, schema: str, captures: list[Capture], lock_timeout
             with conn.transaction():
                 _lock_timeout(conn, lock_timeout)
                 _capture_install(conn, schema, capture, sources, changed, enable=enable)
-        except (CaptureMissingTable, CaptureConflict, psycopg.errors.LockNotAvailable,
-                psycopg.errors.InsufficientPrivilege) as exc:
+        except (
+            CaptureMissingTable,
+            CaptureConflict,
+            psycopg.errors.LockNotAvailable,
+            psycopg.errors.InsufficientPrivilege,
+        ) as exc:
             sources = prepared()  # what the failed transaction wrote is gone
             reason = str(exc).strip().splitlines()[0]
             if isinstance(exc, psycopg.errors.InsufficientPrivilege):
-                check = table_privileges_check(conn, schema=capture.schema, table=capture.table,
-                                               name=capture.qualified_table)
+                check = table_privileges_check(
+                    conn, schema=capture.schema, table=capture.table, name=capture.qualified_table
+                )
                 reason = f"{reason}. {check.detail}" if not check.ok else reason
             elif isinstance(exc, psycopg.errors.LockNotAvailable):
-                reason = ("a table is locked by a long-running transaction; the install gave up rather than make "
-                          "writers wait, and the next health tick tries again")
+                reason = (
+                    "a table is locked by a long-running transaction; the install gave up rather than make "
+                    "writers wait, and the next health tick tries again"
+                )
             changed.append(f"failed {capture.name}: {reason}")
     return changed
 
@@ -661,9 +800,11 @@ def captures_prune(conn, *, schema: str, keep: list[Capture], lock_timeout: floa
         for trigger, table_schema, table, function, event in _rowbell_triggers(conn, schema):
             if trigger.rsplit("_", 1)[0] in wanted or function == NOOP_FUNCTION:
                 continue
-            conn.execute(sql.SQL("CREATE OR REPLACE TRIGGER {} AFTER {} ON {} FOR EACH STATEMENT WHEN (false) "
-                                 "EXECUTE FUNCTION {}()").format(
-                sql.Identifier(trigger), sql.SQL(event), sql.Identifier(table_schema, table), noop))
+            conn.execute(
+                sql.SQL(
+                    "CREATE OR REPLACE TRIGGER {} AFTER {} ON {} FOR EACH STATEMENT WHEN (false) EXECUTE FUNCTION {}()"
+                ).format(sql.Identifier(trigger), sql.SQL(event), sql.Identifier(table_schema, table), noop)
+            )
             functions.add(function)
             retired.append(f"{table_schema}.{table}.{trigger}")
         # After every trigger that used them (a partitioned table's partitions share its functions).
@@ -674,8 +815,11 @@ def captures_prune(conn, *, schema: str, keep: list[Capture], lock_timeout: floa
 
 def retired_drop_statements(conn, *, schema: str) -> list[str]:
     """DROP TRIGGER statements for retired triggers, for a table owner to run."""
-    return [sql.SQL("DROP TRIGGER {} ON {};").format(sql.Identifier(t), sql.Identifier(s, r)).as_string(conn)
-            for t, s, r, function, _ in _rowbell_triggers(conn, schema) if function == NOOP_FUNCTION]
+    return [
+        sql.SQL("DROP TRIGGER {} ON {};").format(sql.Identifier(t), sql.Identifier(s, r)).as_string(conn)
+        for t, s, r, function, _ in _rowbell_triggers(conn, schema)
+        if function == NOOP_FUNCTION
+    ]
 
 
 def _rowbell_triggers(conn, schema: str):

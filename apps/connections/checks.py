@@ -12,8 +12,13 @@ from .customer import OWN_DATABASE, ConnectionRefused, OwnDatabaseRefused, conne
 from .names import table_parse
 
 _FATAL = re.compile(r"FATAL:\s+(.*)")
-_AUTH_HINTS = ("password authentication failed", "does not exist", "no pg_hba.conf entry", "authentication",
-               "not permitted to log in")
+_AUTH_HINTS = (
+    "password authentication failed",
+    "does not exist",
+    "no pg_hba.conf entry",
+    "authentication",
+    "not permitted to log in",
+)
 
 
 @dataclass
@@ -52,16 +57,23 @@ def connection_check(*, connection, tables: list[str] | None = None) -> list[Che
         connection_address(connection)
     except ConnectionRefused as exc:
         return [Check("allowed", False, str(exc)), _skip("reachable"), _skip("authenticated"), _skip("schema")] + [
-            _skip(f"table {t}") for t in tables]
+            _skip(f"table {t}") for t in tables
+        ]
     try:
         conn = customer_connect(connection)
     except OwnDatabaseRefused:
-        return [Check("allowed", False, OWN_DATABASE), Check("reachable", True, "The server answered."),
-                _skip("authenticated"), _skip("schema")] + [_skip(f"table {t}") for t in tables]
+        return [
+            Check("allowed", False, OWN_DATABASE),
+            Check("reachable", True, "The server answered."),
+            _skip("authenticated"),
+            _skip("schema"),
+        ] + [_skip(f"table {t}") for t in tables]
     except psycopg.OperationalError as exc:
         return _connect_failure(exc, tables)
-    checks = [Check("reachable", True, "The server answered."),
-              Check("authenticated", True, f"Logged in as {connection.user}.")]
+    checks = [
+        Check("reachable", True, "The server answered."),
+        Check("authenticated", True, f"Logged in as {connection.user}."),
+    ]
     with conn:
         owner = conn.execute(
             "SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = %s", [connection.schema]
@@ -70,16 +82,22 @@ def connection_check(*, connection, tables: list[str] | None = None) -> list[Che
             row = conn.execute("SELECT has_database_privilege(current_user, current_database(), 'CREATE')").fetchone()
             assert row is not None  # a SELECT without FROM returns one row
             can_create = row[0]
-            checks.append(Check("schema", can_create,
-                                f"Schema {connection.schema} does not exist yet; {connection.user} may create it."
-                                if can_create else
-                                f"Schema {connection.schema} does not exist and {connection.user} may not "
-                                f"create it: GRANT CREATE ON DATABASE {connection.database} TO {connection.user}."))
+            checks.append(
+                Check(
+                    "schema",
+                    can_create,
+                    f"Schema {connection.schema} does not exist yet; {connection.user} may create it."
+                    if can_create
+                    else f"Schema {connection.schema} does not exist and {connection.user} may not "
+                    f"create it: GRANT CREATE ON DATABASE {connection.database} TO {connection.user}.",
+                )
+            )
         elif owner[0] == connection.user:
             checks.append(Check("schema", True, f"{connection.user} owns schema {connection.schema}."))
         else:
-            checks.append(Check("schema", False, f"Schema {connection.schema} belongs to {owner[0]}, not to "
-                                                 f"{connection.user}."))
+            checks.append(
+                Check("schema", False, f"Schema {connection.schema} belongs to {owner[0]}, not to {connection.user}.")
+            )
         for table in tables:
             checks.append(_table_check(conn, table))
     return checks
@@ -96,9 +114,15 @@ ORDER BY c.oid <> %(oid)s, n.nspname, c.relname
 
 def grant_statement(privileges: list[str], tables: list[tuple[str, str]], user: str) -> str:
     """`GRANT <privileges> ON TABLE <tables> TO <user>;` with every name quoted as PostgreSQL needs it."""
-    return sql.SQL("GRANT {} ON TABLE {} TO {};").format(
-        sql.SQL(", ").join(map(sql.SQL, privileges)), sql.SQL(", ").join(sql.Identifier(*t) for t in tables),
-        sql.Identifier(user)).as_string(None)
+    return (
+        sql.SQL("GRANT {} ON TABLE {} TO {};")
+        .format(
+            sql.SQL(", ").join(map(sql.SQL, privileges)),
+            sql.SQL(", ").join(sql.Identifier(*t) for t in tables),
+            sql.Identifier(user),
+        )
+        .as_string(None)
+    )
 
 
 def _table_check(conn: psycopg.Connection, table: str) -> Check:
@@ -130,5 +154,6 @@ def table_privileges_check(conn: psycopg.Connection, *, schema: str, table: str,
         tables = sorted({t for ts in lacking.values() for t in ts})
         grant = grant_statement(sorted(lacking), tables, conn.info.user)
         return Check(name, False, f"Missing {' and '.join(sorted(lacking))} privilege: {grant}")
-    return Check(name, True, "SELECT and TRIGGER granted" + (f" (and on its {partitions} partitions)." if partitions
-                                                             else "."))
+    return Check(
+        name, True, "SELECT and TRIGGER granted" + (f" (and on its {partitions} partitions)." if partitions else ".")
+    )

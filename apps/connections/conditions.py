@@ -11,7 +11,7 @@ text from a user is ever pasted into SQL.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from psycopg import sql
 
@@ -75,8 +75,9 @@ def condition_walk(condition, *, path: str, leaf: Callable[[dict, str, dict], No
     def walk(node, here, depth):
         count[0] += 1
         if depth > MAX_DEPTH or count[0] > MAX_NODES:
-            errors.setdefault(here, []).append(f"Too deep or too large (at most {MAX_DEPTH} levels, "
-                                               f"{MAX_NODES} conditions).")
+            errors.setdefault(here, []).append(
+                f"Too deep or too large (at most {MAX_DEPTH} levels, {MAX_NODES} conditions)."
+            )
             return
         if not isinstance(node, dict):
             errors.setdefault(here, []).append("Must be an object.")
@@ -99,8 +100,9 @@ def condition_walk(condition, *, path: str, leaf: Callable[[dict, str, dict], No
     return errors
 
 
-def condition_validate(condition, *, columns: dict[str, dict], path: str,
-                       values: list | None = None) -> dict[str, list[str]]:
+def condition_validate(
+    condition, *, columns: dict[str, dict], path: str, values: list | None = None
+) -> dict[str, list[str]]:
     """Errors by path (empty if valid).
 
     `columns` maps a column name to what the table says of its type: {"type": as declared, "base": the type
@@ -130,7 +132,8 @@ def condition_validate(condition, *, columns: dict[str, dict], path: str,
             errors.setdefault(f"{here}.op", []).append(
                 f"Column {column} is of type {info['type']}, which has no "
                 f"{'ordering' if needed == 'order' else 'equality operator'} in PostgreSQL: use {', '.join(can)}"
-                + (" (or store it as jsonb)." if info["base"] == "json" else "."))
+                + (" (or store it as jsonb)." if info["base"] == "json" else ".")
+            )
             return
         family = _type_family(info["base"])
         value = node.get("value")
@@ -140,8 +143,7 @@ def condition_validate(condition, *, columns: dict[str, dict], path: str,
             return
         if not all(_value_ok(v, family) for v in items):
             kind = {"other": "string in the type's input syntax", "json": "JSON value"}.get(family, family)
-            errors.setdefault(f"{here}.value", []).append(f"Must be a {kind} (column {column} is "
-                                                          f"{info['type']}).")
+            errors.setdefault(f"{here}.value", []).append(f"Must be a {kind} (column {column} is {info['type']}).")
             return
         if values is not None and family != "number":
             for i, v in enumerate(items):
@@ -190,14 +192,19 @@ def condition_sql(condition, alias: str, types: dict | None = None) -> sql.Compo
     canonical = info.get("values", {})
     literal_type = sql.SQL("pg_catalog.numeric") if number else typed
     column = sql.SQL("CAST({} AS {})").format(column, typed)
-    literals = [sql.SQL("CAST({} AS {})").format(
-        sql.Literal(canonical.get(value_literal(v), value_literal(v))), literal_type) for v in values]
+    literals = [
+        sql.SQL("CAST({} AS {})").format(sql.Literal(canonical.get(value_literal(v), value_literal(v))), literal_type)
+        for v in values
+    ]
     ops = info.get("ops", {})
     if op == "in":
         if not ops:
             return sql.SQL("({} IN ({}))").format(column, sql.SQL(", ").join(literals))
         equal = operator_sql("=", ops.get("="))
-        return sql.SQL("(") + sql.SQL(" OR ").join(
-            sql.SQL("{} {} {}").format(column, equal, literal) for literal in literals) + sql.SQL(")")
+        return (
+            sql.SQL("(")
+            + sql.SQL(" OR ").join(sql.SQL("{} {} {}").format(column, equal, literal) for literal in literals)
+            + sql.SQL(")")
+        )
     symbol = COMPARISONS[op]
     return sql.SQL("({} {} {})").format(column, operator_sql(symbol, ops.get(symbol)), literals[0])

@@ -184,9 +184,15 @@ def customer_connect(connection, *, autocommit: bool = True) -> psycopg.Connecti
         # Raised as a connection failure: every caller already reports those by name.
         raise psycopg.OperationalError(f"connection refused by Rowbell: {exc}") from exc
     conn = psycopg.connect(
-        host=connection.host, hostaddr=address, port=connection.port, dbname=connection.database,
-        user=connection.user, password=connection.password or None, sslmode=connection.sslmode,
-        autocommit=autocommit, connect_timeout=settings.ROWBELL_CUSTOMER_CONNECT_TIMEOUT,
+        host=connection.host,
+        hostaddr=address,
+        port=connection.port,
+        dbname=connection.database,
+        user=connection.user,
+        password=connection.password or None,
+        sslmode=connection.sslmode,
+        autocommit=autocommit,
+        connect_timeout=settings.ROWBELL_CUSTOMER_CONNECT_TIMEOUT,
         application_name=APPLICATION_NAME,
         options=f"-c statement_timeout={int(settings.ROWBELL_CUSTOMER_STATEMENT_TIMEOUT * 1000)}",
     )
@@ -229,8 +235,14 @@ def customer_session(connection):
     cache = getattr(_sessions, "by_connection", None)
     if cache is None:
         cache = _sessions.by_connection = {}
-    fingerprint = (connection.host, connection.port, connection.database, connection.user, connection.password,
-                   connection.sslmode)
+    fingerprint = (
+        connection.host,
+        connection.port,
+        connection.database,
+        connection.user,
+        connection.password,
+        connection.sslmode,
+    )
     cached = cache.get(connection.id)
     if cached is not None and (cached[0] != fingerprint or cached[1].closed or not _alive(cached)):
         cache.pop(connection.id)[1].close()

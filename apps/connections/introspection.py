@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import psycopg
-
 from psycopg import sql
 
 from .customer import customer_connect
@@ -34,8 +33,9 @@ def tables_read(conn, *, own_schema: str) -> list[dict]:
     rows = conn.execute(TABLES, {"own_schema": own_schema}).fetchall()
     tables: dict[str, dict] = {}
     for schema, table, column, type_, notnull, in_pk, _ in rows:
-        entry = tables.setdefault(f"{schema}.{table}", {"schema": schema, "name": table, "columns": [],
-                                                       "primary_key": []})
+        entry = tables.setdefault(
+            f"{schema}.{table}", {"schema": schema, "name": table, "columns": [], "primary_key": []}
+        )
         entry["columns"].append({"name": column, "type": type_, "nullable": not notnull})
         if in_pk:
             entry["primary_key"].append(column)
@@ -124,8 +124,9 @@ def column_types(conn, *, schema: str, table: str, columns: list[str]) -> dict[s
             typtype = element[1] if element else typtype
         ops = {}
         if category != "A":
-            ops = dict(conn.execute(EXTENSION_OPERATORS, {"oid": checked_oid,
-                                                          "names": list(COMPARISON_OPERATORS)}).fetchall())
+            ops = dict(
+                conn.execute(EXTENSION_OPERATORS, {"oid": checked_oid, "names": list(COMPARISON_OPERATORS)}).fetchall()
+            )
         comparable = typtype != "c" and typtype != "p"
         eq = comparable and _operator_exists(conn, checked, operator_sql("=", ops.get("=")))
         order = comparable and _operator_exists(conn, checked, operator_sql("<", ops.get("<")))
@@ -154,7 +155,8 @@ def values_check(conn, *, checks: list[tuple[str, str, str]], types: dict[str, d
             # PostgreSQL reads them when the value is cast: the trigger would compare with the moment of saving.
             errors.setdefault(path, []).append(
                 f"'{literal}' would be fixed at the moment the source is saved, not read at each write: give a "
-                f"date or time (column {column} is {info['type']}).")
+                f"date or time (column {column} is {info['type']})."
+            )
             continue
         try:
             with conn.transaction():
@@ -162,11 +164,16 @@ def values_check(conn, *, checks: list[tuple[str, str, str]], types: dict[str, d
                 conn.execute("SET LOCAL DateStyle = 'ISO, MDY'")
                 conn.execute("SET LOCAL IntervalStyle = 'postgres'")
                 conn.execute("SET LOCAL extra_float_digits = 3")
-                canonical = conn.execute(sql.SQL("SELECT CAST(CAST(%s AS pg_catalog.text) AS {})::pg_catalog.text")
-                                         .format(sql.SQL(info["base"])), [literal]).fetchone()[0]
+                canonical = conn.execute(
+                    sql.SQL("SELECT CAST(CAST(%s AS pg_catalog.text) AS {})::pg_catalog.text").format(
+                        sql.SQL(info["base"])
+                    ),
+                    [literal],
+                ).fetchone()[0]
             info.setdefault("values", {})[literal] = canonical
         except psycopg.errors.DataError as exc:
             reason = str(exc).strip().splitlines()[0]
-            errors.setdefault(path, []).append(f"Not a valid value for column {column} of type {info['type']}: "
-                                               f"{reason}.")
+            errors.setdefault(path, []).append(
+                f"Not a valid value for column {column} of type {info['type']}: {reason}."
+            )
     return errors

@@ -2,10 +2,9 @@ import uuid
 
 from django.db import models
 
-from apps.core.encryption import EncryptedTextField
 from apps.core import exactjson
+from apps.core.encryption import EncryptedTextField
 from apps.core.exactjson import ExactDecoder, ExactEncoder
-
 
 # A pg_snapshot in which no transaction is visible (xids start at 3): a new connection reads its whole log.
 NOTHING_CONSUMED = "1:1:"
@@ -56,12 +55,15 @@ class Connection(models.Model):
     # pickup.py): every event whose transaction is visible in `consumed_snapshot` has been read; the batch
     # being read page by page ends at `batch_snapshot` (empty: none open), and (cursor_xid, cursor_id) is
     # the last event read in it ((0, 0): none yet).
-    consumed_snapshot = models.TextField(default=NOTHING_CONSUMED,
-                                         help_text="pg_snapshot (xmin:xmax:xip,...): its visible events are read.")
-    batch_snapshot = models.TextField(blank=True, default="",
-                                      help_text="pg_snapshot ending the batch being read; empty when none is.")
-    cursor_xid = models.DecimalField(max_digits=20, decimal_places=0, default=0,
-                                     help_text="Transaction id of the last event read in the open batch.")
+    consumed_snapshot = models.TextField(
+        default=NOTHING_CONSUMED, help_text="pg_snapshot (xmin:xmax:xip,...): its visible events are read."
+    )
+    batch_snapshot = models.TextField(
+        blank=True, default="", help_text="pg_snapshot ending the batch being read; empty when none is."
+    )
+    cursor_xid = models.DecimalField(
+        max_digits=20, decimal_places=0, default=0, help_text="Transaction id of the last event read in the open batch."
+    )
     cursor_id = models.BigIntegerField(default=0, help_text="Id of the last event read in the open batch.")
     # The poller's last read and its last failure.
     last_poll_at = models.DateTimeField(null=True, blank=True)
@@ -85,8 +87,13 @@ class Connection(models.Model):
         ordering = ["name"]
         permissions = [("operate_connection", "Can check connections and repair their triggers")]
         base_manager_name = "all_objects"
-        constraints = [models.UniqueConstraint(fields=["product", "name"], condition=models.Q(deleted_at__isnull=True),
-                                               name="connection_name_per_product")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["product", "name"],
+                condition=models.Q(deleted_at__isnull=True),
+                name="connection_name_per_product",
+            )
+        ]
 
     def __str__(self):
         return f"{self.name} ({self.user}@{self.host}:{self.port}/{self.database})"
@@ -99,8 +106,9 @@ class Event(models.Model):
     that was dropped and installed again (its ids restart) cannot collide with older events.
     """
 
-    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="events",
-                                   db_index=False)  # event_once
+    connection = models.ForeignKey(
+        Connection, on_delete=models.CASCADE, related_name="events", db_index=False
+    )  # event_once
     source_id = models.BigIntegerField()
     xid = models.DecimalField(max_digits=20, decimal_places=0)
     capture = models.CharField(max_length=63)

@@ -31,6 +31,7 @@ def table_parse(text: str) -> tuple[str, str]:
 def table_display(schema: str, table: str) -> str:
     """`schema.table` as table_parse reads it back: plain where the names are identifiers, double-quoted
     parts where they hold anything else (`crm."Customer.Notes"`)."""
+
     def part(name: str) -> str:
         return name if re.fullmatch(r"[^\W\d][\w$]*", name) else '"' + name.replace('"', '""') + '"'
 

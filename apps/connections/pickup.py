@@ -94,9 +94,12 @@ def poll_statement(connection: Connection, *, limit: int = POLL_BATCH) -> tuple[
 
 
 def _state_params(connection: Connection) -> dict:
-    return {"consumed": connection.consumed_snapshot or NOTHING_CONSUMED,
-            "batch": connection.batch_snapshot or None,
-            "xid": str(connection.cursor_xid), "id": connection.cursor_id}
+    return {
+        "consumed": connection.consumed_snapshot or NOTHING_CONSUMED,
+        "batch": connection.batch_snapshot or None,
+        "xid": str(connection.cursor_xid),
+        "id": connection.cursor_id,
+    }
 
 
 def event_log_poll(*, connection_id, limit: int = POLL_BATCH) -> int | None:
@@ -120,22 +123,48 @@ def event_log_poll(*, connection_id, limit: int = POLL_BATCH) -> int | None:
         except psycopg.Error as exc:
             # The database went away (or the log is missing): say so, keep the state, try again later.
             reason = failure_reason(exc)
-            Connection.objects.filter(id=connection.id).update(last_poll_at=now, last_error=reason,
-                                                               last_error_at=now)
+            Connection.objects.filter(id=connection.id).update(last_poll_at=now, last_error=reason, last_error_at=now)
             return 0
         snapshot = page[0][0]
         rows = [r[1:] for r in page if r[1] is not None]
         if rows:
             # One statement, one parameter; ON CONFLICT: an event read again is recorded once.
-            fresh = [Event(connection=connection, source_id=r[0], xid=int(r[1]), captured_at=_aware(r[2]),
-                           capture=r[3], table_name=r[4], op=r[5], ids=r[6], detail=r[7], recorded_at=now)
-                     for r in rows]
+            fresh = [
+                Event(
+                    connection=connection,
+                    source_id=r[0],
+                    xid=int(r[1]),
+                    captured_at=_aware(r[2]),
+                    capture=r[3],
+                    table_name=r[4],
+                    op=r[5],
+                    ids=r[6],
+                    detail=r[7],
+                    recorded_at=now,
+                )
+                for r in rows
+            ]
             recorded_at = now.isoformat()
-            inserted = insert_rows(Event, [
-                {"connection_id": connection.id, "source_id": e.source_id, "xid": e.xid, "captured_at": e.captured_at,
-                 "capture": e.capture, "table_name": e.table_name, "op": e.op, "ids": e.ids, "detail": e.detail,
-                 "recorded_at": recorded_at} for e in fresh], returning=("id", "xid", "source_id"),
-                on_conflict="ON CONFLICT DO NOTHING")
+            inserted = insert_rows(
+                Event,
+                [
+                    {
+                        "connection_id": connection.id,
+                        "source_id": e.source_id,
+                        "xid": e.xid,
+                        "captured_at": e.captured_at,
+                        "capture": e.capture,
+                        "table_name": e.table_name,
+                        "op": e.op,
+                        "ids": e.ids,
+                        "detail": e.detail,
+                        "recorded_at": recorded_at,
+                    }
+                    for e in fresh
+                ],
+                returning=("id", "xid", "source_id"),
+                on_conflict="ON CONFLICT DO NOTHING",
+            )
             by_key = {(int(xid), source_id): pk for pk, xid, source_id in inserted}
             recorded = []
             for event in fresh:
@@ -213,10 +242,16 @@ def connection_health(*, connection: Connection) -> dict:
     prepared as xact_start); and the last poll's last_poll_at, last_error, last_error_at. An unreachable
     database gives reachable False and its reason in last_error; nothing is raised for it.
     """
-    health = {"capture_installed": connection.capture_installed_at is not None,
-              "last_poll_at": connection.last_poll_at, "last_error": connection.last_error,
-              "last_error_at": connection.last_error_at, "backlog": None, "oldest_unread_age_seconds": None,
-              "held_back_by": None, "reachable": None}
+    health = {
+        "capture_installed": connection.capture_installed_at is not None,
+        "last_poll_at": connection.last_poll_at,
+        "last_error": connection.last_error,
+        "last_error_at": connection.last_error_at,
+        "backlog": None,
+        "oldest_unread_age_seconds": None,
+        "held_back_by": None,
+        "reachable": None,
+    }
     if not health["capture_installed"]:
         return health
     try:
@@ -232,11 +267,22 @@ def connection_health(*, connection: Connection) -> dict:
         health["reachable"] = False
         health["last_error"] = health["last_error"] or failure_reason(exc)
         return health
-    health.update(reachable=True, backlog=count,
-                  oldest_unread_age_seconds=round((timezone.now() - oldest).total_seconds(), 3) if oldest else 0,
-                  held_back_by=[{"pid": pid, "user": user, "application_name": app, "state": state,
-                                 "xact_start": started, "seconds_open": round(age, 3) if age is not None else None}
-                                for pid, user, app, state, started, age in held])
+    health.update(
+        reachable=True,
+        backlog=count,
+        oldest_unread_age_seconds=round((timezone.now() - oldest).total_seconds(), 3) if oldest else 0,
+        held_back_by=[
+            {
+                "pid": pid,
+                "user": user,
+                "application_name": app,
+                "state": state,
+                "xact_start": started,
+                "seconds_open": round(age, 3) if age is not None else None,
+            }
+            for pid, user, app, state, started, age in held
+        ],
+    )
     return health
 
 
@@ -254,8 +300,9 @@ DELETE FROM {log} WHERE (xid, id) IN (
 """
 
 
-def event_log_prune(*, connection: Connection, older_than_seconds: float, batch: int = 5000,
-                    max_batches: int = 100) -> int:
+def event_log_prune(
+    *, connection: Connection, older_than_seconds: float, batch: int = 5000, max_batches: int = 100
+) -> int:
     """Delete consumed events (those of closed batches) captured more than `older_than_seconds` ago, at
     most `batch` rows per statement and `max_batches` statements, so the customer's event log does not
     grow without bound; return how many. Events not read yet are never deleted (a stale `connection` only
@@ -264,8 +311,14 @@ def event_log_prune(*, connection: Connection, older_than_seconds: float, batch:
     with customer_connect(connection) as conn:
         statement = sql.SQL(PRUNE_SQL).format(log=sql.Identifier(connection.schema, "event_log"))
         for _ in range(max_batches):
-            count = conn.execute(statement, {"consumed": connection.consumed_snapshot or NOTHING_CONSUMED,
-                                             "age": older_than_seconds, "batch": batch}).rowcount
+            count = conn.execute(
+                statement,
+                {
+                    "consumed": connection.consumed_snapshot or NOTHING_CONSUMED,
+                    "age": older_than_seconds,
+                    "batch": batch,
+                },
+            ).rowcount
             deleted += count
             if count < batch:
                 break

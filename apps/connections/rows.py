@@ -33,12 +33,13 @@ def rows_read(*, connection, rows_from: dict, ids: list) -> tuple[list[dict], li
     (ids are lists of values, in key order). Raises psycopg.Error if the database cannot be read, or if an
     id is not a value of its column's type; InsufficientPrivilege names the GRANT that fixes it.
     """
-    ids = ids[:settings.ROWBELL_ROWS_PER_RUN]
+    ids = ids[: settings.ROWBELL_ROWS_PER_RUN]
     width = len(rows_from["key"])
     # An id of another shape than the key (a value for a composite key, or a list of another length)
     # names no row.
-    wanted = [i for i, original in enumerate(ids)
-              if width == 1 or (isinstance(original, list) and len(original) == width)]
+    wanted = [
+        i for i, original in enumerate(ids) if width == 1 or (isinstance(original, list) and len(original) == width)
+    ]
     if not wanted:
         return [], list(ids)
     with customer_session(connection) as conn, conn.transaction():
@@ -55,10 +56,12 @@ def rows_read(*, connection, rows_from: dict, ids: list) -> tuple[list[dict], li
         except psycopg.errors.InsufficientPrivilege as exc:
             # Say what fixes it, as the connection checks do.
             schema, table = table_parse(rows_from["table"])
-            grant = sql.SQL("GRANT SELECT ON TABLE {} TO {};").format(
-                sql.Identifier(schema, table), sql.Identifier(connection.user)).as_string(None)
-            raise psycopg.errors.InsufficientPrivilege(
-                f"{str(exc).strip().splitlines()[0]}: run {grant}") from exc
+            grant = (
+                sql.SQL("GRANT SELECT ON TABLE {} TO {};")
+                .format(sql.Identifier(schema, table), sql.Identifier(connection.user))
+                .as_string(None)
+            )
+            raise psycopg.errors.InsufficientPrivilege(f"{str(exc).strip().splitlines()[0]}: run {grant}") from exc
     rows = [found[i] for i in range(len(ids)) if i in found]
     return rows, [original for i, original in enumerate(ids) if i not in found]
 
@@ -66,8 +69,12 @@ def rows_read(*, connection, rows_from: dict, ids: list) -> tuple[list[dict], li
 def key_types_read(conn, *, rows_from: dict) -> dict[str, str]:
     """The key columns' types, read from the customer's catalog, in the form sources record them."""
     schema, table = table_parse(rows_from["table"])
-    return dict(conn.execute(KEY_TYPES, {"table": sql.Identifier(schema or "public", table).as_string(conn),
-                                         "columns": list(rows_from["key"])}).fetchall())
+    return dict(
+        conn.execute(
+            KEY_TYPES,
+            {"table": sql.Identifier(schema or "public", table).as_string(conn), "columns": list(rows_from["key"])},
+        ).fetchall()
+    )
 
 
 def rows_query(*, rows_from: dict, key_types: dict[str, str], ids: list) -> tuple[sql.Composed, list[str | None]]:
@@ -83,12 +90,16 @@ def rows_query(*, rows_from: dict, key_types: dict[str, str], ids: list) -> tupl
     casts = sql.SQL(", ").join(sql.SQL("CAST(%s AS {})").format(sql.SQL(key_types[c])) for c in key)
     values = sql.SQL(", ").join(sql.SQL("({}, {})").format(sql.Literal(i), casts) for i in range(len(ids)))
     params = [_text(v) for original in ids for v in (original if len(key) > 1 else [original])]
-    query = sql.SQL("SELECT v.i, to_jsonb(t) FROM (VALUES {values}) AS v(i, {keys}) "
-                    "JOIN {table} AS t ON {join}").format(
-        values=values, table=sql.Identifier(schema or "public", table),
+    query = sql.SQL(
+        "SELECT v.i, to_jsonb(t) FROM (VALUES {values}) AS v(i, {keys}) JOIN {table} AS t ON {join}"
+    ).format(
+        values=values,
+        table=sql.Identifier(schema or "public", table),
         keys=sql.SQL(", ").join(sql.Identifier(f"k{n}") for n in range(len(key))),
-        join=sql.SQL(" AND ").join(sql.SQL("{} = {}").format(sql.Identifier("t", c), sql.Identifier("v", f"k{n}"))
-                                   for n, c in enumerate(key)))
+        join=sql.SQL(" AND ").join(
+            sql.SQL("{} = {}").format(sql.Identifier("t", c), sql.Identifier("v", f"k{n}")) for n, c in enumerate(key)
+        ),
+    )
     return query, params
 
 

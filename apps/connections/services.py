@@ -56,7 +56,7 @@ class CustomerDatabaseUnavailable(ApplicationError):
     http_status = 502
 
     @classmethod
-    def from_error(cls, exc: Exception) -> "CustomerDatabaseUnavailable":
+    def from_error(cls, exc: Exception) -> CustomerDatabaseUnavailable:
         return cls(f"The database cannot be reached: {failure_reason(exc)}")
 
 
@@ -75,17 +75,37 @@ def _validate(*, schema: str, tables: list[str]) -> None:
             raise InvalidInput(str(exc), field=f"tables[{index}]") from None
 
 
-def connection_create(*, product, name: str, host: str, port: int, database: str, user: str, password: str,
-                      sslmode: str, schema: str = "rowbell", tables: list[str] | None = None,
-                      actor: str) -> tuple[Connection, list[Check]]:
+def connection_create(
+    *,
+    product,
+    name: str,
+    host: str,
+    port: int,
+    database: str,
+    user: str,
+    password: str,
+    sslmode: str,
+    schema: str = "rowbell",
+    tables: list[str] | None = None,
+    actor: str,
+) -> tuple[Connection, list[Check]]:
     """Check a customer database and save the connection only if every check passes.
 
     Raises ConnectionCheckFailed (with the itemized checks) and saves nothing otherwise.
     """
     tables = list(tables or [])
     _validate(schema=schema, tables=tables)
-    connection = Connection(product=product, name=name, host=host, port=port, database=database, user=user,
-                            password=password, sslmode=sslmode, schema=schema)
+    connection = Connection(
+        product=product,
+        name=name,
+        host=host,
+        port=port,
+        database=database,
+        user=user,
+        password=password,
+        sslmode=sslmode,
+        schema=schema,
+    )
     checks = connection_check(connection=connection, tables=tables)
     if not all(c.ok for c in checks):
         raise ConnectionCheckFailed(checks)
@@ -98,10 +118,14 @@ def connection_create(*, product, name: str, host: str, port: int, database: str
     try:
         with transaction.atomic():
             connection.save()
-            audit_record(action="connection.created", target_type="connection", target_id=connection.id,
-                         product_id=product.id, actor=actor,
-                         data={"name": name, "host": host, "port": port, "database": database, "user": user,
-                               "schema": schema})
+            audit_record(
+                action="connection.created",
+                target_type="connection",
+                target_id=connection.id,
+                product_id=product.id,
+                actor=actor,
+                data={"name": name, "host": host, "port": port, "database": database, "user": user, "schema": schema},
+            )
     except IntegrityError:
         raise Conflict(f"A connection named '{name}' already exists.", field="name") from None
     return connection, checks
@@ -127,12 +151,15 @@ def connection_claim(*, connection: Connection, creating: bool = False) -> None:
         if other is not None:
             where = f"schema {connection.schema} of {connection.database}"
             if other.product_id == connection.product_id:
-                raise Conflict(f"Connection '{other.name}' ({other.id}) already watches {where}: use it, or choose "
-                               "another schema.", field="schema")
-            raise Conflict(f"Another Rowbell product already watches {where}: choose another schema.",
-                           field="schema")
-        installation_claim(conn, schema=connection.schema, connection_id=connection.id,
-                           product_id=connection.product_id)
+                raise Conflict(
+                    f"Connection '{other.name}' ({other.id}) already watches {where}: use it, or choose "
+                    "another schema.",
+                    field="schema",
+                )
+            raise Conflict(f"Another Rowbell product already watches {where}: choose another schema.", field="schema")
+        installation_claim(
+            conn, schema=connection.schema, connection_id=connection.id, product_id=connection.product_id
+        )
 
 
 def _same_database(connection: Connection) -> Connection | None:
@@ -140,8 +167,9 @@ def _same_database(connection: Connection) -> Connection | None:
         address = connection_address(connection)
     except ConnectionRefused:
         return None
-    for other in Connection.objects.filter(database=connection.database, port=connection.port,
-                                           schema=connection.schema).exclude(id=connection.id):
+    for other in Connection.objects.filter(
+        database=connection.database, port=connection.port, schema=connection.schema
+    ).exclude(id=connection.id):
         try:
             if connection_address(other) == address:
                 return other
@@ -160,9 +188,11 @@ def connection_delete(*, connection: Connection, actor: str) -> dict:
     workflows = sorted({w for u in users.values() for w in u["workflows"]})
     endpoints = sorted({e for u in users.values() for e in u["endpoints"]})
     if workflows or endpoints:
-        raise Conflict("The connection is in use: " + ", ".join([f"workflow {w}" for w in workflows] +
-                                                                 [f"endpoint {e}" for e in endpoints]) +
-                       ". Unpublish those workflows and disable those endpoints first.")
+        raise Conflict(
+            "The connection is in use: "
+            + ", ".join([f"workflow {w}" for w in workflows] + [f"endpoint {e}" for e in endpoints])
+            + ". Unpublish those workflows and disable those endpoints first."
+        )
     with transaction.atomic():
         locked = Connection.objects.select_for_update().filter(id=connection.id).first()
         if locked is None:
@@ -179,8 +209,14 @@ def connection_delete(*, connection: Connection, actor: str) -> dict:
         except psycopg.OperationalError as exc:
             raise CustomerDatabaseUnavailable.from_error(exc) from exc
         Connection.objects.filter(id=locked.id).update(deleted_at=timezone.now(), capture_installed_at=None)
-        audit_record(action="connection.deleted", target_type="connection", target_id=locked.id,
-                     product_id=locked.product_id, actor=actor, data={"retired": retired})
+        audit_record(
+            action="connection.deleted",
+            target_type="connection",
+            target_id=locked.id,
+            product_id=locked.product_id,
+            actor=actor,
+            data={"retired": retired},
+        )
     return {"retired": retired}
 
 
@@ -197,8 +233,7 @@ def connection_delete_queued(*, connection_id, actor: str) -> dict:
     return connection_delete(connection=connection, actor=actor)
 
 
-def connection_recheck(*, connection: Connection, tables: list[str] | None = None,
-                       actor: str) -> list[Check]:
+def connection_recheck(*, connection: Connection, tables: list[str] | None = None, actor: str) -> list[Check]:
     """Run the checks again on a saved connection (nothing is changed) and audit the outcome: the connection,
     every watched table (privileges, on each partition too) besides those asked for, and each capture
     against the table as it is now (a column a migration renamed, a trigger missing)."""
@@ -219,19 +254,36 @@ def connection_recheck(*, connection: Connection, tables: list[str] | None = Non
         for capture in wanted:
             found = by_capture.get(capture.name, [])
             used = users.get(capture.name, {})
-            by = ", ".join([f"workflow {w}" for w in used.get("workflows", [])] +
-                           [f"endpoint {e}" for e in used.get("endpoints", [])]) or "nothing live"
-            checks.append(Check(f"capture {capture.name}", not found,
-                                " ".join(p["detail"] for p in found) + f" Used by {by}." if found else
-                                f"{capture.reported_table or capture.qualified_table}: in order (used by {by})."))
-    audit_record(action="connection.checked", target_type="connection", target_id=connection.id,
-                 product_id=connection.product_id, actor=actor,
-                 data={"ok": all(c.ok for c in checks), "failed": [c.name for c in checks if not c.ok]})
+            by = (
+                ", ".join(
+                    [f"workflow {w}" for w in used.get("workflows", [])]
+                    + [f"endpoint {e}" for e in used.get("endpoints", [])]
+                )
+                or "nothing live"
+            )
+            checks.append(
+                Check(
+                    f"capture {capture.name}",
+                    not found,
+                    " ".join(p["detail"] for p in found) + f" Used by {by}."
+                    if found
+                    else f"{capture.reported_table or capture.qualified_table}: in order (used by {by}).",
+                )
+            )
+    audit_record(
+        action="connection.checked",
+        target_type="connection",
+        target_id=connection.id,
+        product_id=connection.product_id,
+        actor=actor,
+        data={"ok": all(c.ok for c in checks), "failed": [c.name for c in checks if not c.ok]},
+    )
     return checks
 
 
-def connection_captures_install(*, connection: Connection, captures: list, actor: str, each: bool = False,
-                                enable: bool = True) -> list[str]:
+def connection_captures_install(
+    *, connection: Connection, captures: list, actor: str, each: bool = False, enable: bool = True
+) -> list[str]:
     """Install (or repair) the event log and the given captures in the customer database, then record it;
     return what had to change (empty when all was in place). All in one transaction, or with `each` one per
     capture, the ones that failed listed as "failed <capture>: <reason>" (see capture.captures_install).
@@ -245,10 +297,12 @@ def connection_captures_install(*, connection: Connection, captures: list, actor
     except psycopg.errors.LockNotAvailable as exc:
         raise CaptureInstallFailed(
             "A table to watch is locked by a long-running transaction: the install gave up rather than make "
-            "your writers wait behind it. Try again once that transaction has ended.") from exc
+            "your writers wait behind it. Try again once that transaction has ended."
+        ) from exc
     except psycopg.errors.InsufficientPrivilege as exc:
-        raise CaptureInstallFailed(f"The database refused the install: {failure_reason(exc)}. "
-                                   f"{_grant_hint(connection, captures)}") from exc
+        raise CaptureInstallFailed(
+            f"The database refused the install: {failure_reason(exc)}. {_grant_hint(connection, captures)}"
+        ) from exc
     except psycopg.OperationalError as exc:
         raise CustomerDatabaseUnavailable.from_error(exc) from exc
     except psycopg.Error as exc:
@@ -258,10 +312,19 @@ def connection_captures_install(*, connection: Connection, captures: list, actor
         return changed
     with transaction.atomic():
         Connection.objects.filter(id=connection.id).update(capture_installed_at=timezone.now())
-        audit_record(action="connection.captures_installed", target_type="connection", target_id=connection.id,
-                     product_id=connection.product_id, actor=actor,
-                     data={"captures": [{"name": c.name, "table": c.qualified_table, "operations": list(c.operations)}
-                                        for c in captures], "changed": changed[:100]})
+        audit_record(
+            action="connection.captures_installed",
+            target_type="connection",
+            target_id=connection.id,
+            product_id=connection.product_id,
+            actor=actor,
+            data={
+                "captures": [
+                    {"name": c.name, "table": c.qualified_table, "operations": list(c.operations)} for c in captures
+                ],
+                "changed": changed[:100],
+            },
+        )
     return changed
 
 
@@ -270,8 +333,10 @@ def _grant_hint(connection: Connection, captures: list) -> str:
     and partition that lacks one (see checks.table_privileges_check)."""
     try:
         with customer_connect(connection) as conn:
-            details = [table_privileges_check(conn, schema=c.schema, table=c.table, name=c.qualified_table)
-                       for c in {(c.schema, c.table): c for c in captures}.values()]
+            details = [
+                table_privileges_check(conn, schema=c.schema, table=c.table, name=c.qualified_table)
+                for c in {(c.schema, c.table): c for c in captures}.values()
+            ]
     except psycopg.Error:
         details = []
     missing = [c.detail for c in details if not c.ok]
@@ -318,9 +383,13 @@ def connection_captures_status(*, connection: Connection) -> dict:
     with customer_connect(connection) as conn:
         installed = captures_installed(conn, schema=connection.schema)
         retired = retired_drop_statements(conn, schema=connection.schema)
-    return {"wanted": sorted(wanted), "installed": sorted(installed),
-            "missing": sorted(set(wanted) - set(installed)), "unused": sorted(set(installed) - set(wanted)),
-            "retired_drop_statements": retired}
+    return {
+        "wanted": sorted(wanted),
+        "installed": sorted(installed),
+        "missing": sorted(set(wanted) - set(installed)),
+        "unused": sorted(set(installed) - set(wanted)),
+        "retired_drop_statements": retired,
+    }
 
 
 def connection_captures_prune(*, connection: Connection, keep_none: bool = False, actor: str) -> list[str]:
@@ -336,8 +405,14 @@ def connection_captures_prune(*, connection: Connection, keep_none: bool = False
         with customer_connect(connection) as conn:
             retired = captures_prune(conn, schema=connection.schema, keep=keep)
         if retired:
-            audit_record(action="connection.captures_retired", target_type="connection", target_id=connection.id,
-                         product_id=connection.product_id, actor=actor, data={"retired": retired})
+            audit_record(
+                action="connection.captures_retired",
+                target_type="connection",
+                target_id=connection.id,
+                product_id=connection.product_id,
+                actor=actor,
+                data={"retired": retired},
+            )
     return retired
 
 
@@ -348,8 +423,9 @@ def event_logs_prune() -> int:
     total = 0
     for connection in Connection.objects.filter(capture_installed_at__isnull=False):
         try:
-            total += event_log_prune(connection=connection,
-                                     older_than_seconds=settings.ROWBELL_EVENT_LOG_RETENTION_SECONDS)
+            total += event_log_prune(
+                connection=connection, older_than_seconds=settings.ROWBELL_EVENT_LOG_RETENTION_SECONDS
+            )
         except psycopg.Error:
             logger.warning("Cannot prune the event log of %s", connection.id, exc_info=True)
     return total
@@ -364,8 +440,14 @@ def connection_check_request(*, connection: Connection, actor: str) -> None:
 
 
 def _request(connection: Connection, name: str, actor: str) -> None:
-    action_request(name=name, target_type="connection", target_id=connection.id,
-                   args={"connection_id": str(connection.id)}, actor=actor, product_id=connection.product_id)
+    action_request(
+        name=name,
+        target_type="connection",
+        target_id=connection.id,
+        args={"connection_id": str(connection.id)},
+        actor=actor,
+        product_id=connection.product_id,
+    )
 
 
 def connection_check_now(*, connection_id, actor: str) -> dict | None:
@@ -385,15 +467,22 @@ def connection_check_now(*, connection_id, actor: str) -> dict | None:
         captures = {"error": failure_reason(exc)}
     connection.refresh_from_db()
     connection_drift_record(connection=connection)
-    report = {"checks": [c.as_dict() for c in checks], "ok": all(c.ok for c in checks),
-              "reachable": health["reachable"], "captures": captures}
+    report = {
+        "checks": [c.as_dict() for c in checks],
+        "ok": all(c.ok for c in checks),
+        "reachable": health["reachable"],
+        "captures": captures,
+    }
     _health_store(connection, health, report=report)
     return report
 
 
 def _health_store(connection: Connection, health: dict, *, report: dict | None = None) -> None:
-    fields = {"health_checked_at": timezone.now(), "backlog": health["backlog"],
-              "lag_seconds": health["oldest_unread_age_seconds"]}
+    fields = {
+        "health_checked_at": timezone.now(),
+        "backlog": health["backlog"],
+        "lag_seconds": health["oldest_unread_age_seconds"],
+    }
     if report is not None:
         fields["check_report"] = report
     if health["reachable"] is False and health["last_error"] and not connection.last_error:
@@ -433,8 +522,9 @@ def connection_captures_reconcile(*, connection_id) -> list[dict]:
             try:
                 # One capture that cannot be installed must not keep the others (a new partition) from it;
                 # a trigger someone disabled is reported, not re-enabled behind their back.
-                changed = connection_captures_install(connection=connection, captures=wanted, actor="rowbell",
-                                                      each=True, enable=False)
+                changed = connection_captures_install(
+                    connection=connection, captures=wanted, actor="rowbell", each=True, enable=False
+                )
                 failures = [c.removeprefix("failed ") for c in changed if c.startswith("failed ")]
                 if changed:
                     logger.info("Re-installed on connection %s: %s", connection.id, ", ".join(changed[:20]))
@@ -443,8 +533,7 @@ def connection_captures_reconcile(*, connection_id) -> list[dict]:
         return connection_drift_record(connection=connection, install_failures=failures)
 
 
-def connection_drift(*, connection: Connection, wanted: list | None = None,
-                     users: dict | None = None) -> list[dict]:
+def connection_drift(*, connection: Connection, wanted: list | None = None, users: dict | None = None) -> list[dict]:
     """The connection's drift, read now (see drift.py), each problem naming the workflows and endpoints that
     use the capture. `wanted` and `users` (connection_capture_users) may be given when the caller has them.
     Raises psycopg.Error if the database cannot be read."""
@@ -490,9 +579,19 @@ def connection_drift_record(*, connection: Connection, install_failures: list[st
         if install_failures is None:
             problems += [p for p in before if p["kind"] == "install_failed"]
         else:
-            problems += [{"capture": "", "table": "", "kind": "install_failed", "detail": failure,
-                          "key": failure.split(":", 1)[0], "repairable": False, "workflows": [], "endpoints": []}
-                         for failure in install_failures]
+            problems += [
+                {
+                    "capture": "",
+                    "table": "",
+                    "kind": "install_failed",
+                    "detail": failure,
+                    "key": failure.split(":", 1)[0],
+                    "repairable": False,
+                    "workflows": [],
+                    "endpoints": [],
+                }
+                for failure in install_failures
+            ]
         known = {_problem_key(p) for p in before}
         if sorted(map(_problem_key, problems)) == sorted(known):
             if problems != before:  # the same problems, seen again: their details (last seen) refreshed
@@ -502,17 +601,30 @@ def connection_drift_record(*, connection: Connection, install_failures: list[st
         now = timezone.now()
         Connection.objects.filter(id=connection.id).update(
             capture_problems=problems,
-            capture_problems_since=(locked.capture_problems_since or now) if problems and before else
-            (now if problems else None))
+            capture_problems_since=(locked.capture_problems_since or now)
+            if problems and before
+            else (now if problems else None),
+        )
         new = [p for p in problems if _problem_key(p) not in known]
         if new:
-            audit_record(action="connection.capture_drift", target_type="connection", target_id=connection.id,
-                         product_id=connection.product_id, actor="rowbell", data={"problems": new[:50]})
+            audit_record(
+                action="connection.capture_drift",
+                target_type="connection",
+                target_id=connection.id,
+                product_id=connection.product_id,
+                actor="rowbell",
+                data={"problems": new[:50]},
+            )
             transaction.on_commit(lambda: _drift_notify(connection, new), robust=True)  # never raises after commit
         elif not problems:
-            audit_record(action="connection.capture_drift_resolved", target_type="connection",
-                         target_id=connection.id, product_id=connection.product_id, actor="rowbell",
-                         data={"resolved": len(before)})
+            audit_record(
+                action="connection.capture_drift_resolved",
+                target_type="connection",
+                target_id=connection.id,
+                product_id=connection.product_id,
+                actor="rowbell",
+                data={"resolved": len(before)},
+            )
     connection.capture_problems = problems
     return problems
 
@@ -522,15 +634,25 @@ def _drift_notify(connection: Connection, problems: list[dict]) -> None:
 
     if not settings.ADMINS:
         return
-    lines = [f"Rowbell: the captures of connection {connection.name} ({connection.id}, product "
-             f"{connection.product_id}) no longer match the database. Writes still succeed; changes may go "
-             "unreported until this is fixed.", ""]
+    lines = [
+        f"Rowbell: the captures of connection {connection.name} ({connection.id}, product "
+        f"{connection.product_id}) no longer match the database. Writes still succeed; changes may go "
+        "unreported until this is fixed.",
+        "",
+    ]
     for p in problems[:50]:
-        users = ", ".join([f"workflow {w}" for w in p.get("workflows", [])] +
-                          [f"endpoint {e}" for e in p.get("endpoints", [])]) or "nothing live"
+        users = (
+            ", ".join(
+                [f"workflow {w}" for w in p.get("workflows", [])] + [f"endpoint {e}" for e in p.get("endpoints", [])]
+            )
+            or "nothing live"
+        )
         lines.append(f"- {p['table']}: {p['detail']} Affects: {users}.")
-    lines += ["", "Correct the source of each workflow or endpoint (or undo the migration), then repair the "
-                  "triggers: the admin's Connections page, action 'Repair triggers', or `manage.py triggers install`."]
+    lines += [
+        "",
+        "Correct the source of each workflow or endpoint (or undo the migration), then repair the "
+        "triggers: the admin's Connections page, action 'Repair triggers', or `manage.py triggers install`.",
+    ]
     try:
         mail_admins(f"Capture drift on {connection.name}", "\n".join(lines), fail_silently=False)
     except Exception:  # the audit row and the admin still show it; the next change of drift mails again
@@ -558,8 +680,14 @@ def connection_repair(*, connection_id, actor: str) -> dict:
             if failed:
                 raise CaptureInstallFailed("Some captures could not be installed: " + "; ".join(failed))
         except ApplicationError as exc:
-            audit_record(action="connection.repair_failed", target_type="connection", target_id=connection.id,
-                         product_id=connection.product_id, actor=actor, data={"error": exc.message})
+            audit_record(
+                action="connection.repair_failed",
+                target_type="connection",
+                target_id=connection.id,
+                product_id=connection.product_id,
+                actor=actor,
+                data={"error": exc.message},
+            )
             Connection.objects.filter(id=connection.id).update(last_error=exc.message, last_error_at=timezone.now())
             failure = exc
     if failure is not None:

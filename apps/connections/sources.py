@@ -25,14 +25,20 @@ IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # Event types of the mutation family, and the operation each one captures, in a stable order.
 MUTATION_EVENTS = {"row.created": "insert", "row.updated": "update", "row.deleted": "delete"}
 EVENT_OF_OPERATION = {op: event for event, op in MUTATION_EVENTS.items()}
-EVENT_OF_OPERATION.update({"entered": "classification.entered", "left": "classification.left",
-                           "added": "relation.added", "removed": "relation.removed",
-                           # Every row removed at once: their ids are not known (see capture.py).
-                           "truncate": "table.truncated",
-                           # A join table emptied: every link of the parent table removed.
-                           "cleared": "relation.cleared",
-                           # A trigger that could not evaluate (see drift.py): never delivered, never run.
-                           "error": "capture.error"})
+EVENT_OF_OPERATION.update(
+    {
+        "entered": "classification.entered",
+        "left": "classification.left",
+        "added": "relation.added",
+        "removed": "relation.removed",
+        # Every row removed at once: their ids are not known (see capture.py).
+        "truncate": "table.truncated",
+        # A join table emptied: every link of the parent table removed.
+        "cleared": "relation.cleared",
+        # A trigger that could not evaluate (see drift.py): never delivered, never run.
+        "error": "capture.error",
+    }
+)
 # Operations that are not row events of their own: nothing is sent or run for them.
 NOT_DELIVERED = {"error"}
 NOT_RUN = {"error", "truncate", "cleared"}
@@ -68,17 +74,26 @@ def row_source_validate(*, connection, source, rows_from: dict | None = None) ->
         else:
             if not isinstance(classification.get("name"), str) or not IDENTIFIER.match(classification["name"]):
                 errors["source.classification.name"] = ["A lower-case name: letters, digits and '_'."]
-            if not isinstance(classification.get("on", "both"), str) or classification.get("on", "both") not in TRANSITIONS:
+            if (
+                not isinstance(classification.get("on", "both"), str)
+                or classification.get("on", "both") not in TRANSITIONS
+            ):
                 errors["source.classification.on"] = ["One of: entered, left, both."]
         events = events if events is not None else []
     elif "through" in source:
-        if not isinstance(events, list) or not events or not all(isinstance(e, str) and e in RELATION_EVENTS
-                                                                  for e in events):
+        if (
+            not isinstance(events, list)
+            or not events
+            or not all(isinstance(e, str) and e in RELATION_EVENTS for e in events)
+        ):
             errors["source.events"] = [f"With 'through', a non-empty list of: {', '.join(RELATION_EVENTS)}."]
         if not isinstance(source["through"], str) or not source["through"]:
             errors["source.through"] = ["The join table, as schema.table."]
-    elif not isinstance(events, list) or not events or not all(isinstance(e, str) and e in MUTATION_EVENTS
-                                                                for e in events):
+    elif (
+        not isinstance(events, list)
+        or not events
+        or not all(isinstance(e, str) and e in MUTATION_EVENTS for e in events)
+    ):
         errors["source.events"] = [f"A non-empty list of: {', '.join(MUTATION_EVENTS)}."]
     if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
         errors["source.columns"] = ["A list of column names."]
@@ -92,20 +107,35 @@ def row_source_validate(*, connection, source, rows_from: dict | None = None) ->
     except ValueError as exc:
         raise ValidationError({"source.table": [str(exc)]}) from None
     if schema == connection.schema or schema in ("pg_catalog", "information_schema") or schema.startswith("pg_"):
-        raise ValidationError({"source.table": [
-            f"{schema} is {'Rowbell’s own schema' if schema == connection.schema else 'a system schema'}: "
-            "watch one of your tables."]})
+        raise ValidationError(
+            {
+                "source.table": [
+                    f"{schema} is {'Rowbell’s own schema' if schema == connection.schema else 'a system schema'}: "
+                    "watch one of your tables."
+                ]
+            }
+        )
     # One customer connection for every read the checks make.
     try:
         with customer_connect(connection) as conn:
-            return _source_in_database(conn, connection, source=source, schema=schema, name=name, events=events,
-                                       columns=columns, classification=classification, rows_from=rows_from)
+            return _source_in_database(
+                conn,
+                connection,
+                source=source,
+                schema=schema,
+                name=name,
+                events=events,
+                columns=columns,
+                classification=classification,
+                rows_from=rows_from,
+            )
     except psycopg.OperationalError as exc:
         raise CustomerDatabaseUnavailable.from_error(exc) from exc
 
 
-def _source_in_database(conn, connection, *, source, schema, name, events, columns, classification,
-                        rows_from) -> tuple[dict, Capture]:
+def _source_in_database(
+    conn, connection, *, source, schema, name, events, columns, classification, rows_from
+) -> tuple[dict, Capture]:
     """row_source_validate's checks against the table as it is, on an open customer connection."""
     tables = {table_display(t["schema"], t["name"]): t for t in tables_read(conn, own_schema=connection.schema)}
     found = tables.get(table_display(schema, name))
@@ -114,17 +144,22 @@ def _source_in_database(conn, connection, *, source, schema, name, events, colum
     if not found["primary_key"]:
         raise ValidationError({"source.table": [f"{schema}.{name} has no primary key: rows cannot be identified."]})
     known = {c["name"] for c in found["columns"]}
-    bad = {f"source.columns[{i}]": [f"No column {c} in {schema}.{name}."] for i, c in enumerate(columns)
-           if c not in known}
+    bad = {
+        f"source.columns[{i}]": [f"No column {c} in {schema}.{name}."] for i, c in enumerate(columns) if c not in known
+    }
     if bad:
         raise ValidationError(bad)
     missing = _privileges_missing(conn, connection, schema, name)
     if missing:
         raise ValidationError({"source.table": [missing]})
     if rows_from is not None:
-        rows_from.update({"table": table_display(schema, name), "key": list(found["primary_key"]),
-                          "key_types": _types(conn, schema, name, list(found["primary_key"]),
-                                              base_only=True)})
+        rows_from.update(
+            {
+                "table": table_display(schema, name),
+                "key": list(found["primary_key"]),
+                "key_types": _types(conn, schema, name, list(found["primary_key"]), base_only=True),
+            }
+        )
     if classification is not None:
         return _classification(conn, connection, schema, name, found, classification)
     if "through" in source:
@@ -133,12 +168,21 @@ def _source_in_database(conn, connection, *, source, schema, name, events, colum
     update_columns = tuple(sorted(set(columns)))
     # The key is compared too, to pair old and new rows of an update (an extension type's key needs its own
     # operator named).
-    types = _types(conn, schema, name, list(found["primary_key"]) + list(update_columns)) \
-        if update_columns else {}
-    capture = Capture(schema=schema, table=name, primary_key=tuple(found["primary_key"]), operations=operations,
-                      update_columns=update_columns, types=_canonical(types))
-    normalized = {"connection": str(connection.id), "table": table_display(schema, name),
-                  "events": [e for e in MUTATION_EVENTS if e in events], "columns": sorted(set(columns))}
+    types = _types(conn, schema, name, list(found["primary_key"]) + list(update_columns)) if update_columns else {}
+    capture = Capture(
+        schema=schema,
+        table=name,
+        primary_key=tuple(found["primary_key"]),
+        operations=operations,
+        update_columns=update_columns,
+        types=_canonical(types),
+    )
+    normalized = {
+        "connection": str(connection.id),
+        "table": table_display(schema, name),
+        "events": [e for e in MUTATION_EVENTS if e in events],
+        "columns": sorted(set(columns)),
+    }
     return normalized, capture
 
 
@@ -164,28 +208,40 @@ def _privileges_missing(conn, connection, schema: str, table: str) -> str:
 def _table_refusal(conn, connection, schema: str, name: str) -> str:
     """Why a table is not among those the user can read: it does not exist, or the user lacks a grant
     (then the GRANT that fixes it)."""
-    exists = conn.execute("SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                          "WHERE n.nspname = %s AND c.relname = %s", [schema, name]).fetchone()
-    usage = conn.execute("SELECT has_schema_privilege(oid, 'USAGE') FROM pg_namespace WHERE nspname = %s",
-                         [schema]).fetchone()
+    exists = conn.execute(
+        "SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s",
+        [schema, name],
+    ).fetchone()
+    usage = conn.execute(
+        "SELECT has_schema_privilege(oid, 'USAGE') FROM pg_namespace WHERE nspname = %s", [schema]
+    ).fetchone()
     if exists is None or exists[0] not in ("r", "p"):
         return f"No table {schema}.{name} in {connection.database}."
     if usage is not None and not usage[0]:
-        return (f"{connection.user} may not use schema {schema}: run "
-                + sql.SQL("GRANT USAGE ON SCHEMA {} TO {};").format(sql.Identifier(schema),
-                                                                  sql.Identifier(connection.user)).as_string(None)
-                + " and " + grant_statement(["SELECT", "TRIGGER"], [(schema, name)], connection.user))
-    return (f"{connection.user} cannot read {schema}.{name}: run "
-            f"{grant_statement(['SELECT', 'TRIGGER'], [(schema, name)], connection.user)}")
+        return (
+            f"{connection.user} may not use schema {schema}: run "
+            + sql.SQL("GRANT USAGE ON SCHEMA {} TO {};")
+            .format(sql.Identifier(schema), sql.Identifier(connection.user))
+            .as_string(None)
+            + " and "
+            + grant_statement(["SELECT", "TRIGGER"], [(schema, name)], connection.user)
+        )
+    return (
+        f"{connection.user} cannot read {schema}.{name}: run "
+        f"{grant_statement(['SELECT', 'TRIGGER'], [(schema, name)], connection.user)}"
+    )
 
 
 def _classification(conn, connection, schema, name, found, classification) -> tuple[dict, Capture]:
     predicate = classification.get("predicate")
     declared = {c["name"]: c["type"] for c in found["columns"]}
     # Structure first (no database needed), then the types of the columns it names, then its values.
-    shape = condition_validate(predicate, columns={c: {"type": t, "base": t, "eq": True, "order": True}
-                                                   for c, t in declared.items()},
-                               path="source.classification.predicate")
+    shape = condition_validate(
+        predicate,
+        columns={c: {"type": t, "base": t, "eq": True, "order": True} for c, t in declared.items()},
+        path="source.classification.predicate",
+    )
     if shape:
         raise ValidationError(shape)
     types = _types(conn, schema, name, sorted(condition_columns(predicate) | set(found["primary_key"])))
@@ -197,15 +253,30 @@ def _classification(conn, connection, schema, name, found, classification) -> tu
         raise ValidationError(errors)
     transitions = TRANSITIONS[classification.get("on", "both")]
     # A new row can only enter, a deleted row only leave; updates can do either.
-    operations = tuple(op for op, needed in (("insert", "entered"), ("update", None), ("delete", "left"))
-                       if needed is None or needed in transitions)
-    capture = Capture(schema=schema, table=name, primary_key=tuple(found["primary_key"]), operations=operations,
-                      classification=classification["name"],
-                      predicate=json.dumps(predicate, sort_keys=True, separators=(",", ":")),
-                      transitions=transitions, types=_canonical(types))
-    normalized = {"connection": str(connection.id), "table": table_display(schema, name),
-                  "classification": {"name": classification["name"], "predicate": predicate,
-                                     "on": classification.get("on", "both")}}
+    operations = tuple(
+        op
+        for op, needed in (("insert", "entered"), ("update", None), ("delete", "left"))
+        if needed is None or needed in transitions
+    )
+    capture = Capture(
+        schema=schema,
+        table=name,
+        primary_key=tuple(found["primary_key"]),
+        operations=operations,
+        classification=classification["name"],
+        predicate=json.dumps(predicate, sort_keys=True, separators=(",", ":")),
+        transitions=transitions,
+        types=_canonical(types),
+    )
+    normalized = {
+        "connection": str(connection.id),
+        "table": table_display(schema, name),
+        "classification": {
+            "name": classification["name"],
+            "predicate": predicate,
+            "on": classification.get("on", "both"),
+        },
+    }
     return normalized, capture
 
 
@@ -234,28 +305,48 @@ def _relation(conn, connection, schema, name, found, tables, source, events, row
     missing = _privileges_missing(conn, connection, join_schema, join_name)
     if missing:
         raise ValidationError({"source.through": [missing]})
-    references = dict(conn.execute(FOREIGN_KEYS, {"join": join_name, "join_schema": join_schema,
-                                                  "parent": name, "parent_schema": schema}).fetchall())
+    references = dict(
+        conn.execute(
+            FOREIGN_KEYS, {"join": join_name, "join_schema": join_schema, "parent": name, "parent_schema": schema}
+        ).fetchall()
+    )
     candidates = list(references)
     column = source.get("column")
     if column is None:
         if len(candidates) != 1:
-            raise ValidationError({"source.column": [
-                f"{join_schema}.{join_name} has {len(candidates)} single-column foreign keys to {schema}.{name}: "
-                "name the one to follow."]})
+            raise ValidationError(
+                {
+                    "source.column": [
+                        f"{join_schema}.{join_name} has {len(candidates)} single-column foreign keys to {schema}.{name}: "
+                        "name the one to follow."
+                    ]
+                }
+            )
         column = candidates[0]
     elif column not in candidates:
-        raise ValidationError({"source.column": [f"{column} is not a foreign key from {join_schema}.{join_name} "
-                                                 f"to {schema}.{name}."]})
+        raise ValidationError(
+            {"source.column": [f"{column} is not a foreign key from {join_schema}.{join_name} to {schema}.{name}."]}
+        )
     if rows_from is not None:  # the events carry the parent's values of the referenced column
         rows_from["key"] = [references[column]]
         rows_from["key_types"] = _types(conn, schema, name, [references[column]], base_only=True)
     operations = tuple(op for event, op in RELATION_EVENTS.items() if event in events)
     key = tuple(join["primary_key"]) or (column,)
     types = _types(conn, join_schema, join_name, list(dict.fromkeys(key + (column,))))
-    capture = Capture(schema=join_schema, table=join_name, primary_key=key, operations=operations,
-                      relation_column=column, reported_table=table_display(schema, name), types=_canonical(types))
-    normalized = {"connection": str(connection.id), "table": table_display(schema, name),
-                  "events": [e for e in RELATION_EVENTS if e in events], "through": f"{join_schema}.{join_name}",
-                  "column": column}
+    capture = Capture(
+        schema=join_schema,
+        table=join_name,
+        primary_key=key,
+        operations=operations,
+        relation_column=column,
+        reported_table=table_display(schema, name),
+        types=_canonical(types),
+    )
+    normalized = {
+        "connection": str(connection.id),
+        "table": table_display(schema, name),
+        "events": [e for e in RELATION_EVENTS if e in events],
+        "through": f"{join_schema}.{join_name}",
+        "column": column,
+    }
     return normalized, capture

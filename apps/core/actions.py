@@ -59,20 +59,35 @@ def action_queue(*, name: str, target_type: str, target_id, args: dict, actor: s
     that asks for it."""
     if name not in ACTIONS:
         raise ValueError(f"Unknown action {name}")
-    action = QueuedAction.objects.create(name=name, target_type=target_type, target_id=str(target_id), args=args,
-                                         actor=actor, enqueued_at=timezone.now())
+    action = QueuedAction.objects.create(
+        name=name, target_type=target_type, target_id=str(target_id), args=args, actor=actor, enqueued_at=timezone.now()
+    )
     hint_on_commit(TASK, [action.id], queue="low")
     return action
 
 
-def action_request(*, name: str, target_type: str, target_id, args: dict, actor: str, product_id,
-                   audit_target_id=None, audit_data: dict | None = None) -> QueuedAction:
+def action_request(
+    *,
+    name: str,
+    target_type: str,
+    target_id,
+    args: dict,
+    actor: str,
+    product_id,
+    audit_target_id=None,
+    audit_data: dict | None = None,
+) -> QueuedAction:
     """An operator asks for an action: the audit row (`<name>_requested`, naming the actor) and the queued
     action, in one transaction."""
     with transaction.atomic():
-        audit_record(action=f"{name}_requested", target_type=target_type,
-                     target_id=audit_target_id if audit_target_id is not None else target_id,
-                     product_id=product_id, actor=actor, data=audit_data or {})
+        audit_record(
+            action=f"{name}_requested",
+            target_type=target_type,
+            target_id=audit_target_id if audit_target_id is not None else target_id,
+            product_id=product_id,
+            actor=actor,
+            data=audit_data or {},
+        )
         return action_queue(name=name, target_type=target_type, target_id=target_id, args=args, actor=actor)
 
 
@@ -86,19 +101,27 @@ def queued_action_run(*, action_id: int) -> str | None:
     (or not yet) this worker's to do."""
     now = timezone.now()
     with transaction.atomic():
-        action = QueuedAction.objects.select_for_update(skip_locked=True).filter(
-            id=action_id, status=ActionStatus.QUEUED).first()
+        action = (
+            QueuedAction.objects.select_for_update(skip_locked=True)
+            .filter(id=action_id, status=ActionStatus.QUEUED)
+            .first()
+        )
         if action is None:
             return None
         earlier = QueuedAction.objects.filter(
-            target_type=action.target_type, target_id=action.target_id, id__lt=action.id,
-            status__in=(ActionStatus.QUEUED, ActionStatus.RUNNING)).exists()
+            target_type=action.target_type,
+            target_id=action.target_id,
+            id__lt=action.id,
+            status__in=(ActionStatus.QUEUED, ActionStatus.RUNNING),
+        ).exists()
         if earlier:
             return None  # its turn comes after theirs: the reconciler hints it again
         action.attempt += 1
         QueuedAction.objects.filter(id=action.id).update(
-            status=ActionStatus.RUNNING, attempt=action.attempt,
-            lease_until=now + timedelta(seconds=settings.ROWBELL_LEASE_SECONDS))
+            status=ActionStatus.RUNNING,
+            attempt=action.attempt,
+            lease_until=now + timedelta(seconds=settings.ROWBELL_LEASE_SECONDS),
+        )
     status, outcome, error = ActionStatus.DONE, None, ""
     try:
         outcome = _function(action.name)(**action.args, actor=action.actor)
@@ -108,7 +131,8 @@ def queued_action_run(*, action_id: int) -> str | None:
         logger.exception("Queued action %s failed", action.id)
         status, error = ActionStatus.FAILED, f"{exc.__class__.__name__}: {exc}"[:2000]
     recorded = QueuedAction.objects.filter(id=action.id, status=ActionStatus.RUNNING, attempt=action.attempt).update(
-        status=status, outcome=_jsonable(outcome), error=error, finished_at=timezone.now(), lease_until=None)
+        status=status, outcome=_jsonable(outcome), error=error, finished_at=timezone.now(), lease_until=None
+    )
     if not recorded:
         return None  # taken over after the lease expired: the other worker's outcome is the one
     _next_of(action)
@@ -127,9 +151,14 @@ def _jsonable(outcome):
 
 def _next_of(action: QueuedAction) -> None:
     """Hint the next action waiting on the same target at once, rather than at the next reconcile."""
-    following = (QueuedAction.objects.filter(target_type=action.target_type, target_id=action.target_id,
-                                             status=ActionStatus.QUEUED, id__gt=action.id)
-                 .order_by("id").values_list("id", flat=True).first())
+    following = (
+        QueuedAction.objects.filter(
+            target_type=action.target_type, target_id=action.target_id, status=ActionStatus.QUEUED, id__gt=action.id
+        )
+        .order_by("id")
+        .values_list("id", flat=True)
+        .first()
+    )
     if following:
         hint_on_commit(TASK, [following], queue="low")
 
@@ -141,9 +170,15 @@ def queued_actions_reconcile() -> int:
     stale = now - timedelta(seconds=settings.ROWBELL_REQUEUE_AFTER_SECONDS)
     with transaction.atomic():
         QueuedAction.objects.filter(status=ActionStatus.RUNNING, lease_until__lt=now).update(
-            status=ActionStatus.QUEUED, lease_until=None, enqueued_at=None)
-        ids = list(QueuedAction.objects.select_for_update(skip_locked=True).filter(status=ActionStatus.QUEUED)
-                   .exclude(enqueued_at__gte=stale).order_by("id").values_list("id", flat=True)[:1000])
+            status=ActionStatus.QUEUED, lease_until=None, enqueued_at=None
+        )
+        ids = list(
+            QueuedAction.objects.select_for_update(skip_locked=True)
+            .filter(status=ActionStatus.QUEUED)
+            .exclude(enqueued_at__gte=stale)
+            .order_by("id")
+            .values_list("id", flat=True)[:1000]
+        )
         QueuedAction.objects.filter(id__in=ids).update(enqueued_at=now)
     hint_many_now([(TASK, [i], "low") for i in ids])  # never raises: a later tick sends what failed
     return len(ids)

@@ -33,18 +33,51 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # non-global, so the anycast, AMT and AS112 blocks there (2001:1::1-3, 2001:3::/32, 2001:4:112::/48) are
 # refused too, which no webhook or mail server needs.
 OUTBOUND_REFUSED_ENTRIES = (
-    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-    "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
-    "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32",
-    "::/128", "::1/128", "100::/64", "100:0:0:1::/64", "2001:2::/48", "2001:10::/28", "2001:20::/28",
-    "2001:30::/28", "2001:db8::/32", "3fff::/20", "5f00::/16", "fc00::/7", "fe80::/10", "fec0::/10",
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "255.255.255.255/32",
+    "::/128",
+    "::1/128",
+    "100::/64",
+    "100:0:0:1::/64",
+    "2001:2::/48",
+    "2001:10::/28",
+    "2001:20::/28",
+    "2001:30::/28",
+    "2001:db8::/32",
+    "3fff::/20",
+    "5f00::/16",
+    "fc00::/7",
+    "fe80::/10",
+    "fec0::/10",
     "ff00::/8",
 )
 # Customer databases: private networks are allowed (a self-hosted Rowbell usually reaches its customers'
 # databases there); loopback, link-local and reserved addresses unless ROWBELL_CONNECTION_ALLOW opens them.
 CONNECTION_REFUSED_ENTRIES = (
-    "0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32",
-    "::/128", "::1/128", "fe80::/10", "ff00::/8",
+    "0.0.0.0/8",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "255.255.255.255/32",
+    "::/128",
+    "::1/128",
+    "fe80::/10",
+    "ff00::/8",
 )
 
 _COMPATIBLE = ipaddress.IPv6Network("::/96")
@@ -70,7 +103,7 @@ def _rfc6052_ipv4(value: int, prefix_length: int) -> ipaddress.IPv4Address:
     bits = f"{value:0128b}"
     without_u = bits[:64] + bits[72:]
     start = prefix_length if prefix_length < 64 else prefix_length - 8
-    return ipaddress.IPv4Address(int(without_u[start:start + 32], 2))
+    return ipaddress.IPv4Address(int(without_u[start : start + 32], 2))
 
 
 def embedded_ipv4(address: IPAddress) -> list[ipaddress.IPv4Address]:
@@ -117,8 +150,9 @@ def _refused(address: IPAddress, refused, global_only: bool) -> bool:
     return _in(address, refused) or (global_only and not address.is_global)
 
 
-def address_allowed(ip: str | IPAddress, *, refused, allowed: list[str] | tuple[str, ...],
-                    global_only: bool = False) -> bool:
+def address_allowed(
+    ip: str | IPAddress, *, refused, allowed: list[str] | tuple[str, ...], global_only: bool = False
+) -> bool:
     """False if `ip` (or any IPv4 address it carries) lies in a `refused` network, or with `global_only`
     is not global to `ipaddress` (the IANA special-purpose registries, RFC 6890), and lies in no `allowed`
     network. `refused` holds `ipaddress` networks; `allowed` holds entries such as "127.0.0.0/8". Raises

@@ -16,8 +16,7 @@ class RequestedFilter(CreatedFilter):
 class QueuedActionAdmin(OperatorAdmin):
     """What operators asked for that a worker does (it reaches a customer database), and how it went."""
 
-    list_display = ("id", "name", "target_type", "target_id", "actor", "status", "requested_at", "finished_at",
-                    "error")
+    list_display = ("id", "name", "target_type", "target_id", "actor", "status", "requested_at", "finished_at", "error")
     list_filter = ("status", fixed_filter("action", "name", ACTIONS), RequestedFilter)
     search_fields = ("target_id",)
     exact_search_fields = ("target_id",)

@@ -14,6 +14,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 
 COUNT_CAP = 10_000
 
+
 # The time ranges the dashboard shows and the lists filter by (the same ones, so its links land on the same rows).
 @dataclass(frozen=True)
 class Range:
@@ -23,12 +24,15 @@ class Range:
     bucket: timedelta
 
 
-RANGES = {r.key: r for r in (
-    Range("1h", "Last hour", timedelta(hours=1), timedelta(minutes=2)),
-    Range("24h", "Last 24 hours", timedelta(hours=24), timedelta(hours=1)),
-    Range("7d", "Last 7 days", timedelta(days=7), timedelta(hours=6)),
-    Range("30d", "Last 30 days", timedelta(days=30), timedelta(days=1)),
-)}
+RANGES = {
+    r.key: r
+    for r in (
+        Range("1h", "Last hour", timedelta(hours=1), timedelta(minutes=2)),
+        Range("24h", "Last 24 hours", timedelta(hours=24), timedelta(hours=1)),
+        Range("7d", "Last 7 days", timedelta(days=7), timedelta(hours=6)),
+        Range("30d", "Last 30 days", timedelta(days=30), timedelta(days=1)),
+    )
+}
 
 
 class BoundedCountPaginator(Paginator):
@@ -58,7 +62,7 @@ class BoundedCountPaginator(Paginator):
             return super().page(number)
         number = self.validate_number(number)
         bottom = (number - 1) * self.per_page
-        return self._get_page(self.object_list[bottom:bottom + self.per_page], number, self)
+        return self._get_page(self.object_list[bottom : bottom + self.per_page], number, self)
 
 
 def actor_of(request) -> str:
@@ -107,13 +111,16 @@ class OperatorAdmin(ReadOnlyRows, admin.ModelAdmin):
         if not term:
             return queryset, False
         return queryset.filter(exact_match(self.model, self.exact_search_fields, term)), False
+
     # (action name, label) pairs offered as buttons on an object's page, when the user may run them.
     object_actions: tuple[tuple[str, str], ...] = ()
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         allowed = self.get_actions(request)
-        extra_context = {**(extra_context or {}),
-                         "object_actions": [(name, label) for name, label in self.object_actions if name in allowed]}
+        extra_context = {
+            **(extra_context or {}),
+            "object_actions": [(name, label) for name, label in self.object_actions if name in allowed],
+        }
         return super().change_view(request, object_id, form_url, extra_context)
 
 
@@ -174,8 +181,11 @@ class FixedChoicesFilter(admin.SimpleListFilter):
 
 
 def fixed_filter(title: str, field: str, choices) -> type[FixedChoicesFilter]:
-    return type(f"{field.title()}Filter", (FixedChoicesFilter,), {
-        "title": title, "parameter_name": field, "field": field, "known": tuple(choices)})
+    return type(
+        f"{field.title()}Filter",
+        (FixedChoicesFilter,),
+        {"title": title, "parameter_name": field, "field": field, "known": tuple(choices)},
+    )
 
 
 def masked_json(value) -> str:

@@ -10,14 +10,13 @@ digits (exactjson), as the JSON fields that hold row keys need.
 from __future__ import annotations
 
 from datetime import datetime
-from functools import lru_cache
+from functools import cache
 from uuid import UUID
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, models
 
 from apps.core import exactjson
-
 
 _django_default = DjangoJSONEncoder().default
 
@@ -33,22 +32,26 @@ def _default(value):
     return _django_default(value)
 
 
-@lru_cache(maxsize=None)
-def _statement(model: type[models.Model], columns: tuple[str, ...], returning: tuple[str, ...],
-               on_conflict: str) -> str:
+@cache
+def _statement(
+    model: type[models.Model], columns: tuple[str, ...], returning: tuple[str, ...], on_conflict: str
+) -> str:
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
-    sql = (f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) "
-           f"SELECT {', '.join('r.' + quote(c) for c in columns)} "
-           f"FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS e(doc, ord), "
-           f"jsonb_populate_record(NULL::{table}, e.doc) AS r ORDER BY e.ord")
+    sql = (
+        f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) "
+        f"SELECT {', '.join('r.' + quote(c) for c in columns)} "
+        f"FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS e(doc, ord), "
+        f"jsonb_populate_record(NULL::{table}, e.doc) AS r ORDER BY e.ord"
+    )
     if on_conflict:
         sql += f" {on_conflict}"
     return sql + (f" RETURNING {', '.join(quote(c) for c in returning)}" if returning else "")
 
 
-def insert_rows(model: type[models.Model], rows: list[dict], *, returning: str | tuple[str, ...] = "",
-                on_conflict: str = "") -> list:
+def insert_rows(
+    model: type[models.Model], rows: list[dict], *, returning: str | tuple[str, ...] = "", on_conflict: str = ""
+) -> list:
     """Insert `rows` (dicts keyed by column name, all with the same keys) into the model's table.
 
     Returns, for each inserted row in order, its `returning` column (a name) or a tuple of columns (a
@@ -61,7 +64,12 @@ def insert_rows(model: type[models.Model], rows: list[dict], *, returning: str |
     names = (returning,) if isinstance(returning, str) and returning else tuple(returning or ())
     with connection.cursor() as cursor:
         # A class is hashable, but mypy does not see it for a type[Any] (here Django's Model): python/mypy#11470.
-        cursor.execute(_statement(model, columns, names, on_conflict), [exactjson.dumps(rows, default=_default, separators=(",", ":"))])  # type: ignore[arg-type]
+        cursor.execute(
+            _statement(model, columns, names, on_conflict),
+            [exactjson.dumps(rows, default=_default, separators=(",", ":"))],
+        )  # type: ignore[arg-type]
         if not names:
             return []
-        return [r[0] for r in cursor.fetchall()] if isinstance(returning, str) else [tuple(r) for r in cursor.fetchall()]
+        return (
+            [r[0] for r in cursor.fetchall()] if isinstance(returning, str) else [tuple(r) for r in cursor.fetchall()]
+        )

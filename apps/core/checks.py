@@ -25,9 +25,7 @@ def encryption_keys_check(app_configs, **kwargs):
         try:
             Fernet(key.encode())
         except (ValueError, TypeError):
-            errors.append(
-                Error(f"ROWBELL_ENCRYPTION_KEYS[{index}] is not a valid Fernet key.", id="rowbell.E002")
-            )
+            errors.append(Error(f"ROWBELL_ENCRYPTION_KEYS[{index}] is not a valid Fernet key.", id="rowbell.E002"))
     return errors
 
 
@@ -47,12 +45,15 @@ def shared_provider_webhook_check(app_configs, **kwargs):
     report events for every product's messages. Each provider configuration's own webhook
     (apps.deliveries.provider_events) is scoped to its product."""
     if (getattr(settings, "ANYMAIL", {}) or {}).get("WEBHOOK_SECRET"):
-        return [checks.Warning(
-            "ROWBELL_PROVIDER_WEBHOOK_SECRET is set: the service-wide provider event webhooks accept events "
-            "for every product with one secret.",
-            hint="Point each provider at its configuration's own events_webhook URL (GET /api/v1/providers), "
-                 "then unset ROWBELL_PROVIDER_WEBHOOK_SECRET and ROWBELL_MAILGUN_WEBHOOK_SIGNING_KEY.",
-            id="rowbell.W001")]
+        return [
+            checks.Warning(
+                "ROWBELL_PROVIDER_WEBHOOK_SECRET is set: the service-wide provider event webhooks accept events "
+                "for every product with one secret.",
+                hint="Point each provider at its configuration's own events_webhook URL (GET /api/v1/providers), "
+                "then unset ROWBELL_PROVIDER_WEBHOOK_SECRET and ROWBELL_MAILGUN_WEBHOOK_SIGNING_KEY.",
+                id="rowbell.W001",
+            )
+        ]
     return []
 
 
@@ -61,8 +62,12 @@ def rate_limits_check(app_configs, **kwargs):
     """Each API rate-limit setting parses (apps/core/ratelimits.py), so that a typo fails at start-up rather
     than answering 500 to every call."""
     errors = []
-    for name in ("ROWBELL_API_RATE", "ROWBELL_TRIGGER_RATE", "ROWBELL_AUTH_FAILURES_PER_IP",
-                 "ROWBELL_AUTH_FAILURES_PER_PREFIX"):
+    for name in (
+        "ROWBELL_API_RATE",
+        "ROWBELL_TRIGGER_RATE",
+        "ROWBELL_AUTH_FAILURES_PER_IP",
+        "ROWBELL_AUTH_FAILURES_PER_PREFIX",
+    ):
         try:
             Rate.parse(getattr(settings, name))
         except ValueError as exc:

@@ -36,8 +36,14 @@ from django.conf import settings
 from yarl import URL
 
 from .addresses import (
-    CONNECTION_REFUSED_ENTRIES, OUTBOUND_REFUSED_ENTRIES, IPAddress, address_allowed, address_internal,
-    address_kind, judged_addresses, networks,
+    CONNECTION_REFUSED_ENTRIES,
+    OUTBOUND_REFUSED_ENTRIES,
+    IPAddress,
+    address_allowed,
+    address_internal,
+    address_kind,
+    judged_addresses,
+    networks,
 )
 
 
@@ -62,18 +68,21 @@ class Policy:
 
     def allows(self, ip: str | IPAddress) -> bool:
         """Whether `ip` may be connected to under this policy (raises ValueError if it is no address)."""
-        return address_allowed(ip, refused=self.refused, allowed=tuple(getattr(settings, self.setting)),
-                               global_only=self.global_only)
+        return address_allowed(
+            ip, refused=self.refused, allowed=tuple(getattr(settings, self.setting)), global_only=self.global_only
+        )
 
     def internal(self, ip: str | IPAddress) -> bool:
         """Whether `ip` lies in a refused range, reachable only because the setting opened it."""
         return address_internal(ip, refused=self.refused, global_only=self.global_only)
 
 
-OUTBOUND = Policy("ROWBELL_OUTBOUND_ALLOW", tuple(networks(*OUTBOUND_REFUSED_ENTRIES)), "private or reserved",
-                  global_only=True)
-CONNECTION = Policy("ROWBELL_CONNECTION_ALLOW", tuple(networks(*CONNECTION_REFUSED_ENTRIES)),
-                    "loopback, link-local or reserved")
+OUTBOUND = Policy(
+    "ROWBELL_OUTBOUND_ALLOW", tuple(networks(*OUTBOUND_REFUSED_ENTRIES)), "private or reserved", global_only=True
+)
+CONNECTION = Policy(
+    "ROWBELL_CONNECTION_ALLOW", tuple(networks(*CONNECTION_REFUSED_ENTRIES)), "loopback, link-local or reserved"
+)
 
 
 def _ipv4_any_spelling(host: str) -> ipaddress.IPv4Address | None:
@@ -137,7 +146,8 @@ def _refusal(written: str, address: IPAddress, policy: Policy) -> DestinationRef
     return DestinationRefused(
         f"{shown} is a {policy.refused_words} address ({address_kind(refused)}); Rowbell does not connect "
         f"there. Use a public address or host name; a development set-up can open such networks with "
-        f"{policy.setting}.")
+        f"{policy.setting}."
+    )
 
 
 def literal_check(host: str, *, policy: Policy, written: str | None = None) -> IPAddress | None:

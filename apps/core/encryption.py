@@ -61,7 +61,7 @@ def seal(plaintext: str) -> str:
 def unseal(value: str) -> str:
     """The plaintext of a value made by `seal`; any other string is returned unchanged (rows written
     before sealing existed). Raises ImproperlyConfigured when no configured key decrypts it."""
-    return decrypt(value[len(SEALED_PREFIX):]) if is_sealed(value) else value
+    return decrypt(value[len(SEALED_PREFIX) :]) if is_sealed(value) else value
 
 
 def is_sealed(value) -> bool:

@@ -31,11 +31,19 @@ class ExactNumbers(_Encoder):
 
     def encode(self, o) -> str:
         return simplejson.dumps(
-            o, use_decimal=True, default=self.default, skipkeys=self.skipkeys, ensure_ascii=self.ensure_ascii,
-            check_circular=self.check_circular, allow_nan=self.allow_nan, indent=self.indent,
-            separators=(self.item_separator, self.key_separator), sort_keys=self.sort_keys,
+            o,
+            use_decimal=True,
+            default=self.default,
+            skipkeys=self.skipkeys,
+            ensure_ascii=self.ensure_ascii,
+            check_circular=self.check_circular,
+            allow_nan=self.allow_nan,
+            indent=self.indent,
+            separators=(self.item_separator, self.key_separator),
+            sort_keys=self.sort_keys,
             # As the standard library: a namedtuple is an array.
-            namedtuple_as_object=False)
+            namedtuple_as_object=False,
+        )
 
     def iterencode(self, o, _one_shot=False):
         yield self.encode(o)

@@ -16,8 +16,15 @@ from __future__ import annotations
 from django.http import QueryDict
 from rest_framework import serializers
 
-_JSON_TYPES = {str: "a string", bool: "true or false", int: "a number", float: "a number", list: "a list",
-               dict: "an object", type(None): "null"}
+_JSON_TYPES = {
+    str: "a string",
+    bool: "true or false",
+    int: "a number",
+    float: "a number",
+    list: "a list",
+    dict: "an object",
+    type(None): "null",
+}
 
 
 def _json_type(value) -> str:
@@ -100,5 +107,6 @@ class QuerySerializer(serializers.Serializer):
         blank = [name for name in self.fields if hasattr(data, "get") and data.get(name) == ""]
         if blank:
             raise serializers.ValidationError(
-                {name: ["Give a value, or leave the parameter out."] for name in blank}, code="blank")
+                {name: ["Give a value, or leave the parameter out."] for name in blank}, code="blank"
+            )
         return super().to_internal_value(data)

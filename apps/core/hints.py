@@ -49,15 +49,34 @@ def message(task: str, args: list, queue: str) -> dict:
         "content-encoding": "utf-8",
         "content-type": "application/json",
         "headers": {
-            "lang": "py", "task": task, "id": task_id, "shadow": None, "eta": None, "expires": None,
-            "group": None, "group_index": None, "retries": 0, "timelimit": [None, None], "root_id": task_id,
-            "parent_id": None, "argsrepr": repr(args)[:1024], "kwargsrepr": "{}", "origin": _origin(),
-            "ignore_result": True, "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {},
+            "lang": "py",
+            "task": task,
+            "id": task_id,
+            "shadow": None,
+            "eta": None,
+            "expires": None,
+            "group": None,
+            "group_index": None,
+            "retries": 0,
+            "timelimit": [None, None],
+            "root_id": task_id,
+            "parent_id": None,
+            "argsrepr": repr(args)[:1024],
+            "kwargsrepr": "{}",
+            "origin": _origin(),
+            "ignore_result": True,
+            "replaced_task_nesting": 0,
+            "stamped_headers": None,
+            "stamps": {},
         },
         "properties": {
-            "correlation_id": task_id, "reply_to": "", "delivery_mode": 2,
-            "delivery_info": {"exchange": "", "routing_key": queue}, "priority": 0,
-            "body_encoding": "base64", "delivery_tag": str(uuid.uuid4()),
+            "correlation_id": task_id,
+            "reply_to": "",
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": queue},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": str(uuid.uuid4()),
         },
     }
 
@@ -89,9 +108,11 @@ def _client():
         # One immediate retry on a connection error only: it replaces a pooled connection that a broker
         # restart closed. A timeout is not retried (it would double the wait on a broker that hangs).
         _redis = redis.Redis.from_url(
-            settings.CELERY_BROKER_URL, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            settings.CELERY_BROKER_URL,
+            socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
             socket_timeout=READ_TIMEOUT_SECONDS,
-            retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)))
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
+        )
         _redis_key = key
     return _redis
 
@@ -154,9 +175,14 @@ def hint_many_now(hints: list[Hint]) -> bool:
     try:
         hint_many(hints)
     except Exception as exc:  # the broker's failure in any form: the database stays the truth
-        logger.warning("Could not send %d hint%s (%s): %s: %s. Left for the reconciler.", len(hints),
-                       "" if len(hints) == 1 else "s", _described(hints), exc.__class__.__name__,
-                       str(exc).rstrip("."))
+        logger.warning(
+            "Could not send %d hint%s (%s): %s: %s. Left for the reconciler.",
+            len(hints),
+            "" if len(hints) == 1 else "s",
+            _described(hints),
+            exc.__class__.__name__,
+            str(exc).rstrip("."),
+        )
         return False
     return True
 

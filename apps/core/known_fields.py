@@ -14,7 +14,7 @@ from rest_framework import serializers
 
 
 def unknown_field_reason(name: str, known: list[str], noun: str | None = None) -> str:
-    """"Unknown field. Did you mean 'data'?", or the fields there are when none is close."""
+    """ "Unknown field. Did you mean 'data'?", or the fields there are when none is close."""
     where = f" for {noun}" if noun else ""
     close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
     if close:

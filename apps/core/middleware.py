@@ -53,8 +53,12 @@ class NulParameterMiddleware:
         bad = None
         if "%00" in request.META.get("QUERY_STRING", ""):
             bad = _nul_parameter(request.GET)
-        if bad is None and request.method == "POST" and request.content_type == "application/x-www-form-urlencoded" \
-                and (b"%00" in request.body or b"\x00" in request.body):
+        if (
+            bad is None
+            and request.method == "POST"
+            and request.content_type == "application/x-www-form-urlencoded"
+            and (b"%00" in request.body or b"\x00" in request.body)
+        ):
             bad = _nul_parameter(request.POST)
         if bad is None:
             return self.get_response(request)
@@ -63,9 +67,14 @@ class NulParameterMiddleware:
     @staticmethod
     def _refused(request, field: str | None, message: str):
         if request.path.startswith("/api/"):
-            return JsonResponse(error_body("invalid", "The request has invalid fields." if field else message,
-                                           fields=[{"field": field, "reason": NUL_MESSAGE}] if field else None),
-                                status=400)
+            return JsonResponse(
+                error_body(
+                    "invalid",
+                    "The request has invalid fields." if field else message,
+                    fields=[{"field": field, "reason": NUL_MESSAGE}] if field else None,
+                ),
+                status=400,
+            )
         return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
 
 

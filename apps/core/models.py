@@ -33,8 +33,11 @@ class QueuedAction(models.Model):
     class Meta:
         ordering = ["-id"]
         indexes = [
-            models.Index(fields=["target_type", "target_id", "id"], name="action_unfinished",
-                         condition=models.Q(status__in=["queued", "running"])),
+            models.Index(
+                fields=["target_type", "target_id", "id"],
+                name="action_unfinished",
+                condition=models.Q(status__in=["queued", "running"]),
+            ),
         ]
 
     def __str__(self):

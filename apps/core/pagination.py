@@ -24,8 +24,10 @@ class NewestFirst(CursorPagination):
         parameters = super().get_schema_operation_parameters(view)
         for parameter in parameters:
             if parameter["name"] == self.page_size_query_param:
-                parameter["description"] = (f"Rows per page, {self.page_size} unless given; more than "
-                                            f"{self.max_page_size} is read as {self.max_page_size}.")
+                parameter["description"] = (
+                    f"Rows per page, {self.page_size} unless given; more than "
+                    f"{self.max_page_size} is read as {self.max_page_size}."
+                )
                 parameter["schema"].update({"minimum": 1})
         return parameters
 
@@ -40,8 +42,9 @@ class NewestFirst(CursorPagination):
                     raise NotFound()
             return cursor
         except NotFound:
-            raise ValidationError({"cursor": ["Not a cursor this API gave: follow a page's `next` or `previous` "
-                                              "link."]}) from None
+            raise ValidationError(
+                {"cursor": ["Not a cursor this API gave: follow a page's `next` or `previous` link."]}
+            ) from None
 
 
 def paginated(view, request, queryset, serializer_class):

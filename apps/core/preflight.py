@@ -25,8 +25,13 @@ def _fail(message: str) -> None:
 
 def check_postgres(url: str, *, create: bool) -> None:
     cfg = environ.Env.db_url_config(url)
-    params: dict[str, Any] = {"host": cfg.get("HOST") or "127.0.0.1", "port": cfg.get("PORT") or 5432,
-              "user": cfg.get("USER") or None, "password": cfg.get("PASSWORD") or None, "connect_timeout": 3}
+    params: dict[str, Any] = {
+        "host": cfg.get("HOST") or "127.0.0.1",
+        "port": cfg.get("PORT") or 5432,
+        "user": cfg.get("USER") or None,
+        "password": cfg.get("PASSWORD") or None,
+        "connect_timeout": 3,
+    }
     where = f"{params['host']}:{params['port']}"
     try:
         with psycopg.connect(dbname="postgres", autocommit=True, **params) as conn:
@@ -36,18 +41,22 @@ def check_postgres(url: str, *, create: bool) -> None:
                 print(f"rowbell: created database {cfg['NAME']}")
     except psycopg.OperationalError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        _fail(f"PostgreSQL is not reachable at {where} ({first}).\n"
-              f"  Start it (e.g. `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`)\n"
-              f"  or point DATABASE_URL at a running server.")
+        _fail(
+            f"PostgreSQL is not reachable at {where} ({first}).\n"
+            f"  Start it (e.g. `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`)\n"
+            f"  or point DATABASE_URL at a running server."
+        )
 
 
 def check_redis(url: str) -> None:
     try:
         redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=3).ping()
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-        _fail(f"Redis is not reachable at {url} ({exc}).\n"
-              f"  Start it (e.g. `redis-server --daemonize yes --bind 127.0.0.1 --port 6379`)\n"
-              f"  or point REDIS_URL at a running server.")
+        _fail(
+            f"Redis is not reachable at {url} ({exc}).\n"
+            f"  Start it (e.g. `redis-server --daemonize yes --bind 127.0.0.1 --port 6379`)\n"
+            f"  or point REDIS_URL at a running server."
+        )
 
 
 def main(argv: list[str]) -> None:
@@ -57,10 +66,12 @@ def main(argv: list[str]) -> None:
     database_url = env("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/rowbell")
     # Tests create their own test_ database; only the server has to answer.
     check_postgres(database_url, create=not testing)
-    check_redis(env("TEST_REDIS_URL", default="redis://127.0.0.1:6379/15") if testing
-                else env("REDIS_URL", default="redis://127.0.0.1:6379/0"))
+    check_redis(
+        env("TEST_REDIS_URL", default="redis://127.0.0.1:6379/15")
+        if testing
+        else env("REDIS_URL", default="redis://127.0.0.1:6379/0")
+    )
 
 
 if __name__ == "__main__":
     main(sys.argv[1:])
-

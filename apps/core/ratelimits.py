@@ -49,8 +49,10 @@ class Rate:
         else (a limit of 0 or a window of 0 is refused: switch a limit off by making it large)."""
         match = _RATE.match(text or "")
         if not match or int(match.group(1)) < 1 or match.group(2) == "0":
-            raise ValueError(f"{text!r} is not a rate: write it as '<requests>/<unit>' or "
-                             f"'<requests>/<n><unit>', with a unit of s, m, h or d (e.g. '1200/min', '30/10m').")
+            raise ValueError(
+                f"{text!r} is not a rate: write it as '<requests>/<unit>' or "
+                f"'<requests>/<n><unit>', with a unit of s, m, h or d (e.g. '1200/min', '30/10m')."
+            )
         units = int(match.group(2) or 1)
         return cls(limit=int(match.group(1)), seconds=units * _UNIT_SECONDS[match.group(3)[0].lower()])
 
@@ -109,8 +111,9 @@ def counters(*, hit: Sequence[tuple[str, Rate]] = (), peek: Sequence[tuple[str, 
     except (RedisError, OSError):
         log.warning("rate-limit counters unavailable; request let through", exc_info=True)
         return None
-    return [Count(value=int(v or 0), rate=rate, reset_in=reset_in)
-            for v, ((_, reset_in), rate) in zip(values, hits + peeks)]
+    return [
+        Count(value=int(v or 0), rate=rate, reset_in=reset_in) for v, ((_, reset_in), rate) in zip(values, hits + peeks)
+    ]
 
 
 # One redis-py client per cache (over the cache's own connection pool): Django's get_client() builds a new
@@ -137,7 +140,7 @@ def _redis_counts(cache: RedisCache, hits, peeks) -> list:
     for (key, _), _ in peeks:
         pipe.get(cache.make_and_validate_key(key))
     results = pipe.execute()
-    return results[1:2 * len(full):2] + results[2 * len(full):]  # the INCRs' replies, then the GETs'
+    return results[1 : 2 * len(full) : 2] + results[2 * len(full) :]  # the INCRs' replies, then the GETs'
 
 
 def client_ip(request) -> str | None:

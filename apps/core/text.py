@@ -12,8 +12,10 @@ import re
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 NUL_MESSAGE = "Contains a NUL character (\\u0000), which cannot be stored."
-SURROGATE_MESSAGE = ("Contains an unpaired surrogate escape (e.g. \\ud83d without its pair), which is not "
-                     "Unicode text; send the character itself as UTF-8, or both halves of its pair.")
+SURROGATE_MESSAGE = (
+    "Contains an unpaired surrogate escape (e.g. \\ud83d without its pair), which is not "
+    "Unicode text; send the character itself as UTF-8, or both halves of its pair."
+)
 
 
 def text_problem(value: str) -> str | None:

@@ -68,7 +68,10 @@ def staff_groups_sync_after_migrate(sender, apps=None, using="default", plan=Non
     from django.db import connections
     from django.db.migrations.recorder import MigrationRecorder
 
-    if not MigrationRecorder(connections[using]).migration_qs.filter(app="dashboard",
-                                                                     name="0001_staff_groups").exists():
+    if (
+        not MigrationRecorder(connections[using])
+        .migration_qs.filter(app="dashboard", name="0001_staff_groups")
+        .exists()
+    ):
         return
     staff_groups_sync(apps, using)

@@ -30,16 +30,23 @@ from apps.core.ratelimits import client_ip
 def _username_failures(username: str) -> int:
     """Failures for this username from every address whose latest failure is within the base cool-off."""
     since = timezone.now() - timedelta(seconds=settings.ROWBELL_LOGIN_COOLOFF_SECONDS)
-    return AccessAttempt.objects.filter(username=username, attempt_time__gte=since).aggregate(
-        n=Sum("failures_since_start"))["n"] or 0
+    return (
+        AccessAttempt.objects.filter(username=username, attempt_time__gte=since).aggregate(
+            n=Sum("failures_since_start")
+        )["n"]
+        or 0
+    )
 
 
 def _address_failures(request: HttpRequest, credentials: dict | None) -> int:
     """Failures for this request's username from its address."""
-    return AccessAttempt.objects.filter(
-        username=get_client_username(request, credentials),
-        ip_address=getattr(request, "axes_ip_address", None) or client_ip(request),
-    ).aggregate(n=Sum("failures_since_start"))["n"] or 0
+    return (
+        AccessAttempt.objects.filter(
+            username=get_client_username(request, credentials),
+            ip_address=getattr(request, "axes_ip_address", None) or client_ip(request),
+        ).aggregate(n=Sum("failures_since_start"))["n"]
+        or 0
+    )
 
 
 def lockout_parameters(request_or_attempt: HttpRequest | AccessBase, credentials: dict | None = None) -> list:
@@ -72,12 +79,14 @@ def lockout_cool_off(request: HttpRequest | None) -> timedelta:
     failures = _address_failures(request, getattr(request, "axes_credentials", None))
     beyond = max(0, failures - get_failure_limit(request, None))
     seconds = settings.ROWBELL_LOGIN_COOLOFF_SECONDS * 2 ** min(beyond, 32)
-    return timedelta(seconds=min(seconds, max(settings.ROWBELL_LOGIN_COOLOFF_MAX_SECONDS,
-                                              settings.ROWBELL_LOGIN_COOLOFF_SECONDS)))
+    return timedelta(
+        seconds=min(seconds, max(settings.ROWBELL_LOGIN_COOLOFF_MAX_SECONDS, settings.ROWBELL_LOGIN_COOLOFF_SECONDS))
+    )
 
 
-def lockout_response(request: HttpRequest, original_response: HttpResponse | None = None,
-                     credentials: dict | None = None) -> HttpResponse:
+def lockout_response(
+    request: HttpRequest, original_response: HttpResponse | None = None, credentials: dict | None = None
+) -> HttpResponse:
     """AXES_LOCKOUT_CALLABLE: the admin's own page saying that signing in is paused and for how long,
     answered 429 with `Retry-After` in seconds (RFC 6585 section 4, RFC 9110 section 10.2.3). The lock
     restarts with each attempt, so the wait from now is the whole cool-off. A lock of the username from every

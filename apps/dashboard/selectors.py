@@ -89,17 +89,23 @@ def home_figures(*, product_id=None, range_key: str = DEFAULT_RANGE, now: dateti
     failed = sum(totals.get(s, 0) for s in FAILED)
     held = Delivery.objects.filter(status=DeliveryStatus.HELD, product_id__in=ids).count()
     undecided = Escalation.objects.filter(decided_at__isnull=True, product_id__in=ids).count()
-    connections = list(Connection.objects.filter(product_id__in=ids).select_related("product").order_by(
-        "product__name", "name"))
+    connections = list(
+        Connection.objects.filter(product_id__in=ids).select_related("product").order_by("product__name", "name")
+    )
     return {
-        "range": span, "ranges": list(RANGES.values()),
-        "products": products, "product_id": str(product_id) if product_id else "",
-        "chart": {"times": [int(at.timestamp()) for at in buckets], "statuses": by_status,
-                  "latency": latency_series},
-        "totals": dict(sorted(totals.items(), key=lambda kv: -kv[1])), "total": sum(totals.values()),
-        "ended": ended, "failed": failed, "failure_rate": round(failed / ended, 4) if ended else None,
+        "range": span,
+        "ranges": list(RANGES.values()),
+        "products": products,
+        "product_id": str(product_id) if product_id else "",
+        "chart": {"times": [int(at.timestamp()) for at in buckets], "statuses": by_status, "latency": latency_series},
+        "totals": dict(sorted(totals.items(), key=lambda kv: -kv[1])),
+        "total": sum(totals.values()),
+        "ended": ended,
+        "failed": failed,
+        "failure_rate": round(failed / ended, 4) if ended else None,
         "latency": overall,
-        "held": held, "undecided": undecided,
+        "held": held,
+        "undecided": undecided,
         "connections": connections,
     }
 

@@ -26,10 +26,18 @@ class RowbellAdminSite(admin.AdminSite):
 
         # The figures are deliveries' and runs' (and connections'): shown to staff who may see those.
         may_see = request.user.has_perms(["deliveries.view_delivery", "runs.view_run", "connections.view_connection"])
-        figures = home_figures_cached(product_id=request.GET.get("product") or None,
-                                      range_key=request.GET.get("range") or "") if may_see else None
-        context = {**self.each_context(request), "title": self.index_title, "subtitle": None,
-                   "app_list": self.get_app_list(request), "figures": figures,
-                   **(extra_context or {})}
+        figures = (
+            home_figures_cached(product_id=request.GET.get("product") or None, range_key=request.GET.get("range") or "")
+            if may_see
+            else None
+        )
+        context = {
+            **self.each_context(request),
+            "title": self.index_title,
+            "subtitle": None,
+            "app_list": self.get_app_list(request),
+            "figures": figures,
+            **(extra_context or {}),
+        }
         request.current_app = self.name
         return TemplateResponse(request, "dashboard/home.html", context)

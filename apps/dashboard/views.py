@@ -20,8 +20,10 @@ PER_PAGE = 20
 # Inside the preview frame: nothing is fetched from outside (no remote images, fonts or styles), so that
 # reviewing a message neither tells its sender the reviewer's address nor counts as an open of the
 # tracking pixel; inline styles and embedded (data:) images still show.
-PREVIEW_POLICY = ('<meta http-equiv="Content-Security-Policy" '
-                  "content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">")
+PREVIEW_POLICY = (
+    '<meta http-equiv="Content-Security-Policy" '
+    "content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">"
+)
 
 
 def _preview(delivery: Delivery) -> dict:
@@ -56,7 +58,8 @@ def _act(request) -> None:
     past = "Released" if verb == "release" else "Discarded"
     left = len(chosen) - len(done)
     text = f"{past} {len(done)} deliver{'y' if len(done) == 1 else 'ies'}" + (
-        f"; {left} no longer held (reviewed meanwhile), left alone." if left else ".")
+        f"; {left} no longer held (reviewed meanwhile), left alone." if left else "."
+    )
     (messages.success if done else messages.warning)(request, text)
 
 
@@ -67,19 +70,31 @@ def review_queue(request):
     if request.method == "POST":
         _act(request)
         return HttpResponseRedirect(request.get_full_path())
-    held = (Delivery.objects.filter(status=DeliveryStatus.HELD)
-            .select_related("product", "organization", "run__workflow_version__workflow").order_by("id"))
+    held = (
+        Delivery.objects.filter(status=DeliveryStatus.HELD)
+        .select_related("product", "organization", "run__workflow_version__workflow")
+        .order_by("id")
+    )
     product_id = request.GET.get("product") or ""
     if product_id:
         held = held.filter(product_id=product_id) if _uuid(product_id) else held.none()
     page = BoundedCountPaginator(held, PER_PAGE).get_page(request.GET.get("page"))
-    rows = [{"delivery": d, "preview": _preview(d),
-             "workflow": d.run.workflow_version.workflow.key if d.run_id else ""} for d in page.object_list]
+    rows = [
+        {"delivery": d, "preview": _preview(d), "workflow": d.run.workflow_version.workflow.key if d.run_id else ""}
+        for d in page.object_list
+    ]
     from django.contrib import admin
 
-    context = {**admin.site.each_context(request), "title": "Review queue", "subtitle": None, "page": page,
-               "rows": rows, "products": Product.objects.order_by("name").values_list("id", "name"),
-               "product_id": product_id, "may_review": request.user.has_perm("deliveries.review_delivery")}
+    context = {
+        **admin.site.each_context(request),
+        "title": "Review queue",
+        "subtitle": None,
+        "page": page,
+        "rows": rows,
+        "products": Product.objects.order_by("name").values_list("id", "name"),
+        "product_id": product_id,
+        "may_review": request.user.has_perm("deliveries.review_delivery"),
+    }
     return TemplateResponse(request, "dashboard/review_queue.html", context)
 
 

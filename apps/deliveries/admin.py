@@ -32,8 +32,15 @@ class EndpointActions:
 
 @admin.register(WebhookEndpoint)
 class WebhookEndpointAdmin(EndpointActions, OperatorAdmin):
-    list_display = ("url_masked", "product", "enabled", "disabled_reason", "failing_since", "accept_any_2xx",
-                    "created_at")
+    list_display = (
+        "url_masked",
+        "product",
+        "enabled",
+        "disabled_reason",
+        "failing_since",
+        "accept_any_2xx",
+        "created_at",
+    )
     list_filter = ("enabled", "product")
     list_select_related = ("product",)
     search_fields = ("host",)
@@ -43,11 +50,30 @@ class WebhookEndpointAdmin(EndpointActions, OperatorAdmin):
     # carry a token.
     exclude = ("secret", "previous_secret", "url")
     # Enabling and disabling go through the services (audit, triggers, replay), not the form.
-    readonly_fields = ("id", "product", "url_masked", "host", "created_at", "enabled", "disabled_at", "disabled_reason", "failing_since",
-                       "previous_secret_until", "connection", "source", "capture", "capture_spec")
+    readonly_fields = (
+        "id",
+        "product",
+        "url_masked",
+        "host",
+        "created_at",
+        "enabled",
+        "disabled_at",
+        "disabled_reason",
+        "failing_since",
+        "previous_secret_until",
+        "connection",
+        "source",
+        "capture",
+        "capture_spec",
+    )
     actions = ["disable", "enable", "enable_and_replay", "replay_failed", "rotate_secret"]
-    object_actions = (("disable", "Disable"), ("enable", "Enable"), ("enable_and_replay", "Enable and replay failed"),
-                      ("replay_failed", "Replay failed deliveries"), ("rotate_secret", "Rotate secret"))
+    object_actions = (
+        ("disable", "Disable"),
+        ("enable", "Enable"),
+        ("enable_and_replay", "Enable and replay failed"),
+        ("replay_failed", "Replay failed deliveries"),
+        ("rotate_secret", "Rotate secret"),
+    )
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("product", "connection")
@@ -57,19 +83,27 @@ class WebhookEndpointAdmin(EndpointActions, OperatorAdmin):
         done = list(queryset.filter(enabled=True))
         for endpoint in done:
             webhook_endpoint_disable(endpoint=endpoint, actor=actor_of(request))
-        self.message_user(request, f"Disabled {len(done)} endpoint(s)" + (
-            "; row-event triggers no longer used are retired in the background." if done else "."),
-            messages.SUCCESS if done else messages.WARNING)
+        self.message_user(
+            request,
+            f"Disabled {len(done)} endpoint(s)"
+            + ("; row-event triggers no longer used are retired in the background." if done else "."),
+            messages.SUCCESS if done else messages.WARNING,
+        )
         return back_to(request)
 
     def _enable(self, request, queryset, replay: bool):
         chosen = list(queryset.filter(enabled=False))
         for endpoint in chosen:
             webhook_endpoint_enable_request(endpoint=endpoint, actor=actor_of(request), replay=replay)
-        self.message_user(request, f"Enabling {len(chosen)} endpoint(s) in the background"
-                          + (", then replaying what failed meanwhile" if replay else "")
-                          + "; Queued actions shows the outcome." if chosen else "Nothing to enable: already enabled.",
-                          messages.SUCCESS if chosen else messages.WARNING)
+        self.message_user(
+            request,
+            f"Enabling {len(chosen)} endpoint(s) in the background"
+            + (", then replaying what failed meanwhile" if replay else "")
+            + "; Queued actions shows the outcome."
+            if chosen
+            else "Nothing to enable: already enabled.",
+            messages.SUCCESS if chosen else messages.WARNING,
+        )
         return back_to(request)
 
     @admin.action(description="Enable", permissions=["operate"])
@@ -91,33 +125,50 @@ class WebhookEndpointAdmin(EndpointActions, OperatorAdmin):
                 continue
             replayed += len(result["replayed"])
             if result["not_replayed"]:
-                notes.append(f"{endpoint.url_masked}: {len(result['not_replayed'])} not replayed "
-                             f"({next(iter(result['not_replayed'].values()))})")
-        self.message_user(request, f"Queued {replayed} failed deliver{'y' if replayed == 1 else 'ies'} again, "
-                          "with their original webhook-id.", messages.SUCCESS if replayed else messages.WARNING)
+                notes.append(
+                    f"{endpoint.url_masked}: {len(result['not_replayed'])} not replayed "
+                    f"({next(iter(result['not_replayed'].values()))})"
+                )
+        self.message_user(
+            request,
+            f"Queued {replayed} failed deliver{'y' if replayed == 1 else 'ies'} again, with their original webhook-id.",
+            messages.SUCCESS if replayed else messages.WARNING,
+        )
         for note in notes:
             self.message_user(request, note, messages.WARNING)
         return back_to(request)
 
-    @admin.action(description="Rotate the signing secret of one endpoint (the previous one signs for 24 hours)",
-                  permissions=["operate"])
+    @admin.action(
+        description="Rotate the signing secret of one endpoint (the previous one signs for 24 hours)",
+        permissions=["operate"],
+    )
     def rotate_secret(self, request, queryset):
         from django.template.response import TemplateResponse
 
         if queryset.count() != 1:
             # A new secret must reach each endpoint's owner: one at a time, never a whole list by accident.
-            self.message_user(request, "Rotate one endpoint's secret at a time. Nothing was rotated.",
-                              messages.ERROR)
+            self.message_user(request, "Rotate one endpoint's secret at a time. Nothing was rotated.", messages.ERROR)
             return back_to(request)
-        rotated = [webhook_endpoint_rotate_secret(endpoint=queryset.get(), actor=actor_of(request),
-                                                  overlap_seconds=DEFAULT_SECRET_OVERLAP_SECONDS)]
+        rotated = [
+            webhook_endpoint_rotate_secret(
+                endpoint=queryset.get(), actor=actor_of(request), overlap_seconds=DEFAULT_SECRET_OVERLAP_SECONDS
+            )
+        ]
         # Shown once, in this answer only: not in a message (kept in the session) nor on any page.
-        response = TemplateResponse(request, "dashboard/secret_rotated.html", {
-            **self.admin_site.each_context(request), "title": "Signing secret rotated", "subtitle": None,
-            "rotated": rotated, "overlap_hours": DEFAULT_SECRET_OVERLAP_SECONDS // 3600, "opts": self.opts})
+        response = TemplateResponse(
+            request,
+            "dashboard/secret_rotated.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Signing secret rotated",
+                "subtitle": None,
+                "rotated": rotated,
+                "overlap_hours": DEFAULT_SECRET_OVERLAP_SECONDS // 3600,
+                "opts": self.opts,
+            },
+        )
         response["Cache-Control"] = "no-store"
         return response
-
 
 
 class DeliveryAttemptInline(admin.TabularInline):
@@ -163,8 +214,13 @@ class OutcomeFilter(admin.SimpleListFilter):
 @admin.register(Delivery)
 class DeliveryAdmin(OperatorAdmin):
     list_display = ("message_id", "channel", "status", "target", "attempt_count", "product", "created_at")
-    list_filter = ("status", OutcomeFilter, fixed_filter("channel", "channel", channel_kinds()), "product",
-                   CreatedFilter)
+    list_filter = (
+        "status",
+        OutcomeFilter,
+        fixed_filter("channel", "channel", channel_kinds()),
+        "product",
+        CreatedFilter,
+    )
     search_fields = ("message_id",)  # shows the search box; see exact_search_fields
     exact_search_fields = ("message_id", "provider_message_id")
     list_select_related = ("product",)
@@ -176,8 +232,11 @@ class DeliveryAdmin(OperatorAdmin):
     object_actions = (("release", "Release (send)"), ("discard", "Discard"))
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related(
-            "product", "organization__product", "request", "run", "event", "endpoint")
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("product", "organization__product", "request", "run", "event", "endpoint")
+        )
 
     @admin.display(description="payload")
     def payload_shown(self, obj):
@@ -189,16 +248,23 @@ class DeliveryAdmin(OperatorAdmin):
     def _review(self, request, queryset, service, verb: str):
         from .services import MAX_REVIEW_BATCH
 
-        chosen = list(queryset.order_by("id").values_list("message_id", flat=True)[:MAX_REVIEW_BATCH + 1])
+        chosen = list(queryset.order_by("id").values_list("message_id", flat=True)[: MAX_REVIEW_BATCH + 1])
         if len(chosen) > MAX_REVIEW_BATCH:
-            self.message_user(request, f"At most {MAX_REVIEW_BATCH} deliveries at a time: narrow the selection "
-                              "(e.g. filter by product) and try again. Nothing was done.", messages.ERROR)
+            self.message_user(
+                request,
+                f"At most {MAX_REVIEW_BATCH} deliveries at a time: narrow the selection "
+                "(e.g. filter by product) and try again. Nothing was done.",
+                messages.ERROR,
+            )
             return back_to(request)
         done = service(product_id=None, message_ids=chosen, actor=actor_of(request))
         skipped = len(chosen) - len(done)
-        self.message_user(request, f"{verb} {len(done)} held deliver{'y' if len(done) == 1 else 'ies'}"
-                          + (f"; {skipped} not held, left alone." if skipped else "."),
-                          messages.SUCCESS if done else messages.WARNING)
+        self.message_user(
+            request,
+            f"{verb} {len(done)} held deliver{'y' if len(done) == 1 else 'ies'}"
+            + (f"; {skipped} not held, left alone." if skipped else "."),
+            messages.SUCCESS if done else messages.WARNING,
+        )
         return back_to(request)
 
     @admin.action(description="Release (send) held deliveries", permissions=["review"])
@@ -223,11 +289,16 @@ class ProviderConfigForm(forms.ModelForm):
     shows them, and leaving them empty when changing a configuration keeps the stored ones."""
 
     provider_choice = forms.ChoiceField(label="Channel and provider")
-    credentials_json = forms.JSONField(label="Credentials", required=False, widget=forms.Textarea(attrs={"rows": 6}),
-                                       help_text="JSON, e.g. {\"account_sid\": \"AC...\", \"auth_token\": \"...\"}. "
-                                                 "Stored encrypted and never shown; empty keeps the stored ones.")
-    options_json = forms.JSONField(label="Options", required=False, initial=dict,
-                                   widget=forms.Textarea(attrs={"rows": 4}))
+    credentials_json = forms.JSONField(
+        label="Credentials",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 6}),
+        help_text='JSON, e.g. {"account_sid": "AC...", "auth_token": "..."}. '
+        "Stored encrypted and never shown; empty keeps the stored ones.",
+    )
+    options_json = forms.JSONField(
+        label="Options", required=False, initial=dict, widget=forms.Textarea(attrs={"rows": 4})
+    )
 
     class Meta:
         model = ProviderConfig
@@ -237,8 +308,9 @@ class ProviderConfigForm(forms.ModelForm):
         from .channels.providers import PROVIDERS
 
         super().__init__(*args, **kwargs)
-        self.fields["provider_choice"].choices = [(f"{c}:{p}", f"{c}: {PROVIDERS[(c, p)].title}")
-                                                  for c, p in sorted(PROVIDERS)]
+        self.fields["provider_choice"].choices = [
+            (f"{c}:{p}", f"{c}: {PROVIDERS[(c, p)].title}") for c, p in sorted(PROVIDERS)
+        ]
         if self.instance.pk:
             self.fields["provider_choice"].initial = f"{self.instance.channel}:{self.instance.provider}"
             self.fields["options_json"].initial = self.instance.options
@@ -256,12 +328,18 @@ class ProviderConfigForm(forms.ModelForm):
         if credentials in (None, "", {}) and self.instance.pk and self.instance.provider == provider:
             credentials = json.loads(self.instance.credentials)
         try:
-            self.checked = provider_config_check(channel=channel, provider=provider, credentials=credentials,
-                                                 options=data.get("options_json") or {})
+            self.checked = provider_config_check(
+                channel=channel, provider=provider, credentials=credentials, options=data.get("options_json") or {}
+            )
         except InvalidInput as exc:
             for field, reason in (exc.fields or {"provider_choice": exc.message}).items():
-                target = ("credentials_json" if field.startswith("credentials") else
-                          "options_json" if field.startswith("options") else "provider_choice")
+                target = (
+                    "credentials_json"
+                    if field.startswith("credentials")
+                    else "options_json"
+                    if field.startswith("options")
+                    else "provider_choice"
+                )
                 self.add_error(target, f"{field}: {reason}" if target != "provider_choice" else reason)
             return data
         organization = data.get("organization")
@@ -290,9 +368,15 @@ class ProviderConfigAdmin(OperatorAdmin):
 
         url = provider_events_url(obj) if obj else ""
         if not url:
-            return "None for this provider." if obj and obj.pk else "Created on save, for SendGrid, Mailgun, Postmark and SES."
-        return (f"{url} — HTTP basic auth user {USERNAME}; the secret is shown once, by the action "
-                "'Rotate the event webhook secret'.")
+            return (
+                "None for this provider."
+                if obj and obj.pk
+                else "Created on save, for SendGrid, Mailgun, Postmark and SES."
+            )
+        return (
+            f"{url} — HTTP basic auth user {USERNAME}; the secret is shown once, by the action "
+            "'Rotate the event webhook secret'."
+        )
 
     @admin.action(description="Rotate the event webhook secret of one email provider", permissions=["change"])
     def rotate_events_secret(self, request, queryset):
@@ -302,8 +386,9 @@ class ProviderConfigAdmin(OperatorAdmin):
         from .services import provider_config_rotate_events_secret
 
         if queryset.count() != 1:
-            self.message_user(request, "Rotate one configuration's secret at a time. Nothing was rotated.",
-                              messages.ERROR)
+            self.message_user(
+                request, "Rotate one configuration's secret at a time. Nothing was rotated.", messages.ERROR
+            )
             return back_to(request)
         try:
             config = provider_config_rotate_events_secret(config=queryset.get(), actor=actor_of(request))
@@ -311,10 +396,19 @@ class ProviderConfigAdmin(OperatorAdmin):
             self.message_user(request, exc.message, messages.ERROR)
             return back_to(request)
         # Shown once, in this answer only (as rotated endpoint secrets are).
-        response = TemplateResponse(request, "dashboard/provider_events_secret.html", {
-            **self.admin_site.each_context(request), "title": "Event webhook secret rotated", "subtitle": None,
-            "config": config, "url": provider_events_url(config),
-            "url_with_secret": provider_events_url(config, secret=config.events_secret_new), "opts": self.opts})
+        response = TemplateResponse(
+            request,
+            "dashboard/provider_events_secret.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Event webhook secret rotated",
+                "subtitle": None,
+                "config": config,
+                "url": provider_events_url(config),
+                "url_with_secret": provider_events_url(config, secret=config.events_secret_new),
+                "opts": self.opts,
+            },
+        )
         response["Cache-Control"] = "no-store"
         return response
 
@@ -334,9 +428,16 @@ class ProviderConfigAdmin(OperatorAdmin):
         if change and (obj.channel != form.channel):
             from .services import provider_config_delete
 
-            provider_config_delete(product=obj.product, channel=obj.channel, organization=obj.organization,
-                                   actor=actor_of(request))
-        saved = provider_config_put(product=obj.product, organization=obj.organization, channel=form.channel,
-                                    provider=form.provider, credentials=form.checked["credentials"],
-                                    options=form.checked["options"], actor=actor_of(request))
+            provider_config_delete(
+                product=obj.product, channel=obj.channel, organization=obj.organization, actor=actor_of(request)
+            )
+        saved = provider_config_put(
+            product=obj.product,
+            organization=obj.organization,
+            channel=form.channel,
+            provider=form.provider,
+            credentials=form.checked["credentials"],
+            options=form.checked["options"],
+            actor=actor_of(request),
+        )
         obj.pk, obj.id = saved.pk, saved.id

@@ -32,17 +32,21 @@ from .services import (
 
 class WebhookOutputSerializer(serializers.Serializer):
     id = strict.UUIDField()
-    url = strict.CharField(source="url_masked", help_text=(
-        "Masked (scheme://host/…last4): the full URL may carry a token, and is stored encrypted."))
+    url = strict.CharField(
+        source="url_masked",
+        help_text=("Masked (scheme://host/…last4): the full URL may carry a token, and is stored encrypted."),
+    )
     description = strict.CharField()
     accept_any_2xx = strict.BooleanField()
     enabled = strict.BooleanField()
     disabled_at = serializers.DateTimeField(allow_null=True)
     disabled_reason = strict.CharField(help_text="Why it was disabled: by whom, or what Rowbell saw.")
     failing_since = serializers.DateTimeField(
-        allow_null=True, help_text="Since when every attempt has failed (null: the last one succeeded).")
+        allow_null=True, help_text="Since when every attempt has failed (null: the last one succeeded)."
+    )
     previous_secret_until = serializers.DateTimeField(
-        allow_null=True, help_text="After a rotation: until when messages are also signed with the previous secret.")
+        allow_null=True, help_text="After a rotation: until when messages are also signed with the previous secret."
+    )
     source = serializers.JSONField(allow_null=True)
     created_at = serializers.DateTimeField()
 
@@ -66,8 +70,9 @@ class WebhookDisableApi(APIView):
     @extend_schema(request=None, responses=WebhookOutputSerializer)
     def post(self, request, endpoint_id):
         endpoint = webhook_endpoint_get(tenant=request.user, endpoint_id=endpoint_id)
-        return Response(WebhookOutputSerializer(webhook_endpoint_disable(endpoint=endpoint,
-                                                                         actor=request.user.actor)).data)
+        return Response(
+            WebhookOutputSerializer(webhook_endpoint_disable(endpoint=endpoint, actor=request.user.actor)).data
+        )
 
 
 class WebhookEnableApi(APIView):
@@ -77,8 +82,11 @@ class WebhookEnableApi(APIView):
     permission_classes = [IsProduct]
 
     class WebhookEnableInputSerializer(serializers.Serializer):
-        replay = strict.BooleanField(required=False, default=False, help_text=(
-            "Also replay the deliveries that failed (or were skipped) while it was failing or disabled."))
+        replay = strict.BooleanField(
+            required=False,
+            default=False,
+            help_text=("Also replay the deliveries that failed (or were skipped) while it was failing or disabled."),
+        )
 
     class WebhookEnabledSerializer(WebhookOutputSerializer):
         replay = serializers.DictField(help_text="since, replayed, replayable (not replayed yet).")
@@ -88,10 +96,15 @@ class WebhookEnableApi(APIView):
         data = self.WebhookEnableInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         endpoint = webhook_endpoint_get(tenant=request.user, endpoint_id=endpoint_id)
-        endpoint, replay = webhook_endpoint_enable(endpoint=endpoint, actor=request.user.actor,
-                                                   replay=data.validated_data["replay"])
-        return Response({**WebhookOutputSerializer(endpoint).data,
-                         "replay": {**replay, "since": replay["since"].isoformat() if replay["since"] else None}})
+        endpoint, replay = webhook_endpoint_enable(
+            endpoint=endpoint, actor=request.user.actor, replay=data.validated_data["replay"]
+        )
+        return Response(
+            {
+                **WebhookOutputSerializer(endpoint).data,
+                "replay": {**replay, "since": replay["since"].isoformat() if replay["since"] else None},
+            }
+        )
 
 
 class WebhookRotateSecretApi(APIView):
@@ -101,8 +114,9 @@ class WebhookRotateSecretApi(APIView):
     permission_classes = [IsProduct]
 
     class RotateSecretInputSerializer(serializers.Serializer):
-        overlap_seconds = strict.IntegerField(required=False, default=DEFAULT_SECRET_OVERLAP_SECONDS,
-                                                   min_value=0, max_value=MAX_SECRET_OVERLAP_SECONDS)
+        overlap_seconds = strict.IntegerField(
+            required=False, default=DEFAULT_SECRET_OVERLAP_SECONDS, min_value=0, max_value=MAX_SECRET_OVERLAP_SECONDS
+        )
 
     class RotatedSecretSerializer(serializers.Serializer):
         id = strict.UUIDField()
@@ -114,8 +128,9 @@ class WebhookRotateSecretApi(APIView):
         data = self.RotateSecretInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         endpoint = webhook_endpoint_get(tenant=request.user, endpoint_id=endpoint_id)
-        endpoint = webhook_endpoint_rotate_secret(endpoint=endpoint, actor=request.user.actor,
-                                                  overlap_seconds=data.validated_data["overlap_seconds"])
+        endpoint = webhook_endpoint_rotate_secret(
+            endpoint=endpoint, actor=request.user.actor, overlap_seconds=data.validated_data["overlap_seconds"]
+        )
         return Response(self.RotatedSecretSerializer(endpoint).data)
 
 
@@ -139,8 +154,11 @@ class WebhookReplayApi(APIView):
         data = self.WebhookReplayInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         endpoint = webhook_endpoint_get(tenant=request.user, endpoint_id=endpoint_id)
-        return Response(deliveries_replay(product_id=request.user.product_id, actor=request.user.actor,
-                                          endpoint=endpoint, **data.validated_data))
+        return Response(
+            deliveries_replay(
+                product_id=request.user.product_id, actor=request.user.actor, endpoint=endpoint, **data.validated_data
+            )
+        )
 
 
 class DeliveryOutputSerializer(serializers.Serializer):
@@ -151,13 +169,15 @@ class DeliveryOutputSerializer(serializers.Serializer):
     target = strict.CharField()
     recipient_id = strict.CharField()
     status = strict.CharField()
-    payload = serializers.SerializerMethodField(help_text=(
-        "The rendered message, exactly as it is (or would be) sent; a recipient's chat webhook URL is shown masked."))
+    payload = serializers.SerializerMethodField(
+        help_text=(
+            "The rendered message, exactly as it is (or would be) sent; a recipient's chat webhook URL is shown masked."
+        )
+    )
     attempts = strict.IntegerField(source="attempt_count")
     last_error = strict.CharField()
     created_at = serializers.DateTimeField()
     completed_at = serializers.DateTimeField(allow_null=True)
-
 
     @extend_schema_field(serializers.JSONField())
     def get_payload(self, delivery):
@@ -210,19 +230,25 @@ class DeliveryListApi(APIView):
     def get(self, request):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        return paginated(self, request, delivery_list(tenant=request.user, **filters.validated_data),
-                         DeliveryOutputSerializer)
+        return paginated(
+            self, request, delivery_list(tenant=request.user, **filters.validated_data), DeliveryOutputSerializer
+        )
 
 
 class ReviewInputSerializer(serializers.Serializer):
-    ids = serializers.ListField(child=strict.CharField(max_length=40), min_length=1,
-                                max_length=MAX_REVIEW_BATCH, help_text="Delivery ids (msg_...).")
+    ids = serializers.ListField(
+        child=strict.CharField(max_length=40),
+        min_length=1,
+        max_length=MAX_REVIEW_BATCH,
+        help_text="Delivery ids (msg_...).",
+    )
 
 
 class ReviewOutputSerializer(serializers.Serializer):
     done = serializers.ListField(child=strict.CharField(), help_text="The deliveries this call changed.")
-    skipped = serializers.ListField(child=strict.CharField(),
-                                    help_text="Ids that were not held (already reviewed, or unknown).")
+    skipped = serializers.ListField(
+        child=strict.CharField(), help_text="Ids that were not held (already reviewed, or unknown)."
+    )
 
 
 class _ReviewApi(APIView):
@@ -257,8 +283,13 @@ class DeliveryReplayApi(APIView):
     def post(self, request):
         data = ReviewInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        return Response(deliveries_replay(product_id=request.user.product_id, actor=request.user.actor,
-                                          message_ids=list(dict.fromkeys(data.validated_data["ids"]))))
+        return Response(
+            deliveries_replay(
+                product_id=request.user.product_id,
+                actor=request.user.actor,
+                message_ids=list(dict.fromkeys(data.validated_data["ids"])),
+            )
+        )
 
 
 class DeliveryDiscardApi(_ReviewApi):
@@ -284,8 +315,12 @@ class ProviderInputSerializer(serializers.Serializer):
     provider = strict.CharField(max_length=40, help_text=_PROVIDERS_HELP)
     credentials = serializers.JSONField(help_text="The provider's secrets; stored encrypted, never shown again.")
     options = serializers.JSONField(required=False, default=dict, help_text="The provider's other settings.")
-    organization = strict.UUIDField(required=False, allow_null=True, default=None,
-                                         help_text="Configure it for one organization of the product only.")
+    organization = strict.UUIDField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Configure it for one organization of the product only.",
+    )
 
 
 class ProviderOutputSerializer(serializers.Serializer):
@@ -295,9 +330,12 @@ class ProviderOutputSerializer(serializers.Serializer):
     organization = strict.UUIDField(source="organization_id", allow_null=True)
     options = serializers.JSONField()
     credentials_set = serializers.SerializerMethodField(help_text="Which credentials are stored (never their values).")
-    events_webhook = serializers.SerializerMethodField(help_text=(
-        "Email providers that report events: the URL to give the provider, with HTTP basic auth user `rowbell` "
-        "and a secret shown once (when first configured, and by rotate-events-secret)."))
+    events_webhook = serializers.SerializerMethodField(
+        help_text=(
+            "Email providers that report events: the URL to give the provider, with HTTP basic auth user `rowbell` "
+            "and a secret shown once (when first configured, and by rotate-events-secret)."
+        )
+    )
     updated_at = serializers.DateTimeField()
 
     def get_credentials_set(self, obj) -> list[str]:
@@ -314,8 +352,9 @@ class ProviderOutputSerializer(serializers.Serializer):
             return None
         shown = {"url": url, "username": USERNAME, "secret": "********"}
         if getattr(obj, "events_secret_new", ""):
-            shown.update(secret=obj.events_secret_new, url_with_secret=provider_events_url(
-                obj, secret=obj.events_secret_new))
+            shown.update(
+                secret=obj.events_secret_new, url_with_secret=provider_events_url(obj, secret=obj.events_secret_new)
+            )
         return shown
 
 
@@ -351,10 +390,15 @@ class ProviderDetailApi(APIView):
         data = ProviderInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
-        config = provider_config_put(product=request.user.product, channel=channel, provider=values["provider"],
-                                     credentials=values["credentials"], options=values["options"],
-                                     organization=_organization_of(request, values["organization"]),
-                                     actor=request.user.actor)
+        config = provider_config_put(
+            product=request.user.product,
+            channel=channel,
+            provider=values["provider"],
+            credentials=values["credentials"],
+            options=values["options"],
+            organization=_organization_of(request, values["organization"]),
+            actor=request.user.actor,
+        )
         return Response(ProviderOutputSerializer(config).data)
 
     @extend_schema(parameters=[OpenApiParameter("organization", str, required=False)], responses={204: None})
@@ -363,8 +407,9 @@ class ProviderDetailApi(APIView):
         if given is not None and uuid_or_none(given) is None:
             raise InvalidInput("Must be an organization id.", field="organization")
         organization = _organization_of(request, uuid_or_none(given))
-        if not provider_config_delete(product=request.user.product, channel=channel, organization=organization,
-                                      actor=request.user.actor):
+        if not provider_config_delete(
+            product=request.user.product, channel=channel, organization=organization, actor=request.user.actor
+        ):
             raise NotFound("No provider is configured for this channel.")
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -386,8 +431,9 @@ class ProviderRotateEventsSecretApi(APIView):
         data = self.RotateEventsInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         organization = _organization_of(request, data.validated_data["organization"])
-        config = ProviderConfig.objects.filter(product_id=request.user.product_id, organization=organization,
-                                               channel=channel).first()
+        config = ProviderConfig.objects.filter(
+            product_id=request.user.product_id, organization=organization, channel=channel
+        ).first()
         if config is None:
             raise NotFound("No provider is configured for this channel.")
         config = provider_config_rotate_events_secret(config=config, actor=request.user.actor)
@@ -449,5 +495,10 @@ class MetricsApi(APIView):
         filters.is_valid(raise_exception=True)
         values = filters.validated_data
         rows = delivery_metrics(tenant=request.user, **values)
-        return Response({"since": values["since"], "until": values["until"],
-                         "metrics": self.MetricsSerializer(rows, many=True).data})
+        return Response(
+            {
+                "since": values["since"],
+                "until": values["until"],
+                "metrics": self.MetricsSerializer(rows, many=True).data,
+            }
+        )

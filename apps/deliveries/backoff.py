@@ -3,8 +3,14 @@ import random
 from django.conf import settings
 
 
-def retry_delay(attempt: int, *, retry_after: float | None = None, rng: random.Random | None = None,
-                base: float | None = None, cap: float | None = None) -> float:
+def retry_delay(
+    attempt: int,
+    *,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
+    base: float | None = None,
+    cap: float | None = None,
+) -> float:
     """Seconds to wait after failed attempt number `attempt` (1-based).
 
     Exponential (base * 2**(attempt-1), capped) with "equal jitter": a uniform draw between half the

@@ -35,8 +35,9 @@ class WebhookEndpoint(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     # Row events: the customer database and what to capture there ({table, events, columns}); the
     # capture name says which event-log rows are this endpoint's.
-    connection = models.ForeignKey("connections.Connection", null=True, blank=True, on_delete=models.PROTECT,
-                                   related_name="webhook_endpoints")
+    connection = models.ForeignKey(
+        "connections.Connection", null=True, blank=True, on_delete=models.PROTECT, related_name="webhook_endpoints"
+    )
     source = models.JSONField(null=True, blank=True)
     capture = models.CharField(max_length=63, blank=True)
     capture_spec = models.JSONField(null=True, blank=True, help_text="The capture's full definition.")
@@ -119,26 +120,37 @@ class Delivery(models.Model):
     # add a second, pattern-matching index that nothing uses).
     message_id = models.CharField(max_length=40, default=new_message_id, editable=False)
     product = models.ForeignKey("tenants.Product", on_delete=models.PROTECT, related_name="+", db_index=False)
-    organization = models.ForeignKey("tenants.Organization", null=True, blank=True, on_delete=models.PROTECT,
-                                     related_name="+", db_index=False)
-    request = models.ForeignKey("runs.TriggerRequest", null=True, blank=True, on_delete=models.CASCADE,
-                                related_name="deliveries", db_index=False)
-    run = models.ForeignKey("runs.Run", null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries",
-                            db_index=False)
+    organization = models.ForeignKey(
+        "tenants.Organization", null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    request = models.ForeignKey(
+        "runs.TriggerRequest",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="deliveries",
+        db_index=False,
+    )
+    run = models.ForeignKey(
+        "runs.Run", null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries", db_index=False
+    )
     step_id = models.CharField(max_length=64, blank=True)
     # Row-event deliveries: the captured event, and which chunk of its ids this message carries.
-    event = models.ForeignKey("connections.Event", null=True, blank=True, on_delete=models.CASCADE,
-                              related_name="deliveries", db_index=False)
+    event = models.ForeignKey(
+        "connections.Event", null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries", db_index=False
+    )
     chunk = models.PositiveIntegerField(default=0)
     channel = models.CharField(max_length=20)
-    endpoint = models.ForeignKey(WebhookEndpoint, null=True, blank=True, on_delete=models.PROTECT,
-                                 related_name="deliveries")
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, null=True, blank=True, on_delete=models.PROTECT, related_name="deliveries"
+    )
     recipient_id = models.CharField(max_length=200, blank=True)
     target = models.CharField(max_length=2000, help_text="URL, address or number the message goes to.")
     # The provider's own id for the message (e.g. an email provider's), which its event webhooks quote.
     provider_message_id = models.CharField(max_length=200, blank=True, default="", db_default="")
-    payload = models.JSONField(help_text="The rendered message, exactly as it is sent.", encoder=ExactEncoder,
-                               decoder=ExactDecoder)
+    payload = models.JSONField(
+        help_text="The rendered message, exactly as it is sent.", encoder=ExactEncoder, decoder=ExactDecoder
+    )
     priority = models.CharField(max_length=10, default="normal")
     status = models.CharField(max_length=20, choices=DeliveryStatus.choices, default=DeliveryStatus.QUEUED)
     attempt_count = models.PositiveIntegerField(default=0)
@@ -162,24 +174,30 @@ class Delivery(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["message_id"], name="delivery_message_id_unique"),
             # A notify step executed twice for the same run cannot create a second delivery.
-            models.UniqueConstraint(fields=["run", "step_id"], name="delivery_once_per_run_step",
-                                    condition=models.Q(run__isnull=False)),
+            models.UniqueConstraint(
+                fields=["run", "step_id"], name="delivery_once_per_run_step", condition=models.Q(run__isnull=False)
+            ),
             # Reading an event twice cannot notify an endpoint twice.
-            models.UniqueConstraint(fields=["event", "endpoint", "chunk"], name="delivery_once_per_event_chunk",
-                                    condition=models.Q(event__isnull=False)),
+            models.UniqueConstraint(
+                fields=["event", "endpoint", "chunk"],
+                name="delivery_once_per_event_chunk",
+                condition=models.Q(event__isnull=False),
+            ),
         ]
         indexes = [
-            models.Index(fields=["next_attempt_at"], name="delivery_due",
-                         condition=models.Q(status="queued")),
-            models.Index(fields=["lease_until"], name="delivery_sending_lease",
-                         condition=models.Q(status="sending")),
+            models.Index(fields=["next_attempt_at"], name="delivery_due", condition=models.Q(status="queued")),
+            models.Index(fields=["lease_until"], name="delivery_sending_lease", condition=models.Q(status="sending")),
             models.Index(fields=["product", "-created_at"], name="delivery_product_recent"),
             models.Index(fields=["product", "id"], name="delivery_held", condition=models.Q(status="held")),
             models.Index(fields=["request"], name="delivery_request", condition=models.Q(request__isnull=False)),
-            models.Index(fields=["provider_message_id"], name="delivery_provider_message",
-                         condition=~models.Q(provider_message_id="")),
-            models.Index(fields=["organization"], name="delivery_organization",
-                         condition=models.Q(organization__isnull=False)),
+            models.Index(
+                fields=["provider_message_id"],
+                name="delivery_provider_message",
+                condition=~models.Q(provider_message_id=""),
+            ),
+            models.Index(
+                fields=["organization"], name="delivery_organization", condition=models.Q(organization__isnull=False)
+            ),
         ]
 
     def __str__(self):
@@ -195,8 +213,9 @@ class AttemptOutcome(models.TextChoices):
 class DeliveryAttempt(models.Model):
     """One try at sending a delivery: what was answered, how long it took, what went wrong."""
 
-    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts",
-                                 db_index=False)  # attempt_number_unique
+    delivery = models.ForeignKey(
+        Delivery, on_delete=models.CASCADE, related_name="attempts", db_index=False
+    )  # attempt_number_unique
     number = models.PositiveIntegerField()
     started_at = models.DateTimeField()
     duration_ms = models.PositiveIntegerField(default=0)
@@ -243,8 +262,9 @@ class ProviderConfig(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     product = models.ForeignKey("tenants.Product", on_delete=models.PROTECT, related_name="+")
-    organization = models.ForeignKey("tenants.Organization", null=True, blank=True, on_delete=models.PROTECT,
-                                     related_name="+")
+    organization = models.ForeignKey(
+        "tenants.Organization", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     channel = models.CharField(max_length=20)
     provider = models.CharField(max_length=40)
     credentials = EncryptedTextField(help_text="JSON, encrypted at rest.")
@@ -260,12 +280,19 @@ class ProviderConfig(models.Model):
     class Meta:
         ordering = ["product_id", "channel"]
         constraints = [
-            models.UniqueConstraint(fields=["product", "channel"], name="provider_per_product_channel",
-                                    condition=models.Q(organization__isnull=True)),
-            models.UniqueConstraint(fields=["organization", "channel"], name="provider_per_organization_channel",
-                                    condition=models.Q(organization__isnull=False)),
-            models.UniqueConstraint(fields=["events_token"], name="provider_events_token_unique",
-                                    condition=~models.Q(events_token="")),
+            models.UniqueConstraint(
+                fields=["product", "channel"],
+                name="provider_per_product_channel",
+                condition=models.Q(organization__isnull=True),
+            ),
+            models.UniqueConstraint(
+                fields=["organization", "channel"],
+                name="provider_per_organization_channel",
+                condition=models.Q(organization__isnull=False),
+            ),
+            models.UniqueConstraint(
+                fields=["events_token"], name="provider_events_token_unique", condition=~models.Q(events_token="")
+            ),
         ]
 
     def __str__(self):

@@ -114,8 +114,9 @@ class _GuardedResolver(AbstractResolver):
         except OSError as exc:
             raise OutboundError(f"Cannot resolve {host}: {exc.strerror or exc}") from exc
         try:
-            allowed = destinations.resolved_check(host, [entry["host"] for entry in found],
-                                                  policy=destinations.OUTBOUND)
+            allowed = destinations.resolved_check(
+                host, [entry["host"] for entry in found], policy=destinations.OUTBOUND
+            )
         except destinations.DestinationRefused as exc:
             raise DestinationRefused(exc.message) from None
         if any(destinations.OUTBOUND.internal(a) for a in allowed):
@@ -167,10 +168,19 @@ class _Sender:
     async def _session(self) -> aiohttp.ClientSession:
         self.resolver = _GuardedResolver()
         connector = aiohttp.TCPConnector(
-            resolver=self.resolver, use_dns_cache=False, limit=0,
-            limit_per_host=settings.ROWBELL_DELIVERY_CONCURRENCY, keepalive_timeout=30)
-        return aiohttp.ClientSession(connector=connector, auto_decompress=False, headers={"User-Agent": USER_AGENT},
-                                     timeout=aiohttp.ClientTimeout(total=None), cookie_jar=aiohttp.DummyCookieJar())
+            resolver=self.resolver,
+            use_dns_cache=False,
+            limit=0,
+            limit_per_host=settings.ROWBELL_DELIVERY_CONCURRENCY,
+            keepalive_timeout=30,
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            headers={"User-Agent": USER_AGENT},
+            timeout=aiohttp.ClientTimeout(total=None),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
 
     def post_many(self, posts: list[Post]) -> list[HttpAnswer | OutboundError]:
         return self._run(self._post_all(posts))
@@ -217,8 +227,12 @@ class _Sender:
             try:
                 async with asyncio.timeout_at(deadline):
                     response = await self.session.post(
-                        url, data=post.body, headers=post.headers, allow_redirects=False,
-                        timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.ROWBELL_HTTP_CONNECT_TIMEOUT))
+                        url,
+                        data=post.body,
+                        headers=post.headers,
+                        allow_redirects=False,
+                        timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.ROWBELL_HTTP_CONNECT_TIMEOUT),
+                    )
             except OutboundError as exc:
                 return exc
             except TimeoutError:
@@ -227,9 +241,14 @@ class _Sender:
                 return OutboundError(f"Request failed: {exc.__class__.__name__}: {exc}")
             raw = await _read_bounded(response, deadline)
             shown = answers_shown(self._internal(url))
-            return HttpAnswer(status=response.status, headers={k.lower(): v for k, v in response.headers.items()},
-                              excerpt=raw.decode("utf-8", errors="replace")[:EXCERPT_CHARS] if shown else WITHHELD,
-                              duration_ms=int((time.monotonic() - started) * 1000), body=raw, shown=shown)
+            return HttpAnswer(
+                status=response.status,
+                headers={k.lower(): v for k, v in response.headers.items()},
+                excerpt=raw.decode("utf-8", errors="replace")[:EXCERPT_CHARS] if shown else WITHHELD,
+                duration_ms=int((time.monotonic() - started) * 1000),
+                body=raw,
+                shown=shown,
+            )
 
 
 async def _read_bounded(response: aiohttp.ClientResponse, deadline: float) -> bytes:

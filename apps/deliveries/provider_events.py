@@ -90,8 +90,12 @@ def verified_ses_view() -> type[VerifiedAmazonSesTrackingView]:
     return VerifiedAmazonSesTrackingView
 
 
-_VIEWS = {"sendgrid": SendGridTrackingWebhookView, "mailgun": MailgunTrackingWebhookView,
-          "postmark": PostmarkTrackingWebhookView, "ses": VerifiedAmazonSesTrackingView}
+_VIEWS = {
+    "sendgrid": SendGridTrackingWebhookView,
+    "mailgun": MailgunTrackingWebhookView,
+    "postmark": PostmarkTrackingWebhookView,
+    "ses": VerifiedAmazonSesTrackingView,
+}
 
 
 def events_credentials_new() -> tuple[str, str]:
@@ -108,8 +112,15 @@ def provider_events_url(config, *, secret: str = "") -> str:
         return ""
     base = urlsplit(settings.ROWBELL_PUBLIC_URL.rstrip("/"))
     netloc = f"{USERNAME}:{secret}@{base.netloc}" if secret else base.netloc
-    return urlunsplit((base.scheme, netloc, f"{base.path}/webhooks/providers/{config.provider}/"
-                                            f"{config.events_token}/tracking/", "", ""))
+    return urlunsplit(
+        (
+            base.scheme,
+            netloc,
+            f"{base.path}/webhooks/providers/{config.provider}/{config.events_token}/tracking/",
+            "",
+            "",
+        )
+    )
 
 
 class _ScopedTracking:
@@ -149,9 +160,13 @@ def provider_events(request, provider: str, token: str):
             return _refused("Set options.events_topic_arn (the SNS topic of the SES events) first.")
         credentials = json.loads(config.credentials)
         # Confirming the SNS subscription (as anymail does) is signed with the configuration's own keys.
-        kwargs.update(topic_arns=[topic], client_params={
-            "aws_access_key_id": credentials.get("access_key_id"),
-            "aws_secret_access_key": credentials.get("secret_access_key")})
+        kwargs.update(
+            topic_arns=[topic],
+            client_params={
+                "aws_access_key_id": credentials.get("access_key_id"),
+                "aws_secret_access_key": credentials.get("secret_access_key"),
+            },
+        )
     view = _VIEWS[provider](**kwargs)
     view.setup(request, provider=provider, token=token)
     return view.dispatch(request)

@@ -17,8 +17,9 @@ def webhook_endpoint_get(*, tenant: Tenant, endpoint_id) -> WebhookEndpoint:
     return endpoint
 
 
-def delivery_list(*, tenant: Tenant, status: str | None = None, workflow: str | None = None,
-                  run_id: int | None = None) -> QuerySet:
+def delivery_list(
+    *, tenant: Tenant, status: str | None = None, workflow: str | None = None, run_id: int | None = None
+) -> QuerySet:
     """The tenant's deliveries, newest first, optionally of one status, workflow or run."""
     from .models import Delivery
 
@@ -38,10 +39,15 @@ def delivery_get(*, tenant: Tenant, message_id: str):
 
     from .models import Delivery, DeliveryAttempt, DeliveryEvent
 
-    delivery = (tenant.scoped(Delivery.objects.all()).filter(message_id=message_id)
-                .prefetch_related(Prefetch("events", queryset=DeliveryEvent.objects.order_by("id")),
-                                  Prefetch("attempts", queryset=DeliveryAttempt.objects.order_by("number")))
-                .first())
+    delivery = (
+        tenant.scoped(Delivery.objects.all())
+        .filter(message_id=message_id)
+        .prefetch_related(
+            Prefetch("events", queryset=DeliveryEvent.objects.order_by("id")),
+            Prefetch("attempts", queryset=DeliveryAttempt.objects.order_by("number")),
+        )
+        .first()
+    )
     if delivery is None:
         raise NotFound("Delivery not found.")
     return delivery
@@ -74,8 +80,9 @@ ORDER BY w.key NULLS LAST, d.channel
 """
 
 
-def delivery_metrics(*, tenant: Tenant, since, until, workflow: str | None = None,
-                     channel: str | None = None) -> list[dict]:
+def delivery_metrics(
+    *, tenant: Tenant, since, until, workflow: str | None = None, channel: str | None = None
+) -> list[dict]:
     """Per workflow and channel, the deliveries created in [since, until): how many were sent, delivered,
     failed, bounced, skipped, opened and clicked, the open and click rates (of those sent), and the
     delivery latency percentiles (creation to the provider's or receiver's acceptance, in ms).
@@ -83,15 +90,25 @@ def delivery_metrics(*, tenant: Tenant, since, until, workflow: str | None = Non
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute(_METRICS, {"product": tenant.product_id, "organization": tenant.organization_id,
-                                  "since": since, "until": until, "workflow": workflow, "channel": channel,
-                                  "accepted": sorted(ACCEPTED_STATUSES)})
+        cursor.execute(
+            _METRICS,
+            {
+                "product": tenant.product_id,
+                "organization": tenant.organization_id,
+                "since": since,
+                "until": until,
+                "workflow": workflow,
+                "channel": channel,
+                "accepted": sorted(ACCEPTED_STATUSES),
+            },
+        )
         columns = [c.name for c in cursor.description]
         rows = [dict(zip(columns, row)) for row in cursor.fetchall()]
     for row in rows:
         latency = row.pop("latency") or [None, None, None]
-        row["latency_ms"] = {name: round(value, 1) if value is not None else None
-                             for name, value in zip(("p50", "p90", "p99"), latency)}
+        row["latency_ms"] = {
+            name: round(value, 1) if value is not None else None for name, value in zip(("p50", "p90", "p99"), latency)
+        }
         row["open_rate"] = round(row["opened"] / row["sent"], 4) if row["sent"] else None
         row["click_rate"] = round(row["clicked"] / row["sent"], 4) if row["sent"] else None
     return rows

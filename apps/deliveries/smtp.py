@@ -48,7 +48,7 @@ class _Guarded:
     """What both SMTP classes add: the checked connection, reporting to the backend whether its address
     is internal."""
 
-    def __init__(self, *args, backend: "GuardedSmtpBackend", **kwargs):
+    def __init__(self, *args, backend: GuardedSmtpBackend, **kwargs):
         self._backend = backend  # before connecting: smtplib connects in its constructor
         super().__init__(*args, **kwargs)
 

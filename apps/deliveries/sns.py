@@ -128,9 +128,16 @@ def signing_cert_url_check(url, *, region: str | None = None) -> None:
     except ValueError:  # a port that is not a number
         parts = None
     match = _CERT_HOST.match(parts.hostname or "") if parts is not None else None
-    if (parts is None or match is None or parts.scheme != "https" or port not in (None, 443) or parts.username
-            or parts.password is not None or not parts.path.endswith(".pem")
-            or bool(match["cn"]) != match["region"].startswith("cn-")):
+    if (
+        parts is None
+        or match is None
+        or parts.scheme != "https"
+        or port not in (None, 443)
+        or parts.username
+        or parts.password is not None
+        or not parts.path.endswith(".pem")
+        or bool(match["cn"]) != match["region"].startswith("cn-")
+    ):
         raise SnsSignatureInvalid("SigningCertURL is not an https .pem URL on an sns.<region>.amazonaws.com host.")
     if region is not None and match["region"] != region:
         raise SnsSignatureInvalid("SigningCertURL is not in the region of the SNS topic.")

@@ -50,8 +50,12 @@ def tracking_apply(payload: dict, message_id: str, *, opens: bool, clicks: bool)
     if not body or not (opens or clicks):
         return payload
     if clicks:
-        body = _LINK.sub(lambda m: f'{m.group(1)}{m.group(2)}'
-                                   f'{html.escape(click_url(message_id, html.unescape(m.group(3))))}{m.group(2)}', body)
+        body = _LINK.sub(
+            lambda m: (
+                f"{m.group(1)}{m.group(2)}{html.escape(click_url(message_id, html.unescape(m.group(3))))}{m.group(2)}"
+            ),
+            body,
+        )
     if opens:
         pixel = f'<img src="{html.escape(open_url(message_id))}" width="1" height="1" alt="" style="display:none">'
         at = body.lower().rfind("</body>")
@@ -67,8 +71,7 @@ def _loads(token: str, salt: str):
     """The signed value; raises TokenExpired when older than ROWBELL_TRACKING_TOKEN_MAX_AGE_DAYS,
     signing.BadSignature when altered or forged (SignatureExpired is a BadSignature: caught first)."""
     try:
-        return signing.loads(token, salt=salt,
-                             max_age=timedelta(days=settings.ROWBELL_TRACKING_TOKEN_MAX_AGE_DAYS))
+        return signing.loads(token, salt=salt, max_age=timedelta(days=settings.ROWBELL_TRACKING_TOKEN_MAX_AGE_DAYS))
     except signing.SignatureExpired as exc:
         raise TokenExpired(str(exc)) from exc
 
@@ -109,20 +112,28 @@ def engagement_record(*, message_id: str, status: str, source: str, detail: dict
             return False
         current = delivery.status
         moves = (status in _RANK and _RANK.get(current, 0) and _RANK[status] > _RANK[current]) or (
-            status in (DeliveryStatus.BOUNCED, DeliveryStatus.COMPLAINED, DeliveryStatus.FAILED)
-            and current in _RANK)
+            status in (DeliveryStatus.BOUNCED, DeliveryStatus.COMPLAINED, DeliveryStatus.FAILED) and current in _RANK
+        )
         if moves:
             Delivery.objects.filter(id=delivery.id).update(status=status, updated_at=now)
-        status_events_record([(delivery.id, status, {**(detail or {}), **({} if moves else {"status_kept": current})})],
-                             at=now, source=source)
+        status_events_record(
+            [(delivery.id, status, {**(detail or {}), **({} if moves else {"status_kept": current})})],
+            at=now,
+            source=source,
+        )
     return True
 
 
 # What a provider's event (anymail's normalized event_type) means for a delivery.
-PROVIDER_EVENTS = {"delivered": DeliveryStatus.DELIVERED, "opened": DeliveryStatus.OPENED,
-                   "clicked": DeliveryStatus.CLICKED, "bounced": DeliveryStatus.BOUNCED,
-                   "complained": DeliveryStatus.COMPLAINED, "rejected": DeliveryStatus.FAILED,
-                   "failed": DeliveryStatus.FAILED}
+PROVIDER_EVENTS = {
+    "delivered": DeliveryStatus.DELIVERED,
+    "opened": DeliveryStatus.OPENED,
+    "clicked": DeliveryStatus.CLICKED,
+    "bounced": DeliveryStatus.BOUNCED,
+    "complained": DeliveryStatus.COMPLAINED,
+    "rejected": DeliveryStatus.FAILED,
+    "failed": DeliveryStatus.FAILED,
+}
 
 
 def provider_event(sender, event, esp_name, *, product_id=None, organization_id=None, **kwargs):
@@ -144,10 +155,18 @@ def provider_event(sender, event, esp_name, *, product_id=None, organization_id=
         # Metadata is the sender's word: another product's id in it must not reach that product's delivery.
         message_id = deliveries.filter(message_id=message_id).values_list("message_id", flat=True).first()
     elif not message_id and event.message_id:
-        message_id = (deliveries.filter(provider_message_id=event.message_id)
-                      .values_list("message_id", flat=True).first())
+        message_id = (
+            deliveries.filter(provider_message_id=event.message_id).values_list("message_id", flat=True).first()
+        )
     if message_id:
-        engagement_record(message_id=message_id, status=status, source="provider",
-                          detail={"provider": esp_name, "event": event.event_type,
-                                  "reason": (event.reject_reason or event.description or "")[:300],
-                                  "provider_event_id": str(event.event_id or "")[:200]})
+        engagement_record(
+            message_id=message_id,
+            status=status,
+            source="provider",
+            detail={
+                "provider": esp_name,
+                "event": event.event_type,
+                "reason": (event.reject_reason or event.description or "")[:300],
+                "provider_event_id": str(event.event_id or "")[:200],
+            },
+        )

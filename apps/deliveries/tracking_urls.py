@@ -17,8 +17,9 @@ def _provider_webhook(view, *, also_needs: str = ""):
     def secured(request, *args, **kwargs):
         config = getattr(settings, "ANYMAIL", {})
         if not config.get("WEBHOOK_SECRET") or (also_needs and not config.get(also_needs)):
-            return HttpResponseForbidden("Provider event webhooks are not configured on this service.",
-                                         content_type="text/plain")
+            return HttpResponseForbidden(
+                "Provider event webhooks are not configured on this service.", content_type="text/plain"
+            )
         return view(request, *args, **kwargs)
 
     return secured
@@ -30,16 +31,27 @@ def _anymail_views():
     from anymail.webhooks.sendgrid import SendGridTrackingWebhookView
 
     return [
-        path("webhooks/providers/sendgrid/tracking/", _provider_webhook(SendGridTrackingWebhookView.as_view()),
-             name="provider-events-sendgrid"),
-        path("webhooks/providers/mailgun/tracking/",
-             _provider_webhook(MailgunTrackingWebhookView.as_view(), also_needs="MAILGUN_WEBHOOK_SIGNING_KEY"),
-             name="provider-events-mailgun"),
-        path("webhooks/providers/postmark/tracking/", _provider_webhook(PostmarkTrackingWebhookView.as_view()),
-             name="provider-events-postmark"),
+        path(
+            "webhooks/providers/sendgrid/tracking/",
+            _provider_webhook(SendGridTrackingWebhookView.as_view()),
+            name="provider-events-sendgrid",
+        ),
+        path(
+            "webhooks/providers/mailgun/tracking/",
+            _provider_webhook(MailgunTrackingWebhookView.as_view(), also_needs="MAILGUN_WEBHOOK_SIGNING_KEY"),
+            name="provider-events-mailgun",
+        ),
+        path(
+            "webhooks/providers/postmark/tracking/",
+            _provider_webhook(PostmarkTrackingWebhookView.as_view()),
+            name="provider-events-postmark",
+        ),
         # SNS signatures are checked here too; any topic is accepted (this route knows no product).
-        path("webhooks/providers/amazon_ses/tracking/", _provider_webhook(verified_ses_view().as_view()),
-             name="provider-events-amazon-ses"),
+        path(
+            "webhooks/providers/amazon_ses/tracking/",
+            _provider_webhook(verified_ses_view().as_view()),
+            name="provider-events-amazon-ses",
+        ),
     ]
 
 

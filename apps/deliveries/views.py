@@ -18,8 +18,12 @@ def tracked_open(request, token):
     """A 1x1 GIF whatever the token says (a mail client shows nothing either way); only a valid one counts."""
     message_id = open_message(token)
     if message_id:
-        engagement_record(message_id=message_id, status=DeliveryStatus.OPENED, source=EventSource.TRACKING,
-                          detail={"user_agent": request.headers.get("User-Agent", "")[:200]})
+        engagement_record(
+            message_id=message_id,
+            status=DeliveryStatus.OPENED,
+            source=EventSource.TRACKING,
+            detail={"user_agent": request.headers.get("User-Agent", "")[:200]},
+        )
     return HttpResponse(PIXEL, content_type="image/gif")
 
 
@@ -35,6 +39,7 @@ def tracked_click(request, token):
     if found is None:
         return HttpResponseBadRequest("This link is not valid.", content_type="text/plain")
     message_id, target = found
-    engagement_record(message_id=message_id, status=DeliveryStatus.CLICKED, source=EventSource.TRACKING,
-                      detail={"url": target[:500]})
+    engagement_record(
+        message_id=message_id, status=DeliveryStatus.CLICKED, source=EventSource.TRACKING, detail={"url": target[:500]}
+    )
     return HttpResponseRedirect(target)

@@ -1,8 +1,7 @@
 from django.contrib import admin, messages
 
+from apps.core.admin_lists import CreatedFilter, OperatorAdmin, actor_of, back_to, fixed_filter, masked_json
 from apps.tenants.admin_filters import OrganizationFilter
-from apps.core.admin_lists import (CreatedFilter, OperatorAdmin, actor_of, back_to, fixed_filter,
-                                  masked_json)
 
 from .engine import RunActionRefused, run_cancel, run_dismiss, run_rerun
 from .models import Batch, BatchItem, Escalation, Run, RunStep, TriggerRequest
@@ -37,23 +36,35 @@ class RunActions:
 
     @admin.action(description="Re-run from the failed step (as a new run)", permissions=["operate"])
     def rerun_from_failed_step(self, request, queryset):
-        return _each(self, request, self._runs(queryset), "Re-run",
-                     lambda run: run_rerun(run=run, from_start=False, actor=actor_of(request)))
+        return _each(
+            self,
+            request,
+            self._runs(queryset),
+            "Re-run",
+            lambda run: run_rerun(run=run, from_start=False, actor=actor_of(request)),
+        )
 
     @admin.action(description="Re-run from the start (as a new run)", permissions=["operate"])
     def rerun_from_start(self, request, queryset):
-        return _each(self, request, self._runs(queryset), "Re-run",
-                     lambda run: run_rerun(run=run, from_start=True, actor=actor_of(request)))
+        return _each(
+            self,
+            request,
+            self._runs(queryset),
+            "Re-run",
+            lambda run: run_rerun(run=run, from_start=True, actor=actor_of(request)),
+        )
 
     @admin.action(description="Cancel (queued or waiting runs)", permissions=["operate"])
     def cancel(self, request, queryset):
-        return _each(self, request, self._runs(queryset), "Cancelled",
-                     lambda run: run_cancel(run=run, actor=actor_of(request)))
+        return _each(
+            self, request, self._runs(queryset), "Cancelled", lambda run: run_cancel(run=run, actor=actor_of(request))
+        )
 
     @admin.action(description="Dismiss (failed, no re-run needed)", permissions=["operate"])
     def dismiss(self, request, queryset):
-        return _each(self, request, self._runs(queryset), "Dismissed",
-                     lambda run: run_dismiss(run=run, actor=actor_of(request)))
+        return _each(
+            self, request, self._runs(queryset), "Dismissed", lambda run: run_dismiss(run=run, actor=actor_of(request))
+        )
 
 
 @admin.register(TriggerRequest)
@@ -92,8 +103,17 @@ class WorkflowFilter(admin.SimpleListFilter):
 
 @admin.register(Run)
 class RunAdmin(RunActions, OperatorAdmin):
-    list_display = ("id", "workflow_version", "status", "product", "organization", "waiting_on", "resume_at",
-                    "rerun_of", "created_at")
+    list_display = (
+        "id",
+        "workflow_version",
+        "status",
+        "product",
+        "organization",
+        "waiting_on",
+        "resume_at",
+        "rerun_of",
+        "created_at",
+    )
     list_filter = ("status", WorkflowFilter, "product", OrganizationFilter, CreatedFilter, "waiting_on")
     search_fields = ("id",)
     exact_search_fields = ("id", "request")  # a run id, or a trigger request id
@@ -101,8 +121,12 @@ class RunAdmin(RunActions, OperatorAdmin):
     exclude = ("recipient",)
     readonly_fields = [f.name if f.name != "recipient" else "recipient_shown" for f in Run._meta.fields]
     actions = ["rerun_from_failed_step", "rerun_from_start", "cancel", "dismiss"]
-    object_actions = (("rerun_from_failed_step", "Re-run from the failed step"),
-                      ("rerun_from_start", "Re-run from the start"), ("cancel", "Cancel"), ("dismiss", "Dismiss"))
+    object_actions = (
+        ("rerun_from_failed_step", "Re-run from the failed step"),
+        ("rerun_from_start", "Re-run from the start"),
+        ("cancel", "Cancel"),
+        ("dismiss", "Dismiss"),
+    )
     change_form_template = "dashboard/run_change_form.html"
 
     @admin.display(description="recipient")
@@ -112,9 +136,13 @@ class RunAdmin(RunActions, OperatorAdmin):
     def get_object(self, request, object_id, from_field=None):
         # A run's page shows what started it: read with the run (the list needs none of it).
         try:
-            return self.get_queryset(request).select_related(
-                "request", "event", "product", "organization__product", "workflow_version__workflow",
-                "rerun_of").get(pk=int(object_id))
+            return (
+                self.get_queryset(request)
+                .select_related(
+                    "request", "event", "product", "organization__product", "workflow_version__workflow", "rerun_of"
+                )
+                .get(pk=int(object_id))
+            )
         except (Run.DoesNotExist, ValueError):
             return None
 
@@ -150,8 +178,11 @@ class EscalationAdmin(RunActions, OperatorAdmin):
     list_select_related = ("run", "product")
     readonly_fields = [f.name for f in Escalation._meta.fields]
     actions = ["rerun_from_failed_step", "rerun_from_start", "dismiss"]
-    object_actions = (("rerun_from_failed_step", "Re-run from the failed step"),
-                      ("rerun_from_start", "Re-run from the start"), ("dismiss", "Dismiss"))
+    object_actions = (
+        ("rerun_from_failed_step", "Re-run from the failed step"),
+        ("rerun_from_start", "Re-run from the start"),
+        ("dismiss", "Dismiss"),
+    )
 
     def _runs(self, queryset):
         return Run.objects.filter(id__in=queryset.values("run_id")).order_by("id")

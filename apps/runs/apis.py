@@ -7,18 +7,18 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core import fields as strict
-from apps.deliveries.channels import channel_get, channel_kinds
 from apps.core.exceptions import InvalidInput
 from apps.core.known_fields import KnownFieldsOnly
 from apps.core.masking import sealed_masked
-from apps.tenants.authentication import DeferredLiveCheckAuthentication
 from apps.core.pagination import NewestFirst, paginated
-from apps.core.text import unstorable_find
 from apps.core.permissions import IsProductOrOrganization
+from apps.core.text import unstorable_find
+from apps.deliveries.channels import channel_get, channel_kinds
+from apps.tenants.authentication import DeferredLiveCheckAuthentication
 from apps.tenants.throttles import TriggerRateThrottle
 
-from .models import Priority, RunStatus
 from .engine import run_cancel, run_rerun
+from .models import Priority, RunStatus
 from .selectors import event_summary, request_status, run_detail, run_get, run_list
 from .services import trigger_create
 
@@ -46,17 +46,24 @@ def recipient_clean(value) -> tuple[dict | None, dict]:
     return {**value, "id": str(rid)}, {}
 
 
-@extend_schema_field({
-    "oneOf": [
-        {"type": "string", "description": "A recipient id."},
-        {"type": "object", "required": ["id"], "additionalProperties": True, "properties": {
-            "id": {"type": "string", "maxLength": 200},
-            "email": {"type": "string", "format": "email"},
-            "phone": {"type": "string", "description": "E.164, e.g. +14155550123"},
-            "name": {"type": "string"},
-        }},
-    ]
-})
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "description": "A recipient id."},
+            {
+                "type": "object",
+                "required": ["id"],
+                "additionalProperties": True,
+                "properties": {
+                    "id": {"type": "string", "maxLength": 200},
+                    "email": {"type": "string", "format": "email"},
+                    "phone": {"type": "string", "description": "E.164, e.g. +14155550123"},
+                    "name": {"type": "string"},
+                },
+            },
+        ]
+    }
+)
 class RecipientField(serializers.Field):
     def to_internal_value(self, value):
         recipient, errors = recipient_clean(value)
@@ -137,9 +144,16 @@ class TriggerApi(APIView):
         auth=[{"ApiKey": []}],
         request=TriggerInputSerializer,
         responses={202: TriggerOutputSerializer},
-        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
-                                     description="Repeat-safe retries: the same key and body return the same "
-                                                 "request id; the same key with another body answers 409.")],
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                required=False,
+                description="Repeat-safe retries: the same key and body return the same "
+                "request id; the same key with another body answers 409.",
+            )
+        ],
     )
     def post(self, request):
         key = request.headers.get("Idempotency-Key")
@@ -150,10 +164,18 @@ class TriggerApi(APIView):
             data = TriggerInputSerializer(data=request.data)
             data.is_valid(raise_exception=True)
             v = data.validated_data
-        request_id, created = trigger_create(tenant=request.user, workflow=v["workflow"], recipients=v["to"],
-                                             data=v["data"], priority=v["priority"], idempotency_key=key)
-        return Response({"request_id": str(request_id), "status": "accepted" if created else "duplicate"},
-                        status=status.HTTP_202_ACCEPTED)
+        request_id, created = trigger_create(
+            tenant=request.user,
+            workflow=v["workflow"],
+            recipients=v["to"],
+            data=v["data"],
+            priority=v["priority"],
+            idempotency_key=key,
+        )
+        return Response(
+            {"request_id": str(request_id), "status": "accepted" if created else "duplicate"},
+            status=status.HTTP_202_ACCEPTED,
+        )
 
 
 class MaskedJSONField(serializers.JSONField):
@@ -211,8 +233,7 @@ class RunOutputSerializer(serializers.Serializer):
     status = strict.CharField()
     request_id = strict.UUIDField(allow_null=True, help_text="The trigger request that started the run.")
     rerun_of = strict.IntegerField(source="rerun_of_id", allow_null=True)
-    waiting_on = strict.CharField(help_text="What a waiting run waits for: time, condition, retry, batch, "
-                                                 "delivery.")
+    waiting_on = strict.CharField(help_text="What a waiting run waits for: time, condition, retry, batch, delivery.")
     resume_at = serializers.DateTimeField(allow_null=True)
     event = serializers.SerializerMethodField(help_text="The database event that started the run.")
     recipient = MaskedJSONField(help_text="As given; a chat_webhook is shown masked.")
@@ -257,8 +278,12 @@ class RunListApi(APIView):
     class FilterSerializer(strict.QuerySerializer):
         workflow = strict.SlugField(required=False, max_length=100)
         status = strict.ChoiceField(required=False, choices=RunStatus.choices)
-        event = strict.RegexField(EVENT_ID, required=False, help_text="A database event id: evt_<n>.",
-                                       error_messages={"invalid": "An event id: evt_<n>."})
+        event = strict.RegexField(
+            EVENT_ID,
+            required=False,
+            help_text="A database event id: evt_<n>.",
+            error_messages={"invalid": "An event id: evt_<n>."},
+        )
         request_id = strict.UUIDField(required=False)
 
     @extend_schema(parameters=[FilterSerializer], responses=RunOutputSerializer(many=True))
@@ -291,8 +316,11 @@ class RunCancelApi(APIView):
 
 
 class RerunInputSerializer(serializers.Serializer):
-    start_from = strict.ChoiceField(choices=["failed_step", "start"], default="failed_step", help_text=(
-        "failed_step: keep what the steps before it produced; start: the whole workflow again."))
+    start_from = strict.ChoiceField(
+        choices=["failed_step", "start"],
+        default="failed_step",
+        help_text=("failed_step: keep what the steps before it produced; start: the whole workflow again."),
+    )
 
 
 class RunRerunApi(APIView):
@@ -304,7 +332,11 @@ class RunRerunApi(APIView):
     def post(self, request, run_id):
         data = RerunInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        new = run_rerun(run=run_get(tenant=request.user, run_id=run_id),
-                        from_start=data.validated_data["start_from"] == "start", actor=request.user.actor)
-        return Response(RunOutputSerializer(run_get(tenant=request.user, run_id=new.id)).data,
-                        status=status.HTTP_201_CREATED)
+        new = run_rerun(
+            run=run_get(tenant=request.user, run_id=run_id),
+            from_start=data.validated_data["start_from"] == "start",
+            actor=request.user.actor,
+        )
+        return Response(
+            RunOutputSerializer(run_get(tenant=request.user, run_id=new.id)).data, status=status.HTTP_201_CREATED
+        )

@@ -78,14 +78,14 @@ def runs_enqueue(run_ids: list[int], priority: str) -> None:
     """Hint workers now to execute these queued runs, RUN_BATCH per hint, on the queue `priority`. Raises
     what the broker raises (see runs_enqueue_on_commit for the form that never does)."""
     for start in range(0, len(run_ids), RUN_BATCH):
-        hint(EXECUTE_TASK, [run_ids[start:start + RUN_BATCH]], queue=priority)
+        hint(EXECUTE_TASK, [run_ids[start : start + RUN_BATCH]], queue=priority)
 
 
 def runs_enqueue_on_commit(run_ids: list[int], priority: str) -> None:
     """runs_enqueue once the current transaction commits; a hint the broker does not take is logged and
     left to the reconciler (never raises)."""
     for start in range(0, len(run_ids), RUN_BATCH):
-        hint_on_commit(EXECUTE_TASK, [run_ids[start:start + RUN_BATCH]], queue=priority)
+        hint_on_commit(EXECUTE_TASK, [run_ids[start : start + RUN_BATCH]], queue=priority)
 
 
 def _cause(run: Run) -> dict:
@@ -175,12 +175,18 @@ class Writes:
         self.to_send: list = []
 
     def mark(self) -> tuple:
-        return (len(self.runs), len(self.steps), len(self.deliveries), len(self.audits), len(self.escalations),
-                len(self.steps_failed))
+        return (
+            len(self.runs),
+            len(self.steps),
+            len(self.deliveries),
+            len(self.audits),
+            len(self.escalations),
+            len(self.steps_failed),
+        )
 
     def undo(self, mark: tuple) -> None:
-        del self.runs[mark[0]:], self.steps[mark[1]:], self.deliveries[mark[2]:], self.audits[mark[3]:]
-        del self.escalations[mark[4]:], self.steps_failed[mark[5]:]
+        del self.runs[mark[0] :], self.steps[mark[1] :], self.deliveries[mark[2] :], self.audits[mark[3] :]
+        del self.escalations[mark[4] :], self.steps_failed[mark[5] :]
 
     def run(self, run: Run) -> None:
         """Stage the run's row as it is now (its new position, status...)."""
@@ -189,9 +195,17 @@ class Writes:
     def step(self, run: Run, pc: int, step: dict, output: dict | None = None, *, error: str = "") -> None:
         """Stage the row of a step the run executed: completed with `output` (kept in the run's state), or
         failed with `error`."""
-        self.steps.append({"run_id": run.id, "step_id": step["id"], "index": pc, "type": step["type"],
-                           "status": StepStatus.FAILED if error else StepStatus.COMPLETED,
-                           "output": output or {}, "error": error[:2000]})
+        self.steps.append(
+            {
+                "run_id": run.id,
+                "step_id": step["id"],
+                "index": pc,
+                "type": step["type"],
+                "status": StepStatus.FAILED if error else StepStatus.COMPLETED,
+                "output": output or {},
+                "error": error[:2000],
+            }
+        )
         if not error:
             run.state["steps"][step["id"]] = output
             run.state.get("attempts", {}).pop(step["id"], None)
@@ -220,11 +234,24 @@ class Writes:
                 run.updated_at = now
             insert_rows(Run, [{f: run.__dict__[f] for f in _RUN_COLUMNS} for run in new])
         if changed:
-            rows = [{"id": r.id, "status": r.status, "waiting_on": r.waiting_on, "step_index": r.step_index,
-                     "state": r.__dict__.get("state"), "resume_at": r.resume_at,
-                     "completed_at": r.completed_at, "lease_until": r.lease_until, "error": r.error,
-                     "claim": r.claim, "enqueued_at": r.enqueued_at, "was": r._persisted[0],
-                     "was_claim": r._persisted[1]} for r in changed]
+            rows = [
+                {
+                    "id": r.id,
+                    "status": r.status,
+                    "waiting_on": r.waiting_on,
+                    "step_index": r.step_index,
+                    "state": r.__dict__.get("state"),
+                    "resume_at": r.resume_at,
+                    "completed_at": r.completed_at,
+                    "lease_until": r.lease_until,
+                    "error": r.error,
+                    "claim": r.claim,
+                    "enqueued_at": r.enqueued_at,
+                    "was": r._persisted[0],
+                    "was_claim": r._persisted[1],
+                }
+                for r in changed
+            ]
             with connection.cursor() as cursor:
                 cursor.execute(_RUNS_UPDATE, [now, exactjson.dumps(rows, default=_iso)])
                 if cursor.rowcount != len(rows):
@@ -269,8 +296,16 @@ def _complete(run: Run, writes: Writes, *, data: dict | None = None) -> None:
     run.status, run.completed_at, run.lease_until = RunStatus.COMPLETED, timezone.now(), None
     run.waiting_on, run.resume_at = WaitingOn.NOTHING, None
     writes.run(run)
-    writes.audit(AuditEntry(action="run.completed", target_type="run", target_id=run.id, product_id=run.product_id,
-                            organization_id=run.organization_id, data={**_cause(run), **(data or {})}))
+    writes.audit(
+        AuditEntry(
+            action="run.completed",
+            target_type="run",
+            target_id=run.id,
+            product_id=run.product_id,
+            organization_id=run.organization_id,
+            data={**_cause(run), **(data or {})},
+        )
+    )
 
 
 def _fail(run: Run, writes: Writes, *, pc: int, step: dict, message: str, step_failed: bool) -> None:
@@ -285,11 +320,27 @@ def _fail(run: Run, writes: Writes, *, pc: int, step: dict, message: str, step_f
         writes.step(run, pc, step, error=message)
     else:
         writes.steps_failed.append((run.id, step["id"], message[:2000]))
-    writes.audit(AuditEntry(action="run.failed", target_type="run", target_id=run.id, product_id=run.product_id,
-                            organization_id=run.organization_id,
-                            data={**_cause(run), "step": step["id"], "error": message[:500]}))
-    writes.escalations.append({"run_id": run.id, "product_id": run.product_id, "error": message[:2000],
-                               "notified_at": None, "decision": "", "decided_at": None, "decided_by": ""})
+    writes.audit(
+        AuditEntry(
+            action="run.failed",
+            target_type="run",
+            target_id=run.id,
+            product_id=run.product_id,
+            organization_id=run.organization_id,
+            data={**_cause(run), "step": step["id"], "error": message[:500]},
+        )
+    )
+    writes.escalations.append(
+        {
+            "run_id": run.id,
+            "product_id": run.product_id,
+            "error": message[:2000],
+            "notified_at": None,
+            "decision": "",
+            "decided_at": None,
+            "decided_by": "",
+        }
+    )
 
 
 def _retry_or_fail(run: Run, writes: Writes, *, pc: int, step: dict, message: str) -> None:
@@ -299,17 +350,34 @@ def _retry_or_fail(run: Run, writes: Writes, *, pc: int, step: dict, message: st
     attempts[step["id"]] = attempts.get(step["id"], 0) + 1
     policy = run.workflow_version.definition.get("retry", {})
     if attempts[step["id"]] >= policy.get("max_attempts", settings.ROWBELL_DELIVERY_MAX_ATTEMPTS):
-        _fail(run, writes, pc=pc, step=step, message=f"{message} (gave up after {attempts[step['id']]} attempts)",
-              step_failed=True)
+        _fail(
+            run,
+            writes,
+            pc=pc,
+            step=step,
+            message=f"{message} (gave up after {attempts[step['id']]} attempts)",
+            step_failed=True,
+        )
         return
     delay = retry_delay(attempts[step["id"]], base=policy.get("backoff"), cap=policy.get("max_backoff"))
     run.status, run.waiting_on, run.lease_until = RunStatus.WAITING, WaitingOn.RETRY, None
     run.resume_at, run.step_index = timezone.now() + timedelta(seconds=delay), pc
     writes.run(run)
-    writes.audit(AuditEntry(action="run.retry_scheduled", target_type="run", target_id=run.id,
-                            product_id=run.product_id, organization_id=run.organization_id,
-                            data={"step": step["id"], "attempt": attempts[step["id"]], "error": message[:500],
-                                  "resume_at": run.resume_at.isoformat()}))
+    writes.audit(
+        AuditEntry(
+            action="run.retry_scheduled",
+            target_type="run",
+            target_id=run.id,
+            product_id=run.product_id,
+            organization_id=run.organization_id,
+            data={
+                "step": step["id"],
+                "attempt": attempts[step["id"]],
+                "error": message[:500],
+                "resume_at": run.resume_at.isoformat(),
+            },
+        )
+    )
 
 
 def _step_error(run: Run, program, pc: int, exc: Exception, writes: Writes) -> None:
@@ -340,9 +408,18 @@ def _advance(run: Run, program, pc: int, context: dict, writes: Writes, memo: di
     instruction = program[pc]
     step = instruction.step
     run.step_index = pc
-    outcome = step_type_get(step["type"]).execute(StepCall(
-        run=run, step=step, instruction=instruction, pc=pc, context=context, memo=memo, writes=writes,
-        source=trigger_source_get(run.source)))
+    outcome = step_type_get(step["type"]).execute(
+        StepCall(
+            run=run,
+            step=step,
+            instruction=instruction,
+            pc=pc,
+            context=context,
+            memo=memo,
+            writes=writes,
+            source=trigger_source_get(run.source),
+        )
+    )
     if outcome.finished:
         writes.step(run, pc, step, outcome.output)
         run.step_index = pc + 1 if outcome.next_pc is None else outcome.next_pc
@@ -351,7 +428,11 @@ def _advance(run: Run, program, pc: int, context: dict, writes: Writes, memo: di
         return RunStatus.COMPLETED
     if outcome.waiting_on:
         run.status, run.waiting_on, run.resume_at, run.lease_until = (
-            RunStatus.WAITING, outcome.waiting_on, outcome.resume_at, None)
+            RunStatus.WAITING,
+            outcome.waiting_on,
+            outcome.resume_at,
+            None,
+        )
         writes.run(run)
         return RunStatus.WAITING
     return None
@@ -368,7 +449,8 @@ def run_execute(*, run_id: int) -> str | None:
     2. Execute its steps (_execute).
     """
     claimed = Run.objects.filter(id=run_id, status=RunStatus.QUEUED).update(
-        status=RunStatus.RUNNING, lease_until=_lease(), claim=F("claim") + 1, updated_at=timezone.now())
+        status=RunStatus.RUNNING, lease_until=_lease(), claim=F("claim") + 1, updated_at=timezone.now()
+    )
     if not claimed:
         return None
     run = Run.objects.get(id=run_id)
@@ -557,7 +639,8 @@ class BatchedRuns:
             if self.slices.spent(run):
                 # Claimed in the batch's transaction, not yet started: given back as it was.
                 if Run.objects.filter(id=run.id, status=RunStatus.RUNNING, claim=run.claim).update(
-                        status=RunStatus.QUEUED, lease_until=None, updated_at=timezone.now()):
+                    status=RunStatus.QUEUED, lease_until=None, updated_at=timezone.now()
+                ):
                     self.slices.defer(run)
                 continue
             with self.slices.timing(run):
@@ -574,8 +657,11 @@ def runs_execute(*, run_ids: list[int]) -> None:
     batch = BatchedRuns()
     try:
         with transaction.atomic():
-            runs = list(Run.objects.select_for_update(skip_locked=True)
-                        .filter(id__in=run_ids, status=RunStatus.QUEUED).order_by("id"))
+            runs = list(
+                Run.objects.select_for_update(skip_locked=True)
+                .filter(id__in=run_ids, status=RunStatus.QUEUED)
+                .order_by("id")
+            )
             if not runs:
                 return
             for run in runs:
@@ -605,13 +691,18 @@ def runs_resume_due(*, limit: int = RESUME_LIMIT) -> int:
     the same run; the hints go out after commit (a lost one is re-sent by the reconciler)."""
     now = timezone.now()
     with transaction.atomic():
-        due = list(Run.objects.select_for_update(skip_locked=True)
-                   .filter(status=RunStatus.WAITING, resume_at__lte=now).exclude(waiting_on=WaitingOn.DELIVERY)
-                   .order_by("resume_at").values_list("id", "priority")[:limit])
+        due = list(
+            Run.objects.select_for_update(skip_locked=True)
+            .filter(status=RunStatus.WAITING, resume_at__lte=now)
+            .exclude(waiting_on=WaitingOn.DELIVERY)
+            .order_by("resume_at")
+            .values_list("id", "priority")[:limit]
+        )
         if not due:
             return 0
         Run.objects.filter(id__in=[i for i, _ in due], status=RunStatus.WAITING).update(
-            status=RunStatus.QUEUED, waiting_on=WaitingOn.NOTHING, resume_at=None, enqueued_at=now, updated_at=now)
+            status=RunStatus.QUEUED, waiting_on=WaitingOn.NOTHING, resume_at=None, enqueued_at=now, updated_at=now
+        )
         by_priority: dict[str, list[int]] = {}
         for run_id, priority in due:
             by_priority.setdefault(priority, []).append(run_id)
@@ -620,12 +711,29 @@ def runs_resume_due(*, limit: int = RESUME_LIMIT) -> int:
     return len(due)
 
 
-_SETTLE_COLUMNS = ("id", "status", "waiting_on", "resume_at", "step_index", "completed_at", "lease_until", "error",
-                   "claim", "enqueued_at", "product_id", "organization_id", "source", "cause_id",
-                   "workflow_version_id", "priority")
+_SETTLE_COLUMNS = (
+    "id",
+    "status",
+    "waiting_on",
+    "resume_at",
+    "step_index",
+    "completed_at",
+    "lease_until",
+    "error",
+    "claim",
+    "enqueued_at",
+    "product_id",
+    "organization_id",
+    "source",
+    "cause_id",
+    "workflow_version_id",
+    "priority",
+)
 # The runs still waiting for these deliveries, locked until the deliveries' transaction ends.
-_SETTLE_SELECT = (f"SELECT {', '.join(_SETTLE_COLUMNS)} FROM runs_run "
-                  "WHERE id = ANY(%s) AND status = 'waiting' AND waiting_on = 'delivery' ORDER BY id FOR UPDATE")
+_SETTLE_SELECT = (
+    f"SELECT {', '.join(_SETTLE_COLUMNS)} FROM runs_run "
+    "WHERE id = ANY(%s) AND status = 'waiting' AND waiting_on = 'delivery' ORDER BY id FOR UPDATE"
+)
 
 
 def runs_deliveries_settled(settled: list[tuple]) -> None:
@@ -645,12 +753,20 @@ def runs_deliveries_settled(settled: list[tuple]) -> None:
         _persisted(run)
         step_id, ok, message = outcomes[run.id]
         program = programs[run.workflow_version_id]
-        if step_id and not (0 < run.step_index <= len(program) and program[run.step_index - 1].step.get("id") == step_id):
+        if step_id and not (
+            0 < run.step_index <= len(program) and program[run.step_index - 1].step.get("id") == step_id
+        ):
             continue
         if not ok:
             run.refresh_from_db(fields=["state"])
-            _fail(run, writes, pc=run.step_index - 1, step=program[run.step_index - 1].step, message=message,
-                  step_failed=False)
+            _fail(
+                run,
+                writes,
+                pc=run.step_index - 1,
+                step=program[run.step_index - 1].step,
+                message=message,
+                step_failed=False,
+            )
         elif _next(program, run.step_index) >= len(program):
             _complete(run, writes)  # the delivery was the last step: no other trip through a worker
         else:
@@ -678,27 +794,54 @@ def _cancel(runs, *, actor: str, reason: str) -> list[int]:
     now = timezone.now()
     pending = (DeliveryStatus.QUEUED, DeliveryStatus.HELD)
     with transaction.atomic():
-        rows = list(runs.select_for_update().filter(status__in=(RunStatus.QUEUED, RunStatus.WAITING))
-                    .values_list("id", "product_id", "organization_id", "source", "cause_id"))
+        rows = list(
+            runs.select_for_update()
+            .filter(status__in=(RunStatus.QUEUED, RunStatus.WAITING))
+            .values_list("id", "product_id", "organization_id", "source", "cause_id")
+        )
         ids = [r[0] for r in rows]
-        Run.objects.filter(id__in=ids).update(status=RunStatus.CANCELLED, completed_at=now, waiting_on="",
-                                              resume_at=None, lease_until=None, updated_at=now)
+        Run.objects.filter(id__in=ids).update(
+            status=RunStatus.CANCELLED,
+            completed_at=now,
+            waiting_on="",
+            resume_at=None,
+            lease_until=None,
+            updated_at=now,
+        )
         discarded: dict[int, list[str]] = {}
         delivery_ids = []
         for delivery_id, run_id, message_id in Delivery.objects.filter(run_id__in=ids, status__in=pending).values_list(
-                "id", "run_id", "message_id"):
+            "id", "run_id", "message_id"
+        ):
             discarded.setdefault(run_id, []).append(message_id)
             delivery_ids.append(delivery_id)
         Delivery.objects.filter(id__in=delivery_ids).update(
-            status=DeliveryStatus.DISCARDED, completed_at=now, last_error="The run was cancelled.", updated_at=now)
-        status_events_record([(i, DeliveryStatus.DISCARDED, {"reason": "run cancelled", "by": actor})
-                              for i in delivery_ids], at=now, source="operator")
+            status=DeliveryStatus.DISCARDED, completed_at=now, last_error="The run was cancelled.", updated_at=now
+        )
+        status_events_record(
+            [(i, DeliveryStatus.DISCARDED, {"reason": "run cancelled", "by": actor}) for i in delivery_ids],
+            at=now,
+            source="operator",
+        )
         Batch.objects.filter(owner_id__in=ids, status=BatchStatus.OPEN).update(status=BatchStatus.CLOSED)
-        audit_record_many([AuditEntry(action="run.cancelled", target_type="run", target_id=run_id,
-                                      product_id=product_id, organization_id=organization_id, actor=actor,
-                                      data={**trigger_source_get(source).cause(cause_id), "reason": reason,
-                                            "discarded_deliveries": discarded.get(run_id, [])})
-                           for run_id, product_id, organization_id, source, cause_id in rows])
+        audit_record_many(
+            [
+                AuditEntry(
+                    action="run.cancelled",
+                    target_type="run",
+                    target_id=run_id,
+                    product_id=product_id,
+                    organization_id=organization_id,
+                    actor=actor,
+                    data={
+                        **trigger_source_get(source).cause(cause_id),
+                        "reason": reason,
+                        "discarded_deliveries": discarded.get(run_id, []),
+                    },
+                )
+                for run_id, product_id, organization_id, source, cause_id in rows
+            ]
+        )
     return ids
 
 
@@ -713,8 +856,9 @@ def run_cancel(*, run: Run, actor: str) -> Run:
 
 def runs_cancel_for_workflow(*, workflow, actor: str) -> int:
     """Cancel every queued or waiting run of a workflow (all versions); return how many."""
-    return len(_cancel(Run.objects.filter(workflow_version__workflow=workflow), actor=actor,
-                       reason="workflow unpublished"))
+    return len(
+        _cancel(Run.objects.filter(workflow_version__workflow=workflow), actor=actor, reason="workflow unpublished")
+    )
 
 
 def run_rerun(*, run: Run, from_start: bool, actor: str) -> Run:
@@ -739,22 +883,43 @@ def run_rerun(*, run: Run, from_start: bool, actor: str) -> Run:
         # One re-run at a time: a second call (a double click, API and admin together) is refused while
         # the first one has not ended.
         Run.objects.select_for_update().filter(id=run.id).first()
-        pending = Run.objects.filter(rerun_of=run).exclude(
-            status__in=(RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)).values_list("id", flat=True).first()
+        pending = (
+            Run.objects.filter(rerun_of=run)
+            .exclude(status__in=(RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED))
+            .values_list("id", flat=True)
+            .first()
+        )
         if pending:
             raise RunActionRefused(f"Run {pending}, a re-run of this one, has not ended yet.")
         new = Run.objects.create(
-            source=run.source, cause_id=run.cause_id, request_id=run.request_id, event_id=run.event_id,
-            recipient_index=run.recipient_index, product_id=run.product_id, organization_id=run.organization_id,
-            workflow_version_id=run.workflow_version_id, recipient=run.recipient, priority=run.priority, state=state,
-            step_index=step_index, rerun_of=run, enqueued_at=now)
+            source=run.source,
+            cause_id=run.cause_id,
+            request_id=run.request_id,
+            event_id=run.event_id,
+            recipient_index=run.recipient_index,
+            product_id=run.product_id,
+            organization_id=run.organization_id,
+            workflow_version_id=run.workflow_version_id,
+            recipient=run.recipient,
+            priority=run.priority,
+            state=state,
+            step_index=step_index,
+            rerun_of=run,
+            enqueued_at=now,
+        )
         # The failure is decided: it no longer waits on the dashboard.
         Escalation.objects.filter(run_id=run.id, decided_at__isnull=True).update(
-            decision=EscalationDecision.RERUN, decided_at=now, decided_by=actor)
-        audit_record(action="run.rerun", target_type="run", target_id=new.id, product_id=run.product_id,
-                     organization_id=run.organization_id, actor=actor,
-                     data={"rerun_of": run.id, "from": "start" if from_start else "failed step",
-                           "step_index": step_index})
+            decision=EscalationDecision.RERUN, decided_at=now, decided_by=actor
+        )
+        audit_record(
+            action="run.rerun",
+            target_type="run",
+            target_id=new.id,
+            product_id=run.product_id,
+            organization_id=run.organization_id,
+            actor=actor,
+            data={"rerun_of": run.id, "from": "start" if from_start else "failed step", "step_index": step_index},
+        )
         runs_enqueue_on_commit([new.id], run.priority)
     return new
 
@@ -764,9 +929,16 @@ def run_dismiss(*, run: Run, actor: str) -> Run:
     dashboard. Anything but a failed run waiting for a decision is refused (RunActionRefused)."""
     with transaction.atomic():
         decided = Escalation.objects.filter(run_id=run.id, decided_at__isnull=True).update(
-            decision=EscalationDecision.DISMISSED, decided_at=timezone.now(), decided_by=actor)
+            decision=EscalationDecision.DISMISSED, decided_at=timezone.now(), decided_by=actor
+        )
         if not decided:
             raise RunActionRefused("Only a failed run waiting for a decision can be dismissed.")
-        audit_record(action="run.dismissed", target_type="run", target_id=run.id, product_id=run.product_id,
-                     organization_id=run.organization_id, actor=actor)
+        audit_record(
+            action="run.dismissed",
+            target_type="run",
+            target_id=run.id,
+            product_id=run.product_id,
+            organization_id=run.organization_id,
+            actor=actor,
+        )
     return run

@@ -22,10 +22,12 @@ class TriggerRequest(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # Requests are read by id; single-column indexes on these keys would only slow the hot insert.
     product = models.ForeignKey("tenants.Product", on_delete=models.PROTECT, related_name="+", db_index=False)
-    organization = models.ForeignKey("tenants.Organization", null=True, blank=True, on_delete=models.PROTECT,
-                                     related_name="+", db_index=False)
-    workflow_version = models.ForeignKey("workflows.WorkflowVersion", on_delete=models.PROTECT, related_name="+",
-                                         db_index=False)
+    organization = models.ForeignKey(
+        "tenants.Organization", null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    workflow_version = models.ForeignKey(
+        "workflows.WorkflowVersion", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
     recipients = models.JSONField()
     data = models.JSONField(default=dict)
@@ -50,11 +52,13 @@ class TriggerRequest(models.Model):
         ]
         indexes = [
             # Hinted but not started: the reconciler re-sends hints older than the requeue threshold.
-            models.Index(fields=["enqueued_at"], name="request_accepted",
-                         condition=models.Q(status="accepted")),
+            models.Index(fields=["enqueued_at"], name="request_accepted", condition=models.Q(status="accepted")),
             # Not hinted yet: what the dispatcher claims, oldest first within each priority.
-            models.Index(fields=["priority", "created_at"], name="request_undispatched",
-                         condition=models.Q(status="accepted", enqueued_at__isnull=True)),
+            models.Index(
+                fields=["priority", "created_at"],
+                name="request_undispatched",
+                condition=models.Q(status="accepted", enqueued_at__isnull=True),
+            ),
         ]
 
     def __str__(self):
@@ -93,18 +97,22 @@ class Run(models.Model):
 
     # A run's row changes state several times, and a change of status updates every index: keys that
     # are often empty have partial indexes, and none repeats the prefix of another (see Meta).
-    request = models.ForeignKey(TriggerRequest, null=True, blank=True, on_delete=models.CASCADE,
-                                related_name="runs", db_index=False)
-    event = models.ForeignKey("connections.Event", null=True, blank=True, on_delete=models.PROTECT,
-                              related_name="runs", db_index=False)
+    request = models.ForeignKey(
+        TriggerRequest, null=True, blank=True, on_delete=models.CASCADE, related_name="runs", db_index=False
+    )
+    event = models.ForeignKey(
+        "connections.Event", null=True, blank=True, on_delete=models.PROTECT, related_name="runs", db_index=False
+    )
     source = models.CharField(max_length=20, default="")
     cause_id = models.CharField(max_length=100, default="")
     recipient_index = models.PositiveIntegerField(default=0)
     product = models.ForeignKey("tenants.Product", on_delete=models.PROTECT, related_name="+")
-    organization = models.ForeignKey("tenants.Organization", null=True, blank=True, on_delete=models.PROTECT,
-                                     related_name="+", db_index=False)
-    workflow_version = models.ForeignKey("workflows.WorkflowVersion", on_delete=models.PROTECT, related_name="runs",
-                                         db_index=False)
+    organization = models.ForeignKey(
+        "tenants.Organization", null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    workflow_version = models.ForeignKey(
+        "workflows.WorkflowVersion", on_delete=models.PROTECT, related_name="runs", db_index=False
+    )
     recipient = models.JSONField()
     priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
     status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.QUEUED)
@@ -113,8 +121,9 @@ class Run(models.Model):
     state = models.JSONField(default=dict, blank=True, encoder=ExactEncoder, decoder=ExactDecoder)
     waiting_on = models.CharField(max_length=20, choices=WaitingOn.choices, default=WaitingOn.NOTHING, blank=True)
     resume_at = models.DateTimeField(null=True, blank=True)
-    rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="reruns",
-                                 db_index=False)
+    rerun_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="reruns", db_index=False
+    )
     error = models.TextField(blank=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
@@ -132,8 +141,11 @@ class Run(models.Model):
             # Re-runs are explicit (rerun_of set); otherwise one run per cause and recipient of a version,
             # whatever the source: one per recipient of a request (a request names its version), one per
             # (workflow version, event) (reading an event twice launches nothing twice).
-            models.UniqueConstraint(fields=["workflow_version", "source", "cause_id", "recipient_index"],
-                                    name="run_once_per_cause", condition=models.Q(rerun_of__isnull=True)),
+            models.UniqueConstraint(
+                fields=["workflow_version", "source", "cause_id", "recipient_index"],
+                name="run_once_per_cause",
+                condition=models.Q(rerun_of__isnull=True),
+            ),
             models.CheckConstraint(condition=~models.Q(source="") & ~models.Q(cause_id=""), name="run_has_a_cause"),
         ]
         indexes = [
@@ -143,8 +155,9 @@ class Run(models.Model):
             models.Index(fields=["workflow_version", "status"], name="run_version_status"),
             models.Index(fields=["request"], name="run_request", condition=models.Q(request__isnull=False)),
             models.Index(fields=["event"], name="run_event", condition=models.Q(event__isnull=False)),
-            models.Index(fields=["organization"], name="run_organization",
-                         condition=models.Q(organization__isnull=False)),
+            models.Index(
+                fields=["organization"], name="run_organization", condition=models.Q(organization__isnull=False)
+            ),
             models.Index(fields=["rerun_of"], name="run_rerun_of", condition=models.Q(rerun_of__isnull=False)),
         ]
 
@@ -196,11 +209,15 @@ class Escalation(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        indexes = [models.Index(fields=["product", "id"], name="escalation_pending",
-                                condition=models.Q(notified_at__isnull=True)),
-                   models.Index(fields=["product", "id"], name="escalation_undecided",
-                                condition=models.Q(decided_at__isnull=True)),
-                   models.Index(fields=["product", "-notified_at"], name="escalation_last_notice")]
+        indexes = [
+            models.Index(
+                fields=["product", "id"], name="escalation_pending", condition=models.Q(notified_at__isnull=True)
+            ),
+            models.Index(
+                fields=["product", "id"], name="escalation_undecided", condition=models.Q(decided_at__isnull=True)
+            ),
+            models.Index(fields=["product", "-notified_at"], name="escalation_last_notice"),
+        ]
 
 
 class BatchStatus(models.TextChoices):
@@ -223,8 +240,11 @@ class Batch(models.Model):
 
     class Meta:
         verbose_name_plural = "batches"
-        constraints = [models.UniqueConstraint(fields=["workflow_version", "step_id", "key"], name="batch_open_once",
-                                               condition=models.Q(status="open"))]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workflow_version", "step_id", "key"], name="batch_open_once", condition=models.Q(status="open")
+            )
+        ]
 
 
 class BatchItem(models.Model):

@@ -9,14 +9,28 @@ from apps.tenants.principals import Tenant
 
 from .models import RequestStatus, Run, RunStatus, RunStep, TriggerRequest
 
-
 # What the request and run views show of each delivery.
-DELIVERY_SUMMARY = ("message_id", "run_id", "step_id", "channel", "recipient_id", "status", "attempt_count",
-                    "last_error", "created_at", "completed_at")
+DELIVERY_SUMMARY = (
+    "message_id",
+    "run_id",
+    "step_id",
+    "channel",
+    "recipient_id",
+    "status",
+    "attempt_count",
+    "last_error",
+    "created_at",
+    "completed_at",
+)
 
 
 def request_get(*, tenant: Tenant, request_id) -> TriggerRequest:
-    request = tenant.scoped(TriggerRequest.objects.all()).select_related("workflow_version__workflow").filter(id=request_id).first()
+    request = (
+        tenant.scoped(TriggerRequest.objects.all())
+        .select_related("workflow_version__workflow")
+        .filter(id=request_id)
+        .first()
+    )
     if request is None:
         raise NotFound("Request not found.")
     return request
@@ -42,8 +56,11 @@ def _overall(request: TriggerRequest, runs: list[dict], deliveries: list[dict]) 
 def request_status(*, tenant: Tenant, request_id) -> dict:
     """A request with its runs and each delivery's channel, status and attempt count."""
     request = request_get(tenant=tenant, request_id=request_id)
-    runs = list(Run.objects.filter(request=request).order_by("recipient_index")
-                .values("id", "recipient_index", "recipient", "status", "error", "completed_at"))
+    runs = list(
+        Run.objects.filter(request=request)
+        .order_by("recipient_index")
+        .values("id", "recipient_index", "recipient", "status", "error", "completed_at")
+    )
     deliveries = list(Delivery.objects.filter(request=request).order_by("id").values(*DELIVERY_SUMMARY))
     return {
         "request_id": request.id,
@@ -57,8 +74,9 @@ def request_status(*, tenant: Tenant, request_id) -> dict:
     }
 
 
-def run_list(*, tenant: Tenant, workflow: str | None = None, status: str | None = None,
-             event: int | None = None, request_id=None) -> QuerySet:
+def run_list(
+    *, tenant: Tenant, workflow: str | None = None, status: str | None = None, event: int | None = None, request_id=None
+) -> QuerySet:
     """The tenant's runs, newest first, optionally of one workflow, status, database event or request."""
     qs = tenant.scoped(Run.objects.select_related("workflow_version__workflow", "event"))
     if workflow:
@@ -82,8 +100,11 @@ def run_get(*, tenant: Tenant, run_id: int) -> Run:
 def run_detail(*, tenant: Tenant, run_id: int) -> dict:
     """A run with what started it, the steps it executed and its deliveries."""
     run = run_get(tenant=tenant, run_id=run_id)
-    steps = list(RunStep.objects.filter(run=run).order_by("index", "id").values(
-        "step_id", "index", "type", "status", "output", "error", "finished_at"))
+    steps = list(
+        RunStep.objects.filter(run=run)
+        .order_by("index", "id")
+        .values("step_id", "index", "type", "status", "output", "error", "finished_at")
+    )
     deliveries = list(Delivery.objects.filter(run=run).order_by("id").values(*DELIVERY_SUMMARY))
     return {"run": run, "steps": steps, "deliveries": deliveries}
 
@@ -92,8 +113,13 @@ def event_summary(event) -> dict:
     """What a run's steps and the API show of the database event that launched it."""
     from apps.connections.sources import EVENT_OF_OPERATION
 
-    return {"id": f"evt_{event.id}", "type": EVENT_OF_OPERATION[event.op], "table": event.table_name,
-            "ids": event.ids, "occurred_at": event.captured_at.isoformat()}
+    return {
+        "id": f"evt_{event.id}",
+        "type": EVENT_OF_OPERATION[event.op],
+        "table": event.table_name,
+        "ids": event.ids,
+        "occurred_at": event.captured_at.isoformat(),
+    }
 
 
 def run_timeline(*, run: Run) -> list[dict]:
@@ -113,37 +139,73 @@ def run_timeline(*, run: Run) -> list[dict]:
 
     if run.request_id:
         request = run.request
-        add(request.created_at, "trigger", f"Trigger request {request.id} accepted ({request.priority} priority)",
-            f"by {request.actor}")
+        add(
+            request.created_at,
+            "trigger",
+            f"Trigger request {request.id} accepted ({request.priority} priority)",
+            f"by {request.actor}",
+        )
     if run.event_id:
         event = run.event
-        add(event.captured_at, "event", f"Row event: {event.op} on {event.table_name}", f"ids {exactjson.dumps(event.ids)}")
+        add(
+            event.captured_at,
+            "event",
+            f"Row event: {event.op} on {event.table_name}",
+            f"ids {exactjson.dumps(event.ids)}",
+        )
         add(event.recorded_at, "event", "Event read from the customer database")
     add(run.created_at, "run", f"Run created{f' as a re-run of run {run.rerun_of_id}' if run.rerun_of_id else ''}")
     for step in RunStep.objects.filter(run=run).order_by("index", "id"):
         failed = step.status == "failed"
         detail = step.error if failed else ", ".join(f"{k}: {v}" for k, v in (step.output or {}).items())
-        add(step.finished_at, "step", f"Step {step.step_id} ({step.type}) {step.status}", detail,
-            "failure" if failed else "wait" if step.type == "wait" else "")
-    deliveries = Delivery.objects.filter(run=run).order_by("id").prefetch_related(
-        Prefetch("events", queryset=DeliveryEvent.objects.order_by("id")),
-        Prefetch("attempts", queryset=DeliveryAttempt.objects.order_by("number")))
+        add(
+            step.finished_at,
+            "step",
+            f"Step {step.step_id} ({step.type}) {step.status}",
+            detail,
+            "failure" if failed else "wait" if step.type == "wait" else "",
+        )
+    deliveries = (
+        Delivery.objects.filter(run=run)
+        .order_by("id")
+        .prefetch_related(
+            Prefetch("events", queryset=DeliveryEvent.objects.order_by("id")),
+            Prefetch("attempts", queryset=DeliveryAttempt.objects.order_by("number")),
+        )
+    )
     for delivery in deliveries:
         for event in delivery.events.all():
-            add(event.at, "delivery", f"{delivery.channel} {delivery.message_id}: {event.status}",
+            add(
+                event.at,
+                "delivery",
+                f"{delivery.channel} {delivery.message_id}: {event.status}",
                 f"{event.source}" + (f" {event.detail}" if event.detail else ""),
-                "failure" if event.status in FAILURE_STATUSES else "")
+                "failure" if event.status in FAILURE_STATUSES else "",
+            )
         for attempt in delivery.attempts.all():
             code = f"HTTP {attempt.status_code}" if attempt.status_code else "no answer"
-            add(attempt.started_at, "attempt",
+            add(
+                attempt.started_at,
+                "attempt",
                 f"Attempt {attempt.number} of {delivery.message_id}: {attempt.outcome}, {code}, "
-                f"{attempt.duration_ms} ms", attempt.error, "failure" if attempt.outcome == "failure" else "")
+                f"{attempt.duration_ms} ms",
+                attempt.error,
+                "failure" if attempt.outcome == "failure" else "",
+            )
     for audit in AuditEvent.objects.filter(target_type="run", target_id=str(run.id)).order_by("id"):
-        add(audit.created_at, "audit", f"{audit.action} by {audit.actor}",
-            ", ".join(f"{k}: {v}" for k, v in (audit.data or {}).items() if k != "reason"))
+        add(
+            audit.created_at,
+            "audit",
+            f"{audit.action} by {audit.actor}",
+            ", ".join(f"{k}: {v}" for k, v in (audit.data or {}).items() if k != "reason"),
+        )
     if run.status == "waiting" and run.resume_at:
-        add(run.resume_at, "wait", f"Waiting on {run.waiting_on or 'time'} until {run.resume_at:%Y-%m-%d %H:%M:%S}",
-            css="wait")
+        add(
+            run.resume_at,
+            "wait",
+            f"Waiting on {run.waiting_on or 'time'} until {run.resume_at:%Y-%m-%d %H:%M:%S}",
+            css="wait",
+        )
     if run.completed_at:
         add(run.completed_at, "end", f"Run {run.status}", run.error, "failure" if run.status == "failed" else "")
     entries.sort(key=lambda e: e["at"])

@@ -38,8 +38,11 @@ logger = logging.getLogger(__name__)
 
 
 def _body_hash(*, workflow: str, recipients: list, data: dict, priority: str) -> str:
-    canonical = json.dumps({"workflow": workflow, "to": recipients, "data": data, "priority": priority},
-                           sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(
+        {"workflow": workflow, "to": recipients, "data": data, "priority": priority},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -117,16 +120,25 @@ def requests_dispatch(*, limit: int = DISPATCH_LIMIT, linger: float | None = Non
     also takes other hinted requests that wait (apps.runs.triggers.api), so under load its batches grow.
     """
     with connection.cursor() as cursor:
-        cursor.execute(_DISPATCH, {"limit": limit, "batch": min(DISPATCH_BATCH, limit),
-                                   "linger": DISPATCH_LINGER if linger is None else linger})
+        cursor.execute(
+            _DISPATCH,
+            {
+                "limit": limit,
+                "batch": min(DISPATCH_BATCH, limit),
+                "linger": DISPATCH_LINGER if linger is None else linger,
+            },
+        )
         rows = sorted(cursor.fetchall(), key=lambda r: r[2])
     if not rows:
         return 0
     claimed: dict[str, list[str]] = {}
     for request_id, priority, _ in rows:
         claimed.setdefault(priority, []).append(str(request_id))
-    hints = [("apps.runs.tasks.requests_start", [ids[i:i + DISPATCH_BATCH]], priority)
-             for priority, ids in claimed.items() for i in range(0, len(ids), DISPATCH_BATCH)]
+    hints = [
+        ("apps.runs.tasks.requests_start", [ids[i : i + DISPATCH_BATCH]], priority)
+        for priority, ids in claimed.items()
+        for i in range(0, len(ids), DISPATCH_BATCH)
+    ]
     hint_many_on_commit(hints)
     return len(rows)
 
@@ -136,12 +148,21 @@ def recipients_sealed(recipients: list[dict]) -> list[dict]:
     (apps.core.encryption.seal), so that the request, its runs and their deliveries store ciphertext only."""
     if not any("chat_webhook" in r for r in recipients):
         return recipients
-    return [{**r, "chat_webhook": seal(r["chat_webhook"])} if isinstance(r.get("chat_webhook"), str) else r
-            for r in recipients]
+    return [
+        {**r, "chat_webhook": seal(r["chat_webhook"])} if isinstance(r.get("chat_webhook"), str) else r
+        for r in recipients
+    ]
 
 
-def trigger_create(*, tenant: Tenant, workflow: str, recipients: list[dict], data: dict, priority: str,
-                   idempotency_key: str | None = None) -> tuple[uuid.UUID, bool]:
+def trigger_create(
+    *,
+    tenant: Tenant,
+    workflow: str,
+    recipients: list[dict],
+    data: dict,
+    priority: str,
+    idempotency_key: str | None = None,
+) -> tuple[uuid.UUID, bool]:
     """Accept a trigger call: record it with its audit row and queue it. Returns (request id, created).
 
     The same idempotency key with the same body returns the first request and starts nothing; with
@@ -151,10 +172,18 @@ def trigger_create(*, tenant: Tenant, workflow: str, recipients: list[dict], dat
     # Hashed in clear (a sealed value differs at each call: a repeated call must match), stored sealed.
     recipients = recipients_sealed(recipients)
     params = {
-        "id": uuid.uuid4(), "key_id": tenant.key_id, "product_id": tenant.product_id,
-        "organization_id": tenant.organization_id, "workflow": workflow, "priority": priority,
-        "recipients": Jsonb(recipients), "data": Jsonb(data), "idempotency_key": idempotency_key,
-        "body_hash": body_hash, "actor": tenant.actor, "recipient_count": len(recipients),
+        "id": uuid.uuid4(),
+        "key_id": tenant.key_id,
+        "product_id": tenant.product_id,
+        "organization_id": tenant.organization_id,
+        "workflow": workflow,
+        "priority": priority,
+        "recipients": Jsonb(recipients),
+        "data": Jsonb(data),
+        "idempotency_key": idempotency_key,
+        "body_hash": body_hash,
+        "actor": tenant.actor,
+        "recipient_count": len(recipients),
     }
     # A single statement is atomic on its own: no BEGIN/COMMIT round trips around it. It runs as a
     # server-side prepared statement (planned once per connection): Django binds parameters on the
@@ -169,25 +198,34 @@ def trigger_create(*, tenant: Tenant, workflow: str, recipients: list[dict], dat
     if row is not None:
         # No hint from here: the dispatcher picks new requests up in batches (see requests_dispatch).
         return row[0], True
-    return _trigger_refused(tenant=tenant, workflow=workflow, body_hash=body_hash,
-                            idempotency_key=idempotency_key), False
+    return _trigger_refused(
+        tenant=tenant, workflow=workflow, body_hash=body_hash, idempotency_key=idempotency_key
+    ), False
 
 
 def _trigger_refused(*, tenant: Tenant, workflow: str, body_hash: str, idempotency_key: str | None):
     """Why the trigger statement wrote nothing: a dead key, a repeated idempotency key, or a workflow
     that does not exist or is not published."""
-    if tenant.key_id and not ApiKey.objects.filter(id=tenant.key_id, revoked=False).filter(
-            Q(expiry_date__isnull=True) | Q(expiry_date__gt=timezone.now())).exists():
+    if (
+        tenant.key_id
+        and not ApiKey.objects.filter(id=tenant.key_id, revoked=False)
+        .filter(Q(expiry_date__isnull=True) | Q(expiry_date__gt=timezone.now()))
+        .exists()
+    ):
         raise AuthenticationFailed("Invalid API key.")
     if idempotency_key:
-        existing = (TriggerRequest.objects.filter(product_id=tenant.product_id,
-                                                  organization_id=tenant.organization_id,
-                                                  idempotency_key=idempotency_key)
-                    .values("id", "body_hash").first())
+        existing = (
+            TriggerRequest.objects.filter(
+                product_id=tenant.product_id, organization_id=tenant.organization_id, idempotency_key=idempotency_key
+            )
+            .values("id", "body_hash")
+            .first()
+        )
         if existing:
             if existing["body_hash"] != body_hash:
-                raise Conflict("This Idempotency-Key was already used with a different request body.",
-                               field="Idempotency-Key")
+                raise Conflict(
+                    "This Idempotency-Key was already used with a different request body.", field="Idempotency-Key"
+                )
             return existing["id"]
     workflow_version_for_trigger(tenant=tenant, key=workflow)  # raises the precise InvalidInput
     raise Conflict("The workflow changed while the request was recorded; retry it.")
@@ -208,27 +246,39 @@ def runs_reconcile() -> dict[str, int]:
     now = timezone.now()
     stale = now - timedelta(seconds=settings.ROWBELL_REQUEUE_AFTER_SECONDS)
     with transaction.atomic():
-        requests = list(TriggerRequest.objects.select_for_update(skip_locked=True)
-                        .filter(status=RequestStatus.ACCEPTED, enqueued_at__lt=stale)
-                        .values_list("id", "priority")[:10_000])
+        requests = list(
+            TriggerRequest.objects.select_for_update(skip_locked=True)
+            .filter(status=RequestStatus.ACCEPTED, enqueued_at__lt=stale)
+            .values_list("id", "priority")[:10_000]
+        )
         TriggerRequest.objects.filter(id__in=[r for r, _ in requests]).update(enqueued_at=now)
 
-        expired = list(Run.objects.select_for_update(skip_locked=True)
-                       .filter(status=RunStatus.RUNNING, lease_until__lt=now).values_list("id", flat=True)[:10_000])
+        expired = list(
+            Run.objects.select_for_update(skip_locked=True)
+            .filter(status=RunStatus.RUNNING, lease_until__lt=now)
+            .values_list("id", flat=True)[:10_000]
+        )
         Run.objects.filter(id__in=expired).update(status=RunStatus.QUEUED, lease_until=None, enqueued_at=None)
-        audit_record_many([AuditEntry(action="run.requeued", target_type="run", target_id=run_id,
-                                      data={"reason": "lease expired"}) for run_id in expired])
+        audit_record_many(
+            [
+                AuditEntry(action="run.requeued", target_type="run", target_id=run_id, data={"reason": "lease expired"})
+                for run_id in expired
+            ]
+        )
 
-        runs = list(Run.objects.select_for_update(skip_locked=True)
-                    .filter(status=RunStatus.QUEUED)
-                    .exclude(enqueued_at__gte=stale)
-                    .values_list("id", "priority")[:10_000])
+        runs = list(
+            Run.objects.select_for_update(skip_locked=True)
+            .filter(status=RunStatus.QUEUED)
+            .exclude(enqueued_at__gte=stale)
+            .values_list("id", "priority")[:10_000]
+        )
         Run.objects.filter(id__in=[r for r, _ in runs]).update(enqueued_at=now)
 
         settled = _runs_waiting_on_settled_deliveries(stale)
 
-        hint_many_on_commit([("apps.runs.tasks.requests_start", [[str(request_id)]], priority)
-                             for request_id, priority in requests])
+        hint_many_on_commit(
+            [("apps.runs.tasks.requests_start", [[str(request_id)]], priority) for request_id, priority in requests]
+        )
         by_priority: dict[str, list[int]] = {}
         for run_id, priority in runs:
             by_priority.setdefault(priority, []).append(run_id)
@@ -237,8 +287,13 @@ def runs_reconcile() -> dict[str, int]:
     # Requests no dispatcher has claimed (e.g. no dispatcher process runs): the beat tick does it, for
     # everything that waits.
     dispatched = requests_dispatch(linger=0)
-    return {"requests": len(requests), "runs_requeued": len(expired), "runs": len(runs),
-            "dispatched": dispatched, "runs_settled": settled}
+    return {
+        "requests": len(requests),
+        "runs_requeued": len(expired),
+        "runs": len(runs),
+        "dispatched": dispatched,
+        "runs_settled": settled,
+    }
 
 
 def _runs_waiting_on_settled_deliveries(stale) -> int:
@@ -248,16 +303,22 @@ def _runs_waiting_on_settled_deliveries(stale) -> int:
 
     from apps.deliveries.models import INTENDED_SKIP_STATUSES, SUCCESS_STATUSES, Delivery, DeliveryStatus
 
-    pending = Delivery.objects.filter(run=OuterRef("pk"), status__in=(
-        DeliveryStatus.QUEUED, DeliveryStatus.HELD, DeliveryStatus.SENDING))
-    stuck = list(Run.objects.filter(status=RunStatus.WAITING, waiting_on="delivery", updated_at__lt=stale)
-                 .exclude(Exists(pending)).values_list("id", flat=True)[:1000])
+    pending = Delivery.objects.filter(
+        run=OuterRef("pk"), status__in=(DeliveryStatus.QUEUED, DeliveryStatus.HELD, DeliveryStatus.SENDING)
+    )
+    stuck = list(
+        Run.objects.filter(status=RunStatus.WAITING, waiting_on="delivery", updated_at__lt=stale)
+        .exclude(Exists(pending))
+        .values_list("id", flat=True)[:1000]
+    )
     if not stuck:
         return 0
     last = {}
-    for run_id, status, error, step_id, message_id in (Delivery.objects.filter(run_id__in=stuck).order_by("id")
-                                                       .values_list("run_id", "status", "last_error", "step_id",
-                                                                    "message_id")):
+    for run_id, status, error, step_id, message_id in (
+        Delivery.objects.filter(run_id__in=stuck)
+        .order_by("id")
+        .values_list("run_id", "status", "last_error", "step_id", "message_id")
+    ):
         last[run_id] = (status, error, step_id, message_id)
     settled = []
     for run_id in stuck:

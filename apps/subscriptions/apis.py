@@ -17,12 +17,16 @@ from .services import subscription_create
 class WebhookInputSerializer(serializers.Serializer):
     url = strict.URLField(max_length=2000)
     description = strict.CharField(max_length=200, required=False, allow_blank=True, default="")
-    accept_any_2xx = strict.BooleanField(required=False, default=False,
-                                              help_text="Count any 2xx as success (default: only 200).")
-    source = serializers.JSONField(required=False, help_text=(
-        'Row events: {"connection": "<id>", "table": "public.orders", "events": ["row.created", "row.updated", '
-        '"row.deleted"], "columns": ["status"]} (columns: only updates that change them).'))
-
+    accept_any_2xx = strict.BooleanField(
+        required=False, default=False, help_text="Count any 2xx as success (default: only 200)."
+    )
+    source = serializers.JSONField(
+        required=False,
+        help_text=(
+            'Row events: {"connection": "<id>", "table": "public.orders", "events": ["row.created", "row.updated", '
+            '"row.deleted"], "columns": ["status"]} (columns: only updates that change them).'
+        ),
+    )
 
 
 class WebhookListCreateApi(APIView):
@@ -36,6 +40,5 @@ class WebhookListCreateApi(APIView):
     def post(self, request):
         data = WebhookInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        endpoint = subscription_create(product=request.user.product, actor=request.user.actor,
-                                       **data.validated_data)
+        endpoint = subscription_create(product=request.user.product, actor=request.user.actor, **data.validated_data)
         return Response(WebhookCreatedSerializer(endpoint).data, status=status.HTTP_201_CREATED)

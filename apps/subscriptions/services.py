@@ -30,8 +30,9 @@ from apps.deliveries.services import (
 )
 
 
-def subscription_create(*, product, url: str, description: str = "", accept_any_2xx: bool = False,
-                        source: dict | None = None, actor: str) -> WebhookEndpoint:
+def subscription_create(
+    *, product, url: str, description: str = "", accept_any_2xx: bool = False, source: dict | None = None, actor: str
+) -> WebhookEndpoint:
     """Register a webhook endpoint; with a row-event `source`, subscribe it to changes of a table.
 
     The source (`{"connection": id, "table": ..., "events": [...]}` or a classification, see
@@ -42,8 +43,9 @@ def subscription_create(*, product, url: str, description: str = "", accept_any_
     """
     webhook_endpoint_url_check(url)
     if source is None:
-        return webhook_endpoint_create(product=product, url=url, description=description,
-                                       accept_any_2xx=accept_any_2xx, actor=actor)
+        return webhook_endpoint_create(
+            product=product, url=url, description=description, accept_any_2xx=accept_any_2xx, actor=actor
+        )
     connection_id = source.get("connection") if isinstance(source, dict) else None
     connection = Connection.objects.filter(product=product, id=uuid_or_none(connection_id)).first()
     if connection is None:
@@ -52,10 +54,17 @@ def subscription_create(*, product, url: str, description: str = "", accept_any_
     with transaction.atomic():
         # Serialize with prunes of this connection (see connection_captures_prune).
         Connection.objects.select_for_update().filter(id=connection.id).first()
-        endpoint = webhook_endpoint_create(product=product, url=url, description=description,
-                                           accept_any_2xx=accept_any_2xx, actor=actor, connection=connection,
-                                           source=normalized, capture_name=capture.name,
-                                           capture_spec=capture.to_spec())
+        endpoint = webhook_endpoint_create(
+            product=product,
+            url=url,
+            description=description,
+            accept_any_2xx=accept_any_2xx,
+            actor=actor,
+            connection=connection,
+            source=normalized,
+            capture_name=capture.name,
+            capture_spec=capture.to_spec(),
+        )
         connection_captures_install(connection=connection, captures=[capture], actor=actor)
     return endpoint
 
@@ -63,10 +72,13 @@ def subscription_create(*, product, url: str, description: str = "", accept_any_
 def subscription_capture_uses(*, connection) -> list[CaptureUse]:
     """The captures the connection's enabled subscriptions use, oldest first (a capture-users function, see
     apps/connections/consumers.py)."""
-    return [CaptureUse(kind="endpoints", label=str(endpoint_id), capture=capture, spec=spec)
-            for endpoint_id, capture, spec in WebhookEndpoint.objects.filter(
-                connection=connection, enabled=True).exclude(capture="").order_by("created_at", "id")
-            .values_list("id", "capture", "capture_spec")]
+    return [
+        CaptureUse(kind="endpoints", label=str(endpoint_id), capture=capture, spec=spec)
+        for endpoint_id, capture, spec in WebhookEndpoint.objects.filter(connection=connection, enabled=True)
+        .exclude(capture="")
+        .order_by("created_at", "id")
+        .values_list("id", "capture", "capture_spec")
+    ]
 
 
 def subscription_capture_restore(*, endpoint: WebhookEndpoint, actor: str) -> None:
@@ -74,8 +86,9 @@ def subscription_capture_restore(*, endpoint: WebhookEndpoint, actor: str) -> No
     refusal leaves it disabled)."""
     if endpoint.capture_spec:
         connection = Connection.objects.select_for_update().get(id=endpoint.connection_id)
-        connection_captures_install(connection=connection, captures=[Capture.from_spec(endpoint.capture_spec)],
-                                    actor=actor)
+        connection_captures_install(
+            connection=connection, captures=[Capture.from_spec(endpoint.capture_spec)], actor=actor
+        )
 
 
 def subscription_captures_retire(*, endpoints: list[tuple], actor: str) -> None:
@@ -83,8 +96,13 @@ def subscription_captures_retire(*, endpoints: list[tuple], actor: str) -> None:
     worker, never in the request (apps/core/actions.py)."""
     for endpoint_id, connection_id in endpoints:
         if connection_id:
-            action_queue(name="webhook.captures_prune", target_type="webhook", target_id=endpoint_id,
-                         args={"endpoint_id": str(endpoint_id)}, actor=actor)
+            action_queue(
+                name="webhook.captures_prune",
+                target_type="webhook",
+                target_id=endpoint_id,
+                args={"endpoint_id": str(endpoint_id)},
+                actor=actor,
+            )
 
 
 def subscription_captures_prune(*, endpoint_id, actor: str) -> dict:
@@ -99,9 +117,15 @@ def subscription_captures_prune(*, endpoint_id, actor: str) -> dict:
 
 def _row_event_payload(endpoint, event, ids, index: int, count: int) -> dict:
     """The thin row-event message: who, what, which table, which rows. Receivers fetch the data."""
-    payload = {"webhook_id": str(endpoint.id), "type": EVENT_OF_OPERATION[event.op], "table": event.table_name,
-               "ids": ids, "event_id": f"evt_{event.id}", "occurred_at": event.captured_at.isoformat(),
-               "chunk": {"index": index, "count": count}}
+    payload = {
+        "webhook_id": str(endpoint.id),
+        "type": EVENT_OF_OPERATION[event.op],
+        "table": event.table_name,
+        "ids": ids,
+        "event_id": f"evt_{event.id}",
+        "occurred_at": event.captured_at.isoformat(),
+        "chunk": {"index": index, "count": count},
+    }
     if endpoint.source and "classification" in endpoint.source:
         payload["classification"] = endpoint.source["classification"]["name"]
     if event.detail and event.detail.get("partition"):  # a TRUNCATE of one partition
@@ -120,9 +144,11 @@ def row_event_deliveries_create(*, events) -> int:
     events = [e for e in events if e.op not in NOT_DELIVERED]
     if not events:
         return 0
-    endpoints = list(WebhookEndpoint.objects.filter(
-        connection_id__in={e.connection_id for e in events}, capture__in={e.capture for e in events},
-        enabled=True))
+    endpoints = list(
+        WebhookEndpoint.objects.filter(
+            connection_id__in={e.connection_id for e in events}, capture__in={e.capture for e in events}, enabled=True
+        )
+    )
     if not endpoints:
         return 0
     size = settings.ROWBELL_WEBHOOK_IDS_PER_MESSAGE
@@ -131,11 +157,16 @@ def row_event_deliveries_create(*, events) -> int:
         for endpoint in endpoints:
             if endpoint.capture != event.capture or endpoint.connection_id != event.connection_id:
                 continue
-            chunks = [event.ids[i:i + size] for i in range(0, len(event.ids), size)] or [[]]
+            chunks = [event.ids[i : i + size] for i in range(0, len(event.ids), size)] or [[]]
             for index, ids in enumerate(chunks):
-                rendered = Rendered(target=endpoint.url_masked, endpoint_id=endpoint.id, endpoint=endpoint,
-                                    payload=_row_event_payload(endpoint, event, ids, index, len(chunks)))
-                delivery, _ = delivery_build(channel="webhook", rendered=rendered, product_id=endpoint.product_id,
-                                             event_id=event.id, chunk=index)
+                rendered = Rendered(
+                    target=endpoint.url_masked,
+                    endpoint_id=endpoint.id,
+                    endpoint=endpoint,
+                    payload=_row_event_payload(endpoint, event, ids, index, len(chunks)),
+                )
+                delivery, _ = delivery_build(
+                    channel="webhook", rendered=rendered, product_id=endpoint.product_id, event_id=event.id, chunk=index
+                )
                 deliveries.append(delivery)
     return len(deliveries_write(deliveries, ignore_conflicts=True))

@@ -6,7 +6,6 @@ from apps.core.admin_lists import OperatorAdmin, actor_of
 from .models import ApiKey, Organization, Product
 from .services import api_key_revoke
 
-
 # Products, organizations and keys are created and changed through the API (and `create_platform_key`),
 # whose services audit every change and show keys once; here they are read (and keys revoked).
 

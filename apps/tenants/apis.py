@@ -5,9 +5,9 @@ from rest_framework.views import APIView
 
 from apps.core import fields as strict
 from apps.core.exceptions import Forbidden
+from apps.core.permissions import IsPlatform, IsPlatformOrProduct, IsProduct, IsTenant
 
 from .models import KeyScope
-from apps.core.permissions import IsPlatform, IsPlatformOrProduct, IsProduct, IsTenant
 from .selectors import api_key_get, api_key_list, organization_get, organization_list, product_get
 from .services import api_key_revoke, api_key_rotate, organization_create, product_create, product_settings_update
 
@@ -26,8 +26,9 @@ class ProductOutputSerializer(serializers.Serializer):
 
 class ProductUpdateInputSerializer(serializers.Serializer):
     sandbox = strict.BooleanField(required=False, help_text="Hold every delivery of the product for review.")
-    escalation_webhook = strict.UUIDField(required=False, allow_null=True,
-                                               help_text="Webhook endpoint told about failed runs (null: none).")
+    escalation_webhook = strict.UUIDField(
+        required=False, allow_null=True, help_text="Webhook endpoint told about failed runs (null: none)."
+    )
 
 
 class ProductCreatedSerializer(ProductOutputSerializer):
@@ -47,7 +48,10 @@ class OrganizationCreatedSerializer(OrganizationOutputSerializer):
 
 class RotateInputSerializer(serializers.Serializer):
     grace_seconds = strict.IntegerField(
-        required=False, default=0, min_value=0, max_value=7 * 24 * 3600,
+        required=False,
+        default=0,
+        min_value=0,
+        max_value=7 * 24 * 3600,
         help_text="0 (default): the previous key stops working at once. Otherwise it keeps working this long.",
     )
 
@@ -135,7 +139,9 @@ class OrganizationRotateKeyApi(APIView):
         data = RotateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         _, raw, stop_at = api_key_rotate(
-            product=organization.product, organization=organization, actor=request.user.actor,
+            product=organization.product,
+            organization=organization,
+            actor=request.user.actor,
             **data.validated_data,
         )
         return Response(RotateOutputSerializer({"api_key": raw, "previous_keys_stop_at": stop_at}).data)

@@ -96,10 +96,23 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         matched = _verify(raw, key.hashed_key if key is not None else _DUMMY_HASH)
         if key is None or not matched or key.has_expired:
             _refuse(request, prefix)
-        key_material_cache.put(prefix, KeyMaterial(id=key.id, hashed_key=key.hashed_key, scope=key.scope,
-                                                   product_id=key.product_id, organization_id=key.organization_id))
-        tenant = Tenant(scope=key.scope, key_prefix=prefix, product_id=key.product_id,
-                        organization_id=key.organization_id, key_id=key.id)
+        key_material_cache.put(
+            prefix,
+            KeyMaterial(
+                id=key.id,
+                hashed_key=key.hashed_key,
+                scope=key.scope,
+                product_id=key.product_id,
+                organization_id=key.organization_id,
+            ),
+        )
+        tenant = Tenant(
+            scope=key.scope,
+            key_prefix=prefix,
+            product_id=key.product_id,
+            organization_id=key.organization_id,
+            key_id=key.id,
+        )
         return tenant, key
 
     def authenticate_header(self, request):
@@ -123,6 +136,11 @@ class DeferredLiveCheckAuthentication(ApiKeyAuthentication):
         matched = _verify(raw, material.hashed_key if material is not None else _DUMMY_HASH)
         if material is None or not matched:
             return super().authenticate(request)
-        tenant = Tenant(scope=material.scope, key_prefix=prefix, product_id=material.product_id,
-                        organization_id=material.organization_id, key_id=material.id)
+        tenant = Tenant(
+            scope=material.scope,
+            key_prefix=prefix,
+            product_id=material.product_id,
+            organization_id=material.organization_id,
+            key_id=material.id,
+        )
         return tenant, None

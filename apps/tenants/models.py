@@ -16,8 +16,9 @@ class Product(models.Model):
     # Every workflow of a sandboxed product holds its deliveries for review.
     sandbox = models.BooleanField(default=False)
     # Where operators are told about failed runs, beside Django's ADMINS (signed like every webhook).
-    escalation_webhook = models.ForeignKey("deliveries.WebhookEndpoint", null=True, blank=True,
-                                           on_delete=models.SET_NULL, related_name="+")
+    escalation_webhook = models.ForeignKey(
+        "deliveries.WebhookEndpoint", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

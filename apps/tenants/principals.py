@@ -48,11 +48,21 @@ class Tenant:
         return queryset
 
     @classmethod
-    def of(cls, *, product: Product | None = None, organization: Organization | None = None, scope: str = "",
-           key_prefix: str = "") -> Tenant:
+    def of(
+        cls,
+        *,
+        product: Product | None = None,
+        organization: Organization | None = None,
+        scope: str = "",
+        key_prefix: str = "",
+    ) -> Tenant:
         scope = scope or (KeyScope.ORGANIZATION if organization else KeyScope.PRODUCT)
-        tenant = cls(scope=scope, key_prefix=key_prefix, product_id=product.id if product else None,
-                     organization_id=organization.id if organization else None)
+        tenant = cls(
+            scope=scope,
+            key_prefix=key_prefix,
+            product_id=product.id if product else None,
+            organization_id=organization.id if organization else None,
+        )
         tenant.__dict__["product"] = product
         tenant.__dict__["organization"] = organization
         return tenant

@@ -22,8 +22,13 @@ def _key_create(*, scope: str, name: str, product: Product | None = None, organi
 @transaction.atomic
 def platform_key_create(*, name: str, actor: str = "platform") -> tuple[ApiKey, str]:
     key, raw = _key_create(scope=KeyScope.PLATFORM, name=name)
-    audit_record(action="api_key.created", target_type="api_key", target_id=key.prefix, actor=actor,
-                 data={"scope": KeyScope.PLATFORM, "name": key.name})
+    audit_record(
+        action="api_key.created",
+        target_type="api_key",
+        target_id=key.prefix,
+        actor=actor,
+        data={"scope": KeyScope.PLATFORM, "name": key.name},
+    )
     return key, raw
 
 
@@ -32,10 +37,22 @@ def product_create(*, name: str, actor: str) -> tuple[Product, str]:
     """Onboard a product; returns it with its first API key (shown once)."""
     product = Product.objects.create(name=name)
     key, raw = _key_create(scope=KeyScope.PRODUCT, name=f"{name} (initial)", product=product)
-    audit_record(action="product.created", target_type="product", target_id=product.id,
-                 product_id=product.id, actor=actor, data={"name": name})
-    audit_record(action="api_key.created", target_type="api_key", target_id=key.prefix,
-                 product_id=product.id, actor=actor, data={"scope": KeyScope.PRODUCT})
+    audit_record(
+        action="product.created",
+        target_type="product",
+        target_id=product.id,
+        product_id=product.id,
+        actor=actor,
+        data={"name": name},
+    )
+    audit_record(
+        action="api_key.created",
+        target_type="api_key",
+        target_id=key.prefix,
+        product_id=product.id,
+        actor=actor,
+        data={"scope": KeyScope.PRODUCT},
+    )
     return product, raw
 
 
@@ -43,8 +60,9 @@ _UNSET = object()
 
 
 @transaction.atomic
-def product_settings_update(*, product: Product, sandbox: bool | None = None, escalation_webhook=_UNSET,
-                            actor: str) -> Product:
+def product_settings_update(
+    *, product: Product, sandbox: bool | None = None, escalation_webhook=_UNSET, actor: str
+) -> Product:
     """Sandbox the whole product (its deliveries are held for review), and choose the webhook endpoint
     that is told about failed runs (None: email to the operators only)."""
     # The endpoint model is deliveries' (built on tenants): reached through the relation, not imported.
@@ -60,27 +78,48 @@ def product_settings_update(*, product: Product, sandbox: bool | None = None, es
             if endpoint is None:
                 raise InvalidInput("No webhook endpoint with this id in this product.", field="escalation_webhook")
             if endpoint.connection_id:
-                raise InvalidInput("This endpoint receives row events; use a plain endpoint.",
-                                   field="escalation_webhook")
+                raise InvalidInput(
+                    "This endpoint receives row events; use a plain endpoint.", field="escalation_webhook"
+                )
         product.escalation_webhook = endpoint
         changes["escalation_webhook"] = str(endpoint.id) if endpoint else None
     if changes:
         product.save(update_fields=["sandbox", "escalation_webhook"])
-        audit_record(action="product.updated", target_type="product", target_id=product.id, product_id=product.id,
-                     actor=actor, data=changes)
+        audit_record(
+            action="product.updated",
+            target_type="product",
+            target_id=product.id,
+            product_id=product.id,
+            actor=actor,
+            data=changes,
+        )
     return product
 
 
 @transaction.atomic
 def organization_create(*, product: Product, name: str, actor: str) -> tuple[Organization, str]:
     organization = Organization.objects.create(product=product, name=name)
-    key, raw = _key_create(scope=KeyScope.ORGANIZATION, name=f"{name} (initial)", product=product,
-                           organization=organization)
-    audit_record(action="organization.created", target_type="organization", target_id=organization.id,
-                 product_id=product.id, organization_id=organization.id, actor=actor, data={"name": name})
-    audit_record(action="api_key.created", target_type="api_key", target_id=key.prefix,
-                 product_id=product.id, organization_id=organization.id, actor=actor,
-                 data={"scope": KeyScope.ORGANIZATION})
+    key, raw = _key_create(
+        scope=KeyScope.ORGANIZATION, name=f"{name} (initial)", product=product, organization=organization
+    )
+    audit_record(
+        action="organization.created",
+        target_type="organization",
+        target_id=organization.id,
+        product_id=product.id,
+        organization_id=organization.id,
+        actor=actor,
+        data={"name": name},
+    )
+    audit_record(
+        action="api_key.created",
+        target_type="api_key",
+        target_id=key.prefix,
+        product_id=product.id,
+        organization_id=organization.id,
+        actor=actor,
+        data={"scope": KeyScope.ORGANIZATION},
+    )
     return organization, raw
 
 
@@ -113,12 +152,22 @@ def api_key_rotate(
             current.filter(expiry_date__isnull=True).update(expiry_date=retire_at)
             current.filter(expiry_date__gt=retire_at).update(expiry_date=retire_at)
     owner = organization or product
-    key, raw = _key_create(scope=scope, name=f"{owner.name} (rotated {now:%Y-%m-%d})", product=product,
-                           organization=organization)
-    audit_record(action="api_key.rotated", target_type="api_key", target_id=key.prefix, product_id=product.id,
-                 organization_id=organization.id if organization else None, actor=actor,
-                 data={"retired": current_prefixes, "grace_seconds": grace_seconds,
-                       "retired_at": retire_at.isoformat() if retire_at else None})
+    key, raw = _key_create(
+        scope=scope, name=f"{owner.name} (rotated {now:%Y-%m-%d})", product=product, organization=organization
+    )
+    audit_record(
+        action="api_key.rotated",
+        target_type="api_key",
+        target_id=key.prefix,
+        product_id=product.id,
+        organization_id=organization.id if organization else None,
+        actor=actor,
+        data={
+            "retired": current_prefixes,
+            "grace_seconds": grace_seconds,
+            "retired_at": retire_at.isoformat() if retire_at else None,
+        },
+    )
     return key, raw, retire_at
 
 
@@ -127,7 +176,13 @@ def api_key_revoke(*, key: ApiKey, actor: str) -> ApiKey:
     """Revoke a key at once; repeat calls are harmless."""
     updated = ApiKey.objects.filter(pk=key.pk, revoked=False).update(revoked=True)
     if updated:
-        audit_record(action="api_key.revoked", target_type="api_key", target_id=key.prefix,
-                     product_id=key.product_id, organization_id=key.organization_id, actor=actor)
+        audit_record(
+            action="api_key.revoked",
+            target_type="api_key",
+            target_id=key.prefix,
+            product_id=key.product_id,
+            organization_id=key.organization_id,
+            actor=actor,
+        )
     key.refresh_from_db()
     return key

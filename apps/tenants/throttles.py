@@ -44,7 +44,10 @@ def _address_blocked(count: Count) -> TooManyRequests:
     return TooManyRequests(
         f"Too many failed authentications from your address (at most {count.rate.describe()}). Check the key "
         f"you send as 'Authorization: Api-Key <key>' (a key is shown once, when it is created or rotated), "
-        f"then try again in {count.retry_after} seconds.", wait=count.retry_after, field="Authorization")
+        f"then try again in {count.retry_after} seconds.",
+        wait=count.retry_after,
+        field="Authorization",
+    )
 
 
 def auth_failure_record(request, prefix: str | None) -> TooManyRequests | None:
@@ -66,7 +69,9 @@ def auth_failure_record(request, prefix: str | None) -> TooManyRequests | None:
         return TooManyRequests(
             f"Too many failed authentications with this key (at most {count.rate.describe()}). Check the "
             f"key's secret, then try again in {count.retry_after} seconds.",
-            wait=count.retry_after, field="Authorization")
+            wait=count.retry_after,
+            field="Authorization",
+        )
     return None
 
 
@@ -101,7 +106,9 @@ class PrincipalRateThrottle(BaseThrottle):
             count = found[0]
             raise TooManyRequests(
                 f"Too many {self.calls} for this {tenant.scope} (at most {count.rate.describe()}, {self.setting}). "
-                f"Slow down and try again in {count.retry_after} seconds.", wait=count.retry_after)
+                f"Slow down and try again in {count.retry_after} seconds.",
+                wait=count.retry_after,
+            )
         return True
 
 

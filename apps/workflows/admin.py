@@ -44,8 +44,14 @@ class WorkflowAdmin(OperatorAdmin):
         return request.user.has_perm("workflows.publish_workflow")
 
     def get_urls(self):
-        return [path("<int:workflow_id>/compare/", self.admin_site.admin_view(self.compare_view),
-                     name="workflows_workflow_compare"), *super().get_urls()]
+        return [
+            path(
+                "<int:workflow_id>/compare/",
+                self.admin_site.admin_view(self.compare_view),
+                name="workflows_workflow_compare",
+            ),
+            *super().get_urls(),
+        ]
 
     @admin.display(description="versions side by side")
     def compare(self, obj):
@@ -58,9 +64,12 @@ class WorkflowAdmin(OperatorAdmin):
         for workflow in queryset:
             workflow_publish_request(workflow=workflow, actor=actor_of(request))
             keys.append(workflow.key)
-        self.message_user(request, f"Publishing {', '.join(keys)} in the background (a database trigger is "
-                          "installed first where the workflow has one); Queued actions shows the outcome.",
-                          messages.SUCCESS)
+        self.message_user(
+            request,
+            f"Publishing {', '.join(keys)} in the background (a database trigger is "
+            "installed first where the workflow has one); Queued actions shows the outcome.",
+            messages.SUCCESS,
+        )
         return back_to(request)
 
     @admin.action(description="Unpublish (stop new runs)", permissions=["publish"])
@@ -69,8 +78,13 @@ class WorkflowAdmin(OperatorAdmin):
         for workflow in chosen:
             workflow_unpublish_request(workflow=workflow, actor=actor_of(request))
         keys = [w.key for w in chosen]
-        self.message_user(request, f"Unpublishing {', '.join(keys)} in the background; runs already started finish."
-                          if keys else "Nothing to unpublish.", messages.SUCCESS if keys else messages.WARNING)
+        self.message_user(
+            request,
+            f"Unpublishing {', '.join(keys)} in the background; runs already started finish."
+            if keys
+            else "Nothing to unpublish.",
+            messages.SUCCESS if keys else messages.WARNING,
+        )
         return back_to(request)
 
     def compare_view(self, request, workflow_id):
@@ -80,24 +94,36 @@ class WorkflowAdmin(OperatorAdmin):
             raise Http404
         if not self.has_view_permission(request, workflow):
             raise PermissionDenied
-        versions = list(WorkflowVersion.objects.filter(workflow=workflow).order_by("-version")
-                        .values_list("version", "definition", "published_at", "published_by"))
+        versions = list(
+            WorkflowVersion.objects.filter(workflow=workflow)
+            .order_by("-version")
+            .values_list("version", "definition", "published_at", "published_by")
+        )
         choices = {"draft": ("Draft", workflow.draft)}
         choices.update({str(v): (f"v{v} (published {at:%Y-%m-%d %H:%M} by {by})", d) for v, d, at, by in versions})
         newest = str(versions[0][0]) if versions else "draft"
         older = str(versions[1][0]) if len(versions) > 1 else newest
         left = request.GET.get("a") if request.GET.get("a") in choices else older
-        right = request.GET.get("b") if request.GET.get("b") in choices else (
-            "draft" if left == newest else newest)
+        right = request.GET.get("b") if request.GET.get("b") in choices else ("draft" if left == newest else newest)
 
         def lines(key):
             return json.dumps(choices[key][1], indent=2, sort_keys=True, ensure_ascii=False).splitlines()
 
         table = difflib.HtmlDiff(tabsize=2, wrapcolumn=70).make_table(
-            lines(left), lines(right), escape(choices[left][0]), escape(choices[right][0]), context=False)
-        context = {**self.admin_site.each_context(request), "title": f"{workflow.key}: versions side by side",
-                   "subtitle": None, "workflow": workflow, "opts": self.opts, "choices": choices, "a": left,
-                   "b": right, "diff": table, "same": lines(left) == lines(right)}
+            lines(left), lines(right), escape(choices[left][0]), escape(choices[right][0]), context=False
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{workflow.key}: versions side by side",
+            "subtitle": None,
+            "workflow": workflow,
+            "opts": self.opts,
+            "choices": choices,
+            "a": left,
+            "b": right,
+            "diff": table,
+            "same": lines(left) == lines(right),
+        }
         return TemplateResponse(request, "dashboard/workflow_compare.html", context)
 
 

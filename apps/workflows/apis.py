@@ -26,8 +26,7 @@ class WorkflowOutputSerializer(serializers.Serializer):
     steps = FormatField(format_type=list[Step], source="draft.steps")
     retry = FormatField(format_type=Retry, source="draft.retry", default=None, allow_null=True)
     sandbox = strict.BooleanField()
-    published_version = strict.IntegerField(source="published_version.version", allow_null=True,
-                                                 default=None)
+    published_version = strict.IntegerField(source="published_version.version", allow_null=True, default=None)
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
 
@@ -55,13 +54,26 @@ class WorkflowListCreateApi(APIView):
     def get(self, request):
         return Response(WorkflowOutputSerializer(workflow_list(tenant=request.user), many=True).data)
 
-    @extend_schema(request=WorkflowCreate, responses={201: WorkflowOutputSerializer, 409: OpenApiResponse(
-        ErrorSerializer, description="A workflow with this key already exists in the product.")})
+    @extend_schema(
+        request=WorkflowCreate,
+        responses={
+            201: WorkflowOutputSerializer,
+            409: OpenApiResponse(
+                ErrorSerializer, description="A workflow with this key already exists in the product."
+            ),
+        },
+    )
     def post(self, request):
         self.permission_denied_unless_product(request)
         body, definition = _workflow_body(WorkflowCreate, request.data)
-        workflow = workflow_create(product=request.user.product, key=body.key, name=body.name or "",
-                                   definition=definition, sandbox=bool(body.sandbox), actor=request.user.actor)
+        workflow = workflow_create(
+            product=request.user.product,
+            key=body.key,
+            name=body.name or "",
+            definition=definition,
+            sandbox=bool(body.sandbox),
+            actor=request.user.actor,
+        )
         return Response(WorkflowOutputSerializer(workflow).data, status=status.HTTP_201_CREATED)
 
     def permission_denied_unless_product(self, request):
@@ -82,24 +94,33 @@ class WorkflowDetailApi(APIView):
             self.permission_denied(request, message=IsProduct.message)
         workflow = workflow_get(tenant=request.user, key=key)
         body, definition = _workflow_body(WorkflowUpdate, request.data)
-        workflow = workflow_update(workflow=workflow, name=body.name, definition=definition, sandbox=body.sandbox,
-                                   actor=request.user.actor)
+        workflow = workflow_update(
+            workflow=workflow, name=body.name, definition=definition, sandbox=body.sandbox, actor=request.user.actor
+        )
         return Response(WorkflowOutputSerializer(workflow).data)
 
 
 class WorkflowPublishApi(APIView):
     permission_classes = [IsProduct]
 
-    @extend_schema(request=None, responses={201: VersionOutputSerializer, 409: OpenApiResponse(
-        ErrorSerializer, description="The draft changed while it was being published: publish again.")})
+    @extend_schema(
+        request=None,
+        responses={
+            201: VersionOutputSerializer,
+            409: OpenApiResponse(
+                ErrorSerializer, description="The draft changed while it was being published: publish again."
+            ),
+        },
+    )
     def post(self, request, key):
         version = workflow_publish(workflow=workflow_get(tenant=request.user, key=key), actor=request.user.actor)
         return Response(VersionOutputSerializer(version).data, status=status.HTTP_201_CREATED)
 
 
 class UnpublishInputSerializer(KnownFieldsOnly, serializers.Serializer):
-    cancel_runs = strict.BooleanField(default=False, help_text=(
-        "Cancel its queued and waiting runs too (default: let them finish on their version)."))
+    cancel_runs = strict.BooleanField(
+        default=False, help_text=("Cancel its queued and waiting runs too (default: let them finish on their version).")
+    )
 
 
 class WorkflowUnpublishApi(APIView):
@@ -111,8 +132,11 @@ class WorkflowUnpublishApi(APIView):
     def post(self, request, key):
         data = UnpublishInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        workflow = workflow_unpublish(workflow=workflow_get(tenant=request.user, key=key),
-                                      cancel_runs=data.validated_data["cancel_runs"], actor=request.user.actor)
+        workflow = workflow_unpublish(
+            workflow=workflow_get(tenant=request.user, key=key),
+            cancel_runs=data.validated_data["cancel_runs"],
+            actor=request.user.actor,
+        )
         return Response(WorkflowOutputSerializer(workflow).data)
 
 
@@ -143,8 +167,11 @@ class PreviewStepSerializer(serializers.Serializer):
     payload = serializers.JSONField(required=False, help_text="The rendered message.")
     skipped = strict.CharField(required=False, help_text="Why nothing would be sent.")
     error = strict.CharField(required=False, help_text="Why the step would fail (the first of `errors`).")
-    errors = ErrorFieldSerializer(many=True, required=False, help_text=(
-        "Every template of the step that cannot render with this sample, each with its field and why."))
+    errors = ErrorFieldSerializer(
+        many=True,
+        required=False,
+        help_text=("Every template of the step that cannot render with this sample, each with its field and why."),
+    )
     taken = serializers.JSONField(required=False, help_text="A branch: the index taken, or 'otherwise'.")
 
 

@@ -20,8 +20,14 @@ from apps.connections.conditions import NULL_CHECKS, OPS, condition_walk
 
 ROOTS = ("data", "recipient", "event", "row", "rows", "steps", "batch", "workflow")
 PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}(\.[A-Za-z0-9_-]{1,64}){0,9}$")
-_COMPARE = {"eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "lte": operator.le, "gt": operator.gt,
-            "gte": operator.ge}
+_COMPARE = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "lt": operator.lt,
+    "lte": operator.le,
+    "gt": operator.gt,
+    "gte": operator.ge,
+}
 
 
 def _scalar(value) -> bool:
@@ -35,7 +41,8 @@ def data_condition_validate(condition, *, path: str) -> dict[str, list[str]]:
         column, op = node.get("column"), node.get("op")
         if not isinstance(column, str) or not PATH.fullmatch(column) or column.split(".")[0] not in ROOTS:
             errors.setdefault(f"{here}.column", []).append(
-                f"A dotted path starting with one of: {', '.join(ROOTS)} (e.g. data.plan).")
+                f"A dotted path starting with one of: {', '.join(ROOTS)} (e.g. data.plan)."
+            )
             return
         if not isinstance(op, str) or op not in OPS:
             errors.setdefault(f"{here}.op", []).append(f"One of: {', '.join(sorted(OPS))}.")

@@ -31,10 +31,12 @@ from .definition.format import AllOf, AnyOf, Branch, Case
 from .definition.json_schema import format_json_schema
 
 # Where the format refers to itself: (component, property) -> what its items are, in words.
-NESTED = {(Case.__name__, "steps"): "A step, as in the workflow's `steps`.",
-          (Branch.__name__, "otherwise"): "A step, as in the workflow's `steps`.",
-          (AllOf.__name__, "and"): "A condition, as in `when`.",
-          (AnyOf.__name__, "or"): "A condition, as in `when`."}
+NESTED = {
+    (Case.__name__, "steps"): "A step, as in the workflow's `steps`.",
+    (Branch.__name__, "otherwise"): "A step, as in the workflow's `steps`.",
+    (AllOf.__name__, "and"): "A condition, as in `when`.",
+    (AnyOf.__name__, "or"): "A condition, as in `when`.",
+}
 
 
 def openapi_schema(part: Any, registry, *, as_component: bool = False) -> dict:
@@ -52,8 +54,10 @@ def _register(registry, name: str, schema: dict) -> ResolvedComponent:
     schema = _openapi30(schema, name)
     for prop, sub in schema.get("properties", {}).items():
         if (name, prop) in NESTED:
-            sub["items"] = {"type": "object", "description": NESTED[name, prop] + " The whole recursive format: "
-                                                                               "/api/v1/workflows/schema.json."}
+            sub["items"] = {
+                "type": "object",
+                "description": NESTED[name, prop] + " The whole recursive format: /api/v1/workflows/schema.json.",
+            }
     component = ResolvedComponent(name=name, type=ResolvedComponent.SCHEMA, object=name, schema=schema)
     registry.register_on_missing(component)
     return component

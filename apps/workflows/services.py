@@ -9,8 +9,8 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from apps.audit.services import audit_record
-from apps.core.masking import sealed_masked
 from apps.core.exceptions import Conflict
+from apps.core.masking import sealed_masked
 
 from .definition import definition_validate
 from .hooks import runs_cancel
@@ -19,23 +19,31 @@ from .models import Workflow, WorkflowVersion
 logger = logging.getLogger(__name__)
 
 
-def workflow_create(*, product, key: str, name: str = "", definition: dict, sandbox: bool = False,
-                    actor: str) -> Workflow:
+def workflow_create(
+    *, product, key: str, name: str = "", definition: dict, sandbox: bool = False, actor: str
+) -> Workflow:
     """Create a workflow as a draft. Triggers use it only once it is published."""
     draft = definition_validate(definition, product=product)
     try:
         with transaction.atomic():
             workflow = Workflow.objects.create(product=product, key=key, name=name, draft=draft, sandbox=sandbox)
-            audit_record(action="workflow.created", target_type="workflow", target_id=workflow.key,
-                         product_id=product.id, actor=actor, data={"draft": draft, "sandbox": sandbox})
+            audit_record(
+                action="workflow.created",
+                target_type="workflow",
+                target_id=workflow.key,
+                product_id=product.id,
+                actor=actor,
+                data={"draft": draft, "sandbox": sandbox},
+            )
     except IntegrityError:
         raise Conflict(f"A workflow with key '{key}' already exists.", field="key") from None
     return workflow
 
 
 @transaction.atomic
-def workflow_update(*, workflow: Workflow, name: str | None = None, definition: dict, sandbox: bool | None = None,
-                    actor: str) -> Workflow:
+def workflow_update(
+    *, workflow: Workflow, name: str | None = None, definition: dict, sandbox: bool | None = None, actor: str
+) -> Workflow:
     """Replace the draft. Published versions are untouched until the next publish; `sandbox` applies at
     once (to every delivery rendered from now on)."""
     workflow.draft = definition_validate(definition, product=workflow.product)
@@ -44,9 +52,14 @@ def workflow_update(*, workflow: Workflow, name: str | None = None, definition: 
     if sandbox is not None:
         workflow.sandbox = sandbox
     workflow.save(update_fields=["draft", "name", "sandbox", "updated_at"])
-    audit_record(action="workflow.updated", target_type="workflow", target_id=workflow.key,
-                 product_id=workflow.product_id, actor=actor, data={"draft": workflow.draft,
-                                                                   "sandbox": workflow.sandbox})
+    audit_record(
+        action="workflow.updated",
+        target_type="workflow",
+        target_id=workflow.key,
+        product_id=workflow.product_id,
+        actor=actor,
+        data={"draft": workflow.draft, "sandbox": workflow.sandbox},
+    )
     return workflow
 
 
@@ -67,8 +80,11 @@ def workflow_publish(*, workflow: Workflow, actor: str) -> WorkflowVersion:
     definition = definition_validate(draft, product=workflow.product, captures=captures)
     capture, rows_from = captures[0] if captures else (None, None)
     with transaction.atomic():
-        workflow = Workflow.objects.select_for_update(of=("self",)).select_related("product", "published_version").get(
-            pk=workflow.pk)
+        workflow = (
+            Workflow.objects.select_for_update(of=("self",))
+            .select_related("product", "published_version")
+            .get(pk=workflow.pk)
+        )
         if workflow.draft != draft:
             raise Conflict("The draft changed while it was being published; publish again.")
         previous = workflow.published_version
@@ -77,14 +93,25 @@ def workflow_publish(*, workflow: Workflow, actor: str) -> WorkflowVersion:
             connection = Connection.objects.get(id=definition["trigger"]["connection"])
         last = workflow.versions.aggregate(n=Max("version"))["n"] or 0
         version = WorkflowVersion.objects.create(
-            workflow=workflow, version=last + 1, definition=definition, published_by=actor, connection=connection,
-            capture=capture.name if capture else "", capture_spec=capture.to_spec() if capture else None,
-            rows_from=rows_from)
+            workflow=workflow,
+            version=last + 1,
+            definition=definition,
+            published_by=actor,
+            connection=connection,
+            capture=capture.name if capture else "",
+            capture_spec=capture.to_spec() if capture else None,
+            rows_from=rows_from,
+        )
         workflow.published_version = version
         workflow.save(update_fields=["published_version", "updated_at"])
-        audit_record(action="workflow.published", target_type="workflow", target_id=workflow.key,
-                     product_id=workflow.product_id, actor=actor,
-                     data={"version": version.version, "trigger": definition["trigger"]})
+        audit_record(
+            action="workflow.published",
+            target_type="workflow",
+            target_id=workflow.key,
+            product_id=workflow.product_id,
+            actor=actor,
+            data={"version": version.version, "trigger": definition["trigger"]},
+        )
         if capture is not None:
             # Serialized with prunes of this connection (see connection_captures_prune).
             Connection.objects.select_for_update().filter(id=connection.id).first()
@@ -98,17 +125,23 @@ def workflow_unpublish(*, workflow: Workflow, cancel_runs: bool = False, actor: 
     already started keep their version and finish, or, with `cancel_runs`, the queued and waiting ones
     are cancelled. Its capture is retired once nothing else uses it."""
     with transaction.atomic():
-        workflow = Workflow.objects.select_for_update(of=("self",)).select_related("published_version").get(
-            pk=workflow.pk)
+        workflow = (
+            Workflow.objects.select_for_update(of=("self",)).select_related("published_version").get(pk=workflow.pk)
+        )
         previous = workflow.published_version
         if previous is None:
             return workflow
         workflow.published_version = None
         workflow.save(update_fields=["published_version", "updated_at"])
         cancelled = sum(runs_cancel.call_each(workflow=workflow, actor=actor)) if cancel_runs else 0
-        audit_record(action="workflow.unpublished", target_type="workflow", target_id=workflow.key,
-                     product_id=workflow.product_id, actor=actor,
-                     data={"version": previous.version, "cancelled_runs": cancelled})
+        audit_record(
+            action="workflow.unpublished",
+            target_type="workflow",
+            target_id=workflow.key,
+            product_id=workflow.product_id,
+            actor=actor,
+            data={"version": previous.version, "cancelled_runs": cancelled},
+        )
     _retire_unused(previous, keep=None, actor=actor)
     return workflow
 
@@ -125,8 +158,11 @@ def _retire_unused(previous: WorkflowVersion | None, *, keep: WorkflowVersion | 
         connection_captures_prune(connection=previous.connection, actor=actor)
     except psycopg.Error:
         # The change stands; the unused trigger is retired by the next `triggers prune`.
-        logger.warning("Could not retire the trigger of %s v%s now: its database is unreachable.",
-                       previous.workflow_id, previous.version)
+        logger.warning(
+            "Could not retire the trigger of %s v%s now: its database is unreachable.",
+            previous.workflow_id,
+            previous.version,
+        )
 
 
 def workflow_preview(*, workflow: Workflow, sample: dict) -> list[dict]:
@@ -141,18 +177,22 @@ def workflow_preview(*, workflow: Workflow, sample: dict) -> list[dict]:
     A template that trips a bound of its render (time, size) must change before it can run at all: once
     every step is rendered, InvalidInput is raised naming each such field (`steps[0].body`).
     """
+    from apps.core.exceptions import InvalidInput
+    from apps.core.templating import TemplateLimitError, TemplateRenderError, render, render_budget
     from apps.deliveries.channels import channel_get
 
-    from apps.core.exceptions import InvalidInput
-
     from .conditions import first_holding
-    from apps.core.templating import TemplateLimitError, TemplateRenderError, render, render_budget
-
     from .definition.variables import template_fields
 
-    context = {"data": sample.get("data", {}), "recipient": sample.get("recipient", {}),
-               "workflow": {"key": workflow.key, "version": None}, "request_id": "preview", "run_id": None,
-               "timestamp": timezone.now().isoformat(), "steps": {}}
+    context = {
+        "data": sample.get("data", {}),
+        "recipient": sample.get("recipient", {}),
+        "workflow": {"key": workflow.key, "version": None},
+        "request_id": "preview",
+        "run_id": None,
+        "timestamp": timezone.now().isoformat(),
+        "steps": {},
+    }
     for key in ("event", "row", "rows", "batch"):
         if key in sample:
             context[key] = sample[key]
@@ -197,8 +237,11 @@ def workflow_preview(*, workflow: Workflow, sample: dict) -> list[dict]:
                     bounds[f"{here}.{field}"] = str(exc)
                 except TemplateRenderError as exc:
                     failed[field] = str(exc)
-        errors = [{"field": f"{here}.{field}", "reason": reason} for field in template_fields(step["channel"])
-                  if (reason := failed.get(field))]
+        errors = [
+            {"field": f"{here}.{field}", "reason": reason}
+            for field in template_fields(step["channel"])
+            if (reason := failed.get(field))
+        ]
         if errors:
             item["errors"] = errors
 
@@ -241,8 +284,15 @@ def _request(workflow: Workflow, name: str, actor: str, **args) -> None:
     from apps.core.actions import action_request
 
     # Actions are ordered by the workflow's id; audit rows name workflows by key, like every other.
-    action_request(name=name, target_type="workflow", target_id=workflow.id, audit_target_id=workflow.key,
-                   args={"workflow_id": workflow.id, **args}, actor=actor, product_id=workflow.product_id)
+    action_request(
+        name=name,
+        target_type="workflow",
+        target_id=workflow.id,
+        audit_target_id=workflow.key,
+        args={"workflow_id": workflow.id, **args},
+        actor=actor,
+        product_id=workflow.product_id,
+    )
 
 
 def workflow_publish_queued(*, workflow_id: int, actor: str, requested_at: str | None = None) -> dict:
@@ -254,17 +304,28 @@ def workflow_publish_queued(*, workflow_id: int, actor: str, requested_at: str |
     workflow = Workflow.objects.filter(id=workflow_id).first()
     if workflow is None:
         return {"published": None}
-    done = (WorkflowVersion.objects.filter(workflow=workflow, published_by=actor,
-                                           published_at__gte=datetime.fromisoformat(requested_at))
-            .order_by("-version").first() if requested_at else None)
+    done = (
+        WorkflowVersion.objects.filter(
+            workflow=workflow, published_by=actor, published_at__gte=datetime.fromisoformat(requested_at)
+        )
+        .order_by("-version")
+        .first()
+        if requested_at
+        else None
+    )
     if done is not None:
         return {"published": done.version}
     try:
         return {"published": workflow_publish(workflow=workflow, actor=actor).version}
     except ApplicationError as exc:
-        audit_record(action="workflow.publish_failed", target_type="workflow", target_id=workflow.key,
-                     product_id=workflow.product_id, actor=actor,
-                     data={"error": exc.message, "fields": exc.fields})
+        audit_record(
+            action="workflow.publish_failed",
+            target_type="workflow",
+            target_id=workflow.key,
+            product_id=workflow.product_id,
+            actor=actor,
+            data={"error": exc.message, "fields": exc.fields},
+        )
         raise
 
 
@@ -281,8 +342,12 @@ def workflow_capture_uses(*, connection) -> list:
     see apps/connections/consumers.py)."""
     from apps.connections.consumers import CaptureUse
 
-    return [CaptureUse(kind="workflows", label=key, capture=capture, spec=spec)
-            for key, capture, spec in WorkflowVersion.objects.filter(
-                connection=connection, workflow__published_version=F("id")).exclude(capture="").order_by("id")
-            .values_list("workflow__key", "capture", "capture_spec")]
-
+    return [
+        CaptureUse(kind="workflows", label=key, capture=capture, spec=spec)
+        for key, capture, spec in WorkflowVersion.objects.filter(
+            connection=connection, workflow__published_version=F("id")
+        )
+        .exclude(capture="")
+        .order_by("id")
+        .values_list("workflow__key", "capture", "capture_spec")
+    ]

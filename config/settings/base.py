@@ -135,9 +135,12 @@ ROWBELL_NUM_PROXIES = env.int("ROWBELL_NUM_PROXIES", default=0)
 # the call through (apps/core/ratelimits.py) instead of holding it.
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-    "ratelimits": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                   "LOCATION": env("ROWBELL_CACHE_URL", default=env("REDIS_URL", default="redis://127.0.0.1:6379/0")),
-                   "KEY_PREFIX": "rowbell", "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}},
+    "ratelimits": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": env("ROWBELL_CACHE_URL", default=env("REDIS_URL", default="redis://127.0.0.1:6379/0")),
+        "KEY_PREFIX": "rowbell",
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+    },
 }
 
 LANGUAGE_CODE = "en-us"
@@ -254,8 +257,7 @@ ROWBELL_ENCRYPTION_KEYS = env.list("ROWBELL_ENCRYPTION_KEYS", default=[])
 # Delivery retries: attempt n waits min(max, base * 2**(n-1)) seconds, scaled by a jitter in [0.5, 1].
 ROWBELL_DELIVERY_MAX_ATTEMPTS = env.int("ROWBELL_DELIVERY_MAX_ATTEMPTS", default=8)
 # A webhook endpoint whose every attempt has failed for this long is disabled, and operators are told.
-ROWBELL_ENDPOINT_DISABLE_AFTER_SECONDS = env.float("ROWBELL_ENDPOINT_DISABLE_AFTER_SECONDS",
-                                                   default=5 * 24 * 3600.0)
+ROWBELL_ENDPOINT_DISABLE_AFTER_SECONDS = env.float("ROWBELL_ENDPOINT_DISABLE_AFTER_SECONDS", default=5 * 24 * 3600.0)
 ROWBELL_RETRY_BASE_SECONDS = env.float("ROWBELL_RETRY_BASE_SECONDS", default=10.0)
 ROWBELL_RETRY_MAX_SECONDS = env.float("ROWBELL_RETRY_MAX_SECONDS", default=6 * 3600.0)
 # A `Retry-After` longer than this is capped to it.
@@ -267,8 +269,10 @@ ROWBELL_TRACKING_TOKEN_MAX_AGE_DAYS = env.int("ROWBELL_TRACKING_TOKEN_MAX_AGE_DA
 # The service-wide providers' event webhooks (/webhooks/providers/<provider>/tracking/), kept for existing
 # deployments (each provider configuration has its own, apps.deliveries.provider_events): HTTP basic auth
 # "user:password" (and Mailgun's signing key); until set they refuse every call.
-ANYMAIL = {"WEBHOOK_SECRET": env("ROWBELL_PROVIDER_WEBHOOK_SECRET", default=""),
-           "MAILGUN_WEBHOOK_SIGNING_KEY": env("ROWBELL_MAILGUN_WEBHOOK_SIGNING_KEY", default="")}
+ANYMAIL = {
+    "WEBHOOK_SECRET": env("ROWBELL_PROVIDER_WEBHOOK_SECRET", default=""),
+    "MAILGUN_WEBHOOK_SIGNING_KEY": env("ROWBELL_MAILGUN_WEBHOOK_SIGNING_KEY", default=""),
+}
 # Providers' API base URLs (overridden only to point at a local fake in tests).
 ROWBELL_TWILIO_API_URL = env("ROWBELL_TWILIO_API_URL", default="https://api.twilio.com")
 ROWBELL_FCM_API_URL = env("ROWBELL_FCM_API_URL", default="https://fcm.googleapis.com")

@@ -8,7 +8,9 @@ from .base import CACHES, env
 SECRET_KEY = "test-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 CELERY_BROKER_URL = env("TEST_REDIS_URL", default="redis://127.0.0.1:6379/15")
 # Throttle counters on the same Redis, database 13 (tests flush it between tests; the broker is left alone).
-CACHES["ratelimits"]["LOCATION"] = env("TEST_CACHE_URL", default=urlsplit(CELERY_BROKER_URL)._replace(path="/13").geturl())
+CACHES["ratelimits"]["LOCATION"] = env(
+    "TEST_CACHE_URL", default=urlsplit(CELERY_BROKER_URL)._replace(path="/13").geturl()
+)
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # In-process tests read mail.outbox; worker processes started by the tests send to a local SMTP server.
 if env("TEST_EMAIL_PORT", default=""):

@@ -67,16 +67,18 @@ def keys(db, unthrottled):
 
 
 @schema.parametrize()
-@hypothesis_settings(max_examples=EXAMPLES, deadline=None, derandomize=not RANDOM, database=None,
-                     suppress_health_check=list(HealthCheck))
+@hypothesis_settings(
+    max_examples=EXAMPLES, deadline=None, derandomize=not RANDOM, database=None, suppress_health_check=list(HealthCheck)
+)
 def test_no_operation_answers_a_server_error_or_breaks_its_schema(case, keys):
     for key in keys.values():
         # Input the description allows may still be refused for what it means (a workflow key that does not
         # exist, a database that cannot be reached): schema-valid input need not be accepted.
         # Whether every operation refuses a missing or wrong key is asserted below, for all of them at once:
         # schemathesis's own probe for it re-sends the generated case, whose path may not route anywhere.
-        case.call_and_validate(headers={"Authorization": f"Api-Key {key}"},
-                               excluded_checks=[positive_data_acceptance, ignored_auth])
+        case.call_and_validate(
+            headers={"Authorization": f"Api-Key {key}"}, excluded_checks=[positive_data_acceptance, ignored_auth]
+        )
 
 
 def _path_value(match) -> str:

@@ -19,8 +19,14 @@ def _watch(page, live_server):
     refused, foreign, errors = [], [], []
     page.on("console", lambda m: refused.append(m.text[:160]) if "Content Security Policy" in m.text else None)
     own = urlsplit(live_server.url).netloc
-    page.on("request", lambda r: foreign.append(r.url)
-            if urlsplit(r.url).scheme in ("http", "https") and urlsplit(r.url).netloc != own else None)
+    page.on(
+        "request",
+        lambda r: (
+            foreign.append(r.url)
+            if urlsplit(r.url).scheme in ("http", "https") and urlsplit(r.url).netloc != own
+            else None
+        ),
+    )
     page.on("pageerror", lambda e: errors.append(str(e)[:160]))
     return refused, foreign, errors
 

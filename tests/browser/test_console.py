@@ -24,8 +24,13 @@ pytestmark = pytest.mark.browser
 
 
 def _trigger(product, key, recipient=None, data=None):
-    request_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow=key, priority="normal",
-                                   recipients=[recipient or {"id": "u1"}], data=data or {})
+    request_id, _ = trigger_create(
+        tenant=factories.tenant_of(product),
+        workflow=key,
+        priority="normal",
+        recipients=[recipient or {"id": "u1"}],
+        data=data or {},
+    )
     run_ids = request_start(request_id=request_id)
     runs_execute(run_ids=run_ids)
     return Run.objects.get(id=run_ids[0])
@@ -35,8 +40,17 @@ def _history(product, now):
     """A day of deliveries: mostly delivered, some sent, opened, failed and bounced, with latencies."""
     rng = random.Random(7)
     statuses = ["delivered"] * 60 + ["sent"] * 15 + ["opened"] * 12 + ["clicked"] * 4 + ["failed"] * 6 + ["bounced"] * 3
-    rows = [Delivery(product=product, channel=rng.choice(["webhook", "email", "sms"]), target="https://example.com",
-                     payload={}, max_attempts=5, status=rng.choice(statuses)) for _ in range(600)]
+    rows = [
+        Delivery(
+            product=product,
+            channel=rng.choice(["webhook", "email", "sms"]),
+            target="https://example.com",
+            payload={},
+            max_attempts=5,
+            status=rng.choice(statuses),
+        )
+        for _ in range(600)
+    ]
     created = Delivery.objects.bulk_create(rows)
     for d in created:
         at = now - timedelta(minutes=rng.uniform(1, 24 * 60 - 1))
@@ -48,9 +62,18 @@ def test_the_dashboard_draws_its_charts_from_the_data(page, live_server, receive
     product, _ = factories.make_product("Acme Shop")
     now = timezone.now()
     _history(product, now)
-    Connection.objects.create(product=product, name="shop-primary", host="db.internal", database="shop",
-                              user="rowbell", backlog=12, lag_seconds=3.4, last_poll_at=now,
-                              capture_installed_at=now, health_checked_at=now)
+    Connection.objects.create(
+        product=product,
+        name="shop-primary",
+        host="db.internal",
+        database="shop",
+        user="rowbell",
+        backlog=12,
+        lag_seconds=3.4,
+        last_poll_at=now,
+        capture_installed_at=now,
+        health_checked_at=now,
+    )
     endpoint = factories.make_endpoint(product, receiver.url())
     factories.make_workflow(product, key="order-shipped", sandbox=True, steps=[factories.webhook_step(endpoint)])
     _trigger(product, "order-shipped", data={"order": 1042})
@@ -80,13 +103,26 @@ def test_a_reviewer_releases_a_held_webhook_and_it_arrives(page, live_server, re
     product, _ = factories.make_product("Acme Shop")
     endpoint = factories.make_endpoint(product, receiver.url())
     factories.make_workflow(product, key="order-shipped", sandbox=True, steps=[factories.webhook_step(endpoint)])
-    factories.make_workflow(product, key="welcome", sandbox=True, steps=[factories.email_step(
-        subject="Welcome to Acme, {{ recipient.name }}", body="Hi {{ recipient.name }}, your account is ready.",
-        html="<div style='font-family:sans-serif;padding:16px'><h2 style='color:#3b4a8f'>Welcome, "
-             "{{ recipient.name }}!</h2><p>Your account is ready. Your first order ships free.</p>"
-             "<p><a href='https://acme.example/start'>Get started</a></p></div>")])
-    factories.make_workflow(product, key="otp", sandbox=True, steps=[
-        {"id": "code", "type": "notify", "channel": "sms", "text": "Your Acme code is {{ data.code }}."}])
+    factories.make_workflow(
+        product,
+        key="welcome",
+        sandbox=True,
+        steps=[
+            factories.email_step(
+                subject="Welcome to Acme, {{ recipient.name }}",
+                body="Hi {{ recipient.name }}, your account is ready.",
+                html="<div style='font-family:sans-serif;padding:16px'><h2 style='color:#3b4a8f'>Welcome, "
+                "{{ recipient.name }}!</h2><p>Your account is ready. Your first order ships free.</p>"
+                "<p><a href='https://acme.example/start'>Get started</a></p></div>",
+            )
+        ],
+    )
+    factories.make_workflow(
+        product,
+        key="otp",
+        sandbox=True,
+        steps=[{"id": "code", "type": "notify", "channel": "sms", "text": "Your Acme code is {{ data.code }}."}],
+    )
     ann = {"id": "u1", "name": "Ann", "email": "ann@example.com", "phone": "+15005550006"}
     _trigger(product, "welcome", ann)
     _trigger(product, "otp", ann, data={"code": "493 201"})
@@ -117,8 +153,9 @@ def test_a_reviewer_releases_a_held_webhook_and_it_arrives(page, live_server, re
 def test_an_operator_reruns_a_failed_run_from_its_page(page, live_server, receiver, processes):
     product, _ = factories.make_product("Acme Shop")
     endpoint = factories.make_endpoint(product, receiver.url())
-    factories.make_workflow(product, key="order-shipped", retry={"max_attempts": 1},
-                            steps=[factories.webhook_step(endpoint)])
+    factories.make_workflow(
+        product, key="order-shipped", retry={"max_attempts": 1}, steps=[factories.webhook_step(endpoint)]
+    )
     receiver.answer((503, {}, b"maintenance"))
     run = _trigger(product, "order-shipped", data={"order": 1042})
     deliveries_send(delivery_ids=list(Delivery.objects.filter(run=run).values_list("id", flat=True)))
@@ -153,12 +190,15 @@ def test_a_read_only_operator_is_refused_release(page, live_server, receiver):
     assert page.is_visible("#review-read-only")
     assert page.locator("button[value=release]").count() == 0
     # Posting the release anyway (as a hand-made form would) is refused.
-    status = page.evaluate("""async (id) => {
+    status = page.evaluate(
+        """async (id) => {
         const token = document.cookie.split('; ').find(c => c.startsWith('csrftoken=')).split('=')[1];
         const body = new URLSearchParams({do: 'release', message_id: id, csrfmiddlewaretoken: token});
         const answer = await fetch('/admin/review/', {method: 'POST', body});
         return answer.status === 403 && (await answer.text()).includes('CSRF') ? 'csrf' : answer.status;
-    }""", held.message_id)
+    }""",
+        held.message_id,
+    )
     assert status == 403  # refused for the group (the CSRF token was valid: see the next assertion)
     assert Delivery.objects.get(id=held.id).status == DeliveryStatus.HELD
     page.goto(f"/admin/runs/run/{held.run_id}/change/")

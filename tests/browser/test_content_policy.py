@@ -15,15 +15,23 @@ from .conftest import log_in, staff_user
 
 pytestmark = pytest.mark.browser
 
-PAGES = ["/admin/", "/admin/review/", "/admin/runs/run/", "/admin/deliveries/delivery/", "/admin/login/",
-         "/api/docs/", "/api/redoc/"]
+PAGES = [
+    "/admin/",
+    "/admin/review/",
+    "/admin/runs/run/",
+    "/admin/deliveries/delivery/",
+    "/admin/login/",
+    "/api/docs/",
+    "/api/redoc/",
+]
 
 
 def _held_delivery(product, receiver):
     endpoint = factories.make_endpoint(product, receiver.url())
     factories.make_workflow(product, key="held", sandbox=True, steps=[factories.webhook_step(endpoint)])
-    request_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow="held", priority="normal",
-                                   recipients=[{"id": "u1"}], data={})
+    request_id, _ = trigger_create(
+        tenant=factories.tenant_of(product), workflow="held", priority="normal", recipients=[{"id": "u1"}], data={}
+    )
     runs_execute(run_ids=request_start(request_id=request_id))
     return Delivery.objects.get(status=DeliveryStatus.HELD)
 
@@ -32,10 +40,18 @@ def test_no_page_breaks_its_content_security_policy_or_loads_another_origin(page
     held = _held_delivery(product, receiver)
     staff_user("ops")
     refused, foreign = [], []
-    page.on("console", lambda m: refused.append((page.url, m.text[:160])) if "Content Security Policy" in m.text else None)
+    page.on(
+        "console", lambda m: refused.append((page.url, m.text[:160])) if "Content Security Policy" in m.text else None
+    )
     own = urlsplit(live_server.url).netloc
-    page.on("request", lambda r: foreign.append(r.url)
-            if urlsplit(r.url).scheme in ("http", "https") and urlsplit(r.url).netloc != own else None)
+    page.on(
+        "request",
+        lambda r: (
+            foreign.append(r.url)
+            if urlsplit(r.url).scheme in ("http", "https") and urlsplit(r.url).netloc != own
+            else None
+        ),
+    )
     log_in(page, "ops")
     pages = PAGES + [f"/admin/deliveries/delivery/{held.id}/change/"]
     for path in pages:

@@ -52,8 +52,14 @@ def customer_db():
         conn.execute(f"CREATE ROLE {WRITER_ROLE} LOGIN")
         conn.execute(f"GRANT CONNECT ON DATABASE {CUSTOMER_DB} TO {WRITER_ROLE}")
     out = StringIO()
-    call_command("connection_grants", "--user", CAPTURE_ROLE, "--tables", "public.orders,public.customers,public.no_pk,public.order_tags",
-                 stdout=out)
+    call_command(
+        "connection_grants",
+        "--user",
+        CAPTURE_ROLE,
+        "--tables",
+        "public.orders,public.customers,public.no_pk,public.order_tags",
+        stdout=out,
+    )
     with admin_connect(CUSTOMER_DB) as conn:
         conn.execute(SCHEMA)
         conn.execute(out.getvalue())  # the DBA's script, as printed
@@ -61,8 +67,7 @@ def customer_db():
         conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {WRITER_ROLE}")
         conn.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {WRITER_ROLE}")
     host, port = server()
-    yield {"host": host, "port": port, "database": CUSTOMER_DB, "user": CAPTURE_ROLE,
-           "password": "capture-secret"}
+    yield {"host": host, "port": port, "database": CUSTOMER_DB, "user": CAPTURE_ROLE, "password": "capture-secret"}
     with admin_connect() as conn:
         _drop(conn)
 
@@ -84,9 +89,15 @@ def customer_db_reset():
 def connection(customer_db, product):
     from apps.connections.models import Connection
 
-    conn = Connection.objects.create(product=product, name="shop", host=customer_db["host"],
-                                     port=customer_db["port"], database=customer_db["database"],
-                                     user=customer_db["user"], password=customer_db["password"])
+    conn = Connection.objects.create(
+        product=product,
+        name="shop",
+        host=customer_db["host"],
+        port=customer_db["port"],
+        database=customer_db["database"],
+        user=customer_db["user"],
+        password=customer_db["password"],
+    )
     yield conn
     from apps.connections.customer import customer_sessions_close
 
@@ -120,8 +131,9 @@ def pickup_rewind(connection) -> None:
     """Back to a connection that has read nothing, as if the service database had lost every poll."""
     from apps.connections.models import NOTHING_CONSUMED, Connection
 
-    Connection.objects.filter(id=connection.id).update(consumed_snapshot=NOTHING_CONSUMED, batch_snapshot="",
-                                                       cursor_xid=0, cursor_id=0)
+    Connection.objects.filter(id=connection.id).update(
+        consumed_snapshot=NOTHING_CONSUMED, batch_snapshot="", cursor_xid=0, cursor_id=0
+    )
 
 
 NEIGHBOUR_DB = "rowbell_neighbour_test"

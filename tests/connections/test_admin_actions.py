@@ -5,8 +5,8 @@ import pytest
 from django.urls import reverse
 
 from apps.audit.models import AuditEvent
-from apps.connections.customer import customer_connect
 from apps.connections.capture import captures_installed
+from apps.connections.customer import customer_connect
 from apps.connections.models import Connection
 from apps.connections.services import connection_captures_prune, connections_health_refresh
 from apps.workflows.models import Workflow
@@ -23,22 +23,33 @@ def _installed(connection) -> list[str]:
 
 def _draft(product_client, receiver, connection):
     endpoint = product_client.post("/api/v1/webhooks", {"url": receiver.url()}, format="json").json()
-    response = product_client.post("/api/v1/workflows", {
-        "key": "order-created",
-        "trigger": {"type": "database", "connection": str(connection.id), "table": "public.orders",
-                    "events": ["row.created"]},
-        "steps": [{"id": "hook", "type": "notify", "channel": "webhook", "webhook": endpoint["id"]}]}, format="json")
+    response = product_client.post(
+        "/api/v1/workflows",
+        {
+            "key": "order-created",
+            "trigger": {
+                "type": "database",
+                "connection": str(connection.id),
+                "table": "public.orders",
+                "events": ["row.created"],
+            },
+            "steps": [{"id": "hook", "type": "notify", "channel": "webhook", "webhook": endpoint["id"]}],
+        },
+        format="json",
+    )
     assert response.status_code == 201, response.json()
     return Workflow.objects.get(key="order-created")
 
 
 def _act(client, model: str, action: str, pk):
-    return client.post(reverse(f"admin:{model}_changelist"), {"action": action, "_selected_action": [pk],
-                                                              "index": 0}, follow=True).content.decode()
+    return client.post(
+        reverse(f"admin:{model}_changelist"), {"action": action, "_selected_action": [pk], "index": 0}, follow=True
+    ).content.decode()
 
 
-def test_publishing_from_the_admin_installs_the_trigger_in_a_task(operator, product_client, receiver, connection,
-                                                                  hinted):
+def test_publishing_from_the_admin_installs_the_trigger_in_a_task(
+    operator, product_client, receiver, connection, hinted
+):
     workflow = _draft(product_client, receiver, connection)
     page = _act(operator, "workflows_workflow", "publish", workflow.id)
     assert "Publishing order-created in the background" in page
@@ -52,12 +63,18 @@ def test_publishing_from_the_admin_installs_the_trigger_in_a_task(operator, prod
     hinted.run()
     assert _installed(connection) == [] and Workflow.objects.get(id=workflow.id).published_version is None
     actions = list(AuditEvent.objects.filter(actor="staff:op").order_by("id").values_list("action", flat=True))
-    assert {"workflow.publish_requested", "connection.captures_installed", "workflow.published",
-            "workflow.unpublish_requested", "workflow.unpublished"} <= set(actions)
+    assert {
+        "workflow.publish_requested",
+        "connection.captures_installed",
+        "workflow.published",
+        "workflow.unpublish_requested",
+        "workflow.unpublished",
+    } <= set(actions)
 
 
-def test_a_publish_the_database_refuses_is_reported_in_the_audit_log(operator, product_client, receiver, connection,
-                                                                     hinted):
+def test_a_publish_the_database_refuses_is_reported_in_the_audit_log(
+    operator, product_client, receiver, connection, hinted
+):
     workflow = _draft(product_client, receiver, connection)
     Connection.objects.filter(id=connection.id).update(port=1)  # unreachable
     _act(operator, "workflows_workflow", "publish", workflow.id)
@@ -67,8 +84,7 @@ def test_a_publish_the_database_refuses_is_reported_in_the_audit_log(operator, p
     assert failed.actor == "staff:op" and "cannot be reached" in failed.data["error"]
 
 
-def test_check_now_shows_drift_and_repair_puts_the_trigger_back(operator, product_client, receiver, connection,
-                                                                hinted):
+def test_check_now_shows_drift_and_repair_puts_the_trigger_back(operator, product_client, receiver, connection, hinted):
     workflow = _draft(product_client, receiver, connection)
     product_client.post(f"/api/v1/workflows/{workflow.key}/publish")
     connection_captures_prune(connection=connection, keep_none=True, actor="test")  # someone dropped it
@@ -88,8 +104,9 @@ def test_check_now_shows_drift_and_repair_puts_the_trigger_back(operator, produc
     assert AuditEvent.objects.filter(action="connection.captures_installed", actor="staff:op").exists()
 
 
-def test_backlog_and_lag_are_read_by_a_beat_tick_and_shown_on_the_dashboard(operator, product_client, receiver,
-                                                                            connection):
+def test_backlog_and_lag_are_read_by_a_beat_tick_and_shown_on_the_dashboard(
+    operator, product_client, receiver, connection
+):
     workflow = _draft(product_client, receiver, connection)
     product_client.post(f"/api/v1/workflows/{workflow.key}/publish")
     with writer_connect() as app:
@@ -99,12 +116,13 @@ def test_backlog_and_lag_are_read_by_a_beat_tick_and_shown_on_the_dashboard(oper
     connection.refresh_from_db()
     assert connection.backlog == 3 and connection.lag_seconds >= 0 and connection.health_checked_at
     home = operator.get(reverse("admin:index")).content.decode()
-    table = home[home.index('id="connections-health"'):]
+    table = home[home.index('id="connections-health"') :]
     assert ">shop</a>" in table and '<td class="num">3</td>' in table
 
 
 def test_deleting_a_connection_from_the_admin_is_queued_refused_while_in_use_then_done(
-        operator, product_client, receiver, connection, hinted):
+    operator, product_client, receiver, connection, hinted
+):
     from apps.core.models import QueuedAction
 
     workflow = _draft(product_client, receiver, connection)

@@ -3,8 +3,8 @@ import threading
 import pytest
 
 from apps.connections.capture import (
-    CaptureMissingTable,
     Capture,
+    CaptureMissingTable,
     captures_install,
     captures_installed,
     captures_prune,
@@ -20,10 +20,9 @@ from .conftest import CUSTOMER_DB, admin_connect, pickup_rewind, writer_connect
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ORDERS = Capture(schema="public", table="orders", primary_key=("id",), operations=("insert", "update", "delete"))
-ORDERS_STATUS = Capture(schema="public", table="orders", primary_key=("id",), operations=("update",),
-                        update_columns=("status",))
-
-
+ORDERS_STATUS = Capture(
+    schema="public", table="orders", primary_key=("id",), operations=("update",), update_columns=("status",)
+)
 
 
 def _events(connection, capture=None):
@@ -124,7 +123,8 @@ def test_reading_twice_records_once(connection):
 
 def test_only_one_poller_reads_a_connection_at_a_time(connection):
     connection_captures_install(connection=connection, captures=[ORDERS], actor="test")
-    from django.db import connection as db, transaction
+    from django.db import connection as db
+    from django.db import transaction
 
     held, release, result = threading.Event(), threading.Event(), {}
 
@@ -170,7 +170,7 @@ def test_prune_retires_what_no_capture_uses_and_it_logs_nothing_more(connection)
         app.execute("INSERT INTO public.orders (status) VALUES ('new')")
         app.execute("UPDATE public.orders SET status = 'paid'")
     _poll_all(connection)
-    assert [capture for capture, in Event.objects.values_list("capture")] == [ORDERS_STATUS.name]
+    assert [capture for (capture,) in Event.objects.values_list("capture")] == [ORDERS_STATUS.name]
     # A table owner can remove the retired triggers for good with the statements given.
     with admin_connect(CUSTOMER_DB) as admin:
         for statement in drops:

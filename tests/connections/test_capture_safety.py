@@ -42,31 +42,50 @@ def _events(connection):
 
 
 def _subscribe(client, connection, table, **source):
-    response = client.post("/api/v1/webhooks", {"url": "http://127.0.0.1:9/x", "source": {
-        "connection": str(connection.id), "table": table, **source}}, format="json")
+    response = client.post(
+        "/api/v1/webhooks",
+        {"url": "http://127.0.0.1:9/x", "source": {"connection": str(connection.id), "table": table, **source}},
+        format="json",
+    )
     assert response.status_code == 201, response.json()
     return response.json()
 
 
 MIGRATIONS = {
-    "rename column": ("ALTER TABLE public.tickets RENAME COLUMN state TO status", "status",
-                      "The column state of public.tickets no longer exists"),
-    "drop column": ("ALTER TABLE public.tickets DROP COLUMN state", None,
-                    "The column state of public.tickets no longer exists"),
-    "rename key": ("ALTER TABLE public.tickets RENAME COLUMN id TO ticket_id", "state",
-                   "The key column id of public.tickets no longer exists"),
-    "retype column": ("ALTER TABLE public.tickets ALTER COLUMN state TYPE integer USING length(state)", "state",
-                      "Column state of public.tickets changed type from text to integer"),
+    "rename column": (
+        "ALTER TABLE public.tickets RENAME COLUMN state TO status",
+        "status",
+        "The column state of public.tickets no longer exists",
+    ),
+    "drop column": (
+        "ALTER TABLE public.tickets DROP COLUMN state",
+        None,
+        "The column state of public.tickets no longer exists",
+    ),
+    "rename key": (
+        "ALTER TABLE public.tickets RENAME COLUMN id TO ticket_id",
+        "state",
+        "The key column id of public.tickets no longer exists",
+    ),
+    "retype column": (
+        "ALTER TABLE public.tickets ALTER COLUMN state TYPE integer USING length(state)",
+        "state",
+        "Column state of public.tickets changed type from text to integer",
+    ),
 }
 
 
 @pytest.mark.parametrize("migration", MIGRATIONS)
-def test_a_migration_on_a_watched_table_never_makes_its_writes_fail(product_client, connection, tickets,
-                                                                   migration):
-    changes = _subscribe(product_client, connection, tickets, events=["row.created", "row.updated", "row.deleted"],
-                         columns=["state"])
-    _subscribe(product_client, connection, tickets,
-               classification={"name": "open", "predicate": {"column": "state", "op": "eq", "value": "open"}})
+def test_a_migration_on_a_watched_table_never_makes_its_writes_fail(product_client, connection, tickets, migration):
+    changes = _subscribe(
+        product_client, connection, tickets, events=["row.created", "row.updated", "row.deleted"], columns=["state"]
+    )
+    _subscribe(
+        product_client,
+        connection,
+        tickets,
+        classification={"name": "open", "predicate": {"column": "state", "op": "eq", "value": "open"}},
+    )
     statement, column, drift = MIGRATIONS[migration]
     with admin_connect(CUSTOMER_DB) as admin:
         admin.execute(statement)
@@ -97,12 +116,25 @@ def test_a_migration_on_a_watched_table_never_makes_its_writes_fail(product_clie
 
 
 def test_drift_is_reported_everywhere_escalated_once_and_a_correction_repairs_it(
-        product_client, connection, tickets, settings, operator):
+    product_client, connection, tickets, settings, operator
+):
     settings.ADMINS = [("Ops", "ops@example.com")]
     _subscribe(product_client, connection, tickets, events=["row.updated"], columns=["state"])
-    workflow = product_client.post("/api/v1/workflows", {"key": "ticket-state", "trigger": {
-        "type": "database", "connection": str(connection.id), "table": tickets, "events": ["row.updated"],
-        "columns": ["state"]}, "steps": [{"type": "wait", "duration": "1s"}]}, format="json")
+    workflow = product_client.post(
+        "/api/v1/workflows",
+        {
+            "key": "ticket-state",
+            "trigger": {
+                "type": "database",
+                "connection": str(connection.id),
+                "table": tickets,
+                "events": ["row.updated"],
+                "columns": ["state"],
+            },
+            "steps": [{"type": "wait", "duration": "1s"}],
+        },
+        format="json",
+    )
     assert workflow.status_code == 201, workflow.json()
     assert product_client.post("/api/v1/workflows/ticket-state/publish").status_code == 201
     check = product_client.post(f"/api/v1/connections/{connection.id}/check", {}, format="json").json()
@@ -130,7 +162,7 @@ def test_drift_is_reported_everywhere_escalated_once_and_a_correction_repairs_it
     assert "column state of public.tickets no longer exists" in page and "workflow ticket-state" in page
     assert "broken: 2 problem(s)" in operator.get("/admin/connections/connection/").content.decode()
     home = operator.get("/admin/").content.decode()
-    assert "Capture drift" in home[home.index('id="connections-health"'):]
+    assert "Capture drift" in home[home.index('id="connections-health"') :]
     assert len(mail.outbox) == 1 and "tickets" in mail.outbox[0].body and "ticket-state" in mail.outbox[0].body
     assert AuditEvent.objects.filter(action="connection.capture_drift").count() == 1
 
@@ -140,9 +172,23 @@ def test_drift_is_reported_everywhere_escalated_once_and_a_correction_repairs_it
     for endpoint in WebhookEndpoint.objects.filter(connection=connection):
         product_client.post(f"/api/v1/webhooks/{endpoint.id}/disable")
     _subscribe(product_client, connection, tickets, events=["row.updated"], columns=["status"])
-    assert product_client.put("/api/v1/workflows/ticket-state", {"trigger": {
-        "type": "database", "connection": str(connection.id), "table": tickets, "events": ["row.updated"],
-        "columns": ["status"]}, "steps": [{"type": "wait", "duration": "1s"}]}, format="json").status_code == 200
+    assert (
+        product_client.put(
+            "/api/v1/workflows/ticket-state",
+            {
+                "trigger": {
+                    "type": "database",
+                    "connection": str(connection.id),
+                    "table": tickets,
+                    "events": ["row.updated"],
+                    "columns": ["status"],
+                },
+                "steps": [{"type": "wait", "duration": "1s"}],
+            },
+            format="json",
+        ).status_code
+        == 200
+    )
     assert product_client.post("/api/v1/workflows/ticket-state/publish").status_code == 201
     call_command("triggers", "prune", "--connection", str(connection.id), stdout=StringIO())
     with writer_connect() as app:
@@ -159,10 +205,13 @@ def test_drift_is_reported_everywhere_escalated_once_and_a_correction_repairs_it
 def partitioned(connection):
     with admin_connect(CUSTOMER_DB) as admin:
         admin.execute("DROP TABLE IF EXISTS public.events")
-        admin.execute("CREATE TABLE public.events (id bigint, at date, kind text, PRIMARY KEY (id, at)) "
-                      "PARTITION BY RANGE (at)")
-        admin.execute("CREATE TABLE public.events_2026 PARTITION OF public.events "
-                      "FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')")
+        admin.execute(
+            "CREATE TABLE public.events (id bigint, at date, kind text, PRIMARY KEY (id, at)) PARTITION BY RANGE (at)"
+        )
+        admin.execute(
+            "CREATE TABLE public.events_2026 PARTITION OF public.events "
+            "FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')"
+        )
         for table in ("public.events", "public.events_2026"):
             _grant(admin, table)
     yield "public.events"
@@ -177,14 +226,20 @@ def test_statements_naming_a_partition_are_reported_under_the_parent(product_cli
         app.execute("UPDATE public.events_2026 SET kind = 'b'")
         app.execute("INSERT INTO public.events VALUES (2, '2026-06-01', 'a')")
         app.execute("DELETE FROM public.events_2026 WHERE id = 2")
-    assert _events(connection) == [("insert", [[1, "2026-05-01"]]), ("update", [[1, "2026-05-01"]]),
-                                   ("insert", [[2, "2026-06-01"]]), ("delete", [[2, "2026-06-01"]])]
+    assert _events(connection) == [
+        ("insert", [[1, "2026-05-01"]]),
+        ("update", [[1, "2026-05-01"]]),
+        ("insert", [[2, "2026-06-01"]]),
+        ("delete", [[2, "2026-06-01"]]),
+    ]
     assert set(Event.objects.values_list("table_name", flat=True)) == {"public.events"}
 
     # A partition created later gets the triggers at the next health tick (and drift says so until then).
     with admin_connect(CUSTOMER_DB) as admin:
-        admin.execute("CREATE TABLE public.events_2027 PARTITION OF public.events "
-                      "FOR VALUES FROM ('2027-01-01') TO ('2028-01-01')")
+        admin.execute(
+            "CREATE TABLE public.events_2027 PARTITION OF public.events "
+            "FOR VALUES FROM ('2027-01-01') TO ('2028-01-01')"
+        )
         _grant(admin, "public.events_2027")
     health = product_client.get(f"/api/v1/connections/{connection.id}/health").json()
     assert any("events_2027" in p["detail"] and p["repairable"] for p in health["capture_problems"])
@@ -196,11 +251,14 @@ def test_statements_naming_a_partition_are_reported_under_the_parent(product_cli
 
 
 def test_a_new_partition_without_the_grant_is_reported_with_the_grant_that_fixes_it(
-        product_client, connection, partitioned):
+    product_client, connection, partitioned
+):
     _subscribe(product_client, connection, partitioned, events=["row.created"])
     with admin_connect(CUSTOMER_DB) as admin:
-        admin.execute("CREATE TABLE public.events_2028 PARTITION OF public.events "
-                      "FOR VALUES FROM ('2028-01-01') TO ('2029-01-01')")
+        admin.execute(
+            "CREATE TABLE public.events_2028 PARTITION OF public.events "
+            "FOR VALUES FROM ('2028-01-01') TO ('2029-01-01')"
+        )
     health = product_client.get(f"/api/v1/connections/{connection.id}/health").json()
     [missing] = [p for p in health["capture_problems"] if p["kind"] == "missing_grant"]
     assert not missing["repairable"] and f'"public"."events_2028" TO "{CAPTURE_ROLE}"' in missing["detail"]
@@ -210,14 +268,20 @@ def test_a_new_partition_without_the_grant_is_reported_with_the_grant_that_fixes
     assert failed and 'GRANT SELECT, TRIGGER ON TABLE "public"."events_2028"' in failed[0]["detail"]
     check = product_client.post(f"/api/v1/connections/{connection.id}/check", {}, format="json").json()
     [table] = [c for c in check["checks"] if c["name"] == "table public.events"]
-    assert not table["ok"] and f'GRANT SELECT, TRIGGER ON TABLE "public"."events_2028" TO "{CAPTURE_ROLE}"' in table["detail"]
+    assert (
+        not table["ok"]
+        and f'GRANT SELECT, TRIGGER ON TABLE "public"."events_2028" TO "{CAPTURE_ROLE}"' in table["detail"]
+    )
 
 
 def test_truncate_is_an_event_of_its_own_for_deletes_and_classifications(product_client, connection, partitioned):
     deleted = _subscribe(product_client, connection, "public.orders", events=["row.created", "row.deleted"])
-    _subscribe(product_client, connection, "public.orders",
-               classification={"name": "paid", "predicate": {"column": "paid", "op": "eq", "value": True},
-                               "on": "left"})
+    _subscribe(
+        product_client,
+        connection,
+        "public.orders",
+        classification={"name": "paid", "predicate": {"column": "paid", "op": "eq", "value": True}, "on": "left"},
+    )
     _subscribe(product_client, connection, partitioned, events=["row.deleted"])
     with admin_connect(CUSTOMER_DB) as admin:
         admin.execute(f"GRANT TRUNCATE ON public.orders, public.order_tags TO {WRITER_ROLE}")
@@ -235,22 +299,33 @@ def test_truncate_is_an_event_of_its_own_for_deletes_and_classifications(product
     _events(connection)
     events = Event.objects.filter(connection=connection, op="truncate").order_by("xid", "source_id")
     assert [(e.table_name, e.detail) for e in events] == [
-        ("public.orders", None), ("public.orders", None), ("public.events", None),
-        ("public.events", {"partition": "public.events_2026"})] + [("public.orders", None)] * 3
+        ("public.orders", None),
+        ("public.orders", None),
+        ("public.events", None),
+        ("public.events", {"partition": "public.events_2026"}),
+    ] + [("public.orders", None)] * 3
     from apps.deliveries.models import Delivery
 
     sent = Delivery.objects.filter(endpoint_id=deleted["id"]).order_by("id").values_list("payload", flat=True)
     assert [(p["type"], p["ids"]) for p in sent] == [
-        ("row.created", [1]), ("table.truncated", []), ("table.truncated", []), ("row.created", [2]),
-        ("table.truncated", [])]
+        ("row.created", [1]),
+        ("table.truncated", []),
+        ("table.truncated", []),
+        ("row.created", [2]),
+        ("table.truncated", []),
+    ]
     partition = [p for p in Delivery.objects.values_list("payload", flat=True) if p.get("partition")]
     assert [p["partition"] for p in partition] == ["public.events_2026"]
 
 
 def test_a_key_changing_update_is_reported_by_filtered_sources_and_classifications(product_client, connection):
     _subscribe(product_client, connection, "public.orders", events=["row.updated"], columns=["status"])
-    _subscribe(product_client, connection, "public.orders",
-               classification={"name": "paid", "predicate": {"column": "paid", "op": "eq", "value": True}})
+    _subscribe(
+        product_client,
+        connection,
+        "public.orders",
+        classification={"name": "paid", "predicate": {"column": "paid", "op": "eq", "value": True}},
+    )
     with writer_connect() as app:
         app.execute("INSERT INTO public.orders (id, status, paid) VALUES (1, 'new', true)")
         app.execute("UPDATE public.orders SET id = 10 WHERE id = 1")  # status and paid unchanged
@@ -262,8 +337,10 @@ def test_a_key_changing_update_is_reported_by_filtered_sources_and_classificatio
 
 
 def test_an_install_never_queues_the_customers_writers_behind_a_long_transaction(connection):
-    capture = row_source_validate(connection=connection, source={
-        "connection": str(connection.id), "table": "public.orders", "events": ["row.created"]})[1]
+    capture = row_source_validate(
+        connection=connection,
+        source={"connection": str(connection.id), "table": "public.orders", "events": ["row.created"]},
+    )[1]
     with writer_connect(autocommit=False) as long_running:
         long_running.execute("INSERT INTO public.orders (status) VALUES ('open')")  # holds its table lock
         from apps.connections.services import CaptureInstallFailed
@@ -276,13 +353,18 @@ def test_an_install_never_queues_the_customers_writers_behind_a_long_transaction
 
 
 def connection_kwargs(connection):
-    return {"host": connection.host, "port": connection.port, "dbname": connection.database,
-            "user": connection.user, "password": connection.password}
+    return {
+        "host": connection.host,
+        "port": connection.port,
+        "dbname": connection.database,
+        "user": connection.user,
+        "password": connection.password,
+    }
 
 
 def test_mixed_case_names_work_everywhere(product_client, connection):
     with admin_connect(CUSTOMER_DB) as admin:
-        admin.execute('CREATE SCHEMA IF NOT EXISTS crm')
+        admin.execute("CREATE SCHEMA IF NOT EXISTS crm")
         admin.execute('DROP TABLE IF EXISTS crm."CustomerNotes"')
         admin.execute('CREATE TABLE crm."CustomerNotes" ("NoteId" bigint PRIMARY KEY, "Body" text)')
         admin.execute(f"GRANT USAGE ON SCHEMA crm TO {CAPTURE_ROLE}, {WRITER_ROLE}")
@@ -293,14 +375,19 @@ def test_mixed_case_names_work_everywhere(product_client, connection):
         assert 'GRANT SELECT, TRIGGER ON TABLE "crm"."CustomerNotes" TO "rowbell";' in out.getvalue()
         tables = product_client.get(f"/api/v1/connections/{connection.id}/tables").json()
         assert {"schema": "crm", "name": "CustomerNotes"}.items() <= [
-            t for t in tables if t["name"] == "CustomerNotes"][0].items()
-        check = product_client.post(f"/api/v1/connections/{connection.id}/check",
-                                    {"tables": ["crm.CustomerNotes", 'crm."CustomerNotes"']}, format="json").json()
+            t for t in tables if t["name"] == "CustomerNotes"
+        ][0].items()
+        check = product_client.post(
+            f"/api/v1/connections/{connection.id}/check",
+            {"tables": ["crm.CustomerNotes", 'crm."CustomerNotes"']},
+            format="json",
+        ).json()
         assert check["ok"] is True, check
-        _subscribe(product_client, connection, "crm.CustomerNotes", events=["row.created", "row.updated"],
-                   columns=["Body"])
+        _subscribe(
+            product_client, connection, "crm.CustomerNotes", events=["row.created", "row.updated"], columns=["Body"]
+        )
         with writer_connect() as app:
-            app.execute('INSERT INTO crm."CustomerNotes" VALUES (1, \'x\')')
+            app.execute("INSERT INTO crm.\"CustomerNotes\" VALUES (1, 'x')")
             app.execute('UPDATE crm."CustomerNotes" SET "Body" = \'y\'')
         assert _events(connection) == [("insert", [1]), ("update", [1])]
         assert Event.objects.first().table_name == "crm.CustomerNotes"
@@ -321,18 +408,34 @@ def test_a_table_without_grants_is_refused_with_the_grant_that_fixes_it(product_
     with admin_connect(CUSTOMER_DB) as admin:
         admin.execute("DROP TABLE IF EXISTS public.tags; CREATE TABLE public.tags (id int PRIMARY KEY)")
     try:
-        response = product_client.post("/api/v1/webhooks", {"url": "http://127.0.0.1:9/x", "source": {
-            "connection": str(connection.id), "table": "public.tags", "events": ["row.created"]}}, format="json")
+        response = product_client.post(
+            "/api/v1/webhooks",
+            {
+                "url": "http://127.0.0.1:9/x",
+                "source": {"connection": str(connection.id), "table": "public.tags", "events": ["row.created"]},
+            },
+            format="json",
+        )
         assert response.status_code == 400
-        assert (f'GRANT SELECT, TRIGGER ON TABLE "public"."tags" TO "{CAPTURE_ROLE}";'
-                in response.json()["error"]["fields"][0]["reason"])
+        assert (
+            f'GRANT SELECT, TRIGGER ON TABLE "public"."tags" TO "{CAPTURE_ROLE}";'
+            in response.json()["error"]["fields"][0]["reason"]
+        )
         with admin_connect(CUSTOMER_DB) as admin:
             admin.execute(f"GRANT SELECT ON public.tags TO {CAPTURE_ROLE}")
-        response = product_client.post("/api/v1/webhooks", {"url": "http://127.0.0.1:9/x", "source": {
-            "connection": str(connection.id), "table": "public.tags", "events": ["row.created"]}}, format="json")
+        response = product_client.post(
+            "/api/v1/webhooks",
+            {
+                "url": "http://127.0.0.1:9/x",
+                "source": {"connection": str(connection.id), "table": "public.tags", "events": ["row.created"]},
+            },
+            format="json",
+        )
         assert response.status_code == 400  # was `permission denied for table tags` on install
-        assert (f'GRANT TRIGGER ON TABLE "public"."tags" TO "{CAPTURE_ROLE}";'
-                in response.json()["error"]["fields"][0]["reason"])
+        assert (
+            f'GRANT TRIGGER ON TABLE "public"."tags" TO "{CAPTURE_ROLE}";'
+            in response.json()["error"]["fields"][0]["reason"]
+        )
     finally:
         with admin_connect(CUSTOMER_DB) as admin:
             admin.execute("DROP TABLE public.tags")
@@ -347,8 +450,9 @@ def test_a_second_connection_to_one_database_and_schema_is_refused_naming_the_fi
     assert first.status_code == 201, first.json()
     second = _connect(product_client, customer_db, "shop-again")
     assert second.status_code == 409
-    assert f"Connection 'shop' ({first.json()['id']}) already watches schema rowbell" in \
-        second.json()["error"]["message"]
+    assert (
+        f"Connection 'shop' ({first.json()['id']}) already watches schema rowbell" in second.json()["error"]["message"]
+    )
     # Another product is told that the schema is taken, not whose it is.
     from tests import factories
     from tests.conftest import client_for
@@ -356,6 +460,7 @@ def test_a_second_connection_to_one_database_and_schema_is_refused_naming_the_fi
     other = _connect(client_for(factories.make_product("Other")[1]), customer_db, "theirs")
     assert other.status_code == 409 and "shop" not in other.json()["error"]["message"]
     from apps.connections.customer import customer_sessions_close
+
     from .conftest import customer_db_reset
 
     customer_sessions_close()
@@ -368,9 +473,15 @@ def test_a_prune_never_retires_the_triggers_of_another_connections_schema(produc
     from apps.connections.services import connection_captures_prune
 
     # A connection saved before schemas had owners, to the same database and schema.
-    twin = Connection.objects.create(product=connection.product, name="twin", host=connection.host,
-                                     port=connection.port, database=connection.database, user=connection.user,
-                                     password=connection.password)
+    twin = Connection.objects.create(
+        product=connection.product,
+        name="twin",
+        host=connection.host,
+        port=connection.port,
+        database=connection.database,
+        user=connection.user,
+        password=connection.password,
+    )
     from apps.core.exceptions import Conflict
 
     with pytest.raises(Conflict, match="already watches schema rowbell"):
@@ -380,8 +491,7 @@ def test_a_prune_never_retires_the_triggers_of_another_connections_schema(produc
     assert _events(connection) == [("insert", [1])]
 
 
-def test_a_connection_is_deleted_only_when_nothing_uses_it_and_its_triggers_are_retired(
-        product_client, connection):
+def test_a_connection_is_deleted_only_when_nothing_uses_it_and_its_triggers_are_retired(product_client, connection):
     endpoint = _subscribe(product_client, connection, "public.orders", events=["row.created"])
     response = product_client.delete(f"/api/v1/connections/{connection.id}")
     assert response.status_code == 409 and endpoint["id"] in response.json()["error"]["message"]
@@ -390,14 +500,24 @@ def test_a_connection_is_deleted_only_when_nothing_uses_it_and_its_triggers_are_
     assert product_client.get(f"/api/v1/connections/{connection.id}").status_code == 404
     assert product_client.get("/api/v1/connections").json() == []
     with admin_connect(CUSTOMER_DB) as admin:
-        live = admin.execute("SELECT count(*) FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid "
-                             "WHERE t.tgname LIKE 'rb\\_%' AND p.proname <> 'rb_retired'").fetchone()[0]
+        live = admin.execute(
+            "SELECT count(*) FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid "
+            "WHERE t.tgname LIKE 'rb\\_%' AND p.proname <> 'rb_retired'"
+        ).fetchone()[0]
     assert live == 0
     assert AuditEvent.objects.filter(action="connection.deleted").exists()
     # The schema is free again: a new connection to it is accepted.
-    fresh = _connect(product_client, {"host": connection.host, "port": connection.port,
-                                      "database": connection.database, "user": connection.user,
-                                      "password": connection.password}, "shop")
+    fresh = _connect(
+        product_client,
+        {
+            "host": connection.host,
+            "port": connection.port,
+            "database": connection.database,
+            "user": connection.user,
+            "password": connection.password,
+        },
+        "shop",
+    )
     assert fresh.status_code == 201, fresh.json()
 
 
@@ -433,22 +553,30 @@ def test_a_detached_partition_is_no_longer_reported_as_the_parent(product_client
             admin.execute("DROP TABLE public.events_2026")
 
 
-def test_a_renamed_enum_label_is_noticed_before_any_write_and_a_repair_clears_a_fixed_error(
-        product_client, connection):
+def test_a_renamed_enum_label_is_noticed_before_any_write_and_a_repair_clears_a_fixed_error(product_client, connection):
     with admin_connect(CUSTOMER_DB) as admin:
         admin.execute("DROP TABLE IF EXISTS public.deals; DROP TYPE IF EXISTS deal_state")
-        admin.execute("CREATE TYPE deal_state AS ENUM ('open', 'won'); "
-                      "CREATE TABLE public.deals (id int PRIMARY KEY, state deal_state, note text)")
+        admin.execute(
+            "CREATE TYPE deal_state AS ENUM ('open', 'won'); "
+            "CREATE TABLE public.deals (id int PRIMARY KEY, state deal_state, note text)"
+        )
         _grant(admin, "public.deals")
     try:
-        _subscribe(product_client, connection, "public.deals", classification={
-            "name": "won", "predicate": {"column": "state", "op": "eq", "value": "won"}})
+        _subscribe(
+            product_client,
+            connection,
+            "public.deals",
+            classification={"name": "won", "predicate": {"column": "state", "op": "eq", "value": "won"}},
+        )
         with admin_connect(CUSTOMER_DB) as admin:
             admin.execute("ALTER TYPE deal_state RENAME VALUE 'won' TO 'closed'")
         health = product_client.get(f"/api/v1/connections/{connection.id}/health").json()
         [problem] = health["capture_problems"]
-        assert problem["kind"] == "invalid_value" and "'won'" in problem["detail"] and "Correct the source" in \
-            problem["detail"]
+        assert (
+            problem["kind"] == "invalid_value"
+            and "'won'" in problem["detail"]
+            and "Correct the source" in problem["detail"]
+        )
         with writer_connect() as app:
             app.execute("INSERT INTO public.deals VALUES (1, 'open', 'x')")  # the write goes on: an error event
         _events(connection)
@@ -468,15 +596,26 @@ def test_a_renamed_enum_label_is_noticed_before_any_write_and_a_repair_clears_a_
             admin.execute("DROP TABLE IF EXISTS public.deals; DROP TYPE IF EXISTS deal_state")
 
 
-@pytest.mark.parametrize("source, reason", [
-    ({"table": "rowbell.event_log", "events": ["row.created"]}, "Rowbell’s own schema"),
-    ({"table": "pg_catalog.pg_class", "events": ["row.created"]}, "a system schema"),
-    ({"table": "public.orders", "classification": {"name": "late", "predicate": {
-        "column": "status", "op": "eq", "value": "x"}}}, None),
-])
+@pytest.mark.parametrize(
+    "source, reason",
+    [
+        ({"table": "rowbell.event_log", "events": ["row.created"]}, "Rowbell’s own schema"),
+        ({"table": "pg_catalog.pg_class", "events": ["row.created"]}, "a system schema"),
+        (
+            {
+                "table": "public.orders",
+                "classification": {"name": "late", "predicate": {"column": "status", "op": "eq", "value": "x"}},
+            },
+            None,
+        ),
+    ],
+)
 def test_sources_rowbell_cannot_or_can_watch(product_client, connection, source, reason):
-    response = product_client.post("/api/v1/webhooks", {"url": "http://127.0.0.1:9/x", "source": {
-        "connection": str(connection.id), **source}}, format="json")
+    response = product_client.post(
+        "/api/v1/webhooks",
+        {"url": "http://127.0.0.1:9/x", "source": {"connection": str(connection.id), **source}},
+        format="json",
+    )
     if reason is None:
         assert response.status_code == 201, response.json()
     else:

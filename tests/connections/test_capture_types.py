@@ -21,11 +21,21 @@ COLUMNS = {
     "t": ("text", "a", "b", "a", "b"),
     "b": ("boolean", "false", "true", False, True),
     "ts": ("timestamp", "2026-01-01 00:00", "2026-06-01 00:00", "2026-01-01 00:00", "2026-06-01 00:00"),
-    "tstz": ("timestamptz", "2026-01-01 00:00+00", "2026-06-01 00:00+00", "2026-01-01T00:00:00+00:00",
-             "2026-06-01T00:00:00+00:00"),
+    "tstz": (
+        "timestamptz",
+        "2026-01-01 00:00+00",
+        "2026-06-01 00:00+00",
+        "2026-01-01T00:00:00+00:00",
+        "2026-06-01T00:00:00+00:00",
+    ),
     "d": ("date", "2026-01-01", "2026-02-01", "2026-01-01", "2026-02-01"),
-    "u": ("uuid", "00000000-0000-0000-0000-000000000001", "00000000-0000-0000-0000-000000000002",
-          "00000000-0000-0000-0000-000000000001", "00000000-0000-0000-0000-000000000002"),
+    "u": (
+        "uuid",
+        "00000000-0000-0000-0000-000000000001",
+        "00000000-0000-0000-0000-000000000002",
+        "00000000-0000-0000-0000-000000000001",
+        "00000000-0000-0000-0000-000000000002",
+    ),
     "j": ("json", '{"a": 1}', '{"a": 2}', {"a": 1}, {"a": 2}),
     "jb": ("jsonb", '{"a": 1}', '{"a": 2}', {"a": 1}, {"a": 2}),
     "arr": ("text[]", "{a}", "{b}", "{a}", "{b}"),
@@ -41,11 +51,17 @@ NO_EQUALITY = {"j", "pt", "pts"}
 OPS = ["eq", "ne", "lt", "lte", "gt", "gte", "in", "is_null", "is_not_null"]
 # Which statement makes a row enter and leave, for a row inserted with the first value, updated to the
 # second, then deleted; predicates compare with the first value (lt and gte with the second).
-EXPECTED = {"eq": {"insert": "entered", "update": "left"}, "in": {"insert": "entered", "update": "left"},
-            "lt": {"insert": "entered", "update": "left"}, "lte": {"insert": "entered", "update": "left"},
-            "ne": {"update": "entered", "delete": "left"}, "gt": {"update": "entered", "delete": "left"},
-            "gte": {"update": "entered", "delete": "left"}, "is_not_null": {"insert": "entered", "delete": "left"},
-            "is_null": {}}
+EXPECTED = {
+    "eq": {"insert": "entered", "update": "left"},
+    "in": {"insert": "entered", "update": "left"},
+    "lt": {"insert": "entered", "update": "left"},
+    "lte": {"insert": "entered", "update": "left"},
+    "ne": {"update": "entered", "delete": "left"},
+    "gt": {"update": "entered", "delete": "left"},
+    "gte": {"update": "entered", "delete": "left"},
+    "is_not_null": {"insert": "entered", "delete": "left"},
+    "is_null": {},
+}
 
 
 @pytest.fixture
@@ -83,8 +99,13 @@ def test_every_type_family_through_a_column_filter_and_every_predicate_operator(
         filters[name] = _validate(connection, {"table": typed_table, "events": ["row.updated"], "columns": [name]})[1]
         for op in OPS:
             try:
-                predicates[(name, op)] = _validate(connection, {"table": typed_table, "classification": {
-                    "name": f"{name}_{op}", "predicate": _predicate(name, op), "on": "both"}})[1]
+                predicates[(name, op)] = _validate(
+                    connection,
+                    {
+                        "table": typed_table,
+                        "classification": {"name": f"{name}_{op}", "predicate": _predicate(name, op), "on": "both"},
+                    },
+                )[1]
             except ValidationError as exc:
                 refused[(name, op)] = exc.detail
     # Refused at save, with the column, its type and the reason, exactly where PostgreSQL has no operator.
@@ -93,20 +114,26 @@ def test_every_type_family_through_a_column_filter_and_every_predicate_operator(
     assert "j is of type json" in reason and "no equality operator" in reason and "jsonb" in reason
     assert "pt is of type point" in str(refused[("pt", "lt")]["source.classification.predicate.op"][0])
 
-    connection_captures_install(connection=connection, actor="test",
-                                captures=list(filters.values()) + list(predicates.values()))
+    connection_captures_install(
+        connection=connection, actor="test", captures=list(filters.values()) + list(predicates.values())
+    )
     first = ", ".join(f"'{spec[1]}'" for spec in COLUMNS.values())
     second = ", ".join(f"{name} = '{spec[2]}'" for name, spec in COLUMNS.items())
     statements = {}
     with writer_connect() as app:  # the customer's writes all succeed
-        statements["insert"] = app.execute(f"INSERT INTO public.typed (note, {', '.join(COLUMNS)}) "
-                                           f"VALUES ('x', {first}) RETURNING pg_current_xact_id()").fetchone()[0]
-        statements["update"] = app.execute(f"UPDATE public.typed SET {second} "
-                                           "RETURNING pg_current_xact_id()").fetchone()[0]
-        statements["other"] = app.execute("UPDATE public.typed SET note = 'y' "
-                                          "RETURNING pg_current_xact_id()").fetchone()[0]
-        statements["same"] = app.execute(f"UPDATE public.typed SET {second} "
-                                         "RETURNING pg_current_xact_id()").fetchone()[0]
+        statements["insert"] = app.execute(
+            f"INSERT INTO public.typed (note, {', '.join(COLUMNS)}) "
+            f"VALUES ('x', {first}) RETURNING pg_current_xact_id()"
+        ).fetchone()[0]
+        statements["update"] = app.execute(
+            f"UPDATE public.typed SET {second} RETURNING pg_current_xact_id()"
+        ).fetchone()[0]
+        statements["other"] = app.execute(
+            "UPDATE public.typed SET note = 'y' RETURNING pg_current_xact_id()"
+        ).fetchone()[0]
+        statements["same"] = app.execute(f"UPDATE public.typed SET {second} RETURNING pg_current_xact_id()").fetchone()[
+            0
+        ]
         statements["delete"] = app.execute("DELETE FROM public.typed RETURNING pg_current_xact_id()").fetchone()[0]
     by_xid = {int(str(xid)): statement for statement, xid in statements.items()}
     while poll(connection_id=connection.id):
@@ -121,42 +148,80 @@ def test_every_type_family_through_a_column_filter_and_every_predicate_operator(
         assert events.get(capture.name, {}) == EXPECTED[op], (name, op)
 
 
-def test_a_value_the_column_rejects_is_refused_at_save_naming_field_column_and_type(product_client, connection,
-                                                                                    typed_table):
-    response = product_client.post("/api/v1/webhooks", {
-        "url": "http://127.0.0.1:9/x", "source": {"connection": str(connection.id), "table": typed_table,
-                                                   "classification": {"name": "vip", "on": "entered",
-                                                                      "predicate": {"column": "u", "op": "eq",
-                                                                                    "value": "vip"}}}},
-        format="json")
+def test_a_value_the_column_rejects_is_refused_at_save_naming_field_column_and_type(
+    product_client, connection, typed_table
+):
+    response = product_client.post(
+        "/api/v1/webhooks",
+        {
+            "url": "http://127.0.0.1:9/x",
+            "source": {
+                "connection": str(connection.id),
+                "table": typed_table,
+                "classification": {
+                    "name": "vip",
+                    "on": "entered",
+                    "predicate": {"column": "u", "op": "eq", "value": "vip"},
+                },
+            },
+        },
+        format="json",
+    )
     assert response.status_code == 400, response.json()
     [field] = response.json()["error"]["fields"]
     assert field["field"] == "source.classification.predicate.value"
     assert "column u of type uuid" in field["reason"] and "vip" in field["reason"]
     # A domain's CHECK applies to its values too: refused, not installed to fail every write.
-    response = product_client.post("/api/v1/webhooks", {
-        "url": "http://127.0.0.1:9/x", "source": {"connection": str(connection.id), "table": typed_table,
-                                                   "classification": {"name": "c", "predicate": {
-                                                       "column": "mood", "op": "in", "value": ["sad", "angry"]}}}},
-        format="json")
+    response = product_client.post(
+        "/api/v1/webhooks",
+        {
+            "url": "http://127.0.0.1:9/x",
+            "source": {
+                "connection": str(connection.id),
+                "table": typed_table,
+                "classification": {"name": "c", "predicate": {"column": "mood", "op": "in", "value": ["sad", "angry"]}},
+            },
+        },
+        format="json",
+    )
     assert response.status_code == 400
     [field] = response.json()["error"]["fields"]
     assert field["field"] == "source.classification.predicate.value[1]" and "mood" in field["reason"]
     # 'now' would be read once, when saved: refused rather than frozen.
-    response = product_client.post("/api/v1/webhooks", {
-        "url": "http://127.0.0.1:9/x", "source": {"connection": str(connection.id), "table": typed_table,
-                                                   "classification": {"name": "c", "predicate": {
-                                                       "column": "tstz", "op": "gt", "value": "now"}}}},
-        format="json")
-    assert response.status_code == 400 and "fixed at the moment the source is saved" in \
-        response.json()["error"]["fields"][0]["reason"]
+    response = product_client.post(
+        "/api/v1/webhooks",
+        {
+            "url": "http://127.0.0.1:9/x",
+            "source": {
+                "connection": str(connection.id),
+                "table": typed_table,
+                "classification": {"name": "c", "predicate": {"column": "tstz", "op": "gt", "value": "now"}},
+            },
+        },
+        format="json",
+    )
+    assert (
+        response.status_code == 400
+        and "fixed at the moment the source is saved" in response.json()["error"]["fields"][0]["reason"]
+    )
 
 
-def test_a_json_column_filter_is_accepted_and_updates_of_other_columns_still_succeed(product_client, connection,
-                                                                                     typed_table):
-    response = product_client.post("/api/v1/webhooks", {
-        "url": "http://127.0.0.1:9/x", "source": {"connection": str(connection.id), "table": typed_table,
-                                                   "events": ["row.updated"], "columns": ["j", "pt"]}}, format="json")
+def test_a_json_column_filter_is_accepted_and_updates_of_other_columns_still_succeed(
+    product_client, connection, typed_table
+):
+    response = product_client.post(
+        "/api/v1/webhooks",
+        {
+            "url": "http://127.0.0.1:9/x",
+            "source": {
+                "connection": str(connection.id),
+                "table": typed_table,
+                "events": ["row.updated"],
+                "columns": ["j", "pt"],
+            },
+        },
+        format="json",
+    )
     assert response.status_code == 201, response.json()
     with writer_connect() as app:
         app.execute("INSERT INTO public.typed (note, j, pt) VALUES ('x', '{\"a\": 1}', '(1,1)')")
@@ -173,8 +238,9 @@ def extension_table(connection):
     with admin_connect(CUSTOMER_DB) as admin:
         admin.execute("CREATE EXTENSION IF NOT EXISTS citext; CREATE EXTENSION IF NOT EXISTS hstore")
         admin.execute("DROP TABLE IF EXISTS public.contacts")
-        admin.execute("CREATE TABLE public.contacts (email citext PRIMARY KEY, attrs hstore, seen timestamptz, "
-                      "due date)")
+        admin.execute(
+            "CREATE TABLE public.contacts (email citext PRIMARY KEY, attrs hstore, seen timestamptz, due date)"
+        )
         admin.execute(f"GRANT SELECT, TRIGGER ON public.contacts TO {CAPTURE_ROLE}")
         admin.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON public.contacts TO {WRITER_ROLE}")
     yield "public.contacts"
@@ -183,8 +249,17 @@ def extension_table(connection):
 
 
 def test_extension_types_compare_with_their_own_operators(connection, extension_table):
-    boss = _validate(connection, {"table": extension_table, "classification": {
-        "name": "boss", "predicate": {"column": "email", "op": "eq", "value": "Boss@X.com"}, "on": "entered"}})[1]
+    boss = _validate(
+        connection,
+        {
+            "table": extension_table,
+            "classification": {
+                "name": "boss",
+                "predicate": {"column": "email", "op": "eq", "value": "Boss@X.com"},
+                "on": "entered",
+            },
+        },
+    )[1]
     attrs = _validate(connection, {"table": extension_table, "events": ["row.updated"], "columns": ["attrs"]})[1]
     connection_captures_install(connection=connection, captures=[boss, attrs], actor="test")
     with writer_connect() as app:
@@ -198,18 +273,35 @@ def test_extension_types_compare_with_their_own_operators(connection, extension_
 
 
 def test_a_predicate_means_the_same_whatever_the_writers_session_settings(connection, extension_table):
-    since = _validate(connection, {"table": extension_table, "classification": {
-        "name": "recent", "on": "entered", "predicate": {"and": [
-            {"column": "seen", "op": "gte", "value": "2024-01-01 00:00"},  # read as UTC when saved
-            {"column": "due", "op": "eq", "value": "01/02/2024"}]}}})[1]  # read as January 2nd when saved
+    since = _validate(
+        connection,
+        {
+            "table": extension_table,
+            "classification": {
+                "name": "recent",
+                "on": "entered",
+                "predicate": {
+                    "and": [
+                        {"column": "seen", "op": "gte", "value": "2024-01-01 00:00"},  # read as UTC when saved
+                        {"column": "due", "op": "eq", "value": "01/02/2024"},
+                    ]
+                },
+            },
+        },
+    )[1]  # read as January 2nd when saved
     connection_captures_install(connection=connection, captures=[since], actor="test")
     for zone, style, email in (("UTC", "ISO, MDY", "a@x"), ("Asia/Tokyo", "ISO, DMY", "b@x")):
         with writer_connect() as app:
             app.execute(f"SET TimeZone = '{zone}'; SET DateStyle = '{style}'")
-            app.execute("INSERT INTO public.contacts (email, seen, due) "
-                        "VALUES (%s, '2024-01-01 00:30+00', '2024-01-02')", [email])
-            app.execute("INSERT INTO public.contacts (email, seen, due) "  # before the instant, in any zone
-                        "VALUES (%s, '2023-12-31 20:00+00', '2024-01-02')", ["early-" + email])
+            app.execute(
+                "INSERT INTO public.contacts (email, seen, due) VALUES (%s, '2024-01-01 00:30+00', '2024-01-02')",
+                [email],
+            )
+            app.execute(
+                "INSERT INTO public.contacts (email, seen, due) "  # before the instant, in any zone
+                "VALUES (%s, '2023-12-31 20:00+00', '2024-01-02')",
+                ["early-" + email],
+            )
     while poll(connection_id=connection.id):
         pass
     assert sorted(e.ids[0] for e in Event.objects.filter(connection=connection)) == ["a@x", "b@x"]

@@ -28,8 +28,13 @@ def test_a_connection_is_checked_saved_and_never_shows_its_password(product_clie
     body = response.json()
     assert "password" not in body
     checks = _checks(body)
-    assert [c["name"] for c in body["checks"]] == ["reachable", "authenticated", "schema", "table public.orders",
-                                                   "table public.customers"]
+    assert [c["name"] for c in body["checks"]] == [
+        "reachable",
+        "authenticated",
+        "schema",
+        "table public.orders",
+        "table public.customers",
+    ]
     assert all(c["ok"] for c in body["checks"]), body["checks"]
     assert checks["schema"]["detail"] == f"{CAPTURE_ROLE} owns schema rowbell."
     with service_db.cursor() as cursor:
@@ -42,8 +47,10 @@ def test_a_connection_is_checked_saved_and_never_shows_its_password(product_clie
 
 
 def test_a_dsn_can_stand_for_the_fields(product_client, customer_db):
-    dsn = (f"postgresql://{customer_db['user']}:{customer_db['password']}@{customer_db['host']}:{customer_db['port']}/{CUSTOMER_DB}"
-           "?sslmode=disable")
+    dsn = (
+        f"postgresql://{customer_db['user']}:{customer_db['password']}@{customer_db['host']}:{customer_db['port']}/{CUSTOMER_DB}"
+        "?sslmode=disable"
+    )
     response = _create(product_client, dsn=dsn)
     assert response.status_code == 201, response.json()
     assert response.json()["sslmode"] == "disable" and response.json()["user"] == CAPTURE_ROLE
@@ -71,8 +78,10 @@ def test_an_unknown_user_fails_authentication_with_the_servers_reason(product_cl
     assert response.status_code == 422
     checks = _checks(response.json()["error"])
     assert checks["reachable"]["ok"] is True
-    assert checks["authenticated"]["ok"] is False and 'role "nobody_at_all" does not exist' in \
-        checks["authenticated"]["detail"]
+    assert (
+        checks["authenticated"]["ok"] is False
+        and 'role "nobody_at_all" does not exist' in checks["authenticated"]["detail"]
+    )
 
 
 def test_missing_privileges_are_named_with_the_grant_that_fixes_them(product_client, customer_db):
@@ -86,8 +95,10 @@ def test_missing_privileges_are_named_with_the_grant_that_fixes_them(product_cli
     assert checks["schema"]["ok"] is False and "may not create it" in checks["schema"]["detail"]
     # The weak role has no USAGE on public's tables either.
     assert checks["table public.orders"]["ok"] is False
-    assert 'GRANT SELECT, TRIGGER ON TABLE "public"."orders" TO "rowbell_weak_test"' in \
-        checks["table public.orders"]["detail"]
+    assert (
+        'GRANT SELECT, TRIGGER ON TABLE "public"."orders" TO "rowbell_weak_test"'
+        in checks["table public.orders"]["detail"]
+    )
 
 
 def test_check_reports_a_privilege_revoked_later(product_client, customer_db):
@@ -108,21 +119,28 @@ def test_check_reports_a_privilege_revoked_later(product_client, customer_db):
 
 def test_tables_lists_what_the_user_can_read_with_columns_and_primary_keys(product_client, customer_db):
     created = _create(product_client, **customer_db).json()
-    tables = {f"{t['schema']}.{t['name']}": t for t in
-              product_client.get(f"/api/v1/connections/{created['id']}/tables").json()}
+    tables = {
+        f"{t['schema']}.{t['name']}": t
+        for t in product_client.get(f"/api/v1/connections/{created['id']}/tables").json()
+    }
     # Not public.hidden (no SELECT), not Rowbell's own schema.
     assert set(tables) == {"public.customers", "public.orders", "public.no_pk", "public.order_tags"}
     orders = tables["public.orders"]
     assert orders["primary_key"] == ["id"]
     assert {c["name"]: (c["type"], c["nullable"]) for c in orders["columns"]} == {
-        "id": ("bigint", False), "customer_id": ("bigint", True), "status": ("text", False),
-        "total": ("numeric(10,2)", True), "paid": ("boolean", True)}
+        "id": ("bigint", False),
+        "customer_id": ("bigint", True),
+        "status": ("text", False),
+        "total": ("numeric(10,2)", True),
+        "paid": ("boolean", True),
+    }
     assert tables["public.no_pk"]["primary_key"] == []
 
 
 def test_tables_of_a_database_that_went_away_is_a_502(product, product_client):
-    connection = Connection.objects.create(product=product, name="gone", host="127.0.0.1", port=1,
-                                           database="x", user="y")
+    connection = Connection.objects.create(
+        product=product, name="gone", host="127.0.0.1", port=1, database="x", user="y"
+    )
     response = product_client.get(f"/api/v1/connections/{connection.id}/tables")
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "customer_database_unavailable"
@@ -136,12 +154,15 @@ def test_connections_of_another_product_are_not_found(product_client, customer_d
     assert other.get("/api/v1/connections").json() == []
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"host": "h", "database": "d", "user": "u", "schema": "Bad-Name"}, "schema"),
-    ({"host": "h", "database": "d", "user": "u", "tables": ["drop table x"]}, "tables[0]"),
-    ({"database": "d", "user": "u"}, "host"),
-    ({"host": "h", "database": "d", "user": "u", "sslmode": "sometimes"}, "sslmode"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"host": "h", "database": "d", "user": "u", "schema": "Bad-Name"}, "schema"),
+        ({"host": "h", "database": "d", "user": "u", "tables": ["drop table x"]}, "tables[0]"),
+        ({"database": "d", "user": "u"}, "host"),
+        ({"host": "h", "database": "d", "user": "u", "sslmode": "sometimes"}, "sslmode"),
+    ],
+)
 def test_bad_connection_input_names_the_field(product_client, body, field):
     response = _create(product_client, **body)
     assert response.status_code == 400
@@ -150,8 +171,7 @@ def test_bad_connection_input_names_the_field(product_client, body, field):
 
 def test_connection_grants_refuses_what_is_not_an_identifier():
     with pytest.raises(CommandError):
-        call_command("connection_grants", "--user", "x; DROP TABLE y", "--tables", "public.orders",
-                     stdout=StringIO())
+        call_command("connection_grants", "--user", "x; DROP TABLE y", "--tables", "public.orders", stdout=StringIO())
     with pytest.raises(CommandError):
         call_command("connection_grants", "--user", "rowbell", "--tables", "public.orders;--", stdout=StringIO())
 
@@ -163,10 +183,13 @@ def test_a_connection_without_a_password_is_saved_and_works(product_client, cust
     assert Connection.objects.get(id=response.json()["id"]).password == ""
 
 
-@pytest.mark.parametrize("body, reason", [
-    ({"host": "/var/run/postgresql", "database": "x", "user": "y"}, "Unix sockets"),
-    ({"host": "127.0.0.1,10.0.0.1", "database": "x", "user": "y"}, "Unix sockets and host lists"),
-])
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        ({"host": "/var/run/postgresql", "database": "x", "user": "y"}, "Unix sockets"),
+        ({"host": "127.0.0.1,10.0.0.1", "database": "x", "user": "y"}, "Unix sockets and host lists"),
+    ],
+)
 def test_sockets_and_host_lists_are_refused(product_client, body, reason):
     response = _create(product_client, **body)
     assert response.status_code == 422
@@ -176,8 +199,9 @@ def test_sockets_and_host_lists_are_refused(product_client, body, reason):
 
 def test_rowbells_own_database_is_refused(product_client):
     own = service_db.settings_dict
-    response = _create(product_client, host="127.0.0.1", port=int(own["PORT"] or 5432), database=own["NAME"],
-                       user=own["USER"])
+    response = _create(
+        product_client, host="127.0.0.1", port=int(own["PORT"] or 5432), database=own["NAME"], user=own["USER"]
+    )
     assert response.status_code == 422
     assert _checks(response.json()["error"])["allowed"]["detail"] == "This is Rowbell's own database."
 
@@ -190,13 +214,16 @@ def test_loopback_is_refused_unless_allowed(product_client, customer_db, setting
     assert not Connection.objects.exists()
 
 
-@pytest.mark.parametrize("dsn, reason", [
-    ("postgresql://%99@db.example.com/shop", "not UTF-8"),
-    ("postgresql://app@db.example.com/sh%00op", "forbidden value %00"),
-    ("postgresql://app@db.example.com:99999/shop", "less than or equal to 65535"),
-    ("postgresql://app@db.example.com/shop?sslmode=sometimes", "not a valid choice"),
-    ("postgresql://app@db.example.com/" + "d" * 64, "no more than 63 characters"),
-])
+@pytest.mark.parametrize(
+    "dsn, reason",
+    [
+        ("postgresql://%99@db.example.com/shop", "not UTF-8"),
+        ("postgresql://app@db.example.com/sh%00op", "forbidden value %00"),
+        ("postgresql://app@db.example.com:99999/shop", "less than or equal to 65535"),
+        ("postgresql://app@db.example.com/shop?sslmode=sometimes", "not a valid choice"),
+        ("postgresql://app@db.example.com/" + "d" * 64, "no more than 63 characters"),
+    ],
+)
 def test_a_dsn_is_held_to_the_same_rules_as_the_separate_fields(product_client, dsn, reason):
     response = product_client.post("/api/v1/connections", {"name": "shop", "dsn": dsn}, format="json")
     assert response.status_code == 400

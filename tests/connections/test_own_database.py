@@ -26,8 +26,7 @@ def _checks(body):
 
 def _own(**fields):
     own = service_db.settings_dict
-    return {"name": "shop", "port": int(own["PORT"] or 5432), "database": own["NAME"], "user": own["USER"],
-            **fields}
+    return {"name": "shop", "port": int(own["PORT"] or 5432), "database": own["NAME"], "user": own["USER"], **fields}
 
 
 def _rowbell_tables() -> set[str]:
@@ -45,8 +44,7 @@ def test_rowbells_own_database_is_refused_however_its_address_is_written(product
     assert not Connection.objects.exists()
 
 
-def test_own_database_reached_by_an_address_rowbell_does_not_know_is_refused_by_identity(product_client,
-                                                                                         monkeypatch):
+def test_own_database_reached_by_an_address_rowbell_does_not_know_is_refused_by_identity(product_client, monkeypatch):
     # The service database on a private address, reached through a name, a NAT or a proxy that the
     # address comparison cannot recognise.
     own = customer._service_database()
@@ -58,20 +56,33 @@ def test_own_database_reached_by_an_address_rowbell_does_not_know_is_refused_by_
 
 def test_tables_rows_and_capture_never_reach_rowbells_own_database(product, product_client, receiver):
     # A connection stored by other means (before this check existed): every use connects through the check.
-    stored = Connection.objects.create(product=product, name="own", **{
-        k: v for k, v in _own(host="::ffff:127.0.0.1").items() if k != "name"}, password="", sslmode="prefer")
+    stored = Connection.objects.create(
+        product=product,
+        name="own",
+        **{k: v for k, v in _own(host="::ffff:127.0.0.1").items() if k != "name"},
+        password="",
+        sslmode="prefer",
+    )
     tables = product_client.get(f"/api/v1/connections/{stored.id}/tables")
     assert tables.status_code != 200
     assert "deliveries_webhookendpoint" not in tables.content.decode() and OWN_DATABASE in tables.content.decode()
 
     # A row-event webhook on the endpoints table (which holds every product's URLs and secrets) is refused.
     assert "deliveries_webhookendpoint" in _rowbell_tables()
-    hook = product_client.post("/api/v1/webhooks", {"url": receiver.url(), "source": {
-        "connection": str(stored.id), "table": "public.deliveries_webhookendpoint"}}, format="json")
+    hook = product_client.post(
+        "/api/v1/webhooks",
+        {"url": receiver.url(), "source": {"connection": str(stored.id), "table": "public.deliveries_webhookendpoint"}},
+        format="json",
+    )
     assert hook.status_code >= 400
     with admin_connect(service_db.settings_dict["NAME"]) as admin:
-        assert admin.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'deliveries_webhookendpoint'::regclass "
-                             "AND NOT tgisinternal").fetchone()[0] == 0
+        assert (
+            admin.execute(
+                "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'deliveries_webhookendpoint'::regclass "
+                "AND NOT tgisinternal"
+            ).fetchone()[0]
+            == 0
+        )
         assert admin.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'rowbell'").fetchone()[0] == 0
 
 
@@ -111,12 +122,25 @@ def _weak_own() -> Connection:
 def test_after_the_service_database_restarts_its_own_database_is_still_refused(customer_db, monkeypatch):
     # A long-running worker read the service database's identity before the server restarted: the start
     # time it read then is not the server's now.
-    customer_connect(Connection(host="::ffff:127.0.0.1", port=customer_db["port"], database=customer_db["database"],
-                                user=customer_db["user"], password=customer_db["password"], sslmode="prefer")).close()
+    customer_connect(
+        Connection(
+            host="::ffff:127.0.0.1",
+            port=customer_db["port"],
+            database=customer_db["database"],
+            user=customer_db["user"],
+            password=customer_db["password"],
+            sslmode="prefer",
+        )
+    ).close()
     assert customer._own_identity
-    monkeypatch.setattr(customer, "_own_identity", {
-        key: dataclasses.replace(identity, started=identity.started - 3_600_000_000)
-        for key, identity in customer._own_identity.items()})
+    monkeypatch.setattr(
+        customer,
+        "_own_identity",
+        {
+            key: dataclasses.replace(identity, started=identity.started - 3_600_000_000)
+            for key, identity in customer._own_identity.items()
+        },
+    )
     with _revoked():
         for autocommit in (True, False):
             with pytest.raises(OwnDatabaseRefused):
@@ -161,8 +185,14 @@ def round_trips(monkeypatch):
 
 
 def test_a_customer_connect_spends_one_round_trip_on_the_identity(customer_db, round_trips):
-    stored = Connection(host="::ffff:127.0.0.1", port=customer_db["port"], database=customer_db["database"],
-                        user=customer_db["user"], password=customer_db["password"], sslmode="prefer")
+    stored = Connection(
+        host="::ffff:127.0.0.1",
+        port=customer_db["port"],
+        database=customer_db["database"],
+        user=customer_db["user"],
+        password=customer_db["password"],
+        sslmode="prefer",
+    )
     for autocommit in (True, False):
         with customer_connect(stored, autocommit=autocommit) as conn:
             assert round_trips(conn) == 1
@@ -177,21 +207,43 @@ def test_a_customer_connect_spends_one_round_trip_on_the_identity(customer_db, r
 
 
 def test_another_database_on_the_same_server_is_a_customers(customer_db):
-    stored = Connection(host="::ffff:127.0.0.1", port=customer_db["port"], database=customer_db["database"],
-                        user=customer_db["user"], password=customer_db["password"], sslmode="prefer")
+    stored = Connection(
+        host="::ffff:127.0.0.1",
+        port=customer_db["port"],
+        database=customer_db["database"],
+        user=customer_db["user"],
+        password=customer_db["password"],
+        sslmode="prefer",
+    )
     with customer_connect(stored) as conn:
         assert conn.execute("SELECT current_database()").fetchone()[0] == customer_db["database"]
 
 
-@pytest.mark.parametrize("host", ["::127.0.0.1", "::ffff:0:7f00:1", "2002:7f00:1::", "64:ff9b::7f00:1",
-                                  "127\u30020\u30020\u30021", "127.1", "0x7f.1", "017700000001"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "::127.0.0.1",
+        "::ffff:0:7f00:1",
+        "2002:7f00:1::",
+        "64:ff9b::7f00:1",
+        "127\u30020\u30020\u30021",
+        "127.1",
+        "0x7f.1",
+        "017700000001",
+    ],
+)
 def test_a_host_carrying_loopback_is_refused_in_every_spelling(product_client, settings, host):
     settings.ROWBELL_CONNECTION_ALLOW = []
-    response = product_client.post("/api/v1/connections", {"name": "shop", "host": host, "port": 5432,
-                                                            "database": "shop", "user": "rowbell"}, format="json")
+    response = product_client.post(
+        "/api/v1/connections",
+        {"name": "shop", "host": host, "port": 5432, "database": "shop", "user": "rowbell"},
+        format="json",
+    )
     assert response.status_code == 422
     allowed = _checks(response.json()["error"])["allowed"]
-    assert allowed["ok"] is False and "loopback" in allowed["detail"] and "ROWBELL_CONNECTION_ALLOW" in allowed["detail"]
+    assert (
+        allowed["ok"] is False and "loopback" in allowed["detail"] and "ROWBELL_CONNECTION_ALLOW" in allowed["detail"]
+    )
 
 
 def test_the_refusal_leaves_no_connection_open(customer_db):
@@ -206,5 +258,4 @@ def test_the_refusal_leaves_no_connection_open(customer_db):
 
 def _backends() -> int:
     with admin_connect() as admin:
-        return admin.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rowbell'"
-                             ).fetchone()[0]
+        return admin.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rowbell'").fetchone()[0]

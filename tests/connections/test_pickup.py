@@ -18,7 +18,6 @@ from apps.connections.customer import customer_connect
 from apps.connections.models import NOTHING_CONSUMED, Connection, Event
 from apps.connections.pickup import BACKLOG_SQL, event_log_poll, poll_statement
 from apps.connections.services import connection_captures_install
-
 from tests.conftest import free_port
 
 from .conftest import CAPTURE_ROLE, CUSTOMER_DB, WRITER_ROLE, admin_connect, writer_connect
@@ -66,8 +65,14 @@ def test_an_open_transaction_that_wrote_is_reported_and_read_when_it_commits(con
         assert health["backlog"] == 0  # an uncommitted event is not there yet
         assert [h["pid"] for h in health["held_back_by"]] == [open_writer.info.backend_pid]
         # Another role's session, seen by Rowbell's role without pg_read_all_stats: who, not since when.
-        assert health["held_back_by"][0] | {"pid": 0} == {"pid": 0, "user": WRITER_ROLE, "application_name": "",
-                                                          "state": None, "xact_start": None, "seconds_open": None}
+        assert health["held_back_by"][0] | {"pid": 0} == {
+            "pid": 0,
+            "user": WRITER_ROLE,
+            "application_name": "",
+            "state": None,
+            "xact_start": None,
+            "seconds_open": None,
+        }
         open_writer.commit()
     finally:
         open_writer.close()
@@ -105,15 +110,20 @@ def prepared_server():
     if as_postgres:
         shutil.chown(data.parent, "postgres")
     port = free_port()
-    subprocess.run(as_postgres + [f"{bindir}/initdb", "-D", str(data), "-A", "trust", "-U", "postgres"],
-                   check=True, capture_output=True)
-    options = (f"-p {port} -k {data.parent} -c listen_addresses=127.0.0.1 -c max_prepared_transactions=4 "
-               "-c fsync=off")
-    subprocess.run(as_postgres + [f"{bindir}/pg_ctl", "-D", str(data), "-o", options, "-w", "-l",
-                                  str(data.parent / "log"), "start"], check=True, capture_output=True)
+    subprocess.run(
+        as_postgres + [f"{bindir}/initdb", "-D", str(data), "-A", "trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+    )
+    options = f"-p {port} -k {data.parent} -c listen_addresses=127.0.0.1 -c max_prepared_transactions=4 -c fsync=off"
+    subprocess.run(
+        as_postgres
+        + [f"{bindir}/pg_ctl", "-D", str(data), "-o", options, "-w", "-l", str(data.parent / "log"), "start"],
+        check=True,
+        capture_output=True,
+    )
     yield port
-    subprocess.run(as_postgres + [f"{bindir}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"],
-                   capture_output=True)
+    subprocess.run(as_postgres + [f"{bindir}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
     shutil.rmtree(data.parent, ignore_errors=True)
 
 
@@ -128,9 +138,15 @@ def test_a_prepared_transaction_that_wrote_is_reported_and_read_when_committed(p
         admin.execute("DROP TABLE IF EXISTS public.orders; DROP SCHEMA IF EXISTS rowbell CASCADE")
         admin.execute("CREATE TABLE public.orders (id bigserial PRIMARY KEY, status text)")
         captures_install(admin, schema="rowbell", captures=[ORDERS])
-    connection = Connection.objects.create(product=product, name="prepared", host="127.0.0.1",
-                                           port=prepared_server, database="postgres", user="postgres",
-                                           capture_installed_at=timezone.now())
+    connection = Connection.objects.create(
+        product=product,
+        name="prepared",
+        host="127.0.0.1",
+        port=prepared_server,
+        database="postgres",
+        user="postgres",
+        capture_installed_at=timezone.now(),
+    )
     app = psycopg.connect(**dsn, application_name="shop")
     _insert(app, "prepared")
     app.execute("PREPARE TRANSACTION 'rowbell_test_prepared'")
@@ -187,14 +203,20 @@ def test_the_old_cursor_converts_to_a_state_that_neither_skips_nor_repeats(conne
 
 
 def test_the_conversion_of_the_old_cursor():
-    assert migration.pickup_state_from_cursor(0, 0) == {"consumed_snapshot": NOTHING_CONSUMED, "batch_snapshot": "",
-                                                        "cursor_xid": 0, "cursor_id": 0}
+    assert migration.pickup_state_from_cursor(0, 0) == {
+        "consumed_snapshot": NOTHING_CONSUMED,
+        "batch_snapshot": "",
+        "cursor_xid": 0,
+        "cursor_id": 0,
+    }
     state = migration.pickup_state_from_cursor(7406, 52)
     assert state == {"consumed_snapshot": "7406:7406:", "batch_snapshot": "", "cursor_xid": 7406, "cursor_id": 52}
     # Backwards: exact while the state has not moved; afterwards, read again below xmin rather than skip.
     assert migration.cursor_from_pickup_state("7406:7406:", 7406, 52) == {"cursor_xid": 7406, "cursor_id": 52}
-    assert migration.cursor_from_pickup_state("7410:7415:7410,7412", 0, 0) == {"cursor_xid": 7409,
-                                                                               "cursor_id": 2**63 - 1}
+    assert migration.cursor_from_pickup_state("7410:7415:7410,7412", 0, 0) == {
+        "cursor_xid": 7409,
+        "cursor_id": 2**63 - 1,
+    }
     assert migration.cursor_from_pickup_state(NOTHING_CONSUMED, 0, 0) == {"cursor_xid": 0, "cursor_id": 0}
 
 
@@ -211,8 +233,10 @@ def test_a_page_reads_the_log_by_its_key_never_from_its_start(connection, idle_n
     connection_captures_install(connection=connection, captures=[ORDERS], actor="test")
     with admin_connect(CUSTOMER_DB) as admin:
         for _ in range(50):
-            admin.execute("INSERT INTO rowbell.event_log (capture, table_name, op, ids) SELECT 'old', "
-                          "'public.orders', 'insert', jsonb_build_array(g) FROM generate_series(1, 1000) g")
+            admin.execute(
+                "INSERT INTO rowbell.event_log (capture, table_name, op, ids) SELECT 'old', "
+                "'public.orders', 'insert', jsonb_build_array(g) FROM generate_series(1, 1000) g"
+            )
         long = writer_connect(autocommit=False)
         try:
             _insert(long, "long")
@@ -238,8 +262,15 @@ def test_a_page_reads_the_log_by_its_key_never_from_its_start(connection, idle_n
             for scan in scans:
                 assert scan["Node Type"] in ("Index Scan", "Index Only Scan", "Bitmap Heap Scan"), scan
                 assert scan.get("Index Name", "event_log_pkey") == "event_log_pkey"
-            touched = sum((scan["Actual Rows"] + scan.get("Rows Removed by Filter", 0)
-                           + scan.get("Rows Removed by Index Recheck", 0)) * scan["Actual Loops"] for scan in scans)
+            touched = sum(
+                (
+                    scan["Actual Rows"]
+                    + scan.get("Rows Removed by Filter", 0)
+                    + scan.get("Rows Removed by Index Recheck", 0)
+                )
+                * scan["Actual Loops"]
+                for scan in scans
+            )
             assert touched == 4, plan
     assert event_log_poll(connection_id=connection.id) == 4
     assert _read(connection) == [1, 2, 3, 4]

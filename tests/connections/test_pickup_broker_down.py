@@ -25,7 +25,8 @@ def _log(processes, name):
 
 
 def test_listener_and_dispatcher_go_on_without_the_broker_and_the_work_completes_once_it_is_back(
-        processes, receiver, customer_db, product_with_key, settings):
+    processes, receiver, customer_db, product_with_key, settings
+):
     from apps.connections.models import Event
     from apps.runs.models import Run, RunStatus, TriggerRequest
     from tests.conftest import client_for
@@ -35,12 +36,29 @@ def test_listener_and_dispatcher_go_on_without_the_broker_and_the_work_completes
         connection = client.post("/api/v1/connections", {"name": "shop", **customer_db}, format="json").json()
         hook = client.post("/api/v1/webhooks", {"url": receiver.url()}, format="json").json()
         step = {"id": "hook", "type": "notify", "channel": "webhook", "webhook": hook["id"]}
-        assert client.post("/api/v1/workflows", {
-            "key": "order-created", "steps": [step],
-            "trigger": {"type": "database", "connection": connection["id"], "table": "public.orders",
-                        "events": ["row.created"]}}, format="json").status_code == 201
-        assert client.post("/api/v1/workflows", {"key": "api", "trigger": {"type": "api"}, "steps": [step]},
-                           format="json").status_code == 201
+        assert (
+            client.post(
+                "/api/v1/workflows",
+                {
+                    "key": "order-created",
+                    "steps": [step],
+                    "trigger": {
+                        "type": "database",
+                        "connection": connection["id"],
+                        "table": "public.orders",
+                        "events": ["row.created"],
+                    },
+                },
+                format="json",
+            ).status_code
+            == 201
+        )
+        assert (
+            client.post(
+                "/api/v1/workflows", {"key": "api", "trigger": {"type": "api"}, "steps": [step]}, format="json"
+            ).status_code
+            == 201
+        )
         for key in ("order-created", "api"):
             assert client.post(f"/api/v1/workflows/{key}/publish").status_code == 201
 
@@ -54,28 +72,38 @@ def test_listener_and_dispatcher_go_on_without_the_broker_and_the_work_completes
 
         with writer_connect() as app:
             app.execute("INSERT INTO public.orders (status) VALUES ('first')")
-        assert wait_until(lambda: Run.objects.filter(event__isnull=False).count() == 1, timeout=30), \
-            _log(processes, "listener")[-3000:]
+        assert wait_until(lambda: Run.objects.filter(event__isnull=False).count() == 1, timeout=30), _log(
+            processes, "listener"
+        )[-3000:]
         # Its hint failed after commit: the listener goes on and records what comes next.
         with writer_connect() as app:
             app.execute("INSERT INTO public.orders (status) VALUES ('second')")
             app.execute("INSERT INTO public.orders (status) VALUES ('third')")
-        assert wait_until(lambda: Run.objects.filter(event__isnull=False).count() == 3, timeout=30), \
-            _log(processes, "listener")[-3000:]
+        assert wait_until(lambda: Run.objects.filter(event__isnull=False).count() == 3, timeout=30), _log(
+            processes, "listener"
+        )[-3000:]
         assert Event.objects.count() == 3
 
-        requests = [client.post("/api/v1/trigger", {"workflow": "api", "to": [{"id": f"u{i}"}]},
-                                format="json").json()["request_id"] for i in range(2)]
-        assert wait_until(lambda: TriggerRequest.objects.filter(id__in=requests, enqueued_at__isnull=False)
-                          .count() == 2, timeout=30), _log(processes, "dispatcher")[-3000:]
+        requests = [
+            client.post("/api/v1/trigger", {"workflow": "api", "to": [{"id": f"u{i}"}]}, format="json").json()[
+                "request_id"
+            ]
+            for i in range(2)
+        ]
+        assert wait_until(
+            lambda: TriggerRequest.objects.filter(id__in=requests, enqueued_at__isnull=False).count() == 2, timeout=30
+        ), _log(processes, "dispatcher")[-3000:]
 
         assert _alive(processes, "listener"), _log(processes, "listener")[-3000:]
         assert _alive(processes, "dispatcher"), _log(processes, "dispatcher")[-3000:]
         listener_log, dispatcher_log = _log(processes, "listener"), _log(processes, "dispatcher")
         run_ids = list(Run.objects.filter(event__isnull=False).values_list("id", flat=True))
         assert "Traceback" not in listener_log and "Traceback" not in dispatcher_log, listener_log + dispatcher_log
-        warned = [int(i) for ids in re.findall(r"apps\.runs\.tasks\.runs_execute to normal, ids \[([\d, ]+)\]",
-                                                listener_log) for i in ids.split(", ")]
+        warned = [
+            int(i)
+            for ids in re.findall(r"apps\.runs\.tasks\.runs_execute to normal, ids \[([\d, ]+)\]", listener_log)
+            for i in ids.split(", ")
+        ]
         assert sorted(warned) == sorted(run_ids), listener_log  # each lost hint named once
         assert all(r in dispatcher_log for r in requests) and "apps.runs.tasks.requests_start" in dispatcher_log
         assert Run.objects.filter(status=RunStatus.QUEUED).count() == 3 and not receiver.requests
@@ -86,8 +114,9 @@ def test_listener_and_dispatcher_go_on_without_the_broker_and_the_work_completes
         processes.worker()
         processes.beat()
         assert receiver.wait_for(5, timeout=60), _log(processes, "worker")[-3000:] + _log(processes, "beat")[-2000:]
-        assert wait_until(lambda: Run.objects.filter(status=RunStatus.COMPLETED).count() == 5, timeout=30), \
-            list(Run.objects.values_list("id", "status", "waiting_on", "error"))
+        assert wait_until(lambda: Run.objects.filter(status=RunStatus.COMPLETED).count() == 5, timeout=30), list(
+            Run.objects.values_list("id", "status", "waiting_on", "error")
+        )
         bodies = [json.loads(r["body"]) for r in receiver.requests]
         assert sorted(b["data"]["workflow"] for b in bodies) == ["api", "api"] + ["order-created"] * 3
         assert _alive(processes, "listener") and _alive(processes, "dispatcher")

@@ -33,12 +33,15 @@ KEYS = {
     "text": (["id"], ["text"], ["'Ünïcode / key 1.0'"], "Ünïcode / key 1.0"),
     "uuid": (["id"], ["uuid"], ["'8f14e45f-ceea-467f-a0b6-2b0c2c3a4d5e'"], "8f14e45f-ceea-467f-a0b6-2b0c2c3a4d5e"),
     "numeric": (["id"], ["numeric(30,20)"], ["1.23456789012345678901"], Decimal("1.23456789012345678901")),
-    "timestamptz": (["id"], ["timestamptz"], ["'2026-03-01 12:34:56.789012+00'"],
-                    "2026-03-01T18:04:56.789012+05:30"),
+    "timestamptz": (["id"], ["timestamptz"], ["'2026-03-01 12:34:56.789012+00'"], "2026-03-01T18:04:56.789012+05:30"),
     "timestamp": (["id"], ["timestamp"], ["'2026-03-01 12:34:56.5'"], "2026-03-01T12:34:56.5"),
     "date": (["id"], ["date"], ["'2026-03-01'"], "2026-03-01"),
-    "composite": (["name", "at"], ["text", "timestamptz"], ["'north'", "'2026-03-01 12:00:00+00'"],
-                  ["north", "2026-03-01T17:30:00+05:30"]),
+    "composite": (
+        ["name", "at"],
+        ["text", "timestamptz"],
+        ["'north'", "'2026-03-01 12:00:00+00'"],
+        ["north", "2026-03-01T17:30:00+05:30"],
+    ),
 }
 
 
@@ -67,9 +70,11 @@ def keyed(connection):
         admin.execute(f"ALTER ROLE {CAPTURE_ROLE} IN DATABASE {CUSTOMER_DB} SET TimeZone = 'UTC'")
         for kind, (columns, types, _, _) in KEYS.items():
             admin.execute(f"DROP TABLE IF EXISTS public.keyed_{kind}")
-            admin.execute(f"CREATE TABLE public.keyed_{kind} ("
-                          + "".join(f"{c} {t} NOT NULL, " for c, t in zip(columns, types))
-                          + f"note text, PRIMARY KEY ({', '.join(columns)}))")
+            admin.execute(
+                f"CREATE TABLE public.keyed_{kind} ("
+                + "".join(f"{c} {t} NOT NULL, " for c, t in zip(columns, types))
+                + f"note text, PRIMARY KEY ({', '.join(columns)}))"
+            )
             admin.execute(f"GRANT SELECT, TRIGGER ON public.keyed_{kind} TO {CAPTURE_ROLE}")
             admin.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON public.keyed_{kind} TO {WRITER_ROLE}")
     yield
@@ -83,16 +88,23 @@ def _insert(kind, note="found"):
     columns, _, values, _ = KEYS[kind]
     with writer_connect() as app:
         app.execute(f"SET TimeZone = '{WRITER_TIME_ZONE}'")
-        app.execute(f"INSERT INTO public.keyed_{kind} ({', '.join(columns)}, note) "
-                    f"VALUES ({', '.join(values)}, '{note}')")
+        app.execute(
+            f"INSERT INTO public.keyed_{kind} ({', '.join(columns)}, note) VALUES ({', '.join(values)}, '{note}')"
+        )
 
 
 @pytest.mark.parametrize("kind", KEYS)
-def test_a_row_event_webhook_carries_the_key_as_the_customer_wrote_it(product_client, receiver, connection, keyed,
-                                                                       kind):
-    response = product_client.post("/api/v1/webhooks", {"url": receiver.url(), "source": {
-        "connection": str(connection.id), "table": f"public.keyed_{kind}", "events": ["row.created"]}},
-        format="json")
+def test_a_row_event_webhook_carries_the_key_as_the_customer_wrote_it(
+    product_client, receiver, connection, keyed, kind
+):
+    response = product_client.post(
+        "/api/v1/webhooks",
+        {
+            "url": receiver.url(),
+            "source": {"connection": str(connection.id), "table": f"public.keyed_{kind}", "events": ["row.created"]},
+        },
+        format="json",
+    )
     assert response.status_code == 201, response.json()
     _insert(kind)
     poll(connection_id=connection.id)
@@ -110,23 +122,43 @@ def test_a_row_event_webhook_carries_the_key_as_the_customer_wrote_it(product_cl
 
 
 @pytest.mark.parametrize("kind", KEYS)
-def test_a_run_finds_the_row_by_its_key_and_its_webhook_carries_the_key(product_client, receiver, connection, keyed,
-                                                                        kind):
+def test_a_run_finds_the_row_by_its_key_and_its_webhook_carries_the_key(
+    product_client, receiver, connection, keyed, kind
+):
     endpoint = product_client.post("/api/v1/webhooks", {"url": receiver.url()}, format="json").json()
-    response = product_client.post("/api/v1/workflows", {
-        "key": "keyed", "trigger": {"type": "database", "connection": str(connection.id),
-                                    "table": f"public.keyed_{kind}", "events": ["row.created"]},
-        "steps": [{"id": "mail", "type": "notify", "channel": "email", "to": "ops@example.com",
-                   "subject": "{{ row.note }}", "body": "{{ row | tojson }}"},
-                  {"id": "hook", "type": "notify", "channel": "webhook", "webhook": endpoint["id"]}]}, format="json")
+    response = product_client.post(
+        "/api/v1/workflows",
+        {
+            "key": "keyed",
+            "trigger": {
+                "type": "database",
+                "connection": str(connection.id),
+                "table": f"public.keyed_{kind}",
+                "events": ["row.created"],
+            },
+            "steps": [
+                {
+                    "id": "mail",
+                    "type": "notify",
+                    "channel": "email",
+                    "to": "ops@example.com",
+                    "subject": "{{ row.note }}",
+                    "body": "{{ row | tojson }}",
+                },
+                {"id": "hook", "type": "notify", "channel": "webhook", "webhook": endpoint["id"]},
+            ],
+        },
+        format="json",
+    )
     assert response.status_code == 201, response.json()
     assert product_client.post("/api/v1/workflows/keyed/publish").status_code == 201
     _insert(kind)
     poll(connection_id=connection.id)
     for _ in range(3):  # the email step, then the webhook step once the email is sent
         runs_execute(run_ids=list(Run.objects.filter(status=RunStatus.QUEUED).values_list("id", flat=True)))
-        deliveries_send(delivery_ids=list(Delivery.objects.filter(status=DeliveryStatus.QUEUED)
-                                          .values_list("id", flat=True)))
+        deliveries_send(
+            delivery_ids=list(Delivery.objects.filter(status=DeliveryStatus.QUEUED).values_list("id", flat=True))
+        )
 
     run = Run.objects.get()
     assert run.status == RunStatus.COMPLETED, run.error
@@ -149,22 +181,35 @@ def test_a_run_finds_the_row_by_its_key_and_its_webhook_carries_the_key(product_
 def test_rows_saved_without_key_types_are_read_with_the_catalog_s_types(connection, keyed, kind):
     _insert(kind, note="here")
     columns, types, _, expected = KEYS[kind]
-    absent = {"bigint": 1, "text": "nope", "uuid": "00000000-0000-0000-0000-000000000000", "numeric": Decimal("1.5"),
-              "timestamptz": "2026-03-01T12:34:56+00:00", "timestamp": "2026-03-01T12:34:56",
-              "date": "2026-03-02", "composite": ["north", "2026-03-01T12:00:01+00:00"]}[kind]
+    absent = {
+        "bigint": 1,
+        "text": "nope",
+        "uuid": "00000000-0000-0000-0000-000000000000",
+        "numeric": Decimal("1.5"),
+        "timestamptz": "2026-03-01T12:34:56+00:00",
+        "timestamp": "2026-03-01T12:34:56",
+        "date": "2026-03-02",
+        "composite": ["north", "2026-03-01T12:00:01+00:00"],
+    }[kind]
     ids = [absent, expected]
     legacy = {"table": f"public.keyed_{kind}", "key": columns}
     base = {c: t.split("(")[0] for c, t in zip(columns, types)}  # as sources record them: no type modifier
-    for rows_from in (legacy, {**legacy, "key_types": {"id": "bigint"} if len(columns) > 1 else {}},
-                      {**legacy, "key_types": base}):
+    for rows_from in (
+        legacy,
+        {**legacy, "key_types": {"id": "bigint"} if len(columns) > 1 else {}},
+        {**legacy, "key_types": base},
+    ):
         rows, missing = rows_read(connection=connection, rows_from=rows_from, ids=ids)
         assert [r["note"] for r in rows] == ["here"] and missing == [absent], rows_from
 
 
 def test_ids_of_another_shape_than_the_key_name_no_row(connection, keyed):
     _insert("composite")
-    rows_from = {"table": "public.keyed_composite", "key": ["name", "at"], "key_types": {
-        "name": "text", "at": "timestamp with time zone"}}
+    rows_from = {
+        "table": "public.keyed_composite",
+        "key": ["name", "at"],
+        "key_types": {"name": "text", "at": "timestamp with time zone"},
+    }
     good = KEYS["composite"][3]
     rows, missing = rows_read(connection=connection, rows_from=rows_from, ids=["north", ["north"], good])
     assert [r["note"] for r in rows] == ["found"] and missing == ["north", ["north"]]
@@ -175,12 +220,21 @@ def test_a_key_column_gone_from_the_table_is_a_database_error_naming_it(connecti
         rows_read(connection=connection, rows_from={"table": "public.keyed_bigint", "key": ["gone"]}, ids=[1])
 
 
-@pytest.mark.parametrize("kind, rows_from, ids", [
-    ("bigint", {"table": "public.big", "key": ["id"], "key_types": {"id": "bigint"}}, [5, 77_777, 100_001]),
-    ("composite", {"table": "public.big_composite", "key": ["name", "at"],
-                   "key_types": {"name": "text", "at": "timestamp with time zone"}},
-     [["n5", "2026-01-01T00:00:05+00:00"], ["n77777", "2026-01-01T21:36:17+00:00"]]),
-])
+@pytest.mark.parametrize(
+    "kind, rows_from, ids",
+    [
+        ("bigint", {"table": "public.big", "key": ["id"], "key_types": {"id": "bigint"}}, [5, 77_777, 100_001]),
+        (
+            "composite",
+            {
+                "table": "public.big_composite",
+                "key": ["name", "at"],
+                "key_types": {"name": "text", "at": "timestamp with time zone"},
+            },
+            [["n5", "2026-01-01T00:00:05+00:00"], ["n77777", "2026-01-01T21:36:17+00:00"]],
+        ),
+    ],
+)
 def test_a_read_by_key_uses_the_primary_key_index(connection, kind, rows_from, ids):
     table = rows_from["table"].split(".")[1]
     with admin_connect(CUSTOMER_DB) as admin:
@@ -190,16 +244,19 @@ def test_a_read_by_key_uses_the_primary_key_index(connection, kind, rows_from, i
             admin.execute(f"INSERT INTO public.{table} SELECT n, 'row ' || n FROM generate_series(1, 100000) n")
         else:
             admin.execute(f"CREATE TABLE public.{table} (name text, at timestamptz, note text, PRIMARY KEY (name, at))")
-            admin.execute(f"INSERT INTO public.{table} SELECT 'n' || n, '2026-01-01 00:00+00'::timestamptz "
-                          "+ make_interval(secs => n), 'row ' || n FROM generate_series(1, 100000) n")
+            admin.execute(
+                f"INSERT INTO public.{table} SELECT 'n' || n, '2026-01-01 00:00+00'::timestamptz "
+                "+ make_interval(secs => n), 'row ' || n FROM generate_series(1, 100000) n"
+            )
         admin.execute(f"ANALYZE public.{table}")
         admin.execute(f"GRANT SELECT ON public.{table} TO {CAPTURE_ROLE}")
     try:
         query, params = rows_query(rows_from=rows_from, key_types=rows_from["key_types"], ids=ids)
         with customer_connect(connection) as conn:
             plan = "\n".join(r[0] for r in conn.execute(sql.SQL("EXPLAIN {}").format(query), params))
-        assert f"{table}_pkey" in plan and any(s in plan for s in ("Index Scan", "Index Only Scan",
-                                                                   "Bitmap Index Scan")), plan
+        assert f"{table}_pkey" in plan and any(
+            s in plan for s in ("Index Scan", "Index Only Scan", "Bitmap Index Scan")
+        ), plan
         assert "Seq Scan" not in plan, plan
         rows, missing = rows_read(connection=connection, rows_from=rows_from, ids=ids)
         assert [r["note"] for r in rows] == ["row 5", "row 77777"]
@@ -209,15 +266,18 @@ def test_a_read_by_key_uses_the_primary_key_index(connection, kind, rows_from, i
             admin.execute(f"DROP TABLE IF EXISTS public.{table}")
 
 
-
 def test_a_row_read_the_database_refuses_names_the_grant_that_fixes_it(connection):
     with admin_connect(CUSTOMER_DB) as admin:
         admin.execute(f"REVOKE SELECT ON public.orders FROM {CAPTURE_ROLE}")
     try:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege,
-                           match=f'GRANT SELECT ON TABLE "public"."orders" TO "{CAPTURE_ROLE}";'):
-            rows_read(connection=connection, rows_from={"table": "public.orders", "key": ["id"],
-                                                        "key_types": {"id": "bigint"}}, ids=[1])
+        with pytest.raises(
+            psycopg.errors.InsufficientPrivilege, match=f'GRANT SELECT ON TABLE "public"."orders" TO "{CAPTURE_ROLE}";'
+        ):
+            rows_read(
+                connection=connection,
+                rows_from={"table": "public.orders", "key": ["id"], "key_types": {"id": "bigint"}},
+                ids=[1],
+            )
     finally:
         with admin_connect(CUSTOMER_DB) as admin:
             admin.execute(f"GRANT SELECT ON public.orders TO {CAPTURE_ROLE}")

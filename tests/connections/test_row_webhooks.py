@@ -12,11 +12,12 @@ from .conftest import CUSTOMER_DB, admin_connect, pickup_rewind, poll, writer_co
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-
-
 def _subscribe(client, receiver, connection, **source):
-    return client.post("/api/v1/webhooks", {"url": receiver.url(), "source": {
-        "connection": str(connection.id), "table": "public.orders", **source}}, format="json")
+    return client.post(
+        "/api/v1/webhooks",
+        {"url": receiver.url(), "source": {"connection": str(connection.id), "table": "public.orders", **source}},
+        format="json",
+    )
 
 
 def _send_all():
@@ -25,12 +26,17 @@ def _send_all():
 
 
 def test_subscribing_installs_the_trigger_and_row_changes_arrive_as_thin_signed_webhooks(
-        product_client, receiver, connection):
+    product_client, receiver, connection
+):
     response = _subscribe(product_client, receiver, connection, events=["row.created", "row.deleted"])
     assert response.status_code == 201, response.json()
     created = response.json()
-    assert created["source"] == {"connection": str(connection.id), "table": "public.orders",
-                                 "events": ["row.created", "row.deleted"], "columns": []}
+    assert created["source"] == {
+        "connection": str(connection.id),
+        "table": "public.orders",
+        "events": ["row.created", "row.deleted"],
+        "columns": [],
+    }
     endpoint = WebhookEndpoint.objects.get(id=created["id"])
     with customer_connect(connection) as conn:
         assert endpoint.capture in captures_installed(conn, schema="rowbell")
@@ -86,20 +92,27 @@ def test_reading_an_event_again_notifies_once(product_client, receiver, connecti
     assert Delivery.objects.count() == 1
 
 
-@pytest.mark.parametrize("source, field", [
-    ({"table": "public.nope", "events": ["row.created"]}, "source.table"),
-    ({"table": "public.no_pk", "events": ["row.created"]}, "source.table"),
-    ({"table": "public.hidden", "events": ["row.created"]}, "source.table"),
-    ({"table": "public.orders", "events": ["row.exploded"]}, "source.events"),
-    ({"table": "public.orders", "events": [{}]}, "source.events"),
-    ({"table": "public.orders", "events": ["row.updated"], "columns": ["status", "nope"]}, "source.columns[1]"),
-    ({"table": "public.orders", "events": ["row.created"], "columns": ["status"]}, "source.columns"),
-    ({"table": "public.orders", "events": ["row.created"], "sql": "1=1"}, "source.sql"),
-])
-def test_bad_sources_are_refused_with_the_field_and_nothing_is_installed(product_client, receiver, connection,
-                                                                         source, field):
-    response = product_client.post("/api/v1/webhooks", {"url": receiver.url(), "source": {
-        "connection": str(connection.id), **source}}, format="json")
+@pytest.mark.parametrize(
+    "source, field",
+    [
+        ({"table": "public.nope", "events": ["row.created"]}, "source.table"),
+        ({"table": "public.no_pk", "events": ["row.created"]}, "source.table"),
+        ({"table": "public.hidden", "events": ["row.created"]}, "source.table"),
+        ({"table": "public.orders", "events": ["row.exploded"]}, "source.events"),
+        ({"table": "public.orders", "events": [{}]}, "source.events"),
+        ({"table": "public.orders", "events": ["row.updated"], "columns": ["status", "nope"]}, "source.columns[1]"),
+        ({"table": "public.orders", "events": ["row.created"], "columns": ["status"]}, "source.columns"),
+        ({"table": "public.orders", "events": ["row.created"], "sql": "1=1"}, "source.sql"),
+    ],
+)
+def test_bad_sources_are_refused_with_the_field_and_nothing_is_installed(
+    product_client, receiver, connection, source, field
+):
+    response = product_client.post(
+        "/api/v1/webhooks",
+        {"url": receiver.url(), "source": {"connection": str(connection.id), **source}},
+        format="json",
+    )
     assert response.status_code == 400, response.json()
     assert field in {f["field"] for f in response.json()["error"]["fields"]}
     assert not WebhookEndpoint.objects.exists()
@@ -117,14 +130,20 @@ def test_a_connection_of_another_product_cannot_be_used(receiver, connection):
     assert response.json()["error"]["fields"][0]["field"] == "source.connection"
 
 
-@pytest.mark.parametrize("source", [
-    {"table": 'public.orders"; DROP TABLE public.customers; --', "events": ["row.created"]},
-    {"table": "public.orders", "events": ["row.updated"], "columns": ['status") IS NULL; DROP TABLE x; --']},
-    {"table": "public.orders; DELETE FROM public.orders", "events": ["row.created"]},
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        {"table": 'public.orders"; DROP TABLE public.customers; --', "events": ["row.created"]},
+        {"table": "public.orders", "events": ["row.updated"], "columns": ['status") IS NULL; DROP TABLE x; --']},
+        {"table": "public.orders; DELETE FROM public.orders", "events": ["row.created"]},
+    ],
+)
 def test_injection_through_names_never_reaches_the_database(product_client, receiver, connection, source):
-    response = product_client.post("/api/v1/webhooks", {"url": receiver.url(), "source": {
-        "connection": str(connection.id), **source}}, format="json")
+    response = product_client.post(
+        "/api/v1/webhooks",
+        {"url": receiver.url(), "source": {"connection": str(connection.id), **source}},
+        format="json",
+    )
     assert response.status_code == 400
     with admin_connect(CUSTOMER_DB) as admin:
         assert admin.execute("SELECT to_regclass('public.customers')").fetchone()[0] is not None
@@ -166,7 +185,8 @@ def test_the_triggers_command_shows_drift_repairs_it_and_prunes(product_client, 
 
 
 def test_disabling_the_last_subscriber_retires_its_trigger_and_enabling_restores_it(
-        product_client, receiver, connection, hinted, django_capture_on_commit_callbacks):
+    product_client, receiver, connection, hinted, django_capture_on_commit_callbacks
+):
     first = _subscribe(product_client, receiver, connection, events=["row.created"]).json()
     second = _subscribe(product_client, receiver, connection, events=["row.created"]).json()  # same capture
     capture = WebhookEndpoint.objects.get(id=first["id"]).capture
@@ -196,8 +216,9 @@ def test_disabling_the_last_subscriber_retires_its_trigger_and_enabling_restores
     assert [d.payload["ids"] for d in Delivery.objects.all()] == [[2]]
 
 
-def test_disabling_while_the_database_is_down_still_disables(product_client, receiver, connection, hinted,
-                                                            django_capture_on_commit_callbacks):
+def test_disabling_while_the_database_is_down_still_disables(
+    product_client, receiver, connection, hinted, django_capture_on_commit_callbacks
+):
     created = _subscribe(product_client, receiver, connection, events=["row.created"]).json()
     Connection.objects.filter(id=connection.id).update(port=1)
     with django_capture_on_commit_callbacks(execute=True):
@@ -207,8 +228,9 @@ def test_disabling_while_the_database_is_down_still_disables(product_client, rec
     assert WebhookEndpoint.objects.get(id=created["id"]).enabled is False
 
 
-def test_switching_notify_on_keeps_existing_subscriptions_working(product_client, receiver, connection, settings,
-                                                                  hinted, django_capture_on_commit_callbacks):
+def test_switching_notify_on_keeps_existing_subscriptions_working(
+    product_client, receiver, connection, settings, hinted, django_capture_on_commit_callbacks
+):
     first = _subscribe(product_client, receiver, connection, events=["row.created"]).json()
     _subscribe(product_client, receiver, connection, events=["row.created"])
     settings.ROWBELL_CAPTURE_NOTIFY = True  # an operator turns the wake-up on, then disables one endpoint

@@ -18,8 +18,14 @@ def subscribed(processes, receiver, customer_db, product_with_key):
 
     client = client_for(product_with_key[1])
     connection = client.post("/api/v1/connections", {"name": "shop", **customer_db}, format="json").json()
-    hook = client.post("/api/v1/webhooks", {"url": receiver.url(), "source": {
-        "connection": connection["id"], "table": "public.orders", "events": ["row.created"]}}, format="json").json()
+    hook = client.post(
+        "/api/v1/webhooks",
+        {
+            "url": receiver.url(),
+            "source": {"connection": connection["id"], "table": "public.orders", "events": ["row.created"]},
+        },
+        format="json",
+    ).json()
     yield {"connection": connection, "hook": hook}
     customer_db_reset()
 
@@ -49,8 +55,7 @@ def test_the_listener_alone_picks_changes_up_without_the_beat_poller(processes, 
 
 
 @pytest.mark.parametrize("processes", [{"ROWBELL_CAPTURE_NOTIFY": "true"}], indirect=True)
-def test_with_notify_the_listener_is_woken_by_the_trigger(processes, receiver, customer_db, product_with_key,
-                                                         settings):
+def test_with_notify_the_listener_is_woken_by_the_trigger(processes, receiver, customer_db, product_with_key, settings):
     from apps.connections.capture import NOTIFY_CHANNEL
     from apps.connections.customer import customer_connect
     from apps.connections.models import Connection
@@ -60,8 +65,14 @@ def test_with_notify_the_listener_is_woken_by_the_trigger(processes, receiver, c
     client = client_for(product_with_key[1])
     try:
         connection = client.post("/api/v1/connections", {"name": "shop", **customer_db}, format="json").json()
-        client.post("/api/v1/webhooks", {"url": receiver.url(), "source": {
-            "connection": connection["id"], "table": "public.orders", "events": ["row.created"]}}, format="json")
+        client.post(
+            "/api/v1/webhooks",
+            {
+                "url": receiver.url(),
+                "source": {"connection": connection["id"], "table": "public.orders", "events": ["row.created"]},
+            },
+            format="json",
+        )
         with customer_connect(Connection.objects.get(id=connection["id"])) as conn:
             body = conn.execute("SELECT prosrc FROM pg_proc WHERE proname LIKE 'rb\\_%%\\_insert'").fetchone()[0]
         assert f"pg_notify('{NOTIFY_CHANNEL}'" in body
@@ -83,7 +94,8 @@ def test_changes_made_while_rowbell_was_stopped_are_all_delivered_once(processes
 
 
 def test_a_database_workflow_runs_once_per_change_made_while_rowbell_was_stopped(
-        processes, receiver, customer_db, product_with_key):
+    processes, receiver, customer_db, product_with_key
+):
     from apps.runs.models import Run, RunStatus
     from tests.conftest import client_for
 
@@ -91,11 +103,20 @@ def test_a_database_workflow_runs_once_per_change_made_while_rowbell_was_stopped
     try:
         connection = client.post("/api/v1/connections", {"name": "shop", **customer_db}, format="json").json()
         hook = client.post("/api/v1/webhooks", {"url": receiver.url()}, format="json").json()
-        client.post("/api/v1/workflows", {
-            "key": "order-created",
-            "trigger": {"type": "database", "connection": connection["id"], "table": "public.orders",
-                        "events": ["row.created"]},
-            "steps": [{"type": "notify", "channel": "webhook", "webhook": hook["id"]}]}, format="json")
+        client.post(
+            "/api/v1/workflows",
+            {
+                "key": "order-created",
+                "trigger": {
+                    "type": "database",
+                    "connection": connection["id"],
+                    "table": "public.orders",
+                    "events": ["row.created"],
+                },
+                "steps": [{"type": "notify", "channel": "webhook", "webhook": hook["id"]}],
+            },
+            format="json",
+        )
         assert client.post("/api/v1/workflows/order-created/publish").status_code == 201
         _insert(*[f"r{i}" for i in range(1000)])  # one event per statement; nothing of Rowbell runs
         processes.worker()

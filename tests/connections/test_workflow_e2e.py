@@ -14,7 +14,8 @@ pytestmark = pytest.mark.e2e
 
 
 def test_a_row_change_runs_wait_branch_webhook_and_email_exactly_once_across_a_killed_worker(
-        processes, receiver, smtp_sink, customer_db, product_with_key):
+    processes, receiver, smtp_sink, customer_db, product_with_key
+):
     from apps.deliveries.models import Delivery
     from apps.runs.models import Run, RunStatus, RunStep
     from tests.conftest import client_for
@@ -24,18 +25,42 @@ def test_a_row_change_runs_wait_branch_webhook_and_email_exactly_once_across_a_k
     try:
         connection = client.post("/api/v1/connections", {"name": "shop", **customer_db}, format="json").json()
         hook = client.post("/api/v1/webhooks", {"url": receiver.url()}, format="json").json()
-        response = client.post("/api/v1/workflows", {
-            "key": "big-order",
-            "trigger": {"type": "database", "connection": connection["id"], "table": "public.orders",
-                        "events": ["row.created"]},
-            "steps": [
-                {"id": "pause", "type": "wait", "duration": "3s"},
-                {"id": "route", "type": "branch", "branches": [
-                    {"when": {"column": "row.total", "op": "gte", "value": 100},
-                     "steps": [{"id": "hook", "type": "notify", "channel": "webhook", "webhook": hook["id"]}]}]},
-                {"id": "mail", "type": "notify", "channel": "email", "to": "sales@example.com",
-                 "subject": "Order {{ row.id }}: {{ '%.2f' | format(row.total) }}", "body": "Status {{ row.status }}"}]},
-            format="json")
+        response = client.post(
+            "/api/v1/workflows",
+            {
+                "key": "big-order",
+                "trigger": {
+                    "type": "database",
+                    "connection": connection["id"],
+                    "table": "public.orders",
+                    "events": ["row.created"],
+                },
+                "steps": [
+                    {"id": "pause", "type": "wait", "duration": "3s"},
+                    {
+                        "id": "route",
+                        "type": "branch",
+                        "branches": [
+                            {
+                                "when": {"column": "row.total", "op": "gte", "value": 100},
+                                "steps": [
+                                    {"id": "hook", "type": "notify", "channel": "webhook", "webhook": hook["id"]}
+                                ],
+                            }
+                        ],
+                    },
+                    {
+                        "id": "mail",
+                        "type": "notify",
+                        "channel": "email",
+                        "to": "sales@example.com",
+                        "subject": "Order {{ row.id }}: {{ '%.2f' | format(row.total) }}",
+                        "body": "Status {{ row.status }}",
+                    },
+                ],
+            },
+            format="json",
+        )
         assert response.status_code == 201, response.json()
         assert client.post("/api/v1/workflows/big-order/publish").status_code == 201
         processes.worker()
@@ -69,11 +94,14 @@ def test_a_row_change_runs_wait_branch_webhook_and_email_exactly_once_across_a_k
 
         assert wait_until(settled, timeout=60), list(Run.objects.values_list("id", "status", "waiting_on", "error"))
         time.sleep(2)  # anything sent twice would have arrived by now
-        hooks = sorted(Webhook(hook["secret"]).verify(r["body"], r["headers"])["data"]["event"]["ids"][0]
-                       for r in receiver.requests)
+        hooks = sorted(
+            Webhook(hook["secret"]).verify(r["body"], r["headers"])["data"]["event"]["ids"][0]
+            for r in receiver.requests
+        )
         assert hooks == [1, 3]  # the branch: big orders only, each once
-        subjects = sorted(line for m in smtp_sink.messages for line in m["data"].splitlines()
-                          if line.startswith("Subject:"))
+        subjects = sorted(
+            line for m in smtp_sink.messages for line in m["data"].splitlines() if line.startswith("Subject:")
+        )
         assert subjects == ["Subject: Order 1: 150.00", "Subject: Order 2: 20.00", "Subject: Order 3: 500.00"]
         assert Run.objects.count() == 3 and Delivery.objects.count() == 5
         assert RunStep.objects.filter(step_id="pause").count() == 3

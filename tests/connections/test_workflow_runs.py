@@ -27,12 +27,21 @@ def _endpoint(client, receiver):
 
 
 def _workflow(client, connection, endpoint, key="order-created", **trigger):
-    trigger = {"type": "database", "connection": str(connection.id), "table": "public.orders",
-               **(trigger or {"events": ["row.created"]})}
-    response = client.post("/api/v1/workflows", {
-        "key": key, "trigger": trigger,
-        "steps": [{"id": "hook", "type": "notify", "channel": "webhook", "webhook": endpoint["id"]}],
-    }, format="json")
+    trigger = {
+        "type": "database",
+        "connection": str(connection.id),
+        "table": "public.orders",
+        **(trigger or {"events": ["row.created"]}),
+    }
+    response = client.post(
+        "/api/v1/workflows",
+        {
+            "key": key,
+            "trigger": trigger,
+            "steps": [{"id": "hook", "type": "notify", "channel": "webhook", "webhook": endpoint["id"]}],
+        },
+        format="json",
+    )
     assert response.status_code == 201, response.json()
     return response
 
@@ -43,15 +52,21 @@ def _publish(client, key="order-created"):
 
 def _run_queued():
     runs_execute(run_ids=list(Run.objects.filter(status=RunStatus.QUEUED).values_list("id", flat=True)))
-    deliveries_send(delivery_ids=list(Delivery.objects.filter(status=DeliveryStatus.QUEUED)
-                                      .values_list("id", flat=True)))
+    deliveries_send(
+        delivery_ids=list(Delivery.objects.filter(status=DeliveryStatus.QUEUED).values_list("id", flat=True))
+    )
 
 
 def test_publishing_installs_the_trigger_and_a_row_change_launches_one_run(product_client, receiver, connection):
     endpoint = _endpoint(product_client, receiver)
     created = _workflow(product_client, connection, endpoint).json()
-    assert created["trigger"] == {"type": "database", "connection": str(connection.id), "table": "public.orders",
-                                  "events": ["row.created"], "columns": []}
+    assert created["trigger"] == {
+        "type": "database",
+        "connection": str(connection.id),
+        "table": "public.orders",
+        "events": ["row.created"],
+        "columns": [],
+    }
     with customer_connect(connection) as conn:
         assert captures_installed(conn, schema="rowbell") == {}  # a draft installs nothing
     response = _publish(product_client)
@@ -72,12 +87,18 @@ def test_publishing_installs_the_trigger_and_a_row_change_launches_one_run(produ
     assert receiver.wait_for(1)
     body = Webhook(endpoint["secret"]).verify(receiver.requests[0]["body"], receiver.requests[0]["headers"])
     assert body["data"]["workflow"] == "order-created"
-    assert body["data"]["event"] == {"id": f"evt_{run.event_id}", "type": "row.created", "table": "public.orders",
-                                     "ids": [1, 2], "occurred_at": run.event.captured_at.isoformat()}
+    assert body["data"]["event"] == {
+        "id": f"evt_{run.event_id}",
+        "type": "row.created",
+        "table": "public.orders",
+        "ids": [1, 2],
+        "occurred_at": run.event.captured_at.isoformat(),
+    }
 
     listed = product_client.get("/api/v1/runs", {"workflow": "order-created"}).json()["results"]
     assert [(r["id"], r["status"], r["request_id"], r["event"]["ids"]) for r in listed] == [
-        (run.id, "completed", None, [1, 2])]
+        (run.id, "completed", None, [1, 2])
+    ]
     detail = product_client.get(f"/api/v1/runs/{run.id}").json()
     assert [s["step"] for s in detail["steps"]] == ["hook"]
     assert [d["status"] for d in detail["deliveries"]] == ["delivered"]
@@ -95,12 +116,17 @@ def test_an_event_read_twice_launches_its_run_once(product_client, receiver, con
 
     run = Run.objects.get()
     with pytest.raises(IntegrityError), transaction.atomic():  # the database itself refuses a second
-        Run.objects.create(source=run.source, cause_id=run.cause_id, event=run.event,
-                           workflow_version=run.workflow_version, product_id=run.product_id, recipient={})
+        Run.objects.create(
+            source=run.source,
+            cause_id=run.cause_id,
+            event=run.event,
+            workflow_version=run.workflow_version,
+            product_id=run.product_id,
+            recipient={},
+        )
 
 
-def test_runs_keep_their_version_and_each_published_version_runs_once_per_event(
-        product_client, receiver, connection):
+def test_runs_keep_their_version_and_each_published_version_runs_once_per_event(product_client, receiver, connection):
     endpoint = _endpoint(product_client, receiver)
     _workflow(product_client, connection, endpoint)
     _workflow(product_client, connection, endpoint, key="order-audit")  # the same capture, another workflow
@@ -110,21 +136,33 @@ def test_runs_keep_their_version_and_each_published_version_runs_once_per_event(
         app.execute("INSERT INTO public.orders (status) VALUES ('a')")
     poll(connection_id=connection.id)
     assert sorted(Run.objects.values_list("workflow_version__workflow__key", flat=True)) == [
-        "order-audit", "order-created"]
+        "order-audit",
+        "order-created",
+    ]
 
     # Version 2 watches deletes instead: later events run it, the earlier run keeps version 1.
-    product_client.put("/api/v1/workflows/order-created", {
-        "trigger": {"type": "database", "connection": str(connection.id), "table": "public.orders",
-                    "events": ["row.deleted"]},
-        "steps": [{"id": "hook", "type": "notify", "channel": "webhook", "webhook": endpoint["id"]}]},
-        format="json")
+    product_client.put(
+        "/api/v1/workflows/order-created",
+        {
+            "trigger": {
+                "type": "database",
+                "connection": str(connection.id),
+                "table": "public.orders",
+                "events": ["row.deleted"],
+            },
+            "steps": [{"id": "hook", "type": "notify", "channel": "webhook", "webhook": endpoint["id"]}],
+        },
+        format="json",
+    )
     assert _publish(product_client).status_code == 201
     with writer_connect() as app:
         app.execute("INSERT INTO public.orders (status) VALUES ('b')")
         app.execute("DELETE FROM public.orders")
     poll(connection_id=connection.id)
-    runs = [(r.workflow_version.workflow.key, r.workflow_version.version, r.event.op)
-            for r in Run.objects.select_related("workflow_version__workflow", "event").order_by("id")]
+    runs = [
+        (r.workflow_version.workflow.key, r.workflow_version.version, r.event.op)
+        for r in Run.objects.select_related("workflow_version__workflow", "event").order_by("id")
+    ]
     assert sorted(runs[:2]) == [("order-audit", 1, "insert"), ("order-created", 1, "insert")]
     assert sorted(runs[2:]) == [("order-audit", 1, "insert"), ("order-created", 2, "delete")]
 
@@ -146,22 +184,39 @@ def test_unpublishing_stops_new_runs_and_retires_the_unused_trigger(product_clie
     assert trigger.status_code == 400 and "publish it first" in trigger.json()["error"]["fields"][0]["reason"]
 
 
-@pytest.mark.parametrize("trigger, field", [
-    ({"table": "public.nope", "events": ["row.created"]}, "trigger.table"),
-    ({"table": "public.no_pk", "events": ["row.created"]}, "trigger.table"),
-    ({"table": "public.orders", "events": ["row.exploded"]}, "trigger.events"),
-    ({"table": "public.orders", "events": ["row.updated"], "columns": ["nope"]}, "trigger.columns[0]"),
-    ({"table": "public.orders", "classification": {"name": "paid", "predicate": {
-        "column": "paid", "op": "eq", "value": "yes; DROP TABLE orders"}}},
-     "trigger.classification.predicate.value"),
-    ({"table": "public.orders", "events": ["row.created"], "sql": "SELECT 1"}, "trigger.sql"),
-])
-def test_a_bad_database_trigger_names_the_field_and_installs_nothing(product_client, receiver, connection,
-                                                                     trigger, field):
+@pytest.mark.parametrize(
+    "trigger, field",
+    [
+        ({"table": "public.nope", "events": ["row.created"]}, "trigger.table"),
+        ({"table": "public.no_pk", "events": ["row.created"]}, "trigger.table"),
+        ({"table": "public.orders", "events": ["row.exploded"]}, "trigger.events"),
+        ({"table": "public.orders", "events": ["row.updated"], "columns": ["nope"]}, "trigger.columns[0]"),
+        (
+            {
+                "table": "public.orders",
+                "classification": {
+                    "name": "paid",
+                    "predicate": {"column": "paid", "op": "eq", "value": "yes; DROP TABLE orders"},
+                },
+            },
+            "trigger.classification.predicate.value",
+        ),
+        ({"table": "public.orders", "events": ["row.created"], "sql": "SELECT 1"}, "trigger.sql"),
+    ],
+)
+def test_a_bad_database_trigger_names_the_field_and_installs_nothing(
+    product_client, receiver, connection, trigger, field
+):
     endpoint = _endpoint(product_client, receiver)
-    response = product_client.post("/api/v1/workflows", {
-        "key": "bad", "trigger": {"type": "database", "connection": str(connection.id), **trigger},
-        "steps": [{"type": "notify", "channel": "webhook", "webhook": endpoint["id"]}]}, format="json")
+    response = product_client.post(
+        "/api/v1/workflows",
+        {
+            "key": "bad",
+            "trigger": {"type": "database", "connection": str(connection.id), **trigger},
+            "steps": [{"type": "notify", "channel": "webhook", "webhook": endpoint["id"]}],
+        },
+        format="json",
+    )
     assert response.status_code == 400, response.json()
     assert field in [f["field"] for f in response.json()["error"]["fields"]]
     assert not Workflow.objects.exists()
@@ -174,11 +229,20 @@ def test_a_connection_of_another_product_is_refused(product_client, receiver, co
 
     connection.product, _ = product_create(name="other", actor="test")
     connection.save()
-    response = product_client.post("/api/v1/workflows", {
-        "key": "x", "trigger": {"type": "database", "connection": str(connection.id), "table": "public.orders",
-                                "events": ["row.created"]},
-        "steps": [{"type": "notify", "channel": "webhook", "webhook": _endpoint(product_client, receiver)["id"]}]},
-        format="json")
+    response = product_client.post(
+        "/api/v1/workflows",
+        {
+            "key": "x",
+            "trigger": {
+                "type": "database",
+                "connection": str(connection.id),
+                "table": "public.orders",
+                "events": ["row.created"],
+            },
+            "steps": [{"type": "notify", "channel": "webhook", "webhook": _endpoint(product_client, receiver)["id"]}],
+        },
+        format="json",
+    )
     assert response.status_code == 400
     assert response.json()["error"]["fields"][0]["field"] == "trigger.connection"
 
@@ -203,8 +267,12 @@ def test_a_failed_install_publishes_nothing(product_client, receiver, connection
 
 
 def _mail_workflow(client, connection, key="shipped", steps=None, **trigger):
-    trigger = {"type": "database", "connection": str(connection.id), "table": "public.orders",
-               **(trigger or {"events": ["row.created"]})}
+    trigger = {
+        "type": "database",
+        "connection": str(connection.id),
+        "table": "public.orders",
+        **(trigger or {"events": ["row.created"]}),
+    }
     response = client.post("/api/v1/workflows", {"key": key, "trigger": trigger, "steps": steps}, format="json")
     assert response.status_code == 201, response.json()
     assert client.post(f"/api/v1/workflows/{key}/publish").status_code == 201
@@ -213,9 +281,19 @@ def _mail_workflow(client, connection, key="shipped", steps=None, **trigger):
 def test_steps_see_the_row_as_it_is_when_the_run_starts(product_client, connection):
     from django.core import mail
 
-    _mail_workflow(product_client, connection, steps=[{
-        "type": "notify", "channel": "email", "to": "orders@example.com", "subject": "Order {{ row.id }}",
-        "body": "{{ row.status }} {{ row.total }} ({{ event.type }} on {{ event.table }})"}])
+    _mail_workflow(
+        product_client,
+        connection,
+        steps=[
+            {
+                "type": "notify",
+                "channel": "email",
+                "to": "orders@example.com",
+                "subject": "Order {{ row.id }}",
+                "body": "{{ row.status }} {{ row.total }} ({{ event.type }} on {{ event.table }})",
+            }
+        ],
+    )
     with writer_connect() as app:
         app.execute("INSERT INTO public.orders (status, total) VALUES ('new', 12.5)")
         app.execute("UPDATE public.orders SET status = 'paid'")  # before the run starts
@@ -226,9 +304,19 @@ def test_steps_see_the_row_as_it_is_when_the_run_starts(product_client, connecti
 
 
 def test_a_deleted_row_is_absent_and_its_id_listed(product_client, connection):
-    _mail_workflow(product_client, connection, steps=[{
-        "type": "notify", "channel": "email", "to": "orders@example.com", "subject": "{{ missing_ids }}",
-        "body": "{{ row.status }}"}])
+    _mail_workflow(
+        product_client,
+        connection,
+        steps=[
+            {
+                "type": "notify",
+                "channel": "email",
+                "to": "orders@example.com",
+                "subject": "{{ missing_ids }}",
+                "body": "{{ row.status }}",
+            }
+        ],
+    )
     with writer_connect() as app:
         app.execute("INSERT INTO public.orders (status) VALUES ('new')")
         app.execute("DELETE FROM public.orders")
@@ -247,11 +335,26 @@ def test_wait_until_the_row_meets_a_condition(product_client, connection):
 
     from apps.runs.engine import runs_resume_due
 
-    _mail_workflow(product_client, connection, steps=[
-        {"id": "paid", "type": "wait", "condition": {"column": "row.paid", "op": "eq", "value": True},
-         "timeout": "1d", "every": "1m"},
-        {"type": "notify", "channel": "email", "to": "orders@example.com", "subject": "Paid: {{ row.id }}",
-         "body": "timed out: {{ steps.paid.timed_out }}"}])
+    _mail_workflow(
+        product_client,
+        connection,
+        steps=[
+            {
+                "id": "paid",
+                "type": "wait",
+                "condition": {"column": "row.paid", "op": "eq", "value": True},
+                "timeout": "1d",
+                "every": "1m",
+            },
+            {
+                "type": "notify",
+                "channel": "email",
+                "to": "orders@example.com",
+                "subject": "Paid: {{ row.id }}",
+                "body": "timed out: {{ steps.paid.timed_out }}",
+            },
+        ],
+    )
     with writer_connect() as app:
         app.execute("INSERT INTO public.orders (status) VALUES ('new')")
     poll(connection_id=connection.id)
@@ -270,12 +373,23 @@ def test_wait_until_the_row_meets_a_condition(product_client, connection):
 def test_an_unreachable_database_is_retried_with_back_off_then_fails_and_escalates(product_client, connection):
     from apps.runs.models import Escalation
 
-    product_client.post("/api/v1/workflows", {
-        "key": "r", "retry": {"max_attempts": 2, "backoff": "1m"},
-        "trigger": {"type": "database", "connection": str(connection.id), "table": "public.orders",
-                    "events": ["row.created"]},
-        "steps": [{"type": "notify", "channel": "email", "to": "a@example.com", "subject": "{{ row.id }}",
-                   "body": "b"}]}, format="json")
+    product_client.post(
+        "/api/v1/workflows",
+        {
+            "key": "r",
+            "retry": {"max_attempts": 2, "backoff": "1m"},
+            "trigger": {
+                "type": "database",
+                "connection": str(connection.id),
+                "table": "public.orders",
+                "events": ["row.created"],
+            },
+            "steps": [
+                {"type": "notify", "channel": "email", "to": "a@example.com", "subject": "{{ row.id }}", "body": "b"}
+            ],
+        },
+        format="json",
+    )
     product_client.post("/api/v1/workflows/r/publish")
     with writer_connect() as app:
         app.execute("INSERT INTO public.orders (status) VALUES ('new')")

@@ -22,8 +22,9 @@ def staff_client(client):
 def some_rows(product, receiver):
     endpoint = factories.make_endpoint(product, receiver.url())
     factories.make_workflow(product, key="w", steps=[factories.webhook_step(endpoint)])
-    request_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow="w", recipients=[{"id": "u"}],
-                                   data={}, priority="normal")
+    request_id, _ = trigger_create(
+        tenant=factories.tenant_of(product), workflow="w", recipients=[{"id": "u"}], data={}, priority="normal"
+    )
     request_start(request_id=request_id)
 
 
@@ -57,9 +58,13 @@ def test_a_provider_is_configured_from_the_admin_with_the_apis_checks(staff_clie
 
     url = reverse("admin:deliveries_providerconfig_add")
     assert staff_client.get(url).status_code == 200
-    form = {"product": product.id, "organization": "", "provider_choice": "sms:twilio",
-            "credentials_json": json.dumps({"account_sid": "AC123", "auth_token": "x"}),
-            "options_json": json.dumps({"sender": "+15005550006"})}
+    form = {
+        "product": product.id,
+        "organization": "",
+        "provider_choice": "sms:twilio",
+        "credentials_json": json.dumps({"account_sid": "AC123", "auth_token": "x"}),
+        "options_json": json.dumps({"sender": "+15005550006"}),
+    }
     refused = staff_client.post(url, form)
     assert refused.status_code == 200 and not ProviderConfig.objects.exists()
     assert "credentials.account_sid" in refused.content.decode()
@@ -75,8 +80,17 @@ def test_a_provider_is_configured_from_the_admin_with_the_apis_checks(staff_clie
     page = staff_client.get(change).content.decode()
     assert token not in page  # never shown
     # Changing the options with the credentials left empty keeps the stored credentials.
-    assert staff_client.post(change, {"provider_choice": "sms:twilio", "credentials_json": "",
-                                      "options_json": json.dumps({"sender": "+15005550007"})}).status_code == 302
+    assert (
+        staff_client.post(
+            change,
+            {
+                "provider_choice": "sms:twilio",
+                "credentials_json": "",
+                "options_json": json.dumps({"sender": "+15005550007"}),
+            },
+        ).status_code
+        == 302
+    )
     config.refresh_from_db()
     assert config.options == {"sender": "+15005550007"} and json.loads(config.credentials)["auth_token"] == token
 

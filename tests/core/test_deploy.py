@@ -10,16 +10,24 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _check_deploy(**extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "ROWBELL_"))}
-    env.update({
-        "DJANGO_SETTINGS_MODULE": "config.settings.production",
-        # A key as `python -c 'import secrets; print(secrets.token_urlsafe(50))'` makes one.
-        "DJANGO_SECRET_KEY": "kR9wq2Jx7mVd0sLp4ZtYb8NcHf3GuEaW6oQiT1yXnKjMrPzS5vBe",
-        "ROWBELL_ENCRYPTION_KEYS": "dGVzdC1vbmx5LWtleS1kby1ub3QtdXNlLWluLXByb2Q=",
-        "DJANGO_ALLOWED_HOSTS": "rowbell.example.com",
-        **extra,
-    })
-    return subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "config.settings.production",
+            # A key as `python -c 'import secrets; print(secrets.token_urlsafe(50))'` makes one.
+            "DJANGO_SECRET_KEY": "kR9wq2Jx7mVd0sLp4ZtYb8NcHf3GuEaW6oQiT1yXnKjMrPzS5vBe",
+            "ROWBELL_ENCRYPTION_KEYS": "dGVzdC1vbmx5LWtleS1kby1ub3QtdXNlLWluLXByb2Q=",
+            "DJANGO_ALLOWED_HOSTS": "rowbell.example.com",
+            **extra,
+        }
+    )
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_production_settings_pass_the_deployment_checklist_with_no_warning():

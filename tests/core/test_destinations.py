@@ -6,24 +6,36 @@ import pytest
 
 from apps.core.addresses import address_allowed, embedded_ipv4
 from apps.core.destinations import (
-    CONNECTION, OUTBOUND, DestinationRefused, host_check, host_literal, socket_host_readings, url_check,
+    CONNECTION,
+    OUTBOUND,
+    DestinationRefused,
+    host_check,
+    host_literal,
+    socket_host_readings,
+    url_check,
 )
 
 ip = ipaddress.ip_address
 
 
-@pytest.mark.parametrize("address, carried", [
-    ("::ffff:127.0.0.1", ["127.0.0.1"]),  # IPv4-mapped, RFC 4291 2.5.5.2
-    ("::127.0.0.1", ["127.0.0.1"]),  # IPv4-compatible, RFC 4291 2.5.5.1
-    ("::ffff:0:7f00:1", ["127.0.0.1"]),  # SIIT IPv4-translated, RFC 6145
-    ("2002:7f00:1::", ["127.0.0.1"]),  # 6to4, RFC 3056
-    ("64:ff9b::7f00:1", ["127.0.0.1"]),  # NAT64 well-known prefix, RFC 6052
-    ("64:ff9b:1:7f00:0:100::", ["127.0.0.1"]),  # local-use NAT64 (RFC 8215), its /48 reading first
-    ("2001:0:4136:e378:8000:63bf:80ff:fffe", ["65.54.227.120", "127.0.0.1"]),  # Teredo, RFC 4380
-    ("::1", []), ("::", []), ("2606:4700::1111", []), ("127.0.0.1", []),
-])
+@pytest.mark.parametrize(
+    "address, carried",
+    [
+        ("::ffff:127.0.0.1", ["127.0.0.1"]),  # IPv4-mapped, RFC 4291 2.5.5.2
+        ("::127.0.0.1", ["127.0.0.1"]),  # IPv4-compatible, RFC 4291 2.5.5.1
+        ("::ffff:0:7f00:1", ["127.0.0.1"]),  # SIIT IPv4-translated, RFC 6145
+        ("2002:7f00:1::", ["127.0.0.1"]),  # 6to4, RFC 3056
+        ("64:ff9b::7f00:1", ["127.0.0.1"]),  # NAT64 well-known prefix, RFC 6052
+        ("64:ff9b:1:7f00:0:100::", ["127.0.0.1"]),  # local-use NAT64 (RFC 8215), its /48 reading first
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", ["65.54.227.120", "127.0.0.1"]),  # Teredo, RFC 4380
+        ("::1", []),
+        ("::", []),
+        ("2606:4700::1111", []),
+        ("127.0.0.1", []),
+    ],
+)
 def test_ipv6_forms_carrying_an_ipv4_address(address, carried):
-    assert [str(a) for a in embedded_ipv4(ip(address))][:len(carried)] == carried
+    assert [str(a) for a in embedded_ipv4(ip(address))][: len(carried)] == carried
     if not carried:
         assert embedded_ipv4(ip(address)) == []
 
@@ -40,8 +52,9 @@ def test_an_address_is_judged_by_what_it_carries():
     assert address_allowed("::1", refused=refused, allowed=["::1/128"])
 
 
-@pytest.mark.parametrize("host", ["127.1", "0x7f.1", "017700000001", "2130706433", "0177.0.0.1", "[::1]",
-                                  "fe80::1%eth0"])
+@pytest.mark.parametrize(
+    "host", ["127.1", "0x7f.1", "017700000001", "2130706433", "0177.0.0.1", "[::1]", "fe80::1%eth0"]
+)
 def test_every_spelling_the_socket_layer_takes_is_a_literal(host):
     assert host_literal(host) is not None
 
@@ -55,10 +68,20 @@ def test_bare_hosts_are_read_as_uts46_and_as_idna_2003():
     assert "127.0.0.1" in socket_host_readings("\uff11\uff12\uff17.0.0.1")  # full-width digits
 
 
-@pytest.mark.parametrize("url", ["http://127\u30020\u30020\u30021:8310/x", "http://127\uff0e0\uff0e0\uff0e1/",
-                                 "http://127\uff610\uff610\uff611/", "http://[::127.0.0.1]/",
-                                 "http://[::ffff:0:7f00:1]/", "http://[2002:7f00:1::]/", "http://[64:ff9b::7f00:1]/",
-                                 "http://2130706433/", "http://LOCALHOST\u3002/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127\u30020\u30020\u30021:8310/x",
+        "http://127\uff0e0\uff0e0\uff0e1/",
+        "http://127\uff610\uff610\uff611/",
+        "http://[::127.0.0.1]/",
+        "http://[::ffff:0:7f00:1]/",
+        "http://[2002:7f00:1::]/",
+        "http://[64:ff9b::7f00:1]/",
+        "http://2130706433/",
+        "http://LOCALHOST\u3002/",
+    ],
+)
 def test_urls_are_judged_on_the_host_aiohttp_uses(settings, url):
     settings.ROWBELL_OUTBOUND_ALLOW = []
     if "LOCALHOST" in url:  # a name: judged on the addresses it resolves to, at connect
@@ -85,18 +108,29 @@ def test_a_customer_database_host_is_judged_like_any_destination(settings):
 
 # A trailing dot makes a name absolute (RFC 1034 section 3.1); before an address it changes nothing but the
 # spelling, so the address is judged (and aiohttp, which takes such a host for a literal, never resolves it).
-@pytest.mark.parametrize("url", ["http://127.0.0.1./", "http://127.1./", "http://0x7f.1./", "http://2130706433./",
-                                 "http://127.0.0.1../", "http://[::1.]/", "http://[::ffff:127.0.0.1.]/",
-                                 "http://127\u30020\u30020\u30021\u3002/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1./",
+        "http://127.1./",
+        "http://0x7f.1./",
+        "http://2130706433./",
+        "http://127.0.0.1../",
+        "http://[::1.]/",
+        "http://[::ffff:127.0.0.1.]/",
+        "http://127\u30020\u30020\u30021\u3002/",
+    ],
+)
 def test_a_trailing_dot_does_not_hide_an_address_in_a_url(settings, url):
     settings.ROWBELL_OUTBOUND_ALLOW = []
     with pytest.raises(DestinationRefused, match="loopback.*ROWBELL_OUTBOUND_ALLOW"):
         url_check(url)
 
 
-@pytest.mark.parametrize("url, address", [("http://8.8.8.8./", "8.8.8.8"),
-                                          ("http://[2606:4700::1111.]/", "2606:4700::1111"),
-                                          ("http://[::1.]/", "::1")])  # ::1 opened by the test settings
+@pytest.mark.parametrize(
+    "url, address",
+    [("http://8.8.8.8./", "8.8.8.8"), ("http://[2606:4700::1111.]/", "2606:4700::1111"), ("http://[::1.]/", "::1")],
+)  # ::1 opened by the test settings
 def test_an_allowed_address_with_a_trailing_dot_is_asked_for_in_its_usual_form(url, address):
     with pytest.raises(DestinationRefused, match=f"Write the IP address {address} in its usual form"):
         url_check(url)
@@ -109,8 +143,21 @@ def test_a_host_aiohttp_takes_for_an_address_must_be_one(url):
         url_check(url)
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1.", "127.1.", "0x7f.1.", "2130706433.", "[::1]", "[::1].", "[::1.]",
-                                  "::1.", "::ffff:127.0.0.1.", "127\u30020\u30020\u30021\u3002"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1.",
+        "127.1.",
+        "0x7f.1.",
+        "2130706433.",
+        "[::1]",
+        "[::1].",
+        "[::1.]",
+        "::1.",
+        "::ffff:127.0.0.1.",
+        "127\u30020\u30020\u30021\u3002",
+    ],
+)
 def test_a_trailing_dot_does_not_hide_an_address_in_a_bare_host(settings, host):
     settings.ROWBELL_OUTBOUND_ALLOW = settings.ROWBELL_CONNECTION_ALLOW = []
     for policy in (OUTBOUND, CONNECTION):
@@ -127,8 +174,20 @@ def test_a_trailing_dot_is_read_as_the_root():
 
 
 # Special-use blocks: the IANA special-purpose registries (RFC 6890) and the RFCs named in apps.core.addresses.
-SPECIAL_USE = ["192.88.99.1", "fec0::1", "2001:2::1", "2001:10::1", "2001:20::1", "2001:30::1", "3fff::1", "5f00::1",
-               "100:0:0:1::1", "::ffff:192.88.99.1", "64:ff9b::c058:6301", "2002:c058:6301::1"]
+SPECIAL_USE = [
+    "192.88.99.1",
+    "fec0::1",
+    "2001:2::1",
+    "2001:10::1",
+    "2001:20::1",
+    "2001:30::1",
+    "3fff::1",
+    "5f00::1",
+    "100:0:0:1::1",
+    "::ffff:192.88.99.1",
+    "64:ff9b::c058:6301",
+    "2002:c058:6301::1",
+]
 
 
 @pytest.mark.parametrize("address", SPECIAL_USE)
@@ -149,8 +208,7 @@ def test_an_address_ipaddress_does_not_call_global_is_refused_even_outside_the_l
 
 
 def test_the_allow_list_still_opens_special_use_networks(settings):
-    settings.ROWBELL_OUTBOUND_ALLOW = ["192.88.99.0/24", "fec0::/10", "2001::/23", "3fff::/20", "5f00::/16",
-                                      "100::/63"]
+    settings.ROWBELL_OUTBOUND_ALLOW = ["192.88.99.0/24", "fec0::/10", "2001::/23", "3fff::/20", "5f00::/16", "100::/63"]
     for address in [*SPECIAL_USE, "2001:5::1"]:
         assert OUTBOUND.allows(address), address
         assert OUTBOUND.internal(address), address  # reached only because the operator opened it

@@ -70,10 +70,13 @@ def hint_warnings(caplog):
 
 
 def _request(product, recipients=1, key="w"):
-    request_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow=key,
-                                   recipients=[{"id": f"u{i}", "email": f"u{i}@example.com", "name": f"U{i}"}
-                                               for i in range(recipients)],
-                                   data={"order": 7}, priority="normal")
+    request_id, _ = trigger_create(
+        tenant=factories.tenant_of(product),
+        workflow=key,
+        recipients=[{"id": f"u{i}", "email": f"u{i}@example.com", "name": f"U{i}"} for i in range(recipients)],
+        data={"order": 7},
+        priority="normal",
+    )
     return str(request_id)
 
 
@@ -93,8 +96,9 @@ def test_dispatch_with_the_broker_down_claims_the_requests_and_does_not_raise(pr
     factories.make_workflow(product, key="w", steps=[factories.email_step()])
     ids = [_request(product) for _ in range(3)]
     assert requests_dispatch() == 3  # the hints failed after commit: no exception
-    assert TriggerRequest.objects.filter(id__in=ids, status=RequestStatus.ACCEPTED,
-                                         enqueued_at__isnull=False).count() == 3
+    assert (
+        TriggerRequest.objects.filter(id__in=ids, status=RequestStatus.ACCEPTED, enqueued_at__isnull=False).count() == 3
+    )
     _assert_one_warning_naming(hint_warnings, REQUESTS_START, ids)
 
 
@@ -109,8 +113,9 @@ def test_a_fanned_out_request_start_keeps_its_runs_when_the_hint_fails(product, 
 
 
 def test_a_resumed_wait_stays_queued_when_its_hint_fails(product, settings, hint_warnings):
-    factories.make_workflow(product, key="w", steps=[{"id": "pause", "type": "wait", "duration": "1h"},
-                                                     factories.email_step()])
+    factories.make_workflow(
+        product, key="w", steps=[{"id": "pause", "type": "wait", "duration": "1h"}, factories.email_step()]
+    )
     request_start(request_id=_request(product))
     run = Run.objects.get()
     assert run.status == RunStatus.WAITING
@@ -164,8 +169,7 @@ def test_the_reconcile_tick_goes_on_when_the_broker_is_down(product, settings, b
 
 def test_queued_actions_reconcile_names_the_actions_it_could_not_hint(product, settings, broker_down, hint_warnings):
     with transaction.atomic():
-        action = action_queue(name="connection.check", target_type="connection", target_id="c1", args={},
-                              actor="test")
+        action = action_queue(name="connection.check", target_type="connection", target_id="c1", args={}, actor="test")
     settings.ROWBELL_REQUEUE_AFTER_SECONDS = 0
     before = len(hint_warnings())
     assert queued_actions_reconcile() == 1
@@ -212,7 +216,8 @@ def test_an_enqueue_against_an_unreachable_broker_fails_fast(settings, hint_warn
         f"Could not send 1 hint ({RUNS_EXECUTE} to normal, ids [3]): TimeoutError: Timeout reading from socket. "
         "Left for the reconciler.",
         f"Could not send 1 hint ({RUNS_EXECUTE} to normal, ids [1, 2]): ConnectionError: Error 111 connecting to "
-        f"{settings.CELERY_BROKER_URL[len('redis://'):-2]}. Connection refused. Left for the reconciler."]
+        f"{settings.CELERY_BROKER_URL[len('redis://') : -2]}. Connection refused. Left for the reconciler.",
+    ]
 
 
 def test_hint_many_now_says_whether_the_broker_took_the_hints(settings, test_redis, hint_warnings):
@@ -229,8 +234,9 @@ def test_hint_many_now_says_whether_the_broker_took_the_hints(settings, test_red
 # --- (c) a batch of request starts with the broker down: every request starts, none is aborted --------
 
 
-def test_a_batch_of_request_starts_with_the_broker_down_starts_every_request(product, broker_down, hint_warnings,
-                                                                             monkeypatch):
+def test_a_batch_of_request_starts_with_the_broker_down_starts_every_request(
+    product, broker_down, hint_warnings, monkeypatch
+):
     from apps.deliveries.models import Delivery, DeliveryStatus
 
     monkeypatch.setattr("apps.runs.triggers.api.RUN_BATCH", 30)  # the task executes 30 runs, hints the rest
@@ -256,7 +262,8 @@ def test_a_batch_of_request_starts_with_the_broker_down_starts_every_request(pro
 
 
 def test_after_the_broker_is_back_the_reconciler_hints_the_lost_work_and_it_completes(
-        product, settings, test_redis, hinted, hint_warnings, monkeypatch, fan_out):
+    product, settings, test_redis, hinted, hint_warnings, monkeypatch, fan_out
+):
     from apps.deliveries.models import Delivery, DeliveryStatus
     from apps.deliveries.services import deliveries_dispatch_due
 
@@ -295,5 +302,6 @@ def test_after_the_broker_is_back_the_reconciler_hints_the_lost_work_and_it_comp
         deliveries_dispatch_due()
     assert Run.objects.filter(status=RunStatus.COMPLETED).count() == 15
     assert not Delivery.objects.exclude(status=DeliveryStatus.SENT).exists()
-    assert sorted(m.to[0] for m in mail.outbox) == sorted([f"u{i}@example.com" for i in range(12)] +
-                                                          [f"u{i}@example.com" for i in range(3)])
+    assert sorted(m.to[0] for m in mail.outbox) == sorted(
+        [f"u{i}@example.com" for i in range(12)] + [f"u{i}@example.com" for i in range(3)]
+    )

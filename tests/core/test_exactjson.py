@@ -1,6 +1,6 @@
 import json
 from collections import namedtuple
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from uuid import UUID
 
@@ -13,8 +13,17 @@ from apps.core.exactjson import dumps, loads
 def test_numbers_keep_their_type_and_every_digit_through_a_round_trip():
     text = '{"ids":[1.23456789012345678901,12.50,1E+5,-0.0,7,123456789012345678901234567890],"s":"1.5"}'
     value = loads(text)
-    assert value == {"ids": [Decimal("1.23456789012345678901"), Decimal("12.50"), Decimal("1E+5"), Decimal("-0.0"),
-                             7, 123456789012345678901234567890], "s": "1.5"}
+    assert value == {
+        "ids": [
+            Decimal("1.23456789012345678901"),
+            Decimal("12.50"),
+            Decimal("1E+5"),
+            Decimal("-0.0"),
+            7,
+            123456789012345678901234567890,
+        ],
+        "s": "1.5",
+    }
     assert type(value["ids"][4]) is int
     assert dumps(value, separators=(",", ":")) == text
     assert json.loads(dumps(value))["ids"][0] == 1.2345678901234567  # a number, not a string
@@ -22,8 +31,14 @@ def test_numbers_keep_their_type_and_every_digit_through_a_round_trip():
 
 def test_everything_else_is_encoded_as_the_standard_library_and_django_encode_it():
     Point = namedtuple("Point", "x y")
-    value = {"at": datetime(2024, 5, 1, 12, tzinfo=timezone.utc), "id": UUID(int=1), "p": Point(1, 2), "n": None,
-             "f": 0.1, "t": ("é", True)}
+    value = {
+        "at": datetime(2024, 5, 1, 12, tzinfo=UTC),
+        "id": UUID(int=1),
+        "p": Point(1, 2),
+        "n": None,
+        "f": 0.1,
+        "t": ("é", True),
+    }
     for kwargs in ({}, {"separators": (",", ":"), "ensure_ascii": False}, {"indent": 2, "sort_keys": True}):
         assert dumps(value, **kwargs) == json.dumps(value, cls=DjangoJSONEncoder, **kwargs)
     assert dumps({3: 1, None: 2, True: 3}) == json.dumps({3: 1, None: 2, True: 3})

@@ -11,8 +11,16 @@ def test_the_openapi_schema_generates_without_warnings_and_lists_every_endpoint(
     target = tmp_path / "schema.yml"
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(target), stderr=StringIO())
     schema = target.read_text()
-    for path in ("/api/v1/trigger", "/api/v1/requests/{request_id}", "/api/v1/products", "/api/v1/organizations",
-                 "/api/v1/webhooks", "/api/v1/workflows/{key}/publish", "/api/v1/audit", "/api/v1/keys"):
+    for path in (
+        "/api/v1/trigger",
+        "/api/v1/requests/{request_id}",
+        "/api/v1/products",
+        "/api/v1/organizations",
+        "/api/v1/webhooks",
+        "/api/v1/workflows/{key}/publish",
+        "/api/v1/audit",
+        "/api/v1/keys",
+    ):
         assert f"  {path}:" in schema, path
     assert "ApiKey" in schema
 
@@ -33,8 +41,12 @@ class _Page(HTMLParser):
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         self.addresses += [attrs[name] for name in ("src", "href", "spec-url") if attrs.get(name)]
-        if (tag == "script" and not attrs.get("src")) or tag == "style" or "style" in attrs or any(
-                name.startswith("on") for name in attrs):
+        if (
+            (tag == "script" and not attrs.get("src"))
+            or tag == "style"
+            or "style" in attrs
+            or any(name.startswith("on") for name in attrs)
+        ):
             self.inline.append(self.get_starttag_text())
 
 

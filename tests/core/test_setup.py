@@ -15,8 +15,13 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def _preflight(*args, **env):
-    return subprocess.run([sys.executable, "-m", "apps.core.preflight", *args], cwd=ROOT, capture_output=True,
-                          text=True, env={**os.environ, **env})
+    return subprocess.run(
+        [sys.executable, "-m", "apps.core.preflight", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+    )
 
 
 def test_preflight_names_an_unreachable_postgresql_without_a_traceback():
@@ -36,8 +41,11 @@ def test_preflight_passes_when_both_answer():
 
 
 def _keys(path: Path) -> dict:
-    return dict(line.removeprefix("export ").split("=", 1) for line in path.read_text().splitlines()
-                if line.startswith("export "))
+    return dict(
+        line.removeprefix("export ").split("=", 1)
+        for line in path.read_text().splitlines()
+        if line.startswith("export ")
+    )
 
 
 @pytest.mark.django_db

@@ -24,8 +24,11 @@ pytestmark = pytest.mark.django_db
 
 def staff(client, name: str, group: str | None = None, superuser: bool = False):
     User = get_user_model()
-    user = (User.objects.create_superuser(name, f"{name}@example.com", "pw") if superuser else
-            User.objects.create_user(name, f"{name}@example.com", "pw", is_staff=True))
+    user = (
+        User.objects.create_superuser(name, f"{name}@example.com", "pw")
+        if superuser
+        else User.objects.create_user(name, f"{name}@example.com", "pw", is_staff=True)
+    )
     if group:
         user.groups.add(Group.objects.get(name=group))
     client.force_login(user)
@@ -33,9 +36,13 @@ def staff(client, name: str, group: str | None = None, superuser: bool = False):
 
 
 def _trigger(product, key="w", data=None, recipients=None):
-    request_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow=key,
-                                   recipients=recipients or [{"id": "u1", "email": "ann@example.com"}],
-                                   data=data or {}, priority="normal")
+    request_id, _ = trigger_create(
+        tenant=factories.tenant_of(product),
+        workflow=key,
+        recipients=recipients or [{"id": "u1", "email": "ann@example.com"}],
+        data=data or {},
+        priority="normal",
+    )
     run_ids = request_start(request_id=request_id)
     runs_execute(run_ids=run_ids)
     return Run.objects.filter(id__in=run_ids).order_by("id")
@@ -45,12 +52,18 @@ def _deliveries(product, statuses: dict, *, hours_ago=1, latency_ms=100):
     """Deliveries of `product` with the given counts per status, created `hours_ago`, each taking
     `latency_ms` to be accepted."""
     now = timezone.now()
-    rows = [Delivery(product=product, channel="webhook", target="https://example.com", payload={}, max_attempts=5,
-                     status=status) for status, count in statuses.items() for _ in range(count)]
+    rows = [
+        Delivery(
+            product=product, channel="webhook", target="https://example.com", payload={}, max_attempts=5, status=status
+        )
+        for status, count in statuses.items()
+        for _ in range(count)
+    ]
     created = Delivery.objects.bulk_create(rows)
     at = now - timedelta(hours=hours_ago)
     Delivery.objects.filter(id__in=[d.id for d in created]).update(
-        created_at=at, completed_at=at + timedelta(milliseconds=latency_ms))
+        created_at=at, completed_at=at + timedelta(milliseconds=latency_ms)
+    )
 
 
 # --- Staff groups ---------------------------------------------------------------------------------
@@ -64,8 +77,13 @@ def test_the_migration_leaves_three_staff_groups_with_what_each_may_do():
     assert {"view_delivery", "view_run", "view_connection", "view_auditevent", "view_workflow"} <= read_only
     assert not {c for c in read_only if not c.startswith("view_")}
     assert reviewers - read_only == {"review_delivery"}
-    assert operators - read_only == {"review_delivery", "operate_run", "operate_connection", "publish_workflow",
-                                     "operate_webhookendpoint"}
+    assert operators - read_only == {
+        "review_delivery",
+        "operate_run",
+        "operate_connection",
+        "publish_workflow",
+        "operate_webhookendpoint",
+    }
 
 
 # --- Home ------------------------------------------------------------------------------------------
@@ -112,8 +130,9 @@ def test_failed_runs_wait_for_a_decision_until_rerun_or_dismissed(client, produc
 
     staff(client, "op", OPERATORS)
     client.post(reverse("admin:runs_run_changelist"), {"action": "rerun_from_start", "_selected_action": [first.id]})
-    client.post(reverse("admin:runs_escalation_changelist"),
-                {"action": "dismiss", "_selected_action": [second.escalation.id]})
+    client.post(
+        reverse("admin:runs_escalation_changelist"), {"action": "dismiss", "_selected_action": [second.escalation.id]}
+    )
     assert home_figures(product_id=product.id)["undecided"] == 0
     decisions = dict(Escalation.objects.values_list("run_id", "decision"))
     assert decisions == {first.id: "rerun", second.id: "dismissed"}
@@ -125,8 +144,16 @@ def test_failed_runs_wait_for_a_decision_until_rerun_or_dismissed(client, produc
 
 @pytest.fixture
 def held_email(product):
-    factories.make_workflow(product, key="w", sandbox=True, steps=[factories.email_step(
-        subject="Your order", body="Plain text", html="<h1>Order {{ data.order }}</h1><script>alert(1)</script>")])
+    factories.make_workflow(
+        product,
+        key="w",
+        sandbox=True,
+        steps=[
+            factories.email_step(
+                subject="Your order", body="Plain text", html="<h1>Order {{ data.order }}</h1><script>alert(1)</script>"
+            )
+        ],
+    )
     run = _trigger(product, data={"order": 7}).get()
     return Delivery.objects.get(run=run)
 
@@ -144,9 +171,14 @@ def test_the_review_queue_shows_html_email_in_a_sandboxed_frame(client, held_ema
 
 
 def test_the_review_queue_and_the_delivery_page_show_a_webhook_s_key_with_every_digit(client, product):
-    held = Delivery.objects.create(product=product, channel="webhook", target="https://example.com",
-                                   status=DeliveryStatus.HELD, max_attempts=5,
-                                   payload={"type": "row.created", "ids": [Decimal("1.23456789012345678901")]})
+    held = Delivery.objects.create(
+        product=product,
+        channel="webhook",
+        target="https://example.com",
+        status=DeliveryStatus.HELD,
+        max_attempts=5,
+        payload={"type": "row.created", "ids": [Decimal("1.23456789012345678901")]},
+    )
     staff(client, "op", superuser=True)
     page = client.get(reverse("admin:review_queue")).content.decode()
     assert held.message_id in page and "1.23456789012345678901" in page
@@ -155,11 +187,13 @@ def test_the_review_queue_and_the_delivery_page_show_a_webhook_s_key_with_every_
 
 
 def test_a_reviewer_releases_and_the_delivery_is_sent_with_the_staff_user_named(
-        client, held_email, hinted, django_capture_on_commit_callbacks, mailoutbox):
+    client, held_email, hinted, django_capture_on_commit_callbacks, mailoutbox
+):
     staff(client, "rev", REVIEWERS)
     with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(reverse("admin:review_queue"), {"do": "release", "message_id": [held_email.message_id]},
-                               follow=True)
+        response = client.post(
+            reverse("admin:review_queue"), {"do": "release", "message_id": [held_email.message_id]}, follow=True
+        )
     assert "Released 1 delivery." in response.content.decode()
     assert AuditEvent.objects.get(action="delivery.released", target_id=held_email.message_id).actor == "staff:rev"
     assert hinted.run() == ["apps.deliveries.tasks.deliveries_send"]  # sent by a worker, not in the request
@@ -176,8 +210,9 @@ def test_a_read_only_operator_sees_the_queue_but_may_not_release_or_discard(clie
     # Nor through the delivery list's actions, which are not offered to the group.
     listing = client.get(reverse("admin:deliveries_delivery_changelist")).content.decode()
     assert 'value="release"' not in listing
-    client.post(reverse("admin:deliveries_delivery_changelist"),
-                {"action": "release", "_selected_action": [held_email.id]})
+    client.post(
+        reverse("admin:deliveries_delivery_changelist"), {"action": "release", "_selected_action": [held_email.id]}
+    )
     assert Delivery.objects.get(id=held_email.id).status == DeliveryStatus.HELD
     assert not AuditEvent.objects.filter(action__in=("delivery.released", "delivery.discarded")).exists()
 
@@ -197,8 +232,7 @@ def test_discarding_many_at_once_reports_what_was_already_reviewed(client, produ
 
 def test_a_runs_page_shows_its_timeline_with_attempts_and_errors(client, product, receiver):
     endpoint = factories.make_endpoint(product, receiver.url())
-    factories.make_workflow(product, key="w", retry={"max_attempts": 1},
-                            steps=[factories.webhook_step(endpoint)])
+    factories.make_workflow(product, key="w", retry={"max_attempts": 1}, steps=[factories.webhook_step(endpoint)])
     receiver.answer((500, {}, b"upstream broke"))
     run = _trigger(product).get()
     runs_execute(run_ids=[run.id])
@@ -208,9 +242,14 @@ def test_a_runs_page_shows_its_timeline_with_attempts_and_errors(client, product
 
     staff(client, "ro", READ_ONLY)
     page = client.get(reverse("admin:runs_run_change", args=[run.id])).content.decode()
-    timeline = page[page.index('id="run-timeline"'):]
-    for expected in ("Trigger request", "Step hook (notify) failed", "Attempt 1 of msg_", "failure, HTTP 500",
-                     "Run failed"):
+    timeline = page[page.index('id="run-timeline"') :]
+    for expected in (
+        "Trigger request",
+        "Step hook (notify) failed",
+        "Attempt 1 of msg_",
+        "failure, HTTP 500",
+        "Run failed",
+    ):
         assert expected in timeline, expected
     assert 'data-action="rerun_from_failed_step"' not in page  # read-only: no action buttons
 
@@ -222,13 +261,17 @@ def test_an_operator_reruns_from_the_runs_page_and_returns_to_it(client, product
     url = reverse("admin:runs_run_change", args=[run.id])
     page = client.get(url).content.decode()
     assert 'data-action="rerun_from_failed_step"' in page
-    response = client.post(reverse("admin:runs_run_changelist"), {
-        "action": "rerun_from_failed_step", "_selected_action": [run.id], "index": 0, "_next": url})
+    response = client.post(
+        reverse("admin:runs_run_changelist"),
+        {"action": "rerun_from_failed_step", "_selected_action": [run.id], "index": 0, "_next": url},
+    )
     assert response.status_code == 302 and response["Location"] == url
     assert Run.objects.filter(rerun_of=run).count() == 1
     # An outside `_next` is ignored.
-    elsewhere = client.post(reverse("admin:runs_run_changelist"), {
-        "action": "dismiss", "_selected_action": [run.id], "index": 0, "_next": "https://evil.example/"})
+    elsewhere = client.post(
+        reverse("admin:runs_run_changelist"),
+        {"action": "dismiss", "_selected_action": [run.id], "index": 0, "_next": "https://evil.example/"},
+    )
     assert elsewhere["Location"] != "https://evil.example/"
 
 
@@ -239,8 +282,11 @@ def test_lists_count_at_most_ten_thousand_and_one_rows(client, product):
     staff(client, "ro", READ_ONLY)
     with CaptureQueriesContext(connection) as captured:
         assert client.get(reverse("admin:deliveries_delivery_changelist")).status_code == 200
-    counts = [q["sql"] for q in captured.captured_queries if "COUNT(" in q["sql"].upper()
-              and "deliveries_delivery" in q["sql"]]
+    counts = [
+        q["sql"]
+        for q in captured.captured_queries
+        if "COUNT(" in q["sql"].upper() and "deliveries_delivery" in q["sql"]
+    ]
     assert counts and all("LIMIT 10001" in sql for sql in counts), counts
 
 
@@ -248,8 +294,12 @@ def test_lists_count_at_most_ten_thousand_and_one_rows(client, product):
 
 
 def test_a_list_past_ten_thousand_rows_says_so_and_pages_on(client, product):
-    AuditEvent.objects.bulk_create([AuditEvent(product=product, actor="test", action="thing.done", target_type="run",
-                                               target_id=str(i)) for i in range(10_250)])
+    AuditEvent.objects.bulk_create(
+        [
+            AuditEvent(product=product, actor="test", action="thing.done", target_type="run", target_id=str(i))
+            for i in range(10_250)
+        ]
+    )
     staff(client, "ro", READ_ONLY)
     url = reverse("admin:audit_auditevent_changelist")
     first = client.get(url).content.decode()
@@ -278,18 +328,25 @@ def test_searches_are_exact_and_odd_input_answers_200(client, product):
     assert rows(runs, q=str(run.id)) == 1 and rows(runs, q=str(run.request_id)) == 1
     assert rows(runs, q="not-a-number") == 0
     assert rows(audit, q=str(run.id)) >= 1
-    for url, params in ((runs, {"workflow": "²"}), (runs, {"workflow": "x"}), (runs, {"organization": "nope"}),
-                        (runs, {"created": "forever"}), (deliveries, {"outcome": "maybe"}),
-                        (deliveries, {"channel": "fax"})):
+    for url, params in (
+        (runs, {"workflow": "²"}),
+        (runs, {"workflow": "x"}),
+        (runs, {"organization": "nope"}),
+        (runs, {"created": "forever"}),
+        (deliveries, {"outcome": "maybe"}),
+        (deliveries, {"channel": "fax"}),
+    ):
         assert client.get(url, params).status_code == 200, params
 
 
 def test_releasing_more_than_a_batch_at_once_is_refused_whole(client, product):
     _deliveries(product, {"held": 1001})
     staff(client, "rev", REVIEWERS)
-    page = client.post(reverse("admin:deliveries_delivery_changelist"),
-                       {"action": "release", "select_across": 1, "index": 0,
-                        "_selected_action": [Delivery.objects.first().id]}, follow=True).content.decode()
+    page = client.post(
+        reverse("admin:deliveries_delivery_changelist"),
+        {"action": "release", "select_across": 1, "index": 0, "_selected_action": [Delivery.objects.first().id]},
+        follow=True,
+    ).content.decode()
     assert "At most 1000 deliveries at a time" in page
     assert Delivery.objects.filter(status="held").count() == 1001
 
@@ -302,12 +359,16 @@ def test_staff_outside_the_groups_see_no_figures(client, product):
 
 
 def test_the_email_preview_fetches_nothing_from_outside(client, product):
-    factories.make_workflow(product, key="w", sandbox=True, steps=[factories.email_step(
-        subject="s", body="b", html='<img src="https://tracker.example/pixel.gif">')])
+    factories.make_workflow(
+        product,
+        key="w",
+        sandbox=True,
+        steps=[factories.email_step(subject="s", body="b", html='<img src="https://tracker.example/pixel.gif">')],
+    )
     _trigger(product)
     staff(client, "rev", REVIEWERS)
     page = client.get(reverse("admin:review_queue")).content.decode()
-    frame = page[page.index("<iframe"):page.index("</iframe>")]
+    frame = page[page.index("<iframe") : page.index("</iframe>")]
     assert "Content-Security-Policy" in frame and "default-src &#x27;none&#x27;; img-src data:" in frame
 
 
@@ -316,7 +377,6 @@ def test_the_groups_migration_creates_them_and_a_later_migrate_keeps_what_an_adm
 
     from django.contrib.auth.models import Permission
     from django.core.management import call_command
-
     from django.db import connection
     from django.db.migrations.executor import MigrationExecutor
 
@@ -343,9 +403,16 @@ def test_escalations_of_runs_already_rerun_start_decided():
     product = Product.objects.create(name="P")
     workflow = factories.make_workflow(product, key="w", steps=[factories.email_step(subject="{{ data.missing }}")])
     first, second = list(_trigger(product)) + list(_trigger(product))
-    rerun = Run.objects.create(source=first.source, cause_id=first.cause_id, request_id=first.request_id, product=product,
-                               workflow_version=workflow.published_version,
-                               recipient={}, rerun_of=first, status=RunStatus.COMPLETED)
+    rerun = Run.objects.create(
+        source=first.source,
+        cause_id=first.cause_id,
+        request_id=first.request_id,
+        product=product,
+        workflow_version=workflow.published_version,
+        recipient={},
+        rerun_of=first,
+        status=RunStatus.COMPLETED,
+    )
     Escalation.objects.update(decision="", decided_at=None, decided_by="")  # as before the migration
     importlib.import_module("apps.runs.migrations.0007_escalations_decided_by_rerun").decided_by_rerun(apps, None)
     assert dict(Escalation.objects.values_list("run_id", "decision")) == {first.id: "rerun", second.id: ""}

@@ -41,7 +41,11 @@ def test_wrong_admin_passwords_lock_the_username_out_from_that_address(operator,
 
     # Even the right password waits, and trying again while locked doubles the wait.
     again = _sign_in(client, "right-password")
-    assert again.status_code == 429 and again["Retry-After"] == "1200" and "Try again in 20\xa0minutes." in again.content.decode()
+    assert (
+        again.status_code == 429
+        and again["Retry-After"] == "1200"
+        and "Try again in 20\xa0minutes." in again.content.decode()
+    )
     assert not _signed_in(client)
     assert _sign_in(client, "guess")["Retry-After"] == "2400"
 
@@ -88,8 +92,9 @@ def test_failures_spread_over_many_addresses_lock_the_username_out_everywhere(op
     settings.ROWBELL_LOGIN_COOLOFF_SECONDS = 600
     # Four failures from each of three addresses: none reaches the per-address limit, and the twelfth
     # reaches the username's.
-    statuses = [_sign_in(Client(REMOTE_ADDR=f"198.51.100.{a}"), "guess").status_code
-                for a in range(1, 4) for _ in range(4)]
+    statuses = [
+        _sign_in(Client(REMOTE_ADDR=f"198.51.100.{a}"), "guess").status_code for a in range(1, 4) for _ in range(4)
+    ]
     assert statuses == [200] * 11 + [429]
     # Now the right password waits too, from an address that never failed; another username is not concerned.
     fresh = Client(REMOTE_ADDR="192.0.2.50")

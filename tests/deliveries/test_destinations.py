@@ -16,8 +16,11 @@ SECRET = "internal-service-says-SECRET-42"
 
 # The examples: full stops U+3002, U+FF0E and U+FF61 that the client reads as ".", and IPv6 forms
 # that carry 127.0.0.1.
-DOTTED = ("http://127\u30020\u30020\u30021:{port}/x", "http://127\uff0e0\uff0e0\uff0e1:{port}/x",
-          "http://127\uff610\uff610\uff611:{port}/x")
+DOTTED = (
+    "http://127\u30020\u30020\u30021:{port}/x",
+    "http://127\uff0e0\uff0e0\uff0e1:{port}/x",
+    "http://127\uff610\uff610\uff611:{port}/x",
+)
 EMBEDDING = ("http://[::127.0.0.1]:{port}/x", "http://[::ffff:0:7f00:1]:{port}/x", "http://[2002:7f00:1::]:{port}/x")
 
 
@@ -32,8 +35,9 @@ def production(settings):
 
 @pytest.fixture
 def chat(product, product_client, receiver):
-    factories.make_workflow(product, key="w", steps=[{"id": "ping", "type": "notify", "channel": "chat",
-                                                      "text": "Order {{ data.order }}"}])
+    factories.make_workflow(
+        product, key="w", steps=[{"id": "ping", "type": "notify", "channel": "chat", "text": "Order {{ data.order }}"}]
+    )
     _configure(product_client, "chat", "slack", {"webhook_url": receiver.url("/services/ours")})
     return product
 
@@ -43,10 +47,14 @@ def _fields(response) -> dict:
 
 
 @pytest.mark.parametrize("url", DOTTED + EMBEDDING)
-def test_a_recipients_chat_webhook_to_loopback_in_any_spelling_is_refused_at_save(chat, product_client, receiver,
-                                                                                  production, url):
-    response = product_client.post("/api/v1/trigger", {"workflow": "w", "to": [
-        {"id": "x", "chat_webhook": url.format(port=receiver.port)}]}, format="json")
+def test_a_recipients_chat_webhook_to_loopback_in_any_spelling_is_refused_at_save(
+    chat, product_client, receiver, production, url
+):
+    response = product_client.post(
+        "/api/v1/trigger",
+        {"workflow": "w", "to": [{"id": "x", "chat_webhook": url.format(port=receiver.port)}]},
+        format="json",
+    )
     assert response.status_code == 400, response.json()
     reason = _fields(response)["to[0].chat_webhook"]
     assert "127.0.0.1" in reason and "ROWBELL_OUTBOUND_ALLOW" in reason
@@ -55,7 +63,8 @@ def test_a_recipients_chat_webhook_to_loopback_in_any_spelling_is_refused_at_sav
 
 @pytest.mark.parametrize("url", DOTTED + EMBEDDING)
 def test_a_stored_chat_webhook_to_loopback_is_refused_at_connect_and_nothing_is_echoed(
-        chat, product_client, receiver, production, url):
+    chat, product_client, receiver, production, url
+):
     receiver.answer((404, {}, SECRET.encode()))
     # Stored by other means than the API (an older version, a direct write): the send checks it again.
     delivery = _send(chat, recipient={"id": "x", "chat_webhook": url.format(port=receiver.port)})
@@ -76,18 +85,29 @@ def test_webhook_endpoints_carrying_loopback_in_ipv6_are_refused_at_save(product
 @pytest.mark.parametrize("url", DOTTED + EMBEDDING)
 def test_chat_and_gateway_provider_urls_carrying_loopback_are_refused_at_save(product_client, production, url):
     url = url.format(port=8310)
-    slack = product_client.put("/api/v1/providers/chat", {"provider": "slack", "credentials": {"webhook_url": url}},
-                               format="json")
+    slack = product_client.put(
+        "/api/v1/providers/chat", {"provider": "slack", "credentials": {"webhook_url": url}}, format="json"
+    )
     assert slack.status_code == 400 and "credentials.webhook_url" in _fields(slack)
-    gateway = product_client.put("/api/v1/providers/sms", {"provider": "http", "credentials": {}, "options": {
-        "url": url, "fields": {"to": "{{ to }}", "text": "{{ text }}"}}}, format="json")
+    gateway = product_client.put(
+        "/api/v1/providers/sms",
+        {
+            "provider": "http",
+            "credentials": {},
+            "options": {"url": url, "fields": {"to": "{{ to }}", "text": "{{ text }}"}},
+        },
+        format="json",
+    )
     assert gateway.status_code == 400 and "options.url" in _fields(gateway)
 
 
 @pytest.mark.parametrize("host", ["[::127.0.0.1]", "::ffff:0:7f00:1", "2002:7f00:1::", "127.1", "2130706433"])
 def test_an_smtp_host_carrying_loopback_is_refused_at_save(product_client, production, host):
-    response = product_client.put("/api/v1/providers/email", {"provider": "smtp", "credentials": {}, "options": {
-        "host": host, "port": 25, "security": "none"}}, format="json")
+    response = product_client.put(
+        "/api/v1/providers/email",
+        {"provider": "smtp", "credentials": {}, "options": {"host": host, "port": 25, "security": "none"}},
+        format="json",
+    )
     assert response.status_code == 400
     assert "options.host" in _fields(response)
 

@@ -24,15 +24,19 @@ def _login(client, group):
 
 
 def _act(client, action, endpoint, follow=True):
-    return client.post(reverse("admin:deliveries_webhookendpoint_changelist"),
-                       {"action": action, "_selected_action": [endpoint.id], "index": 0}, follow=follow)
+    return client.post(
+        reverse("admin:deliveries_webhookendpoint_changelist"),
+        {"action": action, "_selected_action": [endpoint.id], "index": 0},
+        follow=follow,
+    )
 
 
 def _failed_delivery(product, endpoint, receiver):
     factories.make_workflow(product, key="w", retry={"max_attempts": 1}, steps=[factories.webhook_step(endpoint)])
     receiver.answer(500)
-    request_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow="w", recipients=[{"id": "u"}],
-                                   data={}, priority="normal")
+    request_id, _ = trigger_create(
+        tenant=factories.tenant_of(product), workflow="w", recipients=[{"id": "u"}], data={}, priority="normal"
+    )
     runs_execute(run_ids=request_start(request_id=request_id))
     delivery = Delivery.objects.get()
     deliveries_send(delivery_ids=[delivery.id])
@@ -41,8 +45,9 @@ def _failed_delivery(product, endpoint, receiver):
     return delivery
 
 
-def test_disable_enable_and_replay_from_the_admin(client, product, receiver, hinted,
-                                                  django_capture_on_commit_callbacks):
+def test_disable_enable_and_replay_from_the_admin(
+    client, product, receiver, hinted, django_capture_on_commit_callbacks
+):
     endpoint = factories.make_endpoint(product, receiver.url())
     failed = _failed_delivery(product, endpoint, receiver)
     _login(client, OPERATORS)

@@ -26,8 +26,13 @@ def setup(product, receiver):
 
 def _deliver(product, order=7) -> Delivery:
     """Trigger the workflow for one recipient and make one attempt at its webhook."""
-    request_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow="w", recipients=[{"id": "u1"}],
-                                   data={"order": order}, priority="normal")
+    request_id, _ = trigger_create(
+        tenant=factories.tenant_of(product),
+        workflow="w",
+        recipients=[{"id": "u1"}],
+        data={"order": order},
+        priority="normal",
+    )
     runs_execute(run_ids=request_start(request_id=TriggerRequest.objects.get(id=request_id).id))
     delivery = Delivery.objects.get(request_id=request_id)
     deliveries_send(delivery_ids=[delivery.id])
@@ -42,8 +47,9 @@ def _endpoint(endpoint) -> WebhookEndpoint:
 def test_a_rotated_secret_and_the_previous_one_both_sign_during_the_overlap(setup, receiver, product_client):
     product, endpoint = setup
     old = _endpoint(endpoint).secret
-    response = product_client.post(f"/api/v1/webhooks/{endpoint.id}/rotate-secret", {"overlap_seconds": 3600},
-                                   format="json")
+    response = product_client.post(
+        f"/api/v1/webhooks/{endpoint.id}/rotate-secret", {"overlap_seconds": 3600}, format="json"
+    )
     assert response.status_code == 200
     new = response.json()["secret"]
     assert new.startswith("whsec_") and new != old
@@ -68,8 +74,9 @@ def test_a_rotated_secret_and_the_previous_one_both_sign_during_the_overlap(setu
 
 def test_rotation_refuses_an_overlap_out_of_range(setup, product_client):
     _, endpoint = setup
-    response = product_client.post(f"/api/v1/webhooks/{endpoint.id}/rotate-secret",
-                                   {"overlap_seconds": 30 * 86400}, format="json")
+    response = product_client.post(
+        f"/api/v1/webhooks/{endpoint.id}/rotate-secret", {"overlap_seconds": 30 * 86400}, format="json"
+    )
     assert response.status_code == 400
     assert response.json()["error"]["fields"][0]["field"] == "overlap_seconds"
 
@@ -146,21 +153,26 @@ def test_enabling_offers_to_replay_what_failed_meanwhile_with_the_original_ids(s
     ids = [r["headers"]["webhook-id"] for r in receiver.requests[1:]]
     assert sorted(ids) == sorted(d.message_id for d in everything)
     secret = _endpoint(endpoint).secret
-    assert sorted(Webhook(secret).verify(r["body"], r["headers"])["data"]["data"]["order"]
-                  for r in receiver.requests[1:]) == [7, 8, 9, 10]
-    assert set(Delivery.objects.filter(id__in=[d.id for d in everything])
-               .values_list("status", flat=True)) == {DeliveryStatus.DELIVERED}
+    assert sorted(
+        Webhook(secret).verify(r["body"], r["headers"])["data"]["data"]["order"] for r in receiver.requests[1:]
+    ) == [7, 8, 9, 10]
+    assert set(Delivery.objects.filter(id__in=[d.id for d in everything]).values_list("status", flat=True)) == {
+        DeliveryStatus.DELIVERED
+    }
     assert AuditEvent.objects.filter(action="delivery.replayed").count() == 4
 
 
 def test_replay_one_delivery_or_an_endpoints_failures_in_a_range(setup, receiver, product_client):
     product, endpoint = setup
     delivered = _deliver(product)
-    response = product_client.post("/api/v1/deliveries/replay", {"ids": [delivered.message_id, "msg_nope"]},
-                                   format="json")
+    response = product_client.post(
+        "/api/v1/deliveries/replay", {"ids": [delivered.message_id, "msg_nope"]}, format="json"
+    )
     assert response.status_code == 200
-    assert response.json() == {"replayed": [delivered.message_id],
-                               "not_replayed": {"msg_nope": "No webhook delivery with this id."}}
+    assert response.json() == {
+        "replayed": [delivered.message_id],
+        "not_replayed": {"msg_nope": "No webhook delivery with this id."},
+    }
     deliveries_send(delivery_ids=[delivered.id])
     assert [r["headers"]["webhook-id"] for r in receiver.requests] == [delivered.message_id] * 2
 
@@ -175,16 +187,18 @@ def test_replay_one_delivery_or_an_endpoints_failures_in_a_range(setup, receiver
     response = product_client.post(f"/api/v1/webhooks/{endpoint.id}/replay", {"since": since}, format="json")
     assert response.json()["replayed"] == [recent.message_id]
 
-    response = product_client.post(f"/api/v1/webhooks/{endpoint.id}/replay", {"since": since, "until": since},
-                                   format="json")
+    response = product_client.post(
+        f"/api/v1/webhooks/{endpoint.id}/replay", {"since": since, "until": since}, format="json"
+    )
     assert response.status_code == 400 and response.json()["error"]["fields"][0]["field"] == "until"
 
 
 def test_a_delivery_still_in_progress_is_not_replayed(setup, receiver, product_client):
     product, _ = setup
     receiver.answer(503)  # its first attempt: queued again for a retry
-    request_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow="w", recipients=[{"id": "u1"}],
-                                   data={}, priority="normal")
+    request_id, _ = trigger_create(
+        tenant=factories.tenant_of(product), workflow="w", recipients=[{"id": "u1"}], data={}, priority="normal"
+    )
     request_start(request_id=request_id)
     queued = Delivery.objects.get(request_id=request_id)
     response = product_client.post("/api/v1/deliveries/replay", {"ids": [queued.message_id]}, format="json")
@@ -196,8 +210,9 @@ def test_a_replay_that_names_nothing_is_refused_and_replays_nothing(setup, recei
     from apps.deliveries.services import deliveries_replay
 
     product, _ = setup
-    request_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow="w", recipients=[{"id": "u1"}],
-                                   data={}, priority="normal")
+    request_id, _ = trigger_create(
+        tenant=factories.tenant_of(product), workflow="w", recipients=[{"id": "u1"}], data={}, priority="normal"
+    )
     request_start(request_id=request_id)
     Delivery.objects.filter(request_id=request_id).update(status=DeliveryStatus.FAILED, endpoint=None)
     with pytest.raises(InvalidInput):
@@ -206,8 +221,13 @@ def test_a_replay_that_names_nothing_is_refused_and_replays_nothing(setup, recei
 
 
 def test_special_ranges_are_refused_at_save_time(product_client):
-    for url in ("http://100.64.0.1/hook", "http://[64:ff9b::a00:1]/hook", "http://[::ffff:10.0.0.1]/hook",
-                "http://[fe80::1]/hook", "http://0.0.0.0/hook"):
+    for url in (
+        "http://100.64.0.1/hook",
+        "http://[64:ff9b::a00:1]/hook",
+        "http://[::ffff:10.0.0.1]/hook",
+        "http://[fe80::1]/hook",
+        "http://0.0.0.0/hook",
+    ):
         response = product_client.post("/api/v1/webhooks", {"url": url}, format="json")
         assert response.status_code == 400, url
         field = response.json()["error"]["fields"][0]
@@ -245,8 +265,12 @@ def test_every_change_of_status_is_an_event_with_its_time_and_source(setup, rece
     assert response.status_code == 200
     body = response.json()
     assert [(e["status"], e["source"]) for e in body["events"]] == [
-        ("sending", "rowbell"), ("queued", "rowbell"), ("sending", "rowbell"), ("delivered", "rowbell"),
-        ("queued", "operator")]
+        ("sending", "rowbell"),
+        ("queued", "rowbell"),
+        ("sending", "rowbell"),
+        ("delivered", "rowbell"),
+        ("queued", "operator"),
+    ]
     assert body["events"][1]["detail"]["error"] == "HTTP 503" and "retry_at" in body["events"][1]["detail"]
     assert body["events"][3]["detail"] == {"status_code": 200}
     assert body["events"][4]["detail"]["replay_of"] == "delivered"
@@ -260,8 +284,9 @@ def test_a_url_that_cannot_be_used_fails_only_its_own_delivery(product, receiver
     from apps.deliveries import outbound
 
     good = outbound.Post(receiver.url("/ok"), b"{}", {})
-    answers = outbound.post_many([outbound.Post("https://x.example.com:99999/", b"{}", {}), good,
-                                  outbound.Post("http://2130706433/", b"{}", {})])
+    answers = outbound.post_many(
+        [outbound.Post("https://x.example.com:99999/", b"{}", {}), good, outbound.Post("http://2130706433/", b"{}", {})]
+    )
     assert isinstance(answers[0], outbound.OutboundError) and answers[0].permanent
     assert answers[1].status == 200 and len(receiver.requests) == 1
     assert isinstance(answers[2], outbound.DestinationRefused)
@@ -269,8 +294,9 @@ def test_a_url_that_cannot_be_used_fails_only_its_own_delivery(product, receiver
     assert response.status_code == 400 and response.json()["error"]["fields"][0]["field"] == "url"
 
 
-def test_replaying_an_earlier_step_does_not_move_a_run_waiting_on_a_later_one(product, receiver, product_client,
-                                                                              settings):
+def test_replaying_an_earlier_step_does_not_move_a_run_waiting_on_a_later_one(
+    product, receiver, product_client, settings
+):
     from apps.runs.models import Run, RunStatus
     from tests.conftest import free_port
 
@@ -278,11 +304,18 @@ def test_replaying_an_earlier_step_does_not_move_a_run_waiting_on_a_later_one(pr
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", free_port(), 2
     endpoint = factories.make_endpoint(product, receiver.url())
-    factories.make_workflow(product, key="w", steps=[factories.webhook_step(endpoint),
-                                                     factories.email_step(subject="Shipped", body="Order")])
-    request_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow="w",
-                                   recipients=[{"id": "u1", "email": "u1@example.com"}], data={"order": 1},
-                                   priority="normal")
+    factories.make_workflow(
+        product,
+        key="w",
+        steps=[factories.webhook_step(endpoint), factories.email_step(subject="Shipped", body="Order")],
+    )
+    request_id, _ = trigger_create(
+        tenant=factories.tenant_of(product),
+        workflow="w",
+        recipients=[{"id": "u1", "email": "u1@example.com"}],
+        data={"order": 1},
+        priority="normal",
+    )
     runs_execute(run_ids=request_start(request_id=TriggerRequest.objects.get(id=request_id).id))
     hook = Delivery.objects.get(request_id=request_id, step_id="hook")
     deliveries_send(delivery_ids=[hook.id])
@@ -326,8 +359,9 @@ def test_enabling_with_a_replay_larger_than_a_batch_reports_what_is_left(setup, 
     product, endpoint = setup
     receiver.default = (500, {}, b"")
     for order in range(3):
-        Delivery.objects.filter(id=_deliver(product, order=order).id).update(status=DeliveryStatus.FAILED,
-                                                                              completed_at=timezone.now())
+        Delivery.objects.filter(id=_deliver(product, order=order).id).update(
+            status=DeliveryStatus.FAILED, completed_at=timezone.now()
+        )
     webhook_endpoint_disable(endpoint=endpoint, actor="test")
     monkeypatch.setattr(services, "MAX_REPLAY", 2)
     _, replay = webhook_endpoint_enable(endpoint=_endpoint(endpoint), actor="test", replay=True)
@@ -337,8 +371,9 @@ def test_enabling_with_a_replay_larger_than_a_batch_reports_what_is_left(setup, 
 def test_a_discarded_delivery_is_not_replayed(product, receiver, product_client):
     endpoint = factories.make_endpoint(product, receiver.url())
     factories.make_workflow(product, key="w", sandbox=True, steps=[factories.webhook_step(endpoint)])
-    request_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow="w", recipients=[{"id": "u1"}],
-                                   data={}, priority="normal")
+    request_id, _ = trigger_create(
+        tenant=factories.tenant_of(product), workflow="w", recipients=[{"id": "u1"}], data={}, priority="normal"
+    )
     runs_execute(run_ids=request_start(request_id=request_id))
     held = Delivery.objects.get(request_id=request_id)
     product_client.post("/api/v1/deliveries/discard", {"ids": [held.message_id]}, format="json")

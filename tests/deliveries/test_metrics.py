@@ -15,10 +15,19 @@ pytestmark = pytest.mark.django_db
 
 def _delivery(product, run, channel, status, *, latency_ms=None, age=timedelta(hours=1)):
     created = timezone.now() - age
-    d = Delivery.objects.create(product=product, run=run, step_id=f"s{Delivery.objects.count()}", channel=channel,
-                                target="t", payload={}, status=status, max_attempts=3)
+    d = Delivery.objects.create(
+        product=product,
+        run=run,
+        step_id=f"s{Delivery.objects.count()}",
+        channel=channel,
+        target="t",
+        payload={},
+        status=status,
+        max_attempts=3,
+    )
     Delivery.objects.filter(id=d.id).update(
-        created_at=created, completed_at=created + timedelta(milliseconds=latency_ms) if latency_ms else None)
+        created_at=created, completed_at=created + timedelta(milliseconds=latency_ms) if latency_ms else None
+    )
 
 
 @pytest.fixture
@@ -29,9 +38,15 @@ def known(product):
         factories.make_workflow(product, key=key, steps=[factories.email_step()])
         version = Workflow.objects.get(product=product, key=key).published_version
         request = TriggerRequest.objects.create(product=product, workflow_version=version, recipients=[], data={})
-        return Run.objects.create(source="api", cause_id=str(request.id), product=product, workflow_version=version,
-                                  request=request, recipient={"id": "u"},
-                                  status=RunStatus.COMPLETED)
+        return Run.objects.create(
+            source="api",
+            cause_id=str(request.id),
+            product=product,
+            workflow_version=version,
+            request=request,
+            recipient={"id": "u"},
+            status=RunStatus.COMPLETED,
+        )
 
     welcome = run_for("welcome")
     for status, latency in (("sent", 100), ("delivered", 200), ("opened", 300), ("clicked", 400), ("bounced", 500)):
@@ -51,8 +66,9 @@ def test_metrics_per_workflow_and_channel(known, product_client):
     rows = {(m["workflow"], m["channel"]): m for m in response.json()["metrics"]}
     assert set(rows) == {("welcome", "email"), ("welcome", "webhook"), ("digest", "sms")}
     email = rows[("welcome", "email")]
-    assert {k: email[k] for k in ("total", "sent", "delivered", "failed", "bounced", "skipped", "opened", "clicked")} == {
-        "total": 7, "sent": 5, "delivered": 3, "failed": 1, "bounced": 1, "skipped": 1, "opened": 2, "clicked": 1}
+    assert {
+        k: email[k] for k in ("total", "sent", "delivered", "failed", "bounced", "skipped", "opened", "clicked")
+    } == {"total": 7, "sent": 5, "delivered": 3, "failed": 1, "bounced": 1, "skipped": 1, "opened": 2, "clicked": 1}
     assert (email["open_rate"], email["click_rate"]) == (0.4, 0.2)
     # Latencies of the five that got through: 100..500 ms.
     assert email["latency_ms"] == {"p50": 300.0, "p90": 460.0, "p99": 496.0}
@@ -60,13 +76,15 @@ def test_metrics_per_workflow_and_channel(known, product_client):
 
     only = product_client.get("/api/v1/metrics", {"workflow": "digest"}).json()["metrics"]
     assert [(m["workflow"], m["channel"], m["total"]) for m in only] == [("digest", "sms", 1)]
-    wide = product_client.get("/api/v1/metrics", {"since": (timezone.now() - timedelta(days=7)).isoformat(),
-                                                   "channel": "email"}).json()["metrics"]
+    wide = product_client.get(
+        "/api/v1/metrics", {"since": (timezone.now() - timedelta(days=7)).isoformat(), "channel": "email"}
+    ).json()["metrics"]
     assert wide[0]["total"] == 8
 
 
 def test_metrics_refuse_a_backwards_range(product_client):
     now = timezone.now()
-    response = product_client.get("/api/v1/metrics", {"since": now.isoformat(),
-                                                      "until": (now - timedelta(hours=1)).isoformat()})
+    response = product_client.get(
+        "/api/v1/metrics", {"since": now.isoformat(), "until": (now - timedelta(hours=1)).isoformat()}
+    )
     assert response.status_code == 400 and response.json()["error"]["fields"][0]["field"] == "since"

@@ -63,16 +63,18 @@ def test_an_endpoint_url_is_stored_encrypted_and_shown_masked(product, product_c
     delivery = Delivery.objects.get()
     assert delivery.status == DeliveryStatus.DELIVERED and delivery.target == masked
 
-    shown = [product_client.get(f"/api/v1/webhooks/{endpoint_id}").content,
-             product_client.get("/api/v1/webhooks").content,
-             product_client.get("/api/v1/deliveries").content,
-             product_client.get(f"/api/v1/deliveries/{delivery.message_id}").content,
-             product_client.get("/api/v1/audit").content,
-             json.dumps(list(AuditEvent.objects.values_list("data", flat=True))).encode(),
-             admin_client.get(reverse("admin:deliveries_webhookendpoint_changelist")).content,
-             admin_client.get(reverse("admin:deliveries_webhookendpoint_change", args=[endpoint_id])).content,
-             admin_client.get(reverse("admin:deliveries_delivery_changelist")).content,
-             admin_client.get(reverse("admin:deliveries_delivery_change", args=[delivery.id])).content]
+    shown = [
+        product_client.get(f"/api/v1/webhooks/{endpoint_id}").content,
+        product_client.get("/api/v1/webhooks").content,
+        product_client.get("/api/v1/deliveries").content,
+        product_client.get(f"/api/v1/deliveries/{delivery.message_id}").content,
+        product_client.get("/api/v1/audit").content,
+        json.dumps(list(AuditEvent.objects.values_list("data", flat=True))).encode(),
+        admin_client.get(reverse("admin:deliveries_webhookendpoint_changelist")).content,
+        admin_client.get(reverse("admin:deliveries_webhookendpoint_change", args=[endpoint_id])).content,
+        admin_client.get(reverse("admin:deliveries_delivery_changelist")).content,
+        admin_client.get(reverse("admin:deliveries_delivery_change", args=[delivery.id])).content,
+    ]
     for page in shown:
         assert b"tok9XyZ" not in page and b"querysecret" not in page
     assert masked.encode() in shown[0] and masked.encode() in shown[6]
@@ -81,15 +83,18 @@ def test_an_endpoint_url_is_stored_encrypted_and_shown_masked(product, product_c
     assert masked.encode() in found.content
 
 
-def test_a_recipients_chat_webhook_is_stored_sealed_and_shown_masked(product, product_client, receiver,
-                                                                     admin_client):
-    factories.make_workflow(product, key="w", steps=[{"id": "ping", "type": "notify", "channel": "chat",
-                                                      "text": "Order {{ data.order }}"}])
+def test_a_recipients_chat_webhook_is_stored_sealed_and_shown_masked(product, product_client, receiver, admin_client):
+    factories.make_workflow(
+        product, key="w", steps=[{"id": "ping", "type": "notify", "channel": "chat", "text": "Order {{ data.order }}"}]
+    )
     _configure(product_client, "chat", "slack", {"webhook_url": receiver.url("/services/ours")})
     theirs = receiver.url(f"/services/{TOKEN}")
     masked = url_mask(theirs)
-    answer = product_client.post("/api/v1/trigger", {"workflow": "w", "to": [{"id": "acme", "chat_webhook": theirs}],
-                                                     "data": {"order": 7}}, format="json")
+    answer = product_client.post(
+        "/api/v1/trigger",
+        {"workflow": "w", "to": [{"id": "acme", "chat_webhook": theirs}], "data": {"order": 7}},
+        format="json",
+    )
     assert answer.status_code == 202
     request_id = answer.json()["request_id"]
     runs_execute(run_ids=request_start(request_id=uuid.UUID(request_id)))
@@ -98,33 +103,44 @@ def test_a_recipients_chat_webhook_is_stored_sealed_and_shown_masked(product, pr
     delivery = Delivery.objects.get()
     assert delivery.status == DeliveryStatus.SENT and delivery.target == masked
 
-    raw = (_column("SELECT recipients FROM runs_triggerrequest") + _column("SELECT recipient FROM runs_run")
-           + _column("SELECT payload, target FROM deliveries_delivery")
-           + _column("SELECT error, response_excerpt FROM deliveries_deliveryattempt")
-           + _column("SELECT data FROM audit_auditevent"))
+    raw = (
+        _column("SELECT recipients FROM runs_triggerrequest")
+        + _column("SELECT recipient FROM runs_run")
+        + _column("SELECT payload, target FROM deliveries_delivery")
+        + _column("SELECT error, response_excerpt FROM deliveries_deliveryattempt")
+        + _column("SELECT data FROM audit_auditevent")
+    )
     assert "tok9XyZ" not in raw and "sealed:v1:" in raw
 
     run = Run.objects.get()
-    shown = [product_client.get(f"/api/v1/requests/{request_id}").content,
-             product_client.get(f"/api/v1/runs/{run.id}").content,
-             product_client.get("/api/v1/runs").content,
-             product_client.get("/api/v1/deliveries").content,
-             product_client.get(f"/api/v1/deliveries/{delivery.message_id}").content,
-             product_client.get("/api/v1/audit").content,
-             admin_client.get(reverse("admin:runs_run_change", args=[run.id])).content,
-             admin_client.get(reverse("admin:runs_triggerrequest_change", args=[request_id])).content,
-             admin_client.get(reverse("admin:deliveries_delivery_changelist")).content,
-             admin_client.get(reverse("admin:deliveries_delivery_change", args=[delivery.id])).content]
+    shown = [
+        product_client.get(f"/api/v1/requests/{request_id}").content,
+        product_client.get(f"/api/v1/runs/{run.id}").content,
+        product_client.get("/api/v1/runs").content,
+        product_client.get("/api/v1/deliveries").content,
+        product_client.get(f"/api/v1/deliveries/{delivery.message_id}").content,
+        product_client.get("/api/v1/audit").content,
+        admin_client.get(reverse("admin:runs_run_change", args=[run.id])).content,
+        admin_client.get(reverse("admin:runs_triggerrequest_change", args=[request_id])).content,
+        admin_client.get(reverse("admin:deliveries_delivery_changelist")).content,
+        admin_client.get(reverse("admin:deliveries_delivery_change", args=[delivery.id])).content,
+    ]
     for page in shown:
         assert b"tok9XyZ" not in page and b"sealed:v1:" not in page
     assert masked.encode() in shown[0] and masked.encode() in shown[1] and masked.encode() in shown[6]
     # The same call again is the same request (idempotency compares the clear body, not the ciphertext).
-    again = product_client.post("/api/v1/trigger", {"workflow": "w", "to": [{"id": "acme", "chat_webhook": theirs}],
-                                                    "data": {"order": 7}}, format="json",
-                                HTTP_IDEMPOTENCY_KEY="k1")
-    repeat = product_client.post("/api/v1/trigger", {"workflow": "w", "to": [{"id": "acme", "chat_webhook": theirs}],
-                                                     "data": {"order": 7}}, format="json",
-                                 HTTP_IDEMPOTENCY_KEY="k1")
+    again = product_client.post(
+        "/api/v1/trigger",
+        {"workflow": "w", "to": [{"id": "acme", "chat_webhook": theirs}], "data": {"order": 7}},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="k1",
+    )
+    repeat = product_client.post(
+        "/api/v1/trigger",
+        {"workflow": "w", "to": [{"id": "acme", "chat_webhook": theirs}], "data": {"order": 7}},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="k1",
+    )
     assert repeat.json() == {**again.json(), "status": "duplicate"}
 
 
@@ -142,9 +158,11 @@ def test_the_migration_encrypts_existing_endpoint_urls_and_masks_their_copies(pr
     url = f"https://hooks.example.com/services/{TOKEN}"
     with connection.cursor() as cursor:  # as rows were before: the URL in clear, in the audit row too
         cursor.execute("UPDATE deliveries_webhookendpoint SET url = %s, host = '' WHERE id = %s", [url, endpoint.id])
-        cursor.execute("INSERT INTO audit_auditevent (created_at, actor, action, target_type, target_id, data) "
-                       "VALUES (now(), 'test', 'webhook.created', 'webhook', %s, jsonb_build_object('url', %s::text))",
-                       [str(endpoint.id), url])
+        cursor.execute(
+            "INSERT INTO audit_auditevent (created_at, actor, action, target_type, target_id, data) "
+            "VALUES (now(), 'test', 'webhook.created', 'webhook', %s, jsonb_build_object('url', %s::text))",
+            [str(endpoint.id), url],
+        )
     migration.endpoint_urls_encrypt(None, connection.schema_editor())
     migration.secret_copies_seal_and_mask(None, connection.schema_editor())
     endpoint = WebhookEndpoint.objects.get(id=endpoint.id)
@@ -165,10 +183,14 @@ def test_the_migration_seals_existing_recipients_chat_webhooks(product, product_
     runs_execute(run_ids=request_start(request_id=uuid.UUID(answer.json()["request_id"])))
     url = f"https://hooks.slack.com/services/{TOKEN}"
     with connection.cursor() as cursor:  # as rows were before: in clear
-        cursor.execute("UPDATE runs_run SET recipient = jsonb_build_object('id', 'acme', 'chat_webhook', %s::text)",
-                       [url])
-        cursor.execute("UPDATE runs_triggerrequest SET recipients = jsonb_build_array("
-                       "jsonb_build_object('id', 'acme', 'chat_webhook', %s::text))", [url])
+        cursor.execute(
+            "UPDATE runs_run SET recipient = jsonb_build_object('id', 'acme', 'chat_webhook', %s::text)", [url]
+        )
+        cursor.execute(
+            "UPDATE runs_triggerrequest SET recipients = jsonb_build_array("
+            "jsonb_build_object('id', 'acme', 'chat_webhook', %s::text))",
+            [url],
+        )
     migration.chat_webhooks_seal(None, connection.schema_editor())
     raw = _column("SELECT recipient FROM runs_run") + _column("SELECT recipients FROM runs_triggerrequest")
     assert "tok9XyZ" not in raw and raw.count("sealed:v1:") == 2
@@ -188,10 +210,13 @@ def test_the_chat_webhook_migration_changes_nothing_but_the_chat_webhook(product
     recipient = f'{{"id": "acme", {numbers}, "chat_webhook": "{url}"}}'
     with connection.cursor() as cursor:  # as rows were before: in clear
         cursor.execute("UPDATE runs_run SET recipient = %s::jsonb", [recipient])
-        cursor.execute("UPDATE runs_triggerrequest SET recipients = %s::jsonb",
-                       [f'[{{"id": "plain", {numbers}}}, {recipient}]'])
-    others = ("SELECT (recipient - 'chat_webhook')::text FROM runs_run UNION ALL "
-              "SELECT (recipients - 1)::text || ((recipients -> 1) - 'chat_webhook')::text FROM runs_triggerrequest")
+        cursor.execute(
+            "UPDATE runs_triggerrequest SET recipients = %s::jsonb", [f'[{{"id": "plain", {numbers}}}, {recipient}]']
+        )
+    others = (
+        "SELECT (recipient - 'chat_webhook')::text FROM runs_run UNION ALL "
+        "SELECT (recipients - 1)::text || ((recipients -> 1) - 'chat_webhook')::text FROM runs_triggerrequest"
+    )
     before = _column(others)
     assert "12345678901234567890.123456789" in before and "1.00" in before
 
@@ -205,8 +230,10 @@ def test_the_chat_webhook_migration_changes_nothing_but_the_chat_webhook(product
 
     migration.chat_webhooks_unseal(None, connection.schema_editor())
     assert _column(others) == before
-    assert _column("SELECT recipient->>'chat_webhook' FROM runs_run UNION ALL "
-                   "SELECT recipients->1->>'chat_webhook' FROM runs_triggerrequest") == json.dumps([[url], [url]])
+    assert _column(
+        "SELECT recipient->>'chat_webhook' FROM runs_run UNION ALL "
+        "SELECT recipients->1->>'chat_webhook' FROM runs_triggerrequest"
+    ) == json.dumps([[url], [url]])
 
 
 def _audit_update_refused(sql: str, *params) -> bool:
@@ -226,9 +253,12 @@ def test_the_url_masking_migration_needs_no_table_ownership_and_leaves_audit_row
     url = f"https://hooks.example.com/services/{TOKEN}"
     with connection.cursor() as cursor:
         for _ in range(3):  # as rows were before: the URL in clear
-            cursor.execute("INSERT INTO audit_auditevent (created_at, actor, action, target_type, target_id, data) "
-                           "VALUES (now(), 'test', 'webhook.created', 'webhook', '1', "
-                           "jsonb_build_object('url', %s::text))", [url])
+            cursor.execute(
+                "INSERT INTO audit_auditevent (created_at, actor, action, target_type, target_id, data) "
+                "VALUES (now(), 'test', 'webhook.created', 'webhook', '1', "
+                "jsonb_build_object('url', %s::text))",
+                [url],
+            )
         # As a role that may update the tables but does not own them (the application's role, often).
         cursor.execute("CREATE ROLE rowbell_not_owner NOLOGIN")
         cursor.execute("GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO rowbell_not_owner")
@@ -238,8 +268,10 @@ def test_the_url_masking_migration_needs_no_table_ownership_and_leaves_audit_row
     migration.secret_copies_seal_and_mask(None, connection.schema_editor())
     with connection.cursor() as cursor:
         # No lock held on the audit table beyond what row updates take (DISABLE TRIGGER took ACCESS EXCLUSIVE).
-        cursor.execute("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND mode = 'AccessExclusiveLock' "
-                       "AND relation = 'audit_auditevent'::regclass")
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND mode = 'AccessExclusiveLock' "
+            "AND relation = 'audit_auditevent'::regclass"
+        )
         assert cursor.fetchone()[0] == 0
         cursor.execute("RESET ROLE")
     assert "tok9XyZ" not in _column("SELECT data FROM audit_auditevent")

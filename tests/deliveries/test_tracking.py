@@ -17,8 +17,12 @@ HTML = '<p>Hi {{ recipient.name }}</p><a href="https://shop.example.com/orders/{
 
 
 def _workflow(product, **tracking):
-    factories.make_workflow(product, key="w", tracking=tracking, steps=[
-        factories.email_step(subject="Shipped", body="Order {{ data.order }}", html=HTML)])
+    factories.make_workflow(
+        product,
+        key="w",
+        tracking=tracking,
+        steps=[factories.email_step(subject="Shipped", body="Order {{ data.order }}", html=HTML)],
+    )
 
 
 def _mail(product) -> Delivery:
@@ -55,16 +59,19 @@ def test_tampered_or_foreign_click_tokens_go_nowhere(product):
     delivery = _mail(product)
     token = re.search(r'href="[^"]*/t/c/([^"]+)"', delivery.payload["html"]).group(1)
     client = Client()
-    for bad in (token[:-2] + ("AA" if not token.endswith("AA") else "BB"),  # altered signature
-                token.replace(token.split(":")[0], token.split(":")[0][::-1], 1),  # altered content
-                "eyJtIjoibXNnX3giLCJ1IjoiaHR0cHM6Ly9ldmlsLmV4YW1wbGUifQ:1abc:forged"):  # forged: another target
+    for bad in (
+        token[:-2] + ("AA" if not token.endswith("AA") else "BB"),  # altered signature
+        token.replace(token.split(":")[0], token.split(":")[0][::-1], 1),  # altered content
+        "eyJtIjoibXNnX3giLCJ1IjoiaHR0cHM6Ly9ldmlsLmV4YW1wbGUifQ:1abc:forged",
+    ):  # forged: another target
         response = client.get(f"/t/c/{bad}")
         assert response.status_code == 400 and "Location" not in response, bad
     # A token signed by Rowbell but for a target that is not http(s) is refused too.
     from django.core import signing
 
-    javascript = signing.dumps({"m": delivery.message_id, "u": "javascript:alert(1)"},
-                               salt="rowbell.tracking.click", compress=True)
+    javascript = signing.dumps(
+        {"m": delivery.message_id, "u": "javascript:alert(1)"}, salt="rowbell.tracking.click", compress=True
+    )
     assert client.get(f"/t/c/{javascript}").status_code == 400
     # A forged pixel is still an image, and counts for nothing.
     assert client.get("/t/o/forged.gif").status_code == 200
@@ -76,43 +83,63 @@ def test_tampered_or_foreign_click_tokens_go_nowhere(product):
 def test_without_tracking_the_email_is_left_alone(product):
     _workflow(product)
     delivery = _mail(product)
-    assert delivery.payload["html"] == ('<p>Hi Ada</p><a href="https://shop.example.com/orders/7?a=1&b=2">'
-                                        'Order</a>')
+    assert delivery.payload["html"] == ('<p>Hi Ada</p><a href="https://shop.example.com/orders/7?a=1&b=2">Order</a>')
 
 
 def test_provider_event_webhooks_are_authenticated_and_mapped(product, settings):
     _workflow(product)
     delivery = _mail(product)
     settings.ANYMAIL = {"WEBHOOK_SECRET": "rowbell:s3cret"}
-    event = {"RecordType": "Delivery", "ServerID": 23, "MessageStream": "outbound",
-             "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483", "Recipient": "ada@example.com",
-             "Tag": "", "DeliveredAt": "2026-11-21T10:00:00Z", "Details": "Test delivery",
-             "Metadata": {"rowbell_message_id": delivery.message_id}}
+    event = {
+        "RecordType": "Delivery",
+        "ServerID": 23,
+        "MessageStream": "outbound",
+        "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483",
+        "Recipient": "ada@example.com",
+        "Tag": "",
+        "DeliveredAt": "2026-11-21T10:00:00Z",
+        "Details": "Test delivery",
+        "Metadata": {"rowbell_message_id": delivery.message_id},
+    }
     url = "/webhooks/providers/postmark/tracking/"
     client = Client()
     assert client.post(url, json.dumps(event), content_type="application/json").status_code == 400  # no auth
     wrong = "Basic " + base64.b64encode(b"rowbell:guess").decode()
-    assert client.post(url, json.dumps(event), content_type="application/json",
-                       HTTP_AUTHORIZATION=wrong).status_code == 400
+    assert (
+        client.post(url, json.dumps(event), content_type="application/json", HTTP_AUTHORIZATION=wrong).status_code
+        == 400
+    )
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.SENT
 
     auth = "Basic " + base64.b64encode(b"rowbell:s3cret").decode()
-    assert client.post(url, json.dumps(event), content_type="application/json",
-                       HTTP_AUTHORIZATION=auth).status_code == 200
-    bounce = {"RecordType": "Bounce", "Type": "HardBounce", "TypeCode": 1, "ID": 42, "MessageID": event["MessageID"],
-              "Email": "ada@example.com", "Description": "The server was unable to deliver your message.",
-              "Details": "smtp;550 5.1.1 The email account that you tried to reach does not exist.",
-              "BouncedAt": "2026-11-21T10:01:00Z", "Metadata": {"rowbell_message_id": delivery.message_id}}
-    assert client.post(url, json.dumps(bounce), content_type="application/json",
-                       HTTP_AUTHORIZATION=auth).status_code == 200
+    assert (
+        client.post(url, json.dumps(event), content_type="application/json", HTTP_AUTHORIZATION=auth).status_code == 200
+    )
+    bounce = {
+        "RecordType": "Bounce",
+        "Type": "HardBounce",
+        "TypeCode": 1,
+        "ID": 42,
+        "MessageID": event["MessageID"],
+        "Email": "ada@example.com",
+        "Description": "The server was unable to deliver your message.",
+        "Details": "smtp;550 5.1.1 The email account that you tried to reach does not exist.",
+        "BouncedAt": "2026-11-21T10:01:00Z",
+        "Metadata": {"rowbell_message_id": delivery.message_id},
+    }
+    assert (
+        client.post(url, json.dumps(bounce), content_type="application/json", HTTP_AUTHORIZATION=auth).status_code
+        == 200
+    )
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.BOUNCED
     assert _events(delivery)[-2:] == [("delivered", "provider"), ("bounced", "provider")]
 
     settings.ANYMAIL = {"WEBHOOK_SECRET": ""}  # not configured: refused outright
-    assert client.post(url, json.dumps(event), content_type="application/json",
-                       HTTP_AUTHORIZATION=auth).status_code == 403
+    assert (
+        client.post(url, json.dumps(event), content_type="application/json", HTTP_AUTHORIZATION=auth).status_code == 403
+    )
 
 
 class _Later:

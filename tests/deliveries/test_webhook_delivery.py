@@ -23,9 +23,13 @@ def setup(product, receiver):
 
 
 def _trigger_and_start(product, recipients=("u1",), data=None):
-    request_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow="w",
-                                   recipients=[{"id": r} for r in recipients], data=data or {"order": 7},
-                                   priority="normal")
+    request_id, _ = trigger_create(
+        tenant=factories.tenant_of(product),
+        workflow="w",
+        recipients=[{"id": r} for r in recipients],
+        data=data or {"order": 7},
+        priority="normal",
+    )
     request = TriggerRequest.objects.get(id=request_id)
     # Large fan-outs are handed to workers; run them here as a worker would (already-run ones are skipped).
     runs_execute(run_ids=request_start(request_id=request.id))
@@ -100,8 +104,9 @@ def test_failures_retry_with_backoff_and_a_stable_webhook_id(setup, receiver):
 
 def test_gives_up_after_the_workflows_attempts_and_fails_the_run(product, receiver):
     endpoint = factories.make_endpoint(product, receiver.url())
-    factories.make_workflow(product, key="w", steps=[factories.webhook_step(endpoint)],
-                            retry={"max_attempts": 2, "backoff": "1s"})
+    factories.make_workflow(
+        product, key="w", steps=[factories.webhook_step(endpoint)], retry={"max_attempts": 2, "backoff": "1s"}
+    )
     receiver.default = (500, {}, b"down")
     delivery = Delivery.objects.get(request=_trigger_and_start(product))
     delivery.refresh_from_db()
@@ -184,8 +189,12 @@ def test_unreachable_receiver_is_a_transient_failure(setup, receiver):
 
 
 def test_private_destinations_are_refused_at_save_time(product_client):
-    for url in ("http://10.0.0.5/hook", "http://169.254.169.254/latest", "http://[::ffff:192.168.1.1]/x",
-                "ftp://example.com/x"):
+    for url in (
+        "http://10.0.0.5/hook",
+        "http://169.254.169.254/latest",
+        "http://[::ffff:192.168.1.1]/x",
+        "ftp://example.com/x",
+    ):
         response = product_client.post("/api/v1/webhooks", {"url": url}, format="json")
         assert response.status_code == 400, url
         assert response.json()["error"]["fields"][0]["field"] == "url"
@@ -230,8 +239,9 @@ def test_dispatch_due_hints_retries_and_lost_work_once(setup, receiver, settings
 def test_reconcile_requeues_deliveries_whose_worker_died(setup, receiver):
     product, _ = setup
     delivery = Delivery.objects.get(request=_queued(product))
-    Delivery.objects.filter(id=delivery.id).update(status=DeliveryStatus.SENDING, attempt_count=1,
-                                                   lease_until=timezone.now() - timedelta(seconds=1))
+    Delivery.objects.filter(id=delivery.id).update(
+        status=DeliveryStatus.SENDING, attempt_count=1, lease_until=timezone.now() - timedelta(seconds=1)
+    )
     assert deliveries_reconcile() == 1
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.QUEUED
@@ -254,7 +264,9 @@ def test_a_send_that_outlives_its_lease_keeps_its_real_outcome_and_is_not_sent_a
     _record(outcomes)  # then the results arrive
     assert set(Delivery.objects.filter(id__in=ids).values_list("status", flat=True)) == {DeliveryStatus.DELIVERED}
     assert list(DeliveryAttempt.objects.filter(delivery_id__in=ids).values_list("outcome", flat=True)) == [
-        "success", "success"]
+        "success",
+        "success",
+    ]
     assert deliveries_send(delivery_ids=ids) == 0 and len(receiver.requests) == 2
 
 
@@ -290,8 +302,10 @@ def test_a_trickling_or_endless_response_body_cannot_hold_a_worker(settings):
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     answers = []
-    caller = threading.Thread(target=lambda: answers.append(
-        outbound.post(f"http://127.0.0.1:{server.getsockname()[1]}/hook", b"{}", {})), daemon=True)
+    caller = threading.Thread(
+        target=lambda: answers.append(outbound.post(f"http://127.0.0.1:{server.getsockname()[1]}/hook", b"{}", {})),
+        daemon=True,
+    )
     try:
         caller.start()
         caller.join(60)  # a liveness guard, not a speed claim: unbounded, this would never return

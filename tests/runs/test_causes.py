@@ -20,8 +20,13 @@ pytestmark = pytest.mark.django_db
 
 def _api_run(product):
     factories.make_workflow(product, key="w", steps=[factories.email_step(subject="s", body="b")])
-    request_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow="w", priority="normal",
-                                   recipients=[{"id": "u1", "email": "u1@example.com"}], data={})
+    request_id, _ = trigger_create(
+        tenant=factories.tenant_of(product),
+        workflow="w",
+        priority="normal",
+        recipients=[{"id": "u1", "email": "u1@example.com"}],
+        data={},
+    )
     request_start(request_id=request_id)
     return Run.objects.get(request_id=request_id)
 
@@ -52,12 +57,27 @@ def test_one_run_per_cause_and_recipient_whatever_the_source(product):
 def test_the_migration_gives_existing_runs_their_cause(product):
     migration = importlib.import_module("apps.runs.migrations.0010_run_source_cause")
     api = _api_run(product)
-    shop = Connection.objects.create(product=product, name="shop", host="db.example.com", database="shop",
-                                     user="rowbell")
-    event = Event.objects.create(connection=shop, source_id=1, xid=1, capture="c", table_name="public.orders",
-                                 op="insert", ids=[1], captured_at=timezone.now())
-    database = Run.objects.create(source="database", cause_id=str(event.id), event=event, product=product,
-                                  workflow_version_id=api.workflow_version_id, recipient={})
+    shop = Connection.objects.create(
+        product=product, name="shop", host="db.example.com", database="shop", user="rowbell"
+    )
+    event = Event.objects.create(
+        connection=shop,
+        source_id=1,
+        xid=1,
+        capture="c",
+        table_name="public.orders",
+        op="insert",
+        ids=[1],
+        captured_at=timezone.now(),
+    )
+    database = Run.objects.create(
+        source="database",
+        cause_id=str(event.id),
+        event=event,
+        product=product,
+        workflow_version_id=api.workflow_version_id,
+        recipient={},
+    )
     with connection.cursor() as cursor:  # as before the migration (the test's transaction rolls it back)
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # no deferred key checks pending before ALTER TABLE
         cursor.execute("ALTER TABLE runs_run DROP CONSTRAINT run_has_a_cause")

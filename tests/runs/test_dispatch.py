@@ -12,8 +12,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _trigger(product, priority, rid):
-    request_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow="w", recipients=[{"id": rid}],
-                                   data={}, priority=priority)
+    request_id, _ = trigger_create(
+        tenant=factories.tenant_of(product), workflow="w", recipients=[{"id": rid}], data={}, priority=priority
+    )
     return str(request_id)
 
 

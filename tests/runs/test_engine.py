@@ -24,9 +24,13 @@ pytestmark = pytest.mark.django_db
 
 
 def _start(product, key="w", recipients=None, data=None):
-    request_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow=key,
-                                   recipients=recipients or [{"id": "u1", "email": "u1@example.com"}],
-                                   data=data if data is not None else {}, priority="normal")
+    request_id, _ = trigger_create(
+        tenant=factories.tenant_of(product),
+        workflow=key,
+        recipients=recipients or [{"id": "u1", "email": "u1@example.com"}],
+        data=data if data is not None else {},
+        priority="normal",
+    )
     request_start(request_id=request_id)
     return Run.objects.filter(request_id=request_id).order_by("recipient_index")
 
@@ -44,8 +48,9 @@ def _time_passes(run):
 
 
 def _send_all():
-    deliveries_send(delivery_ids=list(Delivery.objects.filter(status=DeliveryStatus.QUEUED)
-                                      .values_list("id", flat=True)))
+    deliveries_send(
+        delivery_ids=list(Delivery.objects.filter(status=DeliveryStatus.QUEUED).values_list("id", flat=True))
+    )
 
 
 def _steps(run):
@@ -53,8 +58,11 @@ def _steps(run):
 
 
 def test_a_wait_is_durable_and_resumed_once_by_the_beat_tick(product):
-    factories.make_workflow(product, key="w", steps=[{"id": "pause", "type": "wait", "duration": "2h"},
-                                                     factories.email_step(subject="s", body="b")])
+    factories.make_workflow(
+        product,
+        key="w",
+        steps=[{"id": "pause", "type": "wait", "duration": "2h"}, factories.email_step(subject="s", body="b")],
+    )
     run = _start(product).get()
     assert _state(run) == (RunStatus.WAITING, "time")
     assert timedelta(hours=1, minutes=59) < run.resume_at - timezone.now() <= timedelta(hours=2)
@@ -70,9 +78,14 @@ def test_a_wait_is_durable_and_resumed_once_by_the_beat_tick(product):
 
 
 def test_wait_until_a_timestamp_in_the_data_with_an_offset(product):
-    factories.make_workflow(product, key="w", steps=[
-        {"id": "remind", "type": "wait", "until": "data.appointment_at", "offset": "-1h"},
-        factories.email_step(subject="s", body="b")])
+    factories.make_workflow(
+        product,
+        key="w",
+        steps=[
+            {"id": "remind", "type": "wait", "until": "data.appointment_at", "offset": "-1h"},
+            factories.email_step(subject="s", body="b"),
+        ],
+    )
     at = timezone.now() + timedelta(days=2)
     run = _start(product, data={"appointment_at": at.isoformat()}).get()
     run.refresh_from_db()
@@ -88,13 +101,29 @@ def test_wait_until_a_timestamp_in_the_data_with_an_offset(product):
 
 
 def test_wait_until_a_condition_or_its_timeout(product):
-    factories.make_workflow(product, key="w", steps=[
-        {"id": "paid", "type": "wait", "condition": {"column": "data.paid", "op": "eq", "value": True},
-         "timeout": "1d", "every": "10m"},
-        {"type": "branch", "branches": [
-            {"when": {"column": "steps.paid.timed_out", "op": "eq", "value": True},
-             "steps": [factories.email_step("late", subject="late", body="b")]}],
-         "otherwise": [factories.email_step("thanks", subject="thanks", body="b")]}])
+    factories.make_workflow(
+        product,
+        key="w",
+        steps=[
+            {
+                "id": "paid",
+                "type": "wait",
+                "condition": {"column": "data.paid", "op": "eq", "value": True},
+                "timeout": "1d",
+                "every": "10m",
+            },
+            {
+                "type": "branch",
+                "branches": [
+                    {
+                        "when": {"column": "steps.paid.timed_out", "op": "eq", "value": True},
+                        "steps": [factories.email_step("late", subject="late", body="b")],
+                    }
+                ],
+                "otherwise": [factories.email_step("thanks", subject="thanks", body="b")],
+            },
+        ],
+    )
     holds = _start(product, data={"paid": True}).get()
     assert _steps(holds)[0] == ("paid", "completed")
 
@@ -113,14 +142,33 @@ def test_wait_until_a_condition_or_its_timeout(product):
 
 
 def test_branches_take_the_first_condition_that_holds_or_otherwise(product):
-    factories.make_workflow(product, key="w", steps=[{"id": "route", "type": "branch", "branches": [
-        {"when": {"column": "data.total", "op": "gte", "value": 100},
-         "steps": [factories.email_step("big", subject="big", body="b")]},
-        {"when": {"or": [{"column": "data.plan", "op": "in", "value": ["pro", "team"]},
-                         {"column": "recipient.vip", "op": "eq", "value": True}]},
-         "steps": [factories.email_step("pro", subject="pro", body="b")]}],
-        "otherwise": [factories.email_step("plain", subject="plain", body="b")]},
-        factories.email_step("after", subject="after", body="b")])
+    factories.make_workflow(
+        product,
+        key="w",
+        steps=[
+            {
+                "id": "route",
+                "type": "branch",
+                "branches": [
+                    {
+                        "when": {"column": "data.total", "op": "gte", "value": 100},
+                        "steps": [factories.email_step("big", subject="big", body="b")],
+                    },
+                    {
+                        "when": {
+                            "or": [
+                                {"column": "data.plan", "op": "in", "value": ["pro", "team"]},
+                                {"column": "recipient.vip", "op": "eq", "value": True},
+                            ]
+                        },
+                        "steps": [factories.email_step("pro", subject="pro", body="b")],
+                    },
+                ],
+                "otherwise": [factories.email_step("plain", subject="plain", body="b")],
+            },
+            factories.email_step("after", subject="after", body="b"),
+        ],
+    )
     cases = {"big": {"total": 250, "plan": "pro"}, "pro": {"total": 5, "plan": "team"}, "plain": {"total": "5"}}
     for expected, data in cases.items():
         run = _start(product, data=data).get()
@@ -133,9 +181,14 @@ def test_branches_take_the_first_condition_that_holds_or_otherwise(product):
 
 def test_a_batch_collects_runs_of_a_key_and_continues_once(product, receiver):
     endpoint = factories.make_endpoint(product, receiver.url())
-    factories.make_workflow(product, key="w", steps=[
-        {"id": "digest", "type": "batch", "key": "data.customer", "window": "10m"},
-        {"id": "hook", "type": "notify", "channel": "webhook", "webhook": str(endpoint.id)}])
+    factories.make_workflow(
+        product,
+        key="w",
+        steps=[
+            {"id": "digest", "type": "batch", "key": "data.customer", "window": "10m"},
+            {"id": "hook", "type": "notify", "channel": "webhook", "webhook": str(endpoint.id)},
+        ],
+    )
     first = _start(product, data={"customer": 7, "n": 1}).get()
     others = [_start(product, data={"customer": 7, "n": n}).get() for n in (2, 3)]
     lone = _start(product, data={"customer": 8, "n": 4}).get()
@@ -159,10 +212,16 @@ def test_a_batch_collects_runs_of_a_key_and_continues_once(product, receiver):
 
 
 def test_batch_items_are_in_the_templates(product):
-    factories.make_workflow(product, key="w", steps=[
-        {"id": "digest", "type": "batch", "key": "recipient.id", "window": "1h"},
-        factories.email_step(subject="{{ batch.count }} updates",
-                             body="{% for i in batch['items'] %}{{ i.data.what }};{% endfor %}")])
+    factories.make_workflow(
+        product,
+        key="w",
+        steps=[
+            {"id": "digest", "type": "batch", "key": "recipient.id", "window": "1h"},
+            factories.email_step(
+                subject="{{ batch.count }} updates", body="{% for i in batch['items'] %}{{ i.data.what }};{% endfor %}"
+            ),
+        ],
+    )
     runs = [_start(product, data={"what": w}).get() for w in ("a", "b")]
     _time_passes(runs[0])
     _send_all()
@@ -171,8 +230,12 @@ def test_batch_items_are_in_the_templates(product):
 
 def test_the_retry_policy_is_the_workflows(product, receiver):
     endpoint = factories.make_endpoint(product, receiver.url())
-    factories.make_workflow(product, key="w", steps=[factories.webhook_step(endpoint)],
-                            retry={"max_attempts": 3, "backoff": "1m", "max_backoff": "90s"})
+    factories.make_workflow(
+        product,
+        key="w",
+        steps=[factories.webhook_step(endpoint)],
+        retry={"max_attempts": 3, "backoff": "1m", "max_backoff": "90s"},
+    )
     receiver.default = (503, {}, b"busy")
     before = timezone.now()
     run = _start(product).get()  # its task makes the first attempt
@@ -201,7 +264,9 @@ def test_a_failed_run_is_escalated_once_and_operators_are_not_flooded(product, r
     assert _state(first) == (RunStatus.FAILED, "")
     assert escalations_send() == 1
     assert len(mail.outbox) == 1 and "1 failed run in Acme" in mail.outbox[0].subject
-    assert f"run {first.id}, workflow w v1" in mail.outbox[0].body and "Missing variable 'missing'" in mail.outbox[0].body
+    assert (
+        f"run {first.id}, workflow w v1" in mail.outbox[0].body and "Missing variable 'missing'" in mail.outbox[0].body
+    )
     _send_all()
     body = Webhook(hooks.secret).verify(receiver.requests[0]["body"], receiver.requests[0]["headers"])
     assert body["type"] == "runs.failed" and body["data"]["failures"][0]["run_id"] == first.id
@@ -219,8 +284,11 @@ def test_a_failed_run_is_escalated_once_and_operators_are_not_flooded(product, r
 def test_rerun_from_the_failed_step_keeps_what_came_before(product_with_key, receiver):
     product, key = product_with_key
     endpoint = factories.make_endpoint(product, receiver.url())
-    factories.make_workflow(product, key="w", steps=[factories.webhook_step(endpoint, "first"),
-                                                     factories.email_step("second", subject="{{ data.name }}")])
+    factories.make_workflow(
+        product,
+        key="w",
+        steps=[factories.webhook_step(endpoint, "first"), factories.email_step("second", subject="{{ data.name }}")],
+    )
     run = _start(product).get()
     _send_all()
     runs_execute(run_ids=[run.id])
@@ -249,8 +317,9 @@ def test_rerun_from_the_failed_step_keeps_what_came_before(product_with_key, rec
 
 def test_cancel_a_waiting_run_discards_its_pending_deliveries(product_with_key):
     product, key = product_with_key
-    factories.make_workflow(product, key="w", steps=[{"type": "wait", "duration": "1d"},
-                                                     factories.email_step(subject="s", body="b")])
+    factories.make_workflow(
+        product, key="w", steps=[{"type": "wait", "duration": "1d"}, factories.email_step(subject="s", body="b")]
+    )
     run = _start(product).get()
     client = client_for(key)
     response = client.post(f"/api/v1/runs/{run.id}/cancel")
@@ -274,8 +343,9 @@ def test_cancel_a_waiting_run_discards_its_pending_deliveries(product_with_key):
 
 
 def test_unpublish_can_cancel_waiting_runs(product, product_client):
-    factories.make_workflow(product, key="w", steps=[{"type": "wait", "duration": "1d"},
-                                                     factories.email_step(subject="s", body="b")])
+    factories.make_workflow(
+        product, key="w", steps=[{"type": "wait", "duration": "1d"}, factories.email_step(subject="s", body="b")]
+    )
     keep = _start(product).get()
     product_client.post("/api/v1/workflows/w/unpublish", {}, format="json")
     assert _state(keep) == (RunStatus.WAITING, "time")  # by default, started runs finish
@@ -305,8 +375,9 @@ def test_admin_actions_rerun_and_cancel_name_the_staff_user(product, client):
     factories.make_workflow(product, key="slow", steps=[{"type": "wait", "duration": "1d"}])
     waiting = _start(product, key="slow").get()
     client.force_login(get_user_model().objects.create_superuser("ops", "ops@example.com", "pw"))
-    page = client.post("/admin/runs/run/", {"action": "rerun_from_start", "_selected_action": [failed.id, waiting.id]},
-                       follow=True).content.decode()
+    page = client.post(
+        "/admin/runs/run/", {"action": "rerun_from_start", "_selected_action": [failed.id, waiting.id]}, follow=True
+    ).content.decode()
     rerun = Run.objects.get(rerun_of=failed)
     assert f"Re-run: {failed.id} (new run {rerun.id})" in page
     assert f"Not re-run: {waiting.id}: Only a failed or cancelled run can be re-run" in page
@@ -317,16 +388,37 @@ def test_admin_actions_rerun_and_cancel_name_the_staff_user(product, client):
 
 
 def test_a_run_failing_in_a_batch_writes_nothing_half_way_and_the_others_go_on(product):
-    factories.make_workflow(product, key="w", steps=[
-        {"id": "route", "type": "branch", "branches": [
-            {"when": {"column": "data.bad", "op": "eq", "value": True},
-             "steps": [factories.email_step("oops", subject="{{ data.missing }}")]}]},
-        factories.email_step("fine", subject="ok", body="b")])
-    request_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow="w", priority="normal",
-                                   recipients=[{"id": f"u{i}", "email": f"u{i}@example.com"} for i in range(12)],
-                                   data={"bad": True})
-    good_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow="w", priority="normal",
-                                recipients=[{"id": "g", "email": "g@example.com"}], data={"bad": False})
+    factories.make_workflow(
+        product,
+        key="w",
+        steps=[
+            {
+                "id": "route",
+                "type": "branch",
+                "branches": [
+                    {
+                        "when": {"column": "data.bad", "op": "eq", "value": True},
+                        "steps": [factories.email_step("oops", subject="{{ data.missing }}")],
+                    }
+                ],
+            },
+            factories.email_step("fine", subject="ok", body="b"),
+        ],
+    )
+    request_id, _ = trigger_create(
+        tenant=factories.tenant_of(product),
+        workflow="w",
+        priority="normal",
+        recipients=[{"id": f"u{i}", "email": f"u{i}@example.com"} for i in range(12)],
+        data={"bad": True},
+    )
+    good_id, _ = trigger_create(
+        tenant=factories.tenant_of(product),
+        workflow="w",
+        priority="normal",
+        recipients=[{"id": "g", "email": "g@example.com"}],
+        data={"bad": False},
+    )
     ids = request_start(request_id=request_id) + request_start(request_id=good_id)
     runs_execute(run_ids=ids)
     bad = Run.objects.filter(request_id=request_id)
@@ -353,8 +445,11 @@ def test_a_worker_whose_lease_expired_writes_nothing_once_another_claimed_the_ru
     from apps.runs.services import run_execute
     from apps.runs.triggers import TRIGGER_SOURCES
 
-    factories.make_workflow(product, key="w", steps=[{"id": "pause", "type": "wait", "duration": "1h"},
-                                                     factories.email_step(subject="s", body="b")])
+    factories.make_workflow(
+        product,
+        key="w",
+        steps=[{"id": "pause", "type": "wait", "duration": "1h"}, factories.email_step(subject="s", body="b")],
+    )
     run = _start(product).get()
     Run.objects.filter(id=run.id).update(resume_at=timezone.now() - timedelta(seconds=1))
     assert runs_resume_due() == 1  # the wait is over: the run is queued
@@ -367,8 +462,12 @@ def test_a_worker_whose_lease_expired_writes_nothing_once_another_claimed_the_ru
         load(runs)
         Run.objects.filter(id=run.id).update(lease_until=timezone.now() - timedelta(seconds=1))
         runs_reconcile()
-        assert Run.objects.filter(id=run.id, status=RunStatus.QUEUED).update(
-            status=RunStatus.RUNNING, claim=F("claim") + 1, lease_until=timezone.now() + timedelta(minutes=2)) == 1
+        assert (
+            Run.objects.filter(id=run.id, status=RunStatus.QUEUED).update(
+                status=RunStatus.RUNNING, claim=F("claim") + 1, lease_until=timezone.now() + timedelta(minutes=2)
+            )
+            == 1
+        )
 
     monkeypatch.setattr(api, "load", stalled)
     assert run_execute(run_id=run.id) is None  # A wakes up: its claim is gone, so it stops

@@ -16,17 +16,24 @@ pytestmark = pytest.mark.django_db
 
 
 def _trigger(product, key="w", recipients=None, data=None, organization=None):
-    request_id, _ = trigger_create(tenant=factories.tenant_of(product, organization), workflow=key,
-                                   recipients=recipients or [{"id": "u1"}],
-                                   data=data if data is not None else {"order": 7}, priority="normal")
+    request_id, _ = trigger_create(
+        tenant=factories.tenant_of(product, organization),
+        workflow=key,
+        recipients=recipients or [{"id": "u1"}],
+        data=data if data is not None else {"order": 7},
+        priority="normal",
+    )
     request = TriggerRequest.objects.get(id=request_id)
     return request
 
 
 def test_email_step_renders_templates_and_sends(product):
     factories.make_workflow(product, key="w", steps=[factories.email_step(html="<b>{{ data.note }}</b>")])
-    request = _trigger(product, recipients=[{"id": "u1", "email": "ann@example.com", "name": "Ann"}],
-                       data={"order": 7, "note": "<script>"})
+    request = _trigger(
+        product,
+        recipients=[{"id": "u1", "email": "ann@example.com", "name": "Ann"}],
+        data={"order": 7, "note": "<script>"},
+    )
     request_start(request_id=request.id)
     delivery = Delivery.objects.get(request=request)
     deliveries_send(delivery_ids=[delivery.id])
@@ -58,16 +65,19 @@ def test_missing_template_variable_fails_the_run_naming_the_variable(product):
     assert AuditEvent.objects.filter(action="run.failed", target_id=str(run.id)).exists()
 
 
-@pytest.mark.parametrize("template", [
-    "{{ data.__class__.__mro__ }}",
-    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
-    "{{ cycler.__init__.__globals__.os }}",
-    "{{ lipsum.__globals__['os'].popen('id').read() }}",
-    "{{ self.__init__.__globals__.__builtins__.open('/etc/passwd').read() }}",
-    "{% include '/etc/passwd' %}",
-    "{% import 'os' as os %}{{ os }}",
-    "{{ range.__self__ }}",
-])
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ data.__class__.__mro__ }}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ cycler.__init__.__globals__.os }}",
+        "{{ lipsum.__globals__['os'].popen('id').read() }}",
+        "{{ self.__init__.__globals__.__builtins__.open('/etc/passwd').read() }}",
+        "{% include '/etc/passwd' %}",
+        "{% import 'os' as os %}{{ os }}",
+        "{{ range.__self__ }}",
+    ],
+)
 def test_templates_cannot_reach_python_internals(product, template):
     factories.make_workflow(product, key="w", steps=[factories.email_step(subject=template)])
     request = _trigger(product, recipients=[{"id": "u1", "email": "a@example.com"}])
@@ -79,8 +89,7 @@ def test_templates_cannot_reach_python_internals(product, template):
 
 def test_steps_run_in_order_and_each_is_recorded(product, receiver):
     endpoint = factories.make_endpoint(product, receiver.url())
-    factories.make_workflow(product, key="w", steps=[factories.webhook_step(endpoint, "a"),
-                                                     factories.email_step("b")])
+    factories.make_workflow(product, key="w", steps=[factories.webhook_step(endpoint, "a"), factories.email_step("b")])
     request = _trigger(product, recipients=[{"id": "u1", "email": "a@example.com", "name": "A"}])
     request_start(request_id=request.id)
     run = Run.objects.get(request=request)
@@ -93,9 +102,13 @@ def test_steps_run_in_order_and_each_is_recorded(product, receiver):
     assert run.status == RunStatus.COMPLETED and run.step_index == 2  # the last delivery completed it
     assert len(mail.outbox) == 1
     assert list(RunStep.objects.filter(run=run).values_list("step_id", "status")) == [
-        ("a", "completed"), ("b", "completed")]
+        ("a", "completed"),
+        ("b", "completed"),
+    ]
     assert list(Delivery.objects.filter(run=run).order_by("id").values_list("channel", flat=True)) == [
-        "webhook", "email"]
+        "webhook",
+        "email",
+    ]
 
 
 def test_starting_a_request_twice_creates_its_runs_once(product):
@@ -127,9 +140,17 @@ def test_reconcile_requeues_lost_requests_and_runs_and_dead_leases(product, sett
     _trigger(product, recipients=[{"id": "never-dispatched"}])
     started = _trigger(product, recipients=[{"id": "x"}])
     TriggerRequest.objects.filter(id=started.id).update(status=RequestStatus.STARTED)
-    dead = Run.objects.create(source="api", cause_id=str(started.id), request=started, recipient_index=0, product=product,
-                              workflow_version_id=started.workflow_version_id, recipient={"id": "x"},
-                              status=RunStatus.RUNNING, lease_until=timezone.now() - timedelta(seconds=1))
+    dead = Run.objects.create(
+        source="api",
+        cause_id=str(started.id),
+        request=started,
+        recipient_index=0,
+        product=product,
+        workflow_version_id=started.workflow_version_id,
+        recipient={"id": "x"},
+        status=RunStatus.RUNNING,
+        lease_until=timezone.now() - timedelta(seconds=1),
+    )
     result = runs_reconcile()
     assert result == {"requests": 1, "runs_requeued": 1, "runs": 1, "dispatched": 1, "runs_settled": 0}
     dead.refresh_from_db()
@@ -159,7 +180,9 @@ def test_request_status_shows_each_delivery_and_the_overall_state(product_with_k
     body = client.get(f"/api/v1/requests/{request.id}").json()
     assert body["status"] == "partially_failed"
     assert sorted((d["channel"], d["status"], d["attempts"]) for d in body["deliveries"]) == [
-        ("webhook", "delivered", 1), ("webhook", "failed", 2)]
+        ("webhook", "delivered", 1),
+        ("webhook", "failed", 2),
+    ]
 
 
 def test_a_step_that_renders_a_nul_character_fails_the_run_once(product):
@@ -218,8 +241,14 @@ def test_a_write_the_database_refuses_fails_only_the_run_that_made_it(product, m
         def execute(self, call):
             if call.run.recipient["id"] != "bad":
                 return notify.execute(call)
-            call.deliver(*delivery_build(channel="email", rendered=Rendered(target="x", payload={"text": "a\x00b"}),
-                                         run=call.run, step_id=call.step["id"]))
+            call.deliver(
+                *delivery_build(
+                    channel="email",
+                    rendered=Rendered(target="x", payload={"text": "a\x00b"}),
+                    run=call.run,
+                    step_id=call.step["id"],
+                )
+            )
             return StepOutcome(waiting_on="delivery")
 
     monkeypatch.setitem(STEP_TYPES, "notify", Unstorable())

@@ -25,23 +25,30 @@ def slow_and_light(product, settings, hinted):
 
 
 def _request(product, count, data):
-    request_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow="w", priority="normal",
-                                   recipients=[{"id": f"u{i}", "name": f"U{i}", "email": f"u{i}@example.com"}
-                                               for i in range(count)], data=data)
+    request_id, _ = trigger_create(
+        tenant=factories.tenant_of(product),
+        workflow="w",
+        priority="normal",
+        recipients=[{"id": f"u{i}", "name": f"U{i}", "email": f"u{i}@example.com"} for i in range(count)],
+        data=data,
+    )
     return request_id
 
 
 def _split(run_ids):
     statuses = dict(Run.objects.filter(id__in=run_ids).values_list("id", "status"))
-    return ([i for i in run_ids if statuses[i] == RunStatus.FAILED],
-            [i for i in run_ids if statuses[i] == RunStatus.QUEUED])
+    return (
+        [i for i in run_ids if statuses[i] == RunStatus.FAILED],
+        [i for i in run_ids if statuses[i] == RunStatus.QUEUED],
+    )
 
 
 MANY = 12
 
 
 def test_a_batch_leaves_a_product_s_remaining_runs_queued_once_its_time_slice_is_spent(
-        slow_and_light, hinted, monkeypatch):
+    slow_and_light, hinted, monkeypatch
+):
     product, other = slow_and_light
     # Every run written queued and hinted, none executed by the task that creates them...
     monkeypatch.setattr("apps.runs.triggers.api.RUN_BATCH", 0)

@@ -15,9 +15,13 @@ pytestmark = pytest.mark.django_db
 
 
 def _start(product, key="w", data=None):
-    request_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow=key,
-                                   recipients=[{"id": "u1", "email": "u1@example.com"}], data=data or {"n": 1},
-                                   priority="normal")
+    request_id, _ = trigger_create(
+        tenant=factories.tenant_of(product),
+        workflow=key,
+        recipients=[{"id": "u1", "email": "u1@example.com"}],
+        data=data or {"n": 1},
+        priority="normal",
+    )
     request_start(request_id=request_id)
     return Run.objects.get(request_id=request_id)
 
@@ -25,10 +29,18 @@ def _start(product, key="w", data=None):
 @pytest.fixture
 def sandboxed(product, product_client, receiver):
     endpoint = factories.make_endpoint(product, receiver.url())
-    response = product_client.post("/api/v1/workflows", {
-        "key": "w", "sandbox": True,
-        "steps": [{"id": "hook", "type": "notify", "channel": "webhook", "webhook": str(endpoint.id)},
-                  factories.email_step("mail", subject="Order {{ data.n }}", body="b")]}, format="json")
+    response = product_client.post(
+        "/api/v1/workflows",
+        {
+            "key": "w",
+            "sandbox": True,
+            "steps": [
+                {"id": "hook", "type": "notify", "channel": "webhook", "webhook": str(endpoint.id)},
+                factories.email_step("mail", subject="Order {{ data.n }}", body="b"),
+            ],
+        },
+        format="json",
+    )
     assert response.status_code == 201 and response.json()["sandbox"] is True
     product_client.post("/api/v1/workflows/w/publish")
     return endpoint
@@ -42,10 +54,10 @@ def test_held_deliveries_are_rendered_and_wait_for_review(product, product_clien
     assert not receiver.requests
     queue = product_client.get("/api/v1/deliveries", {"status": "held"}).json()["results"]
     assert [(d["id"], d["step"], d["payload"]["type"]) for d in queue] == [
-        (held.message_id, "hook", "workflow.notification")]
+        (held.message_id, "hook", "workflow.notification")
+    ]
 
-    response = product_client.post("/api/v1/deliveries/release", {"ids": [held.message_id, "msg_nope"]},
-                                   format="json")
+    response = product_client.post("/api/v1/deliveries/release", {"ids": [held.message_id, "msg_nope"]}, format="json")
     assert response.json() == {"done": [held.message_id], "skipped": ["msg_nope"]}
     deliveries_send(delivery_ids=[held.id])
     body = Webhook(sandboxed.secret).verify(receiver.requests[0]["body"], receiver.requests[0]["headers"])
@@ -78,8 +90,9 @@ def test_review_in_bulk_from_the_admin_names_the_staff_user(product, sandboxed, 
     staff = get_user_model().objects.create_superuser("reviewer", "r@example.com", "pw")
     client.force_login(staff)
     ids = list(Delivery.objects.filter(run__in=runs).values_list("id", flat=True))
-    response = client.post("/admin/deliveries/delivery/", {"action": "release", "_selected_action": ids[:2]},
-                           follow=True)
+    response = client.post(
+        "/admin/deliveries/delivery/", {"action": "release", "_selected_action": ids[:2]}, follow=True
+    )
     assert "Released 2 held deliveries" in response.content.decode()
     client.post("/admin/deliveries/delivery/", {"action": "discard", "_selected_action": ids}, follow=True)
     statuses = sorted(Delivery.objects.filter(id__in=ids).values_list("status", flat=True))

@@ -58,18 +58,21 @@ def test_idempotency_keys_are_per_tenant(product_with_key, workflow):
     assert a.status_code == b.status_code == 202 and a.json()["request_id"] != b.json()["request_id"]
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"workflow": "nope", "to": ["u1"]}, "workflow"),
-    ({"to": ["u1"]}, "workflow"),
-    ({"workflow": "welcome"}, "to"),
-    ({"workflow": "welcome", "to": []}, "to"),
-    ({"workflow": "welcome", "to": [{"id": "u1", "email": "not-an-email"}]}, "to[0].email"),
-    ({"workflow": "welcome", "to": ["u1", {"name": "no id"}]}, "to[1].id"),
-    ({"workflow": "welcome", "to": [{"id": "u1", "phone": "555-1234"}]}, "to[0].phone"),
-    ({"workflow": "welcome", "to": [42.5]}, "to[0]"),
-    ({"workflow": "welcome", "to": ["u1"], "priority": "urgent"}, "priority"),
-    ({"workflow": "welcome", "to": ["u1"], "data": [1, 2]}, "data"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"workflow": "nope", "to": ["u1"]}, "workflow"),
+        ({"to": ["u1"]}, "workflow"),
+        ({"workflow": "welcome"}, "to"),
+        ({"workflow": "welcome", "to": []}, "to"),
+        ({"workflow": "welcome", "to": [{"id": "u1", "email": "not-an-email"}]}, "to[0].email"),
+        ({"workflow": "welcome", "to": ["u1", {"name": "no id"}]}, "to[1].id"),
+        ({"workflow": "welcome", "to": [{"id": "u1", "phone": "555-1234"}]}, "to[0].phone"),
+        ({"workflow": "welcome", "to": [42.5]}, "to[0]"),
+        ({"workflow": "welcome", "to": ["u1"], "priority": "urgent"}, "priority"),
+        ({"workflow": "welcome", "to": ["u1"], "data": [1, 2]}, "data"),
+    ],
+)
 def test_bad_trigger_bodies_name_the_field_and_the_reason(product_client, workflow, body, field):
     response = _trigger(product_client, body)
     assert response.status_code == 400
@@ -167,12 +170,19 @@ def test_an_expired_key_is_refused_on_the_trigger_path(product_with_key, workflo
     assert _trigger(client_for(key), {"workflow": "welcome", "to": ["u2"]}).status_code == 401
 
 
-@pytest.mark.parametrize("body", [
-    {"workflow": "welcome", "to": ["u1"]},
-    {"workflow": "welcome", "to": ["u1", {"id": 7, "email": "a@example.com", "phone": "+14155550123", "x": [1]}],
-     "data": {"k": {"n": 1}}, "priority": "high"},
-    {"workflow": "welcome", "to": [{"id": "u1", "name": None}], "data": {}, "priority": "low"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"workflow": "welcome", "to": ["u1"]},
+        {
+            "workflow": "welcome",
+            "to": ["u1", {"id": 7, "email": "a@example.com", "phone": "+14155550123", "x": [1]}],
+            "data": {"k": {"n": 1}},
+            "priority": "high",
+        },
+        {"workflow": "welcome", "to": [{"id": "u1", "name": None}], "data": {}, "priority": "low"},
+    ],
+)
 def test_fast_validation_agrees_with_the_serializer(body):
     from apps.runs.apis import TriggerInputSerializer, trigger_input_fast
 
@@ -181,15 +191,18 @@ def test_fast_validation_agrees_with_the_serializer(body):
     assert trigger_input_fast(body) == dict(serializer.validated_data)
 
 
-@pytest.mark.parametrize("body", [
-    {"workflow": " welcome ", "to": ["u1"]},
-    {"workflow": "welcome", "to": ["u1"], "extra": 1},
-    {"workflow": "welcome", "to": [{"id": "u1", "email": "bad"}]},
-    {"workflow": "welcome", "to": []},
-    {"workflow": "welcome", "to": [True]},
-    {"workflow": "welcome", "to": ["u1"], "priority": "urgent"},
-    [1, 2],
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"workflow": " welcome ", "to": ["u1"]},
+        {"workflow": "welcome", "to": ["u1"], "extra": 1},
+        {"workflow": "welcome", "to": [{"id": "u1", "email": "bad"}]},
+        {"workflow": "welcome", "to": []},
+        {"workflow": "welcome", "to": [True]},
+        {"workflow": "welcome", "to": ["u1"], "priority": "urgent"},
+        [1, 2],
+    ],
+)
 def test_fast_validation_leaves_everything_else_to_the_serializer(body):
     from apps.runs.apis import trigger_input_fast
 
@@ -208,8 +221,9 @@ def test_a_lost_database_connection_answers_503_and_is_replaced(product_with_key
     # Kill this process's database session, as a database restart would.
     pid = connection.connection.info.backend_pid
     cfg = connection.settings_dict
-    with psycopg.connect(host=cfg["HOST"] or "127.0.0.1", port=cfg["PORT"] or 5432, user=cfg["USER"],
-                         dbname=cfg["NAME"], autocommit=True) as other:
+    with psycopg.connect(
+        host=cfg["HOST"] or "127.0.0.1", port=cfg["PORT"] or 5432, user=cfg["USER"], dbname=cfg["NAME"], autocommit=True
+    ) as other:
         other.execute("SELECT pg_terminate_backend(%s)", [pid])
     response = _trigger(client, {"workflow": "welcome", "to": ["u2"]})
     assert response.status_code == 503 and response["Retry-After"] == "1"
@@ -220,21 +234,27 @@ def test_a_lost_database_connection_answers_503_and_is_replaced(product_with_key
     assert TriggerRequest.objects.count() == 2
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"workflow": "welcome", "to": ["u1"], "data": {"x": "a\u0000b"}}, "data.x"),
-    ({"workflow": "welcome", "to": [{"id": "u1", "name": "a\u0000"}]}, "to[0].name"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"workflow": "welcome", "to": ["u1"], "data": {"x": "a\u0000b"}}, "data.x"),
+        ({"workflow": "welcome", "to": [{"id": "u1", "name": "a\u0000"}]}, "to[0].name"),
+    ],
+)
 def test_nul_characters_are_refused_not_a_500(product_client, workflow, body, field):
     response = _trigger(product_client, body)
     assert response.status_code == 400 and "NUL character" in _fields(response)[field]
 
 
-@pytest.mark.parametrize("body, field", [
-    ('{"workflow": "welcome", "to": ["u1"], "data": {"x": "\\ud83d"}}', "data.x"),
-    ('{"workflow": "welcome", "to": ["u1"], "data": {"deep": [{"y": "ok \\udc00 end"}]}}', "data.deep[0].y"),
-    ('{"workflow": "welcome", "to": [{"id": "\\ud83d", "email": "a@example.com"}]}', "to[0].id"),
-    ('{"workflow": "welcome", "to": ["u1"], "data": {"\\ud83d": 1}}', r"data.\ud83d"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ('{"workflow": "welcome", "to": ["u1"], "data": {"x": "\\ud83d"}}', "data.x"),
+        ('{"workflow": "welcome", "to": ["u1"], "data": {"deep": [{"y": "ok \\udc00 end"}]}}', "data.deep[0].y"),
+        ('{"workflow": "welcome", "to": [{"id": "\\ud83d", "email": "a@example.com"}]}', "to[0].id"),
+        ('{"workflow": "welcome", "to": ["u1"], "data": {"\\ud83d": 1}}', r"data.\ud83d"),
+    ],
+)
 def test_unpaired_surrogates_are_refused_with_their_place_not_a_500(product_client, workflow, body, field):
     response = product_client.post("/api/v1/trigger", data=body, content_type="application/json")
     assert response.status_code == 400
@@ -246,20 +266,22 @@ def test_a_paired_surrogate_escape_is_ordinary_text(product_client, workflow):
     body = '{"workflow": "welcome", "to": ["u1"], "data": {"x": "\\ud83d\\ude00"}}'
     response = product_client.post("/api/v1/trigger", data=body, content_type="application/json")
     assert response.status_code == 202
-    assert TriggerRequest.objects.get().data == {"x": "\U0001F600"}
+    assert TriggerRequest.objects.get().data == {"x": "\U0001f600"}
 
 
 def test_json_nested_too_deeply_is_a_parse_error(product_client, workflow):
-    response = product_client.post("/api/v1/trigger", data="[" * 5000 + "]" * 5000,
-                                   content_type="application/json")
+    response = product_client.post("/api/v1/trigger", data="[" * 5000 + "]" * 5000, content_type="application/json")
     assert response.status_code == 400 and response.json()["error"]["code"] == "parse_error"
 
 
-@pytest.mark.parametrize("body, field, hint", [
-    ({"workflow": "welcome", "to": ["u1"], "datta": {"order": 1}}, "datta", "Did you mean 'data'?"),
-    ({"workflow": "welcome", "to": ["u1"], "priorty": "high"}, "priorty", "Did you mean 'priority'?"),
-    ({"workflow": "welcome", "to": ["u1"], "sandbox": True}, "sandbox", "The fields are: workflow, to, data"),
-])
+@pytest.mark.parametrize(
+    "body, field, hint",
+    [
+        ({"workflow": "welcome", "to": ["u1"], "datta": {"order": 1}}, "datta", "Did you mean 'data'?"),
+        ({"workflow": "welcome", "to": ["u1"], "priorty": "high"}, "priorty", "Did you mean 'priority'?"),
+        ({"workflow": "welcome", "to": ["u1"], "sandbox": True}, "sandbox", "The fields are: workflow, to, data"),
+    ],
+)
 def test_an_unknown_field_in_a_trigger_call_is_refused_not_ignored(product_client, workflow, body, field, hint):
     """A typo such as `datta` used to start runs without their data."""
     response = _trigger(product_client, body)

@@ -33,11 +33,14 @@ def test_keys_are_stored_hashed_never_in_clear(platform_key):
     assert stored.hashed_key.startswith("sha512$$") and secret not in stored.hashed_key and raw not in stored.id
 
 
-@pytest.mark.parametrize("header, reason", [
-    (None, "no key"),
-    ("Api-Key nope.nope", "unknown key"),
-    ("Bearer abc", "wrong scheme"),
-])
+@pytest.mark.parametrize(
+    "header, reason",
+    [
+        (None, "no key"),
+        ("Api-Key nope.nope", "unknown key"),
+        ("Bearer abc", "wrong scheme"),
+    ],
+)
 def test_calls_without_a_valid_key_answer_401_in_the_error_shape(header, reason):
     client = client_for(None)
     if header:
@@ -104,8 +107,7 @@ def test_rotation_without_grace_stops_the_old_key_at_once(product_with_key):
 
 def test_rotation_with_grace_keeps_the_old_key_until_the_stated_time(product_with_key):
     product, old = product_with_key
-    response = client_for(old).post(f"/api/v1/products/{product.id}/rotate-key", {"grace_seconds": 3600},
-                                    format="json")
+    response = client_for(old).post(f"/api/v1/products/{product.id}/rotate-key", {"grace_seconds": 3600}, format="json")
     body = response.json()
     assert body["previous_keys_stop_at"] is not None
     assert client_for(old).get(f"/api/v1/products/{product.id}").status_code == 200
@@ -117,8 +119,9 @@ def test_rotation_with_grace_keeps_the_old_key_until_the_stated_time(product_wit
 
 def test_rotation_grace_is_bounded(product_with_key):
     product, key = product_with_key
-    response = client_for(key).post(f"/api/v1/products/{product.id}/rotate-key", {"grace_seconds": 10**7},
-                                    format="json")
+    response = client_for(key).post(
+        f"/api/v1/products/{product.id}/rotate-key", {"grace_seconds": 10**7}, format="json"
+    )
     assert response.status_code == 400
     assert response.json()["error"]["fields"][0]["field"] == "grace_seconds"
 

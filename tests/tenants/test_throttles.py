@@ -79,33 +79,39 @@ def test_failed_authentications_from_one_address_answer_429_but_a_valid_key_goes
     guesses = [client_for(f"{prefix}.wrong{n}") for n in range(2)] + [client_for("unknown.secret")]
     assert [_keys(c).status_code for c in guesses] == [401, 401, 401]
     # The fourth failure, on the trigger call as anywhere else, answers 429...
-    error = _assert_throttled(client_for("unknown.again").post("/api/v1/trigger", {}, format="json"),
-                              retry_after=580, field="Authorization")
+    error = _assert_throttled(
+        client_for("unknown.again").post("/api/v1/trigger", {}, format="json"), retry_after=580, field="Authorization"
+    )
     assert "failed authentications from your address" in error["message"]
     _assert_throttled(_keys(client_for("unknown.more")), retry_after=580, field="Authorization")
     # ...while the valid key behind the same address (a rotated fleet, a shared NAT) is never refused.
     assert _keys(client_for(key)).status_code == 200
-    assert client_for(key).post("/api/v1/trigger", {"workflow": "welcome", "to": ["u1"]},
-                                format="json").status_code == 202
+    assert (
+        client_for(key).post("/api/v1/trigger", {"workflow": "welcome", "to": ["u1"]}, format="json").status_code == 202
+    )
     # Another address has its own count.
     assert _keys(client_for("unknown.secret"), REMOTE_ADDR="10.1.2.3").status_code == 401
 
 
 def test_an_ipv6_client_is_counted_per_64_network(settings, product_with_key):
     settings.ROWBELL_AUTH_FAILURES_PER_IP = "2/10m"
-    statuses = [_keys(client_for("unknown.secret"), REMOTE_ADDR=f"2001:db8:1:2::{n:x}").status_code
-                for n in range(1, 4)]
+    statuses = [
+        _keys(client_for("unknown.secret"), REMOTE_ADDR=f"2001:db8:1:2::{n:x}").status_code for n in range(1, 4)
+    ]
     assert statuses == [401, 401, 429]  # three addresses of one /64: one client
     assert _keys(client_for("unknown.secret"), REMOTE_ADDR="2001:db8:1:3::1").status_code == 401  # another /64
 
 
-@pytest.mark.parametrize(("remote_addr", "client"), [
-    ("203.0.113.7", "203.0.113.7"),
-    ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::"),
-    ("2001:DB8:1:2::1", "2001:db8:1:2::"),
-    ("::ffff:192.0.2.1", "192.0.2.1"),  # IPv4-mapped: the IPv4 client
-    ("not-an-address", "not-an-address"),
-])
+@pytest.mark.parametrize(
+    ("remote_addr", "client"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::"),
+        ("2001:DB8:1:2::1", "2001:db8:1:2::"),
+        ("::ffff:192.0.2.1", "192.0.2.1"),  # IPv4-mapped: the IPv4 client
+        ("not-an-address", "not-an-address"),
+    ],
+)
 def test_the_client_address_is_the_ipv4_address_or_the_ipv6_64_network(rf, remote_addr, client):
     assert ratelimits.client_ip(rf.get("/", REMOTE_ADDR=remote_addr)) == client
 
@@ -116,18 +122,24 @@ def test_failed_authentications_for_one_prefix_answer_429_but_its_owner_goes_on(
     prefix = key.split(".")[0]
     statuses = [_keys(client_for(f"{prefix}.wrong"), REMOTE_ADDR=f"10.0.0.{n}").status_code for n in range(3)]
     assert statuses == [401, 401, 429]  # from three addresses
-    _assert_throttled(_keys(client_for(f"{prefix}.wrong"), REMOTE_ADDR="10.0.0.9"), retry_after=3580,
-                      field="Authorization")
+    _assert_throttled(
+        _keys(client_for(f"{prefix}.wrong"), REMOTE_ADDR="10.0.0.9"), retry_after=3580, field="Authorization"
+    )
     # Whoever knows a prefix cannot lock its owner out.
     assert _keys(client_for(key)).status_code == 200
     # A prefix that no key has is counted alike: the answers do not tell which prefixes exist.
-    assert [_keys(client_for("nokey123.wrong"), REMOTE_ADDR=f"10.0.1.{n}").status_code
-            for n in range(3)] == [401, 401, 429]
+    assert [_keys(client_for("nokey123.wrong"), REMOTE_ADDR=f"10.0.1.{n}").status_code for n in range(3)] == [
+        401,
+        401,
+        429,
+    ]
 
 
 def test_an_unreachable_counter_store_lets_calls_through(settings, product_with_key):
-    settings.CACHES = {**settings.CACHES, "ratelimits": {**settings.CACHES["ratelimits"],
-                                                         "LOCATION": "redis://127.0.0.1:1/0"}}
+    settings.CACHES = {
+        **settings.CACHES,
+        "ratelimits": {**settings.CACHES["ratelimits"], "LOCATION": "redis://127.0.0.1:1/0"},
+    }
     settings.ROWBELL_API_RATE = "1/h"
     client = client_for(product_with_key[1])
     assert [_keys(client).status_code for _ in range(3)] == [200, 200, 200]
@@ -155,13 +167,13 @@ def _work(hash_checks, call) -> tuple:
 
 
 @pytest.mark.parametrize("path", ["/api/v1/keys", "/api/v1/trigger"])
-def test_an_unknown_prefix_costs_the_same_work_as_a_known_one_with_a_wrong_secret(path, product_with_key,
-                                                                                  hash_checks):
+def test_an_unknown_prefix_costs_the_same_work_as_a_known_one_with_a_wrong_secret(path, product_with_key, hash_checks):
     product, key = product_with_key
     factories.make_workflow(product, key="welcome", steps=[factories.email_step()])
     # The trigger call keeps recently used keys' hashes in memory: a real call puts this one there.
-    assert client_for(key).post("/api/v1/trigger", {"workflow": "welcome", "to": ["u1"]},
-                                format="json").status_code == 202
+    assert (
+        client_for(key).post("/api/v1/trigger", {"workflow": "welcome", "to": ["u1"]}, format="json").status_code == 202
+    )
     prefix, secret = key.split(".")
     wrong_secret = client_for(f"{prefix}.{secret[::-1]}")
     unknown_prefix = client_for(f"{prefix[::-1]}x.{secret}")

@@ -88,18 +88,28 @@ def _constant_limits(tree: nodes.Template, html: bool) -> str | None:
             return env.call_binop(None, node.operator, constant(node.left), constant(node.right))
         if isinstance(node, nodes.Neg):
             return -constant(node.node)
-        arguments_constant = (isinstance(node, (nodes.Filter, nodes.Call)) and node.dyn_args is None
-                              and node.dyn_kwargs is None)
+        arguments_constant = (
+            isinstance(node, (nodes.Filter, nodes.Call)) and node.dyn_args is None and node.dyn_kwargs is None
+        )
         if arguments_constant and isinstance(node, nodes.Filter) and node.node is not None:
             function = env.filters.get(node.name)
             passed = getattr(function, "jinja_pass_arg", None)
             if function is None or passed is not None and passed.name == "context":
                 raise _NotConstant
             head = [] if passed is None else [eval_ctx if passed.name == "eval_context" else env]
-            return function(*head, constant(node.node), *(constant(a) for a in node.args),
-                            **{k.key: constant(k.value) for k in node.kwargs})
-        if (arguments_constant and isinstance(node, nodes.Call) and isinstance(node.node, nodes.Name)
-                and node.node.name == "range" and not node.kwargs):
+            return function(
+                *head,
+                constant(node.node),
+                *(constant(a) for a in node.args),
+                **{k.key: constant(k.value) for k in node.kwargs},
+            )
+        if (
+            arguments_constant
+            and isinstance(node, nodes.Call)
+            and isinstance(node.node, nodes.Name)
+            and node.node.name == "range"
+            and not node.kwargs
+        ):
             return bounded_range(*(constant(a) for a in node.args))
         raise _NotConstant
 
@@ -133,7 +143,8 @@ def _render(source: str, context: dict, html: bool) -> str:
                 if size > budget.max_chars:
                     raise TemplateLimitError(
                         f"The rendered text would be longer than {budget.max_chars:,} characters. Print less "
-                        "(shorter loops, fewer or smaller values).")
+                        "(shorter loops, fewer or smaller values)."
+                    )
                 pieces.append(piece)
         text = "".join(pieces)
         if "\x00" in text:

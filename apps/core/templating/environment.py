@@ -44,8 +44,12 @@ class _Undefined(StrictUndefined):
 
 
 def _is_tick(node) -> bool:
-    return (isinstance(node, nodes.ExprStmt) and isinstance(node.node, nodes.Call)
-            and isinstance(node.node.node, nodes.EnvironmentAttribute) and node.node.node.name == "loop_tick")
+    return (
+        isinstance(node, nodes.ExprStmt)
+        and isinstance(node.node, nodes.Call)
+        and isinstance(node.node.node, nodes.EnvironmentAttribute)
+        and node.node.node.name == "loop_tick"
+    )
 
 
 class _CodeGenerator(CodeGenerator):
@@ -119,7 +123,7 @@ def _guarded(name: str, original):
             limits.check_printable(value)
         precheck = _PRECHECKS.get(name)
         if precheck is not None:
-            replaced = precheck(args[:at], value, args[at + 1:], kwargs)
+            replaced = precheck(args[:at], value, args[at + 1 :], kwargs)
             if replaced is not None:
                 args, kwargs = replaced
         result = original(*args, **kwargs)
@@ -201,15 +205,54 @@ def _sum(head, value, rest, kwargs):
     return [*head, [], None, total], {}
 
 
-_PRECHECKS = {"center": _center, "indent": _indent, "wordwrap": _wordwrap, "replace": _replace, "join": _join,
-              "format": _format, "batch": _count("linecount", 0, 1), "slice": _count("slices", 0, 1),
-              "sum": _sum}
+_PRECHECKS = {
+    "center": _center,
+    "indent": _indent,
+    "wordwrap": _wordwrap,
+    "replace": _replace,
+    "join": _join,
+    "format": _format,
+    "batch": _count("linecount", 0, 1),
+    "slice": _count("slices", 0, 1),
+    "sum": _sum,
+}
 # Filters that do not turn their value into text. The others do (`string`, `tojson`, `upper`, `center`...):
 # their value must print within the size limit (a list holding one big string many times would not).
-_NOT_PRINTING = frozenset({"length", "count", "first", "last", "batch", "slice", "sum", "join", "map", "select",
-                           "reject", "selectattr", "rejectattr", "list", "sort", "unique", "groupby", "dictsort",
-                           "items", "attr", "default", "d", "random", "max", "min", "reverse", "abs", "round",
-                           "int", "float", "filesizeformat"})
+_NOT_PRINTING = frozenset(
+    {
+        "length",
+        "count",
+        "first",
+        "last",
+        "batch",
+        "slice",
+        "sum",
+        "join",
+        "map",
+        "select",
+        "reject",
+        "selectattr",
+        "rejectattr",
+        "list",
+        "sort",
+        "unique",
+        "groupby",
+        "dictsort",
+        "items",
+        "attr",
+        "default",
+        "d",
+        "random",
+        "max",
+        "min",
+        "reverse",
+        "abs",
+        "round",
+        "int",
+        "float",
+        "filesizeformat",
+    }
+)
 
 
 def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100):  # noqa: A002 (Jinja's names)
@@ -265,7 +308,8 @@ class TemplateEnvironment(SandboxedEnvironment):
         if current.depth >= limits.MAX_CALL_DEPTH:
             raise TemplateLimitError(
                 f"Calls nest more than {limits.MAX_CALL_DEPTH} deep: a macro (or a recursive loop) that calls "
-                "itself without end? Give it a condition that stops it.")
+                "itself without end? Give it a condition that stops it."
+            )
         current.depth += 1
         try:
             result = super().call(__context, __obj, *args, **kwargs)
@@ -281,7 +325,9 @@ class TemplateEnvironment(SandboxedEnvironment):
     def wrap_str_format(self, value):
         # As Jinja's, with formatters that bound the fields' widths and the text built.
         if not isinstance(value, (types.MethodType, types.BuiltinMethodType)) or value.__name__ not in (
-                "format", "format_map"):
+            "format",
+            "format_map",
+        ):
             return None
         owner = value.__self__
         if not isinstance(owner, str):
@@ -290,8 +336,7 @@ class TemplateEnvironment(SandboxedEnvironment):
         is_format_map = value.__name__ == "format_map"
 
         def wrapper(*args, **kwargs):
-            formatter = (_EscapeFormatter(self, escape=owner.escape) if isinstance(owner, Markup)
-                         else _Formatter(self))
+            formatter = _EscapeFormatter(self, escape=owner.escape) if isinstance(owner, Markup) else _Formatter(self)
             if is_format_map:
                 if kwargs:
                     raise TypeError("format_map() takes no keyword arguments")
@@ -305,7 +350,8 @@ class TemplateEnvironment(SandboxedEnvironment):
 
 def environment(autoescape: bool) -> TemplateEnvironment:
     """A bounded sandbox; HTML templates autoescape. No loader: templates cannot include files."""
-    env = TemplateEnvironment(undefined=_Undefined, autoescape=autoescape, loader=None, auto_reload=False,
-                              keep_trailing_newline=True)
+    env = TemplateEnvironment(
+        undefined=_Undefined, autoescape=autoescape, loader=None, auto_reload=False, keep_trailing_newline=True
+    )
     env.policies["json.dumps_function"] = exactjson.dumps
     return env

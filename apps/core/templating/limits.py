@@ -102,7 +102,8 @@ def tick() -> None:
     if current is not None and time.monotonic() > current.deadline:
         raise TemplateLimitError(
             f"The template ran longer than {current.seconds:g} s and was stopped. Make its loops shorter "
-            "(fewer or smaller ranges, no macro that calls itself without end) or give it less data.")
+            "(fewer or smaller ranges, no macro that calls itself without end) or give it less data."
+        )
 
 
 def check_size(size: int, what: str = "a text or list") -> None:
@@ -111,7 +112,8 @@ def check_size(size: int, what: str = "a text or list") -> None:
     if size > limit:
         raise TemplateLimitError(
             f"The template would build {what} of {size:,} characters; the limit is {limit:,}. Repeat less "
-            "(`*`, `center`, `join`, `replace`, widths in `format`), or use smaller data.")
+            "(`*`, `center`, `join`, `replace`, widths in `format`), or use smaller data."
+        )
 
 
 def weight(value) -> int:
@@ -180,7 +182,8 @@ class BoundedBuffer(list):
             raise TemplateLimitError(
                 f"A block of the template (a `{{% set %}}` block, a macro, a `{{% call %}}` or `{{% filter %}}` "
                 f"block) would collect more than {self.limit:,} characters, the limit. Print less inside it "
-                "(shorter loops, fewer or smaller values).")
+                "(shorter loops, fewer or smaller values)."
+            )
 
     def append(self, item) -> None:
         """Append one piece of output, counted first."""
@@ -226,7 +229,8 @@ def check_int_bits(bits: float) -> None:
     if bits > MAX_INT_BITS:
         raise TemplateLimitError(
             f"The template would compute a number of about {int(bits):,} bits; the limit is {MAX_INT_BITS:,} "
-            "bits (about 30,000 digits). Use smaller numbers or exponents.")
+            "bits (about 30,000 digits). Use smaller numbers or exponents."
+        )
 
 
 def check_binop(operator: str, left, right) -> None:
@@ -298,8 +302,7 @@ def bounded_range(*args) -> range:
     """range() for templates: at most MAX_RANGE items."""
     items = range(*args)
     if len(items) > MAX_RANGE:
-        raise TemplateLimitError(
-            f"range() of {len(items):,} items; the limit is {MAX_RANGE:,}. Loop over less.")
+        raise TemplateLimitError(f"range() of {len(items):,} items; the limit is {MAX_RANGE:,}. Loop over less.")
     return items
 
 
@@ -338,8 +341,9 @@ def check_method_call(obj, args: tuple, kwargs: dict) -> tuple:
                 check_size(len(owner) + count * max(len(new) - len(old), 0))
         elif name == "join" and args:
             items = list(args[0])
-            check_size(sum(len(i) if isinstance(i, (str, bytes)) else 0 for i in items)
-                       + len(owner) * max(len(items) - 1, 0))
+            check_size(
+                sum(len(i) if isinstance(i, (str, bytes)) else 0 for i in items) + len(owner) * max(len(items) - 1, 0)
+            )
             return (items, *args[1:]), kwargs
         elif name == "translate" and args and isinstance(args[0], Mapping):
             longest = max((len(v) for v in args[0].values() if isinstance(v, str)), default=1)
@@ -348,8 +352,7 @@ def check_method_call(obj, args: tuple, kwargs: dict) -> tuple:
         length = args[0] if args else kwargs.get("length", 1)
         if isinstance(length, int):
             check_size(length, "a byte string")
-    elif isinstance(owner, (list, dict, set)) and name in ("append", "extend", "insert", "update", "add",
-                                                           "setdefault"):
+    elif isinstance(owner, (list, dict, set)) and name in ("append", "extend", "insert", "update", "add", "setdefault"):
         grown = weight(owner) + sum(weight(a) for a in args) + sum(weight(v) for v in kwargs.values())
         check_size(grown)
         containers_changed()

@@ -17,8 +17,16 @@ if TYPE_CHECKING:
 class DeliveryError(Exception):
     """A failed send. `permanent` failures are not retried; the others are, with back-off."""
 
-    def __init__(self, message: str, *, permanent: bool = False, status_code: int | None = None,
-                 excerpt: str = "", duration_ms: int = 0, retry_after: float | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool = False,
+        status_code: int | None = None,
+        excerpt: str = "",
+        duration_ms: int = 0,
+        retry_after: float | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.permanent = permanent
@@ -104,9 +112,13 @@ class Channel:
         "email", "sms", "push", "chat" or "json") and its fields. An `html` field is shown only in a
         sandboxed frame."""
 
-        return {"kind": "json", "to": delivery.target,
-                "body": exactjson.dumps(sealed_masked(delivery.payload or {}), indent=2, sort_keys=True,
-                                        ensure_ascii=False)}
+        return {
+            "kind": "json",
+            "to": delivery.target,
+            "body": exactjson.dumps(
+                sealed_masked(delivery.payload or {}), indent=2, sort_keys=True, ensure_ascii=False
+            ),
+        }
 
 
 def recipient_address(config: dict, context: dict, what: str) -> tuple[str, str]:

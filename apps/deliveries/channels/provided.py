@@ -20,8 +20,10 @@ class ProvidedChannel(Channel):
         for i, delivery in enumerate(deliveries):
             configured = provider_for(delivery, memo)
             if configured is None:
-                results[i] = DeliveryError(f"No {self.kind} provider is configured for this product "
-                                           f"(PUT /api/v1/providers/{self.kind}).", permanent=True)
+                results[i] = DeliveryError(
+                    f"No {self.kind} provider is configured for this product (PUT /api/v1/providers/{self.kind}).",
+                    permanent=True,
+                )
                 continue
             try:
                 requests = configured.provider.requests(delivery.payload, configured.credentials, configured.options)
@@ -32,8 +34,12 @@ class ProvidedChannel(Channel):
             waiting.append((i, configured.provider, len(requests)))
         answers = iter(outbound.post_many(posts))
         for i, provider, count in waiting:
-            outcomes = [DeliveryError(a.message, permanent=a.permanent) if isinstance(a, outbound.OutboundError)
-                        else provider.outcome(a) for a in (next(answers) for _ in range(count))]
+            outcomes = [
+                DeliveryError(a.message, permanent=a.permanent)
+                if isinstance(a, outbound.OutboundError)
+                else provider.outcome(a)
+                for a in (next(answers) for _ in range(count))
+            ]
             results[i] = outcomes[0] if count == 1 else _devices_outcome(outcomes)
         return results
 
@@ -48,10 +54,18 @@ def _devices_outcome(outcomes: list) -> SendResult | DeliveryError:
         excerpt = f"{len(accepted)} of {len(outcomes)} devices accepted it."
         if refused:
             excerpt += " Refused: " + "; ".join(r.message for r in refused[:5])
-        return SendResult(status="sent", status_code=accepted[0].status_code, excerpt=excerpt[:1024],
-                          duration_ms=max(o.duration_ms for o in outcomes))
+        return SendResult(
+            status="sent",
+            status_code=accepted[0].status_code,
+            excerpt=excerpt[:1024],
+            duration_ms=max(o.duration_ms for o in outcomes),
+        )
     transient = [r for r in refused if not r.permanent]
     first = (transient or refused)[0]
-    return DeliveryError(f"No device accepted it ({len(refused)} refused); first: {first.message}",
-                         permanent=not transient, status_code=first.status_code, excerpt=first.excerpt,
-                         retry_after=max((r.retry_after for r in transient if r.retry_after), default=None))
+    return DeliveryError(
+        f"No device accepted it ({len(refused)} refused); first: {first.message}",
+        permanent=not transient,
+        status_code=first.status_code,
+        excerpt=first.excerpt,
+        retry_after=max((r.retry_after for r in transient if r.retry_after), default=None),
+    )

@@ -66,31 +66,46 @@ class Provider:
 
     def outcome(self, answer: outbound.HttpAnswer) -> SendResult | DeliveryError:
         if answer.status in self.ok_statuses:
-            return SendResult(status="sent", status_code=answer.status, excerpt=answer.excerpt,
-                              duration_ms=answer.duration_ms)
-        return refusal_error(self.title, answer.status, self.refusal(answer), excerpt=answer.excerpt,
-                             duration_ms=answer.duration_ms,
-                             retry_after=outbound.retry_after_seconds(answer.header("retry-after")))
+            return SendResult(
+                status="sent", status_code=answer.status, excerpt=answer.excerpt, duration_ms=answer.duration_ms
+            )
+        return refusal_error(
+            self.title,
+            answer.status,
+            self.refusal(answer),
+            excerpt=answer.excerpt,
+            duration_ms=answer.duration_ms,
+            retry_after=outbound.retry_after_seconds(answer.header("retry-after")),
+        )
 
 
 def refusal_error(title: str, status: int | None, detail: str, **answer) -> DeliveryError:
     """What a provider's refusal means, for every channel: 401/403, the credentials (for good); 429, 5xx or
     no status at all, worth retrying; any other answer, the message was rejected (for good)."""
     if status in (401, 403):
-        return DeliveryError(f"{title} refused the credentials (HTTP {status}): {detail}. Check the provider "
-                             "configuration.", permanent=True, status_code=status, **answer)
+        return DeliveryError(
+            f"{title} refused the credentials (HTTP {status}): {detail}. Check the provider configuration.",
+            permanent=True,
+            status_code=status,
+            **answer,
+        )
     if status is None or status == 429 or status >= 500:
-        return DeliveryError(f"{title} answered{f' HTTP {status}' if status else ''}: {detail}", status_code=status,
-                             **answer)
+        return DeliveryError(
+            f"{title} answered{f' HTTP {status}' if status else ''}: {detail}", status_code=status, **answer
+        )
     answer.pop("retry_after", None)
-    return DeliveryError(f"{title} rejected the message (HTTP {status}): {detail}", permanent=True,
-                         status_code=status, **answer)
+    return DeliveryError(
+        f"{title} rejected the message (HTTP {status}): {detail}", permanent=True, status_code=status, **answer
+    )
 
 
 def json_post(url: str, document: dict, headers: dict | None = None) -> outbound.Post:
     """A JSON POST request, compact."""
-    return outbound.Post(url, json.dumps(document, separators=(",", ":")).encode(),
-                         {"Content-Type": "application/json", **(headers or {})})
+    return outbound.Post(
+        url,
+        json.dumps(document, separators=(",", ":")).encode(),
+        {"Content-Type": "application/json", **(headers or {})},
+    )
 
 
 class HttpGateway(Provider):
@@ -103,18 +118,28 @@ class HttpGateway(Provider):
     ok_statuses = tuple(range(200, 300))
 
     class Credentials(serializers.Serializer):
-        headers = serializers.DictField(child=strict.CharField(max_length=4000), required=False, default=dict,
-                                        help_text="Secret request headers, e.g. Authorization.")
+        headers = serializers.DictField(
+            child=strict.CharField(max_length=4000),
+            required=False,
+            default=dict,
+            help_text="Secret request headers, e.g. Authorization.",
+        )
 
     class Options(serializers.Serializer):
         url = SafeUrlField(max_length=2000)
         encoding = strict.ChoiceField(choices=["json", "form"], default="json")
-        fields = serializers.DictField(child=strict.CharField(max_length=2000), allow_empty=False, help_text=(
-            "Request fields, each a template over `to` and `text`."))
+        fields = serializers.DictField(
+            child=strict.CharField(max_length=2000),
+            allow_empty=False,
+            help_text=("Request fields, each a template over `to` and `text`."),
+        )
 
         def validate_fields(self, value):
-            problems = {name: problem for name, problem in
-                        ((name, template_check(source)) for name, source in value.items()) if problem}
+            problems = {
+                name: problem
+                for name, problem in ((name, template_check(source)) for name, source in value.items())
+                if problem
+            }
             if problems:
                 raise serializers.ValidationError([f"{name}: {problem}" for name, problem in problems.items()])
             return value
@@ -127,8 +152,11 @@ class HttpGateway(Provider):
             raise DeliveryError(f"{self.title}'s request template: {exc}", permanent=True) from exc
         headers = dict(credentials.get("headers") or {})
         if options.get("encoding") == "form":
-            return outbound.Post(options["url"], urlencode(fields).encode(),
-                                 {"Content-Type": "application/x-www-form-urlencoded", **headers})
+            return outbound.Post(
+                options["url"],
+                urlencode(fields).encode(),
+                {"Content-Type": "application/x-www-form-urlencoded", **headers},
+            )
         return json_post(options["url"], fields, headers)
 
 
@@ -161,12 +189,19 @@ def provider_for(delivery, memo: dict) -> Configured | None:
 
     key = (delivery.product_id, delivery.organization_id, delivery.channel)
     if key not in memo:
-        configs = {c.organization_id: c for c in ProviderConfig.objects.filter(
-            product_id=delivery.product_id, channel=delivery.channel,
-            organization_id__in=[i for i in (delivery.organization_id,) if i]) |
-            ProviderConfig.objects.filter(product_id=delivery.product_id, channel=delivery.channel,
-                                          organization__isnull=True)}
+        configs = {
+            c.organization_id: c
+            for c in ProviderConfig.objects.filter(
+                product_id=delivery.product_id,
+                channel=delivery.channel,
+                organization_id__in=[i for i in (delivery.organization_id,) if i],
+            )
+            | ProviderConfig.objects.filter(
+                product_id=delivery.product_id, channel=delivery.channel, organization__isnull=True
+            )
+        }
         config = configs.get(delivery.organization_id) or configs.get(None)
-        memo[key] = config and Configured(PROVIDERS[(config.channel, config.provider)],
-                                          json.loads(config.credentials), config.options)
+        memo[key] = config and Configured(
+            PROVIDERS[(config.channel, config.provider)], json.loads(config.credentials), config.options
+        )
     return memo[key]

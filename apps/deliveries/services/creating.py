@@ -21,14 +21,13 @@ from .history import status_events_record
 logger = logging.getLogger(__name__)
 
 
-
 # --- Creating deliveries ------------------------------------------------------------------------
 
 
 def deliveries_enqueue_on_commit(ids: list[int], priority: str) -> None:
     batch = settings.ROWBELL_DELIVERY_BATCH
     for start in range(0, len(ids), batch):
-        hint_on_commit("apps.deliveries.tasks.deliveries_send", [ids[start:start + batch]], queue=priority)
+        hint_on_commit("apps.deliveries.tasks.deliveries_send", [ids[start : start + batch]], queue=priority)
 
 
 def deliveries_enqueue_by_priority(pairs) -> None:
@@ -40,10 +39,21 @@ def deliveries_enqueue_by_priority(pairs) -> None:
         deliveries_enqueue_on_commit(ids, priority)
 
 
-def delivery_build(*, channel: str, rendered: Rendered, run=None, product_id=None, organization_id=None,
-                   event_id: int | None = None, chunk: int = 0, step_id: str = "", priority: str | None = None,
-                   held: bool = False, max_attempts: int | None = None,
-                   backoff: tuple = (None, None)) -> tuple[Delivery, AuditEntry | None]:
+def delivery_build(
+    *,
+    channel: str,
+    rendered: Rendered,
+    run=None,
+    product_id=None,
+    organization_id=None,
+    event_id: int | None = None,
+    chunk: int = 0,
+    step_id: str = "",
+    priority: str | None = None,
+    held: bool = False,
+    max_attempts: int | None = None,
+    backoff: tuple = (None, None),
+) -> tuple[Delivery, AuditEntry | None]:
     """The one place a delivery row is built (unsaved), whoever makes it: a run's notify step, an escalation
     notice, a row-event message. Returns the delivery and the audit row a held or skipped one needs (None for
     a queued one); apps.deliveries.services.deliveries_write writes them.
@@ -67,26 +77,54 @@ def delivery_build(*, channel: str, rendered: Rendered, run=None, product_id=Non
     if rendered.endpoint is not None or rendered.endpoint_id is None:
         related["endpoint"] = rendered.endpoint
     # Every column, as Delivery() would fill them (apps/core/instances.py: built by the thousand).
-    delivery = instance_build(Delivery, {
-        "id": None, "message_id": new_message_id(), "product_id": product_id, "organization_id": organization_id,
-        "request_id": run.request_id if run else None, "run_id": run.id if run else None, "step_id": step_id,
-        "event_id": event_id, "chunk": chunk, "channel": channel, "endpoint_id": rendered.endpoint_id,
-        "recipient_id": str(run.recipient.get("id", ""))[:200] if run else "", "target": rendered.target,
-        "provider_message_id": "", "payload": rendered.payload,
-        "priority": priority or (run.priority if run else "normal"), "status": status, "attempt_count": 0,
-        "max_attempts": max_attempts or settings.ROWBELL_DELIVERY_MAX_ATTEMPTS, "backoff_seconds": backoff[0],
-        "max_backoff_seconds": backoff[1], "next_attempt_at": now if queued else None,
-        "enqueued_at": now if queued else None, "lease_until": None, "last_error": rendered.skip_reason,
-        "created_at": now, "updated_at": now, "completed_at": now if skipped else None,
-    }, related=related)
+    delivery = instance_build(
+        Delivery,
+        {
+            "id": None,
+            "message_id": new_message_id(),
+            "product_id": product_id,
+            "organization_id": organization_id,
+            "request_id": run.request_id if run else None,
+            "run_id": run.id if run else None,
+            "step_id": step_id,
+            "event_id": event_id,
+            "chunk": chunk,
+            "channel": channel,
+            "endpoint_id": rendered.endpoint_id,
+            "recipient_id": str(run.recipient.get("id", ""))[:200] if run else "",
+            "target": rendered.target,
+            "provider_message_id": "",
+            "payload": rendered.payload,
+            "priority": priority or (run.priority if run else "normal"),
+            "status": status,
+            "attempt_count": 0,
+            "max_attempts": max_attempts or settings.ROWBELL_DELIVERY_MAX_ATTEMPTS,
+            "backoff_seconds": backoff[0],
+            "max_backoff_seconds": backoff[1],
+            "next_attempt_at": now if queued else None,
+            "enqueued_at": now if queued else None,
+            "lease_until": None,
+            "last_error": rendered.skip_reason,
+            "created_at": now,
+            "updated_at": now,
+            "completed_at": now if skipped else None,
+        },
+        related=related,
+    )
     if run is not None and not skipped:
         channel_get(channel).prepare(delivery, definition=run.workflow_version.definition)
     audit = None
     if not queued:
-        audit = AuditEntry(action="delivery.skipped" if skipped else "delivery.held", target_type="delivery",
-                           target_id=delivery.message_id, product_id=product_id, organization_id=organization_id,
-                           data={"reason": rendered.skip_reason, "channel": channel} if skipped
-                           else {"channel": channel, "reason": "sandbox"})
+        audit = AuditEntry(
+            action="delivery.skipped" if skipped else "delivery.held",
+            target_type="delivery",
+            target_id=delivery.message_id,
+            product_id=product_id,
+            organization_id=organization_id,
+            data={"reason": rendered.skip_reason, "channel": channel}
+            if skipped
+            else {"channel": channel, "reason": "sandbox"},
+        )
     return delivery, audit
 
 
@@ -94,8 +132,9 @@ def delivery_build(*, channel: str, rendered: Rendered, run=None, product_id=Non
 _COLUMNS = tuple(f.attname for f in Delivery._meta.concrete_fields if not f.primary_key)
 
 
-def deliveries_write(deliveries: list[Delivery], *, claim: bool = False, ignore_conflicts: bool = False,
-                     now=None) -> list[Delivery]:
+def deliveries_write(
+    deliveries: list[Delivery], *, claim: bool = False, ignore_conflicts: bool = False, now=None
+) -> list[Delivery]:
     """Insert deliveries built by delivery_build, in one statement, with the first event of each one's status
     history; return those written, in order, with their ids set.
 
@@ -118,17 +157,24 @@ def deliveries_write(deliveries: list[Delivery], *, claim: bool = False, ignore_
         d.created_at = d.updated_at = now
         if claim and d.status == DeliveryStatus.QUEUED:
             d.status, d.attempt_count, d.lease_until = DeliveryStatus.SENDING, 1, lease
-    ids = dict((m, pk) for pk, m in insert_rows(
-        Delivery, [{f: d.__dict__[f] for f in _COLUMNS} for d in deliveries], returning=("id", "message_id"),
-        on_conflict="ON CONFLICT DO NOTHING" if ignore_conflicts else ""))
+    ids = dict(
+        (m, pk)
+        for pk, m in insert_rows(
+            Delivery,
+            [{f: d.__dict__[f] for f in _COLUMNS} for d in deliveries],
+            returning=("id", "message_id"),
+            on_conflict="ON CONFLICT DO NOTHING" if ignore_conflicts else "",
+        )
+    )
     written = []
     for d in deliveries:
         if d.message_id in ids:
             d.id = ids[d.message_id]
             d._state.adding = False
             written.append(d)
-    status_events_record([(d.id, d.status) + (({"reason": d.last_error},) if d.last_error else ())
-                          for d in written], at=now)
+    status_events_record(
+        [(d.id, d.status) + (({"reason": d.last_error},) if d.last_error else ()) for d in written], at=now
+    )
     if not claim:
         deliveries_enqueue_by_priority([(d.id, d.priority) for d in written if d.status == DeliveryStatus.QUEUED])
     return written

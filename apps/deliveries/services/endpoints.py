@@ -27,7 +27,6 @@ from .review import at_most_a_batch
 logger = logging.getLogger(__name__)
 
 
-
 # --- Endpoints ----------------------------------------------------------------------------------
 
 
@@ -39,9 +38,18 @@ def webhook_endpoint_url_check(url: str) -> None:
         raise InvalidInput(exc.message, field="url") from exc
 
 
-def webhook_endpoint_create(*, product, url: str, description: str = "", accept_any_2xx: bool = False,
-                            actor: str, connection=None, source: dict | None = None, capture_name: str = "",
-                            capture_spec: dict | None = None) -> WebhookEndpoint:
+def webhook_endpoint_create(
+    *,
+    product,
+    url: str,
+    description: str = "",
+    accept_any_2xx: bool = False,
+    actor: str,
+    connection=None,
+    source: dict | None = None,
+    capture_name: str = "",
+    capture_spec: dict | None = None,
+) -> WebhookEndpoint:
     """Register a webhook endpoint; its `whsec_` secret is returned on the object once (then only encrypted).
 
     `connection`, `source` (normalized), `capture_name` and `capture_spec` make it a row-event subscription:
@@ -51,17 +59,29 @@ def webhook_endpoint_create(*, product, url: str, description: str = "", accept_
     webhook_endpoint_url_check(url)
     with transaction.atomic():
         endpoint = WebhookEndpoint.objects.create(
-            product=product, url=url, host=(urlsplit(url).hostname or "")[:255], description=description,
-            accept_any_2xx=accept_any_2xx, secret=secret_generate(), connection=connection, source=source,
-            capture=capture_name, capture_spec=capture_spec)
-        audit_record(action="webhook.created", target_type="webhook", target_id=endpoint.id,
-                     product_id=product.id, actor=actor,
-                     data={"url": url_mask(url), "accept_any_2xx": accept_any_2xx, "source": source})
+            product=product,
+            url=url,
+            host=(urlsplit(url).hostname or "")[:255],
+            description=description,
+            accept_any_2xx=accept_any_2xx,
+            secret=secret_generate(),
+            connection=connection,
+            source=source,
+            capture=capture_name,
+            capture_spec=capture_spec,
+        )
+        audit_record(
+            action="webhook.created",
+            target_type="webhook",
+            target_id=endpoint.id,
+            product_id=product.id,
+            actor=actor,
+            data={"url": url_mask(url), "accept_any_2xx": accept_any_2xx, "source": source},
+        )
     return endpoint
 
 
-def webhook_endpoint_rotate_secret(*, endpoint: WebhookEndpoint, overlap_seconds: float,
-                                   actor: str) -> WebhookEndpoint:
+def webhook_endpoint_rotate_secret(*, endpoint: WebhookEndpoint, overlap_seconds: float, actor: str) -> WebhookEndpoint:
     """Give the endpoint a new `whsec_` secret (returned on the object, once). Messages are signed with
     both the new and the previous secret until the overlap ends, so receivers can switch without missing
     one. A rotation during an overlap replaces the oldest secret."""
@@ -74,9 +94,14 @@ def webhook_endpoint_rotate_secret(*, endpoint: WebhookEndpoint, overlap_seconds
         locked.previous_secret, locked.previous_secret_until = locked.secret, until
         locked.secret = secret_generate()
         locked.save(update_fields=["secret", "previous_secret", "previous_secret_until"])
-        audit_record(action="webhook.secret_rotated", target_type="webhook", target_id=endpoint.id,
-                     product_id=endpoint.product_id, actor=actor,
-                     data={"previous_secret_signs_until": until.isoformat()})
+        audit_record(
+            action="webhook.secret_rotated",
+            target_type="webhook",
+            target_id=endpoint.id,
+            product_id=endpoint.product_id,
+            actor=actor,
+            data={"previous_secret_signs_until": until.isoformat()},
+        )
     return locked
 
 
@@ -96,14 +121,20 @@ def webhook_endpoint_disable(*, endpoint: WebhookEndpoint, actor: str, reason: s
 def webhook_endpoint_enable_request(*, endpoint: WebhookEndpoint, actor: str, replay: bool) -> None:
     """Queue enabling an endpoint (which reinstalls its row-event trigger in the customer database), with
     or without replaying what failed meanwhile; see webhook_endpoint_enable."""
-    action_request(name="webhook.enable", target_type="webhook", target_id=endpoint.id, actor=actor,
-                   product_id=endpoint.product_id, audit_data={"replay": replay},
-                   args={"endpoint_id": str(endpoint.id), "replay": replay,
-                         "requested_at": timezone.now().isoformat()})
+    action_request(
+        name="webhook.enable",
+        target_type="webhook",
+        target_id=endpoint.id,
+        actor=actor,
+        product_id=endpoint.product_id,
+        audit_data={"replay": replay},
+        args={"endpoint_id": str(endpoint.id), "replay": replay, "requested_at": timezone.now().isoformat()},
+    )
 
 
-def webhook_endpoint_enable_queued(*, endpoint_id, actor: str, replay: bool,
-                                   requested_at: str | None = None) -> dict | None:
+def webhook_endpoint_enable_queued(
+    *, endpoint_id, actor: str, replay: bool, requested_at: str | None = None
+) -> dict | None:
     """Enable as queued by an operator. Superseded when the endpoint was disabled again after enabling was
     asked for; a refusal (the customer database unreachable) is audited and raised."""
 
@@ -115,8 +146,14 @@ def webhook_endpoint_enable_queued(*, endpoint_id, actor: str, replay: bool,
     try:
         result = webhook_endpoint_enable(endpoint=endpoint, actor=actor, replay=replay)[1]
     except ApplicationError as exc:
-        audit_record(action="webhook.enable_failed", target_type="webhook", target_id=endpoint.id,
-                     product_id=endpoint.product_id, actor=actor, data={"error": exc.message})
+        audit_record(
+            action="webhook.enable_failed",
+            target_type="webhook",
+            target_id=endpoint.id,
+            product_id=endpoint.product_id,
+            actor=actor,
+            data={"error": exc.message},
+        )
         raise
     return {**result, "since": result["since"].isoformat() if result["since"] else None}
 
@@ -127,21 +164,39 @@ def endpoints_disable(endpoint_ids, *, reason: str, actor: str, notify: bool = F
     trigger in the customer database, are queued actions, written in the caller's transaction: done by a
     worker, re-sent if their hint is lost. Call inside a transaction; returns the ids disabled."""
     now = now or timezone.now()
-    disabled = list(WebhookEndpoint.objects.filter(id__in=endpoint_ids, enabled=True)
-                    .values_list("id", "product_id", "url", "connection_id"))
+    disabled = list(
+        WebhookEndpoint.objects.filter(id__in=endpoint_ids, enabled=True).values_list(
+            "id", "product_id", "url", "connection_id"
+        )
+    )
     if not disabled:
         return []
     WebhookEndpoint.objects.filter(id__in=[d[0] for d in disabled]).update(
-        enabled=False, disabled_at=now, disabled_reason=reason[:500])
-    audit_record_many([AuditEntry(action="webhook.disabled", target_type="webhook", target_id=endpoint_id,
-                                  product_id=product_id, actor=actor,
-                                  data={"reason": reason[:500], "url": url_mask(url)})
-                       for endpoint_id, product_id, url, _ in disabled])
+        enabled=False, disabled_at=now, disabled_reason=reason[:500]
+    )
+    audit_record_many(
+        [
+            AuditEntry(
+                action="webhook.disabled",
+                target_type="webhook",
+                target_id=endpoint_id,
+                product_id=product_id,
+                actor=actor,
+                data={"reason": reason[:500], "url": url_mask(url)},
+            )
+            for endpoint_id, product_id, url, _ in disabled
+        ]
+    )
     endpoints_disabled.call_each(endpoints=[(d[0], d[3]) for d in disabled], actor=actor)
     for endpoint_id, _, _, _ in disabled:
         if notify:
-            action_queue(name="webhook.disabled_notify", target_type="webhook", target_id=endpoint_id,
-                         args={"endpoint_id": str(endpoint_id)}, actor=actor)
+            action_queue(
+                name="webhook.disabled_notify",
+                target_type="webhook",
+                target_id=endpoint_id,
+                args={"endpoint_id": str(endpoint_id)},
+                actor=actor,
+            )
     return [d[0] for d in disabled]
 
 
@@ -157,14 +212,16 @@ def webhook_endpoint_disabled_notify(*, endpoint_id, actor: str = "rowbell") -> 
         f"Rowbell disabled the webhook endpoint {endpoint.id} ({endpoint.url_masked}) of {endpoint.product.name} "
         f"at {endpoint.disabled_at:%Y-%m-%d %H:%M:%S %Z}.\n\nReason: {endpoint.disabled_reason}\n\n"
         "Nothing is sent to it until it is enabled again; enabling it offers to replay what failed meanwhile.",
-        fail_silently=False)
+        fail_silently=False,
+    )
 
 
 def replayable_deliveries(*, endpoint: WebhookEndpoint, since=None, until=None):
     """The endpoint's deliveries that did not get through: failed, or skipped because it was disabled;
     with `since`/`until`, those that ended in that time range."""
     qs = Delivery.objects.filter(endpoint=endpoint).filter(
-        Q(status=DeliveryStatus.FAILED) | Q(status=DeliveryStatus.SKIPPED, last_error=ENDPOINT_DISABLED))
+        Q(status=DeliveryStatus.FAILED) | Q(status=DeliveryStatus.SKIPPED, last_error=ENDPOINT_DISABLED)
+    )
     if since is not None:
         qs = qs.filter(completed_at__gte=since)
     if until is not None:
@@ -180,10 +237,16 @@ def webhook_endpoint_enable(*, endpoint: WebhookEndpoint, actor: str, replay: bo
         locked = WebhookEndpoint.objects.select_for_update().get(id=endpoint.id)
         since = locked.failing_since or locked.disabled_at
         changed = WebhookEndpoint.objects.filter(id=endpoint.id, enabled=False).update(
-            enabled=True, disabled_at=None, disabled_reason="", failing_since=None)
+            enabled=True, disabled_at=None, disabled_reason="", failing_since=None
+        )
         if changed:
-            audit_record(action="webhook.enabled", target_type="webhook", target_id=endpoint.id,
-                         product_id=endpoint.product_id, actor=actor)
+            audit_record(
+                action="webhook.enabled",
+                target_type="webhook",
+                target_id=endpoint.id,
+                product_id=endpoint.product_id,
+                actor=actor,
+            )
             endpoint_enabled.call_each(endpoint=locked, actor=actor)
         pending = replayable_deliveries(endpoint=locked, since=since) if changed and since else Delivery.objects.none()
         if replay:
@@ -206,20 +269,47 @@ def _replay(deliveries: list[Delivery], *, actor: str) -> list[str]:
     holding their rows."""
     now = timezone.now()
     Delivery.objects.filter(id__in=[d.id for d in deliveries]).update(
-        status=DeliveryStatus.QUEUED, next_attempt_at=now, enqueued_at=now, completed_at=None, lease_until=None,
-        last_error="", max_attempts=F("attempt_count") + settings.ROWBELL_DELIVERY_MAX_ATTEMPTS, updated_at=now)
-    status_events_record([(d.id, DeliveryStatus.QUEUED, {"replay_of": d.status, "by": actor}) for d in deliveries],
-                         at=now, source="operator")
-    audit_record_many([AuditEntry(action="delivery.replayed", target_type="delivery", target_id=d.message_id,
-                                  product_id=d.product_id, organization_id=d.organization_id, actor=actor,
-                                  data={"previous_status": d.status, "attempts_so_far": d.attempt_count})
-                       for d in deliveries])
+        status=DeliveryStatus.QUEUED,
+        next_attempt_at=now,
+        enqueued_at=now,
+        completed_at=None,
+        lease_until=None,
+        last_error="",
+        max_attempts=F("attempt_count") + settings.ROWBELL_DELIVERY_MAX_ATTEMPTS,
+        updated_at=now,
+    )
+    status_events_record(
+        [(d.id, DeliveryStatus.QUEUED, {"replay_of": d.status, "by": actor}) for d in deliveries],
+        at=now,
+        source="operator",
+    )
+    audit_record_many(
+        [
+            AuditEntry(
+                action="delivery.replayed",
+                target_type="delivery",
+                target_id=d.message_id,
+                product_id=d.product_id,
+                organization_id=d.organization_id,
+                actor=actor,
+                data={"previous_status": d.status, "attempts_so_far": d.attempt_count},
+            )
+            for d in deliveries
+        ]
+    )
     deliveries_enqueue_by_priority((d.id, d.priority) for d in deliveries)
     return [d.message_id for d in deliveries]
 
 
-def deliveries_replay(*, product_id, actor: str, message_ids: list[str] | None = None,
-                      endpoint: WebhookEndpoint | None = None, since=None, until=None) -> dict:
+def deliveries_replay(
+    *,
+    product_id,
+    actor: str,
+    message_ids: list[str] | None = None,
+    endpoint: WebhookEndpoint | None = None,
+    since=None,
+    until=None,
+) -> dict:
     """Send webhook deliveries again with their original `webhook-id`: the listed ones (whatever their
     final status, e.g. to re-send one that was delivered), or every delivery of `endpoint` that did not
     get through in [since, until). Deliveries still in progress, discarded ones (in review, or with their
@@ -236,25 +326,48 @@ def deliveries_replay(*, product_id, actor: str, message_ids: list[str] | None =
     with transaction.atomic():
         if message_ids is not None:
             at_most_a_batch(message_ids)
-            found = list(Delivery.objects.select_for_update(of=("self",)).select_related("endpoint").filter(
-                product_id=product_id, message_id__in=message_ids, channel="webhook").order_by("id"))
+            found = list(
+                Delivery.objects.select_for_update(of=("self",))
+                .select_related("endpoint")
+                .filter(product_id=product_id, message_id__in=message_ids, channel="webhook")
+                .order_by("id")
+            )
         else:
             assert endpoint is not None  # refused above
             if since is not None and until is not None and since >= until:
                 raise InvalidInput("Must be after `since`.", field="until")
-            found = list(replayable_deliveries(endpoint=endpoint, since=since, until=until)
-                         .select_for_update(of=("self",)).select_related("endpoint").order_by("id")[:MAX_REPLAY + 1])
+            found = list(
+                replayable_deliveries(endpoint=endpoint, since=since, until=until)
+                .select_for_update(of=("self",))
+                .select_related("endpoint")
+                .order_by("id")[: MAX_REPLAY + 1]
+            )
             if len(found) > MAX_REPLAY:
-                raise InvalidInput(f"More than {MAX_REPLAY} deliveries in this range; replay a shorter one.",
-                                   field="since")
-        ready = [d for d in found if d.status in FINAL_STATUSES and d.status != DeliveryStatus.DISCARDED
-                 and d.endpoint_id and d.endpoint.enabled]
+                raise InvalidInput(
+                    f"More than {MAX_REPLAY} deliveries in this range; replay a shorter one.", field="since"
+                )
+        ready = [
+            d
+            for d in found
+            if d.status in FINAL_STATUSES
+            and d.status != DeliveryStatus.DISCARDED
+            and d.endpoint_id
+            and d.endpoint.enabled
+        ]
         replayed = _replay(ready, actor=actor)
-    not_replayed = {d.message_id: ("The webhook endpoint no longer exists." if not d.endpoint_id else
-                                   "The webhook endpoint is disabled; enable it first." if not d.endpoint.enabled
-                                   else "It was discarded (in review, or with its run); it is not sent."
-                                   if d.status == DeliveryStatus.DISCARDED else f"The delivery is still {d.status}.")
-                    for d in found if d not in ready}
+    not_replayed = {
+        d.message_id: (
+            "The webhook endpoint no longer exists."
+            if not d.endpoint_id
+            else "The webhook endpoint is disabled; enable it first."
+            if not d.endpoint.enabled
+            else "It was discarded (in review, or with its run); it is not sent."
+            if d.status == DeliveryStatus.DISCARDED
+            else f"The delivery is still {d.status}."
+        )
+        for d in found
+        if d not in ready
+    }
     if message_ids is not None:
         known = {d.message_id for d in found}
         not_replayed.update({m: "No webhook delivery with this id." for m in message_ids if m not in known})

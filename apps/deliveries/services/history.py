@@ -13,7 +13,6 @@ from ..models import DeliveryEvent
 logger = logging.getLogger(__name__)
 
 
-
 # --- Status history -----------------------------------------------------------------------------
 
 
@@ -23,5 +22,10 @@ def status_events_record(changes, *, at=None, source: str = "rowbell") -> None:
     if not changes:
         return
     at = (at or timezone.now()).isoformat()
-    insert_rows(DeliveryEvent, [{"delivery_id": c[0], "status": c[1], "at": at, "source": source,
-                                 "detail": c[2] if len(c) > 2 else {}} for c in changes])
+    insert_rows(
+        DeliveryEvent,
+        [
+            {"delivery_id": c[0], "status": c[1], "at": at, "source": source, "detail": c[2] if len(c) > 2 else {}}
+            for c in changes
+        ],
+    )

@@ -13,7 +13,6 @@ from apps.core.exceptions import InvalidInput, flatten_errors
 logger = logging.getLogger(__name__)
 
 
-
 # --- Providers ----------------------------------------------------------------------------------
 
 
@@ -30,8 +29,10 @@ def provider_config_check(*, channel: str, provider: str, credentials, options) 
     impl = PROVIDERS[(channel, provider)]
     errors = {}
     checked = {}
-    for name, serializer_class, value in (("credentials", impl.Credentials, credentials),
-                                          ("options", impl.Options, options)):
+    for name, serializer_class, value in (
+        ("credentials", impl.Credentials, credentials),
+        ("options", impl.Options, options),
+    ):
         if not isinstance(value, dict):
             errors[name] = "Must be an object."
             continue
@@ -49,8 +50,7 @@ def provider_config_check(*, channel: str, provider: str, credentials, options) 
     return checked
 
 
-def provider_config_put(*, product, channel: str, provider: str, credentials, options, actor: str,
-                        organization=None):
+def provider_config_put(*, product, channel: str, provider: str, credentials, options, actor: str, organization=None):
     """Set the provider of a channel for a product (or one of its organizations), replacing any before.
     Credentials and options are checked against the provider's own fields; the credentials are stored
     encrypted and never returned. A provider that reports events (apps.deliveries.provider_events) gets
@@ -62,9 +62,15 @@ def provider_config_put(*, product, channel: str, provider: str, credentials, op
     checked = provider_config_check(channel=channel, provider=provider, credentials=credentials, options=options)
     with transaction.atomic():
         config, created = ProviderConfig.objects.select_for_update().get_or_create(
-            product=product, organization=organization, channel=channel,
-            defaults={"provider": provider, "credentials": json.dumps(checked["credentials"]),
-                      "options": checked["options"]})
+            product=product,
+            organization=organization,
+            channel=channel,
+            defaults={
+                "provider": provider,
+                "credentials": json.dumps(checked["credentials"]),
+                "options": checked["options"],
+            },
+        )
         if not created:
             config.provider, config.options = provider, checked["options"]
             config.credentials = json.dumps(checked["credentials"])
@@ -74,10 +80,20 @@ def provider_config_put(*, product, channel: str, provider: str, credentials, op
             config.events_token, config.events_secret = events_credentials_new()
             config.save(update_fields=["events_token", "events_secret"])
             config.events_secret_new = config.events_secret
-        audit_record(action="provider.configured", target_type="provider", target_id=config.id,
-                     product_id=product.id, organization_id=organization.id if organization else None, actor=actor,
-                     data={"channel": channel, "provider": provider, "options": checked["options"],
-                           "credentials_set": sorted(checked["credentials"])})
+        audit_record(
+            action="provider.configured",
+            target_type="provider",
+            target_id=config.id,
+            product_id=product.id,
+            organization_id=organization.id if organization else None,
+            actor=actor,
+            data={
+                "channel": channel,
+                "provider": provider,
+                "options": checked["options"],
+                "credentials_set": sorted(checked["credentials"]),
+            },
+        )
     return config
 
 
@@ -90,17 +106,24 @@ def provider_config_rotate_events_secret(*, config, actor: str):
     from ..provider_events import EVENT_PROVIDERS, events_credentials_new
 
     if config.channel != "email" or config.provider not in EVENT_PROVIDERS:
-        raise InvalidInput(f"Event webhooks exist for the email providers {', '.join(EVENT_PROVIDERS)}.",
-                           field="channel")
+        raise InvalidInput(
+            f"Event webhooks exist for the email providers {', '.join(EVENT_PROVIDERS)}.", field="channel"
+        )
     with transaction.atomic():
         locked = ProviderConfig.objects.select_for_update().get(id=config.id)
         token, secret = events_credentials_new()
         locked.events_token = locked.events_token or token
         locked.events_secret = secret
         locked.save(update_fields=["events_token", "events_secret", "updated_at"])
-        audit_record(action="provider.events_secret_rotated", target_type="provider", target_id=locked.id,
-                     product_id=locked.product_id, organization_id=locked.organization_id, actor=actor,
-                     data={"channel": locked.channel, "provider": locked.provider})
+        audit_record(
+            action="provider.events_secret_rotated",
+            target_type="provider",
+            target_id=locked.id,
+            product_id=locked.product_id,
+            organization_id=locked.organization_id,
+            actor=actor,
+            data={"channel": locked.channel, "provider": locked.provider},
+        )
     locked.events_secret_new = secret
     return locked
 
@@ -113,7 +136,13 @@ def provider_config_delete(*, product, channel: str, actor: str, organization=No
         if config is None:
             return False
         config.delete()
-        audit_record(action="provider.removed", target_type="provider", target_id=config.id, product_id=product.id,
-                     organization_id=organization.id if organization else None, actor=actor,
-                     data={"channel": channel, "provider": config.provider})
+        audit_record(
+            action="provider.removed",
+            target_type="provider",
+            target_id=config.id,
+            product_id=product.id,
+            organization_id=organization.id if organization else None,
+            actor=actor,
+            data={"channel": channel, "provider": config.provider},
+        )
     return True

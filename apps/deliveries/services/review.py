@@ -18,7 +18,6 @@ from .history import status_events_record
 logger = logging.getLogger(__name__)
 
 
-
 # --- Sandbox review -----------------------------------------------------------------------------
 
 MAX_REVIEW_BATCH = 1000
@@ -33,8 +32,9 @@ def _held(product_id, message_ids: list[str]) -> list[Delivery]:
     """The held deliveries among `message_ids`, locked: the product's, or any product's for operators
     (`product_id` None)."""
     at_most_a_batch(message_ids)
-    held = Delivery.objects.select_for_update(of=("self",)).filter(message_id__in=message_ids,
-                                                                    status=DeliveryStatus.HELD)
+    held = Delivery.objects.select_for_update(of=("self",)).filter(
+        message_id__in=message_ids, status=DeliveryStatus.HELD
+    )
     if product_id is not None:
         held = held.filter(product_id=product_id)
     return list(held.order_by("id"))
@@ -48,12 +48,25 @@ def deliveries_release(*, product_id, message_ids: list[str], actor: str) -> lis
     with transaction.atomic():
         held = _held(product_id, message_ids)
         Delivery.objects.filter(id__in=[d.id for d in held]).update(
-            status=DeliveryStatus.QUEUED, next_attempt_at=now, enqueued_at=now, updated_at=now)
-        status_events_record([(d.id, DeliveryStatus.QUEUED, {"released_by": actor}) for d in held], at=now,
-                             source="operator")
-        audit_record_many([AuditEntry(action="delivery.released", target_type="delivery", target_id=d.message_id,
-                                      product_id=d.product_id, organization_id=d.organization_id, actor=actor,
-                                      data={"channel": d.channel}) for d in held])
+            status=DeliveryStatus.QUEUED, next_attempt_at=now, enqueued_at=now, updated_at=now
+        )
+        status_events_record(
+            [(d.id, DeliveryStatus.QUEUED, {"released_by": actor}) for d in held], at=now, source="operator"
+        )
+        audit_record_many(
+            [
+                AuditEntry(
+                    action="delivery.released",
+                    target_type="delivery",
+                    target_id=d.message_id,
+                    product_id=d.product_id,
+                    organization_id=d.organization_id,
+                    actor=actor,
+                    data={"channel": d.channel},
+                )
+                for d in held
+            ]
+        )
         deliveries_enqueue_by_priority((d.id, d.priority) for d in held)
     return [d.message_id for d in held]
 
@@ -65,12 +78,27 @@ def deliveries_discard(*, product_id, message_ids: list[str], actor: str) -> lis
     with transaction.atomic():
         held = _held(product_id, message_ids)
         Delivery.objects.filter(id__in=[d.id for d in held]).update(
-            status=DeliveryStatus.DISCARDED, completed_at=now, updated_at=now,
-            last_error=f"Discarded in review by {actor}.")
-        status_events_record([(d.id, DeliveryStatus.DISCARDED, {"discarded_by": actor}) for d in held], at=now,
-                             source="operator")
-        audit_record_many([AuditEntry(action="delivery.discarded", target_type="delivery", target_id=d.message_id,
-                                      product_id=d.product_id, organization_id=d.organization_id, actor=actor,
-                                      data={"channel": d.channel}) for d in held])
+            status=DeliveryStatus.DISCARDED,
+            completed_at=now,
+            updated_at=now,
+            last_error=f"Discarded in review by {actor}.",
+        )
+        status_events_record(
+            [(d.id, DeliveryStatus.DISCARDED, {"discarded_by": actor}) for d in held], at=now, source="operator"
+        )
+        audit_record_many(
+            [
+                AuditEntry(
+                    action="delivery.discarded",
+                    target_type="delivery",
+                    target_id=d.message_id,
+                    product_id=d.product_id,
+                    organization_id=d.organization_id,
+                    actor=actor,
+                    data={"channel": d.channel},
+                )
+                for d in held
+            ]
+        )
         runs_settle([(d.run_id, d.step_id, True, "") for d in held if d.run_id])
     return [d.message_id for d in held]

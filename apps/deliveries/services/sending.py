@@ -25,8 +25,8 @@ from .history import status_events_record
 logger = logging.getLogger(__name__)
 
 
-
 # --- Sending ------------------------------------------------------------------------------------
+
 
 def _claim(delivery_ids: list[int]) -> list[Delivery]:
     """Take the due, queued deliveries among `delivery_ids`; rows locked by another worker are skipped."""
@@ -41,19 +41,32 @@ def _claim(delivery_ids: list[int]) -> list[Delivery]:
         disabled = [d for d in rows if d.endpoint_id and not d.endpoint.enabled]
         if disabled:
             Delivery.objects.filter(id__in=[d.id for d in disabled]).update(
-                status=DeliveryStatus.SKIPPED, last_error=ENDPOINT_DISABLED, completed_at=now,
-                updated_at=now)
-            status_events_record([(d.id, DeliveryStatus.SKIPPED, {"reason": ENDPOINT_DISABLED}) for d in disabled],
-                                 at=now)
-            audit_record_many([AuditEntry(action="delivery.skipped", target_type="delivery", target_id=d.message_id,
-                                          product_id=d.product_id, organization_id=d.organization_id,
-                                          data={"reason": "endpoint disabled"}) for d in disabled])
+                status=DeliveryStatus.SKIPPED, last_error=ENDPOINT_DISABLED, completed_at=now, updated_at=now
+            )
+            status_events_record(
+                [(d.id, DeliveryStatus.SKIPPED, {"reason": ENDPOINT_DISABLED}) for d in disabled], at=now
+            )
+            audit_record_many(
+                [
+                    AuditEntry(
+                        action="delivery.skipped",
+                        target_type="delivery",
+                        target_id=d.message_id,
+                        product_id=d.product_id,
+                        organization_id=d.organization_id,
+                        data={"reason": "endpoint disabled"},
+                    )
+                    for d in disabled
+                ]
+            )
             runs_settle([(d.run_id, d.step_id, True, "") for d in disabled if d.run_id])
             rows = [d for d in rows if d not in disabled]
         if rows:
             Delivery.objects.filter(id__in=[d.id for d in rows]).update(
-                status=DeliveryStatus.SENDING, attempt_count=F("attempt_count") + 1,
-                lease_until=now + timedelta(seconds=settings.ROWBELL_LEASE_SECONDS), updated_at=now,
+                status=DeliveryStatus.SENDING,
+                attempt_count=F("attempt_count") + 1,
+                lease_until=now + timedelta(seconds=settings.ROWBELL_LEASE_SECONDS),
+                updated_at=now,
             )
             status_events_record([(d.id, DeliveryStatus.SENDING) for d in rows], at=now)
     for d in rows:
@@ -81,9 +94,10 @@ def _send(claimed: list[Delivery]) -> list[tuple]:
 # A result still belongs to its claim while the delivery is sending, or was put back in the queue by the
 # reconciler, with the same attempt count; once another worker has claimed it again, it does not.
 _OURS = (DeliveryStatus.SENDING, DeliveryStatus.QUEUED)
-_ATTEMPT_UPSERT = ("ON CONFLICT (delivery_id, number) DO UPDATE SET " + ", ".join(
-    f"{f} = EXCLUDED.{f}" for f in ("started_at", "duration_ms", "outcome", "status_code", "error", "response_excerpt",
-                                    "permanent")))
+_ATTEMPT_UPSERT = "ON CONFLICT (delivery_id, number) DO UPDATE SET " + ", ".join(
+    f"{f} = EXCLUDED.{f}"
+    for f in ("started_at", "duration_ms", "outcome", "status_code", "error", "response_excerpt", "permanent")
+)
 
 
 _SUCCESSES = """
@@ -104,9 +118,17 @@ def _successes_record(successes, now) -> set[int]:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute(_SUCCESSES, [now, now, [d.id for d, _, _ in successes],
-                                    [d.attempt_count for d, _, _ in successes], [o.status for _, _, o in successes],
-                                    [o.provider_message_id for _, _, o in successes]])
+        cursor.execute(
+            _SUCCESSES,
+            [
+                now,
+                now,
+                [d.id for d, _, _ in successes],
+                [d.attempt_count for d, _, _ in successes],
+                [o.status for _, _, o in successes],
+                [o.provider_message_id for _, _, o in successes],
+            ],
+        )
         return {row[0] for row in cursor.fetchall()}
 
 
@@ -125,55 +147,122 @@ def _record(outcomes) -> None:
         successes = [(d, started, o) for d, started, o in outcomes if isinstance(o, SendResult)]
         recorded = _successes_record(successes, now)
         for delivery, started, outcome in successes:
-            attempts.append({"delivery_id": delivery.id, "number": delivery.attempt_count, "started_at": started,
-                             "duration_ms": outcome.duration_ms, "outcome": AttemptOutcome.SUCCESS,
-                             "status_code": outcome.status_code, "error": "", "response_excerpt": outcome.excerpt,
-                             "permanent": False})
+            attempts.append(
+                {
+                    "delivery_id": delivery.id,
+                    "number": delivery.attempt_count,
+                    "started_at": started,
+                    "duration_ms": outcome.duration_ms,
+                    "outcome": AttemptOutcome.SUCCESS,
+                    "status_code": outcome.status_code,
+                    "error": "",
+                    "response_excerpt": outcome.excerpt,
+                    "permanent": False,
+                }
+            )
             if delivery.id in recorded:
-                changes.append((delivery.id, outcome.status, {"status_code": outcome.status_code}
-                                if outcome.status_code is not None else {}))
+                changes.append(
+                    (
+                        delivery.id,
+                        outcome.status,
+                        {"status_code": outcome.status_code} if outcome.status_code is not None else {},
+                    )
+                )
                 if delivery.run_id:
                     settled.append((delivery.run_id, delivery.step_id, True, ""))
-                audits.append(AuditEntry(
-                    action=f"delivery.{outcome.status}", product_id=delivery.product_id,
-                    organization_id=delivery.organization_id, target_type="delivery", target_id=delivery.message_id,
-                    data={"attempt": delivery.attempt_count, "status_code": outcome.status_code,
-                          "channel": delivery.channel}))
+                audits.append(
+                    AuditEntry(
+                        action=f"delivery.{outcome.status}",
+                        product_id=delivery.product_id,
+                        organization_id=delivery.organization_id,
+                        target_type="delivery",
+                        target_id=delivery.message_id,
+                        data={
+                            "attempt": delivery.attempt_count,
+                            "status_code": outcome.status_code,
+                            "channel": delivery.channel,
+                        },
+                    )
+                )
         for delivery, started, outcome in outcomes:
             if isinstance(outcome, SendResult):
                 continue
-            scope = {"product_id": delivery.product_id, "organization_id": delivery.organization_id,
-                     "target_type": "delivery", "target_id": delivery.message_id}
+            scope = {
+                "product_id": delivery.product_id,
+                "organization_id": delivery.organization_id,
+                "target_type": "delivery",
+                "target_id": delivery.message_id,
+            }
             number = delivery.attempt_count
             ours = Delivery.objects.filter(id=delivery.id, attempt_count=number, status__in=_OURS)
             exc: DeliveryError = outcome
-            attempts.append({"delivery_id": delivery.id, "number": number, "started_at": started,
-                             "duration_ms": exc.duration_ms, "outcome": AttemptOutcome.FAILURE,
-                             "status_code": exc.status_code, "error": exc.message[:2000],
-                             "response_excerpt": exc.excerpt, "permanent": exc.permanent})
-            detail = {"attempt": number, "status_code": exc.status_code, "error": exc.message[:500],
-                      "channel": delivery.channel}
+            attempts.append(
+                {
+                    "delivery_id": delivery.id,
+                    "number": number,
+                    "started_at": started,
+                    "duration_ms": exc.duration_ms,
+                    "outcome": AttemptOutcome.FAILURE,
+                    "status_code": exc.status_code,
+                    "error": exc.message[:2000],
+                    "response_excerpt": exc.excerpt,
+                    "permanent": exc.permanent,
+                }
+            )
+            detail = {
+                "attempt": number,
+                "status_code": exc.status_code,
+                "error": exc.message[:500],
+                "channel": delivery.channel,
+            }
             audits.append(AuditEntry(action="delivery.attempt_failed", data=detail, **scope))
             if exc.permanent or number >= delivery.max_attempts:
-                if ours.update(status=DeliveryStatus.FAILED, completed_at=now, last_error=exc.message[:2000],
-                               lease_until=None, updated_at=now):
+                if ours.update(
+                    status=DeliveryStatus.FAILED,
+                    completed_at=now,
+                    last_error=exc.message[:2000],
+                    lease_until=None,
+                    updated_at=now,
+                ):
                     reason = "permanent error" if exc.permanent else f"gave up after {number} attempts"
                     changes.append((delivery.id, DeliveryStatus.FAILED, {"reason": reason, "error": exc.message[:500]}))
                     audits.append(AuditEntry(action="delivery.failed", data={**detail, "reason": reason}, **scope))
                     if delivery.run_id:
-                        settled.append((delivery.run_id, delivery.step_id, False, f"Step '{delivery.step_id}': delivery "
-                                        f"{delivery.message_id} failed ({reason}): {exc.message}"))
+                        settled.append(
+                            (
+                                delivery.run_id,
+                                delivery.step_id,
+                                False,
+                                f"Step '{delivery.step_id}': delivery "
+                                f"{delivery.message_id} failed ({reason}): {exc.message}",
+                            )
+                        )
             else:
-                delay = retry_delay(number, retry_after=exc.retry_after, base=delivery.backoff_seconds,
-                                    cap=delivery.max_backoff_seconds)
+                delay = retry_delay(
+                    number, retry_after=exc.retry_after, base=delivery.backoff_seconds, cap=delivery.max_backoff_seconds
+                )
                 next_at = now + timedelta(seconds=delay)
-                if ours.update(status=DeliveryStatus.QUEUED, next_attempt_at=next_at, last_error=exc.message[:2000],
-                               lease_until=None, updated_at=now):
-                    changes.append((delivery.id, DeliveryStatus.QUEUED, {"retry_at": next_at.isoformat(),
-                                                                         "error": exc.message[:500]}))
-                    audits.append(AuditEntry(action="delivery.retry_scheduled",
-                                             data={**detail, "next_attempt_at": next_at.isoformat(),
-                                                   "delay_seconds": round(delay, 3)}, **scope))
+                if ours.update(
+                    status=DeliveryStatus.QUEUED,
+                    next_attempt_at=next_at,
+                    last_error=exc.message[:2000],
+                    lease_until=None,
+                    updated_at=now,
+                ):
+                    changes.append(
+                        (
+                            delivery.id,
+                            DeliveryStatus.QUEUED,
+                            {"retry_at": next_at.isoformat(), "error": exc.message[:500]},
+                        )
+                    )
+                    audits.append(
+                        AuditEntry(
+                            action="delivery.retry_scheduled",
+                            data={**detail, "next_attempt_at": next_at.isoformat(), "delay_seconds": round(delay, 3)},
+                            **scope,
+                        )
+                    )
         _endpoints_health(outcomes, now)
         status_events_record(changes, at=now)
         insert_rows(DeliveryAttempt, attempts, on_conflict=_ATTEMPT_UPSERT)
@@ -214,14 +303,18 @@ def _endpoints_health(outcomes, now) -> None:
     if failed:
         span = settings.ROWBELL_ENDPOINT_DISABLE_AFTER_SECONDS
         for endpoint_id, since in WebhookEndpoint.objects.filter(
-                id__in=failed, enabled=True, failing_since__isnull=False).values_list("id", "failing_since"):
+            id__in=failed, enabled=True, failing_since__isnull=False
+        ).values_list("id", "failing_since"):
             if (now - since).total_seconds() >= span:
-                endpoints_disable([endpoint_id], actor="rowbell", notify=True, now=now,
-                                   reason=f"Every attempt failed since {since:%Y-%m-%d %H:%M:%S %Z} "
-                                          f"(longer than {_span_text(span)}).")
+                endpoints_disable(
+                    [endpoint_id],
+                    actor="rowbell",
+                    notify=True,
+                    now=now,
+                    reason=f"Every attempt failed since {since:%Y-%m-%d %H:%M:%S %Z} (longer than {_span_text(span)}).",
+                )
     if gone:
-        endpoints_disable(list(gone), actor="rowbell", notify=True, now=now,
-                           reason="The endpoint answered 410 Gone.")
+        endpoints_disable(list(gone), actor="rowbell", notify=True, now=now, reason="The endpoint answered 410 Gone.")
 
 
 def _span_text(seconds: float) -> str:
@@ -229,7 +322,6 @@ def _span_text(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)} {unit}"
     return f"{seconds:g} seconds"
-
 
 
 def deliveries_send(*, delivery_ids: list[int]) -> int:
@@ -290,16 +382,38 @@ def deliveries_reconcile() -> int:
         if not stuck:
             return 0
         Delivery.objects.filter(id__in=[s[0] for s in stuck]).update(
-            status=DeliveryStatus.QUEUED, next_attempt_at=now, enqueued_at=None, lease_until=None, updated_at=now,
-            last_error="The worker stopped before the outcome was recorded.")
+            status=DeliveryStatus.QUEUED,
+            next_attempt_at=now,
+            enqueued_at=None,
+            lease_until=None,
+            updated_at=now,
+            last_error="The worker stopped before the outcome was recorded.",
+        )
         status_events_record([(s[0], DeliveryStatus.QUEUED, {"reason": "lease expired"}) for s in stuck], at=now)
         DeliveryAttempt.objects.bulk_create(
-            [DeliveryAttempt(delivery_id=i, number=n, started_at=now, outcome=AttemptOutcome.UNKNOWN,
-                             error="The worker stopped before the outcome was recorded.")
-             for i, n, *_ in stuck],
+            [
+                DeliveryAttempt(
+                    delivery_id=i,
+                    number=n,
+                    started_at=now,
+                    outcome=AttemptOutcome.UNKNOWN,
+                    error="The worker stopped before the outcome was recorded.",
+                )
+                for i, n, *_ in stuck
+            ],
             ignore_conflicts=True,
         )
-        audit_record_many([AuditEntry(action="delivery.requeued", target_type="delivery", target_id=m,
-                                      product_id=p, organization_id=o, data={"reason": "lease expired"})
-                           for _, _, p, o, m in stuck])
+        audit_record_many(
+            [
+                AuditEntry(
+                    action="delivery.requeued",
+                    target_type="delivery",
+                    target_id=m,
+                    product_id=p,
+                    organization_id=o,
+                    data={"reason": "lease expired"},
+                )
+                for _, _, p, o, m in stuck
+            ]
+        )
     return len(stuck)

@@ -12,5 +12,13 @@ through a registry it owns and apps.runs fills in `ready()`, as apps/workflows/h
 from . import batch, branch, notify, wait  # noqa: F401 (each registers its type)
 from .base import STEP_TYPES, StepCall, StepFailed, StepOutcome, StepRetry, StepType, step_type_get, step_type_register
 
-__all__ = ["STEP_TYPES", "StepCall", "StepFailed", "StepOutcome", "StepRetry", "StepType", "step_type_get",
-           "step_type_register"]
+__all__ = [
+    "STEP_TYPES",
+    "StepCall",
+    "StepFailed",
+    "StepOutcome",
+    "StepRetry",
+    "StepType",
+    "step_type_get",
+    "step_type_register",
+]

@@ -73,8 +73,18 @@ class StepCall:
 
     __slots__ = ("run", "step", "instruction", "pc", "context", "memo", "_writes", "_source")
 
-    def __init__(self, *, run: Run, step: dict, instruction: Instruction, pc: int, context: dict,
-                 memo: dict | None, writes: Any, source: Any):
+    def __init__(
+        self,
+        *,
+        run: Run,
+        step: dict,
+        instruction: Instruction,
+        pc: int,
+        context: dict,
+        memo: dict | None,
+        writes: Any,
+        source: Any,
+    ):
         self.run, self.step, self.instruction, self.pc = run, step, instruction, pc
         self.context, self.memo = context, memo
         self._writes, self._source = writes, source

@@ -40,14 +40,19 @@ class BatchStep(StepType):
             return StepOutcome(output={"batch": batch.id, "count": len(items)})
         key = path_get(context, step["key"])
         if key is None or isinstance(key, (dict, list)):
-            raise StepFailed(f"Step '{step['id']}': the batching key {step['key']} is "
-                             f"{'missing' if key is None else 'not a plain value'}.")
+            raise StepFailed(
+                f"Step '{step['id']}': the batching key {step['key']} is "
+                f"{'missing' if key is None else 'not a plain value'}."
+            )
         key = str(key)[:200]
         item = {k: context[k] for k in ("data", "recipient", "event", "row") if context.get(k) is not None}
         item["run_id"] = run.id
         for _ in range(3):
-            batch = (Batch.objects.select_for_update()
-                     .filter(workflow_version=version, step_id=step["id"], key=key, status=BatchStatus.OPEN).first())
+            batch = (
+                Batch.objects.select_for_update()
+                .filter(workflow_version=version, step_id=step["id"], key=key, status=BatchStatus.OPEN)
+                .first()
+            )
             if batch is not None:
                 if batch.size < step["max_items"]:
                     BatchItem.objects.create(batch=batch, run=run, item=item)
@@ -57,8 +62,14 @@ class BatchStep(StepType):
                 Batch.objects.filter(id=batch.id).update(status=BatchStatus.CLOSED)
             try:
                 with transaction.atomic():
-                    batch = Batch.objects.create(workflow_version=version, step_id=step["id"], key=key, owner=run,
-                                                 closes_at=now + timedelta(seconds=step["window"]), size=1)
+                    batch = Batch.objects.create(
+                        workflow_version=version,
+                        step_id=step["id"],
+                        key=key,
+                        owner=run,
+                        closes_at=now + timedelta(seconds=step["window"]),
+                        size=1,
+                    )
             except IntegrityError:
                 continue  # another run opened it meanwhile: join that one
             BatchItem.objects.create(batch=batch, run=run, item=item)

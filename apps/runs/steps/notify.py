@@ -23,8 +23,9 @@ def notify_render(*, run, step: dict, context: dict, memo: dict | None = None) -
     config = {k: v for k, v in step.items() if k not in ("id", "type", "channel")}
     try:
         with render_budget():
-            return channel_get(step["channel"]).render(config=config, context={**context, "step": step["id"]},
-                                                       product=run.product, memo=memo)
+            return channel_get(step["channel"]).render(
+                config=config, context={**context, "step": step["id"]}, product=run.product, memo=memo
+            )
     except TemplateRenderError as exc:
         raise StepFailed(f"Step '{step['id']}': {exc}") from exc
 
@@ -37,9 +38,15 @@ class NotifyStep(StepType):
         run, step = call.run, call.step
         rendered = notify_render(run=run, step=step, context=call.context, memo=call.memo)
         policy = run.workflow_version.definition.get("retry", {})
-        delivery, audit = delivery_build(channel=step["channel"], rendered=rendered, run=run, step_id=step["id"],
-                                         held=call.sandboxed, max_attempts=policy.get("max_attempts"),
-                                         backoff=(policy.get("backoff"), policy.get("max_backoff")))
+        delivery, audit = delivery_build(
+            channel=step["channel"],
+            rendered=rendered,
+            run=run,
+            step_id=step["id"],
+            held=call.sandboxed,
+            max_attempts=policy.get("max_attempts"),
+            backoff=(policy.get("backoff"), policy.get("max_backoff")),
+        )
         call.deliver(delivery, audit)
         output = {"delivery": delivery.message_id, "status": delivery.status}
         if delivery.status in (DeliveryStatus.QUEUED, DeliveryStatus.HELD):
@@ -56,8 +63,9 @@ class NotifyStep(StepType):
         item = {"channel": step["channel"]}
         try:
             with render_budget():  # as the run would: the step's templates share one budget
-                rendered = channel_get(step["channel"]).render(config=config, context={**context, "step": step["id"]},
-                                                               product=product)
+                rendered = channel_get(step["channel"]).render(
+                    config=config, context={**context, "step": step["id"]}, product=product
+                )
         except TemplateLimitError:
             raise
         except TemplateRenderError as exc:

@@ -42,15 +42,17 @@ class WaitStep(StepType):
             return StepOutcome(output={"until": until.isoformat()}, waiting_on=WaitingOn.TIME, resume_at=until)
         if "until" in step:
             until = _timestamp(path_get(context, step["until"]), f"Step '{step['id']}': {step['until']}") + timedelta(
-                seconds=step.get("offset") or 0)
+                seconds=step.get("offset") or 0
+            )
             if until <= now:  # already past: nothing to wait for
                 return StepOutcome(output={"until": until.isoformat(), "waited": False})
             return StepOutcome(output={"until": until.isoformat()}, waiting_on=WaitingOn.TIME, resume_at=until)
         # Until a condition holds: checked now and every `every` seconds, until the deadline.
         deadlines = run.state.setdefault("deadlines", {})
         rechecking = step["id"] in deadlines
-        deadline = (datetime.fromisoformat(deadlines[step["id"]]) if rechecking
-                    else now + timedelta(seconds=step["timeout"]))
+        deadline = (
+            datetime.fromisoformat(deadlines[step["id"]]) if rechecking else now + timedelta(seconds=step["timeout"])
+        )
         deadlines[step["id"]] = deadline.isoformat()
         if rechecking:
             call.rows_refresh()  # the condition is about the rows as they are now
@@ -58,8 +60,11 @@ class WaitStep(StepType):
             return StepOutcome(output={"timed_out": False})
         if now >= deadline:
             return StepOutcome(output={"timed_out": True})
-        return StepOutcome(finished=False, waiting_on=WaitingOn.CONDITION,
-                           resume_at=min(deadline, now + timedelta(seconds=step["every"])))
+        return StepOutcome(
+            finished=False,
+            waiting_on=WaitingOn.CONDITION,
+            resume_at=min(deadline, now + timedelta(seconds=step["every"])),
+        )
 
 
 step_type_register(WaitStep())

@@ -84,8 +84,9 @@ def _claim_and_build(request_ids: list) -> list[Run]:
     """Claim the accepted requests among `request_ids` and build their runs (unsaved, ids taken), highest
     priority first, then oldest first. Call inside a transaction."""
     with connection.cursor() as cursor:
-        cursor.execute(_CLAIM, {"ids": [str(i) for i in request_ids],
-                                "limit": max(REQUESTS_PER_TASK, len(request_ids))})
+        cursor.execute(
+            _CLAIM, {"ids": [str(i) for i in request_ids], "limit": max(REQUESTS_PER_TASK, len(request_ids))}
+        )
         claimed = cursor.fetchall()
         if not claimed:
             return []
@@ -98,14 +99,38 @@ def _claim_and_build(request_ids: list) -> list[Run]:
         # What the runs' context reads of their request (ApiTrigger.context): its id and data.
         request = instance_build(TriggerRequest, {"id": request_id, "data": data}, saved=True)
         for index, recipient in enumerate(recipients):
-            runs.append(instance_build(Run, {
-                "id": next(ids), "request_id": request_id, "event_id": None, "source": API.name,
-                "cause_id": str(request_id), "recipient_index": index, "product_id": product_id,
-                "organization_id": organization_id, "workflow_version_id": version_id, "recipient": recipient,
-                "priority": priority, "status": RunStatus.QUEUED, "step_index": 0, "state": {},
-                "waiting_on": WaitingOn.NOTHING, "resume_at": None, "rerun_of_id": None, "error": "",
-                "enqueued_at": now, "lease_until": None, "claim": 0, "created_at": now, "updated_at": now,
-                "completed_at": None}, related={"request": request}))
+            runs.append(
+                instance_build(
+                    Run,
+                    {
+                        "id": next(ids),
+                        "request_id": request_id,
+                        "event_id": None,
+                        "source": API.name,
+                        "cause_id": str(request_id),
+                        "recipient_index": index,
+                        "product_id": product_id,
+                        "organization_id": organization_id,
+                        "workflow_version_id": version_id,
+                        "recipient": recipient,
+                        "priority": priority,
+                        "status": RunStatus.QUEUED,
+                        "step_index": 0,
+                        "state": {},
+                        "waiting_on": WaitingOn.NOTHING,
+                        "resume_at": None,
+                        "rerun_of_id": None,
+                        "error": "",
+                        "enqueued_at": now,
+                        "lease_until": None,
+                        "claim": 0,
+                        "created_at": now,
+                        "updated_at": now,
+                        "completed_at": None,
+                    },
+                    related={"request": request},
+                )
+            )
     return runs
 
 
@@ -139,8 +164,7 @@ def requests_start(*, request_ids: list) -> list[int]:
     except DatabaseError:
         # A step's write the database refused lost the batch: write the runs queued, for runs_execute,
         # which executes them one by one when a batch of them cannot be written.
-        logger.exception("The runs of %d requests could not be written as executed; queueing them.",
-                         len(request_ids))
+        logger.exception("The runs of %d requests could not be written as executed; queueing them.", len(request_ids))
         with transaction.atomic():
             runs = _claim_and_build(request_ids)
             queued = Writes()

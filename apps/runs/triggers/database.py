@@ -85,8 +85,9 @@ class DatabaseTrigger(TriggerSource):
         if not self._rows_needed(run):
             return
         try:
-            rows, missing = rows_read(connection=run.workflow_version.connection,
-                                      rows_from=run.workflow_version.rows_from, ids=run.event.ids)
+            rows, missing = rows_read(
+                connection=run.workflow_version.connection, rows_from=run.workflow_version.rows_from, ids=run.event.ids
+            )
         except psycopg.Error as exc:
             raise StepRetry(f"Cannot read the rows from the customer database: {exc}") from exc
         run.state["rows"], run.state["missing_ids"] = rows, missing
@@ -107,27 +108,62 @@ def runs_for_events(*, events) -> list[int]:
     events = [e for e in events if e.op not in NOT_RUN]
     if not events:
         return []
-    versions = list(WorkflowVersion.objects.filter(
-        connection_id__in={e.connection_id for e in events}, capture__in={e.capture for e in events},
-        workflow__published_version=F("id")).select_related("workflow"))
+    versions = list(
+        WorkflowVersion.objects.filter(
+            connection_id__in={e.connection_id for e in events},
+            capture__in={e.capture for e in events},
+            workflow__published_version=F("id"),
+        ).select_related("workflow")
+    )
     if not versions:
         return []
     now = timezone.now().isoformat()
-    rows = [{"source": DATABASE.name, "cause_id": str(event.id), "event_id": event.id,
-             "workflow_version_id": version.id, "product_id": version.workflow.product_id, "organization_id": None,
-             "request_id": None, "rerun_of_id": None, "recipient_index": 0, "recipient": {},
-             "priority": Priority.NORMAL, "status": RunStatus.QUEUED, "step_index": 0, "state": {}, "waiting_on": "",
-             "error": "", "enqueued_at": now, "created_at": now, "updated_at": now}
-            for event in events for version in versions
-            if version.capture == event.capture and version.connection_id == event.connection_id]
+    rows = [
+        {
+            "source": DATABASE.name,
+            "cause_id": str(event.id),
+            "event_id": event.id,
+            "workflow_version_id": version.id,
+            "product_id": version.workflow.product_id,
+            "organization_id": None,
+            "request_id": None,
+            "rerun_of_id": None,
+            "recipient_index": 0,
+            "recipient": {},
+            "priority": Priority.NORMAL,
+            "status": RunStatus.QUEUED,
+            "step_index": 0,
+            "state": {},
+            "waiting_on": "",
+            "error": "",
+            "enqueued_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for event in events
+        for version in versions
+        if version.capture == event.capture and version.connection_id == event.connection_id
+    ]
     # ON CONFLICT: the unique (workflow version, source, cause) makes a repeat launch nothing.
-    launched = insert_rows(Run, rows, returning=("id", "event_id", "workflow_version_id", "product_id"),
-                           on_conflict="ON CONFLICT DO NOTHING")
+    launched = insert_rows(
+        Run,
+        rows,
+        returning=("id", "event_id", "workflow_version_id", "product_id"),
+        on_conflict="ON CONFLICT DO NOTHING",
+    )
     keys = {v.id: (v.workflow.key, v.version) for v in versions}
-    audit_record_many([AuditEntry(action="run.launched", target_type="run", target_id=run_id, product_id=product_id,
-                                  data={"event_id": f"evt_{event_id}", "workflow": keys[version_id][0],
-                                        "version": keys[version_id][1]})
-                       for run_id, event_id, version_id, product_id in launched])
+    audit_record_many(
+        [
+            AuditEntry(
+                action="run.launched",
+                target_type="run",
+                target_id=run_id,
+                product_id=product_id,
+                data={"event_id": f"evt_{event_id}", "workflow": keys[version_id][0], "version": keys[version_id][1]},
+            )
+            for run_id, event_id, version_id, product_id in launched
+        ]
+    )
     run_ids = [r[0] for r in launched]
     runs_enqueue_on_commit(run_ids, Priority.NORMAL)
     return run_ids

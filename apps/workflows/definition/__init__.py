@@ -57,8 +57,9 @@ def definition_validate(definition, *, product, captures: list | None = None) ->
     if errors:
         raise ValidationError(errors)
     normalized, errors = definition_normalize(model, product=product, captures=captures)
-    for path, reasons in template_variables_check(trigger=normalized["trigger"]["type"],
-                                                  steps=normalized["steps"]).items():
+    for path, reasons in template_variables_check(
+        trigger=normalized["trigger"]["type"], steps=normalized["steps"]
+    ).items():
         errors.setdefault(path, []).extend(reasons)
     if errors:
         raise ValidationError(errors)

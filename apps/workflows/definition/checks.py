@@ -23,8 +23,20 @@ from apps.core.ids import uuid_or_none
 from apps.deliveries.channels import channel_get
 
 from ..conditions import data_condition_validate
-from .format import (MAX_NESTING, MAX_TOTAL_STEPS, ApiTrigger, Batch, Branch, Definition, Retry, StepBase, Tracking,
-                     WaitForCondition, WaitForDuration, WaitUntil)
+from .format import (
+    MAX_NESTING,
+    MAX_TOTAL_STEPS,
+    ApiTrigger,
+    Batch,
+    Branch,
+    Definition,
+    Retry,
+    StepBase,
+    Tracking,
+    WaitForCondition,
+    WaitForDuration,
+    WaitUntil,
+)
 
 
 class _Walk:
@@ -43,16 +55,21 @@ class _Walk:
             self.errors.setdefault(path, []).extend(str(r) for r in reasons)
 
 
-def definition_normalize(model: Definition, *, product, captures: list | None = None
-                         ) -> tuple[dict, dict[str, list[str]]]:
+def definition_normalize(
+    model: Definition, *, product, captures: list | None = None
+) -> tuple[dict, dict[str, list[str]]]:
     """(the definition as stored, {path: [reasons]}) for a structurally valid definition. A database trigger
     appends (Capture, rows_from) to `captures` when a list is given; reading the customer's catalog may raise
     CustomerDatabaseUnavailable."""
     walk = _Walk(product)
     trigger = _trigger(model.trigger, walk, captures)
     steps = _steps(model.steps, "steps", walk, depth=0)
-    return {"trigger": trigger, "steps": steps, "retry": _retry(model.retry, walk),
-            "tracking": _tracking(model.tracking)}, walk.errors
+    return {
+        "trigger": trigger,
+        "steps": steps,
+        "retry": _retry(model.retry, walk),
+        "tracking": _tracking(model.tracking),
+    }, walk.errors
 
 
 def _trigger(trigger, walk: _Walk, captures: list | None) -> dict:
@@ -65,8 +82,9 @@ def _trigger(trigger, walk: _Walk, captures: list | None) -> dict:
 
     source = trigger.model_dump(by_alias=True, exclude_unset=True, exclude={"type"})
     connection_id = uuid_or_none(source.get("connection"))
-    connection = (Connection.objects.filter(product=walk.product, id=connection_id).first()
-                  if connection_id is not None else None)
+    connection = (
+        Connection.objects.filter(product=walk.product, id=connection_id).first() if connection_id is not None else None
+    )
     if connection is None:
         walk.error("trigger.connection", "No connection with this id in this product.")
         return {"type": "database"}
@@ -103,8 +121,9 @@ def _steps(steps: list[StepBase], path: str, walk: _Walk, *, depth: int) -> list
         elif isinstance(step, (WaitForDuration, WaitUntil, WaitForCondition)):
             out.append(_wait(step, step_id, here, walk))
         elif isinstance(step, Batch):
-            out.append({"id": step_id, "type": "batch", "key": step.key, "window": step.window,
-                        "max_items": step.max_items})
+            out.append(
+                {"id": step_id, "type": "batch", "key": step.key, "window": step.window, "max_items": step.max_items}
+            )
         else:
             out.append(_notify(step, step_id, here, walk))
     return out
@@ -155,8 +174,11 @@ def _branch(step: Branch, step_id: str, here: str, walk: _Walk, depth: int) -> d
 
 def _retry(retry: Retry | None, walk: _Walk) -> dict:
     """The policy of the workflow's steps and deliveries: what is given, the service's defaults for the rest."""
-    policy = {"max_attempts": settings.ROWBELL_DELIVERY_MAX_ATTEMPTS,
-              "backoff": settings.ROWBELL_RETRY_BASE_SECONDS, "max_backoff": settings.ROWBELL_RETRY_MAX_SECONDS}
+    policy = {
+        "max_attempts": settings.ROWBELL_DELIVERY_MAX_ATTEMPTS,
+        "backoff": settings.ROWBELL_RETRY_BASE_SECONDS,
+        "max_backoff": settings.ROWBELL_RETRY_MAX_SECONDS,
+    }
     if retry is None:
         return policy
     for key in policy:

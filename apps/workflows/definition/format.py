@@ -32,7 +32,7 @@ from apps.connections.sources import MUTATION_EVENTS, RELATION_EVENTS, TRANSITIO
 from apps.deliveries.channels import channel_get, channel_kinds
 from apps.deliveries.channels.base import TemplateField
 
-from .values import DottedPath, Duration, IntFrom, OneOf, SignedDuration, Says, is_object, refusing
+from .values import DottedPath, Duration, IntFrom, OneOf, Says, SignedDuration, is_object, refusing
 
 MAX_STEPS = 100  # in one list of steps
 MAX_TOTAL_STEPS = 500  # in a workflow, branches included
@@ -64,8 +64,13 @@ class Comparison(FormatModel):
     noun: ClassVar[str] = "a comparison"
     column: Annotated[str, Field(min_length=1, max_length=700)]
     op: Annotated[Literal[tuple(sorted(OPS))], OneOf(*sorted(OPS))]
-    value: Annotated[Any, Field(description="A string, number or boolean; a list of 1 to 100 of them for `in`; "
-                                            "none for is_null and is_not_null.")] = None
+    value: Annotated[
+        Any,
+        Field(
+            description="A string, number or boolean; a list of 1 to 100 of them for `in`; "
+            "none for is_null and is_not_null."
+        ),
+    ] = None
 
 
 class AllOf(FormatModel):
@@ -93,8 +98,11 @@ def _tag_field(field: str):
     return lambda value: value.get(field) if isinstance(value, dict) else getattr(value, field, None)
 
 
-Condition = Annotated[Union[Annotated[Comparison, Tag("comparison")], Annotated[AllOf, Tag("and")],
-                            Annotated[AnyOf, Tag("or")]], Discriminator(_condition_kind), is_object()]
+Condition = Annotated[
+    Annotated[Comparison, Tag("comparison")] | Annotated[AllOf, Tag("and")] | Annotated[AnyOf, Tag("or")],
+    Discriminator(_condition_kind),
+    is_object(),
+]
 
 
 # --- Triggers ------------------------------------------------------------------------------------------
@@ -111,9 +119,15 @@ class Classification(FormatModel):
     """A named predicate over the table's columns; an event when a row enters or leaves it."""
 
     noun: ClassVar[str] = "a classification"
-    name: Annotated[str, Field(pattern=NAME.pattern), refusing(
-        lambda v: isinstance(v, str) and NAME.fullmatch(v) is not None, "name",
-        "A lower-case name: letters, digits and '_'.")]
+    name: Annotated[
+        str,
+        Field(pattern=NAME.pattern),
+        refusing(
+            lambda v: isinstance(v, str) and NAME.fullmatch(v) is not None,
+            "name",
+            "A lower-case name: letters, digits and '_'.",
+        ),
+    ]
     predicate: Condition
     on: Annotated[Literal[tuple(TRANSITIONS)], OneOf(*TRANSITIONS)] = "both"
 
@@ -124,33 +138,56 @@ class DatabaseTrigger(FormatModel):
 
     noun: ClassVar[str] = "a 'database' trigger"
     type: Literal["database"]
-    connection: Annotated[str, Field(json_schema_extra={"format": "uuid"}, description="A connection's id."),
-                          Says("A connection's id.")]
-    table: Annotated[str, Field(min_length=1, max_length=200, description="schema.table (or a table in public)."),
-                     Says("schema.table (or a table in public).")]
-    events: Annotated[list[Literal[EVENTS]], Field(min_length=1), refusing(
-        lambda v: isinstance(v, list) and v and all(isinstance(e, str) and e in EVENTS for e in v), "events",
-        f"A non-empty list of: {', '.join(EVENTS)}.")] = None
+    connection: Annotated[
+        str, Field(json_schema_extra={"format": "uuid"}, description="A connection's id."), Says("A connection's id.")
+    ]
+    table: Annotated[
+        str,
+        Field(min_length=1, max_length=200, description="schema.table (or a table in public)."),
+        Says("schema.table (or a table in public)."),
+    ]
+    events: Annotated[
+        list[Literal[EVENTS]],
+        Field(min_length=1),
+        refusing(
+            lambda v: isinstance(v, list) and v and all(isinstance(e, str) and e in EVENTS for e in v),
+            "events",
+            f"A non-empty list of: {', '.join(EVENTS)}.",
+        ),
+    ] = None
     columns: Annotated[list[str], Field(description="Only for row.updated: changes of these columns.")] = None
     classification: Classification = None
     through: Annotated[str, Field(min_length=1, description="The join table, as schema.table.")] = None
     column: Annotated[str, Field(min_length=1, description="With `through`: the join table's foreign key.")] = None
 
 
-Trigger = Annotated[Union[Annotated[ApiTrigger, Tag("api")], Annotated[DatabaseTrigger, Tag("database")]],
-                    Discriminator(_tag_field("type")),
-                    OneOf(*TRIGGER_TYPES, field="type", says=f"Must be one of: {', '.join(TRIGGER_TYPES)}."),
-                    is_object()]
+Trigger = Annotated[
+    Annotated[ApiTrigger, Tag("api")] | Annotated[DatabaseTrigger, Tag("database")],
+    Discriminator(_tag_field("type")),
+    OneOf(*TRIGGER_TYPES, field="type", says=f"Must be one of: {', '.join(TRIGGER_TYPES)}."),
+    is_object(),
+]
 
 
 # --- Steps ---------------------------------------------------------------------------------------------
 
 
 class StepBase(FormatModel):
-    id: Annotated[str, Field(pattern=STEP_ID.pattern, description=(
-        "Unique in the workflow; `step-N` (its position) when absent. Later templates read what the step "
-        "produced as `steps.<id>`.")), refusing(lambda v: isinstance(v, str) and STEP_ID.fullmatch(v) is not None,
-                                                 "step_id", "1 to 64 letters, digits, '-' or '_'.")] = None
+    id: Annotated[
+        str,
+        Field(
+            pattern=STEP_ID.pattern,
+            description=(
+                "Unique in the workflow; `step-N` (its position) when absent. Later templates read what the step "
+                "produced as `steps.<id>`."
+            ),
+        ),
+        refusing(
+            lambda v: isinstance(v, str) and STEP_ID.fullmatch(v) is not None,
+            "step_id",
+            "1 to 64 letters, digits, '-' or '_'.",
+        ),
+    ] = None
 
 
 class WaitForDuration(StepBase):
@@ -188,9 +225,15 @@ def _wait_mode(value) -> str | None:
     return modes[0] if len(modes) == 1 else None
 
 
-Wait = Annotated[Union[Annotated[WaitForDuration, Tag("duration")], Annotated[WaitUntil, Tag("until")],
-                       Annotated[WaitForCondition, Tag("condition")]], Discriminator(_wait_mode), refusing(
-    lambda v: _wait_mode(v) is not None, "wait_mode", "A wait takes exactly one of: duration, until, condition.")]
+Wait = Annotated[
+    Annotated[WaitForDuration, Tag("duration")]
+    | Annotated[WaitUntil, Tag("until")]
+    | Annotated[WaitForCondition, Tag("condition")],
+    Discriminator(_wait_mode),
+    refusing(
+        lambda v: _wait_mode(v) is not None, "wait_mode", "A wait takes exactly one of: duration, until, condition."
+    ),
+]
 
 
 class Batch(StepBase):
@@ -213,6 +256,7 @@ def _step_list(*, allow_empty: bool) -> BeforeValidator:
         if len(value) > MAX_STEPS:
             raise PydanticCustomError("steps", f"At most {MAX_STEPS} steps.")
         return value
+
     return BeforeValidator(validate)
 
 
@@ -229,9 +273,15 @@ class Branch(StepBase):
 
     noun: ClassVar[str] = "a 'branch' step"
     type: Literal["branch"]
-    branches: Annotated[list[Case], Field(min_length=1, max_length=MAX_BRANCHES), refusing(
-        lambda v: isinstance(v, list) and 1 <= len(v) <= MAX_BRANCHES, "branches",
-        f"A list of 1 to {MAX_BRANCHES} {{when, steps}} objects.")]
+    branches: Annotated[
+        list[Case],
+        Field(min_length=1, max_length=MAX_BRANCHES),
+        refusing(
+            lambda v: isinstance(v, list) and 1 <= len(v) <= MAX_BRANCHES,
+            "branches",
+            f"A list of 1 to {MAX_BRANCHES} {{when, steps}} objects.",
+        ),
+    ]
     otherwise: Annotated[list[Step], Field(max_length=MAX_STEPS), _step_list(allow_empty=True)] = None
 
 
@@ -244,8 +294,11 @@ def _drf_field(field: serializers.Field) -> tuple[Any, Any]:
             says = (says + " " if says else "") + "A Jinja2 template."
         kind = Annotated[str, Field(max_length=field.max_length, min_length=None if field.allow_blank else 1)]
     elif isinstance(field, serializers.UUIDField):
-        kind = Annotated[str, Field(json_schema_extra={"format": "uuid"}), refusing(
-            lambda v: isinstance(v, str) and _is_uuid(v), "uuid", "Must be a valid UUID.")]
+        kind = Annotated[
+            str,
+            Field(json_schema_extra={"format": "uuid"}),
+            refusing(lambda v: isinstance(v, str) and _is_uuid(v), "uuid", "Must be a valid UUID."),
+        ]
     elif isinstance(field, serializers.BooleanField):
         kind = bool
     elif isinstance(field, serializers.IntegerField):
@@ -273,24 +326,36 @@ def _is_uuid(value: str) -> bool:
 def _notify_model(kind: str) -> type[StepBase]:
     channel = channel_get(kind)
     fields = {name: _drf_field(field) for name, field in channel.StepConfig().fields.items()}
-    model = create_model(f"{kind.capitalize()}Notify", __base__=StepBase, __module__=__name__,
-                         __doc__=(channel.__doc__ or "").strip(), type=(Literal["notify"], ...),
-                         channel=(Literal[kind], ...), **fields)
+    model = create_model(
+        f"{kind.capitalize()}Notify",
+        __base__=StepBase,
+        __module__=__name__,
+        __doc__=(channel.__doc__ or "").strip(),
+        type=(Literal["notify"], ...),
+        channel=(Literal[kind], ...),
+        **fields,
+    )
     model.noun = f"{'an' if kind[0] in 'aeiou' else 'a'} '{kind}' notify step"
     return model
 
 
 NOTIFY_MODELS: dict[str, type[StepBase]] = {kind: _notify_model(kind) for kind in channel_kinds()}
 
-Notify = Annotated[Union[tuple(Annotated[model, Tag(kind)] for kind, model in NOTIFY_MODELS.items())],
-                   Discriminator(_tag_field("channel")),
-                   OneOf(*NOTIFY_MODELS, field="channel", says=f"Must be one of: {', '.join(NOTIFY_MODELS)}.")]
+Notify = Annotated[
+    Union[tuple(Annotated[model, Tag(kind)] for kind, model in NOTIFY_MODELS.items())],  # noqa: UP007 (built from a tuple)
+    Discriminator(_tag_field("channel")),
+    OneOf(*NOTIFY_MODELS, field="channel", says=f"Must be one of: {', '.join(NOTIFY_MODELS)}."),
+]
 
-Step = Annotated[Union[Annotated[Notify, Tag("notify")], Annotated[Wait, Tag("wait")],
-                       Annotated[Branch, Tag("branch")], Annotated[Batch, Tag("batch")]],
-                 Discriminator(_tag_field("type")),
-                 OneOf(*STEP_TYPES, field="type", says=f"Must be one of: {', '.join(STEP_TYPES)}."),
-                 is_object()]
+Step = Annotated[
+    Annotated[Notify, Tag("notify")]
+    | Annotated[Wait, Tag("wait")]
+    | Annotated[Branch, Tag("branch")]
+    | Annotated[Batch, Tag("batch")],
+    Discriminator(_tag_field("type")),
+    OneOf(*STEP_TYPES, field="type", says=f"Must be one of: {', '.join(STEP_TYPES)}."),
+    is_object(),
+]
 
 
 # --- The workflow ----------------------------------------------------------------------------------------
@@ -318,10 +383,12 @@ class Definition(FormatModel):
     """A workflow: what starts it and its steps."""
 
     noun: ClassVar[str] = "a workflow"
-    trigger: Annotated[Trigger, Field(description='{"type": "api"} (the default) or a database trigger.')] = \
-        ApiTrigger(type="api")
-    steps: Annotated[list[Step], Field(min_length=1, max_length=MAX_STEPS), Says("A list of steps."),
-                     _step_list(allow_empty=False)]
+    trigger: Annotated[Trigger, Field(description='{"type": "api"} (the default) or a database trigger.')] = ApiTrigger(
+        type="api"
+    )
+    steps: Annotated[
+        list[Step], Field(min_length=1, max_length=MAX_STEPS), Says("A list of steps."), _step_list(allow_empty=False)
+    ]
     retry: Retry = None
     tracking: Tracking = None
 
@@ -330,17 +397,24 @@ class WorkflowUpdate(Definition):
     """A workflow's draft, replaced whole (`PUT /api/v1/workflows/{key}`)."""
 
     name: Annotated[str, Field(max_length=200, description="A name for people; a PUT without it keeps it.")] = None
-    sandbox: Annotated[bool, Field(description=(
-        "Hold its deliveries for review instead of sending them; a PUT without it keeps it."))] = None
+    sandbox: Annotated[
+        bool, Field(description=("Hold its deliveries for review instead of sending them; a PUT without it keeps it."))
+    ] = None
 
 
 class WorkflowCreate(WorkflowUpdate):
     """A new workflow (`POST /api/v1/workflows`): created as a draft; triggers use it once published."""
 
-    key: Annotated[str, Field(pattern=KEY.pattern, description="Its name in the API, unique in the product."),
-                   Says("1 to 100 letters, digits, '-' or '_'."), refusing(
-                       lambda v: isinstance(v, str) and KEY.fullmatch(v) is not None, "key",
-                       "1 to 100 letters, digits, '-' or '_'.")]
+    key: Annotated[
+        str,
+        Field(pattern=KEY.pattern, description="Its name in the API, unique in the product."),
+        Says("1 to 100 letters, digits, '-' or '_'."),
+        refusing(
+            lambda v: isinstance(v, str) and KEY.fullmatch(v) is not None,
+            "key",
+            "1 to 100 letters, digits, '-' or '_'.",
+        ),
+    ]
 
 
 DEFINITION_FIELDS = tuple(Definition.model_fields)

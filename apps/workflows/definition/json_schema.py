@@ -41,5 +41,8 @@ def format_json_schema(part: Any = None, *, ref_template: str = "#/$defs/{model}
 def workflow_json_schema() -> dict:
     """The document served at `GET /api/v1/workflows/schema.json`: the JSON Schema of a workflow as
     `POST /api/v1/workflows` takes it (`PUT` takes the same without `key`)."""
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **format_json_schema(),
-            "title": "Rowbell workflow"}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **format_json_schema(),
+        "title": "Rowbell workflow",
+    }

@@ -20,12 +20,28 @@ from apps.core.known_fields import unknown_field_reason
 
 from .values import Says
 
-_JSON_TYPES = {str: "a string", bool: "true or false", int: "a number", float: "a number", list: "a list",
-               dict: "an object", type(None): "null"}
-_EXPECTED = {"string_type": "a string", "int_type": "an integer", "int_parsing": "an integer",
-             "int_from_float": "an integer", "float_type": "a number", "bool_type": "true or false",
-             "bool_parsing": "true or false", "list_type": "a list", "dict_type": "an object",
-             "model_type": "an object", "model_attributes_type": "an object"}
+_JSON_TYPES = {
+    str: "a string",
+    bool: "true or false",
+    int: "a number",
+    float: "a number",
+    list: "a list",
+    dict: "an object",
+    type(None): "null",
+}
+_EXPECTED = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "list_type": "a list",
+    "dict_type": "an object",
+    "model_type": "an object",
+    "model_attributes_type": "an object",
+}
 
 
 def structure_check(model: type[BaseModel], data: Any) -> tuple[BaseModel | None, dict[str, list[str]]]:
@@ -69,8 +85,11 @@ def _reason(kind: str, error: dict, context: dict, owner, field: FieldInfo | Non
     if kind in _EXPECTED:
         return f"Must be {_EXPECTED[kind]}, not {_json_type(error.get('input'))}."
     if kind == "string_too_short":
-        return ("This field may not be blank." if context.get("min_length") == 1
-                else f"At least {context.get('min_length')} characters.")
+        return (
+            "This field may not be blank."
+            if context.get("min_length") == 1
+            else f"At least {context.get('min_length')} characters."
+        )
     if kind == "string_too_long":
         return f"At most {context.get('max_length')} characters."
     if kind == "too_short":

@@ -8,7 +8,7 @@ a `field` is about that field of the object it is raised on (`steps[0].type`).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Union
+from typing import Annotated
 
 from pydantic import BeforeValidator, Field, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
@@ -31,10 +31,12 @@ class Says:
 
 def refusing(test, kind: str, message: str, **context) -> BeforeValidator:
     """A validator that lets through what `test` accepts and refuses the rest with `message`."""
+
     def validate(value):
         if not test(value):
             raise PydanticCustomError(kind, message, context or None)
         return value
+
     return BeforeValidator(validate)
 
 
@@ -65,8 +67,9 @@ def _duration(value):
 def _signed_duration(value):
     if value == 0 and not isinstance(value, bool):
         return 0  # no offset
-    negative = ((isinstance(value, str) and value.startswith("-"))
-                or (isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0))
+    negative = (isinstance(value, str) and value.startswith("-")) or (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0
+    )
     seconds = duration_seconds((value[1:] if isinstance(value, str) else -value) if negative else value)
     if seconds is None:
         raise PydanticCustomError("duration", DURATION_SAYS + ", optionally negative.")
@@ -75,27 +78,54 @@ def _signed_duration(value):
 
 _DURATION_TEXT = r"^(?:\d+d)?(?:\d+h)?(?:\d+m)?(?:\d+s)?$"
 # Given as text or seconds, stored as seconds: what a definition comes back with validates again.
-Duration = Annotated[Union[int, float], PlainValidator(_duration), Says(DURATION_SAYS + "."), WithJsonSchema({
-    "anyOf": [{"type": "string", "pattern": _DURATION_TEXT, "minLength": 2},
-              {"type": "number", "minimum": 0, "maximum": MAX_DURATION}],
-    "description": DURATION_SAYS + ", or a number of seconds; answers give seconds."})]
-SignedDuration = Annotated[Union[int, float], PlainValidator(_signed_duration), WithJsonSchema({
-    "anyOf": [{"type": "string", "pattern": "^-?" + _DURATION_TEXT[1:], "minLength": 2},
-              {"type": "number", "minimum": -MAX_DURATION, "maximum": MAX_DURATION}],
-    "description": DURATION_SAYS + ", optionally negative (before the time), or seconds."})]
+Duration = Annotated[
+    int | float,
+    PlainValidator(_duration),
+    Says(DURATION_SAYS + "."),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": _DURATION_TEXT, "minLength": 2},
+                {"type": "number", "minimum": 0, "maximum": MAX_DURATION},
+            ],
+            "description": DURATION_SAYS + ", or a number of seconds; answers give seconds.",
+        }
+    ),
+]
+SignedDuration = Annotated[
+    int | float,
+    PlainValidator(_signed_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": "^-?" + _DURATION_TEXT[1:], "minLength": 2},
+                {"type": "number", "minimum": -MAX_DURATION, "maximum": MAX_DURATION},
+            ],
+            "description": DURATION_SAYS + ", optionally negative (before the time), or seconds.",
+        }
+    ),
+]
 
 
 def IntFrom(low: int, high: int):  # noqa: N802 (a type, in use)
     """An integer from `low` to `high` (not a boolean, not 3.0)."""
     says = f"An integer from {low} to {high}."
-    return Annotated[int, Field(ge=low, le=high), Says(says), refusing(
-        lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high, "int_range", says)]
+    return Annotated[
+        int,
+        Field(ge=low, le=high),
+        Says(says),
+        refusing(lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high, "int_range", says),
+    ]
 
 
 def DottedPath(says: str):  # noqa: N802 (a type, in use)
     """A dotted path into what steps see (`data.customer_id`)."""
-    return Annotated[str, Field(pattern=PATH.pattern, description=says), Says(says), refusing(
-        lambda v: isinstance(v, str) and PATH.fullmatch(v) is not None, "dotted_path", says)]
+    return Annotated[
+        str,
+        Field(pattern=PATH.pattern, description=says),
+        Says(says),
+        refusing(lambda v: isinstance(v, str) and PATH.fullmatch(v) is not None, "dotted_path", says),
+    ]
 
 
 def OneOf(*choices: str, field: str | None = None, says: str | None = None):  # noqa: N802 (a type, in use)
@@ -104,8 +134,12 @@ def OneOf(*choices: str, field: str | None = None, says: str | None = None):  # 
     says = says or f"One of: {', '.join(choices)}."
     if field is None:
         return refusing(lambda v: isinstance(v, str) and v in choices, "choice", says)
-    return refusing(lambda v: isinstance(v, dict) and isinstance(v.get(field), str) and v[field] in choices,
-                    "choice", says, field=field)
+    return refusing(
+        lambda v: isinstance(v, dict) and isinstance(v.get(field), str) and v[field] in choices,
+        "choice",
+        says,
+        field=field,
+    )
 
 
 def is_object(kind: str = "an object") -> BeforeValidator:

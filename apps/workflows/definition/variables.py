@@ -24,24 +24,27 @@ an earlier branch (it may have run).
 from __future__ import annotations
 
 import difflib
-from functools import lru_cache
+from functools import cache, lru_cache
 
 from jinja2 import TemplateSyntaxError, meta, nodes
 
+from apps.core.templating import environment
 from apps.deliveries.channels import channel_get
 from apps.deliveries.channels.base import TemplateField
-from apps.core.templating import environment
 
 ALWAYS = ("data", "recipient", "workflow", "request_id", "run_id", "timestamp", "steps", "step")
 DATABASE = ("event", "row", "rows", "missing_ids")
 AFTER_BATCH = ("batch",)
 
 
-@lru_cache(maxsize=None)
+@cache
 def template_fields(kind: str) -> dict[str, bool]:
     """The fields of a notify step on channel `kind` that are templates, each with whether it is HTML."""
-    return {name: field.html for name, field in channel_get(kind).StepConfig().fields.items()
-            if isinstance(field, TemplateField)}
+    return {
+        name: field.html
+        for name, field in channel_get(kind).StepConfig().fields.items()
+        if isinstance(field, TemplateField)
+    }
 
 
 def template_variables_check(*, trigger: str, steps: list[dict]) -> dict[str, list[str]]:
@@ -53,8 +56,9 @@ def template_variables_check(*, trigger: str, steps: list[dict]) -> dict[str, li
     return errors
 
 
-def _walk(steps: list[dict], path: str, *, trigger: str, before: tuple, batch: bool,
-          errors: dict) -> tuple[tuple, bool]:
+def _walk(
+    steps: list[dict], path: str, *, trigger: str, before: tuple, batch: bool, errors: dict
+) -> tuple[tuple, bool]:
     """Check `steps` (run after the steps `before`); return the ids that may have run after them, and
     whether a batch step may have run."""
     ran = list(before)
@@ -64,8 +68,9 @@ def _walk(steps: list[dict], path: str, *, trigger: str, before: tuple, batch: b
             names = ALWAYS + (DATABASE if trigger == "database" else ()) + (AFTER_BATCH if batch else ())
             for field, html in template_fields(step["channel"]).items():
                 if isinstance(step.get(field), str):
-                    for reason in template_variables_problems(step[field], html=html, names=names,
-                                                              earlier=tuple(ran), trigger=trigger):
+                    for reason in template_variables_problems(
+                        step[field], html=html, names=names, earlier=tuple(ran), trigger=trigger
+                    ):
                         errors.setdefault(f"{here}.{field}", []).append(reason)
         ran.append(step["id"])
         if step.get("type") == "branch":
@@ -73,7 +78,7 @@ def _walk(steps: list[dict], path: str, *, trigger: str, before: tuple, batch: b
             inside: list = []
             for block, where in cases + [(step.get("otherwise") or [], f"{here}.otherwise")]:
                 after, batched = _walk(block, where, trigger=trigger, before=tuple(ran), batch=batch, errors=errors)
-                inside.extend(after[len(ran):])
+                inside.extend(after[len(ran) :])
                 batch = batch or batched
             ran.extend(inside)
         elif step.get("type") == "batch":
@@ -81,8 +86,7 @@ def _walk(steps: list[dict], path: str, *, trigger: str, before: tuple, batch: b
     return tuple(ran), batch
 
 
-def template_variables_problems(source: str, *, html: bool, names: tuple, earlier: tuple,
-                                trigger: str) -> list[str]:
+def template_variables_problems(source: str, *, html: bool, names: tuple, earlier: tuple, trigger: str) -> list[str]:
     """Why `source` reads a variable it will not have (one reason each), given the top-level `names` a run
     provides there and the ids of the steps that may have run before it."""
     try:
@@ -94,11 +98,14 @@ def template_variables_problems(source: str, *, html: bool, names: tuple, earlie
     available = ", ".join(names)
     for name in sorted(undeclared - set(names)):
         if name in DATABASE and trigger != "database":
-            problems.append(f"Unknown variable '{name}': only workflows with a database trigger have it. "
-                            f"Templates here can use: {available}.")
+            problems.append(
+                f"Unknown variable '{name}': only workflows with a database trigger have it. "
+                f"Templates here can use: {available}."
+            )
         elif name in AFTER_BATCH:
-            problems.append(f"Unknown variable '{name}': it exists only after a batch step. "
-                            f"Templates here can use: {available}.")
+            problems.append(
+                f"Unknown variable '{name}': it exists only after a batch step. Templates here can use: {available}."
+            )
         else:
             close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
             hint = f" Did you mean '{close[0]}'?" if close else ""
@@ -107,8 +114,7 @@ def template_variables_problems(source: str, *, html: bool, names: tuple, earlie
         for ref in sorted(_step_references(tree) - set(earlier)):
             close = difflib.get_close_matches(ref, earlier, n=1, cutoff=0.6)
             hint = f" Did you mean 'steps.{close[0]}'?" if close else ""
-            ran = (f" Steps that run before it: {', '.join(earlier)}." if earlier
-                   else " No step runs before it.")
+            ran = f" Steps that run before it: {', '.join(earlier)}." if earlier else " No step runs before it."
             problems.append(f"'steps.{ref}' names no step that runs before this one.{hint}{ran}")
     return problems
 

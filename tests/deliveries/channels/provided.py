@@ -1,6 +1,5 @@
 """Helpers for the channel tests: a trigger call sent through to its delivery, a provider configured."""
 
-
 import pytest
 
 from apps.deliveries.models import Delivery
@@ -14,10 +13,15 @@ pytestmark = pytest.mark.django_db
 SID = "AC" + "0123456789abcdef" * 2
 TOKEN = "fedcba9876543210" * 2
 
+
 def _send(product, recipient=None, data=None) -> Delivery:
-    request_id, _ = trigger_create(tenant=factories.tenant_of(product), workflow="w",
-                                   recipients=[recipient or {"id": "u1", "phone": "+14155550123"}],
-                                   data=data or {"order": 7}, priority="normal")
+    request_id, _ = trigger_create(
+        tenant=factories.tenant_of(product),
+        workflow="w",
+        recipients=[recipient or {"id": "u1", "phone": "+14155550123"}],
+        data=data or {"order": 7},
+        priority="normal",
+    )
     runs_execute(run_ids=request_start(request_id=TriggerRequest.objects.get(id=request_id).id))
     delivery = Delivery.objects.get(request_id=request_id)
     if delivery.attempt_count == 0:  # one attempt: the task that starts a request may have sent it already
@@ -27,7 +31,10 @@ def _send(product, recipient=None, data=None) -> Delivery:
 
 
 def _configure(client, channel, provider, credentials, options=None):
-    response = client.put(f"/api/v1/providers/{channel}", {"provider": provider, "credentials": credentials,
-                                                          "options": options or {}}, format="json")
+    response = client.put(
+        f"/api/v1/providers/{channel}",
+        {"provider": provider, "credentials": credentials, "options": options or {}},
+        format="json",
+    )
     assert response.status_code == 200, response.json()
     return response.json()

@@ -14,8 +14,13 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def chat(product):
-    factories.make_workflow(product, key="w", steps=[
-        {"id": "ping", "type": "notify", "channel": "chat", "title": "New order", "text": "Order {{ data.order }}"}])
+    factories.make_workflow(
+        product,
+        key="w",
+        steps=[
+            {"id": "ping", "type": "notify", "channel": "chat", "title": "New order", "text": "Order {{ data.order }}"}
+        ],
+    )
     return product
 
 
@@ -46,6 +51,12 @@ def test_teams_incoming_webhook(chat, product_client, receiver):
     assert attachment["content"]["type"] == "AdaptiveCard"
     assert [b["text"] for b in attachment["content"]["body"]] == ["New order", "Order 7"]
     # A legacy connector reports a failure in a 200's body.
-    receiver.answer((200, {}, b"Webhook message delivery failed with error: Microsoft Teams endpoint returned "
-                              b"HTTP error 429 with ContextId ..."))
+    receiver.answer(
+        (
+            200,
+            {},
+            b"Webhook message delivery failed with error: Microsoft Teams endpoint returned "
+            b"HTTP error 429 with ContextId ...",
+        )
+    )
     assert _send(chat).status == DeliveryStatus.QUEUED

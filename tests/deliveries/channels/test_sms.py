@@ -18,8 +18,11 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def sms(product, product_client):
-    factories.make_workflow(product, key="w", steps=[
-        {"id": "text", "type": "notify", "channel": "sms", "text": "Order {{ data.order }} has shipped."}])
+    factories.make_workflow(
+        product,
+        key="w",
+        steps=[{"id": "text", "type": "notify", "channel": "sms", "text": "Order {{ data.order }} has shipped."}],
+    )
     return product
 
 
@@ -31,28 +34,50 @@ def twilio(sms, product_client, receiver, settings):
 
 
 def test_twilio_gets_the_documented_request(twilio, receiver):
-    receiver.answer((201, {"Content-Type": "application/json"},
-                     json.dumps({"sid": "SM" + "0" * 32, "status": "queued"}).encode()))
+    receiver.answer(
+        (201, {"Content-Type": "application/json"}, json.dumps({"sid": "SM" + "0" * 32, "status": "queued"}).encode())
+    )
     delivery = _send(twilio)
     assert delivery.status == DeliveryStatus.SENT and delivery.target == "+14155550123"
     sent = receiver.requests[0]
     assert sent["path"] == f"/2010-04-01/Accounts/{SID}/Messages.json"
     assert sent["headers"]["authorization"] == "Basic " + base64.b64encode(f"{SID}:{TOKEN}".encode()).decode()
     assert sent["headers"]["content-type"] == "application/x-www-form-urlencoded"
-    assert parse_qs(sent["body"].decode()) == {"To": ["+14155550123"], "From": ["+15005550006"],
-                                               "Body": ["Order 7 has shipped."]}
+    assert parse_qs(sent["body"].decode()) == {
+        "To": ["+14155550123"],
+        "From": ["+15005550006"],
+        "Body": ["Order 7 has shipped."],
+    }
 
 
 def test_twilio_errors_permanent_or_retried_as_documented(twilio, receiver):
-    receiver.answer((401, {"Content-Type": "application/json"}, json.dumps(
-        {"code": 20003, "message": "Authenticate", "more_info": "https://www.twilio.com/docs/errors/20003",
-         "status": 401}).encode()))
+    receiver.answer(
+        (
+            401,
+            {"Content-Type": "application/json"},
+            json.dumps(
+                {
+                    "code": 20003,
+                    "message": "Authenticate",
+                    "more_info": "https://www.twilio.com/docs/errors/20003",
+                    "status": 401,
+                }
+            ).encode(),
+        )
+    )
     refused = _send(twilio)
     assert refused.status == DeliveryStatus.FAILED
     assert refused.last_error.startswith("Twilio refused the credentials (HTTP 401): error 20003: Authenticate.")
 
-    receiver.answer((400, {}, json.dumps({"code": 21211, "message": "The 'To' number is not a valid phone number.",
-                                          "status": 400}).encode()))
+    receiver.answer(
+        (
+            400,
+            {},
+            json.dumps(
+                {"code": 21211, "message": "The 'To' number is not a valid phone number.", "status": 400}
+            ).encode(),
+        )
+    )
     rejected = _send(twilio)
     assert rejected.status == DeliveryStatus.FAILED and "error 21211" in rejected.last_error
 
@@ -64,16 +89,25 @@ def test_twilio_errors_permanent_or_retried_as_documented(twilio, receiver):
 
 
 def test_a_generic_http_sms_gateway_takes_its_configured_request(sms, product_client, receiver):
-    _configure(product_client, "sms", "http", {"headers": {"Authorization": "Bearer s3cret"}},
-               {"url": receiver.url("/v1/sms"), "fields": {"msisdn": "{{ to }}", "message": "{{ text }}",
-                                                            "sender": "Shop"}})
+    _configure(
+        product_client,
+        "sms",
+        "http",
+        {"headers": {"Authorization": "Bearer s3cret"}},
+        {"url": receiver.url("/v1/sms"), "fields": {"msisdn": "{{ to }}", "message": "{{ text }}", "sender": "Shop"}},
+    )
     assert _send(sms).status == DeliveryStatus.SENT
     sent = receiver.requests[0]
     assert sent["path"] == "/v1/sms" and sent["headers"]["authorization"] == "Bearer s3cret"
     assert json.loads(sent["body"]) == {"msisdn": "+14155550123", "message": "Order 7 has shipped.", "sender": "Shop"}
 
-    _configure(product_client, "sms", "http", {}, {"url": receiver.url("/form"), "encoding": "form",
-                                                   "fields": {"to": "{{ to }}", "body": "{{ text }}"}})
+    _configure(
+        product_client,
+        "sms",
+        "http",
+        {},
+        {"url": receiver.url("/form"), "encoding": "form", "fields": {"to": "{{ to }}", "body": "{{ text }}"}},
+    )
     _send(sms)
     assert parse_qs(receiver.requests[1]["body"].decode()) == {"to": ["+14155550123"], "body": ["Order 7 has shipped."]}
 

@@ -6,8 +6,10 @@ from apps.connections.services import IDENTIFIER
 
 
 class Command(BaseCommand):
-    help = ("Print the SQL a DBA runs, in the customer database, to create Rowbell's dedicated user with the "
-            "least rights it needs: log in, own its schema, read and put triggers on the watched tables.")
+    help = (
+        "Print the SQL a DBA runs, in the customer database, to create Rowbell's dedicated user with the "
+        "least rights it needs: log in, own its schema, read and put triggers on the watched tables."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--user", required=True, help="The role Rowbell logs in as, e.g. rowbell.")
@@ -47,8 +49,13 @@ class Command(BaseCommand):
         ]
         for name in schemas:
             lines.append(q(sql.SQL("GRANT USAGE ON SCHEMA {} TO {};").format(sql.Identifier(name), role)))
-        lines.append(q(sql.SQL("GRANT SELECT, TRIGGER ON TABLE {} TO {};").format(
-            sql.SQL(", ").join(sql.Identifier(s, t) for s, t in qualified), role)))
+        lines.append(
+            q(
+                sql.SQL("GRANT SELECT, TRIGGER ON TABLE {} TO {};").format(
+                    sql.SQL(", ").join(sql.Identifier(s, t) for s, t in qualified), role
+                )
+            )
+        )
         lines += [
             "-- A partitioned table's partitions need the same grant (a statement naming a partition fires only",
             "-- the partition's triggers). This grants it on those that exist; grant it on each new partition",
@@ -56,10 +63,17 @@ class Command(BaseCommand):
             "DO $$ DECLARE p regclass; BEGIN",
         ]
         for schema_name, table_name in qualified:
-            lines.append(q(sql.SQL(
-                "    FOR p IN SELECT relid FROM pg_partition_tree(to_regclass({})) WHERE relid <> to_regclass({}) LOOP "
-                "EXECUTE format('GRANT SELECT, TRIGGER ON TABLE %s TO %I', p, {}); END LOOP;").format(
-                sql.Literal(sql.Identifier(schema_name, table_name).as_string(None)),
-                sql.Literal(sql.Identifier(schema_name, table_name).as_string(None)), sql.Literal(user))))
+            lines.append(
+                q(
+                    sql.SQL(
+                        "    FOR p IN SELECT relid FROM pg_partition_tree(to_regclass({})) WHERE relid <> to_regclass({}) LOOP "
+                        "EXECUTE format('GRANT SELECT, TRIGGER ON TABLE %s TO %I', p, {}); END LOOP;"
+                    ).format(
+                        sql.Literal(sql.Identifier(schema_name, table_name).as_string(None)),
+                        sql.Literal(sql.Identifier(schema_name, table_name).as_string(None)),
+                        sql.Literal(user),
+                    )
+                )
+            )
         lines.append("END $$;")
         self.stdout.write("\n".join(lines))

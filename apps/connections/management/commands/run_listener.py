@@ -67,8 +67,11 @@ class Command(BaseCommand):
                     if read is None:  # an unexpected error, logged: this connection pauses, the others go on
                         self.due[connection_id] = (time.monotonic() + ERROR_PAUSE_SECONDS, interval)
                         continue
-                    interval = (settings.ROWBELL_PICKUP_ACTIVE_SECONDS if read
-                                else min(settings.ROWBELL_PICKUP_IDLE_SECONDS, interval * 1.5))
+                    interval = (
+                        settings.ROWBELL_PICKUP_ACTIVE_SECONDS
+                        if read
+                        else min(settings.ROWBELL_PICKUP_IDLE_SECONDS, interval * 1.5)
+                    )
                     self.due[connection_id] = (time.monotonic() + interval, interval)
         for connection_id in list(self.listening):
             self._unlisten(connection_id)
@@ -89,8 +92,9 @@ class Command(BaseCommand):
             close_old_connections()
             return total
         except Exception:  # a bug or an unforeseen failure must not stop pick-up for every connection
-            logger.exception("Pick-up of connection %s failed; trying again in %.0f s.", connection_id,
-                             ERROR_PAUSE_SECONDS)
+            logger.exception(
+                "Pick-up of connection %s failed; trying again in %.0f s.", connection_id, ERROR_PAUSE_SECONDS
+            )
             close_old_connections()
             return None
 

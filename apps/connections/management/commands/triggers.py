@@ -2,7 +2,6 @@ import psycopg
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.connections.customer import failure_reason
-from apps.core.exceptions import ApplicationError
 from apps.connections.models import Connection
 from apps.connections.services import (
     CustomerDatabaseUnavailable,
@@ -12,11 +11,14 @@ from apps.connections.services import (
     connection_captures_wanted,
     connection_drift,
 )
+from apps.core.exceptions import ApplicationError
 
 
 class Command(BaseCommand):
-    help = ("Show and repair Rowbell's triggers in customer databases. status: wanted vs installed (drift); "
-            "install: install what is missing; prune: retire what no subscription uses; uninstall: retire all.")
+    help = (
+        "Show and repair Rowbell's triggers in customer databases. status: wanted vs installed (drift); "
+        "install: install what is missing; prune: retire what no subscription uses; uninstall: retire all."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("action", choices=["status", "install", "prune", "uninstall"])
@@ -51,8 +53,9 @@ class Command(BaseCommand):
             changed = connection_captures_install(connection=conn, captures=wanted, actor="cli", each=True)
             failed = [c.removeprefix("failed ") for c in changed if c.startswith("failed ")]
             done = [c for c in changed if not c.startswith("failed ")]
-            self.stdout.write(f"  {len(wanted)} capture(s): " + (f"{len(done)} change(s) made" if done else
-                                                                 "everything was in place"))
+            self.stdout.write(
+                f"  {len(wanted)} capture(s): " + (f"{len(done)} change(s) made" if done else "everything was in place")
+            )
             for failure in failed:
                 self.stdout.write(f"  could not install {failure}")
             return bool(failed)
@@ -72,9 +75,12 @@ class Command(BaseCommand):
                 state = "INCOMPLETE (run: triggers install)"
             self.stdout.write(f"  {name}: {state}")
             for problem in broken.get(name, []):
-                users = ", ".join([f"workflow {w}" for w in problem["workflows"]] +
-                                  [f"endpoint {e}" for e in problem["endpoints"]])
-                self.stdout.write(f"    {problem['table']}: {problem['detail']}" + (f" Affects {users}." if users else ""))
+                users = ", ".join(
+                    [f"workflow {w}" for w in problem["workflows"]] + [f"endpoint {e}" for e in problem["endpoints"]]
+                )
+                self.stdout.write(
+                    f"    {problem['table']}: {problem['detail']}" + (f" Affects {users}." if users else "")
+                )
         for name in status["unused"]:
             self.stdout.write(f"  {name}: installed but unused (run: triggers prune)")
         if status["retired_drop_statements"]:

@@ -29,7 +29,9 @@ WORKFLOW_STEPS = [
 ]
 
 WELCOME_STEP = {
-    "id": "welcome-email", "type": "notify", "channel": "email",
+    "id": "welcome-email",
+    "type": "notify",
+    "channel": "email",
     "subject": "Welcome to Demo Shop, {{ recipient.name }}",
     "body": "Hi {{ recipient.name }}, your account is ready.",
     "html": "<h2>Welcome, {{ recipient.name }}!</h2><p>Your account is ready.</p>",
@@ -40,7 +42,9 @@ DEMO_STAFF = {"reviewer": REVIEWERS, "viewer": READ_ONLY}
 
 
 class Command(BaseCommand):
-    help = "Create the demo (admin user, keys, product, webhook to the local sink, a workflow) once; print where to look."
+    help = (
+        "Create the demo (admin user, keys, product, webhook to the local sink, a workflow) once; print where to look."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=8000)
@@ -54,7 +58,9 @@ class Command(BaseCommand):
             # Another checkout seeded this database: keys are stored hashed, so issue new demo keys.
             self._reissue_keys(product, port)
         base = f"http://127.0.0.1:{port}"
-        keys_file = KEYS_FILE.relative_to(settings.BASE_DIR) if KEYS_FILE.is_relative_to(settings.BASE_DIR) else KEYS_FILE
+        keys_file = (
+            KEYS_FILE.relative_to(settings.BASE_DIR) if KEYS_FILE.is_relative_to(settings.BASE_DIR) else KEYS_FILE
+        )
         self.stdout.write(
             "\n"
             "  Rowbell is starting.\n"
@@ -72,24 +78,41 @@ class Command(BaseCommand):
         _, platform_key = platform_key_create(name="demo platform key", actor="seed")
         product, product_key = product_create(name=DEMO_PRODUCT, actor="seed")
         organization, organization_key = organization_create(product=product, name="Demo Org", actor="seed")
-        endpoint = subscription_create(product=product, url=f"http://127.0.0.1:{sink_port}/demo",
-                                           description="Local webhook sink", actor="seed")
+        endpoint = subscription_create(
+            product=product, url=f"http://127.0.0.1:{sink_port}/demo", description="Local webhook sink", actor="seed"
+        )
         steps = [dict(s) for s in WORKFLOW_STEPS]
         steps[0]["webhook"] = str(endpoint.id)
-        workflow = workflow_create(product=product, key="order-shipped", name="Order shipped",
-                                   definition={"trigger": {"type": "api"}, "steps": steps}, actor="seed")
+        workflow = workflow_create(
+            product=product,
+            key="order-shipped",
+            name="Order shipped",
+            definition={"trigger": {"type": "api"}, "steps": steps},
+            actor="seed",
+        )
         workflow_publish(workflow=workflow, actor="seed")
         # A sandboxed workflow, triggered once: its email waits in the review queue (/admin/review/).
-        welcome = workflow_create(product=product, key="welcome", name="Welcome email", sandbox=True,
-                                  definition={"trigger": {"type": "api"}, "steps": [WELCOME_STEP]}, actor="seed")
+        welcome = workflow_create(
+            product=product,
+            key="welcome",
+            name="Welcome email",
+            sandbox=True,
+            definition={"trigger": {"type": "api"}, "steps": [WELCOME_STEP]},
+            actor="seed",
+        )
         workflow_publish(workflow=welcome, actor="seed")
-        trigger_create(tenant=Tenant.of(scope="product", key_prefix="seed", product=product), workflow="welcome",
-                       recipients=[{"id": "ann", "name": "Ann", "email": "ann@example.com"}], data={},
-                       priority="normal")
+        trigger_create(
+            tenant=Tenant.of(scope="product", key_prefix="seed", product=product),
+            workflow="welcome",
+            recipients=[{"id": "ann", "name": "Ann", "email": "ann@example.com"}],
+            data={},
+            priority="normal",
+        )
         for username, group in DEMO_STAFF.items():
             if not User.objects.filter(username=username).exists():
                 User.objects.create_user(username, f"{username}@localhost", username, is_staff=True).groups.add(
-                    Group.objects.get(name=group))
+                    Group.objects.get(name=group)
+                )
         self._write_keys(port, platform_key, product_key, organization_key, endpoint)
         self.stdout.write(f"  Seeded the demo: product '{DEMO_PRODUCT}', workflow 'order-shipped'.")
 
@@ -114,4 +137,3 @@ class Command(BaseCommand):
             f"export ROWBELL_WEBHOOK_ID={endpoint.id}\n"
             f"export ROWBELL_WEBHOOK_SECRET={endpoint.secret}\n"
         )
-

@@ -51,5 +51,9 @@ class ChatChannel(ProvidedChannel):
 
     def preview(self, delivery) -> dict:
         payload = delivery.payload or {}
-        return {"kind": "chat", "title": payload.get("title", ""), "text": payload.get("text", ""),
-                "to": delivery.target}
+        return {
+            "kind": "chat",
+            "title": payload.get("title", ""),
+            "text": payload.get("text", ""),
+            "to": delivery.target,
+        }

@@ -47,21 +47,34 @@ class Teams(Provider):
     def request(self, payload, credentials, options):
         body = []
         if payload.get("title"):
-            body.append({"type": "TextBlock", "text": payload["title"], "weight": "Bolder", "size": "Medium",
-                         "wrap": True})
+            body.append(
+                {"type": "TextBlock", "text": payload["title"], "weight": "Bolder", "size": "Medium", "wrap": True}
+            )
         body.append({"type": "TextBlock", "text": payload["text"], "wrap": True})
-        card = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard",
-                "version": "1.4", "body": body}
-        return json_post(_chat_url(payload, credentials), {"type": "message", "attachments": [
-            {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}]})
+        card = {
+            "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+            "type": "AdaptiveCard",
+            "version": "1.4",
+            "body": body,
+        }
+        return json_post(
+            _chat_url(payload, credentials),
+            {
+                "type": "message",
+                "attachments": [
+                    {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}
+                ],
+            },
+        )
 
     def outcome(self, answer):
         failed = answer.excerpt.startswith("Webhook message delivery failed")
         if answer.status == 200 and failed:
             found = re.search(r"HTTP error (\d{3})", answer.excerpt)
             code = int(found.group(1)) if found else 500
-            return super().outcome(outbound.HttpAnswer(code, answer.headers, answer.excerpt, answer.duration_ms,
-                                                        shown=answer.shown))
+            return super().outcome(
+                outbound.HttpAnswer(code, answer.headers, answer.excerpt, answer.duration_ms, shown=answer.shown)
+            )
         return super().outcome(answer)
 
 

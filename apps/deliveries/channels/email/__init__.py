@@ -25,8 +25,11 @@ def _smtp_error(exc: smtplib.SMTPException) -> DeliveryError:
         code = codes[0] if codes else None
     # SMTP 5xx replies are permanent (bad address, rejected content); 4xx are "try again later".
     permanent = isinstance(code, int) and 500 <= code < 600
-    return DeliveryError(f"SMTP error {code or ''}: {exc}".replace("  ", " "), permanent=permanent,
-                         status_code=code if isinstance(code, int) else None)
+    return DeliveryError(
+        f"SMTP error {code or ''}: {exc}".replace("  ", " "),
+        permanent=permanent,
+        status_code=code if isinstance(code, int) else None,
+    )
 
 
 class EmailChannel(Channel):
@@ -76,13 +79,23 @@ class EmailChannel(Channel):
         if tracking.get("opens") or tracking.get("clicks"):
             from apps.deliveries.tracking import tracking_apply
 
-            delivery.payload = tracking_apply(delivery.payload, delivery.message_id,
-                                              opens=tracking.get("opens", False), clicks=tracking.get("clicks", False))
+            delivery.payload = tracking_apply(
+                delivery.payload,
+                delivery.message_id,
+                opens=tracking.get("opens", False),
+                clicks=tracking.get("clicks", False),
+            )
 
     def preview(self, delivery) -> dict:
         payload = delivery.payload or {}
-        return {"kind": "email", "subject": payload.get("subject", ""), "from": payload.get("from", ""),
-                "to": payload.get("to", ""), "text": payload.get("text", ""), "html": payload.get("html", "")}
+        return {
+            "kind": "email",
+            "subject": payload.get("subject", ""),
+            "from": payload.get("from", ""),
+            "to": payload.get("to", ""),
+            "text": payload.get("text", ""),
+            "html": payload.get("html", ""),
+        }
 
     def send_many(self, deliveries) -> list[SendResult | DeliveryError]:
         """Each product's (or organization's) provider, else the default backend (EMAIL_BACKEND): one
@@ -98,8 +111,11 @@ class EmailChannel(Channel):
         for configured, indexes in groups.values():
             title = configured.provider.title if configured else "The mail server"
             try:
-                connection = (configured.provider.connection(configured.credentials, configured.options)
-                              if configured else get_connection(fail_silently=False))
+                connection = (
+                    configured.provider.connection(configured.credentials, configured.options)
+                    if configured
+                    else get_connection(fail_silently=False)
+                )
                 connection.open()
             except Exception as exc:  # noqa: BLE001 - every way a connection can fail is recorded, not raised
                 error = _error(exc, title)
@@ -120,8 +136,13 @@ class EmailChannel(Channel):
     def _send_on(self, connection, delivery, sender: str | None, title: str) -> SendResult | DeliveryError:
         p = delivery.payload
         message = EmailMultiAlternatives(
-            subject=p["subject"], body=p["text"], from_email=sender or p["from"], to=[p["to"]],
-            headers={"X-Rowbell-Message-Id": delivery.message_id}, connection=connection)
+            subject=p["subject"],
+            body=p["text"],
+            from_email=sender or p["from"],
+            to=[p["to"]],
+            headers={"X-Rowbell-Message-Id": delivery.message_id},
+            connection=connection,
+        )
         if p.get("html"):
             message.attach_alternative(p["html"], "text/html")
         # Providers echo metadata in their event webhooks: how engagement finds its delivery.
@@ -132,8 +153,11 @@ class EmailChannel(Channel):
         except Exception as exc:  # noqa: BLE001 - mapped to permanent or retryable below
             return _error(exc, title)
         status = getattr(message, "anymail_status", None)
-        return SendResult(status="sent", duration_ms=int((time.monotonic() - started) * 1000),
-                          provider_message_id=(status.message_id or "") if status else "")
+        return SendResult(
+            status="sent",
+            duration_ms=int((time.monotonic() - started) * 1000),
+            provider_message_id=(status.message_id or "") if status else "",
+        )
 
 
 def _error(exc: Exception, title: str) -> DeliveryError:

@@ -24,8 +24,9 @@ class HttpPush(HttpGateway):
 
 class _ServiceAccount(serializers.Serializer):
     type = strict.ChoiceField(choices=["service_account"])
-    project_id = strict.RegexField(r"^[a-z][a-z0-9-]{4,61}[a-z0-9]$", error_messages={
-        "invalid": "A Google Cloud project id."})
+    project_id = strict.RegexField(
+        r"^[a-z][a-z0-9-]{4,61}[a-z0-9]$", error_messages={"invalid": "A Google Cloud project id."}
+    )
     private_key_id = strict.CharField(max_length=100)
     private_key = strict.CharField(max_length=10_000, trim_whitespace=False)
     client_email = strict.EmailField()
@@ -75,33 +76,53 @@ class Fcm(Provider):
         if cached and cached[1] > time.time() + 300:
             return cached[0]
         now = int(time.time())
-        assertion = _jwt_rs256({"alg": "RS256", "typ": "JWT", "kid": account["private_key_id"]},
-                               {"iss": account["client_email"], "scope": self.SCOPE, "aud": account["token_uri"],
-                                "iat": now, "exp": now + 3600}, account["private_key"])
+        assertion = _jwt_rs256(
+            {"alg": "RS256", "typ": "JWT", "kid": account["private_key_id"]},
+            {
+                "iss": account["client_email"],
+                "scope": self.SCOPE,
+                "aud": account["token_uri"],
+                "iat": now,
+                "exp": now + 3600,
+            },
+            account["private_key"],
+        )
         try:
-            answer = outbound.post(account["token_uri"], urlencode({
-                "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion}).encode(),
-                {"Content-Type": "application/x-www-form-urlencoded"})
+            answer = outbound.post(
+                account["token_uri"],
+                urlencode(
+                    {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion}
+                ).encode(),
+                {"Content-Type": "application/x-www-form-urlencoded"},
+            )
         except outbound.OutboundError as exc:
             raise DeliveryError(f"Cannot get an access token: {exc.message}", permanent=exc.permanent) from exc
         if answer.status != 200:
             # 400 invalid_grant / 401 invalid_client: the service account is wrong or revoked.
-            raise DeliveryError(f"Google refused the service account (HTTP {answer.status}): {answer.excerpt[:300]}",
-                                permanent=answer.status in (400, 401, 403), status_code=answer.status)
+            raise DeliveryError(
+                f"Google refused the service account (HTTP {answer.status}): {answer.excerpt[:300]}",
+                permanent=answer.status in (400, 401, 403),
+                status_code=answer.status,
+            )
         try:
             grant = json.loads(answer.body)
             token, lifetime = str(grant["access_token"]), int(grant.get("expires_in", 3600))
         except (ValueError, KeyError, TypeError) as exc:
-            raise DeliveryError(f"Google's token endpoint answered without an access token: {answer.excerpt[:200]}",
-                                status_code=answer.status) from exc
+            raise DeliveryError(
+                f"Google's token endpoint answered without an access token: {answer.excerpt[:200]}",
+                status_code=answer.status,
+            ) from exc
         _tokens[key] = (token, time.time() + min(lifetime, 3600))
         return token
 
     def request(self, payload, credentials, options):
         account = credentials["service_account"]
         message = {"token": payload["to"], "notification": {"title": payload["title"], "body": payload["body"]}}
-        return json_post(f"{settings.ROWBELL_FCM_API_URL}/v1/projects/{account['project_id']}/messages:send",
-                          {"message": message}, {"Authorization": f"Bearer {self._access_token(account)}"})
+        return json_post(
+            f"{settings.ROWBELL_FCM_API_URL}/v1/projects/{account['project_id']}/messages:send",
+            {"message": message},
+            {"Authorization": f"Bearer {self._access_token(account)}"},
+        )
 
     def refusal(self, answer):
         try:  # {"error": {"code": 404, "message": "...", "status": "NOT_FOUND", "details": [{"errorCode": "UNREGISTERED"}]}}
@@ -121,8 +142,10 @@ def _jwt_rs256(header: dict, claims: dict, private_key_pem: str) -> str:
     def b64(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
-    signing_input = f"{b64(json.dumps(header, separators=(',', ':')).encode())}." \
-                    f"{b64(json.dumps(claims, separators=(',', ':')).encode())}"
+    signing_input = (
+        f"{b64(json.dumps(header, separators=(',', ':')).encode())}."
+        f"{b64(json.dumps(claims, separators=(',', ':')).encode())}"
+    )
     key = load_pem_private_key(private_key_pem.encode(), password=None)
     assert isinstance(key, RSAPrivateKey)  # _ServiceAccount accepts an RSA key only
     signature = key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())

@@ -24,16 +24,25 @@ class Twilio(Provider):
     ok_statuses = (200, 201)
 
     class Credentials(serializers.Serializer):
-        account_sid = strict.RegexField(r"^AC[0-9a-f]{32}$", error_messages={
-            "invalid": "An Account SID: AC followed by 32 hexadecimal digits."})
-        auth_token = strict.RegexField(r"^[0-9a-f]{32}$", error_messages={
-            "invalid": "An Auth Token: 32 hexadecimal digits."})
+        account_sid = strict.RegexField(
+            r"^AC[0-9a-f]{32}$", error_messages={"invalid": "An Account SID: AC followed by 32 hexadecimal digits."}
+        )
+        auth_token = strict.RegexField(
+            r"^[0-9a-f]{32}$", error_messages={"invalid": "An Auth Token: 32 hexadecimal digits."}
+        )
 
     class Options(serializers.Serializer):
-        sender = strict.RegexField(E164, required=False, error_messages={
-            "invalid": "An E.164 number, e.g. +14155550123."}, help_text="The From number.")
-        messaging_service_sid = strict.RegexField(r"^MG[0-9a-f]{32}$", required=False, error_messages={
-            "invalid": "A Messaging Service SID: MG followed by 32 hexadecimal digits."})
+        sender = strict.RegexField(
+            E164,
+            required=False,
+            error_messages={"invalid": "An E.164 number, e.g. +14155550123."},
+            help_text="The From number.",
+        )
+        messaging_service_sid = strict.RegexField(
+            r"^MG[0-9a-f]{32}$",
+            required=False,
+            error_messages={"invalid": "A Messaging Service SID: MG followed by 32 hexadecimal digits."},
+        )
 
         def validate(self, attrs):
             if not attrs.get("sender") and not attrs.get("messaging_service_sid"):
@@ -48,10 +57,15 @@ class Twilio(Provider):
         else:
             form["From"] = options["sender"]
         token = base64.b64encode(f"{sid}:{credentials['auth_token']}".encode()).decode()
-        return outbound.Post(f"{settings.ROWBELL_TWILIO_API_URL}/2010-04-01/Accounts/{sid}/Messages.json",
-                             urlencode(form).encode(),
-                             {"Content-Type": "application/x-www-form-urlencoded", "Authorization": f"Basic {token}",
-                              "Accept": "application/json"})
+        return outbound.Post(
+            f"{settings.ROWBELL_TWILIO_API_URL}/2010-04-01/Accounts/{sid}/Messages.json",
+            urlencode(form).encode(),
+            {
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Authorization": f"Basic {token}",
+                "Accept": "application/json",
+            },
+        )
 
     def refusal(self, answer):
         try:  # {"code": 21211, "message": "...", "more_info": "https://www.twilio.com/docs/errors/21211"}
@@ -59,8 +73,6 @@ class Twilio(Provider):
             return f"error {error['code']}: {error['message']}"
         except (ValueError, KeyError, TypeError):
             return super().refusal(answer)
-
-
 
 
 class HttpSms(HttpGateway):

@@ -47,8 +47,11 @@ class WebhookChannel(Channel):
         if memo is not None and key in memo:
             endpoint = memo[key]
         else:
-            endpoint = WebhookEndpoint.objects.filter(id=config["webhook"], product=product).only(
-                "id", "url", "enabled", "secret", "previous_secret", "previous_secret_until", "accept_any_2xx").first()
+            endpoint = (
+                WebhookEndpoint.objects.filter(id=config["webhook"], product=product)
+                .only("id", "url", "enabled", "secret", "previous_secret", "previous_secret_until", "accept_any_2xx")
+                .first()
+            )
             if memo is not None:
                 memo[key] = endpoint
         if endpoint is None:
@@ -69,8 +72,13 @@ class WebhookChannel(Channel):
             payload["data"]["event"] = context["event"]
         # Rendered in full even for a disabled endpoint: enabling it again replays what was skipped.
         # The delivery's target is for display: the URL it is sent to is read from the endpoint.
-        return Rendered(target=endpoint.url_masked, payload=payload, endpoint_id=endpoint.id, endpoint=endpoint,
-                        skip_reason="" if endpoint.enabled else ENDPOINT_DISABLED)
+        return Rendered(
+            target=endpoint.url_masked,
+            payload=payload,
+            endpoint_id=endpoint.id,
+            endpoint=endpoint,
+            skip_reason="" if endpoint.enabled else ENDPOINT_DISABLED,
+        )
 
     def send_many(self, deliveries) -> list[SendResult | DeliveryError]:
         """Every delivery of the batch goes out at once on the process's event loop."""
@@ -80,8 +88,9 @@ class WebhookChannel(Channel):
         for delivery in deliveries:
             body = webhook_body(delivery.payload)
             headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
-            headers.update(signature_headers(delivery.endpoint.signing_secrets(now), delivery.message_id, timestamp,
-                                             body))
+            headers.update(
+                signature_headers(delivery.endpoint.signing_secrets(now), delivery.message_id, timestamp, body)
+            )
             posts.append(outbound.Post(delivery.endpoint.url, body, headers))
         return [_outcome(d.endpoint, answer) for d, answer in zip(deliveries, outbound.post_many(posts))]
 
@@ -91,8 +100,9 @@ def _outcome(endpoint, answer) -> SendResult | DeliveryError:
         return DeliveryError(answer.message, permanent=answer.permanent)
     ok = answer.status == 200 or (endpoint.accept_any_2xx and 200 <= answer.status < 300)
     if ok:
-        return SendResult(status="delivered", status_code=answer.status, excerpt=answer.excerpt,
-                          duration_ms=answer.duration_ms)
+        return SendResult(
+            status="delivered", status_code=answer.status, excerpt=answer.excerpt, duration_ms=answer.duration_ms
+        )
     if 300 <= answer.status < 400:
         # An internal destination's headers are its words too: not quoted (outbound.answers_shown).
         where = answer.header("location") if answer.shown else "not shown"

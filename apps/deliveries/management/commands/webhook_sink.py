@@ -8,7 +8,7 @@ import html
 import json
 import threading
 from collections import deque
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from django.core.management.base import BaseCommand
@@ -56,7 +56,7 @@ class Command(BaseCommand):
                 body = self.rfile.read(length)
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 item = {
-                    "received_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "received_at": datetime.now(UTC).isoformat(timespec="seconds"),
                     "path": self.path,
                     "webhook_id": headers.get("webhook-id", ""),
                     "signature_valid": verify(self.path, body, headers),
@@ -91,11 +91,16 @@ class Command(BaseCommand):
                     pretty = exactjson.dumps(exactjson.loads(item["body"]), indent=2)  # every digit, as sent
                 except ValueError:
                     pretty = item["body"]
-                mark = ('<span class="ok">signature valid</span>' if item["signature_valid"]
-                        else '<span class="bad">signature NOT valid</span>')
-                return (f'<div class="m"><b>{html.escape(item["webhook_id"])}</b> {mark} '
-                        f'<small>{item["received_at"]} POST {html.escape(item["path"])}</small>'
-                        f"<pre>{html.escape(pretty)}</pre></div>")
+                mark = (
+                    '<span class="ok">signature valid</span>'
+                    if item["signature_valid"]
+                    else '<span class="bad">signature NOT valid</span>'
+                )
+                return (
+                    f'<div class="m"><b>{html.escape(item["webhook_id"])}</b> {mark} '
+                    f"<small>{item['received_at']} POST {html.escape(item['path'])}</small>"
+                    f"<pre>{html.escape(pretty)}</pre></div>"
+                )
 
             def log_message(self, fmt, *args):
                 pass

@@ -16,7 +16,6 @@ from django.core.management.base import BaseCommand
 from django.db import DatabaseError, close_old_connections
 
 from apps.core.shutdown import stop_on_signals
-
 from apps.runs.services import DISPATCH_LIMIT, requests_dispatch
 
 logger = logging.getLogger("rowbell.dispatcher")

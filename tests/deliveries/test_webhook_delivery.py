@@ -251,17 +251,25 @@ def test_reconcile_requeues_deliveries_whose_worker_died(setup, receiver):
     assert delivery.status == DeliveryStatus.DELIVERED and delivery.attempt_count == 2
 
 
-def test_a_send_that_outlives_its_lease_keeps_its_real_outcome_and_is_not_sent_again(setup, receiver):
-    from apps.deliveries.services.sending import _claim, _record, _send
+def test_a_send_that_outlives_its_lease_keeps_its_real_outcome_and_is_not_sent_again(setup, receiver, monkeypatch):
+    from apps.deliveries.channels import channel_get
 
     product, _ = setup
     request = _queued(product, recipients=["a", "b"])
     ids = list(Delivery.objects.filter(request=request).values_list("id", flat=True))
-    claimed = _claim(ids)
-    outcomes = _send(claimed)  # sent, but the worker is slow to record it...
-    Delivery.objects.filter(id__in=ids).update(lease_until=timezone.now() - timedelta(seconds=1))
-    assert deliveries_reconcile() == 2  # ...so the reconciler gives the deliveries back to the queue
-    _record(outcomes)  # then the results arrive
+    webhook = channel_get("webhook")
+    send_many = webhook.send_many
+
+    def slow_to_record(deliveries):
+        outcomes = send_many(deliveries)  # sent, but the worker is slow to record it...
+        Delivery.objects.filter(id__in=ids).update(lease_until=timezone.now() - timedelta(seconds=1))
+        assert deliveries_reconcile() == 2  # ...so the reconciler gives the deliveries back to the queue
+        return outcomes  # then the results arrive
+
+    monkeypatch.setattr(webhook, "send_many", slow_to_record)
+    deliveries_send(delivery_ids=ids)
+    monkeypatch.undo()
+
     assert set(Delivery.objects.filter(id__in=ids).values_list("status", flat=True)) == {DeliveryStatus.DELIVERED}
     assert list(DeliveryAttempt.objects.filter(delivery_id__in=ids).values_list("outcome", flat=True)) == [
         "success",

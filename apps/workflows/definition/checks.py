@@ -44,7 +44,7 @@ from .format import (
 class _Walk:
     """What the check of one definition carries along: the product, the ids seen, the errors by path."""
 
-    def __init__(self, product):
+    def __init__(self, product) -> None:
         self.product = product
         self.ids: set[str] = set()
         self.errors: dict[str, list[str]] = {}

@@ -9,8 +9,10 @@ digits (exactjson), as the JSON fields that hold row keys need.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from datetime import datetime
 from functools import cache
+from typing import cast
 from uuid import UUID
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -65,9 +67,9 @@ def insert_rows(
     with connection.cursor() as cursor:
         # A class is hashable, but mypy does not see it for a type[Any] (here Django's Model): python/mypy#11470.
         cursor.execute(
-            _statement(model, columns, names, on_conflict),
+            _statement(cast(Hashable, model), columns, names, on_conflict),
             [exactjson.dumps(rows, default=_default, separators=(",", ":"))],
-        )  # type: ignore[arg-type]
+        )
         if not names:
             return []
         return (

@@ -104,11 +104,11 @@ class _GuardedResolver(AbstractResolver):
     this process, and its answers are treated as internal ones.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._resolver = ThreadedResolver()
         self.internal_hosts: set[str] = set()
 
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET):
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET):
         try:
             found = await self._resolver.resolve(host, port, family)
         except OSError as exc:
@@ -150,7 +150,7 @@ class Post:
 class _Sender:
     """The process's event loop thread and its client session. A forked child makes its own."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.pid = os.getpid()
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="rowbell-outbound", daemon=True).start()

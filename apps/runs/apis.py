@@ -1,4 +1,5 @@
 import re
+from typing import Any, cast
 
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
@@ -141,7 +142,9 @@ class TriggerApi(APIView):
     throttle_classes = [TriggerRateThrottle]  # ROWBELL_TRIGGER_RATE, not ROWBELL_API_RATE
 
     @extend_schema(
-        auth=[{"ApiKey": []}],
+        # A security requirement object, as drf-spectacular's own get_auth makes them: extend_schema's
+        # annotation (a list of strings) does not say so.
+        auth=cast(Any, [{"ApiKey": []}]),
         request=TriggerInputSerializer,
         responses={202: TriggerOutputSerializer},
         parameters=[

@@ -164,7 +164,7 @@ class Writes:
     for the caller to send after commit), audit rows, escalations, and runs to hint after commit.
     `mark` and `undo` drop what one run staged, when it fails half-way through a batch."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.runs: list[Run] = []
         self.steps: list[dict] = []
         self.steps_failed: list[tuple] = []  # (run id, step id, error): a step whose delivery failed later
@@ -526,7 +526,7 @@ class ProductSlices:
     deliveries by about one slice, not by the whole batch.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.limit = settings.ROWBELL_PRODUCT_SLICE_SECONDS
         self.used: dict = {}
         self.deferred: list[int] = []
@@ -576,7 +576,7 @@ class BatchedRuns:
        (the immediate strategy), hint the runs left queued to the `low` queue.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.writes = Writes()
         self.memo: dict = {}
         self.slices = ProductSlices()

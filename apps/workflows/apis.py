@@ -1,3 +1,5 @@
+from typing import TypeVar
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -38,11 +40,14 @@ class VersionOutputSerializer(serializers.Serializer):
     published_by = strict.CharField()
 
 
-def _workflow_body(model, data) -> tuple[WorkflowCreate | WorkflowUpdate, dict]:
+_Body = TypeVar("_Body", bound=WorkflowUpdate)  # WorkflowUpdate, or WorkflowCreate
+
+
+def _workflow_body(model: type[_Body], data) -> tuple[_Body, dict]:
     """A workflow body checked against the format: (the body, its definition as sent, for the service to
     validate in full and normalize). Raises ValidationError naming every field at fault, unknown ones too."""
     body, errors = structure_check(model, data)
-    if errors:
+    if body is None:  # when the body has errors
         raise ValidationError(errors)
     return body, {key: data[key] for key in DEFINITION_FIELDS if key in data}
 
@@ -197,7 +202,7 @@ class WorkflowSchemaApi(APIView):
     without `key`), for editors and CI checks. Public: it is the same for every product, and says nothing of
     any."""
 
-    authentication_classes = []
+    authentication_classes: list[type] = []
     permission_classes = [AllowAny]
 
     @extend_schema(auth=[], responses={200: OpenApiTypes.OBJECT})

@@ -15,6 +15,7 @@ from __future__ import annotations
 import operator
 import re
 from decimal import Decimal
+from typing import Any
 
 from apps.connections.conditions import NULL_CHECKS, OPS, condition_walk
 
@@ -63,7 +64,7 @@ def data_condition_validate(condition, *, path: str) -> dict[str, list[str]]:
 
 def path_get(context: dict, path: str):
     """The value at a dotted path, or None if any part is missing."""
-    value = context
+    value: Any = context
     for part in path.split("."):
         if isinstance(value, dict):
             value = value.get(part)

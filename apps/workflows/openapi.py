@@ -69,7 +69,7 @@ def _openapi30(schema, component: str, prop: str = ""):
         return [_openapi30(item, component) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in schema.items():
         if key == "properties":
             out[key] = {name: _openapi30(sub, component, name) for name, sub in value.items()}

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import psycopg
 from django.db import IntegrityError, transaction
@@ -15,6 +16,9 @@ from apps.core.masking import sealed_masked
 from .definition import definition_validate
 from .hooks import runs_cancel
 from .models import Workflow, WorkflowVersion
+
+if TYPE_CHECKING:
+    from apps.connections.capture import Capture
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +80,8 @@ def workflow_publish(*, workflow: Workflow, actor: str) -> WorkflowVersion:
     # Validate again, before taking any lock (a database trigger reads the customer's catalog): what the
     # draft refers to (an endpoint, a table) may have changed since saving.
     workflow = Workflow.objects.select_related("product").get(pk=workflow.pk)
-    draft, captures = workflow.draft, []
+    draft = workflow.draft
+    captures: list[tuple[Capture, dict]] = []
     definition = definition_validate(draft, product=workflow.product, captures=captures)
     capture, rows_from = captures[0] if captures else (None, None)
     with transaction.atomic():
@@ -112,7 +117,7 @@ def workflow_publish(*, workflow: Workflow, actor: str) -> WorkflowVersion:
             actor=actor,
             data={"version": version.version, "trigger": definition["trigger"]},
         )
-        if capture is not None:
+        if connection is not None:  # a database trigger: its capture is installed
             # Serialized with prunes of this connection (see connection_captures_prune).
             Connection.objects.select_for_update().filter(id=connection.id).first()
             connection_captures_install(connection=connection, captures=[capture], actor=actor)
@@ -204,7 +209,7 @@ def workflow_preview(*, workflow: Workflow, sample: dict) -> list[dict]:
         config = {k: v for k, v in step.items() if k not in ("id", "type", "channel")}
         step_context = {**context, "step": step["id"]}
         item["channel"] = step["channel"]
-        failed: dict[str, str] = {}  # field -> why it cannot render
+        failed: dict[str | None, str] = {}  # field (None: not one field) -> why it cannot render
         rendered = None
         try:
             with render_budget():  # as the run would: the step's templates share one budget

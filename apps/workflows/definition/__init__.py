@@ -54,7 +54,7 @@ def definition_validate(definition, *, product, captures: list | None = None) ->
     if unstorable:
         raise ValidationError({unstorable[0]: [unstorable[1]]})
     model, errors = structure_check(Definition, definition)
-    if errors:
+    if model is None:  # when the structure has errors
         raise ValidationError(errors)
     normalized, errors = definition_normalize(model, product=product, captures=captures)
     for path, reasons in template_variables_check(

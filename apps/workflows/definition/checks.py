@@ -15,6 +15,8 @@ Errors are collected by path, as the structure's are (`steps[1].webhook`, `trigg
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from rest_framework.exceptions import ValidationError
 
@@ -42,7 +44,7 @@ from .format import (
 class _Walk:
     """What the check of one definition carries along: the product, the ids seen, the errors by path."""
 
-    def __init__(self, product):
+    def __init__(self, product) -> None:
         self.product = product
         self.ids: set[str] = set()
         self.errors: dict[str, list[str]] = {}
@@ -103,7 +105,7 @@ def _trigger(trigger, walk: _Walk, captures: list | None) -> dict:
 
 
 def _steps(steps: list[StepBase], path: str, walk: _Walk, *, depth: int) -> list[dict]:
-    out = []
+    out: list[dict] = []
     for index, step in enumerate(steps):
         here = f"{path}[{index}]"
         step_id = step.id if step.id is not None else f"step-{len(walk.ids) + 1}"
@@ -147,7 +149,7 @@ def _condition(condition, path: str, walk: _Walk) -> dict:
 
 
 def _wait(step, step_id: str, here: str, walk: _Walk) -> dict:
-    out = {"id": step_id, "type": "wait"}
+    out: dict[str, Any] = {"id": step_id, "type": "wait"}
     if isinstance(step, WaitForDuration):
         out["duration"] = step.duration
     elif isinstance(step, WaitUntil):

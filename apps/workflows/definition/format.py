@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeAlias, TypeVar, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, create_model
 from pydantic_core import PydanticCustomError
@@ -46,6 +46,37 @@ WAIT_MODES = ("duration", "until", "condition")
 TRIGGER_TYPES = ("api", "database")
 EVENTS = tuple(MUTATION_EVENTS) + tuple(RELATION_EVENTS)
 
+# Some types of the format are made by calls (a Literal of a constant's values, `IntFrom(1, 25)`,
+# `DottedPath(...)`): pydantic is given the types made, the type checker (which cannot read a call as a type)
+# the kind of value each one holds.
+if TYPE_CHECKING:
+    _T = TypeVar("_T")
+    # A field that may be left out (None then) but not sent as null: pydantic is given X, so that null is
+    # refused and the schema does not offer it; the type checker X | None, what the attribute may hold.
+    Omittable: TypeAlias = _T | None
+    Op: TypeAlias = str
+    Transition: TypeAlias = str
+    Event: TypeAlias = str
+    TimestampPath: TypeAlias = str
+    BatchKey: TypeAlias = str
+    MaxItems: TypeAlias = int
+    MaxAttempts: TypeAlias = int
+else:
+
+    class Omittable:
+        """`Omittable[X]` is X: see above."""
+
+        def __class_getitem__(cls, item):
+            return item
+
+    Op = Literal[tuple(sorted(OPS))]
+    Transition = Literal[tuple(TRANSITIONS)]
+    Event = Literal[EVENTS]
+    TimestampPath = DottedPath("A dotted path to a timestamp, e.g. data.appointment_at.")
+    BatchKey = DottedPath("A dotted path to the batching key, e.g. data.customer_id.")
+    MaxItems = IntFrom(1, 10_000)
+    MaxAttempts = IntFrom(1, 25)
+
 
 class FormatModel(BaseModel):
     """A JSON object of the format: strict types (no "5" for 5, no 1 for true), unknown fields refused."""
@@ -63,7 +94,7 @@ class Comparison(FormatModel):
 
     noun: ClassVar[str] = "a comparison"
     column: Annotated[str, Field(min_length=1, max_length=700)]
-    op: Annotated[Literal[tuple(sorted(OPS))], OneOf(*sorted(OPS))]
+    op: Annotated[Op, OneOf(*sorted(OPS))]
     value: Annotated[
         Any,
         Field(
@@ -90,7 +121,8 @@ class AnyOf(FormatModel):
 def _condition_kind(value) -> str:
     if isinstance(value, dict):
         return "and" if "and" in value else "or" if "or" in value else "comparison"
-    return {AllOf: "and", AnyOf: "or"}.get(type(value), "comparison")
+    kinds: dict[type, str] = {AllOf: "and", AnyOf: "or"}
+    return kinds.get(type(value), "comparison")
 
 
 def _tag_field(field: str):
@@ -129,7 +161,7 @@ class Classification(FormatModel):
         ),
     ]
     predicate: Condition
-    on: Annotated[Literal[tuple(TRANSITIONS)], OneOf(*TRANSITIONS)] = "both"
+    on: Annotated[Transition, OneOf(*TRANSITIONS)] = "both"
 
 
 class DatabaseTrigger(FormatModel):
@@ -146,19 +178,25 @@ class DatabaseTrigger(FormatModel):
         Field(min_length=1, max_length=200, description="schema.table (or a table in public)."),
         Says("schema.table (or a table in public)."),
     ]
-    events: Annotated[
-        list[Literal[EVENTS]],
-        Field(min_length=1),
-        refusing(
-            lambda v: isinstance(v, list) and v and all(isinstance(e, str) and e in EVENTS for e in v),
-            "events",
-            f"A non-empty list of: {', '.join(EVENTS)}.",
-        ),
+    events: Omittable[
+        Annotated[
+            list[Event],
+            Field(min_length=1),
+            refusing(
+                lambda v: isinstance(v, list) and v and all(isinstance(e, str) and e in EVENTS for e in v),
+                "events",
+                f"A non-empty list of: {', '.join(EVENTS)}.",
+            ),
+        ]
     ] = None
-    columns: Annotated[list[str], Field(description="Only for row.updated: changes of these columns.")] = None
-    classification: Classification = None
-    through: Annotated[str, Field(min_length=1, description="The join table, as schema.table.")] = None
-    column: Annotated[str, Field(min_length=1, description="With `through`: the join table's foreign key.")] = None
+    columns: Omittable[Annotated[list[str], Field(description="Only for row.updated: changes of these columns.")]] = (
+        None
+    )
+    classification: Omittable[Classification] = None
+    through: Omittable[Annotated[str, Field(min_length=1, description="The join table, as schema.table.")]] = None
+    column: Omittable[
+        Annotated[str, Field(min_length=1, description="With `through`: the join table's foreign key.")]
+    ] = None
 
 
 Trigger = Annotated[
@@ -173,20 +211,22 @@ Trigger = Annotated[
 
 
 class StepBase(FormatModel):
-    id: Annotated[
-        str,
-        Field(
-            pattern=STEP_ID.pattern,
-            description=(
-                "Unique in the workflow; `step-N` (its position) when absent. Later templates read what the step "
-                "produced as `steps.<id>`."
+    id: Omittable[
+        Annotated[
+            str,
+            Field(
+                pattern=STEP_ID.pattern,
+                description=(
+                    "Unique in the workflow; `step-N` (its position) when absent. Later templates read what the "
+                    "step produced as `steps.<id>`."
+                ),
             ),
-        ),
-        refusing(
-            lambda v: isinstance(v, str) and STEP_ID.fullmatch(v) is not None,
-            "step_id",
-            "1 to 64 letters, digits, '-' or '_'.",
-        ),
+            refusing(
+                lambda v: isinstance(v, str) and STEP_ID.fullmatch(v) is not None,
+                "step_id",
+                "1 to 64 letters, digits, '-' or '_'.",
+            ),
+        ]
     ] = None
 
 
@@ -203,8 +243,8 @@ class WaitUntil(StepBase):
 
     noun: ClassVar[str] = "a wait until a time"
     type: Literal["wait"]
-    until: DottedPath("A dotted path to a timestamp, e.g. data.appointment_at.")
-    offset: SignedDuration = None
+    until: TimestampPath
+    offset: Omittable[SignedDuration] = None
 
 
 class WaitForCondition(StepBase):
@@ -215,12 +255,13 @@ class WaitForCondition(StepBase):
     type: Literal["wait"]
     condition: Condition
     timeout: Duration
-    every: Duration = None
+    every: Omittable[Duration] = None
 
 
 def _wait_mode(value) -> str | None:
     if not isinstance(value, dict):
-        return {WaitForDuration: "duration", WaitUntil: "until", WaitForCondition: "condition"}.get(type(value))
+        kinds: dict[type, str] = {WaitForDuration: "duration", WaitUntil: "until", WaitForCondition: "condition"}
+        return kinds.get(type(value))
     modes = [m for m in WAIT_MODES if m in value]
     return modes[0] if len(modes) == 1 else None
 
@@ -242,9 +283,9 @@ class Batch(StepBase):
 
     noun: ClassVar[str] = "a 'batch' step"
     type: Literal["batch"]
-    key: DottedPath("A dotted path to the batching key, e.g. data.customer_id.")
+    key: BatchKey
     window: Duration
-    max_items: IntFrom(1, 10_000) = 1000
+    max_items: MaxItems = 1000
 
 
 def _step_list(*, allow_empty: bool) -> BeforeValidator:
@@ -282,12 +323,13 @@ class Branch(StepBase):
             f"A list of 1 to {MAX_BRANCHES} {{when, steps}} objects.",
         ),
     ]
-    otherwise: Annotated[list[Step], Field(max_length=MAX_STEPS), _step_list(allow_empty=True)] = None
+    otherwise: Omittable[Annotated[list[Step], Field(max_length=MAX_STEPS), _step_list(allow_empty=True)]] = None
 
 
 def _drf_field(field: serializers.Field) -> tuple[Any, Any]:
     """A notify step field as its channel declares it (a DRF serializer field), as a pydantic field."""
     extra: dict = {}
+    kind: Any  # a type, made from the field
     says = str(field.help_text or "")
     if isinstance(field, serializers.CharField):
         if isinstance(field, TemplateField):
@@ -325,14 +367,16 @@ def _is_uuid(value: str) -> bool:
 
 def _notify_model(kind: str) -> type[StepBase]:
     channel = channel_get(kind)
-    fields = {name: _drf_field(field) for name, field in channel.StepConfig().fields.items()}
+    # The union's tags, then the channel's fields. Typed as Any: pydantic's stubs take a class as a field's
+    # type, not a special form such as Literal.
+    tags: dict[str, Any] = {"type": (Literal["notify"], ...), "channel": (Literal[kind], ...)}
+    fields: dict[str, Any] = {name: _drf_field(field) for name, field in channel.StepConfig().fields.items()}
     model = create_model(
         f"{kind.capitalize()}Notify",
         __base__=StepBase,
         __module__=__name__,
         __doc__=(channel.__doc__ or "").strip(),
-        type=(Literal["notify"], ...),
-        channel=(Literal[kind], ...),
+        **tags,
         **fields,
     )
     model.noun = f"{'an' if kind[0] in 'aeiou' else 'a'} '{kind}' notify step"
@@ -341,11 +385,15 @@ def _notify_model(kind: str) -> type[StepBase]:
 
 NOTIFY_MODELS: dict[str, type[StepBase]] = {kind: _notify_model(kind) for kind in channel_kinds()}
 
-Notify = Annotated[
-    Union[tuple(Annotated[model, Tag(kind)] for kind, model in NOTIFY_MODELS.items())],  # noqa: UP007 (built from a tuple)
-    Discriminator(_tag_field("channel")),
-    OneOf(*NOTIFY_MODELS, field="channel", says=f"Must be one of: {', '.join(NOTIFY_MODELS)}."),
-]
+# A union of the channels' models, made at run time: to the type checker, what they all are.
+if TYPE_CHECKING:
+    Notify: TypeAlias = StepBase
+else:
+    Notify = Annotated[
+        Union[tuple(Annotated[model, Tag(kind)] for kind, model in NOTIFY_MODELS.items())],  # noqa: UP007 (built from a tuple)
+        Discriminator(_tag_field("channel")),
+        OneOf(*NOTIFY_MODELS, field="channel", says=f"Must be one of: {', '.join(NOTIFY_MODELS)}."),
+    ]
 
 Step = Annotated[
     Annotated[Notify, Tag("notify")]
@@ -366,9 +414,9 @@ class Retry(FormatModel):
     with jitter. Absent fields take the service's defaults (8 attempts, 10 s, 6 h unless configured)."""
 
     noun: ClassVar[str] = "the retry policy"
-    max_attempts: IntFrom(1, 25) = None
-    backoff: Duration = None
-    max_backoff: Duration = None
+    max_attempts: Omittable[MaxAttempts] = None
+    backoff: Omittable[Duration] = None
+    max_backoff: Omittable[Duration] = None
 
 
 class Tracking(FormatModel):
@@ -389,16 +437,21 @@ class Definition(FormatModel):
     steps: Annotated[
         list[Step], Field(min_length=1, max_length=MAX_STEPS), Says("A list of steps."), _step_list(allow_empty=False)
     ]
-    retry: Retry = None
-    tracking: Tracking = None
+    retry: Omittable[Retry] = None
+    tracking: Omittable[Tracking] = None
 
 
 class WorkflowUpdate(Definition):
     """A workflow's draft, replaced whole (`PUT /api/v1/workflows/{key}`)."""
 
-    name: Annotated[str, Field(max_length=200, description="A name for people; a PUT without it keeps it.")] = None
-    sandbox: Annotated[
-        bool, Field(description=("Hold its deliveries for review instead of sending them; a PUT without it keeps it."))
+    name: Omittable[
+        Annotated[str, Field(max_length=200, description="A name for people; a PUT without it keeps it.")]
+    ] = None
+    sandbox: Omittable[
+        Annotated[
+            bool,
+            Field(description=("Hold its deliveries for review instead of sending them; a PUT without it keeps it.")),
+        ]
     ] = None
 
 

@@ -11,10 +11,11 @@ indexes only. The walk also finds the model the error is in, which says what its
 from __future__ import annotations
 
 import types
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 
 from apps.core.known_fields import unknown_field_reason
 
@@ -44,7 +45,10 @@ _EXPECTED = {
 }
 
 
-def structure_check(model: type[BaseModel], data: Any) -> tuple[BaseModel | None, dict[str, list[str]]]:
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def structure_check(model: type[_Model], data: Any) -> tuple[_Model | None, dict[str, list[str]]]:
     """Validate `data` with `model`. Returns (the model instance, {}) or (None, {path: [reasons]}), with
     every error found at once. Never raises for bad input."""
     try:
@@ -59,7 +63,7 @@ def structure_check(model: type[BaseModel], data: Any) -> tuple[BaseModel | None
         return None, errors
 
 
-def error_describe(model: type[BaseModel], error: dict) -> tuple[str, str]:
+def error_describe(model: type[BaseModel], error: ErrorDetails) -> tuple[str, str]:
     """One pydantic error (from `ValidationError.errors()`) as (path, reason)."""
     parts, owner, field = _walk(model, tuple(error["loc"]))
     kind, context = error["type"], error.get("ctx") or {}
@@ -76,7 +80,7 @@ def path_format(parts: list) -> str:
     return path
 
 
-def _reason(kind: str, error: dict, context: dict, owner, field: FieldInfo | None, parts: list) -> str:
+def _reason(kind: str, error: ErrorDetails, context: dict, owner, field: FieldInfo | None, parts: list) -> str:
     if kind == "missing":
         says = _says(field)
         return "This field is required." + (f" {says}" if says else "")

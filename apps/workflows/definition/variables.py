@@ -24,6 +24,7 @@ an earlier branch (it may have run).
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterator
 from functools import cache, lru_cache
 
 from jinja2 import TemplateSyntaxError, meta, nodes
@@ -132,7 +133,8 @@ def _made_in(tree: nodes.Template, name: str) -> bool:
 def _step_references(tree: nodes.Template) -> set[str]:
     """The ids in `steps.<id>` and `steps['<id>']`."""
     found = set()
-    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+    references: Iterator[nodes.Getattr | nodes.Getitem] = tree.find_all((nodes.Getattr, nodes.Getitem))
+    for node in references:
         if not (isinstance(node.node, nodes.Name) and node.node.name == "steps" and node.node.ctx == "load"):
             continue
         if isinstance(node, nodes.Getattr):

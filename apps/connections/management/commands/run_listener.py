@@ -37,7 +37,7 @@ ERROR_PAUSE_SECONDS = 1.0
 class Command(BaseCommand):
     help = "Run the event pick-up process: adaptive polling plus LISTEN/NOTIFY wake-ups (a Procfile process)."
 
-    def handle(self, *args, **options):
+    def handle(self, *args, **options) -> None:
         stop = stop_on_signals()
         self.selector = selectors.DefaultSelector()
         self.listening: dict = {}  # connection id -> LISTEN connection (with NOTIFY on)

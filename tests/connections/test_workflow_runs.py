@@ -11,7 +11,7 @@ from apps.connections.customer import customer_connect
 from apps.connections.models import Connection, Event
 from apps.deliveries.models import Delivery, DeliveryStatus
 from apps.deliveries.services import deliveries_send
-from apps.runs.models import Run, RunStatus
+from apps.runs.models import Escalation, Run, RunStatus
 from apps.runs.services import runs_execute
 from apps.workflows.models import Workflow
 
@@ -325,6 +325,45 @@ def test_a_deleted_row_is_absent_and_its_id_listed(product_client, connection):
     run = Run.objects.get()
     assert run.status == RunStatus.FAILED and "Missing variable 'row'" in run.error
     assert run.state["missing_ids"] == [1] and run.state["rows"] == []
+
+
+def test_a_to_naming_row_fails_a_run_of_several_rows_instead_of_skipping_it(product_client, connection):
+    _mail_workflow(
+        product_client,
+        connection,
+        steps=[
+            {"id": "mail", "type": "notify", "channel": "email", "to": "{{ row.email }}", "subject": "s", "body": "b"}
+        ],
+    )
+    with writer_connect() as app:
+        app.execute("INSERT INTO public.orders (status) VALUES ('a'), ('b'), ('c')")  # one statement: no `row`
+    poll(connection_id=connection.id)
+    _run_queued()
+    run = Run.objects.get()
+    assert len(run.state["rows"]) == 3 and "row" not in run.state
+    assert run.status == RunStatus.FAILED
+    assert run.error == "Step 'mail', field 'to': Missing variable 'row'."
+    assert Escalation.objects.filter(run=run, error=run.error).exists()
+    assert not Delivery.objects.filter(run=run, status=DeliveryStatus.SKIPPED).exists()
+
+
+def test_a_to_naming_a_column_the_row_lacks_fails_the_run(product_client, connection):
+    _mail_workflow(
+        product_client,
+        connection,
+        steps=[
+            {"id": "mail", "type": "notify", "channel": "email", "to": "{{ row.email }}", "subject": "s", "body": "b"}
+        ],
+    )
+    with writer_connect() as app:
+        app.execute("INSERT INTO public.orders (status) VALUES ('a')")  # orders has no email column
+    poll(connection_id=connection.id)
+    _run_queued()
+    run = Run.objects.get()
+    assert run.status == RunStatus.FAILED
+    assert run.error == "Step 'mail', field 'to': Missing variable 'email' (row.email)."
+    assert Escalation.objects.filter(run=run).exists()
+    assert not Delivery.objects.filter(run=run).exists()
 
 
 def test_wait_until_the_row_meets_a_condition(product_client, connection):

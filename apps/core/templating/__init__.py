@@ -2,7 +2,8 @@
 
 The sandbox blocks attribute access to Python internals (`__class__`, `__globals__`, ...) and the
 environment has no loader, so templates cannot include files. A missing variable is an error that
-names it (StrictUndefined), never a silent blank. HTML templates autoescape.
+names it (MissingVariable, with where it was looked for), never a silent blank. HTML templates
+autoescape.
 
 Every render is bounded in time and size (see `limits`): a bound that trips raises TemplateLimitError
 (a TemplateRenderError), which saving, publishing and previewing answer with a 400 naming the field,
@@ -23,8 +24,16 @@ from jinja2.sandbox import SecurityError
 
 from .environment import environment
 from .limits import TemplateLimitError, TemplateRenderError, bounded_range, render_budget
+from .missing import MissingVariable
 
-__all__ = ["TemplateLimitError", "TemplateRenderError", "render", "render_budget", "template_check"]
+__all__ = [
+    "MissingVariable",
+    "TemplateLimitError",
+    "TemplateRenderError",
+    "render",
+    "render_budget",
+    "template_check",
+]
 
 _TEXT = environment(autoescape=False)
 _HTML = environment(autoescape=True)
@@ -125,11 +134,15 @@ def _constant_limits(tree: nodes.Template, html: bool) -> str | None:
 
 def render(source: str, context: dict, *, html: bool = False) -> str:
     """Render `source` with `context` within the bounds of one render (or of the render_budget open
-    around it). Raises TemplateRenderError (TemplateLimitError when a bound tripped), with `source` set."""
+    around it). Raises TemplateRenderError with `source` set: MissingVariable when the template names
+    something `context` lacks (its `path` says where, e.g. ("data", "order")), TemplateLimitError when a
+    bound tripped."""
     try:
         return _render(source, context, html)
     except TemplateRenderError as exc:
         exc.source = source
+        if isinstance(exc, MissingVariable):
+            exc.locate(context)
         raise
 
 

@@ -23,21 +23,24 @@ from functools import update_wrapper, wraps
 from jinja2 import StrictUndefined, nodes
 from jinja2.compiler import CodeGenerator
 from jinja2.filters import make_attrgetter
-from jinja2.sandbox import SandboxedEnvironment, SandboxedEscapeFormatter, SandboxedFormatter
-from jinja2.utils import generate_lorem_ipsum
+from jinja2.sandbox import SandboxedEnvironment, SandboxedEscapeFormatter, SandboxedFormatter, SecurityError
+from jinja2.utils import generate_lorem_ipsum, missing
 from markupsafe import Markup
 
 from apps.core import exactjson
 
 from . import limits
 from .limits import TemplateLimitError, TemplateRenderError
+from .missing import MissingVariable
 
 
 class _Undefined(StrictUndefined):
     __slots__ = ()
 
     def _fail_with_undefined_error(self, *args, **kwargs):
-        raise TemplateRenderError(f"Missing variable '{self._undefined_name}'.")
+        if self._undefined_exception is SecurityError:  # made by the sandbox for what it refuses: not a missing name
+            raise TemplateRenderError(f"Template refused by the sandbox: {self._undefined_hint}")
+        raise MissingVariable(self._undefined_name, owner=self._undefined_obj, top_level=self._undefined_obj is missing)
 
     # StrictUndefined binds these to the base method directly, so they are re-bound to ours.
     __str__ = __iter__ = __len__ = __eq__ = __ne__ = __bool__ = __hash__ = _fail_with_undefined_error

@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from apps.core import exactjson
 from apps.core.masking import sealed_masked
-from apps.core.templating import TemplateLimitError, TemplateRenderError, render, template_check
+from apps.core.templating import MissingVariable, render, template_check
 
 if TYPE_CHECKING:
     from apps.deliveries.models import Delivery
@@ -122,15 +122,29 @@ class Channel:
 
 
 def recipient_address(config: dict, context: dict, what: str) -> tuple[str, str]:
-    """The step's `to`, rendered: (address, "") or ("", why the recipient is skipped). A recipient
-    without the address is skipped, not an error in the workflow."""
+    """The step's `to`, rendered: (address, "") or ("", why the recipient is skipped).
+
+    A recipient without the address is skipped, not an error in the workflow: the `to` renders empty, or
+    names a property of `recipient` that this recipient lacks (`recipient.email`, `recipient.contact.email`:
+    MissingVariable.rooted_in). Anything else the `to` names and the run lacks (`row`, `row.email`,
+    `data.email`), and every other template error, is the workflow's: TemplateRenderError is raised, and
+    the step fails."""
     try:
         to = render(config["to"], context).strip()
-    except TemplateLimitError:
-        raise  # a template that trips a bound is the workflow's fault, not the recipient's: the step fails
-    except TemplateRenderError as exc:
+    except MissingVariable as exc:
+        if not exc.rooted_in("recipient"):
+            raise
         return "", f"The recipient has no {what} ({exc})."
     return (to, "") if to else ("", f"The recipient has no {what}.")
+
+
+def context_value(context: dict, name: str) -> Any:
+    """A top-level value of the template context that a channel reads itself (not through a template);
+    MissingVariable (a TemplateRenderError: the step fails) naming it if the run lacks it."""
+    try:
+        return context[name]
+    except KeyError:
+        raise MissingVariable(name, top_level=True) from None
 
 
 _REGISTRY: dict[str, Channel] = {}

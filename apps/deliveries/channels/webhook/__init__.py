@@ -12,7 +12,7 @@ from apps.deliveries import outbound
 from apps.deliveries.models import ENDPOINT_DISABLED
 from apps.deliveries.signing import signature_headers
 
-from ..base import Channel, DeliveryError, Rendered, SendResult
+from ..base import Channel, DeliveryError, Rendered, SendResult, context_value
 
 # Answers after which retrying cannot help: the receiver says the endpoint is gone.
 PERMANENT_STATUSES = frozenset({410})
@@ -22,6 +22,25 @@ def webhook_body(payload: dict) -> bytes:
     """The exact bytes sent: compact JSON, numbers with every digit (a row key may be a numeric(30,20)).
     Retries re-serialize the same stored payload."""
     return exactjson.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def webhook_payload(context: dict) -> dict:
+    """The JSON a webhook step sends, from the run's template context: {"type": "workflow.notification",
+    "timestamp", "data": {"workflow", "version", "step", "request_id", "recipient" (sealed values masked),
+    "data", and "event" for a run launched by a database event}}. Raises MissingVariable naming what the
+    context lacks."""
+    workflow = context_value(context, "workflow")
+    data = {
+        "workflow": workflow["key"],
+        "version": workflow["version"],
+        "step": context_value(context, "step"),
+        "request_id": context_value(context, "request_id"),
+        "recipient": sealed_masked(context_value(context, "recipient")),
+        "data": context_value(context, "data"),
+    }
+    if "event" in context:  # a run launched by a database event
+        data["event"] = context["event"]
+    return {"type": "workflow.notification", "timestamp": context_value(context, "timestamp"), "data": data}
 
 
 class WebhookChannel(Channel):
@@ -56,20 +75,7 @@ class WebhookChannel(Channel):
                 memo[key] = endpoint
         if endpoint is None:
             return Rendered(skip_reason="The webhook endpoint no longer exists.")
-        payload = {
-            "type": "workflow.notification",
-            "timestamp": context["timestamp"],
-            "data": {
-                "workflow": context["workflow"]["key"],
-                "version": context["workflow"]["version"],
-                "step": context["step"],
-                "request_id": context["request_id"],
-                "recipient": sealed_masked(context["recipient"]),
-                "data": context["data"],
-            },
-        }
-        if "event" in context:  # a run launched by a database event
-            payload["data"]["event"] = context["event"]
+        payload = webhook_payload(context)
         # Rendered in full even for a disabled endpoint: enabling it again replays what was skipped.
         # The delivery's target is for display: the URL it is sent to is read from the endpoint.
         return Rendered(

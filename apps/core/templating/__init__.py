@@ -2,8 +2,9 @@
 
 The sandbox blocks attribute access to Python internals (`__class__`, `__globals__`, ...) and the
 environment has no loader, so templates cannot include files. A missing variable is an error that
-names it (MissingVariable, with where it was looked for), never a silent blank. HTML templates
-autoescape.
+names it (MissingVariable, with where it was looked for), never a silent blank. `x.name` on a mapping is
+its key `name` when it has one (`batch.items`, a column named `keys`), else the attribute as usual. HTML
+templates autoescape.
 
 Every render is bounded in time and size (see `limits`): a bound that trips raises TemplateLimitError
 (a TemplateRenderError), which saving, publishing and previewing answer with a 400 naming the field,

@@ -17,6 +17,7 @@ Where each bound is enforced:
 from __future__ import annotations
 
 import types
+from collections.abc import Mapping
 from decimal import Decimal
 from functools import update_wrapper, wraps
 
@@ -294,6 +295,17 @@ class TemplateEnvironment(SandboxedEnvironment):
         """`~`'s operands, returned as they are if their printed sizes add up within the limit."""
         limits.check_size(sum(limits.weight(p) for p in parts))
         return parts
+
+    def getattr(self, obj, attribute):
+        # `x.name` on a mapping is its key when it has one (`batch.items` is the batch's items, not dict.items;
+        # a column named `keys` is the column), else the attribute as usual. No new access: `x['name']`
+        # (getitem) already reads the key before any attribute.
+        if isinstance(obj, Mapping):
+            try:
+                return obj[attribute]
+            except (TypeError, LookupError):
+                pass
+        return super().getattr(obj, attribute)
 
     def call_binop(self, context, operator, left, right):
         # Decimal and float do not mix in Python (TypeError); before numbers kept their digits, both were floats.

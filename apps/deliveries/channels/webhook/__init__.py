@@ -27,8 +27,8 @@ def webhook_body(payload: dict) -> bytes:
 def webhook_payload(context: dict) -> dict:
     """The JSON a webhook step sends, from the run's template context: {"type": "workflow.notification",
     "timestamp", "data": {"workflow", "version", "step", "request_id", "recipient" (sealed values masked),
-    "data", and "event" for a run launched by a database event}}. Raises MissingVariable naming what the
-    context lacks."""
+    "data", and "event" for a run launched by a database event, "batch" ({"key", "items", "count"}, items'
+    sealed values masked) after a batch step}}. Raises MissingVariable naming what the context lacks."""
     workflow = context_value(context, "workflow")
     data = {
         "workflow": workflow["key"],
@@ -40,6 +40,9 @@ def webhook_payload(context: dict) -> dict:
     }
     if "event" in context:  # a run launched by a database event
         data["event"] = context["event"]
+    if "batch" in context:  # after a batch step: the digest's items (each run's data, recipient, event, row)
+        batch = context["batch"]
+        data["batch"] = {"key": batch["key"], "items": sealed_masked(batch["items"]), "count": batch["count"]}
     return {"type": "workflow.notification", "timestamp": context_value(context, "timestamp"), "data": data}
 
 

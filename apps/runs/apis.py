@@ -20,8 +20,9 @@ from apps.tenants.throttles import TriggerRateThrottle
 
 from .engine import run_cancel, run_rerun
 from .models import Priority, RunStatus
-from .selectors import event_summary, request_status, run_detail, run_get, run_list
+from .selectors import request_status, run_detail, run_get, run_list
 from .services import trigger_create
+from .triggers.database import run_event_summary
 
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
@@ -247,7 +248,7 @@ class RunOutputSerializer(serializers.Serializer):
 
     @extend_schema_field(serializers.JSONField(allow_null=True))
     def get_event(self, run):
-        return event_summary(run.event) if run.event_id else None
+        return run_event_summary(run) if run.event_id else None
 
 
 class RunStepSerializer(serializers.Serializer):

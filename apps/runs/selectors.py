@@ -109,15 +109,17 @@ def run_detail(*, tenant: Tenant, run_id: int) -> dict:
     return {"run": run, "steps": steps, "deliveries": deliveries}
 
 
-def event_summary(event) -> dict:
-    """What a run's steps and the API show of the database event that launched it."""
+def event_summary(event, *, ids: list | None = None) -> dict:
+    """What a run's steps and the API show of the database event that launched it: {"id": "evt_N", "type",
+    "table", "ids", "occurred_at"}. `ids`, when given, are the keys the run is about (a per-row run's own
+    row), else the event's."""
     from apps.connections.sources import EVENT_OF_OPERATION
 
     return {
         "id": f"evt_{event.id}",
         "type": EVENT_OF_OPERATION[event.op],
         "table": event.table_name,
-        "ids": event.ids,
+        "ids": event.ids if ids is None else ids,
         "occurred_at": event.captured_at.isoformat(),
     }
 

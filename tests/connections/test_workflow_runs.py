@@ -59,13 +59,14 @@ def _run_queued():
 
 def test_publishing_installs_the_trigger_and_a_row_change_launches_one_run(product_client, receiver, connection):
     endpoint = _endpoint(product_client, receiver)
-    created = _workflow(product_client, connection, endpoint).json()
+    created = _workflow(product_client, connection, endpoint, events=["row.created"], for_each="statement").json()
     assert created["trigger"] == {
         "type": "database",
         "connection": str(connection.id),
         "table": "public.orders",
         "events": ["row.created"],
         "columns": [],
+        "for_each": "statement",
     }
     with customer_connect(connection) as conn:
         assert captures_installed(conn, schema="rowbell") == {}  # a draft installs nothing
@@ -164,7 +165,12 @@ def test_runs_keep_their_version_and_each_published_version_runs_once_per_event(
         for r in Run.objects.select_related("workflow_version__workflow", "event").order_by("id")
     ]
     assert sorted(runs[:2]) == [("order-audit", 1, "insert"), ("order-created", 1, "insert")]
-    assert sorted(runs[2:]) == [("order-audit", 1, "insert"), ("order-created", 2, "delete")]
+    # One run per deleted row (the trigger's default `for_each: row`): 'a' and 'b'.
+    assert sorted(runs[2:]) == [
+        ("order-audit", 1, "insert"),
+        ("order-created", 2, "delete"),
+        ("order-created", 2, "delete"),
+    ]
 
 
 def test_unpublishing_stops_new_runs_and_retires_the_unused_trigger(product_client, receiver, connection):
@@ -307,6 +313,8 @@ def test_a_deleted_row_is_absent_and_its_id_listed(product_client, connection):
     _mail_workflow(
         product_client,
         connection,
+        events=["row.created"],
+        for_each="statement",
         steps=[
             {
                 "type": "notify",

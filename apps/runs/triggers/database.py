@@ -1,13 +1,18 @@
-"""`database`: runs started by row changes in a customer database, one per recorded event and published
-version that watches its capture.
+"""`database`: runs started by row changes in a customer database.
 
-A run's cause is its event (`cause_id` is the event's id, `event` its key). Templates see the `event`
-(`{"id": "evt_N", "type", "table", "ids", "occurred_at"}`) and, when the workflow refers to them, the rows
-read by key from the customer database when the run starts (`rows`, `row` for a one-row event,
-`missing_ids`), read again each time a wait re-checks its condition.
+A database trigger's `for_each` says how many: `row` (the default) starts one run per affected row, and
+`statement` one per recorded event (a statement's rows of one capture). A run's cause is its event
+(`cause_id` is the event's id) and, per row, the row's position in the event's keys (`recipient_index`):
+the unique (workflow version, source, cause, index) of runs makes each (version, event, row) run once.
+
+Templates see the `event` (`{"id": "evt_N", "type", "table", "ids", "occurred_at"}`; a per-row run's
+`ids` holds its own row's key only) and, when the workflow refers to them, rows read by key from the
+customer database when the run starts, read again each time a wait re-checks its condition:
+- per row: `row`. A deleted row cannot be read: its `row` holds its key columns only.
+- per statement: `rows`, `row` for a one-row event, `missing_ids`.
 
 Launch (`runs_for_events`, an event consumer of pick-up, apps.connections.consumers) writes the runs
-queued in the pick-up's transaction and hints workers once it commits (apps.runs.engine.runs_execute).
+queued in the pick-up's transaction, in bulk, and hints workers once it commits (apps.runs.engine.runs_execute).
 """
 
 from __future__ import annotations
@@ -45,9 +50,47 @@ def _refers_to_rows(version) -> bool:
     return found
 
 
-def _rows_into(context: dict, state: dict) -> None:
-    context["rows"], context["missing_ids"] = state["rows"], state["missing_ids"]
+def for_each(version) -> str:
+    """A database-triggered version's `for_each`: "row" or "statement"."""
+    return version.definition["trigger"].get("for_each", "row")
+
+
+def _per_row(run: Run) -> bool:
+    return for_each(run.workflow_version) == "row"
+
+
+def _run_ids(run: Run) -> list:
+    """The keys a run is about: its own row's, per row; the event's, per statement."""
+    ids = run.event.ids
+    if _per_row(run):
+        return ids[run.recipient_index : run.recipient_index + 1]
+    return ids
+
+
+def _key_row(run: Run) -> dict:
+    """A per-row run's row as far as it is known without reading it: its key columns."""
+    version = run.workflow_version
+    key = (version.rows_from or {}).get("key") or []
+    ids = _run_ids(run)
+    if not key or not ids:
+        return {}
+    value = ids[0]
+    return dict(zip(key, value if len(key) > 1 and isinstance(value, list) else [value]))
+
+
+def run_event_summary(run: Run) -> dict:
+    """The event of a database-triggered run as its templates and the API show it (event_summary), with
+    the keys the run is about: its own row's, per row. `run.event` and `run.workflow_version` are read."""
+    return event_summary(run.event, ids=_run_ids(run))
+
+
+def _rows_into(run: Run, context: dict, state: dict) -> None:
     context.pop("row", None)
+    if _per_row(run):
+        if state["rows"]:
+            context["row"] = state["rows"][0]  # absent when the row is gone: templates using it say so
+        return
+    context["rows"], context["missing_ids"] = state["rows"], state["missing_ids"]
     if len(context["event"]["ids"]) == 1 and state["rows"]:
         context["row"] = state["rows"][0]  # absent when the row is gone: templates using it say so
 
@@ -61,9 +104,11 @@ class DatabaseTrigger(TriggerSource):
             run.event = events[run.event_id]
 
     def context(self, run: Run, context: dict) -> None:
-        context["event"] = event_summary(run.event)
+        context["event"] = run_event_summary(run)
         if "rows" in run.state:
-            _rows_into(context, run.state)
+            _rows_into(run, context, run.state)
+        elif _per_row(run) and run.event.op == "delete":
+            context["row"] = _key_row(run)
 
     def cause(self, cause_id: str) -> dict:
         return {"event_id": f"evt_{cause_id}"}
@@ -86,24 +131,30 @@ class DatabaseTrigger(TriggerSource):
             return
         try:
             rows, missing = rows_read(
-                connection=run.workflow_version.connection, rows_from=run.workflow_version.rows_from, ids=run.event.ids
+                connection=run.workflow_version.connection, rows_from=run.workflow_version.rows_from, ids=_run_ids(run)
             )
         except psycopg.Error as exc:
             raise StepRetry(f"Cannot read the rows from the customer database: {exc}") from exc
         run.state["rows"], run.state["missing_ids"] = rows, missing
-        _rows_into(context, run.state)
+        _rows_into(run, context, run.state)
 
 
 DATABASE = trigger_source_register(DatabaseTrigger())
 
 
+# Runs written per statement at launch: a statement that changed 100,000 rows starts its runs in a few
+# statements of this many rows each (one JSON parameter each), never one by one.
+LAUNCH_CHUNK = 5_000
+
+
 def runs_for_events(*, events) -> list[int]:
-    """Launch the runs of newly recorded database events: one per (published version, event); return
-    their ids.
+    """Launch the runs of newly recorded database events: for each (published version, event), one run per
+    row of the event (`for_each: row`) or one for the event (`for_each: statement`); return their ids.
 
     Call inside the transaction that records the events (the poller's): the runs, their audit rows, the
-    events and the advanced cursor commit together, and the unique (workflow version, source, cause) of
-    runs makes a repeat launch nothing. The runs are hinted to workers after commit.
+    events and the advanced cursor commit together, and the unique (workflow version, source, cause, index)
+    of runs makes a repeat launch nothing. The runs are written in bulk (LAUNCH_CHUNK rows per statement)
+    and hinted to workers after commit.
     """
     events = [e for e in events if e.op not in NOT_RUN]
     if not events:
@@ -118,6 +169,7 @@ def runs_for_events(*, events) -> list[int]:
     if not versions:
         return []
     now = timezone.now().isoformat()
+    per_row = {version.id: for_each(version) == "row" for version in versions}
     rows = [
         {
             "source": DATABASE.name,
@@ -128,7 +180,7 @@ def runs_for_events(*, events) -> list[int]:
             "organization_id": None,
             "request_id": None,
             "rerun_of_id": None,
-            "recipient_index": 0,
+            "recipient_index": index,
             "recipient": {},
             "priority": Priority.NORMAL,
             "status": RunStatus.QUEUED,
@@ -143,14 +195,19 @@ def runs_for_events(*, events) -> list[int]:
         for event in events
         for version in versions
         if version.capture == event.capture and version.connection_id == event.connection_id
+        for index in (range(len(event.ids)) if per_row[version.id] else (0,))
     ]
-    # ON CONFLICT: the unique (workflow version, source, cause) makes a repeat launch nothing.
-    launched = insert_rows(
-        Run,
-        rows,
-        returning=("id", "event_id", "workflow_version_id", "product_id"),
-        on_conflict="ON CONFLICT DO NOTHING",
-    )
+    # ON CONFLICT: the unique (workflow version, source, cause, index) makes a repeat launch nothing.
+    launched = [
+        row
+        for start in range(0, len(rows), LAUNCH_CHUNK)
+        for row in insert_rows(
+            Run,
+            rows[start : start + LAUNCH_CHUNK],
+            returning=("id", "event_id", "workflow_version_id", "product_id"),
+            on_conflict="ON CONFLICT DO NOTHING",
+        )
+    ]
     keys = {v.id: (v.workflow.key, v.version) for v in versions}
     audit_record_many(
         [

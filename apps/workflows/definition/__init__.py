@@ -57,8 +57,9 @@ def definition_validate(definition, *, product, captures: list | None = None) ->
     if model is None:  # when the structure has errors
         raise ValidationError(errors)
     normalized, errors = definition_normalize(model, product=product, captures=captures)
+    trigger = normalized["trigger"]
     for path, reasons in template_variables_check(
-        trigger=normalized["trigger"]["type"], steps=normalized["steps"]
+        trigger=trigger["type"], steps=normalized["steps"], for_each=trigger.get("for_each", "row")
     ).items():
         errors.setdefault(path, []).extend(reasons)
     if errors:

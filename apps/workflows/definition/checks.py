@@ -82,7 +82,7 @@ def _trigger(trigger, walk: _Walk, captures: list | None) -> dict:
     from apps.connections.models import Connection
     from apps.connections.sources import row_source_validate
 
-    source = trigger.model_dump(by_alias=True, exclude_unset=True, exclude={"type"})
+    source = trigger.model_dump(by_alias=True, exclude_unset=True, exclude={"type", "for_each"})
     connection_id = uuid_or_none(source.get("connection"))
     connection = (
         Connection.objects.filter(product=walk.product, id=connection_id).first() if connection_id is not None else None
@@ -101,7 +101,7 @@ def _trigger(trigger, walk: _Walk, captures: list | None) -> dict:
         return {"type": "database"}
     if captures is not None:
         captures.append((capture, rows_from))
-    return {"type": "database", **normalized}
+    return {"type": "database", **normalized, "for_each": trigger.for_each}
 
 
 def _steps(steps: list[StepBase], path: str, walk: _Walk, *, depth: int) -> list[dict]:

@@ -44,6 +44,9 @@ NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 STEP_TYPES = ("batch", "branch", "notify", "wait")
 WAIT_MODES = ("duration", "until", "condition")
 TRIGGER_TYPES = ("api", "database")
+# How many runs a database trigger starts for a statement: one per affected row (`row` is that row), or one for
+# the whole statement (`rows`), as PostgreSQL's own FOR EACH ROW / FOR EACH STATEMENT triggers.
+FOR_EACH = ("row", "statement")
 EVENTS = tuple(MUTATION_EVENTS) + tuple(RELATION_EVENTS)
 
 # Some types of the format are made by calls (a Literal of a constant's values, `IntFrom(1, 25)`,
@@ -56,6 +59,7 @@ if TYPE_CHECKING:
     Omittable: TypeAlias = _T | None
     Op: TypeAlias = str
     Transition: TypeAlias = str
+    ForEach: TypeAlias = str
     Event: TypeAlias = str
     TimestampPath: TypeAlias = str
     BatchKey: TypeAlias = str
@@ -71,6 +75,7 @@ else:
 
     Op = Literal[tuple(sorted(OPS))]
     Transition = Literal[tuple(TRANSITIONS)]
+    ForEach = Literal[FOR_EACH]
     Event = Literal[EVENTS]
     TimestampPath = DottedPath("A dotted path to a timestamp, e.g. data.appointment_at.")
     BatchKey = DottedPath("A dotted path to the batching key, e.g. data.customer_id.")
@@ -197,6 +202,17 @@ class DatabaseTrigger(FormatModel):
     column: Omittable[
         Annotated[str, Field(min_length=1, description="With `through`: the join table's foreign key.")]
     ] = None
+    for_each: Annotated[
+        ForEach,
+        OneOf(*FOR_EACH),
+        Field(
+            description=(
+                "`row` (the default): one run per affected row, whose templates see that row as `row`. "
+                "`statement`: one run per statement, whose templates see its rows as `rows` (and `row` when "
+                "it changed one)."
+            )
+        ),
+    ] = "row"
 
 
 Trigger = Annotated[

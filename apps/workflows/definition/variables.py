@@ -6,8 +6,9 @@ What a notify step's templates see (apps/runs/engine.py `run_context`, apps/runs
 - always: `data` (the trigger's data; `{}` for database triggers), `recipient`, `workflow` (key, version),
   `request_id`, `run_id`, `timestamp` (when the run was created), `steps` (what earlier steps produced, by
   id) and `step` (this step's id);
-- with a database trigger: `event`, and `row`, `rows`, `missing_ids` (the event's rows, read when the run
-  starts; `row` only when the event names one row);
+- with a database trigger: `event`; with `for_each: row` (the default) `row`, the run's own row; with
+  `for_each: statement` `rows` and `missing_ids` (the statement's rows, read when the run starts) and `row`
+  when the statement changed one row;
 - after a batch step: `batch` (`items`, `count`, `key`).
 
 Names a template makes itself (`{% set %}`, loop variables, macros and their arguments) and Jinja's globals
@@ -35,6 +36,8 @@ from apps.deliveries.channels.base import TemplateField
 
 ALWAYS = ("data", "recipient", "workflow", "request_id", "run_id", "timestamp", "steps", "step")
 DATABASE = ("event", "row", "rows", "missing_ids")
+# What a run of a database trigger has, by the trigger's `for_each`.
+DATABASE_FOR_EACH = {"row": ("event", "row"), "statement": DATABASE}
 AFTER_BATCH = ("batch",)
 
 
@@ -48,17 +51,18 @@ def template_fields(kind: str) -> dict[str, bool]:
     }
 
 
-def template_variables_check(*, trigger: str, steps: list[dict]) -> dict[str, list[str]]:
+def template_variables_check(*, trigger: str, steps: list[dict], for_each: str = "row") -> dict[str, list[str]]:
     """Errors by path (`steps[1].subject`) for every template that reads a variable its runs will not have.
-    `steps` are the definition's steps with their ids; a template that does not parse is left to the syntax
-    check."""
+    `trigger` is the trigger's type and `for_each` a database trigger's (`row` or `statement`); `steps` are
+    the definition's steps with their ids; a template that does not parse is left to the syntax check."""
     errors: dict[str, list[str]] = {}
-    _walk(steps, "steps", trigger=trigger, before=(), batch=False, errors=errors)
+    source = DATABASE_FOR_EACH.get(for_each, DATABASE) if trigger == "database" else ()
+    _walk(steps, "steps", trigger=trigger, source=source, before=(), batch=False, errors=errors)
     return errors
 
 
 def _walk(
-    steps: list[dict], path: str, *, trigger: str, before: tuple, batch: bool, errors: dict
+    steps: list[dict], path: str, *, trigger: str, source: tuple, before: tuple, batch: bool, errors: dict
 ) -> tuple[tuple, bool]:
     """Check `steps` (run after the steps `before`); return the ids that may have run after them, and
     whether a batch step may have run."""
@@ -66,7 +70,7 @@ def _walk(
     for index, step in enumerate(steps):
         here = f"{path}[{index}]"
         if step.get("type") == "notify":
-            names = ALWAYS + (DATABASE if trigger == "database" else ()) + (AFTER_BATCH if batch else ())
+            names = ALWAYS + source + (AFTER_BATCH if batch else ())
             for field, html in template_fields(step["channel"]).items():
                 if isinstance(step.get(field), str):
                     for reason in template_variables_problems(
@@ -78,7 +82,9 @@ def _walk(
             cases = [(case["steps"], f"{here}.branches[{i}].steps") for i, case in enumerate(step["branches"])]
             inside: list = []
             for block, where in cases + [(step.get("otherwise") or [], f"{here}.otherwise")]:
-                after, batched = _walk(block, where, trigger=trigger, before=tuple(ran), batch=batch, errors=errors)
+                after, batched = _walk(
+                    block, where, trigger=trigger, source=source, before=tuple(ran), batch=batch, errors=errors
+                )
                 inside.extend(after[len(ran) :])
                 batch = batch or batched
             ran.extend(inside)
@@ -102,6 +108,11 @@ def template_variables_problems(source: str, *, html: bool, names: tuple, earlie
             problems.append(
                 f"Unknown variable '{name}': only workflows with a database trigger have it. "
                 f"Templates here can use: {available}."
+            )
+        elif name in DATABASE:
+            problems.append(
+                f"Unknown variable '{name}': a trigger with `for_each: row` gives each run its own `row`; "
+                f"`{name}` exists with `for_each: statement`. Templates here can use: {available}."
             )
         elif name in AFTER_BATCH:
             problems.append(

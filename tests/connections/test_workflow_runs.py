@@ -339,6 +339,8 @@ def test_a_to_naming_row_fails_a_run_of_several_rows_instead_of_skipping_it(prod
     _mail_workflow(
         product_client,
         connection,
+        events=["row.created"],
+        for_each="statement",
         steps=[
             {"id": "mail", "type": "notify", "channel": "email", "to": "{{ row.email }}", "subject": "s", "body": "b"}
         ],

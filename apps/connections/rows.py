@@ -34,6 +34,14 @@ def rows_read(*, connection, rows_from: dict, ids: list) -> tuple[list[dict], li
     id is not a value of its column's type; InsufficientPrivilege names the GRANT that fixes it.
     """
     ids = ids[: settings.ROWBELL_ROWS_PER_RUN]
+    found = rows_read_indexed(connection=connection, rows_from=rows_from, ids=ids)
+    rows = [found[i] for i in range(len(ids)) if i in found]
+    return rows, [original for i, original in enumerate(ids) if i not in found]
+
+
+def rows_read_indexed(*, connection, rows_from: dict, ids: list) -> dict[int, dict]:
+    """The rows of `ids` that exist, by their position in `ids`: {index: row as a JSON object}. One query,
+    however many ids (the caller bounds them). Keys and errors as rows_read."""
     width = len(rows_from["key"])
     # An id of another shape than the key (a value for a composite key, or a list of another length)
     # names no row.
@@ -41,7 +49,7 @@ def rows_read(*, connection, rows_from: dict, ids: list) -> tuple[list[dict], li
         i for i, original in enumerate(ids) if width == 1 or (isinstance(original, list) and len(original) == width)
     ]
     if not wanted:
-        return [], list(ids)
+        return {}
     with customer_session(connection) as conn, conn.transaction():
         # Type names are resolved as they were printed (only pg_catalog on the path), whatever the
         # search_path of Rowbell's user in the customer database.
@@ -52,7 +60,7 @@ def rows_read(*, connection, rows_from: dict, ids: list) -> tuple[list[dict], li
             types = {**dict.fromkeys(rows_from["key"], "text"), **key_types_read(conn, rows_from=rows_from)}
         query, params = rows_query(rows_from=rows_from, key_types=types, ids=[ids[i] for i in wanted])
         try:
-            found = {wanted[n]: row for n, row in conn.execute(query, params)}
+            return {wanted[n]: row for n, row in conn.execute(query, params)}
         except psycopg.errors.InsufficientPrivilege as exc:
             # Say what fixes it, as the connection checks do.
             schema, table = table_parse(rows_from["table"])
@@ -62,8 +70,6 @@ def rows_read(*, connection, rows_from: dict, ids: list) -> tuple[list[dict], li
                 .as_string(None)
             )
             raise psycopg.errors.InsufficientPrivilege(f"{str(exc).strip().splitlines()[0]}: run {grant}") from exc
-    rows = [found[i] for i in range(len(ids)) if i in found]
-    return rows, [original for i, original in enumerate(ids) if i not in found]
 
 
 def key_types_read(conn, *, rows_from: dict) -> dict[str, str]:

@@ -583,6 +583,12 @@ class BatchedRuns:
         self.handed_over: list[Run] = []
 
     def advance(self, runs: list[Run]) -> None:
+        by_source: dict[str, list[Run]] = {}
+        for run in runs:
+            if trigger_source_get(run.source).prepare_needed(run):
+                by_source.setdefault(run.source, []).append(run)
+        for source, needing in by_source.items():  # e.g. the rows of per-row runs, one query per table
+            trigger_source_get(source).prepare_many(needing)
         for run in runs:
             if self.slices.spent(run):
                 self.slices.defer(run)

@@ -241,3 +241,48 @@ def test_definitions_saved_before_for_each_keep_running_per_statement():
     assert stored[1]["trigger"]["for_each"] == "statement"
     assert stored[2]["trigger"]["for_each"] == "row"
     assert "for_each" not in stored[3]["trigger"]
+
+
+def test_the_rows_of_a_batch_of_per_row_runs_are_read_in_one_query(product_client, connection, monkeypatch):
+    from apps.runs.triggers import database
+
+    _workflow(
+        product_client,
+        connection,
+        [
+            {
+                "id": "mail",
+                "type": "notify",
+                "channel": "email",
+                "to": "order-{{ row.id }}@example.com",
+                "subject": "Order {{ row.id }}: {{ row.total }}",
+                "body": "-",
+            }
+        ],
+    )
+    _orders(60)
+    poll(connection_id=connection.id)
+    with writer_connect() as app:
+        app.execute("DELETE FROM public.orders WHERE id = 7")
+        app.execute("UPDATE public.orders SET status = 'paid' WHERE id > 10")  # 50 rows, no 7
+        app.execute("UPDATE public.orders SET status = 'paid' WHERE id <= 10")  # 9 rows
+    poll(connection_id=connection.id)
+    reads = []
+    one_query = database.rows_read_indexed
+
+    def counted(**kwargs):
+        reads.append(len(kwargs["ids"]))
+        return one_query(**kwargs)
+
+    def per_run(**kwargs):
+        raise AssertionError("read one run at a time")
+
+    monkeypatch.setattr(database, "rows_read_indexed", counted)
+    monkeypatch.setattr(database, "rows_read", per_run)
+    runs_execute(run_ids=list(Run.objects.filter(status=RunStatus.QUEUED).values_list("id", flat=True)))
+
+    assert reads == [59]
+    subjects = sorted(Delivery.objects.values_list("payload__subject", flat=True), key=lambda s: int(s.split()[1][:-1]))
+    assert len(subjects) == 59 and subjects[0] == "Order 1: 1.00" and subjects[-1] == "Order 60: 60.00"
+    assert "Order 7: 7.00" not in subjects
+    assert set(Run.objects.values_list("status", flat=True)) == {RunStatus.COMPLETED}

@@ -50,6 +50,12 @@ class TriggerSource:
         """Read it into the run's state and context; raise apps.runs.steps.StepRetry when it cannot be
         read now (it is saved with the run's next step)."""
 
+    def prepare_many(self, runs: list[Run]) -> None:
+        """What `prepare` reads, for many runs at once where the source can (e.g. rows by key in one query),
+        into each run's state, so that `prepare_needed` is then false for them. Called inside a batch's
+        transaction with runs that need it; a run it cannot prepare is left as it was (`prepare` then reads
+        for it alone, and says why it cannot). Never raises for what it reads."""
+
     def refresh(self, run: Run, context: dict) -> None:
         """Read again what a condition re-checked now must see (a wait step); StepRetry as for prepare."""
 

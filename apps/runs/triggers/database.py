@@ -17,7 +17,9 @@ queued in the pick-up's transaction, in bulk, and hints workers once it commits 
 
 from __future__ import annotations
 
+import logging
 import re
+from collections import defaultdict
 
 import psycopg
 from django.db.models import F
@@ -25,8 +27,9 @@ from django.utils import timezone
 
 from apps.audit.services import AuditEntry, audit_record_many
 from apps.connections.models import Event
-from apps.connections.rows import rows_read
+from apps.connections.rows import rows_read, rows_read_indexed
 from apps.connections.sources import NOT_RUN
+from apps.core import exactjson
 from apps.core.bulk import insert_rows
 from apps.workflows.models import WorkflowVersion
 
@@ -35,6 +38,8 @@ from ..models import Priority, Run, RunStatus
 from ..selectors import event_summary
 from ..steps import StepRetry
 from .base import TriggerSource, trigger_source_register
+
+logger = logging.getLogger(__name__)
 
 _ROWS = re.compile(r"\brows?\b")
 _REFERS_TO_ROWS: dict[int, bool] = {}
@@ -124,6 +129,35 @@ class DatabaseTrigger(TriggerSource):
 
     def prepare(self, run: Run, context: dict) -> None:
         self.refresh(run, context)
+
+    def prepare_many(self, runs: list[Run]) -> None:
+        """Per-row runs' rows, one query per connection and table for the whole batch (rows_read_indexed).
+        Per-statement runs, and runs whose rows cannot be read now, are left to `prepare`."""
+        groups: dict[tuple, list[Run]] = defaultdict(list)
+        for run in runs:
+            if _per_row(run) and self._rows_needed(run):
+                version = run.workflow_version
+                groups[(version.connection_id, exactjson.dumps(version.rows_from, sort_keys=True))].append(run)
+        for group in groups.values():
+            version = group[0].workflow_version
+            keys = [_run_ids(run) for run in group]
+            try:
+                found = rows_read_indexed(
+                    connection=version.connection,
+                    rows_from=version.rows_from,
+                    ids=[k[0] for k in keys if k],
+                )
+            except psycopg.Error:
+                logger.warning("Rows of %d runs could not be read in one query; each run reads its own.", len(group))
+                continue
+            index = 0
+            for run, key in zip(group, keys):
+                if not key:  # a run beyond its event's keys names no row
+                    run.state["rows"], run.state["missing_ids"] = [], []
+                    continue
+                row = found.get(index)
+                run.state["rows"], run.state["missing_ids"] = ([row], []) if row is not None else ([], key)
+                index += 1
 
     def refresh(self, run: Run, context: dict) -> None:
         """(Re-)read the event's rows from the customer database; a transient failure is a StepRetry."""

@@ -89,11 +89,86 @@ def run_event_summary(run: Run) -> dict:
     return event_summary(run.event, ids=_run_ids(run))
 
 
+def _links(version) -> dict:
+    """A version's trigger links: {"related": {name: {"table", "column", "key"}}, "recipient":
+    {field: path, "properties": {name: path}}, "organization": path}, each present when set."""
+    trigger = version.definition["trigger"]
+    return {k: trigger[k] for k in ("related", "recipient", "organization") if trigger.get(k)}
+
+
+def _related_read(runs: list[Run]) -> None:
+    """Read the related rows of per-row runs whose own row is in their state: state["related"] = {name: row,
+    or None when the row's column is null or names no row}. One query per version and related table.
+    Raises psycopg.Error when the customer database cannot be read."""
+    by_version: dict[int, list[Run]] = defaultdict(list)
+    for run in runs:
+        if _links(run.workflow_version).get("related"):
+            by_version[run.workflow_version_id].append(run)
+    for group in by_version.values():
+        version = group[0].workflow_version
+        for name, link in _links(version)["related"].items():
+            values, owners = [], []
+            for run in group:
+                row = run.state["rows"][0] if run.state.get("rows") else None
+                run.state.setdefault("related", {})[name] = None
+                if row is not None and row.get(link["column"]) is not None:
+                    values.append(row[link["column"]])
+                    owners.append(run)
+            if values:
+                found = rows_read_indexed(
+                    connection=version.connection, rows_from={"table": link["table"], "key": [link["key"]]}, ids=values
+                )
+                for index, run in enumerate(owners):
+                    run.state["related"][name] = found.get(index)
+
+
+# Recipient properties that are text, and the one that is a list.
+_TEXT_FIELDS = ("id", "email", "phone", "name", "locale", "timezone")
+
+
+def _recipient_resolve(run: Run) -> None:
+    """Set a per-row run's recipient from its trigger's mapping (`recipient.email: customer.email`...) and
+    what its state holds (its row, its related rows). A path whose row or column is missing leaves the
+    property out: the channel then skips a recipient without its address, and a template naming it fails."""
+    mapping = _links(run.workflow_version).get("recipient")
+    if not mapping:
+        return
+    sources = {"row": run.state["rows"][0] if run.state.get("rows") else None, **run.state.get("related", {})}
+
+    def value(path: str):
+        root, _, column = path.partition(".")
+        found = sources.get(root)
+        return None if found is None else found.get(column)
+
+    recipient: dict = {}
+    for field, path in mapping.items():
+        if field == "properties":
+            continue
+        found = value(path)
+        if found is None:
+            continue
+        if field == "push_tokens":
+            recipient[field] = [str(t) for t in found] if isinstance(found, list) else [str(found)]
+        elif field in _TEXT_FIELDS:
+            recipient[field] = str(found)
+    for name, path in (mapping.get("properties") or {}).items():
+        found = value(path)
+        if found is not None:
+            recipient[name] = found
+    run.recipient = recipient
+    run.__dict__["cause_resolved"] = True  # written with the run (apps.runs.engine.Writes)
+
+
 def _rows_into(run: Run, context: dict, state: dict) -> None:
     context.pop("row", None)
     if _per_row(run):
         if state["rows"]:
             context["row"] = state["rows"][0]  # absent when the row is gone: templates using it say so
+        for name, row in (state.get("related") or {}).items():
+            context.pop(name, None)
+            if row is not None:
+                context[name] = row  # absent when there is none: templates using it say so
+        context["recipient"] = run.recipient
         return
     context["rows"], context["missing_ids"] = state["rows"], state["missing_ids"]
     if len(context["event"]["ids"]) == 1 and state["rows"]:
@@ -122,7 +197,7 @@ class DatabaseTrigger(TriggerSource):
     def _rows_needed(run: Run) -> bool:
         """A database event's rows are read only if the workflow refers to `row` or `rows` somewhere."""
         version = run.workflow_version
-        return bool(version.rows_from and run.event.op != "delete" and _refers_to_rows(version))
+        return bool(version.rows_from and run.event.op != "delete" and (_refers_to_rows(version) or _links(version)))
 
     def prepare_needed(self, run: Run) -> bool:
         return "rows" not in run.state and self._rows_needed(run)
@@ -158,6 +233,18 @@ class DatabaseTrigger(TriggerSource):
                 row = found.get(index)
                 run.state["rows"], run.state["missing_ids"] = ([row], []) if row is not None else ([], key)
                 index += 1
+            try:
+                _related_read(group)
+            except psycopg.Error:
+                logger.warning(
+                    "Related rows of %d runs could not be read in one query; each run reads its own.", len(group)
+                )
+                for run in group:
+                    run.state.pop("rows", None)
+                    run.state.pop("related", None)
+                continue
+            for run in group:
+                _recipient_resolve(run)
 
     def refresh(self, run: Run, context: dict) -> None:
         """(Re-)read the event's rows from the customer database; a transient failure is a StepRetry."""
@@ -167,9 +254,13 @@ class DatabaseTrigger(TriggerSource):
             rows, missing = rows_read(
                 connection=run.workflow_version.connection, rows_from=run.workflow_version.rows_from, ids=_run_ids(run)
             )
+            run.state["rows"], run.state["missing_ids"] = rows, missing
+            if _per_row(run):
+                _related_read([run])
         except psycopg.Error as exc:
             raise StepRetry(f"Cannot read the rows from the customer database: {exc}") from exc
-        run.state["rows"], run.state["missing_ids"] = rows, missing
+        if _per_row(run):
+            _recipient_resolve(run)
         _rows_into(run, context, run.state)
 
 

@@ -141,6 +141,11 @@ def test_a_batch_reads_each_related_table_once(product_client, connection, monke
             "needs one run per row",
         ),
         ({"recipient": {"email": "customer"}}, "trigger.recipient.email", "row.<column>"),
+        (
+            {"related": {"h": {"table": "public.hidden", "column": "customer_id"}}},
+            "trigger.related.h.table",
+            'may not read public.hidden: run GRANT SELECT ON TABLE "public"."hidden" TO',
+        ),
     ],
 )
 def test_links_are_checked_against_the_customer_s_tables_at_save(product_client, connection, trigger, field, says):
@@ -155,3 +160,24 @@ def test_a_template_may_name_a_related_row_only_when_the_trigger_reads_it(produc
     response = _create(product_client, connection)
     assert response.status_code == 400
     assert "Unknown variable 'customer'" in _fields(response)["steps[0].subject"]
+
+
+def test_connection_grants_prints_select_only_for_related_tables():
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command(
+        "connection_grants",
+        "--user",
+        "rowbell",
+        "--tables",
+        "public.orders",
+        "--read",
+        "public.customers,public.orders",
+        stdout=out,
+    )
+    lines = out.getvalue().splitlines()
+    assert 'GRANT SELECT, TRIGGER ON TABLE "public"."orders" TO "rowbell";' in lines
+    assert 'GRANT SELECT ON TABLE "public"."customers" TO "rowbell";' in lines  # watched tables stay watched

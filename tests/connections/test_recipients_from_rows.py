@@ -84,6 +84,7 @@ def test_one_update_emails_each_order_s_own_customer(product_client, connection)
 
 def test_a_batch_reads_each_related_table_once(product_client, connection, monkeypatch):
     from apps.runs.triggers import database
+    from apps.workflows import row_links
 
     assert _create(product_client, connection, related=RELATED, recipient=RECIPIENT).status_code == 201
     published = product_client.post("/api/v1/workflows/order-paid/publish")
@@ -101,6 +102,7 @@ def test_a_batch_reads_each_related_table_once(product_client, connection, monke
         return one_query(**kwargs)
 
     monkeypatch.setattr(database, "rows_read_indexed", counted)
+    monkeypatch.setattr(row_links, "rows_read_indexed", counted)
     runs_execute(run_ids=list(Run.objects.filter(status=RunStatus.QUEUED).values_list("id", flat=True)))
     assert reads == [("public.orders", 5), ("public.customers", 4)]
 

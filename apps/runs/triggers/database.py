@@ -32,6 +32,7 @@ from apps.connections.sources import NOT_RUN
 from apps.core import exactjson
 from apps.core.bulk import insert_rows
 from apps.workflows.models import WorkflowVersion
+from apps.workflows.row_links import recipient_from, related_read, trigger_links
 
 from ..engine import runs_enqueue_on_commit
 from ..models import Priority, Run, RunStatus
@@ -90,71 +91,38 @@ def run_event_summary(run: Run) -> dict:
 
 
 def _links(version) -> dict:
-    """A version's trigger links: {"related": {name: {"table", "column", "key"}}, "recipient":
-    {field: path, "properties": {name: path}}, "organization": path}, each present when set."""
-    trigger = version.definition["trigger"]
-    return {k: trigger[k] for k in ("related", "recipient", "organization") if trigger.get(k)}
+    return trigger_links(version.definition["trigger"])
 
 
 def _related_read(runs: list[Run]) -> None:
     """Read the related rows of per-row runs whose own row is in their state: state["related"] = {name: row,
-    or None when the row's column is null or names no row}. One query per version and related table.
-    Raises psycopg.Error when the customer database cannot be read."""
+    or None}. One query per version and related table. Raises psycopg.Error when the customer database
+    cannot be read."""
     by_version: dict[int, list[Run]] = defaultdict(list)
     for run in runs:
         if _links(run.workflow_version).get("related"):
             by_version[run.workflow_version_id].append(run)
     for group in by_version.values():
         version = group[0].workflow_version
-        for name, link in _links(version)["related"].items():
-            values, owners = [], []
-            for run in group:
-                row = run.state["rows"][0] if run.state.get("rows") else None
-                run.state.setdefault("related", {})[name] = None
-                if row is not None and row.get(link["column"]) is not None:
-                    values.append(row[link["column"]])
-                    owners.append(run)
-            if values:
-                found = rows_read_indexed(
-                    connection=version.connection, rows_from={"table": link["table"], "key": [link["key"]]}, ids=values
-                )
-                for index, run in enumerate(owners):
-                    run.state["related"][name] = found.get(index)
-
-
-# Recipient properties that are text, and the one that is a list.
-_TEXT_FIELDS = ("id", "email", "phone", "name", "locale", "timezone")
+        found = related_read(
+            connection=version.connection,
+            trigger=version.definition["trigger"],
+            rows=[run.state["rows"][0] if run.state.get("rows") else None for run in group],
+        )
+        for run, related in zip(group, found):
+            run.state["related"] = related
 
 
 def _recipient_resolve(run: Run) -> None:
-    """Set a per-row run's recipient from its trigger's mapping (`recipient.email: customer.email`...) and
-    what its state holds (its row, its related rows). A path whose row or column is missing leaves the
-    property out: the channel then skips a recipient without its address, and a template naming it fails."""
-    mapping = _links(run.workflow_version).get("recipient")
-    if not mapping:
+    """Set a per-row run's recipient from its trigger's mapping and what its state holds (its row, its
+    related rows): apps.workflows.row_links.recipient_from."""
+    recipient = recipient_from(
+        run.workflow_version.definition["trigger"],
+        row=run.state["rows"][0] if run.state.get("rows") else None,
+        related=run.state.get("related") or {},
+    )
+    if recipient is None:
         return
-    sources = {"row": run.state["rows"][0] if run.state.get("rows") else None, **run.state.get("related", {})}
-
-    def value(path: str):
-        root, _, column = path.partition(".")
-        found = sources.get(root)
-        return None if found is None else found.get(column)
-
-    recipient: dict = {}
-    for field, path in mapping.items():
-        if field == "properties":
-            continue
-        found = value(path)
-        if found is None:
-            continue
-        if field == "push_tokens":
-            recipient[field] = [str(t) for t in found] if isinstance(found, list) else [str(found)]
-        elif field in _TEXT_FIELDS:
-            recipient[field] = str(found)
-    for name, path in (mapping.get("properties") or {}).items():
-        found = value(path)
-        if found is not None:
-            recipient[name] = found
     run.recipient = recipient
     run.__dict__["cause_resolved"] = True  # written with the run (apps.runs.engine.Writes)
 

@@ -148,10 +148,11 @@ _RUNS_UPDATE = """
 UPDATE runs_run r
 SET status = v.status, waiting_on = v.waiting_on, step_index = v.step_index, state = COALESCE(v.state, r.state),
     resume_at = v.resume_at, completed_at = v.completed_at, lease_until = v.lease_until, error = v.error,
-    claim = v.claim, enqueued_at = v.enqueued_at, updated_at = %s
+    claim = v.claim, enqueued_at = v.enqueued_at, updated_at = %s,
+    recipient = COALESCE(v.recipient, r.recipient), organization_id = COALESCE(v.organization_id, r.organization_id)
 FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, status text, waiting_on text, step_index int, state jsonb,
      resume_at timestamptz, completed_at timestamptz, lease_until timestamptz, error text, claim int,
-     enqueued_at timestamptz, was text, was_claim int)
+     enqueued_at timestamptz, was text, was_claim int, recipient jsonb, organization_id uuid)
 WHERE r.id = v.id AND r.status = v.was AND r.claim = v.was_claim
 """
 
@@ -249,6 +250,10 @@ class Writes:
                     "enqueued_at": r.enqueued_at,
                     "was": r._persisted[0],
                     "was_claim": r._persisted[1],
+                    # Who a run is for, once its trigger source resolved it from its cause (a row's recipient
+                    # and organization): written with the run's next position, else left as it is.
+                    "recipient": r.recipient if r.__dict__.get("cause_resolved") else None,
+                    "organization_id": r.organization_id if r.__dict__.get("cause_resolved") else None,
                 }
                 for r in changed
             ]

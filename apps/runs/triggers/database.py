@@ -32,6 +32,7 @@ from apps.connections.sources import NOT_RUN
 from apps.core import exactjson
 from apps.core.bulk import insert_rows
 from apps.workflows.models import WorkflowVersion
+from apps.workflows.row_links import recipient_from, related_read, trigger_links
 
 from ..engine import runs_enqueue_on_commit
 from ..models import Priority, Run, RunStatus
@@ -89,11 +90,53 @@ def run_event_summary(run: Run) -> dict:
     return event_summary(run.event, ids=_run_ids(run))
 
 
+def _links(version) -> dict:
+    return trigger_links(version.definition["trigger"])
+
+
+def _related_read(runs: list[Run]) -> None:
+    """Read the related rows of per-row runs whose own row is in their state: state["related"] = {name: row,
+    or None}. One query per version and related table. Raises psycopg.Error when the customer database
+    cannot be read."""
+    by_version: dict[int, list[Run]] = defaultdict(list)
+    for run in runs:
+        if _links(run.workflow_version).get("related"):
+            by_version[run.workflow_version_id].append(run)
+    for group in by_version.values():
+        version = group[0].workflow_version
+        found = related_read(
+            connection=version.connection,
+            trigger=version.definition["trigger"],
+            rows=[run.state["rows"][0] if run.state.get("rows") else None for run in group],
+        )
+        for run, related in zip(group, found):
+            run.state["related"] = related
+
+
+def _recipient_resolve(run: Run) -> None:
+    """Set a per-row run's recipient from its trigger's mapping and what its state holds (its row, its
+    related rows): apps.workflows.row_links.recipient_from."""
+    recipient = recipient_from(
+        run.workflow_version.definition["trigger"],
+        row=run.state["rows"][0] if run.state.get("rows") else None,
+        related=run.state.get("related") or {},
+    )
+    if recipient is None:
+        return
+    run.recipient = recipient
+    run.__dict__["cause_resolved"] = True  # written with the run (apps.runs.engine.Writes)
+
+
 def _rows_into(run: Run, context: dict, state: dict) -> None:
     context.pop("row", None)
     if _per_row(run):
         if state["rows"]:
             context["row"] = state["rows"][0]  # absent when the row is gone: templates using it say so
+        for name, row in (state.get("related") or {}).items():
+            context.pop(name, None)
+            if row is not None:
+                context[name] = row  # absent when there is none: templates using it say so
+        context["recipient"] = run.recipient
         return
     context["rows"], context["missing_ids"] = state["rows"], state["missing_ids"]
     if len(context["event"]["ids"]) == 1 and state["rows"]:
@@ -122,7 +165,7 @@ class DatabaseTrigger(TriggerSource):
     def _rows_needed(run: Run) -> bool:
         """A database event's rows are read only if the workflow refers to `row` or `rows` somewhere."""
         version = run.workflow_version
-        return bool(version.rows_from and run.event.op != "delete" and _refers_to_rows(version))
+        return bool(version.rows_from and run.event.op != "delete" and (_refers_to_rows(version) or _links(version)))
 
     def prepare_needed(self, run: Run) -> bool:
         return "rows" not in run.state and self._rows_needed(run)
@@ -158,6 +201,18 @@ class DatabaseTrigger(TriggerSource):
                 row = found.get(index)
                 run.state["rows"], run.state["missing_ids"] = ([row], []) if row is not None else ([], key)
                 index += 1
+            try:
+                _related_read(group)
+            except psycopg.Error:
+                logger.warning(
+                    "Related rows of %d runs could not be read in one query; each run reads its own.", len(group)
+                )
+                for run in group:
+                    run.state.pop("rows", None)
+                    run.state.pop("related", None)
+                continue
+            for run in group:
+                _recipient_resolve(run)
 
     def refresh(self, run: Run, context: dict) -> None:
         """(Re-)read the event's rows from the customer database; a transient failure is a StepRetry."""
@@ -167,9 +222,13 @@ class DatabaseTrigger(TriggerSource):
             rows, missing = rows_read(
                 connection=run.workflow_version.connection, rows_from=run.workflow_version.rows_from, ids=_run_ids(run)
             )
+            run.state["rows"], run.state["missing_ids"] = rows, missing
+            if _per_row(run):
+                _related_read([run])
         except psycopg.Error as exc:
             raise StepRetry(f"Cannot read the rows from the customer database: {exc}") from exc
-        run.state["rows"], run.state["missing_ids"] = rows, missing
+        if _per_row(run):
+            _recipient_resolve(run)
         _rows_into(run, context, run.state)
 
 

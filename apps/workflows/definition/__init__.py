@@ -59,7 +59,10 @@ def definition_validate(definition, *, product, captures: list | None = None) ->
     normalized, errors = definition_normalize(model, product=product, captures=captures)
     trigger = normalized["trigger"]
     for path, reasons in template_variables_check(
-        trigger=trigger["type"], steps=normalized["steps"], for_each=trigger.get("for_each", "row")
+        trigger=trigger["type"],
+        steps=normalized["steps"],
+        for_each=trigger.get("for_each", "row"),
+        related=tuple(trigger.get("related") or ()),
     ).items():
         errors.setdefault(path, []).extend(reasons)
     if errors:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from django.conf import settings
 from rest_framework.exceptions import ValidationError
 
@@ -28,9 +29,11 @@ from ..conditions import data_condition_validate
 from .format import (
     MAX_NESTING,
     MAX_TOTAL_STEPS,
+    NAME,
     ApiTrigger,
     Batch,
     Branch,
+    DatabaseTrigger,
     Definition,
     Retry,
     StepBase,
@@ -82,7 +85,9 @@ def _trigger(trigger, walk: _Walk, captures: list | None) -> dict:
     from apps.connections.models import Connection
     from apps.connections.sources import row_source_validate
 
-    source = trigger.model_dump(by_alias=True, exclude_unset=True, exclude={"type", "for_each"})
+    source = trigger.model_dump(
+        by_alias=True, exclude_unset=True, exclude={"type", "for_each", "related", "recipient", "organization"}
+    )
     connection_id = uuid_or_none(source.get("connection"))
     connection = (
         Connection.objects.filter(product=walk.product, id=connection_id).first() if connection_id is not None else None
@@ -99,9 +104,78 @@ def _trigger(trigger, walk: _Walk, captures: list | None) -> dict:
             here = "trigger" + field.removeprefix("source") if field.startswith("source") else f"trigger.{field}"
             walk.merge({here: reasons})
         return {"type": "database"}
+    links = _row_links(trigger, connection, normalized, walk)
+    if links is None:
+        return {"type": "database"}
     if captures is not None:
         captures.append((capture, rows_from))
-    return {"type": "database", **normalized, "for_each": trigger.for_each}
+    return {"type": "database", **normalized, "for_each": trigger.for_each, **links}
+
+
+# Names a run's templates already use: a related table cannot take one.
+_RESERVED = (
+    "data",
+    "recipient",
+    "workflow",
+    "request_id",
+    "run_id",
+    "timestamp",
+    "steps",
+    "step",
+    "event",
+    "row",
+    "rows",
+    "missing_ids",
+    "batch",
+)
+
+
+def _row_links(trigger: DatabaseTrigger, connection, normalized: dict, walk: _Walk) -> dict | None:
+    """The trigger's related tables, recipient mapping and organization column, checked against the
+    customer's catalog: what to store ({} when it has none), or None when they have errors (in `walk`)."""
+    from apps.connections.related import row_links_validate
+    from apps.connections.services import CustomerDatabaseUnavailable
+
+    related = {name: link.model_dump(exclude_none=True) for name, link in (trigger.related or {}).items()}
+    recipient = trigger.recipient.model_dump(exclude_none=True) if trigger.recipient is not None else {}
+    properties = recipient.pop("properties", {})
+    paths = {f"recipient.{field}": path for field, path in recipient.items()}
+    paths |= {f"recipient.properties.{name}": path for name, path in properties.items()}
+    if trigger.organization is not None:
+        paths["organization"] = trigger.organization
+    if not related and not paths:
+        return {}
+    errors = len(walk.errors)
+    for name in related:
+        if name in _RESERVED or not NAME.fullmatch(name):
+            walk.error(
+                f"trigger.related.{name}",
+                f"A lower-case name (letters, digits, '_') other than: {', '.join(_RESERVED)}.",
+            )
+    if (recipient or properties or trigger.organization is not None) and trigger.for_each != "row":
+        walk.error(
+            "trigger.for_each",
+            "A recipient or an organization read from the row needs one run per row: set for_each to row.",
+        )
+    if len(walk.errors) > errors:
+        return None
+    try:
+        stored, found = row_links_validate(
+            connection=connection, table=normalized["table"], related=related, paths=paths
+        )
+    except psycopg.Error as exc:
+        raise CustomerDatabaseUnavailable.from_error(exc) from exc
+    if found:
+        walk.merge({f"trigger.{field}": reasons for field, reasons in found.items()})
+        return None
+    links: dict = {}
+    if stored:
+        links["related"] = stored
+    if recipient or properties:
+        links["recipient"] = {**recipient, **({"properties": properties} if properties else {})}
+    if trigger.organization is not None:
+        links["organization"] = trigger.organization
+    return links
 
 
 def _steps(steps: list[StepBase], path: str, walk: _Walk, *, depth: int) -> list[dict]:

@@ -169,6 +169,72 @@ class Classification(FormatModel):
     on: Annotated[Transition, OneOf(*TRANSITIONS)] = "both"
 
 
+# `row.<column>` or `<related name>.<column>`: a column of the changed row or of a related row.
+ROW_PATH = re.compile(r"^[a-z_][a-z0-9_]{0,62}\.[^.\s]{1,63}$")
+_ROW_PATH_SAYS = "`row.<column>` or `<related name>.<column>`, e.g. row.email or customer.email."
+
+
+def _row_path(description: str):
+    return Annotated[
+        str,
+        Field(pattern=ROW_PATH.pattern, description=description),
+        refusing(lambda v: isinstance(v, str) and ROW_PATH.fullmatch(v) is not None, "row_path", _ROW_PATH_SAYS),
+    ]
+
+
+if TYPE_CHECKING:
+    RowPath: TypeAlias = str
+else:
+    RowPath = _row_path(_ROW_PATH_SAYS)
+
+
+class RelatedTable(FormatModel):
+    """A table whose row a run reads beside its own: the one whose `key` equals the changed row's `column`
+    (e.g. `orders.customer_id` -> `customers.id`). Read by key with the connection's own user."""
+
+    noun: ClassVar[str] = "a related table"
+    table: Annotated[
+        str,
+        Field(min_length=1, max_length=200, description="schema.table (or a table in public)."),
+        Says("schema.table (or a table in public)."),
+    ]
+    column: Annotated[
+        str,
+        Field(min_length=1, max_length=63, description="The changed row's column that holds the related row's key."),
+        Says("The changed row's column that holds the related row's key."),
+    ]
+    key: Omittable[
+        Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=63,
+                description=(
+                    "The related table's column that `column` names; by default the column its foreign key "
+                    "references, else the table's one-column primary key."
+                ),
+            ),
+        ]
+    ] = None
+
+
+class RecipientFromRow(FormatModel):
+    """Who a per-row run notifies, read from its row or a related row: each field a `row.<column>` or
+    `<related>.<column>` path."""
+
+    noun: ClassVar[str] = "a recipient mapping"
+    id: Omittable[RowPath] = None
+    email: Omittable[RowPath] = None
+    phone: Omittable[RowPath] = None
+    push_tokens: Omittable[RowPath] = None
+    name: Omittable[RowPath] = None
+    locale: Omittable[RowPath] = None
+    timezone: Omittable[RowPath] = None
+    properties: Omittable[
+        Annotated[dict[str, RowPath], Field(max_length=50, description="Custom recipient properties, by name.")]
+    ] = None
+
+
 class DatabaseTrigger(FormatModel):
     """A row change in a connected database: `events` (with `columns` for row.updated), or a
     `classification`, or `through` a join table (and the foreign key `column` to follow)."""
@@ -213,6 +279,19 @@ class DatabaseTrigger(FormatModel):
             )
         ),
     ] = "row"
+    related: Omittable[
+        Annotated[
+            dict[str, RelatedTable],
+            Field(max_length=10, description="Related rows a run reads, by the name templates use (`customer`)."),
+        ]
+    ] = None
+    recipient: Omittable[RecipientFromRow] = None
+    organization: Omittable[
+        Annotated[
+            RowPath,
+            Field(description="The column holding the external id of the organization that owns the row."),
+        ]
+    ] = None
 
 
 Trigger = Annotated[

@@ -6,8 +6,8 @@ What a notify step's templates see (apps/runs/engine.py `run_context`, apps/runs
 - always: `data` (the trigger's data; `{}` for database triggers), `recipient`, `workflow` (key, version),
   `request_id`, `run_id`, `timestamp` (when the run was created), `steps` (what earlier steps produced, by
   id) and `step` (this step's id);
-- with a database trigger: `event`; with `for_each: row` (the default) `row`, the run's own row; with
-  `for_each: statement` `rows` and `missing_ids` (the statement's rows, read when the run starts) and `row`
+- with a database trigger: `event`; with `for_each: row` (the default) `row`, the run's own row, and each
+  related row by its name (`customer`); with `for_each: statement` `rows` and `missing_ids` (the statement's rows, read when the run starts) and `row`
   when the statement changed one row;
 - after a batch step: `batch` (`items`, `count`, `key`).
 
@@ -51,12 +51,15 @@ def template_fields(kind: str) -> dict[str, bool]:
     }
 
 
-def template_variables_check(*, trigger: str, steps: list[dict], for_each: str = "row") -> dict[str, list[str]]:
+def template_variables_check(
+    *, trigger: str, steps: list[dict], for_each: str = "row", related: tuple = ()
+) -> dict[str, list[str]]:
     """Errors by path (`steps[1].subject`) for every template that reads a variable its runs will not have.
-    `trigger` is the trigger's type and `for_each` a database trigger's (`row` or `statement`); `steps` are
-    the definition's steps with their ids; a template that does not parse is left to the syntax check."""
+    `trigger` is the trigger's type, `for_each` a database trigger's (`row` or `statement`) and `related` the
+    names of its related rows (each a variable of per-row runs); `steps` are the definition's steps with
+    their ids; a template that does not parse is left to the syntax check."""
     errors: dict[str, list[str]] = {}
-    source = DATABASE_FOR_EACH.get(for_each, DATABASE) if trigger == "database" else ()
+    source = DATABASE_FOR_EACH.get(for_each, DATABASE) + tuple(related) if trigger == "database" else ()
     _walk(steps, "steps", trigger=trigger, source=source, before=(), batch=False, errors=errors)
     return errors
 

@@ -14,10 +14,16 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--user", required=True, help="The role Rowbell logs in as, e.g. rowbell.")
         parser.add_argument("--tables", required=True, help="Watched tables, comma-separated: public.orders,...")
+        parser.add_argument(
+            "--read",
+            default="",
+            help="Tables Rowbell only reads by key (a trigger's related tables, e.g. public.customers), comma-separated.",
+        )
         parser.add_argument("--schema", default="rowbell", help="Rowbell's own schema (default rowbell).")
 
-    def handle(self, *args, user, tables, schema, **options):
+    def handle(self, *args, user, tables, schema, read="", **options):
         names = [t.strip() for t in tables.split(",") if t.strip()]
+        read_names = [t.strip() for t in read.split(",") if t.strip()]
         if not IDENTIFIER.match(user):
             raise CommandError("--user: a lower-case identifier (letters, digits, _).")
         if not IDENTIFIER.match(schema):
@@ -30,8 +36,15 @@ class Command(BaseCommand):
                 bad.append(name)
         if not names or bad:
             raise CommandError(f"--tables: schema.table names, comma-separated (not: {', '.join(bad) or 'empty'}).")
+        read_only = []
+        for name in read_names:
+            try:
+                read_only.append(table_parse(name))
+            except ValueError:
+                raise CommandError(f"--read: schema.table names, comma-separated (not: {name}).") from None
+        read_only = [t for t in read_only if t not in qualified]
         role, own = sql.Identifier(user), sql.Identifier(schema)
-        schemas = sorted({s for s, _ in qualified})
+        schemas = sorted({s for s, _ in qualified + read_only})
 
         def q(statement):
             return statement.as_string(None)
@@ -56,6 +69,15 @@ class Command(BaseCommand):
                 )
             )
         )
+        if read_only:
+            lines.append("-- Related tables: read by key when a run starts (a trigger's `related`), never watched.")
+            lines.append(
+                q(
+                    sql.SQL("GRANT SELECT ON TABLE {} TO {};").format(
+                        sql.SQL(", ").join(sql.Identifier(s, t) for s, t in read_only), role
+                    )
+                )
+            )
         lines += [
             "-- A partitioned table's partitions need the same grant (a statement naming a partition fires only",
             "-- the partition's triggers). This grants it on those that exist; grant it on each new partition",

@@ -1,0 +1,74 @@
+"""What a database trigger's links make of a changed row: its related rows (read by key) and its recipient.
+
+A trigger's links, as stored in its definition (apps/workflows/definition/format.py `DatabaseTrigger`):
+`related` ({name: {"table", "column", "key"}}), `recipient` ({field: path, "properties": {name: path}}) and
+`organization` (a path), each a `row.<column>` or `<related name>.<column>` path. Used by runs when they
+start (apps/runs/triggers/database.py) and by the preview of a draft on a real row (services.workflow_preview).
+"""
+
+from __future__ import annotations
+
+from apps.connections.rows import rows_read_indexed
+
+# Recipient properties that are text; `push_tokens` is a list of text.
+TEXT_FIELDS = ("id", "email", "phone", "name", "locale", "timezone")
+
+
+def trigger_links(trigger: dict) -> dict:
+    """A trigger's links: {"related", "recipient", "organization"}, each present when set."""
+    return {k: trigger[k] for k in ("related", "recipient", "organization") if trigger.get(k)}
+
+
+def related_read(*, connection, trigger: dict, rows: list[dict | None]) -> list[dict[str, dict | None]]:
+    """The related rows of each of `rows` (None for a row that is gone): [{name: row, or None when the
+    row's column is null or names no row}], in the order of `rows`. One query per related table for the
+    whole list (apps.connections.rows.rows_read_indexed). Raises psycopg.Error when the customer database
+    cannot be read."""
+    found: list[dict[str, dict | None]] = [{} for _ in rows]
+    for name, link in (trigger.get("related") or {}).items():
+        values, owners = [], []
+        for index, row in enumerate(rows):
+            found[index][name] = None
+            if row is not None and row.get(link["column"]) is not None:
+                values.append(row[link["column"]])
+                owners.append(index)
+        if values:
+            read = rows_read_indexed(
+                connection=connection, rows_from={"table": link["table"], "key": [link["key"]]}, ids=values
+            )
+            for position, index in enumerate(owners):
+                found[index][name] = read.get(position)
+    return found
+
+
+def link_value(path: str, *, row: dict | None, related: dict):
+    """The value at `row.<column>` or `<related name>.<column>`; None when the row or the column is missing."""
+    root, _, column = path.partition(".")
+    source = row if root == "row" else related.get(root)
+    return None if source is None else source.get(column)
+
+
+def recipient_from(trigger: dict, *, row: dict | None, related: dict) -> dict | None:
+    """The recipient a trigger's `recipient` mapping reads from a row and its related rows: text properties
+    as text, `push_tokens` as a list of text, custom `properties` as they are; a path whose row or column is
+    missing leaves its property out (the channel then skips a recipient without its address). None when the
+    trigger maps no recipient."""
+    mapping = trigger.get("recipient")
+    if not mapping:
+        return None
+    recipient: dict = {}
+    for field, path in mapping.items():
+        if field == "properties":
+            continue
+        value = link_value(path, row=row, related=related)
+        if value is None:
+            continue
+        if field == "push_tokens":
+            recipient[field] = [str(t) for t in value] if isinstance(value, list) else [str(value)]
+        elif field in TEXT_FIELDS:
+            recipient[field] = str(value)
+    for name, path in (mapping.get("properties") or {}).items():
+        value = link_value(path, row=row, related=related)
+        if value is not None:
+            recipient[name] = value
+    return recipient

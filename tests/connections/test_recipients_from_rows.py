@@ -1,0 +1,185 @@
+"""Recipients from the customer's rows: a per-row trigger maps columns of its row, or of a related row read by
+key (`orders.customer_id` -> `customers`), to the recipient; templates see `row`, the related rows by name and
+`recipient`. Checked at save against the customer's tables."""
+
+import pytest
+
+from apps.deliveries.models import Delivery
+from apps.runs.models import Run, RunStatus
+from apps.runs.services import runs_execute
+
+from .conftest import poll, writer_connect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+RELATED = {"customer": {"table": "public.customers", "column": "customer_id"}}
+RECIPIENT = {"id": "customer.id", "email": "customer.email", "name": "customer.name"}
+EMAIL = {
+    "id": "mail",
+    "type": "notify",
+    "channel": "email",
+    "to": "{{ recipient.email }}",
+    "subject": "Order {{ row.id }} is paid, {{ customer.name }}",
+    "body": "Hello {{ recipient.name }}",
+}
+
+
+def _create(client, connection, *, steps=(EMAIL,), key="order-paid", **trigger):
+    return client.post(
+        "/api/v1/workflows",
+        {
+            "key": key,
+            "trigger": {
+                "type": "database",
+                "connection": str(connection.id),
+                "table": "public.orders",
+                "events": ["row.updated"],
+                **trigger,
+            },
+            "steps": list(steps),
+        },
+        format="json",
+    )
+
+
+def _fields(response) -> dict:
+    return {f["field"]: f["reason"] for f in response.json()["error"].get("fields", [])}
+
+
+def _customers_with_orders():
+    with writer_connect() as app:
+        app.execute(
+            "INSERT INTO public.customers (email, name) VALUES ('ann@example.com', 'Ann'), "
+            "('bob@example.com', 'Bob'), ('cy@example.com', 'Cy')"
+        )
+        app.execute(
+            "INSERT INTO public.orders (customer_id, total) VALUES (1, 10), (2, 20), (3, 30), (1, 40), (NULL, 50)"
+        )
+
+
+def test_one_update_emails_each_order_s_own_customer(product_client, connection):
+    response = _create(product_client, connection, related=RELATED, recipient=RECIPIENT)
+    assert response.status_code == 201, response.json()
+    stored = response.json()["trigger"]
+    assert stored["related"]["customer"]["key"] == "id"  # the column the foreign key references
+    published = product_client.post("/api/v1/workflows/order-paid/publish")
+    assert published.status_code == 201, published.json()
+    _customers_with_orders()
+    poll(connection_id=connection.id)
+    with writer_connect() as app:
+        app.execute("UPDATE public.orders SET paid = true WHERE id IN (1, 2, 3, 5)")
+    poll(connection_id=connection.id)
+    runs_execute(run_ids=list(Run.objects.filter(status=RunStatus.QUEUED).values_list("id", flat=True)))
+
+    sent = sorted((d.target, d.payload.get("subject"), d.payload.get("text"), d.status) for d in Delivery.objects.all())
+    assert sent == [
+        ("", None, None, "skipped"),  # order 5 has no customer: no address for the channel, the meant skip
+        ("ann@example.com", "Order 1 is paid, Ann", "Hello Ann", "sent"),
+        ("bob@example.com", "Order 2 is paid, Bob", "Hello Bob", "sent"),
+        ("cy@example.com", "Order 3 is paid, Cy", "Hello Cy", "sent"),
+    ]
+    recipients = sorted(r["recipient"].get("email", "") for r in product_client.get("/api/v1/runs").json()["results"])
+    assert recipients == ["", "ann@example.com", "bob@example.com", "cy@example.com"]
+
+
+def test_a_batch_reads_each_related_table_once(product_client, connection, monkeypatch):
+    from apps.runs.triggers import database
+    from apps.workflows import row_links
+
+    assert _create(product_client, connection, related=RELATED, recipient=RECIPIENT).status_code == 201
+    published = product_client.post("/api/v1/workflows/order-paid/publish")
+    assert published.status_code == 201, published.json()
+    _customers_with_orders()
+    poll(connection_id=connection.id)
+    with writer_connect() as app:
+        app.execute("UPDATE public.orders SET paid = true")
+    poll(connection_id=connection.id)
+    reads = []
+    one_query = database.rows_read_indexed
+
+    def counted(**kwargs):
+        reads.append((kwargs["rows_from"]["table"], len(kwargs["ids"])))
+        return one_query(**kwargs)
+
+    monkeypatch.setattr(database, "rows_read_indexed", counted)
+    monkeypatch.setattr(row_links, "rows_read_indexed", counted)
+    runs_execute(run_ids=list(Run.objects.filter(status=RunStatus.QUEUED).values_list("id", flat=True)))
+    assert reads == [("public.orders", 5), ("public.customers", 4)]
+
+
+@pytest.mark.parametrize(
+    ("trigger", "field", "says"),
+    [
+        (
+            {"related": {"customer": {"table": "public.nope", "column": "customer_id"}}},
+            "trigger.related.customer.table",
+            "No table public.nope",
+        ),
+        (
+            {"related": {"customer": {"table": "public.customers", "column": "buyer_id"}}},
+            "trigger.related.customer.column",
+            "No column 'buyer_id' in public.orders",
+        ),
+        (
+            {"related": {"customer": {"table": "public.customers", "column": "customer_id", "key": "uid"}}},
+            "trigger.related.customer.key",
+            "No column 'uid' in public.customers",
+        ),
+        (
+            {"related": RELATED, "recipient": {"email": "customer.mail"}},
+            "trigger.recipient.email",
+            "No column 'mail' in public.customers",
+        ),
+        ({"recipient": {"email": "buyer.email"}}, "trigger.recipient.email", "'buyer' is neither row nor"),
+        ({"recipient": {"email": "row.email"}}, "trigger.recipient.email", "No column 'email' in public.orders"),
+        (
+            {"related": {"row": {"table": "public.customers", "column": "customer_id"}}},
+            "trigger.related.row",
+            "other than",
+        ),
+        (
+            {"recipient": {"id": "row.customer_id"}, "for_each": "statement"},
+            "trigger.for_each",
+            "needs one run per row",
+        ),
+        ({"recipient": {"email": "customer"}}, "trigger.recipient.email", "row.<column>"),
+        (
+            {"related": {"h": {"table": "public.hidden", "column": "customer_id"}}},
+            "trigger.related.h.table",
+            'may not read public.hidden: run GRANT SELECT ON TABLE "public"."hidden" TO',
+        ),
+    ],
+)
+def test_links_are_checked_against_the_customer_s_tables_at_save(product_client, connection, trigger, field, says):
+    steps = [{**EMAIL, "subject": "s", "body": "b"}]
+    response = _create(product_client, connection, steps=steps, **trigger)
+    assert response.status_code == 400, response.json()
+    fields = _fields(response)
+    assert says in fields.get(field, ""), fields
+
+
+def test_a_template_may_name_a_related_row_only_when_the_trigger_reads_it(product_client, connection):
+    response = _create(product_client, connection)
+    assert response.status_code == 400
+    assert "Unknown variable 'customer'" in _fields(response)["steps[0].subject"]
+
+
+def test_connection_grants_prints_select_only_for_related_tables():
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command(
+        "connection_grants",
+        "--user",
+        "rowbell",
+        "--tables",
+        "public.orders",
+        "--read",
+        "public.customers,public.orders",
+        stdout=out,
+    )
+    lines = out.getvalue().splitlines()
+    assert 'GRANT SELECT, TRIGGER ON TABLE "public"."orders" TO "rowbell";' in lines
+    assert 'GRANT SELECT ON TABLE "public"."customers" TO "rowbell";' in lines  # watched tables stay watched

@@ -376,6 +376,38 @@ def test_a_to_naming_a_column_the_row_lacks_fails_the_run(product_client, connec
     assert not Delivery.objects.filter(run=run).exists()
 
 
+def test_a_to_naming_a_related_row_the_row_lacks_fails_the_run_and_the_others_send(product_client, connection):
+    from django.core import mail
+
+    _mail_workflow(
+        product_client,
+        connection,
+        events=["row.created"],
+        related={"customer": {"table": "public.customers", "column": "customer_id"}},
+        steps=[
+            {
+                "id": "mail",
+                "type": "notify",
+                "channel": "email",
+                "to": "{{ customer.email }}",
+                "subject": "s",
+                "body": "b",
+            }
+        ],
+    )
+    with writer_connect() as app:
+        app.execute("INSERT INTO public.customers (email) VALUES ('ann@example.com')")
+        app.execute("INSERT INTO public.orders (customer_id) VALUES (1), (NULL)")  # one run per row
+    poll(connection_id=connection.id)
+    _run_queued()
+    runs = {run.state["rows"][0]["id"]: run for run in Run.objects.all()}
+    assert runs[1].status == RunStatus.COMPLETED and [m.to for m in mail.outbox] == [["ann@example.com"]]
+    assert runs[2].status == RunStatus.FAILED
+    assert runs[2].error == "Step 'mail', field 'to': Missing variable 'customer'."
+    assert Escalation.objects.filter(run=runs[2]).exists()
+    assert not Delivery.objects.filter(run=runs[2]).exists()
+
+
 def test_wait_until_the_row_meets_a_condition(product_client, connection):
     from datetime import timedelta
 

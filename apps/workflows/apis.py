@@ -18,7 +18,14 @@ from .definition.json_schema import workflow_json_schema
 from .definition.paths import structure_check
 from .openapi import FormatField
 from .selectors import workflow_get, workflow_list, workflow_version_list
-from .services import workflow_create, workflow_preview, workflow_publish, workflow_unpublish, workflow_update
+from .services import (
+    workflow_create,
+    workflow_preview,
+    workflow_preview_sample,
+    workflow_publish,
+    workflow_unpublish,
+    workflow_update,
+)
 
 
 class WorkflowOutputSerializer(serializers.Serializer):
@@ -161,6 +168,17 @@ class PreviewInputSerializer(KnownFieldsOnly, serializers.Serializer):
     row = serializers.JSONField(required=False, help_text="For database triggers: the row as steps see it.")
     rows = serializers.JSONField(required=False, help_text="For database triggers: the event's rows.")
     batch = serializers.JSONField(required=False, help_text="After a batch step: {key, items, count}.")
+    row_key = serializers.JSONField(
+        required=False,
+        help_text=(
+            "For database triggers: preview on this real row of the watched table (its key; a list for a composite "
+            "key), read with its related rows and recipient as a run would. Overrides event, row and rows."
+        ),
+    )
+    event_id = serializers.JSONField(
+        required=False,
+        help_text="For database triggers: preview on this recorded event's row (`evt_123`), the first unless row_key.",
+    )
 
 
 class PreviewStepSerializer(serializers.Serializer):
@@ -194,7 +212,13 @@ class WorkflowPreviewApi(APIView):
         workflow = workflow_get(tenant=request.user, key=key)
         data = PreviewInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        return Response({"steps": workflow_preview(workflow=workflow, sample=data.validated_data)})
+        sample = dict(data.validated_data)
+        row_key, event_id = sample.pop("row_key", None), sample.pop("event_id", None)
+        if row_key is not None or event_id is not None:
+            real = workflow_preview_sample(workflow=workflow, row_key=row_key, event_id=event_id)
+            given = {k: v for k, v in sample.items() if k in ("data", "recipient") and v}
+            sample = {**sample, **real, **given}
+        return Response({"steps": workflow_preview(workflow=workflow, sample=sample)})
 
 
 class WorkflowSchemaApi(APIView):

@@ -173,7 +173,8 @@ def _retire_unused(previous: WorkflowVersion | None, *, keep: WorkflowVersion | 
 def workflow_preview(*, workflow: Workflow, sample: dict) -> list[dict]:
     """Render every step of the draft with sample data, without sending or recording anything.
 
-    `sample` may hold `data`, `recipient`, `event`, `row` (and `rows`), as steps would see them. Every
+    `sample` may hold `data`, `recipient`, `event`, `row` (and `rows`, `missing_ids`), `related` ({name: row})
+    as steps would see them (workflow_preview_sample reads them from the customer's database). Every
     notify step is rendered, in every branch; a branch says which way the sample goes. Returns one item per
     step: {"step", "path", "type", and for a notify step "channel" and "target" and "payload", or "skipped"
     (why nothing would be sent), or "error" (why it would fail)}. Every template that cannot render is
@@ -198,9 +199,10 @@ def workflow_preview(*, workflow: Workflow, sample: dict) -> list[dict]:
         "timestamp": timezone.now().isoformat(),
         "steps": {},
     }
-    for key in ("event", "row", "rows", "batch"):
+    for key in ("event", "row", "rows", "missing_ids", "batch"):
         if key in sample:
             context[key] = sample[key]
+    context.update(sample.get("related") or {})
     out: list[dict] = []
     bounds: dict[str, str] = {}  # path -> the bound a template trips
 
@@ -269,6 +271,97 @@ def workflow_preview(*, workflow: Workflow, sample: dict) -> list[dict]:
     if bounds:
         raise InvalidInput(next(iter(bounds.values())), fields=bounds)
     return out
+
+
+def workflow_preview_sample(*, workflow: Workflow, row_key=None, event_id=None) -> dict:
+    """What a run of the draft's database trigger would see for a real row: the sample for workflow_preview.
+
+    `row_key` is a key of the watched table (a value; a list of values for a composite key) and `event_id` a
+    recorded event of the product (`evt_123` or 123); with both, the row is that event's row with this key;
+    with the event alone, its first row. The row and its related rows are read by key from the customer's
+    database as a run reads them (for_each: statement reads the event's rows), and the trigger's recipient
+    mapping applied. Returns {"event", "row" (when found), "rows" and "missing_ids" (per statement),
+    "related", "recipient" (when mapped)}.
+
+    Raises InvalidInput (the draft's trigger is not a database trigger, or has errors), NotFound (no such
+    event or row) and CustomerDatabaseUnavailable.
+    """
+    from apps.connections.models import Event
+    from apps.connections.rows import rows_read
+    from apps.connections.services import CustomerDatabaseUnavailable
+    from apps.connections.sources import EVENT_OF_OPERATION
+    from apps.core.exceptions import InvalidInput, NotFound
+
+    from .definition.checks import definition_normalize
+    from .definition.format import Definition
+    from .definition.paths import structure_check
+    from .row_links import recipient_from, related_read
+
+    if (workflow.draft.get("trigger") or {}).get("type") != "database":
+        raise InvalidInput(
+            "row_key and event_id preview a database trigger's draft: this draft's trigger is not one.",
+            field="row_key" if row_key is not None else "event_id",
+        )
+    model, errors = structure_check(Definition, workflow.draft)
+    captures: list = []
+    if model is not None:
+        trigger, errors = definition_normalize(model, product=workflow.product, captures=captures)
+        trigger = trigger["trigger"]
+    if model is None or not captures:
+        raise InvalidInput("Fix the draft's trigger first.", fields={k: " ".join(v) for k, v in errors.items()})
+    rows_from = captures[0][1]
+    event = None
+    if event_id is not None:
+        number = str(event_id).removeprefix("evt_")
+        event = (
+            Event.objects.filter(connection__product=workflow.product, id=int(number)).first()
+            if number.isdigit()
+            else None
+        )
+        if event is None:
+            raise NotFound(f"No event {event_id} in this product.", field="event_id")
+        if row_key is None:
+            if not event.ids:
+                raise NotFound(f"Event {event_id} names no row.")
+            row_key = event.ids[0]
+        elif row_key not in event.ids:
+            raise NotFound(f"Event {event_id} does not name the row {row_key}.")
+    elif row_key is None:
+        raise InvalidInput("Name a row_key, an event_id, or both.")
+    from apps.connections.models import Connection
+
+    connection = Connection.objects.get(id=trigger["connection"], product=workflow.product)
+    per_row = trigger.get("for_each", "row") == "row"
+    ids = [row_key] if per_row or event is None else event.ids
+    try:
+        rows, missing = rows_read(connection=connection, rows_from=rows_from, ids=ids)
+        row = rows[0] if per_row and rows else None
+        related = related_read(connection=connection, trigger=trigger, rows=[row])[0] if per_row else {}
+    except psycopg.Error as exc:
+        raise CustomerDatabaseUnavailable.from_error(exc) from exc
+    if per_row and row is None:
+        raise NotFound(f"No row with key {row_key} in {rows_from['table']}.", field="row_key")
+    events = trigger.get("events") or ["row.updated"]
+    sample: dict = {
+        "event": {
+            "id": f"evt_{event.id}" if event else None,
+            "type": EVENT_OF_OPERATION[event.op] if event else events[0],
+            "table": rows_from["table"],
+            "ids": [row_key] if per_row else ids,
+            "occurred_at": (event.captured_at if event else timezone.now()).isoformat(),
+        },
+        "related": {name: found for name, found in related.items() if found is not None},
+    }
+    if per_row:
+        sample["row"] = row
+    else:
+        sample["rows"], sample["missing_ids"] = rows, missing
+        if len(ids) == 1 and rows:
+            sample["row"] = rows[0]
+    recipient = recipient_from(trigger, row=row, related=related) if per_row else None
+    if recipient is not None:
+        sample["recipient"] = recipient
+    return sample
 
 
 # --- Operators' actions (the admin enqueues them: publishing may install a trigger in a customer database)

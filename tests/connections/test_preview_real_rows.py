@@ -1,0 +1,75 @@
+"""Preview on real rows: a database trigger's draft rendered for a row of the customer's table, or a recorded
+event's row, read with its related rows and recipient as a run would read them."""
+
+import pytest
+
+from apps.connections.models import Event
+
+from .conftest import poll, writer_connect
+from .test_recipients_from_rows import EMAIL, RECIPIENT, RELATED, _create, _customers_with_orders
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _preview(client, body, key="order-paid"):
+    return client.post(f"/api/v1/workflows/{key}/preview", body, format="json")
+
+
+def test_a_row_key_renders_each_step_as_that_row_s_customer_would_get_it(product_client, connection):
+    assert _create(product_client, connection, related=RELATED, recipient=RECIPIENT).status_code == 201
+    _customers_with_orders()
+
+    response = _preview(product_client, {"row_key": 2})
+    assert response.status_code == 200, response.json()
+    [step] = response.json()["steps"]
+    assert step["target"] == "bob@example.com"
+    assert step["payload"]["subject"] == "Order 2 is paid, Bob" and step["payload"]["text"] == "Hello Bob"
+
+
+def test_an_event_id_renders_its_first_row_or_the_one_named(product_client, connection):
+    assert _create(product_client, connection, related=RELATED, recipient=RECIPIENT).status_code == 201
+    assert product_client.post("/api/v1/workflows/order-paid/publish").status_code == 201
+    _customers_with_orders()
+    poll(connection_id=connection.id)
+    with writer_connect() as app:
+        app.execute("UPDATE public.orders SET paid = true WHERE id IN (3, 4)")
+    poll(connection_id=connection.id)
+    event = Event.objects.get(op="update")
+
+    first = _preview(product_client, {"event_id": f"evt_{event.id}"}).json()["steps"][0]
+    assert first["target"] == "cy@example.com" and first["payload"]["subject"] == "Order 3 is paid, Cy"
+    named = _preview(product_client, {"event_id": f"evt_{event.id}", "row_key": 4}).json()["steps"][0]
+    assert named["target"] == "ann@example.com" and named["payload"]["subject"] == "Order 4 is paid, Ann"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"row_key": 999}, 404, "row_key"),
+        ({"event_id": "evt_999999"}, 404, "event_id"),
+        ({"event_id": "nope"}, 404, "event_id"),
+    ],
+)
+def test_a_row_or_event_that_does_not_exist_is_named(product_client, connection, body, status, field):
+    assert _create(product_client, connection, related=RELATED, recipient=RECIPIENT).status_code == 201
+    _customers_with_orders()
+    response = _preview(product_client, body)
+    assert response.status_code == status, response.json()
+    assert field in {f["field"] for f in response.json()["error"].get("fields", [])}
+
+
+def test_a_row_key_on_an_api_trigger_s_draft_is_refused_with_the_field(product_client, product):
+    from tests import factories
+
+    factories.make_workflow(product, key="order-paid", steps=[factories.email_step()])
+    response = _preview(product_client, {"row_key": 1})
+    assert response.status_code == 400
+    assert "row_key" in {f["field"] for f in response.json()["error"]["fields"]}
+
+
+def test_the_preview_reports_a_missing_related_row_as_an_error_not_a_blank(product_client, connection):
+    steps = [{**EMAIL, "to": "ops@example.com"}]
+    assert _create(product_client, connection, steps=steps, related=RELATED, recipient=RECIPIENT).status_code == 201
+    _customers_with_orders()
+    [step] = _preview(product_client, {"row_key": 5}).json()["steps"]  # order 5 has no customer
+    assert "customer" in step["error"]

@@ -32,12 +32,13 @@ from apps.connections.sources import NOT_RUN
 from apps.core import exactjson
 from apps.core.bulk import insert_rows
 from apps.workflows.models import WorkflowVersion
-from apps.workflows.row_links import recipient_from, related_read, trigger_links
+from apps.tenants.selectors import organizations_by_external_id
+from apps.workflows.row_links import link_value, recipient_from, related_read, trigger_links
 
 from ..engine import runs_enqueue_on_commit
 from ..models import Priority, Run, RunStatus
 from ..selectors import event_summary
-from ..steps import StepRetry
+from ..steps import StepFailed, StepRetry
 from .base import TriggerSource, trigger_source_register
 
 logger = logging.getLogger(__name__)
@@ -127,6 +128,38 @@ def _recipient_resolve(run: Run) -> None:
     run.__dict__["cause_resolved"] = True  # written with the run (apps.runs.engine.Writes)
 
 
+def _organizations_resolve(runs: list[Run]) -> None:
+    """Route per-row runs whose trigger names an `organization` column to the product's organization with that
+    external id (apps.tenants.selectors.organizations_by_external_id, one query per product): the run then
+    belongs to it (its providers, sandbox, audit scope, its key). A row whose value is null or matches no
+    organization is recorded in the run's state as an error: the run fails at its first step, escalated."""
+    by_product: dict = defaultdict(list)
+    for run in runs:
+        path = _links(run.workflow_version).get("organization")
+        if not path or "organization" in run.state:
+            continue
+        row = run.state["rows"][0] if run.state.get("rows") else None
+        value = link_value(path, row=row, related=run.state.get("related") or {})
+        by_product[run.product_id].append((run, path, None if value is None else str(value)))
+    for product_id, items in by_product.items():
+        found = organizations_by_external_id(product_id=product_id, external_ids=[v for _, _, v in items if v])
+        for run, path, value in items:
+            organization = found.get(value) if value else None
+            if organization is not None:
+                run.organization_id = organization.id
+                run.state["organization"] = {"external_id": value}
+                run.__dict__["cause_resolved"] = True  # written with the run (apps.runs.engine.Writes)
+            elif value is None:
+                run.state["organization"] = {"error": f"The row names no organization: {path} is null or missing."}
+            else:
+                run.state["organization"] = {
+                    "error": (
+                        f"No organization of this product has the external id {value!r} ({path}): give the "
+                        "organization that owns the row this external_id, or correct the row, then re-run."
+                    )
+                }
+
+
 def _rows_into(run: Run, context: dict, state: dict) -> None:
     context.pop("row", None)
     if _per_row(run):
@@ -152,6 +185,9 @@ class DatabaseTrigger(TriggerSource):
             run.event = events[run.event_id]
 
     def context(self, run: Run, context: dict) -> None:
+        unrouted = (run.state.get("organization") or {}).get("error")
+        if unrouted:
+            raise StepFailed(unrouted)
         context["event"] = run_event_summary(run)
         if "rows" in run.state:
             _rows_into(run, context, run.state)
@@ -213,6 +249,7 @@ class DatabaseTrigger(TriggerSource):
                 continue
             for run in group:
                 _recipient_resolve(run)
+            _organizations_resolve(group)
 
     def refresh(self, run: Run, context: dict) -> None:
         """(Re-)read the event's rows from the customer database; a transient failure is a StepRetry."""
@@ -229,6 +266,10 @@ class DatabaseTrigger(TriggerSource):
             raise StepRetry(f"Cannot read the rows from the customer database: {exc}") from exc
         if _per_row(run):
             _recipient_resolve(run)
+            _organizations_resolve([run])
+            unrouted = (run.state.get("organization") or {}).get("error")
+            if unrouted:
+                raise StepFailed(unrouted)
         _rows_into(run, context, run.state)
 
 

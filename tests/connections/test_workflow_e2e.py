@@ -124,10 +124,11 @@ def test_one_update_marks_five_orders_paid_and_each_customer_gets_their_email_th
     sinks = {"acme": SMTPSink(), "globex": SMTPSink()}
     try:
         for name, sink in sinks.items():
-            _, org_key = organization_create(product=product, name=name.title(), external_id=name, actor="test")
-            configured = client_for(org_key).put(
+            organization, _ = organization_create(product=product, name=name.title(), external_id=name, actor="test")
+            configured = client.put(
                 "/api/v1/providers/email",
                 {
+                    "organization": str(organization.id),
                     "provider": "smtp",
                     "credentials": {},
                     "options": {

@@ -31,8 +31,8 @@ from apps.connections.rows import rows_read, rows_read_indexed
 from apps.connections.sources import NOT_RUN
 from apps.core import exactjson
 from apps.core.bulk import insert_rows
-from apps.workflows.models import WorkflowVersion
 from apps.tenants.selectors import organizations_by_external_id
+from apps.workflows.models import WorkflowVersion
 from apps.workflows.row_links import link_value, recipient_from, related_read, trigger_links
 
 from ..engine import runs_enqueue_on_commit

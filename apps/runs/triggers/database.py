@@ -67,7 +67,9 @@ def _per_row(run: Run) -> bool:
 
 
 def _run_ids(run: Run) -> list:
-    """The keys a run is about: its own row's, per row; the event's, per statement."""
+    """The keys a run is about: its own row's, per row; the event's, per statement; a backfill's row's."""
+    if run.event_id is None:  # a backfill (apps.runs.triggers.backfill): the row's key is in its state
+        return [run.state["backfill_key"]]
     ids = run.event.ids
     if _per_row(run):
         return ids[run.recipient_index : run.recipient_index + 1]
@@ -87,8 +89,22 @@ def _key_row(run: Run) -> dict:
 
 def run_event_summary(run: Run) -> dict:
     """The event of a database-triggered run as its templates and the API show it (event_summary), with
-    the keys the run is about: its own row's, per row. `run.event` and `run.workflow_version` are read."""
+    the keys the run is about: its own row's, per row. `run.event` and `run.workflow_version` are read. A
+    backfill's run has no event: {"id": None, "type": "backfill", "table", "ids": [its row's key],
+    "occurred_at": when the backfill started it}."""
+    if run.event_id is None:
+        return {
+            "id": None,
+            "type": "backfill",
+            "table": (run.workflow_version.rows_from or {}).get("table", ""),
+            "ids": _run_ids(run),
+            "occurred_at": run.created_at.isoformat() if run.created_at else None,
+        }
     return event_summary(run.event, ids=_run_ids(run))
+
+
+def _op(run: Run) -> str:
+    return run.event.op if run.event_id is not None else "update"
 
 
 def _links(version) -> dict:
@@ -180,9 +196,10 @@ class DatabaseTrigger(TriggerSource):
     name = "database"
 
     def load(self, runs: list[Run]) -> None:
-        events = Event.objects.in_bulk({run.event_id for run in runs})
+        events = Event.objects.in_bulk({run.event_id for run in runs if run.event_id is not None})
         for run in runs:
-            run.event = events[run.event_id]
+            if run.event_id is not None:
+                run.event = events[run.event_id]
 
     def context(self, run: Run, context: dict) -> None:
         unrouted = (run.state.get("organization") or {}).get("error")
@@ -191,7 +208,7 @@ class DatabaseTrigger(TriggerSource):
         context["event"] = run_event_summary(run)
         if "rows" in run.state:
             _rows_into(run, context, run.state)
-        elif _per_row(run) and run.event.op == "delete":
+        elif _per_row(run) and _op(run) == "delete":
             context["row"] = _key_row(run)
 
     def cause(self, cause_id: str) -> dict:
@@ -201,7 +218,7 @@ class DatabaseTrigger(TriggerSource):
     def _rows_needed(run: Run) -> bool:
         """A database event's rows are read only if the workflow refers to `row` or `rows` somewhere."""
         version = run.workflow_version
-        return bool(version.rows_from and run.event.op != "delete" and (_refers_to_rows(version) or _links(version)))
+        return bool(version.rows_from and _op(run) != "delete" and (_refers_to_rows(version) or _links(version)))
 
     def prepare_needed(self, run: Run) -> bool:
         return "rows" not in run.state and self._rows_needed(run)

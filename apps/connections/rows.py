@@ -95,7 +95,7 @@ def rows_query(*, rows_from: dict, key_types: dict[str, str], ids: list) -> tupl
     key = list(rows_from["key"])
     casts = sql.SQL(", ").join(sql.SQL("CAST(%s AS {})").format(sql.SQL(key_types[c])) for c in key)
     values = sql.SQL(", ").join(sql.SQL("({}, {})").format(sql.Literal(i), casts) for i in range(len(ids)))
-    params = [_text(v) for original in ids for v in (original if len(key) > 1 else [original])]
+    params = [key_text(v) for original in ids for v in (original if len(key) > 1 else [original])]
     query = sql.SQL(
         "SELECT v.i, to_jsonb(t) FROM (VALUES {values}) AS v(i, {keys}) JOIN {table} AS t ON {join}"
     ).format(
@@ -109,7 +109,7 @@ def rows_query(*, rows_from: dict, key_types: dict[str, str], ids: list) -> tupl
     return query, params
 
 
-def _text(value) -> str | None:
+def key_text(value) -> str | None:
     """A key value as the text its type's input function reads: a JSON string as it is, anything else as
     JSON (a number with every digit, true/false, an object for a jsonb key)."""
     if value is None or isinstance(value, str):

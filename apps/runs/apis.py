@@ -12,16 +12,19 @@ from apps.core.exceptions import InvalidInput
 from apps.core.known_fields import KnownFieldsOnly
 from apps.core.masking import sealed_masked
 from apps.core.pagination import NewestFirst, paginated
-from apps.core.permissions import IsProductOrOrganization
+from apps.core.permissions import IsProduct, IsProductOrOrganization
 from apps.core.text import unstorable_find
 from apps.deliveries.channels import channel_get, channel_kinds
 from apps.tenants.authentication import DeferredLiveCheckAuthentication
 from apps.tenants.throttles import TriggerRateThrottle
+from apps.workflows.selectors import workflow_get
 
 from .engine import run_cancel, run_rerun
 from .models import Priority, RunStatus
 from .selectors import request_status, run_detail, run_get, run_list
 from .services import trigger_create
+from .triggers import trigger_source_get
+from .triggers.backfill import BACKFILL_LIMIT, BACKFILL_MAX, workflow_backfill
 from .triggers.database import run_event_summary
 
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -248,7 +251,8 @@ class RunOutputSerializer(serializers.Serializer):
 
     @extend_schema_field(serializers.JSONField(allow_null=True))
     def get_event(self, run):
-        return run_event_summary(run) if run.event_id else None
+        # A database event, or a backfill's row: what a database trigger's run was started for.
+        return run_event_summary(run) if trigger_source_get(run.source).definition_type == "database" else None
 
 
 class RunStepSerializer(serializers.Serializer):
@@ -344,3 +348,61 @@ class RunRerunApi(APIView):
         return Response(
             RunOutputSerializer(run_get(tenant=request.user, run_id=new.id)).data, status=status.HTTP_201_CREATED
         )
+
+
+class BackfillSinceSerializer(KnownFieldsOnly, serializers.Serializer):
+    column = strict.CharField(max_length=63, help_text="A column of the watched table, e.g. created_at.")
+    after = serializers.JSONField(help_text="Rows whose column is at least this value (in the column's type).")
+
+
+class BackfillInputSerializer(KnownFieldsOnly, serializers.Serializer):
+    where = serializers.JSONField(
+        required=False,
+        help_text='A condition over the table\'s columns, as a classification\'s predicate: {"column": "paid", '
+        '"op": "eq", "value": true}, with "and" / "or".',
+    )
+    since = BackfillSinceSerializer(required=False, help_text="A lower bound on one column.")
+    after = serializers.JSONField(required=False, help_text="`next` of the previous call: the page starts after it.")
+    limit = strict.IntegerField(
+        required=False, min_value=1, max_value=BACKFILL_MAX, default=BACKFILL_LIMIT, help_text="Rows of this call."
+    )
+    dry_run = strict.BooleanField(required=False, default=False, help_text="Say what would start; start nothing.")
+
+
+class BackfillExampleSerializer(serializers.Serializer):
+    row_key = serializers.JSONField()
+    steps = serializers.JSONField(help_text="Each step rendered for this row, as the preview renders it.")
+
+
+class BackfillOutputSerializer(serializers.Serializer):
+    dry_run = strict.BooleanField()
+    rows = strict.IntegerField(help_text="Matching rows in this page.")
+    next = serializers.JSONField(allow_null=True, help_text="Pass as `after` for the next page; null when done.")
+    started = strict.IntegerField(required=False, help_text="Runs started (rows already backfilled start none).")
+    matched = strict.IntegerField(required=False, help_text="Dry run: rows matching in all.")
+    would_start = strict.IntegerField(required=False, help_text="Dry run: runs this call would start.")
+    examples = BackfillExampleSerializer(many=True, required=False, help_text="Dry run: the first rows, rendered.")
+
+
+class WorkflowBackfillApi(APIView):
+    """Start runs of a database-triggered workflow's published version for rows that already exist, page by
+    page, at low priority; `dry_run` says what it would start, with three rendered examples."""
+
+    permission_classes = [IsProduct]
+
+    @extend_schema(request=BackfillInputSerializer, responses=BackfillOutputSerializer)
+    def post(self, request, key):
+        workflow = workflow_get(tenant=request.user, key=key)
+        body = BackfillInputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        values = body.validated_data
+        result = workflow_backfill(
+            workflow=workflow,
+            where=values.get("where"),
+            since=values.get("since"),
+            after=values.get("after"),
+            limit=values["limit"],
+            dry_run=values["dry_run"],
+            actor=request.user.actor,
+        )
+        return Response(result, status=status.HTTP_200_OK if values["dry_run"] else status.HTTP_202_ACCEPTED)

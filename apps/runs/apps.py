@@ -11,7 +11,7 @@ class RunsConfig(AppConfig):
         from apps.workflows.hooks import runs_cancel
 
         from .engine import runs_cancel_for_workflow, runs_deliveries_settled
-        from .triggers import api, database  # noqa: F401 (each registers its trigger source)
+        from .triggers import api, backfill, database  # noqa: F401 (each registers its trigger source)
         from .triggers.database import runs_for_events
 
         event_consumers.register(runs_for_events)

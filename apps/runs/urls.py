@@ -9,4 +9,5 @@ urlpatterns = [
     path("runs/<int:run_id>", apis.RunDetailApi.as_view(), name="run-detail"),
     path("runs/<int:run_id>/cancel", apis.RunCancelApi.as_view(), name="run-cancel"),
     path("runs/<int:run_id>/rerun", apis.RunRerunApi.as_view(), name="run-rerun"),
+    path("workflows/<slug:key>/backfill", apis.WorkflowBackfillApi.as_view(), name="workflow-backfill"),
 ]

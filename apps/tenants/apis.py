@@ -1,15 +1,25 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core import fields as strict
 from apps.core.exceptions import Forbidden
+from apps.core.known_fields import KnownFieldsOnly
+from apps.core.openapi import ErrorSerializer
 from apps.core.permissions import IsPlatform, IsPlatformOrProduct, IsProduct, IsTenant
 
 from .models import KeyScope
 from .selectors import api_key_get, api_key_list, organization_get, organization_list, product_get
-from .services import api_key_revoke, api_key_rotate, organization_create, product_create, product_settings_update
+from .services import (
+    EXTERNAL_ID_MAX_LENGTH,
+    api_key_revoke,
+    api_key_rotate,
+    organization_create,
+    organization_update,
+    product_create,
+    product_settings_update,
+)
 
 
 class NameInputSerializer(serializers.Serializer):
@@ -35,11 +45,45 @@ class ProductCreatedSerializer(ProductOutputSerializer):
     api_key = strict.CharField(help_text="Shown once: store it now.")
 
 
+EXTERNAL_ID_HELP = (
+    "The organization's id in the product's own database (e.g. the value of `orders.org_id`, as text: 42 is "
+    '"42"), unique within the product; null when unset.'
+)
+
+
+def _external_id_field(**kwargs):
+    return strict.CharField(
+        max_length=EXTERNAL_ID_MAX_LENGTH,
+        allow_null=True,
+        allow_blank=True,
+        trim_whitespace=True,
+        help_text=EXTERNAL_ID_HELP + " Null or an empty string clears it.",
+        **kwargs,
+    )
+
+
+class OrganizationCreateInputSerializer(KnownFieldsOnly, serializers.Serializer):
+    name = strict.CharField(max_length=200, trim_whitespace=True)
+    external_id = _external_id_field(required=False, default=None)
+
+
+class OrganizationUpdateInputSerializer(KnownFieldsOnly, serializers.Serializer):
+    name = strict.CharField(max_length=200, trim_whitespace=True, required=False)
+    external_id = _external_id_field(required=False)
+
+
 class OrganizationOutputSerializer(serializers.Serializer):
     id = strict.UUIDField()
     product_id = strict.UUIDField()
     name = strict.CharField()
+    external_id = strict.CharField(allow_null=True, help_text=EXTERNAL_ID_HELP)
     created_at = serializers.DateTimeField()
+
+
+EXTERNAL_ID_TAKEN = OpenApiResponse(
+    ErrorSerializer,
+    description="Another organization of the product has this `external_id`: choose another, or clear it there.",
+)
 
 
 class OrganizationCreatedSerializer(OrganizationOutputSerializer):
@@ -108,14 +152,17 @@ class OrganizationListCreateApi(APIView):
     def get(self, request):
         return Response(OrganizationOutputSerializer(organization_list(tenant=request.user), many=True).data)
 
-    @extend_schema(request=NameInputSerializer, responses={201: OrganizationCreatedSerializer})
+    @extend_schema(
+        request=OrganizationCreateInputSerializer,
+        responses={201: OrganizationCreatedSerializer, 409: EXTERNAL_ID_TAKEN},
+    )
     def post(self, request):
         if not IsProduct().has_permission(request, self):
             raise Forbidden("Organizations are created with their product's key.")
-        data = NameInputSerializer(data=request.data)
+        data = OrganizationCreateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         organization, raw = organization_create(
-            product=request.user.product, name=data.validated_data["name"], actor=request.user.actor
+            product=request.user.product, actor=request.user.actor, **data.validated_data
         )
         out = OrganizationOutputSerializer(organization).data | {"api_key": raw}
         return Response(out, status=status.HTTP_201_CREATED)
@@ -127,6 +174,21 @@ class OrganizationDetailApi(APIView):
     @extend_schema(responses=OrganizationOutputSerializer)
     def get(self, request, organization_id):
         organization = organization_get(tenant=request.user, organization_id=organization_id)
+        return Response(OrganizationOutputSerializer(organization).data)
+
+    @extend_schema(
+        request=OrganizationUpdateInputSerializer,
+        responses={200: OrganizationOutputSerializer, 409: EXTERNAL_ID_TAKEN},
+    )
+    def patch(self, request, organization_id):
+        # The external id decides which organization a customer row belongs to: an organization's own key
+        # may not move it (it could claim rows of a sibling that has none yet).
+        if not IsPlatformOrProduct().has_permission(request, self):
+            raise Forbidden("Organizations are changed with their product's key (or a platform key).")
+        organization = organization_get(tenant=request.user, organization_id=organization_id)
+        data = OrganizationUpdateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        organization = organization_update(organization=organization, actor=request.user.actor, **data.validated_data)
         return Response(OrganizationOutputSerializer(organization).data)
 
 

@@ -34,10 +34,23 @@ class Organization(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="organizations")
     name = models.CharField(max_length=200)
+    # The id the product's own database gives this organization (e.g. the value of `orders.org_id`), as
+    # text, so that a row can be routed to the organization that owns it. NULL when unset (never ''),
+    # so that any number of organizations may have none.
+    external_id = models.CharField(max_length=200, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            # Also the index that organizations_by_external_id reads.
+            models.UniqueConstraint(
+                fields=["product", "external_id"],
+                condition=models.Q(external_id__isnull=False),
+                name="organization_external_id_unique_per_product",
+            ),
+            models.CheckConstraint(name="organization_external_id_not_empty", condition=~models.Q(external_id="")),
+        ]
 
     def __str__(self):
         return f"{self.product.name} / {self.name}"

@@ -33,6 +33,22 @@ def organization_get(*, tenant: Tenant, organization_id) -> Organization:
     return organization
 
 
+def organizations_by_external_id(*, product_id, external_ids: list[str]) -> dict[str, Organization]:
+    """The product's organizations whose external id is one of `external_ids`, keyed by it, in one query.
+
+    For routing a customer row to the organization that owns it: values compare as text, so the caller
+    passes `str(value)` (a row's integer 42 finds external id "42"). Ids no organization of `product_id` has
+    are absent from the answer; other products' organizations are never returned. Internal: callers outside
+    the API scope by product themselves (an API would go through `organization_list(tenant=...)`).
+    """
+    wanted = {external_id for external_id in external_ids if external_id}
+    if not wanted:
+        return {}
+    # Served by the partial unique index on (product_id, external_id).
+    found = Organization.objects.filter(product_id=product_id, external_id__in=wanted)
+    return {organization.external_id: organization for organization in found}
+
+
 def api_key_list(*, tenant: Tenant) -> QuerySet:
     """Keys the caller may see and revoke: platform keys for a platform key, a product's keys and
     its organizations' keys for a product key, an organization's own keys for an organization key."""

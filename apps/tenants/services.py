@@ -3,11 +3,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_record
-from apps.core.exceptions import InvalidInput
+from apps.core.exceptions import Conflict, InvalidInput
+from apps.core.text import text_problem
 
 from .models import ApiKey, KeyScope, Organization, Product
 
@@ -96,31 +97,133 @@ def product_settings_update(
     return product
 
 
-@transaction.atomic
-def organization_create(*, product: Product, name: str, actor: str) -> tuple[Organization, str]:
-    organization = Organization.objects.create(product=product, name=name)
-    key, raw = _key_create(
-        scope=KeyScope.ORGANIZATION, name=f"{name} (initial)", product=product, organization=organization
+EXTERNAL_ID_MAX_LENGTH = Organization._meta.get_field("external_id").max_length or 200
+_EXTERNAL_ID_UNIQUE = "organization_external_id_unique_per_product"
+
+
+def external_id_clean(external_id: str | None) -> str | None:
+    """The external id as stored: surrounding whitespace dropped, '' (or only whitespace) as None.
+
+    Raises InvalidInput (field `external_id`) for text PostgreSQL cannot store (apps/core/text.py) or longer
+    than 200 characters; the API refuses both first, this guards every other caller (the admin's form too).
+    """
+    if external_id is None:
+        return None
+    external_id = external_id.strip()
+    problem = text_problem(external_id)
+    if problem:
+        raise InvalidInput(problem, field="external_id")
+    if len(external_id) > EXTERNAL_ID_MAX_LENGTH:
+        raise InvalidInput(
+            f"Ensure this field has no more than {EXTERNAL_ID_MAX_LENGTH} characters.", field="external_id"
+        )
+    return external_id or None
+
+
+def external_id_taken_reason(*, holder: Organization) -> str:
+    """Why an external id was refused, naming the organization that has it and what to do."""
+    return (
+        f"Organization '{holder.name}' ({holder.id}) of this product already has external id "
+        f"'{holder.external_id}': choose another, or clear it on that organization first."
     )
-    audit_record(
-        action="organization.created",
-        target_type="organization",
-        target_id=organization.id,
-        product_id=product.id,
-        organization_id=organization.id,
-        actor=actor,
-        data={"name": name},
-    )
-    audit_record(
-        action="api_key.created",
-        target_type="api_key",
-        target_id=key.prefix,
-        product_id=product.id,
-        organization_id=organization.id,
-        actor=actor,
-        data={"scope": KeyScope.ORGANIZATION},
-    )
+
+
+def _external_id_taken(exc: IntegrityError) -> bool:
+    """Whether the unique external id refused the write (any other refusal is a bug, not the input)."""
+    return getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None) == _EXTERNAL_ID_UNIQUE
+
+
+def _external_id_conflict(*, product_id, external_id: str | None) -> Conflict:
+    holder = Organization.objects.filter(product_id=product_id, external_id=external_id).first()
+    if holder is None:  # cleared again since: the caller may simply retry
+        return Conflict("Another organization had this external id a moment ago: retry.", field="external_id")
+    return Conflict(external_id_taken_reason(holder=holder), field="external_id")
+
+
+def organization_create(
+    *, product: Product, name: str, external_id: str | None = None, actor: str
+) -> tuple[Organization, str]:
+    """Create an organization of `product` with its first API key; returns it and the key (shown once).
+
+    `external_id` is the product's own id for it (see external_id_clean for its shape). Raises Conflict
+    (field `external_id`) when another organization of the product has it, InvalidInput when it is not text
+    PostgreSQL can store.
+    """
+    external_id = external_id_clean(external_id)
+    try:
+        with transaction.atomic():
+            organization = Organization.objects.create(product=product, name=name, external_id=external_id)
+            key, raw = _key_create(
+                scope=KeyScope.ORGANIZATION,
+                name=f"{name} (initial)",
+                product=product,
+                organization=organization,
+            )
+            audit_record(
+                action="organization.created",
+                target_type="organization",
+                target_id=organization.id,
+                product_id=product.id,
+                organization_id=organization.id,
+                actor=actor,
+                data={"name": name, "external_id": external_id},
+            )
+            audit_record(
+                action="api_key.created",
+                target_type="api_key",
+                target_id=key.prefix,
+                product_id=product.id,
+                organization_id=organization.id,
+                actor=actor,
+                data={"scope": KeyScope.ORGANIZATION},
+            )
+    except IntegrityError as exc:
+        if not _external_id_taken(exc):
+            raise
+        raise _external_id_conflict(product_id=product.id, external_id=external_id) from None
     return organization, raw
+
+
+def organization_update(
+    *, organization: Organization, name: str | None = None, external_id: Any = _UNSET, actor: str
+) -> Organization:
+    """Rename an organization and/or set its external id (None or '' clears it). What changed is audited as
+    `organization.updated` with the new values, like `product.updated`; when nothing changed nothing is written.
+
+    Raises Conflict (field `external_id`) when another organization of the product has the external id,
+    InvalidInput when it is not text PostgreSQL can store.
+    """
+    changes: dict[str, str | None] = {}
+    if name is not None and name != organization.name:
+        changes["name"] = name
+    if external_id is not _UNSET:
+        external_id = external_id_clean(external_id)
+        if external_id != organization.external_id:
+            changes["external_id"] = external_id
+    if not changes:
+        return organization
+    before = {field: getattr(organization, field) for field in changes}
+    try:
+        with transaction.atomic():
+            for field, value in changes.items():
+                setattr(organization, field, value)
+            organization.save(update_fields=list(changes))
+            audit_record(
+                action="organization.updated",
+                target_type="organization",
+                target_id=organization.id,
+                product_id=organization.product_id,
+                organization_id=organization.id,
+                actor=actor,
+                data=changes,
+            )
+    except IntegrityError as exc:
+        for field, value in before.items():
+            setattr(organization, field, value)
+        if not _external_id_taken(exc):
+            raise
+        raise _external_id_conflict(product_id=organization.product_id, external_id=external_id) from None
+    return organization
 
 
 @transaction.atomic

@@ -170,7 +170,7 @@ def _retire_unused(previous: WorkflowVersion | None, *, keep: WorkflowVersion | 
         )
 
 
-def workflow_preview(*, workflow: Workflow, sample: dict) -> list[dict]:
+def workflow_preview(*, workflow: Workflow, sample: dict, definition: dict | None = None) -> list[dict]:
     """Render every step of the draft with sample data, without sending or recording anything.
 
     `sample` may hold `data`, `recipient`, `event`, `row` (and `rows`, `missing_ids`), `related` ({name: row})
@@ -181,7 +181,8 @@ def workflow_preview(*, workflow: Workflow, sample: dict) -> list[dict]:
     listed in the step's "errors" ([{"field": "steps[0].body", "reason"}]), not only the first.
 
     A template that trips a bound of its render (time, size) must change before it can run at all: once
-    every step is rendered, InvalidInput is raised naming each such field (`steps[0].body`).
+    every step is rendered, InvalidInput is raised naming each such field (`steps[0].body`). `definition`,
+    when given, is rendered instead of the draft (e.g. the published version's, for a backfill's examples).
     """
     from apps.core.exceptions import InvalidInput
     from apps.core.templating import TemplateLimitError, TemplateRenderError, render, render_budget
@@ -267,13 +268,13 @@ def workflow_preview(*, workflow: Workflow, sample: dict) -> list[dict]:
                     walk(branch["steps"], f"{here}.branches[{i}].steps")
                 walk(step["otherwise"], f"{here}.otherwise")
 
-    walk(workflow.draft["steps"], "steps")
+    walk((definition or workflow.draft)["steps"], "steps")
     if bounds:
         raise InvalidInput(next(iter(bounds.values())), fields=bounds)
     return out
 
 
-def workflow_preview_sample(*, workflow: Workflow, row_key=None, event_id=None) -> dict:
+def workflow_preview_sample(*, workflow: Workflow, row_key=None, event_id=None, definition: dict | None = None) -> dict:
     """What a run of the draft's database trigger would see for a real row: the sample for workflow_preview.
 
     `row_key` is a key of the watched table (a value; a list of values for a composite key) and `event_id` a
@@ -297,12 +298,13 @@ def workflow_preview_sample(*, workflow: Workflow, row_key=None, event_id=None) 
     from .definition.paths import structure_check
     from .row_links import recipient_from, related_read
 
-    if (workflow.draft.get("trigger") or {}).get("type") != "database":
+    definition = definition or workflow.draft
+    if (definition.get("trigger") or {}).get("type") != "database":
         raise InvalidInput(
             "row_key and event_id preview a database trigger's draft: this draft's trigger is not one.",
             field="row_key" if row_key is not None else "event_id",
         )
-    model, errors = structure_check(Definition, workflow.draft)
+    model, errors = structure_check(Definition, definition)
     captures: list = []
     if model is not None:
         trigger, errors = definition_normalize(model, product=workflow.product, captures=captures)

@@ -15,7 +15,8 @@ WRITER_ROLE = "rowbell_writer_test"
 SCHEMA = """
 CREATE TABLE public.customers (id bigserial PRIMARY KEY, email text NOT NULL, name text);
 CREATE TABLE public.orders (id bigserial PRIMARY KEY, customer_id bigint REFERENCES public.customers(id),
-                            status text NOT NULL DEFAULT 'new', total numeric(10, 2), paid boolean DEFAULT false);
+                            status text NOT NULL DEFAULT 'new', total numeric(10, 2), paid boolean DEFAULT false,
+                            org_id text);
 CREATE TABLE public.no_pk (note text);
 CREATE TABLE public.order_tags (order_id bigint NOT NULL REFERENCES public.orders(id), tag text NOT NULL,
                                 PRIMARY KEY (order_id, tag));

@@ -133,6 +133,7 @@ def test_tables_lists_what_the_user_can_read_with_columns_and_primary_keys(produ
         "status": ("text", False),
         "total": ("numeric(10,2)", True),
         "paid": ("boolean", True),
+        "org_id": ("text", True),
     }
     assert tables["public.no_pk"]["primary_key"] == []
 

@@ -107,3 +107,107 @@ def test_a_row_change_runs_wait_branch_webhook_and_email_exactly_once_across_a_k
         assert RunStep.objects.filter(step_id="pause").count() == 3
     finally:
         customer_db_reset()
+
+
+def test_one_update_marks_five_orders_paid_and_each_customer_gets_their_email_through_their_organization(
+    processes, customer_db, product_with_key
+):
+    """The job Rowbell exists for, with real processes: one statement pays five orders of two organizations;
+    each order's customer gets their own email, through the SMTP server of the organization that owns it."""
+    from apps.deliveries.models import Delivery
+    from apps.runs.models import Run, RunStatus
+    from apps.tenants.services import organization_create
+    from tests.conftest import SMTPSink, client_for
+
+    product, key = product_with_key
+    client = client_for(key)
+    sinks = {"acme": SMTPSink(), "globex": SMTPSink()}
+    try:
+        for name, sink in sinks.items():
+            organization, _ = organization_create(product=product, name=name.title(), external_id=name, actor="test")
+            configured = client.put(
+                "/api/v1/providers/email",
+                {
+                    "organization": str(organization.id),
+                    "provider": "smtp",
+                    "credentials": {},
+                    "options": {
+                        "host": "127.0.0.1",
+                        "port": sink.port,
+                        "security": "none",
+                        "from_email": f"orders@{name}.example",
+                    },
+                },
+                format="json",
+            )
+            assert configured.status_code == 200, configured.json()
+        connection = client.post("/api/v1/connections", {"name": "shop", **customer_db}, format="json").json()
+        response = client.post(
+            "/api/v1/workflows",
+            {
+                "key": "order-paid",
+                "trigger": {
+                    "type": "database",
+                    "connection": connection["id"],
+                    "table": "public.orders",
+                    "events": ["row.updated"],
+                    "columns": ["paid"],
+                    "related": {"customer": {"table": "public.customers", "column": "customer_id"}},
+                    "recipient": {"id": "customer.id", "email": "customer.email", "name": "customer.name"},
+                    "organization": "row.org_id",
+                },
+                "steps": [
+                    {
+                        "type": "notify",
+                        "channel": "email",
+                        "to": "{{ recipient.email }}",
+                        "subject": "Order {{ row.id }} is paid",
+                        "body": "Thank you, {{ customer.name }}: {{ '%.2f' | format(row.total) }} received.",
+                    }
+                ],
+            },
+            format="json",
+        )
+        assert response.status_code == 201, response.json()
+        assert client.post("/api/v1/workflows/order-paid/publish").status_code == 201
+        with writer_connect() as app:
+            app.execute(
+                "INSERT INTO public.customers (email, name) VALUES ('ann@example.com', 'Ann'), "
+                "('bob@example.com', 'Bob'), ('cy@example.com', 'Cy'), ('di@example.com', 'Di'), "
+                "('ed@example.com', 'Ed')"
+            )
+            app.execute(
+                "INSERT INTO public.orders (customer_id, total, org_id) VALUES (1, 10, 'acme'), (2, 20, 'acme'), "
+                "(3, 30, 'acme'), (4, 40, 'globex'), (5, 50, 'globex')"
+            )
+        processes.worker()
+        processes.beat()
+
+        with writer_connect() as app:
+            app.execute("UPDATE public.orders SET paid = true WHERE NOT paid")  # one statement, five rows
+
+        for sink, count in ((sinks["acme"], 3), (sinks["globex"], 2)):
+            assert sink.wait_for(count, timeout=60), processes.logs["worker"].read_text()[-3000:]
+        assert wait_until(lambda: Run.objects.filter(status=RunStatus.COMPLETED).count() == 5, timeout=30)
+        time.sleep(1)  # anything sent twice would have arrived by now
+
+        def received(sink):
+            return sorted(
+                (m["from"], m["to"][0], next(line for line in m["data"].splitlines() if line.startswith("Subject:")))
+                for m in sink.messages
+            )
+
+        assert received(sinks["acme"]) == [
+            ("orders@acme.example", "ann@example.com", "Subject: Order 1 is paid"),
+            ("orders@acme.example", "bob@example.com", "Subject: Order 2 is paid"),
+            ("orders@acme.example", "cy@example.com", "Subject: Order 3 is paid"),
+        ]
+        assert received(sinks["globex"]) == [
+            ("orders@globex.example", "di@example.com", "Subject: Order 4 is paid"),
+            ("orders@globex.example", "ed@example.com", "Subject: Order 5 is paid"),
+        ]
+        assert Delivery.objects.filter(status="sent").count() == 5 and Run.objects.count() == 5
+    finally:
+        for sink in sinks.values():
+            sink.close()
+        customer_db_reset()

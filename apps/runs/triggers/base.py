@@ -28,6 +28,14 @@ class TriggerSource:
     """One kind of trigger. Subclasses set `name` and override what applies to them."""
 
     name: str = ""
+    # The definition's `trigger.type` of the workflows this source starts: its own name, unless it starts
+    # another type's workflows (a backfill starts a database trigger's).
+    definition_type: str = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not cls.__dict__.get("definition_type"):
+            cls.definition_type = cls.name
 
     def load(self, runs: list[Run]) -> None:
         """Load, in a few queries for the whole list, what `context` needs of each run's cause (runs read

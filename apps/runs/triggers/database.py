@@ -31,13 +31,14 @@ from apps.connections.rows import rows_read, rows_read_indexed
 from apps.connections.sources import NOT_RUN
 from apps.core import exactjson
 from apps.core.bulk import insert_rows
+from apps.tenants.selectors import organizations_by_external_id
 from apps.workflows.models import WorkflowVersion
-from apps.workflows.row_links import recipient_from, related_read, trigger_links
+from apps.workflows.row_links import link_value, recipient_from, related_read, trigger_links
 
 from ..engine import runs_enqueue_on_commit
 from ..models import Priority, Run, RunStatus
 from ..selectors import event_summary
-from ..steps import StepRetry
+from ..steps import StepFailed, StepRetry
 from .base import TriggerSource, trigger_source_register
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,9 @@ def _per_row(run: Run) -> bool:
 
 
 def _run_ids(run: Run) -> list:
-    """The keys a run is about: its own row's, per row; the event's, per statement."""
+    """The keys a run is about: its own row's, per row; the event's, per statement; a backfill's row's."""
+    if run.event_id is None:  # a backfill (apps.runs.triggers.backfill): the row's key is in its state
+        return [run.state["backfill_key"]]
     ids = run.event.ids
     if _per_row(run):
         return ids[run.recipient_index : run.recipient_index + 1]
@@ -86,8 +89,22 @@ def _key_row(run: Run) -> dict:
 
 def run_event_summary(run: Run) -> dict:
     """The event of a database-triggered run as its templates and the API show it (event_summary), with
-    the keys the run is about: its own row's, per row. `run.event` and `run.workflow_version` are read."""
+    the keys the run is about: its own row's, per row. `run.event` and `run.workflow_version` are read. A
+    backfill's run has no event: {"id": None, "type": "backfill", "table", "ids": [its row's key],
+    "occurred_at": when the backfill started it}."""
+    if run.event_id is None:
+        return {
+            "id": None,
+            "type": "backfill",
+            "table": (run.workflow_version.rows_from or {}).get("table", ""),
+            "ids": _run_ids(run),
+            "occurred_at": run.created_at.isoformat() if run.created_at else None,
+        }
     return event_summary(run.event, ids=_run_ids(run))
+
+
+def _op(run: Run) -> str:
+    return run.event.op if run.event_id is not None else "update"
 
 
 def _links(version) -> dict:
@@ -127,6 +144,38 @@ def _recipient_resolve(run: Run) -> None:
     run.__dict__["cause_resolved"] = True  # written with the run (apps.runs.engine.Writes)
 
 
+def _organizations_resolve(runs: list[Run]) -> None:
+    """Route per-row runs whose trigger names an `organization` column to the product's organization with that
+    external id (apps.tenants.selectors.organizations_by_external_id, one query per product): the run then
+    belongs to it (its providers, sandbox, audit scope, its key). A row whose value is null or matches no
+    organization is recorded in the run's state as an error: the run fails at its first step, escalated."""
+    by_product: dict = defaultdict(list)
+    for run in runs:
+        path = _links(run.workflow_version).get("organization")
+        if not path or "organization" in run.state:
+            continue
+        row = run.state["rows"][0] if run.state.get("rows") else None
+        value = link_value(path, row=row, related=run.state.get("related") or {})
+        by_product[run.product_id].append((run, path, None if value is None else str(value)))
+    for product_id, items in by_product.items():
+        found = organizations_by_external_id(product_id=product_id, external_ids=[v for _, _, v in items if v])
+        for run, path, value in items:
+            organization = found.get(value) if value else None
+            if organization is not None:
+                run.organization_id = organization.id
+                run.state["organization"] = {"external_id": value}
+                run.__dict__["cause_resolved"] = True  # written with the run (apps.runs.engine.Writes)
+            elif value is None:
+                run.state["organization"] = {"error": f"The row names no organization: {path} is null or missing."}
+            else:
+                run.state["organization"] = {
+                    "error": (
+                        f"No organization of this product has the external id {value!r} ({path}): give the "
+                        "organization that owns the row this external_id, or correct the row, then re-run."
+                    )
+                }
+
+
 def _rows_into(run: Run, context: dict, state: dict) -> None:
     context.pop("row", None)
     if _per_row(run):
@@ -147,15 +196,19 @@ class DatabaseTrigger(TriggerSource):
     name = "database"
 
     def load(self, runs: list[Run]) -> None:
-        events = Event.objects.in_bulk({run.event_id for run in runs})
+        events = Event.objects.in_bulk({run.event_id for run in runs if run.event_id is not None})
         for run in runs:
-            run.event = events[run.event_id]
+            if run.event_id is not None:
+                run.event = events[run.event_id]
 
     def context(self, run: Run, context: dict) -> None:
+        unrouted = (run.state.get("organization") or {}).get("error")
+        if unrouted:
+            raise StepFailed(unrouted)
         context["event"] = run_event_summary(run)
         if "rows" in run.state:
             _rows_into(run, context, run.state)
-        elif _per_row(run) and run.event.op == "delete":
+        elif _per_row(run) and _op(run) == "delete":
             context["row"] = _key_row(run)
 
     def cause(self, cause_id: str) -> dict:
@@ -165,7 +218,7 @@ class DatabaseTrigger(TriggerSource):
     def _rows_needed(run: Run) -> bool:
         """A database event's rows are read only if the workflow refers to `row` or `rows` somewhere."""
         version = run.workflow_version
-        return bool(version.rows_from and run.event.op != "delete" and (_refers_to_rows(version) or _links(version)))
+        return bool(version.rows_from and _op(run) != "delete" and (_refers_to_rows(version) or _links(version)))
 
     def prepare_needed(self, run: Run) -> bool:
         return "rows" not in run.state and self._rows_needed(run)
@@ -213,6 +266,7 @@ class DatabaseTrigger(TriggerSource):
                 continue
             for run in group:
                 _recipient_resolve(run)
+            _organizations_resolve(group)
 
     def refresh(self, run: Run, context: dict) -> None:
         """(Re-)read the event's rows from the customer database; a transient failure is a StepRetry."""
@@ -229,6 +283,10 @@ class DatabaseTrigger(TriggerSource):
             raise StepRetry(f"Cannot read the rows from the customer database: {exc}") from exc
         if _per_row(run):
             _recipient_resolve(run)
+            _organizations_resolve([run])
+            unrouted = (run.state.get("organization") or {}).get("error")
+            if unrouted:
+                raise StepFailed(unrouted)
         _rows_into(run, context, run.state)
 
 

@@ -1,0 +1,95 @@
+"""Backfill: a database-triggered workflow runs for rows that already exist, page by page at low priority;
+a dry run says what it would start with rendered examples; the same backfill twice starts nothing new."""
+
+import pytest
+
+from apps.audit.models import AuditEvent
+from apps.deliveries.models import Delivery
+from apps.runs.models import Run, RunStatus
+from apps.runs.services import runs_execute
+
+from .conftest import writer_connect
+from .test_recipients_from_rows import RECIPIENT, RELATED, _create
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _published(client, connection):
+    assert _create(client, connection, related=RELATED, recipient=RECIPIENT).status_code == 201
+    published = client.post("/api/v1/workflows/order-paid/publish")
+    assert published.status_code == 201, published.json()
+
+
+def _orders():
+    with writer_connect() as app:
+        app.execute(
+            "INSERT INTO public.customers (email, name) SELECT 'c' || g || '@example.com', 'C' || g "
+            "FROM generate_series(1, 12) g"
+        )
+        app.execute(
+            "INSERT INTO public.orders (customer_id, total, paid) SELECT g, g, g % 3 = 0 FROM generate_series(1, 12) g"
+        )
+
+
+def _backfill(client, **body):
+    return client.post("/api/v1/workflows/order-paid/backfill", body, format="json")
+
+
+def test_a_dry_run_counts_and_renders_three_examples_and_starts_nothing(product_client, connection):
+    _published(product_client, connection)
+    _orders()
+    response = _backfill(product_client, where={"column": "paid", "op": "eq", "value": True}, dry_run=True)
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert (body["matched"], body["would_start"], body["rows"], body["next"]) == (4, 4, 4, None)
+    assert [e["row_key"] for e in body["examples"]] == [3, 6, 9]
+    assert body["examples"][0]["steps"][0]["target"] == "c3@example.com"
+    assert body["examples"][0]["steps"][0]["payload"]["subject"] == "Order 3 is paid, C3"
+    assert not Run.objects.exists()
+
+
+def test_pages_resume_where_they_stopped_and_the_same_backfill_twice_starts_nothing_new(product_client, connection):
+    _published(product_client, connection)
+    _orders()
+    first = _backfill(product_client, since={"column": "total", "after": 4}, limit=5).json()
+    assert (first["rows"], first["started"], first["next"]) == (5, 5, 8)
+    second = _backfill(product_client, since={"column": "total", "after": 4}, limit=5, after=first["next"]).json()
+    assert (second["rows"], second["started"], second["next"]) == (4, 4, None)
+    again = _backfill(product_client, since={"column": "total", "after": 4}, limit=100).json()
+    assert (again["rows"], again["started"]) == (9, 0)  # idempotent: every row already has its run
+
+    runs = Run.objects.filter(source="backfill")
+    assert runs.count() == 9 and {r.priority for r in runs} == {"low"}
+    runs_execute(run_ids=list(runs.values_list("id", flat=True)))
+    assert set(Run.objects.values_list("status", flat=True)) == {RunStatus.COMPLETED}
+    assert sorted(Delivery.objects.values_list("target", flat=True)) == sorted(
+        f"c{i}@example.com" for i in range(4, 13)
+    )
+    detail = product_client.get(f"/api/v1/runs/{runs.order_by('id').first().id}").json()
+    assert detail["event"]["type"] == "backfill" and detail["event"]["ids"] == [4]
+    audited = AuditEvent.objects.filter(action="workflow.backfilled").order_by("id")
+    assert [a.data["started"] for a in audited] == [5, 4, 0]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"where": {"column": "nope", "op": "eq", "value": 1}}, "where.column"),
+        ({"where": {"column": "paid", "op": "eq", "value": "yes"}}, "where.value"),
+        ({"limit": 0}, "limit"),
+        ({"dry_runn": True}, "dry_runn"),
+    ],
+)
+def test_bad_input_names_the_field(product_client, connection, body, field):
+    _published(product_client, connection)
+    response = _backfill(product_client, **body)
+    assert response.status_code == 400, response.json()
+    assert field in {f["field"] for f in response.json()["error"]["fields"]}, response.json()
+
+
+def test_a_workflow_without_a_published_per_row_database_trigger_is_refused(product_client, product):
+    from tests import factories
+
+    factories.make_workflow(product, key="order-paid", steps=[factories.email_step()])
+    response = _backfill(product_client)
+    assert response.status_code == 400 and "for_each: row" in response.json()["error"]["message"]

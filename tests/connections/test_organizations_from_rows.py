@@ -1,0 +1,71 @@
+"""Organizations from rows: a B2B product's trigger names the column holding the external id of the
+organization that owns the row; the run then belongs to that organization (its providers, its sandbox, its
+key, its audit scope). A row that names no organization fails its run, escalated: never dropped silently."""
+
+import pytest
+
+from apps.deliveries.models import Delivery
+from apps.runs.models import Escalation, Run, RunStatus
+from apps.runs.services import runs_execute
+from apps.tenants.services import organization_create
+from tests.conftest import client_for
+
+from .conftest import poll, writer_connect
+from .test_recipients_from_rows import EMAIL, RECIPIENT, RELATED, _create
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _orders_for_organizations():
+    with writer_connect() as app:
+        app.execute(
+            "INSERT INTO public.customers (email, name) VALUES ('ann@example.com', 'Ann'), ('bob@example.com', 'Bob'),"
+            " ('cy@example.com', 'Cy')"
+        )
+        app.execute(
+            "INSERT INTO public.orders (customer_id, total, org_id) VALUES (1, 10, 'acme'), (2, 20, 'globex'),"
+            " (3, 30, 'initech'), (1, 40, NULL)"
+        )
+
+
+def test_each_run_belongs_to_the_organization_that_owns_its_row(product, product_client, connection):
+    acme, acme_key = organization_create(product=product, name="Acme", external_id="acme", actor="test")
+    globex, globex_key = organization_create(product=product, name="Globex", external_id="globex", actor="test")
+    response = _create(product_client, connection, related=RELATED, recipient=RECIPIENT, organization="row.org_id")
+    assert response.status_code == 201, response.json()
+    assert response.json()["trigger"]["organization"] == "row.org_id"
+    assert product_client.post("/api/v1/workflows/order-paid/publish").status_code == 201
+    _orders_for_organizations()
+    poll(connection_id=connection.id)
+    with writer_connect() as app:
+        app.execute("UPDATE public.orders SET paid = true")
+    poll(connection_id=connection.id)
+    runs_execute(run_ids=list(Run.objects.filter(status=RunStatus.QUEUED).values_list("id", flat=True)))
+
+    by_target = {d.target: d.organization_id for d in Delivery.objects.all()}
+    assert by_target == {"ann@example.com": acme.id, "bob@example.com": globex.id}
+    # Each organization's key sees its own run and delivery only.
+    acme_runs = client_for(acme_key).get("/api/v1/runs").json()["results"]
+    assert [r["recipient"]["email"] for r in acme_runs] == ["ann@example.com"]
+    globex_runs = client_for(globex_key).get("/api/v1/runs").json()["results"]
+    assert [r["recipient"]["email"] for r in globex_runs] == ["bob@example.com"]
+
+    # 'initech' matches no organization, and order 4 names none: both runs fail, escalated, nothing sent.
+    failed = Run.objects.filter(status=RunStatus.FAILED).order_by("recipient_index")
+    assert len(failed) == 2
+    assert "external id 'initech' (row.org_id)" in failed[0].error
+    assert "names no organization" in failed[1].error
+    assert Escalation.objects.filter(run__in=failed).count() == 2
+    assert not Delivery.objects.filter(target="cy@example.com").exists()
+
+
+def test_an_organization_column_needs_a_run_per_row_and_a_real_column(product_client, connection):
+    response = _create(
+        product_client,
+        connection,
+        steps=[{**EMAIL, "subject": "s", "body": "b", "to": "ops@example.com"}],
+        organization="row.tenant",
+    )
+    assert response.status_code == 400
+    fields = {f["field"]: f["reason"] for f in response.json()["error"]["fields"]}
+    assert "No column 'tenant' in public.orders" in fields["trigger.organization"]

@@ -380,6 +380,12 @@ def workflow_unpublish_request(*, workflow: Workflow, actor: str) -> None:
     _request(workflow, "workflow.unpublish", actor)
 
 
+def workflow_backfill_request(*, workflow: Workflow, actor: str) -> None:
+    """Queue a backfill of every existing row of the workflow's table (its published version, at low
+    priority; apps.runs.triggers.backfill.workflow_backfill_queued)."""
+    _request(workflow, "workflow.backfill", actor)
+
+
 def _request(workflow: Workflow, name: str, actor: str, **args) -> None:
     from apps.core.actions import action_request
 

@@ -449,11 +449,19 @@ def workflow_capture_uses(*, connection) -> list:
     from apps.connections.consumers import CaptureUse
 
     return [
-        CaptureUse(kind="workflows", label=key, capture=capture, spec=spec)
-        for key, capture, spec in WorkflowVersion.objects.filter(
+        CaptureUse(
+            kind="workflows",
+            label=key,
+            capture=capture,
+            spec=spec,
+            related=tuple(
+                (link["table"], link["key"]) for link in ((definition["trigger"].get("related") or {}).values())
+            ),
+        )
+        for key, capture, spec, definition in WorkflowVersion.objects.filter(
             connection=connection, workflow__published_version=F("id")
         )
         .exclude(capture="")
         .order_by("id")
-        .values_list("workflow__key", "capture", "capture_spec")
+        .values_list("workflow__key", "capture", "capture_spec", "definition")
     ]

@@ -22,12 +22,16 @@ capture_users = Registry("connections.capture_users")
 class CaptureUse:
     """One live use of a capture: `kind` is "workflows" or "endpoints", `label` the workflow key or endpoint
     id, `capture` the capture's name and `spec` its full definition (`Capture.to_spec()`), or None when only
-    the name is known. A registry function returns its uses oldest first."""
+    the name is known, and `related` the other tables it reads by key. A registry function returns its uses
+    oldest first."""
 
     kind: str
     label: str
     capture: str
     spec: dict | None
+    # Tables the user also reads by key, beside the captured one: ((schema.table, key column), ...) (a
+    # trigger's related tables); the connection's health checks that each can still be read.
+    related: tuple[tuple[str, str], ...] = ()
 
 
 def capture_uses(*, connection) -> list[CaptureUse]:

@@ -129,3 +129,35 @@ def _referenced(conn: psycopg.Connection, child: str, parent: str, column: str) 
 def _primary_key(conn: psycopg.Connection, table: str) -> str | None:
     row = conn.execute(_PRIMARY_KEY, {"table": table}).fetchone()
     return row[0] if row else None
+
+
+def related_drift(conn: psycopg.Connection, *, connection, tables: dict[tuple[str, str], list[str]]) -> list[dict]:
+    """Problems with the related tables live workflows read by key (see drift.py for the shape): each
+    {(schema.table, key column): [workflow keys]} must exist, keep its key column and stay readable by the
+    connection's user. Each problem names the workflows and ends with what to do."""
+    problems = []
+    for (table, key), workflows in tables.items():
+        schema, name = table_parse(table)
+        quoted = sql.Identifier(schema, name).as_string(conn)
+        found = _columns(conn, quoted, exact=True)
+        if found is None:
+            kind, detail = "missing_table", f"The related table {table} no longer exists."
+        elif found.get("\0privilege") is False:
+            grant = f"GRANT SELECT ON TABLE {quoted} TO {sql.Identifier(connection.user).as_string(conn)};"
+            kind, detail = "missing_grant", f"The connection's user may no longer read {table}: run {grant}"
+        elif key not in found:
+            kind, detail = "missing_column", f"The related table {table} has no column {key!r} any more."
+        else:
+            continue
+        problems.append(
+            {
+                "capture": "",
+                "table": table,
+                "kind": kind,
+                "detail": f"{detail} Workflows reading it: {', '.join(workflows)}.",
+                "repairable": False,
+                "workflows": workflows,
+                "endpoints": [],
+            }
+        )
+    return problems

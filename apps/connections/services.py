@@ -30,6 +30,7 @@ from .customer import ConnectionRefused, connection_address, customer_connect, f
 from .drift import captures_drift, error_problems
 from .models import Connection
 from .names import table_parse
+from .related import related_drift
 
 logger = logging.getLogger(__name__)
 
@@ -538,13 +539,18 @@ def connection_drift(*, connection: Connection, wanted: list | None = None, user
     use the capture. `wanted` and `users` (connection_capture_users) may be given when the caller has them.
     Raises psycopg.Error if the database cannot be read."""
     wanted = connection_captures_wanted(connection=connection) if wanted is None else wanted
+    related: dict[tuple[str, str], list[str]] = {}
+    for use in capture_uses(connection=connection):
+        for table in use.related:
+            related.setdefault(table, []).append(use.label)
     with customer_connect(connection) as conn:
         problems = captures_drift(conn, schema=connection.schema, captures=wanted)
+        found = related_drift(conn, connection=connection, tables=related) if related else []
     problems += error_problems(connection, {c.name for c in wanted})
     users = connection_capture_users(connection=connection) if users is None else users
     for problem in problems:
         problem.update(users.get(problem["capture"], {"workflows": [], "endpoints": []}))
-    return problems
+    return problems + found
 
 
 def connection_capture_users(*, connection: Connection) -> dict[str, dict]:

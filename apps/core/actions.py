@@ -44,6 +44,7 @@ ACTIONS = {
     "connection.delete": "apps.connections.services:connection_delete_queued",
     "workflow.publish": "apps.workflows.services:workflow_publish_queued",
     "workflow.unpublish": "apps.workflows.services:workflow_unpublish_queued",
+    "workflow.backfill": "apps.runs.triggers.backfill:workflow_backfill_queued",
     "webhook.enable": "apps.deliveries.services:webhook_endpoint_enable_queued",
     "webhook.captures_prune": "apps.subscriptions.services:subscription_captures_prune",
     "webhook.disabled_notify": "apps.deliveries.services:webhook_endpoint_disabled_notify",

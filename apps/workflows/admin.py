@@ -11,7 +11,7 @@ from django.utils.html import escape, format_html
 from apps.core.admin_lists import OperatorAdmin, actor_of, back_to
 
 from .models import Workflow, WorkflowVersion
-from .services import workflow_publish_request, workflow_unpublish_request
+from .services import workflow_backfill_request, workflow_publish_request, workflow_unpublish_request
 
 
 class WorkflowVersionInline(admin.TabularInline):
@@ -34,7 +34,7 @@ class WorkflowAdmin(OperatorAdmin):
     list_select_related = ("product", "published_version__workflow")
     readonly_fields = ("product", "key", "draft", "published_version", "created_at", "updated_at", "compare")
     inlines = [WorkflowVersionInline]
-    actions = ["publish", "unpublish"]
+    actions = ["publish", "unpublish", "backfill"]
     object_actions = (("publish", "Publish the draft"), ("unpublish", "Unpublish"))
 
     def get_queryset(self, request):
@@ -84,6 +84,28 @@ class WorkflowAdmin(OperatorAdmin):
             if keys
             else "Nothing to unpublish.",
             messages.SUCCESS if keys else messages.WARNING,
+        )
+        return back_to(request)
+
+    @admin.action(description="Backfill: run for every existing row (low priority)", permissions=["publish"])
+    def backfill(self, request, queryset):
+        chosen = [
+            w
+            for w in queryset.select_related("published_version")
+            if w.published_version is not None
+            and w.published_version.definition["trigger"]["type"] == "database"
+            and w.published_version.definition["trigger"].get("for_each", "row") == "row"
+        ]
+        for workflow in chosen:
+            workflow_backfill_request(workflow=workflow, actor=actor_of(request))
+        self.message_user(
+            request,
+            f"Backfilling {', '.join(w.key for w in chosen)} in the background, at low priority: rows that already "
+            "have a backfilled run start none; Queued actions shows the progress. For a predicate, use "
+            "POST /api/v1/workflows/{key}/backfill."
+            if chosen
+            else "Nothing to backfill: only a published database trigger with for_each: row runs for existing rows.",
+            messages.SUCCESS if chosen else messages.WARNING,
         )
         return back_to(request)
 

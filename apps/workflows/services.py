@@ -380,6 +380,12 @@ def workflow_unpublish_request(*, workflow: Workflow, actor: str) -> None:
     _request(workflow, "workflow.unpublish", actor)
 
 
+def workflow_backfill_request(*, workflow: Workflow, actor: str) -> None:
+    """Queue a backfill of every existing row of the workflow's table (its published version, at low
+    priority; apps.runs.triggers.backfill.workflow_backfill_queued)."""
+    _request(workflow, "workflow.backfill", actor)
+
+
 def _request(workflow: Workflow, name: str, actor: str, **args) -> None:
     from apps.core.actions import action_request
 
@@ -443,11 +449,19 @@ def workflow_capture_uses(*, connection) -> list:
     from apps.connections.consumers import CaptureUse
 
     return [
-        CaptureUse(kind="workflows", label=key, capture=capture, spec=spec)
-        for key, capture, spec in WorkflowVersion.objects.filter(
+        CaptureUse(
+            kind="workflows",
+            label=key,
+            capture=capture,
+            spec=spec,
+            related=tuple(
+                (link["table"], link["key"]) for link in ((definition["trigger"].get("related") or {}).values())
+            ),
+        )
+        for key, capture, spec, definition in WorkflowVersion.objects.filter(
             connection=connection, workflow__published_version=F("id")
         )
         .exclude(capture="")
         .order_by("id")
-        .values_list("workflow__key", "capture", "capture_spec")
+        .values_list("workflow__key", "capture", "capture_spec", "definition")
     ]

@@ -140,3 +140,43 @@ def test_deleting_a_connection_from_the_admin_is_queued_refused_while_in_use_the
     assert Connection.all_objects.get(id=connection.id).deleted_at is not None
     assert _installed(connection) == []
     assert AuditEvent.objects.filter(action="connection.deleted", actor="staff:op").exists()
+
+
+def test_a_backfill_from_the_admin_runs_for_every_existing_row_in_a_task_once(
+    operator, product_client, receiver, connection, hinted, monkeypatch
+):
+    from apps.core.models import QueuedAction
+    from apps.runs.models import Run
+    from apps.runs.triggers import backfill
+
+    workflow = _draft(product_client, receiver, connection)
+    assert product_client.post("/api/v1/workflows/order-created/publish").status_code == 201
+    with writer_connect() as app:
+        app.execute("INSERT INTO public.orders (status) SELECT 'new' FROM generate_series(1, 25)")
+    Run.objects.all().delete()  # the inserts' own runs: the backfill is what is tested
+    monkeypatch.setattr(backfill, "BACKFILL_LIMIT", 4)
+    monkeypatch.setattr(backfill, "PAGES_PER_ACTION", 3)
+
+    page = _act(operator, "workflows_workflow", "backfill", workflow.id)
+    assert "Backfilling order-created in the background" in page
+    assert not Run.objects.exists()  # the request did not reach the customer database
+    assert hinted.run() == ["apps.core.tasks.queued_action_run"]
+    assert Run.objects.filter(source="backfill").count() == 12  # 12 rows per action, then the rest queued
+    _actions_done()
+    assert Run.objects.filter(source="backfill").count() == 25
+    actions = QueuedAction.objects.filter(name="workflow.backfill").order_by("id")
+    assert [a.args.get("after") for a in actions] == [None, 12, 24]
+    assert AuditEvent.objects.filter(action="workflow.backfill_requested", actor="staff:op").exists()
+
+    _act(operator, "workflows_workflow", "backfill", workflow.id)  # again: nothing new
+    _actions_done()
+    assert Run.objects.filter(source="backfill").count() == 25
+
+
+def _actions_done():
+    """What workers do with queued actions, each in its turn, until none is left."""
+    from apps.core.actions import queued_action_run
+    from apps.core.models import ActionStatus, QueuedAction
+
+    while waiting := list(QueuedAction.objects.filter(status=ActionStatus.QUEUED).order_by("id")):
+        queued_action_run(action_id=waiting[0].id)

@@ -183,3 +183,27 @@ def test_connection_grants_prints_select_only_for_related_tables():
     lines = out.getvalue().splitlines()
     assert 'GRANT SELECT, TRIGGER ON TABLE "public"."orders" TO "rowbell";' in lines
     assert 'GRANT SELECT ON TABLE "public"."customers" TO "rowbell";' in lines  # watched tables stay watched
+
+
+def test_the_connection_s_health_says_when_a_related_table_can_no_longer_be_read(product_client, connection):
+    from apps.connections.services import connection_drift
+
+    from .conftest import CAPTURE_ROLE, CUSTOMER_DB, admin_connect, customer_db_reset
+
+    assert _create(product_client, connection, related=RELATED, recipient=RECIPIENT).status_code == 201
+    assert product_client.post("/api/v1/workflows/order-paid/publish").status_code == 201
+    assert connection_drift(connection=connection) == []
+    with admin_connect(CUSTOMER_DB) as admin:
+        admin.execute(f"REVOKE SELECT ON public.customers FROM {CAPTURE_ROLE}")
+    try:
+        [problem] = connection_drift(connection=connection)
+        assert (problem["kind"], problem["table"], problem["workflows"]) == (
+            "missing_grant",
+            "public.customers",
+            ["order-paid"],
+        )
+        assert f'GRANT SELECT ON TABLE "public"."customers" TO "{CAPTURE_ROLE}"' in problem["detail"]
+    finally:
+        with admin_connect(CUSTOMER_DB) as admin:
+            admin.execute(f"GRANT SELECT ON public.customers TO {CAPTURE_ROLE}")
+        customer_db_reset()

@@ -176,3 +176,35 @@ def workflow_backfill(
         )
         runs_enqueue_on_commit(list(launched), Priority.LOW)
     return result | {"started": len(launched)}
+
+
+# Pages one queued backfill action starts before it queues the next part of itself.
+PAGES_PER_ACTION = 10
+
+
+def workflow_backfill_queued(*, workflow_id: int, actor: str, after=None) -> dict:
+    """Backfill every row of the workflow's table, as queued by an operator from the admin: PAGES_PER_ACTION
+    pages of BACKFILL_LIMIT rows, then the rest queued as another action from where it stopped. Repeat-safe:
+    rows already backfilled start nothing. Returns {"started", "next"}."""
+    from apps.core.actions import action_queue
+    from apps.workflows.models import Workflow
+
+    workflow = Workflow.objects.select_related("published_version").filter(id=workflow_id).first()
+    if workflow is None:
+        return {"started": 0, "next": None}
+    started = 0
+    for _ in range(PAGES_PER_ACTION):
+        result = workflow_backfill(workflow=workflow, after=after, limit=BACKFILL_LIMIT, actor=actor)
+        started, after = started + result["started"], result["next"]
+        if after is None:
+            break
+    if after is not None:
+        with transaction.atomic():
+            action_queue(
+                name="workflow.backfill",
+                target_type="workflow",
+                target_id=workflow.id,
+                args={"workflow_id": workflow.id, "after": after},
+                actor=actor,
+            )
+    return {"started": started, "next": after}

@@ -51,7 +51,7 @@ from apps.core.instances import instance_build
 from apps.deliveries.backoff import retry_delay
 from apps.deliveries.models import DeliveryStatus
 from apps.deliveries.services import deliveries_send_claimed, deliveries_write, status_events_record
-from apps.tenants.models import Product
+from apps.tenants.models import Organization, Product
 from apps.workflows.models import WorkflowVersion
 from apps.workflows.program import program_for, programs_by_version
 
@@ -117,16 +117,20 @@ def run_context(run: Run) -> dict:
 
 
 def runs_attach(runs: list[Run], *, causes: bool = True) -> None:
-    """Give runs what executing them reads: their workflow versions (with the workflow) and products,
-    loaded once and shared (a join would build and parse them again for every run), and, with `causes`,
+    """Give runs what executing them reads: their workflow versions (with the workflow), products and
+    organizations, loaded once and shared (a join would build and parse them again for every run), and, with `causes`,
     what their trigger sources need (TriggerSource.load)."""
     versions = WorkflowVersion.objects.select_related("workflow").in_bulk({r.workflow_version_id for r in runs})
     products = Product.objects.in_bulk({r.product_id for r in runs})
+    wanted = {r.organization_id for r in runs if r.organization_id is not None}
+    organizations = Organization.objects.in_bulk(wanted) if wanted else {}
     by_source: dict[str, list[Run]] = {}
     for run in runs:
         # Straight into the fields cache, as the descriptors would (they cost more than the rest of this).
         cache = run._state.fields_cache
         cache["workflow_version"], cache["product"] = versions[run.workflow_version_id], products[run.product_id]
+        if run.organization_id is not None:
+            cache["organization"] = organizations.get(run.organization_id)
         by_source.setdefault(run.source, []).append(run)
     if causes:
         for source, some in by_source.items():

@@ -25,7 +25,7 @@ class ProductAdmin(OperatorAdmin):
 class OrganizationForm(forms.ModelForm):
     class Meta:
         model = Organization
-        fields = ("name", "external_id")
+        fields = ("name", "external_id", "sandbox")
 
     def clean_external_id(self):
         """The external id as the service stores it, refused with the API's reasons (the product is not a
@@ -44,12 +44,12 @@ class OrganizationForm(forms.ModelForm):
 
 @admin.register(Organization)
 class OrganizationAdmin(OperatorAdmin):
-    list_display = ("name", "product", "external_id", "id", "created_at")
+    list_display = ("name", "product", "external_id", "sandbox", "id", "created_at")
     list_filter = ("product",)
     search_fields = ("name", "external_id")
     list_select_related = ("product",)
     form = OrganizationForm
-    fields = ("name", "external_id", "product", "id", "created_at")
+    fields = ("name", "external_id", "sandbox", "product", "id", "created_at")
     readonly_fields = ("product", "id", "created_at")
 
     def has_change_permission(self, request, obj=None):
@@ -62,6 +62,7 @@ class OrganizationAdmin(OperatorAdmin):
             organization=current,
             name=form.cleaned_data["name"],
             external_id=form.cleaned_data["external_id"],
+            sandbox=form.cleaned_data["sandbox"],
             actor=actor_of(request),
         )
 

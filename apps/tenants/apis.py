@@ -62,14 +62,19 @@ def _external_id_field(**kwargs):
     )
 
 
+SANDBOX_HELP = "Hold every delivery of the organization's runs for review (the admin's review queue)."
+
+
 class OrganizationCreateInputSerializer(KnownFieldsOnly, serializers.Serializer):
     name = strict.CharField(max_length=200, trim_whitespace=True)
     external_id = _external_id_field(required=False, default=None)
+    sandbox = strict.BooleanField(required=False, default=False, help_text=SANDBOX_HELP)
 
 
 class OrganizationUpdateInputSerializer(KnownFieldsOnly, serializers.Serializer):
     name = strict.CharField(max_length=200, trim_whitespace=True, required=False)
     external_id = _external_id_field(required=False)
+    sandbox = strict.BooleanField(required=False, help_text=SANDBOX_HELP)
 
 
 class OrganizationOutputSerializer(serializers.Serializer):
@@ -77,6 +82,7 @@ class OrganizationOutputSerializer(serializers.Serializer):
     product_id = strict.UUIDField()
     name = strict.CharField()
     external_id = strict.CharField(allow_null=True, help_text=EXTERNAL_ID_HELP)
+    sandbox = strict.BooleanField(help_text=SANDBOX_HELP)
     created_at = serializers.DateTimeField()
 
 

@@ -38,6 +38,8 @@ class Organization(models.Model):
     # text, so that a row can be routed to the organization that owns it. NULL when unset (never ''),
     # so that any number of organizations may have none.
     external_id = models.CharField(max_length=200, null=True, blank=True)
+    # Every delivery of the organization's runs is held for review, as for a sandboxed product.
+    sandbox = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -141,18 +141,21 @@ def _external_id_conflict(*, product_id, external_id: str | None) -> Conflict:
 
 
 def organization_create(
-    *, product: Product, name: str, external_id: str | None = None, actor: str
+    *, product: Product, name: str, external_id: str | None = None, sandbox: bool = False, actor: str
 ) -> tuple[Organization, str]:
     """Create an organization of `product` with its first API key; returns it and the key (shown once).
 
-    `external_id` is the product's own id for it (see external_id_clean for its shape). Raises Conflict
+    `external_id` is the product's own id for it (see external_id_clean for its shape); `sandbox` holds every
+    delivery of its runs for review. Raises Conflict
     (field `external_id`) when another organization of the product has it, InvalidInput when it is not text
     PostgreSQL can store.
     """
     external_id = external_id_clean(external_id)
     try:
         with transaction.atomic():
-            organization = Organization.objects.create(product=product, name=name, external_id=external_id)
+            organization = Organization.objects.create(
+                product=product, name=name, external_id=external_id, sandbox=sandbox
+            )
             key, raw = _key_create(
                 scope=KeyScope.ORGANIZATION,
                 name=f"{name} (initial)",
@@ -166,7 +169,7 @@ def organization_create(
                 product_id=product.id,
                 organization_id=organization.id,
                 actor=actor,
-                data={"name": name, "external_id": external_id},
+                data={"name": name, "external_id": external_id, "sandbox": sandbox},
             )
             audit_record(
                 action="api_key.created",
@@ -185,17 +188,25 @@ def organization_create(
 
 
 def organization_update(
-    *, organization: Organization, name: str | None = None, external_id: Any = _UNSET, actor: str
+    *,
+    organization: Organization,
+    name: str | None = None,
+    external_id: Any = _UNSET,
+    sandbox: bool | None = None,
+    actor: str,
 ) -> Organization:
-    """Rename an organization and/or set its external id (None or '' clears it). What changed is audited as
+    """Rename an organization, set its external id (None or '' clears it) and/or its sandbox (every delivery of
+    its runs held for review). What changed is audited as
     `organization.updated` with the new values, like `product.updated`; when nothing changed nothing is written.
 
     Raises Conflict (field `external_id`) when another organization of the product has the external id,
     InvalidInput when it is not text PostgreSQL can store.
     """
-    changes: dict[str, str | None] = {}
+    changes: dict[str, Any] = {}
     if name is not None and name != organization.name:
         changes["name"] = name
+    if sandbox is not None and sandbox != organization.sandbox:
+        changes["sandbox"] = sandbox
     if external_id is not _UNSET:
         external_id = external_id_clean(external_id)
         if external_id != organization.external_id:

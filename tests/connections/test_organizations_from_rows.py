@@ -69,3 +69,22 @@ def test_an_organization_column_needs_a_run_per_row_and_a_real_column(product_cl
     assert response.status_code == 400
     fields = {f["field"]: f["reason"] for f in response.json()["error"]["fields"]}
     assert "No column 'tenant' in public.orders" in fields["trigger.organization"]
+
+
+def test_a_sandboxed_organization_s_routed_runs_hold_their_messages_for_review(product, product_client, connection):
+    organization, _ = organization_create(product=product, name="Acme", external_id="acme", actor="test")
+    organization_create(product=product, name="Globex", external_id="globex", actor="test")
+    patched = product_client.patch(f"/api/v1/organizations/{organization.id}", {"sandbox": True}, format="json")
+    assert patched.status_code == 200 and patched.json()["sandbox"] is True
+    response = _create(product_client, connection, related=RELATED, recipient=RECIPIENT, organization="row.org_id")
+    assert response.status_code == 201, response.json()
+    assert product_client.post("/api/v1/workflows/order-paid/publish").status_code == 201
+    _orders_for_organizations()
+    poll(connection_id=connection.id)
+    with writer_connect() as app:
+        app.execute("UPDATE public.orders SET paid = true WHERE id IN (1, 2)")
+    poll(connection_id=connection.id)
+    runs_execute(run_ids=list(Run.objects.filter(status=RunStatus.QUEUED).values_list("id", flat=True)))
+
+    statuses = dict(Delivery.objects.values_list("target", "status"))
+    assert statuses == {"ann@example.com": "held", "bob@example.com": "sent"}  # Acme is sandboxed, Globex not

@@ -47,7 +47,7 @@ def test_an_organization_created_with_an_external_id_shows_it_and_the_creation_i
     assert body["external_id"] == "42"
     assert Organization.objects.get(id=body["id"]).external_id == "42"
     assert product_client.get(f"/api/v1/organizations/{body['id']}").json()["external_id"] == "42"
-    assert _audit("organization.created", body["id"]) == [{"name": "Globex", "external_id": "42"}]
+    assert _audit("organization.created", body["id"]) == [{"name": "Globex", "external_id": "42", "sandbox": False}]
 
 
 def test_an_organization_created_without_one_has_null_and_many_may_have_none(product_client):

@@ -91,8 +91,13 @@ class StepCall:
 
     @property
     def sandboxed(self) -> bool:
-        """Whether the run's deliveries are held for review (a sandboxed workflow or product)."""
-        return self.run.workflow_version.workflow.sandbox or self.run.product.sandbox
+        """Whether the run's deliveries are held for review (a sandboxed workflow, product or organization)."""
+        run = self.run
+        return (
+            run.workflow_version.workflow.sandbox
+            or run.product.sandbox
+            or (run.organization_id is not None and run.organization is not None and run.organization.sandbox)
+        )
 
     def deliver(self, delivery, audit) -> None:
         """Stage a delivery built by apps.deliveries.services.delivery_build (and the audit row it came

@@ -163,6 +163,7 @@ def _organizations_resolve(runs: list[Run]) -> None:
             organization = found.get(value) if value else None
             if organization is not None:
                 run.organization_id = organization.id
+                run._state.fields_cache["organization"] = organization
                 run.state["organization"] = {"external_id": value}
                 run.__dict__["cause_resolved"] = True  # written with the run (apps.runs.engine.Writes)
             elif value is None:

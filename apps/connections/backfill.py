@@ -3,6 +3,7 @@ conditions of apps.connections.conditions), read page by page in key order with 
 
 from __future__ import annotations
 
+import psycopg
 from psycopg import sql
 
 from apps.core import exactjson
@@ -28,9 +29,11 @@ def backfill_keys(
     schema, table = table_parse(rows_from["table"])
     key = list(rows_from["key"])
     with customer_session(connection) as conn, conn.transaction():
-        types = (
-            column_types(conn, schema=schema, table=table, columns=sorted(condition_columns(where))) if where else {}
-        )
+        try:
+            named = sorted(condition_columns(where)) if where else []
+        except (KeyError, TypeError, AttributeError):  # not a condition's shape: condition_validate says why
+            named = []
+        types = column_types(conn, schema=schema, table=table, columns=named) if named else {}
         conn.execute("SET LOCAL search_path = pg_catalog")
         if where:
             checks: list = []
@@ -63,7 +66,13 @@ def backfill_keys(
         query = sql.SQL(
             "SELECT {json} FROM {table} AS t WHERE {predicate} AND {bound} ORDER BY {columns} LIMIT %s"
         ).format(json=as_json, table=name, predicate=predicate, bound=bound, columns=columns)
-        found = conn.execute(query, [*params, limit]).fetchall()
+        try:
+            with conn.transaction():
+                found = conn.execute(query, [*params, limit]).fetchall()
+        except psycopg.errors.DataError as exc:  # `after` is not a value of the key's type
+            raise InvalidInput(
+                f"Not a key of {rows_from['table']}: {str(exc).strip().splitlines()[0]}", field="after"
+            ) from None
         keys = [[exactjson.loads(v) for v in row] if len(key) > 1 else exactjson.loads(row[0]) for row in found]
         total = None
         if count:

@@ -31,6 +31,16 @@ WHERE k.contype = 'f' AND k.conrelid = pg_catalog.to_regclass(%(child)s)
   AND a.attname = %(column)s
 """
 
+# Whether a column alone is unique in its table (its primary key or a unique index on it alone, not partial):
+# a key that could name several rows would pick one of them at random.
+_UNIQUE = """
+SELECT EXISTS (
+    SELECT 1 FROM pg_catalog.pg_index i
+    JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+    WHERE i.indrelid = pg_catalog.to_regclass(%(table)s) AND i.indisunique AND i.indnkeyatts = 1
+      AND i.indpred IS NULL AND a.attname = %(column)s)
+"""
+
 # A table's one-column primary key.
 _PRIMARY_KEY = """
 SELECT a.attname
@@ -93,6 +103,12 @@ def row_links_validate(
             if key not in found:
                 errors.setdefault(f"{here}.key", []).append(f"No column '{key}' in {schema}.{name_of_table}.")
                 continue
+            if not conn.execute(_UNIQUE, {"table": quoted, "column": key}).fetchone()[0]:
+                errors.setdefault(f"{here}.key", []).append(
+                    f"'{key}' is not unique in {schema}.{name_of_table} (no primary key or unique index on it alone): "
+                    "a row could name several related rows. Name a unique column."
+                )
+                continue
             columns[name] = found
             stored[name] = {"table": f"{schema}.{name_of_table}", "column": link["column"], "key": key}
     for field, path in paths.items():
@@ -112,7 +128,11 @@ def _columns(conn: psycopg.Connection, table: str, *, exact: bool = False) -> di
     if not exact:
         schema, name = table_parse(table)
         table = sql.Identifier(schema, name).as_string(conn)
-    rows = conn.execute(_COLUMNS, {"table": table}).fetchall()
+    try:
+        with conn.transaction():  # a savepoint: the caller's transaction goes on after a refusal
+            rows = conn.execute(_COLUMNS, {"table": table}).fetchall()
+    except psycopg.errors.InsufficientPrivilege:  # no USAGE on its schema: it cannot be read either
+        return {"\0privilege": False}  # type: ignore[dict-item]  # the privilege key holds a bool
     if not rows:
         return None
     return {**{name: type_ for name, type_, _ in rows}, "\0privilege": rows[0][2]}

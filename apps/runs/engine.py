@@ -884,12 +884,18 @@ def run_rerun(*, run: Run, from_start: bool, actor: str) -> Run:
         raise RunActionRefused(f"Only a failed or cancelled run can be re-run; this one is {run.status}.")
     if not from_start and "failed_at" not in run.state:
         raise RunActionRefused("This run did not fail at a step: re-run it from the start.")
-    state, step_index = {}, 0
+    # What identifies the run's cause stays (a backfill's row key); what was read from outside Rowbell (rows,
+    # related rows, the organization a row named) is read again, so that a corrected row is what the re-run sees.
+    state, step_index = {k: run.state[k] for k in ("backfill_key",) if k in run.state}, 0
     if not from_start:
         step_index = run.state["failed_at"]
         program = program_for(run.workflow_version)
         step_id = program[step_index].step["id"] if step_index < len(program) else ""
-        state = {k: v for k, v in run.state.items() if k not in ("failed_at", "attempts")}
+        state = {
+            k: v
+            for k, v in run.state.items()
+            if k not in ("failed_at", "attempts", "rows", "missing_ids", "related", "organization")
+        }
         state["steps"] = {k: v for k, v in run.state.get("steps", {}).items() if k != step_id}
         state.get("deadlines", {}).pop(step_id, None)
         state.get("batch_owned", {}).pop(step_id, None)

@@ -94,7 +94,7 @@ class WorkflowAdmin(OperatorAdmin):
             for w in queryset.select_related("published_version")
             if w.published_version is not None
             and w.published_version.definition["trigger"]["type"] == "database"
-            and w.published_version.definition["trigger"].get("for_each", "row") == "row"
+            and w.published_version.definition["trigger"].get("for_each", "statement") == "row"
         ]
         for workflow in chosen:
             workflow_backfill_request(workflow=workflow, actor=actor_of(request))

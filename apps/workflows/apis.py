@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core import fields as strict
+from apps.core.exceptions import Forbidden
 from apps.core.known_fields import KnownFieldsOnly
 from apps.core.openapi import ErrorFieldSerializer, ErrorSerializer
 from apps.core.permissions import IsProduct, IsProductOrOrganization
@@ -215,6 +216,12 @@ class WorkflowPreviewApi(APIView):
         sample = dict(data.validated_data)
         row_key, event_id = sample.pop("row_key", None), sample.pop("event_id", None)
         if row_key is not None or event_id is not None:
+            if not IsProduct().has_permission(request, self):
+                # A real row may belong to any organization of the product: only the product's key reads one.
+                raise Forbidden(
+                    "Previews on real rows (row_key, event_id) need the product's key.",
+                    field="row_key" if row_key is not None else "event_id",
+                )
             real = workflow_preview_sample(workflow=workflow, row_key=row_key, event_id=event_id)
             given = {k: v for k, v in sample.items() if k in ("data", "recipient") and v}
             sample = {**sample, **real, **given}

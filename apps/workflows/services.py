@@ -315,13 +315,19 @@ def workflow_preview_sample(*, workflow: Workflow, row_key=None, event_id=None, 
     event = None
     if event_id is not None:
         number = str(event_id).removeprefix("evt_")
+        # An event of this trigger's own connection and table: another table's keys would name other rows.
         event = (
-            Event.objects.filter(connection__product=workflow.product, id=int(number)).first()
-            if number.isdigit()
+            Event.objects.filter(
+                connection__product=workflow.product,
+                connection_id=trigger["connection"],
+                table_name=rows_from["table"],
+                id=int(number),
+            ).first()
+            if number.isascii() and number.isdigit() and len(number) <= 18
             else None
         )
         if event is None:
-            raise NotFound(f"No event {event_id} in this product.", field="event_id")
+            raise NotFound(f"No event {event_id} of this trigger's table ({rows_from['table']}).", field="event_id")
         if row_key is None:
             if not event.ids:
                 raise NotFound(f"Event {event_id} names no row.")
@@ -337,6 +343,13 @@ def workflow_preview_sample(*, workflow: Workflow, row_key=None, event_id=None, 
     ids = [row_key] if per_row or event is None else event.ids
     try:
         rows, missing = rows_read(connection=connection, rows_from=rows_from, ids=ids)
+    except psycopg.errors.DataError as exc:  # not a value of the key's type
+        raise InvalidInput(
+            f"Not a key of {rows_from['table']}: {str(exc).strip().splitlines()[0]}", field="row_key"
+        ) from None
+    except psycopg.Error as exc:
+        raise CustomerDatabaseUnavailable.from_error(exc) from exc
+    try:
         row = rows[0] if per_row and rows else None
         related = related_read(connection=connection, trigger=trigger, rows=[row])[0] if per_row else {}
     except psycopg.Error as exc:

@@ -93,3 +93,39 @@ def test_a_workflow_without_a_published_per_row_database_trigger_is_refused(prod
     factories.make_workflow(product, key="order-paid", steps=[factories.email_step()])
     response = _backfill(product_client)
     assert response.status_code == 400 and "for_each: row" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"where": "x"}, "where"),
+        ({"where": {}}, "where"),
+        ({"where": {"and": "ab"}}, "where"),
+        ({"after": "abc"}, "after"),
+    ],
+)
+def test_malformed_predicates_and_keys_are_a_400_naming_the_field(product_client, connection, body, field):
+    _published(product_client, connection)
+    response = _backfill(product_client, **body)
+    assert response.status_code == 400, response.json()
+    fields = {f["field"] for f in response.json()["error"]["fields"]}
+    assert any(f == field or f.startswith(field + ".") or f.startswith(field + "[") for f in fields), fields
+
+
+def test_a_backfilled_run_re_runs_from_the_start_and_a_new_version_backfills_nobody_twice(product_client, connection):
+    _published(product_client, connection)
+    _orders()
+    assert _backfill(product_client, where={"column": "paid", "op": "eq", "value": True}).json()["started"] == 4
+    run = Run.objects.filter(source="backfill").order_by("id").first()
+    Run.objects.filter(id=run.id).update(status=RunStatus.FAILED)
+    answer = product_client.post(f"/api/v1/runs/{run.id}/rerun", {"start_from": "start"}, format="json")
+    assert answer.status_code == 201, answer.json()
+    runs_execute(run_ids=list(Run.objects.filter(status=RunStatus.QUEUED).values_list("id", flat=True)))
+    rerun = Run.objects.get(id=answer.json()["id"])
+    assert rerun.status == RunStatus.COMPLETED, rerun.error
+    assert product_client.get(f"/api/v1/runs/{rerun.id}").json()["event"]["ids"] == [3]
+
+    # Publishing again (version 2) and repeating the backfill starts nothing for rows already backfilled.
+    assert product_client.post("/api/v1/workflows/order-paid/publish").status_code == 201
+    again = _backfill(product_client, where={"column": "paid", "op": "eq", "value": True}).json()
+    assert again["started"] == 0

@@ -88,3 +88,31 @@ def test_a_sandboxed_organization_s_routed_runs_hold_their_messages_for_review(p
 
     statuses = dict(Delivery.objects.values_list("target", "status"))
     assert statuses == {"ann@example.com": "held", "bob@example.com": "sent"}  # Acme is sandboxed, Globex not
+
+
+def test_a_run_failed_for_its_organization_reads_the_corrected_row_when_re_run(product, product_client, connection):
+    from apps.runs.models import RunStatus as Status
+
+    organization_create(product=product, name="Acme", external_id="acme", actor="test")
+    response = _create(product_client, connection, related=RELATED, recipient=RECIPIENT, organization="row.org_id")
+    assert response.status_code == 201, response.json()
+    assert product_client.post("/api/v1/workflows/order-paid/publish").status_code == 201
+    _orders_for_organizations()
+    poll(connection_id=connection.id)
+    with writer_connect() as app:
+        app.execute("UPDATE public.orders SET paid = true WHERE id = 3")  # org 'initech': no such organization
+    poll(connection_id=connection.id)
+    runs_execute(run_ids=list(Run.objects.filter(status=Status.QUEUED).values_list("id", flat=True)))
+    failed = Run.objects.get(status=Status.FAILED)
+    with writer_connect() as app:
+        app.execute("UPDATE public.orders SET org_id = 'acme' WHERE id = 3")  # the row corrected
+
+    for start_from in ("failed_step", "start"):
+        answer = product_client.post(f"/api/v1/runs/{failed.id}/rerun", {"start_from": start_from}, format="json")
+        assert answer.status_code == 201, answer.json()
+        rerun = Run.objects.get(id=answer.json()["id"])
+        runs_execute(run_ids=[rerun.id])
+        rerun.refresh_from_db()
+        assert rerun.status == Status.COMPLETED and rerun.organization_id is not None, rerun.error
+        failed = rerun
+        Run.objects.filter(id=rerun.id).update(status=Status.FAILED)  # so that it may be re-run again

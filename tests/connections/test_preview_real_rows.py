@@ -73,3 +73,42 @@ def test_the_preview_reports_a_missing_related_row_as_an_error_not_a_blank(produ
     _customers_with_orders()
     [step] = _preview(product_client, {"row_key": 5}).json()["steps"]  # order 5 has no customer
     assert "customer" in step["error"]
+
+
+def test_an_organization_key_may_not_preview_real_rows(product, product_client, connection):
+    from apps.tenants.services import organization_create
+    from tests.conftest import client_for
+
+    assert _create(product_client, connection, related=RELATED, recipient=RECIPIENT).status_code == 201
+    _customers_with_orders()
+    _, organization_key = organization_create(product=product, name="Acme", actor="test")
+    response = _preview(client_for(organization_key), {"row_key": 2})
+    assert response.status_code == 403
+    assert "row_key" in {f["field"] for f in response.json()["error"]["fields"]}
+
+
+def test_an_event_of_another_table_is_not_previewed(product_client, connection):
+    from apps.connections.models import Connection
+
+    assert _create(product_client, connection, related=RELATED, recipient=RECIPIENT).status_code == 201
+    other = Event.objects.create(
+        connection=Connection.objects.get(id=connection.id),
+        source_id=1,
+        xid=1,
+        capture="c",
+        table_name="public.customers",
+        op="update",
+        ids=[2],
+        captured_at="2026-12-01T00:00:00Z",
+    )
+    response = _preview(product_client, {"event_id": f"evt_{other.id}"})
+    assert response.status_code == 404
+    assert "event_id" in {f["field"] for f in response.json()["error"]["fields"]}
+
+
+@pytest.mark.parametrize("row_key", ["abc", "²"])
+def test_a_row_key_of_the_wrong_type_is_a_400_naming_it(product_client, connection, row_key):
+    assert _create(product_client, connection, related=RELATED, recipient=RECIPIENT).status_code == 201
+    response = _preview(product_client, {"row_key": row_key})
+    assert response.status_code == 400, response.json()
+    assert "row_key" in {f["field"] for f in response.json()["error"]["fields"]}

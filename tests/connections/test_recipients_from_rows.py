@@ -140,9 +140,20 @@ def test_a_batch_reads_each_related_table_once(product_client, connection, monke
         (
             {"recipient": {"id": "row.customer_id"}, "for_each": "statement"},
             "trigger.for_each",
-            "needs one run per row",
+            "need one run per row",
         ),
         ({"recipient": {"email": "customer"}}, "trigger.recipient.email", "row.<column>"),
+        (
+            {"related": {"customer": {"table": "public.customers", "column": "customer_id", "key": "email"}}},
+            "trigger.related.customer.key",
+            "'email' is not unique in public.customers",
+        ),
+        ({"related": RELATED, "for_each": "statement"}, "trigger.for_each", "need one run per row"),
+        (
+            {"recipient": {"id": "row.customer_id"}, "events": ["row.updated", "row.deleted"]},
+            "trigger.events",
+            "A deleted row cannot be read",
+        ),
         (
             {"related": {"h": {"table": "public.hidden", "column": "customer_id"}}},
             "trigger.related.h.table",

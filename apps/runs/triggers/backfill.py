@@ -80,10 +80,16 @@ def workflow_backfill(
     if version is None:
         raise InvalidInput("Publish the workflow first: a backfill starts runs of its published version.")
     trigger = version.definition["trigger"]
-    if trigger["type"] != "database" or trigger.get("for_each", "row") != "row" or not version.rows_from:
+    if trigger["type"] != "database" or trigger.get("for_each", "statement") != "row" or not version.rows_from:
         raise InvalidInput("A backfill starts one run per row: it needs a database trigger with for_each: row.")
     if not 1 <= limit <= BACKFILL_MAX:
         raise InvalidInput(f"From 1 to {BACKFILL_MAX} rows per call.", field="limit")
+    if where is not None and (not isinstance(where, dict) or not where):
+        raise InvalidInput(
+            'A condition over the table\'s columns, e.g. {"column": "paid", "op": "eq", "value": true}; leave `where` '
+            "out to backfill every row.",
+            field="where",
+        )
     condition = where
     if since:
         bound = {"column": since["column"], "op": "gte", "value": since["after"]}
@@ -101,8 +107,10 @@ def workflow_backfill(
         raise CustomerDatabaseUnavailable.from_error(exc) from exc
     more, keys = len(keys) > limit, keys[:limit]
     causes = [_cause(key) for key in keys]
+    # A row backfilled by any version of the workflow is done: publishing again (a fixed typo) and repeating
+    # the backfill messages nobody twice.
     done = set(
-        Run.objects.filter(workflow_version=version, source=BACKFILL.name, cause_id__in=causes).values_list(
+        Run.objects.filter(workflow_version__workflow=workflow, source=BACKFILL.name, cause_id__in=causes).values_list(
             "cause_id", flat=True
         )
     )

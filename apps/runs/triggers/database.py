@@ -58,8 +58,10 @@ def _refers_to_rows(version) -> bool:
 
 
 def for_each(version) -> str:
-    """A database-triggered version's `for_each`: "row" or "statement"."""
-    return version.definition["trigger"].get("for_each", "row")
+    """A database-triggered version's `for_each`: "row" or "statement". Every definition saved since
+    `for_each` exists states it; one without it was saved before, when every run was per statement
+    (migration workflows 0004 writes it down; this covers code that runs before that migration)."""
+    return version.definition["trigger"].get("for_each", "statement")
 
 
 def _per_row(run: Run) -> bool:
@@ -229,7 +231,17 @@ class DatabaseTrigger(TriggerSource):
 
     def prepare_many(self, runs: list[Run]) -> None:
         """Per-row runs' rows, one query per connection and table for the whole batch (rows_read_indexed).
-        Per-statement runs, and runs whose rows cannot be read now, are left to `prepare`."""
+        Per-statement runs, and runs whose rows cannot be read now, are left to `prepare`. Never raises:
+        a run it cannot prepare is left as it was (see TriggerSource.prepare_many)."""
+        try:
+            self._prepare_many(runs)
+        except Exception:  # a defect here must not lose the batch: each run reads its own in `prepare`
+            logger.exception("Preparing %d runs together failed; each run reads its own.", len(runs))
+            for run in runs:
+                for key in ("rows", "missing_ids", "related", "organization"):
+                    run.state.pop(key, None)
+
+    def _prepare_many(self, runs: list[Run]) -> None:
         groups: dict[tuple, list[Run]] = defaultdict(list)
         for run in runs:
             if _per_row(run) and self._rows_needed(run):

@@ -152,10 +152,19 @@ def _row_links(trigger: DatabaseTrigger, connection, normalized: dict, walk: _Wa
                 f"trigger.related.{name}",
                 f"A lower-case name (letters, digits, '_') other than: {', '.join(_RESERVED)}.",
             )
-    if (recipient or properties or trigger.organization is not None) and trigger.for_each != "row":
+    if (related or recipient or properties or trigger.organization is not None) and trigger.for_each != "row":
         walk.error(
             "trigger.for_each",
-            "A recipient or an organization read from the row needs one run per row: set for_each to row.",
+            "Related rows, a recipient or an organization read from the row need one run per row: set for_each to row.",
+        )
+    elif (recipient or properties or trigger.organization is not None) and set(trigger.events or ()) & {
+        "row.deleted",
+        "relation.removed",
+    }:
+        walk.error(
+            "trigger.events",
+            "A deleted row cannot be read, so it names no recipient or organization: watch row.deleted in a "
+            "workflow of its own, without recipient and organization.",
         )
     if len(walk.errors) > errors:
         return None

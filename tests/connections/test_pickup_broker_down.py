@@ -96,8 +96,17 @@ def test_listener_and_dispatcher_go_on_without_the_broker_and_the_work_completes
 
         assert _alive(processes, "listener"), _log(processes, "listener")[-3000:]
         assert _alive(processes, "dispatcher"), _log(processes, "dispatcher")[-3000:]
-        listener_log, dispatcher_log = _log(processes, "listener"), _log(processes, "dispatcher")
+        # A hint is sent after its transaction commits, and fails only once the broker's address refuses it:
+        # its warning is written a moment after the rows show the work committed.
         run_ids = list(Run.objects.filter(event__isnull=False).values_list("id", flat=True))
+        wait_until(
+            lambda: (
+                all(r in _log(processes, "dispatcher") for r in requests)
+                and all(str(i) in _log(processes, "listener") for i in run_ids)
+            ),
+            timeout=15,
+        )
+        listener_log, dispatcher_log = _log(processes, "listener"), _log(processes, "dispatcher")
         assert "Traceback" not in listener_log and "Traceback" not in dispatcher_log, listener_log + dispatcher_log
         warned = [
             int(i)

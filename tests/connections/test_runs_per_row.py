@@ -267,11 +267,12 @@ def test_the_rows_of_a_batch_of_per_row_runs_are_read_in_one_query(product_clien
         app.execute("UPDATE public.orders SET status = 'paid' WHERE id > 10")  # 50 rows, no 7
         app.execute("UPDATE public.orders SET status = 'paid' WHERE id <= 10")  # 9 rows
     poll(connection_id=connection.id)
-    reads = []
+    reads, locked = [], []
     one_query = database.rows_read_indexed
 
     def counted(**kwargs):
         reads.append(len(kwargs["ids"]))
+        locked.append(service_db.in_atomic_block)  # read while the batch holds its runs' locks?
         return one_query(**kwargs)
 
     def per_run(**kwargs):
@@ -281,7 +282,7 @@ def test_the_rows_of_a_batch_of_per_row_runs_are_read_in_one_query(product_clien
     monkeypatch.setattr(database, "rows_read", per_run)
     runs_execute(run_ids=list(Run.objects.filter(status=RunStatus.QUEUED).values_list("id", flat=True)))
 
-    assert reads == [59]
+    assert reads == [59] and locked == [False]  # one query, before the batch locks its runs
     subjects = sorted(Delivery.objects.values_list("payload__subject", flat=True), key=lambda s: int(s.split()[1][:-1]))
     assert len(subjects) == 59 and subjects[0] == "Order 1: 1.00" and subjects[-1] == "Order 60: 60.00"
     assert "Order 7: 7.00" not in subjects

@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import common  # noqa: E402
+from bench import bench_workflows, common  # noqa: E402
 from bench.bench_workflows import CHECK  # noqa: E402
 from bench.docs import section_write  # noqa: E402
 
@@ -38,37 +38,14 @@ SERVICE = "rowbell_bench_bulk"
 CUSTOMER = "rowbell_bench_bulk_customer"
 REDIS_DB = 10
 PORT = 8057
-KEY = "oPxlr5Sg1dmJx5_4Rru0XK3tWx9r7vnkcC2oWJ4Fq8c="  # fixed Fernet key, bench databases only
 
 
 def env() -> dict:
-    return common.service_env(
-        database=SERVICE,
-        redis=common.redis_url(REDIS_DB),
-        ROWBELL_ENCRYPTION_KEYS=KEY,
-        ROWBELL_CONNECTION_ALLOW="127.0.0.0/8",
-        ROWBELL_OUTBOUND_ALLOW="127.0.0.0/8",
-    )
+    return bench_workflows.env(database=SERVICE, redis_db=REDIS_DB)
 
 
 def setup_code() -> str:
-    host, port, user = common.pg_server()
-    return f"""
-from apps.connections.models import Connection
-from apps.subscriptions.services import subscription_create
-from apps.tenants.services import product_create
-from apps.workflows.services import workflow_create, workflow_publish
-product, _ = product_create(name="Bench", actor="bench")
-connection = Connection.objects.create(product=product, name="shop", host="{host}", port={port},
-                                       database="{CUSTOMER}", user="{user}")
-hook = subscription_create(product=product, url="http://127.0.0.1:{PORT}/hook", actor="bench")
-wf = workflow_create(product=product, key="order-paid", actor="bench", definition={{
-    "trigger": {{"type": "database", "connection": str(connection.id), "table": "public.orders",
-                "events": ["row.updated"]}},
-    "steps": [{{"type": "notify", "channel": "webhook", "webhook": str(hook.id)}}]}})
-workflow_publish(workflow=wf, actor="bench")
-print(hook.secret)
-"""
+    return bench_workflows.setup_code(customer=CUSTOMER, port=PORT, key="order-paid", event="row.updated")
 
 
 def bulk_update(*, rows: int, plain_seconds: int = 5) -> dict:

@@ -41,30 +41,36 @@ PORT = 8055
 KEY = "oPxlr5Sg1dmJx5_4Rru0XK3tWx9r7vnkcC2oWJ4Fq8c="  # fixed Fernet key, bench databases only
 
 
-def env() -> dict:
+def env(*, database: str = SERVICE, redis_db: int = REDIS_DB) -> dict:
+    """Production settings on a benchmark's own service database and Redis database."""
     return common.service_env(
-        database=SERVICE,
-        redis=common.redis_url(REDIS_DB),
+        database=database,
+        redis=common.redis_url(redis_db),
         ROWBELL_ENCRYPTION_KEYS=KEY,
         ROWBELL_CONNECTION_ALLOW="127.0.0.0/8",
         ROWBELL_OUTBOUND_ALLOW="127.0.0.0/8",
     )
 
 
-def setup_code() -> str:
-    host, port, user = common.pg_server()
+def setup_code(
+    *, customer: str = CUSTOMER, port: int = PORT, key: str = "order-created", event: str = "row.created"
+) -> str:
+    """`manage.py shell` code that makes the product, its connection to `customer`, a webhook endpoint at the
+    receiver on `port` and a published workflow `key` (database trigger on `event` of public.orders, one
+    webhook step); it prints the endpoint's signing secret."""
+    host, pg_port, user = common.pg_server()
     return f"""
 from apps.connections.models import Connection
 from apps.subscriptions.services import subscription_create
 from apps.tenants.services import product_create
 from apps.workflows.services import workflow_create, workflow_publish
 product, _ = product_create(name="Bench", actor="bench")
-connection = Connection.objects.create(product=product, name="shop", host="{host}", port={port},
-                                       database="{CUSTOMER}", user="{user}")
-hook = subscription_create(product=product, url="http://127.0.0.1:{PORT}/hook", actor="bench")
-wf = workflow_create(product=product, key="order-created", actor="bench", definition={{
+connection = Connection.objects.create(product=product, name="shop", host="{host}", port={pg_port},
+                                       database="{customer}", user="{user}")
+hook = subscription_create(product=product, url="http://127.0.0.1:{port}/hook", actor="bench")
+wf = workflow_create(product=product, key="{key}", actor="bench", definition={{
     "trigger": {{"type": "database", "connection": str(connection.id), "table": "public.orders",
-                "events": ["row.created"]}},
+                "events": ["{event}"]}},
     "steps": [{{"type": "notify", "channel": "webhook", "webhook": str(hook.id)}}]}})
 workflow_publish(workflow=wf, actor="bench")
 print(hook.secret)

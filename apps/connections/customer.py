@@ -194,7 +194,9 @@ def customer_connect(connection, *, autocommit: bool = True) -> psycopg.Connecti
         autocommit=autocommit,
         connect_timeout=settings.ROWBELL_CUSTOMER_CONNECT_TIMEOUT,
         application_name=APPLICATION_NAME,
-        options=f"-c statement_timeout={int(settings.ROWBELL_CUSTOMER_STATEMENT_TIMEOUT * 1000)}",
+        # UTC: timestamps Rowbell reads as JSON (rows, backfilled keys) are spelled the same whatever the
+        # database's or the role's TimeZone setting (a key spelled another way would be another run's cause).
+        options=f"-c statement_timeout={int(settings.ROWBELL_CUSTOMER_STATEMENT_TIMEOUT * 1000)} -c TimeZone=UTC",
     )
     own_database_refuse(conn)
     # JSON read here (the event log's ids, rows read by key) keeps its numbers exact: a numeric key read

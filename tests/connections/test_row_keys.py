@@ -281,3 +281,30 @@ def test_a_row_read_the_database_refuses_names_the_grant_that_fixes_it(connectio
     finally:
         with admin_connect(CUSTOMER_DB) as admin:
             admin.execute(f"GRANT SELECT ON public.orders TO {CAPTURE_ROLE}")
+
+
+def test_timestamps_are_read_in_utc_whatever_the_database_s_time_zone(connection):
+    from apps.connections.customer import customer_sessions_close
+    from apps.connections.models import Connection
+    from apps.connections.rows import rows_read
+
+    from .conftest import CAPTURE_ROLE, CUSTOMER_DB, admin_connect
+
+    with admin_connect(CUSTOMER_DB) as admin:
+        admin.execute("CREATE TABLE public.tz_keys (at timestamptz PRIMARY KEY)")
+        admin.execute("INSERT INTO public.tz_keys VALUES ('2026-01-01 12:00:00+00')")
+        admin.execute(f"GRANT SELECT ON public.tz_keys TO {CAPTURE_ROLE}")
+        admin.execute(f"ALTER DATABASE {CUSTOMER_DB} SET timezone = 'America/New_York'")
+    customer_sessions_close()
+    try:
+        rows, missing = rows_read(
+            connection=Connection.objects.get(id=connection.id),
+            rows_from={"table": "public.tz_keys", "key": ["at"], "key_types": {"at": "timestamp with time zone"}},
+            ids=["2026-01-01T07:00:00-05:00"],
+        )
+        assert rows == [{"at": "2026-01-01T12:00:00+00:00"}] and missing == []
+    finally:
+        customer_sessions_close()
+        with admin_connect(CUSTOMER_DB) as admin:
+            admin.execute(f"ALTER DATABASE {CUSTOMER_DB} RESET timezone")
+            admin.execute("DROP TABLE public.tz_keys")

@@ -102,6 +102,12 @@ def test_a_workflow_without_a_published_per_row_database_trigger_is_refused(prod
         ({"where": {}}, "where"),
         ({"where": {"and": "ab"}}, "where"),
         ({"after": "abc"}, "after"),
+        ({"since": {"column": "created_at", "after": "2026-01-01"}}, "since.column"),
+        ({"since": {"column": "total", "after": "soon"}}, "since.after"),
+        (
+            {"where": {"column": "nope", "op": "eq", "value": 1}, "since": {"column": "total", "after": 1}},
+            "where.column",
+        ),
     ],
 )
 def test_malformed_predicates_and_keys_are_a_400_naming_the_field(product_client, connection, body, field):

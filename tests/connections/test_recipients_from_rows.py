@@ -4,6 +4,7 @@ key (`orders.customer_id` -> `customers`), to the recipient; templates see `row`
 
 import pytest
 
+from apps.audit.models import AuditEvent
 from apps.deliveries.models import Delivery
 from apps.runs.models import Run, RunStatus
 from apps.runs.services import runs_execute
@@ -218,3 +219,38 @@ def test_the_connection_s_health_says_when_a_related_table_can_no_longer_be_read
         with admin_connect(CUSTOMER_DB) as admin:
             admin.execute(f"GRANT SELECT ON public.customers TO {CAPTURE_ROLE}")
         customer_db_reset()
+
+
+def test_a_related_table_that_cannot_be_read_retries_the_run_and_never_skips_the_email(product_client, connection):
+    from .conftest import CAPTURE_ROLE, CUSTOMER_DB, admin_connect, customer_db_reset
+
+    assert _create(product_client, connection, related=RELATED, recipient=RECIPIENT).status_code == 201
+    assert product_client.post("/api/v1/workflows/order-paid/publish").status_code == 201
+    _customers_with_orders()
+    poll(connection_id=connection.id)
+    with admin_connect(CUSTOMER_DB) as admin:
+        admin.execute(f"REVOKE SELECT ON public.customers FROM {CAPTURE_ROLE}")
+    try:
+        with writer_connect() as app:
+            app.execute("UPDATE public.orders SET paid = true WHERE id = 2")
+        poll(connection_id=connection.id)
+        runs_execute(run_ids=list(Run.objects.filter(status=RunStatus.QUEUED).values_list("id", flat=True)))
+        run = Run.objects.get()
+        assert run.status == RunStatus.WAITING  # a retry, not a completed run with a skipped email
+        retry = AuditEvent.objects.get(action="run.retry_scheduled", target_id=str(run.id))
+        assert "GRANT SELECT" in retry.data["error"], retry.data
+        assert not Delivery.objects.exists()  # nothing skipped: the run waits to read the customer again
+    finally:
+        with admin_connect(CUSTOMER_DB) as admin:
+            admin.execute(f"GRANT SELECT ON public.customers TO {CAPTURE_ROLE}")
+    from django.utils import timezone
+
+    from apps.runs.engine import runs_resume_due
+
+    Run.objects.filter(id=run.id).update(resume_at=timezone.now())
+    runs_resume_due()
+    runs_execute(run_ids=[run.id])
+    run.refresh_from_db()
+    assert run.status == RunStatus.COMPLETED, run.error
+    assert [(d.target, d.status) for d in Delivery.objects.all()] == [("bob@example.com", "sent")]
+    customer_db_reset()

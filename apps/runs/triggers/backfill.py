@@ -46,6 +46,16 @@ class BackfillTrigger(DatabaseTrigger):
 BACKFILL = trigger_source_register(BackfillTrigger())
 
 
+def _since_path(path: str, *, both: bool) -> str:
+    """A path into the condition made of `where` and `since` (where.and[0]..., where.and[1]...) as the caller
+    wrote them (where..., since.column, since.after)."""
+    bound = "where.and[1]" if both else "where"
+    if path.startswith(bound):
+        rest = path[len(bound) :]
+        return "since.after" if rest.startswith(".value") else "since.column" if rest.startswith(".") else "since"
+    return "where" + path[len("where.and[0]") :] if both and path.startswith("where.and[0]") else path
+
+
 def _cause(key) -> str:
     """A row's key as a run's cause: its JSON, or a digest of it when longer than the column holds."""
     text = exactjson.dumps(key, sort_keys=True, separators=(",", ":"))
@@ -105,6 +115,10 @@ def workflow_backfill(
         )
     except psycopg.Error as exc:
         raise CustomerDatabaseUnavailable.from_error(exc) from exc
+    except InvalidInput as exc:
+        if since:  # errors of the `since` bound are named under `since`, the rest under `where`
+            exc.fields = {_since_path(path, both=bool(where)): reason for path, reason in exc.fields.items()}
+        raise
     more, keys = len(keys) > limit, keys[:limit]
     causes = [_cause(key) for key in keys]
     # A row backfilled by any version of the workflow is done: publishing again (a fixed typo) and repeating

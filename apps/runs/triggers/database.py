@@ -224,7 +224,12 @@ class DatabaseTrigger(TriggerSource):
         return bool(version.rows_from and _op(run) != "delete" and (_refers_to_rows(version) or _links(version)))
 
     def prepare_needed(self, run: Run) -> bool:
-        return "rows" not in run.state and self._rows_needed(run)
+        if not self._rows_needed(run):
+            return False
+        # Its rows, and its related rows when the trigger reads some: a run never goes on with half of them.
+        return "rows" not in run.state or (
+            _per_row(run) and bool(_links(run.workflow_version).get("related")) and "related" not in run.state
+        )
 
     def prepare(self, run: Run, context: dict) -> None:
         self.refresh(run, context)
@@ -285,15 +290,24 @@ class DatabaseTrigger(TriggerSource):
         """(Re-)read the event's rows from the customer database; a transient failure is a StepRetry."""
         if not self._rows_needed(run):
             return
+        version = run.workflow_version
         try:
-            rows, missing = rows_read(
-                connection=run.workflow_version.connection, rows_from=run.workflow_version.rows_from, ids=_run_ids(run)
+            rows, missing = rows_read(connection=version.connection, rows_from=version.rows_from, ids=_run_ids(run))
+            related = (
+                related_read(
+                    connection=version.connection,
+                    trigger=version.definition["trigger"],
+                    rows=[rows[0] if rows else None],
+                )[0]
+                if _per_row(run) and _links(version).get("related")
+                else None
             )
-            run.state["rows"], run.state["missing_ids"] = rows, missing
-            if _per_row(run):
-                _related_read([run])
         except psycopg.Error as exc:
+            # Nothing is kept of a read that failed half-way: the retry reads the row and its related rows again.
             raise StepRetry(f"Cannot read the rows from the customer database: {exc}") from exc
+        run.state["rows"], run.state["missing_ids"] = rows, missing
+        if related is not None:
+            run.state["related"] = related
         if _per_row(run):
             _recipient_resolve(run)
             _organizations_resolve([run])

@@ -240,6 +240,12 @@ class RunOutputSerializer(serializers.Serializer):
     status = strict.CharField()
     request_id = strict.UUIDField(allow_null=True, help_text="The trigger request that started the run.")
     rerun_of = strict.IntegerField(source="rerun_of_id", allow_null=True)
+    organization = strict.UUIDField(
+        source="organization_id",
+        allow_null=True,
+        help_text="The organization the run belongs to: its key's, or the one its row named (a trigger's "
+        "`organization`).",
+    )
     waiting_on = strict.CharField(help_text="What a waiting run waits for: time, condition, retry, batch, delivery.")
     resume_at = serializers.DateTimeField(allow_null=True)
     event = serializers.SerializerMethodField(help_text="The database event that started the run.")

@@ -333,7 +333,7 @@ def workflow_preview_sample(*, workflow: Workflow, row_key=None, event_id=None, 
                 raise NotFound(f"Event {event_id} names no row.")
             row_key = event.ids[0]
         elif row_key not in event.ids:
-            raise NotFound(f"Event {event_id} does not name the row {row_key}.")
+            raise NotFound(f"Event {event_id} does not name the row {row_key}.", field="row_key")
     elif row_key is None:
         raise InvalidInput("Name a row_key, an event_id, or both.")
     from apps.connections.models import Connection

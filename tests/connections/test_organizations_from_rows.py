@@ -46,7 +46,7 @@ def test_each_run_belongs_to_the_organization_that_owns_its_row(product, product
     assert by_target == {"ann@example.com": acme.id, "bob@example.com": globex.id}
     # Each organization's key sees its own run and delivery only.
     acme_runs = client_for(acme_key).get("/api/v1/runs").json()["results"]
-    assert [r["recipient"]["email"] for r in acme_runs] == ["ann@example.com"]
+    assert [(r["recipient"]["email"], r["organization"]) for r in acme_runs] == [("ann@example.com", str(acme.id))]
     globex_runs = client_for(globex_key).get("/api/v1/runs").json()["results"]
     assert [r["recipient"]["email"] for r in globex_runs] == ["bob@example.com"]
 

@@ -157,8 +157,9 @@ def _web_start():
     return web
 
 
-def _calls_make(key: str, *, calls: int, threads: int, connections: int) -> dict:
-    """wrk making `calls` trigger calls (each thread its share), until all are written: wrk's summary."""
+def _calls_make(key: str, *, calls: int, threads: int, connections: int, each=None) -> tuple[dict, dict]:
+    """wrk making `calls` trigger calls (each thread its share), until all are written, calling `each()` every
+    0.25 s meanwhile: (wrk's summary, wrk's CPU as common.cpu_by_process gives it)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(LUA % key)
     load = subprocess.Popen(
@@ -179,11 +180,14 @@ def _calls_make(key: str, *, calls: int, threads: int, connections: int) -> dict
     )
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and written() < calls // threads * threads:
+        if each is not None:
+            each()
         time.sleep(0.25)
+    wrk_cpu = common.cpu_by_process({}, extra={load.pid: "load (wrk)"})  # its threads have stopped
     load.send_signal(signal.SIGINT)
     out = load.communicate(timeout=60)[0]
     os.unlink(script.name)
-    return json.loads(next(line for line in out.splitlines() if line.startswith("JSON "))[5:])
+    return json.loads(next(line for line in out.splitlines() if line.startswith("JSON "))[5:]), wrk_cpu
 
 
 def api_path(*, calls: int, threads: int, connections: int, plain_seconds: int) -> dict:
@@ -206,35 +210,16 @@ def api_path(*, calls: int, threads: int, connections: int, plain_seconds: int) 
         common.workers_start(procs, env())
         time.sleep(6)  # workers ready, first beat ticks done
 
-        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-            script.write(LUA % setup["key"])
         cpu_before, machine_before = common.cpu_by_process(procs), common.machine_busy()
         began = time.time()
-        load = subprocess.Popen(
-            [
-                "wrk",
-                f"-t{threads}",
-                f"-c{connections}",
-                "-d3600s",
-                "-s",
-                script.name,
-                f"http://127.0.0.1:{WEB_PORT}/api/v1/trigger",
-                "--",
-                str(calls // threads),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
         samples = []  # (time, delivered so far)
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and written() < calls // threads * threads:
-            samples.append((time.time(), common.receiver_stats(pool, PORT)["count"]))
-            time.sleep(0.25)
-        wrk_cpu = common.cpu_by_process({}, extra={load.pid: "load (wrk)"})  # its threads have stopped
-        load.send_signal(signal.SIGINT)
-        out = load.communicate(timeout=60)[0]
-        os.unlink(script.name)
+        wrk, wrk_cpu = _calls_make(
+            setup["key"],
+            calls=calls,
+            threads=threads,
+            connections=connections,
+            each=lambda: samples.append((time.time(), common.receiver_stats(pool, PORT)["count"])),
+        )
         calls_done = time.time()
         total = written()
         deadline = time.monotonic() + 300
@@ -250,7 +235,6 @@ def api_path(*, calls: int, threads: int, connections: int, plain_seconds: int) 
     finally:
         common.stop_all(procs)
 
-    wrk = json.loads(next(line for line in out.splitlines() if line.startswith("JSON "))[5:])
     check = json.loads(common.django(CHECK, env()).splitlines()[-1])
     last = stats["last_at"] if stats["count"] >= total else None
     accepted = total / max(check["last_call"] - check["first_call"], 1e-9)

@@ -1,5 +1,7 @@
 from django.db import models
 
+from apps.core.exactjson import ExactDecoder, ExactEncoder
+
 
 class AuditEvent(models.Model):
     """One append-only row per state change; scoped to the tenant it concerns.
@@ -33,7 +35,8 @@ class AuditEvent(models.Model):
     action = models.CharField(max_length=80)
     target_type = models.CharField(max_length=40)
     target_id = models.CharField(max_length=64)
-    data = models.JSONField(default=dict, blank=True)
+    # Exact numbers: a backfill's `after` may be a numeric(30,20) key (apps.core.exactjson).
+    data = models.JSONField(default=dict, blank=True, encoder=ExactEncoder, decoder=ExactDecoder)
 
     class Meta:
         ordering = ["-id"]

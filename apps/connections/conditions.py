@@ -12,6 +12,7 @@ text from a user is ever pasted into SQL.
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 
 from psycopg import sql
 
@@ -45,14 +46,14 @@ def _value_ok(value, family: str) -> bool:
     if family == "boolean":
         return isinstance(value, bool)
     if family == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, (int, float, Decimal)) and not isinstance(value, bool)
     if family == "text":
         return isinstance(value, str)
     if family == "json":
         return True
     # Any other type takes its value in PostgreSQL's input syntax (a string, or a number for number-like
     # types); the customer database itself checks it when the source is saved.
-    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+    return isinstance(value, (str, int, float, Decimal)) and not isinstance(value, bool)
 
 
 def value_literal(value) -> str:

@@ -141,10 +141,10 @@ def queued_action_run(*, action_id: int) -> str | None:
 
 
 def _jsonable(outcome):
-    import json
+    from . import exactjson
 
     try:
-        json.dumps(outcome)
+        exactjson.dumps(outcome)
         return outcome
     except TypeError:
         return {"result": str(outcome)}

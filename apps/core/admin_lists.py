@@ -191,8 +191,7 @@ def fixed_filter(title: str, field: str, choices) -> type[FixedChoicesFilter]:
 def masked_json(value) -> str:
     """A stored JSON document as the admin shows one, with its sealed secrets masked
     (apps.core.masking.sealed_masked): a recipient's chat webhook URL is never on a page."""
-    import json
-
+    from apps.core import exactjson
     from apps.core.masking import sealed_masked
 
-    return json.dumps(sealed_masked(value), ensure_ascii=False, default=str)
+    return exactjson.dumps(sealed_masked(value), ensure_ascii=False, default=str)

@@ -13,14 +13,19 @@ body.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.http import QueryDict
 from rest_framework import serializers
+
+from .exactjson import ExactEncoder
 
 _JSON_TYPES = {
     str: "a string",
     bool: "true or false",
     int: "a number",
     float: "a number",
+    Decimal: "a number",
     list: "a list",
     dict: "an object",
     type(None): "null",
@@ -85,7 +90,7 @@ class IntegerField(_Strict, serializers.IntegerField):
 
 
 class FloatField(_Strict, serializers.FloatField):
-    accepts = (int, float)
+    accepts = (int, float, Decimal)
     refuses = (bool,)
     expected = "a number"
 
@@ -93,6 +98,15 @@ class FloatField(_Strict, serializers.FloatField):
 class BooleanField(_Strict, serializers.BooleanField):
     accepts = (bool,)
     expected = "true or false"
+
+
+class JSONField(serializers.JSONField):
+    """Any JSON value, numbers with every digit: a body read by apps.core.parsers.ExactJSONParser holds
+    numbers with a fraction as Decimal, which DRF's JSONField (checking with the standard encoder) refuses."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("encoder", ExactEncoder)
+        super().__init__(**kwargs)
 
 
 class QuerySerializer(serializers.Serializer):

@@ -1,5 +1,7 @@
 from django.db import models
 
+from .exactjson import ExactDecoder, ExactEncoder
+
 
 class ActionStatus(models.TextChoices):
     QUEUED = "queued"
@@ -17,7 +19,8 @@ class QueuedAction(models.Model):
     name = models.CharField(max_length=64)
     target_type = models.CharField(max_length=40)
     target_id = models.CharField(max_length=64)
-    args = models.JSONField(default=dict, blank=True)
+    # Exact numbers: a backfill's `after` may be a numeric(30,20) key (apps.core.exactjson).
+    args = models.JSONField(default=dict, blank=True, encoder=ExactEncoder, decoder=ExactDecoder)
     actor = models.CharField(max_length=120)
     status = models.CharField(max_length=20, choices=ActionStatus.choices, default=ActionStatus.QUEUED)
     requested_at = models.DateTimeField(auto_now_add=True)
@@ -27,7 +30,7 @@ class QueuedAction(models.Model):
     # took, so one whose lease expired (and whose action another worker took) writes nothing.
     attempt = models.PositiveIntegerField(default=0)
     finished_at = models.DateTimeField(null=True, blank=True)
-    outcome = models.JSONField(null=True, blank=True)
+    outcome = models.JSONField(null=True, blank=True, encoder=ExactEncoder, decoder=ExactDecoder)
     error = models.TextField(blank=True)
 
     class Meta:

@@ -1,9 +1,13 @@
+import codecs
 import io
 import re
+from decimal import Decimal
 
 from django.conf import settings
 from rest_framework import exceptions, serializers, status
 from rest_framework.parsers import JSONParser
+from rest_framework.parsers import get_encoding
+from rest_framework.utils import json as drf_json
 
 from .text import unstorable_find
 
@@ -35,7 +39,7 @@ class BoundedJSONParser(JSONParser):
         if len(raw) > limit:
             raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
         try:
-            parsed = super().parse(io.BytesIO(raw), media_type, parser_context)
+            parsed = self.decode(raw, media_type, parser_context)
         except RecursionError:
             raise exceptions.ParseError("JSON parse error - nested too deeply.") from None
         if _ESCAPES_TO_CHECK.search(raw):
@@ -44,3 +48,22 @@ class BoundedJSONParser(JSONParser):
                 path, message = found
                 raise serializers.ValidationError({path or "non_field_errors": [message]})
         return parsed
+
+    def decode(self, raw: bytes, media_type, parser_context):
+        """The body's JSON value, as DRF's JSONParser reads it (raises ParseError)."""
+        return super().parse(io.BytesIO(raw), media_type, parser_context)
+
+
+class ExactJSONParser(BoundedJSONParser):
+    """BoundedJSONParser whose numbers with a fraction or an exponent are Decimal, with every digit written
+    (apps.core.exactjson): for bodies that carry a customer's row keys and column values, where the float
+    1.2345678901234567 names another row than 1.23456789012345678901. Integers are ints (exact) either way.
+    Fields reading such a body take Decimal: apps.core.fields.JSONField, FloatField.
+    """
+
+    def decode(self, raw: bytes, media_type, parser_context):
+        try:
+            text = codecs.decode(raw, get_encoding(parser_context or {}))
+            return drf_json.loads(text, parse_float=Decimal, parse_constant=drf_json.strict_constant)
+        except ValueError as exc:
+            raise exceptions.ParseError(f"JSON parse error - {exc}") from None

@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core import fields as strict
+from apps.core.parsers import ExactJSONParser
 from apps.core.exceptions import InvalidInput
 from apps.core.known_fields import KnownFieldsOnly
 from apps.core.masking import sealed_masked
@@ -358,17 +359,17 @@ class RunRerunApi(APIView):
 
 class BackfillSinceSerializer(KnownFieldsOnly, serializers.Serializer):
     column = strict.CharField(max_length=63, help_text="A column of the watched table, e.g. created_at.")
-    after = serializers.JSONField(help_text="Rows whose column is at least this value (in the column's type).")
+    after = strict.JSONField(help_text="Rows whose column is at least this value (in the column's type).")
 
 
 class BackfillInputSerializer(KnownFieldsOnly, serializers.Serializer):
-    where = serializers.JSONField(
+    where = strict.JSONField(
         required=False,
         help_text='A condition over the table\'s columns, as a classification\'s predicate: {"column": "paid", '
         '"op": "eq", "value": true}, with "and" / "or".',
     )
     since = BackfillSinceSerializer(required=False, help_text="A lower bound on one column.")
-    after = serializers.JSONField(required=False, help_text="`next` of the previous call: the page starts after it.")
+    after = strict.JSONField(required=False, help_text="`next` of the previous call: the page starts after it.")
     limit = strict.IntegerField(
         required=False, min_value=1, max_value=BACKFILL_MAX, default=BACKFILL_LIMIT, help_text="Rows of this call."
     )
@@ -395,6 +396,7 @@ class WorkflowBackfillApi(APIView):
     page, at low priority; `dry_run` says what it would start, with three rendered examples."""
 
     permission_classes = [IsProduct]
+    parser_classes = [ExactJSONParser]  # keys and values of the customer's columns, with every digit
 
     @extend_schema(request=BackfillInputSerializer, responses=BackfillOutputSerializer)
     def post(self, request, key):

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core import fields as strict
+from apps.core.parsers import ExactJSONParser
 from apps.core.exceptions import Forbidden
 from apps.core.known_fields import KnownFieldsOnly
 from apps.core.openapi import ErrorFieldSerializer, ErrorSerializer
@@ -163,20 +164,20 @@ class WorkflowVersionListApi(APIView):
 
 
 class PreviewInputSerializer(KnownFieldsOnly, serializers.Serializer):
-    data = serializers.JSONField(required=False, default=dict)
-    recipient = serializers.JSONField(required=False, default=dict)
-    event = serializers.JSONField(required=False, help_text="For database triggers: {id, type, table, ids, ...}.")
-    row = serializers.JSONField(required=False, help_text="For database triggers: the row as steps see it.")
-    rows = serializers.JSONField(required=False, help_text="For database triggers: the event's rows.")
-    batch = serializers.JSONField(required=False, help_text="After a batch step: {key, items, count}.")
-    row_key = serializers.JSONField(
+    data = strict.JSONField(required=False, default=dict)
+    recipient = strict.JSONField(required=False, default=dict)
+    event = strict.JSONField(required=False, help_text="For database triggers: {id, type, table, ids, ...}.")
+    row = strict.JSONField(required=False, help_text="For database triggers: the row as steps see it.")
+    rows = strict.JSONField(required=False, help_text="For database triggers: the event's rows.")
+    batch = strict.JSONField(required=False, help_text="After a batch step: {key, items, count}.")
+    row_key = strict.JSONField(
         required=False,
         help_text=(
             "For database triggers: preview on this real row of the watched table (its key; a list for a composite "
             "key), read with its related rows and recipient as a run would. Overrides event, row and rows."
         ),
     )
-    event_id = serializers.JSONField(
+    event_id = strict.JSONField(
         required=False,
         help_text="For database triggers: preview on this recorded event's row (`evt_123`), the first unless row_key.",
     )
@@ -207,6 +208,7 @@ class WorkflowPreviewApi(APIView):
     """Render every step of the draft with sample data; nothing is sent or recorded."""
 
     permission_classes = [IsProductOrOrganization]
+    parser_classes = [ExactJSONParser]  # a row_key of numeric(30,20) names its row with every digit
 
     @extend_schema(request=PreviewInputSerializer, responses=PreviewOutputSerializer)
     def post(self, request, key):

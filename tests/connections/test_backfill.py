@@ -1,6 +1,8 @@
 """Backfill: a database-triggered workflow runs for rows that already exist, page by page at low priority;
 a dry run says what it would start with rendered examples; the same backfill twice starts nothing new."""
 
+from decimal import Decimal
+
 import pytest
 
 from apps.audit.models import AuditEvent
@@ -135,3 +137,14 @@ def test_a_backfilled_run_re_runs_from_the_start_and_a_new_version_backfills_nob
     assert product_client.post("/api/v1/workflows/order-paid/publish").status_code == 201
     again = _backfill(product_client, where={"column": "paid", "op": "eq", "value": True}).json()
     assert again["started"] == 0
+
+
+def test_a_predicate_over_a_fractional_value_compares_it_exactly(product_client, connection):
+    _published(product_client, connection)
+    _orders()
+    response = _backfill(product_client, where={"column": "total", "op": "gte", "value": 11.01}, dry_run=True)
+    assert response.status_code == 200, response.json()
+    assert response.json()["matched"] == 1 and [e["row_key"] for e in response.json()["examples"]] == [12]
+    audited = _backfill(product_client, since={"column": "total", "after": 10.5}, limit=10)
+    assert audited.status_code == 202 and audited.json()["started"] == 2, audited.json()
+    assert AuditEvent.objects.get(action="workflow.backfilled").data["since"]["after"] == Decimal("10.5")

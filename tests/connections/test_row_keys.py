@@ -12,9 +12,11 @@ from django.core import mail
 from psycopg import sql
 from standardwebhooks.webhooks import Webhook
 
+from apps.audit.models import AuditEvent
 from apps.connections.customer import customer_connect
 from apps.connections.models import Event
 from apps.connections.rows import rows_query, rows_read
+from apps.core import exactjson
 from apps.deliveries.models import Delivery, DeliveryStatus
 from apps.deliveries.services import deliveries_send
 from apps.runs.models import Run, RunStatus
@@ -308,3 +310,55 @@ def test_timestamps_are_read_in_utc_whatever_the_database_s_time_zone(connection
         with admin_connect(CUSTOMER_DB) as admin:
             admin.execute(f"ALTER DATABASE {CUSTOMER_DB} RESET timezone")
             admin.execute("DROP TABLE public.tz_keys")
+
+
+@pytest.mark.parametrize("kind", KEYS)
+def test_a_key_sent_to_the_api_names_its_row_with_every_digit(product_client, connection, keyed, kind):
+    """A key the API receives (a preview's row_key, a backfill's after) is read as exactly as the event log
+    carries it: 1.23456789012345678901 is not the float 1.2345678901234567, another row."""
+    response = product_client.post(
+        "/api/v1/workflows",
+        {
+            "key": "keyed",
+            "trigger": {
+                "type": "database",
+                "connection": str(connection.id),
+                "table": f"public.keyed_{kind}",
+                "events": ["row.created"],
+            },
+            "steps": [
+                {
+                    "id": "mail",
+                    "type": "notify",
+                    "channel": "email",
+                    "to": "ops@example.com",
+                    "subject": "{{ row.note }}",
+                    "body": ".",
+                }
+            ],
+        },
+        format="json",
+    )
+    assert response.status_code == 201, response.json()
+    assert product_client.post("/api/v1/workflows/keyed/publish").status_code == 201
+    _insert(kind, note="this row")
+    key = KEYS[kind][3]
+
+    def post(path, body):
+        return product_client.post(path, exactjson.dumps(body), content_type="application/json")
+
+    preview = post("/api/v1/workflows/keyed/preview", {"row_key": key})
+    assert preview.status_code == 200, preview.json()
+    assert preview.json()["steps"][0]["payload"]["subject"] == "this row"
+    page = post("/api/v1/workflows/keyed/backfill", {"dry_run": True})
+    assert page.status_code == 200, page.json()
+    [example] = page.json()["examples"]
+    _assert_key_equal(kind, _exact(page.content)["examples"][0]["row_key"], key)
+    after = post("/api/v1/workflows/keyed/backfill", {"dry_run": True, "after": key})
+    assert after.status_code == 200, after.json()
+    assert (after.json()["rows"], after.json()["examples"]) == (0, [])  # the page starts after the row itself
+    started = post("/api/v1/workflows/keyed/backfill", {"after": key})
+    assert started.status_code == 202, started.json()
+    assert started.json()["started"] == 0
+    audited = AuditEvent.objects.get(action="workflow.backfilled").data["after"]  # recorded with every digit
+    _assert_key_equal(kind, audited, key)

@@ -5,8 +5,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from rest_framework import exceptions, serializers, status
-from rest_framework.parsers import JSONParser
-from rest_framework.parsers import get_encoding
+from rest_framework.parsers import JSONParser, get_encoding
 from rest_framework.utils import json as drf_json
 
 from .text import unstorable_find

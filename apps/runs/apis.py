@@ -8,11 +8,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core import fields as strict
-from apps.core.parsers import ExactJSONParser
 from apps.core.exceptions import InvalidInput
 from apps.core.known_fields import KnownFieldsOnly
 from apps.core.masking import sealed_masked
 from apps.core.pagination import NewestFirst, paginated
+from apps.core.parsers import ExactJSONParser
 from apps.core.permissions import IsProduct, IsProductOrOrganization
 from apps.core.text import unstorable_find
 from apps.deliveries.channels import channel_get, channel_kinds

@@ -9,10 +9,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core import fields as strict
-from apps.core.parsers import ExactJSONParser
 from apps.core.exceptions import Forbidden
 from apps.core.known_fields import KnownFieldsOnly
 from apps.core.openapi import ErrorFieldSerializer, ErrorSerializer
+from apps.core.parsers import ExactJSONParser
 from apps.core.permissions import IsProduct, IsProductOrOrganization
 
 from .definition.format import DEFINITION_FIELDS, Retry, Step, Trigger, WorkflowCreate, WorkflowUpdate

@@ -112,3 +112,30 @@ def delivery_metrics(
         row["open_rate"] = round(row["opened"] / row["sent"], 4) if row["sent"] else None
         row["click_rate"] = round(row["clicked"] / row["sent"], 4) if row["sent"] else None
     return rows
+
+
+def provider_configured(*, product_id, organization_id, channel: str) -> dict | None:
+    """Who would carry a message of `channel` for the product (and organization): {"name": the provider's
+    name, "of": "organization" or "product"}, the organization's configuration first, as sending chooses
+    (apps.deliveries.channels.providers.provider_for); None when neither has one (email then goes through the
+    settings' mail server; other channels fail the delivery). Credentials are not read."""
+    from .models import ProviderConfig
+
+    from django.db.models import Q
+
+    owners = (
+        Q(organization_id__isnull=True) | Q(organization_id=organization_id)
+        if organization_id
+        else Q(organization_id__isnull=True)
+    )
+    configs = dict(
+        ProviderConfig.objects.filter(owners, product_id=product_id, channel=channel).values_list(
+            "organization_id", "provider"
+        )
+    )
+    configs = {None if owner is None else str(owner): provider for owner, provider in configs.items()}
+    if organization_id and str(organization_id) in configs:
+        return {"name": configs[str(organization_id)], "of": "organization"}
+    if None in configs:
+        return {"name": configs[None], "of": "product"}
+    return None

@@ -379,6 +379,11 @@ class BackfillInputSerializer(KnownFieldsOnly, serializers.Serializer):
 class BackfillExampleSerializer(serializers.Serializer):
     row_key = serializers.JSONField()
     steps = serializers.JSONField(help_text="Each step rendered for this row, as the preview renders it.")
+    held = strict.BooleanField(help_text="Whether its messages would be held for review.")
+    organization = serializers.JSONField(
+        required=False, help_text="The organization the row routes to, as preview says."
+    )
+    error = strict.CharField(required=False, help_text="Why its run would fail before its steps, escalated.")
 
 
 class BackfillOutputSerializer(serializers.Serializer):

@@ -23,6 +23,7 @@ from .selectors import workflow_get, workflow_list, workflow_version_list
 from .services import (
     workflow_create,
     workflow_preview,
+    workflow_preview_outcome,
     workflow_preview_sample,
     workflow_publish,
     workflow_unpublish,
@@ -183,6 +184,11 @@ class PreviewInputSerializer(KnownFieldsOnly, serializers.Serializer):
     )
 
 
+class PreviewProviderSerializer(serializers.Serializer):
+    name = strict.CharField(help_text="The provider, e.g. smtp, twilio.")
+    of = strict.ChoiceField(choices=["organization", "product"], help_text="Whose configuration it is.")
+
+
 class PreviewStepSerializer(serializers.Serializer):
     step = strict.CharField()
     path = strict.CharField(help_text="Where the step is in the definition.")
@@ -198,10 +204,31 @@ class PreviewStepSerializer(serializers.Serializer):
         help_text=("Every template of the step that cannot render with this sample, each with its field and why."),
     )
     taken = serializers.JSONField(required=False, help_text="A branch: the index taken, or 'otherwise'.")
+    provider = PreviewProviderSerializer(
+        required=False,
+        allow_null=True,
+        help_text="A message that would be sent: the provider that would carry it; null when none is configured.",
+    )
+
+
+class PreviewOrganizationSerializer(serializers.Serializer):
+    id = strict.UUIDField(required=False)
+    external_id = strict.CharField(allow_null=True)
+    name = strict.CharField(required=False)
+    sandbox = strict.BooleanField(required=False)
+    error = strict.CharField(required=False, help_text="Why the row routes to no organization.")
 
 
 class PreviewOutputSerializer(serializers.Serializer):
     steps = PreviewStepSerializer(many=True)
+    held = strict.BooleanField(
+        help_text="Whether the run's messages would be held for review (the workflow, product or organization "
+        "is sandboxed)."
+    )
+    organization = PreviewOrganizationSerializer(
+        required=False, help_text="The organization the run would belong to (a trigger's `organization`)."
+    )
+    error = strict.CharField(required=False, help_text="Why the run would fail before its steps, escalated.")
 
 
 class WorkflowPreviewApi(APIView):
@@ -227,7 +254,16 @@ class WorkflowPreviewApi(APIView):
             real = workflow_preview_sample(workflow=workflow, row_key=row_key, event_id=event_id)
             given = {k: v for k, v in sample.items() if k in ("data", "recipient") and v}
             sample = {**sample, **real, **given}
-        return Response({"steps": workflow_preview(workflow=workflow, sample=sample)})
+        elif request.user.organization is not None:  # an organization's key: its runs are its own
+            found = request.user.organization
+            sample["organization"] = {
+                "id": str(found.id),
+                "external_id": found.external_id,
+                "name": found.name,
+                "sandbox": found.sandbox,
+            }
+        steps = workflow_preview(workflow=workflow, sample=sample)
+        return Response({"steps": steps, **workflow_preview_outcome(workflow=workflow, sample=sample)})
 
 
 class WorkflowSchemaApi(APIView):

@@ -9,6 +9,7 @@ start (apps/runs/triggers/database.py) and by the preview of a draft on a real r
 from __future__ import annotations
 
 from apps.connections.rows import rows_read_indexed
+from apps.tenants.selectors import organizations_by_external_id
 
 # Recipient properties that are text; `push_tokens` is a list of text.
 TEXT_FIELDS = ("id", "email", "phone", "name", "locale", "timezone")
@@ -72,3 +73,31 @@ def recipient_from(trigger: dict, *, row: dict | None, related: dict) -> dict | 
         if value is not None:
             recipient[name] = value
     return recipient
+
+
+def organizations_route(*, product_id, items: list[tuple[str, object]]) -> list[tuple[object | None, str]]:
+    """The organization each row routes to, by a trigger's `organization` path: `items` is [(path, the
+    value at that path, as link_value read it)]; returns [(organization or None, error)] in the same order,
+    the error ("" when found) saying why a row routes nowhere (its value is null, or no organization of the
+    product has it as external id; values compare as text). One query for the whole list
+    (apps.tenants.selectors.organizations_by_external_id). Used by runs (which then fail, escalated, on an
+    error) and by previews (which show it)."""
+    found = organizations_by_external_id(
+        product_id=product_id, external_ids=[str(value) for _, value in items if value is not None]
+    )
+    routed: list[tuple[object | None, str]] = []
+    for path, value in items:
+        organization = found.get(str(value)) if value is not None else None
+        if organization is not None:
+            routed.append((organization, ""))
+        elif value is None:
+            routed.append((None, f"The row names no organization: {path} is null or missing."))
+        else:
+            routed.append(
+                (
+                    None,
+                    f"No organization of this product has the external id {str(value)!r} ({path}): give the "
+                    "organization that owns the row this external_id, or correct the row, then re-run.",
+                )
+            )
+    return routed

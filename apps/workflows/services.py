@@ -173,20 +173,22 @@ def _retire_unused(previous: WorkflowVersion | None, *, keep: WorkflowVersion | 
 def workflow_preview(*, workflow: Workflow, sample: dict, definition: dict | None = None) -> list[dict]:
     """Render every step of the draft with sample data, without sending or recording anything.
 
-    `sample` may hold `data`, `recipient`, `event`, `row` (and `rows`, `missing_ids`), `related` ({name: row})
-    as steps would see them (workflow_preview_sample reads them from the customer's database). Every
-    notify step is rendered, in every branch; a branch says which way the sample goes. Returns one item per
-    step: {"step", "path", "type", and for a notify step "channel" and "target" and "payload", or "skipped"
-    (why nothing would be sent), or "error" (why it would fail)}. Every template that cannot render is
-    listed in the step's "errors" ([{"field": "steps[0].body", "reason"}]), not only the first.
+        `sample` may hold `data`, `recipient`, `event`, `row` (and `rows`, `missing_ids`), `related` ({name: row})
+        as steps would see them (workflow_preview_sample reads them from the customer's database). Every
+        notify step is rendered, in every branch; a branch says which way the sample goes. Returns one item per
+        step: {"step", "path", "type", and for a notify step "channel" and "target" and "payload", or "skipped"
+        (why nothing would be sent), or "error" (why it would fail)}; a notify step that would send names its
+    "provider" (apps.deliveries.selectors.provider_configured; not for webhooks). Every template that cannot render is
+        listed in the step's "errors" ([{"field": "steps[0].body", "reason"}]), not only the first.
 
-    A template that trips a bound of its render (time, size) must change before it can run at all: once
-    every step is rendered, InvalidInput is raised naming each such field (`steps[0].body`). `definition`,
-    when given, is rendered instead of the draft (e.g. the published version's, for a backfill's examples).
+        A template that trips a bound of its render (time, size) must change before it can run at all: once
+        every step is rendered, InvalidInput is raised naming each such field (`steps[0].body`). `definition`,
+        when given, is rendered instead of the draft (e.g. the published version's, for a backfill's examples).
     """
     from apps.core.exceptions import InvalidInput
     from apps.core.templating import TemplateLimitError, TemplateRenderError, render, render_budget
     from apps.deliveries.channels import channel_get
+    from apps.deliveries.selectors import provider_configured
 
     from .conditions import first_holding
     from .definition.variables import template_fields
@@ -204,6 +206,7 @@ def workflow_preview(*, workflow: Workflow, sample: dict, definition: dict | Non
         if key in sample:
             context[key] = sample[key]
     context.update(sample.get("related") or {})
+    organization_id = (sample.get("organization") or {}).get("id")
     out: list[dict] = []
     bounds: dict[str, str] = {}  # path -> the bound a template trips
 
@@ -231,6 +234,10 @@ def workflow_preview(*, workflow: Workflow, sample: dict, definition: dict | Non
                 item["skipped"] = rendered.skip_reason
             else:
                 item.update(target=rendered.target, payload=sealed_masked(rendered.payload))
+                if step["channel"] != "webhook":  # a webhook goes to its endpoint, through no provider
+                    item["provider"] = provider_configured(
+                        product_id=workflow.product_id, organization_id=organization_id, channel=step["channel"]
+                    )
         if rendered is None or rendered.skip_reason:
             # The channel stops at the first template that fails (or skips a recipient without the address
             # before the rest): each other template is rendered alone, so that every one to fix is listed.
@@ -282,7 +289,8 @@ def workflow_preview_sample(*, workflow: Workflow, row_key=None, event_id=None, 
     with the event alone, its first row. The row and its related rows are read by key from the customer's
     database as a run reads them (for_each: statement reads the event's rows), and the trigger's recipient
     mapping applied. Returns {"event", "row" (when found), "rows" and "missing_ids" (per statement),
-    "related", "recipient" (when mapped)}.
+    "related", "recipient" (when mapped), "organization" (when the trigger maps one: as
+    workflow_preview_outcome shows it)}.
 
     Raises InvalidInput (the draft's trigger is not a database trigger, or has errors), NotFound (no such
     event or row) and CustomerDatabaseUnavailable.
@@ -296,7 +304,7 @@ def workflow_preview_sample(*, workflow: Workflow, row_key=None, event_id=None, 
     from .definition.checks import definition_normalize
     from .definition.format import Definition
     from .definition.paths import structure_check
-    from .row_links import recipient_from, related_read
+    from .row_links import link_value, organizations_route, recipient_from, related_read
 
     definition = definition or workflow.draft
     if (definition.get("trigger") or {}).get("type") != "database":
@@ -376,7 +384,38 @@ def workflow_preview_sample(*, workflow: Workflow, row_key=None, event_id=None, 
     recipient = recipient_from(trigger, row=row, related=related) if per_row else None
     if recipient is not None:
         sample["recipient"] = recipient
+    path = trigger.get("organization") if per_row else None
+    if path:
+        value = link_value(path, row=row, related=related)
+        [(organization, error)] = organizations_route(product_id=workflow.product_id, items=[(path, value)])
+        sample["organization"] = (
+            {
+                "id": str(organization.id),
+                "external_id": organization.external_id,
+                "name": organization.name,
+                "sandbox": organization.sandbox,
+            }
+            if organization is not None
+            else {"external_id": None if value is None else str(value), "error": error}
+        )
     return sample
+
+
+def workflow_preview_outcome(*, workflow: Workflow, sample: dict) -> dict:
+    """What happens to a run of `sample` as a whole, beside its rendered steps (workflow_preview):
+    {"held": whether its messages wait for review (the workflow, its product or the row's organization is
+    sandboxed), "organization" (when the sample routes to one: {"id", "external_id", "name", "sandbox"}, or
+    {"external_id", "error"} when the row names no organization), "error" (when the run would fail before
+    its first step is done, and be escalated)}."""
+    organization = sample.get("organization")
+    outcome: dict = {
+        "held": bool(workflow.sandbox or workflow.product.sandbox or (organization and organization.get("sandbox")))
+    }
+    if organization is not None:
+        outcome["organization"] = organization
+        if organization.get("error"):
+            outcome["error"] = f"The run would fail at its first step, and be escalated: {organization['error']}"
+    return outcome
 
 
 # --- Operators' actions (the admin enqueues them: publishing may install a trigger in a customer database)

@@ -116,3 +116,51 @@ def test_a_run_failed_for_its_organization_reads_the_corrected_row_when_re_run(p
         assert rerun.status == Status.COMPLETED and rerun.organization_id is not None, rerun.error
         failed = rerun
         Run.objects.filter(id=rerun.id).update(status=Status.FAILED)  # so that it may be re-run again
+
+
+def test_a_preview_on_a_row_says_which_organization_it_routes_to_who_sends_and_whether_it_is_held(
+    product, product_client, connection
+):
+    acme, _ = organization_create(product=product, name="Acme", external_id="acme", actor="test")
+    organization_create(product=product, name="Globex", external_id="globex", actor="test")
+    product_client.patch(f"/api/v1/organizations/{acme.id}", {"sandbox": True}, format="json")
+    configured = product_client.put(
+        "/api/v1/providers/email",
+        {
+            "organization": str(acme.id),
+            "provider": "smtp",
+            "credentials": {},
+            "options": {"host": "127.0.0.1", "port": 2525, "security": "none", "from_email": "orders@acme.example"},
+        },
+        format="json",
+    )
+    assert configured.status_code == 200, configured.json()
+    response = _create(product_client, connection, related=RELATED, recipient=RECIPIENT, organization="row.org_id")
+    assert response.status_code == 201, response.json()
+    _orders_for_organizations()
+
+    def preview(row_key):
+        answer = product_client.post("/api/v1/workflows/order-paid/preview", {"row_key": row_key}, format="json")
+        assert answer.status_code == 200, answer.json()
+        return answer.json()
+
+    acme_row = preview(1)
+    assert acme_row["organization"] == {"id": str(acme.id), "external_id": "acme", "name": "Acme", "sandbox": True}
+    assert acme_row["held"] is True and "error" not in acme_row
+    assert acme_row["steps"][0]["provider"] == {"name": "smtp", "of": "organization"}
+    globex_row = preview(2)
+    assert (globex_row["organization"]["name"], globex_row["held"]) == ("Globex", False)
+    assert globex_row["steps"][0]["provider"] is None  # neither Globex nor the product configured email
+    for row_key, reason in ((3, "external id 'initech' (row.org_id)"), (4, "names no organization")):
+        unrouted = preview(row_key)
+        assert reason in unrouted["organization"]["error"] and "escalated" in unrouted["error"], unrouted
+
+    # A dry-run backfill's examples say the same of each row.
+    assert product_client.post("/api/v1/workflows/order-paid/publish").status_code == 201
+    dry = product_client.post("/api/v1/workflows/order-paid/backfill", {"dry_run": True}, format="json").json()
+    assert [(e["row_key"], e["held"], e.get("organization", {}).get("name")) for e in dry["examples"]] == [
+        (1, True, "Acme"),
+        (2, False, "Globex"),
+        (3, False, None),
+    ]
+    assert "initech" in dry["examples"][2]["error"]

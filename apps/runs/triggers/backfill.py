@@ -21,7 +21,7 @@ from apps.connections.services import CustomerDatabaseUnavailable
 from apps.core import exactjson
 from apps.core.bulk import insert_rows
 from apps.core.exceptions import InvalidInput
-from apps.workflows.services import workflow_preview, workflow_preview_sample
+from apps.workflows.services import workflow_preview, workflow_preview_outcome, workflow_preview_sample
 
 from ..engine import runs_enqueue_on_commit
 from ..models import Priority, Run, RunStatus
@@ -80,7 +80,8 @@ def workflow_backfill(
     this call (1 to BACKFILL_MAX). Returns {"dry_run", "rows" (matching rows in this page), "next" (the
     key to pass as `after`, or None when no rows are left), and "started" (runs started; rows already
     backfilled start none) or, for a dry run, "matched" (rows matching in all), "would_start" and
-    "examples" (the first rows that would start, each rendered: {"row_key", "steps"})}.
+    "examples" (the first rows that would start, each rendered: {"row_key", "steps", "held", "organization",
+    "error"}, as the preview on a real row shows them)}.
 
     Runs start queued at low priority, after this call commits, with their audit rows and one
     `workflow.backfilled` audit row. Raises InvalidInput (no published version, not a per-row database
@@ -135,7 +136,9 @@ def workflow_backfill(
         for key, _ in new[:EXAMPLES]:
             sample = workflow_preview_sample(workflow=workflow, row_key=key, definition=version.definition)
             steps = workflow_preview(workflow=workflow, sample=sample, definition=version.definition)
-            examples.append({"row_key": key, "steps": steps})
+            examples.append(
+                {"row_key": key, "steps": steps, **workflow_preview_outcome(workflow=workflow, sample=sample)}
+            )
         return result | {"matched": matched, "would_start": len(new), "examples": examples}
     now = timezone.now().isoformat()
     with transaction.atomic():

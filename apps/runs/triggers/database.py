@@ -31,9 +31,8 @@ from apps.connections.rows import rows_read, rows_read_indexed
 from apps.connections.sources import NOT_RUN
 from apps.core import exactjson
 from apps.core.bulk import insert_rows
-from apps.tenants.selectors import organizations_by_external_id
 from apps.workflows.models import WorkflowVersion
-from apps.workflows.row_links import link_value, recipient_from, related_read, trigger_links
+from apps.workflows.row_links import link_value, organizations_route, recipient_from, related_read, trigger_links
 
 from ..engine import runs_enqueue_on_commit
 from ..models import Priority, Run, RunStatus
@@ -148,7 +147,7 @@ def _recipient_resolve(run: Run) -> None:
 
 def _organizations_resolve(runs: list[Run]) -> None:
     """Route per-row runs whose trigger names an `organization` column to the product's organization with that
-    external id (apps.tenants.selectors.organizations_by_external_id, one query per product): the run then
+    external id (apps.workflows.row_links.organizations_route, one query per product): the run then
     belongs to it (its providers, sandbox, audit scope, its key). A row whose value is null or matches no
     organization is recorded in the run's state as an error: the run fails at its first step, escalated."""
     by_product: dict = defaultdict(list)
@@ -157,26 +156,19 @@ def _organizations_resolve(runs: list[Run]) -> None:
         if not path or "organization" in run.state:
             continue
         row = run.state["rows"][0] if run.state.get("rows") else None
-        value = link_value(path, row=row, related=run.state.get("related") or {})
-        by_product[run.product_id].append((run, path, None if value is None else str(value)))
+        by_product[run.product_id].append(
+            (run, path, link_value(path, row=row, related=run.state.get("related") or {}))
+        )
     for product_id, items in by_product.items():
-        found = organizations_by_external_id(product_id=product_id, external_ids=[v for _, _, v in items if v])
-        for run, path, value in items:
-            organization = found.get(value) if value else None
+        routed = organizations_route(product_id=product_id, items=[(path, value) for _, path, value in items])
+        for (run, _, value), (organization, error) in zip(items, routed):
             if organization is not None:
                 run.organization_id = organization.id
                 run._state.fields_cache["organization"] = organization
-                run.state["organization"] = {"external_id": value}
+                run.state["organization"] = {"external_id": str(value)}
                 run.__dict__["cause_resolved"] = True  # written with the run (apps.runs.engine.Writes)
-            elif value is None:
-                run.state["organization"] = {"error": f"The row names no organization: {path} is null or missing."}
             else:
-                run.state["organization"] = {
-                    "error": (
-                        f"No organization of this product has the external id {value!r} ({path}): give the "
-                        "organization that owns the row this external_id, or correct the row, then re-run."
-                    )
-                }
+                run.state["organization"] = {"error": error}
 
 
 def _rows_into(run: Run, context: dict, state: dict) -> None:

@@ -119,9 +119,9 @@ def provider_configured(*, product_id, organization_id, channel: str) -> dict | 
     name, "of": "organization" or "product"}, the organization's configuration first, as sending chooses
     (apps.deliveries.channels.providers.provider_for); None when neither has one (email then goes through the
     settings' mail server; other channels fail the delivery). Credentials are not read."""
-    from .models import ProviderConfig
-
     from django.db.models import Q
+
+    from .models import ProviderConfig
 
     owners = (
         Q(organization_id__isnull=True) | Q(organization_id=organization_id)

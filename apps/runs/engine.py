@@ -265,6 +265,20 @@ class Writes:
                 cursor.execute(_RUNS_UPDATE, [now, exactjson.dumps(rows, default=_iso)])
                 if cursor.rowcount != len(rows):
                     raise ClaimLost()
+            # A run its row routed to an organization is in that organization's audit trail from then on
+            # (its `run.launched` was written before the row was read).
+            self.audits.extend(
+                AuditEntry(
+                    action="run.routed",
+                    target_type="run",
+                    target_id=r.id,
+                    product_id=r.product_id,
+                    organization_id=r.organization_id,
+                    data={"organization": (r.state.get("organization") or {}).get("external_id")},
+                )
+                for r in changed
+                if r.__dict__.get("cause_resolved") and r.organization_id is not None
+            )
         if self.deliveries:
             written = deliveries_write(self.deliveries, claim=True, now=now)
             self.to_send.extend(d for d in written if d.status == DeliveryStatus.SENDING)
@@ -281,6 +295,7 @@ class Writes:
             runs_enqueue_on_commit(ids, priority)
         for run in latest.values():  # only once everything is written: a failed flush changes nothing
             run._state.adding = False
+            run.__dict__.pop("cause_resolved", None)  # written: later positions leave it as it is
             _persisted(run)
         self.runs, self.steps, self.steps_failed, self.deliveries = [], [], [], []
         self.audits, self.escalations, self.hints = [], [], {}

@@ -262,7 +262,7 @@ class WorkflowPreviewApi(APIView):
                 "name": found.name,
                 "sandbox": found.sandbox,
             }
-        steps = workflow_preview(workflow=workflow, sample=sample)
+        steps = workflow_preview(workflow=workflow, sample=sample, real=row_key is not None or event_id is not None)
         return Response({"steps": steps, **workflow_preview_outcome(workflow=workflow, sample=sample)})
 
 

@@ -170,7 +170,9 @@ def _retire_unused(previous: WorkflowVersion | None, *, keep: WorkflowVersion | 
         )
 
 
-def workflow_preview(*, workflow: Workflow, sample: dict, definition: dict | None = None) -> list[dict]:
+def workflow_preview(
+    *, workflow: Workflow, sample: dict, definition: dict | None = None, real: bool = False
+) -> list[dict]:
     """Render every step of the draft with sample data, without sending or recording anything.
 
         `sample` may hold `data`, `recipient`, `event`, `row` (and `rows`, `missing_ids`), `related` ({name: row})
@@ -184,6 +186,9 @@ def workflow_preview(*, workflow: Workflow, sample: dict, definition: dict | Non
         A template that trips a bound of its render (time, size) must change before it can run at all: once
         every step is rendered, InvalidInput is raised naming each such field (`steps[0].body`). `definition`,
         when given, is rendered instead of the draft (e.g. the published version's, for a backfill's examples).
+    `real`: the sample is a real row (workflow_preview_sample), so a step skipped for a recipient without the
+    channel's address lists nothing else: for this row nothing else would render. A made-up sample lists
+    every template that cannot render even then, for the author to fix.
     """
     from apps.core.exceptions import InvalidInput
     from apps.core.templating import TemplateLimitError, TemplateRenderError, render, render_budget
@@ -238,7 +243,7 @@ def workflow_preview(*, workflow: Workflow, sample: dict, definition: dict | Non
                     item["provider"] = provider_configured(
                         product_id=workflow.product_id, organization_id=organization_id, channel=step["channel"]
                     )
-        if rendered is None or rendered.skip_reason:
+        if rendered is None or (rendered.skip_reason and not real):
             # The channel stops at the first template that fails (or skips a recipient without the address
             # before the rest): each other template is rendered alone, so that every one to fix is listed.
             # `to` is left out: it failing means a recipient without the address, who is skipped.

@@ -49,6 +49,10 @@ def test_each_run_belongs_to_the_organization_that_owns_its_row(product, product
     assert [(r["recipient"]["email"], r["organization"]) for r in acme_runs] == [("ann@example.com", str(acme.id))]
     globex_runs = client_for(globex_key).get("/api/v1/runs").json()["results"]
     assert [r["recipient"]["email"] for r in globex_runs] == ["bob@example.com"]
+    # ... and its run in its audit trail, routed there by its row.
+    acme_audit = client_for(acme_key).get("/api/v1/audit").json()["results"]
+    routed = [(a["target_id"], a["data"]) for a in acme_audit if a["action"] == "run.routed"]
+    assert routed == [(str(acme_runs[0]["id"]), {"organization": "acme"})]
 
     # 'initech' matches no organization, and order 4 names none: both runs fail, escalated, nothing sent.
     failed = Run.objects.filter(status=RunStatus.FAILED).order_by("recipient_index")

@@ -75,6 +75,17 @@ def test_the_preview_reports_a_missing_related_row_as_an_error_not_a_blank(produ
     assert "customer" in step["error"]
 
 
+def test_a_row_whose_recipient_has_no_address_previews_as_the_skip_its_run_makes(product_client, connection):
+    assert _create(product_client, connection, related=RELATED, recipient=RECIPIENT).status_code == 201
+    _customers_with_orders()
+    [step] = _preview(product_client, {"row_key": 5}).json()["steps"]  # order 5 has no customer, so no email
+    assert "no email address" in step["skipped"]
+    assert "errors" not in step and "error" not in step  # the subject naming the customer never renders for it
+    # A made-up sample still lists every template to fix, for the author.
+    [made_up] = _preview(product_client, {"row": {"id": 1}}).json()["steps"]
+    assert made_up["skipped"] and {e["field"] for e in made_up["errors"]} == {"steps[0].subject", "steps[0].body"}
+
+
 def test_an_organization_key_may_not_preview_real_rows(product, product_client, connection):
     from apps.tenants.services import organization_create
     from tests.conftest import client_for

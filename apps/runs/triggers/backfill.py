@@ -135,7 +135,7 @@ def workflow_backfill(
         examples = []
         for key, _ in new[:EXAMPLES]:
             sample = workflow_preview_sample(workflow=workflow, row_key=key, definition=version.definition)
-            steps = workflow_preview(workflow=workflow, sample=sample, definition=version.definition)
+            steps = workflow_preview(workflow=workflow, sample=sample, definition=version.definition, real=True)
             examples.append(
                 {"row_key": key, "steps": steps, **workflow_preview_outcome(workflow=workflow, sample=sample)}
             )

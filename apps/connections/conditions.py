@@ -17,6 +17,7 @@ from decimal import Decimal
 from psycopg import sql
 
 from .introspection import operator_sql
+from .names import did_you_mean
 
 COMPARISONS = {"eq": "=", "ne": "<>", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
 NULL_CHECKS = {"is_null": "IS NULL", "is_not_null": "IS NOT NULL"}
@@ -117,7 +118,9 @@ def condition_validate(
     def leaf(node, here, errors):
         column, op = node.get("column"), node.get("op")
         if not isinstance(column, str) or column not in columns:
-            errors.setdefault(f"{here}.column", []).append(f"No column {column!r} in this table.")
+            errors.setdefault(f"{here}.column", []).append(
+                f"No column {column!r} in this table.{did_you_mean(column, columns)}"
+            )
             return
         if not isinstance(op, str) or op not in OPS:
             errors.setdefault(f"{here}.op", []).append(f"One of: {', '.join(sorted(OPS))}.")

@@ -36,3 +36,15 @@ def table_display(schema: str, table: str) -> str:
         return name if re.fullmatch(r"[^\W\d][\w$]*", name) else '"' + name.replace('"', '""') + '"'
 
     return f"{part(schema)}.{part(table)}"
+
+
+def did_you_mean(name, known) -> str:
+    """ " Did you mean 'total'?" when `name` is close to one of `known` (a typo, another case), else "": for the
+    end of a "No column ..." error. Closeness is difflib's ratio (at least 0.6), case ignored."""
+    import difflib
+
+    if not isinstance(name, str):
+        return ""
+    by_folded = {str(k).lower(): str(k) for k in known}
+    close = difflib.get_close_matches(name.lower(), list(by_folded), n=1, cutoff=0.6)
+    return f" Did you mean '{by_folded[close[0]]}'?" if close else ""

@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 
 from .customer import customer_session
-from .names import table_parse
+from .names import did_you_mean, table_parse
 
 # Columns of a table (by its quoted name; none when it does not exist), with whether the user may read it.
 _COLUMNS = """
@@ -91,7 +91,9 @@ def row_links_validate(
                 continue
             found.pop("\0privilege", None)
             if columns["row"] is not None and link["column"] not in columns["row"]:
-                errors.setdefault(f"{here}.column", []).append(f"No column '{link['column']}' in {table}.")
+                errors.setdefault(f"{here}.column", []).append(
+                    f"No column '{link['column']}' in {table}.{did_you_mean(link['column'], columns['row'])}"
+                )
                 continue
             key = link.get("key") or _referenced(conn, table, quoted, link["column"]) or _primary_key(conn, quoted)
             if key is None:
@@ -101,7 +103,9 @@ def row_links_validate(
                 )
                 continue
             if key not in found:
-                errors.setdefault(f"{here}.key", []).append(f"No column '{key}' in {schema}.{name_of_table}.")
+                errors.setdefault(f"{here}.key", []).append(
+                    f"No column '{key}' in {schema}.{name_of_table}.{did_you_mean(key, found)}"
+                )
                 continue
             if not conn.execute(_UNIQUE, {"table": quoted, "column": key}).fetchone()[0]:
                 errors.setdefault(f"{here}.key", []).append(
@@ -118,7 +122,9 @@ def row_links_validate(
                 f"'{root}' is neither row nor a related table's name. Related tables: {', '.join(related) or 'none'}."
             )
         elif (known := columns.get(root)) is not None and column not in known:
-            errors.setdefault(field, []).append(f"No column '{column}' in {stored.get(root, {}).get('table', table)}.")
+            errors.setdefault(field, []).append(
+                f"No column '{column}' in {stored.get(root, {}).get('table', table)}.{did_you_mean(column, known)}"
+            )
     return stored, errors
 
 

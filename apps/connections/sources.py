@@ -17,7 +17,7 @@ from .checks import grant_statement, table_privileges_check
 from .conditions import condition_columns, condition_validate
 from .customer import customer_connect
 from .introspection import column_types, tables_read, values_check
-from .names import table_display, table_parse
+from .names import did_you_mean, table_display, table_parse
 from .services import CustomerDatabaseUnavailable
 
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -145,7 +145,9 @@ def _source_in_database(
         raise ValidationError({"source.table": [f"{schema}.{name} has no primary key: rows cannot be identified."]})
     known = {c["name"] for c in found["columns"]}
     bad = {
-        f"source.columns[{i}]": [f"No column {c} in {schema}.{name}."] for i, c in enumerate(columns) if c not in known
+        f"source.columns[{i}]": [f"No column {c} in {schema}.{name}.{did_you_mean(c, known)}"]
+        for i, c in enumerate(columns)
+        if c not in known
     }
     if bad:
         raise ValidationError(bad)

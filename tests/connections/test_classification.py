@@ -83,6 +83,11 @@ def test_compound_predicates(product_client, receiver, connection):
     "predicate, field, reason",
     [
         ({"column": "nope", "op": "eq", "value": 1}, "source.classification.predicate.column", "No column"),
+        (
+            {"column": "Paid", "op": "eq", "value": True},
+            "source.classification.predicate.column",
+            "Did you mean 'paid'?",
+        ),
         ({"column": ["paid"], "op": "eq", "value": True}, "source.classification.predicate.column", "No column"),
         ({"column": "paid", "op": {}, "value": True}, "source.classification.predicate.op", "One of"),
         ({"column": "paid", "op": "like", "value": True}, "source.classification.predicate.op", "One of"),

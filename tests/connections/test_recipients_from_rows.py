@@ -129,7 +129,12 @@ def test_a_batch_reads_each_related_table_once(product_client, connection, monke
         (
             {"related": RELATED, "recipient": {"email": "customer.mail"}},
             "trigger.recipient.email",
-            "No column 'mail' in public.customers",
+            "No column 'mail' in public.customers. Did you mean 'email'?",
+        ),
+        (
+            {"related": {"customer": {"table": "public.customers", "column": "custmer_id"}}},
+            "trigger.related.customer.column",
+            "No column 'custmer_id' in public.orders. Did you mean 'customer_id'?",
         ),
         ({"recipient": {"email": "buyer.email"}}, "trigger.recipient.email", "'buyer' is neither row nor"),
         ({"recipient": {"email": "row.email"}}, "trigger.recipient.email", "No column 'email' in public.orders"),

@@ -9,6 +9,7 @@ start (apps/runs/triggers/database.py) and by the preview of a draft on a real r
 from __future__ import annotations
 
 from apps.connections.rows import rows_read_indexed
+from apps.tenants.models import Organization
 from apps.tenants.selectors import organizations_by_external_id
 
 # Recipient properties that are text; `push_tokens` is a list of text.
@@ -75,7 +76,7 @@ def recipient_from(trigger: dict, *, row: dict | None, related: dict) -> dict | 
     return recipient
 
 
-def organizations_route(*, product_id, items: list[tuple[str, object]]) -> list[tuple[object | None, str]]:
+def organizations_route(*, product_id, items: list[tuple[str, object]]) -> list[tuple[Organization | None, str]]:
     """The organization each row routes to, by a trigger's `organization` path: `items` is [(path, the
     value at that path, as link_value read it)]; returns [(organization or None, error)] in the same order,
     the error ("" when found) saying why a row routes nowhere (its value is null, or no organization of the
@@ -85,7 +86,7 @@ def organizations_route(*, product_id, items: list[tuple[str, object]]) -> list[
     found = organizations_by_external_id(
         product_id=product_id, external_ids=[str(value) for _, value in items if value is not None]
     )
-    routed: list[tuple[object | None, str]] = []
+    routed: list[tuple[Organization | None, str]] = []
     for path, value in items:
         organization = found.get(str(value)) if value is not None else None
         if organization is not None:

@@ -54,3 +54,12 @@ def unstorable_find(value, path: str = "") -> tuple[str, str] | None:
             for index in range(len(item) - 1, -1, -1):
                 stack.append((f"{where}[{index}]", item[index]))
     return None
+
+
+def storable(value: str) -> str:
+    """`value` with every character PostgreSQL cannot store written as its escape (U+0000 as `\\u0000`, an
+    unpaired surrogate as `\\ud83d`), so that text from outside (a receiver's answer, a provider's error) is
+    kept as readable as it came, and its row is written. Other text is returned as it is."""
+    if not isinstance(value, str) or _UNSTORABLE.search(value) is None:
+        return value
+    return _UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", value)

@@ -32,6 +32,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
@@ -40,6 +41,7 @@ from aiohttp.abc import AbstractResolver
 from aiohttp.resolver import ThreadedResolver
 from django.conf import settings
 from django.utils import timezone
+from django.utils.http import parse_http_date
 from yarl import URL
 
 from apps.core import destinations
@@ -305,14 +307,24 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> HttpAnswer:
 
 
 def retry_after_seconds(value: str | None) -> float | None:
-    """Parse a Retry-After header: delta-seconds or an HTTP date."""
+    """Seconds a `Retry-After` header asks to wait (RFC 9110 section 10.2.3): delta-seconds, or an HTTP-date in
+    any of its three forms (IMF-fixdate, RFC 850, asctime; django.utils.http.parse_http_date), or a date with a
+    numeric zone as some servers send (`-0000`; email.utils, a date without a zone read as GMT as HTTP-dates
+    are). A date in the past is 0; None when absent or unreadable. Never raises."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        when = datetime.fromtimestamp(parse_http_date(value), tz=UTC)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+    except OverflowError:
         return None
     return max(0.0, (when - timezone.now()).total_seconds())

@@ -11,6 +11,7 @@ from django.db import connection
 from django.urls import reverse
 
 from apps.audit.models import AuditEvent
+from apps.core import exactjson
 from apps.core.encryption import encrypt
 from apps.core.masking import url_mask
 from apps.deliveries.models import Delivery, DeliveryStatus, WebhookEndpoint
@@ -69,7 +70,7 @@ def test_an_endpoint_url_is_stored_encrypted_and_shown_masked(product, product_c
         product_client.get("/api/v1/deliveries").content,
         product_client.get(f"/api/v1/deliveries/{delivery.message_id}").content,
         product_client.get("/api/v1/audit").content,
-        json.dumps(list(AuditEvent.objects.values_list("data", flat=True))).encode(),
+        exactjson.dumps(list(AuditEvent.objects.values_list("data", flat=True))).encode(),
         admin_client.get(reverse("admin:deliveries_webhookendpoint_changelist")).content,
         admin_client.get(reverse("admin:deliveries_webhookendpoint_change", args=[endpoint_id])).content,
         admin_client.get(reverse("admin:deliveries_delivery_changelist")).content,

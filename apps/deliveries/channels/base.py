@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -8,14 +9,19 @@ from rest_framework import serializers
 from apps.core import exactjson
 from apps.core.masking import sealed_masked
 from apps.core.templating import MissingVariable, render, template_check
+from apps.core.text import storable
 
 if TYPE_CHECKING:
     from apps.deliveries.models import Delivery
     from apps.tenants.models import Product
 
+logger = logging.getLogger(__name__)
+
 
 class DeliveryError(Exception):
-    """A failed send. `permanent` failures are not retried; the others are, with back-off."""
+    """A failed send. `permanent` failures are not retried; the others are, with back-off. `message` and
+    `excerpt` may quote a receiver: they are made storable here (apps.core.text.storable), before anything
+    records them."""
 
     def __init__(
         self,
@@ -27,6 +33,7 @@ class DeliveryError(Exception):
         duration_ms: int = 0,
         retry_after: float | None = None,
     ):
+        message, excerpt = storable(message), storable(excerpt)
         super().__init__(message)
         self.message = message
         self.permanent = permanent
@@ -43,6 +50,21 @@ class SendResult:
     excerpt: str = ""
     duration_ms: int = 0
     provider_message_id: str = ""  # the provider's own id for the message, when it gives one
+
+    def __post_init__(self):
+        # Both come from the receiver or provider: made storable before anything records them.
+        self.excerpt, self.provider_message_id = storable(self.excerpt), storable(self.provider_message_id)
+
+
+def outcome_guarded(read, *args) -> SendResult | DeliveryError:
+    """`read(*args)`, the outcome of one answer; an unexpected error while reading it (a bug, an answer of a
+    shape nobody foresaw) is that delivery's failure, retried, not the batch's: the other deliveries of the
+    batch keep their outcomes, and nothing is sent twice for it."""
+    try:
+        return read(*args)
+    except Exception as exc:
+        logger.exception("Reading an answer failed")
+        return DeliveryError(f"Rowbell could not read the answer ({exc.__class__.__name__}: {exc}); it will retry.")
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Channel, DeliveryError, SendResult
+from .base import Channel, DeliveryError, SendResult, outcome_guarded
 
 
 class ProvidedChannel(Channel):
@@ -37,7 +37,7 @@ class ProvidedChannel(Channel):
             outcomes = [
                 DeliveryError(a.message, permanent=a.permanent)
                 if isinstance(a, outbound.OutboundError)
-                else provider.outcome(a)
+                else outcome_guarded(provider.outcome, a)
                 for a in (next(answers) for _ in range(count))
             ]
             results[i] = outcomes[0] if count == 1 else _devices_outcome(outcomes)

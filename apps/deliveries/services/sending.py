@@ -371,34 +371,55 @@ def deliveries_dispatch_due(*, limit: int = 10_000) -> int:
 
 
 def deliveries_reconcile() -> int:
-    """Return deliveries stuck in `sending` past their lease (their worker died) to the queue."""
+    """Return deliveries stuck in `sending` past their lease (their worker died, or could not record the
+    outcome) to the queue, their attempt recorded with an unknown outcome. The attempt counts: a delivery
+    whose last allowed attempt outlived its lease fails ("gave up after N attempts"), its run settled as
+    failed, so `max_attempts` bounds how many times a receiver can get one message, whatever fails."""
     now = timezone.now()
+    stopped = "The worker stopped before the outcome was recorded."
     with transaction.atomic():
         stuck = list(
             Delivery.objects.select_for_update(skip_locked=True)
             .filter(status=DeliveryStatus.SENDING, lease_until__lt=now)
-            .values_list("id", "attempt_count", "product_id", "organization_id", "message_id")[:10_000]
+            .values_list(
+                "id",
+                "attempt_count",
+                "product_id",
+                "organization_id",
+                "message_id",
+                "max_attempts",
+                "run_id",
+                "step_id",
+            )[:10_000]
         )
         if not stuck:
             return 0
-        Delivery.objects.filter(id__in=[s[0] for s in stuck]).update(
+        spent = [s for s in stuck if s[1] >= s[5]]
+        again = [s for s in stuck if s[1] < s[5]]
+        Delivery.objects.filter(id__in=[s[0] for s in again]).update(
             status=DeliveryStatus.QUEUED,
             next_attempt_at=now,
             enqueued_at=None,
             lease_until=None,
             updated_at=now,
-            last_error="The worker stopped before the outcome was recorded.",
+            last_error=stopped,
         )
-        status_events_record([(s[0], DeliveryStatus.QUEUED, {"reason": "lease expired"}) for s in stuck], at=now)
+        reason = "gave up after {} attempts: the last one's outcome is unknown (its worker stopped)"
+        Delivery.objects.filter(id__in=[s[0] for s in spent]).update(
+            status=DeliveryStatus.FAILED,
+            completed_at=now,
+            lease_until=None,
+            updated_at=now,
+            last_error=stopped,
+        )
+        status_events_record(
+            [(s[0], DeliveryStatus.QUEUED, {"reason": "lease expired"}) for s in again]
+            + [(s[0], DeliveryStatus.FAILED, {"reason": reason.format(s[1]), "error": stopped}) for s in spent],
+            at=now,
+        )
         DeliveryAttempt.objects.bulk_create(
             [
-                DeliveryAttempt(
-                    delivery_id=i,
-                    number=n,
-                    started_at=now,
-                    outcome=AttemptOutcome.UNKNOWN,
-                    error="The worker stopped before the outcome was recorded.",
-                )
+                DeliveryAttempt(delivery_id=i, number=n, started_at=now, outcome=AttemptOutcome.UNKNOWN, error=stopped)
                 for i, n, *_ in stuck
             ],
             ignore_conflicts=True,
@@ -408,12 +429,30 @@ def deliveries_reconcile() -> int:
                 AuditEntry(
                     action="delivery.requeued",
                     target_type="delivery",
-                    target_id=m,
-                    product_id=p,
-                    organization_id=o,
+                    target_id=s[4],
+                    product_id=s[2],
+                    organization_id=s[3],
                     data={"reason": "lease expired"},
                 )
-                for _, _, p, o, m in stuck
+                for s in again
+            ]
+            + [
+                AuditEntry(
+                    action="delivery.failed",
+                    target_type="delivery",
+                    target_id=s[4],
+                    product_id=s[2],
+                    organization_id=s[3],
+                    data={"attempt": s[1], "reason": reason.format(s[1]), "error": stopped},
+                )
+                for s in spent
+            ]
+        )
+        runs_settle(
+            [
+                (s[6], s[7], False, f"Step '{s[7]}': delivery {s[4]} failed ({reason.format(s[1])}).")
+                for s in spent
+                if s[6]
             ]
         )
     return len(stuck)

@@ -14,7 +14,7 @@ from rest_framework import serializers
 
 from apps.core.templating import render
 
-from ..base import Channel, DeliveryError, Rendered, SendResult, TemplateField, recipient_address
+from ..base import Channel, DeliveryError, Rendered, SendResult, TemplateField, outcome_guarded, recipient_address
 from . import providers  # noqa: F401  (registers the channel's providers)
 
 
@@ -125,7 +125,7 @@ class EmailChannel(Channel):
             try:
                 sender = configured.options.get("from_email") if configured else None
                 for i in indexes:
-                    results[i] = self._send_on(connection, deliveries[i], sender, title)
+                    results[i] = outcome_guarded(self._send_on, connection, deliveries[i], sender, title)
             finally:
                 try:
                     connection.close()

@@ -12,7 +12,7 @@ from apps.deliveries import outbound
 from apps.deliveries.models import ENDPOINT_DISABLED
 from apps.deliveries.signing import signature_headers
 
-from ..base import Channel, DeliveryError, Rendered, SendResult, context_value
+from ..base import Channel, DeliveryError, Rendered, SendResult, context_value, outcome_guarded
 
 # Answers after which retrying cannot help: the receiver says the endpoint is gone.
 PERMANENT_STATUSES = frozenset({410})
@@ -101,7 +101,9 @@ class WebhookChannel(Channel):
                 signature_headers(delivery.endpoint.signing_secrets(now), delivery.message_id, timestamp, body)
             )
             posts.append(outbound.Post(delivery.endpoint.url, body, headers))
-        return [_outcome(d.endpoint, answer) for d, answer in zip(deliveries, outbound.post_many(posts))]
+        return [
+            outcome_guarded(_outcome, d.endpoint, answer) for d, answer in zip(deliveries, outbound.post_many(posts))
+        ]
 
 
 def _outcome(endpoint, answer) -> SendResult | DeliveryError:

@@ -109,6 +109,38 @@ class JSONField(serializers.JSONField):
         super().__init__(**kwargs)
 
 
+class RetryScheduleField(serializers.Field):
+    """A retry schedule: a list of durations (`"5s"`, `"5m"`, `"2h"` or seconds), the wait before each retry;
+    [] for one attempt only; null for the service's default. Returns seconds. Errors name the item
+    (`retry_schedule[2]`) through DRF's list errors."""
+
+    MAX_ITEMS = 24
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("allow_null", True)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        from .durations import DURATION_SAYS, duration_seconds
+
+        if not isinstance(data, list):
+            raise serializers.ValidationError(f"Must be a list of durations, not {_json_type(data)}.")
+        if len(data) > self.MAX_ITEMS:
+            raise serializers.ValidationError(f"At most {self.MAX_ITEMS} retries.")
+        seconds, errors = [], {}
+        for index, item in enumerate(data):
+            value = duration_seconds(item)
+            if value is None:
+                errors[index] = [f"{DURATION_SAYS}, or a number of seconds."]
+            seconds.append(value)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return seconds
+
+    def to_representation(self, value):
+        return value
+
+
 class QuerySerializer(serializers.Serializer):
     """Query-string parameters of a list or report (`?status=failed&workflow=welcome`).
 

@@ -8,6 +8,7 @@ from rest_framework.views import APIView
 from apps.core import fields as strict
 from apps.core.exceptions import InvalidInput, NotFound
 from apps.core.ids import uuid_or_none
+from apps.core.known_fields import KnownFieldsOnly
 from apps.core.masking import sealed_masked
 from apps.core.pagination import NewestFirst, paginated
 from apps.core.permissions import IsProduct, IsProductOrOrganization
@@ -27,6 +28,7 @@ from .services import (
     webhook_endpoint_disable,
     webhook_endpoint_enable,
     webhook_endpoint_rotate_secret,
+    webhook_endpoint_update,
 )
 
 
@@ -44,6 +46,10 @@ class WebhookOutputSerializer(serializers.Serializer):
     failing_since = serializers.DateTimeField(
         allow_null=True, help_text="Since when every attempt has failed (null: the last one succeeded)."
     )
+    failed_attempts = strict.IntegerField(help_text="Attempts failed since the last success.")
+    retry_schedule = strict.RetryScheduleField(
+        help_text="Seconds before each retry of its webhooks; null: the service's webhook schedule."
+    )
     previous_secret_until = serializers.DateTimeField(
         allow_null=True, help_text="After a rotation: until when messages are also signed with the previous secret."
     )
@@ -55,12 +61,33 @@ class WebhookCreatedSerializer(WebhookOutputSerializer):
     secret = strict.CharField(help_text="whsec_... signing secret, shown once.")
 
 
+class WebhookUpdateSerializer(KnownFieldsOnly, serializers.Serializer):
+    description = strict.CharField(max_length=200, required=False, allow_blank=True)
+    accept_any_2xx = strict.BooleanField(required=False, help_text="Count any 2xx as success (default: only 200).")
+    retry_schedule = strict.RetryScheduleField(
+        required=False,
+        help_text='The wait before each retry of its webhooks, e.g. ["5s", "5m", "30m", "2h", "5h", "10h", "10h"] '
+        "(or seconds); [] for one attempt only; null for the service's webhook schedule. A workflow's own `retry` "
+        "comes first.",
+    )
+
+
 class WebhookDetailApi(APIView):
     permission_classes = [IsProduct]
 
     @extend_schema(responses=WebhookOutputSerializer)
     def get(self, request, endpoint_id):
         endpoint = webhook_endpoint_get(tenant=request.user, endpoint_id=endpoint_id)
+        return Response(WebhookOutputSerializer(endpoint).data)
+
+    @extend_schema(request=WebhookUpdateSerializer, responses=WebhookOutputSerializer)
+    def patch(self, request, endpoint_id):
+        endpoint = webhook_endpoint_get(tenant=request.user, endpoint_id=endpoint_id)
+        data = WebhookUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        endpoint = webhook_endpoint_update(
+            endpoint=endpoint, changes=dict(data.validated_data), actor=request.user.actor
+        )
         return Response(WebhookOutputSerializer(endpoint).data)
 
 

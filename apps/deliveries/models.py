@@ -29,9 +29,13 @@ class WebhookEndpoint(models.Model):
     enabled = models.BooleanField(default=True)
     disabled_at = models.DateTimeField(null=True, blank=True)
     disabled_reason = models.CharField(max_length=500, blank=True)
-    # Since when every attempt has failed (null: the last one succeeded). Past the configured span
-    # (ROWBELL_ENDPOINT_DISABLE_AFTER_SECONDS) the endpoint is disabled and operators are told.
+    # Since when every attempt has failed (null: the last one succeeded), and how many have. Past the
+    # configured span and count (ROWBELL_ENDPOINT_DISABLE_AFTER_SECONDS, _FAILURES) the endpoint is disabled
+    # and operators are told.
     failing_since = models.DateTimeField(null=True, blank=True)
+    failed_attempts = models.PositiveIntegerField(default=0, db_default=0)
+    # Seconds before each retry of this endpoint's webhooks; null: the service's webhook schedule.
+    retry_schedule = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # Row events: the customer database and what to capture there ({table, events, columns}); the
     # capture name says which event-log rows are this endpoint's.
@@ -155,7 +159,9 @@ class Delivery(models.Model):
     status = models.CharField(max_length=20, choices=DeliveryStatus.choices, default=DeliveryStatus.QUEUED)
     attempt_count = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField()
-    # The workflow's back-off (first step and cap, in seconds); null: the settings' defaults.
+    # Seconds before each retry (apps.deliveries.backoff); null: exponential, by the two fields below.
+    retry_schedule = models.JSONField(null=True, blank=True)
+    # The workflow's exponential back-off (first step and cap, in seconds); null: the settings' defaults.
     backoff_seconds = models.FloatField(null=True, blank=True)
     max_backoff_seconds = models.FloatField(null=True, blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)

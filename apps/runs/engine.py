@@ -48,7 +48,7 @@ from apps.core.bulk import insert_rows
 from apps.core.exceptions import Conflict
 from apps.core.hints import hint, hint_on_commit
 from apps.core.instances import instance_build
-from apps.deliveries.backoff import retry_delay
+from apps.deliveries.backoff import retry_delay, retry_schedule, scheduled_delay
 from apps.deliveries.models import DeliveryStatus
 from apps.deliveries.services import deliveries_send_claimed, deliveries_write, status_events_record
 from apps.tenants.models import Organization, Product
@@ -368,12 +368,19 @@ def _fail(run: Run, writes: Writes, *, pc: int, step: dict, message: str, step_f
 
 
 def _retry_or_fail(run: Run, writes: Writes, *, pc: int, step: dict, message: str) -> None:
-    """A transient step error: try the step again after the workflow's back-off, or fail once its attempts
-    (`retry.max_attempts`, default ROWBELL_DELIVERY_MAX_ATTEMPTS) are spent."""
+    """A transient step error: try the step again after the workflow's retry policy, or fail once its attempts
+    are spent. The policy is the workflow's `retry` (a schedule, or exponential back-off), else the service's
+    step schedule (ROWBELL_RETRY_SCHEDULE_STEP; apps.deliveries.backoff.retry_schedule)."""
     attempts = run.state.setdefault("attempts", {})
     attempts[step["id"]] = attempts.get(step["id"], 0) + 1
     policy = run.workflow_version.definition.get("retry", {})
-    if attempts[step["id"]] >= policy.get("max_attempts", settings.ROWBELL_DELIVERY_MAX_ATTEMPTS):
+    schedule = retry_schedule("step", policy=policy)
+    most = (
+        len(schedule) + 1
+        if schedule is not None
+        else policy.get("max_attempts", settings.ROWBELL_DELIVERY_MAX_ATTEMPTS)
+    )
+    if attempts[step["id"]] >= most:
         _fail(
             run,
             writes,
@@ -383,7 +390,11 @@ def _retry_or_fail(run: Run, writes: Writes, *, pc: int, step: dict, message: st
             step_failed=True,
         )
         return
-    delay = retry_delay(attempts[step["id"]], base=policy.get("backoff"), cap=policy.get("max_backoff"))
+    delay = (
+        scheduled_delay(schedule, attempts[step["id"]], max_attempts=most)
+        if schedule is not None
+        else retry_delay(attempts[step["id"]], base=policy.get("backoff"), cap=policy.get("max_backoff"))
+    )
     run.status, run.waiting_on, run.lease_until = RunStatus.WAITING, WaitingOn.RETRY, None
     run.resume_at, run.step_index = timezone.now() + timedelta(seconds=delay), pc
     writes.run(run)

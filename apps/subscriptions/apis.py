@@ -20,6 +20,12 @@ class WebhookInputSerializer(serializers.Serializer):
     accept_any_2xx = strict.BooleanField(
         required=False, default=False, help_text="Count any 2xx as success (default: only 200)."
     )
+    retry_schedule = strict.RetryScheduleField(
+        required=False,
+        default=None,
+        help_text='The wait before each retry of its webhooks, e.g. ["5s", "5m", "30m", "2h"] (or seconds); null '
+        "(the default) for the service's webhook schedule.",
+    )
     source = serializers.JSONField(
         required=False,
         help_text=(

@@ -31,7 +31,14 @@ from apps.deliveries.services import (
 
 
 def subscription_create(
-    *, product, url: str, description: str = "", accept_any_2xx: bool = False, source: dict | None = None, actor: str
+    *,
+    product,
+    url: str,
+    description: str = "",
+    accept_any_2xx: bool = False,
+    retry_schedule: list | None = None,
+    source: dict | None = None,
+    actor: str,
 ) -> WebhookEndpoint:
     """Register a webhook endpoint; with a row-event `source`, subscribe it to changes of a table.
 
@@ -44,7 +51,12 @@ def subscription_create(
     webhook_endpoint_url_check(url)
     if source is None:
         return webhook_endpoint_create(
-            product=product, url=url, description=description, accept_any_2xx=accept_any_2xx, actor=actor
+            product=product,
+            url=url,
+            description=description,
+            accept_any_2xx=accept_any_2xx,
+            retry_schedule=retry_schedule,
+            actor=actor,
         )
     connection_id = source.get("connection") if isinstance(source, dict) else None
     connection = Connection.objects.filter(product=product, id=uuid_or_none(connection_id)).first()
@@ -59,6 +71,7 @@ def subscription_create(
             url=url,
             description=description,
             accept_any_2xx=accept_any_2xx,
+            retry_schedule=retry_schedule,
             actor=actor,
             connection=connection,
             source=normalized,

@@ -254,12 +254,35 @@ CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=360)
 # Key for encryption at rest (webhook secrets, later database passwords and provider credentials).
 # One or more comma-separated Fernet keys: the first encrypts, all decrypt (rotation).
 ROWBELL_ENCRYPTION_KEYS = env.list("ROWBELL_ENCRYPTION_KEYS", default=[])
-# Delivery retries: attempt n waits min(max, base * 2**(n-1)) seconds, scaled by a jitter in [0.5, 1].
+# Retry schedules: seconds to wait before each retry, per channel (the first attempt is at once; a delivery
+# makes one attempt more than its schedule has delays). Each delay is a floor: up to 10% jitter is added. The
+# webhook schedule is Svix's (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: 27 h 35 min 5 s in all); email retries
+# for 10 h 42 min; SMS and push, whose messages go stale, for 51 min; chat for 3 h 36 min. `step` is for a
+# run's step that failed for a passing reason (its customer database was unreachable).
+ROWBELL_RETRY_SCHEDULE_WEBHOOK = env.list(
+    "ROWBELL_RETRY_SCHEDULE_WEBHOOK", cast=float, default=[5, 300, 1800, 7200, 18000, 36000, 36000]
+)
+ROWBELL_RETRY_SCHEDULE_EMAIL = env.list(
+    "ROWBELL_RETRY_SCHEDULE_EMAIL", cast=float, default=[30, 120, 600, 1800, 3600, 10800, 21600]
+)
+ROWBELL_RETRY_SCHEDULE_SMS = env.list("ROWBELL_RETRY_SCHEDULE_SMS", cast=float, default=[10, 60, 300, 900, 1800])
+ROWBELL_RETRY_SCHEDULE_PUSH = env.list("ROWBELL_RETRY_SCHEDULE_PUSH", cast=float, default=[10, 60, 300, 900, 1800])
+ROWBELL_RETRY_SCHEDULE_CHAT = env.list(
+    "ROWBELL_RETRY_SCHEDULE_CHAT", cast=float, default=[10, 60, 300, 1800, 3600, 7200]
+)
+ROWBELL_RETRY_SCHEDULE_STEP = env.list(
+    "ROWBELL_RETRY_SCHEDULE_STEP", cast=float, default=[5, 300, 1800, 7200, 18000, 36000, 36000]
+)
+# A workflow's exponential policy (`retry.backoff`, `retry.max_backoff`): attempt n waits
+# min(max, base * 2**(n-1)) seconds, scaled by a jitter in [0.5, 1]; these fill what it leaves out.
 ROWBELL_DELIVERY_MAX_ATTEMPTS = env.int("ROWBELL_DELIVERY_MAX_ATTEMPTS", default=8)
-# A webhook endpoint whose every attempt has failed for this long is disabled, and operators are told.
-ROWBELL_ENDPOINT_DISABLE_AFTER_SECONDS = env.float("ROWBELL_ENDPOINT_DISABLE_AFTER_SECONDS", default=5 * 24 * 3600.0)
 ROWBELL_RETRY_BASE_SECONDS = env.float("ROWBELL_RETRY_BASE_SECONDS", default=10.0)
 ROWBELL_RETRY_MAX_SECONDS = env.float("ROWBELL_RETRY_MAX_SECONDS", default=6 * 3600.0)
+# A webhook endpoint is disabled, and operators told, once its attempts have all failed for this long AND it
+# has failed at least this many attempts since its last success: a quiet endpoint's first failure after a long
+# silence does not disable it.
+ROWBELL_ENDPOINT_DISABLE_AFTER_SECONDS = env.float("ROWBELL_ENDPOINT_DISABLE_AFTER_SECONDS", default=5 * 24 * 3600.0)
+ROWBELL_ENDPOINT_DISABLE_AFTER_FAILURES = env.int("ROWBELL_ENDPOINT_DISABLE_AFTER_FAILURES", default=20)
 # A `Retry-After` longer than this is capped to it.
 ROWBELL_RETRY_AFTER_MAX_SECONDS = env.float("ROWBELL_RETRY_AFTER_MAX_SECONDS", default=24 * 3600.0)
 # Where recipients reach this service: email open pixels and click-through links point here.

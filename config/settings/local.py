@@ -10,7 +10,7 @@ ROWBELL_OUTBOUND_ALLOW = env.list("ROWBELL_OUTBOUND_ALLOW", default=["127.0.0.0/
 ROWBELL_OUTBOUND_SHOW_INTERNAL_ANSWERS = env.bool("ROWBELL_OUTBOUND_SHOW_INTERNAL_ANSWERS", default=True)
 ROWBELL_CONNECTION_ALLOW = env.list("ROWBELL_CONNECTION_ALLOW", default=["127.0.0.0/8", "::1/128"])
 ROWBELL_ENCRYPTION_KEYS = env.list("ROWBELL_ENCRYPTION_KEYS", default=["bG9jYWwtb25seS1rZXktZG8tbm90LXVzZS1pbi1wcm8="])
-ROWBELL_RETRY_BASE_SECONDS = env.float("ROWBELL_RETRY_BASE_SECONDS", default=2.0)
+
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

@@ -23,6 +23,7 @@ from .endpoints import (
     webhook_endpoint_enable_queued,
     webhook_endpoint_enable_request,
     webhook_endpoint_rotate_secret,
+    webhook_endpoint_update,
     webhook_endpoint_url_check,
 )
 from .history import status_events_record
@@ -66,5 +67,6 @@ __all__ = [
     "webhook_endpoint_enable_queued",
     "webhook_endpoint_enable_request",
     "webhook_endpoint_rotate_secret",
+    "webhook_endpoint_update",
     "webhook_endpoint_url_check",
 ]

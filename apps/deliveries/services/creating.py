@@ -14,6 +14,7 @@ from apps.core.bulk import insert_rows
 from apps.core.hints import hint_on_commit
 from apps.core.instances import instance_build
 
+from ..backoff import retry_schedule
 from ..channels import Rendered, channel_get
 from ..models import Delivery, DeliveryStatus, new_message_id
 from .history import status_events_record
@@ -51,8 +52,7 @@ def delivery_build(
     step_id: str = "",
     priority: str | None = None,
     held: bool = False,
-    max_attempts: int | None = None,
-    backoff: tuple = (None, None),
+    retry: dict | None = None,
 ) -> tuple[Delivery, AuditEntry | None]:
     """The one place a delivery row is built (unsaved), whoever makes it: a run's notify step, an escalation
     notice, a row-event message. Returns the delivery and the audit row a held or skipped one needs (None for
@@ -64,10 +64,16 @@ def delivery_build(
       delivery's. Without a run, `product_id` (and `organization_id`) say whose it is.
     - `event_id`, `chunk`: a row-event message (which event, which chunk of its ids).
     - `priority`: the queue it is sent from (default: the run's, else "normal"); `held`: held for review
-      (sandbox) instead of queued; `max_attempts` (default ROWBELL_DELIVERY_MAX_ATTEMPTS) and `backoff`
-      ((first delay, cap) in seconds; None: the settings') are its retry policy.
+      (sandbox) instead of queued; `retry`: the workflow's retry policy ({"schedule"} or {"max_attempts",
+      "backoff", "max_backoff"}, each optional), else the endpoint's schedule or the channel's default
+      (apps.deliveries.backoff.retry_schedule).
     """
     now = timezone.now()
+    retry = retry or {}
+    schedule = retry_schedule(
+        channel, policy=retry, endpoint_schedule=getattr(rendered.endpoint, "retry_schedule", None)
+    )
+    max_attempts = len(schedule) + 1 if schedule is not None else retry.get("max_attempts")
     skipped = bool(rendered.skip_reason)
     status = DeliveryStatus.SKIPPED if skipped else DeliveryStatus.HELD if held else DeliveryStatus.QUEUED
     queued = status == DeliveryStatus.QUEUED
@@ -99,8 +105,9 @@ def delivery_build(
             "status": status,
             "attempt_count": 0,
             "max_attempts": max_attempts or settings.ROWBELL_DELIVERY_MAX_ATTEMPTS,
-            "backoff_seconds": backoff[0],
-            "max_backoff_seconds": backoff[1],
+            "retry_schedule": schedule,
+            "backoff_seconds": retry.get("backoff") if schedule is None else None,
+            "max_backoff_seconds": retry.get("max_backoff") if schedule is None else None,
             "next_attempt_at": now if queued else None,
             "enqueued_at": now if queued else None,
             "lease_until": None,

@@ -8,7 +8,8 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Func, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from apps.audit.services import AuditEntry, audit_record, audit_record_many
@@ -44,6 +45,7 @@ def webhook_endpoint_create(
     url: str,
     description: str = "",
     accept_any_2xx: bool = False,
+    retry_schedule: list | None = None,
     actor: str,
     connection=None,
     source: dict | None = None,
@@ -54,7 +56,8 @@ def webhook_endpoint_create(
 
     `connection`, `source` (normalized), `capture_name` and `capture_spec` make it a row-event subscription:
     apps.subscriptions validates the source and installs its capture in the same transaction (call
-    `subscription_create` for that). Raises InvalidInput for a URL Rowbell must not send to.
+    `subscription_create` for that). `retry_schedule`: seconds before each retry of its webhooks (None: the
+    service's webhook schedule; apps.deliveries.backoff). Raises InvalidInput for a URL Rowbell must not send to.
     """
     webhook_endpoint_url_check(url)
     with transaction.atomic():
@@ -64,6 +67,7 @@ def webhook_endpoint_create(
             host=(urlsplit(url).hostname or "")[:255],
             description=description,
             accept_any_2xx=accept_any_2xx,
+            retry_schedule=retry_schedule,
             secret=secret_generate(),
             connection=connection,
             source=source,
@@ -76,8 +80,42 @@ def webhook_endpoint_create(
             target_id=endpoint.id,
             product_id=product.id,
             actor=actor,
-            data={"url": url_mask(url), "accept_any_2xx": accept_any_2xx, "source": source},
+            data={
+                "url": url_mask(url),
+                "accept_any_2xx": accept_any_2xx,
+                "retry_schedule": retry_schedule,
+                "source": source,
+            },
         )
+    return endpoint
+
+
+_UPDATABLE = ("description", "accept_any_2xx", "retry_schedule")
+
+
+def webhook_endpoint_update(*, endpoint: WebhookEndpoint, changes: dict, actor: str) -> WebhookEndpoint:
+    """Change an endpoint's `description`, `accept_any_2xx` or `retry_schedule` (seconds before each retry;
+    None: the service's webhook schedule), as given in `changes`; audited (`webhook.updated`) with what changed.
+    Deliveries already made keep the schedule they were made with. Raises InvalidInput for another field."""
+    unknown = set(changes) - set(_UPDATABLE)
+    if unknown:
+        field = sorted(unknown)[0]
+        raise InvalidInput(f"Not a field that can change: {', '.join(_UPDATABLE)} can.", field=field)
+    with transaction.atomic():
+        endpoint = WebhookEndpoint.objects.select_for_update().get(id=endpoint.id)
+        changed = {k: v for k, v in changes.items() if getattr(endpoint, k) != v}
+        for key, value in changed.items():
+            setattr(endpoint, key, value)
+        if changed:
+            endpoint.save(update_fields=list(changed))
+            audit_record(
+                action="webhook.updated",
+                target_type="webhook",
+                target_id=endpoint.id,
+                product_id=endpoint.product_id,
+                actor=actor,
+                data=changed,
+            )
     return endpoint
 
 
@@ -237,7 +275,7 @@ def webhook_endpoint_enable(*, endpoint: WebhookEndpoint, actor: str, replay: bo
         locked = WebhookEndpoint.objects.select_for_update().get(id=endpoint.id)
         since = locked.failing_since or locked.disabled_at
         changed = WebhookEndpoint.objects.filter(id=endpoint.id, enabled=False).update(
-            enabled=True, disabled_at=None, disabled_reason="", failing_since=None
+            enabled=True, disabled_at=None, disabled_reason="", failing_since=None, failed_attempts=0
         )
         if changed:
             audit_record(
@@ -275,7 +313,11 @@ def _replay(deliveries: list[Delivery], *, actor: str) -> list[str]:
         completed_at=None,
         lease_until=None,
         last_error="",
-        max_attempts=F("attempt_count") + settings.ROWBELL_DELIVERY_MAX_ATTEMPTS,
+        # A fresh set of attempts: its schedule's (which starts again), else the exponential policy's count.
+        max_attempts=F("attempt_count")
+        + Coalesce(
+            Func(F("retry_schedule"), function="jsonb_array_length") + 1, settings.ROWBELL_DELIVERY_MAX_ATTEMPTS
+        ),
         updated_at=now,
     )
     status_events_record(

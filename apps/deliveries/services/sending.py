@@ -14,7 +14,7 @@ from django.utils import timezone
 from apps.audit.services import AuditEntry, audit_record_many
 from apps.core.bulk import insert_rows
 
-from ..backoff import retry_delay
+from ..backoff import retry_delay, scheduled_delay
 from ..channels import DeliveryError, SendResult, channel_get
 from ..hooks import runs_settle
 from ..models import ENDPOINT_DISABLED, AttemptOutcome, Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint
@@ -238,8 +238,20 @@ def _record(outcomes) -> None:
                             )
                         )
             else:
-                delay = retry_delay(
-                    number, retry_after=exc.retry_after, base=delivery.backoff_seconds, cap=delivery.max_backoff_seconds
+                delay = (
+                    scheduled_delay(
+                        delivery.retry_schedule,
+                        number,
+                        max_attempts=delivery.max_attempts,
+                        retry_after=exc.retry_after,
+                    )
+                    if delivery.retry_schedule is not None
+                    else retry_delay(
+                        number,
+                        retry_after=exc.retry_after,
+                        base=delivery.backoff_seconds,
+                        cap=delivery.max_backoff_seconds,
+                    )
                 )
                 next_at = now + timedelta(seconds=delay)
                 if ours.update(
@@ -270,23 +282,28 @@ def _record(outcomes) -> None:
         runs_settle(settled)
 
 
-# One statement writes only the endpoints whose failure streak starts or ends, so a batch of successes
-# locks nothing, and no two batches lock endpoint rows in different orders.
+# One statement writes only the endpoints whose failure streak starts, goes on or ends, so a batch of
+# successes to healthy endpoints locks nothing, and rows are locked in id order (no two batches deadlock).
 _STREAKS = """
-UPDATE deliveries_webhookendpoint
-SET failing_since = CASE WHEN id = ANY(%(ok)s) THEN NULL ELSE %(now)s END
-WHERE enabled AND ((id = ANY(%(ok)s) AND failing_since IS NOT NULL)
-                   OR (id = ANY(%(failed)s) AND failing_since IS NULL))
+UPDATE deliveries_webhookendpoint e
+SET failing_since = CASE WHEN v.failed = 0 THEN NULL ELSE coalesce(e.failing_since, %(now)s) END,
+    failed_attempts = CASE WHEN v.failed = 0 THEN 0 ELSE e.failed_attempts + v.failed END
+FROM (SELECT * FROM unnest(%(ids)s::uuid[], %(failed)s::int[]) AS u(id, failed) ORDER BY id) v
+WHERE e.id = v.id AND e.enabled AND (v.failed > 0 OR e.failing_since IS NOT NULL OR e.failed_attempts > 0)
 """
 
 
 def _endpoints_health(outcomes, now) -> None:
-    """Keep each webhook endpoint's failure streak: a success ends it; an endpoint whose attempts have all
-    failed for longer than ROWBELL_ENDPOINT_DISABLE_AFTER_SECONDS, or that answered 410 Gone, is disabled
-    and operators are told."""
+    """Keep each webhook endpoint's failure streak (since when, and how many attempts): a success ends it.
+    An endpoint whose attempts have all failed for longer than ROWBELL_ENDPOINT_DISABLE_AFTER_SECONDS and
+    that failed at least ROWBELL_ENDPOINT_DISABLE_AFTER_FAILURES attempts since its last success, or that
+    answered 410 Gone, is disabled and operators are told: a quiet endpoint whose first failure in days comes
+    after a long silence is not disabled by it."""
     from django.db import connection
 
-    ok, failed, gone = set(), set(), set()
+    ok: set = set()
+    gone: set = set()
+    failed: defaultdict = defaultdict(int)
     for delivery, _, outcome in outcomes:
         if not delivery.endpoint_id:
             continue
@@ -295,23 +312,28 @@ def _endpoints_health(outcomes, now) -> None:
         elif outcome.status_code == 410:
             gone.add(delivery.endpoint_id)
         else:
-            failed.add(delivery.endpoint_id)
-    failed -= ok | gone
-    if ok or failed:
+            failed[delivery.endpoint_id] += 1
+    for endpoint_id in ok | gone:
+        failed.pop(endpoint_id, None)
+    streaks = {**dict.fromkeys(ok, 0), **failed}
+    if streaks:
+        ids = sorted(streaks)
         with connection.cursor() as cursor:
-            cursor.execute(_STREAKS, {"ok": sorted(ok), "failed": sorted(failed), "now": now})
+            cursor.execute(_STREAKS, {"ids": ids, "failed": [streaks[i] for i in ids], "now": now})
     if failed:
         span = settings.ROWBELL_ENDPOINT_DISABLE_AFTER_SECONDS
-        for endpoint_id, since in WebhookEndpoint.objects.filter(
-            id__in=failed, enabled=True, failing_since__isnull=False
-        ).values_list("id", "failing_since"):
+        least = settings.ROWBELL_ENDPOINT_DISABLE_AFTER_FAILURES
+        for endpoint_id, since, count in WebhookEndpoint.objects.filter(
+            id__in=list(failed), enabled=True, failing_since__isnull=False, failed_attempts__gte=least
+        ).values_list("id", "failing_since", "failed_attempts"):
             if (now - since).total_seconds() >= span:
                 endpoints_disable(
                     [endpoint_id],
                     actor="rowbell",
                     notify=True,
                     now=now,
-                    reason=f"Every attempt failed since {since:%Y-%m-%d %H:%M:%S %Z} (longer than {_span_text(span)}).",
+                    reason=f"Every attempt failed since {since:%Y-%m-%d %H:%M:%S %Z} (longer than {_span_text(span)}), "
+                    f"{count} attempts in all.",
                 )
     if gone:
         endpoints_disable(list(gone), actor="rowbell", notify=True, now=now, reason="The endpoint answered 410 Gone.")

@@ -59,8 +59,7 @@ class NotifyStep(StepType):
             run=run,
             step_id=step["id"],
             held=call.sandboxed,
-            max_attempts=policy.get("max_attempts"),
-            backoff=(policy.get("backoff"), policy.get("max_backoff")),
+            retry=policy,
         )
         call.deliver(delivery, audit)
         output = {"delivery": delivery.message_id, "status": delivery.status}

@@ -258,22 +258,31 @@ def _branch(step: Branch, step_id: str, here: str, walk: _Walk, depth: int) -> d
 
 
 def _retry(retry: Retry | None, walk: _Walk) -> dict:
-    """The policy of the workflow's steps and deliveries: what is given, the service's defaults for the rest."""
-    policy = {
-        "max_attempts": settings.ROWBELL_DELIVERY_MAX_ATTEMPTS,
-        "backoff": settings.ROWBELL_RETRY_BASE_SECONDS,
-        "max_backoff": settings.ROWBELL_RETRY_MAX_SECONDS,
-    }
+    """The policy of the workflow's steps and deliveries, as given: what is left out follows the channel's
+    default schedule when the run sends (apps.deliveries.backoff.retry_schedule), so that a change of the
+    service's defaults reaches every workflow that did not choose otherwise."""
     if retry is None:
-        return policy
-    for key in policy:
-        if getattr(retry, key) is not None:
-            policy[key] = getattr(retry, key)
-    if policy["max_backoff"] < policy["backoff"]:
-        if retry.max_backoff is not None:
-            walk.error("retry.max_backoff", "Must be at least the back-off.")
-        else:
-            policy["max_backoff"] = policy["backoff"]
+        return {}
+    policy = {
+        key: getattr(retry, key)
+        for key in ("schedule", "max_attempts", "backoff", "max_backoff")
+        if getattr(retry, key) is not None
+    }
+    if "schedule" in policy:
+        for key in ("max_attempts", "backoff", "max_backoff"):
+            if key in policy:
+                walk.error(
+                    f"retry.{key}",
+                    "A schedule already says how many attempts and when: leave this out, or leave out the schedule.",
+                )
+    exponential = {"backoff": settings.ROWBELL_RETRY_BASE_SECONDS, "max_backoff": settings.ROWBELL_RETRY_MAX_SECONDS}
+    if "backoff" in policy or "max_backoff" in policy:
+        both = {**exponential, **policy}
+        if both["max_backoff"] < both["backoff"]:
+            if "max_backoff" in policy:
+                walk.error("retry.max_backoff", "Must be at least the back-off.")
+            else:
+                policy["max_backoff"] = policy["backoff"]
     return policy
 
 

@@ -505,10 +505,24 @@ Step = Annotated[
 
 
 class Retry(FormatModel):
-    """The retry policy of the workflow's deliveries and of its steps' transient errors: exponential back-off
-    with jitter. Absent fields take the service's defaults (8 attempts, 10 s, 6 h unless configured)."""
+    """The retry policy of the workflow's deliveries and of its steps' transient errors. Left out, each channel
+    follows its default schedule (webhooks: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h) and a webhook its
+    endpoint's own, if it has one. `schedule` names the waits before each retry; `max_attempts` alone cuts
+    (or extends) the default schedule; `backoff` and `max_backoff` ask for exponential back-off with jitter
+    instead (apps.deliveries.backoff)."""
 
     noun: ClassVar[str] = "the retry policy"
+    schedule: Omittable[
+        Annotated[
+            list[Duration],
+            Field(
+                min_length=0,
+                max_length=24,
+                description='The wait before each retry, e.g. ["5s", "5m", "30m", "2h"]: one attempt more '
+                "than waits; [] for one attempt only.",
+            ),
+        ]
+    ] = None
     max_attempts: Omittable[MaxAttempts] = None
     backoff: Omittable[Duration] = None
     max_backoff: Omittable[Duration] = None

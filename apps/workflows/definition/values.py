@@ -7,17 +7,14 @@ a `field` is about that field of the object it is raised on (`steps[0].type`).
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from pydantic import BeforeValidator, Field, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from ..conditions import PATH
+from apps.core.durations import DURATION_SAYS, MAX_DURATION, duration_seconds  # noqa: F401  (the format's)
 
-DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-MAX_DURATION = 366 * 24 * 3600
-DURATION_SAYS = "A duration such as '90s', '15m', '2h', '1d12h' (at most 366 days)"
+from ..conditions import PATH
 
 
 class Says:
@@ -38,23 +35,6 @@ def refusing(test, kind: str, message: str, **context) -> BeforeValidator:
         return value
 
     return BeforeValidator(validate)
-
-
-def duration_seconds(value) -> int | float | None:
-    """Seconds in '90s', '15m', '2h', '1d12h' or a plain number of seconds; None if not a duration (zero,
-    negative, over 366 days, or not one of these)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return value if 0 < value <= MAX_DURATION else None
-    if not isinstance(value, str) or not value:
-        return None
-    match = DURATION.match(value.strip())
-    if not match or not any(match.groups()):
-        return None
-    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    total = days * 86400 + hours * 3600 + minutes * 60 + seconds
-    return total if 0 < total <= MAX_DURATION else None
 
 
 def _duration(value):

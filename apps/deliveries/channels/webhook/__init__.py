@@ -71,7 +71,16 @@ class WebhookChannel(Channel):
         else:
             endpoint = (
                 WebhookEndpoint.objects.filter(id=config["webhook"], product=product)
-                .only("id", "url", "enabled", "secret", "previous_secret", "previous_secret_until", "accept_any_2xx")
+                .only(
+                    "id",
+                    "url",
+                    "enabled",
+                    "secret",
+                    "previous_secret",
+                    "previous_secret_until",
+                    "accept_any_2xx",
+                    "retry_schedule",
+                )
                 .first()
             )
             if memo is not None:

@@ -3,6 +3,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
+from apps.dashboard.metrics import metrics_view
+
 api_v1 = [
     path("", include("apps.tenants.urls")),
     path("", include("apps.workflows.urls")),
@@ -27,6 +29,7 @@ urlpatterns = [
     # The split view serves Swagger UI's start-up script as a file of its own: no inline script.
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", redoc, name="api-redoc"),
+    path("metrics", metrics_view, name="prometheus-metrics"),
     path("", include("apps.deliveries.tracking_urls")),
     path("", include("apps.core.urls")),
 ]

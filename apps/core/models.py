@@ -45,3 +45,24 @@ class QueuedAction(models.Model):
 
     def __str__(self):
         return f"{self.name} {self.target_type}:{self.target_id} ({self.status})"
+
+
+class MetricCounter(models.Model):
+    """The running total of one Prometheus counter series (a counter, or a histogram's bucket, sum or count),
+    kept in the database beside the work it counts: written in the same transaction, so it survives restarts,
+    counts the work of every process and host once, and never runs backwards when old rows are pruned.
+
+    `labels` is the series' label set as the exposition writes it (`channel="email",outcome="success"`). Each
+    process adds to its own `shard` (of SHARDS, by process id) so that two workers never wait on one row; the
+    exposition sums the shards (apps.core.metrics)."""
+
+    name = models.CharField(max_length=100)
+    labels = models.CharField(max_length=500, blank=True, default="")
+    shard = models.SmallIntegerField(default=0)
+    value = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["name", "labels", "shard"], name="metric_series_shard")]
+
+    def __str__(self):
+        return f"{self.name}{{{self.labels}}} {self.value}"

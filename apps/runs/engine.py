@@ -43,7 +43,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from apps.audit.services import AuditEntry, audit_record, audit_record_many
-from apps.core import exactjson
+from apps.core import exactjson, metrics
 from apps.core.bulk import insert_rows
 from apps.core.exceptions import Conflict
 from apps.core.hints import hint, hint_on_commit
@@ -135,6 +135,9 @@ def runs_attach(runs: list[Run], *, causes: bool = True) -> None:
     if causes:
         for source, some in by_source.items():
             trigger_source_get(source).load(some)
+
+
+_FINISHED = {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED}
 
 
 def _persisted(run: Run) -> None:
@@ -291,6 +294,13 @@ class Writes:
         if self.escalations:
             insert_rows(Escalation, [{**e, "created_at": now} for e in self.escalations])
         audit_record_many(self.audits)
+        finished = metrics.increments()
+        for run in latest.values():
+            if run.status in _FINISHED and (
+                run._state.adding or getattr(run, "_persisted", (None,))[0] not in _FINISHED
+            ):
+                finished[metrics.series(metrics.RUNS_FINISHED, status=run.status)] += 1
+        metrics.counters_add(finished)
         for priority, ids in self.hints.items():
             runs_enqueue_on_commit(ids, priority)
         for run in latest.values():  # only once everything is written: a failed flush changes nothing
@@ -887,6 +897,7 @@ def _cancel(runs, *, actor: str, reason: str) -> list[int]:
             lease_until=None,
             updated_at=now,
         )
+        metrics.counters_add({metrics.series(metrics.RUNS_FINISHED, status=RunStatus.CANCELLED): len(ids)})
         discarded: dict[int, list[str]] = {}
         delivery_ids = []
         for delivery_id, run_id, message_id in Delivery.objects.filter(run_id__in=ids, status__in=pending).values_list(

@@ -285,6 +285,8 @@ ROWBELL_ENDPOINT_DISABLE_AFTER_SECONDS = env.float("ROWBELL_ENDPOINT_DISABLE_AFT
 ROWBELL_ENDPOINT_DISABLE_AFTER_FAILURES = env.int("ROWBELL_ENDPOINT_DISABLE_AFTER_FAILURES", default=20)
 # A `Retry-After` longer than this is capped to it.
 ROWBELL_RETRY_AFTER_MAX_SECONDS = env.float("ROWBELL_RETRY_AFTER_MAX_SECONDS", default=24 * 3600.0)
+# GET /metrics (Prometheus) answers only `Authorization: Bearer <this>`; unset, the endpoint is off (404).
+ROWBELL_METRICS_TOKEN = env("ROWBELL_METRICS_TOKEN", default="")
 # Where recipients reach this service: email open pixels and click-through links point here.
 ROWBELL_PUBLIC_URL = env("ROWBELL_PUBLIC_URL", default="http://127.0.0.1:8000")
 # Open and click links older than this answer "expired" (410) instead of counting or redirecting.

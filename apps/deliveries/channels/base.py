@@ -41,6 +41,7 @@ class DeliveryError(Exception):
         self.excerpt = excerpt
         self.duration_ms = duration_ms
         self.retry_after = retry_after
+        self.provider = ""  # who carried it (set by the channel): the metrics' `provider` label
 
 
 @dataclass
@@ -50,6 +51,7 @@ class SendResult:
     excerpt: str = ""
     duration_ms: int = 0
     provider_message_id: str = ""  # the provider's own id for the message, when it gives one
+    provider: str = ""  # who carried it (set by the channel): the metrics' `provider` label
 
     def __post_init__(self):
         # Both come from the receiver or provider: made storable before anything records them.

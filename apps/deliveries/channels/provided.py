@@ -28,6 +28,7 @@ class ProvidedChannel(Channel):
             try:
                 requests = configured.provider.requests(delivery.payload, configured.credentials, configured.options)
             except DeliveryError as exc:
+                exc.provider = configured.provider.name
                 results[i] = exc
                 continue
             posts.extend(requests)
@@ -41,6 +42,7 @@ class ProvidedChannel(Channel):
                 for a in (next(answers) for _ in range(count))
             ]
             results[i] = outcomes[0] if count == 1 else _devices_outcome(outcomes)
+            results[i].provider = provider.name
         return results
 
 

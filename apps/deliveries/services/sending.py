@@ -12,6 +12,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from apps.audit.services import AuditEntry, audit_record_many
+from apps.core import metrics
 from apps.core.bulk import insert_rows
 
 from ..backoff import retry_delay, scheduled_delay
@@ -276,6 +277,7 @@ def _record(outcomes) -> None:
                         )
                     )
         _endpoints_health(outcomes, now)
+        _metrics_add(outcomes, changes)
         status_events_record(changes, at=now)
         insert_rows(DeliveryAttempt, attempts, on_conflict=_ATTEMPT_UPSERT)
         audit_record_many(audits)
@@ -291,6 +293,32 @@ SET failing_since = CASE WHEN v.failed = 0 THEN NULL ELSE coalesce(e.failing_sin
 FROM (SELECT * FROM unnest(%(ids)s::uuid[], %(failed)s::int[]) AS u(id, failed) ORDER BY id) v
 WHERE e.id = v.id AND e.enabled AND (v.failed > 0 OR e.failing_since IS NOT NULL OR e.failed_attempts > 0)
 """
+
+
+_FINAL = {DeliveryStatus.DELIVERED, DeliveryStatus.SENT, DeliveryStatus.FAILED}
+
+
+def _metrics_add(outcomes, changes) -> None:
+    """Count the batch's attempts (rowbell_delivery_attempts_total, by channel, provider and outcome), their
+    durations (rowbell_delivery_attempt_duration_seconds) and the deliveries it finished
+    (rowbell_deliveries_finished_total, by channel and status), in the batch's transaction."""
+    added = metrics.increments()
+    durations: dict[tuple[str, str], list[float]] = defaultdict(list)
+    channel_of = {}
+    for delivery, _, outcome in outcomes:
+        provider = outcome.provider or "none"
+        result = "success" if isinstance(outcome, SendResult) else "failure"
+        added[
+            metrics.series(metrics.DELIVERY_ATTEMPTS, channel=delivery.channel, provider=provider, outcome=result)
+        ] += 1
+        durations[(delivery.channel, provider)].append(outcome.duration_ms / 1000)
+        channel_of[delivery.id] = delivery.channel
+    for (channel, provider), values in durations.items():
+        metrics.histogram_observe(added, metrics.DELIVERY_ATTEMPT_DURATION, values, channel=channel, provider=provider)
+    for delivery_id, status, *_ in changes:
+        if status in _FINAL:
+            added[metrics.series(metrics.DELIVERIES_FINISHED, channel=channel_of[delivery_id], status=status)] += 1
+    metrics.counters_add(added)
 
 
 def _endpoints_health(outcomes, now) -> None:

@@ -110,6 +110,7 @@ class EmailChannel(Channel):
             groups.setdefault(id(configured), (configured, []))[1].append(i)
         for configured, indexes in groups.values():
             title = configured.provider.title if configured else "The mail server"
+            name = configured.provider.name if configured else "default"
             try:
                 connection = (
                     configured.provider.connection(configured.credentials, configured.options)
@@ -119,6 +120,7 @@ class EmailChannel(Channel):
                 connection.open()
             except Exception as exc:  # noqa: BLE001 - every way a connection can fail is recorded, not raised
                 error = _error(exc, title)
+                error.provider = name
                 for i in indexes:
                     results[i] = error
                 continue
@@ -126,6 +128,7 @@ class EmailChannel(Channel):
                 sender = configured.options.get("from_email") if configured else None
                 for i in indexes:
                     results[i] = outcome_guarded(self._send_on, connection, deliveries[i], sender, title)
+                    results[i].provider = name
             finally:
                 try:
                     connection.close()

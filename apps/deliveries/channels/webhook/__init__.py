@@ -110,9 +110,12 @@ class WebhookChannel(Channel):
                 signature_headers(delivery.endpoint.signing_secrets(now), delivery.message_id, timestamp, body)
             )
             posts.append(outbound.Post(delivery.endpoint.url, body, headers))
-        return [
+        outcomes = [
             outcome_guarded(_outcome, d.endpoint, answer) for d, answer in zip(deliveries, outbound.post_many(posts))
         ]
+        for outcome in outcomes:
+            outcome.provider = "webhook"
+        return outcomes
 
 
 def _outcome(endpoint, answer) -> SendResult | DeliveryError:

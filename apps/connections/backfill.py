@@ -60,6 +60,18 @@ def backfill_keys(
                 sql.SQL(", ").join(sql.SQL("CAST(%s AS {})").format(sql.SQL(key_types[c])) for c in key),
             )
             params = [key_text(v) for v in values]
+            try:
+                with conn.transaction():  # a savepoint: `after` alone, so that its refusal names it
+                    conn.execute(
+                        sql.SQL("SELECT {}").format(
+                            sql.SQL(", ").join(sql.SQL("CAST(%s AS {})").format(sql.SQL(key_types[c])) for c in key)
+                        ),
+                        params,
+                    )
+            except psycopg.errors.DataError as exc:
+                raise InvalidInput(
+                    f"Not a key of {rows_from['table']}: {str(exc).strip().splitlines()[0]}", field="after"
+                ) from None
         as_json = sql.SQL(", ").join(
             sql.SQL("pg_catalog.to_jsonb({})::text").format(sql.Identifier("t", c)) for c in key
         )
@@ -69,9 +81,9 @@ def backfill_keys(
         try:
             with conn.transaction():
                 found = conn.execute(query, [*params, limit]).fetchall()
-        except psycopg.errors.DataError as exc:  # `after` is not a value of the key's type
+        except psycopg.errors.DataError as exc:  # a value of the condition its column's type cannot compare
             raise InvalidInput(
-                f"Not a key of {rows_from['table']}: {str(exc).strip().splitlines()[0]}", field="after"
+                f"A value of the condition does not fit its column: {str(exc).strip().splitlines()[0]}", field="where"
             ) from None
         keys = [[exactjson.loads(v) for v in row] if len(key) > 1 else exactjson.loads(row[0]) for row in found]
         total = None

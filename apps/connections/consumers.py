@@ -32,6 +32,9 @@ class CaptureUse:
     # Tables the user also reads by key, beside the captured one: ((schema.table, key column), ...) (a
     # trigger's related tables); the connection's health checks that each can still be read.
     related: tuple[tuple[str, str], ...] = ()
+    # Columns the use reads by name, of its own table or of a related one: ((schema.table, column), ...) (a
+    # trigger's reference columns, recipient and organization paths); the health checks each is still there.
+    columns: tuple[tuple[str, str], ...] = ()
 
 
 def capture_uses(*, connection) -> list[CaptureUse]:

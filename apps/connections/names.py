@@ -40,11 +40,18 @@ def table_display(schema: str, table: str) -> str:
 
 def did_you_mean(name, known) -> str:
     """ " Did you mean 'total'?" when `name` is close to one of `known` (a typo, another case), else "": for the
-    end of a "No column ..." error. Closeness is difflib's ratio (at least 0.6), case ignored."""
+    end of a "No column ..." error: the closest by difflib's ratio (at least 0.6), else a known name that contains
+    it or that it contains (a rename that added a suffix); case ignored."""
     import difflib
 
-    if not isinstance(name, str):
+    if not isinstance(name, str) or not name:
         return ""
-    by_folded = {str(k).lower(): str(k) for k in known}
-    close = difflib.get_close_matches(name.lower(), list(by_folded), n=1, cutoff=0.6)
+    by_folded = {str(k).lower(): str(k) for k in known if str(k) and not str(k).startswith("\0")}
+    folded = name.lower()
+    # A near spelling first, then a name kept inside a longer one (email -> email_address; 4 letters at least).
+    containing = sorted(
+        (k for k in by_folded if min(len(k), len(folded)) >= 4 and (folded in k or k in folded)),
+        key=lambda k: abs(len(k) - len(folded)),
+    )
+    close = difflib.get_close_matches(folded, list(by_folded), n=1, cutoff=0.6) or containing[:1]
     return f" Did you mean '{by_folded[close[0]]}'?" if close else ""

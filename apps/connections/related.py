@@ -41,6 +41,14 @@ SELECT EXISTS (
       AND i.indpred IS NULL AND a.attname = %(column)s)
 """
 
+# Whether a value of type `have` is always a value of type `want`: the same type, or one PostgreSQL converts
+# implicitly (integer to bigint, varchar to text); text to bigint is not (its input function may refuse it).
+_COMPARABLE = """
+SELECT %(have)s::regtype = %(want)s::regtype OR EXISTS (
+    SELECT 1 FROM pg_catalog.pg_cast
+    WHERE castsource = %(have)s::regtype AND casttarget = %(want)s::regtype AND castcontext = 'i')
+"""
+
 # A table's one-column primary key.
 _PRIMARY_KEY = """
 SELECT a.attname
@@ -113,6 +121,14 @@ def row_links_validate(
                     "a row could name several related rows. Name a unique column."
                 )
                 continue
+            have, want = (columns["row"] or {}).get(link["column"]), found[key]
+            if have and not conn.execute(_COMPARABLE, {"have": have, "want": want}).fetchone()[0]:
+                errors.setdefault(f"{here}.column", []).append(
+                    f"'{link['column']}' is {have} but {schema}.{name_of_table}.{key} is {want}: a value of one is not a "
+                    "value of the other (a row holding 'abc' would name no row and fail its run). Name a column of "
+                    "the key's type, or change one of the two types."
+                )
+                continue
             columns[name] = found
             stored[name] = {"table": f"{schema}.{name_of_table}", "column": link["column"], "key": key}
     for field, path in paths.items():
@@ -157,11 +173,36 @@ def _primary_key(conn: psycopg.Connection, table: str) -> str | None:
     return row[0] if row else None
 
 
-def related_drift(conn: psycopg.Connection, *, connection, tables: dict[tuple[str, str], list[str]]) -> list[dict]:
-    """Problems with the related tables live workflows read by key (see drift.py for the shape): each
+def related_drift(
+    conn: psycopg.Connection,
+    *,
+    connection,
+    tables: dict[tuple[str, str], list[str]],
+    columns: dict[tuple[str, str], list[str]] | None = None,
+) -> list[dict]:
+    """Problems with what live workflows read by name (see drift.py for the shape): each related table
     {(schema.table, key column): [workflow keys]} must exist, keep its key column and stay readable by the
-    connection's user. Each problem names the workflows and ends with what to do."""
+    connection's user; each column they read (`columns`, {(schema.table, column): [workflow keys]}: reference
+    columns, recipient and organization paths) must still be there. Each problem names the workflows and ends
+    with what to do."""
     problems = []
+    for (table, column), workflows in (columns or {}).items():
+        schema, name = table_parse(table)
+        found = _columns(conn, sql.Identifier(schema, name).as_string(conn), exact=True)
+        if found is None or found.get("\0privilege") is False or column in found:
+            continue  # a table gone or unreadable is said once, below or by the capture's own drift
+        problems.append(
+            {
+                "capture": "",
+                "table": table,
+                "kind": "missing_column",
+                "detail": f"{table} has no column {column!r} any more: the workflows reading it ({', '.join(workflows)}) "
+                f"fail their runs until their trigger names the column it became.{did_you_mean(column, found)}",
+                "repairable": False,
+                "workflows": workflows,
+                "endpoints": [],
+            }
+        )
     for (table, key), workflows in tables.items():
         schema, name = table_parse(table)
         quoted = sql.Identifier(schema, name).as_string(conn)

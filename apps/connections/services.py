@@ -540,12 +540,17 @@ def connection_drift(*, connection: Connection, wanted: list | None = None, user
     Raises psycopg.Error if the database cannot be read."""
     wanted = connection_captures_wanted(connection=connection) if wanted is None else wanted
     related: dict[tuple[str, str], list[str]] = {}
+    columns: dict[tuple[str, str], list[str]] = {}
     for use in capture_uses(connection=connection):
         for table in use.related:
             related.setdefault(table, []).append(use.label)
+        for column in use.columns:
+            columns.setdefault(column, []).append(use.label)
     with customer_connect(connection) as conn:
         problems = captures_drift(conn, schema=connection.schema, captures=wanted)
-        found = related_drift(conn, connection=connection, tables=related) if related else []
+        found = (
+            related_drift(conn, connection=connection, tables=related, columns=columns) if related or columns else []
+        )
     problems += error_problems(connection, {c.name for c in wanted})
     users = connection_capture_users(connection=connection) if users is None else users
     for problem in problems:

@@ -216,7 +216,8 @@ class Writes:
         )
         if not error:
             run.state["steps"][step["id"]] = output
-            run.state.get("attempts", {}).pop(step["id"], None)
+            if run.state.get("attempts", {}).pop(step["id"], None) is not None:
+                run.error = ""  # the retry's reason is over
 
     def delivery(self, delivery, audit) -> None:
         self.deliveries.append(delivery)
@@ -407,6 +408,10 @@ def _retry_or_fail(run: Run, writes: Writes, *, pc: int, step: dict, message: st
     )
     run.status, run.waiting_on, run.lease_until = RunStatus.WAITING, WaitingOn.RETRY, None
     run.resume_at, run.step_index = timezone.now() + timedelta(seconds=delay), pc
+    # Shown while it waits (API, admin): why, and which attempt comes next. Cleared when the step completes.
+    run.error = f"Step '{step['id']}' will be tried again (attempt {attempts[step['id']] + 1} of {most}): {message}"[
+        :2000
+    ]
     writes.run(run)
     writes.audit(
         AuditEntry(
@@ -700,7 +705,7 @@ class BatchedRuns:
 
 
 # What a run's trigger source reads from outside Rowbell before its first step (TriggerSource.prepare_many).
-_PREPARED = ("rows", "missing_ids", "related", "organization")
+_PREPARED = ("rows", "missing_ids", "related", "organization", "links_error")
 
 
 def _prepared_outside(run_ids: list[int]) -> dict[int, Run]:
@@ -969,7 +974,7 @@ def run_rerun(*, run: Run, from_start: bool, actor: str) -> Run:
         state = {
             k: v
             for k, v in run.state.items()
-            if k not in ("failed_at", "attempts", "rows", "missing_ids", "related", "organization")
+            if k not in ("failed_at", "attempts", "rows", "missing_ids", "related", "organization", "links_error")
         }
         state["steps"] = {k: v for k, v in run.state.get("steps", {}).items() if k != step_id}
         state.get("deadlines", {}).pop(step_id, None)

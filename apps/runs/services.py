@@ -57,7 +57,9 @@ WITH req AS (
            %(recipients)s::jsonb, %(data)s::jsonb, %(idempotency_key)s::text, %(body_hash)s::text, 'accepted',
            %(actor)s::text, NULL, now()
     FROM workflows_workflow w
-    WHERE w.product_id = %(product_id)s::uuid AND w.key = %(workflow)s::text AND w.published_version_id IS NOT NULL
+    JOIN workflows_workflowversion pv ON pv.id = w.published_version_id
+    WHERE w.product_id = %(product_id)s::uuid AND w.key = %(workflow)s::text
+      AND coalesce(pv.definition -> 'trigger' ->> 'type', 'api') = 'api'
       AND (%(key_id)s::text = '' OR EXISTS (
           SELECT 1 FROM tenants_apikey k
           WHERE k.id = %(key_id)s::text AND NOT k.revoked AND (k.expiry_date IS NULL OR k.expiry_date > now())))

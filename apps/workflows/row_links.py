@@ -43,6 +43,58 @@ def related_read(*, connection, trigger: dict, rows: list[dict | None]) -> list[
     return found
 
 
+def links_problem(trigger: dict, *, row: dict | None, related: dict, key=None) -> str:
+    """Why the links of a changed row cannot be trusted, or "" when they can: the row is gone (deleted before it
+    was read), a column a link or mapping reads is no longer in its row (a migration renamed or dropped it since
+    the workflow was saved), or a non-null reference names no related row. Only a row whose links all hold may
+    route, address or skip a message: any of these fails the run, escalated, instead of a skipped message or
+    a message sent to nobody. A null reference is not a problem (its related row is None: the meant skip).
+    `key` names the row in the message. Checks only what the trigger maps (recipient, organization, related)."""
+    links = trigger_links(trigger)
+    if not links:
+        return ""
+    table = trigger.get("table", "the table")
+    if row is None:
+        return (
+            f"The row {'' if key is None else f'{key} '}is gone from {table} (deleted before its run read it): "
+            "there is nobody to address or route it to."
+        )
+    for name, link in (links.get("related") or {}).items():
+        column = link["column"]
+        if column not in row:
+            return _gone(column, table, f"trigger.related.{name}.column")
+        if row[column] is not None and related.get(name) is None:
+            return (
+                f"{table}: the row's {column} = {row[column]!r} names no row of {link['table']} (trigger.related."
+                f"{name}): correct the row, or the workflow, then re-run."
+            )
+    mapped = {
+        f"trigger.recipient.{field}": path
+        for field, path in (links.get("recipient") or {}).items()
+        if field != "properties"
+    }
+    mapped |= {
+        f"trigger.recipient.properties.{name}": path
+        for name, path in ((links.get("recipient") or {}).get("properties") or {}).items()
+    }
+    if links.get("organization"):
+        mapped["trigger.organization"] = links["organization"]
+    for field, path in mapped.items():
+        root, _, column = path.partition(".")
+        source = row if root == "row" else related.get(root)
+        if source is not None and column not in source:
+            where = table if root == "row" else (links.get("related") or {}).get(root, {}).get("table", root)
+            return _gone(column, where, f"{field} reads {path}")
+    return ""
+
+
+def _gone(column: str, table: str, where: str) -> str:
+    return (
+        f"Column '{column}' is no longer in {table} ({where}): a migration renamed or dropped it since the workflow "
+        "was saved. Update the workflow's trigger, then re-run."
+    )
+
+
 def link_value(path: str, *, row: dict | None, related: dict):
     """The value at `row.<column>` or `<related name>.<column>`; None when the row or the column is missing."""
     root, _, column = path.partition(".")
@@ -80,19 +132,19 @@ def organizations_route(*, product_id, items: list[tuple[str, object]]) -> list[
     """The organization each row routes to, by a trigger's `organization` path: `items` is [(path, the
     value at that path, as link_value read it)]; returns [(organization or None, error)] in the same order,
     the error ("" when found) saying why a row routes nowhere (its value is null, or no organization of the
-    product has it as external id; values compare as text). One query for the whole list
+    product has it as external id). Values compare as text without surrounding whitespace, as external ids
+    are stored (a char(5) column reads '42   '). One query for the whole list
     (apps.tenants.selectors.organizations_by_external_id). Used by runs (which then fail, escalated, on an
     error) and by previews (which show it)."""
-    found = organizations_by_external_id(
-        product_id=product_id, external_ids=[str(value) for _, value in items if value is not None]
-    )
+    texts = [None if value is None else str(value).strip() for _, value in items]
+    found = organizations_by_external_id(product_id=product_id, external_ids=[t for t in texts if t])
     routed: list[tuple[Organization | None, str]] = []
-    for path, value in items:
-        organization = found.get(str(value)) if value is not None else None
+    for (path, value), text in zip(items, texts, strict=True):
+        organization = found.get(text) if text else None
         if organization is not None:
             routed.append((organization, ""))
-        elif value is None:
-            routed.append((None, f"The row names no organization: {path} is null or missing."))
+        elif not text:
+            routed.append((None, f"The row names no organization: {path} is {'null' if value is None else 'blank'}."))
         else:
             routed.append(
                 (

@@ -26,7 +26,7 @@ def workflow_version_for_trigger(*, tenant: Tenant, key: str) -> WorkflowVersion
     row = (
         Workflow.objects.filter(product_id=tenant.product_id, key=key)
         .select_related("published_version")
-        .only("id", "key", "published_version")
+        .only("id", "key", "published_version", "published_version__id", "published_version__definition")
         .first()
     )
     if row is None:
@@ -34,5 +34,13 @@ def workflow_version_for_trigger(*, tenant: Tenant, key: str) -> WorkflowVersion
     if row.published_version is None:
         raise InvalidInput(f"Workflow '{key}' has no published version: publish it first.", field="workflow")
     version = row.published_version
+    trigger = version.definition.get("trigger") or {}
+    if trigger.get("type", "api") != "api":
+        raise InvalidInput(
+            f"Workflow '{key}' is started by changes to rows of {trigger.get('table', 'its table')} (a database "
+            "trigger), not by trigger calls: change the rows, or start it for rows that exist with "
+            f"POST /api/v1/workflows/{key}/backfill.",
+            field="workflow",
+        )
     version.workflow = row
     return version

@@ -212,6 +212,8 @@ def workflow_preview(
             context[key] = sample[key]
     context.update(sample.get("related") or {})
     organization_id = (sample.get("organization") or {}).get("id")
+    # A run that fails before its steps (workflow_preview_outcome's error) sends nothing, through nobody.
+    fails = bool(sample.get("links_error") or (sample.get("organization") or {}).get("error"))
     out: list[dict] = []
     bounds: dict[str, str] = {}  # path -> the bound a template trips
 
@@ -239,7 +241,7 @@ def workflow_preview(
                 item["skipped"] = rendered.skip_reason
             else:
                 item.update(target=rendered.target, payload=sealed_masked(rendered.payload))
-                if step["channel"] != "webhook":  # a webhook goes to its endpoint, through no provider
+                if step["channel"] != "webhook" and not fails:  # a webhook goes to its endpoint, through no provider
                     item["provider"] = provider_configured(
                         product_id=workflow.product_id, organization_id=organization_id, channel=step["channel"]
                     )
@@ -309,7 +311,7 @@ def workflow_preview_sample(*, workflow: Workflow, row_key=None, event_id=None, 
     from .definition.checks import definition_normalize
     from .definition.format import Definition
     from .definition.paths import structure_check
-    from .row_links import link_value, organizations_route, recipient_from, related_read
+    from .row_links import link_value, links_problem, organizations_route, recipient_from, related_read
 
     definition = definition or workflow.draft
     if (definition.get("trigger") or {}).get("type") != "database":
@@ -352,6 +354,14 @@ def workflow_preview_sample(*, workflow: Workflow, row_key=None, event_id=None, 
     from apps.connections.models import Connection
 
     connection = Connection.objects.get(id=trigger["connection"], product=workflow.product)
+    key_columns = list(rows_from["key"])
+    composite = len(key_columns) > 1
+    if composite and not (isinstance(row_key, list) and len(row_key) == len(key_columns)):
+        raise InvalidInput(
+            f"A key of {rows_from['table']} is a list of {len(key_columns)} values, one per key column "
+            f"({', '.join(key_columns)}).",
+            field="row_key",
+        )
     per_row = trigger.get("for_each", "row") == "row"
     ids = [row_key] if per_row or event is None else event.ids
     try:
@@ -389,8 +399,11 @@ def workflow_preview_sample(*, workflow: Workflow, row_key=None, event_id=None, 
     recipient = recipient_from(trigger, row=row, related=related) if per_row else None
     if recipient is not None:
         sample["recipient"] = recipient
+    problem = links_problem(trigger, row=row, related=related, key=row_key) if per_row else ""
+    if problem:
+        sample["links_error"] = problem
     path = trigger.get("organization") if per_row else None
-    if path:
+    if path and not problem:
         value = link_value(path, row=row, related=related)
         [(organization, error)] = organizations_route(product_id=workflow.product_id, items=[(path, value)])
         sample["organization"] = (
@@ -418,8 +431,9 @@ def workflow_preview_outcome(*, workflow: Workflow, sample: dict) -> dict:
     }
     if organization is not None:
         outcome["organization"] = organization
-        if organization.get("error"):
-            outcome["error"] = f"The run would fail at its first step, and be escalated: {organization['error']}"
+    problem = sample.get("links_error") or (organization or {}).get("error")
+    if problem:
+        outcome["error"] = f"The run would fail at its first step, and be escalated: {problem}"
     return outcome
 
 
@@ -500,6 +514,26 @@ def workflow_unpublish_queued(*, workflow_id: int, actor: str) -> dict:
     return {"unpublished": workflow is not None}
 
 
+def _columns_read(trigger: dict) -> tuple[tuple[str, str], ...]:
+    """The (schema.table, column) pairs a database trigger's links read by name: its reference columns, its
+    recipient and organization paths."""
+    from .row_links import trigger_links
+
+    links = trigger_links(trigger)
+    related = links.get("related") or {}
+    pairs = {(trigger["table"], link["column"]) for link in related.values()}
+    recipient = links.get("recipient") or {}
+    paths = [p for f, p in recipient.items() if f != "properties"] + list((recipient.get("properties") or {}).values())
+    if links.get("organization"):
+        paths.append(links["organization"])
+    for path in paths:
+        root, _, column = path.partition(".")
+        table = trigger["table"] if root == "row" else related.get(root, {}).get("table")
+        if table:
+            pairs.add((table, column))
+    return tuple(sorted(pairs))
+
+
 def workflow_capture_uses(*, connection) -> list:
     """The captures the connection's published workflows use, oldest version first (a capture-users function,
     see apps/connections/consumers.py)."""
@@ -514,6 +548,7 @@ def workflow_capture_uses(*, connection) -> list:
             related=tuple(
                 (link["table"], link["key"]) for link in ((definition["trigger"].get("related") or {}).values())
             ),
+            columns=_columns_read(definition["trigger"]),
         )
         for key, capture, spec, definition in WorkflowVersion.objects.filter(
             connection=connection, workflow__published_version=F("id")

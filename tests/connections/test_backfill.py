@@ -148,3 +148,16 @@ def test_a_predicate_over_a_fractional_value_compares_it_exactly(product_client,
     audited = _backfill(product_client, since={"column": "total", "after": 10.5}, limit=10)
     assert audited.status_code == 202 and audited.json()["started"] == 2, audited.json()
     assert AuditEvent.objects.get(action="workflow.backfilled").data["since"]["after"] == Decimal("10.5")
+
+
+def test_a_value_its_column_cannot_compare_names_where_not_after(product_client, connection):
+    _published(product_client, connection)
+    _orders()
+    response = product_client.post(
+        "/api/v1/workflows/order-paid/backfill",
+        '{"dry_run": true, "where": {"column": "id", "op": "gt", "value": 1e200000}}',
+        content_type="application/json",
+    )
+    assert response.status_code == 400, response.json()
+    fields = {f["field"] for f in response.json()["error"]["fields"]}
+    assert fields == {"where"}, response.json()

@@ -17,13 +17,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _orders_for_organizations():
+    """Orders of Acme (its id padded with blanks, as a char(n) column reads it), Globex, an unknown one, none."""
     with writer_connect() as app:
         app.execute(
             "INSERT INTO public.customers (email, name) VALUES ('ann@example.com', 'Ann'), ('bob@example.com', 'Bob'),"
             " ('cy@example.com', 'Cy')"
         )
         app.execute(
-            "INSERT INTO public.orders (customer_id, total, org_id) VALUES (1, 10, 'acme'), (2, 20, 'globex'),"
+            "INSERT INTO public.orders (customer_id, total, org_id) VALUES (1, 10, 'acme   '), (2, 20, 'globex'),"
             " (3, 30, 'initech'), (1, 40, NULL)"
         )
 

@@ -244,6 +244,7 @@ def test_a_related_table_that_cannot_be_read_retries_the_run_and_never_skips_the
         assert run.status == RunStatus.WAITING  # a retry, not a completed run with a skipped email
         retry = AuditEvent.objects.get(action="run.retry_scheduled", target_id=str(run.id))
         assert "GRANT SELECT" in retry.data["error"], retry.data
+        assert "will be tried again (attempt 2 of" in run.error and "GRANT SELECT" in run.error  # shown meanwhile
         assert not Delivery.objects.exists()  # nothing skipped: the run waits to read the customer again
     finally:
         with admin_connect(CUSTOMER_DB) as admin:
@@ -257,5 +258,90 @@ def test_a_related_table_that_cannot_be_read_retries_the_run_and_never_skips_the
     runs_execute(run_ids=[run.id])
     run.refresh_from_db()
     assert run.status == RunStatus.COMPLETED, run.error
+    assert run.error == ""  # the retry's reason is over
     assert [(d.target, d.status) for d in Delivery.objects.all()] == [("bob@example.com", "sent")]
     customer_db_reset()
+
+
+def test_a_column_a_recipient_reads_renamed_by_a_migration_fails_the_run_and_shows_as_drift(product_client, connection):
+    from apps.connections.services import connection_drift
+    from apps.runs.models import Escalation
+
+    from .conftest import CUSTOMER_DB, admin_connect, customer_db_reset
+
+    assert _create(product_client, connection, related=RELATED, recipient=RECIPIENT).status_code == 201
+    assert product_client.post("/api/v1/workflows/order-paid/publish").status_code == 201
+    _customers_with_orders()
+    poll(connection_id=connection.id)
+    with admin_connect(CUSTOMER_DB) as admin:
+        admin.execute("ALTER TABLE public.customers RENAME COLUMN email TO email_address")
+    try:
+        [problem] = connection_drift(connection=connection)
+        assert (problem["kind"], problem["table"], problem["workflows"]) == (
+            "missing_column",
+            "public.customers",
+            ["order-paid"],
+        )
+        assert "no column 'email'" in problem["detail"] and "Did you mean 'email_address'?" in problem["detail"]
+        with writer_connect() as app:
+            app.execute("UPDATE public.orders SET paid = true WHERE id = 2")
+        poll(connection_id=connection.id)
+        runs_execute(run_ids=list(Run.objects.filter(status=RunStatus.QUEUED).values_list("id", flat=True)))
+        run = Run.objects.get()
+        assert run.status == RunStatus.FAILED  # not a completed run with a skipped email
+        assert "Column 'email' is no longer in public.customers (trigger.recipient.email reads customer.email)" in (
+            run.error
+        )
+        assert Escalation.objects.filter(run=run).exists() and not Delivery.objects.exists()
+    finally:
+        with admin_connect(CUSTOMER_DB) as admin:
+            admin.execute("ALTER TABLE public.customers RENAME COLUMN email_address TO email")
+        customer_db_reset()
+
+
+def test_a_reference_to_a_row_that_does_not_exist_fails_the_run_where_a_null_one_skips(product_client, connection):
+    from .conftest import CUSTOMER_DB, admin_connect, customer_db_reset
+
+    assert _create(product_client, connection, related=RELATED, recipient=RECIPIENT).status_code == 201
+    assert product_client.post("/api/v1/workflows/order-paid/publish").status_code == 201
+    _customers_with_orders()
+    poll(connection_id=connection.id)
+    with admin_connect(CUSTOMER_DB) as admin:
+        admin.execute("ALTER TABLE public.orders DROP CONSTRAINT IF EXISTS orders_customer_id_fkey")
+    try:
+        with writer_connect() as app:
+            app.execute("UPDATE public.orders SET customer_id = 777 WHERE id = 1")
+            app.execute("UPDATE public.orders SET paid = true WHERE id IN (1, 5)")
+        poll(connection_id=connection.id)
+        for _ in range(2):
+            runs_execute(run_ids=list(Run.objects.filter(status=RunStatus.QUEUED).values_list("id", flat=True)))
+        runs = {
+            run.state["rows"][0]["id"]: run for run in Run.objects.filter(state__has_key="rows") if run.state["rows"]
+        }
+        dangling = runs[1]
+        assert dangling.status == RunStatus.FAILED
+        assert "customer_id = 777 names no row of public.customers (trigger.related.customer)" in dangling.error
+        assert runs[5].status == RunStatus.COMPLETED  # order 5's null customer_id: the meant skip
+        assert list(Delivery.objects.values_list("status", flat=True)) == ["skipped"]
+        # A preview on the row says the same, and names no provider for a message that would not be sent.
+        preview = product_client.post("/api/v1/workflows/order-paid/preview", {"row_key": 1}, format="json").json()
+        assert "names no row of public.customers" in preview["error"] and "provider" not in preview["steps"][0]
+    finally:
+        customer_db_reset()
+        with admin_connect(CUSTOMER_DB) as admin:
+            admin.execute(
+                "ALTER TABLE public.orders ADD CONSTRAINT orders_customer_id_fkey FOREIGN KEY (customer_id) "
+                "REFERENCES public.customers(id)"
+            )
+
+
+def test_a_reference_column_of_another_type_than_the_key_is_refused_at_save(product_client, connection):
+    response = _create(
+        product_client,
+        connection,
+        related={"customer": {"table": "public.customers", "column": "org_id"}},
+        recipient=RECIPIENT,
+    )
+    assert response.status_code == 400, response.json()
+    reason = _fields(response)["trigger.related.customer.column"]
+    assert "'org_id' is text but public.customers.id is bigint" in reason, reason

@@ -362,3 +362,28 @@ def test_a_key_sent_to_the_api_names_its_row_with_every_digit(product_client, co
     assert started.json()["started"] == 0
     audited = AuditEvent.objects.get(action="workflow.backfilled").data["after"]  # recorded with every digit
     _assert_key_equal(kind, audited, key)
+
+
+def test_a_composite_row_key_of_another_length_is_a_400_naming_it(product_client, connection, keyed):
+    response = product_client.post(
+        "/api/v1/workflows",
+        {
+            "key": "keyed",
+            "trigger": {
+                "type": "database",
+                "connection": str(connection.id),
+                "table": "public.keyed_composite",
+                "events": ["row.created"],
+            },
+            "steps": [
+                {"id": "m", "type": "notify", "channel": "email", "to": "a@example.com", "subject": "s", "body": "b"}
+            ],
+        },
+        format="json",
+    )
+    assert response.status_code == 201, response.json()
+    for row_key in (["north"], "north", ["north", "2026-03-01T12:00:00+00:00", 3]):
+        answer = product_client.post("/api/v1/workflows/keyed/preview", {"row_key": row_key}, format="json")
+        assert answer.status_code == 400, answer.json()
+        [field] = answer.json()["error"]["fields"]
+        assert field["field"] == "row_key" and "a list of 2 values, one per key column (name, at)" in field["reason"]

@@ -190,6 +190,19 @@ def test_unpublishing_stops_new_runs_and_retires_the_unused_trigger(product_clie
     assert trigger.status_code == 400 and "publish it first" in trigger.json()["error"]["fields"][0]["reason"]
 
 
+def test_a_trigger_call_to_a_workflow_started_by_row_changes_is_refused_naming_why(
+    product_client, receiver, connection
+):
+    _workflow(product_client, connection, _endpoint(product_client, receiver))
+    _publish(product_client)
+    trigger = product_client.post("/api/v1/trigger", {"workflow": "order-created", "to": ["u1"]}, format="json")
+    assert trigger.status_code == 400, trigger.json()
+    [field] = trigger.json()["error"]["fields"]
+    assert field["field"] == "workflow" and "started by changes to rows of public.orders" in field["reason"]
+    assert "/api/v1/workflows/order-created/backfill" in field["reason"]
+    assert not Run.objects.exists()
+
+
 @pytest.mark.parametrize(
     "trigger, field",
     [

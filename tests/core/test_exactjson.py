@@ -46,3 +46,22 @@ def test_everything_else_is_encoded_as_the_standard_library_and_django_encode_it
         dumps({"x": object()})
     with pytest.raises(ValueError):
         dumps(float("nan"), allow_nan=False)
+
+
+@pytest.mark.parametrize(
+    ("template", "printed"),
+    [
+        ("{{ ids }}", "[1.23456789012345678901, 9007199254740993]"),
+        ("{{ row }}", '{"total": 10.00, "tags": ["a", "b"], "note": "Ünï"}'),
+        ("{{ row.total }}", "10.00"),
+        ("{{ row.tags | join(', ') }}", "a, b"),
+    ],
+)
+def test_a_list_or_object_prints_as_json_with_every_digit_not_as_python_writes_it(template, printed):
+    from apps.core.templating import render
+
+    context = {
+        "ids": [Decimal("1.23456789012345678901"), 9007199254740993],
+        "row": {"total": Decimal("10.00"), "tags": ["a", "b"], "note": "Ünï"},
+    }
+    assert render(template, context) == printed

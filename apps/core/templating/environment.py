@@ -35,6 +35,19 @@ from .limits import TemplateLimitError, TemplateRenderError
 from .missing import MissingVariable
 
 
+def _printable(value):
+    """What `{{ value }}` prints: within the size limit (limits.check_printable), and a list or an object as
+    JSON with every digit (`[1.23456789012345678901]`, `{"total": 10.00}`), not as Python writes it
+    (`[Decimal('1.23456789012345678901')]`, `{'total': Decimal('10.00')}`)."""
+    value = limits.check_printable(value)
+    if isinstance(value, (list, tuple, dict)):
+        try:
+            return exactjson.dumps(value, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):  # a value JSON cannot hold (a circular list): as Python writes it
+            return value
+    return value
+
+
 class _Undefined(StrictUndefined):
     __slots__ = ()
 
@@ -280,7 +293,7 @@ class TemplateEnvironment(SandboxedEnvironment):
         return limits.BoundedBuffer()
 
     def __init__(self, **kwargs):
-        super().__init__(optimized=False, finalize=limits.check_printable, **kwargs)
+        super().__init__(optimized=False, finalize=_printable, **kwargs)
         self.globals["range"] = limits.bounded_range
         self.globals["lipsum"] = _lipsum
         self.filters = {name: _guarded(name, f) for name, f in self.filters.items()}

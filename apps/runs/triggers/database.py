@@ -32,7 +32,14 @@ from apps.connections.sources import NOT_RUN
 from apps.core import exactjson
 from apps.core.bulk import insert_rows
 from apps.workflows.models import WorkflowVersion
-from apps.workflows.row_links import link_value, organizations_route, recipient_from, related_read, trigger_links
+from apps.workflows.row_links import (
+    link_value,
+    links_problem,
+    organizations_route,
+    recipient_from,
+    related_read,
+    trigger_links,
+)
 
 from ..engine import runs_enqueue_on_commit
 from ..models import Priority, Run, RunStatus
@@ -133,12 +140,17 @@ def _related_read(runs: list[Run]) -> None:
 
 def _recipient_resolve(run: Run) -> None:
     """Set a per-row run's recipient from its trigger's mapping and what its state holds (its row, its
-    related rows): apps.workflows.row_links.recipient_from."""
-    recipient = recipient_from(
-        run.workflow_version.definition["trigger"],
-        row=run.state["rows"][0] if run.state.get("rows") else None,
-        related=run.state.get("related") or {},
-    )
+    related rows): apps.workflows.row_links.recipient_from. Links that cannot be trusted (links_problem: the
+    row is gone, a mapped column too, a reference names no row) are recorded in the state instead: the run
+    fails at its first step, escalated."""
+    trigger = run.workflow_version.definition["trigger"]
+    row = run.state["rows"][0] if run.state.get("rows") else None
+    related = run.state.get("related") or {}
+    problem = links_problem(trigger, row=row, related=related, key=_run_ids(run)[0] if _run_ids(run) else None)
+    if problem:
+        run.state["links_error"] = problem
+        return
+    recipient = recipient_from(trigger, row=row, related=related)
     if recipient is None:
         return
     run.recipient = recipient
@@ -153,7 +165,7 @@ def _organizations_resolve(runs: list[Run]) -> None:
     by_product: dict = defaultdict(list)
     for run in runs:
         path = _links(run.workflow_version).get("organization")
-        if not path or "organization" in run.state:
+        if not path or "organization" in run.state or run.state.get("links_error"):
             continue
         row = run.state["rows"][0] if run.state.get("rows") else None
         by_product[run.product_id].append(
@@ -161,11 +173,11 @@ def _organizations_resolve(runs: list[Run]) -> None:
         )
     for product_id, items in by_product.items():
         routed = organizations_route(product_id=product_id, items=[(path, value) for _, path, value in items])
-        for (run, _, value), (organization, error) in zip(items, routed):
+        for (run, _, _), (organization, error) in zip(items, routed, strict=True):
             if organization is not None:
                 run.organization_id = organization.id
                 run._state.fields_cache["organization"] = organization
-                run.state["organization"] = {"external_id": str(value)}
+                run.state["organization"] = {"external_id": organization.external_id}
                 run.__dict__["cause_resolved"] = True  # written with the run (apps.runs.engine.Writes)
             else:
                 run.state["organization"] = {"error": error}
@@ -197,7 +209,7 @@ class DatabaseTrigger(TriggerSource):
                 run.event = events[run.event_id]
 
     def context(self, run: Run, context: dict) -> None:
-        unrouted = (run.state.get("organization") or {}).get("error")
+        unrouted = run.state.get("links_error") or (run.state.get("organization") or {}).get("error")
         if unrouted:
             raise StepFailed(unrouted)
         context["event"] = run_event_summary(run)
@@ -235,7 +247,7 @@ class DatabaseTrigger(TriggerSource):
         except Exception:  # a defect here must not lose the batch: each run reads its own in `prepare`
             logger.exception("Preparing %d runs together failed; each run reads its own.", len(runs))
             for run in runs:
-                for key in ("rows", "missing_ids", "related", "organization"):
+                for key in ("rows", "missing_ids", "related", "organization", "links_error"):
                     run.state.pop(key, None)
 
     def _prepare_many(self, runs: list[Run]) -> None:
@@ -294,6 +306,13 @@ class DatabaseTrigger(TriggerSource):
                 if _per_row(run) and _links(version).get("related")
                 else None
             )
+        except psycopg.errors.DataError as exc:
+            # A value the key's type refuses (a text reference to a bigint key holding 'abc'): reading again
+            # cannot help. The run fails, escalated, with PostgreSQL's words.
+            raise StepFailed(
+                f"Cannot read the row or its related rows: {str(exc).strip().splitlines()[0]}. Correct the row, or "
+                "the workflow's trigger, then re-run."
+            ) from exc
         except psycopg.Error as exc:
             # Nothing is kept of a read that failed half-way: the retry reads the row and its related rows again.
             raise StepRetry(f"Cannot read the rows from the customer database: {exc}") from exc
@@ -303,7 +322,7 @@ class DatabaseTrigger(TriggerSource):
         if _per_row(run):
             _recipient_resolve(run)
             _organizations_resolve([run])
-            unrouted = (run.state.get("organization") or {}).get("error")
+            unrouted = run.state.get("links_error") or (run.state.get("organization") or {}).get("error")
             if unrouted:
                 raise StepFailed(unrouted)
         _rows_into(run, context, run.state)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.http import QueryDict
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .exactjson import ExactEncoder
@@ -109,6 +110,21 @@ class JSONField(serializers.JSONField):
         super().__init__(**kwargs)
 
 
+@extend_schema_field(
+    {
+        "type": "array",
+        "nullable": True,
+        "maxItems": 24,
+        "items": {
+            "oneOf": [
+                {"type": "string", "pattern": r"^(?:\d+d)?(?:\d+h)?(?:\d+m)?(?:\d+s)?$", "example": "5m"},
+                {"type": "number", "minimum": 0, "exclusiveMinimum": True},
+            ]
+        },
+        "description": "The wait before each retry: durations ('5s', '5m', '2h', '1d') or seconds; answers give "
+        "seconds.",
+    }
+)
 class RetryScheduleField(serializers.Field):
     """A retry schedule: a list of durations (`"5s"`, `"5m"`, `"2h"` or seconds), the wait before each retry;
     [] for one attempt only; null for the service's default. Returns seconds. Errors name the item

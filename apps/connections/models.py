@@ -125,6 +125,8 @@ class Event(models.Model):
     class Meta:
         ordering = ["connection_id", "xid", "source_id"]
         constraints = [models.UniqueConstraint(fields=["connection", "xid", "source_id"], name="event_once")]
+        # Retention takes a connection's oldest recorded events first (apps.runs.retention).
+        indexes = [models.Index(fields=["connection", "recorded_at"], name="event_connection_recorded")]
 
     def __str__(self):
         return f"{self.op} {self.table_name} {exactjson.dumps(self.ids)}"

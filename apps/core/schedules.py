@@ -37,6 +37,10 @@ def periodic_tasks() -> dict[str, dict]:
             "task": "apps.core.tasks.queued_actions_reconcile",
             "every": settings.ROWBELL_RECONCILE_INTERVAL,
         },
+        "rowbell: delete finished work past its retention": {
+            "task": "apps.runs.tasks.retention_prune",
+            "every": settings.ROWBELL_RETENTION_INTERVAL,
+        },
         "rowbell: reconcile lost work": {
             "task": "apps.runs.tasks.work_reconcile",
             "every": settings.ROWBELL_RECONCILE_INTERVAL,

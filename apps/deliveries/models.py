@@ -196,6 +196,8 @@ class Delivery(models.Model):
             models.Index(fields=["product", "-created_at"], name="delivery_product_recent"),
             models.Index(fields=["product", "id"], name="delivery_held", condition=models.Q(status="held")),
             models.Index(fields=["request"], name="delivery_request", condition=models.Q(request__isnull=False)),
+            # What retention asks before it deletes a recorded event: does a delivery still refer to it?
+            models.Index(fields=["event"], name="delivery_event", condition=models.Q(event__isnull=False)),
             models.Index(
                 fields=["provider_message_id"],
                 name="delivery_provider_message",

@@ -53,6 +53,8 @@ class TriggerRequest(models.Model):
         indexes = [
             # Hinted but not started: the reconciler re-sends hints older than the requeue threshold.
             models.Index(fields=["enqueued_at"], name="request_accepted", condition=models.Q(status="accepted")),
+            # Retention takes a product's oldest requests first (apps.runs.retention).
+            models.Index(fields=["product", "created_at"], name="request_product_created"),
             # Not hinted yet: what the dispatcher claims, oldest first within each priority.
             models.Index(
                 fields=["priority", "created_at"],
@@ -159,6 +161,8 @@ class Run(models.Model):
                 fields=["organization"], name="run_organization", condition=models.Q(organization__isnull=False)
             ),
             models.Index(fields=["rerun_of"], name="run_rerun_of", condition=models.Q(rerun_of__isnull=False)),
+            # Retention takes a product's oldest runs first (apps.runs.retention).
+            models.Index(fields=["product", "created_at"], name="run_product_created"),
         ]
 
     def __str__(self):

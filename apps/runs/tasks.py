@@ -38,3 +38,10 @@ def escalations_send_task() -> int:
     from .escalation import escalations_send
 
     return escalations_send()
+
+
+@shared_task(name="apps.runs.tasks.retention_prune")
+def retention_prune_task() -> dict:
+    from .retention import retention_prune
+
+    return retention_prune()

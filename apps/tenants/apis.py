@@ -31,6 +31,9 @@ class ProductOutputSerializer(serializers.Serializer):
     name = strict.CharField()
     sandbox = strict.BooleanField()
     escalation_webhook = strict.UUIDField(source="escalation_webhook_id", allow_null=True)
+    retention_days = strict.IntegerField(
+        allow_null=True, help_text="Days finished work is kept; null: the service's default (ROWBELL_RETENTION_DAYS)."
+    )
     created_at = serializers.DateTimeField()
 
 
@@ -38,6 +41,14 @@ class ProductUpdateInputSerializer(serializers.Serializer):
     sandbox = strict.BooleanField(required=False, help_text="Hold every delivery of the product for review.")
     escalation_webhook = strict.UUIDField(
         required=False, allow_null=True, help_text="Webhook endpoint told about failed runs (null: none)."
+    )
+    retention_days = strict.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=3650,
+        help_text="Days its finished runs, deliveries, requests and recorded events are kept; null: the service's "
+        "default (ROWBELL_RETENTION_DAYS). Held and unfinished work is never pruned.",
     )
 
 

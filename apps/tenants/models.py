@@ -19,6 +19,8 @@ class Product(models.Model):
     escalation_webhook = models.ForeignKey(
         "deliveries.WebhookEndpoint", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Days its finished runs, deliveries, requests and recorded events are kept (null: ROWBELL_RETENTION_DAYS).
+    retention_days = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -62,10 +62,16 @@ _UNSET = object()
 
 @transaction.atomic
 def product_settings_update(
-    *, product: Product, sandbox: bool | None = None, escalation_webhook=_UNSET, actor: str
+    *,
+    product: Product,
+    sandbox: bool | None = None,
+    escalation_webhook=_UNSET,
+    retention_days=_UNSET,
+    actor: str,
 ) -> Product:
-    """Sandbox the whole product (its deliveries are held for review), and choose the webhook endpoint
-    that is told about failed runs (None: email to the operators only)."""
+    """Sandbox the whole product (its deliveries are held for review), choose the webhook endpoint that is
+    told about failed runs (None: email to the operators only), and how many days its finished work is kept
+    (`retention_days`, 1 to 3,650; None: ROWBELL_RETENTION_DAYS; apps.runs.retention)."""
     # The endpoint model is deliveries' (built on tenants): reached through the relation, not imported.
     WebhookEndpoint = Product._meta.get_field("escalation_webhook").related_model
 
@@ -84,8 +90,10 @@ def product_settings_update(
                 )
         product.escalation_webhook = endpoint
         changes["escalation_webhook"] = str(endpoint.id) if endpoint else None
+    if retention_days is not _UNSET and retention_days != product.retention_days:
+        product.retention_days = changes["retention_days"] = retention_days
     if changes:
-        product.save(update_fields=["sandbox", "escalation_webhook"])
+        product.save(update_fields=["sandbox", "escalation_webhook", "retention_days"])
         audit_record(
             action="product.updated",
             target_type="product",

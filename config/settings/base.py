@@ -285,6 +285,15 @@ ROWBELL_ENDPOINT_DISABLE_AFTER_SECONDS = env.float("ROWBELL_ENDPOINT_DISABLE_AFT
 ROWBELL_ENDPOINT_DISABLE_AFTER_FAILURES = env.int("ROWBELL_ENDPOINT_DISABLE_AFTER_FAILURES", default=20)
 # A `Retry-After` longer than this is capped to it.
 ROWBELL_RETRY_AFTER_MAX_SECONDS = env.float("ROWBELL_RETRY_AFTER_MAX_SECONDS", default=24 * 3600.0)
+# Retention of Rowbell's own tables (apps.runs.retention), pruned by beat every ROWBELL_RETENTION_INTERVAL
+# seconds in batches of ROWBELL_RETENTION_BATCH rows (short transactions, no long locks): finished runs with
+# their steps and deliveries (attempts, status history), finished requests, recorded events no run needs,
+# finished operators' actions after ROWBELL_RETENTION_DAYS (a product may set its own); the audit trail after
+# ROWBELL_AUDIT_RETENTION_DAYS. Held and unfinished work, and a failed run operators have not decided on, stay.
+ROWBELL_RETENTION_DAYS = env.float("ROWBELL_RETENTION_DAYS", default=30.0)
+ROWBELL_AUDIT_RETENTION_DAYS = env.float("ROWBELL_AUDIT_RETENTION_DAYS", default=365.0)
+ROWBELL_RETENTION_INTERVAL = env.float("ROWBELL_RETENTION_INTERVAL", default=60.0)
+ROWBELL_RETENTION_BATCH = env.int("ROWBELL_RETENTION_BATCH", default=2000)
 # GET /metrics (Prometheus) answers only `Authorization: Bearer <this>`; unset, the endpoint is off (404).
 ROWBELL_METRICS_TOKEN = env("ROWBELL_METRICS_TOKEN", default="")
 # Where recipients reach this service: email open pixels and click-through links point here.

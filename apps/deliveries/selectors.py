@@ -116,7 +116,8 @@ def delivery_metrics(
 
 def provider_configured(*, product_id, organization_id, channel: str) -> dict | None:
     """Who would carry a message of `channel` for the product (and organization): {"name": the provider's
-    name, "of": "organization" or "product"}, the organization's configuration first, as sending chooses
+    name, "of": "organization" or "product", and "from_email" when it sends as one}, the organization's
+    configuration first, as sending chooses
     (apps.deliveries.channels.providers.provider_for); None when neither has one (email then goes through the
     settings' mail server; other channels fail the delivery). Credentials are not read."""
     from django.db.models import Q
@@ -128,14 +129,17 @@ def provider_configured(*, product_id, organization_id, channel: str) -> dict | 
         if organization_id
         else Q(organization_id__isnull=True)
     )
-    configs = dict(
-        ProviderConfig.objects.filter(owners, product_id=product_id, channel=channel).values_list(
-            "organization_id", "provider"
-        )
-    )
-    configs = {None if owner is None else str(owner): provider for owner, provider in configs.items()}
-    if organization_id and str(organization_id) in configs:
-        return {"name": configs[str(organization_id)], "of": "organization"}
-    if None in configs:
-        return {"name": configs[None], "of": "product"}
+    configs = {
+        None if owner is None else str(owner): (provider, options)
+        for owner, provider, options in ProviderConfig.objects.filter(
+            owners, product_id=product_id, channel=channel
+        ).values_list("organization_id", "provider", "options")
+    }
+    for owner, of in ((str(organization_id) if organization_id else "", "organization"), (None, "product")):
+        if owner in configs:
+            provider, options = configs[owner]
+            found = {"name": provider, "of": of}
+            if (options or {}).get("from_email"):
+                found["from_email"] = options["from_email"]
+            return found
     return None

@@ -242,9 +242,13 @@ def workflow_preview(
             else:
                 item.update(target=rendered.target, payload=sealed_masked(rendered.payload))
                 if step["channel"] != "webhook" and not fails:  # a webhook goes to its endpoint, through no provider
-                    item["provider"] = provider_configured(
+                    provider = provider_configured(
                         product_id=workflow.product_id, organization_id=organization_id, channel=step["channel"]
                     )
+                    sender = provider.pop("from_email", None) if provider else None
+                    if sender and step["channel"] == "email":  # the From the recipient will see
+                        item["payload"] = {**item["payload"], "from": sender}
+                    item["provider"] = provider
         if rendered is None or (rendered.skip_reason and not real):
             # The channel stops at the first template that fails (or skips a recipient without the address
             # before the rest): each other template is rendered alone, so that every one to fix is listed.

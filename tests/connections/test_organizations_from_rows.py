@@ -81,6 +81,17 @@ def test_a_sandboxed_organization_s_routed_runs_hold_their_messages_for_review(p
     organization_create(product=product, name="Globex", external_id="globex", actor="test")
     patched = product_client.patch(f"/api/v1/organizations/{organization.id}", {"sandbox": True}, format="json")
     assert patched.status_code == 200 and patched.json()["sandbox"] is True
+    configured = product_client.put(
+        "/api/v1/providers/email",
+        {
+            "organization": str(organization.id),
+            "provider": "smtp",
+            "credentials": {},
+            "options": {"host": "127.0.0.1", "port": 2525, "security": "none", "from_email": "orders@acme.example"},
+        },
+        format="json",
+    )
+    assert configured.status_code == 200, configured.json()
     response = _create(product_client, connection, related=RELATED, recipient=RECIPIENT, organization="row.org_id")
     assert response.status_code == 201, response.json()
     assert product_client.post("/api/v1/workflows/order-paid/publish").status_code == 201
@@ -93,6 +104,10 @@ def test_a_sandboxed_organization_s_routed_runs_hold_their_messages_for_review(p
 
     statuses = dict(Delivery.objects.values_list("target", "status"))
     assert statuses == {"ann@example.com": "held", "bob@example.com": "sent"}  # Acme is sandboxed, Globex not
+    # The review queue shows the From Acme's provider will send as, not the service's default.
+    held = Delivery.objects.get(target="ann@example.com")
+    assert held.payload["from"] == "orders@acme.example"
+    assert Delivery.objects.get(target="bob@example.com").payload["from"] != "orders@acme.example"
 
 
 def test_a_run_failed_for_its_organization_reads_the_corrected_row_when_re_run(product, product_client, connection):
@@ -153,6 +168,7 @@ def test_a_preview_on_a_row_says_which_organization_it_routes_to_who_sends_and_w
     assert acme_row["organization"] == {"id": str(acme.id), "external_id": "acme", "name": "Acme", "sandbox": True}
     assert acme_row["held"] is True and "error" not in acme_row
     assert acme_row["steps"][0]["provider"] == {"name": "smtp", "of": "organization"}
+    assert acme_row["steps"][0]["payload"]["from"] == "orders@acme.example"  # the From its provider sends as
     globex_row = preview(2)
     assert (globex_row["organization"]["name"], globex_row["held"]) == ("Globex", False)
     assert globex_row["steps"][0]["provider"] is None  # neither Globex nor the product configured email

@@ -127,9 +127,10 @@ class Channel:
         for each property present and wrong; properties it does not read are not its business."""
         return {}
 
-    def prepare(self, delivery: Delivery, *, definition: dict) -> None:
+    def prepare(self, delivery: Delivery, *, definition: dict, memo: dict | None = None) -> None:
         """Last touches to a queued delivery built from a run of a workflow with `definition`, before it is
-        saved (e.g. email engagement tracking). Changes `delivery` in place."""
+        saved (e.g. email engagement tracking). Changes `delivery` in place. `memo` is shared by the deliveries
+        built together."""
 
     def preview(self, delivery: Delivery) -> dict:
         """What the recipient would see, for the review queue: a dict with `kind` (the template part to show:

@@ -53,6 +53,7 @@ def delivery_build(
     priority: str | None = None,
     held: bool = False,
     retry: dict | None = None,
+    memo: dict | None = None,
 ) -> tuple[Delivery, AuditEntry | None]:
     """The one place a delivery row is built (unsaved), whoever makes it: a run's notify step, an escalation
     notice, a row-event message. Returns the delivery and the audit row a held or skipped one needs (None for
@@ -67,6 +68,8 @@ def delivery_build(
       (sandbox) instead of queued; `retry`: the workflow's retry policy ({"schedule"} or {"max_attempts",
       "backoff", "max_backoff"}, each optional), else the endpoint's schedule or the channel's default
       (apps.deliveries.backoff.retry_schedule).
+    - `memo`: a dict shared by the deliveries built together (a batch of runs), for what is the same for all
+      (the provider configured for a product, or organization, and channel).
     """
     now = timezone.now()
     retry = retry or {}
@@ -119,7 +122,7 @@ def delivery_build(
         related=related,
     )
     if run is not None and not skipped:
-        channel_get(channel).prepare(delivery, definition=run.workflow_version.definition)
+        channel_get(channel).prepare(delivery, definition=run.workflow_version.definition, memo=memo)
     audit = None
     if not queued:
         audit = AuditEntry(

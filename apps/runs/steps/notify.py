@@ -60,6 +60,7 @@ class NotifyStep(StepType):
             step_id=step["id"],
             held=call.sandboxed,
             retry=policy,
+            memo=call.memo,
         )
         call.deliver(delivery, audit)
         output = {"delivery": delivery.message_id, "status": delivery.status}

@@ -73,8 +73,16 @@ class EmailChannel(Channel):
             return {"email": ["Enter a valid email address."]}
         return {}
 
-    def prepare(self, delivery, *, definition: dict) -> None:
-        """Opens and clicks tracking, when the workflow asks for it (`"tracking": {"opens": ..., "clicks": ...}`)."""
+    def prepare(self, delivery, *, definition: dict, memo: dict | None = None) -> None:
+        """The sender its provider sends as (the organization's, else the product's `from_email` option), so
+        that the payload, the review queue and the API show the From the recipient will see; then opens and
+        clicks tracking, when the workflow asks for it (`"tracking": {"opens": ..., "clicks": ...}`)."""
+        from ..providers import provider_for
+
+        configured = provider_for(delivery, memo if memo is not None else {})
+        sender = configured.options.get("from_email") if configured else None
+        if sender:
+            delivery.payload = {**delivery.payload, "from": sender}
         tracking = definition.get("tracking") or {}
         if tracking.get("opens") or tracking.get("clicks"):
             from apps.deliveries.tracking import tracking_apply

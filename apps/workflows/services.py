@@ -329,7 +329,12 @@ def workflow_preview_sample(*, workflow: Workflow, row_key=None, event_id=None, 
         trigger, errors = definition_normalize(model, product=workflow.product, captures=captures)
         trigger = trigger["trigger"]
     if model is None or not captures:
-        raise InvalidInput("Fix the draft's trigger first.", fields={k: " ".join(v) for k, v in errors.items()})
+        message = (
+            "Fix the draft's trigger first."
+            if definition is workflow.draft
+            else "The published version's trigger no longer fits the table: publish a corrected draft first."
+        )
+        raise InvalidInput(message, fields={k: " ".join(v) for k, v in errors.items()})
     rows_from = captures[0][1]
     event = None
     if event_id is not None:

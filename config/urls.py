@@ -7,6 +7,7 @@ from apps.dashboard.metrics import metrics_view
 
 api_v1 = [
     path("", include("apps.tenants.urls")),
+    path("", include("apps.builder.urls")),  # before workflows/<key>
     path("", include("apps.workflows.urls")),
     path("", include("apps.runs.urls")),
     path("", include("apps.subscriptions.urls")),

@@ -177,3 +177,61 @@ def values_check(conn, *, checks: list[tuple[str, str, str]], types: dict[str, d
                 f"Not a valid value for column {column} of type {info['type']}: {reason}."
             )
     return errors
+
+
+SCHEMA_TABLES = """
+SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+       COALESCE(a.attnum = ANY (pk.conkey), false), col_description(c.oid, a.attnum), obj_description(c.oid, 'pg_class')
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+LEFT JOIN pg_constraint pk ON pk.conrelid = c.oid AND pk.contype = 'p'
+WHERE c.relkind IN ('r', 'p')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', %(own_schema)s)
+  AND n.nspname NOT LIKE 'pg\\_%%'
+  AND has_table_privilege(c.oid, 'SELECT')
+  AND NOT c.relispartition
+ORDER BY n.nspname, c.relname, a.attnum
+"""
+
+# One-column foreign keys between tables the user may read.
+SCHEMA_FOREIGN_KEYS = """
+SELECT n.nspname, c.relname, a.attname, fn.nspname, fc.relname, fa.attname
+FROM pg_constraint k
+JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]
+JOIN pg_class fc ON fc.oid = k.confrelid JOIN pg_namespace fn ON fn.oid = fc.relnamespace
+JOIN pg_attribute fa ON fa.attrelid = k.confrelid AND fa.attnum = k.confkey[1]
+WHERE k.contype = 'f' AND array_length(k.conkey, 1) = 1
+  AND has_table_privilege(c.oid, 'SELECT') AND has_table_privilege(fc.oid, 'SELECT')
+  AND n.nspname <> %(own_schema)s
+"""
+
+# At most this many tables are described: a schema is sent whole to a model, whose context is bounded.
+SCHEMA_MAX_TABLES = 200
+
+
+def connection_schema(*, connection) -> list[dict]:
+    """The catalog of the tables the connection's user may read, as the workflow builder is grounded in it:
+    [{"table": "public.orders", "comment", "columns": [{"name", "type", "nullable", "comment"}], "primary_key":
+    [...], "foreign_keys": [{"column", "references": "public.customers.id"}]}], at most SCHEMA_MAX_TABLES. The
+    catalog only: no row is read. Raises psycopg.Error when the database cannot be read."""
+    with customer_connect(connection) as conn:
+        rows = conn.execute(SCHEMA_TABLES, {"own_schema": connection.schema}).fetchall()
+        keys = conn.execute(SCHEMA_FOREIGN_KEYS, {"own_schema": connection.schema}).fetchall()
+    tables: dict[str, dict] = {}
+    for schema, table, column, type_, notnull, in_pk, comment, table_comment in rows:
+        name = f"{schema}.{table}"
+        if name not in tables and len(tables) >= SCHEMA_MAX_TABLES:
+            continue
+        entry = tables.setdefault(
+            name, {"table": name, "comment": table_comment or "", "columns": [], "primary_key": [], "foreign_keys": []}
+        )
+        entry["columns"].append({"name": column, "type": type_, "nullable": not notnull, "comment": comment or ""})
+        if in_pk:
+            entry["primary_key"].append(column)
+    for schema, table, column, f_schema, f_table, f_column in keys:
+        child = tables.get(f"{schema}.{table}")
+        if child is not None:
+            child["foreign_keys"].append({"column": column, "references": f"{f_schema}.{f_table}.{f_column}"})
+    return list(tables.values())

@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "apps.runs",
     "apps.deliveries",
     "apps.subscriptions",
+    "apps.builder",
     "apps.dashboard",
 ]
 
@@ -294,6 +295,16 @@ ROWBELL_RETENTION_DAYS = env.float("ROWBELL_RETENTION_DAYS", default=30.0)
 ROWBELL_AUDIT_RETENTION_DAYS = env.float("ROWBELL_AUDIT_RETENTION_DAYS", default=365.0)
 ROWBELL_RETENTION_INTERVAL = env.float("ROWBELL_RETENTION_INTERVAL", default=60.0)
 ROWBELL_RETENTION_BATCH = env.int("ROWBELL_RETENTION_BATCH", default=2000)
+# The workflow builder (apps.builder): any OpenAI-compatible endpoint (a hosted service, or a local server such
+# as Ollama at http://127.0.0.1:11434/v1, vLLM or llama.cpp). Unset, the builder answers how to configure it.
+ROWBELL_AI_BASE_URL = env("ROWBELL_AI_BASE_URL", default="")
+ROWBELL_AI_MODEL = env("ROWBELL_AI_MODEL", default="")
+ROWBELL_AI_API_KEY = env("ROWBELL_AI_API_KEY", default="")
+# Seconds one call to the model may take; repair rounds after the first reply; a product's daily budget.
+ROWBELL_AI_TIMEOUT_SECONDS = env.float("ROWBELL_AI_TIMEOUT_SECONDS", default=60.0)
+ROWBELL_AI_ROUNDS = env.int("ROWBELL_AI_ROUNDS", default=3)
+ROWBELL_AI_DAILY_CALLS = env.int("ROWBELL_AI_DAILY_CALLS", default=200)
+ROWBELL_AI_DAILY_TOKENS = env.int("ROWBELL_AI_DAILY_TOKENS", default=2_000_000)
 # GET /metrics (Prometheus) answers only `Authorization: Bearer <this>`; unset, the endpoint is off (404).
 ROWBELL_METRICS_TOKEN = env("ROWBELL_METRICS_TOKEN", default="")
 # Where recipients reach this service: email open pixels and click-through links point here.

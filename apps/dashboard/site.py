@@ -14,10 +14,11 @@ class RowbellAdminSite(admin.AdminSite):
     index_title = "Dashboard"
 
     def get_urls(self):
-        from . import views
+        from . import describe, views
 
         return [
             path("review/", self.admin_view(views.review_queue), name="review_queue"),
+            path("describe/", self.admin_view(describe.describe_workflow), name="describe_workflow"),
             *super().get_urls(),
         ]
 

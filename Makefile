@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export DJANGO_SETTINGS_MODULE ?= config.settings.local
 
-.PHONY: run test lint lint-layers fuzz install preflight chromium screenshots bench bench-api bench-capture bench-workflows bench-api-path bench-bulk-update clean
+.PHONY: run test lint lint-layers fuzz install preflight chromium screenshots bench bench-api bench-capture bench-workflows bench-api-path bench-bulk-update eval-builder clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Rowbell needs Python 3.11, found " + sys.version.split()[0]' \
@@ -97,6 +97,11 @@ bench-bulk-update: install
 	$(BIN)/python bench/bench_bulk_update.py
 
 bench: bench-api bench-capture bench-workflows bench-api-path bench-bulk-update
+
+## make eval-builder: the workflow builder over its evaluation set, against ROWBELL_AI_BASE_URL / ROWBELL_AI_MODEL.
+eval-builder: install
+	@$(BIN)/python -m apps.core.preflight
+	$(BIN)/python bench/eval_builder.py
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache

@@ -66,16 +66,19 @@ class Attempt:
     errors: list[dict] = field(default_factory=list)
 
 
-def builder_config() -> dict:
-    """{"base_url", "model", "api_key"} from settings; raises BuilderNotConfigured saying what to set."""
-    base_url, model = settings.ROWBELL_AI_BASE_URL, settings.ROWBELL_AI_MODEL
+def builder_config(product=None) -> dict:
+    """{"base_url", "model", "api_key"}: the product's own (set by the platform), else the ROWBELL_AI_* settings;
+    raises BuilderNotConfigured saying what to set."""
+    base_url = (product and product.ai_base_url) or settings.ROWBELL_AI_BASE_URL
+    model = (product and product.ai_model) or settings.ROWBELL_AI_MODEL
+    api_key = (product and product.ai_api_key) or settings.ROWBELL_AI_API_KEY
     if not base_url or not model:
         raise BuilderNotConfigured(
             "The workflow builder needs a model: set ROWBELL_AI_BASE_URL (any OpenAI-compatible endpoint, e.g. "
             "http://127.0.0.1:11434/v1 for a local Ollama) and ROWBELL_AI_MODEL, and ROWBELL_AI_API_KEY if the "
             'endpoint asks for one; then restart Rowbell. The README\'s "Describe a workflow" shows how.'
         )
-    return {"base_url": base_url, "model": model, "api_key": settings.ROWBELL_AI_API_KEY or "none"}
+    return {"base_url": base_url, "model": model, "api_key": api_key or "none"}
 
 
 def _budget_take(product, *, tokens: int = 0, calls: int = 0) -> None:
@@ -332,7 +335,7 @@ def workflow_generate(*, product, prompt: str, actor: str, connection_id=None, w
         )
     if len(prompt) > PROMPT_MAX:
         raise InvalidInput(f"At most {PROMPT_MAX} characters.", field="prompt")
-    config = builder_config()
+    config = builder_config(product)
     connection = None
     if connection_id is not None:
         connection = Connection.objects.filter(product=product, id=connection_id).first()

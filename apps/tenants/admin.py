@@ -20,6 +20,8 @@ class ProductAdmin(OperatorAdmin):
     search_fields = ("name",)
     readonly_fields = ("id", "created_at")
     raw_id_fields = ("escalation_webhook",)
+    # The builder's key is set through the platform API and never shown again, here neither.
+    exclude = ("ai_api_key",)
 
 
 class OrganizationForm(forms.ModelForm):

@@ -34,7 +34,13 @@ class ProductOutputSerializer(serializers.Serializer):
     retention_days = strict.IntegerField(
         allow_null=True, help_text="Days finished work is kept; null: the service's default (ROWBELL_RETENTION_DAYS)."
     )
+    ai_base_url = strict.CharField(help_text="The workflow builder's endpoint for this product; blank: the service's.")
+    ai_model = strict.CharField(help_text="The workflow builder's model for this product; blank: the service's.")
+    ai_api_key_set = serializers.SerializerMethodField(help_text="Whether the product has a builder key of its own.")
     created_at = serializers.DateTimeField()
+
+    def get_ai_api_key_set(self, product) -> bool:
+        return bool(product.ai_api_key)
 
 
 class ProductUpdateInputSerializer(serializers.Serializer):
@@ -49,6 +55,16 @@ class ProductUpdateInputSerializer(serializers.Serializer):
         max_value=3650,
         help_text="Days its finished runs, deliveries, requests and recorded events are kept; null: the service's "
         "default (ROWBELL_RETENTION_DAYS). Held and unfinished work is never pruned.",
+    )
+    ai_base_url = strict.URLField(
+        required=False,
+        allow_blank=True,
+        max_length=500,
+        help_text="Platform keys only: the OpenAI-compatible endpoint of this product's workflow builder.",
+    )
+    ai_model = strict.CharField(required=False, allow_blank=True, max_length=200, help_text="Platform keys only.")
+    ai_api_key = strict.CharField(
+        required=False, allow_blank=True, max_length=500, write_only=True, help_text="Platform keys only; never shown."
     )
 
 
@@ -146,7 +162,12 @@ class ProductDetailApi(APIView):
         product = product_get(tenant=request.user, product_id=product_id)
         data = ProductUpdateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        product = product_settings_update(product=product, actor=request.user.actor, **data.validated_data)
+        values = dict(data.validated_data)
+        ai = {k: values.pop(k) for k in ("ai_base_url", "ai_model", "ai_api_key") if k in values}
+        if ai and not request.user.is_platform:
+            # The builder's endpoint is where a product's prompts and schema are sent: the platform chooses it.
+            raise Forbidden("Only a platform key sets the product's builder model.", field=sorted(ai)[0])
+        product = product_settings_update(product=product, actor=request.user.actor, ai=ai, **values)
         return Response(ProductOutputSerializer(product).data)
 
 

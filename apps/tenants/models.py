@@ -1,6 +1,8 @@
 import uuid
 
 from django.db import models
+
+from apps.core.encryption import EncryptedTextField
 from rest_framework_api_key.models import AbstractAPIKey
 
 from apps.core.permissions import KeyScope
@@ -21,6 +23,10 @@ class Product(models.Model):
     )
     # Days its finished runs, deliveries, requests and recorded events are kept (null: ROWBELL_RETENTION_DAYS).
     retention_days = models.PositiveIntegerField(null=True, blank=True)
+    # The workflow builder's model for this product (blank: the ROWBELL_AI_* settings); set by the platform.
+    ai_base_url = models.CharField(max_length=500, blank=True, default="")
+    ai_model = models.CharField(max_length=200, blank=True, default="")
+    ai_api_key = EncryptedTextField(blank=True, default="", help_text="Encrypted at rest, never shown again.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

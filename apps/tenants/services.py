@@ -67,11 +67,14 @@ def product_settings_update(
     sandbox: bool | None = None,
     escalation_webhook=_UNSET,
     retention_days=_UNSET,
+    ai: dict | None = None,
     actor: str,
 ) -> Product:
     """Sandbox the whole product (its deliveries are held for review), choose the webhook endpoint that is
     told about failed runs (None: email to the operators only), and how many days its finished work is kept
-    (`retention_days`, 1 to 3,650; None: ROWBELL_RETENTION_DAYS; apps.runs.retention)."""
+    (`retention_days`, 1 to 3,650; None: ROWBELL_RETENTION_DAYS; apps.runs.retention), and the workflow
+    builder's model (`ai`: any of {"ai_base_url", "ai_model", "ai_api_key"}; "" falls back to the ROWBELL_AI_*
+    settings). The key is audited as set or cleared, never its value."""
     # The endpoint model is deliveries' (built on tenants): reached through the relation, not imported.
     WebhookEndpoint = Product._meta.get_field("escalation_webhook").related_model
 
@@ -92,8 +95,14 @@ def product_settings_update(
         changes["escalation_webhook"] = str(endpoint.id) if endpoint else None
     if retention_days is not _UNSET and retention_days != product.retention_days:
         product.retention_days = changes["retention_days"] = retention_days
+    for name, value in (ai or {}).items():
+        if value != getattr(product, name):
+            setattr(product, name, value)
+            changes[name] = ("set" if value else "cleared") if name == "ai_api_key" else value
     if changes:
-        product.save(update_fields=["sandbox", "escalation_webhook", "retention_days"])
+        product.save(
+            update_fields=["sandbox", "escalation_webhook", "retention_days", "ai_base_url", "ai_model", "ai_api_key"]
+        )
         audit_record(
             action="product.updated",
             target_type="product",

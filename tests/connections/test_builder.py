@@ -280,3 +280,29 @@ def test_bad_input_names_the_field(product_client, model, body, field):
     response = _generate(product_client, **body)
     assert response.status_code == 400, response.json()
     assert field in {f["field"] for f in response.json()["error"]["fields"]}
+
+
+def test_the_platform_may_give_a_product_a_model_of_its_own_and_the_product_may_not(
+    product, product_client, platform_key, connection, settings
+):
+    from tests.conftest import client_for
+
+    settings.ROWBELL_AI_BASE_URL = settings.ROWBELL_AI_MODEL = ""
+    own = FakeModel()
+    try:
+        body = {"ai_base_url": own.url, "ai_model": "own-1", "ai_api_key": "sk-product-secret"}
+        refused = product_client.patch(f"/api/v1/products/{product.id}", body, format="json")
+        assert refused.status_code == 403 and refused.json()["error"]["fields"][0]["field"] == "ai_api_key"
+        answer = client_for(platform_key).patch(f"/api/v1/products/{product.id}", body, format="json")
+        assert answer.status_code == 200, answer.json()
+        shown = answer.json()
+        assert (shown["ai_model"], shown["ai_api_key_set"]) == ("own-1", True) and "ai_api_key" not in shown
+        audited = AuditEvent.objects.filter(action="product.updated").latest("id").data
+        assert audited["ai_api_key"] == "set" and "sk-product-secret" not in json.dumps(audited)
+
+        own.script.append(_reply(_workflow(connection)))
+        response = _generate(product_client, connection)
+        assert response.status_code == 200, response.json()
+        assert response.json()["model"] == "own-1" and len(own.requests) == 1
+    finally:
+        own.close()

@@ -1,10 +1,9 @@
 import uuid
 
 from django.db import models
-
-from apps.core.encryption import EncryptedTextField
 from rest_framework_api_key.models import AbstractAPIKey
 
+from apps.core.encryption import EncryptedTextField
 from apps.core.permissions import KeyScope
 
 __all__ = ["ApiKey", "KeyScope", "Organization", "Product"]

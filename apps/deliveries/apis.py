@@ -368,7 +368,8 @@ class ProviderOutputSerializer(serializers.Serializer):
     def get_credentials_set(self, obj) -> list[str]:
         import json
 
-        return sorted(json.loads(obj.credentials))
+        # Only those given a value: an SMTP server without authentication stores blank username and password.
+        return sorted(name for name, value in json.loads(obj.credentials).items() if value not in ("", None))
 
     @extend_schema_field(serializers.JSONField(allow_null=True))
     def get_events_webhook(self, obj):

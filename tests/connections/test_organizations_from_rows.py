@@ -155,6 +155,7 @@ def test_a_preview_on_a_row_says_which_organization_it_routes_to_who_sends_and_w
         format="json",
     )
     assert configured.status_code == 200, configured.json()
+    assert configured.json()["credentials_set"] == []  # no authentication: nothing stored to speak of
     response = _create(product_client, connection, related=RELATED, recipient=RECIPIENT, organization="row.org_id")
     assert response.status_code == 201, response.json()
     _orders_for_organizations()

@@ -91,7 +91,7 @@ def provider_config_put(*, product, channel: str, provider: str, credentials, op
                 "channel": channel,
                 "provider": provider,
                 "options": checked["options"],
-                "credentials_set": sorted(checked["credentials"]),
+                "credentials_set": sorted(k for k, v in checked["credentials"].items() if v not in ("", None)),
             },
         )
     return config

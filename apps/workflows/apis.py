@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core import fields as strict
-from apps.core.exceptions import Forbidden
+from apps.core.exceptions import Forbidden, InvalidInput
 from apps.core.known_fields import KnownFieldsOnly
 from apps.core.openapi import ErrorFieldSerializer, ErrorSerializer
 from apps.core.parsers import ExactJSONParser
@@ -178,7 +178,7 @@ class PreviewInputSerializer(KnownFieldsOnly, serializers.Serializer):
             "key), read with its related rows and recipient as a run would. Overrides event, row and rows."
         ),
     )
-    event_id = strict.JSONField(
+    event_id = strict.CharField(
         required=False,
         help_text="For database triggers: preview on this recorded event's row (`evt_123`), the first unless row_key.",
     )
@@ -250,6 +250,12 @@ class WorkflowPreviewApi(APIView):
                 raise Forbidden(
                     "Previews on real rows (row_key, event_id) need the product's key.",
                     field="row_key" if row_key is not None else "event_id",
+                )
+            clashing = [k for k in ("event", "row", "rows", "batch") if k in request.data]
+            if clashing:
+                raise InvalidInput(
+                    f"{clashing[0]} would be replaced by the real row that row_key or event_id reads: leave it out.",
+                    field=clashing[0],
                 )
             real = workflow_preview_sample(workflow=workflow, row_key=row_key, event_id=event_id)
             given = {k: v for k, v in sample.items() if k in ("data", "recipient") and v}

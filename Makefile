@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export DJANGO_SETTINGS_MODULE ?= config.settings.local
 
-.PHONY: run test lint lint-layers fuzz install preflight chromium screenshots bench bench-api bench-capture bench-workflows bench-api-path bench-bulk-update eval-builder clean
+.PHONY: run test lint lint-layers fuzz install preflight chromium screenshots bench bench-api bench-capture bench-workflows bench-api-path bench-bulk-update bench-retention eval-builder chaos clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Rowbell needs Python 3.11, found " + sys.version.split()[0]' \
@@ -96,7 +96,17 @@ bench-bulk-update: install
 	@$(BIN)/python -m apps.core.preflight
 	$(BIN)/python bench/bench_bulk_update.py
 
-bench: bench-api bench-capture bench-workflows bench-api-path bench-bulk-update
+## make bench-retention: the service database's size under sustained trigger calls, retention on and off.
+bench-retention: install
+	@$(BIN)/python -m apps.core.preflight
+	$(BIN)/python bench/bench_retention.py
+
+bench: bench-api bench-capture bench-workflows bench-api-path bench-bulk-update bench-retention
+
+## make chaos: every process killed, restarted and degraded at random under a mixed load; nothing may be lost.
+chaos: install
+	@$(BIN)/python -m apps.core.preflight
+	$(BIN)/python bench/chaos.py
 
 ## make eval-builder: the workflow builder over its evaluation set, against ROWBELL_AI_BASE_URL / ROWBELL_AI_MODEL.
 eval-builder: install

@@ -230,16 +230,25 @@ def manage(env: dict, *args: str, code: str | None = None) -> str:
 
 class Plan:
     """What the run sends, drawn from the seeded RNG: the writer's statements and the trigger calls, and the
-    key of every message they cause (as the sinks derive it)."""
+    key of every message they cause (as the sinks derive it).
 
-    def __init__(self, rng: random.Random, messages: int):
+    A steady part (1 - `burst` of each kind) is spread over the load; the rest comes at once at its end, as a
+    bulk INSERT, a bulk UPDATE, a bulk INSERT of signups and trigger calls of 50 recipients, so that there is
+    a backlog to drain while the last faults strike. `steady_statements` and `steady_calls` say where the
+    burst begins in `statements` and `calls`."""
+
+    def __init__(self, rng: random.Random, messages: int, burst: float):
         self.orders = int(messages * 0.35)
         self.paid = int(messages * 0.20)
         self.signups = int(messages * 0.12)
         self.api_hooks = int(messages * 0.22)
         self.api_emails = messages - self.orders - self.paid - self.signups - self.api_hooks
-        self.statements = self._statements(rng)
-        self.calls = self._calls(rng)
+        self.burst = burst
+        self.statements, self.steady_statements = self._statements(rng)
+        self.calls, self.steady_calls = self._calls(rng)
+
+    def _steady(self, total: int) -> int:
+        return total - int(total * self.burst)
 
     @staticmethod
     def _sizes(rng: random.Random, total: int, largest: int) -> list[int]:
@@ -252,53 +261,65 @@ class Plan:
             total -= n
         return sizes
 
-    def _statements(self, rng: random.Random) -> list[tuple[str, list[int]]]:
+    def _statements(self, rng: random.Random) -> tuple[list[tuple[str, list[int]]], int]:
+        steady_orders, steady_signups = self._steady(self.orders), self._steady(self.signups)
         inserts = []
         next_id = 1
-        for n in self._sizes(rng, self.orders, 300):
+        for n in self._sizes(rng, steady_orders, 300):
             inserts.append(("orders", list(range(next_id, next_id + n))))
             next_id += n
         signups = []
         next_id = 1
-        for n in self._sizes(rng, self.signups, 100):
+        for n in self._sizes(rng, steady_signups, 100):
             signups.append(("signups", list(range(next_id, next_id + n))))
             next_id += n
-        # Updates pay orders inserted earlier: the order ids, shuffled, cut into statements; each is placed after
-        # the insert of its last row.
-        paid_ids = rng.sample(range(1, self.orders + 1), self.paid)
+        # The steady updates pay orders of the steady inserts: their ids, shuffled, cut into statements; each is
+        # placed after the insert of its last row. The burst's update pays orders of either part.
+        order_ids = list(range(1, self.orders + 1))
+        steady_paid = min(self._steady(self.paid), steady_orders)
+        paid_ids = rng.sample(order_ids[:steady_orders], steady_paid)
+        burst_paid = rng.sample(sorted(set(order_ids) - set(paid_ids)), self.paid - steady_paid)
         updates = []
-        for n in self._sizes(rng, self.paid, 300):
+        for n in self._sizes(rng, steady_paid, 300):
             updates.append(("paid", paid_ids[:n]))
             paid_ids = paid_ids[n:]
         ordered: list[tuple[str, list[int]]] = []
         pending = sorted(updates, key=lambda u: max(u[1]))
-        inserted = 0
         signup_at: dict[int, list] = defaultdict(list)
         for i, statement in enumerate(signups):
             signup_at[i * len(inserts) // len(signups)].append(statement)
         for i, statement in enumerate(inserts):
             ordered.append(statement)
-            inserted = statement[1][-1]
-            while pending and max(pending[0][1]) <= inserted:
+            while pending and max(pending[0][1]) <= statement[1][-1]:
                 ordered.append(pending.pop(0))
             ordered.extend(signup_at.pop(i, []))
         for rest in signup_at.values():
             ordered.extend(rest)
         ordered.extend(pending)
-        return ordered
+        steady = len(ordered)
+        burst = [
+            ("orders", order_ids[steady_orders:]),
+            ("paid", burst_paid),
+            ("signups", list(range(steady_signups + 1, self.signups + 1))),
+        ]
+        ordered.extend(b for b in burst if b[1])
+        return ordered, steady
 
-    def _calls(self, rng: random.Random) -> list[tuple[str, list[str]]]:
-        calls = []
-        n = 0
-        for size in self._sizes(rng, self.api_hooks, 20):
-            calls.append(("api-hook", [f"h{n + i}" for i in range(size)]))
-            n += size
-        n = 0
-        for size in self._sizes(rng, self.api_emails, 20):
-            calls.append(("api-email", [f"e{n + i}" for i in range(size)]))
-            n += size
-        rng.shuffle(calls)
-        return calls
+    def _calls(self, rng: random.Random) -> tuple[list[tuple[str, list[str]]], int]:
+        steady: list[tuple[str, list[str]]] = []
+        burst: list[tuple[str, list[str]]] = []
+        for workflow, prefix, total in (("api-hook", "h", self.api_hooks), ("api-email", "e", self.api_emails)):
+            n = 0
+            for size in self._sizes(rng, self._steady(total), 20):
+                steady.append((workflow, [f"{prefix}{n + i}" for i in range(size)]))
+                n += size
+            while n < total:
+                size = min(50, total - n)
+                burst.append((workflow, [f"{prefix}{n + i}" for i in range(size)]))
+                n += size
+        rng.shuffle(steady)
+        rng.shuffle(burst)
+        return steady + burst, len(steady)
 
     def expected(self, orders: set, paid: set, signups: set) -> set[str]:
         keys = {f"db-order-created:{i}" for i in orders}
@@ -356,8 +377,9 @@ class Load:
             self.errors.append(traceback.format_exc())
             log(f"load thread failed:\n{self.errors[-1]}")
 
-    def _pace(self, index: int, total: int) -> None:
-        due = self.began + self.seconds * index / max(total, 1)
+    def _pace(self, index: int, steady: int) -> None:
+        """Wait until item `index` is due: the steady ones evenly over the load, the burst's at its end."""
+        due = self.began + self.seconds * min(index, steady) / max(steady, 1)
         while not self.stop.is_set() and time.monotonic() < due:
             time.sleep(min(0.05, due - time.monotonic()))
 
@@ -367,7 +389,7 @@ class Load:
         connection = None
         statements = self.plan.statements
         for index, (kind, ids) in enumerate(statements):
-            self._pace(index, len(statements))
+            self._pace(index, self.plan.steady_statements)
             while not self.stop.is_set():
                 try:
                     if connection is None or connection.closed:
@@ -411,7 +433,7 @@ class Load:
         calls = self.plan.calls
         headers = {"Authorization": f"Api-Key {self.api_key}", "Content-Type": "application/json"}
         for index in range(n, len(calls), self.callers):
-            self._pace(index, len(calls))
+            self._pace(index, self.plan.steady_calls)
             workflow, recipients = calls[index]
             to = [{"id": r} if workflow == "api-hook" else {"id": r, "email": f"{r}@example.com"} for r in recipients]
             body = json.dumps({"workflow": workflow, "to": to, "data": {"call": index}}).encode()
@@ -449,8 +471,10 @@ class Faults:
         rng: random.Random,
         *,
         start: float,
+        load_end: float,
         end: float,
         kills: int,
+        drain: int,
         window: float,
         processes: Processes,
         service: PrivatePostgres,
@@ -470,24 +494,34 @@ class Faults:
         faults += ["restart service postgres", "restart service postgres"]
         faults += ["restart customer postgres", "restart customer postgres"]
         sink_faults = ["webhook 500", "webhook timeout", "webhook reset", "smtp 451"]
-        # Slots along the span, one fault each; the sinks' windows never overlap one another.
-        slots = len(faults) + len(sink_faults)
-        width = (end - start) / slots
-        for _ in range(10_000):
-            order = faults + sink_faults
-            rng.shuffle(order)
-            sink_slots = [i for i, f in enumerate(order) if f in sink_faults]
-            if all(b - a >= max(2, window / width + 1) for a, b in zip(sink_slots, sink_slots[1:])):
-                break
-        else:
-            raise ValueError("the faults' span is too short for the sinks' windows: lengthen the load")
-        self.schedule = sorted((start + width * (i + rng.uniform(0.1, 0.9)), fault) for i, fault in enumerate(order))
+        rng.shuffle(faults)
+        rng.shuffle(sink_faults)
+        # While the load runs: most faults, on slots along [start, load_end]. While it drains (the burst at the
+        # load's end makes a backlog): `drain` faults, one of them a sink's, on slots along [load_end, end].
+        during_drain = faults[: drain - 1] + sink_faults[:1]
+        self.schedule = self._slots(rng, faults[drain - 1 :] + sink_faults[1:], start, load_end, sink_faults)
+        self.schedule += self._slots(rng, during_drain, load_end, end, sink_faults)
+        self.schedule.sort()
         self.applied: list[dict] = []
         self.errors: list[str] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="faults", daemon=True)
         self.base = 0.0
         self.pending_sink: list[tuple[float, str]] = []  # (when to end, mode) of sink windows in progress
+
+    def _slots(self, rng: random.Random, faults: list[str], start: float, end: float, sink: list[str]) -> list:
+        """(time, fault) for `faults` in random order, one per equal slot of [start, end], at a random point of
+        its slot; the sinks' windows never overlap one another."""
+        width = (end - start) / max(len(faults), 1)
+        for _ in range(10_000):
+            order = list(faults)
+            rng.shuffle(order)
+            sink_slots = [i for i, f in enumerate(order) if f in sink]
+            if all(b - a >= self.window / width + 1 for a, b in zip(sink_slots, sink_slots[1:])):
+                break
+        else:
+            raise ValueError("the faults' span is too short for the sinks' windows: lengthen the load")
+        return [(start + width * (i + rng.uniform(0.05, 0.95)), fault) for i, fault in enumerate(order)]
 
     def start(self, base: float) -> None:
         self.base = base
@@ -551,6 +585,7 @@ class Faults:
         else:  # a sink misbehaves for `window` seconds
             channel, mode = action, target
             self._sink(**{channel: mode})
+            self.pending_sink = [p for p in self.pending_sink if p[1] != channel]  # this window supersedes it
             ends = time.monotonic() + self.window
             self.pending_sink.append((ends, channel))
             record["until"] = ends - self.base
@@ -696,18 +731,22 @@ runs and while it drains. Then it checks every message, end to end.
 
 ## What it does
 
-- **Load** ({r["messages"]:,} messages over {r["load_seconds"]:.0f} s): row changes committed to the customer database
-  (INSERTs and UPDATEs, half of them one row, the others up to 300 rows per statement) start per-row workflows:
+- **Load** ({r["messages"]:,} messages): row changes committed to the customer database (INSERTs and UPDATEs,
+  half of them one row, the others up to 300 rows per statement) start per-row workflows:
   `db-order-created` and `db-order-paid` send one webhook per row, `db-signup-email` one email per row through
   an SMTP provider configured with `PUT /api/v1/providers/email`; trigger calls (`POST /api/v1/trigger`,
   1 to 20 recipients each) start `api-hook` (a webhook per recipient) and `api-email` (an email per recipient).
   Every statement and call is repeated until it is known to have taken effect (`INSERT ... ON CONFLICT DO
   NOTHING`, `UPDATE ... WHERE status = 'new'`, the same `Idempotency-Key`), so the sending side knows exactly
-  which messages are expected; the customer tables are read at the end to confirm it.
+  which messages are expected; the customer tables are read at the end to confirm it. {1 - r["burst"]:.0%} of
+  the messages are spread evenly over {r["load_seconds"]:.0f} s; the other {r["burst"]:.0%} come at once at the end
+  (one INSERT of {r["burst_orders"]:,} orders, one UPDATE paying {r["burst_paid"]:,}, one INSERT of
+  {r["burst_signups"]:,} signups, trigger calls of 50 recipients), a backlog to drain while the last faults strike.
 - **Receivers**: one asyncio process with the webhook receiver (it checks every signature) and an SMTP sink
   (aiosmtpd). Each records every message it is handed with its `webhook-id` / `X-Rowbell-Message-Id`, the
   message's key (workflow and row id, or recipient) and what it answered.
-- **Faults**: SIGKILL of each process kind's whole process group, restarted after 1 to 3 s as a process
+- **Faults** ({r["faults_during_load"]} while the load runs, {r["faults_during_drain"]} while the burst drains): SIGKILL
+  of each process kind's whole process group, restarted after 1 to 3 s as a process
   manager would; Redis killed and started again empty (it keeps nothing on disk), and a FLUSHALL; the service
   and the customer PostgreSQL stopped with `pg_ctl stop -m immediate` and started again (crash recovery); the
   receiver answering 500, timing out (answering after {r["slow"]:.0f} s, past `ROWBELL_HTTP_TIMEOUT`) and
@@ -774,6 +813,20 @@ Command: `make chaos` (runs `{r["command"]}`).
 """
 
 
+START, END = "<!-- chaos:start -->", "<!-- chaos:end -->"
+
+
+def doc_write(text: str) -> None:
+    """Write the run's figures between the markers of docs/reliability.md, leaving the rest (the findings) alone."""
+    section = f"{START}\n{text.strip()}\n{END}"
+    old = DOC.read_text() if DOC.exists() else ""
+    if START in old and END in old:
+        head, rest = old.split(START, 1)
+        DOC.write_text(head + section + rest.split(END, 1)[1])
+    else:
+        DOC.write_text(section + "\n" + old)
+
+
 # --- Main -------------------------------------------------------------------------------------------------
 
 
@@ -782,7 +835,9 @@ def main() -> int:  # noqa: PLR0915 - one run, in order
     parser.add_argument("--seed", type=int, default=1, help="seeds the load's shape and the faults' schedule")
     parser.add_argument("--messages", type=int, default=10_000, help="messages expected (at least 10,000 by default)")
     parser.add_argument("--load-seconds", type=float, default=150, help="the load is spread over this long")
-    parser.add_argument("--fault-tail", type=float, default=30, help="faults go on this long after the load")
+    parser.add_argument("--burst", type=float, default=0.3, help="share of the messages sent at once at the end")
+    parser.add_argument("--fault-tail", type=float, default=40, help="faults go on this long after the load")
+    parser.add_argument("--drain-faults", type=int, default=6, help="faults while the burst drains (one a sink's)")
     parser.add_argument("--kills", type=int, default=2, help="SIGKILLs of each process kind")
     parser.add_argument("--sink-window", type=float, default=8, help="seconds each receiver / sink fault lasts")
     parser.add_argument("--drain-timeout", type=float, default=360, help="seconds to wait for the drain")
@@ -796,12 +851,13 @@ def main() -> int:  # noqa: PLR0915 - one run, in order
         parser.error("--messages must be positive")
 
     rng = random.Random(args.seed)
-    plan = Plan(random.Random(rng.random()), args.messages)
+    plan = Plan(random.Random(rng.random()), args.messages, args.burst)
     fault_rng = random.Random(rng.random())
     started_at = time.time()
     command = (
         f".venv/bin/python bench/chaos.py --seed {args.seed} --messages {args.messages} --load-seconds "
-        f"{args.load_seconds:g} --fault-tail {args.fault_tail:g} --kills {args.kills} --sink-window "
+        f"{args.load_seconds:g} --burst {args.burst:g} --fault-tail {args.fault_tail:g} --drain-faults "
+        f"{args.drain_faults} --kills {args.kills} --sink-window "
         f"{args.sink_window:g} --drain-timeout {args.drain_timeout:g} --retry-schedule {args.retry_schedule}"
     )
     log(f"chaos run: {command}")
@@ -943,8 +999,10 @@ def main() -> int:  # noqa: PLR0915 - one run, in order
         faults = Faults(
             fault_rng,
             start=5,
+            load_end=args.load_seconds,
             end=args.load_seconds + args.fault_tail,
             kills=args.kills,
+            drain=args.drain_faults,
             window=args.sink_window,
             processes=processes,
             service=service,
@@ -1047,6 +1105,12 @@ def main() -> int:  # noqa: PLR0915 - one run, in order
                 f"{plan.api_hooks:,} API webhooks, {plan.api_emails:,} API emails"
             ),
             "load_seconds": args.load_seconds,
+            "burst": args.burst,
+            "burst_orders": len(plan.statements[-3][1]) if args.burst else 0,
+            "burst_paid": len(plan.statements[-2][1]) if args.burst else 0,
+            "burst_signups": len(plan.statements[-1][1]) if args.burst else 0,
+            "faults_during_load": sum(1 for f in faults.applied if f["at"] < args.load_seconds),
+            "faults_during_drain": sum(1 for f in faults.applied if f["at"] >= args.load_seconds),
             "analysis": analysis,
             "faults": faults.applied,
             "crashes": [(t - began_wall, k, s) for t, k, s in processes.crashes],
@@ -1092,7 +1156,7 @@ def main() -> int:  # noqa: PLR0915 - one run, in order
         )
         (LOGS / "records.json").write_text(json.dumps(records))
         if not args.no_write:
-            DOC.write_text(text)
+            doc_write(text)
         log("PASS" if ok else "FAIL")
         return 0 if ok else 1
     except KeyboardInterrupt:

@@ -493,14 +493,20 @@ class Faults:
         faults += ["restart redis", "restart redis", "flushall redis"]
         faults += ["restart service postgres", "restart service postgres"]
         faults += ["restart customer postgres", "restart customer postgres"]
-        sink_faults = ["webhook 500", "webhook timeout", "webhook reset", "smtp 451"]
+        sink_faults = ["webhook 500", "webhook reset", "smtp 451"]
         rng.shuffle(faults)
         rng.shuffle(sink_faults)
+        sink_faults.insert(0, "webhook timeout")
         # While the load runs: most faults, on slots along [start, load_end]. While it drains (the burst at the
-        # load's end makes a backlog): `drain` faults, one of them a sink's, on slots along [load_end, end].
-        during_drain = faults[: drain - 1] + sink_faults[:1]
-        self.schedule = self._slots(rng, faults[drain - 1 :] + sink_faults[1:], start, load_end, sink_faults)
-        self.schedule += self._slots(rng, during_drain, load_end, end, sink_faults)
+        # load's end makes a backlog): `drain` faults; the receiver's timeouts as the burst lands (each send then
+        # hangs until ROWBELL_HTTP_TIMEOUT), a worker's SIGKILL while it waits on them, then the others on slots
+        # along [load_end + 5, end].
+        faults.remove("kill worker")
+        drain = max(drain, 2)
+        self.schedule = self._slots(rng, faults[drain - 2 :] + sink_faults[1:], start, load_end, sink_faults)
+        self.schedule.append((load_end + rng.uniform(0.5, 1.5), sink_faults[0]))
+        self.schedule.append((load_end + rng.uniform(2.5, 4.5), "kill worker"))
+        self.schedule += self._slots(rng, faults[: drain - 2], load_end + 5, end, sink_faults)
         self.schedule.sort()
         self.applied: list[dict] = []
         self.errors: list[str] = []
@@ -511,13 +517,14 @@ class Faults:
 
     def _slots(self, rng: random.Random, faults: list[str], start: float, end: float, sink: list[str]) -> list:
         """(time, fault) for `faults` in random order, one per equal slot of [start, end], at a random point of
-        its slot; the sinks' windows never overlap one another."""
+        its slot; the sinks' windows never overlap one another and end by `end`."""
         width = (end - start) / max(len(faults), 1)
         for _ in range(10_000):
             order = list(faults)
             rng.shuffle(order)
             sink_slots = [i for i, f in enumerate(order) if f in sink]
-            if all(b - a >= self.window / width + 1 for a, b in zip(sink_slots, sink_slots[1:])):
+            ends_inside = not sink_slots or start + width * (sink_slots[-1] + 1) + self.window <= end
+            if ends_inside and all(b - a >= self.window / width + 1 for a, b in zip(sink_slots, sink_slots[1:])):
                 break
         else:
             raise ValueError("the faults' span is too short for the sinks' windows: lengthen the load")
@@ -685,6 +692,7 @@ def analyse(expected: set[str], records: list, deliveries: list[tuple]) -> dict:
         "lost": lost,
         "unexpected": unexpected,
         "duplicates": duplicates,
+        "copies": len(records) - len(ids_by_key),
         "duplicate_keys": len(duplicate_keys),
         "conflicting": conflicting,
         "deliveries": len(deliveries),
@@ -776,6 +784,7 @@ took {r["total_seconds"]:.0f} s.
 | faults injected | {len(faults)} (table below) |
 | **lost** | **{len(a["lost"])}** |
 | duplicates (acknowledged copies beyond the first) | {a["duplicates"]:,} over {a["duplicate_keys"]:,} messages |
+| copies handed to the sinks beyond each message's first (any answer: retries, duplicates) | {a["copies"]:,} |
 | messages whose copies carried different ids | {len(a["conflicting"])} |
 | messages received that were not expected | {len(a["unexpected"])} |
 | time to drain after the last fault | {drain_text} |
@@ -835,8 +844,8 @@ def main() -> int:  # noqa: PLR0915 - one run, in order
     parser.add_argument("--seed", type=int, default=1, help="seeds the load's shape and the faults' schedule")
     parser.add_argument("--messages", type=int, default=10_000, help="messages expected (at least 10,000 by default)")
     parser.add_argument("--load-seconds", type=float, default=150, help="the load is spread over this long")
-    parser.add_argument("--burst", type=float, default=0.3, help="share of the messages sent at once at the end")
-    parser.add_argument("--fault-tail", type=float, default=40, help="faults go on this long after the load")
+    parser.add_argument("--burst", type=float, default=0.4, help="share of the messages sent at once at the end")
+    parser.add_argument("--fault-tail", type=float, default=24, help="faults go on this long after the load")
     parser.add_argument("--drain-faults", type=int, default=6, help="faults while the burst drains (one a sink's)")
     parser.add_argument("--kills", type=int, default=2, help="SIGKILLs of each process kind")
     parser.add_argument("--sink-window", type=float, default=8, help="seconds each receiver / sink fault lasts")

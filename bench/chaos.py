@@ -615,9 +615,13 @@ def service_state(service: PrivatePostgres) -> dict:
 
     try:
         with psycopg.connect(service.dsn("rowbell"), connect_timeout=3) as c:
-            deliveries = dict(c.execute("SELECT status, count(*) FROM deliveries_delivery GROUP BY status").fetchall())
-            runs = dict(c.execute("SELECT status, count(*) FROM runs_run GROUP BY status").fetchall())
-            requests = dict(c.execute("SELECT status, count(*) FROM runs_triggerrequest GROUP BY status").fetchall())
+            deliveries: dict[str, int] = dict(
+                c.execute("SELECT status, count(*) FROM deliveries_delivery GROUP BY status").fetchall()
+            )
+            runs: dict[str, int] = dict(c.execute("SELECT status, count(*) FROM runs_run GROUP BY status").fetchall())
+            requests: dict[str, int] = dict(
+                c.execute("SELECT status, count(*) FROM runs_triggerrequest GROUP BY status").fetchall()
+            )
         return {"deliveries": deliveries, "runs": runs, "requests": requests}
     except psycopg.Error:
         return {}

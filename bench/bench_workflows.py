@@ -1,6 +1,6 @@
 """Benchmark: sustained end-to-end throughput, row change to delivered signed webhook.
 
-    make bench-workflows     (or: .venv/bin/python bench/bench_workflows.py --seconds 20 --rate 1500)
+    make bench-workflows     (or: .venv/bin/python bench/bench_workflows.py --seconds 20 --rate 3000)
 
 1. A customer database with an `orders` table, a service database migrated from scratch, a product with
    a connection, a webhook endpoint pointing at a local asyncio receiver (bench/receiver.py), and a
@@ -247,7 +247,7 @@ Command: `make bench-workflows` (runs `.venv/bin/python bench/bench_workflows.py
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=20, help="how long the writer writes")
-    parser.add_argument("--rate", type=int, default=1500, help="row changes committed per second (offered)")
+    parser.add_argument("--rate", type=int, default=3000, help="row changes committed per second (offered: more than Rowbell delivers, to measure its ceiling)")
     parser.add_argument("--plain-seconds", type=int, default=5)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()

@@ -247,7 +247,12 @@ Command: `make bench-workflows` (runs `.venv/bin/python bench/bench_workflows.py
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=20, help="how long the writer writes")
-    parser.add_argument("--rate", type=int, default=3000, help="row changes committed per second (offered: more than Rowbell delivers, to measure its ceiling)")
+    parser.add_argument(
+        "--rate",
+        type=int,
+        default=3000,
+        help="row changes committed per second (offered: more than Rowbell delivers, to measure its ceiling)",
+    )
     parser.add_argument("--plain-seconds", type=int, default=5)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()

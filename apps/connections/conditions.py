@@ -59,12 +59,12 @@ def _value_ok(value, family: str) -> bool:
 
 def value_literal(value) -> str:
     """A condition value as the text PostgreSQL's input function of the column's type reads."""
-    import json
+    from apps.core import exactjson
 
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (dict, list)) or value is None:
-        return json.dumps(value)
+        return exactjson.dumps(value)  # a Decimal (a number read with every digit) as a number
     return str(value)
 
 

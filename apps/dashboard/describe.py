@@ -27,6 +27,8 @@ def describe_workflow(request):
         raise PermissionDenied
     values = {k: request.POST.get(k, request.GET.get(k, "")) for k in ("product", "connection", "workflow", "prompt")}
     product = Product.objects.filter(id=values["product"]).first() if _uuid(values["product"]) else None
+    if values["connection"] and not _uuid(values["connection"]):
+        values["connection"] = ""
     answer, error = None, ""
     if request.method == "POST" and product is None:
         error = "Choose the product the workflow is for."
@@ -74,7 +76,12 @@ def _save(request, product, values):
     try:
         drafted = json.loads(request.POST.get("drafted") or "{}")
     except ValueError:
-        messages.error(request, "The draft is not JSON: generate it again.")
+        drafted = None
+    if not isinstance(drafted, dict):
+        messages.error(request, "The draft is not a workflow: generate it again.")
+        return None
+    if values["workflow"] and not request.user.has_perm("workflows.change_workflow"):
+        messages.error(request, "Your group may create workflows, not change one's draft.")
         return None
     definition = {k: drafted[k] for k in DEFINITION_FIELDS if k in drafted}
     try:

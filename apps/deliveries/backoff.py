@@ -46,8 +46,10 @@ def retry_schedule(
     if policy.get("backoff") is not None or policy.get("max_backoff") is not None:
         return None
     defaults = default_schedules()
-    schedule = list(endpoint_schedule or []) if kind == "webhook" else []
-    schedule = [float(s) for s in (schedule or defaults.get(kind) or defaults["webhook"])]
+    if kind == "webhook" and endpoint_schedule is not None:  # the endpoint's own, [] (one attempt) included
+        schedule = [float(s) for s in endpoint_schedule]
+    else:
+        schedule = [float(s) for s in (defaults.get(kind) or defaults["webhook"])]
     attempts = policy.get("max_attempts")
     if attempts:
         retries = attempts - 1

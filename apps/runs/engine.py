@@ -45,7 +45,7 @@ from django.utils import timezone
 from apps.audit.services import AuditEntry, audit_record, audit_record_many
 from apps.core import exactjson, metrics
 from apps.core.bulk import insert_rows
-from apps.core.exceptions import Conflict
+from apps.core.exceptions import Conflict, NotFound
 from apps.core.hints import hint, hint_on_commit
 from apps.core.instances import instance_build
 from apps.deliveries.backoff import retry_delay, retry_schedule, scheduled_delay
@@ -982,8 +982,9 @@ def run_rerun(*, run: Run, from_start: bool, actor: str) -> Run:
     now = timezone.now()
     with transaction.atomic():
         # One re-run at a time: a second call (a double click, API and admin together) is refused while
-        # the first one has not ended.
-        Run.objects.select_for_update().filter(id=run.id).first()
+        # the first one has not ended. A run retention deleted meanwhile is not there to re-run.
+        if Run.objects.select_for_update().filter(id=run.id).first() is None:
+            raise NotFound("This run no longer exists (deleted past its retention).")
         pending = (
             Run.objects.filter(rerun_of=run)
             .exclude(status__in=(RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED))

@@ -1,5 +1,8 @@
 """Retention: Rowbell's own tables stay bounded however long it runs.
 
+Age is counted from when work finished (a run's `completed_at`, a delivery's), not from when it started: a run
+that waited a month and finished today is kept its whole retention.
+
 Beat calls `retention_prune` every ROWBELL_RETENTION_INTERVAL seconds. Per product, what finished more than its
 retention ago (`Product.retention_days`, else ROWBELL_RETENTION_DAYS) is deleted, oldest first, in batches of
 ROWBELL_RETENTION_BATCH rows, each batch its own short transaction (rows taken with SKIP LOCKED: a worker
@@ -22,6 +25,7 @@ Each deleted row is counted in `rowbell_retention_deleted_rows_total{table}` (ap
 from __future__ import annotations
 
 import logging
+import random
 import time
 from datetime import timedelta
 
@@ -42,6 +46,7 @@ _OLD_RUNS = """
 SELECT r.id FROM runs_run r
 WHERE r.product_id = %(product)s AND r.created_at < %(cutoff)s
   AND r.status IN ('completed', 'failed', 'cancelled')
+  AND coalesce(r.completed_at, r.created_at) < %(cutoff)s  -- finished that long ago, however long it waited
   AND NOT EXISTS (SELECT 1 FROM runs_escalation e WHERE e.run_id = r.id AND e.decided_at IS NULL)
   AND NOT EXISTS (SELECT 1 FROM runs_run x WHERE x.rerun_of_id = r.id)
   AND NOT EXISTS (
@@ -83,6 +88,7 @@ _OLD_LONE_DELIVERIES = """
 SELECT d.id FROM deliveries_delivery d
 WHERE d.product_id = %(product)s AND d.created_at < %(cutoff)s AND d.run_id IS NULL
   AND d.status NOT IN ('queued', 'sending', 'held')
+  AND coalesce(d.completed_at, d.created_at) < %(cutoff)s
 ORDER BY d.product_id, d.created_at
 LIMIT %(batch)s
 FOR UPDATE SKIP LOCKED
@@ -116,16 +122,18 @@ DELETE FROM connections_event WHERE id IN (
     FOR UPDATE SKIP LOCKED)
 """
 
+# Ids grow with time: the oldest rows are the first by id, read through the primary key (no scan of the rows that
+# stay). An unfinished action among them stays, and the rows after it wait for the next batch.
 _OLD_ACTIONS = """
 DELETE FROM core_queuedaction WHERE id IN (
-    SELECT id FROM core_queuedaction
-    WHERE status NOT IN ('queued', 'running') AND requested_at < %(cutoff)s
-    ORDER BY id LIMIT %(batch)s FOR UPDATE SKIP LOCKED)
+    SELECT id FROM (SELECT id, status, requested_at FROM core_queuedaction ORDER BY id LIMIT %(batch)s) oldest
+    WHERE status NOT IN ('queued', 'running') AND requested_at < %(cutoff)s)
 """
 
 _OLD_AUDIT = """
 DELETE FROM audit_auditevent WHERE id IN (
-    SELECT id FROM audit_auditevent WHERE created_at < %(cutoff)s ORDER BY id LIMIT %(batch)s FOR UPDATE SKIP LOCKED)
+    SELECT id FROM (SELECT id, created_at FROM audit_auditevent ORDER BY id LIMIT %(batch)s) oldest
+    WHERE created_at < %(cutoff)s)
 """
 
 
@@ -134,6 +142,18 @@ def _statements(statements: list[tuple[str, str]], params: dict, deleted: dict[s
         for table, statement in statements:
             cursor.execute(statement, params)
             deleted[table] = deleted.get(table, 0) + cursor.rowcount
+
+
+def _still_finished(run_ids: list[int]) -> list[int]:
+    """The runs among `run_ids` whose deliveries are all still final once locked: a replay may have queued one
+    again since they were picked (it commits before this lock is granted, or waits for this transaction)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT run_id, status FROM deliveries_delivery WHERE run_id = ANY(%s) ORDER BY id FOR UPDATE",
+            [run_ids],
+        )
+        busy = {run_id for run_id, status in cursor.fetchall() if status in UNFINISHED_DELIVERIES}
+    return [i for i in run_ids if i not in busy]
 
 
 def _one(table: str, statement: str, params: dict, deleted: dict[str, int]) -> int:
@@ -161,6 +181,8 @@ def _groups(select: str, children: list[tuple[str, str]], params: dict, deleted:
                 ids = [row[0] for row in cursor.fetchall()]
             if not ids:
                 return
+            if children is _RUN_CHILDREN:
+                ids = _still_finished(ids)
             batch: dict[str, int] = {}
             _statements(children, {"ids": ids}, batch)
             _count(batch)
@@ -189,6 +211,7 @@ def retention_prune(*, now=None, budget_seconds: float = TICK_SECONDS) -> dict[s
     default_days = settings.ROWBELL_RETENTION_DAYS
     deleted: dict[str, int] = {}
     products = list(Product.objects.values_list("id", "retention_days"))
+    random.shuffle(products)  # a product with a long backlog does not hold the others back tick after tick
     for product_id, days in products:
         params = {"product": product_id, "cutoff": now - timedelta(days=days or default_days), "batch": batch}
         _groups(_OLD_RUNS, _RUN_CHILDREN, params, deleted, deadline)

@@ -178,10 +178,16 @@ class PreviewInputSerializer(KnownFieldsOnly, serializers.Serializer):
             "key), read with its related rows and recipient as a run would. Overrides event, row and rows."
         ),
     )
-    event_id = strict.CharField(
+    event_id = strict.JSONField(
         required=False,
-        help_text="For database triggers: preview on this recorded event's row (`evt_123`), the first unless row_key.",
+        help_text="For database triggers: preview on this recorded event's row (`evt_123`, or 123), the first unless "
+        "row_key.",
     )
+
+    def validate_event_id(self, value):
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise serializers.ValidationError("An event id: evt_123 (or 123).")
+        return value
 
 
 class PreviewProviderSerializer(serializers.Serializer):

@@ -296,7 +296,7 @@ def workflow_preview_sample(*, workflow: Workflow, row_key=None, event_id=None, 
     """What a run of the draft's database trigger would see for a real row: the sample for workflow_preview.
 
     `row_key` is a key of the watched table (a value; a list of values for a composite key) and `event_id` a
-    recorded event of the product (`evt_123`, or "123"); with both, the row is that event's row with this key;
+    recorded event of the product (`evt_123` or 123); with both, the row is that event's row with this key;
     with the event alone, its first row. The row and its related rows are read by key from the customer's
     database as a run reads them (for_each: statement reads the event's rows), and the trigger's recipient
     mapping applied. Returns {"event", "row" (when found), "rows" and "missing_ids" (per statement),

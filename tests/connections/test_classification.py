@@ -150,3 +150,11 @@ def test_injection_through_every_field_never_reaches_the_database(
     with admin_connect(CUSTOMER_DB) as admin:
         assert admin.execute("SELECT to_regclass('public.customers')").fetchone()[0] is not None
         assert admin.execute("SELECT to_regclass('public.pwned')").fetchone()[0] is None
+
+
+def test_a_json_value_keeps_every_digit_in_its_literal():
+    from decimal import Decimal
+
+    from apps.connections.conditions import value_literal
+
+    assert value_literal({"a": Decimal("1.50000000000000000001")}) == '{"a": 1.50000000000000000001}'

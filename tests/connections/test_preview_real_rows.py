@@ -48,7 +48,7 @@ def test_an_event_id_renders_its_first_row_or_the_one_named(product_client, conn
         ({"row_key": 999}, 404, "row_key"),
         ({"event_id": "evt_999999"}, 404, "event_id"),
         ({"event_id": "nope"}, 404, "event_id"),
-        ({"event_id": 6}, 400, "event_id"),  # `evt_6`, as events are named, or its digits as text
+        ({"event_id": [6]}, 400, "event_id"),  # evt_6, or 6
         ({"row_key": 1, "row": {"id": 2}}, 400, "row"),  # the real row would replace it: said, not ignored
     ],
 )

@@ -165,3 +165,24 @@ def test_a_delivery_whose_outcome_cannot_be_recorded_reaches_its_receiver_at_mos
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED and "gave up after 3 attempts" in run.error
     assert Escalation.objects.filter(run=run).exists()
+
+
+def test_a_success_that_comes_back_after_the_reconciler_failed_its_attempt_is_recorded(product, receiver):
+    """The last allowed attempt outlived its lease: the reconciler failed the delivery. Its send then returns
+    a 200 after all: the delivery is delivered, as the receiver saw it."""
+    from apps.deliveries.services import sending
+
+    endpoint = factories.make_endpoint(product, receiver.url())
+    factories.make_workflow(product, key="w", steps=[factories.webhook_step(endpoint)], retry={"schedule": []})
+    [delivery] = Delivery.objects.filter(request=_queued(product))
+    [claimed] = sending._claim([delivery.id])
+    outcomes = sending._send([claimed])  # the receiver has it; the worker is slow to record it
+    Delivery.objects.filter(id=delivery.id).update(lease_until=timezone.now() - timedelta(seconds=1))
+    deliveries_reconcile()
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.FAILED  # it gave up: the outcome was unknown
+
+    sending._record(outcomes)
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.DELIVERED and len(receiver.requests) == 1
+    assert list(DeliveryAttempt.objects.filter(delivery=delivery).values_list("outcome", flat=True)) == ["success"]

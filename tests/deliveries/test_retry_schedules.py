@@ -164,3 +164,15 @@ def test_an_endpoint_is_disabled_only_after_both_the_span_and_the_failed_attempt
     assert deliver().enabled and WebhookEndpoint.objects.get(id=endpoint.id).failed_attempts == 2
     disabled = deliver()  # the third failed attempt, past the span
     assert not disabled.enabled and "3 attempts in all" in disabled.disabled_reason
+
+
+def test_an_endpoint_s_empty_schedule_means_one_attempt(product, receiver, product_client, settings):
+    settings.ROWBELL_RETRY_SCHEDULE_WEBHOOK = SVIX
+    endpoint = factories.make_endpoint(product, receiver.url())
+    assert (
+        product_client.patch(f"/api/v1/webhooks/{endpoint.id}", {"retry_schedule": []}, format="json").status_code
+        == 200
+    )
+    factories.make_workflow(product, key="w", steps=[factories.webhook_step(endpoint)])
+    [delivery] = Delivery.objects.filter(request=_queued(product))
+    assert (delivery.retry_schedule, delivery.max_attempts) == ([], 1)

@@ -166,3 +166,25 @@ def test_the_dashboard_and_metrics_work_over_what_remains(delivered, admin_clien
     assert product_client.get("/api/v1/metrics").status_code == 200
     assert product_client.get("/api/v1/runs").status_code == 200
     assert admin_client.get("/admin/").status_code == 200
+
+
+def test_age_counts_from_when_work_finished_not_from_when_it_started(delivered, settings):
+    settings.ROWBELL_RETENTION_DAYS = 30
+    request = delivered(40)
+    Run.objects.filter(request=request).update(completed_at=timezone.now() - timedelta(minutes=1))  # waited long
+    Delivery.objects.filter(request=request).update(completed_at=timezone.now() - timedelta(minutes=1))
+    retention_prune()
+    assert Run.objects.filter(request=request).exists() and Delivery.objects.filter(request=request).exists()
+
+
+def test_re_running_a_run_retention_deleted_is_a_404(delivered, settings):
+    from apps.core.exceptions import NotFound
+    from apps.runs.engine import run_rerun
+
+    settings.ROWBELL_RETENTION_DAYS = 1
+    run = Run.objects.get(request=delivered(3))
+    Run.objects.filter(id=run.id).update(status=RunStatus.FAILED)
+    run.refresh_from_db()
+    retention_prune()
+    with pytest.raises(NotFound):
+        run_rerun(run=run, from_start=True, actor="test")

@@ -95,6 +95,9 @@ def _send(claimed: list[Delivery]) -> list[tuple]:
 # A result still belongs to its claim while the delivery is sending, or was put back in the queue by the
 # reconciler, with the same attempt count; once another worker has claimed it again, it does not.
 _OURS = (DeliveryStatus.SENDING, DeliveryStatus.QUEUED)
+# The reason the reconciler records when a lease expired. A delivery it failed for that reason (its last attempt
+# outlived its lease) still takes that attempt's success, should it come back after all (_SUCCESSES).
+WORKER_STOPPED = "The worker stopped before the outcome was recorded."
 _ATTEMPT_UPSERT = "ON CONFLICT (delivery_id, number) DO UPDATE SET " + ", ".join(
     f"{f} = EXCLUDED.{f}"
     for f in ("started_at", "duration_ms", "outcome", "status_code", "error", "response_excerpt", "permanent")
@@ -106,7 +109,10 @@ UPDATE deliveries_delivery d
 SET status = v.status, completed_at = %s, last_error = '', lease_until = NULL, updated_at = %s,
     provider_message_id = COALESCE(NULLIF(v.provider_message_id, ''), d.provider_message_id)
 FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::text[]) AS v(id, attempt_count, status, provider_message_id)
-WHERE d.id = v.id AND d.attempt_count = v.attempt_count AND d.status IN ('sending', 'queued')
+WHERE d.id = v.id AND d.attempt_count = v.attempt_count
+  AND (d.status IN ('sending', 'queued')
+       -- failed by the reconciler while this very attempt was still out: the late success is the truth
+       OR (d.status = 'failed' AND d.last_error = %s))
 RETURNING d.id
 """
 
@@ -128,6 +134,7 @@ def _successes_record(successes, now) -> set[int]:
                 [d.attempt_count for d, _, _ in successes],
                 [o.status for _, _, o in successes],
                 [o.provider_message_id for _, _, o in successes],
+                WORKER_STOPPED,
             ],
         )
         return {row[0] for row in cursor.fetchall()}
@@ -426,7 +433,7 @@ def deliveries_reconcile() -> int:
     whose last allowed attempt outlived its lease fails ("gave up after N attempts"), its run settled as
     failed, so `max_attempts` bounds how many times a receiver can get one message, whatever fails."""
     now = timezone.now()
-    stopped = "The worker stopped before the outcome was recorded."
+    stopped = WORKER_STOPPED
     with transaction.atomic():
         stuck = list(
             Delivery.objects.select_for_update(skip_locked=True)

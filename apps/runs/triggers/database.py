@@ -144,6 +144,10 @@ def _recipient_resolve(run: Run) -> None:
     row is gone, a mapped column too, a reference names no row) are recorded in the state instead: the run
     fails at its first step, escalated."""
     trigger = run.workflow_version.definition["trigger"]
+    if run.recipient and run.step_index > 0:
+        # Read again later (a condition checked while the run waits): who the run is for was settled when it
+        # started; a row deleted or changed since is the condition's business, not a reason to fail the run.
+        return
     row = run.state["rows"][0] if run.state.get("rows") else None
     related = run.state.get("related") or {}
     problem = links_problem(trigger, row=row, related=related, key=_run_ids(run)[0] if _run_ids(run) else None)

@@ -34,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,27 +133,7 @@ def written() -> int:
 
 def _web_start():
     """gunicorn as the Procfile runs it, answering /ping."""
-    web = common.start(
-        "web",
-        [
-            str(Path(sys.executable).parent / "gunicorn"),
-            "config.wsgi",
-            "--bind",
-            f"127.0.0.1:{WEB_PORT}",
-            "--workers",
-            str(WEB_WORKERS),
-            "--log-level",
-            "warning",
-        ],
-        env(),
-    )
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{WEB_PORT}/ping", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    return web
+    return common.web_start("web", port=WEB_PORT, workers=WEB_WORKERS, env=env())
 
 
 def _calls_make(key: str, *, calls: int, threads: int, connections: int, each=None) -> tuple[dict, dict]:

@@ -134,27 +134,7 @@ def sample() -> dict:
 
 
 def _web_start(environment: dict):
-    web = common.start(
-        "retention-web",
-        [
-            str(Path(sys.executable).parent / "gunicorn"),
-            "config.wsgi",
-            "--bind",
-            f"127.0.0.1:{WEB_PORT}",
-            "--workers",
-            str(WEB_WORKERS),
-            "--log-level",
-            "warning",
-        ],
-        environment,
-    )
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{WEB_PORT}/ping", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    return web
+    return common.web_start("retention-web", port=WEB_PORT, workers=WEB_WORKERS, env=environment)
 
 
 class Load:

@@ -57,6 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.chaos_servers import PrivatePostgres, PrivateRedis, free_port  # noqa: E402
+from bench.docs import section_write  # noqa: E402
 
 LOGS = ROOT / ".bench" / "chaos"
 DOC = ROOT / "docs" / "reliability.md"
@@ -826,18 +827,9 @@ Command: `make chaos` (runs `{r["command"]}`).
 """
 
 
-START, END = "<!-- chaos:start -->", "<!-- chaos:end -->"
-
-
 def doc_write(text: str) -> None:
     """Write the run's figures between the markers of docs/reliability.md, leaving the rest (the findings) alone."""
-    section = f"{START}\n{text.strip()}\n{END}"
-    old = DOC.read_text() if DOC.exists() else ""
-    if START in old and END in old:
-        head, rest = old.split(START, 1)
-        DOC.write_text(head + section + rest.split(END, 1)[1])
-    else:
-        DOC.write_text(section + "\n" + old)
+    section_write("chaos", text, doc=DOC)
 
 
 # --- Main -------------------------------------------------------------------------------------------------

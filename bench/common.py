@@ -108,6 +108,33 @@ def start(name: str, args: list[str], env: dict) -> subprocess.Popen:
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def web_start(name: str, *, port: int, workers: int, env: dict) -> subprocess.Popen:
+    """gunicorn as the Procfile runs it (sync workers), started and answering /ping on `port`."""
+    import urllib.request
+
+    web = start(
+        name,
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "config.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+        ],
+        env,
+    )
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    return web
+
+
 def stop_all(procs: dict[str, subprocess.Popen]) -> None:
     for proc in procs.values():
         try:

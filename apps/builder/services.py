@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import psycopg
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
@@ -353,7 +354,7 @@ def workflow_generate(*, product, prompt: str, actor: str, connection_id=None, w
     _budget_check(product)
     try:
         grounding = builder_grounding(product=product, connection=connection, workflow=workflow)
-    except Exception as exc:  # the customer database could not be read: say so, nothing was asked yet
+    except psycopg.Error as exc:  # the customer database could not be read: say so, nothing was asked yet
         from apps.connections.services import CustomerDatabaseUnavailable
 
         raise CustomerDatabaseUnavailable.from_error(exc) from exc

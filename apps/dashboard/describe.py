@@ -16,6 +16,7 @@ from apps.builder.services import workflow_generate
 from apps.connections.models import Connection
 from apps.core.admin_lists import actor_of
 from apps.core.exceptions import ApplicationError, flatten_errors
+from apps.core.ids import uuid_or_none
 from apps.tenants.models import Product
 from apps.workflows.models import Workflow
 
@@ -26,8 +27,8 @@ def describe_workflow(request):
     if not request.user.has_perm("workflows.add_workflow"):
         raise PermissionDenied
     values = {k: request.POST.get(k, request.GET.get(k, "")) for k in ("product", "connection", "workflow", "prompt")}
-    product = Product.objects.filter(id=values["product"]).first() if _uuid(values["product"]) else None
-    if values["connection"] and not _uuid(values["connection"]):
+    product = Product.objects.filter(id=values["product"]).first() if uuid_or_none(values["product"]) else None
+    if values["connection"] and not uuid_or_none(values["connection"]):
         values["connection"] = ""
     answer, error = None, ""
     if request.method == "POST" and product is None:
@@ -105,9 +106,3 @@ def _save(request, product, values):
         return None
     messages.success(request, f"Saved as the draft of '{workflow.key}': look at it, then publish it.")
     return HttpResponseRedirect(reverse("admin:workflows_workflow_change", args=[workflow.pk]))
-
-
-def _uuid(value: str) -> bool:
-    from apps.core.ids import uuid_or_none
-
-    return uuid_or_none(value) is not None

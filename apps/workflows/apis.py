@@ -21,6 +21,7 @@ from .definition.paths import structure_check
 from .openapi import FormatField
 from .selectors import workflow_get, workflow_list, workflow_version_list
 from .services import (
+    preview_organization,
     workflow_create,
     workflow_preview,
     workflow_preview_outcome,
@@ -267,13 +268,7 @@ class WorkflowPreviewApi(APIView):
             given = {k: v for k, v in sample.items() if k in ("data", "recipient") and v}
             sample = {**sample, **real, **given}
         elif request.user.organization is not None:  # an organization's key: its runs are its own
-            found = request.user.organization
-            sample["organization"] = {
-                "id": str(found.id),
-                "external_id": found.external_id,
-                "name": found.name,
-                "sandbox": found.sandbox,
-            }
+            sample["organization"] = preview_organization(request.user.organization)
         steps = workflow_preview(workflow=workflow, sample=sample, real=row_key is not None or event_id is not None)
         return Response({"steps": steps, **workflow_preview_outcome(workflow=workflow, sample=sample)})
 

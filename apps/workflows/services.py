@@ -214,6 +214,7 @@ def workflow_preview(
     organization_id = (sample.get("organization") or {}).get("id")
     # A run that fails before its steps (workflow_preview_outcome's error) sends nothing, through nobody.
     fails = bool(sample.get("links_error") or (sample.get("organization") or {}).get("error"))
+    providers: dict[str, dict | None] = {}
     out: list[dict] = []
     bounds: dict[str, str] = {}  # path -> the bound a template trips
 
@@ -242,9 +243,11 @@ def workflow_preview(
             else:
                 item.update(target=rendered.target, payload=sealed_masked(rendered.payload))
                 if step["channel"] != "webhook" and not fails:  # a webhook goes to its endpoint, through no provider
-                    provider = provider_configured(
-                        product_id=workflow.product_id, organization_id=organization_id, channel=step["channel"]
-                    )
+                    if step["channel"] not in providers:  # one lookup per channel, however many steps use it
+                        providers[step["channel"]] = provider_configured(
+                            product_id=workflow.product_id, organization_id=organization_id, channel=step["channel"]
+                        )
+                    provider = dict(providers[step["channel"]] or {}) or None
                     sender = provider.pop("from_email", None) if provider else None
                     if sender and step["channel"] == "email":  # the From the recipient will see
                         item["payload"] = {**item["payload"], "from": sender}
@@ -416,16 +419,21 @@ def workflow_preview_sample(*, workflow: Workflow, row_key=None, event_id=None, 
         value = link_value(path, row=row, related=related)
         [(organization, error)] = organizations_route(product_id=workflow.product_id, items=[(path, value)])
         sample["organization"] = (
-            {
-                "id": str(organization.id),
-                "external_id": organization.external_id,
-                "name": organization.name,
-                "sandbox": organization.sandbox,
-            }
+            preview_organization(organization)
             if organization is not None
             else {"external_id": None if value is None else str(value), "error": error}
         )
     return sample
+
+
+def preview_organization(organization) -> dict:
+    """An organization as a preview's sample and answer show it: {"id", "external_id", "name", "sandbox"}."""
+    return {
+        "id": str(organization.id),
+        "external_id": organization.external_id,
+        "name": organization.name,
+        "sandbox": organization.sandbox,
+    }
 
 
 def workflow_preview_outcome(*, workflow: Workflow, sample: dict) -> dict:

@@ -29,6 +29,22 @@ def _orders_for_organizations():
         )
 
 
+def _acme_smtp(client, organization):
+    """The organization's own SMTP provider, sending as orders@acme.example (nothing listens: previews only)."""
+    configured = client.put(
+        "/api/v1/providers/email",
+        {
+            "organization": str(organization.id),
+            "provider": "smtp",
+            "credentials": {},
+            "options": {"host": "127.0.0.1", "port": 2525, "security": "none", "from_email": "orders@acme.example"},
+        },
+        format="json",
+    )
+    assert configured.status_code == 200, configured.json()
+    return configured
+
+
 def test_each_run_belongs_to_the_organization_that_owns_its_row(product, product_client, connection):
     acme, acme_key = organization_create(product=product, name="Acme", external_id="acme", actor="test")
     globex, globex_key = organization_create(product=product, name="Globex", external_id="globex", actor="test")
@@ -81,17 +97,7 @@ def test_a_sandboxed_organization_s_routed_runs_hold_their_messages_for_review(p
     organization_create(product=product, name="Globex", external_id="globex", actor="test")
     patched = product_client.patch(f"/api/v1/organizations/{organization.id}", {"sandbox": True}, format="json")
     assert patched.status_code == 200 and patched.json()["sandbox"] is True
-    configured = product_client.put(
-        "/api/v1/providers/email",
-        {
-            "organization": str(organization.id),
-            "provider": "smtp",
-            "credentials": {},
-            "options": {"host": "127.0.0.1", "port": 2525, "security": "none", "from_email": "orders@acme.example"},
-        },
-        format="json",
-    )
-    assert configured.status_code == 200, configured.json()
+    _acme_smtp(product_client, organization)
     response = _create(product_client, connection, related=RELATED, recipient=RECIPIENT, organization="row.org_id")
     assert response.status_code == 201, response.json()
     assert product_client.post("/api/v1/workflows/order-paid/publish").status_code == 201
@@ -144,17 +150,7 @@ def test_a_preview_on_a_row_says_which_organization_it_routes_to_who_sends_and_w
     acme, _ = organization_create(product=product, name="Acme", external_id="acme", actor="test")
     organization_create(product=product, name="Globex", external_id="globex", actor="test")
     product_client.patch(f"/api/v1/organizations/{acme.id}", {"sandbox": True}, format="json")
-    configured = product_client.put(
-        "/api/v1/providers/email",
-        {
-            "organization": str(acme.id),
-            "provider": "smtp",
-            "credentials": {},
-            "options": {"host": "127.0.0.1", "port": 2525, "security": "none", "from_email": "orders@acme.example"},
-        },
-        format="json",
-    )
-    assert configured.status_code == 200, configured.json()
+    configured = _acme_smtp(product_client, acme)
     assert configured.json()["credentials_set"] == []  # no authentication: nothing stored to speak of
     response = _create(product_client, connection, related=RELATED, recipient=RECIPIENT, organization="row.org_id")
     assert response.status_code == 201, response.json()

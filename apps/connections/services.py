@@ -128,7 +128,13 @@ def connection_create(
                 data={"name": name, "host": host, "port": port, "database": database, "user": user, "schema": schema},
             )
     except IntegrityError:
-        raise Conflict(f"A connection named '{name}' already exists.", field="name") from None
+        holder = Connection.objects.filter(product=product, name=name).values_list("id", flat=True).first()
+        raise Conflict(
+            f"A connection named '{name}' already exists"
+            + (f" ({holder}): use it, or DELETE /api/v1/connections/{holder} first" if holder else "")
+            + "; or choose another name.",
+            field="name",
+        ) from None
     return connection, checks
 
 

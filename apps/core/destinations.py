@@ -231,5 +231,9 @@ def resolved_check(host: str, addresses: list[str], *, policy: Policy) -> list[s
     none is allowed (naming the first), so that the connection goes only to a judged address."""
     allowed = [a for a in addresses if policy.allows(a)]
     if not allowed:
-        raise DestinationRefused(f"{host} resolves to a {policy.refused_words} address ({addresses[0]}).")
+        raise DestinationRefused(
+            f"{host} resolves to a {policy.refused_words} address ({addresses[0]}); Rowbell does not connect "
+            f"there. Use a host name that resolves to a public address; a development set-up can open such "
+            f"networks with {policy.setting}."
+        )
     return allowed

@@ -106,6 +106,23 @@ def error_body(code: str, message: str, fields: list[dict] | None = None) -> dic
     return body
 
 
+def _media_type_refused(exc: drf_exceptions.UnsupportedMediaType, context) -> drf_exceptions.UnsupportedMediaType:
+    """The 415 (RFC 9110 section 15.5.16) of DRF, saying what to send instead: the media types the view's
+    parsers read, named in the message and against the `Content-Type` field."""
+    request = context.get("request")
+    accepted = [parser.media_type for parser in getattr(request, "parsers", None) or []]
+    sent = getattr(request, "content_type", "") or "none"
+    if accepted == ["application/json"] or not accepted:
+        advice = 'send the body as JSON, with the header "Content-Type: application/json"'
+    else:
+        advice = "send the body as one of " + ", ".join(accepted) + ", naming it in the Content-Type header"
+    refused = drf_exceptions.UnsupportedMediaType(
+        sent, detail=f'The body\'s media type "{sent}" is not read here: {advice}.'
+    )
+    refused.fields = [{"field": "Content-Type", "reason": f'"{sent}" is not accepted; {advice}.'}]
+    return refused
+
+
 def api_exception_handler(exc, context):
     """DRF's EXCEPTION_HANDLER: every error, ours or DRF's, in the one shape."""
     if isinstance(exc, ApplicationError):
@@ -126,6 +143,8 @@ def api_exception_handler(exc, context):
     if getattr(exc, "wait", None):
         headers["Retry-After"] = str(int(exc.wait))
 
+    if isinstance(exc, drf_exceptions.UnsupportedMediaType):
+        exc = _media_type_refused(exc, context)
     if isinstance(exc, drf_exceptions.ValidationError):
         fields = flatten_errors(exc.detail)
         return Response(

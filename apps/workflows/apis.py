@@ -15,7 +15,7 @@ from apps.core.openapi import ErrorFieldSerializer, ErrorSerializer
 from apps.core.parsers import ExactJSONParser
 from apps.core.permissions import IsProduct, IsProductOrOrganization
 
-from .definition.format import DEFINITION_FIELDS, Retry, Step, Trigger, WorkflowCreate, WorkflowUpdate
+from .definition.format import DEFINITION_FIELDS, Retry, Step, Tracking, Trigger, WorkflowCreate, WorkflowUpdate
 from .definition.json_schema import workflow_json_schema
 from .definition.paths import structure_check
 from .openapi import FormatField
@@ -38,6 +38,7 @@ class WorkflowOutputSerializer(serializers.Serializer):
     trigger = FormatField(format_type=Trigger, source="draft.trigger")
     steps = FormatField(format_type=list[Step], source="draft.steps")
     retry = FormatField(format_type=Retry, source="draft.retry", default=None, allow_null=True)
+    tracking = FormatField(format_type=Tracking, source="draft.tracking", default=None, allow_null=True)
     sandbox = strict.BooleanField()
     published_version = strict.IntegerField(source="published_version.version", allow_null=True, default=None)
     created_at = serializers.DateTimeField()
@@ -110,6 +111,10 @@ class WorkflowDetailApi(APIView):
             self.permission_denied(request, message=IsProduct.message)
         workflow = workflow_get(tenant=request.user, key=key)
         body, definition = _workflow_body(WorkflowUpdate, request.data)
+        if body.key is not None and body.key != key:
+            raise ValidationError(
+                {"key": [f"A workflow's key cannot be changed: send '{key}', as in the path, or leave it out."]}
+            )
         workflow = workflow_update(
             workflow=workflow, name=body.name, definition=definition, sandbox=body.sandbox, actor=request.user.actor
         )

@@ -40,7 +40,11 @@ def workflow_create(
                 data={"draft": draft, "sandbox": sandbox},
             )
     except IntegrityError:
-        raise Conflict(f"A workflow with key '{key}' already exists.", field="key") from None
+        raise Conflict(
+            f"A workflow with key '{key}' already exists. To change it, send PUT /api/v1/workflows/{key} (the "
+            f"draft is replaced; publish it to use it); to keep both, choose another key.",
+            field="key",
+        ) from None
     return workflow
 
 

@@ -230,3 +230,17 @@ def test_a_dsn_is_held_to_the_same_rules_as_the_separate_fields(product_client, 
     assert response.status_code == 400
     fields = response.json()["error"]["fields"]
     assert fields[0]["field"] == "dsn" and reason in fields[0]["reason"], fields
+
+
+def test_a_second_connection_of_the_same_name_says_which_one_has_it(product, product_client, customer_db):
+    # The name is taken by a connection on another database: the new one is refused, saying what to do.
+    taken = Connection.objects.create(product=product, name="shop", host="127.0.0.1", port=1, database="x", user="y")
+    response = _create(product_client, **customer_db, tables=["public.orders"])
+    assert response.status_code == 409
+    assert response.json()["error"]["fields"] == [
+        {
+            "field": "name",
+            "reason": f"A connection named 'shop' already exists ({taken.id}): use it, or DELETE "
+            f"/api/v1/connections/{taken.id} first; or choose another name.",
+        }
+    ]

@@ -249,7 +249,8 @@ def test_a_name_is_checked_on_the_address_it_resolves_to_when_connecting(product
     monkeypatch.setattr(socket, "getaddrinfo", resolve)
     delivery = _deliver(product)
     assert delivery.status == DeliveryStatus.FAILED  # refused for good, not retried
-    assert delivery.last_error == "hooks.example.test resolves to a private or reserved address (10.1.2.3)."
+    assert delivery.last_error.startswith("hooks.example.test resolves to a private or reserved address (10.1.2.3);")
+    assert "ROWBELL_OUTBOUND_ALLOW" in delivery.last_error
     assert receiver.requests == []
 
 

@@ -74,11 +74,29 @@ def test_a_webhook_of_another_product_cannot_be_used(product_client, receiver):
     assert response.status_code == 400 and "steps[0].webhook" in _fields(response)
 
 
-def test_duplicate_key_is_a_conflict(product_client):
+def test_duplicate_key_is_a_conflict_that_says_how_to_update_it(product_client):
     body = {"key": "w", "steps": [factories.email_step()]}
     assert product_client.post("/api/v1/workflows", body, format="json").status_code == 201
     response = product_client.post("/api/v1/workflows", body, format="json")
-    assert response.status_code == 409 and _fields(response) == {"key": "A workflow with key 'w' already exists."}
+    assert response.status_code == 409
+    assert _fields(response) == {
+        "key": "A workflow with key 'w' already exists. To change it, send PUT /api/v1/workflows/w (the draft is "
+        "replaced; publish it to use it); to keep both, choose another key."
+    }
+    # What it says works: the same body, PUT to the named path, replaces the draft.
+    body["steps"] = [factories.email_step(subject="Changed")]
+    assert product_client.put("/api/v1/workflows/w", body, format="json").status_code == 200
+
+
+def test_a_put_cannot_change_the_key(product_client):
+    body = {"key": "w", "steps": [factories.email_step()]}
+    assert product_client.post("/api/v1/workflows", body, format="json").status_code == 201
+    response = product_client.put("/api/v1/workflows/w", {**body, "key": "w2"}, format="json")
+    assert response.status_code == 400
+    assert _fields(response) == {
+        "key": "A workflow's key cannot be changed: send 'w', as in the path, or leave it out."
+    }
+    assert product_client.get("/api/v1/workflows/w2").status_code == 404
 
 
 def test_publish_freezes_versions_and_drafts_do_not_change_them(product_client):

@@ -550,9 +550,21 @@ class Definition(FormatModel):
     tracking: Omittable[Tracking] = None
 
 
-class WorkflowUpdate(Definition):
-    """A workflow's draft, replaced whole (`PUT /api/v1/workflows/{key}`)."""
+_KEY_SAYS = "1 to 100 letters, digits, '-' or '_'."
 
+
+class WorkflowUpdate(Definition):
+    """A workflow's draft, replaced whole (`PUT /api/v1/workflows/{key}`). The body that created it may be
+    sent again as it is: its `key`, if sent, must be the path's (a key is never changed)."""
+
+    key: Omittable[
+        Annotated[
+            str,
+            Field(pattern=KEY.pattern, description="The path's key, if sent: a PUT does not change a key."),
+            Says(_KEY_SAYS),
+            refusing(lambda v: isinstance(v, str) and KEY.fullmatch(v) is not None, "key", _KEY_SAYS),
+        ]
+    ] = None
     name: Omittable[
         Annotated[str, Field(max_length=200, description="A name for people; a PUT without it keeps it.")]
     ] = None
@@ -567,15 +579,11 @@ class WorkflowUpdate(Definition):
 class WorkflowCreate(WorkflowUpdate):
     """A new workflow (`POST /api/v1/workflows`): created as a draft; triggers use it once published."""
 
-    key: Annotated[
+    key: Annotated[  # required here, optional on a PUT
         str,
         Field(pattern=KEY.pattern, description="Its name in the API, unique in the product."),
-        Says("1 to 100 letters, digits, '-' or '_'."),
-        refusing(
-            lambda v: isinstance(v, str) and KEY.fullmatch(v) is not None,
-            "key",
-            "1 to 100 letters, digits, '-' or '_'.",
-        ),
+        Says(_KEY_SAYS),
+        refusing(lambda v: isinstance(v, str) and KEY.fullmatch(v) is not None, "key", _KEY_SAYS),
     ]
 
 

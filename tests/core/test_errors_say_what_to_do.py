@@ -1,0 +1,81 @@
+"""Errors a first-time caller meets say what to do next, not only what went wrong."""
+
+import importlib
+import pkgutil
+
+import pytest
+from rest_framework import serializers
+
+import apps
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "content_type"),
+    [
+        ("/api/v1/trigger", "workflow=welcome&to=ada", "application/x-www-form-urlencoded"),
+        ("/api/v1/workflows", "key=w", "multipart/form-data; boundary=x"),
+        ("/api/v1/trigger", '{"workflow": "welcome"}', "text/plain"),
+    ],
+)
+def test_a_body_that_is_not_json_is_told_to_be_sent_as_json_with_its_header(product_client, path, body, content_type):
+    response = product_client.generic("POST", path, body, content_type=content_type)
+    assert response.status_code == 415
+    error = response.json()["error"]
+    sent = content_type.split(";")[0] if content_type.startswith("multipart") else content_type
+    assert error["code"] == "unsupported_media_type"
+    assert sent in error["message"]
+    assert 'send the body as JSON, with the header "Content-Type: application/json"' in error["message"]
+    assert error["fields"][0]["field"] == "Content-Type"
+
+
+def test_a_body_without_a_content_type_is_told_which_header_to_send(product_client):
+    response = product_client.generic("POST", "/api/v1/trigger", b'{"workflow": "welcome"}', content_type="")
+    assert response.status_code == 415
+    assert '"Content-Type: application/json"' in response.json()["error"]["message"]
+
+
+def _api_serializers() -> list[type[serializers.Serializer]]:
+    for module in pkgutil.walk_packages(apps.__path__, "apps."):
+        if module.name.rsplit(".", 1)[-1] in {"apis", "api", "serializers"} or ".channels" in module.name:
+            importlib.import_module(module.name)
+    found, queue = [], [serializers.Serializer]
+    while queue:
+        cls = queue.pop()
+        queue.extend(cls.__subclasses__())
+        if cls.__module__.startswith("apps."):
+            found.append(cls)
+    return found
+
+
+def _choice_fields(serializer_class):
+    for name, field in serializer_class._declared_fields.items():
+        inner = getattr(field, "child", None)
+        for candidate in (field, inner):
+            if isinstance(candidate, serializers.ChoiceField):
+                yield name, candidate
+
+
+def test_every_choice_an_api_reads_lists_the_valid_choices_when_refused():
+    # "urgent" is not a valid choice. → and which ones are? Every choice field of every API serializer
+    # must answer with the list (apps.core.fields.ChoiceField), so that none is added without it.
+    checked, bare = 0, []
+    for serializer_class in _api_serializers():
+        for name, field in _choice_fields(serializer_class):
+            checked += 1
+            message = field.error_messages["invalid_choice"].format(input="urgent")
+            if not all(f'"{choice}"' in message for choice in field.choices):
+                bare.append(f"{serializer_class.__module__}.{serializer_class.__name__}.{name}: {message}")
+    assert checked >= 8  # the walk reached the API modules
+    assert bare == []
+
+
+def test_a_refused_priority_lists_the_priorities(product_client):
+    response = product_client.post(
+        "/api/v1/trigger", {"workflow": "welcome", "to": [{"id": "1"}], "priority": "urgent"}, format="json"
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == [
+        {"field": "priority", "reason": '"urgent" is not a valid choice; use one of "high", "normal", "low".'}
+    ]

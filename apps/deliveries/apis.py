@@ -479,6 +479,15 @@ class MetricsApi(APIView):
         workflow = strict.SlugField(required=False, max_length=100)
         channel = strict.CharField(required=False, max_length=20)
 
+        def validate_channel(self, value: str) -> str:
+            """A channel Rowbell has: an unknown one is refused with the list, not answered with no figures."""
+            from .channels import channel_kinds
+
+            if value not in channel_kinds():
+                valid = ", ".join(f'"{kind}"' for kind in channel_kinds())
+                raise serializers.ValidationError(f'"{value}" is not a valid choice; use one of {valid}.')
+            return value
+
         def validate(self, attrs):
             from datetime import timedelta
 

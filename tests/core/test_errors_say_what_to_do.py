@@ -79,3 +79,15 @@ def test_a_refused_priority_lists_the_priorities(product_client):
     assert response.json()["error"]["fields"] == [
         {"field": "priority", "reason": '"urgent" is not a valid choice; use one of "high", "normal", "low".'}
     ]
+
+
+def test_an_unknown_channel_filter_lists_the_channels_instead_of_answering_no_figures(product_client):
+    response = product_client.get("/api/v1/metrics?channel=mail")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == [
+        {
+            "field": "channel",
+            "reason": '"mail" is not a valid choice; use one of "chat", "email", "push", "sms", "webhook".',
+        }
+    ]
+    assert product_client.get("/api/v1/metrics?channel=email").status_code == 200

@@ -56,6 +56,47 @@ def test_turning_the_https_redirect_off_for_a_proxy_is_reported():
     assert result.returncode != 0 and "security.W008" in result.stdout + result.stderr
 
 
+# --- The .env file ------------------------------------------------------------------------------
+
+
+def _public_url(module: str, env_file: Path, **extra: str) -> str:
+    """ROWBELL_PUBLIC_URL as `config.settings.<module>` reads it, with DJANGO_ENV_FILE naming `env_file`."""
+    env = _production_env(DJANGO_SETTINGS_MODULE=f"config.settings.{module}", DJANGO_ENV_FILE=str(env_file), **extra)
+    result = subprocess.run(
+        [sys.executable, "-c", "from django.conf import settings; print(settings.ROWBELL_PUBLIC_URL)"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.strip()
+
+
+@pytest.mark.parametrize(
+    ("module", "extra", "public_url"),
+    [
+        # A deploy is configured by its platform's environment: a .env left in the build is not read ...
+        ("production", {}, "http://127.0.0.1:8000"),
+        # ... unless asked for, as cookiecutter-django's DJANGO_READ_DOT_ENV_FILE.
+        ("production", {"DJANGO_READ_DOT_ENV_FILE": "true"}, "https://from-dot-env.example"),
+        # `make run` and `make test` keep their configuration in .env.
+        ("local", {}, "https://from-dot-env.example"),
+        ("test", {}, "https://from-dot-env.example"),
+        ("local", {"DJANGO_READ_DOT_ENV_FILE": "false"}, "http://127.0.0.1:8000"),
+        # The environment wins over the file.
+        ("local", {"ROWBELL_PUBLIC_URL": "https://from-environment.example"}, "https://from-environment.example"),
+    ],
+)
+def test_the_dot_env_file_is_read_by_local_and_test_settings_and_by_production_only_when_asked(
+    module, extra, public_url, tmp_path
+):
+    env_file = tmp_path / ".env"
+    env_file.write_text("ROWBELL_PUBLIC_URL=https://from-dot-env.example\n")
+    assert _public_url(module, env_file, **extra) == public_url
+
+
 # --- The Procfile, run as a platform runs it ------------------------------------------------------
 
 

@@ -1,24 +1,33 @@
-# Two commands do everything on a fresh clone: `make run` and `make test`.
+# Two commands do everything on a fresh clone: `make run` and `make test`. Both install exactly what
+# requirements.lock pins; `make lock` rewrites it from pyproject.toml.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 export DJANGO_SETTINGS_MODULE ?= config.settings.local
 
-.PHONY: run test lint lint-layers fuzz install preflight chromium screenshots bench bench-api bench-capture bench-workflows bench-api-path bench-bulk-update bench-retention eval-builder chaos clean
+.PHONY: run test lint lint-layers fuzz install lock preflight chromium screenshots bench bench-api bench-capture bench-workflows bench-api-path bench-bulk-update bench-retention eval-builder chaos clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Rowbell needs Python 3.11, found " + sys.version.split()[0]' \
 		|| (echo "rowbell: install Python 3.11 (or run: make PYTHON=/path/to/python3.11 ...)" >&2; exit 1)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 
-# Reinstall whenever pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e ".[test]"
+# Every package, pip and the build backend included, at the version and with the hashes the lock gives; then the
+# project itself, editable, built by the locked setuptools (no build isolation: nothing unpinned is fetched).
+# Reinstall whenever the lock or pyproject.toml changes.
+$(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $@
 
 install: $(VENV)/.installed
+
+## make lock: pin pyproject.toml's dependencies (the test extra and the install group too), with hashes, in
+## requirements.lock. Versions already locked stay; LOCK_ARGS=--upgrade (or --upgrade-package NAME) moves them.
+lock: install
+	$(BIN)/uv pip compile pyproject.toml --extra test --group pyproject.toml:install --universal --python-version 3.11 \
+		--generate-hashes --custom-compile-command "make lock" --quiet -o requirements.lock $(LOCK_ARGS)
 
 ## make run: install, migrate, seed a demo on first run, start every process (web, worker, beat, sink).
 run: install

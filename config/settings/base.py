@@ -1,8 +1,9 @@
 """Settings shared by every environment, read from the environment by django-environ.
 
-Every variable is listed, with its default, in `.env.example`.
+Every variable is listed, with its default, in `.env.example` (tests/core/test_env_example.py holds it to that).
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -10,7 +11,16 @@ import environ
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# The .env file (DJANGO_ENV_FILE). Local and test settings read it: `make run` and `make test` keep their
+# configuration there. Every other settings module, production first, reads it only with
+# DJANGO_READ_DOT_ENV_FILE=true, as cookiecutter-django does: a deploy is configured by its platform's
+# environment, and a .env left in the build must not quietly fill in what that leaves unset. Variables already in
+# the environment win either way. (Django picks the settings module before importing it, so
+# DJANGO_SETTINGS_MODULE names the module being read.)
+# https://cookiecutter-django.readthedocs.io/en/latest/1-getting-started/settings.html
+_reads_dot_env = os.environ.get("DJANGO_SETTINGS_MODULE") in ("config.settings.local", "config.settings.test")
+if env.bool("DJANGO_READ_DOT_ENV_FILE", default=_reads_dot_env):
+    environ.Env.read_env(env("DJANGO_ENV_FILE", default=str(BASE_DIR / ".env")), overwrite=False)
 
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="")
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
@@ -150,7 +160,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Where `collectstatic` writes, and WhiteNoise serves from in production (the Procfile's `web` collects first).
+STATIC_ROOT = Path(env("DJANGO_STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

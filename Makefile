@@ -28,7 +28,7 @@ run: export ROWBELL_LOG_LEVEL = $(if $(filter-out 0 no false,$(VERBOSE)),INFO,WA
 run: export ROWBELL_ACCESS_LOG = $(if $(filter-out 0 no false,$(VERBOSE)),-,/dev/null)
 run: export PYTHONUNBUFFERED = 1
 run: install
-	@$(BIN)/python -m apps.core.preflight
+	@$(BIN)/python -m apps.core.preflight --listen web=$(PORT) --listen sink=8001 --listen sink-smtp=8025
 	@$(BIN)/python manage.py migrate --noinput -v 0
 	@$(BIN)/python manage.py seed_demo --port $(PORT) --no-banner
 	@PORT=$(PORT) WEB_PORT=$(PORT) $(BIN)/honcho -f Procfile.dev start

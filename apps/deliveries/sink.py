@@ -252,6 +252,8 @@ class _SmtpHandler:
 
 def sink_smtp_server(messages: SinkMessages, *, port: int) -> Controller:
     """The sink's SMTP side on 127.0.0.1:`port` (not started: `.start()` serves it from a thread of its own)."""
+    # aiosmtpd logs each SMTP command at INFO; the sink's own line per email says what a developer looks for.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     # A fixed greeting name: the default is the machine's FQDN, whose lookup can take seconds.
     return Controller(
         _SmtpHandler(messages), hostname="127.0.0.1", port=port, server_hostname="localhost", enable_SMTPUTF8=True

@@ -2,11 +2,15 @@
 and the demo's email on the sink's page (`seed_demo` points the demo product's SMTP provider at the sink)."""
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
 from io import StringIO
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -200,3 +204,20 @@ def test_the_demo_s_email_provider_sends_to_the_sink_where_it_shows(sink, tmp_pa
     assert email["from"] == seed_demo.DEMO_SENDER and email["message_id"] == held.message_id
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
         assert "Welcome to Demo Shop, Ann" in response.read().decode()
+
+
+def test_make_run_stops_before_starting_when_a_port_it_listens_on_is_taken():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "apps.core.preflight", "--test", "--listen", f"web={_free_port()}"]
+            + ["--listen", f"sink-smtp={port}"],
+            cwd=Path(__file__).resolve().parent.parent.parent,
+            capture_output=True,
+            text=True,
+            env=os.environ,
+        )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"Port {port} (sink-smtp) is in use on 127.0.0.1" in result.stderr

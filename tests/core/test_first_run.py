@@ -168,7 +168,7 @@ def test_the_banner_process_names_what_is_not_ready_then_prints_the_banner():
         stdout=out,
     )
     text = out.getvalue()
-    assert "Not ready after 0 s:" in text
+    assert "Not ready after 0.5 s:" in text
     for process in ("web", "worker", "beat", "dispatcher", "listener", "sink", "sink (SMTP)"):
         assert f"    {process}: " in text
     assert "no database session named rowbell-dispatcher" in text

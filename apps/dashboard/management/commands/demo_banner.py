@@ -12,6 +12,7 @@ import logging
 import threading
 
 from django.core.management.base import BaseCommand
+from django.db import connection
 
 from apps.core.readiness import (
     beat_ticks,
@@ -60,11 +61,12 @@ class Command(BaseCommand):
         stop = stop_on_signals() if not exit_after else threading.Event()
         checks = demo_checks(port=port, sink_port=sink_port, smtp_port=smtp_port)
         missing = checks_wait(checks, timeout=timeout, stop=stop)
+        connection.close()  # from here on it only waits: it holds no database session
         if stop.is_set():
             return
         if missing:
             self.stdout.write(
-                f"\n  Not ready after {timeout:.0f} s:\n"
+                f"\n  Not ready after {timeout:g} s:\n"
                 + "".join(f"    {name}: {reason}\n" for name, reason in missing.items())
             )
         headline = "Rowbell is ready." if not missing else "Rowbell has started, but not every process answers (above)."

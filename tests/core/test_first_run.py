@@ -29,32 +29,10 @@ from apps.core.schedules import periodic_tasks
 from apps.dashboard.management.commands import seed_demo
 from apps.deliveries.models import Delivery, DeliveryStatus, ProviderConfig
 from apps.deliveries.services import deliveries_release, deliveries_send
-from apps.deliveries.sink import SinkMessages, sink_http_server, sink_smtp_server
 from apps.runs.models import TriggerRequest
 from apps.runs.services import request_start, runs_execute
 from config.celery_app import app
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def sink():
-    """The sink's HTTP and SMTP sides on free ports, as `manage.py webhook_sink` starts them."""
-    messages = SinkMessages()
-    port, smtp_port = _free_port(), _free_port()
-    server = sink_http_server(messages, port=port, smtp_port=smtp_port)
-    smtp = sink_smtp_server(messages, port=smtp_port)
-    smtp.start()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield port, smtp_port
-    server.shutdown()
-    server.server_close()
-    smtp.stop()
-
+from tests.conftest import free_port
 
 # --- Waiting for every process ------------------------------------------------------------------
 
@@ -97,11 +75,11 @@ def test_a_stop_ends_the_wait_at_once():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_sink_is_ready_when_it_answers_http_and_smtp(sink):
-    port, smtp_port = sink
+def test_the_sink_is_ready_when_it_answers_http_and_smtp(demo_sink):
+    port, smtp_port = demo_sink
     assert http_answers(f"http://127.0.0.1:{port}/messages.json")() is None
     assert smtp_answers("127.0.0.1", smtp_port)() is None
-    closed = _free_port()
+    closed = free_port()
     assert "does not answer" in http_answers(f"http://127.0.0.1:{closed}/")()
     assert f"no SMTP server answers on 127.0.0.1:{closed}" in smtp_answers("127.0.0.1", closed)()
 
@@ -160,7 +138,7 @@ def test_the_banner_says_where_to_look_and_how_to_see_every_log_line():
 @pytest.mark.django_db(transaction=True)
 def test_the_banner_process_names_what_is_not_ready_then_prints_the_banner():
     out = StringIO()
-    ports = [str(_free_port()) for _ in range(3)]
+    ports = [str(free_port()) for _ in range(3)]
     call_command(
         "demo_banner",
         *("--port", ports[0], "--sink-port", ports[1], "--smtp-port", ports[2]),
@@ -179,8 +157,8 @@ def test_the_banner_process_names_what_is_not_ready_then_prints_the_banner():
 
 
 @pytest.mark.django_db
-def test_the_demo_s_email_provider_sends_to_the_sink_where_it_shows(sink, tmp_path, monkeypatch):
-    port, smtp_port = sink
+def test_the_demo_s_email_provider_sends_to_the_sink_where_it_shows(demo_sink, tmp_path, monkeypatch):
+    port, smtp_port = demo_sink
     monkeypatch.setattr(seed_demo, "KEYS_FILE", tmp_path / "demo.env")
     call_command("seed_demo", "--sink-port", str(port), "--smtp-port", str(smtp_port), "--no-banner", stdout=StringIO())
 
@@ -212,7 +190,7 @@ def test_make_run_stops_before_starting_when_a_port_it_listens_on_is_taken():
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "apps.core.preflight", "--test", "--listen", f"web={_free_port()}"]
+            [sys.executable, "-m", "apps.core.preflight", "--test", "--listen", f"web={free_port()}"]
             + ["--listen", f"sink-smtp={port}"],
             cwd=Path(__file__).resolve().parent.parent.parent,
             capture_output=True,

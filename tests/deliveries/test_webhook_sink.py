@@ -3,7 +3,6 @@ secrets of the endpoints that point at it (their URLs are stored encrypted), and
 beside the webhooks."""
 
 import json
-import socket
 import threading
 import time
 import urllib.error
@@ -15,24 +14,18 @@ from django.core.management import call_command
 
 from apps.deliveries.models import Delivery
 from apps.deliveries.services import deliveries_send
-from apps.deliveries.sink import SinkMessages, sink_http_server, sink_smtp_server
 from tests import factories
+from tests.conftest import free_port
 
 from .test_webhook_delivery import _queued
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_the_sink_finds_the_endpoint_s_secret_and_says_the_signature_is_valid(product):
-    port = _free_port()
+    port = free_port()
     threading.Thread(
-        target=call_command, args=("webhook_sink", "--port", str(port), "--smtp-port", str(_free_port())), daemon=True
+        target=call_command, args=("webhook_sink", "--port", str(port), "--smtp-port", str(free_port())), daemon=True
     ).start()
     for _ in range(50):
         try:
@@ -41,7 +34,7 @@ def test_the_sink_finds_the_endpoint_s_secret_and_says_the_signature_is_valid(pr
         except OSError:
             time.sleep(0.1)
     endpoint = factories.make_endpoint(product, f"http://127.0.0.1:{port}/hooks/orders")
-    factories.make_endpoint(product, f"http://127.0.0.1:{_free_port()}/elsewhere")  # another port's secret
+    factories.make_endpoint(product, f"http://127.0.0.1:{free_port()}/elsewhere")  # another port's secret
     factories.make_workflow(product, key="w", steps=[factories.webhook_step(endpoint)])
     [delivery] = Delivery.objects.filter(request=_queued(product))
     deliveries_send(delivery_ids=[delivery.id])
@@ -50,28 +43,13 @@ def test_the_sink_finds_the_endpoint_s_secret_and_says_the_signature_is_valid(pr
     assert message["webhook_id"] == delivery.message_id and message["signature_valid"] is True
 
 
-@pytest.fixture
-def sink():
-    """The sink's HTTP and SMTP sides on free ports, as the command starts them."""
-    messages = SinkMessages()
-    port, smtp_port = _free_port(), _free_port()
-    server = sink_http_server(messages, port=port, smtp_port=smtp_port)
-    smtp = sink_smtp_server(messages, port=smtp_port)
-    smtp.start()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield port, smtp_port
-    server.shutdown()
-    server.server_close()
-    smtp.stop()
-
-
 def _get(url):
     with urllib.request.urlopen(url, timeout=5) as response:
         return response.read().decode(), response.headers
 
 
-def test_an_email_sent_to_the_sink_shows_on_its_page_beside_the_webhooks(sink):
-    port, smtp_port = sink
+def test_an_email_sent_to_the_sink_shows_on_its_page_beside_the_webhooks(demo_sink):
+    port, smtp_port = demo_sink
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/demo", data=b'{"type": "workflow.notification"}', headers={"webhook-id": "msg_hook"}
     )
@@ -107,8 +85,8 @@ def test_an_email_sent_to_the_sink_shows_on_its_page_beside_the_webhooks(sink):
     assert headers["Content-Security-Policy"].startswith("sandbox; default-src 'none'")
 
 
-def test_the_sink_answers_404_for_an_email_it_does_not_have(sink):
-    port, _ = sink
+def test_the_sink_answers_404_for_an_email_it_does_not_have(demo_sink):
+    port, _ = demo_sink
     with pytest.raises(urllib.error.HTTPError) as error:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/emails/7", timeout=5)
     assert error.value.code == 404

@@ -214,17 +214,17 @@ def sink_http_server(messages: SinkMessages, *, port: int, smtp_port: int | None
                 if item is None or item["kind"] != "email":
                     self._answer(b"No such email (the sink keeps the last ones only).", "text/plain", status=404)
                 else:
-                    self._answer(item["html"].encode(), "text/html; charset=utf-8", policy=EMAIL_HTML_POLICY)
+                    self._answer(item["html"].encode(), "text/html; charset=utf-8", csp=EMAIL_HTML_POLICY)
             else:
                 page = sink_page(messages.all(), port=port, smtp_port=smtp_port)
                 self._answer(page.encode(), "text/html; charset=utf-8")
 
-        def _answer(self, payload: bytes, content_type: str, *, status: int = 200, policy: str = "") -> None:
+        def _answer(self, payload: bytes, content_type: str, *, status: int = 200, csp: str = "") -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
-            if policy:
-                self.send_header("Content-Security-Policy", policy)
+            if csp:
+                self.send_header("Content-Security-Policy", csp)
             self.end_headers()
             self.wfile.write(payload)
 

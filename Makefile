@@ -29,12 +29,18 @@ lock: install
 	$(BIN)/uv pip compile pyproject.toml --extra test --group pyproject.toml:install --universal --python-version 3.11 \
 		--generate-hashes --custom-compile-command "make lock" --quiet -o requirements.lock $(LOCK_ARGS)
 
-## make run: install, migrate, seed a demo on first run, start every process (web, worker, beat, sink).
+## make run: install, migrate, seed a demo on first run, start every process of Procfile.dev (web, worker, beat,
+## sink...), then print where to look once they all answer. Warnings and errors only; VERBOSE=1 logs every
+## task, beat tick and request.
+VERBOSE ?=
+run: export ROWBELL_LOG_LEVEL = $(if $(filter-out 0 no false,$(VERBOSE)),INFO,WARNING)
+run: export ROWBELL_ACCESS_LOG = $(if $(filter-out 0 no false,$(VERBOSE)),-,/dev/null)
+run: export PYTHONUNBUFFERED = 1
 run: install
-	@$(BIN)/python -m apps.core.preflight
+	@$(BIN)/python -m apps.core.preflight --listen web=$(PORT) --listen sink=8001 --listen sink-smtp=8025
 	@$(BIN)/python manage.py migrate --noinput -v 0
-	@$(BIN)/python manage.py seed_demo --port $(PORT)
-	@PORT=$(PORT) $(BIN)/honcho -f Procfile.dev start
+	@$(BIN)/python manage.py seed_demo --port $(PORT) --no-banner
+	@PORT=$(PORT) WEB_PORT=$(PORT) $(BIN)/honcho -f Procfile.dev start
 
 # The browser tests drive Debian's Chromium; nothing is downloaded by Playwright.
 CHROMIUM ?= /usr/bin/chromium

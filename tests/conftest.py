@@ -190,6 +190,23 @@ def smtp_sink():
     s.close()
 
 
+@pytest.fixture
+def demo_sink():
+    """The demo sink of `make run` (apps/deliveries/sink.py), HTTP and SMTP, on free ports: (port, smtp_port)."""
+    from apps.deliveries.sink import SinkMessages, sink_http_server, sink_smtp_server
+
+    messages = SinkMessages()
+    port, smtp_port = free_port(), free_port()
+    server = sink_http_server(messages, port=port, smtp_port=smtp_port)
+    smtp = sink_smtp_server(messages, port=smtp_port)
+    smtp.start()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield port, smtp_port
+    server.shutdown()
+    server.server_close()
+    smtp.stop()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

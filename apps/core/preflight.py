@@ -1,11 +1,14 @@
-"""Check that PostgreSQL and Redis answer before anything starts; create the database if missing.
+"""Check that PostgreSQL and Redis answer before anything starts; create the database if missing; with
+`--listen name=port`, check that the ports `make run` listens on are free.
 
-Runs before Django is set up (`python -m apps.core.preflight [--test]`), so that `make run` and
-`make test` stop with a sentence saying what is wrong instead of a traceback.
+Runs before Django is set up (`python -m apps.core.preflight [--test] [--listen web=8000 ...]`), so that
+`make run` and `make test` stop with a sentence saying what is wrong instead of a traceback (under honcho, a
+process that cannot listen on its port would stop all the others).
 """
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -59,6 +62,22 @@ def check_redis(url: str) -> None:
         )
 
 
+def check_ports_free(ports: dict[str, int]) -> None:
+    """Each port of `ports` ({what listens there: port}) can be listened on at 127.0.0.1."""
+    for what, port in ports.items():
+        with socket.socket() as probe:
+            # A port whose last connections are closing (TIME_WAIT) is free: the servers bind with this too.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                _fail(
+                    f"Port {port} ({what}) is in use on 127.0.0.1: is `make run` already running?\n"
+                    f"  Stop what listens there (`ss -ltnp 'sport = :{port}'` names it)"
+                    + (", or choose another port: make run PORT=8010." if what == "web" else ".")
+                )
+
+
 def main(argv: list[str]) -> None:
     env = environ.Env()
     environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
@@ -71,6 +90,8 @@ def main(argv: list[str]) -> None:
         if testing
         else env("REDIS_URL", default="redis://127.0.0.1:6379/0")
     )
+    listen = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--listen"]
+    check_ports_free({what: int(port) for what, port in (item.split("=", 1) for item in listen)})
 
 
 if __name__ == "__main__":

@@ -80,7 +80,8 @@ def check_ports_free(ports: dict[str, int]) -> None:
 
 def main(argv: list[str]) -> None:
     env = environ.Env()
-    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+    # The file the settings read (config/settings/base.py): make run and make test use local and test settings.
+    environ.Env.read_env(env("DJANGO_ENV_FILE", default=str(BASE_DIR / ".env")), overwrite=False)
     testing = "--test" in argv
     database_url = env("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/rowbell")
     # Tests create their own test_ database; only the server has to answer.

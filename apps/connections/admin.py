@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html, format_html_join
 
-from apps.core.admin_lists import OperatorAdmin, actor_of, back_to, fixed_filter
+from apps.core.admin_lists import OperatorAdmin, actor_of, back_to, clipped, fixed_filter
 from apps.core.templatetags.humanize_rowbell import seconds
 
 from .models import Connection, Event
@@ -14,13 +14,12 @@ class ConnectionAdmin(OperatorAdmin):
     list_display = (
         "name",
         "product",
-        "host",
-        "database",
+        "server",
         "backlog",
         "lag",
         "last_poll_at",
         "trigger_status",
-        "last_error",
+        "last_error_shown",
     )
     list_filter = ("product",)
     list_select_related = ("product",)
@@ -55,6 +54,14 @@ class ConnectionAdmin(OperatorAdmin):
 
     def has_operate_permission(self, request):
         return request.user.has_perm("connections.operate_connection")
+
+    @admin.display(description="database", ordering="host")
+    def server(self, obj):
+        return f"{obj.host}/{obj.database}"
+
+    @admin.display(description="last error")
+    def last_error_shown(self, obj):
+        return clipped(obj.last_error)
 
     @admin.display(description="lag")
     def lag(self, obj):

@@ -10,6 +10,7 @@ from functools import cached_property
 from django.contrib import admin
 from django.core.paginator import Paginator
 from django.http import HttpResponseRedirect
+from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
 COUNT_CAP = 10_000
@@ -112,6 +113,12 @@ class OperatorAdmin(ReadOnlyRows, admin.ModelAdmin):
             return queryset, False
         return queryset.filter(exact_match(self.model, self.exact_search_fields, term)), False
 
+    @admin.display(description="product / organization", ordering="product__name")
+    def tenant(self, obj) -> str:
+        """Who a row belongs to, in one column: its organization (named with its product), else its product.
+        The list reads them with the row (list_select_related: product, organization__product)."""
+        return str(obj.organization) if obj.organization_id else str(obj.product)
+
     # (action name, label) pairs offered as buttons on an object's page, when the user may run them.
     object_actions: tuple[tuple[str, str], ...] = ()
 
@@ -186,6 +193,12 @@ def fixed_filter(title: str, field: str, choices) -> type[FixedChoicesFilter]:
         (FixedChoicesFilter,),
         {"title": title, "parameter_name": field, "field": field, "known": tuple(choices)},
     )
+
+
+def clipped(text: str):
+    """A long value (an error, a reason) in a list cell: its first lines, the whole of it in the tooltip. The
+    object's page shows it whole."""
+    return format_html('<span class="rowbell-clip" title="{}">{}</span>', text, text) if text else text
 
 
 def masked_json(value) -> str:

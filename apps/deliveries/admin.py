@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 
-from apps.core.admin_lists import CreatedFilter, OperatorAdmin, actor_of, back_to, fixed_filter, masked_json
+from apps.core.admin_lists import CreatedFilter, OperatorAdmin, actor_of, back_to, clipped, fixed_filter, masked_json
 from apps.core.exceptions import ApplicationError, InvalidInput
 
 from .channels import channel_kinds
@@ -36,7 +36,7 @@ class WebhookEndpointAdmin(EndpointActions, OperatorAdmin):
         "url_masked",
         "product",
         "enabled",
-        "disabled_reason",
+        "disabled_reason_shown",
         "failing_since",
         "accept_any_2xx",
         "created_at",
@@ -77,6 +77,10 @@ class WebhookEndpointAdmin(EndpointActions, OperatorAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("product", "connection")
+
+    @admin.display(description="disabled reason")
+    def disabled_reason_shown(self, obj):
+        return clipped(obj.disabled_reason)
 
     @admin.action(description="Disable", permissions=["operate"])
     def disable(self, request, queryset):
@@ -355,7 +359,7 @@ class ProviderConfigAdmin(OperatorAdmin):
     credentials are never shown."""
 
     form = ProviderConfigForm
-    list_display = ("channel", "provider", "product", "organization", "updated_at")
+    list_display = ("channel", "provider", "tenant", "updated_at")
     list_filter = ("channel", "provider")
     list_select_related = ("product", "organization__product")
     fields = ("product", "organization", "provider_choice", "credentials_json", "options_json", "events_webhook")

@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
+from django.utils import timezone
 
-from apps.core.admin_lists import CreatedFilter, OperatorAdmin, actor_of, back_to, fixed_filter, masked_json
+from apps.core.admin_lists import CreatedFilter, OperatorAdmin, actor_of, back_to, clipped, fixed_filter, masked_json
 from apps.tenants.admin_filters import OrganizationFilter
 
 from .engine import RunActionRefused, run_cancel, run_dismiss, run_rerun
@@ -69,7 +70,7 @@ class RunActions:
 
 @admin.register(TriggerRequest)
 class TriggerRequestAdmin(OperatorAdmin):
-    list_display = ("id", "product", "organization", "workflow_version", "priority", "status", "created_at")
+    list_display = ("id", "tenant", "workflow_version", "priority", "status", "created_at")
     list_filter = ("status", "priority", CreatedFilter)
     search_fields = ("id",)
     exact_search_fields = ("id",)
@@ -107,10 +108,8 @@ class RunAdmin(RunActions, OperatorAdmin):
         "id",
         "workflow_version",
         "status",
-        "product",
-        "organization",
-        "waiting_on",
-        "resume_at",
+        "tenant",
+        "waiting",
         "rerun_of",
         "created_at",
     )
@@ -132,6 +131,13 @@ class RunAdmin(RunActions, OperatorAdmin):
     @admin.display(description="recipient")
     def recipient_shown(self, obj):
         return masked_json(obj.recipient)
+
+    @admin.display(description="waiting", ordering="resume_at")
+    def waiting(self, obj):
+        if not obj.waiting_on and obj.resume_at is None:
+            return ""
+        until = f" until {timezone.localtime(obj.resume_at):%Y-%m-%d %H:%M}" if obj.resume_at else ""
+        return f"{obj.get_waiting_on_display() if obj.waiting_on else 'time'}{until}"
 
     def get_object(self, request, object_id, from_field=None):
         # A run's page shows what started it: read with the run (the list needs none of it).
@@ -189,7 +195,7 @@ class EscalationAdmin(RunActions, OperatorAdmin):
 
     @admin.display(description="error")
     def error_excerpt(self, obj):
-        return obj.error[:120]
+        return clipped(obj.error)
 
 
 @admin.register(RunStep)

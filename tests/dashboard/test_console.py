@@ -217,6 +217,25 @@ def test_a_read_only_operator_sees_the_queue_but_may_not_release_or_discard(clie
     assert not AuditEvent.objects.filter(action__in=("delivery.released", "delivery.discarded")).exists()
 
 
+def _sidebar(page: str) -> str:
+    return page[page.index('id="nav-sidebar"') : page.index("</nav>", page.index('id="nav-sidebar"'))]
+
+
+def test_the_sidebar_leads_to_the_review_queue_with_how_many_are_held(client, product):
+    factories.make_workflow(product, key="w", sandbox=True, steps=[factories.email_step(subject="s", body="b")])
+    _trigger(product, recipients=[{"id": f"u{i}", "email": f"u{i}@example.com"} for i in range(3)])
+    staff(client, "ro", READ_ONLY)
+    queue = reverse("admin:review_queue")
+    for url in (reverse("admin:index"), reverse("admin:runs_run_changelist"), queue):
+        sidebar = _sidebar(client.get(url).content.decode())
+        assert f'<a href="{queue}"' in sidebar, url
+        assert 'id="sidebar-held" title="3 held for review">3</span>' in sidebar
+    assert 'aria-current="page">Review queue' in _sidebar(client.get(queue).content.decode())
+
+    staff(client, "nobody")  # staff outside the groups may not see deliveries: no queue for them
+    assert queue not in client.get(reverse("admin:index")).content.decode()
+
+
 def test_discarding_many_at_once_reports_what_was_already_reviewed(client, product):
     factories.make_workflow(product, key="w", sandbox=True, steps=[factories.email_step(subject="s", body="b")])
     runs = _trigger(product, recipients=[{"id": f"u{i}", "email": f"u{i}@example.com"} for i in range(3)])

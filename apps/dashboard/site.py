@@ -8,9 +8,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-# The sidebar counts held deliveries up to this many (a count over their partial index, bounded): past it,
-# "1000+".
-HELD_COUNT_CAP = 1000
+from apps.core.admin_lists import COUNT_CAP
 
 
 class RowbellAdminSite(admin.AdminSite):
@@ -43,10 +41,11 @@ class RowbellAdminSite(admin.AdminSite):
         held = getattr(request, "_rowbell_held", None)
         if held is None:
             held = request._rowbell_held = (
-                Delivery.objects.filter(status=DeliveryStatus.HELD).order_by()[: HELD_COUNT_CAP + 1].count()
+                Delivery.objects.filter(status=DeliveryStatus.HELD).order_by()[: COUNT_CAP + 1].count()
             )
         url = reverse(f"{self.name}:review_queue")
-        shown = f"{HELD_COUNT_CAP}+" if held > HELD_COUNT_CAP else str(held)
+        # Counted as the lists count (over the held deliveries' partial index, never past COUNT_CAP + 1).
+        shown = f"{COUNT_CAP:,}+" if held > COUNT_CAP else str(held)
         name = format_html(
             'Review queue <span class="rowbell-count{}" id="sidebar-held" title="{} held for review">{}</span>',
             " attention" if held else "",

@@ -11,6 +11,7 @@ from .models import (
     Delivery,
     DeliveryAttempt,
     DeliveryEvent,
+    DeliveryStatus,
     ProviderConfig,
     WebhookEndpoint,
 )
@@ -74,6 +75,18 @@ class WebhookEndpointAdmin(EndpointActions, OperatorAdmin):
         ("replay_failed", "Replay failed deliveries"),
         ("rotate_secret", "Rotate secret"),
     )
+    # As the actions choose their endpoints: disable and replay an enabled one (a disabled endpoint's replay is
+    # refused: enabling it offers the same), enable a disabled one.
+    WHEN_ENABLED = ("disable", "replay_failed")
+    WHEN_DISABLED = ("enable", "enable_and_replay")
+    action_applies_to = {
+        **{name: ("enabled__exact", ("1",)) for name in WHEN_ENABLED},
+        **{name: ("enabled__exact", ("0",)) for name in WHEN_DISABLED},
+    }
+
+    def object_actions_for(self, obj):
+        hidden = self.WHEN_DISABLED if obj.enabled else self.WHEN_ENABLED
+        return [(name, label) for name, label in self.object_actions if name not in hidden]
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("product", "connection")
@@ -234,6 +247,14 @@ class DeliveryAdmin(OperatorAdmin):
     inlines = [DeliveryEventInline, DeliveryAttemptInline]
     actions = ["release", "discard"]
     object_actions = (("release", "Release (send)"), ("discard", "Discard"))
+    # Release and discard act on held deliveries only (deliveries_release, deliveries_discard).
+    action_applies_to = {
+        "release": ("status__exact", (DeliveryStatus.HELD,)),
+        "discard": ("status__exact", (DeliveryStatus.HELD,)),
+    }
+
+    def object_actions_for(self, obj):
+        return list(self.object_actions) if obj.status == DeliveryStatus.HELD else []
 
     def get_queryset(self, request):
         return (

@@ -9,6 +9,24 @@ from .services import connection_check_request, connection_delete_request, conne
 from .sources import EVENT_OF_OPERATION
 
 
+class DriftFilter(admin.SimpleListFilter):
+    """Connections whose triggers no longer capture what is published (the drift the health tick records):
+    the dashboard's list of them links here."""
+
+    title = "trigger drift"
+    parameter_name = "drift"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Drifted"), ("no", "In order")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.exclude(capture_problems=[])
+        if self.value() == "no":
+            return queryset.filter(capture_problems=[])
+        return queryset
+
+
 @admin.register(Connection)
 class ConnectionAdmin(OperatorAdmin):
     list_display = (
@@ -21,7 +39,7 @@ class ConnectionAdmin(OperatorAdmin):
         "trigger_status",
         "last_error_shown",
     )
-    list_filter = ("product",)
+    list_filter = ("product", DriftFilter)
     list_select_related = ("product",)
     search_fields = ("name", "host", "database")
     # The password never appears in the admin.

@@ -38,7 +38,8 @@ class AuditEventAdmin(OperatorAdmin):
     """Read-only. Search finds what happened to one thing: its id (a run id, a message id, a request id,
     a workflow key...), exactly. Filters narrow by kind, action, product and age."""
 
-    list_display = ("id", "created_at", "action", "target_type", "target_id", "actor", "product", "organization")
+    # The action names the kind of target (run.rerun, workflow.published): the type is a filter, not a column.
+    list_display = ("id", "created_at", "action", "target_id", "actor", "tenant")
     list_filter = (fixed_filter("target type", "target_type", TARGET_TYPES), ActionFilter, "product", CreatedFilter)
     search_fields = ("target_id",)
     search_help_text = "The id of what an event is about: a run, a delivery (msg_...), a request, a workflow key..."

@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html, format_html_join
 
-from apps.core.admin_lists import OperatorAdmin, actor_of, back_to, fixed_filter
+from apps.core.admin_lists import OperatorAdmin, actor_of, back_to, clipped, fixed_filter
 from apps.core.templatetags.humanize_rowbell import seconds
 
 from .models import Connection, Event
@@ -9,20 +9,37 @@ from .services import connection_check_request, connection_delete_request, conne
 from .sources import EVENT_OF_OPERATION
 
 
+class DriftFilter(admin.SimpleListFilter):
+    """Connections whose triggers no longer capture what is published (the drift the health tick records):
+    the dashboard's list of them links here."""
+
+    title = "trigger drift"
+    parameter_name = "drift"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Drifted"), ("no", "In order")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.exclude(capture_problems=[])
+        if self.value() == "no":
+            return queryset.filter(capture_problems=[])
+        return queryset
+
+
 @admin.register(Connection)
 class ConnectionAdmin(OperatorAdmin):
     list_display = (
         "name",
         "product",
-        "host",
-        "database",
+        "server",
         "backlog",
         "lag",
         "last_poll_at",
         "trigger_status",
-        "last_error",
+        "last_error_shown",
     )
-    list_filter = ("product",)
+    list_filter = ("product", DriftFilter)
     list_select_related = ("product",)
     search_fields = ("name", "host", "database")
     # The password never appears in the admin.
@@ -55,6 +72,14 @@ class ConnectionAdmin(OperatorAdmin):
 
     def has_operate_permission(self, request):
         return request.user.has_perm("connections.operate_connection")
+
+    @admin.display(description="database", ordering="host")
+    def server(self, obj):
+        return f"{obj.host}/{obj.database}"
+
+    @admin.display(description="last error")
+    def last_error_shown(self, obj):
+        return clipped(obj.last_error)
 
     @admin.display(description="lag")
     def lag(self, obj):

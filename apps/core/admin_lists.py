@@ -10,6 +10,7 @@ from functools import cached_property
 from django.contrib import admin
 from django.core.paginator import Paginator
 from django.http import HttpResponseRedirect
+from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
 COUNT_CAP = 10_000
@@ -112,16 +113,42 @@ class OperatorAdmin(ReadOnlyRows, admin.ModelAdmin):
             return queryset, False
         return queryset.filter(exact_match(self.model, self.exact_search_fields, term)), False
 
-    # (action name, label) pairs offered as buttons on an object's page, when the user may run them.
-    object_actions: tuple[tuple[str, str], ...] = ()
+    @admin.display(description="product / organization", ordering="product__name")
+    def tenant(self, obj) -> str:
+        """Who a row belongs to, in one column: its organization (named with its product), else its product.
+        The list reads them with the row (list_select_related: product, organization__product)."""
+        return str(obj.organization) if obj.organization_id else str(obj.product)
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        allowed = self.get_actions(request)
-        extra_context = {
-            **(extra_context or {}),
-            "object_actions": [(name, label) for name, label in self.object_actions if name in allowed],
-        }
-        return super().change_view(request, object_id, form_url, extra_context)
+    # (action name, label) pairs offered as buttons on an object's page, when the user may run them and they
+    # apply to the object as it is (object_actions_for).
+    object_actions: tuple[tuple[str, str], ...] = ()
+    # {action: (list filter parameter, the values it applies to)}: a list filtered to other values (runs that
+    # completed, deliveries that were sent) does not offer the action, which would refuse every row.
+    action_applies_to: dict[str, tuple[str, tuple[str, ...]]] = {}
+
+    def object_actions_for(self, obj) -> list[tuple[str, str]]:
+        """The (action, label) buttons `obj`'s page offers: those of object_actions that apply to it as it is,
+        by the rule its service refuses by. Every one of them, unless a page says otherwise."""
+        return list(self.object_actions)
+
+    def object_action_notes(self, obj) -> list[str]:
+        """Why actions one might expect on `obj`'s page are not offered (shown beside its buttons)."""
+        return []
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        for name, (parameter, values) in self.action_applies_to.items():
+            chosen = request.GET.get(parameter)
+            if chosen is not None and chosen not in values:
+                actions.pop(name, None)
+        return actions
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None and self.object_actions:
+            allowed = self.get_actions(request)
+            context["object_actions"] = [(n, label) for n, label in self.object_actions_for(obj) if n in allowed]
+            context["object_action_notes"] = self.object_action_notes(obj) if allowed else []
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
 
 class CreatedFilter(admin.SimpleListFilter):
@@ -186,6 +213,12 @@ def fixed_filter(title: str, field: str, choices) -> type[FixedChoicesFilter]:
         (FixedChoicesFilter,),
         {"title": title, "parameter_name": field, "field": field, "known": tuple(choices)},
     )
+
+
+def clipped(text: str):
+    """A long value (an error, a reason) in a list cell: its first lines, the whole of it in the tooltip. The
+    object's page shows it whole."""
+    return format_html('<span class="rowbell-clip" title="{}">{}</span>', text, text) if text else text
 
 
 def masked_json(value) -> str:

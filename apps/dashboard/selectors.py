@@ -2,7 +2,8 @@
 
 Deliveries are read through the (product, created_at) index for the products shown, bucketed in
 PostgreSQL; held deliveries through their partial index; failed runs waiting for a decision through
-the undecided escalations' partial index; connection health from the row the beat tick keeps current.
+the undecided escalations' partial index; connection health, and the drift of their triggers from what is
+published, from the row the beat tick keeps current.
 """
 
 from __future__ import annotations
@@ -51,8 +52,26 @@ def _buckets(since: datetime, until: datetime, step: timedelta) -> list[datetime
     return out
 
 
+def _drift(connection: Connection) -> dict:
+    """What the dashboard says of a connection whose triggers drifted (Connection.capture_problems, as the
+    health tick records them: apps.connections.drift): how many problems, since when, the first one and the
+    workflows and endpoints they affect."""
+    problems = connection.capture_problems or []
+    return {
+        "connection": connection,
+        "problems": len(problems),
+        "since": connection.capture_problems_since,
+        "first": problems[0]["detail"] if problems else "",
+        "workflows": sorted({w for p in problems for w in p.get("workflows", [])}),
+        "endpoints": len({e for p in problems for e in p.get("endpoints", [])}),
+    }
+
+
 def home_figures(*, product_id=None, range_key: str = DEFAULT_RANGE, now: datetime | None = None) -> dict:
-    """The dashboard over the range ending now, for one product or all of them."""
+    """The dashboard over the range ending now, for one product or all of them: {"range", "ranges", "products",
+    "product_id", "chart": {"times", "statuses", "latency"}, "totals", "total", "ended", "failed",
+    "failure_rate", "latency", "held", "undecided", "connections", "drift": [_drift of each connection whose
+    triggers drifted]}."""
     span = RANGES.get(range_key) or RANGES[DEFAULT_RANGE]
     now = now or timezone.now()
     until = now
@@ -107,6 +126,7 @@ def home_figures(*, product_id=None, range_key: str = DEFAULT_RANGE, now: dateti
         "held": held,
         "undecided": undecided,
         "connections": connections,
+        "drift": [_drift(c) for c in connections if c.capture_problems],
     }
 
 

@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 
-from apps.core.admin_lists import CreatedFilter, OperatorAdmin, actor_of, back_to, fixed_filter, masked_json
+from apps.core.admin_lists import CreatedFilter, OperatorAdmin, actor_of, back_to, clipped, fixed_filter, masked_json
 from apps.core.exceptions import ApplicationError, InvalidInput
 
 from .channels import channel_kinds
@@ -11,6 +11,7 @@ from .models import (
     Delivery,
     DeliveryAttempt,
     DeliveryEvent,
+    DeliveryStatus,
     ProviderConfig,
     WebhookEndpoint,
 )
@@ -36,7 +37,7 @@ class WebhookEndpointAdmin(EndpointActions, OperatorAdmin):
         "url_masked",
         "product",
         "enabled",
-        "disabled_reason",
+        "disabled_reason_shown",
         "failing_since",
         "accept_any_2xx",
         "created_at",
@@ -74,9 +75,25 @@ class WebhookEndpointAdmin(EndpointActions, OperatorAdmin):
         ("replay_failed", "Replay failed deliveries"),
         ("rotate_secret", "Rotate secret"),
     )
+    # As the actions choose their endpoints: disable and replay an enabled one (a disabled endpoint's replay is
+    # refused: enabling it offers the same), enable a disabled one.
+    WHEN_ENABLED = ("disable", "replay_failed")
+    WHEN_DISABLED = ("enable", "enable_and_replay")
+    action_applies_to = {
+        **{name: ("enabled__exact", ("1",)) for name in WHEN_ENABLED},
+        **{name: ("enabled__exact", ("0",)) for name in WHEN_DISABLED},
+    }
+
+    def object_actions_for(self, obj):
+        hidden = self.WHEN_DISABLED if obj.enabled else self.WHEN_ENABLED
+        return [(name, label) for name, label in self.object_actions if name not in hidden]
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("product", "connection")
+
+    @admin.display(description="disabled reason")
+    def disabled_reason_shown(self, obj):
+        return clipped(obj.disabled_reason)
 
     @admin.action(description="Disable", permissions=["operate"])
     def disable(self, request, queryset):
@@ -230,6 +247,14 @@ class DeliveryAdmin(OperatorAdmin):
     inlines = [DeliveryEventInline, DeliveryAttemptInline]
     actions = ["release", "discard"]
     object_actions = (("release", "Release (send)"), ("discard", "Discard"))
+    # Release and discard act on held deliveries only (deliveries_release, deliveries_discard).
+    action_applies_to = {
+        "release": ("status__exact", (DeliveryStatus.HELD,)),
+        "discard": ("status__exact", (DeliveryStatus.HELD,)),
+    }
+
+    def object_actions_for(self, obj):
+        return list(self.object_actions) if obj.status == DeliveryStatus.HELD else []
 
     def get_queryset(self, request):
         return (
@@ -355,7 +380,7 @@ class ProviderConfigAdmin(OperatorAdmin):
     credentials are never shown."""
 
     form = ProviderConfigForm
-    list_display = ("channel", "provider", "product", "organization", "updated_at")
+    list_display = ("channel", "provider", "tenant", "updated_at")
     list_filter = ("channel", "provider")
     list_select_related = ("product", "organization__product")
     fields = ("product", "organization", "provider_choice", "credentials_json", "options_json", "events_webhook")

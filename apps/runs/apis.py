@@ -20,7 +20,7 @@ from apps.tenants.authentication import DeferredLiveCheckAuthentication
 from apps.tenants.throttles import TriggerRateThrottle
 from apps.workflows.selectors import workflow_get
 
-from .engine import run_cancel, run_rerun
+from .engine import RERUN_VERSIONS, run_cancel, run_rerun
 from .models import Priority, RunStatus
 from .selectors import request_status, run_detail, run_get, run_list
 from .services import trigger_create
@@ -336,10 +336,19 @@ class RerunInputSerializer(serializers.Serializer):
         default="failed_step",
         help_text=("failed_step: keep what the steps before it produced; start: the whole workflow again."),
     )
+    version = strict.ChoiceField(
+        choices=list(RERUN_VERSIONS),
+        default="original",
+        help_text=(
+            "original: the version the run ran (a published fix is not used); latest: the workflow's published "
+            "version now, from the same step. The new run's `version` says which it executes."
+        ),
+    )
 
 
 class RunRerunApi(APIView):
-    """Run a failed or cancelled run again, as a new run linked to it (`rerun_of`)."""
+    """Run a failed or cancelled run again, as a new run linked to it (`rerun_of`): on the version it ran, or
+    with `{"version": "latest"}` on the one published now. 409 when it cannot be re-run so (see the message)."""
 
     permission_classes = [IsProductOrOrganization]
 
@@ -350,6 +359,7 @@ class RunRerunApi(APIView):
         new = run_rerun(
             run=run_get(tenant=request.user, run_id=run_id),
             from_start=data.validated_data["start_from"] == "start",
+            on=data.validated_data["version"],
             actor=request.user.actor,
         )
         return Response(

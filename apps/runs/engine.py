@@ -877,6 +877,134 @@ class RunActionRefused(Conflict):
     """The run is not in a state this action applies to (409)."""
 
 
+# What each action applies to. The services refuse by these rules and the admin offers only the actions they
+# allow (run_actions_open), so a button is never shown for an action that would be refused.
+CANCELLABLE = (RunStatus.QUEUED, RunStatus.WAITING)
+RERUNNABLE = (RunStatus.FAILED, RunStatus.CANCELLED)
+FINISHED = (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+# Which version a re-run executes: the one the run ran ("original", the default) or the workflow's published
+# one now ("latest": a fix published since the failure).
+RERUN_VERSIONS = ("original", "latest")
+DISMISS_REFUSED = "Only a failed run waiting for a decision can be dismissed."
+
+
+def run_cancel_refusal(*, run: Run) -> str | None:
+    """Why run_cancel would refuse `run` as it is (the message it refuses with), or None when it applies."""
+    if run.status not in CANCELLABLE:
+        return f"Only a queued or waiting run can be cancelled; this one is {run.status}."
+    return None
+
+
+def run_dismiss_refusal(*, run: Run) -> str | None:
+    """Why run_dismiss would refuse `run` (no escalation of it waits for a decision), or None. One query."""
+    if not Escalation.objects.filter(run_id=run.id, decided_at__isnull=True).exists():
+        return DISMISS_REFUSED
+    return None
+
+
+def _pending_rerun(run: Run) -> int | None:
+    """The id of a re-run of `run` that has not ended (one at a time), or None."""
+    return (
+        Run.objects.filter(rerun_of=run)
+        .exclude(status__in=FINISHED)
+        .values_list("id", flat=True)
+        .order_by("id")
+        .first()
+    )
+
+
+def _cause_shape(trigger: dict) -> tuple:
+    """What a run's cause must match in the version that executes it: a request's recipient, or a row of a
+    table (reached the same way, with as many runs per statement)."""
+    if trigger.get("type") != "database":
+        return (trigger.get("type", "api"),)
+    return (
+        "database",
+        trigger.get("connection"),
+        trigger.get("table"),
+        trigger.get("through"),
+        trigger.get("for_each"),
+    )
+
+
+def _step_at(version: WorkflowVersion, pc: int) -> str:
+    program = program_for(version)
+    return program[pc].step.get("id", "") if pc < len(program) else ""
+
+
+def _published_version(version: WorkflowVersion) -> WorkflowVersion | None:
+    """The version of `version`'s workflow that is published now (None when it is unpublished)."""
+    return WorkflowVersion.objects.filter(workflow_id=version.workflow_id, workflow__published_version=F("id")).first()
+
+
+def _rerun_target(run: Run, on: str) -> WorkflowVersion | None:
+    """The version a re-run `on` "original" or "latest" executes (None: "latest", and nothing is published)."""
+    return run.workflow_version if on == "original" else _published_version(run.workflow_version)
+
+
+def _rerun_plan(
+    run: Run, *, from_start: bool, version: WorkflowVersion | None, pending: int | None
+) -> tuple[str | None, dict]:
+    """(Why a re-run of `run` executing `version` (_rerun_target) is refused, or None; the plan: {"step_index":
+    where it starts, "step_id": the failed step's id, "" from the start}). `pending` is _pending_rerun(run)."""
+    original = run.workflow_version
+    plan = {"step_index": 0, "step_id": ""}
+    if run.status not in RERUNNABLE:
+        return f"Only a failed or cancelled run can be re-run; this one is {run.status}.", plan
+    if not from_start and "failed_at" not in run.state:
+        return "This run did not fail at a step: re-run it from the start.", plan
+    if pending:
+        return f"Run {pending}, a re-run of this one, has not ended yet.", plan
+    if version is None:
+        return f"The workflow has no published version now: re-run it on v{original.version}, the run's.", plan
+    if _cause_shape(version.definition["trigger"]) != _cause_shape(original.definition["trigger"]):
+        return (
+            f"v{version.version} is triggered differently from v{original.version} (another trigger type, table "
+            "or connection): it cannot take this run's cause. Re-run it on the run's version.",
+            plan,
+        )
+    if not from_start:
+        plan["step_id"] = step_id = _step_at(original, run.state["failed_at"])
+        plan["step_index"] = run.state["failed_at"]
+        if version.id != original.id:
+            program = program_for(version)
+            found = [pc for pc, i in enumerate(program) if i.op != "jump" and i.step.get("id") == step_id]
+            if not step_id or not found:
+                named = f" '{step_id}'" if step_id else ""
+                return f"The failed step{named} is not in v{version.version}: re-run it from the start.", plan
+            plan["step_index"] = found[0]
+    return None, plan
+
+
+def run_rerun_refusal(*, run: Run, from_start: bool, on: str = "original") -> str | None:
+    """Why run_rerun would refuse `run` now (the message it refuses with), or None when it would re-run it."""
+    version = _rerun_target(run, on)
+    return _rerun_plan(run, from_start=from_start, version=version, pending=_pending_rerun(run))[0]
+
+
+def run_latest_version(*, run: Run) -> WorkflowVersion | None:
+    """The workflow's published version when it is not the one `run` ran (what a re-run "on the latest
+    published version" would execute), else None."""
+    version = _published_version(run.workflow_version)
+    return version if version is not None and version.id != run.workflow_version_id else None
+
+
+def run_actions_open(*, run: Run) -> dict[str, str | None]:
+    """Which operators' actions apply to `run` now, by the rules its services refuse by: {action: None when it
+    applies, else why not}, for "cancel", "dismiss", "rerun_from_failed_step", "rerun_from_start" and, when a
+    newer version is published, "rerun_from_failed_step_on_latest", "rerun_from_start_on_latest". A few
+    queries whatever the run."""
+    pending = _pending_rerun(run) if run.status in RERUNNABLE else None
+    open_ = {"cancel": run_cancel_refusal(run=run), "dismiss": run_dismiss_refusal(run=run)}
+    latest = run_latest_version(run=run) if run.status in RERUNNABLE else None
+    for version, suffix in ((run.workflow_version, ""), (latest, "_on_latest")):
+        if version is None:
+            continue
+        for from_start, name in ((False, "rerun_from_failed_step"), (True, "rerun_from_start")):
+            open_[name + suffix] = _rerun_plan(run, from_start=from_start, version=version, pending=pending)[0]
+    return open_
+
+
 def _cancel(runs, *, actor: str, reason: str) -> list[int]:
     """Cancel the queued and waiting runs among `runs` (a queryset); return their ids. Their held or
     queued deliveries are discarded; a batch one was collecting is closed (the runs that joined it ended
@@ -944,7 +1072,7 @@ def run_cancel(*, run: Run, actor: str) -> Run:
     """Cancel a queued or waiting run (see _cancel); anything else is refused (RunActionRefused)."""
     if not _cancel(Run.objects.filter(id=run.id), actor=actor, reason="cancelled"):
         run.refresh_from_db()
-        raise RunActionRefused(f"Only a queued or waiting run can be cancelled; this one is {run.status}.")
+        raise RunActionRefused(run_cancel_refusal(run=run) or "This run can no longer be cancelled.")
     run.refresh_from_db()
     return run
 
@@ -956,73 +1084,85 @@ def runs_cancel_for_workflow(*, workflow, actor: str) -> int:
     )
 
 
-def run_rerun(*, run: Run, from_start: bool, actor: str) -> Run:
+def run_rerun(*, run: Run, from_start: bool, actor: str, on: str = "original") -> Run:
     """Run a failed (or cancelled) run again as a new run linked to it (`rerun_of`), with the same cause:
-    from the start, or from the step that failed with what the steps before it produced. Anything else,
-    or a re-run while an earlier re-run of the run has not ended, is refused (RunActionRefused)."""
-    if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
-        raise RunActionRefused(f"Only a failed or cancelled run can be re-run; this one is {run.status}.")
-    if not from_start and "failed_at" not in run.state:
-        raise RunActionRefused("This run did not fail at a step: re-run it from the start.")
-    # What identifies the run's cause stays (a backfill's row key); what was read from outside Rowbell (rows,
-    # related rows, the organization a row named) is read again, so that a corrected row is what the re-run sees.
-    state, step_index = {k: run.state[k] for k in ("backfill_key",) if k in run.state}, 0
-    if not from_start:
-        step_index = run.state["failed_at"]
-        program = program_for(run.workflow_version)
-        step_id = program[step_index].step["id"] if step_index < len(program) else ""
-        state = {
-            k: v
-            for k, v in run.state.items()
-            if k not in ("failed_at", "attempts", "rows", "missing_ids", "related", "organization", "links_error")
-        }
-        state["steps"] = {k: v for k, v in run.state.get("steps", {}).items() if k != step_id}
-        state.get("deadlines", {}).pop(step_id, None)
-        state.get("batch_owned", {}).pop(step_id, None)
+    from the start, or from the step that failed with what the steps before it produced.
+
+    `on` says which version the new run executes: "original" (the default), the version the run ran; "latest",
+    the workflow's published version now (a fix published since), from the same step (found by its id). The
+    audit row (`run.rerun`) names the version, and which of the two it is.
+
+    Refused (RunActionRefused, see run_rerun_refusal) for a run that is not failed or cancelled, from the
+    failed step of a run that did not fail at one, while an earlier re-run of it has not ended, on "latest"
+    when nothing is published, when the published version is triggered differently (it cannot take the
+    run's cause) or lacks the failed step. NotFound when the run was deleted (retention).
+    """
+    if on not in RERUN_VERSIONS:
+        raise ValueError(f"on must be one of {RERUN_VERSIONS}")
     now = timezone.now()
     with transaction.atomic():
         # One re-run at a time: a second call (a double click, API and admin together) is refused while
         # the first one has not ended. A run retention deleted meanwhile is not there to re-run.
-        if Run.objects.select_for_update().filter(id=run.id).first() is None:
-            raise NotFound("This run no longer exists (deleted past its retention).")
-        pending = (
-            Run.objects.filter(rerun_of=run)
-            .exclude(status__in=(RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED))
-            .values_list("id", flat=True)
-            .first()
+        locked = (
+            Run.objects.select_for_update(of=("self",)).select_related("workflow_version").filter(id=run.id).first()
         )
-        if pending:
-            raise RunActionRefused(f"Run {pending}, a re-run of this one, has not ended yet.")
+        if locked is None:
+            raise NotFound("This run no longer exists (deleted past its retention).")
+        version = _rerun_target(locked, on)
+        refusal, plan = _rerun_plan(locked, from_start=from_start, version=version, pending=_pending_rerun(locked))
+        if refusal or version is None:
+            raise RunActionRefused(refusal or "Nothing to re-run this run on.")
+        step_id = plan["step_id"]
+        # What identifies the run's cause stays (a backfill's row key); what was read from outside Rowbell (rows,
+        # related rows, the organization a row named) is read again, so that a corrected row is what the re-run
+        # sees.
+        state = {k: locked.state[k] for k in ("backfill_key",) if k in locked.state}
+        if not from_start:
+            state = {
+                k: v
+                for k, v in locked.state.items()
+                if k not in ("failed_at", "attempts", "rows", "missing_ids", "related", "organization", "links_error")
+            }
+            state["steps"] = {k: v for k, v in locked.state.get("steps", {}).items() if k != step_id}
+            state.get("deadlines", {}).pop(step_id, None)
+            state.get("batch_owned", {}).pop(step_id, None)
         new = Run.objects.create(
-            source=run.source,
-            cause_id=run.cause_id,
-            request_id=run.request_id,
-            event_id=run.event_id,
-            recipient_index=run.recipient_index,
-            product_id=run.product_id,
-            organization_id=run.organization_id,
-            workflow_version_id=run.workflow_version_id,
-            recipient=run.recipient,
-            priority=run.priority,
+            source=locked.source,
+            cause_id=locked.cause_id,
+            request_id=locked.request_id,
+            event_id=locked.event_id,
+            recipient_index=locked.recipient_index,
+            product_id=locked.product_id,
+            organization_id=locked.organization_id,
+            workflow_version=version,
+            recipient=locked.recipient,
+            priority=locked.priority,
             state=state,
-            step_index=step_index,
-            rerun_of=run,
+            step_index=plan["step_index"],
+            rerun_of=locked,
             enqueued_at=now,
         )
         # The failure is decided: it no longer waits on the dashboard.
-        Escalation.objects.filter(run_id=run.id, decided_at__isnull=True).update(
+        Escalation.objects.filter(run_id=locked.id, decided_at__isnull=True).update(
             decision=EscalationDecision.RERUN, decided_at=now, decided_by=actor
         )
         audit_record(
             action="run.rerun",
             target_type="run",
             target_id=new.id,
-            product_id=run.product_id,
-            organization_id=run.organization_id,
+            product_id=locked.product_id,
+            organization_id=locked.organization_id,
             actor=actor,
-            data={"rerun_of": run.id, "from": "start" if from_start else "failed step", "step_index": step_index},
+            data={
+                "rerun_of": locked.id,
+                "from": "start" if from_start else "failed step",
+                "step_index": plan["step_index"],
+                "version": version.version,
+                "on": "the run's version" if version.id == locked.workflow_version_id else "the latest published",
+                "rerun_of_version": locked.workflow_version.version,
+            },
         )
-        runs_enqueue_on_commit([new.id], run.priority)
+        runs_enqueue_on_commit([new.id], locked.priority)
     return new
 
 
@@ -1034,7 +1174,7 @@ def run_dismiss(*, run: Run, actor: str) -> Run:
             decision=EscalationDecision.DISMISSED, decided_at=timezone.now(), decided_by=actor
         )
         if not decided:
-            raise RunActionRefused("Only a failed run waiting for a decision can be dismissed.")
+            raise RunActionRefused(DISMISS_REFUSED)
         audit_record(
             action="run.dismissed",
             target_type="run",

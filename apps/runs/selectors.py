@@ -124,10 +124,32 @@ def event_summary(event, *, ids: list | None = None) -> dict:
     }
 
 
+def rerun_version_note(run: Run) -> str:
+    """Which version a re-run executes, as the run page says it: "v1 (the run's version)" or "v2 (published
+    since; run 12 ran v1)"; "" for a run that is not a re-run. Reads `run.rerun_of`'s version."""
+    if not run.rerun_of_id:
+        return ""
+    original, mine = run.rerun_of.workflow_version, run.workflow_version
+    if mine.id == original.id:
+        return f"v{mine.version} (the run's version)"
+    return f"v{mine.version} (published since; run {run.rerun_of_id} ran v{original.version})"
+
+
+# On one instant, what caused something comes before it: an attempt, then its delivery's new status, then the
+# step that status failed, then the run's end.
+_RANK = {"attempt": 0, "delivery": 1, "step": 2, "end": 4}
+
+
 def run_timeline(*, run: Run) -> list[dict]:
     """Everything that happened to a run, oldest first, for the operators' run page: what started it, its
     steps (waits with when they end), its deliveries with every status change and attempt (status code,
-    duration, error), operators' actions and how it ended. A fixed number of queries whatever the run."""
+    duration, error), operators' actions and how it ended. Entries are {"at", "kind", "title", "detail",
+    "css"}. A fixed number of queries whatever the run.
+
+    Oldest first, with two corrections of the recorded times: a step that its delivery failed later (the
+    step's row was written when it ran, and marked failed when its delivery gave up) is shown when it failed,
+    after the attempts and status changes of its deliveries; and the run's end is never shown before its
+    steps (a failing step's row is written a moment after the run's end time is taken)."""
     from django.db.models import Prefetch
 
     from apps.audit.models import AuditEvent
@@ -138,6 +160,8 @@ def run_timeline(*, run: Run) -> list[dict]:
     def add(at, kind: str, title: str, detail: str = "", css: str = ""):
         if at is not None:
             entries.append({"at": at, "kind": kind, "title": title, "detail": detail, "css": css})
+            return entries[-1]
+        return None
 
     if run.request_id:
         request = run.request
@@ -156,17 +180,21 @@ def run_timeline(*, run: Run) -> list[dict]:
             f"ids {exactjson.dumps(event.ids)}",
         )
         add(event.recorded_at, "event", "Event read from the customer database")
-    add(run.created_at, "run", f"Run created{f' as a re-run of run {run.rerun_of_id}' if run.rerun_of_id else ''}")
+    rerun = f" as a re-run of run {run.rerun_of_id}, on {rerun_version_note(run)}" if run.rerun_of_id else ""
+    add(run.created_at, "run", f"Run created{rerun}")
+    failed_steps: dict[str, dict] = {}
     for step in RunStep.objects.filter(run=run).order_by("index", "id"):
         failed = step.status == "failed"
         detail = step.error if failed else ", ".join(f"{k}: {v}" for k, v in (step.output or {}).items())
-        add(
+        entry = add(
             step.finished_at,
             "step",
             f"Step {step.step_id} ({step.type}) {step.status}",
             detail,
             "failure" if failed else "wait" if step.type == "wait" else "",
         )
+        if failed and entry is not None:
+            failed_steps[step.step_id] = entry
     deliveries = (
         Delivery.objects.filter(run=run)
         .order_by("id")
@@ -176,6 +204,7 @@ def run_timeline(*, run: Run) -> list[dict]:
         )
     )
     for delivery in deliveries:
+        step_entry = failed_steps.get(delivery.step_id)
         for event in delivery.events.all():
             add(
                 event.at,
@@ -184,6 +213,8 @@ def run_timeline(*, run: Run) -> list[dict]:
                 f"{event.source}" + (f" {event.detail}" if event.detail else ""),
                 "failure" if event.status in FAILURE_STATUSES else "",
             )
+            if step_entry is not None:
+                step_entry["at"] = max(step_entry["at"], event.at)
         for attempt in delivery.attempts.all():
             code = f"HTTP {attempt.status_code}" if attempt.status_code else "no answer"
             add(
@@ -194,6 +225,8 @@ def run_timeline(*, run: Run) -> list[dict]:
                 attempt.error,
                 "failure" if attempt.outcome == "failure" else "",
             )
+            if step_entry is not None:
+                step_entry["at"] = max(step_entry["at"], attempt.started_at)
     for audit in AuditEvent.objects.filter(target_type="run", target_id=str(run.id)).order_by("id"):
         add(
             audit.created_at,
@@ -209,6 +242,8 @@ def run_timeline(*, run: Run) -> list[dict]:
             css="wait",
         )
     if run.completed_at:
-        add(run.completed_at, "end", f"Run {run.status}", run.error, "failure" if run.status == "failed" else "")
-    entries.sort(key=lambda e: e["at"])
+        ended = max([run.completed_at, *(e["at"] for e in entries if e["kind"] == "step")])
+        add(ended, "end", f"Run {run.status}", run.error, "failure" if run.status == "failed" else "")
+    # Stable: entries of one kind at one instant keep the order they were read in.
+    entries.sort(key=lambda e: (e["at"], _RANK.get(e["kind"], 3)))
     return entries

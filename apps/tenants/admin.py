@@ -73,7 +73,7 @@ class OrganizationAdmin(OperatorAdmin):
 class ApiKeyAdmin(OperatorAdmin, APIKeyModelAdmin):
     # APIKeyModelAdmin's package is typed: these take the types of its own values, tuples of their lengths
     # (mypy reads no wider type there); Django takes a tuple of any length.
-    list_display = ("prefix", "name", "scope", "product", "organization", "created", "expiry_date", "revoked")  # type: ignore[assignment]
+    list_display = ("prefix", "name", "scope", "tenant", "created", "expiry_date", "revoked")  # type: ignore[assignment]
     list_filter = ("scope", "revoked")  # type: ignore[assignment]
     search_fields = ("prefix", "name")
     list_select_related = ("product", "organization__product")

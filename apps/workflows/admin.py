@@ -37,6 +37,10 @@ class WorkflowAdmin(OperatorAdmin):
     actions = ["publish", "unpublish", "backfill"]
     object_actions = (("publish", "Publish the draft"), ("unpublish", "Unpublish"))
 
+    def object_actions_for(self, obj):
+        # Only a published workflow is unpublished (the action leaves the others alone).
+        return [(n, label) for n, label in self.object_actions if n != "unpublish" or obj.published_version_id]
+
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("product", "published_version__workflow")
 

@@ -7,12 +7,32 @@
     failed: "#c62828", bounced: "#ef6c00", complained: "#ad1457"
   };
   var LATENCY = {p50: "#1e88e5", p90: "#f9a825", p99: "#c62828"};
+  var HEIGHT = 220;
   var source = document.getElementById("rowbell-chart-data");
   if (!source || typeof uPlot === "undefined") { return; }
   var data = JSON.parse(source.textContent);
   window.rowbellCharts = {};
 
   function width(el) { return Math.max(320, el.clientWidth || el.parentNode.clientWidth || 600); }
+
+  // The values a line cannot show: a line joins two points, so a value with no neighbour to join (the only
+  // one of a series whose gaps are spanned, or one between two gaps) is drawn as a point. Without this, a
+  // range whose deliveries all fall in one bucket draws an empty latency chart.
+  function lonely(values, spanGaps) {
+    var present = [];
+    values.forEach(function (v, i) { if (v !== null && v !== undefined) { present.push(i); } });
+    if (spanGaps) { return present.length === 1 ? present : []; }
+    return present.filter(function (i) {
+      return (i === 0 || values[i - 1] === null) && (i === values.length - 1 || values[i + 1] === null);
+    });
+  }
+
+  // One time on the x axis (a range of one bucket) is a scale of no width: widen it by a bucket each side.
+  function timeRange(u, min, max) {
+    if (min !== max) { return [min, max]; }
+    var step = data.times.length > 1 ? data.times[1] - data.times[0] : 3600;
+    return [min - step, max + step];
+  }
 
   function draw(id, names, columns, colours, unit) {
     var el = document.getElementById(id);
@@ -27,15 +47,29 @@
       p.textContent = el.getAttribute("data-empty");
       el.appendChild(p);
     }
-    var series = [{}].concat(names.map(function (name) {
-      return {label: name, stroke: colours[name] || "#555", width: 2, spanGaps: unit === "ms",
-              points: {show: false}, value: function (u, v) { return v === null ? "–" : v + (unit ? " " + unit : ""); }};
+    var spanGaps = unit === "ms";
+    var series = [{}].concat(names.map(function (name, i) {
+      var alone = lonely(columns[i], spanGaps);
+      return {label: name, stroke: colours[name] || "#555", width: 2, spanGaps: spanGaps,
+              points: {show: false, size: 7, fill: colours[name] || "#555",
+                       filter: function () { return alone.length ? alone : null; }},
+              value: function (u, v) { return v === null ? "–" : v + (unit ? " " + unit : ""); }};
     }));
-    var opts = {width: width(el), height: 220, series: series,
-                axes: [{}, {label: unit || "", size: 60}], scales: {x: {time: true}}, legend: {live: true}};
+    var opts = {width: width(el), height: HEIGHT, series: series,
+                axes: [{}, {label: unit || "", size: 60}], scales: {x: {time: true, range: timeRange}},
+                legend: {live: true}};
     var chart = new uPlot(opts, [data.times].concat(columns), el);
     window.rowbellCharts[id] = chart;
-    window.addEventListener("resize", function () { chart.setSize({width: width(el), height: 220}); });
+    // Follow the chart's box, not only the window: the box also changes when the navigation sidebar opens or
+    // closes, and when the page's layout settles after the chart was first drawn.
+    var follow = function () {
+      if (chart.width !== width(el)) { chart.setSize({width: width(el), height: HEIGHT}); }
+    };
+    if (typeof ResizeObserver !== "undefined") {
+      new ResizeObserver(follow).observe(el);
+    } else {
+      window.addEventListener("resize", follow);
+    }
   }
 
   var statuses = Object.keys(data.statuses).sort(function (a, b) {

@@ -204,3 +204,48 @@ def test_a_read_only_operator_is_refused_release(page, live_server, receiver):
     page.goto(f"/admin/runs/run/{held.run_id}/change/")
     assert page.locator("button[data-action]").count() == 0
     assert Delivery.objects.get(id=held.id).status == DeliveryStatus.HELD
+
+
+# How many pixels of the chart's canvas are drawn in a series' colour (anti-aliased edges within a tolerance).
+COLOURED_PIXELS = """([id, hex]) => {
+  const canvas = document.querySelector(`#${id} canvas`);
+  const want = [1, 3, 5].map(i => parseInt(hex.slice(i, i + 2), 16));
+  const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let count = 0;
+  for (let i = 0; i < pixels.length; i += 4) {
+    if (pixels[i + 3] > 200 && want.every((v, k) => Math.abs(pixels[i + k] - v) < 40)) { count += 1; }
+  }
+  return count;
+}"""
+
+
+def test_the_latency_chart_draws_deliveries_that_all_fall_in_one_bucket(page, live_server):
+    product, _ = factories.make_product("Acme Shop")
+    at = timezone.now() - timedelta(minutes=90)
+    created = Delivery.objects.bulk_create(
+        [
+            Delivery(
+                product=product,
+                channel="webhook",
+                target="https://example.com",
+                payload={},
+                max_attempts=5,
+                status="delivered",
+            )
+            for _ in range(5)
+        ]
+    )
+    for i, delivery in enumerate(created):  # all within one hour: one bucket of the day's chart
+        delivery.created_at, delivery.completed_at = at, at + timedelta(milliseconds=100 * (i + 1))
+    Delivery.objects.bulk_update(created, ["created_at", "completed_at"])
+    staff_user("ops")
+
+    log_in(page, "ops")
+    page.wait_for_selector("#chart-latency canvas")
+    assert page.get_attribute("#chart-latency", "data-points") == "3"  # p50, p90 and p99 of the one bucket
+    assert not page.is_visible("#chart-latency .chart-empty")
+    for quantile, colour in (("p50", "#1e88e5"), ("p99", "#c62828")):
+        assert page.evaluate(COLOURED_PIXELS, ["chart-latency", colour]) > 20, f"{quantile} is not drawn"
+    # The chart fits its box (it is sized once the page has its final layout, and follows it).
+    box, chart = (page.locator(s).bounding_box() for s in ("#chart-latency", "#chart-latency .uplot"))
+    assert chart["x"] + chart["width"] <= box["x"] + box["width"] + 1

@@ -126,3 +126,30 @@ def test_a_nul_in_an_api_list_filter_is_a_field_error(product_client):
     response = product_client.get("/api/v1/runs?status=%00")
     assert response.status_code == 400
     assert response.json()["error"]["fields"][0]["field"] == "status"
+
+
+def test_the_stock_api_key_page_and_beat_s_schedule_are_out_of_the_console_s_lists(staff_client, client):
+    from django.contrib.auth.models import Group
+    from django_celery_beat.models import PeriodicTask
+
+    from apps.core.schedules import periodic_tasks, schedules_sync
+    from apps.dashboard.groups import OPERATORS
+
+    home = staff_client.get(reverse("admin:index")).content.decode()
+    listed = staff_client.get(reverse("admin:runs_run_changelist")).content.decode()  # the sidebar
+    for page in (home, listed):
+        assert "/admin/tenants/apikey/" in page  # Rowbell's keys, revoked there
+        for gone in ("rest_framework_api_key", "django_celery_beat", "Periodic tasks", "Crontabs", "Clocked"):
+            assert gone not in page
+    assert staff_client.get("/admin/rest_framework_api_key/apikey/add/").status_code == 404
+    assert staff_client.get("/admin/rest_framework_api_key/apikey/").status_code == 404
+
+    # Beat still reads its schedule, which Rowbell keeps by name; a superuser can still open it.
+    assert set(schedules_sync()) == set(periodic_tasks())
+    assert PeriodicTask.objects.filter(name__in=periodic_tasks()).count() == len(periodic_tasks())
+    schedule = staff_client.get(reverse("admin:django_celery_beat_periodictask_changelist")).content.decode()
+    assert "rowbell: poll customer event logs" in schedule
+    operator = get_user_model().objects.create_user("op", "op@example.com", "pw", is_staff=True)
+    operator.groups.add(Group.objects.get(name=OPERATORS))
+    client.force_login(operator)
+    assert client.get(reverse("admin:django_celery_beat_periodictask_changelist")).status_code == 403

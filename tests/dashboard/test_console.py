@@ -217,6 +217,25 @@ def test_a_read_only_operator_sees_the_queue_but_may_not_release_or_discard(clie
     assert not AuditEvent.objects.filter(action__in=("delivery.released", "delivery.discarded")).exists()
 
 
+def _sidebar(page: str) -> str:
+    return page[page.index('id="nav-sidebar"') : page.index("</nav>", page.index('id="nav-sidebar"'))]
+
+
+def test_the_sidebar_leads_to_the_review_queue_with_how_many_are_held(client, product):
+    factories.make_workflow(product, key="w", sandbox=True, steps=[factories.email_step(subject="s", body="b")])
+    _trigger(product, recipients=[{"id": f"u{i}", "email": f"u{i}@example.com"} for i in range(3)])
+    staff(client, "ro", READ_ONLY)
+    queue = reverse("admin:review_queue")
+    for url in (reverse("admin:index"), reverse("admin:runs_run_changelist"), queue):
+        sidebar = _sidebar(client.get(url).content.decode())
+        assert f'<a href="{queue}"' in sidebar, url
+        assert 'id="sidebar-held" title="3 held for review">3</span>' in sidebar
+    assert 'aria-current="page">Review queue' in _sidebar(client.get(queue).content.decode())
+
+    staff(client, "nobody")  # staff outside the groups may not see deliveries: no queue for them
+    assert queue not in client.get(reverse("admin:index")).content.decode()
+
+
 def test_discarding_many_at_once_reports_what_was_already_reviewed(client, product):
     factories.make_workflow(product, key="w", sandbox=True, steps=[factories.email_step(subject="s", body="b")])
     runs = _trigger(product, recipients=[{"id": f"u{i}", "email": f"u{i}@example.com"} for i in range(3)])
@@ -252,6 +271,135 @@ def test_a_runs_page_shows_its_timeline_with_attempts_and_errors(client, product
     ):
         assert expected in timeline, expected
     assert 'data-action="rerun_from_failed_step"' not in page  # read-only: no action buttons
+
+
+def _buttons(client, url) -> set[str]:
+    import re
+
+    return set(
+        re.findall(r'<button type="submit" class="button" data-action="([a-z_]+)"', client.get(url).content.decode())
+    )
+
+
+def _offered(client, url, **filters) -> set[str]:
+    import re
+
+    page = client.get(url, filters).content.decode()
+    return set(re.findall(r'<option value="([a-z_]+)"', page[page.find('name="action"') : page.find("</select>")]))
+
+
+RERUNS = {"rerun_from_failed_step", "rerun_from_start"}
+
+
+def test_a_page_offers_only_the_actions_that_apply_to_its_object_as_it_is(client, product, receiver):
+    from apps.deliveries.models import WebhookEndpoint
+    from apps.deliveries.services import webhook_endpoint_disable
+    from apps.runs.engine import run_dismiss
+
+    factories.make_workflow(product, key="w", steps=[factories.email_step(subject="{{ data.missing }}")])
+    factories.make_workflow(product, key="slow", steps=[{"type": "wait", "duration": "1d"}])
+    factories.make_workflow(product, key="ok", sandbox=True, steps=[factories.email_step(subject="s", body="b")])
+    failed, dismissed = list(_trigger(product)) + list(_trigger(product))
+    waiting = _trigger(product, key="slow").get()
+    held = _trigger(product, key="ok").get()
+    run_dismiss(run=dismissed, actor="test")
+    completed = Run.objects.create(
+        source="api",
+        cause_id="done",
+        product=product,
+        workflow_version=failed.workflow_version,
+        recipient={"id": "u"},
+        status=RunStatus.COMPLETED,
+        completed_at=timezone.now(),
+    )
+    staff(client, "op", OPERATORS)
+
+    def run_page(run):
+        return _buttons(client, reverse("admin:runs_run_change", args=[run.id]))
+
+    assert run_page(completed) == set()  # nothing to re-run, cancel or dismiss
+    assert run_page(waiting) == {"cancel"}
+    assert run_page(failed) == RERUNS | {"dismiss"}
+    assert run_page(dismissed) == RERUNS  # decided: re-run still possible, nothing left to dismiss
+    assert _buttons(client, reverse("admin:runs_escalation_change", args=[dismissed.escalation.id])) == RERUNS
+    client.post(reverse("admin:runs_run_changelist"), {"action": "rerun_from_start", "_selected_action": [failed.id]})
+    rerun = Run.objects.get(rerun_of=failed)
+    assert rerun.status == RunStatus.QUEUED  # not ended: a second re-run would be refused, and is not offered
+    page = client.get(reverse("admin:runs_run_change", args=[failed.id])).content.decode()
+    assert "data-action=" not in page and f"Run {rerun.id}, a re-run of this one, has not ended yet." in page
+    assert run_page(rerun) == {"cancel"}
+
+    delivery = Delivery.objects.get(run=held)
+    assert _buttons(client, reverse("admin:deliveries_delivery_change", args=[delivery.id])) == {"release", "discard"}
+    Delivery.objects.filter(id=delivery.id).update(status=DeliveryStatus.DELIVERED)
+    assert _buttons(client, reverse("admin:deliveries_delivery_change", args=[delivery.id])) == set()
+
+    endpoint = WebhookEndpoint.objects.get(id=factories.make_endpoint(product, receiver.url()).id)
+    page = reverse("admin:deliveries_webhookendpoint_change", args=[endpoint.id])
+    assert _buttons(client, page) == {"disable", "replay_failed", "rotate_secret"}
+    webhook_endpoint_disable(endpoint=endpoint, actor="test")
+    assert _buttons(client, page) == {"enable", "enable_and_replay", "rotate_secret"}
+
+    workflow = factories.make_workflow(product, key="draft", publish=False, steps=[factories.email_step()])
+    assert _buttons(client, reverse("admin:workflows_workflow_change", args=[workflow.id])) == {"publish"}
+
+
+def test_a_list_filtered_to_one_state_offers_only_the_actions_that_apply_to_it(client, product):
+    staff(client, "op", OPERATORS)
+    runs = reverse("admin:runs_run_changelist")
+    everything = RERUNS | {f"{r}_on_latest" for r in RERUNS} | {"cancel", "dismiss"}
+    assert _offered(client, runs) == everything
+    assert _offered(client, runs, status__exact="completed") == set()
+    assert _offered(client, runs, status__exact="running") == set()
+    assert _offered(client, runs, status__exact="waiting") == {"cancel"}
+    assert _offered(client, runs, status__exact="failed") == everything - {"cancel"}
+    assert _offered(client, runs, status__exact="cancelled") == everything - {"cancel", "dismiss"}
+    escalations = reverse("admin:runs_escalation_changelist")
+    assert "dismiss" in _offered(client, escalations, decided="no")
+    assert "dismiss" not in _offered(client, escalations, decided="yes")
+    deliveries = reverse("admin:deliveries_delivery_changelist")
+    assert _offered(client, deliveries, status__exact="held") == {"release", "discard"}
+    assert _offered(client, deliveries, status__exact="delivered") == set()
+    endpoints = reverse("admin:deliveries_webhookendpoint_changelist")
+    assert {"enable", "enable_and_replay"} & _offered(client, endpoints, enabled__exact="1") == set()
+    assert {"disable", "replay_failed"} & _offered(client, endpoints, enabled__exact="0") == set()
+
+
+def _timeline(page: str) -> list[str]:
+    """The run page's timeline entries, in the order shown."""
+    import re
+
+    listed = page[page.index('id="run-timeline"') : page.index("</ol>", page.index('id="run-timeline"'))]
+    return [" ".join(re.sub(r"<[^>]+>", " ", li).split()) for li in listed.split("<li")[1:]]
+
+
+def _at(entries: list[str], text: str) -> int:
+    return next(i for i, entry in enumerate(entries) if text in entry)
+
+
+def test_a_failed_step_shows_after_the_attempts_that_failed_it_and_the_run_ends_last(client, product, receiver):
+    endpoint = factories.make_endpoint(product, receiver.url())
+    factories.make_workflow(product, key="w", retry={"max_attempts": 2}, steps=[factories.webhook_step(endpoint)])
+    receiver.answer((503, {}, b"maintenance"), (502, {}, b"bad gateway"))
+    run = _trigger(product).get()
+    for _ in range(2):  # the first attempt, then its retry once due
+        Delivery.objects.filter(run=run).update(next_attempt_at=timezone.now())
+        deliveries_send(delivery_ids=list(Delivery.objects.filter(run=run).values_list("id", flat=True)))
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and len(receiver.requests) == 2
+    # A step that fails at once (a template naming missing data): its row is written after the run's end time.
+    factories.make_workflow(product, key="broken", steps=[factories.email_step(subject="{{ data.missing }}")])
+    broken = _trigger(product, key="broken").get()
+    assert broken.status == RunStatus.FAILED
+
+    staff(client, "ro", READ_ONLY)
+    entries = _timeline(client.get(reverse("admin:runs_run_change", args=[run.id])).content.decode())
+    failed_step = _at(entries, "Step hook (notify) failed")
+    assert _at(entries, "Attempt 1 of msg_") < _at(entries, "Attempt 2 of msg_") < failed_step, entries
+    assert _at(entries, ": failed") < failed_step  # the delivery's failure, then the step it failed
+    assert failed_step < _at(entries, "Run failed") and "HTTP 502" in entries[failed_step]
+    entries = _timeline(client.get(reverse("admin:runs_run_change", args=[broken.id])).content.decode())
+    assert _at(entries, "Step mail (notify) failed") < _at(entries, "Run failed"), entries
 
 
 def test_an_operator_reruns_from_the_runs_page_and_returns_to_it(client, product):

@@ -34,7 +34,7 @@ class AuditEvent(models.Model):
     actor = models.CharField(max_length=120)
     action = models.CharField(max_length=80)
     target_type = models.CharField(max_length=40)
-    target_id = models.CharField(max_length=64)
+    target_id = models.CharField(max_length=200)  # a workflow key (100), an id, a key prefix...
     # Exact numbers: a backfill's `after` may be a numeric(30,20) key (apps.core.exactjson).
     data = models.JSONField(default=dict, blank=True, encoder=ExactEncoder, decoder=ExactDecoder)
 

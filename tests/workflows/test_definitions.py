@@ -1,5 +1,6 @@
 import pytest
 
+from apps.audit.models import AuditEvent
 from apps.workflows.models import WorkflowVersion
 from tests import factories
 from tests.conftest import client_for
@@ -72,6 +73,14 @@ def test_a_webhook_of_another_product_cannot_be_used(product_client, receiver):
         "/api/v1/workflows", {"key": "w", "steps": [factories.webhook_step(foreign)]}, format="json"
     )
     assert response.status_code == 400 and "steps[0].webhook" in _fields(response)
+
+
+def test_a_key_of_the_longest_length_is_created_published_and_audited(product_client):
+    key = "k" * 100
+    body = {"key": key, "steps": [factories.email_step()]}
+    assert product_client.post("/api/v1/workflows", body, format="json").status_code == 201
+    assert product_client.post(f"/api/v1/workflows/{key}/publish").status_code == 201
+    assert AuditEvent.objects.filter(target_id=key, action="workflow.published").exists()
 
 
 def test_duplicate_key_is_a_conflict_that_says_how_to_update_it(product_client):

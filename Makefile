@@ -25,9 +25,12 @@ install: $(VENV)/.installed
 
 ## make lock: pin pyproject.toml's dependencies (the test extra and the install group too), with hashes, in
 ## requirements.lock. Versions already locked stay; LOCK_ARGS=--upgrade (or --upgrade-package NAME) moves them.
+## requirements.txt is the same pins without the test extra, for platforms whose build installs it (a buildpack).
 lock: install
 	$(BIN)/uv pip compile pyproject.toml --extra test --group pyproject.toml:install --universal --python-version 3.11 \
 		--generate-hashes --custom-compile-command "make lock" --quiet -o requirements.lock $(LOCK_ARGS)
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --constraints requirements.lock \
+		--generate-hashes --custom-compile-command "make lock" --quiet -o requirements.txt
 
 ## make run: install, migrate, seed a demo on first run, start every process of Procfile.dev (web, worker, beat,
 ## sink...), then print where to look once they all answer. Warnings and errors only; VERBOSE=1 logs every

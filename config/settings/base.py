@@ -162,6 +162,9 @@ USE_TZ = True
 STATIC_URL = "static/"
 # Where `collectstatic` writes, and WhiteNoise serves from in production (the Procfile's `web` collects first).
 STATIC_ROOT = Path(env("DJANGO_STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+# The Procfile's `web` collects the static files before it starts (manage.py static_collect). Off where a build
+# step collected them already and the file system is read-only at run time.
+ROWBELL_COLLECTSTATIC_AT_START = env.bool("ROWBELL_COLLECTSTATIC_AT_START", default=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -184,3 +184,31 @@ def test_a_deploy_run_as_the_procfile_says_serves_the_admin_login_and_its_styles
         except subprocess.TimeoutExpired:
             os.killpg(web.pid, signal.SIGKILL)
             web.wait()
+
+
+def _static_collect(root: Path, **extra: str) -> subprocess.Popen:
+    env = _production_env(DJANGO_STATIC_ROOT=str(root), **extra)
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "static_collect"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_web_processes_starting_together_take_turns_to_collect(tmp_path):
+    # Three `web` starts on one directory: without the lock, the manifest storage of one deletes what another
+    # is post-processing (FileNotFoundError), and that web process never starts.
+    starts = [_static_collect(tmp_path / "staticfiles") for _ in range(3)]
+    outputs = [(start.wait(timeout=180), start.stdout.read()) for start in starts]
+    assert [code for code, _ in outputs] == [0, 0, 0], outputs
+    assert (tmp_path / "staticfiles" / "staticfiles.json").exists()
+
+
+def test_a_build_that_collected_already_can_turn_the_start_s_collect_off(tmp_path):
+    # A read-only file system at run time: the start must not write.
+    start = _static_collect(tmp_path / "staticfiles", ROWBELL_COLLECTSTATIC_AT_START="false")
+    assert start.wait(timeout=120) == 0, start.stdout.read()
+    assert not (tmp_path / "staticfiles").exists()

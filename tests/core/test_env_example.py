@@ -94,8 +94,10 @@ def env_example_names() -> set[str]:
 
 
 def procfile_names() -> set[str]:
-    """Variables the Procfile's commands expand, `${NAME}` or `${NAME:-default}`."""
-    return set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (ROOT / "Procfile").read_text()))
+    """Variables the commands of Procfile (a deploy) and Procfile.dev (`make run`) expand, `${NAME}` or
+    `${NAME:-default}`."""
+    text = (ROOT / "Procfile").read_text() + (ROOT / "Procfile.dev").read_text()
+    return set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", text))
 
 
 @pytest.mark.parametrize("module", SETTINGS_MODULES)

@@ -7,13 +7,14 @@ import importlib.metadata
 import tomllib
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def locked() -> dict[str, tuple[Requirement, list[str]]]:
+def locked(name: str = "requirements.lock") -> dict[str, tuple[Requirement, list[str]]]:
     """The lock's pins by canonical name: the pinned requirement (`name==version ; marker`) and its hashes.
 
     Shape of an entry, as `uv pip compile --generate-hashes` writes it:
@@ -24,7 +25,7 @@ def locked() -> dict[str, tuple[Requirement, list[str]]]:
     """
     pins: dict[str, tuple[Requirement, list[str]]] = {}
     current = None
-    for line in (ROOT / "requirements.lock").read_text().splitlines():
+    for line in (ROOT / name).read_text().splitlines():
         text = line.strip().rstrip("\\").strip()
         if not text or text.startswith("#"):
             continue
@@ -89,8 +90,23 @@ def test_the_packages_of_every_declared_extra_are_locked():
     assert not missing, "requirements.lock misses what extras add (run `make lock`):\n" + "\n".join(missing)
 
 
-def test_every_pin_is_exact_and_carries_hashes():
-    for name, (requirement, hashes) in locked().items():
+@pytest.mark.parametrize("lock", ["requirements.lock", "requirements.txt"])
+def test_every_pin_is_exact_and_carries_hashes(lock):
+    for name, (requirement, hashes) in locked(lock).items():
         (specifier,) = requirement.specifier
         assert specifier.operator == "==", f"{name}: {requirement}"
         assert hashes and all(h.startswith("sha256:") for h in hashes), f"{name} has no sha256 hashes"
+
+
+def test_the_deploy_pins_are_the_dependencies_at_the_locked_versions_without_the_test_tools():
+    # requirements.txt, which a buildpack installs, is requirements.lock less what only tests and `make` need.
+    full, deploy = locked(), locked("requirements.txt")
+    differ = [
+        f"{name}: {pin[0]} here, {full[name][0]} in requirements.lock"
+        for name, pin in deploy.items()
+        if name not in full or str(pin[0].specifier) != str(full[name][0].specifier)
+    ]
+    assert not differ, "requirements.txt disagrees with requirements.lock (run `make lock`):\n" + "\n".join(differ)
+    needed = [r for section, r in declared() if section == "project.dependencies"]
+    assert [str(r) for r in needed if canonicalize_name(r.name) not in deploy] == []
+    assert "pytest" not in deploy and "playwright" not in deploy

@@ -63,7 +63,14 @@ def check_redis(url: str) -> None:
 
 
 def check_ports_free(ports: dict[str, int]) -> None:
-    """Each port of `ports` ({what listens there: port}) can be listened on at 127.0.0.1."""
+    """Each port of `ports` ({what listens there: port}) can be listened on at 127.0.0.1, and no two processes
+    are given the same one (each would find it free, then one would fail to listen and stop the others)."""
+    by_port: dict[int, list[str]] = {}
+    for what, port in ports.items():
+        by_port.setdefault(port, []).append(what)
+    for port, whats in by_port.items():
+        if len(whats) > 1:
+            _fail(f"Port {port} is given to {' and '.join(whats)}: choose another port, e.g. make run PORT=8010.")
     for what, port in ports.items():
         with socket.socket() as probe:
             # A port whose last connections are closing (TIME_WAIT) is free: the servers bind with this too.

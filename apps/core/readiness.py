@@ -53,11 +53,13 @@ def checks_wait(
 
 
 def http_answers(url: str, *, timeout: float = 2.0) -> Check:
-    """Ready when `url` answers GET with a status below 500."""
+    """Ready when `url` answers GET with a status below 500. The request goes straight to it: a proxy set in
+    the environment (`http_proxy`) would answer for a local process, or not at all."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
     def check() -> str | None:
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
+            with opener.open(url, timeout=timeout) as response:
                 status = response.status
         except urllib.error.HTTPError as exc:
             status = exc.code

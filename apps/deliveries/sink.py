@@ -180,11 +180,31 @@ def sink_page(items: list[dict], *, port: int, smtp_port: int | None) -> str:
     return PAGE.format(count=len(items), port=port, smtp=smtp, items=rows)
 
 
+def sink_host_allowed(host: str) -> bool:
+    """Whether a request's `Host` header names this machine (`127.0.0.1`, `localhost` or `[::1]`, any port)."""
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name.split("]", 1)[0] + "]"
+    else:
+        name = name.rsplit(":", 1)[0] if ":" in name else name
+    return name in {"127.0.0.1", "localhost", "[::1]"}
+
+
 def sink_http_server(messages: SinkMessages, *, port: int, smtp_port: int | None) -> ThreadingHTTPServer:
     """The sink's HTTP side on 127.0.0.1:`port` (not started): POST takes a webhook; GET shows the page,
     `/messages.json` or an email's HTML (`/emails/<number>`)."""
 
     class Handler(BaseHTTPRequestHandler):
+        def parse_request(self) -> bool:
+            # Only requests addressed to this machine by name: a page elsewhere whose name was made to resolve
+            # to 127.0.0.1 (DNS rebinding) would otherwise read the emails here, password resets included.
+            if not super().parse_request():
+                return False
+            if not sink_host_allowed(self.headers.get("Host", "")):
+                self._answer(b"The sink answers requests to 127.0.0.1 or localhost only.", "text/plain", status=403)
+                return False
+            return True
+
         def do_POST(self):
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length)

@@ -55,11 +55,16 @@ class VersionOutputSerializer(serializers.Serializer):
 _Body = TypeVar("_Body", bound=WorkflowUpdate)  # WorkflowUpdate, or WorkflowCreate
 
 
-def _workflow_body(model: type[_Body], data) -> tuple[_Body, dict]:
+def _workflow_body(model: type[_Body], data, *, path_key: str | None = None) -> tuple[_Body, dict]:
     """A workflow body checked against the format: (the body, its definition as sent, for the service to
-    validate in full and normalize). Raises ValidationError naming every field at fault, unknown ones too."""
+    validate in full and normalize). A PUT's `key`, if sent, must be the path's `path_key`. Raises
+    ValidationError naming every field at fault, unknown ones too, all at once."""
     body, errors = structure_check(model, data)
-    if body is None:  # when the body has errors
+    sent_key = data.get("key") if isinstance(data, dict) else None
+    if path_key is not None and sent_key is not None and sent_key != path_key:
+        reason = f"A workflow's key cannot be changed: send '{path_key}', as in the path, or leave it out."
+        errors.setdefault("key", []).append(reason)
+    if body is None or errors:  # when the body has errors
         raise ValidationError(errors)
     return body, {key: data[key] for key in DEFINITION_FIELDS if key in data}
 
@@ -110,11 +115,7 @@ class WorkflowDetailApi(APIView):
         if not IsProduct().has_permission(request, self):
             self.permission_denied(request, message=IsProduct.message)
         workflow = workflow_get(tenant=request.user, key=key)
-        body, definition = _workflow_body(WorkflowUpdate, request.data)
-        if body.key is not None and body.key != key:
-            raise ValidationError(
-                {"key": [f"A workflow's key cannot be changed: send '{key}', as in the path, or leave it out."]}
-            )
+        body, definition = _workflow_body(WorkflowUpdate, request.data, path_key=key)
         workflow = workflow_update(
             workflow=workflow, name=body.name, definition=definition, sandbox=body.sandbox, actor=request.user.actor
         )

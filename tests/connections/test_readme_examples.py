@@ -65,7 +65,10 @@ def _round_trip(client, body: dict) -> None:
     definition = {k: v for k, v in body.items() if k != "key"}
     assert _missing(definition, created.json()) == []
     assert _missing(definition, client.get(f"/api/v1/workflows/{key}").json()) == []
-    # The body that created it, sent again with PUT, replaces the draft with the same.
+    # Replaced by another draft, then by the body that created it, sent again with PUT: the same again.
+    other = {"trigger": {"type": "api"}, "steps": [{"type": "notify", "channel": "email", "subject": "-", "body": "-"}]}
+    assert client.put(f"/api/v1/workflows/{key}", other, format="json").status_code == 200
+    assert _missing(definition, client.get(f"/api/v1/workflows/{key}").json()) != []
     replaced = client.put(f"/api/v1/workflows/{key}", body, format="json")
     assert replaced.status_code == 200, replaced.json()
     assert _missing(definition, client.get(f"/api/v1/workflows/{key}").json()) == []

@@ -199,3 +199,36 @@ def test_make_run_stops_before_starting_when_a_port_it_listens_on_is_taken():
         )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"Port {port} (sink-smtp) is in use on 127.0.0.1" in result.stderr
+
+
+def test_make_run_stops_before_starting_when_two_processes_are_given_one_port():
+    # make run PORT=8001: web and the sink would each find 8001 free, then one could not listen.
+    port = free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "apps.core.preflight", "--test", "--listen", f"web={port}", "--listen", f"sink={port}"],
+        cwd=Path(__file__).resolve().parent.parent.parent,
+        capture_output=True,
+        text=True,
+        env=os.environ,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"Port {port} is given to web and sink" in result.stderr
+
+
+def test_a_proxy_in_the_environment_does_not_answer_for_a_local_process(demo_sink, monkeypatch):
+    port, _ = demo_sink
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # nothing listens there
+    assert http_answers(f"http://127.0.0.1:{port}/messages.json")() is None
+
+
+def test_a_refused_request_is_one_line_of_the_log():
+    # Under DEBUG, Django's own console handler printed each of its lines again beside the root's.
+    script = 'import django, logging; django.setup(); logging.getLogger("django.request").warning("Bad Request: /x")'
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parent.parent.parent,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.local", "DJANGO_DEBUG": "true"},
+    )
+    assert result.stderr.count("Bad Request: /x") == 1, result.stderr

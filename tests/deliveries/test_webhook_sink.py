@@ -90,3 +90,17 @@ def test_the_sink_answers_404_for_an_email_it_does_not_have(demo_sink):
     with pytest.raises(urllib.error.HTTPError) as error:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/emails/7", timeout=5)
     assert error.value.code == 404
+
+
+@pytest.mark.parametrize("host", ["rebound.example", "rebound.example:8001", "10.0.0.5"])
+def test_the_sink_answers_only_requests_addressed_to_this_machine(demo_sink, host):
+    # A page on another site whose name was made to resolve to 127.0.0.1 (DNS rebinding) reads nothing.
+    port, _ = demo_sink
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/messages.json", headers={"Host": host})
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request, timeout=5)
+    assert error.value.code == 403
+    for allowed in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost"):
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/messages.json", headers={"Host": allowed})
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            assert answer.status == 200 and json.loads(answer.read()) == []

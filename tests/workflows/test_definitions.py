@@ -106,6 +106,10 @@ def test_a_put_cannot_change_the_key(product_client):
         "key": "A workflow's key cannot be changed: send 'w', as in the path, or leave it out."
     }
     assert product_client.get("/api/v1/workflows/w2").status_code == 404
+    # With the rest of what is wrong, all at once.
+    wrong = {"key": "w2", "steps": [{**factories.email_step(), "channel": "mail"}]}
+    response = product_client.put("/api/v1/workflows/w", wrong, format="json")
+    assert response.status_code == 400 and set(_fields(response)) == {"key", "steps[0].channel"}
 
 
 def test_publish_freezes_versions_and_drafts_do_not_change_them(product_client):

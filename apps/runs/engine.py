@@ -902,12 +902,13 @@ def run_dismiss_refusal(*, run: Run) -> str | None:
     return None
 
 
-def _pending_rerun(run: Run) -> int | None:
-    """The id of a re-run of `run` that has not ended (one at a time), or None."""
+def _pending_rerun(run: Run) -> tuple[int, str] | None:
+    """(id, status) of a re-run of `run` that has not ended (one at a time) or that completed (its messages were
+    sent: re-running again would send them twice), or None when every re-run failed or was cancelled."""
     return (
         Run.objects.filter(rerun_of=run)
-        .exclude(status__in=FINISHED)
-        .values_list("id", flat=True)
+        .exclude(status__in=RERUNNABLE)
+        .values_list("id", "status")
         .order_by("id")
         .first()
     )
@@ -943,7 +944,7 @@ def _rerun_target(run: Run, on: str) -> WorkflowVersion | None:
 
 
 def _rerun_plan(
-    run: Run, *, from_start: bool, version: WorkflowVersion | None, pending: int | None
+    run: Run, *, from_start: bool, version: WorkflowVersion | None, pending: tuple[int, str] | None
 ) -> tuple[str | None, dict]:
     """(Why a re-run of `run` executing `version` (_rerun_target) is refused, or None; the plan: {"step_index":
     where it starts, "step_id": the failed step's id, "" from the start}). `pending` is _pending_rerun(run)."""
@@ -953,8 +954,14 @@ def _rerun_plan(
         return f"Only a failed or cancelled run can be re-run; this one is {run.status}.", plan
     if not from_start and "failed_at" not in run.state:
         return "This run did not fail at a step: re-run it from the start.", plan
+    if pending and pending[1] == RunStatus.COMPLETED:
+        return (
+            f"Run {pending[0]}, a re-run of this one, completed: its messages were sent, and another re-run would "
+            "send them again.",
+            plan,
+        )
     if pending:
-        return f"Run {pending}, a re-run of this one, has not ended yet.", plan
+        return f"Run {pending[0]}, a re-run of this one, has not ended yet.", plan
     if version is None:
         return f"The workflow has no published version now: re-run it on v{original.version}, the run's.", plan
     if _cause_shape(version.definition["trigger"]) != _cause_shape(original.definition["trigger"]):

@@ -96,6 +96,16 @@ def test_a_rerun_uses_the_run_s_version_unless_the_latest_is_asked_for(broken, r
     audit = AuditEvent.objects.get(action="run.rerun", target_id=str(new.id))
     assert (audit.data["version"], audit.data["on"], audit.data["rerun_of_version"]) == (2, "the latest published", 1)
 
+    # Its messages were sent: a further re-run, on either version, would send them again.
+    for body in ({}, {"version": "latest"}):
+        twice = client.post(f"/api/v1/runs/{run.id}/rerun", body, format="json")
+        assert twice.status_code == 409
+        assert twice.json()["error"]["message"] == (
+            f"Run {new.id}, a re-run of this one, completed: its messages were sent, and another re-run would send "
+            "them again."
+        )
+    assert len(receiver.requests) == 2 and Run.objects.filter(rerun_of=run).count() == 2
+
     bad = client.post(f"/api/v1/runs/{run.id}/rerun", {"version": "newest"}, format="json")
     assert bad.status_code == 400 and bad.json()["error"]["fields"][0]["field"] == "version"
 
@@ -115,24 +125,29 @@ def test_an_operator_chooses_the_version_on_the_run_s_page_and_the_new_run_says_
     ):
         assert f'data-action="{action}">{label}</button>' in page, action
 
+    default = client.post(
+        reverse("admin:runs_run_changelist"), {"action": "rerun_from_start", "_selected_action": [run.id]}, follow=True
+    ).content.decode()
+    first_rerun = Run.objects.filter(rerun_of=run).latest("id")
+    assert f"Re-run: {run.id} (new run {first_rerun.id}) on v1 (the run&#x27;s version)." in default
+    assert AuditEvent.objects.get(action="run.rerun", target_id=str(first_rerun.id)).data["version"] == 1
+    assert _run(first_rerun.id).status == RunStatus.FAILED  # v1 still has the bug
+
     answer = client.post(
         reverse("admin:runs_run_changelist"),
         {"action": "rerun_from_failed_step_on_latest", "_selected_action": [run.id], "index": 0, "_next": url},
         follow=True,
     ).content.decode()
-    new = Run.objects.get(rerun_of=run)
+    new = Run.objects.filter(rerun_of=run).latest("id")
     assert f"Re-run: {run.id} (new run {new.id}) on v2 (the latest published; run {run.id} ran v1)." in answer
     assert _run(new.id).status == RunStatus.COMPLETED
     page = client.get(reverse("admin:runs_run_change", args=[new.id])).content.decode()
     assert f"v2 (published since; run {run.id} ran v1)" in page  # the "re-run on" field
     assert f"Run created as a re-run of run {run.id}, on v2 (published since; run {run.id} ran v1)" in page
-
-    default = client.post(
-        reverse("admin:runs_run_changelist"), {"action": "rerun_from_start", "_selected_action": [run.id]}, follow=True
-    ).content.decode()
-    newer = Run.objects.filter(rerun_of=run).latest("id")
-    assert f"Re-run: {run.id} (new run {newer.id}) on v1 (the run&#x27;s version)." in default
-    assert AuditEvent.objects.get(action="run.rerun", target_id=str(newer.id)).data["version"] == 1
+    # Its messages were sent: the run's page offers no further re-run, and says why.
+    page = client.get(url).content.decode()
+    assert 'data-action="rerun_from_start"' not in page and 'data-action="rerun_from_failed_step_on_latest"' not in page
+    assert f"Run {new.id}, a re-run of this one, completed" in page
 
 
 def test_a_rerun_on_the_latest_version_is_refused_when_it_cannot_take_the_run(broken, client):

@@ -39,6 +39,8 @@ VERBOSE ?=
 run: export ROWBELL_LOG_LEVEL = $(if $(filter-out 0 no false,$(VERBOSE)),INFO,WARNING)
 run: export ROWBELL_ACCESS_LOG = $(if $(filter-out 0 no false,$(VERBOSE)),-,/dev/null)
 run: export PYTHONUNBUFFERED = 1
+# Open pixels and click links point at the web port this run listens on (unless set otherwise).
+run: export ROWBELL_PUBLIC_URL ?= http://127.0.0.1:$(PORT)
 run: install
 	@$(BIN)/python -m apps.core.preflight --listen web=$(PORT) --listen sink=8001 --listen sink-smtp=8025
 	@$(BIN)/python manage.py migrate --noinput -v 0

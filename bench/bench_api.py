@@ -49,6 +49,7 @@ def bench_env():
         "REDIS_URL": REDIS,
         "ROWBELL_ENCRYPTION_KEYS": KEY,
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+        "ROWBELL_PUBLIC_URL": "http://127.0.0.1",
         "LOG_LEVEL": "WARNING",
         # One key makes every call, as fast as the machine serves them (over 1,000/s): its throttle counts
         # each (the cost measured) but must refuse none, so the trigger rate is raised past the default

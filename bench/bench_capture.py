@@ -89,6 +89,8 @@ def env_for(notify: bool) -> dict:
         "ROWBELL_CAPTURE_NOTIFY": "true" if notify else "false",
         "ROWBELL_CONNECTION_ALLOW": "127.0.0.0/8",
         "LOG_LEVEL": "WARNING",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+        "ROWBELL_PUBLIC_URL": "http://127.0.0.1",
     }
 
 

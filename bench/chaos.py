@@ -907,6 +907,7 @@ def main() -> int:  # noqa: PLR0915 - one run, in order
             "LOG_LEVEL": "WARNING",
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
             "DJANGO_SECURE_SSL_REDIRECT": "false",
+            "ROWBELL_PUBLIC_URL": f"http://127.0.0.1:{web_port}",
             "ROWBELL_ENCRYPTION_KEYS": KEY,
             "ROWBELL_CONNECTION_ALLOW": "127.0.0.0/8",
             "ROWBELL_OUTBOUND_ALLOW": "127.0.0.0/8",

@@ -80,6 +80,7 @@ def service_env(*, database: str, redis: str, **extra: str) -> dict:
         "REDIS_URL": redis,
         "LOG_LEVEL": "WARNING",
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+        "ROWBELL_PUBLIC_URL": "http://127.0.0.1",
         **extra,
     }
 

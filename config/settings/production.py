@@ -4,6 +4,12 @@ from .base import *  # noqa: F403
 from .base import env
 
 SECRET_KEY = env("DJANGO_SECRET_KEY")
+# What base.py defaults to the developer's machine must be said by a deploy: without it, a forgotten
+# ROWBELL_PUBLIC_URL would put 127.0.0.1 in every tracking link and provider webhook URL, and a forgotten
+# DATABASE_URL would quietly use a local database. Each raises ImproperlyConfigured ("Set the ... environment
+# variable"), so `release` fails, naming it.
+for _required in ("DATABASE_URL", "REDIS_URL", "ROWBELL_PUBLIC_URL", "DJANGO_ALLOWED_HOSTS"):
+    env(_required)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=True)
 CSRF_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=True)

@@ -23,6 +23,9 @@ PRODUCTION_ENV = {
     "DJANGO_SECRET_KEY": "kR9wq2Jx7mVd0sLp4ZtYb8NcHf3GuEaW6oQiT1yXnKjMrPzS5vBe",
     "ROWBELL_ENCRYPTION_KEYS": "dGVzdC1vbmx5LWtleS1kby1ub3QtdXNlLWluLXByb2Q=",
     "DJANGO_ALLOWED_HOSTS": "rowbell.example.com",
+    "ROWBELL_PUBLIC_URL": "https://rowbell.example.com",
+    "DATABASE_URL": "postgres://rowbell@db.example.com:5432/rowbell",
+    "REDIS_URL": "redis://redis.example.com:6379/0",
 }
 
 
@@ -59,11 +62,11 @@ def test_turning_the_https_redirect_off_for_a_proxy_is_reported():
 # --- The .env file ------------------------------------------------------------------------------
 
 
-def _public_url(module: str, env_file: Path, **extra: str) -> str:
-    """ROWBELL_PUBLIC_URL as `config.settings.<module>` reads it, with DJANGO_ENV_FILE naming `env_file`."""
+def _api_rate(module: str, env_file: Path, **extra: str) -> str:
+    """ROWBELL_API_RATE as `config.settings.<module>` reads it, with DJANGO_ENV_FILE naming `env_file`."""
     env = _production_env(DJANGO_SETTINGS_MODULE=f"config.settings.{module}", DJANGO_ENV_FILE=str(env_file), **extra)
     result = subprocess.run(
-        [sys.executable, "-c", "from django.conf import settings; print(settings.ROWBELL_PUBLIC_URL)"],
+        [sys.executable, "-c", "from django.conf import settings; print(settings.ROWBELL_API_RATE)"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -75,26 +78,26 @@ def _public_url(module: str, env_file: Path, **extra: str) -> str:
 
 
 @pytest.mark.parametrize(
-    ("module", "extra", "public_url"),
+    ("module", "extra", "rate"),
     [
         # A deploy is configured by its platform's environment: a .env left in the build is not read ...
-        ("production", {}, "http://127.0.0.1:8000"),
+        ("production", {}, "1200/min"),
         # ... unless asked for, as cookiecutter-django's DJANGO_READ_DOT_ENV_FILE.
-        ("production", {"DJANGO_READ_DOT_ENV_FILE": "true"}, "https://from-dot-env.example"),
+        ("production", {"DJANGO_READ_DOT_ENV_FILE": "true"}, "7/min"),
         # `make run` and `make test` keep their configuration in .env.
-        ("local", {}, "https://from-dot-env.example"),
-        ("test", {}, "https://from-dot-env.example"),
-        ("local", {"DJANGO_READ_DOT_ENV_FILE": "false"}, "http://127.0.0.1:8000"),
+        ("local", {}, "7/min"),
+        ("test", {}, "7/min"),
+        ("local", {"DJANGO_READ_DOT_ENV_FILE": "false"}, "1200/min"),
         # The environment wins over the file.
-        ("local", {"ROWBELL_PUBLIC_URL": "https://from-environment.example"}, "https://from-environment.example"),
+        ("local", {"ROWBELL_API_RATE": "9/min"}, "9/min"),
     ],
 )
 def test_the_dot_env_file_is_read_by_local_and_test_settings_and_by_production_only_when_asked(
-    module, extra, public_url, tmp_path
+    module, extra, rate, tmp_path
 ):
     env_file = tmp_path / ".env"
-    env_file.write_text("ROWBELL_PUBLIC_URL=https://from-dot-env.example\n")
-    assert _public_url(module, env_file, **extra) == public_url
+    env_file.write_text("ROWBELL_API_RATE=7/min\n")
+    assert _api_rate(module, env_file, **extra) == rate
 
 
 # --- The Procfile, run as a platform runs it ------------------------------------------------------
@@ -212,3 +215,19 @@ def test_a_build_that_collected_already_can_turn_the_start_s_collect_off(tmp_pat
     start = _static_collect(tmp_path / "staticfiles", ROWBELL_COLLECTSTATIC_AT_START="false")
     assert start.wait(timeout=120) == 0, start.stdout.read()
     assert not (tmp_path / "staticfiles").exists()
+
+
+@pytest.mark.parametrize("name", ["DATABASE_URL", "REDIS_URL", "ROWBELL_PUBLIC_URL", "DJANGO_ALLOWED_HOSTS"])
+def test_a_deploy_missing_a_setting_it_must_give_fails_naming_it(name):
+    # Unset, each fell back to the developer's machine: 127.0.0.1 in every tracking link, a local database...
+    env = {k: v for k, v in _production_env().items() if k != name}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert f"Set the {name} environment variable" in result.stderr

@@ -83,6 +83,11 @@ def settings_reads(module: str, tmp_path: Path) -> set[str]:
             "DJANGO_READ_DOT_ENV_FILE": "true",
             "DJANGO_ENV_FILE": str(empty),
             "DJANGO_SECRET_KEY": "kR9wq2Jx7mVd0sLp4ZtYb8NcHf3GuEaW6oQiT1yXnKjMrPzS5vBe",
+            # What production requires.
+            "DATABASE_URL": "postgres://rowbell@db.example.com/rowbell",
+            "REDIS_URL": "redis://redis.example.com:6379/0",
+            "ROWBELL_PUBLIC_URL": "https://rowbell.example.com",
+            "DJANGO_ALLOWED_HOSTS": "rowbell.example.com",
         },
     )
 

@@ -41,6 +41,12 @@ class BoundedJSONParser(JSONParser):
             parsed = self.decode(raw, media_type, parser_context)
         except RecursionError:
             raise exceptions.ParseError("JSON parse error - nested too deeply.") from None
+        except exceptions.ParseError as exc:
+            # Where the parser stopped, and what to do: the body is read as JSON (RFC 8259) only.
+            raise exceptions.ParseError(
+                f"{exc.detail} The body must be valid JSON (RFC 8259): look for a missing quote or comma, a "
+                "trailing comma or single quotes there."
+            ) from None
         if _ESCAPES_TO_CHECK.search(raw):
             found = unstorable_find(parsed)
             if found:

@@ -13,7 +13,9 @@ def workflow_list(*, tenant: Tenant) -> QuerySet:
 def workflow_get(*, tenant: Tenant, key: str) -> Workflow:
     workflow = workflow_list(tenant=tenant).filter(key=key).first()
     if workflow is None:
-        raise NotFound("Workflow not found.")
+        raise NotFound(
+            f"No workflow has the key '{key}' here: GET /api/v1/workflows lists them, POST /api/v1/workflows creates one."
+        )
     return workflow
 
 

@@ -91,3 +91,25 @@ def test_an_unknown_channel_filter_lists_the_channels_instead_of_answering_no_fi
         }
     ]
     assert product_client.get("/api/v1/metrics?channel=email").status_code == 200
+
+
+def test_a_body_that_is_not_valid_json_says_where_and_what_to_look_for(product_client):
+    response = product_client.generic(
+        "POST", "/api/v1/trigger", b'{"workflow": "welcome",}', content_type="application/json"
+    )
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    assert message.startswith("JSON parse error - ") and "(char 23)" in message
+    assert "The body must be valid JSON (RFC 8259)" in message
+
+
+def test_a_workflow_that_does_not_exist_says_how_to_create_one(product_client):
+    response = product_client.put(
+        "/api/v1/workflows/nope",
+        {"trigger": {"type": "api"}, "steps": [{"type": "wait", "duration": 1}]},
+        format="json",
+    )
+    assert response.status_code == 404
+    assert response.json()["error"]["message"] == (
+        "No workflow has the key 'nope' here: GET /api/v1/workflows lists them, POST /api/v1/workflows creates one."
+    )

@@ -1,8 +1,9 @@
 from csp.decorators import csp_update
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
+from apps.core.views import api_not_found
 from apps.dashboard.metrics import metrics_view
 
 api_v1 = [
@@ -14,6 +15,7 @@ api_v1 = [
     path("", include("apps.deliveries.urls")),
     path("", include("apps.connections.urls")),
     path("", include("apps.audit.urls")),
+    re_path(r"^(?P<rest>.*)$", api_not_found),  # last: JSON, not Django's debug page, for a path that is none
 ]
 
 # ReDoc's page runs no inline script either (templates/drf_spectacular/redoc.html), but ReDoc adds its styles

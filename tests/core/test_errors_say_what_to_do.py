@@ -113,3 +113,27 @@ def test_a_workflow_that_does_not_exist_says_how_to_create_one(product_client):
     assert response.json()["error"]["message"] == (
         "No workflow has the key 'nope' here: GET /api/v1/workflows lists them, POST /api/v1/workflows creates one."
     )
+
+
+@pytest.mark.parametrize("debug", [True, False])
+def test_an_api_path_that_names_no_endpoint_answers_json_and_says_why(product_client, settings, debug):
+    settings.DEBUG = debug  # Django's debug 404 page is HTML listing every URL pattern
+    response = product_client.get("/api/v1/workflows/")
+    assert response.status_code == 404 and response["Content-Type"] == "application/json"
+    assert response.json()["error"] == {
+        "code": "not_found",
+        "message": "No endpoint at /api/v1/workflows/: API paths take no trailing slash; use /api/v1/workflows.",
+    }
+    response = product_client.get("/api/v1/nothing-here")
+    assert response.status_code == 404
+    assert (
+        response.json()["error"]["message"]
+        == "No endpoint at /api/v1/nothing-here: the API reference is at /api/docs/."
+    )
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+def test_a_write_to_no_endpoint_is_a_json_404_not_a_csrf_page(product_client, method):
+    product_client.handler.enforce_csrf_checks = True  # as a real client meets Django's CSRF check
+    response = product_client.generic(method, "/api/v1/connections/not-an-id", "{}", content_type="application/json")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"

@@ -117,7 +117,12 @@ def test_bad_idempotency_key_header_is_refused(product_client, workflow):
 def test_unknown_api_path_answers_json_404(product_client):
     response = product_client.get("/api/v1/nothing-here")
     assert response.status_code == 404
-    assert response.json() == {"error": {"code": "not_found", "message": "Not found."}}
+    assert response.json() == {
+        "error": {
+            "code": "not_found",
+            "message": "No endpoint at /api/v1/nothing-here: the API reference is at /api/docs/.",
+        }
+    }
 
 
 def test_request_status_is_scoped_to_the_organization(product_with_key, workflow):

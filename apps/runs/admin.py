@@ -209,14 +209,7 @@ class RunAdmin(RunActions, OperatorAdmin):
             else (f.name,)
         )
     ]
-    actions = [
-        "rerun_from_failed_step",
-        "rerun_from_start",
-        "rerun_from_failed_step_on_latest",
-        "rerun_from_start_on_latest",
-        "cancel",
-        "dismiss",
-    ]
+    actions = list(RUN_BUTTONS)
     # Labelled on each run's page with the versions they use (RunActions.object_actions_for).
     object_actions = tuple((name, name) for name in RUN_BUTTONS)
     action_applies_to = {

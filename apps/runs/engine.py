@@ -902,7 +902,7 @@ def run_dismiss_refusal(*, run: Run) -> str | None:
     return None
 
 
-def _pending_rerun(run: Run) -> tuple[int, str] | None:
+def _blocking_rerun(run: Run) -> tuple[int, str] | None:
     """(id, status) of a re-run of `run` that has not ended (one at a time) or that completed (its messages were
     sent: re-running again would send them twice), or None when every re-run failed or was cancelled."""
     return (
@@ -947,7 +947,8 @@ def _rerun_plan(
     run: Run, *, from_start: bool, version: WorkflowVersion | None, pending: tuple[int, str] | None
 ) -> tuple[str | None, dict]:
     """(Why a re-run of `run` executing `version` (_rerun_target) is refused, or None; the plan: {"step_index":
-    where it starts, "step_id": the failed step's id, "" from the start}). `pending` is _pending_rerun(run)."""
+    where it starts, "step_id": the failed step's id, "" from the start}). `pending` is _blocking_rerun(run): a
+    re-run still going, or one that completed."""
     original = run.workflow_version
     plan = {"step_index": 0, "step_id": ""}
     if run.status not in RERUNNABLE:
@@ -986,7 +987,7 @@ def _rerun_plan(
 def run_rerun_refusal(*, run: Run, from_start: bool, on: str = "original") -> str | None:
     """Why run_rerun would refuse `run` now (the message it refuses with), or None when it would re-run it."""
     version = _rerun_target(run, on)
-    return _rerun_plan(run, from_start=from_start, version=version, pending=_pending_rerun(run))[0]
+    return _rerun_plan(run, from_start=from_start, version=version, pending=_blocking_rerun(run))[0]
 
 
 def run_latest_version(*, run: Run) -> WorkflowVersion | None:
@@ -1001,7 +1002,7 @@ def run_actions_open(*, run: Run) -> dict[str, str | None]:
     applies, else why not}, for "cancel", "dismiss", "rerun_from_failed_step", "rerun_from_start" and, when a
     newer version is published, "rerun_from_failed_step_on_latest", "rerun_from_start_on_latest". A few
     queries whatever the run."""
-    pending = _pending_rerun(run) if run.status in RERUNNABLE else None
+    pending = _blocking_rerun(run) if run.status in RERUNNABLE else None
     open_ = {"cancel": run_cancel_refusal(run=run), "dismiss": run_dismiss_refusal(run=run)}
     latest = run_latest_version(run=run) if run.status in RERUNNABLE else None
     for version, suffix in ((run.workflow_version, ""), (latest, "_on_latest")):
@@ -1116,7 +1117,7 @@ def run_rerun(*, run: Run, from_start: bool, actor: str, on: str = "original") -
         if locked is None:
             raise NotFound("This run no longer exists (deleted past its retention).")
         version = _rerun_target(locked, on)
-        refusal, plan = _rerun_plan(locked, from_start=from_start, version=version, pending=_pending_rerun(locked))
+        refusal, plan = _rerun_plan(locked, from_start=from_start, version=version, pending=_blocking_rerun(locked))
         if refusal or version is None:
             raise RunActionRefused(refusal or "Nothing to re-run this run on.")
         step_id = plan["step_id"]
